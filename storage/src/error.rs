@@ -1,0 +1,183 @@
+//! Typed errors of the storage crate.
+//!
+//! [`BatchError`] says why bytes are not a valid record batch; it never
+//! carries the bytes themselves, so it is cheap to build from hostile input.
+//! [`LogError`] wraps it with the failures of the log itself (I/O, ordering,
+//! ranges, configuration).
+
+use std::io;
+use std::path::PathBuf;
+
+use crate::types::{Offset, RaftIndex, Term};
+
+/// Why a byte string is not an acceptable record batch.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BatchError {
+    /// Fewer bytes are present than the header or the length field requires.
+    #[error("truncated batch: need {needed_bytes} bytes, have {available_bytes}")]
+    Truncated {
+        /// Bytes the batch needs.
+        needed_bytes: usize,
+        /// Bytes present.
+        available_bytes: usize,
+    },
+    /// The length field is smaller than a batch header.
+    #[error("batch length field {length} is shorter than a batch header")]
+    LengthTooSmall {
+        /// The length field as stored.
+        length: u32,
+    },
+    /// The batch is larger than the configured maximum (the wire's `RecordTooLarge`).
+    #[error("batch of {batch_bytes} bytes exceeds the maximum of {max_batch_bytes} bytes")]
+    TooLarge {
+        /// Size of the whole batch, length field included.
+        batch_bytes: u64,
+        /// The limit in force.
+        max_batch_bytes: u64,
+    },
+    /// The buffer holds more or fewer bytes than the length field announces.
+    #[error("batch length field announces {declared_bytes} bytes but {actual_bytes} were given")]
+    LengthMismatch {
+        /// Whole-batch size from the length field.
+        declared_bytes: u64,
+        /// Bytes handed over.
+        actual_bytes: u64,
+    },
+    /// The CRC stored in the header does not match the bytes it covers.
+    #[error("batch CRC mismatch: stored {stored:#010x}, computed {computed:#010x}")]
+    CrcMismatch {
+        /// CRC from the header.
+        stored: u32,
+        /// CRC of the bytes.
+        computed: u32,
+    },
+    /// The format version byte is not one this build reads.
+    #[error("unsupported batch format version {0}")]
+    UnsupportedVersion(u8),
+    /// Reserved header bits or bytes are set.
+    #[error(
+        "reserved batch header bits are set (attributes {attributes:#06x}, reserved {reserved})"
+    )]
+    ReservedBitsSet {
+        /// The attributes field.
+        attributes: u16,
+        /// The reserved byte.
+        reserved: u8,
+    },
+    /// The compression codec is not one this build handles.
+    #[error("unsupported compression codec {0}")]
+    UnsupportedCompression(u8),
+    /// A record count that cannot be: zero records in a data batch, records in
+    /// a control batch, or more records than offsets.
+    #[error(
+        "impossible record count {record_count} (last offset delta {last_offset_delta}, control {control})"
+    )]
+    ImpossibleRecordCount {
+        /// The record count field.
+        record_count: u32,
+        /// The last offset delta field.
+        last_offset_delta: u32,
+        /// Whether the control bit is set.
+        control: bool,
+    },
+    /// A record inside the batch is malformed.
+    #[error("record {record} is malformed: {reason}")]
+    CorruptRecord {
+        /// Zero-based position of the record in the batch.
+        record: u32,
+        /// What is wrong with it.
+        reason: &'static str,
+    },
+    /// A single record cannot fit in a batch of the maximum size.
+    #[error(
+        "record of {record_bytes} bytes cannot fit in a batch of at most {max_batch_bytes} bytes"
+    )]
+    RecordTooLarge {
+        /// Encoded size of the record.
+        record_bytes: u64,
+        /// The batch limit in force.
+        max_batch_bytes: u64,
+    },
+}
+
+/// A failure of the log.
+#[derive(Debug, thiserror::Error)]
+pub enum LogError {
+    /// An operating-system call failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file or directory concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The batch was refused; the log is unchanged.
+    #[error(transparent)]
+    Batch(#[from] BatchError),
+    /// A replica batch does not start at the log's next offset.
+    #[error("batch base offset {got} does not follow the log end offset {expected}")]
+    OffsetOutOfOrder {
+        /// The log's next offset.
+        expected: Offset,
+        /// The batch's base offset.
+        got: Offset,
+    },
+    /// A replica entry does not carry the log's next Raft index.
+    #[error("raft index {got} does not follow the log's next index {expected}")]
+    RaftIndexOutOfOrder {
+        /// The log's next Raft index.
+        expected: RaftIndex,
+        /// The index given.
+        got: RaftIndex,
+    },
+    /// An entry's term is lower than the term of the entry before it.
+    #[error("term {got} is lower than the last term {last}")]
+    TermRegressed {
+        /// Term of the log's last entry.
+        last: Term,
+        /// Term given.
+        got: Term,
+    },
+    /// A read asked for an offset outside `[log_start, log_end]`.
+    #[error("offset {requested} is outside the log [{log_start}, {log_end}]")]
+    OffsetOutOfRange {
+        /// Offset asked for.
+        requested: Offset,
+        /// First offset still stored.
+        log_start: Offset,
+        /// The next offset to be written.
+        log_end: Offset,
+    },
+    /// A read or truncation asked for a Raft index outside the stored entries.
+    #[error("raft index {requested} is outside the log [{first}, {next})")]
+    RaftIndexOutOfRange {
+        /// Index asked for.
+        requested: RaftIndex,
+        /// First index still stored.
+        first: RaftIndex,
+        /// The next index to be written.
+        next: RaftIndex,
+    },
+    /// The configuration cannot work.
+    #[error("invalid log configuration: {0}")]
+    InvalidConfig(String),
+    /// Stored state contradicts itself in a way recovery must not guess about.
+    #[error("corrupt log at {path}: {reason}")]
+    Corrupt {
+        /// The file concerned.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+impl LogError {
+    /// Wraps an I/O error with what was being done and where.
+    pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
+        let path = path.into();
+        move |source| LogError::Io { op, path, source }
+    }
+}

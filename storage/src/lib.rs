@@ -1,0 +1,35 @@
+//! rill-storage: the log of one partition replica.
+//!
+//! - [`batch`]: the record batch format (on disk = on the wire), its
+//!   validation and zero-copy decoding; [`builder`] encodes batches.
+//! - [`Log`]: a directory of memory-mapped segments with sparse indexes by
+//!   offset, Raft index and time; append, read, truncate, roll, retention,
+//!   and durability as a separate step ([`SyncPlan`]) so callers group-commit.
+//! - Recovery on open keeps the longest valid prefix after any crash.
+//!
+//! Lives here because it is the lowest crate that needs them: the newtypes
+//! [`Offset`], [`RaftIndex`] and [`Term`].
+
+pub mod batch;
+pub mod builder;
+mod config;
+mod error;
+mod index;
+mod log;
+mod mapping;
+mod recovery;
+mod retention;
+mod segment;
+mod sync;
+mod timeindex;
+mod types;
+pub mod varint;
+
+pub use crate::batch::{Batches, Header, MAX_BATCH_BYTES_DEFAULT, Record, RecordBatch};
+pub use crate::builder::{BatchBuilder, NewRecord, ProducerStamp, control_batch};
+pub use crate::config::{Clock, LogConfig, ManualClock, SystemClock};
+pub use crate::error::{BatchError, LogError};
+pub use crate::log::{Appended, Log, LogPosition, batches_of};
+pub use crate::retention::RetentionOutcome;
+pub use crate::sync::{SyncDone, SyncPlan};
+pub use crate::types::{Offset, RaftIndex, Term};

@@ -1,0 +1,252 @@
+//! Opening segments after any kind of stop: finding where each one's valid
+//! batches end, and rebuilding indexes that are missing or wrong.
+//!
+//! The rule is "the longest valid prefix and nothing else". Within a segment
+//! a batch is valid when its header passes [`BatchHeader::check`], its CRC
+//! matches, it lies wholly inside the file, and it continues the previous
+//! batch: the next offset, the next Raft index, a term no lower. The first
+//! batch that fails ends the segment (a torn write, the zeros of the
+//! grown-but-unwritten tail, garbage). A segment is trusted only up to the
+//! next segment's base Raft index (a truncation sealed it there), and a
+//! segment that does not start exactly where the previous one ends is cut
+//! off together with everything after it.
+//!
+//! An intact index covers bytes that were durable before it was written (see
+//! [`crate::index`]), so a segment with one is scanned only from its last
+//! entry on; otherwise it is scanned, and its indexes rebuilt, from the start.
+
+use std::fs::{File, OpenOptions};
+use std::path::Path;
+
+use crate::batch::{self, BatchHeader};
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::index::{IndexFile, OffsetEntry, offset_entries_are_ordered};
+use crate::mapping::SegmentMap;
+use crate::segment::{Segment, SegmentPaths, Tail, takes_index_entry};
+use crate::timeindex::{TimeEntry, time_entries_agree};
+use crate::types::{Offset, RaftIndex, Term};
+
+/// Scans batches in `data` from `tail`, appending the index entries a fresh
+/// append would have made, and returns the tail after the last valid batch.
+/// Stops before a batch at or past `bound` (the next segment's base index).
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn scan(
+    data: &[u8],
+    mut tail: Tail,
+    base: (Offset, RaftIndex),
+    bound: Option<RaftIndex>,
+    config: &LogConfig,
+    index: &mut Vec<OffsetEntry>,
+    time: &mut Vec<TimeEntry>,
+) -> Tail {
+    loop {
+        let pos = tail.position as usize;
+        let rest = &data[pos.min(data.len())..];
+        let Ok(h) = BatchHeader::decode(rest) else {
+            break;
+        };
+        if h.check(config.max_batch_bytes).is_err() || h.batch_bytes() > rest.len() as u64 {
+            break;
+        }
+        if bound.is_some_and(|b| h.raft_index >= b) {
+            break;
+        }
+        if h.base_offset != tail.next_offset
+            || h.raft_index != tail.next_raft_index
+            || h.raft_term < tail.last_term
+        {
+            break;
+        }
+        let len = h.batch_bytes();
+        if batch::compute_crc(&rest[..len as usize]) != h.crc {
+            break;
+        }
+        if takes_index_entry(
+            tail.position,
+            tail.bytes_since_entry,
+            config.index_interval_bytes,
+        ) {
+            let relative_offset = (h.base_offset.0 - base.0.0) as u32;
+            index.push(OffsetEntry {
+                relative_offset,
+                relative_raft_index: (h.raft_index.0 - base.1.0) as u32,
+                position: tail.position as u32,
+            });
+            time.push(TimeEntry {
+                max_timestamp_before_ms: tail.max_timestamp_ms,
+                relative_offset,
+                position: tail.position as u32,
+            });
+            tail.bytes_since_entry = 0;
+        }
+        tail = Tail {
+            position: tail.position + len,
+            next_offset: h.next_offset(),
+            next_raft_index: h.raft_index.next(),
+            last_term: h.raft_term,
+            max_timestamp_ms: tail.max_timestamp_ms.max(h.max_timestamp_ms),
+            bytes_since_entry: tail.bytes_since_entry + len,
+        };
+    }
+    tail
+}
+
+/// Where the previous segment left off: what this one must start with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Expect {
+    pub(crate) last_term: Term,
+}
+
+/// Opens the segment at `paths`, finds its valid end (bounded by `bound`),
+/// repairs its indexes and maps it: writable when `last` (it becomes the
+/// active segment), otherwise read-only and trimmed to its end.
+pub(crate) fn open_segment(
+    paths: SegmentPaths,
+    base: (Offset, RaftIndex),
+    expect: Expect,
+    bound: Option<RaftIndex>,
+    last: bool,
+    config: &LogConfig,
+) -> Result<Segment, LogError> {
+    let file = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .open(&paths.log)
+        .map_err(LogError::io("open segment", &paths.log))?;
+    let file_bytes = file
+        .metadata()
+        .map_err(LogError::io("stat segment", &paths.log))?
+        .len();
+    let (tail, index, time_index, garbage_after_end) = {
+        let scan_map = SegmentMap::map(&file, file_bytes, false)
+            .map_err(LogError::io("map segment", &paths.log))?;
+        // SAFETY: a fresh read-only mapping of exactly the file's length; no
+        // one in this process writes the file while it exists, and it is
+        // dropped at the end of this block.
+        let data = unsafe { scan_map.slice(0, file_bytes as usize) };
+        let (tail, index, time_index) = recover_tail(data, &paths, base, expect, bound, config);
+        let after = &data[(tail.position as usize).min(data.len())..];
+        let garbage = after.iter().take(64 * 1024).any(|&b| b != 0);
+        (tail, index, time_index, garbage)
+    };
+    if file_bytes > tail.position {
+        // Not mapped now, so shrinking is safe. It drops the zero tail of a
+        // grown file and, after a crash, torn or stale bytes that must never
+        // be mistaken for batches once new ones are written before them.
+        file.set_len(tail.position)
+            .map_err(LogError::io("trim segment", &paths.log))?;
+        if garbage_after_end {
+            file.sync_all()
+                .map_err(LogError::io("sync trimmed segment", &paths.log))?;
+        }
+        tracing::debug!(path = %paths.log.display(), valid_bytes = tail.position, file_bytes, "trimmed segment tail");
+    }
+    // Bytes past the last index entry may have been in the page cache only
+    // (a killed process): make them durable before anything counts on them.
+    // On a file with nothing dirty this costs no I/O.
+    if tail.position > 0 {
+        file.sync_data()
+            .map_err(LogError::io("sync recovered segment", &paths.log))?;
+    }
+    if last {
+        Segment::activate(paths, file, tail.position, tail, index, time_index, config)
+    } else {
+        Segment::sealed(paths, file, tail, index, time_index, base)
+    }
+}
+
+/// Finds the valid end of `data` and the segment's indexes, using intact
+/// index files to skip the covered prefix.
+fn recover_tail(
+    data: &[u8],
+    paths: &SegmentPaths,
+    base: (Offset, RaftIndex),
+    expect: Expect,
+    bound: Option<RaftIndex>,
+    config: &LogConfig,
+) -> (Tail, IndexFile<OffsetEntry>, IndexFile<TimeEntry>) {
+    let start = Tail {
+        position: 0,
+        next_offset: base.0,
+        next_raft_index: base.1,
+        last_term: expect.last_term,
+        max_timestamp_ms: i64::MIN,
+        bytes_since_entry: 0,
+    };
+    if let Some((entries, times)) = load_indexes(paths, data.len() as u64) {
+        // Resume at the last entry that lies below the bound: entries past a
+        // truncation cut are dropped, the ones before it still hold.
+        let keep = entries.partition_point(|e| {
+            bound.is_none_or(|b| base.1.0 + u64::from(e.relative_raft_index) < b.0)
+        });
+        let resume = match (entries[..keep].last(), times[..keep].last()) {
+            (Some(e), Some(t)) => Some(Tail {
+                position: u64::from(e.position),
+                next_offset: Offset(base.0.0 + u64::from(e.relative_offset)),
+                next_raft_index: RaftIndex(base.1.0 + u64::from(e.relative_raft_index)),
+                // Unknown until the first batch is scanned, which may not
+                // regress below the term before the segment.
+                last_term: expect.last_term,
+                max_timestamp_ms: t.max_timestamp_before_ms,
+                bytes_since_entry: 0,
+            }),
+            _ => None,
+        };
+        let from = resume.unwrap_or(start);
+        let (mut new_entries, mut new_times) = (Vec::new(), Vec::new());
+        let tail = scan(
+            data,
+            from,
+            base,
+            bound,
+            config,
+            &mut new_entries,
+            &mut new_times,
+        );
+        // The batch at the last entry must itself be valid, or the index
+        // disagrees with the log: then fall through to a full rebuild.
+        if resume.is_none() || tail.position > from.position {
+            let first_dropped = entries.get(keep).map(|e| e.position);
+            let mut index = IndexFile::loaded(paths.index.clone(), entries);
+            let mut time_index = IndexFile::loaded(paths.timeindex.clone(), times);
+            if let Some(p) = first_dropped {
+                // Entries past a truncation cut: the files get rewritten.
+                index.truncate_from(p);
+                time_index.truncate_from(p);
+            }
+            new_entries.into_iter().for_each(|e| index.push(e));
+            new_times.into_iter().for_each(|t| time_index.push(t));
+            return (tail, index, time_index);
+        }
+        tracing::warn!(path = %paths.index.display(), "index disagrees with the segment; rebuilding");
+    }
+    let (mut entries, mut times) = (Vec::new(), Vec::new());
+    let tail = scan(data, start, base, bound, config, &mut entries, &mut times);
+    (
+        tail,
+        IndexFile::new(paths.index.clone(), entries),
+        IndexFile::new(paths.timeindex.clone(), times),
+    )
+}
+
+/// Loads both index files if both are intact, ordered, inside the segment's
+/// bytes, and agree with each other.
+fn load_indexes(
+    paths: &SegmentPaths,
+    data_bytes: u64,
+) -> Option<(Vec<OffsetEntry>, Vec<TimeEntry>)> {
+    let entries = IndexFile::<OffsetEntry>::load(&paths.index)?;
+    let times = IndexFile::<TimeEntry>::load(&paths.timeindex)?;
+    if !offset_entries_are_ordered(&entries, data_bytes) || !time_entries_agree(&times, &entries) {
+        return None;
+    }
+    Some((entries, times))
+}
+
+/// Syncs a directory, making file creations and removals in it durable.
+pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+    File::open(dir)
+        .and_then(|d| d.sync_all())
+        .map_err(LogError::io("sync directory", dir))
+}

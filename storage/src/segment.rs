@@ -1,0 +1,523 @@
+//! One segment: a `.log` file of consecutive batches, mapped in memory, with
+//! its `.index` and `.timeindex`.
+//!
+//! A segment is named `<base_offset:020>-<base_raft_index:020>` (both numbers,
+//! because a zero-record entry shares its offset with the next entry, so after
+//! a truncation two segments can start at the same offset).
+//!
+//! Invariants kept here:
+//! - batches are laid end to end from position 0; within a segment, Raft
+//!   indexes increase by one per batch, offsets are contiguous and terms
+//!   never decrease;
+//! - `end <= file_bytes <= capacity`: the file is grown (`fallocate`) before a
+//!   byte past its length is written, and nothing at or past `end` is ever
+//!   handed to a reader;
+//! - bytes before `end` are never written again; a truncation seals the
+//!   segment at the cut instead of rewriting it.
+
+use std::fs::{File, OpenOptions};
+use std::os::fd::AsRawFd;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+
+use crate::batch::{self, BatchHeader};
+use crate::config::LogConfig;
+use crate::error::LogError;
+use crate::index::{IndexFile, OffsetEntry};
+use crate::mapping::{SegmentMap, shared_bytes};
+use crate::timeindex::TimeEntry;
+use crate::types::{Offset, RaftIndex, Term};
+
+/// The file paths of one segment.
+#[derive(Debug, Clone)]
+pub(crate) struct SegmentPaths {
+    pub(crate) log: PathBuf,
+    pub(crate) index: PathBuf,
+    pub(crate) timeindex: PathBuf,
+}
+
+impl SegmentPaths {
+    pub(crate) fn new(dir: &Path, base_offset: Offset, base_raft_index: RaftIndex) -> Self {
+        let stem = format!("{:020}-{:020}", base_offset.0, base_raft_index.0);
+        SegmentPaths {
+            log: dir.join(format!("{stem}.log")),
+            index: dir.join(format!("{stem}.index")),
+            timeindex: dir.join(format!("{stem}.timeindex")),
+        }
+    }
+}
+
+/// Parses a segment file name `<offset:020>-<raft_index:020>.log`.
+pub(crate) fn parse_segment_name(name: &str) -> Option<(Offset, RaftIndex)> {
+    let stem = name.strip_suffix(".log")?;
+    let (o, i) = stem.split_once('-')?;
+    let digits = |s: &str| s.len() == 20 && s.bytes().all(|b| b.is_ascii_digit());
+    if !digits(o) || !digits(i) {
+        return None;
+    }
+    Some((Offset(o.parse().ok()?), RaftIndex(i.parse().ok()?)))
+}
+
+/// Whether the sparse index takes an entry for a batch starting at
+/// `position`, given the bytes appended since the previous entry. Appends and
+/// recovery scans share this rule, so a rebuilt index equals the original.
+#[inline]
+pub(crate) fn takes_index_entry(
+    position: u64,
+    bytes_since_entry: u64,
+    interval_bytes: u64,
+) -> bool {
+    position > 0 && bytes_since_entry >= interval_bytes
+}
+
+/// The state at the end of a segment's batches: what the next batch must carry.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Tail {
+    pub(crate) position: u64,
+    pub(crate) next_offset: Offset,
+    pub(crate) next_raft_index: RaftIndex,
+    pub(crate) last_term: Term,
+    pub(crate) max_timestamp_ms: i64,
+    pub(crate) bytes_since_entry: u64,
+}
+
+/// One segment of a log.
+#[derive(Debug)]
+pub(crate) struct Segment {
+    pub(crate) base_offset: Offset,
+    pub(crate) base_raft_index: RaftIndex,
+    pub(crate) paths: SegmentPaths,
+    pub(crate) file: Arc<File>,
+    map: Arc<SegmentMap>,
+    /// Current length of the file, bytes.
+    file_bytes: u64,
+    /// The end of the last batch and the state the next one continues from.
+    pub(crate) tail: Tail,
+    /// Bytes `[..synced_end]` are durable.
+    pub(crate) synced_end: u64,
+    pub(crate) index: IndexFile<OffsetEntry>,
+    pub(crate) time_index: IndexFile<TimeEntry>,
+    /// When the first batch was appended in this process (for `segment_ms`).
+    pub(crate) first_append_ms: Option<i64>,
+    /// Whether appends may still go here.
+    pub(crate) active: bool,
+}
+
+/// Grows `file` from `from_bytes` to `to_bytes` with zeros, without ever
+/// shrinking it. `fallocate` reserves the blocks, so a full disk is an error
+/// here rather than a SIGBUS when the mapping is written.
+fn grow_file(file: &File, path: &Path, from_bytes: u64, to_bytes: u64) -> Result<(), LogError> {
+    debug_assert!(to_bytes > from_bytes);
+    // SAFETY: fallocate on an fd we own, with in-range offsets; it only
+    // allocates and extends.
+    let rc = unsafe {
+        libc::fallocate(
+            file.as_raw_fd(),
+            0,
+            from_bytes as i64,
+            (to_bytes - from_bytes) as i64,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = std::io::Error::last_os_error();
+    if err.raw_os_error() == Some(libc::EOPNOTSUPP) {
+        // Filesystems without fallocate: extending with ftruncate is safe
+        // (growing never invalidates mapped pages), it just reserves nothing.
+        return file.set_len(to_bytes).map_err(LogError::io("grow", path));
+    }
+    Err(LogError::io("fallocate", path)(err))
+}
+
+impl Segment {
+    /// Creates an empty active segment starting at `base_offset` and
+    /// `base_raft_index`; `last_term` is the term of the entry before it.
+    pub(crate) fn create(
+        dir: &Path,
+        base_offset: Offset,
+        base_raft_index: RaftIndex,
+        last_term: Term,
+        config: &LogConfig,
+    ) -> Result<Segment, LogError> {
+        let paths = SegmentPaths::new(dir, base_offset, base_raft_index);
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create_new(true)
+            .open(&paths.log)
+            .map_err(LogError::io("create segment", &paths.log))?;
+        let tail = Tail {
+            position: 0,
+            next_offset: base_offset,
+            next_raft_index: base_raft_index,
+            last_term,
+            max_timestamp_ms: i64::MIN,
+            bytes_since_entry: 0,
+        };
+        let index = IndexFile::new(paths.index.clone(), Vec::new());
+        let time_index = IndexFile::new(paths.timeindex.clone(), Vec::new());
+        Self::activate(paths, file, 0, tail, index, time_index, config)
+    }
+
+    /// Maps `file` (already `file_bytes` long, holding batches up to
+    /// `tail.position`) as the active segment and grows it one step.
+    pub(crate) fn activate(
+        paths: SegmentPaths,
+        file: File,
+        file_bytes: u64,
+        tail: Tail,
+        index: IndexFile<OffsetEntry>,
+        time_index: IndexFile<TimeEntry>,
+        config: &LogConfig,
+    ) -> Result<Segment, LogError> {
+        let capacity = config.segment_bytes.max(file_bytes);
+        let map = SegmentMap::map(&file, capacity, true)
+            .map_err(LogError::io("map segment", &paths.log))?;
+        let (base_offset, base_raft_index) = parse_segment_name(
+            paths
+                .log
+                .file_name()
+                .and_then(|n| n.to_str())
+                .unwrap_or_default(),
+        )
+        .ok_or_else(|| LogError::Corrupt {
+            path: paths.log.clone(),
+            reason: "not a segment file name".into(),
+        })?;
+        let mut seg = Segment {
+            base_offset,
+            base_raft_index,
+            paths,
+            file: Arc::new(file),
+            map: Arc::new(map),
+            file_bytes,
+            synced_end: tail.position,
+            tail,
+            index,
+            time_index,
+            first_append_ms: None,
+            active: true,
+        };
+        seg.grow_to(tail.position + 1, config)?;
+        Ok(seg)
+    }
+
+    /// Maps `file` read-only as a sealed segment whose batches end at
+    /// `tail.position` (the file is exactly that long).
+    pub(crate) fn sealed(
+        paths: SegmentPaths,
+        file: File,
+        tail: Tail,
+        index: IndexFile<OffsetEntry>,
+        time_index: IndexFile<TimeEntry>,
+        base: (Offset, RaftIndex),
+    ) -> Result<Segment, LogError> {
+        let map = SegmentMap::map(&file, tail.position, false)
+            .map_err(LogError::io("map segment", &paths.log))?;
+        Ok(Segment {
+            base_offset: base.0,
+            base_raft_index: base.1,
+            paths,
+            file: Arc::new(file),
+            map: Arc::new(map),
+            file_bytes: tail.position,
+            synced_end: tail.position,
+            tail,
+            index,
+            time_index,
+            first_append_ms: None,
+            active: false,
+        })
+    }
+
+    /// Mapped capacity, bytes.
+    pub(crate) fn capacity(&self) -> u64 {
+        self.map.capacity()
+    }
+
+    /// Bytes of batches in the segment.
+    pub(crate) fn size_bytes(&self) -> u64 {
+        self.tail.position
+    }
+
+    /// Whether the segment holds no batch.
+    pub(crate) fn is_empty(&self) -> bool {
+        self.tail.position == 0
+    }
+
+    /// Whether a batch of `batch_bytes` taking `offset_span` offsets still fits:
+    /// in the mapping, and with relative offsets and indexes inside `u32`.
+    pub(crate) fn fits(&self, batch_bytes: u64, offset_span: u64) -> bool {
+        let rel_offset_end = self.tail.next_offset.0 - self.base_offset.0 + offset_span;
+        let rel_index_end = self.tail.next_raft_index.0 - self.base_raft_index.0 + 1;
+        self.active
+            && self.tail.position + batch_bytes <= self.capacity()
+            && rel_offset_end <= u64::from(u32::MAX)
+            && rel_index_end <= u64::from(u32::MAX)
+    }
+
+    /// Makes the file at least `needed_bytes` long, growing it in whole steps
+    /// (never past the mapping) and faulting the new pages in for writing.
+    fn grow_to(&mut self, needed_bytes: u64, config: &LogConfig) -> Result<(), LogError> {
+        if needed_bytes <= self.file_bytes {
+            return Ok(());
+        }
+        let step = config.grow_step_bytes;
+        let target = needed_bytes
+            .div_ceil(step)
+            .saturating_mul(step)
+            .min(self.capacity())
+            .max(needed_bytes);
+        grow_file(&self.file, &self.paths.log, self.file_bytes, target)?;
+        if config.prefault {
+            self.map
+                .populate_write(self.file_bytes, target - self.file_bytes);
+        }
+        self.file_bytes = target;
+        Ok(())
+    }
+
+    /// Copies a validated batch to the end of the segment and stamps its
+    /// base offset, term and Raft index. The caller checked [`Segment::fits`]
+    /// and the ordering rules.
+    pub(crate) fn append(
+        &mut self,
+        batch: &[u8],
+        header: &BatchHeader,
+        base_offset: Offset,
+        term: Term,
+        raft_index: RaftIndex,
+        config: &LogConfig,
+    ) -> Result<u64, LogError> {
+        debug_assert!(self.fits(batch.len() as u64, header.offset_span()));
+        debug_assert_eq!(base_offset, self.tail.next_offset);
+        debug_assert_eq!(raft_index, self.tail.next_raft_index);
+        debug_assert!(term >= self.tail.last_term);
+        let position = self.tail.position;
+        let len = batch.len() as u64;
+        self.grow_to(position + len, config)?;
+        // The header is stamped on the way in, so the mapping is written
+        // exactly once.
+        let mut head = [0u8; batch::HEADER_BYTES];
+        head.copy_from_slice(&batch[..batch::HEADER_BYTES]);
+        batch::stamp(&mut head, base_offset, term, raft_index);
+        // SAFETY: [position, position + len) is inside the file (grown just
+        // above) and the mapping (`fits`), the mapping is writable (active),
+        // and it lies at or past `end`, so no reader has seen it.
+        unsafe {
+            self.map.write(position, &head);
+            self.map
+                .write(position + head.len() as u64, &batch[batch::HEADER_BYTES..]);
+        }
+        if takes_index_entry(
+            position,
+            self.tail.bytes_since_entry,
+            config.index_interval_bytes,
+        ) {
+            let relative_offset = (base_offset.0 - self.base_offset.0) as u32;
+            self.index.push(OffsetEntry {
+                relative_offset,
+                relative_raft_index: (raft_index.0 - self.base_raft_index.0) as u32,
+                position: position as u32,
+            });
+            self.time_index.push(TimeEntry {
+                max_timestamp_before_ms: self.tail.max_timestamp_ms,
+                relative_offset,
+                position: position as u32,
+            });
+            self.tail.bytes_since_entry = 0;
+        }
+        self.tail = Tail {
+            position: position + len,
+            next_offset: Offset(base_offset.0 + header.offset_span()),
+            next_raft_index: raft_index.next(),
+            last_term: term,
+            max_timestamp_ms: self.tail.max_timestamp_ms.max(header.max_timestamp_ms),
+            bytes_since_entry: self.tail.bytes_since_entry + len,
+        };
+        Ok(position)
+    }
+
+    /// The header of the batch at `position`, which must be a batch start
+    /// inside the written prefix.
+    pub(crate) fn header_at(&self, position: u64) -> BatchHeader {
+        debug_assert!(position < self.tail.position);
+        // SAFETY: `position` is a batch start inside the written prefix, and a
+        // whole batch (at least a header) lies there.
+        let head = unsafe { self.map.slice(position, batch::HEADER_BYTES) };
+        BatchHeader::decode(head).expect("a written batch has a whole header")
+    }
+
+    /// Zero-copy bytes `[start, end)` of the written prefix.
+    pub(crate) fn bytes(&self, start: u64, end: u64) -> Bytes {
+        assert!(
+            start <= end && end <= self.tail.position,
+            "reads stay inside the written prefix"
+        );
+        // SAFETY: checked just above: the range is written and immutable.
+        unsafe { shared_bytes(&self.map, start, (end - start) as usize) }
+    }
+
+    /// Position of the first batch whose offsets reach past `target` (the
+    /// batch holding `target`, or the first after it), or `None` past the end.
+    pub(crate) fn position_for_offset(&self, target: Offset) -> Option<u64> {
+        let rel = target
+            .0
+            .saturating_sub(self.base_offset.0)
+            .min(u64::from(u32::MAX)) as u32;
+        let start = self
+            .index
+            .floor_by(rel, |e| e.relative_offset)
+            .map_or(0, |e| u64::from(e.position));
+        self.walk(start, |h| h.next_offset() > target)
+    }
+
+    /// Position of the batch with Raft index `target`, or `None` when the
+    /// segment does not hold it.
+    pub(crate) fn position_for_raft_index(&self, target: RaftIndex) -> Option<u64> {
+        if target < self.base_raft_index || target >= self.tail.next_raft_index {
+            return None;
+        }
+        let rel = (target.0 - self.base_raft_index.0) as u32;
+        let start = self
+            .index
+            .floor_by(rel, |e| e.relative_raft_index)
+            .map_or(0, |e| u64::from(e.position));
+        self.walk(start, |h| h.raft_index >= target)
+    }
+
+    /// Position of the first batch whose max timestamp is at or after
+    /// `timestamp_ms`, or `None`.
+    pub(crate) fn position_for_timestamp(&self, timestamp_ms: i64) -> Option<u64> {
+        if self.tail.max_timestamp_ms < timestamp_ms {
+            return None;
+        }
+        let entries = self.time_index.entries();
+        let n = entries.partition_point(|e| e.max_timestamp_before_ms < timestamp_ms);
+        let start = n
+            .checked_sub(1)
+            .map_or(0, |i| u64::from(entries[i].position));
+        self.walk(start, |h| h.max_timestamp_ms >= timestamp_ms)
+    }
+
+    /// Walks batch headers from `position` to the first that satisfies `stop`.
+    fn walk(&self, mut position: u64, stop: impl Fn(&BatchHeader) -> bool) -> Option<u64> {
+        while position < self.tail.position {
+            let h = self.header_at(position);
+            if stop(&h) {
+                return Some(position);
+            }
+            position += h.batch_bytes();
+        }
+        None
+    }
+
+    /// The end of a run of whole batches from `start`: as many as fit in
+    /// `byte_budget` (but at least one when `at_least_one`, so a consumer
+    /// never stalls on a batch larger than its budget), stopping before the
+    /// first batch that reaches `offset_limit`.
+    pub(crate) fn span_end(
+        &self,
+        start: u64,
+        byte_budget: u64,
+        offset_limit: Offset,
+        at_least_one: bool,
+    ) -> u64 {
+        let mut end = start;
+        while end < self.tail.position {
+            let h = self.header_at(end);
+            if h.next_offset() > offset_limit || (h.is_control() && h.base_offset >= offset_limit) {
+                break;
+            }
+            let next = end + h.batch_bytes();
+            if next - start > byte_budget && !(at_least_one && end == start) {
+                break;
+            }
+            end = next;
+        }
+        end
+    }
+
+    /// Seals the segment at `position` (a batch start): the batches from there
+    /// on are cut off. The bytes stay in the file but are never read or
+    /// written again; recovery ignores them because the next segment starts
+    /// at the cut. `prev_term` is the term before this segment.
+    pub(crate) fn seal_at(&mut self, position: u64, prev_term: Term) {
+        debug_assert!(position <= self.tail.position);
+        // Recompute the tail from the last index entry before the cut.
+        let entry = self
+            .index
+            .floor_by(position.saturating_sub(1), |e| u64::from(e.position));
+        let time = self
+            .time_index
+            .entries()
+            .iter()
+            .rev()
+            .find(|t| u64::from(t.position) < position)
+            .copied();
+        let mut tail = Tail {
+            position: 0,
+            next_offset: self.base_offset,
+            next_raft_index: self.base_raft_index,
+            last_term: prev_term,
+            max_timestamp_ms: i64::MIN,
+            bytes_since_entry: 0,
+        };
+        if let (Some(e), Some(t)) = (entry.filter(|e| u64::from(e.position) < position), time) {
+            tail.position = u64::from(e.position);
+            tail.next_offset = Offset(self.base_offset.0 + u64::from(e.relative_offset));
+            tail.next_raft_index =
+                RaftIndex(self.base_raft_index.0 + u64::from(e.relative_raft_index));
+            tail.max_timestamp_ms = t.max_timestamp_before_ms;
+        }
+        while tail.position < position {
+            let h = self.header_at(tail.position);
+            tail.position += h.batch_bytes();
+            tail.next_offset = h.next_offset();
+            tail.next_raft_index = h.raft_index.next();
+            tail.last_term = h.raft_term;
+            tail.max_timestamp_ms = tail.max_timestamp_ms.max(h.max_timestamp_ms);
+        }
+        debug_assert_eq!(tail.position, position, "a cut falls on a batch boundary");
+        self.index.truncate_from(position as u32);
+        self.time_index.truncate_from(position as u32);
+        self.tail = tail;
+        self.synced_end = self.synced_end.min(position);
+        self.active = false;
+    }
+
+    /// Stops appends here (the log rolled to a new segment).
+    pub(crate) fn seal(&mut self) {
+        self.active = false;
+    }
+
+    /// Writes the index entries that the durable prefix covers.
+    pub(crate) fn persist_indexes(&mut self) -> Result<(), LogError> {
+        self.index
+            .persist_below(self.synced_end)
+            .map_err(LogError::io("write index", self.index.path()))?;
+        self.time_index
+            .persist_below(self.synced_end)
+            .map_err(LogError::io("write time index", self.time_index.path()))?;
+        if !self.active && self.synced_end >= self.tail.position {
+            self.index.close();
+            self.time_index.close();
+        }
+        Ok(())
+    }
+
+    /// Removes the segment's files. Readers holding its bytes keep them.
+    pub(crate) fn unlink(&self) -> Result<(), LogError> {
+        for p in [&self.paths.log, &self.paths.index, &self.paths.timeindex] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("unlink", p)(e)),
+            }
+        }
+        Ok(())
+    }
+}
