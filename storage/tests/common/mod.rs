@@ -52,7 +52,12 @@ pub fn batch_at(first_offset: u64, count: u64, value_len: usize, timestamp_ms: i
 }
 
 /// The same batch with its base offset stamped (for `append_entry`).
-pub fn stamped_batch_at(first_offset: u64, count: u64, value_len: usize, timestamp_ms: i64) -> Vec<u8> {
+pub fn stamped_batch_at(
+    first_offset: u64,
+    count: u64,
+    value_len: usize,
+    timestamp_ms: i64,
+) -> Vec<u8> {
     let mut b = batch_at(first_offset, count, value_len, timestamp_ms);
     b[4..12].copy_from_slice(&first_offset.to_le_bytes());
     b
@@ -77,10 +82,33 @@ pub fn check_records(batches: &[RecordBatch], value_len: usize) -> Vec<u64> {
         for r in b.records() {
             let r = r.unwrap();
             let off = r.offset.get();
-            assert_eq!(r.value.as_deref(), Some(&value_for(off, value_len)[..]), "value of offset {off}");
-            assert_eq!(r.key.as_deref(), Some(format!("k{off}").as_bytes()), "key of offset {off}");
+            assert_eq!(
+                r.value.as_deref(),
+                Some(&value_for(off, value_len)[..]),
+                "value of offset {off}"
+            );
+            assert_eq!(
+                r.key.as_deref(),
+                Some(format!("k{off}").as_bytes()),
+                "key of offset {off}"
+            );
             offsets.push(off);
         }
     }
     offsets
+}
+
+/// Reads the whole log and checks every record is the one [`batch_at`]
+/// wrote for its offset, with offsets contiguous from the log start to the
+/// log end. Returns the number of records.
+pub fn check_all(log: &rill_storage::Log, value_len: usize) -> u64 {
+    let chunks = log.read(log.log_start_offset(), u64::MAX).unwrap();
+    let offsets = check_records(&batches(&chunks), value_len);
+    let start = log.log_start_offset().get();
+    assert_eq!(
+        offsets,
+        (start..start + offsets.len() as u64).collect::<Vec<_>>()
+    );
+    assert_eq!(start + offsets.len() as u64, log.next_offset().get());
+    offsets.len() as u64
 }
