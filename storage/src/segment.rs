@@ -201,7 +201,9 @@ impl Segment {
             first_append_ms: None,
             active: true,
         };
-        seg.grow_to(tail.position + 1, config)?;
+        if tail.position < seg.capacity() {
+            seg.grow_to(tail.position + 1, config)?;
+        }
         Ok(seg)
     }
 

@@ -55,6 +55,17 @@ impl SyncPlan {
         self.position
     }
 
+    /// The segment files this plan syncs.
+    pub fn file_paths(&self) -> impl Iterator<Item = &std::path::Path> {
+        self.files.iter().map(|f| f.path.as_path())
+    }
+
+    /// Whether this plan syncs the log directory (a segment was created or
+    /// unlinked since the last sync).
+    pub fn syncs_dir(&self) -> bool {
+        self.dir.is_some()
+    }
+
     /// Syncs every planned file (`fdatasync`), then the directory.
     pub fn run(self) -> Result<SyncDone, LogError> {
         for f in &self.files {
