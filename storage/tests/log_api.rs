@@ -110,7 +110,7 @@ fn reads_are_zero_copy_slices_of_the_mapping() {
     let b = log.read(Offset(10), u64::MAX).unwrap();
     let first = batches(&a)[0].bytes().len();
     // The second read starts where the first batch ends, in the same memory.
-    assert_eq!(unsafe { a[0].as_ptr().add(first) }, b[0].as_ptr());
+    assert_eq!(a[0].as_ptr().wrapping_add(first), b[0].as_ptr());
 }
 
 #[test]
