@@ -116,6 +116,15 @@ impl<E: IndexEntry> IndexFile<E> {
     /// Reads the file at `path`: its entries if the header, size and CRC are
     /// right, `None` when it is missing or damaged in any way.
     pub(crate) fn load(path: &Path) -> Option<Vec<E>> {
+        // An index has at most one entry per batch of a 4 GiB segment; a
+        // larger file is not an index of ours.
+        let len = std::fs::metadata(path).ok()?.len();
+        if len
+            > HEADER_BYTES as u64
+                + (u64::from(u32::MAX) / crate::batch::HEADER_BYTES as u64) * E::BYTES as u64
+        {
+            return None;
+        }
         let bytes = std::fs::read(path).ok()?;
         if bytes.len() < HEADER_BYTES || bytes[0..4] != E::MAGIC {
             return None;

@@ -222,6 +222,20 @@ impl Log {
             self.dir_generation += 1;
             self.segments.push_back(seg);
         }
+        // Bytes past the last index entry may have been in the page cache
+        // only (a killed process): make them durable before anything counts
+        // on them. One `syncfs` covers every segment, where a sync per file
+        // would flush the disk cache once per segment.
+        if self.segments.iter().any(|s| !s.is_empty()) {
+            let dir =
+                File::open(&self.dir).map_err(LogError::io("open log directory", &self.dir))?;
+            // SAFETY: syncfs on an fd we own.
+            if unsafe { libc::syncfs(dir.as_raw_fd()) } != 0 {
+                return Err(LogError::io("sync filesystem", &self.dir)(
+                    std::io::Error::last_os_error(),
+                ));
+            }
+        }
         if self.dir_generation > 0 {
             sync_dir(&self.dir)?;
             self.dir_synced_generation = self.dir_generation;

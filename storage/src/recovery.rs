@@ -142,13 +142,6 @@ pub(crate) fn open_segment(
         }
         tracing::debug!(path = %paths.log.display(), valid_bytes = tail.position, file_bytes, "trimmed segment tail");
     }
-    // Bytes past the last index entry may have been in the page cache only
-    // (a killed process): make them durable before anything counts on them.
-    // On a file with nothing dirty this costs no I/O.
-    if tail.position > 0 {
-        file.sync_data()
-            .map_err(LogError::io("sync recovered segment", &paths.log))?;
-    }
     if last {
         Segment::activate(paths, file, tail.position, tail, index, time_index, config)
     } else {
