@@ -1,0 +1,33 @@
+//! Fuzzes every decoder of record batches with arbitrary bytes: header
+//! decoding, full validation, splitting a buffer into batches and iterating
+//! records. None may panic, and a batch that validation accepts must iterate
+//! cleanly with exactly its declared number of records.
+#![no_main]
+
+use bytes::Bytes;
+use libfuzzer_sys::fuzz_target;
+use rill_storage::batch::{self, BatchHeader};
+use rill_storage::{Batches, RecordBatch};
+
+const MAX_BATCH_BYTES: usize = 1 << 20;
+
+fuzz_target!(|data: &[u8]| {
+    let _ = BatchHeader::decode(data);
+    let validated = batch::validate(data, MAX_BATCH_BYTES);
+    let shared = Bytes::copy_from_slice(data);
+    for b in Batches::new(shared.clone(), MAX_BATCH_BYTES).flatten() {
+        let _ = b.verify_crc();
+        for r in b.records() {
+            if r.is_err() {
+                break;
+            }
+        }
+    }
+    if let Ok(rb) = RecordBatch::new(shared, MAX_BATCH_BYTES) {
+        let records = rb.records().take_while(|r| r.is_ok()).count();
+        if let Ok(h) = validated {
+            assert_eq!(records, h.record_count as usize, "a valid batch iterates all its records");
+            assert!(rb.verify_crc().is_ok(), "a valid batch's CRC verifies");
+        }
+    }
+});
