@@ -1,7 +1,9 @@
 //! Fuzzes every decoder of record batches with arbitrary bytes: header
 //! decoding, full validation, splitting a buffer into batches and iterating
 //! records. None may panic, and a batch that validation accepts must iterate
-//! cleanly with exactly its declared number of records.
+//! cleanly with exactly its declared number of records. Each input is also
+//! tried with its CRC recomputed, so the checks behind the CRC (lengths,
+//! counts, the record walk) see mutated input too.
 #![no_main]
 
 use bytes::Bytes;
@@ -12,6 +14,16 @@ use rill_storage::{Batches, RecordBatch};
 const MAX_BATCH_BYTES: usize = 1 << 20;
 
 fuzz_target!(|data: &[u8]| {
+    decode_all(data);
+    if data.len() >= batch::HEADER_BYTES {
+        let mut fixed = data.to_vec();
+        let crc = batch::compute_crc(&fixed);
+        fixed[28..32].copy_from_slice(&crc.to_le_bytes());
+        decode_all(&fixed);
+    }
+});
+
+fn decode_all(data: &[u8]) {
     let _ = BatchHeader::decode(data);
     let validated = batch::validate(data, MAX_BATCH_BYTES);
     let shared = Bytes::copy_from_slice(data);
@@ -30,4 +42,4 @@ fuzz_target!(|data: &[u8]| {
             assert!(rb.verify_crc().is_ok(), "a valid batch's CRC verifies");
         }
     }
-});
+}
