@@ -36,12 +36,17 @@ const RECORD_BYTES: usize = 1000;
 const WRITE_WINDOW_BYTES: u64 = 256 << 20;
 const READ_LOG_BYTES: u64 = 64 << 20;
 
-fn config() -> LogConfig {
+/// The log configuration: prefaulting ahead of the writer pays off when
+/// appends are not each flushed, and costs when they are (the background
+/// faults compete with every sync for the filesystem journal), so the
+/// flushed benchmarks turn it off, as a log in `fsync` mode would.
+fn config(flush_every_append: bool) -> LogConfig {
     LogConfig {
         segment_bytes: 128 << 20,
         retention_bytes: Some(WRITE_WINDOW_BYTES),
         retention_ms: None,
         segment_ms: None,
+        prefault_ahead_bytes: if flush_every_append { 0 } else { 4 << 20 },
         ..LogConfig::default()
     }
 }
@@ -66,7 +71,7 @@ fn batch_of(batch_bytes: usize) -> Vec<u8> {
 
 fn append_bench(bencher: Bencher<'_, '_>, batch_bytes: usize, flush: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path().join("log"), config()).unwrap();
+    let mut log = Log::open(dir.path().join("log"), config(flush)).unwrap();
     let batch = batch_of(batch_bytes);
     let mut since_retention = 0u64;
     bencher
@@ -110,26 +115,31 @@ fn write_bench(bencher: Bencher<'_, '_>, batch_bytes: usize, sync: bool) {
 
 const BATCH_SIZES: [usize; 2] = [16 << 10, 1 << 20];
 
+// Appends run many iterations per sample so the file is grown (and the
+// mapping prefaulted) many times inside the measurement, not just once at
+// open: 16 KiB batches write 100 MiB per run, 1 MiB batches 6.4 GiB (with
+// retention keeping 256 MiB).
+
 /// `Log::append` without a flush.
-#[divan::bench(args = BATCH_SIZES, max_time = 3)]
+#[divan::bench(args = BATCH_SIZES, sample_count = 100, sample_size = 64)]
 fn append_unflushed(bencher: Bencher<'_, '_>, batch_bytes: usize) {
     append_bench(bencher, batch_bytes, false);
 }
 
 /// `write(2)` of the same bytes to a plain file.
-#[divan::bench(args = BATCH_SIZES, max_time = 3)]
+#[divan::bench(args = BATCH_SIZES, sample_count = 100, sample_size = 64)]
 fn write_plain(bencher: Bencher<'_, '_>, batch_bytes: usize) {
     write_bench(bencher, batch_bytes, false);
 }
 
 /// `Log::append` then `Log::flush` (fdatasync) per batch.
-#[divan::bench(args = BATCH_SIZES, max_time = 3)]
+#[divan::bench(args = BATCH_SIZES, sample_count = 100, sample_size = 4)]
 fn append_flushed(bencher: Bencher<'_, '_>, batch_bytes: usize) {
     append_bench(bencher, batch_bytes, true);
 }
 
 /// `write(2)` then `fdatasync(2)` per batch.
-#[divan::bench(args = BATCH_SIZES, max_time = 3)]
+#[divan::bench(args = BATCH_SIZES, sample_count = 100, sample_size = 4)]
 fn write_plain_fdatasync(bencher: Bencher<'_, '_>, batch_bytes: usize) {
     write_bench(bencher, batch_bytes, true);
 }
@@ -137,7 +147,7 @@ fn write_plain_fdatasync(bencher: Bencher<'_, '_>, batch_bytes: usize) {
 /// A 64 MiB log of 16 KiB batches, flushed and cached; record `n` has
 /// timestamp `FIRST_TIMESTAMP_MS + n`.
 fn read_fixture(dir: &Path) -> Log {
-    let mut log = Log::open(dir.join("log"), config()).unwrap();
+    let mut log = Log::open(dir.join("log"), config(false)).unwrap();
     while log.size_bytes() < READ_LOG_BYTES {
         let batch = batch_from(
             16 << 10,
@@ -150,7 +160,7 @@ fn read_fixture(dir: &Path) -> Log {
 }
 
 /// Reads the whole log from offset 0 in 1 MiB reads, checking every batch's CRC.
-#[divan::bench(max_time = 3)]
+#[divan::bench(sample_count = 50)]
 fn read_log_crc_checked(bencher: Bencher<'_, '_>) {
     let dir = tempfile::tempdir().unwrap();
     let log = read_fixture(dir.path());
@@ -172,7 +182,7 @@ fn read_log_crc_checked(bencher: Bencher<'_, '_>) {
 }
 
 /// `read(2)` of a 64 MiB cached file into a 1 MiB buffer, start to end.
-#[divan::bench(max_time = 3)]
+#[divan::bench(sample_count = 50)]
 fn read_plain(bencher: Bencher<'_, '_>) {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("plain");
@@ -214,7 +224,7 @@ fn xorshift(state: &mut u64) -> u64 {
 
 /// Finds the batch holding a random offset (index lookup plus walk) and
 /// returns it as a zero-copy slice.
-#[divan::bench(max_time = 2)]
+#[divan::bench(sample_count = 100, sample_size = 100)]
 fn lookup_offset(bencher: Bencher<'_, '_>) {
     let dir = tempfile::tempdir().unwrap();
     let log = read_fixture(dir.path());
@@ -227,7 +237,7 @@ fn lookup_offset(bencher: Bencher<'_, '_>) {
 }
 
 /// Finds the first offset at or after a random timestamp.
-#[divan::bench(max_time = 2)]
+#[divan::bench(sample_count = 100, sample_size = 100)]
 fn lookup_timestamp(bencher: Bencher<'_, '_>) {
     let dir = tempfile::tempdir().unwrap();
     let log = read_fixture(dir.path());

@@ -17,6 +17,7 @@ mod error;
 mod index;
 mod log;
 mod mapping;
+mod prefault;
 mod recovery;
 mod retention;
 mod segment;

@@ -94,6 +94,16 @@ impl SegmentMap {
         unsafe { std::slice::from_raw_parts(raw.as_ptr().add(start as usize), len) }
     }
 
+    /// Makes `[start, start + len)` durable (`msync(MS_SYNC)`: on Linux an
+    /// `fdatasync` limited to that range, so pages prefaulted ahead of the
+    /// writer are not written out as zeros).
+    pub(crate) fn sync_range(&self, start: u64, len: u64) -> io::Result<()> {
+        match &self.raw {
+            Some(raw) if len > 0 => raw.flush_range(start as usize, len as usize),
+            _ => Ok(()),
+        }
+    }
+
     /// Asks the kernel to fault in `[start, start + len)` for writing now, so
     /// the writer does not take a page fault per page later. Best effort: an
     /// old kernel without `MADV_POPULATE_WRITE` just faults lazily.

@@ -27,6 +27,7 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{IndexFile, OffsetEntry};
 use crate::mapping::{SegmentMap, shared_bytes};
+use crate::prefault::prefault;
 use crate::timeindex::TimeEntry;
 use crate::types::{Offset, RaftIndex, Term};
 
@@ -90,7 +91,7 @@ pub(crate) struct Segment {
     pub(crate) base_raft_index: RaftIndex,
     pub(crate) paths: SegmentPaths,
     pub(crate) file: Arc<File>,
-    map: Arc<SegmentMap>,
+    pub(crate) map: Arc<SegmentMap>,
     /// Current length of the file, bytes.
     file_bytes: u64,
     /// The end of the last batch and the state the next one continues from.
@@ -103,6 +104,8 @@ pub(crate) struct Segment {
     pub(crate) first_append_ms: Option<i64>,
     /// Whether appends may still go here.
     pub(crate) active: bool,
+    /// Bytes before this were queued for prefaulting.
+    prefaulted_to: u64,
 }
 
 /// Grows `file` from `from_bytes` to `to_bytes` with zeros, without ever
@@ -200,10 +203,9 @@ impl Segment {
             time_index,
             first_append_ms: None,
             active: true,
+            prefaulted_to: 0,
         };
-        if tail.position < seg.capacity() {
-            seg.grow_to(tail.position + 1, config)?;
-        }
+        seg.prefault_ahead(config);
         Ok(seg)
     }
 
@@ -232,6 +234,7 @@ impl Segment {
             time_index,
             first_append_ms: None,
             active: false,
+            prefaulted_to: 0,
         })
     }
 
@@ -262,7 +265,7 @@ impl Segment {
     }
 
     /// Makes the file at least `needed_bytes` long, growing it in whole steps
-    /// (never past the mapping) and faulting the new pages in for writing.
+    /// (never past the mapping).
     fn grow_to(&mut self, needed_bytes: u64, config: &LogConfig) -> Result<(), LogError> {
         if needed_bytes <= self.file_bytes {
             return Ok(());
@@ -274,12 +277,29 @@ impl Segment {
             .min(self.capacity())
             .max(needed_bytes);
         grow_file(&self.file, &self.paths.log, self.file_bytes, target)?;
-        if config.prefault {
-            self.map
-                .populate_write(self.file_bytes, target - self.file_bytes);
-        }
         self.file_bytes = target;
         Ok(())
+    }
+
+    /// Keeps the pages up to `prefault_ahead_bytes` past the writer faulted in
+    /// (see [`crate::prefault`]), growing the file first so the window lies
+    /// inside it. Best effort: a failure to grow here is reported by the next
+    /// append, which needs the space.
+    fn prefault_ahead(&mut self, config: &LogConfig) {
+        let ahead = config.prefault_ahead_bytes;
+        if ahead == 0 || !self.active {
+            return;
+        }
+        let want = (self.tail.position + ahead).min(self.capacity());
+        if self.grow_to(want, config).is_err() {
+            return;
+        }
+        let from = self.prefaulted_to.max(self.tail.position);
+        // Queue work in chunks of half the window, not once per append.
+        if want > from && want - from >= (ahead / 2).max(1) {
+            prefault(&self.map, from, want - from);
+            self.prefaulted_to = want;
+        }
     }
 
     /// Copies a validated batch to the end of the segment and stamps its
@@ -340,6 +360,7 @@ impl Segment {
             max_timestamp_ms: self.tail.max_timestamp_ms.max(header.max_timestamp_ms),
             bytes_since_entry: self.tail.bytes_since_entry + len,
         };
+        self.prefault_ahead(config);
         Ok(position)
     }
 

@@ -1,7 +1,7 @@
 //! Durability as a step of its own, so a caller can group-commit.
 //!
 //! Appends only copy bytes into the mapping. [`Log::sync_plan`] lists exactly
-//! the files written since the last sync (and the directory, when a segment
+//! the byte ranges of the files written since the last sync (and the directory, when a segment
 //! was created or unlinked); [`SyncPlan::run`] syncs them and may run on any
 //! thread, in parallel with other logs' plans, while the log keeps taking
 //! appends; [`Log::complete_sync`] records the result and writes the index
@@ -11,12 +11,12 @@
 //! a plan that no truncation overtook; an index entry reaches its file only
 //! once the bytes before it are durable.
 
-use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::LogError;
 use crate::log::{Log, LogPosition};
+use crate::mapping::SegmentMap;
 use crate::recovery::sync_dir;
 use crate::types::RaftIndex;
 
@@ -33,9 +33,11 @@ pub struct SyncPlan {
 
 #[derive(Debug)]
 struct PlannedFile {
-    file: Arc<File>,
+    map: Arc<SegmentMap>,
     path: PathBuf,
     segment: RaftIndex,
+    /// The range written since the last sync.
+    start: u64,
     end: u64,
 }
 
@@ -66,11 +68,12 @@ impl SyncPlan {
         self.dir.is_some()
     }
 
-    /// Syncs every planned file (`fdatasync`), then the directory.
+    /// Syncs the range written in every planned file (a range-limited
+    /// `fdatasync`), then the directory.
     pub fn run(self) -> Result<SyncDone, LogError> {
         for f in &self.files {
-            f.file
-                .sync_data()
+            f.map
+                .sync_range(f.start, f.end - f.start)
                 .map_err(LogError::io("sync segment", &f.path))?;
         }
         if let Some(dir) = &self.dir {
@@ -88,9 +91,10 @@ impl Log {
             .iter()
             .filter(|s| s.synced_end < s.tail.position)
             .map(|s| PlannedFile {
-                file: Arc::clone(&s.file),
+                map: Arc::clone(&s.map),
                 path: s.paths.log.clone(),
                 segment: s.base_raft_index,
+                start: s.synced_end,
                 end: s.tail.position,
             })
             .collect();
