@@ -100,7 +100,8 @@ pub(crate) struct Expect {
 
 /// Opens the segment at `paths`, finds its valid end (bounded by `bound`),
 /// repairs its indexes and maps it: writable when `last` (it becomes the
-/// active segment), otherwise read-only and trimmed to its end.
+/// active segment), otherwise read-only. The file is trimmed after its last
+/// valid batch (for a sealed segment, counting batches past the bound).
 pub(crate) fn open_segment(
     paths: SegmentPaths,
     base: (Offset, RaftIndex),
@@ -118,7 +119,7 @@ pub(crate) fn open_segment(
         .metadata()
         .map_err(LogError::io("stat segment", &paths.log))?
         .len();
-    let (tail, index, time_index, garbage_after_end) = {
+    let (tail, index, time_index, keep_bytes, garbage_after_end) = {
         let scan_map = SegmentMap::map(&file, file_bytes, false)
             .map_err(LogError::io("map segment", &paths.log))?;
         // SAFETY: a fresh read-only mapping of exactly the file's length; no
@@ -126,21 +127,39 @@ pub(crate) fn open_segment(
         // dropped at the end of this block.
         let data = unsafe { scan_map.slice(0, file_bytes as usize) };
         let (tail, index, time_index) = recover_tail(data, &paths, base, expect, bound, config);
-        let after = &data[(tail.position as usize).min(data.len())..];
+        // A segment sealed by a truncation still holds valid batches past
+        // the cut, and a reader in this process may still hold them: the
+        // file keeps every valid batch and loses only what follows them.
+        let keep_bytes = if last {
+            tail.position
+        } else {
+            scan(
+                data,
+                tail,
+                base,
+                None,
+                config,
+                &mut Vec::new(),
+                &mut Vec::new(),
+            )
+            .position
+        };
+        let after = &data[(keep_bytes as usize).min(data.len())..];
         let garbage = after.iter().take(64 * 1024).any(|&b| b != 0);
-        (tail, index, time_index, garbage)
+        (tail, index, time_index, keep_bytes, garbage)
     };
-    if file_bytes > tail.position {
-        // Not mapped now, so shrinking is safe. It drops the zero tail of a
-        // grown file and, after a crash, torn or stale bytes that must never
-        // be mistaken for batches once new ones are written before them.
-        file.set_len(tail.position)
+    if file_bytes > keep_bytes {
+        // Shrinking is safe: no mapping in this process reaches past the
+        // valid batches. It drops the zero tail of a grown file and, after a
+        // crash, torn or stale bytes that must never be mistaken for batches
+        // once new ones are written before them.
+        file.set_len(keep_bytes)
             .map_err(LogError::io("trim segment", &paths.log))?;
         if garbage_after_end {
             file.sync_all()
                 .map_err(LogError::io("sync trimmed segment", &paths.log))?;
         }
-        tracing::debug!(path = %paths.log.display(), valid_bytes = tail.position, file_bytes, "trimmed segment tail");
+        tracing::debug!(path = %paths.log.display(), valid_bytes = tail.position, keep_bytes, file_bytes, "trimmed segment tail");
     }
     if last {
         Segment::activate(paths, file, tail.position, tail, index, time_index, config)
