@@ -169,6 +169,12 @@ impl<E: IndexEntry> IndexFile<E> {
         self.entries.push(e);
     }
 
+    /// Whether the file must be rewritten (it holds entries this index no
+    /// longer has, or was never written).
+    pub(crate) fn needs_rewrite(&self) -> bool {
+        self.rewrite
+    }
+
     /// Drops entries at or past `position`; the file is rewritten on the next
     /// persist if it held any of them.
     pub(crate) fn truncate_from(&mut self, position: u32) {

@@ -624,9 +624,13 @@ impl Log {
         Ok(())
     }
 
-    /// Flushes, then closes the log.
+    /// Flushes, writes every index entry, then closes the log: the next
+    /// open scans nothing but the last batch of each segment.
     pub fn close(mut self) -> Result<(), LogError> {
         self.flush()?;
+        for seg in self.segments.iter_mut() {
+            seg.persist_indexes(true)?;
+        }
         Ok(())
     }
 }

@@ -106,7 +106,13 @@ pub(crate) struct Segment {
     pub(crate) active: bool,
     /// Bytes before this were queued for prefaulting.
     prefaulted_to: u64,
+    /// `synced_end` when the index files were last written.
+    indexes_persisted_end: u64,
 }
+
+/// Durable bytes an active segment accumulates between two writes of its
+/// index files.
+const INDEX_PERSIST_BYTES: u64 = 1 << 20;
 
 /// Grows `file` from `from_bytes` to `to_bytes` with zeros, without ever
 /// shrinking it. `fallocate` reserves the blocks, so a full disk is an error
@@ -204,6 +210,7 @@ impl Segment {
             first_append_ms: None,
             active: true,
             prefaulted_to: 0,
+            indexes_persisted_end: 0,
         };
         seg.prefault_ahead(config);
         Ok(seg)
@@ -235,6 +242,7 @@ impl Segment {
             first_append_ms: None,
             active: false,
             prefaulted_to: 0,
+            indexes_persisted_end: 0,
         })
     }
 
@@ -518,7 +526,20 @@ impl Segment {
     }
 
     /// Writes the index entries that the durable prefix covers.
-    pub(crate) fn persist_indexes(&mut self) -> Result<(), LogError> {
+    ///
+    /// Unless `force`, an active segment writes them only once another
+    /// [`INDEX_PERSIST_BYTES`] became durable: the files only shorten the scan
+    /// after a crash, and writing them on every flush would add metadata to
+    /// every journal commit.
+    pub(crate) fn persist_indexes(&mut self, force: bool) -> Result<(), LogError> {
+        let due = force
+            || !self.active
+            || self.index.needs_rewrite()
+            || self.synced_end >= self.indexes_persisted_end + INDEX_PERSIST_BYTES;
+        if !due {
+            return Ok(());
+        }
+        self.indexes_persisted_end = self.synced_end;
         self.index
             .persist_below(self.synced_end)
             .map_err(LogError::io("write index", self.index.path()))?;

@@ -126,7 +126,7 @@ impl Log {
         }
         self.dir_synced_generation = self.dir_synced_generation.max(plan.dir_generation);
         for seg in self.segments.iter_mut() {
-            seg.persist_indexes()?;
+            seg.persist_indexes(false)?;
         }
         Ok(self.durable)
     }
