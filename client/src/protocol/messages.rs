@@ -1,0 +1,716 @@
+//! The request and response bodies of every API (version 0), with their
+//! encodings. Field order on the wire is the field order of each struct;
+//! the primitive encodings are those of [`crate::protocol::wire`].
+//!
+//! Decoding checks every count against the bytes left before allocating,
+//! and record payloads are zero-copy slices of the frame.
+
+use bytes::Bytes;
+
+use crate::protocol::error::{DecodeError, ErrorCode};
+use crate::protocol::header::ApiKey;
+use crate::protocol::wire::{Reader, Writer};
+
+/// `ListOffsets` timestamp asking for the log start offset.
+pub const EARLIEST_TIMESTAMP: i64 = -2;
+/// `ListOffsets` timestamp asking for the log end offset.
+pub const LATEST_TIMESTAMP: i64 = -1;
+/// "No broker" in a leader or hint field.
+pub const NO_BROKER: i32 = -1;
+
+fn error_code(r: &mut Reader, what: &'static str) -> Result<ErrorCode, DecodeError> {
+    Ok(ErrorCode::from_code(r.i16(what)?))
+}
+
+/// A request body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Request {
+    /// See [`ApiKey::ApiVersions`].
+    ApiVersions,
+    /// See [`ApiKey::Metadata`].
+    Metadata(MetadataRequest),
+    /// See [`ApiKey::CreateTopics`].
+    CreateTopics(CreateTopicsRequest),
+    /// See [`ApiKey::DeleteTopics`].
+    DeleteTopics(DeleteTopicsRequest),
+    /// See [`ApiKey::Produce`].
+    Produce(ProduceRequest),
+    /// See [`ApiKey::Fetch`].
+    Fetch(FetchRequest),
+    /// See [`ApiKey::ListOffsets`].
+    ListOffsets(ListOffsetsRequest),
+}
+
+/// A response body.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Response {
+    /// See [`ApiKey::ApiVersions`].
+    ApiVersions(ApiVersionsResponse),
+    /// See [`ApiKey::Metadata`].
+    Metadata(MetadataResponse),
+    /// See [`ApiKey::CreateTopics`].
+    CreateTopics(TopicResults),
+    /// See [`ApiKey::DeleteTopics`].
+    DeleteTopics(TopicResults),
+    /// See [`ApiKey::Produce`].
+    Produce(ProduceResponse),
+    /// See [`ApiKey::Fetch`].
+    Fetch(FetchResponse),
+    /// See [`ApiKey::ListOffsets`].
+    ListOffsets(ListOffsetsResponse),
+}
+
+/// Which topics to describe; `None` for all.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MetadataRequest {
+    /// Topic names, or `None` for every topic.
+    pub topics: Option<Vec<String>>,
+}
+
+/// One API and the versions spoken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ApiVersionRange {
+    /// The API's number.
+    pub api_key: u16,
+    /// Oldest version spoken.
+    pub min_version: u16,
+    /// Newest version spoken.
+    pub max_version: u16,
+}
+
+/// The APIs a broker speaks.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ApiVersionsResponse {
+    /// One entry per API.
+    pub apis: Vec<ApiVersionRange>,
+}
+
+/// A broker in the cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerMetadata {
+    /// Its id.
+    pub broker_id: u32,
+    /// Host clients connect to.
+    pub host: String,
+    /// Port clients connect to.
+    pub port: u16,
+}
+
+/// Cluster metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetadataResponse {
+    /// Every live broker.
+    pub brokers: Vec<BrokerMetadata>,
+    /// The controller's broker id, or [`NO_BROKER`].
+    pub controller_id: i32,
+    /// The topics asked for.
+    pub topics: Vec<TopicMetadata>,
+}
+
+/// One topic's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicMetadata {
+    /// `UnknownTopicOrPartition` for a topic that does not exist.
+    pub error: ErrorCode,
+    /// The name.
+    pub name: String,
+    /// The id given at creation (a UUID).
+    pub topic_id: [u8; 16],
+    /// Its partitions.
+    pub partitions: Vec<PartitionMetadata>,
+}
+
+/// One partition's metadata.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMetadata {
+    /// The partition number.
+    pub partition: u32,
+    /// A partition-level error.
+    pub error: ErrorCode,
+    /// The leader's broker id, or [`NO_BROKER`].
+    pub leader: i32,
+    /// Brokers holding a replica.
+    pub replicas: Vec<u32>,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+    /// Offsets below this are readable.
+    pub high_watermark: u64,
+}
+
+/// Topics to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateTopicsRequest {
+    /// The topics.
+    pub topics: Vec<NewTopic>,
+    /// How long to wait for creation, ms.
+    pub timeout_ms: u32,
+}
+
+/// A topic to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NewTopic {
+    /// Its name: `[A-Za-z0-9._-]{1,249}`, not `.` or `..`.
+    pub name: String,
+    /// Number of partitions.
+    pub partitions: u32,
+    /// Replicas per partition.
+    pub replication_factor: u16,
+    /// Topic configuration overrides.
+    pub configs: Vec<(String, String)>,
+}
+
+/// Topics to delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteTopicsRequest {
+    /// Their names.
+    pub names: Vec<String>,
+    /// How long to wait, ms.
+    pub timeout_ms: u32,
+}
+
+/// Per-topic outcome of a create or delete.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicResults {
+    /// One per topic in the request.
+    pub results: Vec<TopicResult>,
+}
+
+/// The outcome for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicResult {
+    /// The topic.
+    pub name: String,
+    /// The outcome.
+    pub error: ErrorCode,
+    /// A human-readable explanation when it failed.
+    pub message: String,
+}
+
+/// Record batches to append.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceRequest {
+    /// 0 (no response), 1 (leader appended) or -1 (all: committed, durable).
+    pub acks: i8,
+    /// How long to wait for `acks`, ms.
+    pub timeout_ms: u32,
+    /// Per topic.
+    pub topics: Vec<ProduceTopic>,
+}
+
+/// Batches for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceTopic {
+    /// The topic.
+    pub name: String,
+    /// Per partition.
+    pub partitions: Vec<ProducePartition>,
+}
+
+/// Batches for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartition {
+    /// The partition.
+    pub partition: u32,
+    /// One or more whole record batches, back to back.
+    pub records: Bytes,
+}
+
+/// Outcome of a produce.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceResponse {
+    /// Per topic.
+    pub topics: Vec<ProduceTopicResponse>,
+}
+
+/// Outcome for one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProduceTopicResponse {
+    /// The topic.
+    pub name: String,
+    /// Per partition.
+    pub partitions: Vec<ProducePartitionResponse>,
+}
+
+/// Outcome for one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ProducePartitionResponse {
+    /// The partition.
+    pub partition: u32,
+    /// The outcome.
+    pub error: ErrorCode,
+    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
+    pub leader_hint: i32,
+    /// Offset of the first record appended.
+    pub base_offset: u64,
+    /// The partition's log start offset.
+    pub log_start_offset: u64,
+}
+
+/// A read of record batches.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchRequest {
+    /// Longest wait for `min_bytes` to arrive, ms.
+    pub max_wait_ms: u32,
+    /// Answer as soon as this much is available.
+    pub min_bytes: u32,
+    /// Most bytes in the whole response (at least one batch is returned).
+    pub max_bytes: u32,
+    /// Per topic.
+    pub topics: Vec<FetchTopic>,
+}
+
+/// Partitions of one topic to read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTopic {
+    /// The topic.
+    pub name: String,
+    /// Per partition.
+    pub partitions: Vec<FetchPartition>,
+}
+
+/// Where to read one partition from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartition {
+    /// The partition.
+    pub partition: u32,
+    /// First offset wanted.
+    pub fetch_offset: u64,
+    /// Most bytes for this partition (at least one batch is returned).
+    pub partition_max_bytes: u32,
+}
+
+/// Batches read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchResponse {
+    /// Per topic.
+    pub topics: Vec<FetchTopicResponse>,
+}
+
+/// Batches read from one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchTopicResponse {
+    /// The topic.
+    pub name: String,
+    /// Per partition.
+    pub partitions: Vec<FetchPartitionResponse>,
+}
+
+/// Batches read from one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FetchPartitionResponse {
+    /// The partition.
+    pub partition: u32,
+    /// The outcome.
+    pub error: ErrorCode,
+    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
+    pub leader_hint: i32,
+    /// Offsets below this are readable.
+    pub high_watermark: u64,
+    /// First offset still stored.
+    pub log_start_offset: u64,
+    /// Whole batches, back to back; on the wire one byte string, here the
+    /// chunks as they were borrowed from the log.
+    pub records: Vec<Bytes>,
+}
+
+/// Offsets to look up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsRequest {
+    /// Per topic.
+    pub topics: Vec<ListOffsetsTopic>,
+}
+
+/// Partitions of one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsTopic {
+    /// The topic.
+    pub name: String,
+    /// Per partition.
+    pub partitions: Vec<ListOffsetsPartition>,
+}
+
+/// What to look up in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsPartition {
+    /// The partition.
+    pub partition: u32,
+    /// A timestamp (ms): the first offset at or after it; or
+    /// [`EARLIEST_TIMESTAMP`] / [`LATEST_TIMESTAMP`].
+    pub timestamp_ms: i64,
+}
+
+/// Offsets found.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsResponse {
+    /// Per topic.
+    pub topics: Vec<ListOffsetsTopicResponse>,
+}
+
+/// Offsets found in one topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsTopicResponse {
+    /// The topic.
+    pub name: String,
+    /// Per partition.
+    pub partitions: Vec<ListOffsetsPartitionResponse>,
+}
+
+/// The offset found in one partition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListOffsetsPartitionResponse {
+    /// The partition.
+    pub partition: u32,
+    /// The outcome.
+    pub error: ErrorCode,
+    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
+    pub leader_hint: i32,
+    /// The offset, or -1 when no record is at or after the timestamp.
+    pub offset: i64,
+}
+
+// Smallest encodings, for the allocation checks of arrays.
+const MIN_STRING: usize = 2;
+const MIN_TOPIC: usize = MIN_STRING + 4;
+
+fn topic_results(w: &mut Writer, t: &TopicResults) {
+    w.array(&t.results, |w, r| {
+        w.string(&r.name);
+        w.i16(r.error.code());
+        w.string(&r.message);
+    });
+}
+
+fn read_topic_results(r: &mut Reader) -> Result<TopicResults, DecodeError> {
+    Ok(TopicResults {
+        results: r.array("topic results", 2 * MIN_STRING + 2, |r| {
+            Ok(TopicResult {
+                name: r.string("topic name")?,
+                error: error_code(r, "error code")?,
+                message: r.string("message")?,
+            })
+        })?,
+    })
+}
+
+impl Request {
+    /// The API of this request.
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Request::ApiVersions => ApiKey::ApiVersions,
+            Request::Metadata(_) => ApiKey::Metadata,
+            Request::CreateTopics(_) => ApiKey::CreateTopics,
+            Request::DeleteTopics(_) => ApiKey::DeleteTopics,
+            Request::Produce(_) => ApiKey::Produce,
+            Request::Fetch(_) => ApiKey::Fetch,
+            Request::ListOffsets(_) => ApiKey::ListOffsets,
+        }
+    }
+
+    /// Encodes the body.
+    pub fn encode(&self, w: &mut Writer) {
+        match self {
+            Request::ApiVersions => {}
+            Request::Metadata(m) => {
+                w.option(m.topics.as_ref(), |w, t| w.array(t, |w, n| w.string(n)))
+            }
+            Request::CreateTopics(c) => {
+                w.array(&c.topics, |w, t| {
+                    w.string(&t.name);
+                    w.u32(t.partitions);
+                    w.u16(t.replication_factor);
+                    w.array(&t.configs, |w, (k, v)| {
+                        w.string(k);
+                        w.string(v);
+                    });
+                });
+                w.u32(c.timeout_ms);
+            }
+            Request::DeleteTopics(d) => {
+                w.array(&d.names, |w, n| w.string(n));
+                w.u32(d.timeout_ms);
+            }
+            Request::Produce(p) => {
+                w.i8(p.acks);
+                w.u32(p.timeout_ms);
+                w.array(&p.topics, |w, t| {
+                    w.string(&t.name);
+                    w.array(&t.partitions, |w, p| {
+                        w.u32(p.partition);
+                        w.shared_bytes(std::slice::from_ref(&p.records));
+                    });
+                });
+            }
+            Request::Fetch(f) => {
+                w.u32(f.max_wait_ms);
+                w.u32(f.min_bytes);
+                w.u32(f.max_bytes);
+                w.array(&f.topics, |w, t| {
+                    w.string(&t.name);
+                    w.array(&t.partitions, |w, p| {
+                        w.u32(p.partition);
+                        w.u64(p.fetch_offset);
+                        w.u32(p.partition_max_bytes);
+                    });
+                });
+            }
+            Request::ListOffsets(l) => w.array(&l.topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, p| {
+                    w.u32(p.partition);
+                    w.i64(p.timestamp_ms);
+                });
+            }),
+        }
+    }
+
+    /// Decodes the body of a request to `api`; every byte must be used.
+    pub fn decode(api: ApiKey, r: &mut Reader) -> Result<Request, DecodeError> {
+        let req = match api {
+            ApiKey::ApiVersions => Request::ApiVersions,
+            ApiKey::Metadata => Request::Metadata(MetadataRequest {
+                topics: r.option("topics", |r| {
+                    r.array("topics", MIN_STRING, |r| r.string("topic name"))
+                })?,
+            }),
+            ApiKey::CreateTopics => Request::CreateTopics(CreateTopicsRequest {
+                topics: r.array("topics", MIN_STRING + 10, |r| {
+                    Ok(NewTopic {
+                        name: r.string("topic name")?,
+                        partitions: r.u32("partitions")?,
+                        replication_factor: r.u16("replication factor")?,
+                        configs: r.array("configs", 2 * MIN_STRING, |r| {
+                            Ok((r.string("config key")?, r.string("config value")?))
+                        })?,
+                    })
+                })?,
+                timeout_ms: r.u32("timeout")?,
+            }),
+            ApiKey::DeleteTopics => Request::DeleteTopics(DeleteTopicsRequest {
+                names: r.array("topics", MIN_STRING, |r| r.string("topic name"))?,
+                timeout_ms: r.u32("timeout")?,
+            }),
+            ApiKey::Produce => Request::Produce(ProduceRequest {
+                acks: r.i8("acks")?,
+                timeout_ms: r.u32("timeout")?,
+                topics: r.array("topics", MIN_TOPIC, |r| {
+                    Ok(ProduceTopic {
+                        name: r.string("topic name")?,
+                        partitions: r.array("partitions", 8, |r| {
+                            Ok(ProducePartition {
+                                partition: r.u32("partition")?,
+                                records: r.bytes("records")?,
+                            })
+                        })?,
+                    })
+                })?,
+            }),
+            ApiKey::Fetch => Request::Fetch(FetchRequest {
+                max_wait_ms: r.u32("max wait")?,
+                min_bytes: r.u32("min bytes")?,
+                max_bytes: r.u32("max bytes")?,
+                topics: r.array("topics", MIN_TOPIC, |r| {
+                    Ok(FetchTopic {
+                        name: r.string("topic name")?,
+                        partitions: r.array("partitions", 16, |r| {
+                            Ok(FetchPartition {
+                                partition: r.u32("partition")?,
+                                fetch_offset: r.u64("fetch offset")?,
+                                partition_max_bytes: r.u32("partition max bytes")?,
+                            })
+                        })?,
+                    })
+                })?,
+            }),
+            ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest {
+                topics: r.array("topics", MIN_TOPIC, |r| {
+                    Ok(ListOffsetsTopic {
+                        name: r.string("topic name")?,
+                        partitions: r.array("partitions", 12, |r| {
+                            Ok(ListOffsetsPartition {
+                                partition: r.u32("partition")?,
+                                timestamp_ms: r.i64("timestamp")?,
+                            })
+                        })?,
+                    })
+                })?,
+            }),
+        };
+        r.finish()?;
+        Ok(req)
+    }
+}
+
+impl Response {
+    /// The API this responds to.
+    pub fn api_key(&self) -> ApiKey {
+        match self {
+            Response::ApiVersions(_) => ApiKey::ApiVersions,
+            Response::Metadata(_) => ApiKey::Metadata,
+            Response::CreateTopics(_) => ApiKey::CreateTopics,
+            Response::DeleteTopics(_) => ApiKey::DeleteTopics,
+            Response::Produce(_) => ApiKey::Produce,
+            Response::Fetch(_) => ApiKey::Fetch,
+            Response::ListOffsets(_) => ApiKey::ListOffsets,
+        }
+    }
+
+    /// Encodes the body; fetched records stay shared parts of the writer.
+    pub fn encode(&self, w: &mut Writer) {
+        match self {
+            Response::ApiVersions(a) => w.array(&a.apis, |w, v| {
+                w.u16(v.api_key);
+                w.u16(v.min_version);
+                w.u16(v.max_version);
+            }),
+            Response::Metadata(m) => {
+                w.array(&m.brokers, |w, b| {
+                    w.u32(b.broker_id);
+                    w.string(&b.host);
+                    w.u16(b.port);
+                });
+                w.i32(m.controller_id);
+                w.array(&m.topics, |w, t| {
+                    w.i16(t.error.code());
+                    w.string(&t.name);
+                    w.uuid(&t.topic_id);
+                    w.array(&t.partitions, |w, p| {
+                        w.u32(p.partition);
+                        w.i16(p.error.code());
+                        w.i32(p.leader);
+                        w.array(&p.replicas, |w, r| w.u32(*r));
+                        w.u64(p.log_start_offset);
+                        w.u64(p.high_watermark);
+                    });
+                });
+            }
+            Response::CreateTopics(t) | Response::DeleteTopics(t) => topic_results(w, t),
+            Response::Produce(p) => w.array(&p.topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, p| {
+                    w.u32(p.partition);
+                    w.i16(p.error.code());
+                    w.i32(p.leader_hint);
+                    w.u64(p.base_offset);
+                    w.u64(p.log_start_offset);
+                });
+            }),
+            Response::Fetch(f) => w.array(&f.topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, p| {
+                    w.u32(p.partition);
+                    w.i16(p.error.code());
+                    w.i32(p.leader_hint);
+                    w.u64(p.high_watermark);
+                    w.u64(p.log_start_offset);
+                    w.shared_bytes(&p.records);
+                });
+            }),
+            Response::ListOffsets(l) => w.array(&l.topics, |w, t| {
+                w.string(&t.name);
+                w.array(&t.partitions, |w, p| {
+                    w.u32(p.partition);
+                    w.i16(p.error.code());
+                    w.i32(p.leader_hint);
+                    w.i64(p.offset);
+                });
+            }),
+        }
+    }
+
+    /// Decodes the body of a response to `api`; every byte must be used.
+    pub fn decode(api: ApiKey, r: &mut Reader) -> Result<Response, DecodeError> {
+        let resp = match api {
+            ApiKey::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
+                apis: r.array("apis", 6, |r| {
+                    Ok(ApiVersionRange {
+                        api_key: r.u16("api key")?,
+                        min_version: r.u16("min version")?,
+                        max_version: r.u16("max version")?,
+                    })
+                })?,
+            }),
+            ApiKey::Metadata => Response::Metadata(MetadataResponse {
+                brokers: r.array("brokers", 4 + MIN_STRING + 2, |r| {
+                    Ok(BrokerMetadata {
+                        broker_id: r.u32("broker id")?,
+                        host: r.string("host")?,
+                        port: r.u16("port")?,
+                    })
+                })?,
+                controller_id: r.i32("controller id")?,
+                topics: r.array("topics", 2 + MIN_STRING + 16 + 4, |r| {
+                    Ok(TopicMetadata {
+                        error: error_code(r, "topic error")?,
+                        name: r.string("topic name")?,
+                        topic_id: r.uuid("topic id")?,
+                        partitions: r.array("partitions", 4 + 2 + 4 + 4 + 16, |r| {
+                            Ok(PartitionMetadata {
+                                partition: r.u32("partition")?,
+                                error: error_code(r, "partition error")?,
+                                leader: r.i32("leader")?,
+                                replicas: r.array("replicas", 4, |r| r.u32("replica"))?,
+                                log_start_offset: r.u64("log start offset")?,
+                                high_watermark: r.u64("high watermark")?,
+                            })
+                        })?,
+                    })
+                })?,
+            }),
+            ApiKey::CreateTopics => Response::CreateTopics(read_topic_results(r)?),
+            ApiKey::DeleteTopics => Response::DeleteTopics(read_topic_results(r)?),
+            ApiKey::Produce => Response::Produce(ProduceResponse {
+                topics: r.array("topics", MIN_TOPIC, |r| {
+                    Ok(ProduceTopicResponse {
+                        name: r.string("topic name")?,
+                        partitions: r.array("partitions", 26, |r| {
+                            Ok(ProducePartitionResponse {
+                                partition: r.u32("partition")?,
+                                error: error_code(r, "error code")?,
+                                leader_hint: r.i32("leader hint")?,
+                                base_offset: r.u64("base offset")?,
+                                log_start_offset: r.u64("log start offset")?,
+                            })
+                        })?,
+                    })
+                })?,
+            }),
+            ApiKey::Fetch => Response::Fetch(FetchResponse {
+                topics: r.array("topics", MIN_TOPIC, |r| {
+                    Ok(FetchTopicResponse {
+                        name: r.string("topic name")?,
+                        partitions: r.array("partitions", 30, |r| {
+                            Ok(FetchPartitionResponse {
+                                partition: r.u32("partition")?,
+                                error: error_code(r, "error code")?,
+                                leader_hint: r.i32("leader hint")?,
+                                high_watermark: r.u64("high watermark")?,
+                                log_start_offset: r.u64("log start offset")?,
+                                records: {
+                                    let b = r.bytes("records")?;
+                                    if b.is_empty() { Vec::new() } else { vec![b] }
+                                },
+                            })
+                        })?,
+                    })
+                })?,
+            }),
+            ApiKey::ListOffsets => Response::ListOffsets(ListOffsetsResponse {
+                topics: r.array("topics", MIN_TOPIC, |r| {
+                    Ok(ListOffsetsTopicResponse {
+                        name: r.string("topic name")?,
+                        partitions: r.array("partitions", 18, |r| {
+                            Ok(ListOffsetsPartitionResponse {
+                                partition: r.u32("partition")?,
+                                error: error_code(r, "error code")?,
+                                leader_hint: r.i32("leader hint")?,
+                                offset: r.i64("offset")?,
+                            })
+                        })?,
+                    })
+                })?,
+            }),
+        };
+        r.finish()?;
+        Ok(resp)
+    }
+}
