@@ -1,0 +1,306 @@
+//! Request handlers: one function per API, each turning a decoded request
+//! into a response. Errors a client should see are typed codes inside the
+//! response; nothing here closes a connection.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rill_client::protocol::messages::*;
+use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
+
+use crate::state::Broker;
+
+/// Longest a fetch may park, ms, whatever the client asks.
+pub const FETCH_MAX_WAIT_MS_LIMIT: u32 = 30_000;
+/// Longest a produce waits for durability, ms, whatever the client asks.
+pub const PRODUCE_TIMEOUT_MS_LIMIT: u32 = 300_000;
+
+/// Handles one request; `None` for a produce with `acks=0` (no response).
+pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> {
+    Some(match request {
+        Request::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
+            apis: ApiKey::ALL
+                .iter()
+                .map(|&k| ApiVersionRange {
+                    api_key: k as u16,
+                    min_version: k.versions().0,
+                    max_version: k.versions().1,
+                })
+                .collect(),
+        }),
+        Request::Metadata(m) => Response::Metadata(metadata(broker, m)),
+        Request::CreateTopics(c) => {
+            let mut results = Vec::new();
+            for t in c.topics {
+                let outcome = broker
+                    .create_topic(&t.name, t.partitions, t.replication_factor, &t.configs)
+                    .await;
+                results.push(topic_result(t.name, outcome));
+            }
+            Response::CreateTopics(TopicResults { results })
+        }
+        Request::DeleteTopics(d) => {
+            let mut results = Vec::new();
+            for name in d.names {
+                let outcome = broker.delete_topic(&name).await;
+                results.push(topic_result(name, outcome));
+            }
+            Response::DeleteTopics(TopicResults { results })
+        }
+        Request::Produce(p) => {
+            let acks = p.acks;
+            let response = produce(broker, p).await;
+            if acks == 0 {
+                return None;
+            }
+            Response::Produce(response)
+        }
+        Request::Fetch(f) => Response::Fetch(fetch(broker, f).await),
+        Request::ListOffsets(l) => Response::ListOffsets(ListOffsetsResponse {
+            topics: l
+                .topics
+                .into_iter()
+                .map(|t| ListOffsetsTopicResponse {
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            let r = broker
+                                .partition(&t.name, p.partition)
+                                .ok_or(ErrorCode::UnknownTopicOrPartition)
+                                .and_then(|part| part.offset_for(p.timestamp_ms));
+                            ListOffsetsPartitionResponse {
+                                partition: p.partition,
+                                error: r.err().unwrap_or(ErrorCode::None),
+                                leader_hint: NO_BROKER,
+                                offset: r.unwrap_or(-1),
+                            }
+                        })
+                        .collect(),
+                    name: t.name,
+                })
+                .collect(),
+        }),
+    })
+}
+
+fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> TopicResult {
+    match outcome {
+        Ok(()) => TopicResult {
+            name,
+            error: ErrorCode::None,
+            message: String::new(),
+        },
+        Err((error, message)) => TopicResult {
+            name,
+            error,
+            message,
+        },
+    }
+}
+
+fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResponse {
+    let describe = |name: &str| match broker.topic(name) {
+        None => TopicMetadata {
+            error: ErrorCode::UnknownTopicOrPartition,
+            name: name.to_string(),
+            topic_id: [0; 16],
+            partitions: Vec::new(),
+        },
+        Some(t) => TopicMetadata {
+            error: ErrorCode::None,
+            name: t.meta.name.clone(),
+            topic_id: uuid::Uuid::parse_str(&t.meta.id).map_or([0; 16], |u| *u.as_bytes()),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| PartitionMetadata {
+                    partition: p.index,
+                    error: ErrorCode::None,
+                    leader: broker.node_id as i32,
+                    replicas: vec![broker.node_id],
+                    log_start_offset: p.log_start_offset(),
+                    high_watermark: p.high_watermark(),
+                })
+                .collect(),
+        },
+    };
+    let topics = match m.topics {
+        Some(names) => names.iter().map(|n| describe(n)).collect(),
+        None => broker
+            .topics()
+            .iter()
+            .map(|t| describe(&t.meta.name))
+            .collect(),
+    };
+    MetadataResponse {
+        brokers: vec![BrokerMetadata {
+            broker_id: broker.node_id,
+            host: broker.advertised_host.clone(),
+            port: broker.advertised_port,
+        }],
+        controller_id: broker.node_id as i32,
+        topics,
+    }
+}
+
+fn produce_error(partition: u32, error: ErrorCode) -> ProducePartitionResponse {
+    ProducePartitionResponse {
+        partition,
+        error,
+        leader_hint: NO_BROKER,
+        base_offset: 0,
+        log_start_offset: 0,
+    }
+}
+
+async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
+    let acks_valid = (-1..=1).contains(&p.acks);
+    let timeout = Duration::from_millis(u64::from(p.timeout_ms.min(PRODUCE_TIMEOUT_MS_LIMIT)));
+    let mut topics = Vec::with_capacity(p.topics.len());
+    for t in p.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for part in t.partitions {
+            if !acks_valid {
+                partitions.push(produce_error(
+                    part.partition,
+                    ErrorCode::InvalidRequiredAcks,
+                ));
+                continue;
+            }
+            let Some(partition) = broker.partition(&t.name, part.partition) else {
+                partitions.push(produce_error(
+                    part.partition,
+                    ErrorCode::UnknownTopicOrPartition,
+                ));
+                continue;
+            };
+            let (appended, newly_dirty) = match partition.append(&part.records) {
+                Ok(a) => a,
+                Err(e) => {
+                    partitions.push(produce_error(part.partition, e));
+                    continue;
+                }
+            };
+            if newly_dirty {
+                broker.flusher.mark_dirty(Arc::clone(&partition));
+            }
+            if !partition.fsync() {
+                broker.data_arrived.notify_waiters();
+            }
+            let mut error = ErrorCode::None;
+            if p.acks == -1 && partition.fsync() {
+                let mut durable = partition.watch_durable();
+                let target = appended.next_offset;
+                match tokio::time::timeout(timeout, durable.wait_for(|d| *d >= target)).await {
+                    Ok(Ok(_)) => broker.data_arrived.notify_waiters(),
+                    Ok(Err(_)) | Err(_) => error = ErrorCode::RequestTimedOut,
+                }
+            }
+            partitions.push(ProducePartitionResponse {
+                partition: part.partition,
+                error,
+                leader_hint: NO_BROKER,
+                base_offset: appended.base_offset,
+                log_start_offset: partition.log_start_offset(),
+            });
+        }
+        topics.push(ProduceTopicResponse {
+            name: t.name,
+            partitions,
+        });
+    }
+    ProduceResponse { topics }
+}
+
+async fn fetch(broker: &Arc<Broker>, f: FetchRequest) -> FetchResponse {
+    let deadline = tokio::time::Instant::now()
+        + Duration::from_millis(u64::from(f.max_wait_ms.min(FETCH_MAX_WAIT_MS_LIMIT)));
+    loop {
+        // Register for wake-ups before reading, so data that lands between
+        // the read and the wait is not missed.
+        let arrived = broker.data_arrived.notified();
+        tokio::pin!(arrived);
+        arrived.as_mut().enable();
+        let (response, bytes) = fetch_once(broker, &f);
+        let any_error = response
+            .topics
+            .iter()
+            .flat_map(|t| &t.partitions)
+            .any(|p| !p.error.is_ok());
+        if bytes >= u64::from(f.min_bytes.max(1))
+            || any_error
+            || tokio::time::Instant::now() >= deadline
+        {
+            return response;
+        }
+        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
+            return fetch_once(broker, &f).0;
+        }
+    }
+}
+
+fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
+    let mut budget = u64::from(f.max_bytes);
+    let mut total = 0u64;
+    let topics = f
+        .topics
+        .iter()
+        .map(|t| FetchTopicResponse {
+            name: t.name.clone(),
+            partitions: t
+                .partitions
+                .iter()
+                .map(|p| {
+                    let Some(partition) = broker.partition(&t.name, p.partition) else {
+                        return FetchPartitionResponse {
+                            partition: p.partition,
+                            error: ErrorCode::UnknownTopicOrPartition,
+                            leader_hint: NO_BROKER,
+                            high_watermark: 0,
+                            log_start_offset: 0,
+                            records: Vec::new(),
+                        };
+                    };
+                    // At least one batch for the first partition with data,
+                    // then only what the response budget still allows.
+                    let max = if total == 0 {
+                        u64::from(p.partition_max_bytes)
+                    } else {
+                        u64::from(p.partition_max_bytes).min(budget)
+                    };
+                    match partition.read(p.fetch_offset, max.max(1)) {
+                        Ok((records, high_watermark, log_start_offset)) => {
+                            let n: u64 = records.iter().map(|b| b.len() as u64).sum();
+                            let records = if total > 0 && n > budget {
+                                Vec::new()
+                            } else {
+                                records
+                            };
+                            let n: u64 = records.iter().map(|b| b.len() as u64).sum();
+                            total += n;
+                            budget = budget.saturating_sub(n);
+                            FetchPartitionResponse {
+                                partition: p.partition,
+                                error: ErrorCode::None,
+                                leader_hint: NO_BROKER,
+                                high_watermark,
+                                log_start_offset,
+                                records,
+                            }
+                        }
+                        Err(error) => FetchPartitionResponse {
+                            partition: p.partition,
+                            error,
+                            leader_hint: NO_BROKER,
+                            high_watermark: partition.high_watermark(),
+                            log_start_offset: partition.log_start_offset(),
+                            records: Vec::new(),
+                        },
+                    }
+                })
+                .collect(),
+        })
+        .collect();
+    (FetchResponse { topics }, total)
+}

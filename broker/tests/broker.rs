@@ -1,0 +1,294 @@
+//! The broker as a real process: records go in and come out, survive a
+//! restart and a SIGKILL, and bad input gets a typed error or a closed
+//! connection without disturbing anyone else.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::{BrokerProcess, Client, batch, fetch_request, read_all};
+use rill_client::protocol::messages::*;
+use rill_client::protocol::*;
+
+fn values(range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|i| format!("value-{i}")).collect()
+}
+
+#[test]
+fn records_produced_come_back_in_order_and_survive_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("orders", 2, &[]).error, ErrorCode::None);
+    assert_eq!(
+        c.create_topic("orders", 2, &[]).error,
+        ErrorCode::TopicAlreadyExists
+    );
+    for (i, acks) in [(0u64, -1i8), (1, 1), (2, -1)] {
+        let r = c.produce(
+            "orders",
+            1,
+            acks,
+            batch(&values(i * 10..i * 10 + 10), 1000 + i as i64),
+        );
+        assert_eq!((r.error, r.base_offset), (ErrorCode::None, i * 10));
+    }
+    let expect: Vec<(u64, String)> = (0..30).map(|i| (i, format!("value-{i}"))).collect();
+    assert_eq!(read_all(&mut c, "orders", 1), expect);
+    assert!(read_all(&mut c, "orders", 0).is_empty());
+    // ListOffsets: earliest, latest, by time.
+    let (_, r) = c.call(Request::ListOffsets(ListOffsetsRequest {
+        topics: vec![ListOffsetsTopic {
+            name: "orders".into(),
+            partitions: vec![
+                ListOffsetsPartition {
+                    partition: 1,
+                    timestamp_ms: EARLIEST_TIMESTAMP,
+                },
+                ListOffsetsPartition {
+                    partition: 1,
+                    timestamp_ms: LATEST_TIMESTAMP,
+                },
+                ListOffsetsPartition {
+                    partition: 1,
+                    timestamp_ms: 1001,
+                },
+                ListOffsetsPartition {
+                    partition: 1,
+                    timestamp_ms: 5000,
+                },
+            ],
+        }],
+    }));
+    let Some(Response::ListOffsets(l)) = r else {
+        panic!()
+    };
+    let offsets: Vec<i64> = l.topics[0].partitions.iter().map(|p| p.offset).collect();
+    assert_eq!(offsets, vec![0, 30, 10, -1]);
+    broker.terminate();
+
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(read_all(&mut c, "orders", 1), expect);
+    let (_, r) = c.call(Request::Metadata(MetadataRequest { topics: None }));
+    let Some(Response::Metadata(m)) = r else {
+        panic!()
+    };
+    assert_eq!(m.topics.len(), 1);
+    assert_eq!(m.topics[0].partitions[1].high_watermark, 30);
+    assert_eq!(m.topics[0].partitions[1].leader, 1);
+}
+
+#[test]
+fn every_acknowledged_record_survives_a_sigkill_during_acks_all_produce() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("events", 1, &[]).error, ErrorCode::None);
+    let addr = broker.addr;
+    let (tx, rx) = std::sync::mpsc::channel();
+    let producer = std::thread::spawn(move || {
+        let mut c = Client::connect(addr);
+        let mut next = 0u64;
+        loop {
+            let records = batch(&values(next..next + 5), 0);
+            let id = c.send(&Request::Produce(ProduceRequest {
+                acks: -1,
+                timeout_ms: 30_000,
+                topics: vec![ProduceTopic {
+                    name: "events".into(),
+                    partitions: vec![ProducePartition {
+                        partition: 0,
+                        records,
+                    }],
+                }],
+            }));
+            let Some(payload) = c.read_frame() else {
+                return;
+            };
+            let Ok((h, Some(Response::Produce(r)))) = decode_response(payload, ApiKey::Produce)
+            else {
+                return;
+            };
+            assert_eq!(h.correlation_id, id);
+            let p = &r.topics[0].partitions[0];
+            if !p.error.is_ok() {
+                return;
+            }
+            assert_eq!(p.base_offset, next);
+            next += 5;
+            if tx.send(next).is_err() {
+                return;
+            }
+        }
+    });
+    // Let a few hundred acknowledged writes through, then kill mid-stream.
+    let mut acked = 0;
+    while acked < 500 {
+        acked = rx.recv_timeout(Duration::from_secs(60)).unwrap();
+    }
+    broker.kill();
+    while let Ok(n) = rx.recv_timeout(Duration::from_millis(500)) {
+        acked = n;
+    }
+    producer.join().unwrap();
+
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    let got = read_all(&mut c, "events", 0);
+    assert!(
+        got.len() as u64 >= acked,
+        "{} records after restart, {acked} acknowledged",
+        got.len()
+    );
+    for (i, (offset, value)) in got.iter().enumerate() {
+        assert_eq!(
+            (*offset, value.as_str()),
+            (i as u64, format!("value-{i}").as_str())
+        );
+    }
+}
+
+#[test]
+fn a_parked_fetch_does_not_hold_up_a_produce_on_the_same_connection() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("t", 1, &[]).error, ErrorCode::None);
+    let fetch_id = c.send(&fetch_request("t", 0, 0, 10_000));
+    let produce_id = c.send(&Request::Produce(ProduceRequest {
+        acks: 1,
+        timeout_ms: 10_000,
+        topics: vec![ProduceTopic {
+            name: "t".into(),
+            partitions: vec![ProducePartition {
+                partition: 0,
+                records: batch(&values(0..3), 0),
+            }],
+        }],
+    }));
+    // The produce answers first; its data then completes the parked fetch,
+    // long before the fetch's 10 s wait.
+    let started = Instant::now();
+    let first = decode_response_header(&c.read_frame().unwrap()).unwrap();
+    assert_eq!(first.correlation_id, produce_id);
+    let second = c.read_frame().unwrap();
+    let (h, r) = decode_response(second, ApiKey::Fetch).unwrap();
+    assert_eq!(h.correlation_id, fetch_id);
+    let Some(Response::Fetch(f)) = r else {
+        panic!()
+    };
+    assert!(!f.topics[0].partitions[0].records.is_empty());
+    eprintln!(
+        "parked fetch completed {:?} after the produce was sent",
+        started.elapsed()
+    );
+}
+
+/// Opens a connection, sends `bytes`, and reports whether the broker closed
+/// it within 2 s.
+fn closes_within_2s(broker: &BrokerProcess, bytes: &[u8], then_half_close: bool) -> bool {
+    let mut s = std::net::TcpStream::connect(broker.addr).unwrap();
+    s.write_all(bytes).unwrap();
+    if then_half_close {
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+    }
+    s.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+    let mut buf = [0u8; 64];
+    matches!(s.read(&mut buf), Ok(0))
+}
+
+#[test]
+fn bad_input_gets_a_typed_error_or_a_closed_connection_and_disturbs_nobody() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut good = broker.connect();
+    assert_eq!(good.create_topic("t", 1, &[]).error, ErrorCode::None);
+    assert_eq!(
+        good.produce("t", 0, -1, batch(&values(0..10), 0)).error,
+        ErrorCode::None
+    );
+    let before = read_all(&mut good, "t", 0);
+
+    // Garbage, a 4 GiB length prefix, a frame cut short: each closes only its own connection.
+    assert!(closes_within_2s(
+        &broker,
+        &[7, 0, 0, 0, 0xde, 0xad, 0xbe, 0xef, 1, 2, 3],
+        false
+    ));
+    assert!(closes_within_2s(&broker, &[0xff, 0xff, 0xff, 0xff], false));
+    assert!(closes_within_2s(&broker, &[100, 0, 0, 0, 1, 2, 3], true));
+    assert_eq!(
+        read_all(&mut good, "t", 0),
+        before,
+        "the other connection still works"
+    );
+
+    // An unknown API key: an error response, and the connection stays.
+    let mut s = std::net::TcpStream::connect(broker.addr).unwrap();
+    let header = RequestHeader {
+        api_key: 99,
+        api_version: 0,
+        correlation_id: 5,
+        client_id: "x".into(),
+    };
+    for p in encode_request(&header, &Request::ApiVersions) {
+        s.write_all(&p).unwrap();
+    }
+    let mut raw = Client::from_stream(s);
+    let h = decode_response_header(&raw.read_frame().unwrap()).unwrap();
+    assert_eq!((h.correlation_id, h.error), (5, ErrorCode::UnsupportedApi));
+    let (h, _) = raw.call(Request::ApiVersions);
+    assert!(h.error.is_ok(), "still serving after the unknown API");
+
+    // A batch whose CRC is wrong, and one over the maximum size.
+    let mut bad = batch(&values(0..3), 0).to_vec();
+    let last = bad.len() - 1;
+    bad[last] ^= 1;
+    assert_eq!(
+        good.produce("t", 0, -1, Bytes::from(bad)).error,
+        ErrorCode::CorruptMessage
+    );
+    let big = vec!["x".repeat(1000); 1100];
+    let mut builder = rill_storage::BatchBuilder::new(4 << 20);
+    for v in &big {
+        assert!(
+            builder
+                .push(&rill_storage::NewRecord::value(v.as_bytes(), 0))
+                .unwrap()
+        );
+    }
+    let too_large = Bytes::from(builder.finish().unwrap());
+    assert_eq!(
+        good.produce("t", 0, -1, too_large).error,
+        ErrorCode::RecordTooLarge
+    );
+    // A fetch for a topic that does not exist; a topic named ../x.
+    assert_eq!(
+        good.fetch("nope", 0, 0, 0).error,
+        ErrorCode::UnknownTopicOrPartition
+    );
+    assert_eq!(
+        good.create_topic("../x", 1, &[]).error,
+        ErrorCode::InvalidTopic
+    );
+    assert_eq!(
+        good.produce("t", 0, 3, batch(&values(0..1), 0)).error,
+        ErrorCode::InvalidRequiredAcks
+    );
+    // None of it changed the stored data.
+    assert_eq!(read_all(&mut good, "t", 0), before);
+    let entries: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    assert!(
+        entries
+            .iter()
+            .all(|n| n.to_str().is_some_and(|n| !n.contains(".."))),
+        "{entries:?}"
+    );
+}

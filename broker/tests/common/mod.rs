@@ -1,0 +1,271 @@
+//! Shared helpers for the broker's integration tests: a real `rill-broker`
+//! process on 127.0.0.1 with an ephemeral port and a temporary data
+//! directory, and a small blocking client speaking the wire protocol.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use rill_client::protocol::messages::*;
+use rill_client::protocol::*;
+use rill_storage::{BatchBuilder, NewRecord};
+
+/// A running broker process.
+pub struct BrokerProcess {
+    child: Child,
+    pub addr: SocketAddr,
+    pub data_dir: PathBuf,
+}
+
+impl BrokerProcess {
+    /// Starts a broker on a free port with data in `data_dir` and waits for
+    /// its `listening on` line (at most 60 s).
+    pub fn start(data_dir: &Path) -> BrokerProcess {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
+            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .arg(data_dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stderr = child.stderr.take().unwrap();
+        let (tx, rx) = mpsc::channel();
+        std::thread::spawn(move || {
+            let mut sent = false;
+            for line in BufReader::new(stderr).lines() {
+                let Ok(line) = line else { break };
+                if !sent && let Some(rest) = line.split("listening on ").nth(1) {
+                    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+                    let _ = tx.send(addr);
+                    sent = true;
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(60))
+            .expect("the broker starts listening");
+        BrokerProcess {
+            child,
+            addr,
+            data_dir: data_dir.to_path_buf(),
+        }
+    }
+
+    /// SIGKILL, and wait for the process to be gone.
+    pub fn kill(mut self) {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap();
+    }
+
+    /// SIGTERM, and wait (at most 30 s) for a clean exit.
+    pub fn terminate(mut self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        for _ in 0..300 {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "clean exit after SIGTERM: {status}");
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("the broker did not stop within 30 s of SIGTERM");
+    }
+
+    pub fn connect(&self) -> Client {
+        Client::connect(self.addr)
+    }
+}
+
+impl Drop for BrokerProcess {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// A blocking client for tests: one request at a time unless told otherwise.
+pub struct Client {
+    pub stream: TcpStream,
+    buf: BytesMut,
+    next_id: u32,
+}
+
+impl Client {
+    pub fn connect(addr: SocketAddr) -> Client {
+        Client::from_stream(TcpStream::connect(addr).unwrap())
+    }
+
+    /// A client over a connection already in use; correlation ids from 1000.
+    pub fn from_stream(stream: TcpStream) -> Client {
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        Client {
+            stream,
+            buf: BytesMut::new(),
+            next_id: 1000,
+        }
+    }
+
+    /// Sends a request and returns its correlation id.
+    pub fn send(&mut self, request: &Request) -> u32 {
+        let id = self.next_id;
+        self.next_id += 1;
+        let header = RequestHeader {
+            api_key: request.api_key() as u16,
+            api_version: 0,
+            correlation_id: id,
+            client_id: "test".into(),
+        };
+        for part in encode_request(&header, request) {
+            self.stream.write_all(&part).unwrap();
+        }
+        id
+    }
+
+    /// Reads the next response frame's payload; `None` if the broker closed.
+    pub fn read_frame(&mut self) -> Option<Bytes> {
+        loop {
+            if let Some(p) = take_frame(&mut self.buf, MAX_RESPONSE_FRAME_BYTES).unwrap() {
+                return Some(p);
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => return None,
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Sends `request` and decodes its response.
+    pub fn call(&mut self, request: Request) -> (ResponseHeader, Option<Response>) {
+        let api = request.api_key();
+        let id = self.send(&request);
+        let payload = self.read_frame().expect("a response");
+        let (h, r) = decode_response(payload, api).unwrap();
+        assert_eq!(h.correlation_id, id);
+        (h, r)
+    }
+
+    pub fn create_topic(
+        &mut self,
+        name: &str,
+        partitions: u32,
+        configs: &[(&str, &str)],
+    ) -> TopicResult {
+        let (_, r) = self.call(Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![NewTopic {
+                name: name.into(),
+                partitions,
+                replication_factor: 1,
+                configs: configs
+                    .iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+            }],
+            timeout_ms: 10_000,
+        }));
+        let Some(Response::CreateTopics(r)) = r else {
+            panic!("create topics response")
+        };
+        r.results.into_iter().next().unwrap()
+    }
+
+    pub fn produce(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        acks: i8,
+        records: Bytes,
+    ) -> ProducePartitionResponse {
+        let (_, r) = self.call(Request::Produce(ProduceRequest {
+            acks,
+            timeout_ms: 30_000,
+            topics: vec![ProduceTopic {
+                name: topic.into(),
+                partitions: vec![ProducePartition { partition, records }],
+            }],
+        }));
+        let Some(Response::Produce(mut r)) = r else {
+            panic!("produce response")
+        };
+        r.topics.remove(0).partitions.remove(0)
+    }
+
+    pub fn fetch(
+        &mut self,
+        topic: &str,
+        partition: u32,
+        offset: u64,
+        max_wait_ms: u32,
+    ) -> FetchPartitionResponse {
+        let (_, r) = self.call(fetch_request(topic, partition, offset, max_wait_ms));
+        let Some(Response::Fetch(mut r)) = r else {
+            panic!("fetch response")
+        };
+        r.topics.remove(0).partitions.remove(0)
+    }
+}
+
+pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32) -> Request {
+    Request::Fetch(FetchRequest {
+        max_wait_ms,
+        min_bytes: 1,
+        max_bytes: 1 << 20,
+        topics: vec![FetchTopic {
+            name: topic.into(),
+            partitions: vec![FetchPartition {
+                partition,
+                fetch_offset: offset,
+                partition_max_bytes: 1 << 20,
+            }],
+        }],
+    })
+}
+
+/// A batch of `values`, timestamped `timestamp_ms`.
+pub fn batch(values: &[String], timestamp_ms: i64) -> Bytes {
+    let mut b = BatchBuilder::new(1 << 20);
+    for v in values {
+        assert!(
+            b.push(&NewRecord::value(v.as_bytes(), timestamp_ms))
+                .unwrap()
+        );
+    }
+    Bytes::from(b.finish().unwrap())
+}
+
+/// Every record value of a partition, from offset 0 to the high watermark.
+pub fn read_all(client: &mut Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
+    let mut out = Vec::new();
+    let mut offset = 0;
+    loop {
+        let f = client.fetch(topic, partition, offset, 0);
+        assert!(f.error.is_ok(), "fetch error {:?}", f.error);
+        let mut got = false;
+        for chunk in &f.records {
+            for b in rill_storage::Batches::new(chunk.clone(), usize::MAX) {
+                let b = b.unwrap();
+                b.verify_crc().unwrap();
+                for r in b.records() {
+                    let r = r.unwrap();
+                    out.push((
+                        r.offset.get(),
+                        String::from_utf8(r.value.unwrap().to_vec()).unwrap(),
+                    ));
+                    offset = r.offset.get() + 1;
+                    got = true;
+                }
+            }
+        }
+        if !got {
+            return out;
+        }
+    }
+}
