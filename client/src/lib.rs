@@ -1,10 +1,30 @@
 //! rill-client: the wire protocol and the async client library.
 //!
-//! Built so far: [`protocol`], the I/O-free wire format (frames, headers,
-//! request and response bodies, stable error codes). To come in this
-//! crate: the async `Admin`, `Producer` and `Consumer`, Kafka's murmur2
-//! partitioner, and the `rill` command-line tool. The record batch format
-//! the protocol carries is defined once, in [`rill_storage::batch`], because
-//! the bytes on the wire are the bytes on disk.
+//! - [`protocol`]: the I/O-free wire format (frames, headers, request and
+//!   response bodies, stable error codes).
+//! - [`Cluster`]: bootstrap addresses, cached metadata and one connection
+//!   per broker ([`connection`]), shared by the clients below.
+//! - [`Admin`], [`Producer`], [`Consumer`]: topics, writing, reading.
+//! - [`partitioner`]: Kafka's murmur2, so keyed records land where a Kafka
+//!   client would put them.
+//!
+//! The record batch format the protocol carries is defined once, in
+//! [`rill_storage::batch`], because the bytes on the wire are the bytes on
+//! disk. The `rill` command-line tool is built on this crate.
 
+pub mod admin;
+pub mod cluster;
+pub mod connection;
+pub mod consumer;
+pub mod error;
+pub mod partitioner;
+pub mod producer;
 pub mod protocol;
+
+pub use admin::Admin;
+pub use cluster::{Cluster, TopicInfo};
+pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use error::ClientError;
+pub use producer::{
+    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+};

@@ -269,3 +269,15 @@ pub fn read_all(client: &mut Client, topic: &str, partition: u32) -> Vec<(u64, S
         }
     }
 }
+
+/// The `rill` CLI binary, built beside `rill-broker` by `cargo test --workspace`.
+pub fn rill_cli() -> PathBuf {
+    let broker = PathBuf::from(env!("CARGO_BIN_EXE_rill-broker"));
+    let cli = broker.with_file_name("rill");
+    assert!(
+        cli.exists(),
+        "{} is missing: run the tests with `cargo test --workspace`",
+        cli.display()
+    );
+    cli
+}

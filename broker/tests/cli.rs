@@ -1,0 +1,158 @@
+//! The `rill` command-line tool against a real broker: the interface
+//! scripts rely on (flags, output formats, exit codes).
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output, Stdio};
+
+use common::{BrokerProcess, rill_cli};
+
+fn rill(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
+    let mut child = Command::new(rill_cli())
+        .args(args)
+        .env("RILL_BOOTSTRAP", broker.addr.to_string())
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8(o.stdout.clone()).unwrap()
+}
+fn stderr(o: &Output) -> String {
+    String::from_utf8(o.stderr.clone()).unwrap()
+}
+
+#[test]
+fn topics_produce_and_consume_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let o = rill(
+        &broker,
+        &["topic", "create", "events", "--partitions", "2"],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&rill(&broker, &["topic", "list"], "")), "events\n");
+
+    let input: String = (0..500).map(|i| format!("k{}:line {i}\n", i % 7)).collect();
+    let o = rill(
+        &broker,
+        &["produce", "events", "--key-separator", ":"],
+        &input,
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("500 records"),
+        "summary: {}",
+        stderr(&o)
+    );
+
+    let o = rill(
+        &broker,
+        &["topic", "describe", "events", "--format", "json"],
+        "",
+    );
+    let d: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(d["topic"], "events");
+    let hw: u64 = d["partitions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["high_watermark"].as_u64().unwrap())
+        .sum();
+    assert_eq!(hw, 500);
+    assert_eq!(d["partitions"][0]["leader"], 1);
+    assert_eq!(d["partitions"][0]["replicas"], serde_json::json!([1]));
+
+    let o = rill(
+        &broker,
+        &[
+            "consume",
+            "events",
+            "--format",
+            "json",
+            "--timeout-ms",
+            "1000",
+        ],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 500);
+    for l in &lines {
+        let value = l["value"].as_str().unwrap();
+        let i: u64 = value.strip_prefix("line ").unwrap().parse().unwrap();
+        assert_eq!(l["key"], format!("k{}", i % 7));
+        assert_eq!(l["topic"], "events");
+        assert!(l["timestamp"].as_i64().unwrap() > 1_600_000_000_000);
+    }
+
+    let o = rill(
+        &broker,
+        &[
+            "consume",
+            "events",
+            "--partition",
+            "0",
+            "--max-messages",
+            "3",
+        ],
+        "",
+    );
+    assert!(o.status.success());
+    assert_eq!(stdout(&o).lines().count(), 3);
+
+    // Without a key, `--key` applies one to every line; a value-only line keeps its text.
+    let o = rill(
+        &broker,
+        &["produce", "events", "--key", "same", "--acks", "1"],
+        "a\nb\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let o = rill(&broker, &["topic", "delete", "events"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&rill(&broker, &["topic", "list"], "")), "");
+}
+
+#[test]
+fn failures_are_one_clear_line_and_a_nonzero_exit() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let o = rill(&broker, &["consume", "missing", "--timeout-ms", "100"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
+    let o = rill(
+        &broker,
+        &["produce", "missing", "--delivery-timeout-ms", "1000"],
+        "x\ny\nz\n",
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("3 records not acknowledged"),
+        "{}",
+        stderr(&o)
+    );
+    let o = rill(&broker, &["topic", "create", "../x"], "");
+    assert!(!o.status.success());
+    assert!(stderr(&o).contains("InvalidTopic"), "{}", stderr(&o));
+    for o in [&o] {
+        assert!(!stderr(o).contains("panicked") && !stderr(o).contains("backtrace"));
+        assert_eq!(stderr(o).lines().count(), 1, "{}", stderr(o));
+    }
+}

@@ -1,0 +1,94 @@
+//! Topic administration: create, delete, list, describe.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::cluster::{Cluster, TopicInfo};
+use crate::error::ClientError;
+use crate::protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults};
+use crate::protocol::{ErrorCode, Request, Response};
+
+/// How long admin requests may take, ms.
+pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
+
+/// Topic administration over a [`Cluster`].
+#[derive(Debug, Clone)]
+pub struct Admin {
+    cluster: Arc<Cluster>,
+}
+
+fn first_result(r: Response) -> Result<(), ClientError> {
+    let (Response::CreateTopics(TopicResults { results })
+    | Response::DeleteTopics(TopicResults { results })) = r
+    else {
+        return Err(ClientError::code(ErrorCode::Unknown));
+    };
+    match results.into_iter().next() {
+        Some(r) if r.error.is_ok() => Ok(()),
+        Some(r) => Err(ClientError::Broker {
+            code: r.error,
+            message: r.message,
+        }),
+        None => Err(ClientError::code(ErrorCode::Unknown)),
+    }
+}
+
+impl Admin {
+    /// Administration through `cluster`.
+    pub fn new(cluster: Arc<Cluster>) -> Admin {
+        Admin { cluster }
+    }
+
+    /// Creates a topic.
+    pub async fn create_topic(
+        &self,
+        name: &str,
+        partitions: u32,
+        replication_factor: u16,
+        configs: Vec<(String, String)>,
+    ) -> Result<(), ClientError> {
+        let request = Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor,
+                configs,
+            }],
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        let r = self
+            .cluster
+            .any(request, Duration::from_millis(ADMIN_TIMEOUT_MS))
+            .await?;
+        first_result(r)
+    }
+
+    /// Deletes a topic.
+    pub async fn delete_topic(&self, name: &str) -> Result<(), ClientError> {
+        let request = Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec![name.to_string()],
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        let r = self
+            .cluster
+            .any(request, Duration::from_millis(ADMIN_TIMEOUT_MS))
+            .await?;
+        self.cluster.invalidate(name);
+        first_result(r)
+    }
+
+    /// Every topic's name, sorted.
+    pub async fn list_topics(&self) -> Result<Vec<String>, ClientError> {
+        let m = self.cluster.refresh(None).await?;
+        let mut names: Vec<String> = m.topics.into_iter().map(|t| t.name).collect();
+        names.sort();
+        Ok(names)
+    }
+
+    /// One topic's partitions with leaders, replicas, log start offsets and
+    /// high watermarks, freshly asked for.
+    pub async fn describe_topic(&self, name: &str) -> Result<TopicInfo, ClientError> {
+        self.cluster.invalidate(name);
+        self.cluster.topic(name).await
+    }
+}

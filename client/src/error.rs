@@ -1,0 +1,71 @@
+//! The client library's errors.
+
+use crate::protocol::{DecodeError, ErrorCode};
+
+/// Why a client operation failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum ClientError {
+    /// No connection could be made or it broke.
+    #[error("connection to {addr} failed: {message}")]
+    Io {
+        /// The broker address.
+        addr: String,
+        /// What the operating system said.
+        message: String,
+    },
+    /// The connection closed with the request unanswered.
+    #[error("connection to {addr} closed")]
+    Closed {
+        /// The broker address.
+        addr: String,
+    },
+    /// The broker's bytes could not be decoded.
+    #[error("bad response from {addr}: {error}")]
+    Protocol {
+        /// The broker address.
+        addr: String,
+        /// The decoding error.
+        error: DecodeError,
+    },
+    /// The broker answered with an error code.
+    #[error("{code}{}", if message.is_empty() { String::new() } else { format!(": {message}") })]
+    Broker {
+        /// The error code.
+        code: ErrorCode,
+        /// The broker's explanation, if any.
+        message: String,
+    },
+    /// No answer in time.
+    #[error("timed out after {ms} ms")]
+    Timeout {
+        /// How long was waited, ms.
+        ms: u64,
+    },
+    /// The topic does not exist.
+    #[error("topic {0:?} does not exist")]
+    UnknownTopic(String),
+    /// The request cannot be made as asked.
+    #[error("{0}")]
+    Invalid(String),
+}
+
+impl ClientError {
+    /// A broker error with no message.
+    pub fn code(code: ErrorCode) -> ClientError {
+        ClientError::Broker {
+            code,
+            message: String::new(),
+        }
+    }
+
+    /// Whether trying again later may succeed.
+    pub fn is_retriable(&self) -> bool {
+        match self {
+            ClientError::Io { .. } | ClientError::Closed { .. } | ClientError::Timeout { .. } => {
+                true
+            }
+            ClientError::Broker { code, .. } => code.is_retriable(),
+            _ => false,
+        }
+    }
+}
