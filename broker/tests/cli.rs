@@ -134,25 +134,35 @@ fn topics_produce_and_consume_through_the_cli() {
 fn failures_are_one_clear_line_and_a_nonzero_exit() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path());
-    let o = rill(&broker, &["consume", "missing", "--timeout-ms", "100"], "");
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("missing"), "{}", stderr(&o));
-    let o = rill(
+    let missing = rill(&broker, &["consume", "missing", "--timeout-ms", "100"], "");
+    assert_eq!(missing.status.code(), Some(1));
+    assert!(stderr(&missing).contains("missing"), "{}", stderr(&missing));
+    let produce = rill(
         &broker,
         &["produce", "missing", "--delivery-timeout-ms", "1000"],
         "x\ny\nz\n",
     );
-    assert!(!o.status.success());
+    assert!(!produce.status.success());
     assert!(
-        stderr(&o).contains("3 records not acknowledged"),
+        stderr(&produce).contains("3 records not acknowledged"),
         "{}",
-        stderr(&o)
+        stderr(&produce)
     );
-    let o = rill(&broker, &["topic", "create", "../x"], "");
-    assert!(!o.status.success());
-    assert!(stderr(&o).contains("InvalidTopic"), "{}", stderr(&o));
-    for o in [&o] {
-        assert!(!stderr(o).contains("panicked") && !stderr(o).contains("backtrace"));
+    let invalid = rill(&broker, &["topic", "create", "../x"], "");
+    assert!(!invalid.status.success());
+    assert!(
+        stderr(&invalid).contains("InvalidTopic"),
+        "{}",
+        stderr(&invalid)
+    );
+    for o in [&missing, &produce, &invalid] {
+        assert!(
+            !stderr(o).contains("panicked") && !stderr(o).contains("backtrace"),
+            "{}",
+            stderr(o)
+        );
+    }
+    for o in [&missing, &invalid] {
         assert_eq!(stderr(o).lines().count(), 1, "{}", stderr(o));
     }
 }

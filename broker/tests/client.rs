@@ -181,11 +181,7 @@ fn nothing_acknowledged_is_lost_when_the_broker_is_killed_during_acks_all_produc
     }
     let broker = BrokerProcess::start(dir.path());
     let addr = broker.addr.to_string();
-    let stored = rt.block_on(read_everything(
-        &addr,
-        "durable",
-        usize::MAX.min(acked.len()),
-    ));
+    let stored = rt.block_on(read_everything(&addr, "durable", acked.len()));
     let stored: std::collections::HashMap<(u32, u64), String> =
         stored.into_iter().map(|(p, o, _, v)| ((p, o), v)).collect();
     for (p, o, v) in &acked {
