@@ -104,6 +104,11 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
+        // Local recovery first: the client port opens only once every
+        // partition is readable.
+        let data_dir = config.data_dir.clone();
+        let node_id = config.node_id;
+        let mut broker = tokio::task::spawn_blocking(move || Broker::open(node_id, data_dir, String::new(), 0)).await??;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -115,10 +120,8 @@ fn run() -> anyhow::Result<()> {
             }
             None => (bound.ip().to_string(), bound.port()),
         };
-        // Local recovery happens here, before the client port answers.
-        let data_dir = config.data_dir.clone();
-        let node_id = config.node_id;
-        let broker = tokio::task::spawn_blocking(move || Broker::open(node_id, data_dir, host, port)).await??;
+        broker.advertised_host = host;
+        broker.advertised_port = port;
         let broker = Arc::new(broker);
         tokio::spawn(Arc::clone(&broker.flusher).run());
         let retention = Arc::clone(&broker);
