@@ -74,10 +74,16 @@ impl Broker {
         }
         for entry in std::fs::read_dir(&data_dir)? {
             let path = entry?.path();
-            if path.is_dir()
-                && path.file_name().is_some_and(|n| n != "meta")
-                && !owned.contains(&path)
-            {
+            // Only directories named like a partition replica: anything else
+            // in the data directory is not ours to remove.
+            let replica_like = path
+                .file_name()
+                .and_then(|n| n.to_str())
+                .and_then(|n| n.rsplit_once('-'))
+                .is_some_and(|(id, n)| {
+                    uuid::Uuid::parse_str(id).is_ok() && n.parse::<u32>().is_ok()
+                });
+            if path.is_dir() && replica_like && !owned.contains(&path) {
                 tracing::info!(dir = %path.display(), "removing a partition directory no topic owns");
                 std::fs::remove_dir_all(&path)?;
             }

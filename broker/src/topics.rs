@@ -231,6 +231,26 @@ mod tests {
     }
 
     #[test]
+    fn topic_metadata_survives_a_store_and_load() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta = TopicMeta {
+            name: "orders".into(),
+            id: "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968".into(),
+            partitions: 3,
+            config: TopicConfig::from_pairs(&[("fsync".into(), "false".into())]).unwrap(),
+            overrides: [("fsync".to_string(), "false".to_string())]
+                .into_iter()
+                .collect(),
+        };
+        meta.store(dir.path()).unwrap();
+        // A creation that crashed before its rename leaves only a temp file.
+        std::fs::write(meta_dir(dir.path()).join("x.toml.tmp"), "garbage").unwrap();
+        assert_eq!(TopicMeta::load_all(dir.path()).unwrap(), vec![meta.clone()]);
+        meta.remove(dir.path()).unwrap();
+        assert!(TopicMeta::load_all(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
     fn topic_configs_parse_and_refuse_unknown_keys() {
         let c = TopicConfig::from_pairs(&[
             ("fsync".into(), "false".into()),
