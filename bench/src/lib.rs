@@ -1,6 +1,14 @@
 //! rill-bench: the system benchmark.
 //!
-//! This crate will own: the `rill-bench` load generator (produce, consume and
-//! end-to-end workloads over `rill-client`), its latency histograms and its
-//! table and JSON reports. Micro-benchmarks of the storage engine live beside
-//! it, in `storage/benches`.
+//! [`workload`] runs the produce, consume and end-to-end workloads over
+//! `rill-client`; [`report`] turns their counts and latency histograms into
+//! the table and the one-line JSON summary. Micro-benchmarks of the storage
+//! engine live in `storage/benches`.
+//!
+//! Latency is per record, in microseconds: from `send` to acknowledgement
+//! for `produce`, and from the moment the record was sent (stamped in the
+//! first 8 bytes of its value, microseconds since the epoch) to its arrival
+//! at a consumer for `e2e`.
+
+pub mod report;
+pub mod workload;

@@ -1,0 +1,199 @@
+//! `rill-bench`: throughput and latency of a rill cluster.
+//!
+//! `rill-bench produce|consume|e2e [flags]` prints a table at the end, and
+//! with `--json` one JSON object as the last line of standard output.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand, ValueEnum};
+use indicatif::{ProgressBar, ProgressStyle};
+use rill_bench::workload::{self, Options, Progress};
+use rill_client::Acks;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "rill-bench",
+    version,
+    about = "Measure rill's throughput and latency"
+)]
+struct Cli {
+    #[command(subcommand)]
+    workload: Workload,
+    #[command(flatten)]
+    flags: Flags,
+}
+
+#[derive(Debug, Clone, Copy, Subcommand)]
+enum Workload {
+    /// Producers only: records/s, MB/s, send-to-ack latency.
+    Produce,
+    /// Consumers only, from the start of the topic.
+    Consume,
+    /// Producers and consumers at once: latency from send to arrival.
+    E2e,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+enum AcksArg {
+    #[value(name = "0")]
+    Zero,
+    #[value(name = "1")]
+    One,
+    #[value(name = "all")]
+    All,
+}
+
+#[derive(Debug, clap::Args)]
+struct Flags {
+    /// Brokers: HOST:PORT[,HOST:PORT...].
+    #[arg(
+        long,
+        global = true,
+        env = "RILL_BOOTSTRAP",
+        default_value = "127.0.0.1:9092"
+    )]
+    bootstrap: String,
+    /// Topic (created when missing).
+    #[arg(long, global = true, default_value = "rill-bench")]
+    topic: String,
+    /// Partitions of a created topic.
+    #[arg(long, global = true, default_value_t = 1)]
+    partitions: u32,
+    /// Replication factor of a created topic.
+    #[arg(long, global = true, default_value_t = 1)]
+    replication_factor: u16,
+    /// A setting of a created topic, KEY=VALUE (e.g. fsync=false); repeatable.
+    #[arg(long = "topic-config", global = true, value_name = "KEY=VALUE")]
+    topic_configs: Vec<String>,
+    /// Total records over all producers (or consumed, for `consume`).
+    #[arg(long, global = true, conflicts_with = "duration_s")]
+    messages: Option<u64>,
+    /// Run for this long instead of a record count, seconds.
+    #[arg(long, global = true)]
+    duration_s: Option<u64>,
+    /// Bytes per record value.
+    #[arg(long, global = true, default_value_t = 1000)]
+    message_size: usize,
+    /// Producers, each with its own connection.
+    #[arg(long, global = true, default_value_t = 1)]
+    producers: usize,
+    /// Consumers, splitting the partitions.
+    #[arg(long, global = true, default_value_t = 1)]
+    consumers: usize,
+    /// Producer batch size in bytes; the default is the size that gave the
+    /// best throughput here (full 1 MiB batches would wait for one another,
+    /// one request being in flight per partition).
+    #[arg(long, global = true, default_value_t = 256 * 1024)]
+    batch_size: usize,
+    /// Producer linger, ms.
+    #[arg(long, global = true, default_value_t = 2)]
+    linger_ms: u64,
+    /// Acknowledgement level.
+    #[arg(long, global = true, value_enum, default_value = "all")]
+    acks: AcksArg,
+    /// Records per second over all producers; 0 sends as fast as possible.
+    /// A fixed rate is how latency is measured.
+    #[arg(long, global = true, default_value_t = 0)]
+    rate: u64,
+    /// Print one JSON summary as the last line of standard output.
+    #[arg(long, global = true)]
+    json: bool,
+}
+
+fn main() {
+    if let Err(e) = run() {
+        eprintln!("rill-bench: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let f = cli.flags;
+    let topic_configs = f
+        .topic_configs
+        .iter()
+        .map(|c| {
+            c.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--topic-config {c:?} is not KEY=VALUE"))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    let messages = match (f.messages, f.duration_s) {
+        (None, None) => Some(1_000_000),
+        (m, _) => m,
+    };
+    let options = Options {
+        bootstrap: f.bootstrap,
+        topic: f.topic,
+        partitions: f.partitions,
+        replication_factor: f.replication_factor,
+        topic_configs,
+        messages,
+        duration: Duration::from_secs(f.duration_s.unwrap_or(10)),
+        message_size_bytes: f.message_size,
+        producers: f.producers,
+        consumers: f.consumers,
+        batch_size_bytes: f.batch_size,
+        linger_ms: f.linger_ms,
+        acks: match f.acks {
+            AcksArg::Zero => Acks::None,
+            AcksArg::One => Acks::Leader,
+            AcksArg::All => Acks::All,
+        },
+        rate_msgs_per_s: f.rate,
+    };
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let progress = Arc::new(Progress::default());
+    let bar = match options.messages {
+        Some(n) => ProgressBar::new(n),
+        None => ProgressBar::new(options.duration.as_secs()),
+    };
+    bar.set_style(
+        ProgressStyle::with_template("{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} {msg}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let summary = runtime.block_on(async {
+        let ticker = {
+            let (bar, progress, by_count) = (
+                bar.clone(),
+                Arc::clone(&progress),
+                options.messages.is_some(),
+            );
+            tokio::spawn(async move {
+                let mut last = 0u64;
+                let mut tick = tokio::time::interval(Duration::from_millis(250));
+                loop {
+                    tick.tick().await;
+                    let n = progress.records.load(Ordering::Relaxed);
+                    if by_count {
+                        bar.set_position(n);
+                    } else {
+                        bar.set_position(bar.elapsed().as_secs());
+                    }
+                    bar.set_message(format!("{:.0} records/s", (n - last) as f64 * 4.0));
+                    last = n;
+                }
+            })
+        };
+        let result = match cli.workload {
+            Workload::Produce => workload::produce(&options, Arc::clone(&progress)).await,
+            Workload::Consume => workload::consume(&options, Arc::clone(&progress)).await,
+            Workload::E2e => workload::e2e(&options, Arc::clone(&progress)).await,
+        };
+        ticker.abort();
+        result
+    });
+    bar.finish_and_clear();
+    let summary = summary?;
+    print!("{}", summary.table());
+    if f.json {
+        println!("{}", summary.json());
+    }
+    Ok(())
+}

@@ -1,0 +1,408 @@
+//! The workloads: `produce`, `consume` and `e2e` (both at once).
+//!
+//! Producers each have their own connection; a fixed `rate_msgs_per_s` is
+//! split evenly between them and paced against an absolute schedule (a
+//! late record is sent at once, never skipped), which is how latency is
+//! measured without coordinated omission hiding stalls. Consumers split
+//! the topic's partitions between them.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::{BufMut, Bytes, BytesMut};
+use hdrhistogram::Histogram;
+use rill_client::protocol::ErrorCode;
+use rill_client::{
+    Acks, Admin, ClientError, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig,
+    ProducerRecord, SeekTo,
+};
+use tokio::sync::mpsc;
+
+use crate::report::{Summary, latency_histogram};
+
+/// What to run.
+#[derive(Debug, Clone)]
+pub struct Options {
+    /// `host:port[,...]`.
+    pub bootstrap: String,
+    /// Topic, created when missing.
+    pub topic: String,
+    /// Partitions for a created topic.
+    pub partitions: u32,
+    /// Replication factor for a created topic.
+    pub replication_factor: u16,
+    /// Topic configs for a created topic (`KEY=VALUE`).
+    pub topic_configs: Vec<(String, String)>,
+    /// Total records over all producers; `None` runs for `duration`.
+    pub messages: Option<u64>,
+    /// How long to run when `messages` is `None`.
+    pub duration: Duration,
+    /// Bytes per record value (at least 8 in `e2e`).
+    pub message_size_bytes: usize,
+    /// Producer count.
+    pub producers: usize,
+    /// Consumer count.
+    pub consumers: usize,
+    /// Producer batch size, bytes.
+    pub batch_size_bytes: usize,
+    /// Producer linger, ms.
+    pub linger_ms: u64,
+    /// Acknowledgement level.
+    pub acks: Acks,
+    /// Records per second over all producers; 0 = as fast as possible.
+    pub rate_msgs_per_s: u64,
+}
+
+/// Live counters for the progress bar.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Records done so far.
+    pub records: AtomicU64,
+}
+
+/// Creates the topic unless it exists.
+pub async fn ensure_topic(o: &Options) -> Result<(), ClientError> {
+    let cluster = Cluster::new(&o.bootstrap, "rill-bench")?;
+    match Admin::new(cluster)
+        .create_topic(
+            &o.topic,
+            o.partitions,
+            o.replication_factor,
+            o.topic_configs.clone(),
+        )
+        .await
+    {
+        Ok(()) => Ok(()),
+        Err(ClientError::Broker {
+            code: ErrorCode::TopicAlreadyExists,
+            ..
+        }) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn now_us() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_micros() as u64)
+}
+
+/// A value of `size` bytes whose first 8 carry the send time (µs since the
+/// epoch, little-endian) when it fits.
+fn value(size: usize) -> Bytes {
+    let mut v = BytesMut::with_capacity(size);
+    if size >= 8 {
+        v.put_u64_le(now_us());
+    }
+    v.resize(size, b'r');
+    v.freeze()
+}
+
+struct Produced {
+    messages: u64,
+    bytes: u64,
+    failed: u64,
+    latency: Histogram<u64>,
+}
+
+/// Runs the producers; returns what was acknowledged and send-to-ack latency.
+async fn run_producers(
+    o: &Options,
+    progress: Arc<Progress>,
+) -> Result<(Produced, f64), ClientError> {
+    let started = Instant::now();
+    let deadline = o.messages.is_none().then(|| started + o.duration);
+    let mut tasks = Vec::new();
+    for i in 0..o.producers.max(1) {
+        let share = o.messages.map(|n| {
+            let p = o.producers.max(1) as u64;
+            n / p + u64::from((i as u64) < n % p)
+        });
+        let o = o.clone();
+        let progress = Arc::clone(&progress);
+        tasks.push(tokio::spawn(async move {
+            let cluster = Cluster::new(&o.bootstrap, &format!("rill-bench-producer-{i}"))?;
+            let producer = Producer::new(
+                cluster,
+                ProducerConfig {
+                    acks: o.acks,
+                    linger_ms: o.linger_ms,
+                    batch_size_bytes: o.batch_size_bytes,
+                    delivery_timeout_ms: 120_000,
+                    ..ProducerConfig::default()
+                },
+            );
+            // Outcomes are awaited in order by a collector, so sending never
+            // waits for acknowledgements (beyond the producer's own bound).
+            let (tx, mut rx) = mpsc::channel::<(Instant, rill_client::DeliveryFuture)>(65_536);
+            let size = o.message_size_bytes;
+            let collector = tokio::spawn(async move {
+                let mut out = Produced {
+                    messages: 0,
+                    bytes: 0,
+                    failed: 0,
+                    latency: latency_histogram(),
+                };
+                while let Some((sent, delivery)) = rx.recv().await {
+                    match delivery.await {
+                        Ok(_) => {
+                            let us = sent.elapsed().as_micros() as u64;
+                            let _ = out.latency.record(us.max(1));
+                            out.messages += 1;
+                            out.bytes += size as u64;
+                            progress.records.fetch_add(1, Ordering::Relaxed);
+                        }
+                        Err(_) => out.failed += 1,
+                    }
+                }
+                out
+            });
+            let interval = (o.rate_msgs_per_s > 0).then(|| {
+                Duration::from_secs_f64(o.producers.max(1) as f64 / o.rate_msgs_per_s as f64)
+            });
+            let begin = tokio::time::Instant::now();
+            let mut n = 0u64;
+            loop {
+                if share.is_some_and(|s| n >= s) || deadline.is_some_and(|d| Instant::now() >= d) {
+                    break;
+                }
+                if let Some(every) = interval {
+                    tokio::time::sleep_until(begin + every.mul_f64(n as f64)).await;
+                }
+                let record = ProducerRecord {
+                    topic: o.topic.clone(),
+                    value: Some(value(size)),
+                    ..ProducerRecord::default()
+                };
+                let sent = Instant::now();
+                let delivery = producer.send(record).await?;
+                if tx.send((sent, delivery)).await.is_err() {
+                    break;
+                }
+                n += 1;
+            }
+            producer.close().await;
+            drop(tx);
+            collector
+                .await
+                .map_err(|e| ClientError::Invalid(format!("collector failed: {e}")))
+        }));
+    }
+    let mut total = Produced {
+        messages: 0,
+        bytes: 0,
+        failed: 0,
+        latency: latency_histogram(),
+    };
+    for t in tasks {
+        let p = t
+            .await
+            .map_err(|e| ClientError::Invalid(format!("producer task failed: {e}")))??;
+        total.messages += p.messages;
+        total.bytes += p.bytes;
+        total.failed += p.failed;
+        let _ = total.latency.add(&p.latency);
+    }
+    Ok((total, started.elapsed().as_secs_f64()))
+}
+
+/// `produce`: throughput and send-to-acknowledgement latency.
+pub async fn produce(o: &Options, progress: Arc<Progress>) -> Result<Summary, ClientError> {
+    ensure_topic(o).await?;
+    let (p, seconds) = run_producers(o, progress).await?;
+    if p.failed > 0 {
+        return Err(ClientError::Invalid(format!(
+            "{} records were not acknowledged",
+            p.failed
+        )));
+    }
+    Ok(Summary {
+        workload: "produce".into(),
+        messages: p.messages,
+        bytes: p.bytes,
+        seconds,
+        latency_us: Some(p.latency),
+    })
+}
+
+struct Consumed {
+    messages: u64,
+    bytes: u64,
+    latency: Histogram<u64>,
+}
+
+/// Runs `o.consumers` consumers over the topic's partitions from `from`
+/// until `target` records arrived in total, `stop` is set and they fall
+/// idle, or nothing arrives for `idle`.
+async fn run_consumers(
+    o: &Options,
+    from: SeekTo,
+    target: Option<u64>,
+    stop: Arc<AtomicBool>,
+    idle: Duration,
+    progress: Arc<Progress>,
+    ready: mpsc::Sender<()>,
+) -> Result<Consumed, ClientError> {
+    let cluster = Cluster::new(&o.bootstrap, "rill-bench")?;
+    let partitions: Vec<u32> = cluster
+        .topic(&o.topic)
+        .await?
+        .partitions
+        .iter()
+        .map(|p| p.partition)
+        .collect();
+    let count = o.consumers.clamp(1, partitions.len().max(1));
+    let total = Arc::new(AtomicU64::new(0));
+    let mut tasks = Vec::new();
+    for i in 0..count {
+        let mine: Vec<u32> = partitions
+            .iter()
+            .copied()
+            .filter(|p| *p as usize % count == i)
+            .collect();
+        let (o, total, stop, progress, ready) = (
+            o.clone(),
+            Arc::clone(&total),
+            Arc::clone(&stop),
+            Arc::clone(&progress),
+            ready.clone(),
+        );
+        tasks.push(tokio::spawn(async move {
+            let cluster = Cluster::new(&o.bootstrap, &format!("rill-bench-consumer-{i}"))?;
+            let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+            consumer.assign(&o.topic, Some(mine), from).await?;
+            let _ = ready.send(()).await;
+            drop(ready);
+            let mut out = Consumed {
+                messages: 0,
+                bytes: 0,
+                latency: latency_histogram(),
+            };
+            let mut last = Instant::now();
+            loop {
+                if target.is_some_and(|t| total.load(Ordering::Relaxed) >= t) {
+                    break;
+                }
+                let records = consumer.poll(Duration::from_millis(200)).await?;
+                if records.is_empty() {
+                    if last.elapsed() >= idle || (stop.load(Ordering::Relaxed) && target.is_none())
+                    {
+                        break;
+                    }
+                    continue;
+                }
+                last = Instant::now();
+                let now = now_us();
+                for r in &records {
+                    let v = r.value.as_deref().unwrap_or_default();
+                    out.bytes += v.len() as u64;
+                    if v.len() >= 8 {
+                        let sent = u64::from_le_bytes(v[..8].try_into().expect("8 bytes"));
+                        let _ = out.latency.record(now.saturating_sub(sent).max(1));
+                    }
+                }
+                out.messages += records.len() as u64;
+                total.fetch_add(records.len() as u64, Ordering::Relaxed);
+                progress
+                    .records
+                    .fetch_add(records.len() as u64, Ordering::Relaxed);
+            }
+            Ok::<_, ClientError>(out)
+        }));
+    }
+    drop(ready);
+    let mut all = Consumed {
+        messages: 0,
+        bytes: 0,
+        latency: latency_histogram(),
+    };
+    for t in tasks {
+        let c = t
+            .await
+            .map_err(|e| ClientError::Invalid(format!("consumer task failed: {e}")))??;
+        all.messages += c.messages;
+        all.bytes += c.bytes;
+        let _ = all.latency.add(&c.latency);
+    }
+    Ok(all)
+}
+
+/// `consume`: read the topic from the start; throughput only.
+pub async fn consume(o: &Options, progress: Arc<Progress>) -> Result<Summary, ClientError> {
+    let started = Instant::now();
+    let (ready, _) = mpsc::channel(o.consumers.max(1));
+    let target = o.messages;
+    let idle = if target.is_some() {
+        Duration::from_secs(10)
+    } else {
+        o.duration
+    };
+    let c = run_consumers(
+        o,
+        SeekTo::Earliest,
+        target,
+        Arc::new(AtomicBool::new(false)),
+        idle,
+        progress,
+        ready,
+    )
+    .await?;
+    Ok(Summary {
+        workload: "consume".into(),
+        messages: c.messages,
+        bytes: c.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        latency_us: None,
+    })
+}
+
+/// `e2e`: consumers from the end of the topic, then producers; latency from
+/// each record's send time to its arrival.
+pub async fn e2e(o: &Options, progress: Arc<Progress>) -> Result<Summary, ClientError> {
+    if o.message_size_bytes < 8 {
+        return Err(ClientError::Invalid(
+            "e2e needs --message-size of at least 8 bytes".into(),
+        ));
+    }
+    ensure_topic(o).await?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ready_tx, mut ready_rx) = mpsc::channel(o.consumers.max(1));
+    let consumers = {
+        let (o, stop) = (o.clone(), Arc::clone(&stop));
+        let progress = Arc::new(Progress::default());
+        tokio::spawn(async move {
+            run_consumers(
+                &o,
+                SeekTo::Latest,
+                o.messages,
+                stop,
+                Duration::from_secs(10),
+                progress,
+                ready_tx,
+            )
+            .await
+        })
+    };
+    // Producers start once every consumer sits at the end of the topic.
+    while ready_rx.recv().await.is_some() {}
+    let started = Instant::now();
+    let (p, _) = run_producers(o, progress).await?;
+    stop.store(true, Ordering::Relaxed);
+    let c = consumers
+        .await
+        .map_err(|e| ClientError::Invalid(format!("consumers failed: {e}")))??;
+    if p.failed > 0 || c.messages < p.messages {
+        return Err(ClientError::Invalid(format!(
+            "{} records produced, {} failed, {} consumed",
+            p.messages, p.failed, c.messages
+        )));
+    }
+    Ok(Summary {
+        workload: "e2e".into(),
+        messages: c.messages,
+        bytes: c.bytes,
+        seconds: started.elapsed().as_secs_f64(),
+        latency_us: Some(c.latency),
+    })
+}
