@@ -1,0 +1,116 @@
+#!/usr/bin/env bash
+# Runs rill's standard single-node workloads (W1-W6) against a fresh release
+# broker, measures this machine's ceilings in the same run (single-stream
+# loopback TCP with iperf3; fio appending with an fdatasync after each
+# write), and writes BENCHMARKS.md. Installs iperf3 and fio when missing.
+#
+#   scripts/bench.sh            # 3 runs of each workload, medians reported
+#   RUNS=5 scripts/bench.sh
+set -euo pipefail
+cd "$(dirname "$0")/.."
+RUNS=${RUNS:-3}
+OUT=${OUT:-BENCHMARKS.md}
+# The size of one flush in W3: one producer, one batch in flight per partition.
+W3_WRITE_BYTES=$((256 * 1024))
+
+need() { command -v "$1" >/dev/null 2>&1; }
+if ! need iperf3 || ! need fio; then
+  echo "installing iperf3 and fio" >&2
+  if [ "$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq iperf3 fio >/dev/null
+fi
+
+cargo build --release -p rill-broker -p rill-bench >&2
+work=$(mktemp -d)
+broker_pid=
+iperf_pid=
+cleanup() {
+  [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
+  [ -n "$iperf_pid" ] && kill "$iperf_pid" 2>/dev/null || true
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# Ceilings, measured now, on this machine.
+port=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+iperf3 -s -1 -p "$port" -B 127.0.0.1 >/dev/null 2>&1 &
+iperf_pid=$!
+sleep 0.5
+iperf3 -c 127.0.0.1 -p "$port" -t 5 -J >"$work/iperf.json"
+iperf_pid=
+mkdir -p "$work/fio"
+fio --name=append --directory="$work/fio" --rw=write --bs="$W3_WRITE_BYTES" --size=512M \
+    --fdatasync=1 --ioengine=sync --output-format=json >"$work/fio.json"
+rm -rf "$work/fio"
+
+# A fresh broker.
+target/release/rill-broker --listen 127.0.0.1:0 --data-dir "$work/data" 2>"$work/broker.log" &
+broker_pid=$!
+for _ in $(seq 100); do
+  grep -q "listening on" "$work/broker.log" 2>/dev/null && break
+  sleep 0.1
+done
+addr=$(grep -o "listening on [0-9.:]*" "$work/broker.log" | awk '{print $3}')
+[ -n "$addr" ] || { echo "the broker did not start" >&2; cat "$work/broker.log" >&2; exit 1; }
+bench() { target/release/rill-bench "$@" --bootstrap "$addr" --json | tail -n 1; }
+
+for run in $(seq "$RUNS"); do
+  echo "run $run of $RUNS" >&2
+  bench produce --topic "w1-$run" --topic-config fsync=false --acks 1 --messages 1000000 >>"$work/W1.jsonl"
+  bench produce --topic "w2-$run" --topic-config fsync=false --acks 1 --message-size 100 --messages 5000000 >>"$work/W2.jsonl"
+  bench produce --topic "w3-$run" --acks all --messages 300000 >>"$work/W3.jsonl"
+  bench produce --topic "w4-$run" --partitions 8 --producers 4 --topic-config fsync=false --acks 1 --messages 2000000 >>"$work/W4.jsonl"
+  bench consume --topic "w1-$run" --messages 1000000 >>"$work/W5.jsonl"
+  bench e2e --topic "w6-$run" --topic-config fsync=false --acks 1 --rate 20000 --duration-s 10 >>"$work/W6.jsonl"
+done
+
+python3 - "$work" "$OUT" "$RUNS" <<'PY'
+import json, platform, statistics, subprocess, sys, datetime
+work, out, runs = sys.argv[1], sys.argv[2], int(sys.argv[3])
+def load(w):
+    return [json.loads(l) for l in open(f"{work}/{w}.jsonl") if l.strip()]
+def med(rows, key, sub=None):
+    vals = [(r[key][sub] if sub else r[key]) for r in rows]
+    vals = [v for v in vals if v is not None]
+    return statistics.median(vals) if vals else None
+tcp = json.load(open(f"{work}/iperf.json"))["end"]["sum_received"]["bits_per_second"] / 8 / 1e6
+fio = json.load(open(f"{work}/fio.json"))["jobs"][0]["write"]["bw_bytes"] / 1e6
+cpu = next((l.split(":", 1)[1].strip() for l in open("/proc/cpuinfo") if l.startswith("model name")), "unknown")
+cores = subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip()
+rows = [
+  ("W1", "produce, 1 producer, 1 partition, acks=1, 1,000 B", "page cache", tcp, "loopback TCP"),
+  ("W2", "produce, 1 producer, 1 partition, acks=1, 100 B", "page cache", None, None),
+  ("W3", "produce, 1 producer, 1 partition, acks=all, 1,000 B", "fdatasync before ack", fio, "fio append + fdatasync"),
+  ("W4", "produce, 4 producers, 8 partitions, acks=1, 1,000 B", "page cache", tcp, "loopback TCP"),
+  ("W5", "consume from earliest, 1 consumer, what W1 wrote", "page cache", tcp, "loopback TCP"),
+  ("W6", "e2e at 20,000 records/s, acks=1, 1,000 B", "page cache", None, None),
+]
+lines = [
+  "# rill benchmarks", "",
+  f"Written by `scripts/bench.sh` on {datetime.date.today()}: {runs} runs of each workload, medians.",
+  f"Machine: {cores} cores ({cpu}), Linux {platform.release()}; the load generator shares the cores with the broker.",
+  f"Ceilings measured in the same run: single-stream loopback TCP {tcp:.0f} MB/s (iperf3); "
+  f"append of {256} KiB writes with an fdatasync after each {fio:.0f} MB/s (fio).",
+  "MB = 10^6 bytes of record values. Latency in microseconds, per record: send to acknowledgement "
+  "(produce), send to arrival at the consumer (e2e).", "",
+  "| workload | what | durability | records/s | MB/s | ratio to ceiling | p50 | p99 | p99.9 | max |",
+  "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
+]
+for w, what, dur, ceiling, cname in rows:
+    r = load(w)
+    mbps = med(r, "mb_per_sec")
+    ratio = f"{mbps / ceiling:.0%} of {cname}" if ceiling else "-"
+    lat = [med(r, "latency_us", k) for k in ("p50", "p99", "p999", "max")]
+    fmt = lambda v: "-" if v is None else f"{v:.0f}"
+    lines.append(f"| {w} | {what} | {dur} | {med(r, 'msgs_per_sec'):.0f} | {mbps:.1f} | {ratio} | "
+                 + " | ".join(fmt(v) for v in lat) + " |")
+lines += ["", "Every run's summary line, as `rill-bench --json` printed it:", "", "```"]
+for w, *_ in rows:
+    for r in load(w):
+        lines.append(f"{w} {json.dumps(r)}")
+lines += ["```", ""]
+open(out, "w").write("\n".join(lines))
+print(f"wrote {out}", file=sys.stderr)
+PY
