@@ -97,7 +97,13 @@ fn keyed_records_arrive_once_in_order_on_murmur2_partitions_and_survive_a_restar
             .create_topic("keyed", 3, 1, vec![])
             .await
             .unwrap();
-        let producer = Producer::new(cluster, ProducerConfig::default());
+        // Small batches pile up behind the one request in flight per
+        // partition, so requests carry several batches each.
+        let config = ProducerConfig {
+            batch_size_bytes: 16 * 1024,
+            ..ProducerConfig::default()
+        };
+        let producer = Producer::new(cluster, config);
         let mut deliveries = Vec::with_capacity(RECORDS as usize);
         for n in 0..RECORDS {
             let record = ProducerRecord {
@@ -108,16 +114,25 @@ fn keyed_records_arrive_once_in_order_on_murmur2_partitions_and_survive_a_restar
             };
             deliveries.push(producer.send(record).await.unwrap());
         }
+        let mut acknowledged = BTreeMap::new();
         for (n, d) in deliveries.into_iter().enumerate() {
             let m = d.await.unwrap();
             assert_eq!(
                 m.partition,
                 partition_for_key(format!("key-{}", n as u64 % 1000).as_bytes(), 3)
             );
-            assert!(m.offset.is_some());
+            acknowledged.insert((m.partition, m.offset.unwrap()), format!("value-{n}"));
         }
         producer.close().await;
-        check_keyed(&read_everything(&addr, "keyed", RECORDS as usize).await);
+        let stored = read_everything(&addr, "keyed", RECORDS as usize).await;
+        check_keyed(&stored);
+        for (p, offset, _, value) in &stored {
+            assert_eq!(
+                acknowledged.get(&(*p, *offset)),
+                Some(value),
+                "the offset a delivery reported holds its record"
+            );
+        }
     });
     broker.terminate();
     let broker = BrokerProcess::start(dir.path());

@@ -2,6 +2,13 @@
 //! sends them to partition leaders, retries what may succeed later, and
 //! resolves one future per record with its partition and offset.
 //!
+//! Shape (as in Kafka's client): `send` appends the record straight into the
+//! open batch of its partition in a shared accumulator, in the caller's task;
+//! a sender task takes sealed batches, groups every partition that is ready
+//! by leader into one produce request per broker, and completes them. A
+//! record costs one copy into its batch and no allocation of its own: its
+//! [`DeliveryFuture`] shares the batch's outcome.
+//!
 //! Ordering: at most one produce request is in flight per partition, so a
 //! retried batch can never overtake a later one and records keep the order
 //! they were sent in within each partition. A retry after a lost response
@@ -10,22 +17,26 @@
 //! (murmur2); keyless records stick to one partition per topic and move on
 //! each time a batch for it is sealed.
 //!
-//! Bounds: at most [`ProducerConfig::queued_records_max`] records wait in
-//! the producer; `send` waits for room beyond that.
+//! Bounds: at most [`ProducerConfig::buffer_bytes_max`] bytes of records
+//! wait in the producer (accepted, not yet acknowledged); `send` waits for
+//! room beyond that. A request carries at most
+//! [`ProducerConfig::request_bytes_max`] bytes of batches (but always at
+//! least one batch).
 
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::Arc;
-use std::task::{Context, Poll};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use rill_storage::{BatchBuilder, MAX_BATCH_BYTES_DEFAULT, NewRecord};
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
 
 use crate::cluster::Cluster;
+use crate::connection::Connection;
 use crate::error::ClientError;
 use crate::partitioner::partition_for_key;
 use crate::protocol::messages::{ProducePartition, ProduceRequest, ProduceTopic};
@@ -69,8 +80,12 @@ pub struct ProducerConfig {
     pub request_timeout_ms: u64,
     /// Wait between retries of a partition's batch, ms. Default 100.
     pub retry_backoff_ms: u64,
-    /// Records accepted but not yet acknowledged, at most. Default 100,000.
-    pub queued_records_max: usize,
+    /// Bytes of records accepted but not yet acknowledged, at most.
+    /// Default 64 MiB.
+    pub buffer_bytes_max: usize,
+    /// Bytes of batches in one produce request, at most (one batch is
+    /// always sent whole). Default 8 MiB.
+    pub request_bytes_max: usize,
 }
 
 impl Default for ProducerConfig {
@@ -82,7 +97,8 @@ impl Default for ProducerConfig {
             delivery_timeout_ms: 30_000,
             request_timeout_ms: 30_000,
             retry_backoff_ms: 100,
-            queued_records_max: 100_000,
+            buffer_bytes_max: 64 << 20,
+            request_bytes_max: 8 << 20,
         }
     }
 }
@@ -108,7 +124,7 @@ pub struct ProducerRecord {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RecordMetadata {
     /// The topic.
-    pub topic: String,
+    pub topic: Arc<str>,
     /// The partition.
     pub partition: u32,
     /// The offset; `None` with `acks=0`, where the broker does not answer.
@@ -117,130 +133,190 @@ pub struct RecordMetadata {
 
 type Outcome = Result<RecordMetadata, ClientError>;
 
+/// A batch's base offset (`None` with `acks=0`) or why it failed.
+type BatchResult = Result<Option<u64>, ClientError>;
+
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// What became of one batch, shared by the futures of all its records.
+#[derive(Debug)]
+struct BatchOutcome {
+    topic: Arc<str>,
+    partition: u32,
+    /// Set once, when the batch is acknowledged or has failed.
+    result: OnceLock<BatchResult>,
+    /// Wakers of the futures waiting for `result`. Guards a push per
+    /// waiting future and the one drain after `result` is set; nothing else
+    /// runs under it.
+    wakers: Mutex<Vec<Waker>>,
+}
+
+impl BatchOutcome {
+    fn new(topic: Arc<str>, partition: u32) -> Arc<BatchOutcome> {
+        Arc::new(BatchOutcome {
+            topic,
+            partition,
+            result: OnceLock::new(),
+            wakers: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn set(&self, result: BatchResult) {
+        // The result is stored before the wakers are taken, and a poller
+        // checks it again under the wakers' lock: no wake-up is lost.
+        if self.result.set(result).is_ok() {
+            let wakers = std::mem::take(&mut *lock(&self.wakers));
+            for w in wakers {
+                w.wake();
+            }
+        }
+    }
+}
+
 /// Resolves when the record is acknowledged or has failed.
 #[derive(Debug)]
-pub struct DeliveryFuture(oneshot::Receiver<Outcome>);
+pub struct DeliveryFuture {
+    batch: Arc<BatchOutcome>,
+    /// The record's position in its batch: its offset is the batch's base
+    /// offset plus this.
+    index: u32,
+    /// Where this future's waker sits in `batch.wakers`, once registered.
+    slot: Option<usize>,
+}
+
+impl DeliveryFuture {
+    fn failed(topic: &str, partition: u32, error: ClientError) -> DeliveryFuture {
+        let batch = BatchOutcome::new(topic.into(), partition);
+        batch.set(Err(error));
+        DeliveryFuture {
+            batch,
+            index: 0,
+            slot: None,
+        }
+    }
+
+    fn outcome(batch: &BatchOutcome, index: u32, result: &BatchResult) -> Outcome {
+        match result {
+            Ok(base) => Ok(RecordMetadata {
+                topic: Arc::clone(&batch.topic),
+                partition: batch.partition,
+                offset: base.map(|b| b + u64::from(index)),
+            }),
+            Err(e) => Err(e.clone()),
+        }
+    }
+}
 
 impl Future for DeliveryFuture {
     type Output = Outcome;
     fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Outcome> {
-        Pin::new(&mut self.0).poll(cx).map(|r| {
-            r.unwrap_or_else(|_| {
-                Err(ClientError::Closed {
-                    addr: "producer".into(),
-                })
-            })
-        })
+        let DeliveryFuture { batch, index, slot } = &mut *self;
+        if let Some(r) = batch.result.get() {
+            return Poll::Ready(DeliveryFuture::outcome(batch, *index, r));
+        }
+        let mut wakers = lock(&batch.wakers);
+        if let Some(r) = batch.result.get() {
+            drop(wakers);
+            return Poll::Ready(DeliveryFuture::outcome(batch, *index, r));
+        }
+        match *slot {
+            Some(i) if i < wakers.len() => {
+                if !wakers[i].will_wake(cx.waker()) {
+                    wakers[i] = cx.waker().clone();
+                }
+            }
+            _ => {
+                *slot = Some(wakers.len());
+                wakers.push(cx.waker().clone());
+            }
+        }
+        Poll::Pending
     }
-}
-
-enum Command {
-    Send(
-        ProducerRecord,
-        oneshot::Sender<Outcome>,
-        tokio::sync::OwnedSemaphorePermit,
-    ),
-    Flush(oneshot::Sender<()>),
 }
 
 /// The producer. Cheap to share behind an `Arc`; `send` may be called from
 /// many tasks.
-#[derive(Debug)]
 pub struct Producer {
-    commands: mpsc::Sender<Command>,
-    room: Arc<Semaphore>,
-    task: tokio::task::JoinHandle<()>,
+    shared: Arc<Shared>,
+    sender: Option<tokio::task::JoinHandle<()>>,
 }
 
-impl Producer {
-    /// A producer sending through `cluster`.
-    pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
-        let (commands, rx) = mpsc::channel(1024);
-        let room = Arc::new(Semaphore::new(config.queued_records_max.max(1)));
-        let task = tokio::spawn(run(cluster, config, rx));
-        Producer {
-            commands,
-            room,
-            task,
-        }
-    }
-
-    /// Queues `record`; the returned future resolves once it is
-    /// acknowledged (or has failed). Waits while the producer is full.
-    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
-        let closed = || ClientError::Closed {
-            addr: "producer".into(),
-        };
-        let permit = Arc::clone(&self.room)
-            .acquire_owned()
-            .await
-            .map_err(|_| closed())?;
-        let (tx, rx) = oneshot::channel();
-        self.commands
-            .send(Command::Send(record, tx, permit))
-            .await
-            .map_err(|_| closed())?;
-        Ok(DeliveryFuture(rx))
-    }
-
-    /// Sends every queued record now and waits until all of them are
-    /// acknowledged or failed.
-    pub async fn flush(&self) {
-        let (tx, rx) = oneshot::channel();
-        if self.commands.send(Command::Flush(tx)).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
-
-    /// Flushes, then stops the producer.
-    pub async fn close(self) {
-        self.flush().await;
-        drop(self.commands);
-        let _ = self.task.await;
+impl std::fmt::Debug for Producer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Producer")
+            .field("config", &self.shared.config)
+            .finish_non_exhaustive()
     }
 }
 
-struct Waiter {
-    reply: oneshot::Sender<Outcome>,
-    _permit: tokio::sync::OwnedSemaphorePermit,
+struct Shared {
+    cluster: Arc<Cluster>,
+    config: ProducerConfig,
+    /// The open and sealed batches of every partition. `send` holds it to
+    /// copy one record into a batch, the sender task to take batches out
+    /// and put failed ones back; nothing awaits or does I/O under it.
+    accumulator: Mutex<Accumulator>,
+    /// Wakes the sender task: a batch was opened (its linger clock runs) or
+    /// sealed, a flush sealed everything, or the producer is closing.
+    wake: Notify,
+    /// Room for record bytes: `send` takes a record's size, the end of its
+    /// batch gives it back.
+    room: Semaphore,
 }
 
-struct OpenBatch {
-    builder: BatchBuilder,
-    waiters: Vec<Waiter>,
-    opened_at: Instant,
-    deadline: Instant,
+#[derive(Default)]
+struct Accumulator {
+    topics: HashMap<String, TopicQueues>,
+    closing: bool,
 }
 
-struct SealedBatch {
-    bytes: Bytes,
-    waiters: Vec<Waiter>,
-    deadline: Instant,
+struct TopicQueues {
+    name: Arc<str>,
+    partitions: Vec<PartitionQueue>,
+    /// Where keyless records go until that partition's batch is sealed.
+    sticky: u32,
 }
 
 #[derive(Default)]
 struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<SealedBatch>,
-    in_flight: bool,
+    /// The batches of this partition's request in flight (at most one
+    /// request per partition), for `flush` to wait on.
+    in_flight: Option<Vec<Arc<BatchOutcome>>>,
     retry_at: Option<Instant>,
 }
 
-type Key = (String, u32);
-
-struct Completion {
-    key: Key,
-    batch: SealedBatch,
-    result: Result<Option<u64>, ClientError>,
+struct OpenBatch {
+    builder: BatchBuilder,
+    outcome: Arc<BatchOutcome>,
+    records: u32,
+    reserved_bytes: usize,
+    opened_at: Instant,
+    deadline: Instant,
 }
 
-struct State {
-    cluster: Arc<Cluster>,
-    config: ProducerConfig,
-    queues: HashMap<Key, PartitionQueue>,
-    sticky: HashMap<String, u32>,
-    flushes: Vec<oneshot::Sender<()>>,
-    completions: mpsc::UnboundedSender<Completion>,
+struct SealedBatch {
+    bytes: Bytes,
+    outcome: Arc<BatchOutcome>,
+    records: u32,
+    reserved_bytes: usize,
+    deadline: Instant,
+}
+
+/// A partition's batches, taken out to be sent in one request.
+struct PartitionSend {
+    topic: Arc<str>,
+    partition: u32,
+    batches: Vec<SealedBatch>,
+}
+
+/// What the broker said about a [`PartitionSend`].
+struct Completion {
+    send: PartitionSend,
+    result: BatchResult,
 }
 
 fn now_ms() -> i64 {
@@ -249,91 +325,192 @@ fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-fn fail(waiters: Vec<Waiter>, error: &ClientError) {
-    for w in waiters {
-        let _ = w.reply.send(Err(error.clone()));
+/// The room a record takes in the producer's buffer: its bytes plus the
+/// most its framing inside a batch can add.
+fn record_bytes(record: &ProducerRecord) -> usize {
+    let len = |b: &Option<Bytes>| b.as_ref().map_or(0, Bytes::len);
+    let headers: usize = record
+        .headers
+        .iter()
+        .map(|(k, v)| k.len() + len(v) + 10)
+        .sum();
+    len(&record.key) + len(&record.value) + headers + 32
+}
+
+fn too_large(bytes: usize) -> ClientError {
+    ClientError::Broker {
+        code: ErrorCode::RecordTooLarge,
+        message: format!("a record of about {bytes} bytes does not fit a batch"),
     }
 }
 
-async fn run(cluster: Arc<Cluster>, config: ProducerConfig, mut commands: mpsc::Receiver<Command>) {
-    // Completions come from request tasks this loop spawned: at most one per
-    // partition at a time, so this channel is bounded by the partition count.
-    let (completions, mut done) = mpsc::unbounded_channel();
-    let mut s = State {
-        cluster,
-        config,
-        queues: HashMap::new(),
-        sticky: HashMap::new(),
-        flushes: Vec::new(),
-        completions,
-    };
-    let mut closing = false;
-    loop {
-        let wake = s.next_wake();
-        tokio::select! {
-            cmd = commands.recv(), if !closing => match cmd {
-                Some(Command::Send(record, reply, permit)) => s.enqueue(record, Waiter { reply, _permit: permit }).await,
-                Some(Command::Flush(tx)) => {
-                    s.seal_all();
-                    s.flushes.push(tx);
-                }
-                None => {
-                    closing = true;
-                    s.seal_all();
-                }
-            },
-            c = done.recv() => if let Some(c) = c { s.complete(c) },
-            _ = tokio::time::sleep_until(wake.unwrap_or_else(|| Instant::now() + Duration::from_secs(3600))), if wake.is_some() => {
-                s.seal_expired();
-            }
-        }
-        s.dispatch();
-        if s.idle() {
-            for f in s.flushes.drain(..) {
-                let _ = f.send(());
-            }
-            if closing {
-                return;
-            }
+impl Producer {
+    /// A producer sending through `cluster`.
+    pub fn new(cluster: Arc<Cluster>, config: ProducerConfig) -> Producer {
+        // The buffer holds at least one batch of the largest size, so a
+        // record that fits a batch always fits the buffer.
+        let room = config.buffer_bytes_max.max(MAX_BATCH_BYTES_DEFAULT);
+        let shared = Arc::new(Shared {
+            cluster,
+            config,
+            accumulator: Mutex::new(Accumulator::default()),
+            wake: Notify::new(),
+            room: Semaphore::new(room),
+        });
+        let sender = tokio::spawn(run_sender(Arc::clone(&shared)));
+        Producer {
+            shared,
+            sender: Some(sender),
         }
     }
-}
 
-impl State {
-    fn idle(&self) -> bool {
-        self.queues
-            .values()
-            .all(|q| q.open.is_none() && q.ready.is_empty() && !q.in_flight)
-    }
-
-    fn next_wake(&self) -> Option<Instant> {
-        let linger = Duration::from_millis(self.config.linger_ms);
-        self.queues
-            .values()
-            .flat_map(|q| {
-                let open = q.open.as_ref().map(|o| o.opened_at + linger);
-                let retry = q.retry_at.filter(|_| !q.in_flight && !q.ready.is_empty());
-                open.into_iter().chain(retry)
-            })
-            .min()
-    }
-
-    async fn enqueue(&mut self, record: ProducerRecord, waiter: Waiter) {
-        let partitions = match self.cluster.topic(&record.topic).await {
-            Ok(t) => t.partitions.len() as u32,
-            Err(e) => return fail(vec![waiter], &e),
+    /// Queues `record`; the returned future resolves once it is
+    /// acknowledged (or has failed). Waits while the producer's buffer is
+    /// full. Errors only when the producer is closed; everything else
+    /// (unknown topic, a record too large) is the future's outcome.
+    pub async fn send(&self, record: ProducerRecord) -> Result<DeliveryFuture, ClientError> {
+        let shared = &self.shared;
+        let size = record_bytes(&record);
+        let partition_hint = record.partition.unwrap_or(0);
+        if size > MAX_BATCH_BYTES_DEFAULT {
+            return Ok(DeliveryFuture::failed(
+                &record.topic,
+                partition_hint,
+                too_large(size),
+            ));
+        }
+        let closed = || ClientError::Closed {
+            addr: "producer".into(),
         };
+        shared
+            .room
+            .acquire_many(size as u32)
+            .await
+            .map_err(|_| closed())?
+            .forget();
+        loop {
+            {
+                let mut acc = lock(&shared.accumulator);
+                if acc.closing {
+                    drop(acc);
+                    shared.room.add_permits(size);
+                    return Err(closed());
+                }
+                if let Some(topic) = acc.topics.get_mut(record.topic.as_str()) {
+                    let appended = topic.append(&record, size, &shared.config);
+                    drop(acc);
+                    return Ok(match appended {
+                        Ok((future, wake)) => {
+                            if wake {
+                                shared.wake.notify_one();
+                            }
+                            future
+                        }
+                        Err(e) => {
+                            shared.room.add_permits(size);
+                            DeliveryFuture::failed(&record.topic, partition_hint, e)
+                        }
+                    });
+                }
+            }
+            // First record for this topic: learn its partition count
+            // outside the lock, then append on the next turn.
+            match shared.cluster.topic(&record.topic).await {
+                Ok(info) => {
+                    lock(&shared.accumulator)
+                        .topics
+                        .entry(record.topic.clone())
+                        .or_insert_with(|| TopicQueues::new(&record.topic, info.partitions.len()));
+                }
+                Err(e) => {
+                    shared.room.add_permits(size);
+                    return Ok(DeliveryFuture::failed(&record.topic, partition_hint, e));
+                }
+            }
+        }
+    }
+
+    /// Sends every record queued so far at once and waits until all of
+    /// them are acknowledged or have failed.
+    pub async fn flush(&self) {
+        let waits: Vec<Arc<BatchOutcome>> = {
+            let mut acc = lock(&self.shared.accumulator);
+            let mut waits = Vec::new();
+            for topic in acc.topics.values_mut() {
+                for p in 0..topic.partitions.len() {
+                    topic.seal(p as u32);
+                    let q = &topic.partitions[p];
+                    waits.extend(q.ready.iter().map(|b| Arc::clone(&b.outcome)));
+                    waits.extend(q.in_flight.iter().flatten().cloned());
+                }
+            }
+            waits
+        };
+        self.shared.wake.notify_one();
+        for batch in waits {
+            let _ = DeliveryFuture {
+                batch,
+                index: 0,
+                slot: None,
+            }
+            .await;
+        }
+    }
+
+    /// Flushes, then stops the producer.
+    pub async fn close(mut self) {
+        self.flush().await;
+        self.begin_close();
+        if let Some(sender) = self.sender.take() {
+            let _ = sender.await;
+        }
+    }
+
+    fn begin_close(&self) {
+        lock(&self.shared.accumulator).closing = true;
+        self.shared.wake.notify_one();
+    }
+}
+
+impl Drop for Producer {
+    /// A dropped producer still sends what it accepted: the sender task
+    /// drains the queues, then ends.
+    fn drop(&mut self) {
+        self.begin_close();
+    }
+}
+
+impl TopicQueues {
+    fn new(name: &str, partitions: usize) -> TopicQueues {
+        TopicQueues {
+            name: name.into(),
+            partitions: (0..partitions).map(|_| PartitionQueue::default()).collect(),
+            sticky: 0,
+        }
+    }
+
+    /// Copies `record` into its partition's open batch. Returns its future
+    /// and whether the sender must look again (a batch opened or sealed).
+    fn append(
+        &mut self,
+        record: &ProducerRecord,
+        size: usize,
+        config: &ProducerConfig,
+    ) -> Result<(DeliveryFuture, bool), ClientError> {
+        let count = self.partitions.len() as u32;
+        if count == 0 {
+            return Err(ClientError::code(ErrorCode::UnknownTopicOrPartition));
+        }
         let partition = match (record.partition, &record.key) {
-            (Some(p), _) if p < partitions => p,
+            (Some(p), _) if p < count => p,
             (Some(p), _) => {
-                let e =
-                    ClientError::Invalid(format!("topic {:?} has no partition {p}", record.topic));
-                return fail(vec![waiter], &e);
+                return Err(ClientError::Invalid(format!(
+                    "topic {:?} has no partition {p}",
+                    record.topic
+                )));
             }
-            (None, Some(key)) => partition_for_key(key, partitions),
-            (None, None) => {
-                *self.sticky.entry(record.topic.clone()).or_insert(0) % partitions.max(1)
-            }
+            (None, Some(key)) => partition_for_key(key, count),
+            (None, None) => self.sticky % count,
         };
         let headers: Vec<(&str, Option<&[u8]>)> = record
             .headers
@@ -346,142 +523,179 @@ impl State {
             headers: &headers,
             timestamp_ms: record.timestamp_ms.unwrap_or_else(now_ms),
         };
-        let key = (record.topic.clone(), partition);
-        let delivery = Duration::from_millis(self.config.delivery_timeout_ms);
-        let batch_size = self.config.batch_size_bytes;
+        let mut wake = false;
         for _ in 0..2 {
-            let queue = self.queues.entry(key.clone()).or_default();
-            let open = queue.open.get_or_insert_with(|| OpenBatch {
-                builder: BatchBuilder::with_capacity(
-                    MAX_BATCH_BYTES_DEFAULT,
-                    batch_size.min(MAX_BATCH_BYTES_DEFAULT),
-                ),
-                waiters: Vec::new(),
-                opened_at: Instant::now(),
-                deadline: Instant::now() + delivery,
+            let q = &mut self.partitions[partition as usize];
+            let open = q.open.get_or_insert_with(|| {
+                wake = true;
+                let now = Instant::now();
+                OpenBatch {
+                    builder: BatchBuilder::with_capacity(
+                        MAX_BATCH_BYTES_DEFAULT,
+                        config.batch_size_bytes.min(MAX_BATCH_BYTES_DEFAULT),
+                    ),
+                    outcome: BatchOutcome::new(Arc::clone(&self.name), partition),
+                    records: 0,
+                    reserved_bytes: 0,
+                    opened_at: now,
+                    deadline: now + Duration::from_millis(config.delivery_timeout_ms),
+                }
             });
             match open.builder.push(&new) {
                 Ok(true) => {
-                    open.waiters.push(waiter);
-                    if open.builder.batch_bytes() >= batch_size {
-                        self.seal(&key);
+                    let future = DeliveryFuture {
+                        batch: Arc::clone(&open.outcome),
+                        index: open.records,
+                        slot: None,
+                    };
+                    open.records += 1;
+                    open.reserved_bytes += size;
+                    if open.builder.batch_bytes() >= config.batch_size_bytes {
+                        self.seal(partition);
+                        wake = true;
                     }
-                    return;
+                    return Ok((future, wake));
                 }
                 // Full: seal it and try once more in a fresh batch.
-                Ok(false) => self.seal(&key),
+                Ok(false) => {
+                    self.seal(partition);
+                    wake = true;
+                }
                 Err(e) => {
-                    let e = ClientError::Broker {
+                    return Err(ClientError::Broker {
                         code: ErrorCode::RecordTooLarge,
                         message: e.to_string(),
-                    };
-                    return fail(vec![waiter], &e);
+                    });
                 }
             }
         }
+        Err(too_large(size))
     }
 
-    fn seal(&mut self, key: &Key) {
-        let Some(queue) = self.queues.get_mut(key) else {
+    /// Moves `partition`'s open batch, if it has records, to its ready queue.
+    fn seal(&mut self, partition: u32) {
+        let Some(q) = self.partitions.get_mut(partition as usize) else {
             return;
         };
-        let Some(open) = queue.open.take() else {
+        let Some(open) = q.open.take() else {
             return;
         };
-        if open.waiters.is_empty() {
+        if open.records == 0 {
             return;
         }
-        let Ok(bytes) = open.builder.finish() else {
-            return;
-        };
-        queue.ready.push_back(SealedBatch {
+        let bytes = open
+            .builder
+            .finish()
+            .expect("a batch with at least one record always finishes");
+        q.ready.push_back(SealedBatch {
             bytes: Bytes::from(bytes),
-            waiters: open.waiters,
+            outcome: open.outcome,
+            records: open.records,
+            reserved_bytes: open.reserved_bytes,
             deadline: open.deadline,
         });
         // Keyless records move on to the next partition.
-        if let Some(s) = self.sticky.get_mut(&key.0)
-            && *s == key.1
-        {
-            *s = s.wrapping_add(1);
+        if self.sticky % self.partitions.len() as u32 == partition {
+            self.sticky = (partition + 1) % self.partitions.len() as u32;
         }
     }
+}
 
-    fn seal_all(&mut self) {
-        let keys: Vec<Key> = self.queues.keys().cloned().collect();
-        for k in keys {
-            self.seal(&k);
-        }
-    }
+/// What one look at the accumulator found.
+struct Collected {
+    sends: Vec<PartitionSend>,
+    /// The next linger or retry deadline.
+    wake_at: Option<Instant>,
+    /// Room given back by batches that expired unsent.
+    released_bytes: usize,
+    /// Closing and nothing left to send or wait for.
+    finished: bool,
+}
 
-    fn seal_expired(&mut self) {
-        let linger = Duration::from_millis(self.config.linger_ms);
-        let now = Instant::now();
-        let keys: Vec<Key> = self
-            .queues
-            .iter()
-            .filter(|(_, q)| q.open.as_ref().is_some_and(|o| o.opened_at + linger <= now))
-            .map(|(k, _)| k.clone())
-            .collect();
-        for k in keys {
-            self.seal(&k);
-        }
-    }
-
-    fn dispatch(&mut self) {
-        let now = Instant::now();
-        for (key, queue) in self.queues.iter_mut() {
-            if queue.in_flight || queue.retry_at.is_some_and(|t| t > now) {
-                continue;
-            }
-            queue.retry_at = None;
-            while let Some(batch) = queue.ready.front() {
-                if batch.deadline > now {
-                    break;
-                }
-                let batch = queue.ready.pop_front().expect("front exists");
-                fail(
-                    batch.waiters,
-                    &ClientError::Timeout {
-                        ms: self.config.delivery_timeout_ms,
-                    },
-                );
-            }
-            let Some(batch) = queue.ready.pop_front() else {
-                continue;
-            };
-            queue.in_flight = true;
-            let (cluster, key, done) = (
-                Arc::clone(&self.cluster),
-                key.clone(),
-                self.completions.clone(),
-            );
-            let acks = self.config.acks;
-            let timeout = Duration::from_millis(self.config.request_timeout_ms);
-            tokio::spawn(async move {
-                let result = send_batch(&cluster, &key, &batch.bytes, acks, timeout).await;
-                let _ = done.send(Completion { key, batch, result });
-            });
-        }
-    }
-
-    fn complete(&mut self, c: Completion) {
-        let Some(queue) = self.queues.get_mut(&c.key) else {
-            return;
+impl Accumulator {
+    /// Seals batches whose linger has passed (all of them when closing),
+    /// fails batches past their delivery deadline, and takes the ready
+    /// batches of every partition without a request in flight.
+    fn collect(&mut self, now: Instant, config: &ProducerConfig) -> Collected {
+        let linger = Duration::from_millis(config.linger_ms);
+        let mut out = Collected {
+            sends: Vec::new(),
+            wake_at: None,
+            released_bytes: 0,
+            finished: self.closing,
         };
-        queue.in_flight = false;
-        match c.result {
-            Ok(base) => {
-                for (i, w) in c.batch.waiters.into_iter().enumerate() {
-                    let _ = w.reply.send(Ok(RecordMetadata {
-                        topic: c.key.0.clone(),
-                        partition: c.key.1,
-                        offset: base.map(|b| b + i as u64),
-                    }));
+        let closing = self.closing;
+        let wake = |at: Instant, out: &mut Collected| {
+            out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at)));
+        };
+        for topic in self.topics.values_mut() {
+            for p in 0..topic.partitions.len() {
+                let lingered = topic.partitions[p]
+                    .open
+                    .as_ref()
+                    .map(|o| o.opened_at + linger);
+                match lingered {
+                    Some(at) if closing || at <= now => topic.seal(p as u32),
+                    Some(at) => wake(at, &mut out),
+                    None => {}
                 }
+                let q = &mut topic.partitions[p];
+                if q.in_flight.is_some() {
+                    out.finished = false;
+                    continue;
+                }
+                while q.ready.front().is_some_and(|b| b.deadline <= now) {
+                    let b = q.ready.pop_front().expect("front exists");
+                    b.outcome.set(Err(ClientError::Timeout {
+                        ms: config.delivery_timeout_ms,
+                    }));
+                    out.released_bytes += b.reserved_bytes;
+                }
+                if q.ready.is_empty() {
+                    continue;
+                }
+                out.finished = false;
+                if let Some(at) = q.retry_at.filter(|&at| at > now) {
+                    wake(at, &mut out);
+                    continue;
+                }
+                q.retry_at = None;
+                let mut batches = Vec::new();
+                let mut bytes = 0;
+                while let Some(b) = q.ready.front() {
+                    if !batches.is_empty() && bytes + b.bytes.len() > config.request_bytes_max {
+                        break;
+                    }
+                    bytes += b.bytes.len();
+                    batches.push(q.ready.pop_front().expect("front exists"));
+                }
+                q.in_flight = Some(batches.iter().map(|b| Arc::clone(&b.outcome)).collect());
+                out.sends.push(PartitionSend {
+                    topic: Arc::clone(&topic.name),
+                    partition: p as u32,
+                    batches,
+                });
             }
-            Err(e) if e.is_retriable() && Instant::now() < c.batch.deadline => {
-                tracing::debug!(topic = %c.key.0, partition = c.key.1, error = %e, "retrying a batch");
+        }
+        out
+    }
+
+    /// Records what the broker said: resolves the batches, or puts them
+    /// back first in line to be retried. Returns the room given back.
+    fn complete(&mut self, c: Completion, config: &ProducerConfig, cluster: &Cluster) -> usize {
+        let Completion { send, result } = c;
+        let queue = self
+            .topics
+            .get_mut(&*send.topic)
+            .and_then(|t| t.partitions.get_mut(send.partition as usize));
+        if let Some(q) = queue.as_deref() {
+            debug_assert!(q.in_flight.is_some(), "a completion without a request");
+        }
+        let now = Instant::now();
+        let deadline = send.batches.first().map(|b| b.deadline);
+        match (result, queue) {
+            (Err(e), Some(q)) if e.is_retriable() && deadline.is_some_and(|d| now < d) => {
+                tracing::debug!(topic = %send.topic, partition = send.partition, error = %e, "retrying");
                 if matches!(
                     e,
                     ClientError::Broker {
@@ -489,54 +703,167 @@ impl State {
                         ..
                     }
                 ) {
-                    self.cluster.invalidate(&c.key.0);
+                    cluster.invalidate(&send.topic);
                 }
-                queue.ready.push_front(c.batch);
-                queue.retry_at =
-                    Some(Instant::now() + Duration::from_millis(self.config.retry_backoff_ms));
+                q.in_flight = None;
+                for b in send.batches.into_iter().rev() {
+                    q.ready.push_front(b);
+                }
+                q.retry_at = Some(now + Duration::from_millis(config.retry_backoff_ms));
+                0
             }
-            Err(e) => fail(c.batch.waiters, &e),
+            (result, queue) => {
+                if let Some(q) = queue {
+                    q.in_flight = None;
+                }
+                let mut released = 0;
+                let mut base = result;
+                for b in send.batches {
+                    b.outcome.set(base.clone());
+                    if let Ok(Some(next)) = &mut base {
+                        *next += u64::from(b.records);
+                    }
+                    released += b.reserved_bytes;
+                }
+                released
+            }
         }
     }
 }
 
-async fn send_batch(
-    cluster: &Cluster,
-    key: &Key,
-    records: &Bytes,
+async fn run_sender(shared: Arc<Shared>) {
+    // Completions come from request tasks this loop spawned, at most one
+    // per partition at a time: the channel is bounded by the partition
+    // count.
+    let (completions, mut done) = mpsc::unbounded_channel::<Completion>();
+    loop {
+        let collected = lock(&shared.accumulator).collect(Instant::now(), &shared.config);
+        if collected.released_bytes > 0 {
+            shared.room.add_permits(collected.released_bytes);
+        }
+        if !collected.sends.is_empty() {
+            tokio::spawn(send_round(
+                Arc::clone(&shared),
+                collected.sends,
+                completions.clone(),
+            ));
+        }
+        if collected.finished {
+            return;
+        }
+        let far = Instant::now() + Duration::from_secs(3600);
+        tokio::select! {
+            _ = shared.wake.notified() => {}
+            Some(c) = done.recv() => {
+                let released = lock(&shared.accumulator).complete(c, &shared.config, &shared.cluster);
+                if released > 0 {
+                    shared.room.add_permits(released);
+                }
+            }
+            _ = tokio::time::sleep_until(collected.wake_at.unwrap_or(far)), if collected.wake_at.is_some() => {}
+        }
+    }
+}
+
+/// Sends one round of partitions: one produce request per leader.
+async fn send_round(
+    shared: Arc<Shared>,
+    sends: Vec<PartitionSend>,
+    done: mpsc::UnboundedSender<Completion>,
+) {
+    let mut by_leader: Vec<(Arc<Connection>, Vec<PartitionSend>)> = Vec::new();
+    for send in sends {
+        match shared.cluster.leader(&send.topic, send.partition).await {
+            Ok(conn) => match by_leader.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &conn)) {
+                Some((_, group)) => group.push(send),
+                None => by_leader.push((conn, vec![send])),
+            },
+            Err(e) => {
+                let _ = done.send(Completion {
+                    send,
+                    result: Err(e),
+                });
+            }
+        }
+    }
+    for (conn, group) in by_leader {
+        let (acks, timeout, done) = (
+            shared.config.acks,
+            Duration::from_millis(shared.config.request_timeout_ms),
+            done.clone(),
+        );
+        tokio::spawn(async move {
+            let results = send_request(&conn, &group, acks, timeout).await;
+            for (send, result) in group.into_iter().zip(results) {
+                let _ = done.send(Completion { send, result });
+            }
+        });
+    }
+}
+
+/// One produce request for `group`; one result per entry of `group`.
+async fn send_request(
+    conn: &Connection,
+    group: &[PartitionSend],
     acks: Acks,
     timeout: Duration,
-) -> Result<Option<u64>, ClientError> {
-    let conn = cluster.leader(&key.0, key.1).await?;
+) -> Vec<BatchResult> {
+    let mut topics: Vec<ProduceTopic> = Vec::new();
+    for send in group {
+        let records = match send.batches.as_slice() {
+            [one] => one.bytes.clone(),
+            many => {
+                let mut all = BytesMut::with_capacity(many.iter().map(|b| b.bytes.len()).sum());
+                for b in many {
+                    all.extend_from_slice(&b.bytes);
+                }
+                all.freeze()
+            }
+        };
+        let partition = ProducePartition {
+            partition: send.partition,
+            records,
+        };
+        match topics.iter_mut().find(|t| *t.name == *send.topic) {
+            Some(t) => t.partitions.push(partition),
+            None => topics.push(ProduceTopic {
+                name: send.topic.to_string(),
+                partitions: vec![partition],
+            }),
+        }
+    }
     let request = Request::Produce(ProduceRequest {
         acks: acks.wire(),
         timeout_ms: timeout.as_millis() as u32,
-        topics: vec![ProduceTopic {
-            name: key.0.clone(),
-            partitions: vec![ProducePartition {
-                partition: key.1,
-                records: records.clone(),
-            }],
-        }],
+        topics,
     });
+    let all = |r: BatchResult| group.iter().map(|_| r.clone()).collect();
     if acks == Acks::None {
-        conn.send_only(request).await?;
-        return Ok(None);
+        return all(conn.send_only(request).await.map(|()| None));
     }
-    let Response::Produce(r) = conn
+    let response = match conn
         .request(request, timeout + Duration::from_secs(5))
-        .await?
-    else {
-        return Err(ClientError::code(ErrorCode::Unknown));
+        .await
+    {
+        Ok(Response::Produce(r)) => r,
+        Ok(_) => return all(Err(ClientError::code(ErrorCode::Unknown))),
+        Err(e) => return all(Err(e)),
     };
-    let p = r
-        .topics
-        .first()
-        .and_then(|t| t.partitions.first())
-        .ok_or_else(|| ClientError::code(ErrorCode::Unknown))?;
-    if p.error.is_ok() {
-        Ok(Some(p.base_offset))
-    } else {
-        Err(ClientError::code(p.error))
-    }
+    group
+        .iter()
+        .map(|send| {
+            let p = response
+                .topics
+                .iter()
+                .filter(|t| *t.name == *send.topic)
+                .flat_map(|t| t.partitions.iter())
+                .find(|p| p.partition == send.partition)
+                .ok_or_else(|| ClientError::code(ErrorCode::Unknown))?;
+            if p.error.is_ok() {
+                Ok(Some(p.base_offset))
+            } else {
+                Err(ClientError::code(p.error))
+            }
+        })
+        .collect()
 }
