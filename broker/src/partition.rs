@@ -13,7 +13,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
-use rill_storage::batch::{self, BatchHeader};
+use rill_storage::batch::{self, ValidBatch};
 use rill_storage::{BatchError, Log, LogConfig, LogError, Offset, SyncDone, SyncPlan, Term};
 use tokio::sync::watch;
 
@@ -123,7 +123,7 @@ impl Partition {
     /// Validates every batch in `records`, then appends them all. Returns
     /// whether the flusher must be woken (the partition became dirty).
     pub fn append(&self, records: &Bytes) -> Result<(Appended, bool), ErrorCode> {
-        let mut batches: Vec<(usize, usize)> = Vec::new();
+        let mut batches: Vec<ValidBatch<'_>> = Vec::new();
         let mut at = 0;
         while at < records.len() {
             let rest = &records[at..];
@@ -134,30 +134,31 @@ impl Partition {
                 }
                 _ => return Err(ErrorCode::CorruptMessage),
             };
-            match batch::validate(&rest[..len], self.max_batch_bytes) {
-                Ok(h) if h.is_control() => return Err(ErrorCode::InvalidRequest),
-                Ok(_) => {}
+            match ValidBatch::new(&rest[..len], self.max_batch_bytes) {
+                Ok(b) if b.header().is_control() => return Err(ErrorCode::InvalidRequest),
+                Ok(b) => batches.push(b),
                 Err(BatchError::TooLarge { .. }) => return Err(ErrorCode::RecordTooLarge),
                 Err(_) => return Err(ErrorCode::CorruptMessage),
             }
-            batches.push((at, len));
             at += len;
         }
         if batches.is_empty() {
             return Err(ErrorCode::InvalidRequest);
         }
+        // Every batch is whole and valid: append them all, checking nothing
+        // twice.
         let (first, next) = {
             let mut log = self.log();
             let mut first = None;
-            for &(at, len) in &batches {
+            for b in batches {
                 let a = log
-                    .append(&records[at..at + len], SINGLE_NODE_TERM)
+                    .append_valid(b, SINGLE_NODE_TERM)
                     .map_err(|e| storage_error(&e))?;
                 first.get_or_insert(a.base_offset.get());
-                debug_assert!(BatchHeader::decode(&records[at..]).is_ok());
             }
             (first.expect("at least one batch"), log.next_offset().get())
         };
+        debug_assert!(next > first, "a data batch takes at least one offset");
         if self.fsync {
             let newly_dirty = !self.dirty.swap(true, Ordering::AcqRel);
             Ok((

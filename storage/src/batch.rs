@@ -346,6 +346,35 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Batch
     Ok(header)
 }
 
+/// A batch that passed [`validate`]. The only way to get one is
+/// [`ValidBatch::new`], so code that takes one (such as
+/// [`Log::append_valid`](crate::Log::append_valid)) need not check the
+/// bytes again: a caller that validates several batches before appending
+/// any of them walks and checksums each byte once.
+#[derive(Debug, Clone, Copy)]
+pub struct ValidBatch<'a> {
+    bytes: &'a [u8],
+    header: BatchHeader,
+}
+
+impl<'a> ValidBatch<'a> {
+    /// Validates `buf` as one whole batch of at most `max_batch_bytes`.
+    pub fn new(buf: &'a [u8], max_batch_bytes: usize) -> Result<ValidBatch<'a>, BatchError> {
+        let header = validate(buf, max_batch_bytes)?;
+        Ok(ValidBatch { bytes: buf, header })
+    }
+
+    /// The batch's bytes.
+    pub fn bytes(&self) -> &'a [u8] {
+        self.bytes
+    }
+
+    /// Its decoded header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
 /// Walks every record of a data batch's body without allocating.
 fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(), BatchError> {
     let mut pos = 0;

@@ -26,9 +26,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 
-use crate::batch::{self, BatchHeader, Batches, RecordBatch};
+use crate::batch::{self, BatchHeader, Batches, RecordBatch, ValidBatch};
 use crate::config::{Clock, LogConfig, SystemClock};
-use crate::error::LogError;
+use crate::error::{BatchError, LogError};
 use crate::recovery::{Expect, open_segment, sync_dir};
 use crate::segment::{Segment, SegmentPaths, parse_segment_name};
 use crate::types::{Offset, RaftIndex, Term};
@@ -331,9 +331,27 @@ impl Log {
     /// assigns the next offset and the next Raft index, and writes `term`.
     /// The batch is validated in full first; a refused batch changes nothing.
     pub fn append(&mut self, batch: &[u8], term: Term) -> Result<Appended, LogError> {
-        let header = batch::validate(batch, self.config.max_batch_bytes)?;
+        self.append_valid(ValidBatch::new(batch, self.config.max_batch_bytes)?, term)
+    }
+
+    /// [`Log::append`] of a batch its caller validated already (for
+    /// instance every batch of a request, before appending any). Only the
+    /// size is checked again, against this log's limit.
+    pub fn append_valid(
+        &mut self,
+        batch: ValidBatch<'_>,
+        term: Term,
+    ) -> Result<Appended, LogError> {
+        let bytes = batch.bytes();
+        if bytes.len() > self.config.max_batch_bytes {
+            return Err(BatchError::TooLarge {
+                batch_bytes: bytes.len() as u64,
+                max_batch_bytes: self.config.max_batch_bytes as u64,
+            }
+            .into());
+        }
         let end = self.end();
-        self.append_validated(batch, &header, end.offset, term, end.raft_index)
+        self.append_validated(bytes, batch.header(), end.offset, term, end.raft_index)
     }
 
     /// Appends a replicated entry: the batch's base offset (stamped by the

@@ -6,7 +6,10 @@ mod common;
 use std::sync::Arc;
 
 use common::{batch_at, batches, check_all, small_config};
-use rill_storage::{Log, LogConfig, LogError, ManualClock, Offset, RaftIndex, Term, control_batch};
+use rill_storage::batch::ValidBatch;
+use rill_storage::{
+    BatchError, Log, LogConfig, LogError, ManualClock, Offset, RaftIndex, Term, control_batch,
+};
 
 const VALUE: usize = 100;
 
@@ -280,4 +283,27 @@ fn bytes_held_past_a_truncation_cut_stay_readable_across_a_reopen() {
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.next_raft_index(), RaftIndex(21));
     assert_eq!(held.iter().map(|b| b.to_vec()).collect::<Vec<_>>(), copy);
+}
+
+#[test]
+fn a_batch_validated_elsewhere_is_appended_unchecked_but_never_above_the_logs_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    let fits = batch_at(0, 4, VALUE, 0);
+    let valid = ValidBatch::new(&fits, 1 << 20).unwrap();
+    assert_eq!(
+        log.append_valid(valid, Term(1)).unwrap().base_offset,
+        Offset(0)
+    );
+
+    // Valid under a looser limit than the log's 16 KiB: still refused.
+    let big = batch_at(4, 200, VALUE, 0);
+    assert!(big.len() > 16 * 1024);
+    let valid = ValidBatch::new(&big, 1 << 20).unwrap();
+    assert!(matches!(
+        log.append_valid(valid, Term(1)),
+        Err(LogError::Batch(BatchError::TooLarge { .. }))
+    ));
+    assert_eq!(log.next_offset(), Offset(4), "the log is unchanged");
+    assert_eq!(check_all(&log, VALUE), 4);
 }
