@@ -15,7 +15,8 @@ use rill_client::protocol::{
     MAX_REQUEST_FRAME_BYTES, RequestFrameError, decode_request, encode_error_response,
     encode_response, take_frame,
 };
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use rill_client::writer::write_frames;
+use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
@@ -55,13 +56,8 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(RESPONSES_QUEUED_MAX);
     let writer = tokio::spawn(async move {
-        while let Some(parts) = rx.recv().await {
-            for part in parts {
-                if wr.write_all(&part).await.is_err() {
-                    return;
-                }
-            }
-        }
+        // A failed write ends the writer; the reader sees the socket close.
+        let _ = write_frames(&mut wr, &mut rx).await;
     });
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);

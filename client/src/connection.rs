@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
 use tokio::sync::{Semaphore, mpsc, oneshot};
 
@@ -21,6 +21,7 @@ use crate::protocol::{
     ApiKey, MAX_RESPONSE_FRAME_BYTES, Request, RequestHeader, Response, decode_response,
     decode_response_header, encode_request, take_frame,
 };
+use crate::writer::write_frames;
 
 /// Requests outstanding on one connection, at most.
 pub const IN_FLIGHT_MAX: usize = 128;
@@ -82,14 +83,9 @@ impl Connection {
             let (pending, closed, addr) =
                 (Arc::clone(&pending), Arc::clone(&closed), addr.to_string());
             tokio::spawn(async move {
-                while let Some(parts) = rx.recv().await {
-                    for p in parts {
-                        if wr.write_all(&p).await.is_err() {
-                            closed.store(true, Ordering::Release);
-                            fail_all(&pending, &addr);
-                            return;
-                        }
-                    }
+                if write_frames(&mut wr, &mut rx).await.is_err() {
+                    closed.store(true, Ordering::Release);
+                    fail_all(&pending, &addr);
                 }
             });
         }

@@ -20,6 +20,7 @@ pub mod error;
 pub mod partitioner;
 pub mod producer;
 pub mod protocol;
+pub mod writer;
 
 pub use admin::Admin;
 pub use cluster::{Cluster, TopicInfo};
