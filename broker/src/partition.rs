@@ -234,9 +234,11 @@ impl Partition {
         Ok(())
     }
 
-    /// Deletes segments past retention.
+    /// Deletes segments past retention: taken out of the log under its
+    /// lock, unlinked after it is released.
     pub fn apply_retention(&self) -> Result<(), LogError> {
-        self.log().apply_retention().map(|_| ())
+        let (_, expired) = self.log().take_expired();
+        expired.unlink()
     }
 
     /// Syncs everything appended so far (shutdown).

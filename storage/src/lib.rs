@@ -31,6 +31,6 @@ pub use crate::builder::{BatchBuilder, NewRecord, ProducerStamp, control_batch};
 pub use crate::config::{Clock, LogConfig, ManualClock, SystemClock};
 pub use crate::error::{BatchError, LogError};
 pub use crate::log::{Appended, Log, LogPosition, batches_of};
-pub use crate::retention::RetentionOutcome;
+pub use crate::retention::{Expired, RetentionOutcome};
 pub use crate::sync::{SyncDone, SyncPlan};
 pub use crate::types::{Offset, RaftIndex, Term};

@@ -4,10 +4,39 @@
 //! so the log stays one seamless run; deleting one moves the log start offset
 //! (which Raft will see as its snapshot point). The active segment is never
 //! deleted. A segment's age is its newest record's timestamp, as in Kafka.
+//!
+//! A caller that guards the log with a lock takes the expired segments out
+//! under it ([`Log::take_expired`], no I/O) and unlinks them after letting
+//! go ([`Expired::unlink`]), so readers and writers never wait on the file
+//! system. A crash between the two leaves the files on disk; the next
+//! open finds them and the next retention pass takes them again.
 
 use crate::error::LogError;
 use crate::log::Log;
+use crate::segment::Segment;
 use crate::types::Offset;
+
+/// Segments taken out of a log by retention, still on disk.
+#[derive(Debug)]
+#[must_use = "the expired segments stay on disk until unlinked"]
+pub struct Expired {
+    segments: Vec<Segment>,
+}
+
+impl Expired {
+    /// Whether retention took nothing.
+    pub fn is_empty(&self) -> bool {
+        self.segments.is_empty()
+    }
+
+    /// Deletes the segments' files, oldest first.
+    pub fn unlink(self) -> Result<(), LogError> {
+        for seg in &self.segments {
+            seg.unlink()?;
+        }
+        Ok(())
+    }
+}
 
 /// What one retention pass deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -25,13 +54,25 @@ impl Log {
     /// `retention_ms` or the log is larger than `retention_bytes` without
     /// them.
     pub fn apply_retention(&mut self) -> Result<RetentionOutcome, LogError> {
+        let (outcome, expired) = self.take_expired();
+        expired.unlink()?;
+        Ok(outcome)
+    }
+
+    /// [`Log::apply_retention`] without the file system: takes the expired
+    /// segments out of the log (moving the log start offset) and hands them
+    /// back to be unlinked.
+    pub fn take_expired(&mut self) -> (RetentionOutcome, Expired) {
         let now_ms = self.clock.now_ms();
         let mut outcome = RetentionOutcome::default();
+        let mut expired = Expired {
+            segments: Vec::new(),
+        };
         let mut total = self.size_bytes();
         while self.segments.len() > 1 {
             let seg = self.segments.front().expect("more than one segment");
             let size = seg.size_bytes();
-            let expired = self
+            let too_old = self
                 .config
                 .retention_ms
                 .is_some_and(|ms| seg.tail.max_timestamp_ms < now_ms.saturating_sub(ms as i64));
@@ -39,11 +80,11 @@ impl Log {
                 .config
                 .retention_bytes
                 .is_some_and(|max| total - size >= max);
-            if !(expired || oversize) {
+            if !(too_old || oversize) {
                 break;
             }
-            seg.unlink()?;
-            self.segments.pop_front();
+            let seg = self.segments.pop_front().expect("more than one segment");
+            expired.segments.push(seg);
             self.dir_generation += 1;
             total -= size;
             outcome.segments_deleted += 1;
@@ -51,8 +92,8 @@ impl Log {
         }
         outcome.log_start_offset = self.log_start_offset();
         if outcome.segments_deleted > 0 {
-            tracing::debug!(dir = %self.dir().display(), ?outcome, "retention deleted segments");
+            tracing::debug!(dir = %self.dir().display(), ?outcome, "retention took segments");
         }
-        Ok(outcome)
+        (outcome, expired)
     }
 }

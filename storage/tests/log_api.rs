@@ -307,3 +307,40 @@ fn a_batch_validated_elsewhere_is_appended_unchecked_but_never_above_the_logs_li
     assert_eq!(log.next_offset(), Offset(4), "the log is unchanged");
     assert_eq!(check_all(&log, VALUE), 4);
 }
+
+#[test]
+fn expired_segments_leave_the_log_at_once_and_the_disk_when_unlinked() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = LogConfig {
+        retention_bytes: Some(1),
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config.clone()).unwrap();
+    while log.segment_count() < 3 {
+        append(&mut log, 10, 0);
+    }
+    let logs_on_disk = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .filter(|e| e.as_ref().unwrap().path().extension() == Some("log".as_ref()))
+            .count()
+    };
+    let (out, expired) = log.take_expired();
+    assert_eq!(out.segments_deleted, 2);
+    assert_eq!(log.segment_count(), 1);
+    assert!(matches!(
+        log.read(Offset(0), 1),
+        Err(LogError::OffsetOutOfRange { .. })
+    ));
+    assert_eq!(logs_on_disk(), 3, "nothing unlinked yet");
+    expired.unlink().unwrap();
+    assert_eq!(logs_on_disk(), 1);
+
+    // Appends and a reopen see the log that is left.
+    append(&mut log, 10, 0);
+    let next = log.next_offset();
+    drop(log);
+    let log = Log::open(dir.path(), config).unwrap();
+    assert_eq!(log.next_offset(), next);
+    assert_eq!(log.log_start_offset(), out.log_start_offset);
+}
