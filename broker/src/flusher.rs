@@ -9,6 +9,7 @@
 
 use std::sync::{Arc, Mutex};
 
+use rill_storage::SyncPlan;
 use tokio::sync::Notify;
 
 use crate::partition::Partition;
@@ -54,6 +55,8 @@ impl Flusher {
                 continue;
             }
             let plans: Vec<_> = round.iter().map(|p| p.plan_sync()).collect();
+            let bytes: u64 = plans.iter().map(SyncPlan::bytes).sum();
+            let started = std::time::Instant::now();
             let results = tokio::task::spawn_blocking(move || {
                 plans.into_iter().map(|p| p.run()).collect::<Vec<_>>()
             })
@@ -71,6 +74,12 @@ impl Flusher {
                     }
                 }
             }
+            tracing::debug!(
+                partitions = round.len(),
+                bytes,
+                us = started.elapsed().as_micros() as u64,
+                "sync round"
+            );
             self.data_arrived.notify_waiters();
         }
     }

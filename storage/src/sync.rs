@@ -47,6 +47,11 @@ struct PlannedFile {
 pub struct SyncDone(SyncPlan);
 
 impl SyncPlan {
+    /// Bytes of segment data the plan syncs.
+    pub fn bytes(&self) -> u64 {
+        self.files.iter().map(|f| f.end - f.start).sum()
+    }
+
     /// Whether there is nothing to sync.
     pub fn is_empty(&self) -> bool {
         self.files.is_empty() && self.dir.is_none()
