@@ -6,8 +6,11 @@
 //! measured without coordinated omission hiding stalls. Consumers split
 //! the topic's partitions between them.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 use std::time::{Duration, Instant};
 
 use bytes::{BufMut, Bytes, BytesMut};
@@ -88,16 +91,40 @@ fn now_us() -> u64 {
         .map_or(0, |d| d.as_micros() as u64)
 }
 
-/// A value of `size` bytes whose first 8 carry the send time (µs since the
-/// epoch, little-endian) when it fits.
-fn value(size: usize) -> Bytes {
-    let mut v = BytesMut::with_capacity(size);
-    if size >= 8 {
-        v.put_u64_le(now_us());
+/// Wall-clock time derived from monotonic readings: the wall clock is read
+/// once, so a record costs one clock read rather than three.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    base: Instant,
+    base_epoch_us: u64,
+}
+
+impl WallClock {
+    fn new() -> WallClock {
+        WallClock {
+            base: Instant::now(),
+            base_epoch_us: now_us(),
+        }
     }
+
+    /// Microseconds since the epoch at `at`.
+    fn epoch_us(&self, at: Instant) -> u64 {
+        self.base_epoch_us + at.saturating_duration_since(self.base).as_micros() as u64
+    }
+}
+
+/// A value of `size` bytes whose first 8 carry `sent_us` (µs since the
+/// epoch, little-endian): what `e2e` consumers measure latency against.
+fn stamped_value(size: usize, sent_us: u64) -> Bytes {
+    let mut v = BytesMut::with_capacity(size);
+    v.put_u64_le(sent_us);
     v.resize(size, b'r');
     v.freeze()
 }
+
+/// Deliveries are handed to the collector in chunks of this many records
+/// when sending flat out (one at a time at a fixed rate, so none waits).
+const CHUNK_RECORDS: usize = 256;
 
 struct Produced {
     messages: u64,
@@ -106,13 +133,21 @@ struct Produced {
     latency: Histogram<u64>,
 }
 
-/// Runs the producers; returns what was acknowledged and send-to-ack latency.
+/// Runs the producers; returns what was acknowledged and send-to-ack
+/// latency. With `stamp_values`, each value starts with its send time.
+///
+/// The collector reads the clock once per chunk of deliveries and again
+/// after each wait, not once per record: an acknowledgement that arrived
+/// while the collector was busy with the chunk is timed a few microseconds
+/// early at most.
 async fn run_producers(
     o: &Options,
     progress: Arc<Progress>,
+    stamp_values: bool,
 ) -> Result<(Produced, f64), ClientError> {
     let started = Instant::now();
     let deadline = o.messages.is_none().then(|| started + o.duration);
+    let clock = WallClock::new();
     let mut tasks = Vec::new();
     for i in 0..o.producers.max(1) {
         let share = o.messages.map(|n| {
@@ -135,7 +170,8 @@ async fn run_producers(
             );
             // Outcomes are awaited in order by a collector, so sending never
             // waits for acknowledgements (beyond the producer's own bound).
-            let (tx, mut rx) = mpsc::channel::<(Instant, rill_client::DeliveryFuture)>(65_536);
+            type Chunk = Vec<(Instant, rill_client::DeliveryFuture)>;
+            let (tx, mut rx) = mpsc::channel::<Chunk>(256);
             let size = o.message_size_bytes;
             let collector = tokio::spawn(async move {
                 let mut out = Produced {
@@ -144,24 +180,46 @@ async fn run_producers(
                     failed: 0,
                     latency: latency_histogram(),
                 };
-                while let Some((sent, delivery)) = rx.recv().await {
-                    match delivery.await {
-                        Ok(_) => {
-                            let us = sent.elapsed().as_micros() as u64;
-                            let _ = out.latency.record(us.max(1));
-                            out.messages += 1;
-                            out.bytes += size as u64;
-                            progress.records.fetch_add(1, Ordering::Relaxed);
+                while let Some(chunk) = rx.recv().await {
+                    let before = out.messages;
+                    let mut now = Instant::now();
+                    for (sent, mut delivery) in chunk {
+                        let ready = std::future::poll_fn(|cx| {
+                            Poll::Ready(Pin::new(&mut delivery).poll(cx))
+                        })
+                        .await;
+                        let outcome = match ready {
+                            Poll::Ready(outcome) => outcome,
+                            Poll::Pending => {
+                                let outcome = delivery.await;
+                                now = Instant::now();
+                                outcome
+                            }
+                        };
+                        match outcome {
+                            Ok(_) => {
+                                let us = now.saturating_duration_since(sent).as_micros() as u64;
+                                let _ = out.latency.record(us.max(1));
+                                out.messages += 1;
+                                out.bytes += size as u64;
+                            }
+                            Err(_) => out.failed += 1,
                         }
-                        Err(_) => out.failed += 1,
                     }
+                    progress
+                        .records
+                        .fetch_add(out.messages - before, Ordering::Relaxed);
                 }
                 out
             });
             let interval = (o.rate_msgs_per_s > 0).then(|| {
                 Duration::from_secs_f64(o.producers.max(1) as f64 / o.rate_msgs_per_s as f64)
             });
+            let chunk_records = if interval.is_some() { 1 } else { CHUNK_RECORDS };
+            let template = Bytes::from(vec![b'r'; size]);
+            let topic = o.topic.clone();
             let begin = tokio::time::Instant::now();
+            let mut chunk: Chunk = Vec::with_capacity(chunk_records);
             let mut n = 0u64;
             loop {
                 if share.is_some_and(|s| n >= s) || deadline.is_some_and(|d| Instant::now() >= d) {
@@ -170,17 +228,30 @@ async fn run_producers(
                 if let Some(every) = interval {
                     tokio::time::sleep_until(begin + every.mul_f64(n as f64)).await;
                 }
+                let sent = Instant::now();
+                let sent_us = clock.epoch_us(sent);
+                let value = if stamp_values && size >= 8 {
+                    stamped_value(size, sent_us)
+                } else {
+                    template.clone()
+                };
                 let record = ProducerRecord {
-                    topic: o.topic.clone(),
-                    value: Some(value(size)),
+                    topic: topic.clone(),
+                    value: Some(value),
+                    timestamp_ms: Some((sent_us / 1000) as i64),
                     ..ProducerRecord::default()
                 };
-                let sent = Instant::now();
-                let delivery = producer.send(record).await?;
-                if tx.send((sent, delivery)).await.is_err() {
-                    break;
-                }
+                chunk.push((sent, producer.send(record).await?));
                 n += 1;
+                if chunk.len() >= chunk_records {
+                    let full = std::mem::replace(&mut chunk, Vec::with_capacity(chunk_records));
+                    if tx.send(full).await.is_err() {
+                        break;
+                    }
+                }
+            }
+            if !chunk.is_empty() {
+                let _ = tx.send(chunk).await;
             }
             producer.close().await;
             drop(tx);
@@ -210,7 +281,7 @@ async fn run_producers(
 /// `produce`: throughput and send-to-acknowledgement latency.
 pub async fn produce(o: &Options, progress: Arc<Progress>) -> Result<Summary, ClientError> {
     ensure_topic(o).await?;
-    let (p, seconds) = run_producers(o, progress).await?;
+    let (p, seconds) = run_producers(o, progress, false).await?;
     if p.failed > 0 {
         return Err(ClientError::Invalid(format!(
             "{} records were not acknowledged",
@@ -387,7 +458,7 @@ pub async fn e2e(o: &Options, progress: Arc<Progress>) -> Result<Summary, Client
     // Producers start once every consumer sits at the end of the topic.
     while ready_rx.recv().await.is_some() {}
     let started = Instant::now();
-    let (p, _) = run_producers(o, progress).await?;
+    let (p, _) = run_producers(o, progress, true).await?;
     stop.store(true, Ordering::Relaxed);
     let c = consumers
         .await
