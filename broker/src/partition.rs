@@ -120,27 +120,30 @@ impl Partition {
         self.log().log_start_offset().get()
     }
 
-    /// Validates every batch in `records`, then appends them all. Returns
-    /// whether the flusher must be woken (the partition became dirty).
-    pub fn append(&self, records: &Bytes) -> Result<(Appended, bool), ErrorCode> {
+    /// Validates every batch in `records` (chunks of whole batches), then
+    /// appends them all. Returns whether the flusher must be woken (the
+    /// partition became dirty).
+    pub fn append(&self, records: &[Bytes]) -> Result<(Appended, bool), ErrorCode> {
         let mut batches: Vec<ValidBatch<'_>> = Vec::new();
-        let mut at = 0;
-        while at < records.len() {
-            let rest = &records[at..];
-            let len = match batch::declared_batch_bytes(rest) {
-                Some(len) if len <= rest.len() as u64 => len as usize,
-                Some(len) if len > self.max_batch_bytes as u64 => {
-                    return Err(ErrorCode::RecordTooLarge);
+        for chunk in records {
+            let mut at = 0;
+            while at < chunk.len() {
+                let rest = &chunk[at..];
+                let len = match batch::declared_batch_bytes(rest) {
+                    Some(len) if len <= rest.len() as u64 => len as usize,
+                    Some(len) if len > self.max_batch_bytes as u64 => {
+                        return Err(ErrorCode::RecordTooLarge);
+                    }
+                    _ => return Err(ErrorCode::CorruptMessage),
+                };
+                match ValidBatch::new(&rest[..len], self.max_batch_bytes) {
+                    Ok(b) if b.header().is_control() => return Err(ErrorCode::InvalidRequest),
+                    Ok(b) => batches.push(b),
+                    Err(BatchError::TooLarge { .. }) => return Err(ErrorCode::RecordTooLarge),
+                    Err(_) => return Err(ErrorCode::CorruptMessage),
                 }
-                _ => return Err(ErrorCode::CorruptMessage),
-            };
-            match ValidBatch::new(&rest[..len], self.max_batch_bytes) {
-                Ok(b) if b.header().is_control() => return Err(ErrorCode::InvalidRequest),
-                Ok(b) => batches.push(b),
-                Err(BatchError::TooLarge { .. }) => return Err(ErrorCode::RecordTooLarge),
-                Err(_) => return Err(ErrorCode::CorruptMessage),
+                at += len;
             }
-            at += len;
         }
         if batches.is_empty() {
             return Err(ErrorCode::InvalidRequest);

@@ -102,7 +102,7 @@ fn every_acknowledged_record_survives_a_sigkill_during_acks_all_produce() {
                     name: "events".into(),
                     partitions: vec![ProducePartition {
                         partition: 0,
-                        records,
+                        records: vec![records],
                     }],
                 }],
             }));
@@ -166,7 +166,7 @@ fn a_parked_fetch_does_not_hold_up_a_produce_on_the_same_connection() {
             name: "t".into(),
             partitions: vec![ProducePartition {
                 partition: 0,
-                records: batch(&values(0..3), 0),
+                records: vec![batch(&values(0..3), 0)],
             }],
         }],
     }));

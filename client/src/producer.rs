@@ -30,7 +30,7 @@ use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Duration;
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use rill_storage::{BatchBuilder, MAX_BATCH_BYTES_DEFAULT, NewRecord};
 use tokio::sync::{Notify, Semaphore, mpsc};
 use tokio::time::Instant;
@@ -810,19 +810,10 @@ async fn send_request(
 ) -> Vec<BatchResult> {
     let mut topics: Vec<ProduceTopic> = Vec::new();
     for send in group {
-        let records = match send.batches.as_slice() {
-            [one] => one.bytes.clone(),
-            many => {
-                let mut all = BytesMut::with_capacity(many.iter().map(|b| b.bytes.len()).sum());
-                for b in many {
-                    all.extend_from_slice(&b.bytes);
-                }
-                all.freeze()
-            }
-        };
+        // Each batch is a chunk of its own: nothing is copied.
         let partition = ProducePartition {
             partition: send.partition,
-            records,
+            records: send.batches.iter().map(|b| b.bytes.clone()).collect(),
         };
         match topics.iter_mut().find(|t| *t.name == *send.topic) {
             Some(t) => t.partitions.push(partition),

@@ -30,7 +30,7 @@ fn a_produce_request_encodes_to_the_documented_bytes() {
             name: "t".into(),
             partitions: vec![ProducePartition {
                 partition: 2,
-                records: Bytes::from_static(b"abc"),
+                records: vec![Bytes::from_static(b"abc")],
             }],
         }],
     });
@@ -52,6 +52,39 @@ fn a_produce_request_encodes_to_the_documented_bytes() {
     assert_eq!(
         concat(&encode_request(&header(ApiKey::Produce, 7), &req)),
         expected
+    );
+}
+
+#[test]
+fn produce_records_in_several_chunks_are_sent_without_copying_and_decode_as_one() {
+    let chunks = vec![Bytes::from_static(b"ab"), Bytes::from_static(b"cde")];
+    let req = Request::Produce(ProduceRequest {
+        acks: 1,
+        timeout_ms: 1000,
+        topics: vec![ProduceTopic {
+            name: "t".into(),
+            partitions: vec![ProducePartition {
+                partition: 0,
+                records: chunks.clone(),
+            }],
+        }],
+    });
+    let parts = encode_request(&header(ApiKey::Produce, 1), &req);
+    for chunk in &chunks {
+        assert!(
+            parts.iter().any(|p| p.as_ptr() == chunk.as_ptr()),
+            "each chunk is a shared part, not a copy"
+        );
+    }
+    let mut buf = BytesMut::from(&concat(&parts)[..]);
+    let payload = take_frame(&mut buf, MAX_REQUEST_FRAME_BYTES).unwrap().unwrap();
+    let (_, Request::Produce(decoded)) = decode_request(payload).unwrap() else {
+        panic!("not a produce request");
+    };
+    assert_eq!(
+        decoded.topics[0].partitions[0].records,
+        vec![Bytes::from_static(b"abcde")],
+        "the length prefix covers every chunk"
     );
 }
 
@@ -300,7 +333,14 @@ fn request() -> impl Strategy<Value = Request> {
                         name,
                         partitions: p
                             .into_iter()
-                            .map(|(partition, records)| ProducePartition { partition, records })
+                            .map(|(partition, records)| ProducePartition {
+                                partition,
+                                records: if records.is_empty() {
+                                    Vec::new()
+                                } else {
+                                    vec![records]
+                                },
+                            })
                             .collect()
                     })
                     .collect()

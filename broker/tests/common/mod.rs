@@ -189,7 +189,10 @@ impl Client {
             timeout_ms: 30_000,
             topics: vec![ProduceTopic {
                 name: topic.into(),
-                partitions: vec![ProducePartition { partition, records }],
+                partitions: vec![ProducePartition {
+                    partition,
+                    records: vec![records],
+                }],
             }],
         }));
         let Some(Response::Produce(mut r)) = r else {

@@ -211,8 +211,10 @@ pub struct ProduceTopic {
 pub struct ProducePartition {
     /// The partition.
     pub partition: u32,
-    /// One or more whole record batches, back to back.
-    pub records: Bytes,
+    /// One or more whole record batches, back to back, in chunks that are
+    /// written without copying (a batch never spans two chunks). Decoded as
+    /// one chunk, or none when empty.
+    pub records: Vec<Bytes>,
 }
 
 /// Outcome of a produce.
@@ -436,7 +438,7 @@ impl Request {
                     w.string(&t.name);
                     w.array(&t.partitions, |w, p| {
                         w.u32(p.partition);
-                        w.shared_bytes(std::slice::from_ref(&p.records));
+                        w.shared_bytes(&p.records);
                     });
                 });
             }
@@ -498,7 +500,10 @@ impl Request {
                         partitions: r.array("partitions", 8, |r| {
                             Ok(ProducePartition {
                                 partition: r.u32("partition")?,
-                                records: r.bytes("records")?,
+                                records: {
+                                    let b = r.bytes("records")?;
+                                    if b.is_empty() { Vec::new() } else { vec![b] }
+                                },
                             })
                         })?,
                     })
