@@ -77,7 +77,9 @@ fn produce_records_in_several_chunks_are_sent_without_copying_and_decode_as_one(
         );
     }
     let mut buf = BytesMut::from(&concat(&parts)[..]);
-    let payload = take_frame(&mut buf, MAX_REQUEST_FRAME_BYTES).unwrap().unwrap();
+    let payload = take_frame(&mut buf, MAX_REQUEST_FRAME_BYTES)
+        .unwrap()
+        .unwrap();
     let (_, Request::Produce(decoded)) = decode_request(payload).unwrap() else {
         panic!("not a produce request");
     };
