@@ -8,6 +8,7 @@
 #   RUNS=5 scripts/bench.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/broker.sh
 RUNS=${RUNS:-3}
 OUT=${OUT:-BENCHMARKS.md}
 need() { command -v "$1" >/dev/null 2>&1; }
@@ -31,15 +32,7 @@ cleanup() {
 trap cleanup EXIT
 
 # A fresh broker. Sync rounds are logged at debug level: W3's mean sync size sizes the fio ceiling.
-RUST_LOG=info,rill_broker::flusher=debug \
-  target/release/rill-broker --listen 127.0.0.1:0 --data-dir "$work/data" 2>"$work/broker.log" &
-broker_pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/broker.log" 2>/dev/null && break
-  sleep 0.1
-done
-addr=$(grep -o "listening on [0-9.:]*" "$work/broker.log" | awk '{print $3}')
-[ -n "$addr" ] || { echo "the broker did not start" >&2; cat "$work/broker.log" >&2; exit 1; }
+RUST_LOG=info,rill_broker::flusher=debug start_broker "$work"
 bench() { target/release/rill-bench "$@" --bootstrap "$addr" --json | tail -n 1; }
 drop_topic() { target/release/rill --bootstrap "$addr" topic delete "$1" >/dev/null; }
 

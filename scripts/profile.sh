@@ -10,6 +10,7 @@
 # Besides the SVG it prints the broker's top symbols, per thread.
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/broker.sh
 workload=${1:-W1}
 OUT=${OUT:-flamegraph-$workload.svg}
 
@@ -32,14 +33,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-target/release/rill-broker --listen 127.0.0.1:0 --data-dir "$work/data" 2>"$work/broker.log" &
-broker_pid=$!
-for _ in $(seq 100); do
-  grep -q "listening on" "$work/broker.log" 2>/dev/null && break
-  sleep 0.1
-done
-addr=$(grep -o "listening on [0-9.:]*" "$work/broker.log" | awk '{print $3}')
-[ -n "$addr" ] || { echo "the broker did not start" >&2; cat "$work/broker.log" >&2; exit 1; }
+start_broker "$work"
 bench() { target/release/rill-bench "$@" --bootstrap "$addr"; }
 
 # Warm-up, as in bench.sh: page cache the machine has touched before.

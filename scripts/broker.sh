@@ -1,0 +1,15 @@
+# Sourced by the scripts here. start_broker DIR starts a release broker on
+# 127.0.0.1 with a free port, data in DIR/data and its log in
+# DIR/broker.log, waits until it listens, and sets broker_pid and addr.
+# The environment passes through (RUST_LOG, for one).
+start_broker() {
+  local dir=$1
+  target/release/rill-broker --listen 127.0.0.1:0 --data-dir "$dir/data" 2>"$dir/broker.log" &
+  broker_pid=$!
+  for _ in $(seq 100); do
+    grep -q "listening on" "$dir/broker.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  addr=$(grep -o "listening on [0-9.:]*" "$dir/broker.log" | awk '{print $3}')
+  [ -n "$addr" ] || { echo "the broker did not start" >&2; cat "$dir/broker.log" >&2; exit 1; }
+}
