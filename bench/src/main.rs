@@ -8,7 +8,7 @@ use std::sync::atomic::Ordering;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rill_bench::workload::{self, Options, Progress};
 use rill_client::Acks;
@@ -34,16 +34,6 @@ enum Workload {
     Consume,
     /// Producers and consumers at once: latency from send to arrival.
     E2e,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum AcksArg {
-    #[value(name = "0")]
-    Zero,
-    #[value(name = "1")]
-    One,
-    #[value(name = "all")]
-    All,
 }
 
 #[derive(Debug, clap::Args)]
@@ -91,9 +81,9 @@ struct Flags {
     /// Producer linger, ms.
     #[arg(long, global = true, default_value_t = 2)]
     linger_ms: u64,
-    /// Acknowledgement level.
-    #[arg(long, global = true, value_enum, default_value = "all")]
-    acks: AcksArg,
+    /// Acknowledgement level: 0, 1 or all.
+    #[arg(long, global = true, value_name = "0|1|all", default_value = "all")]
+    acks: Acks,
     /// Records per second over all producers; 0 sends as fast as possible.
     /// A fixed rate is how latency is measured.
     #[arg(long, global = true, default_value_t = 0)]
@@ -139,11 +129,7 @@ fn run() -> anyhow::Result<()> {
         consumers: f.consumers,
         batch_size_bytes: f.batch_size,
         linger_ms: f.linger_ms,
-        acks: match f.acks {
-            AcksArg::Zero => Acks::None,
-            AcksArg::One => Acks::Leader,
-            AcksArg::All => Acks::All,
-        },
+        acks: f.acks,
         rate_msgs_per_s: f.rate,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()

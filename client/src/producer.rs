@@ -63,6 +63,20 @@ impl Acks {
     }
 }
 
+impl std::str::FromStr for Acks {
+    type Err = String;
+
+    /// `0`, `1` or `all` (also `-1`), as Kafka's `acks` setting reads.
+    fn from_str(s: &str) -> Result<Acks, String> {
+        match s {
+            "0" => Ok(Acks::None),
+            "1" => Ok(Acks::Leader),
+            "all" | "-1" => Ok(Acks::All),
+            other => Err(format!("acks must be 0, 1 or all, not {other:?}")),
+        }
+    }
+}
+
 /// Producer settings.
 #[derive(Debug, Clone)]
 pub struct ProducerConfig {
@@ -857,4 +871,19 @@ async fn send_request(
             }
         })
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn acks_parse_as_kafka_writes_them() {
+        assert_eq!("0".parse(), Ok(Acks::None));
+        assert_eq!("1".parse(), Ok(Acks::Leader));
+        assert_eq!("all".parse(), Ok(Acks::All));
+        assert_eq!("-1".parse(), Ok(Acks::All));
+        assert!("2".parse::<Acks>().is_err());
+        assert_eq!(Acks::All.wire(), -1);
+    }
 }

@@ -93,16 +93,6 @@ enum RecordFormat {
     Json,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
-enum AcksArg {
-    #[value(name = "0")]
-    Zero,
-    #[value(name = "1")]
-    One,
-    #[value(name = "all")]
-    All,
-}
-
 #[derive(Debug, clap::Args)]
 struct ProduceArgs {
     /// The topic.
@@ -117,9 +107,9 @@ struct ProduceArgs {
     /// Split each line at the first SEP: key before, value after.
     #[arg(long, value_name = "SEP")]
     key_separator: Option<String>,
-    /// Acknowledgement level.
-    #[arg(long, value_enum, default_value = "all")]
-    acks: AcksArg,
+    /// Acknowledgement level: 0, 1 or all.
+    #[arg(long, value_name = "0|1|all", default_value = "all")]
+    acks: Acks,
     /// How long a batch waits for more records, ms.
     #[arg(long, default_value_t = 5)]
     linger_ms: u64,
@@ -267,11 +257,7 @@ fn stdin_lines() -> mpsc::Receiver<std::io::Result<String>> {
 
 async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow::Result<i32> {
     let config = ProducerConfig {
-        acks: match args.acks {
-            AcksArg::Zero => Acks::None,
-            AcksArg::One => Acks::Leader,
-            AcksArg::All => Acks::All,
-        },
+        acks: args.acks,
         linger_ms: args.linger_ms,
         batch_size_bytes: args.batch_size,
         delivery_timeout_ms: args.delivery_timeout_ms,
