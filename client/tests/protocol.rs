@@ -12,6 +12,15 @@ fn concat(parts: &[Bytes]) -> Vec<u8> {
     parts.iter().flat_map(|p| p.to_vec()).collect()
 }
 
+/// Records as a decoder returns them: one chunk, or none when empty.
+fn as_decoded(records: Bytes) -> Vec<Bytes> {
+    if records.is_empty() {
+        Vec::new()
+    } else {
+        vec![records]
+    }
+}
+
 fn header(api: ApiKey, correlation_id: u32) -> RequestHeader {
     RequestHeader {
         api_key: api as u16,
@@ -337,11 +346,7 @@ fn request() -> impl Strategy<Value = Request> {
                             .into_iter()
                             .map(|(partition, records)| ProducePartition {
                                 partition,
-                                records: if records.is_empty() {
-                                    Vec::new()
-                                } else {
-                                    vec![records]
-                                },
+                                records: as_decoded(records),
                             })
                             .collect()
                     })
@@ -578,11 +583,7 @@ fn response() -> impl Strategy<Value = Response> {
                                     leader_hint,
                                     high_watermark,
                                     log_start_offset,
-                                    records: if records.is_empty() {
-                                        vec![]
-                                    } else {
-                                        vec![records]
-                                    },
+                                    records: as_decoded(records),
                                 }
                             }
                         )

@@ -500,10 +500,7 @@ impl Request {
                         partitions: r.array("partitions", 8, |r| {
                             Ok(ProducePartition {
                                 partition: r.u32("partition")?,
-                                records: {
-                                    let b = r.bytes("records")?;
-                                    if b.is_empty() { Vec::new() } else { vec![b] }
-                                },
+                                records: r.chunks("records")?,
                             })
                         })?,
                     })
@@ -690,10 +687,7 @@ impl Response {
                                 leader_hint: r.i32("leader hint")?,
                                 high_watermark: r.u64("high watermark")?,
                                 log_start_offset: r.u64("log start offset")?,
-                                records: {
-                                    let b = r.bytes("records")?;
-                                    if b.is_empty() { Vec::new() } else { vec![b] }
-                                },
+                                records: r.chunks("records")?,
                             })
                         })?,
                     })

@@ -101,6 +101,12 @@ impl Reader {
         self.pos += len;
         Ok(b)
     }
+    /// A byte string written as chunks ([`Writer::shared_bytes`]), as one
+    /// zero-copy chunk, or none when empty.
+    pub fn chunks(&mut self, what: &'static str) -> Result<Vec<Bytes>, DecodeError> {
+        let b = self.bytes(what)?;
+        Ok(if b.is_empty() { Vec::new() } else { vec![b] })
+    }
     /// An optional value: a presence byte, then the value.
     pub fn option<T>(
         &mut self,
