@@ -364,6 +364,21 @@ impl<'a> ValidBatch<'a> {
         Ok(ValidBatch { bytes: buf, header })
     }
 
+    /// Takes `buf` as valid because this process validated these exact
+    /// bytes already (a Raft leader appending the batch it validated when
+    /// it was proposed). Only the header is decoded and its length checked
+    /// against `buf`; the CRC and records are not walked again.
+    pub fn revalidated_by_caller(buf: &'a [u8]) -> Result<ValidBatch<'a>, BatchError> {
+        let header = BatchHeader::decode(buf)?;
+        if header.batch_bytes() != buf.len() as u64 {
+            return Err(BatchError::LengthMismatch {
+                declared_bytes: header.batch_bytes(),
+                actual_bytes: buf.len() as u64,
+            });
+        }
+        Ok(ValidBatch { bytes: buf, header })
+    }
+
     /// The batch's bytes.
     pub fn bytes(&self) -> &'a [u8] {
         self.bytes

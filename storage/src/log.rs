@@ -354,6 +354,27 @@ impl Log {
         self.append_validated(bytes, batch.header(), end.offset, term, end.raft_index)
     }
 
+    /// [`Log::append_valid`] at a given Raft index (a Raft replica
+    /// appending an entry, whose index the log must agree with). The base
+    /// offset is the log's next offset, as on the leader, whatever the
+    /// batch carried: offsets follow from the log prefix, so every replica
+    /// writes the same ones.
+    pub fn append_valid_at(
+        &mut self,
+        batch: ValidBatch<'_>,
+        term: Term,
+        raft_index: RaftIndex,
+    ) -> Result<Appended, LogError> {
+        let expected = self.next_raft_index();
+        if raft_index != expected {
+            return Err(LogError::RaftIndexOutOfOrder {
+                expected,
+                got: raft_index,
+            });
+        }
+        self.append_valid(batch, term)
+    }
+
     /// Appends a replicated entry: the batch's base offset (stamped by the
     /// leader) must be the log's next offset and `raft_index` its next index;
     /// `term` is written into the stored batch.
@@ -640,6 +661,55 @@ impl Log {
         self.dir_generation += 1;
         self.durable = self.durable.min(self.end());
         Ok(())
+    }
+
+    /// Empties the log and restarts it at `next` (a Raft snapshot point: a
+    /// follower too far behind its leader to be sent entries). `prev_term`
+    /// is the term of the entry just before `next`. Every segment is taken
+    /// out of the log (the caller unlinks them through the returned
+    /// [`crate::Expired`], after releasing any lock, as for retention) and
+    /// appends continue in a fresh segment at `next`.
+    ///
+    /// Crash safety is the caller's: record the snapshot point durably
+    /// before calling this, and on open reset again when the log does not
+    /// reach it (a crash between the two leaves either the old segments or
+    /// none).
+    pub fn reset_to(
+        &mut self,
+        next: LogPosition,
+        prev_term: Term,
+    ) -> Result<crate::retention::Expired, LogError> {
+        let old: Vec<Segment> = self.segments.drain(..).collect();
+        // A segment of the old log may carry the name the new one needs:
+        // its files go first (readers keep their mappings).
+        for seg in &old {
+            if (seg.base_offset, seg.base_raft_index) == (next.offset, next.raft_index) {
+                seg.unlink()?;
+            }
+        }
+        self.truncations += 1;
+        let seg = match Segment::create(
+            &self.dir,
+            next.offset,
+            next.raft_index,
+            prev_term,
+            &self.config,
+        ) {
+            Ok(seg) => seg,
+            Err(e) => {
+                // Keep the log usable as it was rather than segment-less.
+                self.segments.extend(old);
+                return Err(e);
+            }
+        };
+        self.segments.push_back(seg);
+        self.dir_generation += 1;
+        self.durable = self.end();
+        let old = old
+            .into_iter()
+            .filter(|s| (s.base_offset, s.base_raft_index) != (next.offset, next.raft_index))
+            .collect();
+        Ok(crate::retention::Expired::of(old))
     }
 
     /// Flushes, writes every index entry, then closes the log: the next

@@ -257,7 +257,7 @@ fn load_indexes(
 }
 
 /// Syncs a directory, making file creations and removals in it durable.
-pub(crate) fn sync_dir(dir: &Path) -> Result<(), LogError> {
+pub fn sync_dir(dir: &Path) -> Result<(), LogError> {
     File::open(dir)
         .and_then(|d| d.sync_all())
         .map_err(LogError::io("sync directory", dir))

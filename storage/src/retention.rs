@@ -24,6 +24,10 @@ pub struct Expired {
 }
 
 impl Expired {
+    pub(crate) fn of(segments: Vec<Segment>) -> Expired {
+        Expired { segments }
+    }
+
     /// Whether retention took nothing.
     pub fn is_empty(&self) -> bool {
         self.segments.is_empty()
