@@ -1,10 +1,28 @@
 //! rill-replication: every partition replica as a raft-rs group whose log *is*
 //! the partition's segment log.
 //!
-//! This crate will own: the `raft::Storage` implementation over
-//! [`rill_storage`]'s segments (no second write-ahead log), the persisted
-//! truncated and hard state of each replica, the Ready loop with one group
-//! commit per iteration, the peer transport (rill's own codec for Raft
-//! messages, one connection per broker pair), and the controller group that
-//! holds cluster metadata. Nothing is implemented yet: the log it builds on
-//! lives in `rill-storage`.
+//! - [`ids`]: [`BrokerId`] and [`GroupId`].
+//! - [`state`]: the hard state and snapshot point a replica keeps beside its
+//!   log, in a two-slot file a torn write cannot destroy.
+//! - [`entry`]: how a Raft entry is stored as one batch.
+//! - [`storage`]: raft-rs's `Storage` over the segment log.
+//! - [`node`]: the groups of one broker and the Ready loop that drives
+//!   them, free of I/O but for the logs' mappings.
+//! - [`wire`]: rill's own encoding of Raft messages between brokers
+//!   (protobuf is never parsed from the network).
+
+pub mod entry;
+pub mod error;
+pub mod ids;
+pub mod logger;
+pub mod node;
+pub mod state;
+pub mod storage;
+pub mod wire;
+
+pub use crate::error::ReplicationError;
+pub use crate::ids::{BrokerId, GroupId};
+pub use crate::node::{
+    CheckedBatch, Event, GroupStatus, Node, NodeConfig, Outgoing, Proposed, ReplicaSpec, Round,
+    SyncJob, SyncResult,
+};

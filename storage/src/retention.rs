@@ -14,7 +14,7 @@
 use crate::error::LogError;
 use crate::log::Log;
 use crate::segment::Segment;
-use crate::types::Offset;
+use crate::types::{Offset, RaftIndex, Term};
 
 /// Segments taken out of a log by retention, still on disk.
 #[derive(Debug)]
@@ -26,6 +26,14 @@ pub struct Expired {
 impl Expired {
     pub(crate) fn of(segments: Vec<Segment>) -> Expired {
         Expired { segments }
+    }
+
+    /// The last entry taken (its Raft index and term): the new snapshot
+    /// point of a Raft replica.
+    pub fn last_entry(&self) -> Option<(RaftIndex, Term)> {
+        let seg = self.segments.last()?;
+        let next = seg.tail.next_raft_index.get();
+        (next > seg.base_raft_index.get()).then(|| (RaftIndex(next - 1), seg.tail.last_term))
     }
 
     /// Whether retention took nothing.
@@ -67,6 +75,13 @@ impl Log {
     /// segments out of the log (moving the log start offset) and hands them
     /// back to be unlinked.
     pub fn take_expired(&mut self) -> (RetentionOutcome, Expired) {
+        self.take_expired_through(RaftIndex(u64::MAX))
+    }
+
+    /// [`Log::take_expired`], taking only segments whose entries all lie at
+    /// or below `through` (a Raft replica's applied index: nothing not yet
+    /// committed is ever deleted).
+    pub fn take_expired_through(&mut self, through: RaftIndex) -> (RetentionOutcome, Expired) {
         let now_ms = self.clock.now_ms();
         let mut outcome = RetentionOutcome::default();
         let mut expired = Expired {
@@ -84,7 +99,9 @@ impl Log {
                 .config
                 .retention_bytes
                 .is_some_and(|max| total - size >= max);
-            if !(too_old || oversize) {
+            if !(too_old || oversize)
+                || seg.tail.next_raft_index.get() > through.get().saturating_add(1)
+            {
                 break;
             }
             let seg = self.segments.pop_front().expect("more than one segment");

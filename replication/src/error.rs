@@ -1,0 +1,89 @@
+//! The errors of replication, typed so the broker can map each to the
+//! protocol's stable codes.
+
+use std::path::PathBuf;
+
+use rill_storage::LogError;
+
+use crate::ids::{BrokerId, GroupId};
+
+/// An error of replication.
+#[derive(Debug, thiserror::Error)]
+pub enum ReplicationError {
+    /// The segment log failed (boxed: it is large and rare).
+    #[error("log: {0}")]
+    Storage(Box<LogError>),
+    /// A file outside the log failed.
+    #[error("{op} {path}: {source}")]
+    Io {
+        /// What was being done.
+        op: &'static str,
+        /// The file concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// Neither slot of a replica's state file holds a valid state.
+    #[error("replica state {path} is corrupt in both slots")]
+    CorruptState {
+        /// The state file.
+        path: PathBuf,
+    },
+    /// A membership larger than a state slot holds.
+    #[error("membership of {count} brokers exceeds the maximum of {max}")]
+    TooManyMembers {
+        /// Members asked for.
+        count: usize,
+        /// The limit.
+        max: usize,
+    },
+    /// This replica is not the group's leader; `leader` is the one it knows.
+    #[error("not the leader of group {group} (leader: {leader:?})")]
+    NotLeader {
+        /// The group.
+        group: GroupId,
+        /// The leader this replica knows of, if any.
+        leader: Option<BrokerId>,
+    },
+    /// No such group on this broker.
+    #[error("no replica of group {0} here")]
+    UnknownGroup(GroupId),
+    /// A group of that id exists already.
+    #[error("group {0} exists already")]
+    GroupExists(GroupId),
+    /// raft-rs refused (a dropped proposal, a message from a stranger).
+    #[error("raft: {0}")]
+    Raft(#[from] raft::Error),
+    /// A stored entry that cannot be a Raft entry.
+    #[error("stored entry at index {index} is invalid: {reason}")]
+    BadEntry {
+        /// Its Raft index.
+        index: u64,
+        /// What is wrong.
+        reason: &'static str,
+    },
+}
+
+impl From<LogError> for ReplicationError {
+    fn from(e: LogError) -> Self {
+        ReplicationError::Storage(Box::new(e))
+    }
+}
+
+impl ReplicationError {
+    /// Wraps an I/O error with what was being done and where.
+    pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
+        let path = path.into();
+        move |source| ReplicationError::Io { op, path, source }
+    }
+
+    /// Whether a client may retry after this error (leadership moves).
+    pub fn is_retriable(&self) -> bool {
+        matches!(
+            self,
+            ReplicationError::NotLeader { .. }
+                | ReplicationError::Raft(raft::Error::ProposalDropped)
+        )
+    }
+}

@@ -1,0 +1,756 @@
+//! The Raft groups of one broker and the Ready loop that drives them, free
+//! of tokio, sockets and clocks: the broker and the simulator run the same
+//! code, feeding it ticks, messages and proposals, running the syncs it
+//! asks for, and carrying the messages it emits.
+//!
+//! # One iteration
+//!
+//! 1. Inputs: [`Node::tick`], [`Node::step`], [`Node::propose`].
+//! 2. [`Node::start_round`]: for every group with a Ready, in raft-rs's
+//!    documented order: its `messages()` go out at once (a leader's appends
+//!    travel while it persists its own copy); a snapshot is installed;
+//!    entries are copied into the log's mapping; the hard state is written.
+//!    What must be made durable is returned as [`SyncJob`]s: one per log
+//!    written (an `fsync` topic's) and one per hard state that
+//!    `must_sync()`, across every group on the broker.
+//! 3. The caller runs the jobs (in parallel, off this thread) and hands the
+//!    results to [`Node::finish_round`], which, per group, sends the
+//!    `persisted_messages()` (votes, append responses: only now may they
+//!    leave), applies the committed entries, calls `advance()`, sends the
+//!    `LightReady`'s messages, applies its committed entries, and calls
+//!    `advance_apply()`.
+//!
+//! A group whose topic has `fsync=false` counts an entry as persisted once
+//! it is in the mapping: it asks for no sync, and survives a crash of the
+//! process but not of the machine.
+//!
+//! Determinism: groups live in a `BTreeMap`, `max_election_tick` is
+//! `election_tick + 1` (raft-rs's own randomisation picks from a range of
+//! one), and election jitter comes from a seeded generator: each tick gives
+//! a group an extra tick with probability 1/4.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::{RawNode, Ready, StateRole};
+use rill_storage::batch::BatchHeader;
+use rill_storage::{Clock, LogConfig, LogError, Offset, RaftIndex, SyncDone, SyncPlan, Term};
+
+use crate::error::ReplicationError;
+use crate::ids::{BrokerId, GroupId};
+use crate::state::{ReplicaState, StateStore, StateSync};
+use crate::storage::{ReplicaLog, SharedLog};
+
+/// Settings shared by every group of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This broker.
+    pub id: BrokerId,
+    /// Ticks without a leader's word before a follower campaigns. With the
+    /// broker's 100 ms tick the default, 10, is a 1 s election timeout.
+    pub election_tick: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_tick: usize,
+    /// Most entry bytes in one append message.
+    pub max_size_per_msg_bytes: u64,
+    /// Most append messages in flight to one follower.
+    pub max_inflight_msgs: usize,
+    /// Most committed entry bytes handed out in one Ready.
+    pub max_committed_size_per_ready_bytes: u64,
+    /// Seed of the election jitter.
+    pub jitter_seed: u64,
+}
+
+impl NodeConfig {
+    /// The defaults for broker `id`.
+    pub fn new(id: BrokerId) -> NodeConfig {
+        NodeConfig {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg_bytes: 1 << 20,
+            max_inflight_msgs: 256,
+            max_committed_size_per_ready_bytes: 16 << 20,
+            jitter_seed: id.get(),
+        }
+    }
+}
+
+/// A message for another broker.
+#[derive(Debug, Clone)]
+pub struct Outgoing {
+    /// The broker it is for.
+    pub to: BrokerId,
+    /// The group it belongs to.
+    pub group: GroupId,
+    /// The Raft message.
+    pub message: Message,
+}
+
+/// What happened in a round, for the broker (answering produces, waking
+/// fetches, routing requests) and the simulator (checking safety).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Entries up to `index` are in the leader's log (in the mapping):
+    /// `acks=1` produces up to there may be answered.
+    Appended {
+        /// The group.
+        group: GroupId,
+        /// The last index written.
+        index: RaftIndex,
+        /// Its term.
+        term: Term,
+    },
+    /// Entries up to `index` committed and were applied here; consumers
+    /// may read below `high_watermark`.
+    Committed {
+        /// The group.
+        group: GroupId,
+        /// The last index applied.
+        index: RaftIndex,
+        /// The offset after it.
+        high_watermark: Offset,
+    },
+    /// The group's leader or this replica's role changed.
+    RoleChanged {
+        /// The group.
+        group: GroupId,
+        /// The leader known now.
+        leader: Option<BrokerId>,
+        /// Whether it is this broker.
+        is_leader: bool,
+        /// The current term.
+        term: Term,
+    },
+    /// A sync or write failed: the group stopped here (an fsync error is
+    /// not retried: the page cache may have dropped what it failed to
+    /// write).
+    Failed {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// A proposal accepted by the leader: where its records will be once the
+/// entry commits (it may still be lost to a leader change: wait for
+/// [`Event::Committed`] past `index` and check the term there).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proposed {
+    /// The entry's Raft index.
+    pub index: RaftIndex,
+    /// Its term.
+    pub term: Term,
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// The offset after its last record.
+    pub next_offset: Offset,
+}
+
+/// A record batch checked in full (length, CRC, every record) and ready to
+/// be proposed. The only way to propose data: nothing unchecked enters a
+/// log through a leader.
+#[derive(Debug, Clone)]
+pub struct CheckedBatch {
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl CheckedBatch {
+    /// Validates `bytes` as one data batch of at most `max_batch_bytes`.
+    /// Control batches are the replication layer's own and never proposed
+    /// as data: `Ok(None)`.
+    pub fn new(bytes: Bytes, max_batch_bytes: usize) -> Result<Option<CheckedBatch>, LogError> {
+        let header = rill_storage::batch::validate(&bytes, max_batch_bytes)?;
+        if header.is_control() {
+            return Ok(None);
+        }
+        Ok(Some(CheckedBatch { bytes, header }))
+    }
+
+    /// The batch's header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
+/// One replica: a raft-rs group over its log.
+struct Replica {
+    raw: RawNode<ReplicaLog>,
+    fsync: bool,
+    /// What the last proposal of this leadership took: its index, term and
+    /// the offset after it (the next proposal starts there while it is not
+    /// yet in the log).
+    last_proposed: Option<(RaftIndex, Term, Offset)>,
+    high_watermark: Offset,
+    leader: Option<BrokerId>,
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("fsync", &self.fsync)
+            .field("high_watermark", &self.high_watermark)
+            .field("leader", &self.leader)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A work item of a round's durability step. `Send`: run it anywhere.
+#[derive(Debug)]
+#[must_use = "a round is not finished until its syncs ran and were handed back"]
+pub enum SyncJob {
+    /// Sync a group's log.
+    Log(GroupId, SyncPlan),
+    /// Sync a group's hard state.
+    State(GroupId, StateSync),
+}
+
+/// A job that ran.
+#[derive(Debug)]
+pub enum SyncResult {
+    /// A log sync's outcome.
+    Log(GroupId, Result<SyncDone, LogError>),
+    /// A state sync's outcome.
+    State(GroupId, Result<StateSync, ReplicationError>),
+}
+
+impl SyncJob {
+    /// Runs the sync (an `fdatasync`, or an `msync` of written ranges).
+    pub fn run(self) -> SyncResult {
+        match self {
+            SyncJob::Log(g, plan) => SyncResult::Log(g, plan.run()),
+            SyncJob::State(g, sync) => SyncResult::State(g, sync.run()),
+        }
+    }
+
+    /// The group it belongs to.
+    pub fn group(&self) -> GroupId {
+        match self {
+            SyncJob::Log(g, _) | SyncJob::State(g, _) => *g,
+        }
+    }
+
+    /// Bytes of log data it syncs.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            SyncJob::Log(_, plan) => plan.bytes(),
+            SyncJob::State(..) => 0,
+        }
+    }
+}
+
+/// The Readies of a round, held across its syncs.
+#[derive(Debug)]
+#[must_use = "hand the round back to Node::finish_round"]
+pub struct Round {
+    readies: Vec<(GroupId, Ready)>,
+}
+
+impl Round {
+    /// Whether the round handled nothing.
+    pub fn is_empty(&self) -> bool {
+        self.readies.is_empty()
+    }
+}
+
+/// A snapshot of one group's replication, for `cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: GroupId,
+    /// The leader this replica knows.
+    pub leader: Option<BrokerId>,
+    /// The current term.
+    pub term: Term,
+    /// The commit index.
+    pub commit: RaftIndex,
+    /// The last index in this replica's log.
+    pub last_index: RaftIndex,
+    /// The high watermark here.
+    pub high_watermark: Offset,
+    /// On the leader: each voter's match index.
+    pub matched: Vec<(BrokerId, RaftIndex)>,
+}
+
+/// splitmix64: a tiny seeded generator for election jitter.
+#[derive(Debug, Clone)]
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Every Raft group of one broker. See the module documentation.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    groups: BTreeMap<GroupId, Replica>,
+    clock: Arc<dyn Clock>,
+    jitter: Jitter,
+    logger: slog::Logger,
+}
+
+/// What opening a replica needs.
+#[derive(Debug)]
+pub struct ReplicaSpec<'a> {
+    /// The group.
+    pub group: GroupId,
+    /// The replica's directory.
+    pub dir: &'a Path,
+    /// The log's settings.
+    pub log_config: LogConfig,
+    /// Whether persisted means fdatasync'ed (`true`) or in the mapping.
+    pub fsync: bool,
+    /// Where the hard state lives, and what it loaded.
+    pub store: Box<dyn StateStore>,
+    /// The loaded state.
+    pub state: ReplicaState,
+}
+
+impl Node {
+    /// A node with no groups.
+    pub fn new(config: NodeConfig, clock: Arc<dyn Clock>) -> Node {
+        let logger = crate::logger::logger(slog::o!("broker" => config.id.get()));
+        Node {
+            jitter: Jitter(config.jitter_seed),
+            config,
+            groups: BTreeMap::new(),
+            clock,
+            logger,
+        }
+    }
+
+    /// This broker's id.
+    pub fn id(&self) -> BrokerId {
+        self.config.id
+    }
+
+    /// Opens a replica (recovering its log) and starts its group.
+    pub fn add_group(&mut self, spec: ReplicaSpec<'_>) -> Result<SharedLog, ReplicationError> {
+        if self.groups.contains_key(&spec.group) {
+            return Err(ReplicationError::GroupExists(spec.group));
+        }
+        let store = ReplicaLog::open(
+            spec.dir,
+            spec.log_config,
+            self.clock.clone(),
+            spec.store,
+            spec.state,
+        )?;
+        let applied = store.state().hard.commit;
+        let log = store.log().clone();
+        let high_watermark = store.next_offset_after(applied)?;
+        let c = &self.config;
+        let raft_config = raft::Config {
+            id: c.id.get(),
+            election_tick: c.election_tick,
+            heartbeat_tick: c.heartbeat_tick,
+            min_election_tick: c.election_tick,
+            max_election_tick: c.election_tick + 1,
+            applied: applied.get(),
+            max_size_per_msg: c.max_size_per_msg_bytes,
+            max_inflight_msgs: c.max_inflight_msgs,
+            max_committed_size_per_ready: c.max_committed_size_per_ready_bytes,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        let logger = self.logger.new(slog::o!("group" => spec.group.get()));
+        let raw = RawNode::new(&raft_config, store, &logger)?;
+        // Each group starts its election clock at its own phase.
+        let mut replica = Replica {
+            raw,
+            fsync: spec.fsync,
+            last_proposed: None,
+            high_watermark,
+            leader: None,
+        };
+        let phase = self.jitter.next() % c.election_tick as u64;
+        for _ in 0..phase {
+            replica.raw.tick();
+        }
+        self.groups.insert(spec.group, replica);
+        Ok(log)
+    }
+
+    /// Stops a group and closes its replica (its files stay).
+    pub fn remove_group(&mut self, group: GroupId) -> Result<(), ReplicationError> {
+        self.groups
+            .remove(&group)
+            .map(drop)
+            .ok_or(ReplicationError::UnknownGroup(group))
+    }
+
+    /// The groups here.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    /// Whether `group` has a replica here.
+    pub fn has_group(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group)
+    }
+
+    /// One tick for every group, plus jitter.
+    pub fn tick(&mut self) {
+        for r in self.groups.values_mut() {
+            r.raw.tick();
+            if self.jitter.next() % 4 == 0 {
+                r.raw.tick();
+            }
+        }
+    }
+
+    /// Hands a message from a peer to its group. A message for a group not
+    /// here is refused (the sender learns of it from the controller).
+    pub fn step(&mut self, group: GroupId, message: Message) -> Result<(), ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        if message.get_msg_type() == MessageType::MsgPropose {
+            // Proposals enter through `propose` only, validated.
+            return Err(ReplicationError::Raft(raft::Error::ProposalDropped));
+        }
+        r.raw.step(message)?;
+        Ok(())
+    }
+
+    /// Proposes a batch as the group's leader. Refused with
+    /// [`ReplicationError::NotLeader`] (and the leader this replica knows)
+    /// anywhere else: raft-rs would forward it silently.
+    pub fn propose(
+        &mut self,
+        group: GroupId,
+        batch: CheckedBatch,
+    ) -> Result<Proposed, ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        let raft = &r.raw.raft;
+        if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+            let leader = (raft.leader_id != 0 && raft.leader_id != raft.id)
+                .then_some(BrokerId(raft.leader_id));
+            return Err(ReplicationError::NotLeader { group, leader });
+        }
+        let term = Term(raft.term);
+        let index = RaftIndex(raft.raft_log.last_index() + 1);
+        let stable_last = raft.raft_log.store().last_index();
+        let base_offset = match r.last_proposed {
+            Some((i, t, end)) if t == term && i > stable_last => end,
+            _ => crate::storage::lock(raft.raft_log.store().log()).next_offset(),
+        };
+        let next_offset = batch
+            .header
+            .offset_span()
+            .checked_add(base_offset.get())
+            .map(Offset)
+            .ok_or(ReplicationError::BadEntry {
+                index: index.get(),
+                reason: "offsets overflow",
+            })?;
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.config.id.get();
+        m.set_entries(
+            vec![Entry {
+                data: batch.bytes,
+                ..Entry::default()
+            }]
+            .into(),
+        );
+        r.raw.step(m)?;
+        let appended = RaftIndex(r.raw.raft.raft_log.last_index());
+        assert_eq!(appended, index, "a leader appends a proposal at the end");
+        r.last_proposed = Some((index, term, next_offset));
+        Ok(Proposed {
+            index,
+            term,
+            base_offset,
+            next_offset,
+        })
+    }
+
+    /// Asks the group's leader (this broker) to hand leadership to `to`.
+    pub fn transfer_leader(
+        &mut self,
+        group: GroupId,
+        to: BrokerId,
+    ) -> Result<(), ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        r.raw.transfer_leader(to.get());
+        Ok(())
+    }
+
+    /// Makes this replica campaign now (a one-voter group elects itself at
+    /// once instead of after an election timeout).
+    pub fn campaign(&mut self, group: GroupId) -> Result<(), ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        r.raw.campaign()?;
+        Ok(())
+    }
+
+    /// Applies retention to every group (only applied entries are ever
+    /// deleted). Call between rounds.
+    pub fn apply_retention(&mut self, events: &mut Vec<Event>) {
+        let mut failed = Vec::new();
+        for (&group, r) in self.groups.iter_mut() {
+            let applied = RaftIndex(r.raw.raft.raft_log.applied);
+            if let Err(e) = r.raw.mut_store().apply_retention(applied) {
+                failed.push((group, e));
+            }
+        }
+        for (group, e) in failed {
+            self.fail(group, &e, events);
+        }
+    }
+
+    /// The group's state here.
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        let r = self.groups.get(&group)?;
+        let raft = &r.raw.raft;
+        let matched = if raft.state == StateRole::Leader {
+            let mut m: Vec<_> = raft
+                .prs()
+                .iter()
+                .map(|(id, pr)| (BrokerId(*id), RaftIndex(pr.matched)))
+                .collect();
+            m.sort();
+            m
+        } else {
+            Vec::new()
+        };
+        Some(GroupStatus {
+            group,
+            leader: (raft.leader_id != 0).then_some(BrokerId(raft.leader_id)),
+            term: Term(raft.term),
+            commit: RaftIndex(raft.raft_log.committed),
+            last_index: RaftIndex(raft.raft_log.last_index()),
+            high_watermark: r.high_watermark,
+            matched,
+        })
+    }
+
+    /// The leader of `group` as this replica knows it.
+    pub fn leader(&self, group: GroupId) -> Option<BrokerId> {
+        self.groups.get(&group).and_then(|r| r.leader)
+    }
+
+    /// Step 2 of an iteration: see the module documentation. Messages that
+    /// may leave now are pushed to `out`, events to `events`; the syncs the
+    /// round needs are pushed to `jobs`.
+    pub fn start_round(
+        &mut self,
+        out: &mut Vec<Outgoing>,
+        events: &mut Vec<Event>,
+        jobs: &mut Vec<SyncJob>,
+    ) -> Round {
+        let mut readies = Vec::new();
+        let mut failed = Vec::new();
+        for (&group, r) in self.groups.iter_mut() {
+            if !r.raw.has_ready() {
+                continue;
+            }
+            let mut rd = r.raw.ready();
+            if let Some(ss) = rd.ss() {
+                let leader = (ss.leader_id != 0).then_some(BrokerId(ss.leader_id));
+                r.leader = leader;
+                if ss.raft_state != StateRole::Leader {
+                    r.last_proposed = None;
+                }
+                events.push(Event::RoleChanged {
+                    group,
+                    leader,
+                    is_leader: ss.raft_state == StateRole::Leader,
+                    term: Term(r.raw.raft.term),
+                });
+            }
+            push_messages(group, rd.take_messages(), out);
+            match persist(group, r, &mut rd, jobs, events) {
+                Ok(()) => readies.push((group, rd)),
+                Err(e) => failed.push((group, e)),
+            }
+        }
+        for (group, e) in failed {
+            self.fail(group, &e, events);
+        }
+        Round { readies }
+    }
+
+    /// Step 3 of an iteration: see the module documentation.
+    pub fn finish_round(
+        &mut self,
+        round: Round,
+        results: Vec<SyncResult>,
+        out: &mut Vec<Outgoing>,
+        events: &mut Vec<Event>,
+    ) {
+        let mut failed: BTreeMap<GroupId, String> = BTreeMap::new();
+        for result in results {
+            match result {
+                SyncResult::Log(group, Ok(done)) => {
+                    if let Some(r) = self.groups.get_mut(&group)
+                        && let Err(e) = r.raw.mut_store().complete_log_sync(done)
+                    {
+                        failed.insert(group, e.to_string());
+                    }
+                }
+                SyncResult::State(group, Ok(done)) => {
+                    if let Some(r) = self.groups.get_mut(&group) {
+                        r.raw.mut_store().complete_state_sync(done);
+                    }
+                }
+                SyncResult::Log(group, Err(e)) => {
+                    failed.insert(group, e.to_string());
+                }
+                SyncResult::State(group, Err(e)) => {
+                    failed.insert(group, e.to_string());
+                }
+            }
+        }
+        for (group, rd) in round.readies {
+            if failed.contains_key(&group) {
+                continue;
+            }
+            let Some(r) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            if let Err(e) = advance(group, r, rd, out, events) {
+                failed.insert(group, e.to_string());
+            }
+        }
+        for (group, reason) in failed {
+            self.fail(group, &reason, events);
+        }
+    }
+
+    fn fail(&mut self, group: GroupId, reason: &dyn std::fmt::Display, events: &mut Vec<Event>) {
+        tracing::error!(%group, %reason, "replica stopped");
+        self.groups.remove(&group);
+        events.push(Event::Failed {
+            group,
+            reason: reason.to_string(),
+        });
+    }
+}
+
+fn push_messages(group: GroupId, msgs: Vec<Message>, out: &mut Vec<Outgoing>) {
+    out.extend(msgs.into_iter().map(|message| Outgoing {
+        to: BrokerId(message.to),
+        group,
+        message,
+    }));
+}
+
+/// Writes a Ready's snapshot, entries and hard state; queues their syncs.
+fn persist(
+    group: GroupId,
+    r: &mut Replica,
+    rd: &mut Ready,
+    jobs: &mut Vec<SyncJob>,
+    events: &mut Vec<Event>,
+) -> Result<(), ReplicationError> {
+    let is_leader = r.raw.raft.state == StateRole::Leader;
+    let current_term = Term(r.raw.raft.term);
+    let store = r.raw.mut_store();
+    let fsync = r.fsync;
+    if !rd.snapshot().is_empty() {
+        store.apply_snapshot(rd.snapshot())?;
+        let index = RaftIndex(rd.snapshot().get_metadata().index);
+        let hw = store.state().truncated.next_offset.max(r.high_watermark);
+        r.high_watermark = hw;
+        events.push(Event::Committed {
+            group,
+            index,
+            high_watermark: hw,
+        });
+    }
+    if let Some(last) = rd.entries().last() {
+        let last = (RaftIndex(last.index), Term(last.term));
+        // A leader's entries of its own term are its proposals, validated
+        // when proposed; everything else is checked in full as it lands.
+        let trusted = is_leader.then_some(current_term);
+        store.append(rd.entries(), trusted)?;
+        if fsync {
+            jobs.push(SyncJob::Log(group, store.sync_plan()));
+        }
+        if is_leader {
+            events.push(Event::Appended {
+                group,
+                index: last.0,
+                term: last.1,
+            });
+        }
+    }
+    if let Some(hs) = rd.hs() {
+        let durable = fsync && rd.must_sync();
+        if let Some(sync) = store.set_hard_state(hs, durable)? {
+            jobs.push(SyncJob::State(group, sync));
+        }
+    }
+    Ok(())
+}
+
+/// The rest of a Ready once its syncs ran, then its LightReady.
+fn advance(
+    group: GroupId,
+    r: &mut Replica,
+    mut rd: Ready,
+    out: &mut Vec<Outgoing>,
+    events: &mut Vec<Event>,
+) -> Result<(), ReplicationError> {
+    push_messages(group, rd.take_persisted_messages(), out);
+    apply(group, r, rd.take_committed_entries(), events)?;
+    let mut light = r.raw.advance(rd);
+    if let Some(commit) = light.commit_index() {
+        r.raw.mut_store().set_commit(RaftIndex(commit))?;
+    }
+    push_messages(group, light.take_messages(), out);
+    apply(group, r, light.take_committed_entries(), events)?;
+    r.raw.advance_apply();
+    Ok(())
+}
+
+/// Applies committed entries: a partition's state machine is its log, so
+/// applying moves the high watermark.
+fn apply(
+    group: GroupId,
+    r: &mut Replica,
+    entries: Vec<Entry>,
+    events: &mut Vec<Event>,
+) -> Result<(), ReplicationError> {
+    let Some(last) = entries.last() else {
+        return Ok(());
+    };
+    let index = RaftIndex(last.index);
+    let hw = r.raw.store().next_offset_after(index)?;
+    assert!(
+        hw >= r.high_watermark,
+        "the high watermark never moves back"
+    );
+    r.high_watermark = hw;
+    events.push(Event::Committed {
+        group,
+        index,
+        high_watermark: hw,
+    });
+    Ok(())
+}

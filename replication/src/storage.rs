@@ -1,0 +1,466 @@
+//! raft-rs's `Storage` over the partition's segment log: the Raft log *is*
+//! the partition log, with no second write-ahead log.
+//!
+//! [`ReplicaLog`] owns a replica's [`ReplicaState`] (hard state and snapshot
+//! point) and shares its [`Log`] with readers (fetches run on other
+//! threads). Entries are read from the segments as zero-copy slices.
+//!
+//! Invariants, checked on open and kept by every write:
+//! - the log holds every entry after the snapshot point and nothing is
+//!   missing: `log.first_raft_index() <= truncated.index + 1 <=
+//!   log.next_raft_index()` (entries at or below the snapshot point may
+//!   linger until retention unlinks them; they are never served);
+//! - the first stored entry after the snapshot point starts at
+//!   `truncated.next_offset`;
+//! - `truncated.index <= hard.commit <= last index` (a commit index the log
+//!   does not reach was never made durable with it, and is lowered).
+//!
+//! Crash order: a new snapshot point is saved durably before the log is
+//! reset to it, so a crash in between is finished on the next open.
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, HardState as RaftHardState, Snapshot, SnapshotMetadata};
+use raft::{GetEntriesContext, RaftState, StorageError};
+use rill_storage::batch::ValidBatch;
+use rill_storage::{
+    Log, LogConfig, LogError, LogPosition, Offset, RaftIndex, SyncPlan, Term, control_batch,
+};
+
+use crate::entry::{self, Stored};
+use crate::error::ReplicationError;
+use crate::ids::BrokerId;
+use crate::state::{HardState, Membership, ReplicaState, StateStore, StateSync, TruncatedState};
+
+/// The timestamp of control batches: none.
+pub const CONTROL_TIMESTAMP_MS: i64 = -1;
+
+/// A replica's log shared with its readers. The lock guards in-memory work
+/// only (copies into the mapping, index lookups, slicing); syncs run on a
+/// [`SyncPlan`] outside it.
+pub type SharedLog = Arc<Mutex<Log>>;
+
+/// Locks a shared log. A panic under the lock would have been a bug in the
+/// log, whose state stays consistent (appends are validated before they
+/// change anything), so a poisoned lock is used as it is.
+pub fn lock(log: &SharedLog) -> MutexGuard<'_, Log> {
+    log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+/// The snapshot a partition replica sends a follower that is behind its
+/// log start: only the point (the log before it is gone by retention, and a
+/// partition's "state machine" is the log itself). Its data is the next
+/// offset, 8 bytes little-endian.
+pub fn snapshot_data(next_offset: Offset) -> Bytes {
+    Bytes::copy_from_slice(&next_offset.get().to_le_bytes())
+}
+
+fn snapshot_next_offset(data: &[u8]) -> Option<Offset> {
+    Some(Offset(u64::from_le_bytes(data.try_into().ok()?)))
+}
+
+/// The Raft storage of one replica. See the module documentation.
+#[derive(Debug)]
+pub struct ReplicaLog {
+    log: SharedLog,
+    state: ReplicaState,
+    store: Box<dyn StateStore>,
+    /// A state sync handed out and not yet completed.
+    state_sync_pending: bool,
+}
+
+impl ReplicaLog {
+    /// Opens the replica in `dir`: its log (recovered) and its state from
+    /// `store` (`state` is what the store loaded), then restores the
+    /// invariants of the module documentation.
+    pub fn open(
+        dir: &Path,
+        config: LogConfig,
+        clock: Arc<dyn rill_storage::Clock>,
+        store: Box<dyn StateStore>,
+        state: ReplicaState,
+    ) -> Result<ReplicaLog, ReplicationError> {
+        let log = Log::open_with_clock(dir, config, clock)?;
+        let mut me = ReplicaLog {
+            log: Arc::new(Mutex::new(log)),
+            state,
+            store,
+            state_sync_pending: false,
+        };
+        me.reconcile()?;
+        Ok(me)
+    }
+
+    fn reconcile(&mut self) -> Result<(), ReplicationError> {
+        let t = self.state.truncated.clone();
+        let expired = {
+            let mut log = lock(&self.log);
+            let first = log.first_raft_index();
+            let next = log.next_raft_index();
+            let covers = first <= t.index.next() && t.index.next() <= next;
+            let agrees = || {
+                t.index < first || t.index.get() == 0 || log.term_of(t.index).ok() == Some(t.term)
+            };
+            if covers && agrees() {
+                None
+            } else {
+                tracing::warn!(
+                    dir = %log.dir().display(),
+                    snapshot_index = %t.index,
+                    log_first = %first,
+                    log_next = %next,
+                    "log does not continue the snapshot point; restarting it there"
+                );
+                let expired = log.reset_to(
+                    LogPosition {
+                        offset: t.next_offset,
+                        raft_index: t.index.next(),
+                    },
+                    t.term,
+                )?;
+                log.flush()?;
+                Some(expired)
+            }
+        };
+        if let Some(expired) = expired {
+            expired.unlink()?;
+        }
+        let log = lock(&self.log);
+        if log.next_raft_index() > t.index.next() {
+            let first = log.read_entries(t.index.next(), t.index.next().next(), 0)?;
+            let base = first
+                .first()
+                .map(|b| b.header().base_offset)
+                .unwrap_or(t.next_offset);
+            if base != t.next_offset {
+                return Err(ReplicationError::BadEntry {
+                    index: t.index.next().get(),
+                    reason: "first entry after the snapshot point is not at its offset",
+                });
+            }
+        }
+        let last = RaftIndex(log.next_raft_index().get() - 1);
+        let hard = &mut self.state.hard;
+        hard.commit = hard.commit.min(last).max(t.index);
+        Ok(())
+    }
+
+    /// The shared log (for readers).
+    pub fn log(&self) -> &SharedLog {
+        &self.log
+    }
+
+    /// The persisted state as it stands (some of it perhaps not yet
+    /// durable).
+    pub fn state(&self) -> &ReplicaState {
+        &self.state
+    }
+
+    /// The last Raft index stored.
+    pub fn last_index(&self) -> RaftIndex {
+        RaftIndex(lock(&self.log).next_raft_index().get() - 1)
+    }
+
+    /// The offset after the entry at `index` (the high watermark once
+    /// `index` commits). `index` may be the snapshot point.
+    pub fn next_offset_after(&self, index: RaftIndex) -> Result<Offset, ReplicationError> {
+        let t = &self.state.truncated;
+        if index <= t.index {
+            return Ok(t.next_offset);
+        }
+        let log = lock(&self.log);
+        let b = log.read_entries(index, index.next(), 0)?;
+        let h = b
+            .first()
+            .map(|b| *b.header())
+            .ok_or(ReplicationError::BadEntry {
+                index: index.get(),
+                reason: "entry missing from the log",
+            })?;
+        Ok(h.next_offset())
+    }
+
+    /// Appends entries from a Ready (the leader's own, or a leader's sent to
+    /// this follower), first removing a conflicting suffix. `trusted` says
+    /// the data entries were validated when proposed here (a leader's own
+    /// entries of its current term); all others are validated in full.
+    pub fn append(
+        &mut self,
+        entries: &[Entry],
+        trusted_term: Option<Term>,
+    ) -> Result<(), ReplicationError> {
+        let Some(first) = entries.first() else {
+            return Ok(());
+        };
+        let mut log = lock(&self.log);
+        let first_index = RaftIndex(first.index);
+        if first_index < log.next_raft_index() {
+            if first_index <= self.state.truncated.index {
+                return Err(ReplicationError::BadEntry {
+                    index: first.index,
+                    reason: "append at or below the snapshot point",
+                });
+            }
+            log.truncate_suffix(first_index)?;
+        }
+        let max_batch_bytes = log.config().max_batch_bytes;
+        for e in entries {
+            let (index, term) = (RaftIndex(e.index), Term(e.term));
+            match entry::to_stored(e)? {
+                Stored::Batch(data) => {
+                    let batch = if trusted_term == Some(term) {
+                        ValidBatch::revalidated_by_caller(data)
+                            .map_err(|err| ReplicationError::from(LogError::from(err)))?
+                    } else {
+                        ValidBatch::new(data, max_batch_bytes)
+                            .map_err(|err| ReplicationError::from(LogError::from(err)))?
+                    };
+                    if batch.header().is_control() {
+                        return Err(ReplicationError::BadEntry {
+                            index: e.index,
+                            reason: "a control batch as entry data",
+                        });
+                    }
+                    log.append_valid_at(batch, term, index)?;
+                }
+                Stored::Control(body) => {
+                    // No timestamp (-1, as Kafka's NO_TIMESTAMP): the batch
+                    // must be byte-identical on every replica, whose clocks
+                    // differ.
+                    let mut batch = control_batch(&body, CONTROL_TIMESTAMP_MS);
+                    let next = log.next_offset();
+                    rill_storage::batch::stamp(&mut batch, next, term, index);
+                    log.append_entry(&batch, term, index)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Records a new hard state and saves it; returns the sync to run when
+    /// it must be durable before messages depending on it leave.
+    pub fn set_hard_state(
+        &mut self,
+        hs: &RaftHardState,
+        durable: bool,
+    ) -> Result<Option<StateSync>, ReplicationError> {
+        self.state.hard = HardState {
+            term: Term(hs.term),
+            vote: (hs.vote != 0).then_some(BrokerId(hs.vote)),
+            commit: RaftIndex(hs.commit),
+        };
+        self.save(durable)
+    }
+
+    /// Records a newer commit index (from a `LightReady`); saved without a
+    /// sync (a lost commit index is learnt again from the leader).
+    pub fn set_commit(&mut self, commit: RaftIndex) -> Result<(), ReplicationError> {
+        if commit > self.state.hard.commit {
+            self.state.hard.commit = commit;
+            if self.save(false)?.is_some() {
+                unreachable!("a save not asked to be durable returns no sync");
+            }
+        }
+        Ok(())
+    }
+
+    fn save(&mut self, durable: bool) -> Result<Option<StateSync>, ReplicationError> {
+        assert!(
+            !self.state_sync_pending,
+            "no state save while a sync of the state is in flight"
+        );
+        let sync = self.store.save(&self.state, durable)?;
+        self.state_sync_pending = sync.is_some();
+        Ok(sync)
+    }
+
+    /// Hands back a state sync that ran.
+    pub fn complete_state_sync(&mut self, done: StateSync) {
+        self.state_sync_pending = false;
+        self.store.complete_sync(done);
+    }
+
+    /// Installs a snapshot from the leader: the snapshot point is saved
+    /// durably first (returned sync already run), then the log restarts
+    /// there. Returns the sync of the log's directory to run.
+    pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicationError> {
+        let meta = snapshot.get_metadata();
+        let next_offset =
+            snapshot_next_offset(&snapshot.data).ok_or(ReplicationError::BadEntry {
+                index: meta.index,
+                reason: "snapshot data is not a next offset",
+            })?;
+        self.state.truncated = TruncatedState {
+            index: RaftIndex(meta.index),
+            term: Term(meta.term),
+            next_offset,
+            membership: Membership::from_raft(meta.get_conf_state()),
+        };
+        let hard = &mut self.state.hard;
+        hard.commit = hard.commit.max(RaftIndex(meta.index));
+        hard.term = hard.term.max(Term(meta.term));
+        // The snapshot point must be durable before the log that backs the
+        // old point goes.
+        if let Some(sync) = self.save(true)? {
+            let done = sync.run()?;
+            self.complete_state_sync(done);
+        }
+        let expired = lock(&self.log).reset_to(
+            LogPosition {
+                offset: next_offset,
+                raft_index: RaftIndex(meta.index).next(),
+            },
+            Term(meta.term),
+        )?;
+        expired.unlink()?;
+        Ok(())
+    }
+
+    /// Deletes the segments past the topic's retention whose entries are
+    /// all applied, moving the snapshot point to the last entry deleted.
+    /// The new point is made durable before any file goes, so a crash
+    /// in between leaves entries below the point, which are never served.
+    pub fn apply_retention(
+        &mut self,
+        applied: RaftIndex,
+    ) -> Result<rill_storage::RetentionOutcome, ReplicationError> {
+        let (outcome, expired) = lock(&self.log).take_expired_through(applied);
+        if let Some((index, term)) = expired.last_entry()
+            && index > self.state.truncated.index
+        {
+            let t = &mut self.state.truncated;
+            t.index = index;
+            t.term = term;
+            t.next_offset = outcome.log_start_offset;
+            if let Some(sync) = self.save(true)? {
+                let done = sync.run()?;
+                self.complete_state_sync(done);
+            }
+        }
+        expired.unlink()?;
+        Ok(outcome)
+    }
+
+    /// Plans the sync of what was appended since the last one.
+    pub fn sync_plan(&self) -> SyncPlan {
+        lock(&self.log).sync_plan()
+    }
+
+    /// Records a log sync that ran.
+    pub fn complete_log_sync(
+        &mut self,
+        done: rill_storage::SyncDone,
+    ) -> Result<LogPosition, ReplicationError> {
+        Ok(lock(&self.log).complete_sync(done)?)
+    }
+
+    /// The durable end of the log.
+    pub fn durable(&self) -> LogPosition {
+        lock(&self.log).durable()
+    }
+
+    fn compacted_or_unavailable(&self, idx: u64) -> raft::Error {
+        if idx <= self.state.truncated.index.get() {
+            raft::Error::Store(StorageError::Compacted)
+        } else {
+            raft::Error::Store(StorageError::Unavailable)
+        }
+    }
+}
+
+fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
+    raft::Error::Store(StorageError::Other(Box::new(e)))
+}
+
+impl raft::Storage for ReplicaLog {
+    fn initial_state(&self) -> raft::Result<RaftState> {
+        let h = &self.state.hard;
+        let hard_state = RaftHardState {
+            term: h.term.get(),
+            vote: h.vote.map_or(0, BrokerId::get),
+            commit: h.commit.get(),
+            ..RaftHardState::default()
+        };
+        Ok(RaftState {
+            hard_state,
+            conf_state: self.state.truncated.membership.to_raft(),
+        })
+    }
+
+    fn entries(
+        &self,
+        low: u64,
+        high: u64,
+        max_size: impl Into<Option<u64>>,
+        _context: GetEntriesContext,
+    ) -> raft::Result<Vec<Entry>> {
+        if low <= self.state.truncated.index.get() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        let log = lock(&self.log);
+        if high > log.next_raft_index().get() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        if low >= high {
+            return Ok(Vec::new());
+        }
+        let batches = log
+            .read_entries(
+                RaftIndex(low),
+                RaftIndex(high),
+                max_size.into().unwrap_or(u64::MAX),
+            )
+            .map_err(other)?;
+        drop(log);
+        batches
+            .iter()
+            .map(|b| entry::from_stored(b).map_err(other))
+            .collect()
+    }
+
+    fn term(&self, idx: u64) -> raft::Result<u64> {
+        let t = &self.state.truncated;
+        if idx == t.index.get() {
+            return Ok(t.term.get());
+        }
+        if idx < t.index.get() {
+            return Err(raft::Error::Store(StorageError::Compacted));
+        }
+        let log = lock(&self.log);
+        if idx >= log.next_raft_index().get() {
+            return Err(self.compacted_or_unavailable(idx));
+        }
+        log.term_of(RaftIndex(idx)).map(Term::get).map_err(other)
+    }
+
+    fn first_index(&self) -> raft::Result<u64> {
+        Ok(self.state.truncated.index.get() + 1)
+    }
+
+    fn last_index(&self) -> raft::Result<u64> {
+        Ok(lock(&self.log).next_raft_index().get() - 1)
+    }
+
+    fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
+        let t = &self.state.truncated;
+        if t.index.get() < request_index {
+            return Err(raft::Error::Store(
+                StorageError::SnapshotTemporarilyUnavailable,
+            ));
+        }
+        let mut meta = SnapshotMetadata {
+            index: t.index.get(),
+            term: t.term.get(),
+            ..SnapshotMetadata::default()
+        };
+        meta.set_conf_state(t.membership.to_raft());
+        let mut snap = Snapshot {
+            data: snapshot_data(t.next_offset),
+            ..Snapshot::default()
+        };
+        snap.set_metadata(meta);
+        Ok(snap)
+    }
+}

@@ -1,0 +1,709 @@
+//! A deterministic simulator of rill's replication layer.
+//!
+//! Several brokers, each a [`Node`] with many groups, exchange Raft
+//! messages through a simulated network, under a simulated clock, and keep
+//! their logs in real segment files whose unsynced bytes are forgotten when
+//! a broker "crashes" (see `rill_storage::fault`). Every choice (message
+//! loss, delay, duplication, link cuts, crashes, restarts, proposals) comes
+//! from one seeded generator, so a seed replays the same history exactly.
+//!
+//! After each run the simulator checks Raft's safety properties:
+//! - at most one leader per term in each group;
+//! - an entry, once reported committed by any replica, never changes and is
+//!   never lost (every later commit report agrees with it);
+//! - after the faults stop and the cluster settles, every replica holds the
+//!   same committed prefix;
+//! - every acknowledged (`acks=all`) batch is in the log at the offset its
+//!   producer was told.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use bytes::Bytes;
+use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
+use rill_replication::storage::{SharedLog, lock};
+use rill_replication::{
+    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec,
+    ReplicationError, SyncJob,
+};
+use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, Offset, RaftIndex, Term};
+
+/// splitmix64: the simulator's only source of choices.
+#[derive(Debug, Clone)]
+pub struct Rng(u64);
+
+impl Rng {
+    pub fn new(seed: u64) -> Rng {
+        Rng(seed)
+    }
+    pub fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+    /// A number in `0..n`.
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next() % n.max(1)
+    }
+    /// True with probability `per_mille / 1000`.
+    pub fn chance(&mut self, per_mille: u64) -> bool {
+        self.below(1000) < per_mille
+    }
+}
+
+/// How hostile a run is. Probabilities are per mille, per step.
+#[derive(Debug, Clone)]
+pub struct Faults {
+    /// A message is dropped.
+    pub drop: u64,
+    /// A message is delivered twice.
+    pub duplicate: u64,
+    /// Most steps a message may be delayed.
+    pub delay_steps_max: u64,
+    /// A broker crashes (if fewer than a minority are down).
+    pub crash: u64,
+    /// A down broker restarts.
+    pub restart: u64,
+    /// A link between two brokers is cut (both directions).
+    pub cut: u64,
+    /// A cut link heals.
+    pub heal: u64,
+}
+
+impl Faults {
+    pub fn none() -> Faults {
+        Faults {
+            drop: 0,
+            duplicate: 0,
+            delay_steps_max: 1,
+            crash: 0,
+            restart: 1000,
+            cut: 0,
+            heal: 1000,
+        }
+    }
+    pub fn hostile() -> Faults {
+        Faults {
+            drop: 50,
+            duplicate: 20,
+            delay_steps_max: 4,
+            crash: 4,
+            restart: 40,
+            cut: 4,
+            heal: 30,
+        }
+    }
+}
+
+/// A simulation's shape.
+#[derive(Debug, Clone)]
+pub struct SimConfig {
+    pub seed: u64,
+    pub brokers: u64,
+    pub groups: u64,
+    pub replication_factor: u64,
+    /// Steps with faults, then steps to settle without them.
+    pub steps: u64,
+    pub settle_steps: u64,
+    /// A proposal is tried with this probability per step (per mille).
+    pub propose: u64,
+    pub faults: Faults,
+}
+
+struct Broker {
+    node: Option<Node>,
+    logs: BTreeMap<GroupId, SharedLog>,
+    clock: ManualClock,
+}
+
+/// An acknowledged batch: where its producer was told it is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ack {
+    pub group: GroupId,
+    pub base_offset: Offset,
+    pub value: Vec<u8>,
+}
+
+struct InFlight {
+    deliver_at: u64,
+    seq: u64,
+    from: BrokerId,
+    out: Outgoing,
+}
+
+/// A pending proposal: acknowledged once its leader reports it committed
+/// with the same term at its index.
+#[derive(Debug, Clone)]
+struct Pending {
+    broker: BrokerId,
+    group: GroupId,
+    index: RaftIndex,
+    term: Term,
+    base_offset: Offset,
+    value: Vec<u8>,
+}
+
+/// The simulator. See the module documentation.
+pub struct Sim {
+    pub config: SimConfig,
+    rng: Rng,
+    root: tempfile::TempDir,
+    brokers: BTreeMap<BrokerId, Broker>,
+    stores: BTreeMap<(BrokerId, GroupId), MemoryStateStore>,
+    members: BTreeMap<GroupId, Vec<BrokerId>>,
+    network: Vec<InFlight>,
+    cut: BTreeSet<(BrokerId, BrokerId)>,
+    step: u64,
+    msg_seq: u64,
+    value_seq: u64,
+    pending: Vec<Pending>,
+    pub acks: Vec<Ack>,
+    /// (group, term) -> the broker that led it.
+    leaders: BTreeMap<(GroupId, Term), BrokerId>,
+    /// Per group, the committed entries seen so far: index -> (term, crc, base offset).
+    committed: BTreeMap<GroupId, BTreeMap<RaftIndex, (Term, u32, Offset)>>,
+    /// A digest of everything that happened, to compare replays.
+    pub trace: u64,
+    pub crashes: u64,
+    pub elections: u64,
+}
+
+fn log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 * 1024,
+        segment_ms: None,
+        grow_step_bytes: 4096,
+        index_interval_bytes: 256,
+        max_batch_bytes: 16 * 1024,
+        retention_ms: None,
+        retention_bytes: None,
+        prefault_ahead_bytes: 0,
+    }
+}
+
+fn mix(trace: u64, x: u64) -> u64 {
+    (trace ^ x).wrapping_mul(0x100_0000_01B3).rotate_left(7)
+}
+
+impl Sim {
+    pub fn new(config: SimConfig) -> Sim {
+        let mut sim = Sim {
+            rng: Rng::new(config.seed),
+            root: tempfile::tempdir().expect("temp dir"),
+            brokers: BTreeMap::new(),
+            stores: BTreeMap::new(),
+            members: BTreeMap::new(),
+            network: Vec::new(),
+            cut: BTreeSet::new(),
+            step: 0,
+            msg_seq: 0,
+            value_seq: 0,
+            pending: Vec::new(),
+            acks: Vec::new(),
+            leaders: BTreeMap::new(),
+            committed: BTreeMap::new(),
+            trace: 0xcbf2_9ce4_8422_2325,
+            crashes: 0,
+            elections: 0,
+            config,
+        };
+        // Replicas placed round-robin, as the controller does.
+        let n = sim.config.brokers;
+        for g in 1..=sim.config.groups {
+            let members = (0..sim.config.replication_factor)
+                .map(|k| BrokerId((g + k) % n + 1))
+                .collect();
+            sim.members.insert(GroupId(g), members);
+        }
+        for b in 1..=n {
+            sim.brokers.insert(
+                BrokerId(b),
+                Broker {
+                    node: None,
+                    logs: BTreeMap::new(),
+                    clock: ManualClock::new(1_000_000),
+                },
+            );
+            sim.start(BrokerId(b));
+        }
+        sim
+    }
+
+    fn dir(&self, b: BrokerId, g: GroupId) -> PathBuf {
+        self.root.path().join(format!("b{b}")).join(format!("g{g}"))
+    }
+
+    fn start(&mut self, b: BrokerId) {
+        let seed = self.rng.next();
+        let broker = self.brokers.get(&b).expect("broker");
+        let clock = Arc::new(broker.clock.clone());
+        let mut config = NodeConfig::new(b);
+        config.jitter_seed = seed;
+        config.max_size_per_msg_bytes = 32 * 1024;
+        config.max_inflight_msgs = 8;
+        let mut node = Node::new(config, clock);
+        let mut logs = BTreeMap::new();
+        let groups: Vec<(GroupId, Vec<BrokerId>)> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.contains(&b))
+            .map(|(g, m)| (*g, m.clone()))
+            .collect();
+        for (g, members) in groups {
+            let dir = self.dir(b, g);
+            let store = self.stores.entry((b, g)).or_default().clone();
+            let state = store.load(|| ReplicaState::initial(Membership::voters(members)));
+            let log = node
+                .add_group(ReplicaSpec {
+                    group: g,
+                    dir: &dir,
+                    log_config: log_config(),
+                    fsync: true,
+                    store: Box::new(store),
+                    state,
+                })
+                .expect("replica opens");
+            logs.insert(g, log);
+        }
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        broker.node = Some(node);
+        broker.logs = logs;
+    }
+
+    /// A power cut: every byte not synced is forgotten.
+    fn crash(&mut self, b: BrokerId) {
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        let Some(node) = broker.node.take() else {
+            return;
+        };
+        let durable: Vec<(GroupId, rill_storage::LogPosition)> = broker
+            .logs
+            .iter()
+            .map(|(g, log)| (*g, lock(log).durable()))
+            .collect();
+        broker.logs.clear();
+        drop(node);
+        for (g, position) in durable {
+            let keep = if self.rng.chance(300) {
+                self.rng.below(300)
+            } else {
+                0
+            };
+            rill_storage::fault::forget_unsynced(&self.dir(b, g), position, keep)
+                .expect("forget unsynced");
+            let keep_state = self.rng.chance(500);
+            self.stores.get(&(b, g)).expect("store").crash(keep_state);
+        }
+        self.pending.retain(|p| p.broker != b);
+        self.crashes += 1;
+        self.trace = mix(self.trace, 0xC0 ^ b.get());
+    }
+
+    fn alive(&self) -> Vec<BrokerId> {
+        self.brokers
+            .iter()
+            .filter(|(_, br)| br.node.is_some())
+            .map(|(b, _)| *b)
+            .collect()
+    }
+
+    fn batch(&mut self) -> (Bytes, Vec<u8>) {
+        self.value_seq += 1;
+        let value = format!("v{}-{}", self.config.seed, self.value_seq).into_bytes();
+        let mut b = BatchBuilder::new(16 * 1024);
+        let records = 1 + self.rng.below(3);
+        for _ in 0..records {
+            b.push(&NewRecord::value(&value, 1_000_000)).expect("fits");
+        }
+        (Bytes::from(b.finish().expect("builds")), value)
+    }
+
+    fn propose_somewhere(&mut self) {
+        let g = GroupId(1 + self.rng.below(self.config.groups));
+        let alive = self.alive();
+        let b = alive[self.rng.below(alive.len() as u64) as usize];
+        let (bytes, value) = self.batch();
+        let batch = CheckedBatch::new(bytes, 16 * 1024)
+            .expect("valid")
+            .expect("data batch");
+        // A client asks any broker and follows the leader hint once.
+        let mut target = b;
+        let mut result = Err(ReplicationError::UnknownGroup(g));
+        for _ in 0..2 {
+            let Some(node) = self
+                .brokers
+                .get_mut(&target)
+                .and_then(|br| br.node.as_mut())
+            else {
+                return;
+            };
+            if !node.has_group(g) {
+                return;
+            }
+            result = node.propose(g, batch.clone());
+            match &result {
+                Err(ReplicationError::NotLeader {
+                    leader: Some(l), ..
+                }) => target = *l,
+                _ => break,
+            }
+        }
+        let b = target;
+        match result {
+            Ok(p) => {
+                self.trace = mix(self.trace, p.index.get() ^ (p.term.get() << 32));
+                self.pending.push(Pending {
+                    broker: b,
+                    group: g,
+                    index: p.index,
+                    term: p.term,
+                    base_offset: p.base_offset,
+                    value,
+                });
+            }
+            Err(ReplicationError::NotLeader { .. }) | Err(ReplicationError::Raft(_)) => {}
+            Err(e) => panic!("propose failed: {e}"),
+        }
+    }
+
+    fn send(&mut self, from: BrokerId, out: Vec<Outgoing>) {
+        for o in out {
+            let f = &self.config.faults;
+            let (drop, dup, delay_max) = (f.drop, f.duplicate, f.delay_steps_max);
+            if self.cut.contains(&(from, o.to)) || self.rng.chance(drop) {
+                continue;
+            }
+            let copies = if self.rng.chance(dup) { 2 } else { 1 };
+            for _ in 0..copies {
+                self.msg_seq += 1;
+                let delay = 1 + self.rng.below(delay_max);
+                self.network.push(InFlight {
+                    deliver_at: self.step + delay,
+                    seq: self.msg_seq,
+                    from,
+                    out: o.clone(),
+                });
+            }
+        }
+    }
+
+    fn deliver(&mut self) {
+        let now = self.step;
+        let mut due: Vec<InFlight> = Vec::new();
+        let mut later = Vec::new();
+        for m in self.network.drain(..) {
+            if m.deliver_at <= now {
+                due.push(m);
+            } else {
+                later.push(m);
+            }
+        }
+        self.network = later;
+        due.sort_by_key(|m| (m.deliver_at, m.seq));
+        for m in due {
+            if self.cut.contains(&(m.from, m.out.to)) {
+                continue;
+            }
+            let Some(node) = self
+                .brokers
+                .get_mut(&m.out.to)
+                .and_then(|br| br.node.as_mut())
+            else {
+                continue;
+            };
+            self.trace = mix(self.trace, m.seq);
+            // A message for a group not here, or from a stranger, is
+            // refused, as the broker would refuse it.
+            let _ = node.step(m.out.group, m.out.message);
+        }
+    }
+
+    /// One Ready round on broker `b`, syncs run in place.
+    fn round(&mut self, b: BrokerId) {
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        let crash_mid_round = self.may_crash() && self.rng.chance(self.config.faults.crash);
+        {
+            let node = self
+                .brokers
+                .get_mut(&b)
+                .and_then(|br| br.node.as_mut())
+                .expect("alive");
+            let mut jobs: Vec<SyncJob> = Vec::new();
+            let round = node.start_round(&mut out, &mut events, &mut jobs);
+            if crash_mid_round && !jobs.is_empty() {
+                // A power cut while the round's writes sit unsynced in the
+                // page cache; what start_round let out is already sent.
+                drop(round);
+                drop(jobs);
+                for e in events {
+                    self.observe(b, e);
+                }
+                self.send(b, out);
+                self.crash(b);
+                return;
+            }
+            let results = jobs.into_iter().map(SyncJob::run).collect();
+            node.finish_round(round, results, &mut out, &mut events);
+        }
+        for e in events {
+            self.observe(b, e);
+        }
+        self.send(b, out);
+    }
+
+    /// Whether one more broker may go down and leave a majority up.
+    fn may_crash(&self) -> bool {
+        let down = self.config.brokers as usize - self.alive().len();
+        down < (self.config.brokers as usize - 1) / 2
+    }
+
+    fn observe(&mut self, b: BrokerId, e: Event) {
+        match e {
+            Event::RoleChanged {
+                group,
+                is_leader: true,
+                term,
+                ..
+            } => {
+                self.elections += 1;
+                self.trace = mix(
+                    self.trace,
+                    (group.get() << 40) ^ (term.get() << 8) ^ b.get(),
+                );
+                if let Some(other) = self.leaders.insert((group, term), b) {
+                    assert_eq!(
+                        other, b,
+                        "seed {}: two leaders of group {group} in term {term}",
+                        self.config.seed
+                    );
+                }
+            }
+            Event::Committed { group, index, .. } => {
+                self.check_committed(b, group, index);
+                // Acknowledge the proposals this leader sees committed.
+                let log = self.brokers[&b].logs.get(&group).cloned();
+                let mut still = Vec::new();
+                for p in std::mem::take(&mut self.pending) {
+                    if p.broker != b || p.group != group || p.index > index {
+                        still.push(p);
+                        continue;
+                    }
+                    let term_there = log.as_ref().and_then(|l| lock(l).term_of(p.index).ok());
+                    if term_there == Some(p.term) {
+                        self.acks.push(Ack {
+                            group,
+                            base_offset: p.base_offset,
+                            value: p.value,
+                        });
+                    }
+                }
+                self.pending = still;
+            }
+            Event::Failed { group, reason } => {
+                panic!(
+                    "seed {}: group {group} failed on {b}: {reason}",
+                    self.config.seed
+                )
+            }
+            _ => {}
+        }
+    }
+
+    /// Every committed entry reported must agree with every earlier report.
+    fn check_committed(&mut self, b: BrokerId, group: GroupId, through: RaftIndex) {
+        let Some(log) = self.brokers[&b].logs.get(&group).cloned() else {
+            return;
+        };
+        let log = lock(&log);
+        let seen = self.committed.entry(group).or_default();
+        let from = log.first_raft_index();
+        let batches = log
+            .read_entries(from, through.next(), u64::MAX)
+            .expect("committed entries are in the log");
+        for batch in batches {
+            let h = batch.header();
+            let got = (h.raft_term, h.crc, h.base_offset);
+            if let Some(want) = seen.get(&h.raft_index) {
+                assert_eq!(
+                    *want, got,
+                    "seed {}: committed entry {} of group {group} changed on broker {b}",
+                    self.config.seed, h.raft_index
+                );
+            } else {
+                seen.insert(h.raft_index, got);
+            }
+        }
+    }
+
+    fn faults(&mut self) {
+        let f = self.config.faults.clone();
+        let alive = self.alive();
+        // Keep a majority up so progress stays possible.
+        if self.may_crash() && self.rng.chance(f.crash) {
+            let b = alive[self.rng.below(alive.len() as u64) as usize];
+            self.crash(b);
+        }
+        let dead: Vec<BrokerId> = self
+            .brokers
+            .iter()
+            .filter(|(_, br)| br.node.is_none())
+            .map(|(b, _)| *b)
+            .collect();
+        for b in dead {
+            if self.rng.chance(f.restart) {
+                self.start(b);
+                self.trace = mix(self.trace, 0x5A ^ b.get());
+            }
+        }
+        if self.rng.chance(f.cut) {
+            let a = BrokerId(1 + self.rng.below(self.config.brokers));
+            let c = BrokerId(1 + self.rng.below(self.config.brokers));
+            if a != c {
+                self.cut.insert((a, c));
+                self.cut.insert((c, a));
+            }
+        }
+        if !self.cut.is_empty() && self.rng.chance(f.heal) {
+            let links: Vec<_> = self.cut.iter().copied().collect();
+            let (a, c) = links[self.rng.below(links.len() as u64) as usize];
+            self.cut.remove(&(a, c));
+            self.cut.remove(&(c, a));
+        }
+    }
+
+    fn one_step(&mut self, with_faults: bool) {
+        self.step += 1;
+        if with_faults {
+            self.faults();
+        }
+        // One tick (100 ms of broker time) every 5 steps.
+        if self.step % 5 == 0 {
+            for br in self.brokers.values_mut() {
+                br.clock.advance_ms(100);
+                if let Some(node) = br.node.as_mut() {
+                    node.tick();
+                }
+            }
+        }
+        if self.rng.chance(self.config.propose) {
+            self.propose_somewhere();
+        }
+        self.deliver();
+        for b in self.alive() {
+            self.round(b);
+        }
+    }
+
+    /// Runs the faulty phase, heals everything, settles, and checks the
+    /// end state. Returns the trace digest.
+    pub fn run(&mut self) -> u64 {
+        for _ in 0..self.config.steps {
+            self.one_step(true);
+        }
+        self.cut.clear();
+        let dead: Vec<BrokerId> = self
+            .brokers
+            .iter()
+            .filter(|(_, br)| br.node.is_none())
+            .map(|(b, _)| *b)
+            .collect();
+        for b in dead {
+            self.start(b);
+        }
+        self.config.faults = Faults::none();
+        let propose = self.config.propose;
+        self.config.propose = 0;
+        for _ in 0..self.config.settle_steps {
+            self.one_step(false);
+        }
+        self.config.propose = propose;
+        self.check_end();
+        self.trace
+    }
+
+    fn check_end(&self) {
+        let seed = self.config.seed;
+        for (g, members) in &self.members {
+            // Every replica agrees on the committed prefix, which covers
+            // everything ever reported committed.
+            let mut commits = Vec::new();
+            for b in members {
+                let status = self.brokers[b]
+                    .node
+                    .as_ref()
+                    .and_then(|n| n.status(*g))
+                    .expect("every replica runs after settling");
+                commits.push(status.commit);
+            }
+            let commit = *commits.iter().min().expect("members");
+            let seen_max = self
+                .committed
+                .get(g)
+                .and_then(|m| m.keys().next_back().copied())
+                .unwrap_or(RaftIndex(0));
+            assert!(
+                commit >= seen_max,
+                "seed {seed}: group {g} settled at commit {commit} below {seen_max} reported before"
+            );
+            let mut reference: Option<Vec<(RaftIndex, Term, u32, Offset)>> = None;
+            for b in members {
+                let log = lock(&self.brokers[b].logs[g]);
+                let entries: Vec<_> = log
+                    .read_entries(log.first_raft_index(), commit.next(), u64::MAX)
+                    .expect("committed prefix readable")
+                    .iter()
+                    .map(|e| {
+                        let h = e.header();
+                        (h.raft_index, h.raft_term, h.crc, h.base_offset)
+                    })
+                    .collect();
+                match &reference {
+                    None => reference = Some(entries),
+                    Some(r) => assert_eq!(
+                        r, &entries,
+                        "seed {seed}: replicas of group {g} disagree on the committed prefix"
+                    ),
+                }
+            }
+        }
+        // Every acknowledged batch is where its producer was told.
+        for ack in &self.acks {
+            let leader_log = self.members[&ack.group]
+                .iter()
+                .map(|b| &self.brokers[b].logs[&ack.group])
+                .next()
+                .expect("a replica");
+            let log = lock(leader_log);
+            let chunks = log
+                .read(ack.base_offset, 1)
+                .unwrap_or_else(|e| panic!("seed {seed}: acknowledged batch unreadable: {e}"));
+            let batch = rill_storage::batches_of(&chunks, usize::MAX)
+                .next()
+                .expect("a batch")
+                .expect("valid");
+            assert_eq!(
+                batch.header().base_offset,
+                ack.base_offset,
+                "seed {seed}: acknowledged batch of group {} not at its offset",
+                ack.group
+            );
+            let record = batch.records().next().expect("a record").expect("valid");
+            assert_eq!(
+                record.value.as_deref(),
+                Some(&ack.value[..]),
+                "seed {seed}: a different batch sits at acknowledged offset {} of group {}",
+                ack.base_offset,
+                ack.group
+            );
+        }
+    }
+
+    pub fn root(&self) -> &Path {
+        self.root.path()
+    }
+}
