@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use rill_client::protocol::messages::*;
 use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
+use rill_replication::{BrokerId, ReplicationError};
 
 use crate::state::Broker;
 
@@ -68,7 +69,10 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> 
                             let r = broker
                                 .partition(&t.name, p.partition)
                                 .ok_or(ErrorCode::UnknownTopicOrPartition)
-                                .and_then(|part| part.offset_for(p.timestamp_ms));
+                                .and_then(|part| match part.not_leader() {
+                                    Some((error, _)) => Err(error),
+                                    None => part.offset_for(p.timestamp_ms),
+                                });
                             ListOffsetsPartitionResponse {
                                 partition: p.partition,
                                 error: r.err().unwrap_or(ErrorCode::None),
@@ -117,7 +121,7 @@ fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResponse {
                 .map(|p| PartitionMetadata {
                     partition: p.index,
                     error: ErrorCode::None,
-                    leader: broker.node_id as i32,
+                    leader: hint(p.leadership().leader),
                     replicas: vec![broker.node_id],
                     log_start_offset: p.log_start_offset(),
                     high_watermark: p.high_watermark(),
@@ -144,14 +148,23 @@ fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResponse {
     }
 }
 
-fn produce_error(partition: u32, error: ErrorCode) -> ProducePartitionResponse {
+fn produce_error(
+    partition: u32,
+    error: ErrorCode,
+    leader: Option<BrokerId>,
+) -> ProducePartitionResponse {
     ProducePartitionResponse {
         partition,
         error,
-        leader_hint: NO_BROKER,
+        leader_hint: hint(leader),
         base_offset: 0,
         log_start_offset: 0,
     }
+}
+
+/// A leader hint for the wire.
+fn hint(leader: Option<BrokerId>) -> i32 {
+    leader.map_or(NO_BROKER, |b| b.get() as i32)
 }
 
 async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
@@ -161,49 +174,20 @@ async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
     for t in p.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for part in t.partitions {
-            if !acks_valid {
-                partitions.push(produce_error(
+            let response = if acks_valid {
+                produce_partition(
+                    broker,
+                    &t.name,
                     part.partition,
-                    ErrorCode::InvalidRequiredAcks,
-                ));
-                continue;
-            }
-            let Some(partition) = broker.partition(&t.name, part.partition) else {
-                partitions.push(produce_error(
-                    part.partition,
-                    ErrorCode::UnknownTopicOrPartition,
-                ));
-                continue;
+                    &part.records,
+                    p.acks,
+                    timeout,
+                )
+                .await
+            } else {
+                produce_error(part.partition, ErrorCode::InvalidRequiredAcks, None)
             };
-            let (appended, newly_dirty) = match partition.append(&part.records) {
-                Ok(a) => a,
-                Err(e) => {
-                    partitions.push(produce_error(part.partition, e));
-                    continue;
-                }
-            };
-            if newly_dirty {
-                broker.flusher.mark_dirty(Arc::clone(&partition));
-            }
-            if !partition.fsync() {
-                broker.data_arrived.notify_waiters();
-            }
-            let mut error = ErrorCode::None;
-            if p.acks == -1 && partition.fsync() {
-                let mut durable = partition.watch_durable();
-                let target = appended.next_offset;
-                match tokio::time::timeout(timeout, durable.wait_for(|d| *d >= target)).await {
-                    Ok(Ok(_)) => broker.data_arrived.notify_waiters(),
-                    Ok(Err(_)) | Err(_) => error = ErrorCode::RequestTimedOut,
-                }
-            }
-            partitions.push(ProducePartitionResponse {
-                partition: part.partition,
-                error,
-                leader_hint: NO_BROKER,
-                base_offset: appended.base_offset,
-                log_start_offset: partition.log_start_offset(),
-            });
+            partitions.push(response);
         }
         topics.push(ProduceTopicResponse {
             name: t.name,
@@ -211,6 +195,70 @@ async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
         });
     }
     ProduceResponse { topics }
+}
+
+/// One partition of a produce: checked in full, proposed to its Raft
+/// group, answered at the `acks` level.
+async fn produce_partition(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: u32,
+    records: &[bytes::Bytes],
+    acks: i8,
+    timeout: Duration,
+) -> ProducePartitionResponse {
+    let Some(partition) = broker.partition(topic, index) else {
+        return produce_error(index, ErrorCode::UnknownTopicOrPartition, None);
+    };
+    if let Some((error, leader)) = partition.not_leader() {
+        return produce_error(index, error, leader);
+    }
+    let batches = match partition.check(records) {
+        Ok(b) => b,
+        Err(e) => return produce_error(index, e, None),
+    };
+    let proposed = match broker.raft.propose(partition.group, batches).await {
+        Ok(Ok(p)) => p,
+        Ok(Err(ReplicationError::NotLeader { leader, .. })) => {
+            return produce_error(index, ErrorCode::NotLeader, leader);
+        }
+        Ok(Err(e)) if e.is_retriable() => {
+            return produce_error(index, ErrorCode::NotLeader, None);
+        }
+        Ok(Err(e)) => {
+            tracing::warn!(topic, partition = index, error = %e, "proposal failed");
+            return produce_error(index, ErrorCode::StorageError, None);
+        }
+        Err(_stopped) => return produce_error(index, ErrorCode::NotLeader, None),
+    };
+    let (Some(first), Some(last)) = (proposed.first(), proposed.last()) else {
+        return produce_error(index, ErrorCode::InvalidRequest, None);
+    };
+    let mut error = ErrorCode::None;
+    if acks != 0 {
+        let committed = acks == -1;
+        match tokio::time::timeout(
+            timeout,
+            partition.wait_for(last.index, last.term, committed),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error = e,
+            Err(_) => error = ErrorCode::RequestTimedOut,
+        }
+    }
+    ProducePartitionResponse {
+        partition: index,
+        error,
+        leader_hint: if error == ErrorCode::NotLeader {
+            hint(partition.leadership().leader)
+        } else {
+            NO_BROKER
+        },
+        base_offset: first.base_offset.get(),
+        log_start_offset: partition.log_start_offset(),
+    }
 }
 
 async fn fetch(broker: &Arc<Broker>, f: FetchRequest) -> FetchResponse {
@@ -262,6 +310,16 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                             records: Vec::new(),
                         };
                     };
+                    if let Some((error, leader)) = partition.not_leader() {
+                        return FetchPartitionResponse {
+                            partition: p.partition,
+                            error,
+                            leader_hint: hint(leader),
+                            high_watermark: 0,
+                            log_start_offset: 0,
+                            records: Vec::new(),
+                        };
+                    }
                     // At least one batch for the first partition with data,
                     // then only what the response budget still allows.
                     let max = if total == 0 {

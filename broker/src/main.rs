@@ -1,4 +1,5 @@
-//! `rill-broker`: serves a single-node rill cluster.
+//! `rill-broker`: serves a rill cluster (for now, a single node: every
+//! partition a one-voter Raft group).
 //!
 //! With no arguments it listens on 127.0.0.1:9092 with data in `./data`.
 
@@ -10,8 +11,10 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rill_broker::config::{BrokerConfig, FileConfig};
+use rill_broker::raft_loop;
 use rill_broker::server::serve;
 use rill_broker::state::Broker;
+use rill_replication::BrokerId;
 use tokio::net::TcpListener;
 
 /// The rill broker.
@@ -108,7 +111,14 @@ fn run() -> anyhow::Result<()> {
         // partition is readable.
         let data_dir = config.data_dir.clone();
         let node_id = config.node_id;
-        let mut broker = tokio::task::spawn_blocking(move || Broker::open(node_id, data_dir, String::new(), 0)).await??;
+        let data_arrived = Arc::new(tokio::sync::Notify::new());
+        let raft = raft_loop::start(BrokerId(u64::from(node_id)), Arc::clone(&data_arrived))?;
+        tokio::spawn(raft_loop::tick(raft.clone()));
+        let opening = raft.clone();
+        let mut broker = tokio::task::spawn_blocking(move || {
+            Broker::open(node_id, data_dir, String::new(), 0, opening, data_arrived)
+        })
+        .await??;
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -123,15 +133,15 @@ fn run() -> anyhow::Result<()> {
         broker.advertised_host = host;
         broker.advertised_port = port;
         let broker = Arc::new(broker);
-        tokio::spawn(Arc::clone(&broker.flusher).run());
-        let retention = Arc::clone(&broker);
+        let retention = raft.clone();
         let every = Duration::from_millis(config.retention_check_ms.max(1));
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                let b = Arc::clone(&retention);
-                let _ = tokio::task::spawn_blocking(move || b.apply_retention()).await;
+                if retention.send(raft_loop::Command::Retention).await.is_err() {
+                    return;
+                }
             }
         });
         tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "listening on {bound}");
@@ -139,8 +149,8 @@ fn run() -> anyhow::Result<()> {
             _ = serve(listener, Arc::clone(&broker)) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
-        let b = Arc::clone(&broker);
-        tokio::task::spawn_blocking(move || b.flush_all()).await?;
+        // Every log synced before the process exits.
+        raft.stop().await;
         tracing::info!("stopped");
         anyhow::Ok(())
     })

@@ -1,33 +1,33 @@
-//! One partition replica served by this broker: its log, its high
-//! watermark, and the hand-off to the group-commit flusher.
+//! One partition replica served by this broker, as the request handlers
+//! see it: its log (read here, written only by the Raft thread), its high
+//! watermark, and its leadership.
 //!
-//! This is the one seam every write goes through ([`Partition::append`]);
-//! replication will sit behind it. Invariants: the high watermark only
-//! grows and never passes the durable end of a `fsync` topic (nor the log
-//! end of any topic); a batch is validated in full before anything is
-//! appended, so a refused produce changes nothing.
+//! The Raft thread ([`crate::raft_loop`]) publishes what each round did on
+//! the watch channels here; produce handlers wait on them for their `acks`
+//! level and fetches read below the high watermark. Invariants: the high
+//! watermark and the applied index only grow; a record below the high
+//! watermark is committed (a majority of replicas has it, persisted in the
+//! topic's durability mode) and never changes.
 
-use std::path::Path;
-use std::sync::Mutex;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
-use rill_storage::batch::{self, ValidBatch};
-use rill_storage::{BatchError, Log, LogConfig, LogError, Offset, SyncDone, SyncPlan, Term};
+use rill_replication::storage::{SharedLog, lock};
+use rill_replication::{BrokerId, CheckedBatch, GroupId};
+use rill_storage::batch;
+use rill_storage::{BatchError, LogError, Offset, RaftIndex, Term};
 use tokio::sync::watch;
 
-/// The term single-node appends are written with (a one-member group that
-/// never changes leader).
-const SINGLE_NODE_TERM: Term = Term(1);
-
-/// What an append wrote.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Appended {
-    /// Offset of the first record.
-    pub base_offset: u64,
-    /// The log end offset after it.
-    pub next_offset: u64,
+/// Who leads the partition, as this replica knows it.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Leadership {
+    /// The leader, if one is known.
+    pub leader: Option<BrokerId>,
+    /// Whether it is this broker.
+    pub is_leader: bool,
+    /// The term it leads in.
+    pub term: Term,
 }
 
 /// One partition replica.
@@ -37,20 +37,24 @@ pub struct Partition {
     pub topic: String,
     /// The partition number.
     pub index: u32,
-    /// Guards the log. Held only for in-memory work: an append copies into
-    /// the mapping, a read looks up the index and returns shared slices, a
-    /// sync plan lists ranges. Syncs run outside it; it is never held across
-    /// an `.await`.
-    log: Mutex<Log>,
-    /// Whether a write counts only once fdatasync'ed.
+    /// Its Raft group.
+    pub group: GroupId,
+    log: SharedLog,
     fsync: bool,
     max_batch_bytes: usize,
-    /// Offsets below this are visible to consumers.
+    /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
-    /// Offsets below this are durable in the topic's durability mode.
-    durable: watch::Sender<u64>,
-    /// Set when appends wait for the flusher; cleared when it plans a sync.
-    dirty: AtomicBool,
+    /// The last Raft index applied here (committed and persisted).
+    applied: watch::Sender<RaftIndex>,
+    /// The last Raft index in the log, on the leader (for `acks=1`).
+    appended: watch::Sender<RaftIndex>,
+    leadership: watch::Sender<Leadership>,
+    /// Whether the high watermark reflects this leader's own term: a new
+    /// leader's may lag until an entry of its term commits.
+    high_watermark_current: AtomicBool,
+    log_start_offset: AtomicU64,
+    /// Set when the replica stopped after a storage failure.
+    failed: AtomicBool,
 }
 
 fn storage_error(e: &LogError) -> ErrorCode {
@@ -63,36 +67,33 @@ fn storage_error(e: &LogError) -> ErrorCode {
 }
 
 impl Partition {
-    /// Opens (recovering) the partition's log in `dir`.
-    pub fn open(
+    /// A partition over `log`, whose applied entries end at
+    /// `high_watermark`.
+    pub fn new(
         topic: &str,
         index: u32,
-        dir: &Path,
-        config: LogConfig,
+        group: GroupId,
+        log: SharedLog,
         fsync: bool,
-    ) -> Result<Partition, LogError> {
-        let max_batch_bytes = config.max_batch_bytes;
-        let log = Log::open(dir, config)?;
-        let end = log.next_offset().get();
-        Ok(Partition {
+        max_batch_bytes: usize,
+        high_watermark: Offset,
+    ) -> Partition {
+        let start = lock(&log).log_start_offset().get();
+        Partition {
             topic: topic.to_string(),
             index,
-            log: Mutex::new(log),
+            group,
+            log,
             fsync,
             max_batch_bytes,
-            high_watermark: watch::Sender::new(end),
-            durable: watch::Sender::new(end),
-            dirty: AtomicBool::new(false),
-        })
-    }
-
-    fn log(&self) -> std::sync::MutexGuard<'_, Log> {
-        // A panic while holding the lock would have been a bug in the log;
-        // the log's own state is still consistent (appends are validated
-        // before they change anything), so keep serving.
-        self.log
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            high_watermark: watch::Sender::new(high_watermark.get()),
+            applied: watch::Sender::new(RaftIndex(0)),
+            appended: watch::Sender::new(RaftIndex(0)),
+            leadership: watch::Sender::new(Leadership::default()),
+            high_watermark_current: AtomicBool::new(false),
+            log_start_offset: AtomicU64::new(start),
+            failed: AtomicBool::new(false),
+        }
     }
 
     /// Whether writes wait for fdatasync.
@@ -105,26 +106,30 @@ impl Partition {
         *self.high_watermark.borrow()
     }
 
-    /// Watches the high watermark.
-    pub fn watch_high_watermark(&self) -> watch::Receiver<u64> {
-        self.high_watermark.subscribe()
-    }
-
-    /// Watches the durable end.
-    pub fn watch_durable(&self) -> watch::Receiver<u64> {
-        self.durable.subscribe()
-    }
-
     /// The log start offset.
     pub fn log_start_offset(&self) -> u64 {
-        self.log().log_start_offset().get()
+        self.log_start_offset.load(Ordering::Acquire)
     }
 
-    /// Validates every batch in `records` (chunks of whole batches), then
-    /// appends them all. Returns whether the flusher must be woken (the
-    /// partition became dirty).
-    pub fn append(&self, records: &[Bytes]) -> Result<(Appended, bool), ErrorCode> {
-        let mut batches: Vec<ValidBatch<'_>> = Vec::new();
+    /// Who leads.
+    pub fn leadership(&self) -> Leadership {
+        *self.leadership.borrow()
+    }
+
+    /// The error for a request that needs the leader, when this replica is
+    /// not it (or has stopped), with the leader to try instead.
+    pub fn not_leader(&self) -> Option<(ErrorCode, Option<BrokerId>)> {
+        if self.failed.load(Ordering::Acquire) {
+            return Some((ErrorCode::StorageError, None));
+        }
+        let l = self.leadership();
+        (!l.is_leader).then_some((ErrorCode::NotLeader, l.leader))
+    }
+
+    /// Splits `records` (chunks of whole batches) into batches and checks
+    /// each in full: nothing is proposed unless all of them pass.
+    pub fn check(&self, records: &[Bytes]) -> Result<Vec<CheckedBatch>, ErrorCode> {
+        let mut batches = Vec::new();
         for chunk in records {
             let mut at = 0;
             while at < chunk.len() {
@@ -136,11 +141,10 @@ impl Partition {
                     }
                     _ => return Err(ErrorCode::CorruptMessage),
                 };
-                match ValidBatch::new(&rest[..len], self.max_batch_bytes) {
-                    Ok(b) if b.header().is_control() => return Err(ErrorCode::InvalidRequest),
-                    Ok(b) => batches.push(b),
-                    Err(BatchError::TooLarge { .. }) => return Err(ErrorCode::RecordTooLarge),
-                    Err(_) => return Err(ErrorCode::CorruptMessage),
+                match CheckedBatch::new(chunk.slice(at..at + len), self.max_batch_bytes) {
+                    Ok(Some(b)) => batches.push(b),
+                    Ok(None) => return Err(ErrorCode::InvalidRequest),
+                    Err(e) => return Err(storage_error(&e)),
                 }
                 at += len;
             }
@@ -148,51 +152,69 @@ impl Partition {
         if batches.is_empty() {
             return Err(ErrorCode::InvalidRequest);
         }
-        // Every batch is whole and valid: append them all, checking nothing
-        // twice.
-        let (first, next) = {
-            let mut log = self.log();
-            let mut first = None;
-            for b in batches {
-                let a = log
-                    .append_valid(b, SINGLE_NODE_TERM)
-                    .map_err(|e| storage_error(&e))?;
-                first.get_or_insert(a.base_offset.get());
-            }
-            (first.expect("at least one batch"), log.next_offset().get())
-        };
-        debug_assert!(next > first, "a data batch takes at least one offset");
-        if self.fsync {
-            let newly_dirty = !self.dirty.swap(true, Ordering::AcqRel);
-            Ok((
-                Appended {
-                    base_offset: first,
-                    next_offset: next,
-                },
-                newly_dirty,
-            ))
+        Ok(batches)
+    }
+
+    /// Waits until the entry at `index`, proposed in `term`, is applied
+    /// (`acks=all`) or appended to the leader's log (`acks=1`), and checks
+    /// it is still the entry that was proposed (a leader change may have
+    /// replaced it).
+    pub async fn wait_for(
+        &self,
+        index: RaftIndex,
+        term: Term,
+        committed: bool,
+    ) -> Result<(), ErrorCode> {
+        let mut rx = if committed {
+            self.applied.subscribe()
         } else {
-            // Page-cache durability: in the mapping is durable enough.
-            self.durable.send_modify(|d| *d = (*d).max(next));
-            self.high_watermark.send_modify(|h| *h = (*h).max(next));
-            Ok((
-                Appended {
-                    base_offset: first,
-                    next_offset: next,
-                },
-                false,
-            ))
+            self.appended.subscribe()
+        };
+        let mut leadership = self.leadership.subscribe();
+        loop {
+            if *rx.borrow_and_update() >= index {
+                break;
+            }
+            if !committed && leadership.borrow_and_update().term != term {
+                // Deposed before its own append: the entry may never land.
+                return Err(ErrorCode::NotLeader);
+            }
+            if self.failed.load(Ordering::Acquire) {
+                return Err(ErrorCode::StorageError);
+            }
+            tokio::select! {
+                changed = rx.changed() => if changed.is_err() { return Err(ErrorCode::StorageError) },
+                changed = leadership.changed() => if changed.is_err() { return Err(ErrorCode::StorageError) },
+            }
+        }
+        match lock(&self.log).term_of(index) {
+            Ok(t) if t == term => Ok(()),
+            // Replaced by another leader's entry, or cut by retention before
+            // we looked (only applied entries are deleted: it committed, but
+            // whose it was is no longer known).
+            Ok(_) => Err(ErrorCode::NotLeader),
+            Err(_) => Err(ErrorCode::RequestTimedOut),
         }
     }
 
     /// Whole batches from `offset`, up to `max_bytes` (at least one), below
     /// the high watermark, with the high watermark and log start offset.
+    /// Only the leader serves reads.
     pub fn read(&self, offset: u64, max_bytes: u64) -> Result<(Vec<Bytes>, u64, u64), ErrorCode> {
         let hw = self.high_watermark();
-        let log = self.log();
+        let log = lock(&self.log);
         let start = log.log_start_offset().get();
-        if offset > hw || offset < start {
+        let end = log.next_offset().get();
+        if offset < start || offset > end {
             return Err(ErrorCode::OffsetOutOfRange);
+        }
+        if offset > hw {
+            // Seen committed elsewhere (an earlier leader), not yet known
+            // committed here.
+            if !self.high_watermark_current.load(Ordering::Acquire) {
+                return Err(ErrorCode::OffsetNotAvailable);
+            }
+            return Ok((Vec::new(), hw, start));
         }
         let chunks = log
             .read_below(Offset(offset), max_bytes, Offset(hw))
@@ -204,7 +226,7 @@ impl Partition {
     /// or the first record at or after a time (-1 when none is visible).
     pub fn offset_for(&self, timestamp_ms: i64) -> Result<i64, ErrorCode> {
         let hw = self.high_watermark();
-        let log = self.log();
+        let log = lock(&self.log);
         match timestamp_ms {
             rill_client::protocol::messages::EARLIEST_TIMESTAMP => {
                 Ok(log.log_start_offset().get() as i64)
@@ -220,34 +242,59 @@ impl Partition {
         }
     }
 
-    /// Takes the dirty mark and plans a sync of what was appended.
-    pub fn plan_sync(&self) -> SyncPlan {
-        self.dirty.store(false, Ordering::Release);
-        self.log().sync_plan()
-    }
-
-    /// Records a completed sync and moves the durable end and, for a `fsync`
-    /// topic, the high watermark.
-    pub fn complete_sync(&self, done: SyncDone) -> Result<(), LogError> {
-        let durable = self.log().complete_sync(done)?.offset.get();
-        self.durable.send_modify(|d| *d = (*d).max(durable));
-        if self.fsync {
-            self.high_watermark.send_modify(|h| *h = (*h).max(durable));
-        }
-        Ok(())
-    }
-
-    /// Deletes segments past retention: taken out of the log under its
-    /// lock, unlinked after it is released.
-    pub fn apply_retention(&self) -> Result<(), LogError> {
-        let (_, expired) = self.log().take_expired();
-        expired.unlink()
-    }
-
-    /// Syncs everything appended so far (shutdown).
+    /// Syncs everything in the log (shutdown).
     pub fn flush(&self) -> Result<(), LogError> {
-        let plan = self.plan_sync();
-        let done = plan.run()?;
-        self.complete_sync(done)
+        lock(&self.log).flush().map(drop)
+    }
+
+    /// Called by the Raft thread: entries up to `index` are in the log.
+    pub(crate) fn set_appended(&self, index: RaftIndex) {
+        self.appended.send_if_modified(|a| {
+            let moved = index > *a;
+            *a = (*a).max(index);
+            moved
+        });
+    }
+
+    /// Called by the Raft thread: entries up to `index` are applied and
+    /// the high watermark is `hw`.
+    pub(crate) fn set_committed(&self, index: RaftIndex, hw: Offset) {
+        let l = self.leadership();
+        if l.is_leader && lock(&self.log).term_of(index).ok() == Some(l.term) {
+            self.high_watermark_current.store(true, Ordering::Release);
+        }
+        self.high_watermark.send_if_modified(|h| {
+            let moved = hw.get() > *h;
+            *h = (*h).max(hw.get());
+            moved
+        });
+        self.applied.send_if_modified(|a| {
+            let moved = index > *a;
+            *a = (*a).max(index);
+            moved
+        });
+    }
+
+    /// Called by the Raft thread when the leader or this replica's role
+    /// changes.
+    pub(crate) fn set_leader(&self, leader: Option<BrokerId>, is_leader: bool, term: Term) {
+        self.high_watermark_current.store(false, Ordering::Release);
+        self.leadership.send_replace(Leadership {
+            leader,
+            is_leader,
+            term,
+        });
+    }
+
+    /// Called by the Raft thread when the replica stopped.
+    pub(crate) fn set_failed(&self) {
+        self.failed.store(true, Ordering::Release);
+        self.leadership.send_modify(|l| l.is_leader = false);
+    }
+
+    /// Called by the Raft thread after retention.
+    pub(crate) fn refresh_log_start(&self) {
+        let start = lock(&self.log).log_start_offset().get();
+        self.log_start_offset.store(start, Ordering::Release);
     }
 }

@@ -1,15 +1,20 @@
 //! The broker's state: its topics and their partitions, opened from the
 //! data directory at start and changed by CreateTopics / DeleteTopics.
+//!
+//! Each partition is a Raft group (see [`crate::raft_loop`]); a topic's
+//! partitions take consecutive group ids from its `first_group`, unique
+//! among the broker's topics.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::{Arc, RwLock};
 
 use rill_client::protocol::ErrorCode;
+use rill_replication::{BrokerId, GroupId};
 use tokio::sync::Notify;
 
-use crate::flusher::Flusher;
 use crate::partition::Partition;
+use crate::raft_loop::{OpenReplica, RaftHandle};
 use crate::topics::{PARTITIONS_MAX, TopicConfig, TopicMeta, partition_dir, validate_topic_name};
 
 /// A topic and its partitions.
@@ -37,38 +42,61 @@ pub struct Broker {
     /// Serialises topic creation and deletion (rare, and each does file
     /// I/O that must not interleave with another's for the same name).
     admin: tokio::sync::Mutex<()>,
-    /// Group commit for `fsync` topics.
-    pub flusher: Arc<Flusher>,
+    /// The Raft thread, which writes every partition.
+    pub raft: RaftHandle,
     /// Woken whenever a high watermark moves, for parked fetches.
     pub data_arrived: Arc<Notify>,
 }
 
+fn open_replica(meta: &TopicMeta, data_dir: &std::path::Path, i: u32, node_id: u32) -> OpenReplica {
+    OpenReplica {
+        topic: meta.name.clone(),
+        index: i,
+        group: GroupId(meta.first_group + u64::from(i)),
+        dir: partition_dir(data_dir, &meta.id, i),
+        log_config: meta.config.log_config(),
+        fsync: meta.config.fsync,
+        voters: vec![BrokerId(u64::from(node_id))],
+    }
+}
+
 impl Broker {
-    /// Opens every topic in `data_dir`, recovering each partition, and
-    /// removes partition directories no topic owns.
+    /// Opens every topic in `data_dir`, recovering each partition through
+    /// the Raft thread, and removes partition directories no topic owns.
+    /// Runs outside the async runtime (it waits on the Raft thread).
     pub fn open(
         node_id: u32,
         data_dir: PathBuf,
         advertised_host: String,
         advertised_port: u16,
+        raft: RaftHandle,
+        data_arrived: Arc<Notify>,
     ) -> anyhow::Result<Broker> {
         std::fs::create_dir_all(&data_dir)?;
         let mut topics = BTreeMap::new();
         let mut owned = std::collections::BTreeSet::new();
-        for meta in TopicMeta::load_all(&data_dir)? {
+        let mut metas = TopicMeta::load_all(&data_dir)?;
+        // Topics stored before partitions had groups get theirs now.
+        let mut next_group = metas
+            .iter()
+            .map(|m| m.first_group + u64::from(m.partitions))
+            .max()
+            .unwrap_or(1)
+            .max(1);
+        for meta in metas.iter_mut().filter(|m| m.first_group == 0) {
+            meta.first_group = next_group;
+            next_group += u64::from(meta.partitions);
+            meta.store(&data_dir)?;
+        }
+        for meta in metas {
             let mut partitions = Vec::new();
             for i in 0..meta.partitions {
-                let dir = partition_dir(&data_dir, &meta.id, i);
-                owned.insert(dir.clone());
-                let p = Partition::open(
-                    &meta.name,
-                    i,
-                    &dir,
-                    meta.config.log_config(),
-                    meta.config.fsync,
-                )
-                .map_err(|e| anyhow::anyhow!("opening {}/{i}: {e}", meta.name))?;
-                partitions.push(Arc::new(p));
+                let replica = open_replica(&meta, &data_dir, i, node_id);
+                owned.insert(replica.dir.clone());
+                let p = raft
+                    .blocking_open(replica)
+                    .map_err(|e| anyhow::anyhow!("opening {}/{i}: {e}", meta.name))?;
+                partitions.push(p);
             }
             topics.insert(meta.name.clone(), Arc::new(Topic { meta, partitions }));
         }
@@ -88,7 +116,6 @@ impl Broker {
                 std::fs::remove_dir_all(&path)?;
             }
         }
-        let data_arrived = Arc::new(Notify::new());
         Ok(Broker {
             node_id,
             advertised_host,
@@ -96,7 +123,7 @@ impl Broker {
             data_dir,
             topics: RwLock::new(topics),
             admin: tokio::sync::Mutex::new(()),
-            flusher: Arc::new(Flusher::new(Arc::clone(&data_arrived))),
+            raft,
             data_arrived,
         })
     }
@@ -155,20 +182,34 @@ impl Broker {
                 format!("topic {name:?} already exists"),
             ));
         }
+        let first_group = self
+            .topics()
+            .iter()
+            .map(|t| t.meta.first_group + u64::from(t.meta.partitions))
+            .max()
+            .unwrap_or(1)
+            .max(1);
         let meta = TopicMeta {
             name: name.to_string(),
             id: uuid::Uuid::new_v4().to_string(),
             partitions,
+            first_group,
             config,
             overrides: configs.iter().cloned().collect(),
         };
         let storage = |e: String| (ErrorCode::StorageError, e);
         let mut opened = Vec::new();
         for i in 0..partitions {
-            let dir = partition_dir(&self.data_dir, &meta.id, i);
-            let p = Partition::open(name, i, &dir, meta.config.log_config(), meta.config.fsync)
-                .map_err(|e| storage(e.to_string()))?;
-            opened.push(Arc::new(p));
+            let replica = open_replica(&meta, &self.data_dir, i, self.node_id);
+            match self.raft.open(replica).await {
+                Ok(p) => opened.push(p),
+                Err(e) => {
+                    for p in &opened {
+                        self.raft.close(p.group).await;
+                    }
+                    return Err(storage(e.to_string()));
+                }
+            }
         }
         // The topic exists once its metadata file does.
         meta.store(&self.data_dir)
@@ -203,6 +244,9 @@ impl Broker {
             .meta
             .remove(&self.data_dir)
             .map_err(|e| (ErrorCode::StorageError, e.to_string()))?;
+        for p in &topic.partitions {
+            self.raft.close(p.group).await;
+        }
         for i in 0..topic.meta.partitions {
             let dir = partition_dir(&self.data_dir, &topic.meta.id, i);
             if let Err(e) = std::fs::remove_dir_all(&dir) {
@@ -212,27 +256,5 @@ impl Broker {
         }
         tracing::info!(topic = name, "deleted topic");
         Ok(())
-    }
-
-    /// Syncs every partition (on shutdown).
-    pub fn flush_all(&self) {
-        for t in self.topics() {
-            for p in &t.partitions {
-                if let Err(e) = p.flush() {
-                    tracing::error!(topic = %p.topic, partition = p.index, error = %e, "flush at shutdown failed");
-                }
-            }
-        }
-    }
-
-    /// Applies retention to every partition.
-    pub fn apply_retention(&self) {
-        for t in self.topics() {
-            for p in &t.partitions {
-                if let Err(e) = p.apply_retention() {
-                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "retention failed");
-                }
-            }
-        }
     }
 }

@@ -149,6 +149,11 @@ pub struct TopicMeta {
     pub id: String,
     /// Number of partitions.
     pub partitions: u32,
+    /// The Raft group of partition 0; partition `i` is group
+    /// `first_group + i`. 0 in files written before groups existed (the
+    /// broker assigns one when it loads them).
+    #[serde(default)]
+    pub first_group: u64,
     /// Its configuration.
     pub config: TopicConfig,
     /// The overrides it was created with, as given.
@@ -237,6 +242,7 @@ mod tests {
             name: "orders".into(),
             id: "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968".into(),
             partitions: 3,
+            first_group: 4,
             config: TopicConfig::from_pairs(&[("fsync".into(), "false".into())]).unwrap(),
             overrides: [("fsync".to_string(), "false".to_string())]
                 .into_iter()

@@ -49,6 +49,10 @@ pub enum ReplicationError {
     /// No such group on this broker.
     #[error("no replica of group {0} here")]
     UnknownGroup(GroupId),
+    /// The thread driving replication has stopped (the broker is shutting
+    /// down).
+    #[error("replication has stopped")]
+    Stopped,
     /// A group of that id exists already.
     #[error("group {0} exists already")]
     GroupExists(GroupId),

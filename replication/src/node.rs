@@ -402,6 +402,12 @@ impl Node {
         self.groups.contains_key(&group)
     }
 
+    /// Whether any group has a Ready to handle (the caller need not wait
+    /// for input before the next round).
+    pub fn has_ready(&self) -> bool {
+        self.groups.values().any(|r| r.raw.has_ready())
+    }
+
     /// One tick for every group, plus jitter.
     pub fn tick(&mut self) {
         for r in self.groups.values_mut() {
