@@ -372,11 +372,20 @@ impl FileStateStore {
         let newest = slots.into_iter().max_by_key(|(seq, _, _)| *seq);
         let state = match newest {
             Some((seq, slot, state)) => {
+                // It may have been read from the page cache only (saved
+                // without a sync before a crash): sync it before treating
+                // its slot as the one never to overwrite.
+                store
+                    .file
+                    .sync_data()
+                    .map_err(ReplicationError::io("sync replica state", &path))?;
                 store.sequence = seq;
                 store.synced_slot = slot;
                 state
             }
-            None if exists && store_len(&store)? > 0 => {
+            // Nothing valid past the first slot's bytes: only the initial
+            // save was ever tried (and torn), so nothing was acted on yet.
+            None if exists && store_len(&store)? > SLOT_BYTES as u64 => {
                 return Err(ReplicationError::CorruptState { path });
             }
             None => {

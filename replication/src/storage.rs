@@ -183,9 +183,12 @@ impl ReplicaLog {
     }
 
     /// Appends entries from a Ready (the leader's own, or a leader's sent to
-    /// this follower), first removing a conflicting suffix. `trusted` says
-    /// the data entries were validated when proposed here (a leader's own
-    /// entries of its current term); all others are validated in full.
+    /// this follower), first removing a conflicting suffix. `trusted_term`
+    /// names the term whose data entries were validated when proposed here
+    /// (a leader's own entries of its current term); all others are
+    /// validated in full. Every entry is checked (indexes contiguous, terms
+    /// never decreasing, batches valid) before the log changes, so a
+    /// refused append leaves it as it was.
     pub fn append(
         &mut self,
         entries: &[Entry],
@@ -196,33 +199,54 @@ impl ReplicaLog {
         };
         let mut log = lock(&self.log);
         let first_index = RaftIndex(first.index);
-        if first_index < log.next_raft_index() {
-            if first_index <= self.state.truncated.index {
-                return Err(ReplicationError::BadEntry {
-                    index: first.index,
-                    reason: "append at or below the snapshot point",
-                });
+        let bad = |index: u64, reason| ReplicationError::BadEntry { index, reason };
+        if first_index <= self.state.truncated.index {
+            return Err(bad(first.index, "append at or below the snapshot point"));
+        }
+        if first_index > log.next_raft_index() {
+            return Err(bad(first.index, "append past the end of the log"));
+        }
+        let prev = RaftIndex(first_index.get() - 1);
+        let mut last_term = if prev == self.state.truncated.index {
+            self.state.truncated.term
+        } else {
+            log.term_of(prev)?
+        };
+        let max_batch_bytes = log.config().max_batch_bytes;
+        let mut stored = Vec::with_capacity(entries.len());
+        for (i, e) in entries.iter().enumerate() {
+            let (index, term) = (RaftIndex(e.index), Term(e.term));
+            if index.get() != first_index.get() + i as u64 {
+                return Err(bad(e.index, "entries not contiguous"));
             }
+            if term < last_term {
+                return Err(bad(e.index, "term lower than the entry before it"));
+            }
+            last_term = term;
+            let s = entry::to_stored(e)?;
+            if let Stored::Batch(data) = &s {
+                let batch = if trusted_term == Some(term) {
+                    ValidBatch::revalidated_by_caller(data)
+                } else {
+                    ValidBatch::new(data, max_batch_bytes)
+                }
+                .map_err(|err| ReplicationError::from(LogError::from(err)))?;
+                if batch.header().is_control() {
+                    return Err(bad(e.index, "a control batch as entry data"));
+                }
+            }
+            stored.push(s);
+        }
+        if first_index < log.next_raft_index() {
             log.truncate_suffix(first_index)?;
         }
-        let max_batch_bytes = log.config().max_batch_bytes;
-        for e in entries {
+        for (e, s) in entries.iter().zip(stored) {
             let (index, term) = (RaftIndex(e.index), Term(e.term));
-            match entry::to_stored(e)? {
+            match s {
                 Stored::Batch(data) => {
-                    let batch = if trusted_term == Some(term) {
-                        ValidBatch::revalidated_by_caller(data)
-                            .map_err(|err| ReplicationError::from(LogError::from(err)))?
-                    } else {
-                        ValidBatch::new(data, max_batch_bytes)
-                            .map_err(|err| ReplicationError::from(LogError::from(err)))?
-                    };
-                    if batch.header().is_control() {
-                        return Err(ReplicationError::BadEntry {
-                            index: e.index,
-                            reason: "a control batch as entry data",
-                        });
-                    }
+                    // Checked above: only the header is read again.
+                    let batch = ValidBatch::revalidated_by_caller(data)
+                        .map_err(|err| ReplicationError::from(LogError::from(err)))?;
                     log.append_valid_at(batch, term, index)?;
                 }
                 Stored::Control(body) => {
