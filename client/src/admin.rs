@@ -8,8 +8,10 @@ use crate::error::ClientError;
 use crate::protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults};
 use crate::protocol::{ErrorCode, Request, Response};
 
-/// How long admin requests may take, ms.
+/// How long admin requests may take, ms, retries included.
 pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
+/// Longest pause between two tries of an admin request, ms.
+pub const ADMIN_RETRY_MS_MAX: u64 = 1_000;
 
 /// Topic administration over a [`Cluster`].
 #[derive(Debug, Clone)]
@@ -56,11 +58,41 @@ impl Admin {
             }],
             timeout_ms: ADMIN_TIMEOUT_MS as u32,
         });
-        let r = self
-            .cluster
-            .any(request, Duration::from_millis(ADMIN_TIMEOUT_MS))
-            .await?;
-        first_result(r)
+        self.with_retries(request).await
+    }
+
+    /// Sends an admin request to any broker (which forwards it to the
+    /// controller), retrying retriable errors (no controller yet, a broker
+    /// down) for up to [`ADMIN_TIMEOUT_MS`].
+    async fn with_retries(&self, request: Request) -> Result<(), ClientError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
+        let mut pause_ms = 50;
+        loop {
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            let outcome = match self.cluster.any(request.clone(), left).await {
+                Ok(r) => first_result(r),
+                Err(e) => Err(e),
+            };
+            match outcome {
+                // A topic that is not there stays not there for an admin
+                // request (a retried delete whose first try went through).
+                Err(ClientError::Broker {
+                    code: ErrorCode::UnknownTopicOrPartition,
+                    message,
+                }) => {
+                    return Err(ClientError::Broker {
+                        code: ErrorCode::UnknownTopicOrPartition,
+                        message,
+                    });
+                }
+                Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(error = %e, "admin request will be retried");
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    pause_ms = (pause_ms * 2).min(ADMIN_RETRY_MS_MAX);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Deletes a topic.
@@ -69,12 +101,9 @@ impl Admin {
             names: vec![name.to_string()],
             timeout_ms: ADMIN_TIMEOUT_MS as u32,
         });
-        let r = self
-            .cluster
-            .any(request, Duration::from_millis(ADMIN_TIMEOUT_MS))
-            .await?;
+        let outcome = self.with_retries(request).await;
         self.cluster.invalidate(name);
-        first_result(r)
+        outcome
     }
 
     /// Every topic's name, sorted.

@@ -161,6 +161,7 @@ fn error_codes_keep_their_numbers_and_retriability() {
         (ErrorCode::StorageError, 17, true),
         (ErrorCode::InvalidRequiredAcks, 18, false),
         (ErrorCode::UnsupportedApi, 19, false),
+        (ErrorCode::NotController, 20, true),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len());
     for &(e, code, retriable) in table {
@@ -409,6 +410,14 @@ fn request() -> impl Strategy<Value = Request> {
                 })
                 .collect()
         })),
+        (any::<u32>(), name(), any::<u16>()).prop_map(|(broker_id, host, port)| {
+            Request::RegisterBroker(BrokerMetadata {
+                broker_id,
+                host,
+                port,
+            })
+        }),
+        Just(Request::ClusterStatus),
     ]
 }
 
@@ -617,6 +626,62 @@ fn response() -> impl Strategy<Value = Response> {
                 })
                 .collect()
         })),
+        (error(), any::<i32>()).prop_map(|(error, controller_id)| {
+            Response::RegisterBroker(RegisterBrokerResponse {
+                error,
+                controller_id,
+            })
+        }),
+        (
+            any::<u32>(),
+            any::<i32>(),
+            prop::collection::vec((any::<u32>(), name(), any::<u16>()), 0..3),
+            prop::collection::vec(
+                (
+                    (name(), any::<u32>(), any::<u64>(), any::<i32>()),
+                    (any::<u64>(), any::<u64>(), any::<u64>(), any::<u64>()),
+                    prop::collection::vec(any::<u32>(), 0..4),
+                    prop::collection::vec((any::<u32>(), any::<u64>()), 0..4),
+                ),
+                0..3
+            )
+        )
+            .prop_map(|(broker_id, controller_id, brokers, replicas)| {
+                Response::ClusterStatus(ClusterStatusResponse {
+                    broker_id,
+                    controller_id,
+                    brokers: brokers
+                        .into_iter()
+                        .map(|(broker_id, host, port)| BrokerMetadata {
+                            broker_id,
+                            host,
+                            port,
+                        })
+                        .collect(),
+                    replicas: replicas
+                        .into_iter()
+                        .map(
+                            |(
+                                (topic, partition, group, leader),
+                                (term, commit, last_index, high_watermark),
+                                voters,
+                                matched,
+                            )| ReplicaStatus {
+                                topic,
+                                partition,
+                                group,
+                                leader,
+                                term,
+                                commit,
+                                last_index,
+                                high_watermark,
+                                replicas: voters,
+                                matched,
+                            },
+                        )
+                        .collect(),
+                })
+            }),
     ]
 }
 

@@ -49,11 +49,14 @@ pub enum ErrorCode {
     InvalidRequiredAcks = 18,
     /// The API key is unknown.
     UnsupportedApi = 19,
+    /// No controller is known yet (elections, or a broker still starting):
+    /// retry.
+    NotController = 20,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 20] = [
+    pub const ALL: [ErrorCode; 21] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptMessage,
@@ -74,6 +77,7 @@ impl ErrorCode {
         ErrorCode::StorageError,
         ErrorCode::InvalidRequiredAcks,
         ErrorCode::UnsupportedApi,
+        ErrorCode::NotController,
     ];
 
     /// The stable number on the wire.
@@ -101,6 +105,7 @@ impl ErrorCode {
                 | ErrorCode::NotEnoughReplicas
                 | ErrorCode::OffsetNotAvailable
                 | ErrorCode::StorageError
+                | ErrorCode::NotController
         )
     }
 

@@ -27,11 +27,16 @@ pub enum ApiKey {
     Fetch = 5,
     /// Earliest, latest, or by-timestamp offsets.
     ListOffsets = 6,
+    /// A broker tells the controller the address clients reach it at.
+    RegisterBroker = 7,
+    /// One broker's view of replication: the controller, and for each
+    /// replica it holds the leader, commit index and followers' progress.
+    ClusterStatus = 8,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 7] = [
+    pub const ALL: [ApiKey; 9] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -39,6 +44,8 @@ impl ApiKey {
         ApiKey::Produce,
         ApiKey::Fetch,
         ApiKey::ListOffsets,
+        ApiKey::RegisterBroker,
+        ApiKey::ClusterStatus,
     ];
 
     /// The API with this number, if any.

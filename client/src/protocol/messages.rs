@@ -39,6 +39,10 @@ pub enum Request {
     Fetch(FetchRequest),
     /// See [`ApiKey::ListOffsets`].
     ListOffsets(ListOffsetsRequest),
+    /// See [`ApiKey::RegisterBroker`].
+    RegisterBroker(BrokerMetadata),
+    /// See [`ApiKey::ClusterStatus`].
+    ClusterStatus,
 }
 
 /// A response body.
@@ -58,6 +62,57 @@ pub enum Response {
     Fetch(FetchResponse),
     /// See [`ApiKey::ListOffsets`].
     ListOffsets(ListOffsetsResponse),
+    /// See [`ApiKey::RegisterBroker`].
+    RegisterBroker(RegisterBrokerResponse),
+    /// See [`ApiKey::ClusterStatus`].
+    ClusterStatus(ClusterStatusResponse),
+}
+
+/// The controller's answer to a broker's registration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegisterBrokerResponse {
+    /// `None` once the registration is in the cluster's metadata.
+    pub error: ErrorCode,
+    /// The controller's broker id, or [`NO_BROKER`].
+    pub controller_id: i32,
+}
+
+/// One broker's view of replication.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterStatusResponse {
+    /// The broker answering.
+    pub broker_id: u32,
+    /// The controller's broker id as it knows it, or [`NO_BROKER`].
+    pub controller_id: i32,
+    /// Every registered broker.
+    pub brokers: Vec<BrokerMetadata>,
+    /// Every replica this broker holds.
+    pub replicas: Vec<ReplicaStatus>,
+}
+
+/// One replica's replication state, as the broker holding it sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReplicaStatus {
+    /// The topic (empty for the controller's own group).
+    pub topic: String,
+    /// The partition number.
+    pub partition: u32,
+    /// The Raft group.
+    pub group: u64,
+    /// The leader this replica knows, or [`NO_BROKER`].
+    pub leader: i32,
+    /// The Raft term.
+    pub term: u64,
+    /// The commit index.
+    pub commit: u64,
+    /// The last Raft index in this replica's log.
+    pub last_index: u64,
+    /// The high watermark here.
+    pub high_watermark: u64,
+    /// The voters.
+    pub replicas: Vec<u32>,
+    /// On the leader: each voter's match index (how far it has the log).
+    pub matched: Vec<(u32, u64)>,
 }
 
 /// Which topics to describe; `None` for all.
@@ -382,6 +437,20 @@ fn topic_results(w: &mut Writer, t: &TopicResults) {
     });
 }
 
+fn write_broker(w: &mut Writer, b: &BrokerMetadata) {
+    w.u32(b.broker_id);
+    w.string(&b.host);
+    w.u16(b.port);
+}
+
+fn read_broker(r: &mut Reader) -> Result<BrokerMetadata, DecodeError> {
+    Ok(BrokerMetadata {
+        broker_id: r.u32("broker id")?,
+        host: r.string("host")?,
+        port: r.u16("port")?,
+    })
+}
+
 fn read_topic_results(r: &mut Reader) -> Result<TopicResults, DecodeError> {
     Ok(TopicResults {
         results: r.array("topic results", 2 * MIN_STRING + 2, |r| {
@@ -405,6 +474,8 @@ impl Request {
             Request::Produce(_) => ApiKey::Produce,
             Request::Fetch(_) => ApiKey::Fetch,
             Request::ListOffsets(_) => ApiKey::ListOffsets,
+            Request::RegisterBroker(_) => ApiKey::RegisterBroker,
+            Request::ClusterStatus => ApiKey::ClusterStatus,
         }
     }
 
@@ -462,6 +533,8 @@ impl Request {
                     w.i64(p.timestamp_ms);
                 });
             }),
+            Request::RegisterBroker(b) => write_broker(w, b),
+            Request::ClusterStatus => {}
         }
     }
 
@@ -536,6 +609,8 @@ impl Request {
                     })
                 })?,
             }),
+            ApiKey::RegisterBroker => Request::RegisterBroker(read_broker(r)?),
+            ApiKey::ClusterStatus => Request::ClusterStatus,
         };
         r.finish()?;
         Ok(req)
@@ -553,6 +628,8 @@ impl Response {
             Response::Produce(_) => ApiKey::Produce,
             Response::Fetch(_) => ApiKey::Fetch,
             Response::ListOffsets(_) => ApiKey::ListOffsets,
+            Response::RegisterBroker(_) => ApiKey::RegisterBroker,
+            Response::ClusterStatus(_) => ApiKey::ClusterStatus,
         }
     }
 
@@ -565,11 +642,7 @@ impl Response {
                 w.u16(v.max_version);
             }),
             Response::Metadata(m) => {
-                w.array(&m.brokers, |w, b| {
-                    w.u32(b.broker_id);
-                    w.string(&b.host);
-                    w.u16(b.port);
-                });
+                w.array(&m.brokers, write_broker);
                 w.i32(m.controller_id);
                 w.array(&m.topics, |w, t| {
                     w.i16(t.error.code());
@@ -616,6 +689,30 @@ impl Response {
                     w.i64(p.offset);
                 });
             }),
+            Response::RegisterBroker(b) => {
+                w.i16(b.error.code());
+                w.i32(b.controller_id);
+            }
+            Response::ClusterStatus(c) => {
+                w.u32(c.broker_id);
+                w.i32(c.controller_id);
+                w.array(&c.brokers, write_broker);
+                w.array(&c.replicas, |w, r| {
+                    w.string(&r.topic);
+                    w.u32(r.partition);
+                    w.u64(r.group);
+                    w.i32(r.leader);
+                    w.u64(r.term);
+                    w.u64(r.commit);
+                    w.u64(r.last_index);
+                    w.u64(r.high_watermark);
+                    w.array(&r.replicas, |w, b| w.u32(*b));
+                    w.array(&r.matched, |w, (b, i)| {
+                        w.u32(*b);
+                        w.u64(*i);
+                    });
+                });
+            }
         }
     }
 
@@ -632,13 +729,7 @@ impl Response {
                 })?,
             }),
             ApiKey::Metadata => Response::Metadata(MetadataResponse {
-                brokers: r.array("brokers", 4 + MIN_STRING + 2, |r| {
-                    Ok(BrokerMetadata {
-                        broker_id: r.u32("broker id")?,
-                        host: r.string("host")?,
-                        port: r.u16("port")?,
-                    })
-                })?,
+                brokers: r.array("brokers", 4 + MIN_STRING + 2, read_broker)?,
                 controller_id: r.i32("controller id")?,
                 topics: r.array("topics", 2 + MIN_STRING + 16 + 4, |r| {
                     Ok(TopicMetadata {
@@ -704,6 +795,31 @@ impl Response {
                                 leader_hint: r.i32("leader hint")?,
                                 offset: r.i64("offset")?,
                             })
+                        })?,
+                    })
+                })?,
+            }),
+            ApiKey::RegisterBroker => Response::RegisterBroker(RegisterBrokerResponse {
+                error: error_code(r, "error code")?,
+                controller_id: r.i32("controller id")?,
+            }),
+            ApiKey::ClusterStatus => Response::ClusterStatus(ClusterStatusResponse {
+                broker_id: r.u32("broker id")?,
+                controller_id: r.i32("controller id")?,
+                brokers: r.array("brokers", 4 + MIN_STRING + 2, read_broker)?,
+                replicas: r.array("replicas", MIN_STRING + 56, |r| {
+                    Ok(ReplicaStatus {
+                        topic: r.string("topic name")?,
+                        partition: r.u32("partition")?,
+                        group: r.u64("group")?,
+                        leader: r.i32("leader")?,
+                        term: r.u64("term")?,
+                        commit: r.u64("commit")?,
+                        last_index: r.u64("last index")?,
+                        high_watermark: r.u64("high watermark")?,
+                        replicas: r.array("replicas", 4, |r| r.u32("replica"))?,
+                        matched: r.array("matched", 12, |r| {
+                            Ok((r.u32("broker")?, r.u64("match index")?))
                         })?,
                     })
                 })?,
