@@ -8,6 +8,8 @@
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
 //! - [`node`]: the groups of one broker and the Ready loop that drives
 //!   them, free of I/O but for the logs' mappings.
+//! - [`transport`]: one TCP connection per broker pair carrying batched
+//!   Raft messages, urgent ones first.
 //! - [`wire`]: rill's own encoding of Raft messages between brokers
 //!   (protobuf is never parsed from the network).
 
@@ -18,6 +20,7 @@ pub mod logger;
 pub mod node;
 pub mod state;
 pub mod storage;
+pub mod transport;
 pub mod wire;
 
 pub use crate::error::ReplicationError;

@@ -503,6 +503,20 @@ impl Node {
         Ok(())
     }
 
+    /// Tells the groups about messages the transport could not send: the
+    /// follower is probed again, and a dropped snapshot is retried.
+    pub fn report_dropped(&mut self, dropped: &[crate::transport::Dropped]) {
+        for d in dropped {
+            if let Some(r) = self.groups.get_mut(&d.group) {
+                r.raw.report_unreachable(d.to.get());
+                if d.snapshot {
+                    r.raw
+                        .report_snapshot(d.to.get(), raft::SnapshotStatus::Failure);
+                }
+            }
+        }
+    }
+
     /// Makes this replica campaign now (a one-voter group elects itself at
     /// once instead of after an election timeout).
     pub fn campaign(&mut self, group: GroupId) -> Result<(), ReplicationError> {

@@ -1,0 +1,371 @@
+//! The peer transport: one TCP connection per broker pair carrying batched
+//! `(group, message)` pairs in rill's own codec ([`crate::wire`]).
+//!
+//! - The broker with the lower id dials, the other accepts; both directions
+//!   share the connection. The first frame on a connection (possibly empty)
+//!   names its sender, and every later frame must come from the same one.
+//! - Frames are length-prefixed (tokio-util's `LengthDelimitedCodec`, a
+//!   4-byte big-endian length) with a hard maximum checked before the
+//!   payload is read; a frame that is too large or does not decode closes
+//!   that connection, nothing else.
+//! - Each peer has two bounded queues: heartbeats, votes and responses go
+//!   ahead of appends and snapshots. When a queue is full the message is
+//!   dropped and reported back, as Raft expects of a lossy network (the
+//!   leader probes again; a dropped snapshot is reported as failed).
+//! - A writer sends everything queued for a peer in one frame (up to the
+//!   frame maximum), so heartbeats of many groups travel together.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Bytes, BytesMut};
+use raft::eraftpb::{Message, MessageType};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Mutex, mpsc};
+use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+
+use crate::ids::{BrokerId, GroupId};
+use crate::node::Outgoing;
+use crate::wire::{WireLimits, decode_frame, encode_frame, encoded_len};
+
+/// Largest peer frame, bytes (also the decoder's limit).
+pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
+/// Messages written per frame, at most (a writer sends the rest next).
+pub const FRAME_MESSAGES_MAX: usize = 8192;
+/// Batches of messages queued per peer and priority, at most.
+pub const QUEUED_BATCHES_MAX: usize = 1024;
+/// Longest pause between two attempts to reach a peer, ms.
+pub const RECONNECT_MS_MAX: u64 = 1000;
+
+/// Messages from a peer, for its groups on this broker.
+#[derive(Debug)]
+pub struct Inbound {
+    /// The sender.
+    pub from: BrokerId,
+    /// Its messages.
+    pub messages: Vec<(GroupId, Message)>,
+}
+
+/// A message that could not be queued (its peer is unknown or far behind).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Dropped {
+    /// The group it belonged to.
+    pub group: GroupId,
+    /// The peer it was for.
+    pub to: BrokerId,
+    /// Whether it carried a snapshot.
+    pub snapshot: bool,
+}
+
+type Batch = Vec<(GroupId, Message)>;
+
+/// One peer: its queues and its current connection.
+#[derive(Debug)]
+struct Link {
+    urgent: mpsc::Sender<Batch>,
+    bulk: mpsc::Sender<Batch>,
+}
+
+/// The write half of a link's connection, with a generation so a closing
+/// connection only clears its own slot.
+type Slot = Arc<Mutex<Option<(u64, OwnedWriteHalf)>>>;
+
+/// The transport of one broker. See the module documentation.
+#[derive(Debug, Clone)]
+pub struct Transport {
+    id: BrokerId,
+    links: Arc<BTreeMap<BrokerId, Link>>,
+}
+
+fn is_urgent(t: MessageType) -> bool {
+    !matches!(t, MessageType::MsgAppend | MessageType::MsgSnapshot)
+}
+
+impl Transport {
+    /// Starts the transport of broker `id` on the current tokio runtime:
+    /// accepting on `listener`, dialling the peers with higher ids, and
+    /// handing every decoded frame to `inbound`. `peers` lists every other
+    /// broker's peer address.
+    pub fn start(
+        id: BrokerId,
+        listener: TcpListener,
+        peers: BTreeMap<BrokerId, String>,
+        inbound: mpsc::Sender<Inbound>,
+    ) -> Transport {
+        let mut links = BTreeMap::new();
+        let mut slots = BTreeMap::new();
+        for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
+            let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BATCHES_MAX);
+            let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BATCHES_MAX);
+            let slot: Slot = Arc::new(Mutex::new(None));
+            links.insert(
+                peer,
+                Link {
+                    urgent: urgent_tx,
+                    bulk: bulk_tx,
+                },
+            );
+            slots.insert(peer, slot.clone());
+            tokio::spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
+            if id < peer {
+                tokio::spawn(dial_loop(id, peer, addr.clone(), slot, inbound.clone()));
+            }
+        }
+        tokio::spawn(accept_loop(id, listener, Arc::new(slots), inbound));
+        Transport {
+            id,
+            links: Arc::new(links),
+        }
+    }
+
+    /// This broker.
+    pub fn id(&self) -> BrokerId {
+        self.id
+    }
+
+    /// Queues messages for their peers without waiting; returns those that
+    /// could not be queued.
+    pub fn send(&self, out: Vec<Outgoing>) -> Vec<Dropped> {
+        let mut per_peer: BTreeMap<(BrokerId, bool), Batch> = BTreeMap::new();
+        for o in out {
+            let urgent = is_urgent(o.message.get_msg_type());
+            per_peer
+                .entry((o.to, urgent))
+                .or_default()
+                .push((o.group, o.message));
+        }
+        let mut dropped = Vec::new();
+        for ((to, urgent), batch) in per_peer {
+            let queued = match self.links.get(&to) {
+                Some(link) if urgent => link.urgent.try_send(batch),
+                Some(link) => link.bulk.try_send(batch),
+                None => Err(mpsc::error::TrySendError::Closed(batch)),
+            };
+            if let Err(
+                mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch),
+            ) = queued
+            {
+                dropped.extend(batch.iter().map(|(g, m)| Dropped {
+                    group: *g,
+                    to,
+                    snapshot: m.get_msg_type() == MessageType::MsgSnapshot,
+                }));
+            }
+        }
+        dropped
+    }
+}
+
+fn frame(from: BrokerId, messages: &[(GroupId, Message)]) -> BytesMut {
+    let mut payload = BytesMut::new();
+    encode_frame(from, messages, &mut payload);
+    let mut out = BytesMut::with_capacity(payload.len() + 4);
+    codec()
+        .encode(payload.freeze(), &mut out)
+        .expect("frames are cut below the codec's maximum");
+    out
+}
+
+fn codec() -> LengthDelimitedCodec {
+    LengthDelimitedCodec::builder()
+        .max_frame_length(PEER_FRAME_BYTES_MAX)
+        .new_codec()
+}
+
+/// Sends what is queued for `peer`, urgent messages first, as frames of at
+/// most [`FRAME_MESSAGES_MAX`] messages. With no connection, messages are
+/// dropped: Raft retransmits.
+async fn write_loop(
+    id: BrokerId,
+    peer: BrokerId,
+    mut urgent: mpsc::Receiver<Batch>,
+    mut bulk: mpsc::Receiver<Batch>,
+    slot: Slot,
+) {
+    loop {
+        let first = tokio::select! {
+            biased;
+            b = urgent.recv() => b,
+            b = bulk.recv() => b,
+        };
+        let Some(mut batch) = first else { return };
+        let mut bytes: usize = batch.iter().map(|(g, m)| encoded_len(*g, m)).sum();
+        while batch.len() < FRAME_MESSAGES_MAX && bytes < PEER_FRAME_BYTES_MAX / 2 {
+            let more = match urgent.try_recv() {
+                Ok(b) => b,
+                Err(_) => match bulk.try_recv() {
+                    Ok(b) => b,
+                    Err(_) => break,
+                },
+            };
+            bytes += more.iter().map(|(g, m)| encoded_len(*g, m)).sum::<usize>();
+            batch.extend(more);
+        }
+        let out = frame(id, &batch);
+        let mut guard = slot.lock().await;
+        if let Some((_, w)) = guard.as_mut()
+            && let Err(e) = w.write_all(&out).await
+        {
+            tracing::debug!(%peer, error = %e, "peer connection lost");
+            *guard = None;
+        }
+    }
+}
+
+/// Keeps a connection to `peer` (which has a higher id) open.
+async fn dial_loop(
+    id: BrokerId,
+    peer: BrokerId,
+    addr: String,
+    slot: Slot,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    let mut backoff_ms = 50;
+    let mut generation = 0u64;
+    loop {
+        match TcpStream::connect(&addr).await {
+            Ok(stream) => {
+                backoff_ms = 50;
+                let _ = stream.set_nodelay(true);
+                let (r, mut w) = stream.into_split();
+                // The first frame names this broker to the acceptor.
+                if w.write_all(&frame(id, &[])).await.is_ok() {
+                    generation += 1;
+                    *slot.lock().await = Some((generation, w));
+                    tracing::info!(%peer, %addr, "connected to peer");
+                    let _ = read_loop(peer, r, BytesMut::new(), &inbound).await;
+                    let mut s = slot.lock().await;
+                    if s.as_ref().is_some_and(|(g, _)| *g == generation) {
+                        *s = None;
+                    }
+                    tracing::info!(%peer, "peer connection closed");
+                }
+            }
+            Err(e) => tracing::debug!(%peer, %addr, error = %e, "cannot reach peer"),
+        }
+        tokio::time::sleep(Duration::from_millis(backoff_ms)).await;
+        backoff_ms = (backoff_ms * 2).min(RECONNECT_MS_MAX);
+    }
+}
+
+/// Accepts connections from peers with lower ids.
+async fn accept_loop(
+    id: BrokerId,
+    listener: TcpListener,
+    slots: Arc<BTreeMap<BrokerId, Slot>>,
+    inbound: mpsc::Sender<Inbound>,
+) {
+    let mut generation = 1u64 << 32;
+    loop {
+        let (stream, addr) = match listener.accept().await {
+            Ok(c) => c,
+            Err(e) => {
+                tracing::warn!(error = %e, "peer accept failed");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        generation += 1;
+        let slots = Arc::clone(&slots);
+        let inbound = inbound.clone();
+        tokio::spawn(async move {
+            let _ = stream.set_nodelay(true);
+            let (mut r, w) = stream.into_split();
+            let mut buf = BytesMut::new();
+            let Some(hello) = read_frame(&mut r, &mut buf).await else {
+                return;
+            };
+            let from = match decode_frame(hello, &limits()) {
+                Ok(f) => f.from,
+                Err(e) => {
+                    tracing::warn!(%addr, error = %e, "bad first frame from a peer");
+                    return;
+                }
+            };
+            let Some(slot) = slots.get(&from).filter(|_| from < id) else {
+                tracing::warn!(%addr, %from, "connection from a broker that is not a peer of this one");
+                return;
+            };
+            *slot.lock().await = Some((generation, w));
+            tracing::info!(peer = %from, %addr, "peer connected");
+            let _ = read_loop(from, r, buf, &inbound).await;
+            let mut s = slot.lock().await;
+            if s.as_ref().is_some_and(|(g, _)| *g == generation) {
+                *s = None;
+            }
+        });
+    }
+}
+
+fn limits() -> WireLimits {
+    WireLimits {
+        frame_bytes_max: PEER_FRAME_BYTES_MAX,
+        ..WireLimits::default()
+    }
+}
+
+/// The next frame's payload, or `None` when the connection ends or sends a
+/// frame over the maximum (checked from the length prefix, before reading
+/// the payload).
+async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<Bytes> {
+    let mut codec = codec();
+    loop {
+        match codec.decode(buf) {
+            Ok(Some(payload)) => return Some(payload.freeze()),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "peer frame refused");
+                return None;
+            }
+        }
+        buf.reserve(64 * 1024);
+        match r.read_buf(buf).await {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+    }
+}
+
+/// Hands every frame from `peer` to `inbound` until the connection ends or
+/// misbehaves.
+async fn read_loop(
+    peer: BrokerId,
+    mut r: OwnedReadHalf,
+    mut buf: BytesMut,
+    inbound: &mpsc::Sender<Inbound>,
+) -> Option<()> {
+    let limits = limits();
+    loop {
+        let payload = read_frame(&mut r, &mut buf).await?;
+        let frame = match decode_frame(payload, &limits) {
+            Ok(f) => f,
+            Err(e) => {
+                tracing::warn!(%peer, error = %e, "undecodable peer frame; closing the connection");
+                return None;
+            }
+        };
+        if frame.from != peer {
+            tracing::warn!(%peer, claimed = %frame.from, "peer frame from another sender; closing");
+            return None;
+        }
+        if frame.messages.is_empty() {
+            continue;
+        }
+        inbound
+            .send(Inbound {
+                from: peer,
+                messages: frame.messages,
+            })
+            .await
+            .ok()?;
+    }
+}
+
+/// Binds a peer listener (for callers that want the port before starting).
+pub async fn bind(addr: SocketAddr) -> std::io::Result<TcpListener> {
+    TcpListener::bind(addr).await
+}
