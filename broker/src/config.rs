@@ -1,6 +1,7 @@
 //! The broker's settings: command-line flags, optionally on top of a TOML
 //! file (`--config`). A flag given on the command line wins over the file.
 
+use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
@@ -20,6 +21,11 @@ pub struct FileConfig {
     pub advertised_addr: Option<String>,
     /// How often retention runs, ms.
     pub retention_check_ms: Option<u64>,
+    /// Address for other brokers' Raft traffic.
+    pub peer_listen: Option<SocketAddr>,
+    /// The cluster's brokers (the controller's voters) and their peer
+    /// addresses, as `ID=HOST:PORT,...`; the same list on every broker.
+    pub peers: Option<String>,
 }
 
 impl FileConfig {
@@ -44,19 +50,59 @@ pub struct BrokerConfig {
     pub advertised_addr: Option<String>,
     /// How often retention runs, ms. Default 60 s.
     pub retention_check_ms: u64,
+    /// Address for other brokers' Raft traffic. Default: this broker's
+    /// entry in `peers`.
+    pub peer_listen: Option<SocketAddr>,
+    /// Every broker of the cluster with its peer address, this one
+    /// included. Default: this broker alone (a cluster of one).
+    pub peers: BTreeMap<u32, String>,
+}
+
+/// Parses `ID=HOST:PORT,...`.
+pub fn parse_peers(text: &str) -> Result<BTreeMap<u32, String>, String> {
+    let mut peers = BTreeMap::new();
+    for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+        let (id, addr) = item
+            .split_once('=')
+            .ok_or_else(|| format!("{item:?} is not ID=HOST:PORT"))?;
+        let id: u32 = id
+            .trim()
+            .parse()
+            .map_err(|_| format!("{id:?} is not a broker id"))?;
+        if id == 0 {
+            return Err("broker ids start at 1".into());
+        }
+        if !addr.contains(':') {
+            return Err(format!("{addr:?} is not HOST:PORT"));
+        }
+        if peers.insert(id, addr.trim().to_string()).is_some() {
+            return Err(format!("broker {id} is listed twice"));
+        }
+    }
+    Ok(peers)
 }
 
 impl BrokerConfig {
     /// Defaults, overridden by the file, overridden by flags.
-    pub fn resolve(
-        file: FileConfig,
-        node_id: Option<u32>,
-        data_dir: Option<PathBuf>,
-        listen: Option<SocketAddr>,
-        advertised_addr: Option<String>,
-    ) -> BrokerConfig {
-        BrokerConfig {
-            node_id: node_id.or(file.node_id).unwrap_or(1),
+    pub fn resolve(file: FileConfig, flags: Flags) -> Result<BrokerConfig, String> {
+        let Flags {
+            node_id,
+            data_dir,
+            listen,
+            advertised_addr,
+            peer_listen,
+            peers,
+        } = flags;
+        let node_id = node_id.or(file.node_id).unwrap_or(1);
+        let peers = match peers.or(file.peers) {
+            Some(text) => parse_peers(&text)?,
+            None => BTreeMap::new(),
+        };
+        if !peers.is_empty() && !peers.contains_key(&node_id) {
+            return Err(format!("--peers does not list this broker ({node_id})"));
+        }
+        Ok(BrokerConfig {
+            node_id,
             data_dir: data_dir
                 .or(file.data_dir)
                 .unwrap_or_else(|| PathBuf::from("data")),
@@ -65,8 +111,36 @@ impl BrokerConfig {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
             advertised_addr: advertised_addr.or(file.advertised_addr),
             retention_check_ms: file.retention_check_ms.unwrap_or(60_000),
+            peer_listen: peer_listen.or(file.peer_listen),
+            peers,
+        })
+    }
+
+    /// The controller's voters: every broker of the cluster.
+    pub fn voters(&self) -> Vec<u32> {
+        if self.peers.is_empty() {
+            vec![self.node_id]
+        } else {
+            self.peers.keys().copied().collect()
         }
     }
+}
+
+/// Settings given as flags (each wins over the file).
+#[derive(Debug, Default)]
+pub struct Flags {
+    /// `--node-id`.
+    pub node_id: Option<u32>,
+    /// `--data-dir`.
+    pub data_dir: Option<PathBuf>,
+    /// `--listen`.
+    pub listen: Option<SocketAddr>,
+    /// `--advertised-addr`.
+    pub advertised_addr: Option<String>,
+    /// `--peer-listen`.
+    pub peer_listen: Option<SocketAddr>,
+    /// `--peers`.
+    pub peers: Option<String>,
 }
 
 #[cfg(test)]
@@ -76,10 +150,38 @@ mod tests {
     #[test]
     fn flags_win_over_the_file_which_wins_over_defaults() {
         let file: FileConfig = toml::from_str("node_id = 7\ndata_dir = \"/var/rill\"\n").unwrap();
-        let c = BrokerConfig::resolve(file, None, Some("/tmp/x".into()), None, None);
+        let c = BrokerConfig::resolve(
+            file,
+            Flags {
+                data_dir: Some("/tmp/x".into()),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
         assert_eq!(c.node_id, 7);
+        assert_eq!(c.voters(), [7]);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
         assert!(toml::from_str::<FileConfig>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn peers_list_every_broker_and_must_include_this_one() {
+        let flags = |id, peers: &str| Flags {
+            node_id: Some(id),
+            peers: Some(peers.into()),
+            ..Flags::default()
+        };
+        let c = BrokerConfig::resolve(
+            FileConfig::default(),
+            flags(2, "1=127.0.0.1:9192, 2=127.0.0.1:9193,3=h:1"),
+        )
+        .unwrap();
+        assert_eq!(c.voters(), [1, 2, 3]);
+        assert_eq!(c.peers[&2], "127.0.0.1:9193");
+        assert!(BrokerConfig::resolve(FileConfig::default(), flags(4, "1=a:1")).is_err());
+        for bad in ["1", "x=a:1", "0=a:1", "1=a:1,1=b:2", "1=nocolon"] {
+            assert!(parse_peers(bad).is_err(), "{bad}");
+        }
     }
 }

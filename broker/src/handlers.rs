@@ -9,15 +9,21 @@ use rill_client::protocol::messages::*;
 use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
 use rill_replication::{BrokerId, ReplicationError};
 
-use crate::state::Broker;
+use crate::metadata::ClusterImage;
+use crate::state::{Broker, Lookup};
 
 /// Longest a fetch may park, ms, whatever the client asks.
 pub const FETCH_MAX_WAIT_MS_LIMIT: u32 = 30_000;
 /// Longest a produce waits for durability, ms, whatever the client asks.
 pub const PRODUCE_TIMEOUT_MS_LIMIT: u32 = 300_000;
 
+/// The client id brokers use when they forward admin requests to the
+/// controller; such a request is never forwarded again.
+pub const FORWARDED_CLIENT_ID: &str = "rill-broker-forward";
+
 /// Handles one request; `None` for a produce with `acks=0` (no response).
-pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> {
+/// `forwarded`: it came from another broker on a client's behalf.
+pub async fn handle(broker: &Arc<Broker>, request: Request, forwarded: bool) -> Option<Response> {
     Some(match request {
         Request::ApiVersions => Response::ApiVersions(ApiVersionsResponse {
             apis: ApiKey::ALL
@@ -34,7 +40,13 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> 
             let mut results = Vec::new();
             for t in c.topics {
                 let outcome = broker
-                    .create_topic(&t.name, t.partitions, t.replication_factor, &t.configs)
+                    .create_topic(
+                        &t.name,
+                        t.partitions,
+                        t.replication_factor,
+                        &t.configs,
+                        forwarded,
+                    )
                     .await;
                 results.push(topic_result(t.name, outcome));
             }
@@ -43,7 +55,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> 
         Request::DeleteTopics(d) => {
             let mut results = Vec::new();
             for name in d.names {
-                let outcome = broker.delete_topic(&name).await;
+                let outcome = broker.delete_topic(&name, forwarded).await;
                 results.push(topic_result(name, outcome));
             }
             Response::DeleteTopics(TopicResults { results })
@@ -57,6 +69,20 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> 
             Response::Produce(response)
         }
         Request::Fetch(f) => Response::Fetch(fetch(broker, f).await),
+        Request::RegisterBroker(b) => {
+            let error = match broker.register(&b, forwarded).await {
+                Ok(()) => ErrorCode::None,
+                Err((code, message)) => {
+                    tracing::debug!(broker = b.broker_id, %code, %message, "registration refused");
+                    code
+                }
+            };
+            Response::RegisterBroker(RegisterBrokerResponse {
+                error,
+                controller_id: hint(broker.controller()),
+            })
+        }
+        Request::ClusterStatus => Response::ClusterStatus(cluster_status(broker).await),
         Request::ListOffsets(l) => Response::ListOffsets(ListOffsetsResponse {
             topics: l
                 .topics
@@ -66,17 +92,19 @@ pub async fn handle(broker: &Arc<Broker>, request: Request) -> Option<Response> 
                         .partitions
                         .iter()
                         .map(|p| {
-                            let r = broker
-                                .partition(&t.name, p.partition)
-                                .ok_or(ErrorCode::UnknownTopicOrPartition)
-                                .and_then(|part| match part.not_leader() {
-                                    Some((error, _)) => Err(error),
-                                    None => part.offset_for(p.timestamp_ms),
-                                });
+                            let r = match broker.lookup(&t.name, p.partition) {
+                                Lookup::Here(part) => match part.not_leader() {
+                                    Some((error, leader)) => Err((error, leader)),
+                                    None => part.offset_for(p.timestamp_ms).map_err(|e| (e, None)),
+                                },
+                                Lookup::Elsewhere { leader } => Err((ErrorCode::NotLeader, leader)),
+                                Lookup::Unknown => Err((ErrorCode::UnknownTopicOrPartition, None)),
+                            };
+                            let (error, leader) = r.err().unwrap_or((ErrorCode::None, None));
                             ListOffsetsPartitionResponse {
                                 partition: p.partition,
-                                error: r.err().unwrap_or(ErrorCode::None),
-                                leader_hint: NO_BROKER,
+                                error,
+                                leader_hint: hint(leader),
                                 offset: r.unwrap_or(-1),
                             }
                         })
@@ -104,7 +132,8 @@ fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> Topic
 }
 
 fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResponse {
-    let describe = |name: &str| match broker.topic(name) {
+    let image = broker.image();
+    let describe = |name: &str| match image.topics.get(name) {
         None => TopicMetadata {
             error: ErrorCode::UnknownTopicOrPartition,
             name: name.to_string(),
@@ -113,38 +142,101 @@ fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResponse {
         },
         Some(t) => TopicMetadata {
             error: ErrorCode::None,
-            name: t.meta.name.clone(),
-            topic_id: uuid::Uuid::parse_str(&t.meta.id).map_or([0; 16], |u| *u.as_bytes()),
-            partitions: t
-                .partitions
-                .iter()
-                .map(|p| PartitionMetadata {
-                    partition: p.index,
-                    error: ErrorCode::None,
-                    leader: hint(p.leadership().leader),
-                    replicas: vec![broker.node_id],
-                    log_start_offset: p.log_start_offset(),
-                    high_watermark: p.high_watermark(),
+            name: t.name.clone(),
+            topic_id: uuid::Uuid::parse_str(&t.id).map_or([0; 16], |u| *u.as_bytes()),
+            partitions: (0..t.partitions())
+                .map(|i| {
+                    let replicas = &t.replicas[i as usize];
+                    // A replica here knows its leader; otherwise the
+                    // preferred leader is the best guess (it answers
+                    // NotLeader with the real one if it is wrong).
+                    let (leader, start, hw) = match broker.published.partition(t.group(i)) {
+                        Some(p) => (
+                            p.leadership().leader,
+                            p.log_start_offset(),
+                            p.high_watermark(),
+                        ),
+                        None => (replicas.first().copied(), 0, 0),
+                    };
+                    PartitionMetadata {
+                        partition: i,
+                        error: ErrorCode::None,
+                        leader: hint(leader),
+                        replicas: replicas.iter().map(|b| b.get() as u32).collect(),
+                        log_start_offset: start,
+                        high_watermark: hw,
+                    }
                 })
                 .collect(),
         },
     };
     let topics = match m.topics {
         Some(names) => names.iter().map(|n| describe(n)).collect(),
-        None => broker
-            .topics()
-            .iter()
-            .map(|t| describe(&t.meta.name))
-            .collect(),
+        None => image.topics.keys().map(|n| describe(n)).collect(),
     };
     MetadataResponse {
-        brokers: vec![BrokerMetadata {
-            broker_id: broker.node_id,
-            host: broker.advertised_host.clone(),
-            port: broker.advertised_port,
-        }],
-        controller_id: broker.node_id as i32,
+        brokers: brokers(broker, &image),
+        controller_id: hint(broker.controller()),
         topics,
+    }
+}
+
+/// The registered brokers, with this one as it is now: its registration
+/// may still carry the port of its previous run.
+fn brokers(broker: &Broker, image: &ClusterImage) -> Vec<BrokerMetadata> {
+    let mut all: Vec<BrokerMetadata> = image
+        .brokers
+        .iter()
+        .filter(|(id, _)| **id != broker.id())
+        .map(|(id, b)| BrokerMetadata {
+            broker_id: id.get() as u32,
+            host: b.host.clone(),
+            port: b.port,
+        })
+        .collect();
+    all.push(BrokerMetadata {
+        broker_id: broker.node_id,
+        host: broker.advertised_host.clone(),
+        port: broker.advertised_port,
+    });
+    all.sort_by_key(|b| b.broker_id);
+    all
+}
+
+async fn cluster_status(broker: &Arc<Broker>) -> ClusterStatusResponse {
+    let report = broker.raft.status().await;
+    let image = broker.image();
+    let replicas = report
+        .groups
+        .iter()
+        .map(|g| {
+            let (topic, partition, voters) = match image.partition_of(g.group) {
+                Some((t, p)) => (t.name.clone(), p, t.replicas[p as usize].clone()),
+                None => (String::new(), 0, image.voters.clone()),
+            };
+            ReplicaStatus {
+                topic,
+                partition,
+                group: g.group.get(),
+                leader: hint(g.leader),
+                term: g.term.get(),
+                commit: g.commit.get(),
+                last_index: g.last_index.get(),
+                high_watermark: g.high_watermark.get(),
+                replicas: voters.iter().map(|b| b.get() as u32).collect(),
+                matched: g
+                    .matched
+                    .iter()
+                    .map(|(b, i)| (b.get() as u32, i.get()))
+                    .collect(),
+            }
+        })
+        .collect();
+    ClusterStatusResponse {
+        broker_id: broker.node_id,
+        controller_id: hint(report.controller),
+        brokers: brokers(broker, &image),
+        replicas,
     }
 }
 
@@ -207,8 +299,12 @@ async fn produce_partition(
     acks: i8,
     timeout: Duration,
 ) -> ProducePartitionResponse {
-    let Some(partition) = broker.partition(topic, index) else {
-        return produce_error(index, ErrorCode::UnknownTopicOrPartition, None);
+    let partition = match broker.lookup(topic, index) {
+        Lookup::Here(p) => p,
+        Lookup::Elsewhere { leader } => return produce_error(index, ErrorCode::NotLeader, leader),
+        Lookup::Unknown => {
+            return produce_error(index, ErrorCode::UnknownTopicOrPartition, None);
+        }
     };
     if let Some((error, leader)) = partition.not_leader() {
         return produce_error(index, error, leader);
@@ -300,25 +396,25 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                 .partitions
                 .iter()
                 .map(|p| {
-                    let Some(partition) = broker.partition(&t.name, p.partition) else {
-                        return FetchPartitionResponse {
-                            partition: p.partition,
-                            error: ErrorCode::UnknownTopicOrPartition,
-                            leader_hint: NO_BROKER,
-                            high_watermark: 0,
-                            log_start_offset: 0,
-                            records: Vec::new(),
-                        };
+                    let refused = |error, leader| FetchPartitionResponse {
+                        partition: p.partition,
+                        error,
+                        leader_hint: hint(leader),
+                        high_watermark: 0,
+                        log_start_offset: 0,
+                        records: Vec::new(),
+                    };
+                    let partition = match broker.lookup(&t.name, p.partition) {
+                        Lookup::Here(p) => p,
+                        Lookup::Elsewhere { leader } => {
+                            return refused(ErrorCode::NotLeader, leader);
+                        }
+                        Lookup::Unknown => {
+                            return refused(ErrorCode::UnknownTopicOrPartition, None);
+                        }
                     };
                     if let Some((error, leader)) = partition.not_leader() {
-                        return FetchPartitionResponse {
-                            partition: p.partition,
-                            error,
-                            leader_hint: hint(leader),
-                            high_watermark: 0,
-                            log_start_offset: 0,
-                            records: Vec::new(),
-                        };
+                        return refused(error, leader);
                     }
                     // At least one batch for the first partition with data,
                     // then only what the response budget still allows.

@@ -4,14 +4,15 @@
 //! [`handlers`] (one function per API) → [`state::Broker`] (topics) →
 //! [`partition::Partition`] (validation, reads, the high watermark, waiting
 //! for `acks`) → [`raft_loop`] (the Raft thread: proposals, the Ready loop,
-//! group commit; the only writer of partition logs). Topic names, configs
-//! and their metadata files are in [`topics`]; settings in [`config`].
+//! group commit; the only writer of logs, and where the controller's log
+//! is applied). Cluster metadata and its commands are in [`metadata`];
+//! topic names and configs in [`topics`]; settings in [`config`].
 //!
-//! Still to come in this crate: peers (replication across brokers), the
-//! controller, the group coordinator and metrics.
+//! Still to come in this crate: the group coordinator and metrics.
 
 pub mod config;
 pub mod handlers;
+pub mod metadata;
 pub mod partition;
 pub mod raft_loop;
 pub mod server;

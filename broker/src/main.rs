@@ -10,11 +10,13 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use rill_broker::config::{BrokerConfig, FileConfig};
-use rill_broker::raft_loop;
+use rill_broker::config::{BrokerConfig, FileConfig, Flags};
+use rill_broker::raft_loop::{self, RaftConfig};
 use rill_broker::server::serve;
 use rill_broker::state::Broker;
+use rill_client::protocol::messages::BrokerMetadata;
 use rill_replication::BrokerId;
+use rill_replication::transport::Transport;
 use tokio::net::TcpListener;
 
 /// The rill broker.
@@ -37,8 +39,17 @@ struct Args {
     /// host:port clients are told to connect to [default: the bound address].
     #[arg(long)]
     advertised_addr: Option<String>,
+    /// Address for other brokers' Raft traffic [default: this broker's
+    /// entry in --peers].
+    #[arg(long)]
+    peer_listen: Option<SocketAddr>,
+    /// Every broker of the cluster with its peer address, this one
+    /// included, the same on every broker: ID=HOST:PORT,... [default: this
+    /// broker alone, a cluster of one].
+    #[arg(long)]
+    peers: Option<String>,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
-    /// retention_check_ms. Flags win over it.
+    /// peer_listen, peers, retention_check_ms. Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -75,6 +86,9 @@ async fn shutdown_signal() {
     }
 }
 
+/// How often a broker checks that the metadata has its address, ms.
+const REGISTER_CHECK_MS: u64 = 500;
+
 fn main() {
     if let Err(e) = run() {
         eprintln!("rill-broker: {e:#}");
@@ -97,28 +111,57 @@ fn run() -> anyhow::Result<()> {
     };
     let config = BrokerConfig::resolve(
         file,
-        args.node_id,
-        args.data_dir,
-        args.listen,
-        args.advertised_addr,
-    );
+        Flags {
+            node_id: args.node_id,
+            data_dir: args.data_dir,
+            listen: args.listen,
+            advertised_addr: args.advertised_addr,
+            peer_listen: args.peer_listen,
+            peers: args.peers,
+        },
+    )
+    .map_err(|e| anyhow::anyhow!(e))?;
     raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        // Local recovery first: the client port opens only once every
-        // partition is readable.
-        let data_dir = config.data_dir.clone();
-        let node_id = config.node_id;
+        let id = BrokerId(u64::from(config.node_id));
         let data_arrived = Arc::new(tokio::sync::Notify::new());
-        let raft = raft_loop::start(BrokerId(u64::from(node_id)), Arc::clone(&data_arrived))?;
+        // Peers first, so votes can flow while replicas recover.
+        let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1024);
+        let transport = if config.peers.len() > 1 {
+            let listen = match config.peer_listen {
+                Some(a) => a,
+                None => config.peers[&config.node_id]
+                    .parse()
+                    .context("this broker's --peers entry is not an IP:PORT to listen on; give --peer-listen")?,
+            };
+            let listener = TcpListener::bind(listen)
+                .await
+                .with_context(|| format!("binding the peer listener {listen}"))?;
+            tracing::info!("peers on {}", listener.local_addr()?);
+            let peers = config
+                .peers
+                .iter()
+                .map(|(id, addr)| (BrokerId(u64::from(*id)), addr.clone()))
+                .collect();
+            Some(Transport::start(id, listener, peers, inbound_tx))
+        } else {
+            None
+        };
+        // Local recovery before the client port opens.
+        let raft_config = RaftConfig {
+            id,
+            data_dir: config.data_dir.clone(),
+            voters: config.voters().into_iter().map(|v| BrokerId(u64::from(v))).collect(),
+        };
+        let arrived = Arc::clone(&data_arrived);
+        let (raft, published) =
+            tokio::task::spawn_blocking(move || raft_loop::start(raft_config, arrived, transport))
+                .await??;
         tokio::spawn(raft_loop::tick(raft.clone()));
-        let opening = raft.clone();
-        let mut broker = tokio::task::spawn_blocking(move || {
-            Broker::open(node_id, data_dir, String::new(), 0, opening, data_arrived)
-        })
-        .await??;
+        tokio::spawn(raft_loop::forward_inbound(inbound_rx, raft.clone()));
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -130,9 +173,32 @@ fn run() -> anyhow::Result<()> {
             }
             None => (bound.ip().to_string(), bound.port()),
         };
-        broker.advertised_host = host;
-        broker.advertised_port = port;
-        let broker = Arc::new(broker);
+        let broker = Arc::new(Broker::new(
+            config.node_id,
+            host,
+            port,
+            raft.clone(),
+            published,
+            data_arrived,
+        ));
+        // Tell the controller where clients reach this broker, and again
+        // whenever the metadata stops saying so.
+        let registering = Arc::clone(&broker);
+        tokio::spawn(async move {
+            let me = BrokerMetadata {
+                broker_id: registering.node_id,
+                host: registering.advertised_host.clone(),
+                port: registering.advertised_port,
+            };
+            loop {
+                if !registering.registered()
+                    && let Err((code, message)) = registering.register(&me, false).await
+                {
+                    tracing::debug!(%code, %message, "registration not done yet");
+                }
+                tokio::time::sleep(Duration::from_millis(REGISTER_CHECK_MS)).await;
+            }
+        });
         let retention = raft.clone();
         let every = Duration::from_millis(config.retention_check_ms.max(1));
         tokio::spawn(async move {
@@ -149,7 +215,8 @@ fn run() -> anyhow::Result<()> {
             _ = serve(listener, Arc::clone(&broker)) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),
         }
-        // Every log synced before the process exits.
+        // Leaderships handed over and every log synced before the process
+        // exits.
         raft.stop().await;
         tracing::info!("stopped");
         anyhow::Ok(())

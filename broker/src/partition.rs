@@ -39,6 +39,9 @@ pub struct Partition {
     pub index: u32,
     /// Its Raft group.
     pub group: GroupId,
+    dir: std::path::PathBuf,
+    /// The voters, preferred leader first.
+    replicas: Vec<BrokerId>,
     log: SharedLog,
     fsync: bool,
     max_batch_bytes: usize,
@@ -67,22 +70,27 @@ fn storage_error(e: &LogError) -> ErrorCode {
 }
 
 impl Partition {
-    /// A partition over `log`, whose applied entries end at
-    /// `high_watermark`.
+    /// A partition over `log` (in `dir`), whose applied entries end at
+    /// `high_watermark`, replicated on `replicas` (preferred leader first).
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         topic: &str,
         index: u32,
         group: GroupId,
+        dir: std::path::PathBuf,
         log: SharedLog,
         fsync: bool,
         max_batch_bytes: usize,
         high_watermark: Offset,
+        replicas: Vec<BrokerId>,
     ) -> Partition {
         let start = lock(&log).log_start_offset().get();
         Partition {
             topic: topic.to_string(),
             index,
             group,
+            dir,
+            replicas,
             log,
             fsync,
             max_batch_bytes,
@@ -94,6 +102,16 @@ impl Partition {
             log_start_offset: AtomicU64::new(start),
             failed: AtomicBool::new(false),
         }
+    }
+
+    /// The replica's directory.
+    pub fn dir(&self) -> &std::path::Path {
+        &self.dir
+    }
+
+    /// The voters, preferred leader first.
+    pub fn replicas(&self) -> &[BrokerId] {
+        &self.replicas
     }
 
     /// Whether writes wait for fdatasync.

@@ -1,32 +1,43 @@
-//! The Raft thread: the one place this broker's partition logs are written.
+//! The Raft thread: the one place this broker's logs are written.
 //!
-//! A dedicated OS thread owns the broker's [`Node`] (every replica's
-//! raft-rs group) and runs its Ready loop: it takes commands (proposals,
-//! ticks, replicas to open or close) from a bounded channel, drains what
-//! has queued, runs one round over every group with work, and runs the
-//! round's syncs (one `fdatasync` per file written, several files in
-//! parallel) before finishing it. Whatever arrives during a sync waits for
-//! the next round, so one sync serves every produce that queued behind it:
-//! group commit without a timer.
+//! A dedicated OS thread owns the broker's [`Node`] (the controller's
+//! group and every partition replica's) and runs its Ready loop: it takes
+//! commands (proposals, messages from peers, ticks) from a bounded channel,
+//! drains what has queued, runs one round over every group with work, and
+//! runs the round's syncs (one `fdatasync` per file written, several files
+//! in parallel) before finishing it. Whatever arrives during a sync waits
+//! for the next round, so one sync serves every produce that queued behind
+//! it: group commit without a timer. Messages a round emits go to the peer
+//! transport as soon as raft-rs allows (a leader's appends before its own
+//! sync, votes and acknowledgements after).
 //!
-//! Events of a round (entries appended, committed, leaders changed) are
-//! published on each [`Partition`]'s watch channels, where produce handlers
-//! wait for their `acks` and fetches for new data.
+//! The controller's committed entries are applied here, in order, to the
+//! [`ClusterImage`]; after each change the thread opens the replicas the
+//! image assigns to this broker and closes (and removes) those of deleted
+//! topics. What the rest of the broker reads — the image, the partitions,
+//! the controller's leader — is published in [`Published`]; events of a
+//! round (entries appended, committed, leaders changed) go to each
+//! [`Partition`]'s watch channels.
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::Arc;
-use std::time::Duration;
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
 
+use bytes::Bytes;
 use rill_replication::state::{FileStateStore, Membership, ReplicaState};
+use rill_replication::storage::{SharedLog, lock};
+use rill_replication::transport::{Inbound, Transport};
 use rill_replication::{
     BrokerId, CheckedBatch, Event, GroupId, GroupStatus, Node, NodeConfig, Outgoing, Proposed,
     ReplicaSpec, ReplicationError, SyncJob, SyncResult,
 };
-use rill_storage::{LogConfig, SystemClock};
-use tokio::sync::{Notify, mpsc, oneshot};
+use rill_storage::{BatchBuilder, LogConfig, NewRecord, RaftIndex, SystemClock, Term};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
 use crate::partition::Partition;
+use crate::topics::partition_dir;
 
 /// Commands queued for the Raft thread, at most.
 pub const COMMANDS_QUEUED_MAX: usize = 4096;
@@ -38,25 +49,73 @@ pub const COMMANDS_PER_ROUND_MAX: usize = 1024;
 pub const TICK_MS: u64 = 100;
 /// Threads a round's syncs spread over, at most.
 pub const SYNC_THREADS_MAX: usize = 8;
+/// Ticks between two looks for leaderships to hand back to preferred
+/// leaders.
+pub const BALANCE_TICKS: u64 = 50;
+/// Longest a stopping broker waits for its leaderships to move, ms.
+pub const HANDOVER_MS_MAX: u64 = 5_000;
+/// Largest controller entry, bytes.
+const CONTROLLER_BATCH_BYTES_MAX: usize = 1 << 20;
 
-/// What opening a partition replica needs.
+/// What the rest of the broker reads of the Raft thread's state.
 #[derive(Debug)]
-pub struct OpenReplica {
-    /// The topic's name.
-    pub topic: String,
-    /// The partition number.
-    pub index: u32,
-    /// Its Raft group.
-    pub group: GroupId,
-    /// Its directory.
-    pub dir: PathBuf,
-    /// Its log settings.
-    pub log_config: LogConfig,
-    /// The topic's durability mode.
-    pub fsync: bool,
-    /// The voters it starts from (a new replica; an existing one has its
-    /// membership on disk).
+pub struct Published {
+    /// The cluster metadata as applied here.
+    pub image: watch::Sender<Arc<ClusterImage>>,
+    /// The controller group's leader as known here.
+    pub controller: watch::Sender<Option<BrokerId>>,
+    /// The partition replicas open here, by group. Guards the map only:
+    /// lookups, inserts and removals.
+    pub partitions: RwLock<BTreeMap<GroupId, Arc<Partition>>>,
+}
+
+impl Published {
+    /// The replica of `group` here, if any.
+    pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&group)
+            .cloned()
+    }
+
+    /// Every replica open here.
+    pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
+        self.partitions
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .values()
+            .cloned()
+            .collect()
+    }
+}
+
+/// How the Raft thread is set up.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This broker.
+    pub id: BrokerId,
+    /// The data directory: the controller's log in `controller/`, each
+    /// replica in `<topic id>-<partition>/`.
+    pub data_dir: PathBuf,
+    /// The controller's voters: every broker of the cluster.
     pub voters: Vec<BrokerId>,
+}
+
+/// Why a metadata command got no outcome here.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NotController {
+    /// The controller as known here.
+    pub leader: Option<BrokerId>,
+}
+
+/// A report of every group here.
+#[derive(Debug, Clone, Default)]
+pub struct StatusReport {
+    /// The controller's leader as known here.
+    pub controller: Option<BrokerId>,
+    /// Every group's state (the controller's included).
+    pub groups: Vec<GroupStatus>,
 }
 
 /// A request to the Raft thread.
@@ -71,30 +130,26 @@ pub enum Command {
         /// Where each lands, or why it could not be proposed.
         reply: oneshot::Sender<Result<Vec<Proposed>, ReplicationError>>,
     },
-    /// Open a replica and start its group.
-    Open {
-        /// What to open.
-        replica: OpenReplica,
-        /// The partition, serving reads from the replica's log.
-        reply: oneshot::Sender<Result<Arc<Partition>, ReplicationError>>,
+    /// Propose a metadata command (on the controller's leader only); the
+    /// reply comes once it is applied here.
+    Metadata {
+        /// The command.
+        command: MetadataCommand,
+        /// Its outcome.
+        reply: oneshot::Sender<Result<Outcome, NotController>>,
     },
-    /// Stop a group (its files are the caller's to remove).
-    Close {
-        /// The group.
-        group: GroupId,
-        /// Done.
-        reply: oneshot::Sender<()>,
-    },
+    /// Messages from a peer.
+    Step(Inbound),
     /// One tick for every group.
     Tick,
     /// Apply retention to every group.
     Retention,
-    /// Replication state of every group, for status reports.
+    /// Replication state of every group.
     Status {
-        /// The groups' states.
-        reply: oneshot::Sender<Vec<GroupStatus>>,
+        /// The report.
+        reply: oneshot::Sender<StatusReport>,
     },
-    /// Sync every log and stop the thread.
+    /// Hand leaderships over, sync every log, and stop the thread.
     Stop {
         /// Done.
         reply: oneshot::Sender<()>,
@@ -118,11 +173,6 @@ impl RaftHandle {
         self.commands.send(command).await.map_err(|_| Stopped)
     }
 
-    /// Queues a command from a thread outside the async runtime.
-    pub fn blocking_send(&self, command: Command) -> Result<(), Stopped> {
-        self.commands.blocking_send(command).map_err(|_| Stopped)
-    }
-
     /// Proposes batches; see [`Command::Propose`].
     pub async fn propose(
         &self,
@@ -139,41 +189,26 @@ impl RaftHandle {
         rx.await.map_err(|_| Stopped)
     }
 
-    /// Opens a replica; see [`Command::Open`].
-    pub async fn open(&self, replica: OpenReplica) -> Result<Arc<Partition>, ReplicationError> {
+    /// Proposes a metadata command; see [`Command::Metadata`].
+    pub async fn metadata(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<Result<Outcome, NotController>, Stopped> {
         let (reply, rx) = oneshot::channel();
-        self.send(Command::Open { replica, reply })
-            .await
-            .map_err(|_| ReplicationError::Stopped)?;
-        rx.await.map_err(|_| ReplicationError::Stopped)?
-    }
-
-    /// As [`RaftHandle::open`], from outside the runtime (start-up).
-    pub fn blocking_open(&self, replica: OpenReplica) -> Result<Arc<Partition>, ReplicationError> {
-        let (reply, rx) = oneshot::channel();
-        self.blocking_send(Command::Open { replica, reply })
-            .map_err(|_| ReplicationError::Stopped)?;
-        rx.blocking_recv().map_err(|_| ReplicationError::Stopped)?
-    }
-
-    /// Closes a group; see [`Command::Close`].
-    pub async fn close(&self, group: GroupId) {
-        let (reply, rx) = oneshot::channel();
-        if self.send(Command::Close { group, reply }).await.is_ok() {
-            let _ = rx.await;
-        }
+        self.send(Command::Metadata { command, reply }).await?;
+        rx.await.map_err(|_| Stopped)
     }
 
     /// Every group's replication state.
-    pub async fn status(&self) -> Vec<GroupStatus> {
+    pub async fn status(&self) -> StatusReport {
         let (reply, rx) = oneshot::channel();
         if self.send(Command::Status { reply }).await.is_err() {
-            return Vec::new();
+            return StatusReport::default();
         }
         rx.await.unwrap_or_default()
     }
 
-    /// Syncs every log and stops the thread.
+    /// Hands leaderships over, syncs every log and stops the thread.
     pub async fn stop(&self) {
         let (reply, rx) = oneshot::channel();
         if self.send(Command::Stop { reply }).await.is_ok() {
@@ -182,28 +217,50 @@ impl RaftHandle {
     }
 }
 
-/// Starts the Raft thread for broker `id`, with a tick task on the current
-/// tokio runtime. `data_arrived` is woken whenever a high watermark moves.
-pub fn start(id: BrokerId, data_arrived: Arc<Notify>) -> std::io::Result<RaftHandle> {
+/// Starts the Raft thread: opens the controller's replica, replays its
+/// committed entries into the image, opens the replicas it assigns here,
+/// and runs the loop. Returns once the replicas are open (they recover
+/// their logs first), so the client port opens after local recovery.
+/// `transport` carries messages to peers (none for a cluster of one).
+pub fn start(
+    config: RaftConfig,
+    data_arrived: Arc<Notify>,
+    transport: Option<Transport>,
+) -> Result<(RaftHandle, Arc<Published>), ReplicationError> {
     let (tx, rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
-    let mut config = NodeConfig::new(id);
+    let mut node_config = NodeConfig::new(config.id);
     // Election jitter differs from broker to broker and run to run.
-    config.jitter_seed = id.get()
+    node_config.jitter_seed = config.id.get()
         ^ std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_nanos() as u64);
-    let node = Node::new(config, Arc::new(SystemClock));
+    let published = Arc::new(Published {
+        image: watch::Sender::new(Arc::new(ClusterImage::new(config.voters.clone()))),
+        controller: watch::Sender::new(None),
+        partitions: RwLock::new(BTreeMap::new()),
+    });
     let mut raft = RaftLoop {
-        node,
-        partitions: BTreeMap::new(),
+        node: Node::new(node_config, Arc::new(SystemClock)),
+        config,
         commands: rx,
         data_arrived,
+        published: Arc::clone(&published),
+        transport,
+        controller_log: None,
+        image: ClusterImage::new(Vec::new()),
+        applied: RaftIndex(0),
+        pending: BTreeMap::new(),
+        ticks: 0,
     };
+    raft.open_controller()?;
     std::thread::Builder::new()
         .name("rill-raft".into())
-        .spawn(move || raft.run())?;
-    let handle = RaftHandle { commands: tx };
-    Ok(handle)
+        .spawn(move || raft.run())
+        .map_err(ReplicationError::io(
+            "start the replication thread",
+            "rill-raft",
+        ))?;
+    Ok((RaftHandle { commands: tx }, published))
 }
 
 /// Sends a tick every [`TICK_MS`] until the Raft thread stops.
@@ -218,17 +275,246 @@ pub async fn tick(handle: RaftHandle) {
     }
 }
 
+/// Hands messages from peers to the Raft thread.
+pub async fn forward_inbound(mut inbound: mpsc::Receiver<Inbound>, handle: RaftHandle) {
+    while let Some(i) = inbound.recv().await {
+        if handle.send(Command::Step(i)).await.is_err() {
+            return;
+        }
+    }
+}
+
 struct RaftLoop {
     node: Node,
-    partitions: BTreeMap<GroupId, Arc<Partition>>,
+    config: RaftConfig,
     commands: mpsc::Receiver<Command>,
     data_arrived: Arc<Notify>,
+    published: Arc<Published>,
+    transport: Option<Transport>,
+    controller_log: Option<SharedLog>,
+    image: ClusterImage,
+    /// The controller entries applied to the image.
+    applied: RaftIndex,
+    /// Metadata commands proposed here, by index: their term and who waits.
+    pending: BTreeMap<RaftIndex, (Term, oneshot::Sender<Result<Outcome, NotController>>)>,
+    ticks: u64,
+}
+
+fn controller_log_config() -> LogConfig {
+    LogConfig {
+        segment_bytes: 64 << 20,
+        grow_step_bytes: 1 << 20,
+        retention_ms: None,
+        retention_bytes: None,
+        segment_ms: None,
+        prefault_ahead_bytes: 0,
+        max_batch_bytes: CONTROLLER_BATCH_BYTES_MAX,
+        ..LogConfig::default()
+    }
 }
 
 impl RaftLoop {
+    fn me(&self) -> BrokerId {
+        self.config.id
+    }
+
+    /// Opens the controller's replica and replays what it has committed.
+    fn open_controller(&mut self) -> Result<(), ReplicationError> {
+        let dir = self.config.data_dir.join("controller");
+        std::fs::create_dir_all(&dir)
+            .map_err(ReplicationError::io("create controller directory", &dir))?;
+        let voters = self.config.voters.clone();
+        let (store, state) =
+            FileStateStore::open(&dir, || ReplicaState::initial(Membership::voters(voters)))?;
+        let mut voters = state.truncated.membership.voters.clone();
+        voters.sort();
+        let single = voters == [self.me()];
+        let commit = state.hard.commit;
+        let log = self.node.add_group(ReplicaSpec {
+            group: GroupId::CONTROLLER,
+            dir: &dir,
+            log_config: controller_log_config(),
+            fsync: true,
+            store: Box::new(store),
+            state,
+        })?;
+        self.controller_log = Some(log);
+        self.image = ClusterImage::new(voters);
+        self.apply_controller(commit)?;
+        if single {
+            self.node.campaign(GroupId::CONTROLLER)?;
+            self.round();
+        }
+        Ok(())
+    }
+
+    /// Applies the controller's entries up to `through` to the image, then
+    /// opens and closes replicas to match it.
+    fn apply_controller(&mut self, through: RaftIndex) -> Result<(), ReplicationError> {
+        if through <= self.applied {
+            return Ok(());
+        }
+        let log = self
+            .controller_log
+            .clone()
+            .expect("the controller is open before anything is applied");
+        let batches = {
+            let log = lock(&log);
+            let from = self.applied.next().max(log.first_raft_index());
+            log.read_entries(from, through.next(), u64::MAX)?
+        };
+        let mut answers = Vec::new();
+        for b in batches {
+            let (index, term) = (b.header().raft_index, b.header().raft_term);
+            let outcome = if b.header().is_control() {
+                None
+            } else {
+                let record = b.records().next().and_then(Result::ok);
+                match record
+                    .and_then(|r| r.value)
+                    .and_then(|v| MetadataCommand::decode(&v))
+                {
+                    Some(cmd) => Some(self.image.apply(&cmd)),
+                    None => {
+                        tracing::error!(%index, "controller entry is not a metadata command; skipped");
+                        None
+                    }
+                }
+            };
+            self.applied = index;
+            if let Some((t, reply)) = self.pending.remove(&index) {
+                answers.push((reply, outcome.filter(|_| t == term)));
+            }
+        }
+        // Proposals at or below the applied index that were not answered
+        // were replaced by another leader's entries.
+        let lost: Vec<RaftIndex> = self
+            .pending
+            .range(..=self.applied)
+            .map(|(i, _)| *i)
+            .collect();
+        for i in lost {
+            if let Some((_, reply)) = self.pending.remove(&i) {
+                answers.push((reply, None));
+            }
+        }
+        // Replicas open (and one-voter ones lead) before anyone hears the
+        // outcome.
+        self.reconcile();
+        let leader = self.node.leader(GroupId::CONTROLLER);
+        for (reply, outcome) in answers {
+            let _ = reply.send(outcome.ok_or(NotController { leader }));
+        }
+        self.published
+            .image
+            .send_replace(Arc::new(self.image.clone()));
+        Ok(())
+    }
+
+    /// Opens the replicas the image assigns here; closes and removes those
+    /// of topics no longer in it.
+    fn reconcile(&mut self) {
+        let me = self.me();
+        let wanted: Vec<(TopicImage, u32)> = self
+            .image
+            .topics
+            .values()
+            .flat_map(|t| {
+                (0..t.partitions())
+                    .filter(|&p| t.replicas[p as usize].contains(&me))
+                    .map(|p| (t.clone(), p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        for (t, p) in wanted {
+            let group = t.group(p);
+            if self.node.has_group(group) {
+                continue;
+            }
+            if let Err(e) = self.open(&t, p) {
+                tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open replica");
+            }
+        }
+        let open: Vec<GroupId> = self
+            .node
+            .groups()
+            .filter(|g| *g != GroupId::CONTROLLER)
+            .collect();
+        for group in open {
+            if self.image.partition_of(group).is_some() {
+                continue;
+            }
+            let removed = self
+                .published
+                .partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&group);
+            let _ = self.node.remove_group(group);
+            if let Some(p) = removed {
+                p.set_failed();
+                if let Err(e) = std::fs::remove_dir_all(p.dir()) {
+                    tracing::warn!(dir = %p.dir().display(), error = %e, "could not remove a deleted topic's replica");
+                }
+                tracing::info!(topic = %p.topic, partition = p.index, "removed replica of a deleted topic");
+            }
+        }
+    }
+
+    fn open(&mut self, t: &TopicImage, p: u32) -> Result<(), ReplicationError> {
+        let group = t.group(p);
+        let dir = partition_dir(&self.config.data_dir, &t.id, p);
+        std::fs::create_dir_all(&dir)
+            .map_err(ReplicationError::io("create replica directory", &dir))?;
+        let voters = t.replicas[p as usize].clone();
+        let (store, state) =
+            FileStateStore::open(&dir, || ReplicaState::initial(Membership::voters(voters)))?;
+        let single_voter = state.truncated.membership.voters == [self.me()]
+            && state.truncated.membership.voters_outgoing.is_empty();
+        let log_config = t.config.log_config();
+        let max_batch_bytes = log_config.max_batch_bytes;
+        let log = self.node.add_group(ReplicaSpec {
+            group,
+            dir: &dir,
+            log_config,
+            fsync: t.config.fsync,
+            store: Box::new(store),
+            state,
+        })?;
+        let status = self.node.status(group).expect("the group was just added");
+        let partition = Arc::new(Partition::new(
+            &t.name,
+            p,
+            group,
+            dir,
+            log,
+            t.config.fsync,
+            max_batch_bytes,
+            status.high_watermark,
+            t.replicas[p as usize].clone(),
+        ));
+        self.published
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, partition);
+        if single_voter {
+            // A one-voter group need not wait out an election timeout: it
+            // leads at once, before its topic's creation is answered.
+            self.node.campaign(group)?;
+            if let Some(s) = self.node.status(group)
+                && s.leader == Some(self.me())
+                && let Some(p) = self.published.partition(group)
+            {
+                p.set_leader(s.leader, true, s.term);
+            }
+        }
+        Ok(())
+    }
+
     fn run(&mut self) {
-        let mut stop_reply = None;
-        'outer: loop {
+        let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
+        loop {
             // Block only when no group has work left over.
             let first = if self.node.has_ready() {
                 self.commands.try_recv().ok()
@@ -242,8 +528,9 @@ impl RaftLoop {
             let mut next = first;
             while let Some(command) = next {
                 if let Some(reply) = self.handle(command) {
-                    stop_reply = Some(reply);
-                    break 'outer;
+                    tracing::info!("handing leaderships over before stopping");
+                    stopping = Some((reply, Instant::now()));
+                    self.hand_over();
                 }
                 handled += 1;
                 if handled >= COMMANDS_PER_ROUND_MAX {
@@ -252,15 +539,80 @@ impl RaftLoop {
                 next = self.commands.try_recv().ok();
             }
             self.round();
+            if let Some((_, since)) = &stopping
+                && (!self.leads_with_peers()
+                    || since.elapsed() >= Duration::from_millis(HANDOVER_MS_MAX))
+            {
+                break;
+            }
         }
         self.round();
-        for p in self.partitions.values() {
+        for p in self.published.all_partitions() {
             if let Err(e) = p.flush() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "sync at shutdown failed");
             }
         }
-        if let Some(reply) = stop_reply {
+        if let Some((reply, _)) = stopping {
             let _ = reply.send(());
+        }
+    }
+
+    /// Whether this broker still leads a group that has other voters.
+    fn leads_with_peers(&self) -> bool {
+        let me = self.me();
+        self.node.groups().any(|g| {
+            self.node
+                .status(g)
+                .is_some_and(|s| s.leader == Some(me) && s.matched.len() > 1)
+        })
+    }
+
+    /// Asks every group led here to hand leadership to its most caught-up
+    /// follower (controlled shutdown).
+    fn hand_over(&mut self) {
+        let me = self.me();
+        let groups: Vec<GroupId> = self.node.groups().collect();
+        for g in groups {
+            let Some(s) = self.node.status(g) else {
+                continue;
+            };
+            if s.leader != Some(me) {
+                continue;
+            }
+            if let Some((to, _)) = s
+                .matched
+                .iter()
+                .filter(|(b, _)| *b != me)
+                .max_by_key(|(b, m)| (*m, std::cmp::Reverse(*b)))
+            {
+                let _ = self.node.transfer_leader(g, *to);
+            }
+        }
+    }
+
+    /// Hands leadership back to preferred leaders that have caught up.
+    fn balance(&mut self) {
+        let me = self.me();
+        for p in self.published.all_partitions() {
+            let Some(&preferred) = p.replicas().first() else {
+                continue;
+            };
+            if preferred == me {
+                continue;
+            }
+            let Some(s) = self.node.status(p.group) else {
+                continue;
+            };
+            if s.leader != Some(me) {
+                continue;
+            }
+            let caught_up = s
+                .matched
+                .iter()
+                .any(|(b, m)| *b == preferred && *m >= s.last_index);
+            if caught_up {
+                let _ = self.node.transfer_leader(p.group, preferred);
+            }
         }
     }
 
@@ -287,71 +639,109 @@ impl RaftLoop {
                 // were accepted in order); the caller hears of the refusal.
                 let _ = reply.send(result.map(|()| proposed));
             }
-            Command::Open { replica, reply } => {
-                let _ = reply.send(self.open(replica));
+            Command::Metadata { command, reply } => self.propose_metadata(command, reply),
+            Command::Step(inbound) => {
+                for (group, message) in inbound.messages {
+                    if message.to != self.me().get() || message.from != inbound.from.get() {
+                        continue;
+                    }
+                    // A message for a group not (yet) open here is dropped:
+                    // the leader retries once this broker has applied the
+                    // metadata that creates it.
+                    let _ = self.node.step(group, message);
+                }
             }
-            Command::Close { group, reply } => {
-                let _ = self.node.remove_group(group);
-                self.partitions.remove(&group);
-                let _ = reply.send(());
+            Command::Tick => {
+                self.node.tick();
+                self.ticks += 1;
+                if self.ticks % BALANCE_TICKS == 0 {
+                    self.balance();
+                }
             }
-            Command::Tick => self.node.tick(),
             Command::Retention => {
                 let mut events = Vec::new();
                 self.node.apply_retention(&mut events);
                 self.publish(events);
-                for p in self.partitions.values() {
+                for p in self.published.all_partitions() {
                     p.refresh_log_start();
                 }
             }
             Command::Status { reply } => {
-                let status = self
+                let groups = self
                     .node
                     .groups()
                     .filter_map(|g| self.node.status(g))
                     .collect();
-                let _ = reply.send(status);
+                let _ = reply.send(StatusReport {
+                    controller: self.node.leader(GroupId::CONTROLLER),
+                    groups,
+                });
             }
             Command::Stop { reply } => return Some(reply),
         }
         None
     }
 
-    fn open(&mut self, r: OpenReplica) -> Result<Arc<Partition>, ReplicationError> {
-        std::fs::create_dir_all(&r.dir)
-            .map_err(ReplicationError::io("create replica directory", &r.dir))?;
-        let voters = r.voters.clone();
-        let (store, state) =
-            FileStateStore::open(&r.dir, || ReplicaState::initial(Membership::voters(voters)))?;
-        let single_voter = state.truncated.membership.voters == [self.node.id()]
-            && state.truncated.membership.voters_outgoing.is_empty();
-        let max_batch_bytes = r.log_config.max_batch_bytes;
-        let log = self.node.add_group(ReplicaSpec {
-            group: r.group,
-            dir: &r.dir,
-            log_config: r.log_config,
-            fsync: r.fsync,
-            store: Box::new(store),
-            state,
-        })?;
-        let status = self.node.status(r.group).expect("the group was just added");
-        let partition = Arc::new(Partition::new(
-            &r.topic,
-            r.index,
-            r.group,
-            log,
-            r.fsync,
-            max_batch_bytes,
-            status.high_watermark,
-        ));
-        self.partitions.insert(r.group, Arc::clone(&partition));
-        if single_voter {
-            // A one-voter group need not wait out an election timeout, and
-            // leads before its partition is handed out.
-            self.node.campaign(r.group)?;
-            self.round();
+    fn propose_metadata(
+        &mut self,
+        command: MetadataCommand,
+        reply: oneshot::Sender<Result<Outcome, NotController>>,
+    ) {
+        let leader = self.node.leader(GroupId::CONTROLLER);
+        if leader != Some(self.me()) {
+            let _ = reply.send(Err(NotController { leader }));
+            return;
         }
-        Ok(partition)
+        // Refused now if it would be refused when applied (it is checked
+        // again then: another command may come first).
+        if let refused @ Outcome::Refused(..) = self.image.check(&command) {
+            let _ = reply.send(Ok(refused));
+            return;
+        }
+        let mut builder = BatchBuilder::new(CONTROLLER_BATCH_BYTES_MAX);
+        let value = command.encode();
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let batch = builder
+            .push(&NewRecord::value(&value, now_ms))
+            .ok()
+            .filter(|fits| *fits)
+            .and_then(|_| builder.finish().ok())
+            .and_then(|b| CheckedBatch::new(Bytes::from(b), CONTROLLER_BATCH_BYTES_MAX).ok())
+            .flatten();
+        let Some(batch) = batch else {
+            let _ = reply.send(Ok(Outcome::Refused(
+                rill_client::protocol::ErrorCode::InvalidRequest,
+                "metadata command too large".into(),
+            )));
+            return;
+        };
+        match self.node.propose(GroupId::CONTROLLER, batch) {
+            Ok(p) => {
+                self.pending.insert(p.index, (p.term, reply));
+            }
+            Err(_) => {
+                let _ = reply.send(Err(NotController {
+                    leader: self.node.leader(GroupId::CONTROLLER),
+                }));
+            }
+        }
+    }
+
+    fn send(&mut self, out: Vec<Outgoing>) {
+        if out.is_empty() {
+            return;
+        }
+        match &self.transport {
+            Some(t) => {
+                let dropped = t.send(out);
+                if !dropped.is_empty() {
+                    self.node.report_dropped(&dropped);
+                }
+            }
+            None => tracing::trace!(messages = out.len(), "no peers to send to"),
+        }
     }
 
     fn round(&mut self) {
@@ -359,12 +749,14 @@ impl RaftLoop {
         let mut events = Vec::new();
         let mut jobs = Vec::new();
         let round = self.node.start_round(&mut out, &mut events, &mut jobs);
-        if round.is_empty() && events.is_empty() {
+        if round.is_empty() && events.is_empty() && out.is_empty() {
             return;
         }
-        // `acks=1` waits for the append alone: answer it before the syncs.
+        // A leader's appends travel while it persists its own copy, and
+        // `acks=1` waits for the append alone: both before the syncs.
+        self.send(std::mem::take(&mut out));
         self.publish(std::mem::take(&mut events));
-        let started = std::time::Instant::now();
+        let started = Instant::now();
         let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();
         let job_count = jobs.len();
         let results = run_jobs(jobs);
@@ -378,19 +770,24 @@ impl RaftLoop {
         }
         self.node
             .finish_round(round, results, &mut out, &mut events);
+        self.send(out);
         self.publish(events);
-        // Single-voter groups only, for now: nothing leaves this broker.
-        if !out.is_empty() {
-            tracing::trace!(messages = out.len(), "no peers to send to");
-        }
     }
 
     fn publish(&mut self, events: Vec<Event>) {
         let mut moved = false;
+        let mut controller_commit = None;
         for e in events {
             match e {
+                Event::Committed { group, index, .. } if group == GroupId::CONTROLLER => {
+                    controller_commit = Some(index);
+                }
+                Event::RoleChanged { group, leader, .. } if group == GroupId::CONTROLLER => {
+                    self.published.controller.send_replace(leader);
+                    tracing::info!(leader = ?leader.map(|l| l.get()), "controller leader changed");
+                }
                 Event::Appended { group, index, .. } => {
-                    if let Some(p) = self.partitions.get(&group) {
+                    if let Some(p) = self.published.partition(group) {
                         p.set_appended(index);
                     }
                 }
@@ -399,7 +796,7 @@ impl RaftLoop {
                     index,
                     high_watermark,
                 } => {
-                    if let Some(p) = self.partitions.get(&group) {
+                    if let Some(p) = self.published.partition(group) {
                         p.set_committed(index, high_watermark);
                         moved = true;
                     }
@@ -410,17 +807,28 @@ impl RaftLoop {
                     is_leader,
                     term,
                 } => {
-                    if let Some(p) = self.partitions.get(&group) {
+                    if let Some(p) = self.published.partition(group) {
                         p.set_leader(leader, is_leader, term);
                     }
                 }
                 Event::Failed { group, reason } => {
-                    tracing::error!(%group, %reason, "partition replica stopped");
-                    if let Some(p) = self.partitions.remove(&group) {
+                    tracing::error!(%group, %reason, "replica stopped");
+                    if let Some(p) = self
+                        .published
+                        .partitions
+                        .write()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .remove(&group)
+                    {
                         p.set_failed();
                     }
                 }
             }
+        }
+        if let Some(index) = controller_commit
+            && let Err(e) = self.apply_controller(index)
+        {
+            tracing::error!(error = %e, "applying the controller's log failed");
         }
         if moved {
             self.data_arrived.notify_waiters();

@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::handlers::handle;
+use crate::handlers::{FORWARDED_CLIENT_ID, handle};
 use crate::state::Broker;
 
 /// Requests handled at once per connection.
@@ -95,7 +95,8 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
         let tx = tx.clone();
         let broker = Arc::clone(&broker);
         tokio::spawn(async move {
-            if let Some(response) = handle(&broker, request).await {
+            let forwarded = header.client_id == FORWARDED_CLIENT_ID;
+            if let Some(response) = handle(&broker, request, forwarded).await {
                 let _ = tx
                     .send(encode_response(header.correlation_id, &response))
                     .await;

@@ -1,29 +1,43 @@
-//! The broker's state: its topics and their partitions, opened from the
-//! data directory at start and changed by CreateTopics / DeleteTopics.
+//! The broker as the request handlers see it: the cluster metadata applied
+//! here, the partition replicas open here, and the way to the controller.
 //!
-//! Each partition is a Raft group (see [`crate::raft_loop`]); a topic's
-//! partitions take consecutive group ids from its `first_group`, unique
-//! among the broker's topics.
+//! Topics live in the controller's log (see [`crate::metadata`]); every
+//! broker applies it and opens the replicas assigned to it (see
+//! [`crate::raft_loop`]). An admin request arriving at a broker that does
+//! not lead the controller group is forwarded to the one that does.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
-use std::sync::{Arc, RwLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-use rill_client::protocol::ErrorCode;
-use rill_replication::{BrokerId, GroupId};
+use rill_client::connection::Connection;
+use rill_client::protocol::messages::{
+    BrokerMetadata, CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults,
+};
+use rill_client::protocol::{ErrorCode, Request, Response};
+use rill_replication::BrokerId;
 use tokio::sync::Notify;
 
+use crate::metadata::{BrokerInfo, ClusterImage, MetadataCommand, Outcome};
 use crate::partition::Partition;
-use crate::raft_loop::{OpenReplica, RaftHandle};
-use crate::topics::{PARTITIONS_MAX, TopicConfig, TopicMeta, partition_dir, validate_topic_name};
+use crate::raft_loop::{NotController, Published, RaftHandle};
 
-/// A topic and its partitions.
-#[derive(Debug)]
-pub struct Topic {
-    /// Its stored metadata.
-    pub meta: TopicMeta,
-    /// Its partitions, by number.
-    pub partitions: Vec<Arc<Partition>>,
+/// How long a forwarded admin request may take, ms.
+pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
+
+/// Where a partition is served from, as this broker knows it.
+#[derive(Debug, Clone)]
+pub enum Lookup {
+    /// A replica is open here.
+    Here(Arc<Partition>),
+    /// The partition exists but has no replica here; `leader` is a hint
+    /// (its preferred leader).
+    Elsewhere {
+        /// Where to try.
+        leader: Option<BrokerId>,
+    },
+    /// No such topic or partition.
+    Unknown,
 }
 
 /// The broker.
@@ -35,226 +49,234 @@ pub struct Broker {
     pub advertised_host: String,
     /// Port clients are told to connect to.
     pub advertised_port: u16,
-    data_dir: PathBuf,
-    /// Topics by name. Guards only the map: lookups, inserts and removals
-    /// of ready topics; opening and deleting files happens outside it.
-    topics: RwLock<BTreeMap<String, Arc<Topic>>>,
-    /// Serialises topic creation and deletion (rare, and each does file
-    /// I/O that must not interleave with another's for the same name).
-    admin: tokio::sync::Mutex<()>,
-    /// The Raft thread, which writes every partition.
+    /// The Raft thread, which writes every log.
     pub raft: RaftHandle,
+    /// What the Raft thread publishes: metadata, replicas, the controller.
+    pub published: Arc<Published>,
     /// Woken whenever a high watermark moves, for parked fetches.
     pub data_arrived: Arc<Notify>,
-}
-
-fn open_replica(meta: &TopicMeta, data_dir: &std::path::Path, i: u32, node_id: u32) -> OpenReplica {
-    OpenReplica {
-        topic: meta.name.clone(),
-        index: i,
-        group: GroupId(meta.first_group + u64::from(i)),
-        dir: partition_dir(data_dir, &meta.id, i),
-        log_config: meta.config.log_config(),
-        fsync: meta.config.fsync,
-        voters: vec![BrokerId(u64::from(node_id))],
-    }
+    /// Connections to controllers for forwarded admin requests, by
+    /// address. Guards the map only; connecting happens outside it.
+    forward: Mutex<HashMap<String, Arc<Connection>>>,
 }
 
 impl Broker {
-    /// Opens every topic in `data_dir`, recovering each partition through
-    /// the Raft thread, and removes partition directories no topic owns.
-    /// Runs outside the async runtime (it waits on the Raft thread).
-    pub fn open(
+    /// A broker over a running Raft thread.
+    pub fn new(
         node_id: u32,
-        data_dir: PathBuf,
         advertised_host: String,
         advertised_port: u16,
         raft: RaftHandle,
+        published: Arc<Published>,
         data_arrived: Arc<Notify>,
-    ) -> anyhow::Result<Broker> {
-        std::fs::create_dir_all(&data_dir)?;
-        let mut topics = BTreeMap::new();
-        let mut owned = std::collections::BTreeSet::new();
-        let mut metas = TopicMeta::load_all(&data_dir)?;
-        // Topics stored before partitions had groups get theirs now.
-        let mut next_group = metas
-            .iter()
-            .map(|m| m.first_group + u64::from(m.partitions))
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        for meta in metas.iter_mut().filter(|m| m.first_group == 0) {
-            meta.first_group = next_group;
-            next_group += u64::from(meta.partitions);
-            meta.store(&data_dir)?;
-        }
-        for meta in metas {
-            let mut partitions = Vec::new();
-            for i in 0..meta.partitions {
-                let replica = open_replica(&meta, &data_dir, i, node_id);
-                owned.insert(replica.dir.clone());
-                let p = raft
-                    .blocking_open(replica)
-                    .map_err(|e| anyhow::anyhow!("opening {}/{i}: {e}", meta.name))?;
-                partitions.push(p);
-            }
-            topics.insert(meta.name.clone(), Arc::new(Topic { meta, partitions }));
-        }
-        for entry in std::fs::read_dir(&data_dir)? {
-            let path = entry?.path();
-            // Only directories named like a partition replica: anything else
-            // in the data directory is not ours to remove.
-            let replica_like = path
-                .file_name()
-                .and_then(|n| n.to_str())
-                .and_then(|n| n.rsplit_once('-'))
-                .is_some_and(|(id, n)| {
-                    uuid::Uuid::parse_str(id).is_ok() && n.parse::<u32>().is_ok()
-                });
-            if path.is_dir() && replica_like && !owned.contains(&path) {
-                tracing::info!(dir = %path.display(), "removing a partition directory no topic owns");
-                std::fs::remove_dir_all(&path)?;
-            }
-        }
-        Ok(Broker {
+    ) -> Broker {
+        Broker {
             node_id,
             advertised_host,
             advertised_port,
-            data_dir,
-            topics: RwLock::new(topics),
-            admin: tokio::sync::Mutex::new(()),
             raft,
+            published,
             data_arrived,
-        })
+            forward: Mutex::default(),
+        }
     }
 
-    /// The topic named `name`.
-    pub fn topic(&self, name: &str) -> Option<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(name)
-            .cloned()
+    /// This broker's id.
+    pub fn id(&self) -> BrokerId {
+        BrokerId(u64::from(self.node_id))
     }
 
-    /// Every topic.
-    pub fn topics(&self) -> Vec<Arc<Topic>> {
-        self.topics
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .values()
-            .cloned()
-            .collect()
+    /// The cluster metadata as applied here.
+    pub fn image(&self) -> Arc<ClusterImage> {
+        self.published.image.borrow().clone()
     }
 
-    /// The partition `index` of `topic`.
+    /// The controller's leader as known here.
+    pub fn controller(&self) -> Option<BrokerId> {
+        *self.published.controller.borrow()
+    }
+
+    /// Where partition `index` of `topic` is served.
+    pub fn lookup(&self, topic: &str, index: u32) -> Lookup {
+        let image = self.image();
+        let Some(t) = image.topics.get(topic) else {
+            return Lookup::Unknown;
+        };
+        if index >= t.partitions() {
+            return Lookup::Unknown;
+        }
+        match self.published.partition(t.group(index)) {
+            Some(p) => Lookup::Here(p),
+            None => Lookup::Elsewhere {
+                leader: t.replicas[index as usize].first().copied(),
+            },
+        }
+    }
+
+    /// The replica of partition `index` of `topic` here, if any.
     pub fn partition(&self, topic: &str, index: u32) -> Option<Arc<Partition>> {
-        self.topic(topic)
-            .and_then(|t| t.partitions.get(index as usize).cloned())
+        match self.lookup(topic, index) {
+            Lookup::Here(p) => Some(p),
+            _ => None,
+        }
     }
 
-    /// Creates a topic.
+    /// Creates a topic through the controller.
     pub async fn create_topic(
         &self,
         name: &str,
         partitions: u32,
         replication_factor: u16,
         configs: &[(String, String)],
+        forwarded: bool,
     ) -> Result<(), (ErrorCode, String)> {
-        validate_topic_name(name).map_err(|m| (ErrorCode::InvalidTopic, m))?;
-        if partitions == 0 || partitions > PARTITIONS_MAX {
-            return Err((
-                ErrorCode::InvalidPartitions,
-                format!("partitions must be 1 to {PARTITIONS_MAX}"),
-            ));
-        }
-        if replication_factor != 1 {
-            return Err((
-                ErrorCode::InvalidReplicationFactor,
-                "this broker runs without peers: replication factor must be 1".into(),
-            ));
-        }
-        let config = TopicConfig::from_pairs(configs).map_err(|m| (ErrorCode::InvalidConfig, m))?;
-        let _admin = self.admin.lock().await;
-        if self.topic(name).is_some() {
-            return Err((
-                ErrorCode::TopicAlreadyExists,
-                format!("topic {name:?} already exists"),
-            ));
-        }
-        let first_group = self
-            .topics()
-            .iter()
-            .map(|t| t.meta.first_group + u64::from(t.meta.partitions))
-            .max()
-            .unwrap_or(1)
-            .max(1);
-        let meta = TopicMeta {
+        let command = MetadataCommand::CreateTopic {
             name: name.to_string(),
             id: uuid::Uuid::new_v4().to_string(),
             partitions,
-            first_group,
-            config,
-            overrides: configs.iter().cloned().collect(),
+            replication_factor,
+            configs: configs.to_vec(),
         };
-        let storage = |e: String| (ErrorCode::StorageError, e);
-        let mut opened = Vec::new();
-        for i in 0..partitions {
-            let replica = open_replica(&meta, &self.data_dir, i, self.node_id);
-            match self.raft.open(replica).await {
-                Ok(p) => opened.push(p),
-                Err(e) => {
-                    for p in &opened {
-                        self.raft.close(p.group).await;
-                    }
-                    return Err(storage(e.to_string()));
-                }
-            }
-        }
-        // The topic exists once its metadata file does.
-        meta.store(&self.data_dir)
-            .map_err(|e| storage(e.to_string()))?;
-        let topic = Arc::new(Topic {
-            meta,
-            partitions: opened,
+        let forward = Request::CreateTopics(CreateTopicsRequest {
+            topics: vec![NewTopic {
+                name: name.to_string(),
+                partitions,
+                replication_factor,
+                configs: configs.to_vec(),
+            }],
+            timeout_ms: FORWARD_TIMEOUT_MS as u32,
         });
-        self.topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(name.to_string(), topic);
-        tracing::info!(topic = name, partitions, "created topic");
+        self.admin(command, forward, forwarded).await?;
+        tracing::info!(
+            topic = name,
+            partitions,
+            replication_factor,
+            "created topic"
+        );
         Ok(())
     }
 
-    /// Deletes a topic and its data.
-    pub async fn delete_topic(&self, name: &str) -> Result<(), (ErrorCode, String)> {
-        let _admin = self.admin.lock().await;
-        let Some(topic) = self
-            .topics
-            .write()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(name)
-        else {
-            return Err((
-                ErrorCode::UnknownTopicOrPartition,
-                format!("no topic {name:?}"),
-            ));
+    /// Deletes a topic through the controller.
+    pub async fn delete_topic(
+        &self,
+        name: &str,
+        forwarded: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let command = MetadataCommand::DeleteTopic {
+            name: name.to_string(),
         };
-        topic
-            .meta
-            .remove(&self.data_dir)
-            .map_err(|e| (ErrorCode::StorageError, e.to_string()))?;
-        for p in &topic.partitions {
-            self.raft.close(p.group).await;
-        }
-        for i in 0..topic.meta.partitions {
-            let dir = partition_dir(&self.data_dir, &topic.meta.id, i);
-            if let Err(e) = std::fs::remove_dir_all(&dir) {
-                // Removed at the next start, as a directory no topic owns.
-                tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's partition");
-            }
-        }
+        let forward = Request::DeleteTopics(DeleteTopicsRequest {
+            names: vec![name.to_string()],
+            timeout_ms: FORWARD_TIMEOUT_MS as u32,
+        });
+        self.admin(command, forward, forwarded).await?;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
+    }
+
+    /// Registers a broker's client address with the controller.
+    pub async fn register(
+        &self,
+        broker: &BrokerMetadata,
+        forwarded: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let command = MetadataCommand::RegisterBroker {
+            id: u64::from(broker.broker_id),
+            host: broker.host.clone(),
+            port: broker.port,
+        };
+        self.admin(command, Request::RegisterBroker(broker.clone()), forwarded)
+            .await
+    }
+
+    /// Whether this broker's address is in the metadata as advertised.
+    pub fn registered(&self) -> bool {
+        self.image().brokers.get(&self.id())
+            == Some(&BrokerInfo {
+                host: self.advertised_host.clone(),
+                port: self.advertised_port,
+            })
+    }
+
+    /// Proposes `command` when this broker leads the controller; forwards
+    /// `request` to the controller otherwise.
+    /// A request that was forwarded already (`forwarded`) is not forwarded
+    /// again: two brokers that each think the other leads would pass it
+    /// back and forth.
+    pub async fn admin(
+        &self,
+        command: MetadataCommand,
+        request: Request,
+        forwarded: bool,
+    ) -> Result<(), (ErrorCode, String)> {
+        let not_controller = || {
+            (
+                ErrorCode::NotController,
+                "no controller is known yet; retry".to_string(),
+            )
+        };
+        match self.raft.metadata(command).await {
+            Ok(Ok(Outcome::Done)) => Ok(()),
+            Ok(Ok(Outcome::Refused(code, message))) => Err((code, message)),
+            Ok(Err(NotController { leader: Some(l) })) if l != self.id() && !forwarded => {
+                self.forward(l, request).await
+            }
+            Ok(Err(_)) | Err(_) => Err(not_controller()),
+        }
+    }
+
+    async fn forward(&self, to: BrokerId, request: Request) -> Result<(), (ErrorCode, String)> {
+        let unreachable = |what: String| (ErrorCode::NotController, what);
+        let Some(info) = self.image().brokers.get(&to).cloned() else {
+            return Err(unreachable(format!(
+                "the controller (broker {to}) has not registered its address yet; retry"
+            )));
+        };
+        let addr = format!("{}:{}", info.host, info.port);
+        let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
+        let cached = self
+            .forward
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&addr)
+            .filter(|c| !c.is_closed())
+            .cloned();
+        let conn = match cached {
+            Some(c) => c,
+            None => {
+                let c = Connection::connect(&addr, crate::handlers::FORWARDED_CLIENT_ID, timeout)
+                    .await
+                    .map_err(|e| unreachable(format!("controller at {addr}: {e}")))?;
+                let c = Arc::new(c);
+                self.forward
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .insert(addr.clone(), Arc::clone(&c));
+                c
+            }
+        };
+        let response = conn
+            .request(request, timeout)
+            .await
+            .map_err(|e| unreachable(format!("controller at {addr}: {e}")))?;
+        match response {
+            Response::CreateTopics(TopicResults { results })
+            | Response::DeleteTopics(TopicResults { results }) => {
+                match results.into_iter().next() {
+                    Some(r) if r.error.is_ok() => Ok(()),
+                    Some(r) => Err((r.error, r.message)),
+                    None => Err((
+                        ErrorCode::Unknown,
+                        "empty answer from the controller".into(),
+                    )),
+                }
+            }
+            Response::RegisterBroker(r) if r.error.is_ok() => Ok(()),
+            Response::RegisterBroker(r) => Err((r.error, "registration refused".into())),
+            _ => Err((
+                ErrorCode::Unknown,
+                "unexpected answer from the controller".into(),
+            )),
+        }
     }
 }

@@ -1,0 +1,361 @@
+//! The cluster's metadata: what the controller group's log holds, and the
+//! image every broker builds by applying it in order.
+//!
+//! The controller is a Raft group (group 0) over the voter brokers, as
+//! Kafka's KRaft. Each entry of its log is a batch of one record whose value
+//! is one [`MetadataCommand`] (JSON: the commands are small and rare).
+//! Applying a command is deterministic: every broker that applies the same
+//! log builds the same [`ClusterImage`] — the same topic ids, group ids and
+//! replica placements — and answers the same outcome.
+//!
+//! Placement: a topic's partition `p` goes to `replication_factor`
+//! consecutive voters starting at `(offset + p) mod n`, where `offset`
+//! advances by one per topic: replicas round-robin across brokers, and
+//! preferred leaders (the first replica) spread evenly.
+
+use std::collections::BTreeMap;
+
+use rill_client::protocol::ErrorCode;
+use rill_replication::{BrokerId, GroupId};
+use serde::{Deserialize, Serialize};
+
+use crate::topics::{PARTITIONS_MAX, TopicConfig, validate_topic_name};
+
+/// Largest encoded command, bytes.
+pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
+
+/// A change to the cluster's metadata, as proposed to the controller.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MetadataCommand {
+    /// A broker's address for clients.
+    RegisterBroker {
+        /// The broker.
+        id: u64,
+        /// Host clients connect to.
+        host: String,
+        /// Port clients connect to.
+        port: u16,
+    },
+    /// Create a topic.
+    CreateTopic {
+        /// Its name.
+        name: String,
+        /// Its id (a UUID chosen by the proposer).
+        id: String,
+        /// Partitions.
+        partitions: u32,
+        /// Replicas per partition.
+        replication_factor: u16,
+        /// Config overrides, as given.
+        configs: Vec<(String, String)>,
+    },
+    /// Delete a topic.
+    DeleteTopic {
+        /// Its name.
+        name: String,
+    },
+}
+
+impl MetadataCommand {
+    /// The command as a record value.
+    pub fn encode(&self) -> Vec<u8> {
+        serde_json::to_vec(self).expect("metadata commands always serialise")
+    }
+
+    /// A command from a record value, or `None` when it is not one (a log
+    /// written by a newer version).
+    pub fn decode(bytes: &[u8]) -> Option<MetadataCommand> {
+        if bytes.len() > COMMAND_BYTES_MAX {
+            return None;
+        }
+        serde_json::from_slice(bytes).ok()
+    }
+}
+
+/// A broker as the metadata knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BrokerInfo {
+    /// Host clients connect to.
+    pub host: String,
+    /// Port clients connect to.
+    pub port: u16,
+}
+
+/// A topic as the metadata knows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicImage {
+    /// Its name.
+    pub name: String,
+    /// Its id (a UUID), naming its replicas' directories.
+    pub id: String,
+    /// The Raft group of partition 0; partition `i` is `first_group + i`.
+    pub first_group: u64,
+    /// Per partition, its replicas; the first is the preferred leader.
+    pub replicas: Vec<Vec<BrokerId>>,
+    /// Its settings.
+    pub config: TopicConfig,
+}
+
+impl TopicImage {
+    /// Number of partitions.
+    pub fn partitions(&self) -> u32 {
+        self.replicas.len() as u32
+    }
+
+    /// The group of partition `i`.
+    pub fn group(&self, i: u32) -> GroupId {
+        GroupId(self.first_group + u64::from(i))
+    }
+}
+
+/// What applying a command did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Outcome {
+    /// It took effect.
+    Done,
+    /// It was refused, with the error the proposer answers.
+    Refused(ErrorCode, String),
+}
+
+/// The metadata every broker builds from the controller's log.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClusterImage {
+    /// The controller's voters, sorted: the brokers replicas are placed on.
+    pub voters: Vec<BrokerId>,
+    /// Registered brokers.
+    pub brokers: BTreeMap<BrokerId, BrokerInfo>,
+    /// Topics by name.
+    pub topics: BTreeMap<String, TopicImage>,
+    /// The next group id to give (0 is the controller's).
+    pub next_group: u64,
+    /// Topics created so far: rotates placement.
+    pub topics_created: u64,
+}
+
+impl ClusterImage {
+    /// The empty image of a cluster of `voters`.
+    pub fn new(mut voters: Vec<BrokerId>) -> ClusterImage {
+        voters.sort();
+        voters.dedup();
+        ClusterImage {
+            voters,
+            brokers: BTreeMap::new(),
+            topics: BTreeMap::new(),
+            next_group: 1,
+            topics_created: 0,
+        }
+    }
+
+    /// Checks a command against this image, as the proposer does before
+    /// proposing (the same checks run again when it is applied).
+    pub fn check(&self, cmd: &MetadataCommand) -> Outcome {
+        match cmd {
+            MetadataCommand::RegisterBroker { id, .. } => {
+                if self.voters.contains(&BrokerId(*id)) {
+                    Outcome::Done
+                } else {
+                    Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!("broker {id} is not a voter of this cluster"),
+                    )
+                }
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                partitions,
+                replication_factor,
+                configs,
+                ..
+            } => {
+                if let Err(m) = validate_topic_name(name) {
+                    return Outcome::Refused(ErrorCode::InvalidTopic, m);
+                }
+                if *partitions == 0 || *partitions > PARTITIONS_MAX {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidPartitions,
+                        format!("partitions must be 1 to {PARTITIONS_MAX}"),
+                    );
+                }
+                let n = self.voters.len();
+                if *replication_factor == 0 || usize::from(*replication_factor) > n {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidReplicationFactor,
+                        format!(
+                            "replication factor must be 1 to {n} (the brokers in this cluster)"
+                        ),
+                    );
+                }
+                if let Err(m) = TopicConfig::from_pairs(configs) {
+                    return Outcome::Refused(ErrorCode::InvalidConfig, m);
+                }
+                if self.topics.contains_key(name) {
+                    return Outcome::Refused(
+                        ErrorCode::TopicAlreadyExists,
+                        format!("topic {name:?} already exists"),
+                    );
+                }
+                Outcome::Done
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                if self.topics.contains_key(name) {
+                    Outcome::Done
+                } else {
+                    Outcome::Refused(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("no topic {name:?}"),
+                    )
+                }
+            }
+        }
+    }
+
+    /// Applies a committed command.
+    pub fn apply(&mut self, cmd: &MetadataCommand) -> Outcome {
+        let outcome = self.check(cmd);
+        if outcome != Outcome::Done {
+            return outcome;
+        }
+        match cmd {
+            MetadataCommand::RegisterBroker { id, host, port } => {
+                self.brokers.insert(
+                    BrokerId(*id),
+                    BrokerInfo {
+                        host: host.clone(),
+                        port: *port,
+                    },
+                );
+            }
+            MetadataCommand::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs,
+            } => {
+                let config = TopicConfig::from_pairs(configs).expect("checked just above");
+                let n = self.voters.len();
+                let start = (self.topics_created % n as u64) as usize;
+                let replicas = (0..*partitions as usize)
+                    .map(|p| {
+                        (0..usize::from(*replication_factor))
+                            .map(|k| self.voters[(start + p + k) % n])
+                            .collect()
+                    })
+                    .collect();
+                let first_group = self.next_group;
+                self.next_group += u64::from(*partitions);
+                self.topics_created += 1;
+                self.topics.insert(
+                    name.clone(),
+                    TopicImage {
+                        name: name.clone(),
+                        id: id.clone(),
+                        first_group,
+                        replicas,
+                        config,
+                    },
+                );
+            }
+            MetadataCommand::DeleteTopic { name } => {
+                self.topics.remove(name);
+            }
+        }
+        Outcome::Done
+    }
+
+    /// The topic and partition a group serves, if any.
+    pub fn partition_of(&self, group: GroupId) -> Option<(&TopicImage, u32)> {
+        self.topics.values().find_map(|t| {
+            let g = group.get();
+            (g >= t.first_group && g < t.first_group + u64::from(t.partitions()))
+                .then(|| (t, (g - t.first_group) as u32))
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
+        MetadataCommand::CreateTopic {
+            name: name.into(),
+            id: format!("id-{name}"),
+            partitions,
+            replication_factor: rf,
+            configs: vec![],
+        }
+    }
+
+    #[test]
+    fn replicas_round_robin_and_preferred_leaders_spread_evenly() {
+        let mut image = ClusterImage::new(vec![BrokerId(3), BrokerId(1), BrokerId(2)]);
+        assert_eq!(image.apply(&create("a", 6, 3)), Outcome::Done);
+        let t = &image.topics["a"];
+        let leaders: Vec<u64> = t.replicas.iter().map(|r| r[0].get()).collect();
+        assert_eq!(leaders, [1, 2, 3, 1, 2, 3]);
+        assert_eq!(t.replicas[1], [BrokerId(2), BrokerId(3), BrokerId(1)]);
+        assert_eq!((t.first_group, image.next_group), (1, 7));
+        // The next topic starts one broker further on.
+        image.apply(&create("b", 1, 2));
+        assert_eq!(image.topics["b"].replicas[0], [BrokerId(2), BrokerId(3)]);
+        assert_eq!(image.topics["b"].first_group, 7);
+        assert_eq!(
+            image
+                .partition_of(GroupId(7))
+                .map(|(t, p)| (t.name.as_str(), p)),
+            Some(("b", 0))
+        );
+    }
+
+    #[test]
+    fn applying_the_same_commands_builds_the_same_image() {
+        let cmds = [
+            create("a", 3, 1),
+            create("a", 2, 1),
+            MetadataCommand::DeleteTopic { name: "a".into() },
+            create("b", 2, 1),
+        ];
+        let mut one = ClusterImage::new(vec![BrokerId(1)]);
+        let mut two = one.clone();
+        let outcomes: Vec<_> = cmds.iter().map(|c| one.apply(c)).collect();
+        for c in &cmds {
+            two.apply(&MetadataCommand::decode(&c.encode()).expect("decodes"));
+        }
+        assert_eq!(one, two);
+        assert!(matches!(
+            outcomes[1],
+            Outcome::Refused(ErrorCode::TopicAlreadyExists, _)
+        ));
+        // Group ids are never given twice, even after a delete.
+        assert_eq!(one.topics["b"].first_group, 4);
+    }
+
+    #[test]
+    fn bad_commands_are_refused_with_their_error() {
+        let image = ClusterImage::new(vec![BrokerId(1), BrokerId(2)]);
+        let refused = |c: &MetadataCommand| match image.check(c) {
+            Outcome::Refused(e, _) => e,
+            Outcome::Done => ErrorCode::None,
+        };
+        assert_eq!(
+            refused(&create("a", 1, 3)),
+            ErrorCode::InvalidReplicationFactor
+        );
+        assert_eq!(refused(&create("../x", 1, 1)), ErrorCode::InvalidTopic);
+        assert_eq!(refused(&create("a", 0, 1)), ErrorCode::InvalidPartitions);
+        assert_eq!(
+            refused(&MetadataCommand::DeleteTopic { name: "a".into() }),
+            ErrorCode::UnknownTopicOrPartition
+        );
+        assert_eq!(
+            refused(&MetadataCommand::RegisterBroker {
+                id: 9,
+                host: "h".into(),
+                port: 1
+            }),
+            ErrorCode::InvalidRequest
+        );
+        assert!(MetadataCommand::decode(b"{not json").is_none());
+    }
+}

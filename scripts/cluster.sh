@@ -1,0 +1,100 @@
+#!/usr/bin/env bash
+# A local rill cluster on 127.0.0.1, for trying things and for fault tests.
+#
+#   scripts/cluster.sh start 3     # 3 brokers; data, logs and pids in $DIR
+#   scripts/cluster.sh status      # who is up, and `rill cluster status`
+#   scripts/cluster.sh kill 2      # SIGKILL broker 2
+#   scripts/cluster.sh restart 2   # start broker 2 again
+#   scripts/cluster.sh stop        # SIGTERM every broker (controlled shutdown)
+#
+# Broker i listens for clients on 127.0.0.1:$((PORT + i)) and for peers on
+# 127.0.0.1:$((PORT + 100 + i)). Environment: RILL_CLUSTER_DIR (default
+# ./cluster), RILL_CLUSTER_PORT (default 19090), RILL_BIN (default
+# target/release, built first when missing), RUST_LOG.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+DIR=${RILL_CLUSTER_DIR:-cluster}
+PORT=${RILL_CLUSTER_PORT:-19090}
+BIN=${RILL_BIN:-target/release}
+
+usage() { sed -n '2,14p' "$0" >&2; exit 2; }
+
+ensure_built() {
+  if [ ! -x "$BIN/rill-broker" ] || [ ! -x "$BIN/rill" ]; then
+    cargo build --release -p rill-broker -p rill-client >&2
+  fi
+}
+
+count() { cat "$DIR/size" 2>/dev/null || echo 0; }
+
+peers() {
+  local n=$1 list=""
+  for i in $(seq "$n"); do list="$list${list:+,}$i=127.0.0.1:$((PORT + 100 + i))"; done
+  echo "$list"
+}
+
+bootstrap() {
+  local n list=""
+  n=$(count)
+  for i in $(seq "$n"); do list="$list${list:+,}127.0.0.1:$((PORT + i))"; done
+  echo "$list"
+}
+
+alive() { [ -f "$DIR/b$1.pid" ] && kill -0 "$(cat "$DIR/b$1.pid")" 2>/dev/null; }
+
+start_one() {
+  local i=$1 n
+  n=$(count)
+  alive "$i" && { echo "broker $i is already up" >&2; return 0; }
+  mkdir -p "$DIR/b$i"
+  "$BIN/rill-broker" --node-id "$i" --data-dir "$DIR/b$i" \
+    --listen "127.0.0.1:$((PORT + i))" --peer-listen "127.0.0.1:$((PORT + 100 + i))" \
+    --peers "$(peers "$n")" >>"$DIR/b$i.log" 2>&1 &
+  echo $! >"$DIR/b$i.pid"
+  for _ in $(seq 100); do
+    grep -q "listening on" "$DIR/b$i.log" 2>/dev/null && break
+    sleep 0.1
+  done
+  alive "$i" || { echo "broker $i did not start; see $DIR/b$i.log" >&2; return 1; }
+  echo "broker $i: clients 127.0.0.1:$((PORT + i)), peers 127.0.0.1:$((PORT + 100 + i)), pid $(cat "$DIR/b$i.pid")"
+}
+
+cmd=${1:-}
+case "$cmd" in
+  start)
+    n=${2:-3}
+    ensure_built
+    mkdir -p "$DIR"
+    echo "$n" >"$DIR/size"
+    for i in $(seq "$n"); do start_one "$i"; done
+    echo "export RILL_BOOTSTRAP=$(bootstrap)"
+    ;;
+  stop)
+    for i in $(seq "$(count)"); do
+      if alive "$i"; then kill -TERM "$(cat "$DIR/b$i.pid")"; fi
+    done
+    for i in $(seq "$(count)"); do
+      while alive "$i"; do sleep 0.1; done
+      rm -f "$DIR/b$i.pid"
+    done
+    ;;
+  kill)
+    [ -n "${2:-}" ] || usage
+    alive "$2" && kill -KILL "$(cat "$DIR/b$2.pid")"
+    while alive "$2"; do sleep 0.05; done
+    rm -f "$DIR/b$2.pid"
+    echo "broker $2 killed"
+    ;;
+  restart)
+    [ -n "${2:-}" ] || usage
+    ensure_built
+    start_one "$2"
+    ;;
+  status)
+    for i in $(seq "$(count)"); do
+      if alive "$i"; then echo "broker $i: up (pid $(cat "$DIR/b$i.pid"))"; else echo "broker $i: down"; fi
+    done
+    [ "$(count)" -gt 0 ] && "$BIN/rill" --bootstrap "$(bootstrap)" cluster status || true
+    ;;
+  *) usage ;;
+esac
