@@ -20,6 +20,9 @@ use crate::protocol::messages::{
 };
 use crate::protocol::{ErrorCode, Request, Response};
 
+/// How long finding a starting offset retries while leaders move, ms.
+pub const LIST_OFFSETS_RETRY_MS: u64 = 30_000;
+
 /// Where to start reading a partition.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeekTo {
@@ -169,7 +172,30 @@ impl Consumer {
     }
 
     /// The offset for a `ListOffsets` timestamp; `u64::MAX` for "none".
+    /// Retriable errors (a leader moving, a broker down) are retried with
+    /// fresh metadata for up to [`LIST_OFFSETS_RETRY_MS`].
     async fn list_offset(
+        &self,
+        topic: &str,
+        partition: u32,
+        timestamp_ms: i64,
+    ) -> Result<u64, ClientError> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(LIST_OFFSETS_RETRY_MS);
+        let mut pause_ms = 50;
+        loop {
+            match self.list_offset_once(topic, partition, timestamp_ms).await {
+                Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                    tracing::debug!(topic, partition, error = %e, "list offsets will be retried");
+                    self.cluster.invalidate(topic);
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    pause_ms = (pause_ms * 2).min(1_000);
+                }
+                other => return other,
+            }
+        }
+    }
+
+    async fn list_offset_once(
         &self,
         topic: &str,
         partition: u32,

@@ -710,15 +710,9 @@ impl Accumulator {
         match (result, queue) {
             (Err(e), Some(q)) if e.is_retriable() && deadline.is_some_and(|d| now < d) => {
                 tracing::debug!(topic = %send.topic, partition = send.partition, error = %e, "retrying");
-                if matches!(
-                    e,
-                    ClientError::Broker {
-                        code: ErrorCode::NotLeader | ErrorCode::UnknownTopicOrPartition,
-                        ..
-                    }
-                ) {
-                    cluster.invalidate(&send.topic);
-                }
+                // A leader that moved or a broker that is down: the next
+                // try asks for fresh metadata.
+                cluster.invalidate(&send.topic);
                 q.in_flight = None;
                 for b in send.batches.into_iter().rev() {
                     q.ready.push_front(b);
