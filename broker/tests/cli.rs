@@ -166,3 +166,99 @@ fn failures_are_one_clear_line_and_a_nonzero_exit() {
         assert_eq!(stderr(o).lines().count(), 1, "{}", stderr(o));
     }
 }
+
+#[test]
+fn cluster_status_reports_brokers_controller_and_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let o = rill(
+        &broker,
+        &["topic", "create", "events", "--partitions", "2"],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    for (partition, input) in [("0", "a\nb\nc\n"), ("1", "d\ne\n")] {
+        let o = rill(
+            &broker,
+            &["produce", "events", "--partition", partition],
+            input,
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+    }
+
+    let o = rill(&broker, &["cluster", "status", "--format", "json"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
+    let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(s["controller"], 1);
+    assert_eq!(
+        s["brokers"],
+        serde_json::json!([{"id": 1, "address": broker.addr.to_string(), "up": true}])
+    );
+    let partitions = s["partitions"].as_array().unwrap();
+    // The controller's own group first, then the topic's partitions in order.
+    let names: Vec<(&str, u64)> = partitions
+        .iter()
+        .map(|p| {
+            (
+                p["topic"].as_str().unwrap(),
+                p["partition"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(names, [("", 0), ("events", 0), ("events", 1)]);
+    assert_eq!(partitions[0]["group"], 0);
+    for (p, records) in partitions.iter().zip([None, Some(3), Some(2)]) {
+        assert_eq!(p["leader"], 1, "{p}");
+        assert!(p["term"].as_u64().unwrap() >= 1, "{p}");
+        let commit = p["commit"].as_u64().unwrap();
+        assert_eq!(
+            p["replicas"],
+            serde_json::json!([{"id": 1, "match": commit, "lag": 0}]),
+            "{p}"
+        );
+        if let Some(records) = records {
+            assert_eq!(p["high_watermark"], records, "{p}");
+        }
+    }
+
+    let o = rill(&broker, &["cluster", "status"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let text = stdout(&o);
+    assert!(
+        text.contains(&format!("broker 1  {}  up", broker.addr)),
+        "{text}"
+    );
+    assert!(text.contains("controller 1\n"), "{text}");
+    assert!(
+        text.contains("controller group  group 0  leader 1"),
+        "{text}"
+    );
+    for (partition, records) in [(0, 3), (1, 2)] {
+        let line = text
+            .lines()
+            .find(|l| l.starts_with(&format!("topic events  partition {partition} ")))
+            .unwrap_or_else(|| panic!("no line for partition {partition}: {text}"));
+        assert!(line.contains("leader 1  "), "{line}");
+        assert!(
+            line.contains(&format!("high watermark {records}  ")),
+            "{line}"
+        );
+        assert!(line.contains("replicas 1 (match "), "{line}");
+        assert!(line.ends_with(", lag 0)"), "{line}");
+    }
+}
+
+#[test]
+fn cluster_status_without_a_reachable_broker_fails_with_one_line() {
+    let o = Command::new(rill_cli())
+        .args(["--bootstrap", "127.0.0.1:1", "cluster", "status"])
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(o.stdout.is_empty());
+    assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
+    assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
+}
