@@ -9,13 +9,9 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{BrokerProcess, Client, batch, fetch_request, read_all};
+use common::{BrokerProcess, Client, batch, fetch_request, read_all, values};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
-
-fn values(range: std::ops::Range<u64>) -> Vec<String> {
-    range.map(|i| format!("value-{i}")).collect()
-}
 
 #[test]
 fn records_produced_come_back_in_order_and_survive_a_restart() {

@@ -3,6 +3,8 @@
 //! directory, and a small blocking client speaking the wire protocol.
 #![allow(dead_code, clippy::unwrap_used)]
 
+pub mod cluster;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::path::{Path, PathBuf};
@@ -26,9 +28,20 @@ impl BrokerProcess {
     /// Starts a broker on a free port with data in `data_dir` and waits for
     /// its `listening on` line (at most 60 s).
     pub fn start(data_dir: &Path) -> BrokerProcess {
+        Self::start_with(data_dir, &["--listen".into(), "127.0.0.1:0".into()])
+    }
+
+    /// Starts a broker with data in `data_dir` and the given flags, and
+    /// waits for its `listening on` line (at most 60 s).
+    pub fn start_with(data_dir: &Path, args: &[String]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
-            .args(["--listen", "127.0.0.1:0", "--data-dir"])
+            .args(args)
+            .arg("--data-dir")
             .arg(data_dir)
+            .env(
+                "RUST_LOG",
+                std::env::var("RILL_TEST_LOG").unwrap_or_else(|_| "info,raft=warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
@@ -36,10 +49,14 @@ impl BrokerProcess {
             .unwrap();
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
+        let echo = std::env::var_os("RILL_TEST_LOG").is_some();
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
+                if echo {
+                    eprintln!("{line}");
+                }
                 if !sent && let Some(rest) = line.split("listening on ").nth(1) {
                     let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
                     let _ = tx.send(addr);
@@ -230,6 +247,11 @@ pub fn fetch_request(topic: &str, partition: u32, offset: u64, max_wait_ms: u32)
             }],
         }],
     })
+}
+
+/// `value-<n>` for each `n` in `range`.
+pub fn values(range: std::ops::Range<u64>) -> Vec<String> {
+    range.map(|i| format!("value-{i}")).collect()
 }
 
 /// A batch of `values`, timestamped `timestamp_ms`.

@@ -1,0 +1,350 @@
+//! A three-broker cluster of real processes under faults: leaders are
+//! SIGKILLed while an `acks=all` producer runs, and a leader is cut off
+//! from its peers. Nothing acknowledged may be lost, and the replicas must
+//! agree.
+//!
+//! CI runs a few kills; `RILL_FAILOVER_KILLS=25 cargo test --release -p
+//! rill-broker --test cluster -- --nocapture` (or `scripts/failover.sh`)
+//! runs the long version and prints failover times.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use common::cluster::TestCluster;
+use common::{Client, batch, values};
+use rill_client::protocol::messages::*;
+use rill_client::protocol::*;
+use rill_client::{
+    Acks, Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
+    SeekTo,
+};
+use rill_storage::{Log, LogConfig, RaftIndex};
+
+const TOPIC: &str = "events";
+const PARTITIONS: u32 = 6;
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+fn kills() -> usize {
+    std::env::var("RILL_FAILOVER_KILLS")
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(3)
+}
+
+/// One `acks=all` produce of a small batch straight to broker `id`;
+/// returns the partition error.
+fn produce_to(c: &TestCluster, id: usize, partition: u32, timeout_ms: u32) -> ErrorCode {
+    produce_at(c.addr(id), partition, timeout_ms)
+}
+
+/// As [`produce_to`], to a broker's address.
+fn produce_at(addr: std::net::SocketAddr, partition: u32, timeout_ms: u32) -> ErrorCode {
+    let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
+        return ErrorCode::RequestTimedOut;
+    };
+    stream
+        .set_read_timeout(Some(Duration::from_millis(u64::from(timeout_ms) + 5_000)))
+        .unwrap();
+    let mut client = Client::from_stream(stream);
+    client.send(&Request::Produce(ProduceRequest {
+        acks: -1,
+        timeout_ms,
+        topics: vec![ProduceTopic {
+            name: TOPIC.into(),
+            partitions: vec![ProducePartition {
+                partition,
+                records: vec![batch(&values(0..1), 0)],
+            }],
+        }],
+    }));
+    let Some(payload) = client.read_frame() else {
+        return ErrorCode::RequestTimedOut;
+    };
+    match decode_response(payload, ApiKey::Produce) {
+        Ok((_, Some(Response::Produce(r)))) => r.topics[0].partitions[0].error,
+        _ => ErrorCode::Unknown,
+    }
+}
+
+fn median_ms(mut v: Vec<Duration>) -> u128 {
+    v.sort();
+    v.get(v.len() / 2).map_or(0, Duration::as_millis)
+}
+
+#[test]
+fn acknowledged_writes_survive_leader_kills_and_replicas_agree() {
+    let mut c = TestCluster::start(3);
+    let rt = runtime();
+    let bootstrap = c.bootstrap();
+    rt.block_on(async {
+        let cluster = Cluster::new(&bootstrap, "test").unwrap();
+        Admin::new(cluster)
+            .create_topic(TOPIC, PARTITIONS, 3, vec![])
+            .await
+            .unwrap();
+    });
+    c.wait_for("every partition to elect a leader", 30, |c| {
+        (0..PARTITIONS).all(|p| c.leader_of(TOPIC, p).is_some())
+    });
+
+    // The producer: keyed records with acks=all, as fast as they are
+    // acknowledged (up to 2,000 in flight), until told to stop.
+    let stop = Arc::new(AtomicBool::new(false));
+    let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
+    let producing = {
+        let (stop, acked, bootstrap) = (stop.clone(), acked.clone(), bootstrap.clone());
+        rt.spawn(async move {
+            let cluster = Cluster::new(&bootstrap, "producer").unwrap();
+            let config = ProducerConfig {
+                acks: Acks::All,
+                delivery_timeout_ms: 60_000,
+                ..ProducerConfig::default()
+            };
+            let producer = Producer::new(cluster, config);
+            let mut in_flight = std::collections::VecDeque::new();
+            let mut n = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                let value = format!("value-{n}");
+                let record = ProducerRecord {
+                    topic: TOPIC.into(),
+                    key: Some(Bytes::from(format!("key-{}", n % 97))),
+                    value: Some(Bytes::from(value.clone())),
+                    ..ProducerRecord::default()
+                };
+                in_flight.push_back((value, producer.send(record).await.unwrap()));
+                n += 1;
+                while in_flight.len() > 2_000 {
+                    let (value, d) = in_flight.pop_front().unwrap();
+                    if let Ok(m) = d.await {
+                        acked
+                            .lock()
+                            .unwrap()
+                            .push((m.partition, m.offset.unwrap(), value));
+                    }
+                }
+                if n % 64 == 0 {
+                    tokio::time::sleep(Duration::from_millis(2)).await;
+                }
+            }
+            for (value, d) in in_flight {
+                if let Ok(m) = d.await {
+                    acked
+                        .lock()
+                        .unwrap()
+                        .push((m.partition, m.offset.unwrap(), value));
+                }
+            }
+            producer.close().await;
+        })
+    };
+    std::thread::sleep(Duration::from_secs(2));
+
+    let mut elections = Vec::new();
+    let mut failovers = Vec::new();
+    for k in 0..kills() {
+        let partition = (k as u32) % PARTITIONS;
+        let leader = c
+            .leader_of(TOPIC, partition)
+            .expect("a leader before the kill");
+        let before = acked.lock().unwrap().len();
+        c.kill(leader);
+        let killed = Instant::now();
+        let elected = c.wait_for("a new leader after the kill", 30, |c| {
+            c.leader_of(TOPIC, partition).is_some_and(|l| l != leader)
+        });
+        let new_leader = c.leader_of(TOPIC, partition).unwrap();
+        // Failover: from the kill to the first acknowledged produce at the
+        // new leader.
+        while produce_to(&c, new_leader, partition, 5_000) != ErrorCode::None {
+            assert!(
+                killed.elapsed() < Duration::from_secs(60),
+                "no produce after failover"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let failover = killed.elapsed();
+        eprintln!(
+            "kill {k}: broker {leader} led partition {partition}; broker {new_leader} elected after {} ms, first produce after {} ms",
+            elected.as_millis(),
+            failover.as_millis()
+        );
+        elections.push(elected);
+        failovers.push(failover);
+        std::thread::sleep(Duration::from_millis(500));
+        c.restart(leader);
+        std::thread::sleep(Duration::from_secs(1));
+        assert!(
+            acked.lock().unwrap().len() > before,
+            "the producer makes progress across kill {k}"
+        );
+    }
+    eprintln!(
+        "failover over {} kills: election median {} ms, max {} ms; first produce median {} ms, max {} ms",
+        failovers.len(),
+        median_ms(elections.clone()),
+        elections.iter().max().unwrap().as_millis(),
+        median_ms(failovers.clone()),
+        failovers.iter().max().unwrap().as_millis()
+    );
+    stop.store(true, Ordering::Relaxed);
+    rt.block_on(producing).unwrap();
+    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    assert!(acked.len() > 1_000, "only {} acknowledged", acked.len());
+
+    // Every acknowledged record is where its producer was told.
+    c.wait_for("the cluster to settle", 60, |c| {
+        c.settled(TOPIC, PARTITIONS)
+    });
+    let stored = rt.block_on(read_all(&bootstrap));
+    for (p, offset, value) in &acked {
+        assert_eq!(
+            stored.get(&(*p, *offset)),
+            Some(value),
+            "acknowledged record at partition {p} offset {offset}"
+        );
+    }
+    eprintln!(
+        "{} acknowledged records all found at their offsets",
+        acked.len()
+    );
+
+    // Every replica holds the same log up to the commit index.
+    let commits: BTreeMap<u32, u64> = (0..PARTITIONS)
+        .map(|p| {
+            let l = c.leader_of(TOPIC, p).unwrap();
+            let s = c.status(l).unwrap();
+            let r = s
+                .replicas
+                .iter()
+                .find(|r| r.topic == TOPIC && r.partition == p)
+                .unwrap();
+            (p, r.commit)
+        })
+        .collect();
+    let topic_id = {
+        let m = c.metadata_from_any().unwrap();
+        let t = m.topics.iter().find(|t| t.name == TOPIC).unwrap();
+        uuid::Uuid::from_bytes(t.topic_id).to_string()
+    };
+    for id in 1..=3 {
+        c.terminate(id);
+    }
+    for (p, commit) in commits {
+        let mut reference = None;
+        for id in 1..=3 {
+            let dir = c.broker_dir(id).join(format!("{topic_id}-{p}"));
+            let log = Log::open(&dir, LogConfig::default()).unwrap();
+            let entries: Vec<_> = log
+                .read_entries(log.first_raft_index(), RaftIndex(commit + 1), u64::MAX)
+                .unwrap()
+                .iter()
+                .map(|b| {
+                    let h = b.header();
+                    (h.raft_index, h.raft_term, h.base_offset, h.crc)
+                })
+                .collect();
+            assert_eq!(entries.len() as u64, commit, "partition {p} on broker {id}");
+            match &reference {
+                None => reference = Some(entries),
+                Some(r) => assert_eq!(r, &entries, "partition {p}: broker {id} differs"),
+            }
+        }
+    }
+}
+
+/// Every record of every partition: (partition, offset) -> value.
+async fn read_all(bootstrap: &str) -> BTreeMap<(u32, u64), String> {
+    let cluster = Cluster::new(bootstrap, "reader").unwrap();
+    let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+    consumer
+        .assign(TOPIC, None, SeekTo::Earliest)
+        .await
+        .unwrap();
+    let mut out = BTreeMap::new();
+    let mut idle = 0;
+    while idle < 3 {
+        let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
+        if records.is_empty() {
+            idle += 1;
+        }
+        for r in records {
+            idle = 0;
+            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+            assert!(
+                out.insert((r.partition, r.offset), value).is_none(),
+                "offset {} of partition {} read twice",
+                r.offset,
+                r.partition
+            );
+        }
+    }
+    out
+}
+
+#[test]
+fn an_isolated_leader_cannot_acknowledge_and_the_others_elect_a_new_one() {
+    let c = TestCluster::start(3);
+    let rt = runtime();
+    let bootstrap = c.bootstrap();
+    rt.block_on(async {
+        let cluster = Cluster::new(&bootstrap, "test").unwrap();
+        Admin::new(cluster)
+            .create_topic(TOPIC, 1, 3, vec![])
+            .await
+            .unwrap();
+    });
+    c.wait_for("a leader", 30, |c| c.leader_of(TOPIC, 0).is_some());
+    let leader = c.leader_of(TOPIC, 0).unwrap();
+    assert_eq!(produce_to(&c, leader, 0, 5_000), ErrorCode::None);
+
+    c.isolate(leader);
+    // The cut-off leader cannot reach a majority: an acks=all write to it
+    // is never acknowledged. Meanwhile the others elect a new leader.
+    let addr = c.addr(leader);
+    let attempt = std::thread::spawn(move || produce_at(addr, 0, 3_000));
+    let others: Vec<usize> = (1..=3).filter(|i| *i != leader).collect();
+    let elected = c.wait_for("the others to elect a new leader", 30, |c| {
+        others.iter().any(|&i| {
+            c.status(i).is_some_and(|s| {
+                s.replicas
+                    .iter()
+                    .any(|r| r.topic == TOPIC && r.leader == i as i32 && !r.matched.is_empty())
+            })
+        })
+    });
+    let error = attempt.join().unwrap();
+    assert_ne!(
+        error,
+        ErrorCode::None,
+        "an isolated leader acknowledged a write"
+    );
+    eprintln!(
+        "isolated leader {leader}: its acks=all write was refused with {error:?}; a new leader was seen {} ms after the cut",
+        elected.as_millis()
+    );
+    let new_leader = c.leader_of(TOPIC, 0);
+    assert!(new_leader.is_some_and(|l| l != leader));
+    assert_eq!(
+        produce_to(&c, new_leader.unwrap(), 0, 5_000),
+        ErrorCode::None
+    );
+
+    // Healed, the old leader follows again and catches up.
+    c.heal();
+    c.wait_for("the old leader to catch up as a follower", 30, |c| {
+        c.settled(TOPIC, 1)
+    });
+}

@@ -1,0 +1,313 @@
+//! A cluster of real `rill-broker` processes on 127.0.0.1 for fault tests,
+//! with every peer connection passing through a proxy in this process, so a
+//! test can cut a broker off from its peers without touching the code under
+//! test.
+//!
+//! Broker `i` listens for peers on its own port and is known to the others
+//! by its proxy's port. A proxy reads the first frame header of each
+//! connection (4-byte length, version, sender id) to learn who dials, and
+//! refuses or cuts connections to or from an isolated broker.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::io::{Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rill_client::protocol::messages::*;
+use rill_client::protocol::*;
+
+use super::{BrokerProcess, Client};
+
+/// A port free right now on 127.0.0.1.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+#[derive(Default)]
+struct ProxyState {
+    /// Brokers cut off from their peers.
+    isolated: BTreeSet<u64>,
+    /// Open connections: (from, to, the two sockets).
+    open: Vec<(u64, u64, TcpStream, TcpStream)>,
+}
+
+/// The proxies of a cluster, one per broker.
+struct Proxies {
+    state: Arc<Mutex<ProxyState>>,
+}
+
+impl Proxies {
+    /// Starts a proxy for broker `to` on `listener`, forwarding to `target`.
+    fn spawn(&self, to: u64, listener: TcpListener, target: SocketAddr) {
+        let state = Arc::clone(&self.state);
+        std::thread::spawn(move || {
+            for conn in listener.incoming() {
+                let Ok(mut inbound) = conn else { continue };
+                let state = Arc::clone(&state);
+                std::thread::spawn(move || {
+                    // Length prefix (4), version (1), sender id (8).
+                    let mut head = [0u8; 13];
+                    if inbound.read_exact(&mut head).is_err() {
+                        return;
+                    }
+                    let from = u64::from_le_bytes(head[5..13].try_into().unwrap());
+                    let Ok(mut outbound) = TcpStream::connect(target) else {
+                        return;
+                    };
+                    {
+                        let mut s = state.lock().unwrap();
+                        if s.isolated.contains(&from) || s.isolated.contains(&to) {
+                            return;
+                        }
+                        s.open.push((
+                            from,
+                            to,
+                            inbound.try_clone().unwrap(),
+                            outbound.try_clone().unwrap(),
+                        ));
+                    }
+                    if outbound.write_all(&head).is_err() {
+                        return;
+                    }
+                    let (mut a, mut b) =
+                        (inbound.try_clone().unwrap(), outbound.try_clone().unwrap());
+                    let up = std::thread::spawn(move || {
+                        let _ = std::io::copy(&mut a, &mut b);
+                        let _ = b.shutdown(Shutdown::Both);
+                    });
+                    let _ = std::io::copy(&mut outbound, &mut inbound);
+                    let _ = inbound.shutdown(Shutdown::Both);
+                    let _ = up.join();
+                });
+            }
+        });
+    }
+
+    fn isolate(&self, id: u64) {
+        let mut s = self.state.lock().unwrap();
+        s.isolated.insert(id);
+        s.open.retain(|(from, to, a, b)| {
+            if *from == id || *to == id {
+                let _ = a.shutdown(Shutdown::Both);
+                let _ = b.shutdown(Shutdown::Both);
+                false
+            } else {
+                true
+            }
+        });
+    }
+
+    fn heal(&self) {
+        self.state.lock().unwrap().isolated.clear();
+    }
+}
+
+/// A running cluster. Broker ids are 1..=n.
+pub struct TestCluster {
+    pub dir: tempfile::TempDir,
+    brokers: Vec<Option<BrokerProcess>>,
+    client_ports: Vec<u16>,
+    peer_ports: Vec<u16>,
+    proxy_ports: Vec<u16>,
+    proxies: Proxies,
+}
+
+impl TestCluster {
+    /// Starts `n` brokers and waits until they have a controller and every
+    /// broker is registered.
+    pub fn start(n: usize) -> TestCluster {
+        let proxies = Proxies {
+            state: Arc::default(),
+        };
+        let mut proxy_ports = Vec::new();
+        let mut peer_ports = Vec::new();
+        for i in 1..=n {
+            let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+            proxy_ports.push(listener.local_addr().unwrap().port());
+            let peer = free_port();
+            peer_ports.push(peer);
+            proxies.spawn(i as u64, listener, SocketAddr::from(([127, 0, 0, 1], peer)));
+        }
+        let mut cluster = TestCluster {
+            dir: tempfile::tempdir().unwrap(),
+            brokers: (0..n).map(|_| None).collect(),
+            client_ports: (0..n).map(|_| free_port()).collect(),
+            peer_ports,
+            proxy_ports,
+            proxies,
+        };
+        for i in 1..=n {
+            cluster.restart(i);
+        }
+        cluster.wait_for("a controller and every broker registered", 60, |c| {
+            c.metadata_from_any()
+                .is_some_and(|m| m.controller_id > 0 && m.brokers.len() == n)
+        });
+        cluster
+    }
+
+    /// Number of brokers.
+    pub fn size(&self) -> usize {
+        self.brokers.len()
+    }
+
+    fn data_dir(&self, id: usize) -> PathBuf {
+        self.dir.path().join(format!("b{id}"))
+    }
+
+    /// Broker `id`'s client address.
+    pub fn addr(&self, id: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.client_ports[id - 1]))
+    }
+
+    /// Every broker's client address, comma-separated.
+    pub fn bootstrap(&self) -> String {
+        (1..=self.size())
+            .map(|i| self.addr(i).to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+
+    /// Whether broker `id` runs.
+    pub fn is_up(&self, id: usize) -> bool {
+        self.brokers[id - 1].is_some()
+    }
+
+    /// Starts broker `id` (again), on the same ports and data.
+    pub fn restart(&mut self, id: usize) {
+        assert!(self.brokers[id - 1].is_none(), "broker {id} is up");
+        let peers = (1..=self.size())
+            .map(|i| format!("{i}=127.0.0.1:{}", self.proxy_ports[i - 1]))
+            .collect::<Vec<_>>()
+            .join(",");
+        let args = vec![
+            "--node-id".to_string(),
+            id.to_string(),
+            "--listen".into(),
+            self.addr(id).to_string(),
+            "--peer-listen".into(),
+            format!("127.0.0.1:{}", self.peer_ports[id - 1]),
+            "--peers".into(),
+            peers,
+        ];
+        self.brokers[id - 1] = Some(BrokerProcess::start_with(&self.data_dir(id), &args));
+    }
+
+    /// SIGKILLs broker `id`.
+    pub fn kill(&mut self, id: usize) {
+        if let Some(b) = self.brokers[id - 1].take() {
+            b.kill();
+        }
+    }
+
+    /// SIGTERMs broker `id` and waits for its clean exit.
+    pub fn terminate(&mut self, id: usize) {
+        if let Some(b) = self.brokers[id - 1].take() {
+            b.terminate();
+        }
+    }
+
+    /// Cuts broker `id` off from its peers (clients still reach it).
+    pub fn isolate(&self, id: usize) {
+        self.proxies.isolate(id as u64);
+    }
+
+    /// Lets every broker reach its peers again.
+    pub fn heal(&self) {
+        self.proxies.heal();
+    }
+
+    /// Broker `id`'s view of replication, if it answers.
+    pub fn status(&self, id: usize) -> Option<ClusterStatusResponse> {
+        if !self.is_up(id) {
+            return None;
+        }
+        let stream = TcpStream::connect_timeout(&self.addr(id), Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut c = Client::from_stream(stream);
+        c.send(&Request::ClusterStatus);
+        let payload = c.read_frame()?;
+        match decode_response(payload, ApiKey::ClusterStatus).ok()? {
+            (_, Some(Response::ClusterStatus(s))) => Some(s),
+            _ => None,
+        }
+    }
+
+    /// Metadata from the first broker that answers.
+    pub fn metadata_from_any(&self) -> Option<MetadataResponse> {
+        (1..=self.size()).filter(|i| self.is_up(*i)).find_map(|i| {
+            let stream = TcpStream::connect_timeout(&self.addr(i), Duration::from_secs(2)).ok()?;
+            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+            let mut c = Client::from_stream(stream);
+            c.send(&Request::Metadata(MetadataRequest { topics: None }));
+            match decode_response(c.read_frame()?, ApiKey::Metadata).ok()? {
+                (_, Some(Response::Metadata(m))) => Some(m),
+                _ => None,
+            }
+        })
+    }
+
+    /// The leader of `topic`/`partition` as the live brokers that hold a
+    /// replica agree on it (a broker that claims to lead, seen by itself).
+    pub fn leader_of(&self, topic: &str, partition: u32) -> Option<usize> {
+        (1..=self.size()).find(|&i| {
+            self.status(i).is_some_and(|s| {
+                s.replicas.iter().any(|r| {
+                    r.topic == topic
+                        && r.partition == partition
+                        && r.leader == i as i32
+                        && !r.matched.is_empty()
+                })
+            })
+        })
+    }
+
+    /// Whether every partition of `topic` has a leader whose followers all
+    /// have its whole log (after faults, the cluster has settled).
+    pub fn settled(&self, topic: &str, partitions: u32) -> bool {
+        (0..partitions).all(|p| {
+            let Some(l) = self.leader_of(topic, p) else {
+                return false;
+            };
+            self.status(l).is_some_and(|s| {
+                s.replicas.iter().any(|r| {
+                    r.topic == topic
+                        && r.partition == p
+                        && r.commit == r.last_index
+                        && r.matched.iter().all(|(_, m)| *m == r.last_index)
+                })
+            })
+        })
+    }
+
+    /// Polls `cond` every 100 ms until it holds, panicking after
+    /// `timeout_s` seconds. Returns how long it took.
+    pub fn wait_for(
+        &self,
+        what: &str,
+        timeout_s: u64,
+        mut cond: impl FnMut(&TestCluster) -> bool,
+    ) -> Duration {
+        let started = Instant::now();
+        while !cond(self) {
+            assert!(
+                started.elapsed() < Duration::from_secs(timeout_s),
+                "waited {timeout_s} s for {what}"
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        started.elapsed()
+    }
+
+    /// The data directory of broker `id`.
+    pub fn broker_dir(&self, id: usize) -> PathBuf {
+        self.data_dir(id)
+    }
+}
