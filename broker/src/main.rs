@@ -210,7 +210,9 @@ fn run() -> anyhow::Result<()> {
                 }
             }
         });
-        tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "listening on {bound}");
+        tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "ready");
+        // Scripts and tests wait for this line, whatever the log level.
+        eprintln!("listening on {bound}");
         tokio::select! {
             _ = serve(listener, Arc::clone(&broker)) => {}
             _ = shutdown_signal() => tracing::info!("shutting down"),

@@ -18,7 +18,8 @@ pub struct LogConfig {
     /// milliseconds. Default 7 days.
     pub segment_ms: Option<u64>,
     /// The active segment's file is grown ahead of the writer in steps of
-    /// this many bytes (`fallocate`). Default 16 MiB.
+    /// at most this many bytes (`fallocate`); a new segment's steps start
+    /// at 64 KiB and double as it fills. Default 16 MiB.
     pub grow_step_bytes: u64,
     /// Bytes of log between two sparse index entries. Default 4 KiB.
     pub index_interval_bytes: u64,

@@ -31,6 +31,9 @@ use crate::prefault::prefault;
 use crate::timeindex::TimeEntry;
 use crate::types::{Offset, RaftIndex, Term};
 
+/// The first step a new segment's file grows by, bytes.
+pub(crate) const FIRST_GROW_STEP_BYTES: u64 = 64 * 1024;
+
 /// The file paths of one segment.
 #[derive(Debug, Clone)]
 pub(crate) struct SegmentPaths {
@@ -273,12 +276,22 @@ impl Segment {
     }
 
     /// Makes the file at least `needed_bytes` long, growing it in whole steps
-    /// (never past the mapping).
+    /// (never past the mapping). Steps start at [`FIRST_GROW_STEP_BYTES`]
+    /// and double with the file up to `grow_step_bytes`: a broker with
+    /// thousands of mostly idle partitions does not reserve a full step of
+    /// disk for each, while a busy segment soon grows in full steps.
     fn grow_to(&mut self, needed_bytes: u64, config: &LogConfig) -> Result<(), LogError> {
         if needed_bytes <= self.file_bytes {
             return Ok(());
         }
-        let step = config.grow_step_bytes;
+        let step = self
+            .file_bytes
+            .next_power_of_two()
+            .clamp(
+                FIRST_GROW_STEP_BYTES,
+                config.grow_step_bytes.max(FIRST_GROW_STEP_BYTES),
+            )
+            .min(config.grow_step_bytes);
         let target = needed_bytes
             .div_ceil(step)
             .saturating_mul(step)

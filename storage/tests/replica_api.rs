@@ -142,3 +142,29 @@ fn forget_unsynced_may_keep_a_torn_part_of_the_next_batch() {
     let log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.end(), durable, "a torn batch never becomes visible");
 }
+
+#[test]
+fn a_new_segment_reserves_disk_in_small_steps_that_double() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = rill_storage::LogConfig {
+        segment_bytes: 64 << 20,
+        grow_step_bytes: 16 << 20,
+        prefault_ahead_bytes: 0,
+        ..small_config()
+    };
+    let mut log = Log::open(dir.path(), config).unwrap();
+    append(&mut log, 1);
+    let file = || {
+        std::fs::read_dir(dir.path())
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .find(|p| p.extension().is_some_and(|e| e == "log"))
+            .unwrap()
+    };
+    // Thousands of idle partitions must not each hold a full step.
+    assert_eq!(std::fs::metadata(file()).unwrap().len(), 64 * 1024);
+    while log.size_bytes() <= 64 * 1024 {
+        append(&mut log, 4);
+    }
+    assert_eq!(std::fs::metadata(file()).unwrap().len(), 128 * 1024);
+}
