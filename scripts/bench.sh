@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Runs rill's standard single-node workloads (W1-W6) against a fresh release
-# broker, measures this machine's ceilings in the same run (single-stream
+# Runs rill's standard workloads against fresh release brokers: W1-W6 on a
+# single node (every partition a one-voter Raft group), W7 on a 3-broker
+# cluster on this machine (replication factor 3); measures this machine's
+# ceilings in the same run (single-stream
 # loopback TCP with iperf3; fio appending with an fdatasync after each
 # write), and writes BENCHMARKS.md. Installs iperf3 and fio when missing.
 #
@@ -23,7 +25,9 @@ cargo build --release -p rill-broker -p rill-bench >&2
 work=$(mktemp -d)
 broker_pid=
 iperf_pid=
+cluster_up=
 cleanup() {
+  [ -n "$cluster_up" ] && scripts/cluster.sh stop >/dev/null 2>&1 || true
   [ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null || true
   [ -n "$iperf_pid" ] && kill "$iperf_pid" 2>/dev/null || true
   wait 2>/dev/null || true
@@ -32,7 +36,7 @@ cleanup() {
 trap cleanup EXIT
 
 # A fresh broker. Sync rounds are logged at debug level: W3's mean sync size sizes the fio ceiling.
-RUST_LOG=info,rill_broker::flusher=debug start_broker "$work"
+RUST_LOG=info,raft=warn,rill_broker::raft_loop=debug start_broker "$work"
 bench() { target/release/rill-bench "$@" --bootstrap "$addr" --json | tail -n 1; }
 drop_topic() { target/release/rill --bootstrap "$addr" topic delete "$1" >/dev/null; }
 
@@ -62,6 +66,25 @@ done
 kill "$broker_pid"
 wait "$broker_pid" 2>/dev/null || true
 broker_pid=
+
+# W7: three brokers on this machine, replication factor 3, acks=all, in
+# both durability modes, with 1 and 4 producers.
+export RILL_CLUSTER_DIR="$work/cluster" RILL_CLUSTER_PORT=${W7_PORT:-19790} RILL_BIN=target/release
+RUST_LOG=warn scripts/cluster.sh start 3 >&2
+cluster_up=1
+boot=$(for i in 1 2 3; do printf '127.0.0.1:%s,' $((RILL_CLUSTER_PORT + i)); done)
+boot=${boot%,}
+w7() { target/release/rill-bench "$@" --bootstrap "$boot" --replication-factor 3 --acks all --json | tail -n 1; }
+for run in $(seq "$RUNS"); do
+  echo "W7 run $run of $RUNS" >&2
+  w7 produce --topic "w7a-$run" --topic-config fsync=false --messages 1000000 >>"$work/W7a.jsonl"
+  w7 produce --topic "w7b-$run" --topic-config fsync=false --partitions 8 --producers 4 --messages 2000000 >>"$work/W7b.jsonl"
+  w7 produce --topic "w7c-$run" --messages 300000 >>"$work/W7c.jsonl"
+  w7 produce --topic "w7d-$run" --partitions 8 --producers 4 --messages 600000 >>"$work/W7d.jsonl"
+  for t in w7a w7b w7c w7d; do target/release/rill --bootstrap "$boot" topic delete "$t-$run" >/dev/null; done
+done
+scripts/cluster.sh stop >&2
+cluster_up=
 
 # W3's mean sync size: the write size of the fio ceiling (4 KiB multiple).
 sync_bytes=$(grep 'sync round' "$work/broker.log" | grep -o 'bytes=[0-9]*' | awk -F= '{s+=$2; n++} END {if (n) printf "%d", s/n; else print 0}')
@@ -103,6 +126,10 @@ rows = [
   ("W4", "produce, 4 producers, 8 partitions, acks=1, 1,000 B", "page cache", tcp, "loopback TCP"),
   ("W5", "consume from earliest, 1 consumer, what W1 wrote", "page cache", tcp, "loopback TCP"),
   ("W6", "e2e at 20,000 records/s, acks=1, 1,000 B, linger 0", "page cache", None, None),
+  ("W7a", "3 brokers, RF=3, 1 producer, 1 partition, acks=all, 1,000 B", "page cache on a majority", None, None),
+  ("W7b", "3 brokers, RF=3, 4 producers, 8 partitions, acks=all, 1,000 B", "page cache on a majority", None, None),
+  ("W7c", "3 brokers, RF=3, 1 producer, 1 partition, acks=all, 1,000 B", "fdatasync on a majority", None, None),
+  ("W7d", "3 brokers, RF=3, 4 producers, 8 partitions, acks=all, 1,000 B", "fdatasync on a majority", None, None),
 ]
 lines = [
   "# rill benchmarks", "",
@@ -124,6 +151,12 @@ for w, what, dur, ceiling, cname in rows:
     fmt = lambda v: "-" if v is None else f"{v:.0f}"
     lines.append(f"| {w} | {what} | {dur} | {med(r, 'msgs_per_sec'):.0f} | {mbps:.1f} | {ratio} | "
                  + " | ".join(fmt(v) for v in lat) + " |")
+w1, w3 = med(load("W1"), "mb_per_sec"), med(load("W3"), "mb_per_sec")
+w7 = {w: med(load(w), "mb_per_sec") for w in ("W7a", "W7b", "W7c", "W7d")}
+lines += ["",
+  "Replication (W7, three brokers sharing this machine's cores and disk) against the single node, same run:",
+  f"fsync=false: W7a {w7['W7a']:.0f} MB/s is {w7['W7a'] / w1:.0%} of W1, W7b {w7['W7b']:.0f} MB/s is {w7['W7b'] / w1:.0%} of W1 (target 40%); "
+  f"fsync=true: W7c {w7['W7c']:.0f} MB/s is {w7['W7c'] / w3:.0%} of W3, W7d {w7['W7d']:.0f} MB/s is {w7['W7d'] / w3:.0%} of W3 (target 60%)."]
 lines += ["", "Every run's summary line, as `rill-bench --json` printed it:", "", "```"]
 for w, *_ in rows:
     for r in load(w):

@@ -26,8 +26,9 @@
 //!
 //! Determinism: groups live in a `BTreeMap`, `max_election_tick` is
 //! `election_tick + 1` (raft-rs's own randomisation picks from a range of
-//! one), and election jitter comes from a seeded generator: each tick gives
-//! a group an extra tick with probability 1/4.
+//! one), and election jitter comes from a seeded generator: a group misses
+//! each tick with probability 1/4, so no election timeout is shorter than
+//! `election_tick` ticks.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -408,11 +409,12 @@ impl Node {
         self.groups.values().any(|r| r.raw.has_ready())
     }
 
-    /// One tick for every group, plus jitter.
+    /// One tick for every group, less jitter: each group misses a tick
+    /// with probability 1/4, so election timeouts spread out above
+    /// `election_tick` ticks and never fall below it.
     pub fn tick(&mut self) {
         for r in self.groups.values_mut() {
-            r.raw.tick();
-            if self.jitter.next() % 4 == 0 {
+            if self.jitter.next() % 4 != 0 {
                 r.raw.tick();
             }
         }
