@@ -27,7 +27,7 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use rill_replication::state::{FileStateStore, Membership, ReplicaState};
 use rill_replication::storage::{SharedLog, lock};
-use rill_replication::transport::{Inbound, Transport};
+use rill_replication::transport::{Dropped, Inbound, Transport};
 use rill_replication::{
     BrokerId, CheckedBatch, Event, GroupId, GroupStatus, Node, NodeConfig, Outgoing, Proposed,
     ReplicaSpec, ReplicationError, SyncJob, SyncResult,
@@ -255,7 +255,15 @@ pub fn start(
     raft.open_controller()?;
     std::thread::Builder::new()
         .name("rill-raft".into())
-        .spawn(move || raft.run())
+        .spawn(move || {
+            // A panic here is a broken invariant of replication (raft-rs
+            // panics on a log that lost what it acknowledged): the broker
+            // must not go on serving without its only writer.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft.run())).is_err() {
+                tracing::error!("the replication thread panicked; stopping the broker");
+                std::process::exit(70);
+            }
+        })
         .map_err(ReplicationError::io(
             "start the replication thread",
             "rill-raft",
@@ -401,13 +409,15 @@ impl RaftLoop {
         // Replicas open (and one-voter ones lead) before anyone hears the
         // outcome.
         self.reconcile();
+        // Published before anyone hears the outcome: a client that created
+        // a topic finds it in the next metadata it asks for.
+        self.published
+            .image
+            .send_replace(Arc::new(self.image.clone()));
         let leader = self.node.leader(GroupId::CONTROLLER);
         for (reply, outcome) in answers {
             let _ = reply.send(outcome.ok_or(NotController { leader }));
         }
-        self.published
-            .image
-            .send_replace(Arc::new(self.image.clone()));
         Ok(())
     }
 
@@ -729,18 +739,19 @@ impl RaftLoop {
         }
     }
 
-    fn send(&mut self, out: Vec<Outgoing>) {
+    /// Queues messages for the peers; returns those that could not be
+    /// queued (reported to raft-rs once the round is finished: not while a
+    /// Ready is outstanding).
+    fn send(&mut self, out: Vec<Outgoing>) -> Vec<Dropped> {
         if out.is_empty() {
-            return;
+            return Vec::new();
         }
         match &self.transport {
-            Some(t) => {
-                let dropped = t.send(out);
-                if !dropped.is_empty() {
-                    self.node.report_dropped(&dropped);
-                }
+            Some(t) => t.send(out),
+            None => {
+                tracing::trace!(messages = out.len(), "no peers to send to");
+                Vec::new()
             }
-            None => tracing::trace!(messages = out.len(), "no peers to send to"),
         }
     }
 
@@ -754,7 +765,7 @@ impl RaftLoop {
         }
         // A leader's appends travel while it persists its own copy, and
         // `acks=1` waits for the append alone: both before the syncs.
-        self.send(std::mem::take(&mut out));
+        let mut dropped = self.send(std::mem::take(&mut out));
         self.publish(std::mem::take(&mut events));
         let started = Instant::now();
         let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();
@@ -770,7 +781,10 @@ impl RaftLoop {
         }
         self.node
             .finish_round(round, results, &mut out, &mut events);
-        self.send(out);
+        dropped.extend(self.send(out));
+        if !dropped.is_empty() {
+            self.node.report_dropped(&dropped);
+        }
         self.publish(events);
     }
 
@@ -809,6 +823,16 @@ impl RaftLoop {
                 } => {
                     if let Some(p) = self.published.partition(group) {
                         p.set_leader(leader, is_leader, term);
+                    }
+                }
+                Event::Restored {
+                    group,
+                    index,
+                    next_offset,
+                } => {
+                    tracing::info!(%group, %index, %next_offset, "replica restored from its leader's snapshot");
+                    if let Some(p) = self.published.partition(group) {
+                        p.refresh_log_start();
                     }
                 }
                 Event::Failed { group, reason } => {

@@ -22,6 +22,8 @@ use crate::metadata::{BrokerInfo, ClusterImage, MetadataCommand, Outcome};
 use crate::partition::Partition;
 use crate::raft_loop::{NotController, Published, RaftHandle};
 
+/// Longest an admin request waits for its change to be applied here, ms.
+pub const IMAGE_WAIT_MS: u64 = 10_000;
 /// How long a forwarded admin request may take, ms.
 pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
 
@@ -147,6 +149,7 @@ impl Broker {
             timeout_ms: FORWARD_TIMEOUT_MS as u32,
         });
         self.admin(command, forward, forwarded).await?;
+        self.await_image(|i| i.topics.contains_key(name)).await;
         tracing::info!(
             topic = name,
             partitions,
@@ -170,6 +173,7 @@ impl Broker {
             timeout_ms: FORWARD_TIMEOUT_MS as u32,
         });
         self.admin(command, forward, forwarded).await?;
+        self.await_image(|i| !i.topics.contains_key(name)).await;
         tracing::info!(topic = name, "deleted topic");
         Ok(())
     }
@@ -187,6 +191,18 @@ impl Broker {
         };
         self.admin(command, Request::RegisterBroker(broker.clone()), forwarded)
             .await
+    }
+
+    /// Waits (at most [`IMAGE_WAIT_MS`]) until the metadata applied here
+    /// satisfies `done`: a client that changed the metadata through this
+    /// broker sees the change in the next answer it gets from it.
+    async fn await_image(&self, done: impl Fn(&ClusterImage) -> bool) {
+        let mut rx = self.published.image.subscribe();
+        let _ = tokio::time::timeout(
+            Duration::from_millis(IMAGE_WAIT_MS),
+            rx.wait_for(|i| done(i)),
+        )
+        .await;
     }
 
     /// Whether this broker's address is in the metadata as advertised.

@@ -126,6 +126,17 @@ pub enum Event {
         /// The current term.
         term: Term,
     },
+    /// This replica was too far behind its leader's log start and was
+    /// restored from a snapshot: its log now starts at `index + 1`, offset
+    /// `next_offset`.
+    Restored {
+        /// The group.
+        group: GroupId,
+        /// The snapshot's index.
+        index: RaftIndex,
+        /// The log start offset now.
+        next_offset: Offset,
+    },
     /// A sync or write failed: the group stopped here (an fsync error is
     /// not retried: the page cache may have dropped what it failed to
     /// write).
@@ -250,6 +261,8 @@ impl SyncJob {
 #[must_use = "hand the round back to Node::finish_round"]
 pub struct Round {
     readies: Vec<(GroupId, Ready)>,
+    /// Snapshots sent in the round, by group and follower.
+    snapshots: Vec<(GroupId, BrokerId)>,
 }
 
 impl Round {
@@ -506,7 +519,8 @@ impl Node {
     }
 
     /// Tells the groups about messages the transport could not send: the
-    /// follower is probed again, and a dropped snapshot is retried.
+    /// follower is probed again, and a dropped snapshot is retried. Call
+    /// between rounds, never between `start_round` and `finish_round`.
     pub fn report_dropped(&mut self, dropped: &[crate::transport::Dropped]) {
         for d in dropped {
             if let Some(r) = self.groups.get_mut(&d.group) {
@@ -586,6 +600,7 @@ impl Node {
         jobs: &mut Vec<SyncJob>,
     ) -> Round {
         let mut readies = Vec::new();
+        let mut snapshots = Vec::new();
         let mut failed = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
             if !r.raw.has_ready() {
@@ -605,7 +620,7 @@ impl Node {
                     term: Term(r.raw.raft.term),
                 });
             }
-            push_messages(group, rd.take_messages(), out);
+            push_messages(group, rd.take_messages(), out, &mut snapshots);
             match persist(group, r, &mut rd, jobs, events) {
                 Ok(()) => readies.push((group, rd)),
                 Err(e) => failed.push((group, e)),
@@ -614,7 +629,7 @@ impl Node {
         for (group, e) in failed {
             self.fail(group, &e, events);
         }
-        Round { readies }
+        Round { readies, snapshots }
     }
 
     /// Step 3 of an iteration: see the module documentation.
@@ -648,6 +663,7 @@ impl Node {
                 }
             }
         }
+        let mut snapshots = round.snapshots;
         for (group, rd) in round.readies {
             if failed.contains_key(&group) {
                 continue;
@@ -655,8 +671,17 @@ impl Node {
             let Some(r) = self.groups.get_mut(&group) else {
                 continue;
             };
-            if let Err(e) = advance(group, r, rd, out, events) {
+            if let Err(e) = advance(group, r, rd, out, events, &mut snapshots) {
                 failed.insert(group, e.to_string());
+            }
+        }
+        // A snapshot is tiny (the log start point) and sent in one message:
+        // once handed out it counts as delivered. If it was lost, the
+        // follower rejects the next append and the leader sends another.
+        for (group, to) in snapshots {
+            if let Some(r) = self.groups.get_mut(&group) {
+                r.raw
+                    .report_snapshot(to.get(), raft::SnapshotStatus::Finish);
             }
         }
         for (group, reason) in failed {
@@ -674,12 +699,20 @@ impl Node {
     }
 }
 
-fn push_messages(group: GroupId, msgs: Vec<Message>, out: &mut Vec<Outgoing>) {
-    out.extend(msgs.into_iter().map(|message| Outgoing {
-        to: BrokerId(message.to),
-        group,
-        message,
-    }));
+/// Moves a Ready's messages to `out`, noting the snapshots among them.
+fn push_messages(
+    group: GroupId,
+    msgs: Vec<Message>,
+    out: &mut Vec<Outgoing>,
+    snapshots: &mut Vec<(GroupId, BrokerId)>,
+) {
+    for message in msgs {
+        let to = BrokerId(message.to);
+        if message.get_msg_type() == MessageType::MsgSnapshot {
+            snapshots.push((group, to));
+        }
+        out.push(Outgoing { to, group, message });
+    }
 }
 
 /// Writes a Ready's snapshot, entries and hard state; queues their syncs.
@@ -697,8 +730,14 @@ fn persist(
     if !rd.snapshot().is_empty() {
         store.apply_snapshot(rd.snapshot())?;
         let index = RaftIndex(rd.snapshot().get_metadata().index);
-        let hw = store.state().truncated.next_offset.max(r.high_watermark);
+        let next_offset = store.state().truncated.next_offset;
+        let hw = next_offset.max(r.high_watermark);
         r.high_watermark = hw;
+        events.push(Event::Restored {
+            group,
+            index,
+            next_offset,
+        });
         events.push(Event::Committed {
             group,
             index,
@@ -738,14 +777,15 @@ fn advance(
     mut rd: Ready,
     out: &mut Vec<Outgoing>,
     events: &mut Vec<Event>,
+    snapshots: &mut Vec<(GroupId, BrokerId)>,
 ) -> Result<(), ReplicationError> {
-    push_messages(group, rd.take_persisted_messages(), out);
+    push_messages(group, rd.take_persisted_messages(), out, snapshots);
     apply(group, r, rd.take_committed_entries(), events)?;
     let mut light = r.raw.advance(rd);
     if let Some(commit) = light.commit_index() {
         r.raw.mut_store().set_commit(RaftIndex(commit))?;
     }
-    push_messages(group, light.take_messages(), out);
+    push_messages(group, light.take_messages(), out, snapshots);
     apply(group, r, light.take_committed_entries(), events)?;
     r.raw.advance_apply();
     Ok(())

@@ -19,6 +19,7 @@ fn config(seed: u64) -> SimConfig {
         steps: 3_000,
         settle_steps: 1_500,
         propose: 300,
+        retention: false,
         faults: Faults::hostile(),
     }
 }
@@ -56,6 +57,40 @@ fn raft_safety_holds_under_loss_delay_duplication_cuts_and_crashes() {
 }
 
 #[test]
+fn replicas_behind_the_log_start_are_restored_from_snapshots_safely() {
+    let mut restores = 0;
+    for seed in seeds() {
+        // Crashed brokers stay down long enough for the others' logs to
+        // move past them.
+        let mut sim = Sim::new(SimConfig {
+            retention: true,
+            propose: 600,
+            faults: Faults {
+                restart: 4,
+                ..Faults::hostile()
+            },
+            ..config(1000 + seed)
+        });
+        sim.run();
+        eprintln!(
+            "seed {}: {} acknowledged ({} still stored, checked), {} crashes, {} snapshots sent, {} restores",
+            1000 + seed,
+            sim.acks.len(),
+            sim.acks_checked,
+            sim.crashes,
+            sim.snapshots_sent,
+            sim.restores
+        );
+        assert!(
+            sim.acks_checked > 0,
+            "retention left nothing acknowledged to check"
+        );
+        restores += sim.restores;
+    }
+    assert!(restores > 0, "no replica was ever restored from a snapshot");
+}
+
+#[test]
 fn a_seed_replays_the_same_history() {
     let mut a = Sim::new(config(42));
     let mut b = Sim::new(config(42));
@@ -75,6 +110,7 @@ fn five_brokers_with_groups_of_three_elect_and_commit_without_faults() {
         steps: 1_000,
         settle_steps: 500,
         propose: 500,
+        retention: false,
         faults: Faults::none(),
     });
     sim.run();

@@ -111,6 +111,9 @@ pub struct SimConfig {
     pub settle_steps: u64,
     /// A proposal is tried with this probability per step (per mille).
     pub propose: u64,
+    /// Small segments and a size limit, with retention applied every few
+    /// steps: lagging replicas are restored from snapshots.
+    pub retention: bool,
     pub faults: Faults,
 }
 
@@ -170,9 +173,27 @@ pub struct Sim {
     pub trace: u64,
     pub crashes: u64,
     pub elections: u64,
+    pub restores: u64,
+    /// Snapshot messages sent.
+    pub snapshots_sent: u64,
+    /// Acknowledged batches checked at the end (the rest were deleted by
+    /// retention).
+    pub acks_checked: u64,
 }
 
-fn log_config() -> LogConfig {
+fn log_config(retention: bool) -> LogConfig {
+    if retention {
+        return LogConfig {
+            segment_bytes: 4 * 1024,
+            segment_ms: None,
+            grow_step_bytes: 4096,
+            index_interval_bytes: 256,
+            max_batch_bytes: 2 * 1024,
+            retention_ms: None,
+            retention_bytes: Some(4 * 1024),
+            prefault_ahead_bytes: 0,
+        };
+    }
     LogConfig {
         segment_bytes: 64 * 1024,
         segment_ms: None,
@@ -209,6 +230,9 @@ impl Sim {
             trace: 0xcbf2_9ce4_8422_2325,
             crashes: 0,
             elections: 0,
+            restores: 0,
+            snapshots_sent: 0,
+            acks_checked: 0,
             config,
         };
         // Replicas placed round-robin, as the controller does.
@@ -261,7 +285,7 @@ impl Sim {
                 .add_group(ReplicaSpec {
                     group: g,
                     dir: &dir,
-                    log_config: log_config(),
+                    log_config: log_config(self.config.retention),
                     fsync: true,
                     store: Box::new(store),
                     state,
@@ -313,7 +337,12 @@ impl Sim {
 
     fn batch(&mut self) -> (Bytes, Vec<u8>) {
         self.value_seq += 1;
-        let value = format!("v{}-{}", self.config.seed, self.value_seq).into_bytes();
+        let mut value = format!("v{}-{}-", self.config.seed, self.value_seq).into_bytes();
+        if self.config.retention {
+            // Bigger batches: logs outgrow their retention within the time
+            // a crashed broker stays down.
+            value.resize(200, b'x');
+        }
         let mut b = BatchBuilder::new(16 * 1024);
         let records = 1 + self.rng.below(3);
         for _ in 0..records {
@@ -372,6 +401,9 @@ impl Sim {
 
     fn send(&mut self, from: BrokerId, out: Vec<Outgoing>) {
         for o in out {
+            if o.message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
+                self.snapshots_sent += 1;
+            }
             let f = &self.config.faults;
             let (drop, dup, delay_max) = (f.drop, f.duplicate, f.delay_steps_max);
             if self.cut.contains(&(from, o.to)) || self.rng.chance(drop) {
@@ -504,6 +536,7 @@ impl Sim {
                 }
                 self.pending = still;
             }
+            Event::Restored { .. } => self.restores += 1,
             Event::Failed { group, reason } => {
                 panic!(
                     "seed {}: group {group} failed on {b}: {reason}",
@@ -593,6 +626,17 @@ impl Sim {
         if self.rng.chance(self.config.propose) {
             self.propose_somewhere();
         }
+        if self.config.retention && self.step % 50 == 0 {
+            for b in self.alive() {
+                let mut events = Vec::new();
+                if let Some(node) = self.brokers.get_mut(&b).and_then(|br| br.node.as_mut()) {
+                    node.apply_retention(&mut events);
+                }
+                for e in events {
+                    self.observe(b, e);
+                }
+            }
+        }
         self.deliver();
         for b in self.alive() {
             self.round(b);
@@ -626,7 +670,7 @@ impl Sim {
         self.trace
     }
 
-    fn check_end(&self) {
+    fn check_end(&mut self) {
         let seed = self.config.seed;
         for (g, members) in &self.members {
             // Every replica agrees on the committed prefix, which covers
@@ -650,11 +694,18 @@ impl Sim {
                 commit >= seen_max,
                 "seed {seed}: group {g} settled at commit {commit} below {seen_max} reported before"
             );
+            // Retention may have deleted different prefixes: compare what
+            // every replica still has.
+            let from = members
+                .iter()
+                .map(|b| lock(&self.brokers[b].logs[g]).first_raft_index())
+                .max()
+                .expect("members");
             let mut reference: Option<Vec<(RaftIndex, Term, u32, Offset)>> = None;
             for b in members {
                 let log = lock(&self.brokers[b].logs[g]);
                 let entries: Vec<_> = log
-                    .read_entries(log.first_raft_index(), commit.next(), u64::MAX)
+                    .read_entries(from, commit.next().max(from), u64::MAX)
                     .expect("committed prefix readable")
                     .iter()
                     .map(|e| {
@@ -679,6 +730,10 @@ impl Sim {
                 .next()
                 .expect("a replica");
             let log = lock(leader_log);
+            if ack.base_offset < log.log_start_offset() {
+                continue;
+            }
+            self.acks_checked += 1;
             let chunks = log
                 .read(ack.base_offset, 1)
                 .unwrap_or_else(|e| panic!("seed {seed}: acknowledged batch unreadable: {e}"));
