@@ -348,3 +348,45 @@ fn an_isolated_leader_cannot_acknowledge_and_the_others_elect_a_new_one() {
         c.settled(TOPIC, 1)
     });
 }
+
+#[test]
+fn a_broker_stopped_with_sigterm_hands_its_leaderships_over_first() {
+    let mut c = TestCluster::start(3);
+    let rt = runtime();
+    let bootstrap = c.bootstrap();
+    rt.block_on(async {
+        let cluster = Cluster::new(&bootstrap, "test").unwrap();
+        Admin::new(cluster)
+            .create_topic(TOPIC, 3, 3, vec![])
+            .await
+            .unwrap();
+    });
+    // Preferred leaders spread over the three brokers once elected and
+    // balanced: broker 1 leads at least one partition.
+    c.wait_for("every partition led, broker 1 leading one", 60, |c| {
+        let leaders: Vec<_> = (0..3).map(|p| c.leader_of(TOPIC, p)).collect();
+        leaders.iter().all(Option::is_some) && leaders.contains(&Some(1))
+    });
+    c.terminate(1);
+    // Handed over before the process exited: brokers 2 and 3 lead at once.
+    // An election instead would take at least the election timeout (1 s)
+    // after broker 1's last heartbeat (at most 200 ms before it stopped),
+    // so leaders seen within 300 ms of the stop were handed over.
+    let stopped = Instant::now();
+    let mut handed_over = false;
+    while stopped.elapsed() < Duration::from_millis(300) {
+        if (0..3).all(|p| c.leader_of(TOPIC, p).is_some_and(|l| l != 1)) {
+            handed_over = true;
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        handed_over,
+        "leaderships were not handed over before the stop"
+    );
+    for p in 0..3 {
+        let l = c.leader_of(TOPIC, p).unwrap();
+        assert_eq!(produce_to(&c, l, p, 5_000), ErrorCode::None);
+    }
+}

@@ -1,0 +1,55 @@
+#!/usr/bin/env bash
+# Side-by-side single-node comparison of this tree's broker with the broker
+# of another revision: W1 (1,000 B, acks=1, page cache), W2 (100 B, acks=1)
+# and W3 (1,000 B, acks=all, fdatasync), alternating old and new broker
+# RUNS times (default 3) with this tree's rill-bench, then the medians and
+# the ratio new/old. On a shared, noisy machine only such side-by-side
+# figures are worth comparing.
+#
+#   scripts/compare.sh e9cd823        # against that revision
+#   RUNS=5 scripts/compare.sh HEAD~3
+set -euo pipefail
+cd "$(dirname "$0")/.."
+rev=${1:?usage: scripts/compare.sh REVISION}
+RUNS=${RUNS:-3}
+old=$(mktemp -d)
+cleanup() {
+  [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  git worktree remove --force "$old/src" >/dev/null 2>&1 || true
+  rm -rf "$old"
+}
+trap cleanup EXIT
+git worktree add --detach "$old/src" "$rev" >/dev/null
+(cd "$old/src" && CARGO_TARGET_DIR="$old/target" cargo build --release -p rill-broker >&2)
+cargo build --release -p rill-broker -p rill-bench >&2
+
+run() { # BROKER_BIN LABEL
+  local dir; dir=$(mktemp -d)
+  "$1" --listen 127.0.0.1:0 --data-dir "$dir/data" 2>"$dir/log" &
+  pid=$!
+  for _ in $(seq 100); do grep -q "listening on" "$dir/log" 2>/dev/null && break; sleep 0.1; done
+  local addr; addr=$(grep -o "listening on [0-9.:]*" "$dir/log" | head -1 | awk '{print $3}')
+  b() { target/release/rill-bench produce --bootstrap "$addr" --json "$@" 2>/dev/null | tail -n 1; }
+  b --topic warm --topic-config fsync=false --acks 1 --messages 500000 >/dev/null
+  echo "$2 W1 $(b --topic w1 --topic-config fsync=false --acks 1 --messages 1000000)"
+  echo "$2 W2 $(b --topic w2 --topic-config fsync=false --acks 1 --message-size 100 --messages 3000000)"
+  echo "$2 W3 $(b --topic w3 --acks all --messages 300000)"
+  kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
+  rm -rf "$dir"
+}
+results=$(for i in $(seq "$RUNS"); do
+  echo "run $i of $RUNS" >&2
+  run "$old/target/release/rill-broker" old
+  run target/release/rill-broker new
+done)
+echo "$results" | python3 -c '
+import json, statistics, sys
+rows = {}
+for line in sys.stdin:
+    label, w, js = line.split(" ", 2)
+    rows.setdefault((w, label), []).append(json.loads(js)["mb_per_sec"])
+for w in ("W1", "W2", "W3"):
+    o, n = rows[(w, "old")], rows[(w, "new")]
+    mo, mn = statistics.median(o), statistics.median(n)
+    print(f"{w}: old {mo:.0f} MB/s {[round(x) for x in o]}  new {mn:.0f} MB/s {[round(x) for x in n]}  new/old {mn / mo:.2f}")
+'
