@@ -130,6 +130,8 @@ struct Produced {
     messages: u64,
     bytes: u64,
     failed: u64,
+    /// The first failure, to say why records were not acknowledged.
+    first_error: Option<String>,
     latency: Histogram<u64>,
 }
 
@@ -178,6 +180,7 @@ async fn run_producers(
                     messages: 0,
                     bytes: 0,
                     failed: 0,
+                    first_error: None,
                     latency: latency_histogram(),
                 };
                 while let Some(chunk) = rx.recv().await {
@@ -203,7 +206,10 @@ async fn run_producers(
                                 out.messages += 1;
                                 out.bytes += size as u64;
                             }
-                            Err(_) => out.failed += 1,
+                            Err(e) => {
+                                out.failed += 1;
+                                out.first_error.get_or_insert_with(|| e.to_string());
+                            }
                         }
                     }
                     progress
@@ -264,6 +270,7 @@ async fn run_producers(
         messages: 0,
         bytes: 0,
         failed: 0,
+        first_error: None,
         latency: latency_histogram(),
     };
     for t in tasks {
@@ -273,6 +280,9 @@ async fn run_producers(
         total.messages += p.messages;
         total.bytes += p.bytes;
         total.failed += p.failed;
+        if total.first_error.is_none() {
+            total.first_error = p.first_error;
+        }
         let _ = total.latency.add(&p.latency);
     }
     Ok((total, started.elapsed().as_secs_f64()))
@@ -284,8 +294,9 @@ pub async fn produce(o: &Options, progress: Arc<Progress>) -> Result<Summary, Cl
     let (p, seconds) = run_producers(o, progress, false).await?;
     if p.failed > 0 {
         return Err(ClientError::Invalid(format!(
-            "{} records were not acknowledged",
-            p.failed
+            "{} records were not acknowledged (first error: {})",
+            p.failed,
+            p.first_error.as_deref().unwrap_or("none recorded")
         )));
     }
     Ok(Summary {

@@ -49,8 +49,9 @@ pub struct Partition {
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
     applied: watch::Sender<RaftIndex>,
-    /// The last Raft index in the log, on the leader (for `acks=1`).
-    appended: watch::Sender<RaftIndex>,
+    /// The last entry the leader wrote to its log, with its term (for
+    /// `acks=1`): a term tells one leadership's appends from another's.
+    appended: watch::Sender<(Term, RaftIndex)>,
     leadership: watch::Sender<Leadership>,
     /// Whether the high watermark reflects this leader's own term: a new
     /// leader's may lag until an entry of its term commits.
@@ -96,7 +97,7 @@ impl Partition {
             max_batch_bytes,
             high_watermark: watch::Sender::new(high_watermark.get()),
             applied: watch::Sender::new(RaftIndex(0)),
-            appended: watch::Sender::new(RaftIndex(0)),
+            appended: watch::Sender::new((Term(0), RaftIndex(0))),
             leadership: watch::Sender::new(Leadership::default()),
             high_watermark_current: AtomicBool::new(false),
             log_start_offset: AtomicU64::new(start),
@@ -183,34 +184,45 @@ impl Partition {
         term: Term,
         committed: bool,
     ) -> Result<(), ErrorCode> {
-        let mut rx = if committed {
-            self.applied.subscribe()
-        } else {
-            self.appended.subscribe()
-        };
+        let mut applied = self.applied.subscribe();
+        let mut appended = self.appended.subscribe();
         let mut leadership = self.leadership.subscribe();
         loop {
-            if *rx.borrow_and_update() >= index {
-                break;
-            }
-            if !committed && leadership.borrow_and_update().term != term {
-                // Deposed before its own append: the entry may never land.
-                return Err(ErrorCode::NotLeader);
+            if committed {
+                if *applied.borrow_and_update() >= index {
+                    break;
+                }
+            } else {
+                let (t, i) = *appended.borrow_and_update();
+                if t == term && i >= index {
+                    break;
+                }
+                // A newer term: this leadership ended (the watch may still
+                // show an older term than the proposal's, which is fine).
+                if t > term || leadership.borrow_and_update().term > term {
+                    // Deposed before its own append: the entry may never
+                    // land.
+                    return Err(ErrorCode::NotLeader);
+                }
             }
             if self.failed.load(Ordering::Acquire) {
                 return Err(ErrorCode::StorageError);
             }
-            tokio::select! {
-                changed = rx.changed() => if changed.is_err() { return Err(ErrorCode::StorageError) },
-                changed = leadership.changed() => if changed.is_err() { return Err(ErrorCode::StorageError) },
+            let closed = tokio::select! {
+                c = applied.changed() => c.is_err(),
+                c = appended.changed() => c.is_err(),
+                c = leadership.changed() => c.is_err(),
+            };
+            if closed {
+                return Err(ErrorCode::StorageError);
             }
         }
         match lock(&self.log).term_of(index) {
             Ok(t) if t == term => Ok(()),
-            // Replaced by another leader's entry, or cut by retention before
-            // we looked (only applied entries are deleted: it committed, but
-            // whose it was is no longer known).
+            // Replaced by another leader's entry.
             Ok(_) => Err(ErrorCode::NotLeader),
+            // Cut by retention before we looked (only applied entries are
+            // deleted: it committed, but whose it was is no longer known).
             Err(_) => Err(ErrorCode::RequestTimedOut),
         }
     }
@@ -249,7 +261,17 @@ impl Partition {
             rill_client::protocol::messages::EARLIEST_TIMESTAMP => {
                 Ok(log.log_start_offset().get() as i64)
             }
-            rill_client::protocol::messages::LATEST_TIMESTAMP => Ok(hw as i64),
+            rill_client::protocol::messages::LATEST_TIMESTAMP => {
+                // A new leader's high watermark may lag what an earlier
+                // leader said was committed until an entry of its own term
+                // commits.
+                if hw < log.next_offset().get()
+                    && !self.high_watermark_current.load(Ordering::Acquire)
+                {
+                    return Err(ErrorCode::OffsetNotAvailable);
+                }
+                Ok(hw as i64)
+            }
             t if t < 0 => Err(ErrorCode::InvalidRequest),
             t => Ok(
                 match log.offset_for_timestamp(t).map_err(|e| storage_error(&e))? {
@@ -265,13 +287,10 @@ impl Partition {
         lock(&self.log).flush().map(drop)
     }
 
-    /// Called by the Raft thread: entries up to `index` are in the log.
-    pub(crate) fn set_appended(&self, index: RaftIndex) {
-        self.appended.send_if_modified(|a| {
-            let moved = index > *a;
-            *a = (*a).max(index);
-            moved
-        });
+    /// Called by the Raft thread: as leader in `term`, entries up to
+    /// `index` are in the log.
+    pub(crate) fn set_appended(&self, term: Term, index: RaftIndex) {
+        self.appended.send_replace((term, index));
     }
 
     /// Called by the Raft thread: entries up to `index` are applied and

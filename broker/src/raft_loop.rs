@@ -251,6 +251,7 @@ pub fn start(
         applied: RaftIndex(0),
         pending: BTreeMap::new(),
         ticks: 0,
+        failed: Default::default(),
     };
     raft.open_controller()?;
     std::thread::Builder::new()
@@ -306,6 +307,10 @@ struct RaftLoop {
     /// Metadata commands proposed here, by index: their term and who waits.
     pending: BTreeMap<RaftIndex, (Term, oneshot::Sender<Result<Outcome, NotController>>)>,
     ticks: u64,
+    /// Groups whose replica stopped after a storage failure: not reopened
+    /// until the broker restarts (the page cache may hold bytes that a
+    /// failed sync never wrote).
+    failed: std::collections::BTreeSet<GroupId>,
 }
 
 fn controller_log_config() -> LogConfig {
@@ -337,7 +342,6 @@ impl RaftLoop {
         let mut voters = state.truncated.membership.voters.clone();
         voters.sort();
         let single = voters == [self.me()];
-        let commit = state.hard.commit;
         let log = self.node.add_group(ReplicaSpec {
             group: GroupId::CONTROLLER,
             dir: &dir,
@@ -348,6 +352,13 @@ impl RaftLoop {
         })?;
         self.controller_log = Some(log);
         self.image = ClusterImage::new(voters);
+        // The commit index as validated against the log on open (never
+        // past the last entry that survived).
+        let commit = self
+            .node
+            .status(GroupId::CONTROLLER)
+            .expect("the controller was just added")
+            .commit;
         self.apply_controller(commit)?;
         if single {
             self.node.campaign(GroupId::CONTROLLER)?;
@@ -438,7 +449,7 @@ impl RaftLoop {
             .collect();
         for (t, p) in wanted {
             let group = t.group(p);
-            if self.node.has_group(group) {
+            if self.node.has_group(group) || self.failed.contains(&group) {
                 continue;
             }
             if let Err(e) = self.open(&t, p) {
@@ -796,13 +807,25 @@ impl RaftLoop {
                 Event::Committed { group, index, .. } if group == GroupId::CONTROLLER => {
                     controller_commit = Some(index);
                 }
-                Event::RoleChanged { group, leader, .. } if group == GroupId::CONTROLLER => {
+                Event::RoleChanged {
+                    group,
+                    leader,
+                    is_leader,
+                    ..
+                } if group == GroupId::CONTROLLER => {
+                    if !is_leader {
+                        // Proposals of a leadership that ended may never
+                        // be applied: their proposers retry elsewhere.
+                        for (_, (_, reply)) in std::mem::take(&mut self.pending) {
+                            let _ = reply.send(Err(NotController { leader }));
+                        }
+                    }
                     self.published.controller.send_replace(leader);
                     tracing::info!(leader = ?leader.map(|l| l.get()), "controller leader changed");
                 }
-                Event::Appended { group, index, .. } => {
+                Event::Appended { group, index, term } => {
                     if let Some(p) = self.published.partition(group) {
-                        p.set_appended(index);
+                        p.set_appended(term, index);
                     }
                 }
                 Event::Committed {
@@ -837,6 +860,7 @@ impl RaftLoop {
                 }
                 Event::Failed { group, reason } => {
                     tracing::error!(%group, %reason, "replica stopped");
+                    self.failed.insert(group);
                     if let Some(p) = self
                         .published
                         .partitions

@@ -231,7 +231,18 @@ impl Broker {
                 "no controller is known yet; retry".to_string(),
             )
         };
-        match self.raft.metadata(command).await {
+        let proposed = tokio::time::timeout(
+            Duration::from_millis(FORWARD_TIMEOUT_MS),
+            self.raft.metadata(command),
+        )
+        .await
+        .map_err(|_| {
+            (
+                ErrorCode::RequestTimedOut,
+                "the controller did not apply the change in time".to_string(),
+            )
+        })?;
+        match proposed {
             Ok(Ok(Outcome::Done)) => Ok(()),
             Ok(Ok(Outcome::Refused(code, message))) => Err((code, message)),
             Ok(Err(NotController { leader: Some(l) })) if l != self.id() && !forwarded => {

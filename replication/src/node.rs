@@ -11,8 +11,8 @@
 //!    travel while it persists its own copy); a snapshot is installed;
 //!    entries are copied into the log's mapping; the hard state is written.
 //!    What must be made durable is returned as [`SyncJob`]s: one per log
-//!    written (an `fsync` topic's) and one per hard state that
-//!    `must_sync()`, across every group on the broker.
+//!    written (an `fsync` topic's) and one per hard state whose term or
+//!    vote changed, across every group on the broker.
 //! 3. The caller runs the jobs (in parallel, off this thread) and hands the
 //!    results to [`Node::finish_round`], which, per group, sends the
 //!    `persisted_messages()` (votes, append responses: only now may they
@@ -355,13 +355,14 @@ impl Node {
         if self.groups.contains_key(&spec.group) {
             return Err(ReplicationError::GroupExists(spec.group));
         }
-        let store = ReplicaLog::open(
+        let mut store = ReplicaLog::open(
             spec.dir,
             spec.log_config,
             self.clock.clone(),
             spec.store,
             spec.state,
         )?;
+        store.set_entries_need_sync(spec.fsync);
         let applied = store.state().hard.commit;
         let log = store.log().clone();
         let high_watermark = store.next_offset_after(applied)?;
@@ -440,9 +441,31 @@ impl Node {
             .groups
             .get_mut(&group)
             .ok_or(ReplicationError::UnknownGroup(group))?;
-        if message.get_msg_type() == MessageType::MsgPropose {
-            // Proposals enter through `propose` only, validated.
-            return Err(ReplicationError::Raft(raft::Error::ProposalDropped));
+        let mut message = message;
+        match message.get_msg_type() {
+            // Proposals enter through `propose` only, validated; local
+            // messages (campaign, beat, reports) never come from a peer,
+            // and raft-rs would take a term-0 one as a local command.
+            MessageType::MsgPropose
+            | MessageType::MsgHup
+            | MessageType::MsgBeat
+            | MessageType::MsgUnreachable
+            | MessageType::MsgSnapStatus
+            | MessageType::MsgCheckQuorum => {
+                return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
+            }
+            MessageType::MsgHeartbeat => {
+                // A leader advertises the commit it believes this follower
+                // can take; after a machine crash of an `fsync=false`
+                // replica that may lie past its log, which raft-rs treats
+                // as fatal. The commit is a hint: clamp it.
+                let last = r.raw.raft.raft_log.last_index();
+                message.commit = message.commit.min(last);
+            }
+            _ => {}
+        }
+        if message.term == 0 {
+            return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
         }
         r.raw.step(message)?;
         Ok(())
@@ -762,7 +785,14 @@ fn persist(
         }
     }
     if let Some(hs) = rd.hs() {
-        let durable = fsync && rd.must_sync();
+        // Only a new term or vote must be synced before messages leave (the
+        // entries are synced with the log; the commit index is a hint that
+        // is learnt again). Term and vote are synced whatever the topic's
+        // durability mode: rare, and a vote forgotten by a machine crash
+        // could elect two leaders in one term.
+        let before = store.state().hard;
+        let durable =
+            before.term.get() != hs.term || before.vote.map_or(0, BrokerId::get) != hs.vote;
         if let Some(sync) = store.set_hard_state(hs, durable)? {
             jobs.push(SyncJob::State(group, sync));
         }

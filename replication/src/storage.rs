@@ -69,6 +69,8 @@ pub struct ReplicaLog {
     store: Box<dyn StateStore>,
     /// A state sync handed out and not yet completed.
     state_sync_pending: bool,
+    /// See [`ReplicaLog::set_entries_need_sync`].
+    entries_need_sync: bool,
 }
 
 impl ReplicaLog {
@@ -88,6 +90,7 @@ impl ReplicaLog {
             state,
             store,
             state_sync_pending: false,
+            entries_need_sync: true,
         };
         me.reconcile()?;
         Ok(me)
@@ -264,23 +267,30 @@ impl ReplicaLog {
     }
 
     /// Records a new hard state and saves it; returns the sync to run when
-    /// it must be durable before messages depending on it leave.
+    /// it must be durable before messages depending on it leave. The
+    /// commit index saved never passes the log's persisted end (see
+    /// [`ReplicaLog::persisted_last_index`]): a state written before this
+    /// round's log sync must not claim entries that a crash could still
+    /// take away, or replace (a truncation's new segment).
     pub fn set_hard_state(
         &mut self,
         hs: &RaftHardState,
         durable: bool,
     ) -> Result<Option<StateSync>, ReplicationError> {
+        let commit = RaftIndex(hs.commit).min(self.persisted_last_index());
         self.state.hard = HardState {
             term: Term(hs.term),
             vote: (hs.vote != 0).then_some(BrokerId(hs.vote)),
-            commit: RaftIndex(hs.commit),
+            commit: commit.max(self.state.truncated.index),
         };
         self.save(durable)
     }
 
-    /// Records a newer commit index (from a `LightReady`); saved without a
-    /// sync (a lost commit index is learnt again from the leader).
+    /// Records a newer commit index (from a `LightReady`, after the round's
+    /// syncs); saved without a sync (a lost commit index is learnt again
+    /// from the leader), and never past the persisted end either.
     pub fn set_commit(&mut self, commit: RaftIndex) -> Result<(), ReplicationError> {
+        let commit = commit.min(self.persisted_last_index());
         if commit > self.state.hard.commit {
             self.state.hard.commit = commit;
             if self.save(false)?.is_some() {
@@ -288,6 +298,24 @@ impl ReplicaLog {
             }
         }
         Ok(())
+    }
+
+    /// Whether entries count as persisted only once synced (`fsync=true`
+    /// topics) or once in the mapping.
+    pub fn set_entries_need_sync(&mut self, need_sync: bool) {
+        self.entries_need_sync = need_sync;
+    }
+
+    /// The last entry persisted in the topic's durability mode: synced, or
+    /// (`fsync=false`) in the mapping.
+    pub fn persisted_last_index(&self) -> RaftIndex {
+        let log = lock(&self.log);
+        let end = if self.entries_need_sync {
+            log.durable().raft_index
+        } else {
+            log.next_raft_index()
+        };
+        RaftIndex(end.get().saturating_sub(1))
     }
 
     fn save(&mut self, durable: bool) -> Result<Option<StateSync>, ReplicationError> {

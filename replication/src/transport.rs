@@ -26,16 +26,19 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, mpsc};
-use tokio_util::codec::{Decoder, Encoder, LengthDelimitedCodec};
+use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use crate::ids::{BrokerId, GroupId};
 use crate::node::Outgoing;
-use crate::wire::{WireLimits, decode_frame, encode_frame, encoded_len};
+use crate::wire::{FRAME_HEADER_BYTES, WireLimits, decode_frame, encode_frame, encoded_len};
 
 /// Largest peer frame, bytes (also the decoder's limit).
 pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
 /// Messages written per frame, at most (a writer sends the rest next).
 pub const FRAME_MESSAGES_MAX: usize = 8192;
+/// Largest frame payload a writer builds, bytes: well inside
+/// [`PEER_FRAME_BYTES_MAX`], which the receiver enforces.
+pub const FRAME_PAYLOAD_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX / 2;
 /// Batches of messages queued per peer and priority, at most.
 pub const QUEUED_BATCHES_MAX: usize = 1024;
 /// Longest pause between two attempts to reach a peer, ms.
@@ -160,13 +163,15 @@ impl Transport {
     }
 }
 
+/// One frame: the length prefix and the payload. Callers keep the payload
+/// under [`FRAME_PAYLOAD_BYTES_MAX`].
 fn frame(from: BrokerId, messages: &[(GroupId, Message)]) -> BytesMut {
     let mut payload = BytesMut::new();
     encode_frame(from, messages, &mut payload);
+    debug_assert!(payload.len() <= FRAME_PAYLOAD_BYTES_MAX);
     let mut out = BytesMut::with_capacity(payload.len() + 4);
-    codec()
-        .encode(payload.freeze(), &mut out)
-        .expect("frames are cut below the codec's maximum");
+    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+    out.extend_from_slice(&payload);
     out
 }
 
@@ -176,9 +181,12 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Sends what is queued for `peer`, urgent messages first, as frames of at
-/// most [`FRAME_MESSAGES_MAX`] messages. With no connection, messages are
-/// dropped: Raft retransmits.
+/// Sends what is queued for `peer`, urgent messages first, in frames of at
+/// most [`FRAME_MESSAGES_MAX`] messages and [`FRAME_PAYLOAD_BYTES_MAX`]
+/// bytes (a lagging follower may be owed hundreds of MiB in one round). A
+/// single message too large for any frame is dropped (raft-rs sends it
+/// again, and never sends one larger than `max_size_per_msg`). With no
+/// connection, messages are dropped: Raft retransmits.
 async fn write_loop(
     id: BrokerId,
     peer: BrokerId,
@@ -186,26 +194,47 @@ async fn write_loop(
     mut bulk: mpsc::Receiver<Batch>,
     slot: Slot,
 ) {
+    let mut pending: std::collections::VecDeque<(GroupId, Message)> = Default::default();
     loop {
-        let first = tokio::select! {
-            biased;
-            b = urgent.recv() => b,
-            b = bulk.recv() => b,
-        };
-        let Some(mut batch) = first else { return };
-        let mut bytes: usize = batch.iter().map(|(g, m)| encoded_len(*g, m)).sum();
-        while batch.len() < FRAME_MESSAGES_MAX && bytes < PEER_FRAME_BYTES_MAX / 2 {
-            let more = match urgent.try_recv() {
-                Ok(b) => b,
-                Err(_) => match bulk.try_recv() {
-                    Ok(b) => b,
-                    Err(_) => break,
-                },
+        if pending.is_empty() {
+            let first = tokio::select! {
+                biased;
+                b = urgent.recv() => b,
+                b = bulk.recv() => b,
             };
-            bytes += more.iter().map(|(g, m)| encoded_len(*g, m)).sum::<usize>();
-            batch.extend(more);
+            let Some(batch) = first else { return };
+            pending.extend(batch);
+            // Whatever else is queued travels in the same frames.
+            while pending.len() < FRAME_MESSAGES_MAX {
+                let more = match urgent.try_recv() {
+                    Ok(b) => b,
+                    Err(_) => match bulk.try_recv() {
+                        Ok(b) => b,
+                        Err(_) => break,
+                    },
+                };
+                pending.extend(more);
+            }
         }
-        let out = frame(id, &batch);
+        let mut frame_msgs = Vec::new();
+        let mut bytes = FRAME_HEADER_BYTES;
+        while let Some((g, m)) = pending.front() {
+            let len = encoded_len(*g, m);
+            if len + FRAME_HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
+                tracing::warn!(%peer, len, "a Raft message too large for a peer frame; dropped");
+                pending.pop_front();
+                continue;
+            }
+            if frame_msgs.len() >= FRAME_MESSAGES_MAX || bytes + len > FRAME_PAYLOAD_BYTES_MAX {
+                break;
+            }
+            bytes += len;
+            frame_msgs.push(pending.pop_front().expect("front exists"));
+        }
+        if frame_msgs.is_empty() {
+            continue;
+        }
+        let out = frame(id, &frame_msgs);
         let mut guard = slot.lock().await;
         if let Some((_, w)) = guard.as_mut()
             && let Err(e) = w.write_all(&out).await

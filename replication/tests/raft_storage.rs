@@ -790,6 +790,8 @@ fn hard_state_survives_reopen_and_a_commit_saved_without_sync_may_be_lost() {
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
     rl.append(&data_entries(1, 4, 5), None).unwrap();
+    let done = rl.sync_plan().run().unwrap();
+    rl.complete_log_sync(done).unwrap();
     let hs = RaftHardState {
         term: 5,
         vote: 2,
@@ -904,4 +906,30 @@ fn open_fails_rather_than_serve_a_log_not_at_the_snapshot_offset() {
         matches!(err, ReplicationError::BadEntry { index: 4, .. }),
         "{err}"
     );
+}
+
+#[test]
+fn a_commit_index_is_never_saved_past_the_synced_log() {
+    // A state saved before the round's log sync must not claim entries a
+    // crash could still take away.
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStateStore::default();
+    let mut rl = open_memory(dir.path(), &store);
+    rl.append(&data_entries(1, 2, 1), None).unwrap();
+    let done = rl.sync_plan().run().unwrap();
+    rl.complete_log_sync(done).unwrap();
+    rl.append(&data_entries(3, 3, 1), None).unwrap();
+    let hs = RaftHardState {
+        term: 1,
+        commit: 5,
+        ..RaftHardState::default()
+    };
+    assert!(rl.set_hard_state(&hs, false).unwrap().is_none());
+    assert_eq!(rl.state().hard.commit, RaftIndex(2));
+    rl.set_commit(RaftIndex(5)).unwrap();
+    assert_eq!(rl.state().hard.commit, RaftIndex(2));
+    let done = rl.sync_plan().run().unwrap();
+    rl.complete_log_sync(done).unwrap();
+    rl.set_commit(RaftIndex(5)).unwrap();
+    assert_eq!(rl.state().hard.commit, RaftIndex(5));
 }

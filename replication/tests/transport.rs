@@ -1,0 +1,145 @@
+//! The peer transport between two real sockets on 127.0.0.1: messages
+//! arrive whole and in order, however much one round sends, and a
+//! connection that does not speak the protocol is closed without harm.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, Message, MessageType};
+use rill_replication::transport::{Inbound, Transport};
+use rill_replication::{BrokerId, GroupId, Outgoing};
+use tokio::io::AsyncWriteExt;
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+
+fn append(from: u64, to: u64, index: u64, data_bytes: usize) -> Message {
+    let mut m = Message {
+        from,
+        to,
+        term: 1,
+        index,
+        ..Message::default()
+    };
+    m.set_msg_type(MessageType::MsgAppend);
+    m.set_entries(
+        vec![Entry {
+            term: 1,
+            index: index + 1,
+            data: Bytes::from(vec![index as u8; data_bytes]),
+            ..Entry::default()
+        }]
+        .into(),
+    );
+    m
+}
+
+/// Broker 1's transport, broker 2's inbound messages and peer address, and
+/// what must stay alive for the test's length.
+async fn pair() -> (
+    Transport,
+    mpsc::Receiver<Inbound>,
+    std::net::SocketAddr,
+    (Transport, mpsc::Receiver<Inbound>),
+) {
+    let l1 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let l2 = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let (a1, a2) = (l1.local_addr().unwrap(), l2.local_addr().unwrap());
+    let peers: BTreeMap<BrokerId, String> =
+        [(BrokerId(1), a1.to_string()), (BrokerId(2), a2.to_string())].into();
+    let (tx1, _rx1) = mpsc::channel(1024);
+    let (tx2, rx2) = mpsc::channel(1024);
+    let t1 = Transport::start(BrokerId(1), l1, peers.clone(), tx1);
+    let t2 = Transport::start(BrokerId(2), l2, peers, tx2);
+    (t1, rx2, a2, (t2, _rx1))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
+    let (t1, mut rx2, _, _keep) = pair().await;
+    // Wait for the connection: probe until one message gets through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        t1.send(vec![Outgoing {
+            to: BrokerId(2),
+            group: GroupId(1),
+            message: append(1, 2, 0, 8),
+        }]);
+        if tokio::time::timeout(Duration::from_millis(100), rx2.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no connection");
+    }
+    while tokio::time::timeout(Duration::from_millis(200), rx2.recv())
+        .await
+        .is_ok()
+    {}
+    // 80 MiB in one round, more than the largest frame.
+    let out: Vec<Outgoing> = (1..=80)
+        .map(|i| Outgoing {
+            to: BrokerId(2),
+            group: GroupId(7),
+            message: append(1, 2, i, 1 << 20),
+        })
+        .collect();
+    assert!(t1.send(out).is_empty(), "nothing dropped");
+    let mut got = Vec::new();
+    while got.len() < 80 {
+        let inbound = tokio::time::timeout(Duration::from_secs(30), rx2.recv())
+            .await
+            .expect("the rest of the round arrives")
+            .unwrap();
+        assert_eq!(inbound.from, BrokerId(1));
+        for (g, m) in inbound.messages {
+            assert_eq!(g, GroupId(7));
+            assert_eq!(m.get_entries()[0].data.len(), 1 << 20);
+            got.push(m.index);
+        }
+    }
+    assert_eq!(got, (1..=80).collect::<Vec<u64>>(), "in order, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stranger_or_garbage_on_the_peer_port_is_closed_and_peers_carry_on() {
+    let (t1, mut rx2, a2, _keep) = pair().await;
+    // A connection naming a broker that is not a peer, and one of garbage.
+    let mut stranger = tokio::net::TcpStream::connect(a2).await.unwrap();
+    let mut hello = vec![0, 0, 0, 13, 1];
+    hello.extend_from_slice(&9u64.to_le_bytes());
+    hello.extend_from_slice(&0u32.to_le_bytes());
+    stranger.write_all(&hello).await.unwrap();
+    let mut garbage = tokio::net::TcpStream::connect(a2).await.unwrap();
+    garbage.write_all(&[0xff; 64]).await.unwrap();
+    // The real peer still gets through.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        t1.send(vec![Outgoing {
+            to: BrokerId(2),
+            group: GroupId(1),
+            message: append(1, 2, 3, 8),
+        }]);
+        if let Ok(Some(i)) = tokio::time::timeout(Duration::from_millis(100), rx2.recv()).await {
+            assert_eq!(i.from, BrokerId(1));
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the peer was disturbed"
+        );
+    }
+    // Both bad connections were closed by the broker.
+    for mut s in [stranger, garbage] {
+        let mut buf = [0u8; 16];
+        let n = tokio::time::timeout(
+            Duration::from_secs(5),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await
+        .expect("closed within 5 s");
+        assert!(matches!(n, Ok(0) | Err(_)));
+    }
+}
