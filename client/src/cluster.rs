@@ -14,6 +14,9 @@ use crate::protocol::{ErrorCode, Request, Response};
 
 /// How long to wait for a connection or a metadata answer.
 pub const METADATA_TIMEOUT_MS: u64 = 10_000;
+/// How long producers and consumers ask again for a topic the metadata
+/// does not know yet (just created, not yet applied by every broker).
+pub const UNKNOWN_TOPIC_WAIT_MS: u64 = 5_000;
 
 /// One topic as the cluster describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -167,6 +170,23 @@ impl Cluster {
             .get(name)
             .cloned()
             .ok_or_else(|| ClientError::UnknownTopic(name.to_string()))
+    }
+
+    /// As [`Cluster::topic`], asking again for up to `wait` while the
+    /// topic is unknown: a topic just created through one broker may not
+    /// yet be in another's metadata.
+    pub async fn topic_within(&self, name: &str, wait: Duration) -> Result<TopicInfo, ClientError> {
+        let deadline = tokio::time::Instant::now() + wait;
+        let mut pause_ms = 20;
+        loop {
+            match self.topic(name).await {
+                Err(ClientError::UnknownTopic(_)) if tokio::time::Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                    pause_ms = (pause_ms * 2).min(500);
+                }
+                other => return other,
+            }
+        }
     }
 
     /// Forgets what is cached about `name` (after `NotLeader` and the like).

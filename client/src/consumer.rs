@@ -121,7 +121,8 @@ impl Consumer {
         partitions: Option<Vec<u32>>,
         from: SeekTo,
     ) -> Result<(), ClientError> {
-        let info = self.cluster.topic(topic).await?;
+        let wait = Duration::from_millis(crate::cluster::UNKNOWN_TOPIC_WAIT_MS);
+        let info = self.cluster.topic_within(topic, wait).await?;
         let all: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
         let chosen = partitions.unwrap_or_else(|| all.clone());
         for p in &chosen {

@@ -429,7 +429,8 @@ impl Producer {
             }
             // First record for this topic: learn its partition count
             // outside the lock, then append on the next turn.
-            match shared.cluster.topic(&record.topic).await {
+            let wait = Duration::from_millis(crate::cluster::UNKNOWN_TOPIC_WAIT_MS);
+            match shared.cluster.topic_within(&record.topic, wait).await {
                 Ok(info) => {
                     lock(&shared.accumulator)
                         .topics
