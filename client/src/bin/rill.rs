@@ -165,6 +165,13 @@ struct ConsumeArgs {
 }
 
 fn main() {
+    // `rill consume ... | head` ends quietly when the reader goes away, as
+    // other command-line tools do, instead of failing on a closed pipe.
+    // SAFETY: restoring the default disposition of SIGPIPE before any
+    // thread starts; no handler is involved.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let cli = Cli::parse();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
