@@ -189,33 +189,6 @@ impl Cluster {
         }
     }
 
-    /// Follows a `NotLeader` answer's hint: the cached leader of
-    /// `topic`/`partition` becomes `leader` when its address is known;
-    /// otherwise what is cached about the topic is forgotten.
-    pub fn follow_leader_hint(&self, topic: &str, partition: u32, leader: i32) {
-        let known = u32::try_from(leader).ok().filter(|l| {
-            self.brokers
-                .lock()
-                .unwrap_or_else(|p| p.into_inner())
-                .contains_key(l)
-        });
-        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
-        match (known, topics.get_mut(topic)) {
-            (Some(l), Some(info)) => {
-                if let Some(p) = info
-                    .partitions
-                    .iter_mut()
-                    .find(|p| p.partition == partition)
-                {
-                    p.leader = l as i32;
-                }
-            }
-            _ => {
-                topics.remove(topic);
-            }
-        }
-    }
-
     /// Forgets what is cached about `name` (after `NotLeader` and the like).
     pub fn invalidate(&self, name: &str) {
         self.topics
@@ -248,50 +221,5 @@ impl Cluster {
             Some(addr) => self.connection(&addr).await,
             None => Err(ClientError::code(ErrorCode::NotLeader)),
         }
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn partition(leader: i32) -> PartitionMetadata {
-        PartitionMetadata {
-            partition: 0,
-            error: ErrorCode::None,
-            leader,
-            replicas: vec![1, 2],
-            log_start_offset: 0,
-            high_watermark: 0,
-        }
-    }
-
-    #[test]
-    fn a_leader_hint_redirects_the_partition_when_its_broker_is_known() {
-        let c = Cluster::new("127.0.0.1:1", "test").expect("a bootstrap address");
-        c.brokers
-            .lock()
-            .expect("not poisoned")
-            .insert(2, "127.0.0.1:2".into());
-        let info = TopicInfo {
-            name: "t".into(),
-            partitions: vec![partition(1)],
-        };
-        c.topics
-            .lock()
-            .expect("not poisoned")
-            .insert("t".into(), info);
-        c.follow_leader_hint("t", 0, 2);
-        let leader = |c: &Cluster| {
-            c.topics
-                .lock()
-                .expect("not poisoned")
-                .get("t")
-                .map(|t| t.partitions[0].leader)
-        };
-        assert_eq!(leader(&c), Some(2));
-        // A broker whose address is unknown, or no hint: ask again.
-        c.follow_leader_hint("t", 0, 3);
-        assert_eq!(leader(&c), None);
     }
 }

@@ -281,17 +281,7 @@ impl Consumer {
             let chunks = match result {
                 Ok((chunks, _hw)) => chunks,
                 Err(e) if e.is_retriable() => {
-                    // A NotLeader answer already pointed the cache at the
-                    // leader it named.
-                    if !matches!(
-                        e,
-                        ClientError::Broker {
-                            code: ErrorCode::NotLeader,
-                            ..
-                        }
-                    ) {
-                        self.cluster.invalidate(&key.0);
-                    }
+                    self.cluster.invalidate(&key.0);
                     continue;
                 }
                 Err(e) => return Err(e),
@@ -393,9 +383,6 @@ async fn fetch(
                         let r = if p.error.is_ok() {
                             Ok((p.records, p.high_watermark))
                         } else {
-                            if p.error == ErrorCode::NotLeader {
-                                cluster.follow_leader_hint(&t.name, p.partition, p.leader_hint);
-                            }
                             Err(ClientError::code(p.error))
                         };
                         out.push((key, r));

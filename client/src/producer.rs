@@ -712,17 +712,8 @@ impl Accumulator {
             (Err(e), Some(q)) if e.is_retriable() && deadline.is_some_and(|d| now < d) => {
                 tracing::debug!(topic = %send.topic, partition = send.partition, error = %e, "retrying");
                 // A leader that moved or a broker that is down: the next
-                // try asks for fresh metadata (a NotLeader answer already
-                // pointed the cache at the leader it named).
-                if !matches!(
-                    e,
-                    ClientError::Broker {
-                        code: ErrorCode::NotLeader,
-                        ..
-                    }
-                ) {
-                    cluster.invalidate(&send.topic);
-                }
+                // try asks for fresh metadata.
+                cluster.invalidate(&send.topic);
                 q.in_flight = None;
                 for b in send.batches.into_iter().rev() {
                     q.ready.push_front(b);
@@ -805,14 +796,13 @@ async fn send_round(
         }
     }
     for (conn, group) in by_leader {
-        let (acks, timeout, done, shared) = (
+        let (acks, timeout, done) = (
             shared.config.acks,
             Duration::from_millis(shared.config.request_timeout_ms),
             done.clone(),
-            Arc::clone(&shared),
         );
         tokio::spawn(async move {
-            let results = send_request(&shared.cluster, &conn, &group, acks, timeout).await;
+            let results = send_request(&conn, &group, acks, timeout).await;
             for (send, result) in group.into_iter().zip(results) {
                 let _ = done.send(Completion { send, result });
             }
@@ -822,7 +812,6 @@ async fn send_round(
 
 /// One produce request for `group`; one result per entry of `group`.
 async fn send_request(
-    cluster: &Cluster,
     conn: &Connection,
     group: &[PartitionSend],
     acks: Acks,
@@ -873,10 +862,6 @@ async fn send_request(
             if p.error.is_ok() {
                 Ok(Some(p.base_offset))
             } else {
-                if p.error == ErrorCode::NotLeader {
-                    // The next try goes where this broker says the leader is.
-                    cluster.follow_leader_hint(&send.topic, send.partition, p.leader_hint);
-                }
                 Err(ClientError::code(p.error))
             }
         })
