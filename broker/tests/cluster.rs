@@ -186,10 +186,11 @@ fn acknowledged_writes_survive_leader_kills_and_replicas_agree() {
         std::thread::sleep(Duration::from_millis(500));
         c.restart(leader);
         std::thread::sleep(Duration::from_secs(1));
-        assert!(
-            acked.lock().unwrap().len() > before,
-            "the producer makes progress across kill {k}"
-        );
+        // Acknowledgements are collected in send order, so a record held up
+        // by the failover holds up the count behind it for a while.
+        c.wait_for("the producer to make progress across the kill", 60, |_| {
+            acked.lock().unwrap().len() > before
+        });
     }
     eprintln!(
         "failover over {} kills: election median {} ms, max {} ms; first produce median {} ms, max {} ms",
