@@ -64,8 +64,26 @@ pub struct Progress {
     pub records: AtomicU64,
 }
 
-/// Creates the topic unless it exists.
+/// Creates the topic unless it exists, then waits (at most a minute)
+/// until every bootstrap broker's metadata has it: on a loaded cluster a
+/// broker may apply the controller's log seconds after the one that
+/// answered the creation, and a producer asking it would fail.
 pub async fn ensure_topic(o: &Options) -> Result<(), ClientError> {
+    create_topic(o).await?;
+    for addr in o
+        .bootstrap
+        .split(',')
+        .map(str::trim)
+        .filter(|a| !a.is_empty())
+    {
+        Cluster::new(addr, "rill-bench")?
+            .topic_within(&o.topic, std::time::Duration::from_secs(60))
+            .await?;
+    }
+    Ok(())
+}
+
+async fn create_topic(o: &Options) -> Result<(), ClientError> {
     let cluster = Cluster::new(&o.bootstrap, "rill-bench")?;
     match Admin::new(cluster)
         .create_topic(
