@@ -9,7 +9,7 @@ use std::collections::BTreeMap;
 use std::time::Duration;
 
 use bytes::Bytes;
-use common::BrokerProcess;
+use common::{BrokerProcess, runtime};
 use rill_client::partitioner::partition_for_key;
 use rill_client::{
     Acks, Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
@@ -17,14 +17,6 @@ use rill_client::{
 };
 
 const RECORDS: u64 = 100_000;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 /// Reads every partition of `topic` from the start until `expected` records
 /// arrived (or 60 s passed); returns (partition, offset, key, value).

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::TestCluster;
-use common::{Client, batch, values};
+use common::{Client, batch, runtime, values};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
 use rill_client::{
@@ -38,14 +38,6 @@ fn one_cluster_at_a_time() -> std::sync::MutexGuard<'static, ()> {
         .unwrap_or_else(|p| p.into_inner())
 }
 const PARTITIONS: u32 = 6;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
 
 fn kills() -> usize {
     std::env::var("RILL_FAILOVER_KILLS")
@@ -89,6 +81,17 @@ fn produce_at(addr: std::net::SocketAddr, partition: u32, timeout_ms: u32) -> Er
     }
 }
 
+/// Creates [`TOPIC`] with `partitions` partitions, 3 replicas each.
+fn create_topic(rt: &tokio::runtime::Runtime, bootstrap: &str, partitions: u32) {
+    rt.block_on(async {
+        let cluster = Cluster::new(bootstrap, "test").unwrap();
+        Admin::new(cluster)
+            .create_topic(TOPIC, partitions, 3, vec![])
+            .await
+            .unwrap();
+    });
+}
+
 fn median_ms(mut v: Vec<Duration>) -> u128 {
     v.sort();
     v.get(v.len() / 2).map_or(0, Duration::as_millis)
@@ -100,13 +103,7 @@ fn acknowledged_writes_survive_leader_kills_and_replicas_agree() {
     let mut c = TestCluster::start(3);
     let rt = runtime();
     let bootstrap = c.bootstrap();
-    rt.block_on(async {
-        let cluster = Cluster::new(&bootstrap, "test").unwrap();
-        Admin::new(cluster)
-            .create_topic(TOPIC, PARTITIONS, 3, vec![])
-            .await
-            .unwrap();
-    });
+    create_topic(&rt, &bootstrap, PARTITIONS);
     c.wait_for("every partition to elect a leader", 30, |c| {
         (0..PARTITIONS).all(|p| c.leader_of(TOPIC, p).is_some())
     });
@@ -312,13 +309,7 @@ fn an_isolated_leader_cannot_acknowledge_and_the_others_elect_a_new_one() {
     let c = TestCluster::start(3);
     let rt = runtime();
     let bootstrap = c.bootstrap();
-    rt.block_on(async {
-        let cluster = Cluster::new(&bootstrap, "test").unwrap();
-        Admin::new(cluster)
-            .create_topic(TOPIC, 1, 3, vec![])
-            .await
-            .unwrap();
-    });
+    create_topic(&rt, &bootstrap, 1);
     c.wait_for("a leader", 30, |c| c.leader_of(TOPIC, 0).is_some());
     let leader = c.leader_of(TOPIC, 0).unwrap();
     assert_eq!(produce_to(&c, leader, 0, 5_000), ErrorCode::None);
@@ -376,13 +367,7 @@ fn a_broker_stopped_with_sigterm_hands_its_leaderships_over_first() {
     let mut c = TestCluster::start(3);
     let rt = runtime();
     let bootstrap = c.bootstrap();
-    rt.block_on(async {
-        let cluster = Cluster::new(&bootstrap, "test").unwrap();
-        Admin::new(cluster)
-            .create_topic(TOPIC, 3, 3, vec![])
-            .await
-            .unwrap();
-    });
+    create_topic(&rt, &bootstrap, 3);
     // Preferred leaders spread over the three brokers once elected and
     // balanced: broker 1 leads at least one partition.
     c.wait_for("every partition led, broker 1 leading one", 60, |c| {

@@ -17,6 +17,15 @@ use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
 use rill_storage::{BatchBuilder, NewRecord};
 
+/// A small tokio runtime for tests that use the async client.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
 /// A running broker process.
 pub struct BrokerProcess {
     child: Child,
