@@ -41,6 +41,13 @@ pub const FRAME_MESSAGES_MAX: usize = 8192;
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX / 2;
 /// Batches of messages queued per peer and priority, at most.
 pub const QUEUED_BATCHES_MAX: usize = 1024;
+/// Longest a frame may take to write to a peer before the connection is
+/// dropped, ms.
+pub const PEER_WRITE_MS_MAX: u64 = 10_000;
+/// Longest a connection may stay silent before it is closed, ms.
+pub const PEER_IDLE_MS_MAX: u64 = 30_000;
+/// Longest a new connection may take to name its sender, ms.
+pub const PEER_HELLO_MS_MAX: u64 = 5_000;
 /// Longest pause between two attempts to reach a peer, ms.
 pub const RECONNECT_MS_MAX: u64 = 1000;
 
@@ -236,11 +243,26 @@ async fn write_loop(
         }
         let out = frame(id, &frame_msgs);
         let mut guard = slot.lock().await;
-        if let Some((_, w)) = guard.as_mut()
-            && let Err(e) = w.write_all(&out).await
-        {
-            tracing::debug!(%peer, error = %e, "peer connection lost");
-            *guard = None;
+        if let Some((_, w)) = guard.as_mut() {
+            // A peer that vanished without a reset would hold the slot
+            // until TCP gave up: a write that cannot finish in time drops
+            // the connection (the dialer connects again).
+            let written =
+                tokio::time::timeout(Duration::from_millis(PEER_WRITE_MS_MAX), w.write_all(&out))
+                    .await;
+            match written {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => {
+                    tracing::debug!(%peer, error = %e, "peer connection lost");
+                    *guard = None;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "peer connection stalled; dropping it");
+                    if let Some((_, mut w)) = guard.take() {
+                        let _ = w.shutdown().await;
+                    }
+                }
+            }
         }
     }
 }
@@ -305,7 +327,12 @@ async fn accept_loop(
             let _ = stream.set_nodelay(true);
             let (mut r, w) = stream.into_split();
             let mut buf = BytesMut::new();
-            let Some(hello) = read_frame(&mut r, &mut buf).await else {
+            let hello = tokio::time::timeout(
+                Duration::from_millis(PEER_HELLO_MS_MAX),
+                read_frame(&mut r, &mut buf),
+            )
+            .await;
+            let Ok(Some(hello)) = hello else {
                 return;
             };
             let from = match decode_frame(hello, &limits()) {
@@ -369,7 +396,14 @@ async fn read_loop(
 ) -> Option<()> {
     let limits = limits();
     loop {
-        let payload = read_frame(&mut r, &mut buf).await?;
+        // A link quiet this long may be dead without a reset: end it, and
+        // the dialer connects again (cheap when it was only idle).
+        let payload = tokio::time::timeout(
+            Duration::from_millis(PEER_IDLE_MS_MAX),
+            read_frame(&mut r, &mut buf),
+        )
+        .await
+        .ok()??;
         let frame = match decode_frame(payload, &limits) {
             Ok(f) => f,
             Err(e) => {

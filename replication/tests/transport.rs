@@ -143,3 +143,17 @@ async fn a_stranger_or_garbage_on_the_peer_port_is_closed_and_peers_carry_on() {
         assert!(matches!(n, Ok(0) | Err(_)));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_connection_that_never_names_its_sender_is_closed() {
+    let (_t1, _rx2, a2, _keep) = pair().await;
+    let mut silent = tokio::net::TcpStream::connect(a2).await.unwrap();
+    let mut buf = [0u8; 16];
+    let n = tokio::time::timeout(
+        Duration::from_millis(rill_replication::transport::PEER_HELLO_MS_MAX + 5_000),
+        tokio::io::AsyncReadExt::read(&mut silent, &mut buf),
+    )
+    .await
+    .expect("closed once the hello is overdue");
+    assert!(matches!(n, Ok(0) | Err(_)));
+}
