@@ -61,6 +61,12 @@ fn snapshot_next_offset(data: &[u8]) -> Option<Offset> {
     Some(Offset(u64::from_le_bytes(data.try_into().ok()?)))
 }
 
+/// An entry checked for appending: a validated batch, or a control body.
+enum Checked<'a> {
+    Batch(ValidBatch<'a>),
+    Control(Vec<u8>),
+}
+
 /// The Raft storage of one replica. See the module documentation.
 #[derive(Debug)]
 pub struct ReplicaLog {
@@ -226,33 +232,33 @@ impl ReplicaLog {
                 return Err(bad(e.index, "term lower than the entry before it"));
             }
             last_term = term;
-            let s = entry::to_stored(e)?;
-            if let Stored::Batch(data) = &s {
-                let batch = if trusted_term == Some(term) {
-                    ValidBatch::revalidated_by_caller(data)
-                } else {
-                    ValidBatch::new(data, max_batch_bytes)
+            let checked = match entry::to_stored(e)? {
+                Stored::Batch(data) => {
+                    let batch = if trusted_term == Some(term) {
+                        ValidBatch::revalidated_by_caller(data)
+                    } else {
+                        ValidBatch::new(data, max_batch_bytes)
+                    }
+                    .map_err(|err| ReplicationError::from(LogError::from(err)))?;
+                    if batch.header().is_control() {
+                        return Err(bad(e.index, "a control batch as entry data"));
+                    }
+                    Checked::Batch(batch)
                 }
-                .map_err(|err| ReplicationError::from(LogError::from(err)))?;
-                if batch.header().is_control() {
-                    return Err(bad(e.index, "a control batch as entry data"));
-                }
-            }
-            stored.push(s);
+                Stored::Control(body) => Checked::Control(body),
+            };
+            stored.push(checked);
         }
         if first_index < log.next_raft_index() {
             log.truncate_suffix(first_index)?;
         }
-        for (e, s) in entries.iter().zip(stored) {
+        for (e, checked) in entries.iter().zip(stored) {
             let (index, term) = (RaftIndex(e.index), Term(e.term));
-            match s {
-                Stored::Batch(data) => {
-                    // Checked above: only the header is read again.
-                    let batch = ValidBatch::revalidated_by_caller(data)
-                        .map_err(|err| ReplicationError::from(LogError::from(err)))?;
+            match checked {
+                Checked::Batch(batch) => {
                     log.append_valid_at(batch, term, index)?;
                 }
-                Stored::Control(body) => {
+                Checked::Control(body) => {
                     // No timestamp (-1, as Kafka's NO_TIMESTAMP): the batch
                     // must be byte-identical on every replica, whose clocks
                     // differ.
