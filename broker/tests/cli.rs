@@ -35,16 +35,22 @@ fn stderr(o: &Output) -> String {
     String::from_utf8(o.stderr.clone()).unwrap()
 }
 
-#[test]
-fn topics_produce_and_consume_through_the_cli() {
-    let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path());
+/// A broker with a topic `events` of two partitions, created with the CLI.
+fn broker_with_events_topic(dir: &std::path::Path) -> BrokerProcess {
+    let broker = BrokerProcess::start(dir);
     let o = rill(
         &broker,
         &["topic", "create", "events", "--partitions", "2"],
         "",
     );
     assert!(o.status.success(), "{}", stderr(&o));
+    broker
+}
+
+#[test]
+fn topics_produce_and_consume_through_the_cli() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_events_topic(dir.path());
     assert_eq!(stdout(&rill(&broker, &["topic", "list"], "")), "events\n");
 
     let input: String = (0..500).map(|i| format!("k{}:line {i}\n", i % 7)).collect();
@@ -170,13 +176,7 @@ fn failures_are_one_clear_line_and_a_nonzero_exit() {
 #[test]
 fn cluster_status_reports_brokers_controller_and_partitions() {
     let dir = tempfile::tempdir().unwrap();
-    let broker = BrokerProcess::start(dir.path());
-    let o = rill(
-        &broker,
-        &["topic", "create", "events", "--partitions", "2"],
-        "",
-    );
-    assert!(o.status.success(), "{}", stderr(&o));
+    let broker = broker_with_events_topic(dir.path());
     for (partition, input) in [("0", "a\nb\nc\n"), ("1", "d\ne\n")] {
         let o = rill(
             &broker,

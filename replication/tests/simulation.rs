@@ -7,6 +7,7 @@
 //! `RILL_SIM_SEED=N` to replay one).
 
 mod common;
+mod helpers;
 
 use common::{Faults, Sim, SimConfig};
 

@@ -181,29 +181,19 @@ pub struct Sim {
     pub acks_checked: u64,
 }
 
+/// The tests' small log; with retention, tinier segments and a size limit
+/// so logs move past a replica that is down for a while.
 fn log_config(retention: bool) -> LogConfig {
+    let small = super::helpers::small_config();
     if retention {
         return LogConfig {
             segment_bytes: 4 * 1024,
-            segment_ms: None,
-            grow_step_bytes: 4096,
-            index_interval_bytes: 256,
             max_batch_bytes: 2 * 1024,
-            retention_ms: None,
             retention_bytes: Some(4 * 1024),
-            prefault_ahead_bytes: 0,
+            ..small
         };
     }
-    LogConfig {
-        segment_bytes: 64 * 1024,
-        segment_ms: None,
-        grow_step_bytes: 4096,
-        index_interval_bytes: 256,
-        max_batch_bytes: 16 * 1024,
-        retention_ms: None,
-        retention_bytes: None,
-        prefault_ahead_bytes: 0,
-    }
+    small
 }
 
 fn mix(trace: u64, x: u64) -> u64 {
