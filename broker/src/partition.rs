@@ -296,9 +296,12 @@ impl Partition {
     /// Called by the Raft thread: entries up to `index` are applied and
     /// the high watermark is `hw`.
     pub(crate) fn set_committed(&self, index: RaftIndex, hw: Offset) {
-        let l = self.leadership();
-        if l.is_leader && lock(&self.log).term_of(index).ok() == Some(l.term) {
-            self.high_watermark_current.store(true, Ordering::Release);
+        // Looked up once per leadership, not on every commit.
+        if !self.high_watermark_current.load(Ordering::Acquire) {
+            let l = self.leadership();
+            if l.is_leader && lock(&self.log).term_of(index).ok() == Some(l.term) {
+                self.high_watermark_current.store(true, Ordering::Release);
+            }
         }
         self.high_watermark.send_if_modified(|h| {
             let moved = hw.get() > *h;
