@@ -10,6 +10,7 @@ use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
 use rill_replication::{BrokerId, ReplicationError};
 
 use crate::metadata::ClusterImage;
+use crate::partition::LeaderHint;
 use crate::state::{Broker, Lookup};
 
 /// Longest a fetch may park, ms, whatever the client asks.
@@ -95,16 +96,24 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, forwarded: bool) -> 
                             let r = match broker.lookup(&t.name, p.partition) {
                                 Lookup::Here(part) => match part.not_leader() {
                                     Some((error, leader)) => Err((error, leader)),
-                                    None => part.offset_for(p.timestamp_ms).map_err(|e| (e, None)),
+                                    None => part
+                                        .offset_for(p.timestamp_ms)
+                                        .map_err(|e| (e, LeaderHint::default())),
                                 },
-                                Lookup::Elsewhere { leader } => Err((ErrorCode::NotLeader, leader)),
-                                Lookup::Unknown => Err((ErrorCode::UnknownTopicOrPartition, None)),
+                                Lookup::Elsewhere { leader } => {
+                                    Err((ErrorCode::NotLeader, LeaderHint::guess(leader)))
+                                }
+                                Lookup::Unknown => {
+                                    Err((ErrorCode::UnknownTopicOrPartition, LeaderHint::default()))
+                                }
                             };
-                            let (error, leader) = r.err().unwrap_or((ErrorCode::None, None));
+                            let (error, leader) =
+                                r.err().unwrap_or((ErrorCode::None, LeaderHint::default()));
                             ListOffsetsPartitionResponse {
                                 partition: p.partition,
                                 error,
-                                leader_hint: hint(leader),
+                                leader_hint: hint(leader.leader),
+                                leader_epoch: leader.epoch.get(),
                                 offset: r.unwrap_or(-1),
                             }
                         })
@@ -152,16 +161,17 @@ fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResponse {
                     // NotLeader with the real one if it is wrong).
                     let (leader, start, hw) = match broker.published.partition(t.group(i)) {
                         Some(p) => (
-                            p.leadership().leader,
+                            p.leadership().hint(),
                             p.log_start_offset(),
                             p.high_watermark(),
                         ),
-                        None => (replicas.first().copied(), 0, 0),
+                        None => (LeaderHint::guess(replicas.first().copied()), 0, 0),
                     };
                     PartitionMetadata {
                         partition: i,
                         error: ErrorCode::None,
-                        leader: hint(leader),
+                        leader: hint(leader.leader),
+                        leader_epoch: leader.epoch.get(),
                         replicas: replicas.iter().map(|b| b.get() as u32).collect(),
                         log_start_offset: start,
                         high_watermark: hw,
@@ -240,15 +250,12 @@ async fn cluster_status(broker: &Arc<Broker>) -> ClusterStatusResponse {
     }
 }
 
-fn produce_error(
-    partition: u32,
-    error: ErrorCode,
-    leader: Option<BrokerId>,
-) -> ProducePartitionResponse {
+fn produce_error(partition: u32, error: ErrorCode, leader: LeaderHint) -> ProducePartitionResponse {
     ProducePartitionResponse {
         partition,
         error,
-        leader_hint: hint(leader),
+        leader_hint: hint(leader.leader),
+        leader_epoch: leader.epoch.get(),
         base_offset: 0,
         log_start_offset: 0,
     }
@@ -277,7 +284,11 @@ async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
                 )
                 .await
             } else {
-                produce_error(part.partition, ErrorCode::InvalidRequiredAcks, None)
+                produce_error(
+                    part.partition,
+                    ErrorCode::InvalidRequiredAcks,
+                    LeaderHint::default(),
+                )
             };
             partitions.push(response);
         }
@@ -301,9 +312,15 @@ async fn produce_partition(
 ) -> ProducePartitionResponse {
     let partition = match broker.lookup(topic, index) {
         Lookup::Here(p) => p,
-        Lookup::Elsewhere { leader } => return produce_error(index, ErrorCode::NotLeader, leader),
+        Lookup::Elsewhere { leader } => {
+            return produce_error(index, ErrorCode::NotLeader, LeaderHint::guess(leader));
+        }
         Lookup::Unknown => {
-            return produce_error(index, ErrorCode::UnknownTopicOrPartition, None);
+            return produce_error(
+                index,
+                ErrorCode::UnknownTopicOrPartition,
+                LeaderHint::default(),
+            );
         }
     };
     if let Some((error, leader)) = partition.not_leader() {
@@ -311,24 +328,26 @@ async fn produce_partition(
     }
     let batches = match partition.check(records) {
         Ok(b) => b,
-        Err(e) => return produce_error(index, e, None),
+        Err(e) => return produce_error(index, e, LeaderHint::default()),
     };
     let proposed = match broker.raft.propose(partition.group, batches).await {
         Ok(Ok(p)) => p,
         Ok(Err(ReplicationError::NotLeader { leader, .. })) => {
-            return produce_error(index, ErrorCode::NotLeader, leader);
+            return produce_error(index, ErrorCode::NotLeader, partition.hint_for(leader));
         }
         Ok(Err(e)) if e.is_retriable() => {
-            return produce_error(index, ErrorCode::NotLeader, None);
+            return produce_error(index, ErrorCode::NotLeader, LeaderHint::default());
         }
         Ok(Err(e)) => {
             tracing::warn!(topic, partition = index, error = %e, "proposal failed");
-            return produce_error(index, ErrorCode::StorageError, None);
+            return produce_error(index, ErrorCode::StorageError, LeaderHint::default());
         }
-        Err(_stopped) => return produce_error(index, ErrorCode::NotLeader, None),
+        Err(_stopped) => {
+            return produce_error(index, ErrorCode::NotLeader, LeaderHint::default());
+        }
     };
     let (Some(first), Some(last)) = (proposed.first(), proposed.last()) else {
-        return produce_error(index, ErrorCode::InvalidRequest, None);
+        return produce_error(index, ErrorCode::InvalidRequest, LeaderHint::default());
     };
     let mut error = ErrorCode::None;
     if acks != 0 {
@@ -344,14 +363,16 @@ async fn produce_partition(
             Err(_) => error = ErrorCode::RequestTimedOut,
         }
     }
+    let leader = if error == ErrorCode::NotLeader {
+        partition.leadership().hint()
+    } else {
+        LeaderHint::default()
+    };
     ProducePartitionResponse {
         partition: index,
         error,
-        leader_hint: if error == ErrorCode::NotLeader {
-            hint(partition.leadership().leader)
-        } else {
-            NO_BROKER
-        },
+        leader_hint: hint(leader.leader),
+        leader_epoch: leader.epoch.get(),
         base_offset: first.base_offset.get(),
         log_start_offset: partition.log_start_offset(),
     }
@@ -396,10 +417,11 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                 .partitions
                 .iter()
                 .map(|p| {
-                    let refused = |error, leader| FetchPartitionResponse {
+                    let refused = |error, leader: LeaderHint| FetchPartitionResponse {
                         partition: p.partition,
                         error,
-                        leader_hint: hint(leader),
+                        leader_hint: hint(leader.leader),
+                        leader_epoch: leader.epoch.get(),
                         high_watermark: 0,
                         log_start_offset: 0,
                         records: Vec::new(),
@@ -407,10 +429,13 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                     let partition = match broker.lookup(&t.name, p.partition) {
                         Lookup::Here(p) => p,
                         Lookup::Elsewhere { leader } => {
-                            return refused(ErrorCode::NotLeader, leader);
+                            return refused(ErrorCode::NotLeader, LeaderHint::guess(leader));
                         }
                         Lookup::Unknown => {
-                            return refused(ErrorCode::UnknownTopicOrPartition, None);
+                            return refused(
+                                ErrorCode::UnknownTopicOrPartition,
+                                LeaderHint::default(),
+                            );
                         }
                     };
                     if let Some((error, leader)) = partition.not_leader() {
@@ -438,6 +463,7 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                                 partition: p.partition,
                                 error: ErrorCode::None,
                                 leader_hint: NO_BROKER,
+                                leader_epoch: 0,
                                 high_watermark,
                                 log_start_offset,
                                 records,
@@ -447,6 +473,7 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                             partition: p.partition,
                             error,
                             leader_hint: NO_BROKER,
+                            leader_epoch: 0,
                             high_watermark: partition.high_watermark(),
                             log_start_offset: partition.log_start_offset(),
                             records: Vec::new(),

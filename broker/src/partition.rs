@@ -30,6 +30,41 @@ pub struct Leadership {
     pub term: Term,
 }
 
+impl Leadership {
+    /// Who to ask instead of this replica, for a `NotLeader` answer.
+    pub fn hint(&self) -> LeaderHint {
+        match self.leader {
+            Some(_) => LeaderHint {
+                leader: self.leader,
+                epoch: self.term,
+            },
+            None => LeaderHint::default(),
+        }
+    }
+}
+
+/// Who leads a partition, as told to a client that asked the wrong
+/// replica: the leader and the Raft term it leads in. A client trusts a
+/// hint only over one of a lower epoch, so a replica that has not yet heard
+/// of an election cannot send it back to the old leader.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct LeaderHint {
+    /// The leader, if one is known.
+    pub leader: Option<BrokerId>,
+    /// The term it leads in; `Term(0)` when `leader` is only a guess.
+    pub epoch: Term,
+}
+
+impl LeaderHint {
+    /// A leader guessed without knowing its term (the preferred leader).
+    pub fn guess(leader: Option<BrokerId>) -> LeaderHint {
+        LeaderHint {
+            leader,
+            epoch: Term(0),
+        }
+    }
+}
+
 /// One partition replica.
 #[derive(Debug)]
 pub struct Partition {
@@ -137,12 +172,23 @@ impl Partition {
 
     /// The error for a request that needs the leader, when this replica is
     /// not it (or has stopped), with the leader to try instead.
-    pub fn not_leader(&self) -> Option<(ErrorCode, Option<BrokerId>)> {
+    pub fn not_leader(&self) -> Option<(ErrorCode, LeaderHint)> {
         if self.failed.load(Ordering::Acquire) {
-            return Some((ErrorCode::StorageError, None));
+            return Some((ErrorCode::StorageError, LeaderHint::default()));
         }
         let l = self.leadership();
-        (!l.is_leader).then_some((ErrorCode::NotLeader, l.leader))
+        (!l.is_leader).then_some((ErrorCode::NotLeader, l.hint()))
+    }
+
+    /// The hint for a refusal that named `leader`: with its term when the
+    /// leadership published here agrees.
+    pub fn hint_for(&self, leader: Option<BrokerId>) -> LeaderHint {
+        let known = self.leadership().hint();
+        if known.leader == leader {
+            known
+        } else {
+            LeaderHint::guess(leader)
+        }
     }
 
     /// Splits `records` (chunks of whole batches) into batches and checks

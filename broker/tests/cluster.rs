@@ -54,9 +54,17 @@ fn produce_to(c: &TestCluster, id: usize, partition: u32, timeout_ms: u32) -> Er
 
 /// As [`produce_to`], to a broker's address.
 fn produce_at(addr: std::net::SocketAddr, partition: u32, timeout_ms: u32) -> ErrorCode {
-    let Ok(stream) = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)) else {
-        return ErrorCode::RequestTimedOut;
-    };
+    produce_answer(addr, partition, timeout_ms).map_or(ErrorCode::RequestTimedOut, |p| p.error)
+}
+
+/// The partition's answer to one `acks=all` produce sent to `addr`; `None`
+/// when none came.
+fn produce_answer(
+    addr: std::net::SocketAddr,
+    partition: u32,
+    timeout_ms: u32,
+) -> Option<ProducePartitionResponse> {
+    let stream = std::net::TcpStream::connect_timeout(&addr, Duration::from_secs(2)).ok()?;
     stream
         .set_read_timeout(Some(Duration::from_millis(u64::from(timeout_ms) + 5_000)))
         .unwrap();
@@ -72,12 +80,10 @@ fn produce_at(addr: std::net::SocketAddr, partition: u32, timeout_ms: u32) -> Er
             }],
         }],
     }));
-    let Some(payload) = client.read_frame() else {
-        return ErrorCode::RequestTimedOut;
-    };
+    let payload = client.read_frame()?;
     match decode_response(payload, ApiKey::Produce) {
-        Ok((_, Some(Response::Produce(r)))) => r.topics[0].partitions[0].error,
-        _ => ErrorCode::Unknown,
+        Ok((_, Some(Response::Produce(mut r)))) => r.topics.pop()?.partitions.pop(),
+        _ => None,
     }
 }
 
@@ -353,6 +359,29 @@ fn an_isolated_leader_cannot_acknowledge_and_the_others_elect_a_new_one() {
         })
         .expect("a new leader among the others");
     assert_eq!(produce_to(&c, new_leader, 0, 5_000), ErrorCode::None);
+
+    // The remaining follower sends clients to the new leader, with the
+    // term it leads in: newer than the isolated leader's, so a client
+    // trusts it over anything the old leader's term said.
+    let follower = others.iter().copied().find(|&i| i != new_leader).unwrap();
+    let term = |i: usize| {
+        c.status(i)
+            .and_then(|s| s.replicas.into_iter().find(|r| r.topic == TOPIC))
+            .map(|r| r.term)
+    };
+    let (old_term, new_term) = (term(leader).unwrap(), term(new_leader).unwrap());
+    assert!(new_term > old_term, "terms {old_term} -> {new_term}");
+    let refused = c.wait_for("the follower to know the new leader", 10, |c| {
+        produce_answer(c.addr(follower), 0, 5_000)
+            .is_some_and(|p| p.error == ErrorCode::NotLeader && p.leader_hint == new_leader as i32)
+    });
+    let answer = produce_answer(c.addr(follower), 0, 5_000).unwrap();
+    assert_eq!(
+        (answer.leader_hint, answer.leader_epoch),
+        (new_leader as i32, new_term),
+        "after {} ms",
+        refused.as_millis()
+    );
 
     // Healed, the old leader follows again and catches up.
     c.heal();

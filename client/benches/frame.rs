@@ -53,6 +53,7 @@ fn fetch() -> Response {
                 partition: 0,
                 error: ErrorCode::None,
                 leader_hint: -1,
+                leader_epoch: 0,
                 high_watermark: 1 << 20,
                 log_start_offset: 0,
                 records: (0..16)

@@ -2,6 +2,14 @@
 //! metadata (brokers, topics, partition leaders) and one shared connection
 //! per broker. Metadata is refreshed when a broker says `NotLeader` or
 //! `UnknownTopicOrPartition`, and every bootstrap address is tried in turn.
+//!
+//! Leaders carry an epoch (the Raft term they lead in). The cache only ever
+//! moves a partition to a leader of a higher epoch, or of the same epoch
+//! when the answer names one the cache did not know: during a failover
+//! brokers that have not yet heard of the election still name the old
+//! leader, and following them back and forth would be worse than waiting.
+//! A `NotLeader` answer naming a newer leader moves the cache at once,
+//! without asking for metadata.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -9,7 +17,7 @@ use std::time::Duration;
 
 use crate::connection::Connection;
 use crate::error::ClientError;
-use crate::protocol::messages::{MetadataRequest, MetadataResponse, PartitionMetadata};
+use crate::protocol::messages::{MetadataRequest, MetadataResponse, NO_BROKER, PartitionMetadata};
 use crate::protocol::{ErrorCode, Request, Response};
 
 /// How long to wait for a connection or a metadata answer.
@@ -23,8 +31,52 @@ pub const UNKNOWN_TOPIC_WAIT_MS: u64 = 5_000;
 pub struct TopicInfo {
     /// Its name.
     pub name: String,
+    /// The id given at creation: a topic deleted and created again under
+    /// the same name has another, and nothing of the old one is kept.
+    pub topic_id: [u8; 16],
     /// Its partitions, by number.
     pub partitions: Vec<PartitionMetadata>,
+}
+
+impl TopicInfo {
+    /// Takes in a newer answer about the same topic: each partition as
+    /// `fresh` describes it, except that a leader known here with a higher
+    /// epoch is kept (the broker that answered has not heard of it yet).
+    pub fn merge(&mut self, fresh: TopicInfo) {
+        if fresh.topic_id != self.topic_id {
+            *self = fresh;
+            return;
+        }
+        let mut partitions = fresh.partitions;
+        for p in &mut partitions {
+            if let Some(known) = self.partitions.iter().find(|k| k.partition == p.partition)
+                && known.leader_epoch > p.leader_epoch
+            {
+                p.leader = known.leader;
+                p.leader_epoch = known.leader_epoch;
+            }
+        }
+        self.partitions = partitions;
+        self.name = fresh.name;
+    }
+
+    /// Points `partition` at `leader` (a `NotLeader` hint) if its epoch is
+    /// newer than the leader known here. Returns whether it did.
+    pub fn follow(&mut self, partition: u32, leader: i32, leader_epoch: u64) -> bool {
+        let Some(p) = self
+            .partitions
+            .iter_mut()
+            .find(|p| p.partition == partition)
+        else {
+            return false;
+        };
+        if leader == NO_BROKER || leader_epoch == 0 || leader_epoch <= p.leader_epoch {
+            return false;
+        }
+        p.leader = leader;
+        p.leader_epoch = leader_epoch;
+        true
+    }
 }
 
 /// The client's view of the cluster.
@@ -37,8 +89,16 @@ pub struct Cluster {
     connections: Mutex<HashMap<String, Arc<Connection>>>,
     /// Broker id to address, from the last metadata answer.
     brokers: Mutex<HashMap<u32, String>>,
-    /// Topics from the last metadata answers.
-    topics: Mutex<HashMap<String, TopicInfo>>,
+    /// Topics from the last metadata answers. Guards the map only.
+    topics: Mutex<HashMap<String, Cached>>,
+}
+
+/// A topic as last described, and whether it must be asked for again
+/// before its next use.
+#[derive(Debug)]
+struct Cached {
+    info: TopicInfo,
+    stale: bool,
 }
 
 impl Cluster {
@@ -138,13 +198,26 @@ impl Cluster {
             let mut cache = self.topics.lock().unwrap_or_else(|p| p.into_inner());
             for t in &m.topics {
                 if t.error.is_ok() {
-                    cache.insert(
-                        t.name.clone(),
-                        TopicInfo {
-                            name: t.name.clone(),
-                            partitions: t.partitions.clone(),
-                        },
-                    );
+                    let fresh = TopicInfo {
+                        name: t.name.clone(),
+                        topic_id: t.topic_id,
+                        partitions: t.partitions.clone(),
+                    };
+                    match cache.get_mut(&t.name) {
+                        Some(known) => {
+                            known.info.merge(fresh);
+                            known.stale = false;
+                        }
+                        None => {
+                            cache.insert(
+                                t.name.clone(),
+                                Cached {
+                                    info: fresh,
+                                    stale: false,
+                                },
+                            );
+                        }
+                    }
                 } else {
                     cache.remove(&t.name);
                 }
@@ -160,15 +233,16 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
+            .filter(|t| !t.stale)
         {
-            return Ok(t.clone());
+            return Ok(t.info.clone());
         }
         self.refresh(Some(vec![name.to_string()])).await?;
         self.topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-            .cloned()
+            .map(|t| t.info.clone())
             .ok_or_else(|| ClientError::UnknownTopic(name.to_string()))
     }
 
@@ -189,12 +263,76 @@ impl Cluster {
         }
     }
 
-    /// Forgets what is cached about `name` (after `NotLeader` and the like).
+    /// Marks what is cached about `name` as stale (after a broker said
+    /// it does not lead, or could not be reached): the next use asks for
+    /// metadata again. Leader epochs are remembered, so an answer from a
+    /// broker that is behind cannot move a partition back to an older
+    /// leader.
     pub fn invalidate(&self, name: &str) {
-        self.topics
+        if let Some(t) = self
+            .topics
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .remove(name);
+            .get_mut(name)
+        {
+            t.stale = true;
+        }
+    }
+
+    /// Takes a `NotLeader` answer's hint for `topic`/`partition`: when it
+    /// names a leader newer than the one cached, the cache points at it
+    /// and the caller may retry at once. Returns whether it did.
+    pub fn follow_leader(
+        &self,
+        topic: &str,
+        partition: u32,
+        leader: i32,
+        leader_epoch: u64,
+    ) -> bool {
+        let mut topics = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(t) = topics.get_mut(topic) else {
+            return false;
+        };
+        // The brokers map is locked inside the topics map's lock, never
+        // the other way round.
+        let known = u32::try_from(leader).is_ok_and(|l| {
+            self.brokers
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .contains_key(&l)
+        });
+        known && t.info.follow(partition, leader, leader_epoch)
+    }
+
+    /// The error for a partition that answered `code`. A `NotLeader`
+    /// naming a newer leader is followed at once (see
+    /// [`Cluster::follow_leader`]) and becomes
+    /// [`ClientError::LeaderMoved`]: the caller retries without asking for
+    /// metadata.
+    pub fn partition_error(
+        &self,
+        topic: &str,
+        partition: u32,
+        code: ErrorCode,
+        leader_hint: i32,
+        leader_epoch: u64,
+    ) -> ClientError {
+        if code == ErrorCode::NotLeader
+            && self.follow_leader(topic, partition, leader_hint, leader_epoch)
+        {
+            tracing::debug!(
+                topic,
+                partition,
+                leader_hint,
+                leader_epoch,
+                "following the new leader"
+            );
+            return ClientError::LeaderMoved {
+                leader: leader_hint as u32,
+                leader_epoch,
+            };
+        }
+        ClientError::code(code)
     }
 
     /// The connection to the leader of `topic`/`partition`.

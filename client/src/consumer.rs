@@ -185,6 +185,7 @@ impl Consumer {
         let mut pause_ms = 50;
         loop {
             match self.list_offset_once(topic, partition, timestamp_ms).await {
+                Err(ClientError::LeaderMoved { .. }) if tokio::time::Instant::now() < deadline => {}
                 Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
                     tracing::debug!(topic, partition, error = %e, "list offsets will be retried");
                     self.cluster.invalidate(topic);
@@ -226,7 +227,13 @@ impl Consumer {
             .and_then(|t| t.partitions.first())
             .ok_or_else(|| ClientError::code(ErrorCode::Unknown))?;
         if !p.error.is_ok() {
-            return Err(ClientError::code(p.error));
+            return Err(self.cluster.partition_error(
+                topic,
+                partition,
+                p.error,
+                p.leader_hint,
+                p.leader_epoch,
+            ));
         }
         Ok(u64::try_from(p.offset).unwrap_or(u64::MAX))
     }
@@ -280,6 +287,7 @@ impl Consumer {
             };
             let chunks = match result {
                 Ok((chunks, _hw)) => chunks,
+                Err(ClientError::LeaderMoved { .. }) => continue,
                 Err(e) if e.is_retriable() => {
                     self.cluster.invalidate(&key.0);
                     continue;
@@ -383,7 +391,13 @@ async fn fetch(
                         let r = if p.error.is_ok() {
                             Ok((p.records, p.high_watermark))
                         } else {
-                            Err(ClientError::code(p.error))
+                            Err(cluster.partition_error(
+                                &t.name,
+                                p.partition,
+                                p.error,
+                                p.leader_hint,
+                                p.leader_epoch,
+                            ))
                         };
                         out.push((key, r));
                     }

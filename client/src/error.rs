@@ -41,6 +41,15 @@ pub enum ClientError {
         /// How long was waited, ms.
         ms: u64,
     },
+    /// The broker asked does not lead the partition and named a newer
+    /// leader, which the client's metadata now points at: retry at once.
+    #[error("the partition's leader moved to broker {leader} (epoch {leader_epoch})")]
+    LeaderMoved {
+        /// The new leader's broker id.
+        leader: u32,
+        /// The Raft term it leads in.
+        leader_epoch: u64,
+    },
     /// The topic does not exist.
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
@@ -61,9 +70,10 @@ impl ClientError {
     /// Whether trying again later may succeed.
     pub fn is_retriable(&self) -> bool {
         match self {
-            ClientError::Io { .. } | ClientError::Closed { .. } | ClientError::Timeout { .. } => {
-                true
-            }
+            ClientError::Io { .. }
+            | ClientError::Closed { .. }
+            | ClientError::Timeout { .. }
+            | ClientError::LeaderMoved { .. } => true,
             ClientError::Broker { code, .. } => code.is_retriable(),
             _ => false,
         }

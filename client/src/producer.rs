@@ -711,14 +711,19 @@ impl Accumulator {
         match (result, queue) {
             (Err(e), Some(q)) if e.is_retriable() && deadline.is_some_and(|d| now < d) => {
                 tracing::debug!(topic = %send.topic, partition = send.partition, error = %e, "retrying");
-                // A leader that moved or a broker that is down: the next
-                // try asks for fresh metadata.
-                cluster.invalidate(&send.topic);
                 q.in_flight = None;
                 for b in send.batches.into_iter().rev() {
                     q.ready.push_front(b);
                 }
-                q.retry_at = Some(now + Duration::from_millis(config.retry_backoff_ms));
+                if matches!(e, ClientError::LeaderMoved { .. }) {
+                    // The metadata already points at the new leader.
+                    q.retry_at = None;
+                } else {
+                    // A leader that moved elsewhere or a broker that is
+                    // down: the next try asks for fresh metadata.
+                    cluster.invalidate(&send.topic);
+                    q.retry_at = Some(now + Duration::from_millis(config.retry_backoff_ms));
+                }
                 0
             }
             (result, queue) => {
@@ -801,8 +806,9 @@ async fn send_round(
             Duration::from_millis(shared.config.request_timeout_ms),
             done.clone(),
         );
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
-            let results = send_request(&conn, &group, acks, timeout).await;
+            let results = send_request(&shared.cluster, &conn, &group, acks, timeout).await;
             for (send, result) in group.into_iter().zip(results) {
                 let _ = done.send(Completion { send, result });
             }
@@ -812,6 +818,7 @@ async fn send_round(
 
 /// One produce request for `group`; one result per entry of `group`.
 async fn send_request(
+    cluster: &Cluster,
     conn: &Connection,
     group: &[PartitionSend],
     acks: Acks,
@@ -862,7 +869,13 @@ async fn send_request(
             if p.error.is_ok() {
                 Ok(Some(p.base_offset))
             } else {
-                Err(ClientError::code(p.error))
+                Err(cluster.partition_error(
+                    &send.topic,
+                    send.partition,
+                    p.error,
+                    p.leader_hint,
+                    p.leader_epoch,
+                ))
             }
         })
         .collect()

@@ -109,6 +109,7 @@ fn a_fetch_response_encodes_to_the_documented_bytes_without_copying_records() {
                 partition: 0,
                 error: ErrorCode::None,
                 leader_hint: NO_BROKER,
+                leader_epoch: 0,
                 high_watermark: 5,
                 log_start_offset: 1,
                 records: vec![records.clone()],
@@ -118,7 +119,7 @@ fn a_fetch_response_encodes_to_the_documented_bytes_without_copying_records() {
     let parts = encode_response(9, &resp);
     #[rustfmt::skip]
     let expected: &[u8] = &[
-        50, 0, 0, 0,            // frame length: 50 bytes follow
+        58, 0, 0, 0,            // frame length: 58 bytes follow
         9, 0, 0, 0,             // correlation id
         0, 0,                   // error: none
         1, 0, 0, 0,             // 1 topic
@@ -127,6 +128,7 @@ fn a_fetch_response_encodes_to_the_documented_bytes_without_copying_records() {
         0, 0, 0, 0,             // partition 0
         0, 0,                   // error: none
         0xff, 0xff, 0xff, 0xff, // leader hint: none
+        0, 0, 0, 0, 0, 0, 0, 0, // leader epoch: none
         5, 0, 0, 0, 0, 0, 0, 0, // high watermark
         1, 0, 0, 0, 0, 0, 0, 0, // log start offset
         3, 0, 0, 0, b'x', b'y', b'z', // records
@@ -460,6 +462,7 @@ fn response() -> impl Strategy<Value = Response> {
                             any::<u32>(),
                             error(),
                             any::<i32>(),
+                            any::<u64>(),
                             prop::collection::vec(any::<u32>(), 0..3),
                             any::<u64>(),
                             any::<u64>()
@@ -494,6 +497,7 @@ fn response() -> impl Strategy<Value = Response> {
                                         partition,
                                         error,
                                         leader,
+                                        leader_epoch,
                                         replicas,
                                         log_start_offset,
                                         high_watermark,
@@ -502,6 +506,7 @@ fn response() -> impl Strategy<Value = Response> {
                                             partition,
                                             error,
                                             leader,
+                                            leader_epoch,
                                             replicas,
                                             log_start_offset,
                                             high_watermark,
@@ -524,6 +529,7 @@ fn response() -> impl Strategy<Value = Response> {
                         error(),
                         any::<i32>(),
                         any::<u64>(),
+                        any::<u64>(),
                         any::<u64>()
                     ),
                     0..3
@@ -539,11 +545,19 @@ fn response() -> impl Strategy<Value = Response> {
                     partitions: p
                         .into_iter()
                         .map(
-                            |(partition, error, leader_hint, base_offset, log_start_offset)| {
+                            |(
+                                partition,
+                                error,
+                                leader_hint,
+                                leader_epoch,
+                                base_offset,
+                                log_start_offset,
+                            )| {
                                 ProducePartitionResponse {
                                     partition,
                                     error,
                                     leader_hint,
+                                    leader_epoch,
                                     base_offset,
                                     log_start_offset,
                                 }
@@ -561,6 +575,7 @@ fn response() -> impl Strategy<Value = Response> {
                         any::<u32>(),
                         error(),
                         any::<i32>(),
+                        any::<u64>(),
                         any::<u64>(),
                         any::<u64>(),
                         payload()
@@ -582,6 +597,7 @@ fn response() -> impl Strategy<Value = Response> {
                                 partition,
                                 error,
                                 leader_hint,
+                                leader_epoch,
                                 high_watermark,
                                 log_start_offset,
                                 records,
@@ -590,6 +606,7 @@ fn response() -> impl Strategy<Value = Response> {
                                     partition,
                                     error,
                                     leader_hint,
+                                    leader_epoch,
                                     high_watermark,
                                     log_start_offset,
                                     records: as_decoded(records),
@@ -603,7 +620,16 @@ fn response() -> impl Strategy<Value = Response> {
         prop::collection::vec(
             (
                 name(),
-                prop::collection::vec((any::<u32>(), error(), any::<i32>(), any::<i64>()), 0..3)
+                prop::collection::vec(
+                    (
+                        any::<u32>(),
+                        error(),
+                        any::<i32>(),
+                        any::<u64>(),
+                        any::<i64>()
+                    ),
+                    0..3
+                )
             ),
             0..3
         )
@@ -614,11 +640,12 @@ fn response() -> impl Strategy<Value = Response> {
                     name,
                     partitions: p
                         .into_iter()
-                        .map(|(partition, error, leader_hint, offset)| {
+                        .map(|(partition, error, leader_hint, leader_epoch, offset)| {
                             ListOffsetsPartitionResponse {
                                 partition,
                                 error,
                                 leader_hint,
+                                leader_epoch,
                                 offset,
                             }
                         })

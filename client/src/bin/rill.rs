@@ -242,6 +242,7 @@ async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyhow::Result<(
                             serde_json::json!({
                                 "partition": p.partition,
                                 "leader": u32::try_from(p.leader).ok(),
+                                "leader_epoch": p.leader_epoch,
                                 "replicas": p.replicas,
                                 "log_start_offset": p.log_start_offset,
                                 "high_watermark": p.high_watermark,
@@ -259,8 +260,13 @@ async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyhow::Result<(
                         let leader =
                             u32::try_from(p.leader).map_or("none".to_string(), |l| l.to_string());
                         println!(
-                            "  partition {}  leader {}  replicas {:?}  log start {}  high watermark {}",
-                            p.partition, leader, p.replicas, p.log_start_offset, p.high_watermark
+                            "  partition {}  leader {} (epoch {})  replicas {:?}  log start {}  high watermark {}",
+                            p.partition,
+                            leader,
+                            p.leader_epoch,
+                            p.replicas,
+                            p.log_start_offset,
+                            p.high_watermark
                         );
                     }
                 }

@@ -184,6 +184,9 @@ pub struct PartitionMetadata {
     pub error: ErrorCode,
     /// The leader's broker id, or [`NO_BROKER`].
     pub leader: i32,
+    /// The Raft term `leader` leads in, or 0 when it is a guess: of two
+    /// answers naming a leader, the one with the higher epoch is newer.
+    pub leader_epoch: u64,
     /// Brokers holding a replica.
     pub replicas: Vec<u32>,
     /// First offset still stored.
@@ -297,6 +300,8 @@ pub struct ProducePartitionResponse {
     pub error: ErrorCode,
     /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
     pub leader_hint: i32,
+    /// The Raft term `leader_hint` leads in, or 0 when unknown.
+    pub leader_epoch: u64,
     /// Offset of the first record appended.
     pub base_offset: u64,
     /// The partition's log start offset.
@@ -361,6 +366,8 @@ pub struct FetchPartitionResponse {
     pub error: ErrorCode,
     /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
     pub leader_hint: i32,
+    /// The Raft term `leader_hint` leads in, or 0 when unknown.
+    pub leader_epoch: u64,
     /// Offsets below this are readable.
     pub high_watermark: u64,
     /// First offset still stored.
@@ -421,6 +428,8 @@ pub struct ListOffsetsPartitionResponse {
     pub error: ErrorCode,
     /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
     pub leader_hint: i32,
+    /// The Raft term `leader_hint` leads in, or 0 when unknown.
+    pub leader_epoch: u64,
     /// The offset, or -1 when no record is at or after the timestamp.
     pub offset: i64,
 }
@@ -652,6 +661,7 @@ impl Response {
                         w.u32(p.partition);
                         w.i16(p.error.code());
                         w.i32(p.leader);
+                        w.u64(p.leader_epoch);
                         w.array(&p.replicas, |w, r| w.u32(*r));
                         w.u64(p.log_start_offset);
                         w.u64(p.high_watermark);
@@ -665,6 +675,7 @@ impl Response {
                     w.u32(p.partition);
                     w.i16(p.error.code());
                     w.i32(p.leader_hint);
+                    w.u64(p.leader_epoch);
                     w.u64(p.base_offset);
                     w.u64(p.log_start_offset);
                 });
@@ -675,6 +686,7 @@ impl Response {
                     w.u32(p.partition);
                     w.i16(p.error.code());
                     w.i32(p.leader_hint);
+                    w.u64(p.leader_epoch);
                     w.u64(p.high_watermark);
                     w.u64(p.log_start_offset);
                     w.shared_bytes(&p.records);
@@ -686,6 +698,7 @@ impl Response {
                     w.u32(p.partition);
                     w.i16(p.error.code());
                     w.i32(p.leader_hint);
+                    w.u64(p.leader_epoch);
                     w.i64(p.offset);
                 });
             }),
@@ -736,11 +749,12 @@ impl Response {
                         error: error_code(r, "topic error")?,
                         name: r.string("topic name")?,
                         topic_id: r.uuid("topic id")?,
-                        partitions: r.array("partitions", 4 + 2 + 4 + 4 + 16, |r| {
+                        partitions: r.array("partitions", 4 + 2 + 4 + 8 + 4 + 16, |r| {
                             Ok(PartitionMetadata {
                                 partition: r.u32("partition")?,
                                 error: error_code(r, "partition error")?,
                                 leader: r.i32("leader")?,
+                                leader_epoch: r.u64("leader epoch")?,
                                 replicas: r.array("replicas", 4, |r| r.u32("replica"))?,
                                 log_start_offset: r.u64("log start offset")?,
                                 high_watermark: r.u64("high watermark")?,
@@ -755,11 +769,12 @@ impl Response {
                 topics: r.array("topics", MIN_TOPIC, |r| {
                     Ok(ProduceTopicResponse {
                         name: r.string("topic name")?,
-                        partitions: r.array("partitions", 26, |r| {
+                        partitions: r.array("partitions", 34, |r| {
                             Ok(ProducePartitionResponse {
                                 partition: r.u32("partition")?,
                                 error: error_code(r, "error code")?,
                                 leader_hint: r.i32("leader hint")?,
+                                leader_epoch: r.u64("leader epoch")?,
                                 base_offset: r.u64("base offset")?,
                                 log_start_offset: r.u64("log start offset")?,
                             })
@@ -771,11 +786,12 @@ impl Response {
                 topics: r.array("topics", MIN_TOPIC, |r| {
                     Ok(FetchTopicResponse {
                         name: r.string("topic name")?,
-                        partitions: r.array("partitions", 30, |r| {
+                        partitions: r.array("partitions", 38, |r| {
                             Ok(FetchPartitionResponse {
                                 partition: r.u32("partition")?,
                                 error: error_code(r, "error code")?,
                                 leader_hint: r.i32("leader hint")?,
+                                leader_epoch: r.u64("leader epoch")?,
                                 high_watermark: r.u64("high watermark")?,
                                 log_start_offset: r.u64("log start offset")?,
                                 records: r.chunks("records")?,
@@ -788,11 +804,12 @@ impl Response {
                 topics: r.array("topics", MIN_TOPIC, |r| {
                     Ok(ListOffsetsTopicResponse {
                         name: r.string("topic name")?,
-                        partitions: r.array("partitions", 18, |r| {
+                        partitions: r.array("partitions", 26, |r| {
                             Ok(ListOffsetsPartitionResponse {
                                 partition: r.u32("partition")?,
                                 error: error_code(r, "error code")?,
                                 leader_hint: r.i32("leader hint")?,
+                                leader_epoch: r.u64("leader epoch")?,
                                 offset: r.i64("offset")?,
                             })
                         })?,
