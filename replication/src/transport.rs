@@ -226,7 +226,7 @@ async fn write_loop(
         let mut frame_msgs = Vec::new();
         let mut bytes = FRAME_HEADER_BYTES;
         while let Some((g, m)) = pending.front() {
-            let len = encoded_len(*g, m);
+            let len = encoded_len(id, *g, m);
             if len + FRAME_HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
                 tracing::warn!(%peer, len, "a Raft message too large for a peer frame; dropped");
                 pending.pop_front();

@@ -7,7 +7,7 @@
 //! in-memory form, and every field is written here in an explicit layout, so
 //! what a peer may send is exactly what this page documents.
 //!
-//! # Byte layout (version 1)
+//! # Byte layout (version 2)
 //!
 //! All integers are **little-endian**. A *flag* is a `u8` that is 0 (false,
 //! absent) or 1 (true, present); any other value is refused. A *byte string*
@@ -24,8 +24,29 @@
 //! |      9 |    4 | `count`   | `u32`: number of pairs that follow |
 //! |     13 |    … | pairs     | `count` pairs back to back, then nothing |
 //!
-//! Each pair is at least [`MIN_PAIR_BYTES`] = 107 bytes, offsets from its
-//! start (the names after `group` are [`Message`]'s fields):
+//! A pair is either a heartbeat in short form or a message in full.
+//!
+//! **Heartbeats** are coalesced: every group's heartbeats between two brokers
+//! travel together in the frames of one tick, each in [`HEARTBEAT_PAIR_BYTES`]
+//! = 33 bytes instead of a full message's 107. A `MsgHeartbeat` or
+//! `MsgHeartbeatResponse` takes the short form exactly when it carries
+//! nothing but `to`, `term` and `commit`: `from` is the frame's sender, no
+//! context (a read-index heartbeat has one), no entries, no snapshot, every
+//! other field zero. raft-rs builds all its heartbeats that way.
+//!
+//! | offset | size | field      | meaning |
+//! |-------:|-----:|------------|---------|
+//! |      0 |    8 | `group`    | `u64`: the [`GroupId`] |
+//! |      8 |    1 | `kind`     | `u8`: [`SHORT_FORM`] + the message type: 136 `MsgHeartbeat`, 137 `MsgHeartbeatResponse` |
+//! |      9 |    8 | `to`       | `u64` |
+//! |     17 |    8 | `term`     | `u64` |
+//! |     25 |    8 | `commit`   | `u64` |
+//!
+//! A heartbeat that could take the short form but comes in full is refused
+//! ([`WireError::NotShortest`]), so each message has one encoding.
+//!
+//! **A message in full** is at least [`MIN_PAIR_BYTES`] = 107 bytes, offsets
+//! from its start (the names after `group` are [`Message`]'s fields):
 //!
 //! | offset | size | field                 | meaning |
 //! |-------:|-----:|-----------------------|---------|
@@ -94,6 +115,8 @@
 //!   decode as zero-copy slices of the payload.
 //! - [`encoded_len`] is exactly what a pair adds to a frame, so a sender can
 //!   cap frames by size before encoding them.
+//! - Each message has exactly one encoding (a heartbeat that fits the short
+//!   form must use it).
 
 use bytes::{BufMut, Bytes, BytesMut};
 use raft::eraftpb::{
@@ -102,8 +125,9 @@ use raft::eraftpb::{
 
 use crate::ids::{BrokerId, GroupId};
 
-/// The version byte this build writes and the only one it reads.
-pub const PEER_FRAME_VERSION: u8 = 1;
+/// The version byte this build writes and the only one it reads. Version 2
+/// added heartbeats in short form; every broker of a cluster runs one build.
+pub const PEER_FRAME_VERSION: u8 = 2;
 
 /// Bytes of the frame header: version, sender, pair count.
 pub const FRAME_HEADER_BYTES: usize = 1 + 8 + 4;
@@ -112,8 +136,16 @@ pub const FRAME_HEADER_BYTES: usize = 1 + 8 + 4;
 /// fields and two `u8`s (message type, `reject`).
 const PAIR_FIXED_BYTES: usize = 8 + 1 + 11 * 8 + 1;
 
-/// The smallest encoded pair: no context, no entries, no snapshot.
+/// The smallest message in full: no context, no entries, no snapshot.
 pub const MIN_PAIR_BYTES: usize = PAIR_FIXED_BYTES + 4 + 4 + 1;
+
+/// Added to a message type's number in a pair's type byte: the pair is a
+/// heartbeat in short form.
+pub const SHORT_FORM: u8 = 0x80;
+
+/// A heartbeat in short form: group, kind, `to`, `term`, `commit`. The
+/// smallest pair of all.
+pub const HEARTBEAT_PAIR_BYTES: usize = 8 + 1 + 8 + 8 + 8;
 
 /// Bytes of an entry before its variable parts: type, term, index, `sync_log`.
 const ENTRY_FIXED_BYTES: usize = 1 + 8 + 8 + 1;
@@ -201,6 +233,9 @@ pub enum WireError {
         /// The byte found.
         value: u8,
     },
+    /// A heartbeat that could have been sent in short form came in full.
+    #[error("a heartbeat sent in full that has a short form")]
+    NotShortest,
     /// Bytes are left after the last pair.
     #[error("{n} bytes after the end of the peer frame")]
     TrailingBytes {
@@ -218,20 +253,51 @@ pub enum WireError {
 /// such a frame would be far beyond what any receiver accepts
 /// ([`WireLimits::frame_bytes_max`]; check with [`encoded_len`] first).
 pub fn encode_frame(from: BrokerId, messages: &[(GroupId, Message)], out: &mut BytesMut) {
-    let body: usize = messages.iter().map(|(g, m)| encoded_len(*g, m)).sum();
+    let body: usize = messages.iter().map(|(g, m)| encoded_len(from, *g, m)).sum();
     // One reservation: encoding never reallocates halfway through a frame.
     out.reserve(FRAME_HEADER_BYTES + body);
     out.put_u8(PEER_FRAME_VERSION);
     out.put_u64_le(from.get());
     put_count(out, messages.len(), "messages");
     for (group, msg) in messages {
-        put_message(out, *group, msg);
+        if is_short_heartbeat(from, msg) {
+            out.put_u64_le(group.get());
+            out.put_u8(SHORT_FORM + message_type_code(msg.get_msg_type()));
+            out.put_u64_le(msg.to);
+            out.put_u64_le(msg.term);
+            out.put_u64_le(msg.commit);
+        } else {
+            put_message(out, *group, msg);
+        }
     }
 }
 
-/// The exact number of bytes `(group, msg)` adds to a frame.
-pub fn encoded_len(group: GroupId, msg: &Message) -> usize {
+/// Whether `msg`, sent by `from`, is a heartbeat that takes the short form:
+/// nothing in it but `to`, `term` and `commit`.
+fn is_short_heartbeat(from: BrokerId, m: &Message) -> bool {
+    matches!(
+        m.get_msg_type(),
+        MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse
+    ) && m.from == from.get()
+        && m.log_term == 0
+        && m.index == 0
+        && m.commit_term == 0
+        && m.request_snapshot == 0
+        && !m.reject
+        && m.reject_hint == 0
+        && m.deprecated_priority == 0
+        && m.priority == 0
+        && m.context.is_empty()
+        && m.get_entries().is_empty()
+        && !m.has_snapshot()
+}
+
+/// The exact number of bytes `(group, msg)` adds to a frame sent by `from`.
+pub fn encoded_len(from: BrokerId, group: GroupId, msg: &Message) -> usize {
     let _ = group; // every group id takes the same 8 bytes
+    if is_short_heartbeat(from, msg) {
+        return HEARTBEAT_PAIR_BYTES;
+    }
     let entries: usize = msg.get_entries().iter().map(entry_len).sum();
     let snapshot = if msg.has_snapshot() {
         snapshot_len(msg.get_snapshot())
@@ -355,19 +421,45 @@ pub fn decode_frame(payload: Bytes, limits: &WireLimits) -> Result<PeerFrame, Wi
         return Err(WireError::UnknownVersion(version));
     }
     let from = BrokerId(r.u64("sender")?);
-    let count = r.count("messages", MIN_PAIR_BYTES, limits.messages_max)?;
+    let count = r.count("messages", HEARTBEAT_PAIR_BYTES, limits.messages_max)?;
     let mut messages = Vec::with_capacity(count);
     for _ in 0..count {
         let group = GroupId(r.u64("group")?);
-        messages.push((group, read_message(&mut r, limits)?));
+        let code = r.u8("message type")?;
+        let msg = if code >= SHORT_FORM {
+            read_short_heartbeat(&mut r, from, code)?
+        } else {
+            let m = read_message(&mut r, code, limits)?;
+            if is_short_heartbeat(from, &m) {
+                return Err(WireError::NotShortest);
+            }
+            m
+        };
+        messages.push((group, msg));
     }
     r.finish()?;
     Ok(PeerFrame { from, messages })
 }
 
-fn read_message(r: &mut Reader, limits: &WireLimits) -> Result<Message, WireError> {
+/// The rest of a heartbeat in short form whose kind byte was `code`.
+fn read_short_heartbeat(r: &mut Reader, from: BrokerId, code: u8) -> Result<Message, WireError> {
+    let unknown = WireError::UnknownMessageType(code);
+    let msg_type = match message_type(code - SHORT_FORM).map_err(|_| unknown.clone())? {
+        t @ (MessageType::MsgHeartbeat | MessageType::MsgHeartbeatResponse) => t,
+        _ => return Err(unknown),
+    };
     let mut m = Message::default();
-    m.set_msg_type(message_type(r.u8("message type")?)?);
+    m.set_msg_type(msg_type);
+    m.from = from.get();
+    m.to = r.u64("to")?;
+    m.term = r.u64("term")?;
+    m.commit = r.u64("commit")?;
+    Ok(m)
+}
+
+fn read_message(r: &mut Reader, code: u8, limits: &WireLimits) -> Result<Message, WireError> {
+    let mut m = Message::default();
+    m.set_msg_type(message_type(code)?);
     m.to = r.u64("to")?;
     m.from = r.u64("from")?;
     m.term = r.u64("term")?;

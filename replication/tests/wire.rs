@@ -157,7 +157,7 @@ impl Golden {
 /// A frame from [`SENDER`] holding `pairs`, each already encoded.
 fn frame_of(pairs: &[&[u8]]) -> Vec<u8> {
     let mut g = Golden::default();
-    g.u8(1); // version
+    g.u8(2); // version
     g.u64(SENDER.0); // from
     g.u32(pairs.len() as u32); // pair count
     for p in pairs {
@@ -188,7 +188,10 @@ fn check(case: Case) {
         "{:?} encodes to the documented bytes",
         messages[0].1.get_msg_type()
     );
-    assert_eq!(encoded_len(case.group, &messages[0].1), case.pair.len());
+    assert_eq!(
+        encoded_len(SENDER, case.group, &messages[0].1),
+        case.pair.len()
+    );
     let decoded = decode_frame(Bytes::from(expected), &WireLimits::default()).unwrap();
     assert_eq!(
         decoded,
@@ -500,10 +503,15 @@ fn snapshot() -> Case {
 }
 
 fn heartbeat() -> Case {
-    // Carrying a read-index request's context.
+    // Carrying a read-index request's context: too much for the short form.
+    heartbeat_in_full(b"read-17")
+}
+
+/// A heartbeat from [`SENDER`] in full, with `context`.
+fn heartbeat_in_full(context: &'static [u8]) -> Case {
     let mut m = msg(MessageType::MsgHeartbeat, 2, 1, 6);
     m.commit = 150;
-    m.context = Bytes::from_static(b"read-17");
+    m.context = Bytes::from_static(context);
     let mut g = Golden::default();
     g.u64(7); // group
     g.u8(8); // MsgHeartbeat
@@ -519,7 +527,7 @@ fn heartbeat() -> Case {
     g.u64(0); // reject_hint
     g.u64(0); // deprecated_priority
     g.i64(0); // priority
-    g.bytes(b"read-17"); // context
+    g.bytes(context); // context
     g.u32(0); // no entries
     g.u8(0); // no snapshot
     Case {
@@ -946,7 +954,7 @@ fn a_heartbeat_frame_is_exactly_these_bytes() {
     m.context = Bytes::from_static(b"hi");
     #[rustfmt::skip]
     let expected: &[u8] = &[
-        1,                              // version
+        2,                              // version
         1, 0, 0, 0, 0, 0, 0, 0,         // from: broker 1
         1, 0, 0, 0,                     // 1 pair
         7, 0, 0, 0, 0, 0, 0, 0,         // group 7
@@ -971,6 +979,133 @@ fn a_heartbeat_frame_is_exactly_these_bytes() {
     assert_eq!(&encode(SENDER, &messages)[..], expected);
     assert_eq!(expected.len(), FRAME_HEADER_BYTES + MIN_PAIR_BYTES + 2);
     let decoded = decode_frame(Bytes::from_static(expected), &WireLimits::default()).unwrap();
+    assert_eq!(decoded.messages, messages);
+}
+
+#[test]
+fn heartbeats_as_raft_builds_them_travel_in_short_form() {
+    let mut beat = msg(MessageType::MsgHeartbeat, 2, 1, 6);
+    beat.commit = 0x0102;
+    let mut answer = msg(MessageType::MsgHeartbeatResponse, 3, 1, 6);
+    answer.commit = 150;
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        2,                              // version
+        1, 0, 0, 0, 0, 0, 0, 0,         // from: broker 1
+        2, 0, 0, 0,                     // 2 pairs
+        7, 0, 0, 0, 0, 0, 0, 0,         // group 7
+        0x88,                           // short form + MsgHeartbeat
+        2, 0, 0, 0, 0, 0, 0, 0,         // to
+        6, 0, 0, 0, 0, 0, 0, 0,         // term
+        2, 1, 0, 0, 0, 0, 0, 0,         // commit 0x0102
+        9, 0, 0, 0, 0, 0, 0, 0,         // group 9
+        0x89,                           // short form + MsgHeartbeatResponse
+        3, 0, 0, 0, 0, 0, 0, 0,         // to
+        6, 0, 0, 0, 0, 0, 0, 0,         // term
+        150, 0, 0, 0, 0, 0, 0, 0,       // commit
+    ];
+    let messages = vec![(GroupId(7), beat), (GroupId(9), answer)];
+    assert_eq!(&encode(SENDER, &messages)[..], expected);
+    assert_eq!(
+        expected.len(),
+        FRAME_HEADER_BYTES + 2 * HEARTBEAT_PAIR_BYTES
+    );
+    for (g, m) in &messages {
+        assert_eq!(encoded_len(SENDER, *g, m), HEARTBEAT_PAIR_BYTES);
+    }
+    let decoded = decode_frame(Bytes::from_static(expected), &WireLimits::default()).unwrap();
+    assert_eq!(decoded.messages, messages);
+}
+
+#[test]
+fn a_heartbeat_with_anything_more_or_from_another_sender_goes_in_full() {
+    let plain = || {
+        let mut m = msg(MessageType::MsgHeartbeat, 2, 1, 6);
+        m.commit = 9;
+        m
+    };
+    let variants: Vec<Message> = vec![
+        {
+            let mut m = plain();
+            m.context = Bytes::from_static(b"read");
+            m
+        },
+        {
+            let mut m = plain();
+            m.from = 3;
+            m
+        },
+        {
+            let mut m = plain();
+            m.reject = true;
+            m
+        },
+        {
+            let mut m = plain();
+            m.log_term = 1;
+            m
+        },
+        {
+            let mut m = plain();
+            m.priority = -1;
+            m
+        },
+    ];
+    for m in variants {
+        assert!(
+            encoded_len(SENDER, GroupId(1), &m) >= MIN_PAIR_BYTES,
+            "{m:?}"
+        );
+        let messages = vec![(GroupId(1), m)];
+        let decoded = decode_frame(encode(SENDER, &messages), &WireLimits::default()).unwrap();
+        assert_eq!(decoded.messages, messages);
+    }
+}
+
+#[test]
+fn a_heartbeat_sent_in_full_when_it_has_a_short_form_is_refused() {
+    // The encoder itself never writes this.
+    let case = heartbeat_in_full(b"");
+    assert_eq!(
+        encoded_len(SENDER, case.group, &case.msg),
+        HEARTBEAT_PAIR_BYTES
+    );
+    assert_eq!(
+        decode(&frame_of(&[&case.pair])),
+        Err(WireError::NotShortest)
+    );
+}
+
+#[test]
+fn the_short_form_of_anything_but_a_heartbeat_is_refused() {
+    for code in [0x80, 0x83, 0x84, 0x85, 0x8a, 0x92, 0x93, 0xff] {
+        let mut g = Golden::default();
+        g.u64(7); // group
+        g.u8(code);
+        g.u64(2); // to
+        g.u64(6); // term
+        g.u64(0); // commit
+        assert_eq!(
+            decode(&frame_of(&[&g.0])),
+            Err(WireError::UnknownMessageType(code)),
+            "{code:#x}"
+        );
+    }
+}
+
+#[test]
+fn a_frame_of_short_heartbeats_may_announce_as_many_as_fit() {
+    // The count check allows for the smallest pair, not the smallest full
+    // message: a tick's heartbeats to 1,000 groups decode.
+    let messages: Vec<(GroupId, Message)> = (0..1_000)
+        .map(|g| (GroupId(g), msg(MessageType::MsgHeartbeat, 2, 1, 6)))
+        .collect();
+    let bytes = encode(SENDER, &messages);
+    assert_eq!(
+        bytes.len(),
+        FRAME_HEADER_BYTES + 1_000 * HEARTBEAT_PAIR_BYTES
+    );
+    let decoded = decode_frame(bytes, &WireLimits::default()).unwrap();
     assert_eq!(decoded.messages, messages);
 }
 
@@ -1118,7 +1253,7 @@ fn a_frame_cut_short_anywhere_is_truncated() {
 #[test]
 fn u32_max_messages_are_refused_without_allocating() {
     let mut g = Golden::default();
-    g.u8(1);
+    g.u8(PEER_FRAME_VERSION);
     g.u64(1);
     g.u32(u32::MAX);
     let payload = Bytes::from(g.0);
@@ -1144,9 +1279,11 @@ fn u32_max_messages_are_refused_without_allocating() {
 }
 
 #[test]
-fn a_message_count_one_more_than_the_bytes_hold_is_truncated() {
+fn a_message_count_more_than_the_bytes_could_hold_is_truncated() {
     let mut bytes = one(heartbeat());
-    bytes[9] = 2; // two pairs announced, one present
+    // More pairs announced than even the shortest pairs would fit in.
+    let pairs = bytes.len() - FRAME_HEADER_BYTES;
+    bytes[9] = (pairs / HEARTBEAT_PAIR_BYTES + 1) as u8;
     assert_eq!(
         decode(&bytes),
         Err(WireError::Truncated { what: "messages" })
@@ -1266,7 +1403,7 @@ fn frames_over_the_limits_are_too_large() {
 
 #[test]
 fn unknown_versions_are_refused() {
-    for version in [0, 2, 255] {
+    for version in [0, 1, 3, 255] {
         let mut bytes = one(hup());
         bytes[0] = version;
         assert_eq!(decode(&bytes), Err(WireError::UnknownVersion(version)));
@@ -1468,7 +1605,7 @@ fn in_memory_items_are_a_few_times_their_smallest_encoding() {
     let pair = std::mem::size_of::<(GroupId, Message)>();
     let entry = std::mem::size_of::<Entry>();
     assert!(
-        pair <= ALLOCATION_PER_PAYLOAD_BYTE * MIN_PAIR_BYTES,
+        pair <= ALLOCATION_PER_PAYLOAD_BYTE * HEARTBEAT_PAIR_BYTES,
         "{pair}"
     );
     assert!(
@@ -1489,7 +1626,7 @@ proptest! {
     fn any_frame_round_trips(from in any::<u64>(), messages in arb_messages()) {
         let mut out = BytesMut::new();
         encode_frame(BrokerId(from), &messages, &mut out);
-        let lens: usize = messages.iter().map(|(g, m)| encoded_len(*g, m)).sum();
+        let lens: usize = messages.iter().map(|(g, m)| encoded_len(BrokerId(from), *g, m)).sum();
         prop_assert_eq!(out.len(), FRAME_HEADER_BYTES + lens);
         let decoded = decode_frame(out.freeze(), &WireLimits::default()).unwrap();
         prop_assert_eq!(decoded, PeerFrame { from: BrokerId(from), messages });
@@ -1501,7 +1638,7 @@ proptest! {
         encode_frame(SENDER, &[], &mut out);
         let before = out.len();
         encode_frame(SENDER, &[(GroupId(group), m.clone())], &mut out);
-        prop_assert_eq!(out.len() - before - FRAME_HEADER_BYTES, encoded_len(GroupId(group), &m));
+        prop_assert_eq!(out.len() - before - FRAME_HEADER_BYTES, encoded_len(SENDER, GroupId(group), &m));
     }
 
     #[test]

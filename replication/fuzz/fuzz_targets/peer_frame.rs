@@ -22,7 +22,7 @@ fuzz_target!(|data: &[u8]| {
         let mut again = BytesMut::new();
         encode_frame(frame.from, &frame.messages, &mut again);
         assert_eq!(&again[..], data, "a decoded frame re-encodes to its bytes");
-        let lens: usize = frame.messages.iter().map(|(g, m)| encoded_len(*g, m)).sum();
+        let lens: usize = frame.messages.iter().map(|(g, m)| encoded_len(frame.from, *g, m)).sum();
         assert_eq!(
             FRAME_HEADER_BYTES + lens,
             data.len(),
