@@ -4,24 +4,29 @@
 # and W3 (1,000 B, acks=all, fdatasync), alternating old and new broker
 # RUNS times (default 3) with this tree's rill-bench, then the medians and
 # the ratio new/old. On a shared, noisy machine only such side-by-side
-# figures are worth comparing.
+# figures are worth comparing. With W7=1, each run also starts three
+# brokers of each build (scripts/cluster.sh) and runs W7a (RF=3, acks=all,
+# fsync=false) and W7c (the same with fsync=true).
 #
 #   scripts/compare.sh e9cd823        # against that revision
 #   RUNS=5 scripts/compare.sh HEAD~3
+#   W7=1 scripts/compare.sh HEAD~1
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rev=${1:?usage: scripts/compare.sh REVISION}
 RUNS=${RUNS:-3}
+W7=${W7:-0}
 old=$(mktemp -d)
 cleanup() {
   [ -n "${pid:-}" ] && kill "$pid" 2>/dev/null || true
+  [ -n "${cluster_bin:-}" ] && RILL_BIN=$cluster_bin scripts/cluster.sh stop >/dev/null 2>&1 || true
   git worktree remove --force "$old/src" >/dev/null 2>&1 || true
   rm -rf "$old"
 }
 trap cleanup EXIT
 git worktree add --detach "$old/src" "$rev" >/dev/null
-(cd "$old/src" && CARGO_TARGET_DIR="$old/target" cargo build --release -p rill-broker >&2)
-cargo build --release -p rill-broker -p rill-bench >&2
+(cd "$old/src" && CARGO_TARGET_DIR="$old/target" cargo build --release -p rill-broker -p rill-client >&2)
+cargo build --release -p rill-broker -p rill-client -p rill-bench >&2
 
 run() { # BROKER_BIN LABEL
   local dir; dir=$(mktemp -d)
@@ -36,6 +41,16 @@ run() { # BROKER_BIN LABEL
   echo "$2 W3 $(b --topic w3 --acks all --messages 300000)"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   rm -rf "$dir"
+  [ "$W7" = 1 ] || return 0
+  export RILL_CLUSTER_DIR="$old/cluster" RILL_CLUSTER_PORT=${W7_PORT:-19890}
+  cluster_bin=$(dirname "$1")
+  RILL_BIN=$cluster_bin RUST_LOG=warn scripts/cluster.sh start 3 >&2
+  local boot=127.0.0.1:$((RILL_CLUSTER_PORT + 1)),127.0.0.1:$((RILL_CLUSTER_PORT + 2)),127.0.0.1:$((RILL_CLUSTER_PORT + 3))
+  w7() { target/release/rill-bench produce --bootstrap "$boot" --replication-factor 3 --acks all --json "$@" 2>/dev/null | tail -n 1; }
+  echo "$2 W7a $(w7 --topic w7a --topic-config fsync=false --messages 1000000)"
+  echo "$2 W7c $(w7 --topic w7c --messages 300000)"
+  RILL_BIN=$cluster_bin scripts/cluster.sh stop >&2; cluster_bin=
+  rm -rf "$RILL_CLUSTER_DIR"
 }
 results=$(for i in $(seq "$RUNS"); do
   echo "run $i of $RUNS" >&2
@@ -48,7 +63,9 @@ rows = {}
 for line in sys.stdin:
     label, w, js = line.split(" ", 2)
     rows.setdefault((w, label), []).append(json.loads(js)["mb_per_sec"])
-for w in ("W1", "W2", "W3"):
+for w in ("W1", "W2", "W3", "W7a", "W7c"):
+    if (w, "old") not in rows:
+        continue
     o, n = rows[(w, "old")], rows[(w, "new")]
     mo, mn = statistics.median(o), statistics.median(n)
     print(f"{w}: old {mo:.0f} MB/s {[round(x) for x in o]}  new {mn:.0f} MB/s {[round(x) for x in n]}  new/old {mn / mo:.2f}")

@@ -320,7 +320,6 @@ fn controller_log_config() -> LogConfig {
         retention_ms: None,
         retention_bytes: None,
         segment_ms: None,
-        prefault_ahead_bytes: 0,
         max_batch_bytes: CONTROLLER_BATCH_BYTES_MAX,
         ..LogConfig::default()
     }

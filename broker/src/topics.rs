@@ -120,8 +120,7 @@ impl TopicConfig {
         Ok(c)
     }
 
-    /// The storage settings for this topic's partitions. Prefaulting ahead
-    /// of the writer only pays when appends are not synced one by one.
+    /// The storage settings for this topic's partitions.
     pub fn log_config(&self) -> LogConfig {
         let d = LogConfig::default();
         LogConfig {
@@ -130,11 +129,6 @@ impl TopicConfig {
             max_batch_bytes: self.max_message_bytes,
             retention_ms: self.retention_ms,
             retention_bytes: self.retention_bytes,
-            prefault_ahead_bytes: if self.fsync {
-                0
-            } else {
-                d.prefault_ahead_bytes
-            },
             ..d
         }
     }
@@ -267,7 +261,7 @@ mod tests {
         assert!(!c.fsync);
         assert_eq!(c.retention_ms, None);
         assert_eq!(c.segment_bytes, 2 << 20);
-        assert!(c.log_config().prefault_ahead_bytes > 0);
+        assert_eq!(c.log_config().segment_bytes, 2 << 20);
         assert!(TopicConfig::from_pairs(&[("nope".into(), "1".into())]).is_err());
         assert!(TopicConfig::from_pairs(&[("fsync".into(), "maybe".into())]).is_err());
         assert!(TopicConfig::from_pairs(&[("cleanup.policy".into(), "compact".into())]).is_err());

@@ -36,17 +36,13 @@ const RECORD_BYTES: usize = 1000;
 const WRITE_WINDOW_BYTES: u64 = 256 << 20;
 const READ_LOG_BYTES: u64 = 64 << 20;
 
-/// The log configuration: prefaulting ahead of the writer pays off when
-/// appends are not each flushed, and costs when they are (the background
-/// faults compete with every sync for the filesystem journal), so the
-/// flushed benchmarks turn it off, as a log in `fsync` mode would.
-fn config(flush_every_append: bool) -> LogConfig {
+/// The log configuration: 128 MiB segments, keeping the write window.
+fn config() -> LogConfig {
     LogConfig {
         segment_bytes: 128 << 20,
         retention_bytes: Some(WRITE_WINDOW_BYTES),
         retention_ms: None,
         segment_ms: None,
-        prefault_ahead_bytes: if flush_every_append { 0 } else { 4 << 20 },
         ..LogConfig::default()
     }
 }
@@ -71,7 +67,7 @@ fn batch_of(batch_bytes: usize) -> Vec<u8> {
 
 fn append_bench(bencher: Bencher<'_, '_>, batch_bytes: usize, flush: bool) {
     let dir = tempfile::tempdir().unwrap();
-    let mut log = Log::open(dir.path().join("log"), config(flush)).unwrap();
+    let mut log = Log::open(dir.path().join("log"), config()).unwrap();
     let batch = batch_of(batch_bytes);
     let mut since_retention = 0u64;
     bencher
@@ -115,8 +111,8 @@ fn write_bench(bencher: Bencher<'_, '_>, batch_bytes: usize, sync: bool) {
 
 const BATCH_SIZES: [usize; 2] = [16 << 10, 1 << 20];
 
-// Appends run many iterations per sample so the file is grown (and the
-// mapping prefaulted) many times inside the measurement, not just once at
+// Appends run many iterations per sample so the file is grown many times
+// inside the measurement, not just once at
 // open: 16 KiB batches write 100 MiB per run, 1 MiB batches 6.4 GiB (with
 // retention keeping 256 MiB).
 
@@ -147,7 +143,7 @@ fn write_plain_fdatasync(bencher: Bencher<'_, '_>, batch_bytes: usize) {
 /// A 64 MiB log of 16 KiB batches, flushed and cached; record `n` has
 /// timestamp `FIRST_TIMESTAMP_MS + n`.
 fn read_fixture(dir: &Path) -> Log {
-    let mut log = Log::open(dir.join("log"), config(false)).unwrap();
+    let mut log = Log::open(dir.join("log"), config()).unwrap();
     while log.size_bytes() < READ_LOG_BYTES {
         let batch = batch_from(
             16 << 10,

@@ -31,13 +31,6 @@ pub struct LogConfig {
     /// Delete the oldest sealed segments while the log is larger than this,
     /// bytes. Default `None`: no size limit.
     pub retention_bytes: Option<u64>,
-    /// How far ahead of the writer the active segment's pages are faulted
-    /// in for writing, by a background thread, so appends do not take a page
-    /// fault per page; 0 turns it off. Default 4 MiB. Worth it when appends
-    /// are flushed rarely (page-cache durability); a log that syncs every
-    /// few appends does better with 0, because the background faults compete
-    /// with each sync for the filesystem's journal.
-    pub prefault_ahead_bytes: u64,
 }
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -52,7 +45,6 @@ impl Default for LogConfig {
             max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
             retention_ms: Some(7 * DAY_MS),
             retention_bytes: None,
-            prefault_ahead_bytes: 4 << 20,
         }
     }
 }

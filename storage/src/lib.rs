@@ -18,7 +18,6 @@ pub mod fault;
 mod index;
 mod log;
 mod mapping;
-mod prefault;
 mod recovery;
 mod retention;
 mod segment;

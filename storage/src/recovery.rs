@@ -120,8 +120,8 @@ pub(crate) fn open_segment(
         .map_err(LogError::io("stat segment", &paths.log))?
         .len();
     let (tail, index, time_index, keep_bytes, garbage_after_end) = {
-        let scan_map = SegmentMap::map(&file, file_bytes, false)
-            .map_err(LogError::io("map segment", &paths.log))?;
+        let scan_map =
+            SegmentMap::map(&file, file_bytes).map_err(LogError::io("map segment", &paths.log))?;
         // SAFETY: a fresh read-only mapping of exactly the file's length; no
         // one in this process writes the file while it exists, and it is
         // dropped at the end of this block.

@@ -12,6 +12,12 @@
 //! - `end <= file_bytes <= capacity`: the file is grown (`fallocate`) before a
 //!   byte past its length is written, and nothing at or past `end` is ever
 //!   handed to a reader;
+//! - batches are written with `pwritev` and read through the (read-only)
+//!   mapping of the same file: the page cache is one, so what a write put
+//!   there is what the mapping shows. Writing through the mapping instead
+//!   would make the kernel zero every new page before the copy (a page fault
+//!   per page, and twice the memory traffic); `pwritev` fills new pages
+//!   straight from the batch;
 //! - bytes before `end` are never written again; a truncation seals the
 //!   segment at the cut instead of rewriting it.
 
@@ -27,7 +33,6 @@ use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{IndexFile, OffsetEntry};
 use crate::mapping::{SegmentMap, shared_bytes};
-use crate::prefault::prefault;
 use crate::timeindex::TimeEntry;
 use crate::types::{Offset, RaftIndex, Term};
 
@@ -107,8 +112,6 @@ pub(crate) struct Segment {
     pub(crate) first_append_ms: Option<i64>,
     /// Whether appends may still go here.
     pub(crate) active: bool,
-    /// Bytes before this were queued for prefaulting.
-    prefaulted_to: u64,
     /// `synced_end` when the index files were last written.
     indexes_persisted_end: u64,
 }
@@ -116,6 +119,47 @@ pub(crate) struct Segment {
 /// Durable bytes an active segment accumulates between two writes of its
 /// index files.
 const INDEX_PERSIST_BYTES: u64 = 1 << 20;
+
+/// Writes `parts` back to back at `position` of `file`: one `pwritev` for
+/// both, repeated for whatever a short write left over.
+fn write_all_at(
+    file: &File,
+    path: &Path,
+    mut position: u64,
+    mut parts: [&[u8]; 2],
+) -> Result<(), LogError> {
+    while parts.iter().any(|p| !p.is_empty()) {
+        let iov = parts.map(|p| libc::iovec {
+            iov_base: p.as_ptr() as *mut libc::c_void,
+            iov_len: p.len(),
+        });
+        let offset = libc::off_t::try_from(position)
+            .map_err(|_| LogError::io("write segment", path)(std::io::Error::other("offset")))?;
+        // SAFETY: both iovecs point at live slices of their stated lengths,
+        // only read by the kernel; the fd is ours and open for writing.
+        let n = unsafe { libc::pwritev(file.as_raw_fd(), iov.as_ptr(), 2, offset) };
+        if n < 0 {
+            let e = std::io::Error::last_os_error();
+            if e.kind() == std::io::ErrorKind::Interrupted {
+                continue;
+            }
+            return Err(LogError::io("write segment", path)(e));
+        }
+        if n == 0 {
+            return Err(LogError::io("write segment", path)(
+                std::io::ErrorKind::WriteZero.into(),
+            ));
+        }
+        let mut written = n as usize;
+        position += written as u64;
+        for p in &mut parts {
+            let k = written.min(p.len());
+            *p = &p[k..];
+            written -= k;
+        }
+    }
+    Ok(())
+}
 
 /// Grows `file` from `from_bytes` to `to_bytes` with zeros, without ever
 /// shrinking it. `fallocate` reserves the blocks, so a full disk is an error
@@ -186,8 +230,8 @@ impl Segment {
         config: &LogConfig,
     ) -> Result<Segment, LogError> {
         let capacity = config.segment_bytes.max(file_bytes);
-        let map = SegmentMap::map(&file, capacity, true)
-            .map_err(LogError::io("map segment", &paths.log))?;
+        let map =
+            SegmentMap::map(&file, capacity).map_err(LogError::io("map segment", &paths.log))?;
         let (base_offset, base_raft_index) = parse_segment_name(
             paths
                 .log
@@ -212,10 +256,13 @@ impl Segment {
             time_index,
             first_append_ms: None,
             active: true,
-            prefaulted_to: 0,
             indexes_persisted_end: 0,
         };
-        seg.prefault_ahead(config);
+        // Room for the first appends now rather than on the first append.
+        // Best effort: on a full disk the log still opens for reading, and
+        // the first append reports the error.
+        let first = (seg.tail.position + FIRST_GROW_STEP_BYTES).min(seg.capacity());
+        let _ = seg.grow_to(first, config);
         Ok(seg)
     }
 
@@ -229,7 +276,7 @@ impl Segment {
         time_index: IndexFile<TimeEntry>,
         base: (Offset, RaftIndex),
     ) -> Result<Segment, LogError> {
-        let map = SegmentMap::map(&file, tail.position, false)
+        let map = SegmentMap::map(&file, tail.position)
             .map_err(LogError::io("map segment", &paths.log))?;
         Ok(Segment {
             base_offset: base.0,
@@ -244,7 +291,6 @@ impl Segment {
             time_index,
             first_append_ms: None,
             active: false,
-            prefaulted_to: 0,
             indexes_persisted_end: 0,
         })
     }
@@ -302,27 +348,6 @@ impl Segment {
         Ok(())
     }
 
-    /// Keeps the pages up to `prefault_ahead_bytes` past the writer faulted in
-    /// (see [`crate::prefault`]), growing the file first so the window lies
-    /// inside it. Best effort: a failure to grow here is reported by the next
-    /// append, which needs the space.
-    fn prefault_ahead(&mut self, config: &LogConfig) {
-        let ahead = config.prefault_ahead_bytes;
-        if ahead == 0 || !self.active {
-            return;
-        }
-        let want = (self.tail.position + ahead).min(self.capacity());
-        if self.grow_to(want, config).is_err() {
-            return;
-        }
-        let from = self.prefaulted_to.max(self.tail.position);
-        // Queue work in chunks of half the window, not once per append.
-        if want > from && want - from >= (ahead / 2).max(1) {
-            prefault(&self.map, from, want - from);
-            self.prefaulted_to = want;
-        }
-    }
-
     /// Copies a validated batch to the end of the segment and stamps its
     /// base offset, term and Raft index. The caller checked [`Segment::fits`]
     /// and the ordering rules.
@@ -342,19 +367,19 @@ impl Segment {
         let position = self.tail.position;
         let len = batch.len() as u64;
         self.grow_to(position + len, config)?;
-        // The header is stamped on the way in, so the mapping is written
-        // exactly once.
+        // The header is stamped on the way in, so each byte is written
+        // exactly once. [position, position + len) is inside the file (grown
+        // just above) and at or past `end`: no reader has seen it, and a
+        // failed write leaves only bytes the next append writes over.
         let mut head = [0u8; batch::HEADER_BYTES];
         head.copy_from_slice(&batch[..batch::HEADER_BYTES]);
         batch::stamp(&mut head, base_offset, term, raft_index);
-        // SAFETY: [position, position + len) is inside the file (grown just
-        // above) and the mapping (`fits`), the mapping is writable (active),
-        // and it lies at or past `end`, so no reader has seen it.
-        unsafe {
-            self.map.write(position, &head);
-            self.map
-                .write(position + head.len() as u64, &batch[batch::HEADER_BYTES..]);
-        }
+        write_all_at(
+            &self.file,
+            &self.paths.log,
+            position,
+            [&head, &batch[batch::HEADER_BYTES..]],
+        )?;
         if takes_index_entry(
             position,
             self.tail.bytes_since_entry,
@@ -381,7 +406,6 @@ impl Segment {
             max_timestamp_ms: self.tail.max_timestamp_ms.max(header.max_timestamp_ms),
             bytes_since_entry: self.tail.bytes_since_entry + len,
         };
-        self.prefault_ahead(config);
         Ok(position)
     }
 

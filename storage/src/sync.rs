@@ -1,6 +1,6 @@
 //! Durability as a step of its own, so a caller can group-commit.
 //!
-//! Appends only copy bytes into the mapping. [`Log::sync_plan`] lists exactly
+//! Appends only write bytes to the page cache. [`Log::sync_plan`] lists exactly
 //! the byte ranges of the files written since the last sync (and the directory, when a segment
 //! was created or unlinked); [`SyncPlan::run`] syncs them and may run on any
 //! thread, in parallel with other logs' plans, while the log keeps taking
@@ -11,12 +11,12 @@
 //! a plan that no truncation overtook; an index entry reaches its file only
 //! once the bytes before it are durable.
 
+use std::fs::File;
 use std::path::PathBuf;
 use std::sync::Arc;
 
 use crate::error::LogError;
 use crate::log::{Log, LogPosition};
-use crate::mapping::SegmentMap;
 use crate::recovery::sync_dir;
 use crate::types::RaftIndex;
 
@@ -33,7 +33,7 @@ pub struct SyncPlan {
 
 #[derive(Debug)]
 struct PlannedFile {
-    map: Arc<SegmentMap>,
+    file: Arc<File>,
     path: PathBuf,
     segment: RaftIndex,
     /// The range written since the last sync.
@@ -73,12 +73,12 @@ impl SyncPlan {
         self.dir.is_some()
     }
 
-    /// Syncs the range written in every planned file (a range-limited
-    /// `fdatasync`), then the directory.
+    /// Syncs every planned file (`fdatasync`: the range written since the
+    /// last sync is all a segment file has unsynced), then the directory.
     pub fn run(self) -> Result<SyncDone, LogError> {
         for f in &self.files {
-            f.map
-                .sync_range(f.start, f.end - f.start)
+            f.file
+                .sync_data()
                 .map_err(LogError::io("sync segment", &f.path))?;
         }
         if let Some(dir) = &self.dir {
@@ -96,7 +96,7 @@ impl Log {
             .iter()
             .filter(|s| s.synced_end < s.tail.position)
             .map(|s| PlannedFile {
-                map: Arc::clone(&s.map),
+                file: Arc::clone(&s.file),
                 path: s.paths.log.clone(),
                 segment: s.base_raft_index,
                 start: s.synced_end,

@@ -149,7 +149,6 @@ fn a_new_segment_reserves_disk_in_small_steps_that_double() {
     let config = rill_storage::LogConfig {
         segment_bytes: 64 << 20,
         grow_step_bytes: 16 << 20,
-        prefault_ahead_bytes: 0,
         ..small_config()
     };
     let mut log = Log::open(dir.path(), config).unwrap();

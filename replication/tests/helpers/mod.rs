@@ -15,7 +15,7 @@ use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, RecordBatch}
 
 /// A configuration that exercises rolling and indexing with little data:
 /// 64 KiB segments grown in 4 KiB steps, an index entry every 256 bytes,
-/// batches up to 16 KiB, no time-based rolling or retention, no prefaulting.
+/// batches up to 16 KiB, no time-based rolling or retention.
 pub fn small_config() -> LogConfig {
     LogConfig {
         segment_bytes: 64 * 1024,
@@ -25,7 +25,6 @@ pub fn small_config() -> LogConfig {
         max_batch_bytes: 16 * 1024,
         retention_ms: None,
         retention_bytes: None,
-        prefault_ahead_bytes: 0,
     }
 }
 

@@ -17,7 +17,6 @@ pub fn small_config() -> LogConfig {
         max_batch_bytes: 16 * 1024,
         retention_ms: None,
         retention_bytes: None,
-        prefault_ahead_bytes: 8192,
     }
 }
 
