@@ -769,13 +769,15 @@ impl RaftLoop {
         let mut out: Vec<Outgoing> = Vec::new();
         let mut events = Vec::new();
         let mut jobs = Vec::new();
-        let round = self.node.start_round(&mut out, &mut events, &mut jobs);
+        let mut round = self.node.start_round(&mut out, &mut events);
         if round.is_empty() && events.is_empty() && out.is_empty() {
             return;
         }
-        // A leader's appends travel while it persists its own copy, and
-        // `acks=1` waits for the append alone: both before the syncs.
+        // A leader's appends travel, and followers write them, while it
+        // writes its own copy.
         let mut dropped = self.send(std::mem::take(&mut out));
+        self.node.write_round(&mut round, &mut jobs, &mut events);
+        // `acks=1` waits for the leader's write alone: before the syncs.
         self.publish(std::mem::take(&mut events));
         let started = Instant::now();
         let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();

@@ -6,13 +6,15 @@
 //! # One iteration
 //!
 //! 1. Inputs: [`Node::tick`], [`Node::step`], [`Node::propose`].
-//! 2. [`Node::start_round`]: for every group with a Ready, in raft-rs's
-//!    documented order: its `messages()` go out at once (a leader's appends
-//!    travel while it persists its own copy); a snapshot is installed;
-//!    entries are copied into the log's mapping; the hard state is written.
-//!    What must be made durable is returned as [`SyncJob`]s: one per log
-//!    written (an `fsync` topic's) and one per hard state whose term or
-//!    vote changed, across every group on the broker.
+//! 2. [`Node::start_round`] takes every group's Ready and hands out its
+//!    `messages()`, which may leave at once: the caller sends them before
+//!    the next step, so a leader's appends travel (and followers write
+//!    them) while it writes its own copy. Then [`Node::write_round`], in
+//!    raft-rs's documented order per group: a snapshot is installed;
+//!    entries are written to the log; the hard state is written. What must
+//!    be made durable is returned as [`SyncJob`]s: one per log written (an
+//!    `fsync` topic's) and one per hard state whose term or vote changed,
+//!    across every group on the broker.
 //! 3. The caller runs the jobs (in parallel, off this thread) and hands the
 //!    results to [`Node::finish_round`], which, per group, sends the
 //!    `persisted_messages()` (votes, append responses: only now may they
@@ -613,18 +615,13 @@ impl Node {
         self.groups.get(&group).and_then(|r| r.leader)
     }
 
-    /// Step 2 of an iteration: see the module documentation. Messages that
-    /// may leave now are pushed to `out`, events to `events`; the syncs the
-    /// round needs are pushed to `jobs`.
-    pub fn start_round(
-        &mut self,
-        out: &mut Vec<Outgoing>,
-        events: &mut Vec<Event>,
-        jobs: &mut Vec<SyncJob>,
-    ) -> Round {
+    /// Step 2 of an iteration, first half: see the module documentation.
+    /// Messages that may leave now are pushed to `out`, events to `events`.
+    /// Nothing is written yet: call [`Node::write_round`] next, with no
+    /// other call on this node in between.
+    pub fn start_round(&mut self, out: &mut Vec<Outgoing>, events: &mut Vec<Event>) -> Round {
         let mut readies = Vec::new();
         let mut snapshots = Vec::new();
-        let mut failed = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
             if !r.raw.has_ready() {
                 continue;
@@ -644,15 +641,36 @@ impl Node {
                 });
             }
             push_messages(group, rd.take_messages(), out, &mut snapshots);
-            match persist(group, r, &mut rd, jobs, events) {
-                Ok(()) => readies.push((group, rd)),
-                Err(e) => failed.push((group, e)),
-            }
+            readies.push((group, rd));
         }
+        Round { readies, snapshots }
+    }
+
+    /// Step 2 of an iteration, second half: writes what the round's Readies
+    /// hold (snapshot, entries, hard state) and pushes the syncs it needs
+    /// to `jobs`. A group whose write fails stops (an [`Event::Failed`]).
+    pub fn write_round(
+        &mut self,
+        round: &mut Round,
+        jobs: &mut Vec<SyncJob>,
+        events: &mut Vec<Event>,
+    ) {
+        let mut failed = Vec::new();
+        round.readies.retain_mut(|(group, rd)| {
+            let Some(r) = self.groups.get_mut(group) else {
+                return false;
+            };
+            match persist(*group, r, rd, jobs, events) {
+                Ok(()) => true,
+                Err(e) => {
+                    failed.push((*group, e));
+                    false
+                }
+            }
+        });
         for (group, e) in failed {
             self.fail(group, &e, events);
         }
-        Round { readies, snapshots }
     }
 
     /// Step 3 of an iteration: see the module documentation.

@@ -457,7 +457,8 @@ impl Sim {
                 .and_then(|br| br.node.as_mut())
                 .expect("alive");
             let mut jobs: Vec<SyncJob> = Vec::new();
-            let round = node.start_round(&mut out, &mut events, &mut jobs);
+            let mut round = node.start_round(&mut out, &mut events);
+            node.write_round(&mut round, &mut jobs, &mut events);
             if crash_mid_round && !jobs.is_empty() {
                 // A power cut while the round's writes sit unsynced in the
                 // page cache; what start_round let out is already sent.
