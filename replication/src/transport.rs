@@ -13,7 +13,9 @@
 //!   dropped and reported back, as Raft expects of a lossy network (the
 //!   leader probes again; a dropped snapshot is reported as failed).
 //! - A writer sends everything queued for a peer in one frame (up to the
-//!   frame maximum), so heartbeats of many groups travel together.
+//!   frame maximum), so heartbeats of many groups travel together. Entry
+//!   data is not copied into the frame: it is written from the log's own
+//!   bytes with one vectored write per frame.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
@@ -30,7 +32,9 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use crate::ids::{BrokerId, GroupId};
 use crate::node::Outgoing;
-use crate::wire::{FRAME_HEADER_BYTES, WireLimits, decode_frame, encode_frame, encoded_len};
+use crate::wire::{
+    FRAME_HEADER_BYTES, WireLimits, decode_frame, encode_frame, encode_frame_parts, encoded_len,
+};
 
 /// Largest peer frame, bytes (also the decoder's limit).
 pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
@@ -170,17 +174,68 @@ impl Transport {
     }
 }
 
-/// One frame: the length prefix and the payload. Callers keep the payload
-/// under [`FRAME_PAYLOAD_BYTES_MAX`].
-fn frame(from: BrokerId, messages: &[(GroupId, Message)]) -> BytesMut {
-    let mut payload = BytesMut::new();
-    encode_frame(from, messages, &mut payload);
-    debug_assert!(payload.len() <= FRAME_PAYLOAD_BYTES_MAX);
-    let mut out = BytesMut::with_capacity(payload.len() + 4);
-    out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
-    out.extend_from_slice(&payload);
+/// The frame that names this broker to a peer: empty, length prefixed.
+fn hello(from: BrokerId) -> BytesMut {
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&(FRAME_HEADER_BYTES as u32).to_be_bytes());
+    encode_frame(from, &[], &mut out);
     out
 }
+
+/// One frame as parts to write in order: the length prefix and the
+/// payload, whose large entry data are shared, not copied. `payload_bytes`
+/// is the payload's exact length ([`encoded_len`] summed, plus the header);
+/// callers keep it under [`FRAME_PAYLOAD_BYTES_MAX`].
+fn frame_parts(
+    from: BrokerId,
+    messages: &[(GroupId, Message)],
+    payload_bytes: usize,
+) -> Vec<Bytes> {
+    debug_assert!(payload_bytes <= FRAME_PAYLOAD_BYTES_MAX);
+    let mut out = BytesMut::new();
+    out.extend_from_slice(&(payload_bytes as u32).to_be_bytes());
+    let mut parts = Vec::new();
+    encode_frame_parts(from, messages, &mut out, &mut parts);
+    parts.push(out.freeze());
+    debug_assert_eq!(
+        parts.iter().map(Bytes::len).sum::<usize>(),
+        4 + payload_bytes,
+        "the length prefix is the payload's length"
+    );
+    parts
+}
+
+/// Writes every byte of `parts`, front first, with vectored writes.
+async fn write_parts(w: &mut OwnedWriteHalf, mut parts: Vec<Bytes>) -> std::io::Result<()> {
+    let mut first = 0;
+    while first < parts.len() {
+        let slices: Vec<std::io::IoSlice<'_>> = parts[first..]
+            .iter()
+            .take(IOV_MAX)
+            .map(|p| std::io::IoSlice::new(p))
+            .collect();
+        let mut written = w.write_vectored(&slices).await?;
+        if written == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while written > 0 {
+            let part = &mut parts[first];
+            let n = written.min(part.len());
+            bytes::Buf::advance(part, n);
+            written -= n;
+            if part.is_empty() {
+                first += 1;
+            }
+        }
+        while parts.get(first).is_some_and(Bytes::is_empty) {
+            first += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Slices one vectored write takes at most (Linux's `IOV_MAX`).
+const IOV_MAX: usize = 1024;
 
 fn codec() -> LengthDelimitedCodec {
     LengthDelimitedCodec::builder()
@@ -241,15 +296,17 @@ async fn write_loop(
         if frame_msgs.is_empty() {
             continue;
         }
-        let out = frame(id, &frame_msgs);
+        let out = frame_parts(id, &frame_msgs, bytes);
         let mut guard = slot.lock().await;
         if let Some((_, w)) = guard.as_mut() {
             // A peer that vanished without a reset would hold the slot
             // until TCP gave up: a write that cannot finish in time drops
             // the connection (the dialer connects again).
-            let written =
-                tokio::time::timeout(Duration::from_millis(PEER_WRITE_MS_MAX), w.write_all(&out))
-                    .await;
+            let written = tokio::time::timeout(
+                Duration::from_millis(PEER_WRITE_MS_MAX),
+                write_parts(w, out),
+            )
+            .await;
             match written {
                 Ok(Ok(())) => {}
                 Ok(Err(e)) => {
@@ -284,7 +341,7 @@ async fn dial_loop(
                 let _ = stream.set_nodelay(true);
                 let (r, mut w) = stream.into_split();
                 // The first frame names this broker to the acceptor.
-                if w.write_all(&frame(id, &[])).await.is_ok() {
+                if w.write_all(&hello(id)).await.is_ok() {
                     generation += 1;
                     *slot.lock().await = Some((generation, w));
                     tracing::info!(%peer, %addr, "connected to peer");

@@ -244,6 +244,10 @@ pub enum WireError {
     },
 }
 
+/// Entry data at least this long is not copied by [`encode_frame_parts`]:
+/// it becomes a part of the frame of its own.
+pub const ZERO_COPY_BYTES_MIN: usize = 4096;
+
 /// Appends a whole frame payload: the header, then every pair in order.
 ///
 /// # Panics
@@ -253,9 +257,46 @@ pub enum WireError {
 /// such a frame would be far beyond what any receiver accepts
 /// ([`WireLimits::frame_bytes_max`]; check with [`encoded_len`] first).
 pub fn encode_frame(from: BrokerId, messages: &[(GroupId, Message)], out: &mut BytesMut) {
+    encode(from, messages, out, None);
+}
+
+/// As [`encode_frame`], without copying entry data of
+/// [`ZERO_COPY_BYTES_MIN`] bytes or more: the frame is split into `parts`
+/// around each such entry's data (a shared `Bytes`, not a copy). On return,
+/// what `out` held on entry followed by the frame is `parts`, in
+/// order, then what `out` holds now. A sender writes them with one vectored
+/// write.
+///
+/// # Panics
+///
+/// As [`encode_frame`].
+pub fn encode_frame_parts(
+    from: BrokerId,
+    messages: &[(GroupId, Message)],
+    out: &mut BytesMut,
+    parts: &mut Vec<Bytes>,
+) {
+    encode(from, messages, out, Some(parts));
+}
+
+fn encode(
+    from: BrokerId,
+    messages: &[(GroupId, Message)],
+    out: &mut BytesMut,
+    mut parts: Option<&mut Vec<Bytes>>,
+) {
     let body: usize = messages.iter().map(|(g, m)| encoded_len(from, *g, m)).sum();
+    let shared: usize = match parts {
+        Some(_) => messages
+            .iter()
+            .flat_map(|(_, m)| m.get_entries())
+            .map(|e| e.data.len())
+            .filter(|&n| n >= ZERO_COPY_BYTES_MIN)
+            .sum(),
+        None => 0,
+    };
     // One reservation: encoding never reallocates halfway through a frame.
-    out.reserve(FRAME_HEADER_BYTES + body);
+    out.reserve(FRAME_HEADER_BYTES + body - shared);
     out.put_u8(PEER_FRAME_VERSION);
     out.put_u64_le(from.get());
     put_count(out, messages.len(), "messages");
@@ -267,7 +308,7 @@ pub fn encode_frame(from: BrokerId, messages: &[(GroupId, Message)], out: &mut B
             out.put_u64_le(msg.term);
             out.put_u64_le(msg.commit);
         } else {
-            put_message(out, *group, msg);
+            put_message(out, *group, msg, parts.as_deref_mut());
         }
     }
 }
@@ -350,7 +391,12 @@ fn put_ids(out: &mut BytesMut, ids: &[u64], what: &str) {
     }
 }
 
-fn put_message(out: &mut BytesMut, group: GroupId, m: &Message) {
+fn put_message(
+    out: &mut BytesMut,
+    group: GroupId,
+    m: &Message,
+    mut parts: Option<&mut Vec<Bytes>>,
+) {
     out.put_u64_le(group.get());
     out.put_u8(message_type_code(m.get_msg_type()));
     out.put_u64_le(m.to);
@@ -368,7 +414,7 @@ fn put_message(out: &mut BytesMut, group: GroupId, m: &Message) {
     put_bytes(out, &m.context, "message context");
     put_count(out, m.get_entries().len(), "entries");
     for e in m.get_entries() {
-        put_entry(out, e);
+        put_entry(out, e, parts.as_deref_mut());
     }
     put_flag(out, m.has_snapshot());
     if m.has_snapshot() {
@@ -376,12 +422,21 @@ fn put_message(out: &mut BytesMut, group: GroupId, m: &Message) {
     }
 }
 
-fn put_entry(out: &mut BytesMut, e: &Entry) {
+fn put_entry(out: &mut BytesMut, e: &Entry, parts: Option<&mut Vec<Bytes>>) {
     out.put_u8(entry_type_code(e.get_entry_type()));
     out.put_u64_le(e.term);
     out.put_u64_le(e.index);
     put_flag(out, e.sync_log);
-    put_bytes(out, &e.data, "entry data");
+    match parts {
+        Some(parts) if e.data.len() >= ZERO_COPY_BYTES_MIN => {
+            put_count(out, e.data.len(), "entry data");
+            // What is encoded so far leaves as one part; the capacity
+            // reserved for the rest of the frame stays with `out`.
+            parts.push(out.split().freeze());
+            parts.push(e.data.clone());
+        }
+        _ => put_bytes(out, &e.data, "entry data"),
+    }
     put_bytes(out, &e.context, "entry context");
 }
 

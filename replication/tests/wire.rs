@@ -1700,3 +1700,52 @@ proptest! {
         prop_assert!(matches!(result, Err(WireError::Truncated { .. })), "{:?}", result);
     }
 }
+
+/// Appends whose entries are sometimes large enough to be sent uncopied.
+fn arb_appends() -> impl Strategy<Value = Vec<(GroupId, Message)>> {
+    let data = prop_oneof![
+        prop::collection::vec(any::<u8>(), 0..24),
+        prop::collection::vec(
+            any::<u8>(),
+            ZERO_COPY_BYTES_MIN - 2..ZERO_COPY_BYTES_MIN + 100
+        ),
+    ]
+    .prop_map(Bytes::from);
+    let entries = prop::collection::vec((any::<u64>(), data), 0..4);
+    prop::collection::vec((any::<u64>(), entries), 0..4).prop_map(|pairs| {
+        pairs
+            .into_iter()
+            .map(|(group, entries)| {
+                let mut m = msg(MessageType::MsgAppend, 2, 1, 6);
+                let entries: Vec<Entry> = entries
+                    .into_iter()
+                    .map(|(index, data)| {
+                        let mut e = entry(EntryType::EntryNormal, 6, index, &[]);
+                        e.data = data;
+                        e
+                    })
+                    .collect();
+                m.set_entries(entries.into());
+                (GroupId(group), m)
+            })
+            .collect()
+    })
+}
+
+proptest! {
+    #[test]
+    fn a_frame_in_parts_is_the_frame_with_large_entry_data_shared(messages in arb_appends()) {
+        let whole = encode(SENDER, &messages);
+        let mut out = BytesMut::from(&b"len!"[..]);
+        let mut parts = Vec::new();
+        encode_frame_parts(SENDER, &messages, &mut out, &mut parts);
+        let mut joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
+        joined.extend_from_slice(&out);
+        prop_assert_eq!(&joined[..4], b"len!");
+        prop_assert_eq!(&joined[4..], &whole[..]);
+        for e in messages.iter().flat_map(|(_, m)| m.get_entries()) {
+            let shared = parts.iter().any(|p| p.as_ptr() == e.data.as_ptr() && p.len() == e.data.len());
+            prop_assert_eq!(shared, e.data.len() >= ZERO_COPY_BYTES_MIN);
+        }
+    }
+}
