@@ -3,13 +3,12 @@
 //! per broker. Metadata is refreshed when a broker says `NotLeader` or
 //! `UnknownTopicOrPartition`, and every bootstrap address is tried in turn.
 //!
-//! Leaders carry an epoch (the Raft term they lead in). The cache only ever
-//! moves a partition to a leader of a higher epoch, or of the same epoch
-//! when the answer names one the cache did not know: during a failover
-//! brokers that have not yet heard of the election still name the old
-//! leader, and following them back and forth would be worse than waiting.
-//! A `NotLeader` answer naming a newer leader moves the cache at once,
-//! without asking for metadata.
+//! Leaders carry an epoch (the Raft term they lead in). A metadata answer
+//! never moves a cached partition back to a leader of a lower epoch than
+//! the one known: during a failover, brokers that have not yet heard of the
+//! election still name the old leader, and following them back and forth
+//! would be worse than waiting. A `NotLeader` answer naming a leader of a
+//! higher epoch moves the cache at once, without asking for metadata.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
