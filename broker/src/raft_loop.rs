@@ -52,6 +52,9 @@ pub const SYNC_THREADS_MAX: usize = 8;
 /// Ticks between two looks for leaderships to hand back to preferred
 /// leaders.
 pub const BALANCE_TICKS: u64 = 50;
+/// Ticks a new partition's preferred leader keeps asking for votes at
+/// every tick, at most (see `RaftLoop::eager`).
+pub const EAGER_CAMPAIGN_TICKS_MAX: u64 = 50;
 /// Longest a stopping broker waits for its leaderships to move, ms.
 pub const HANDOVER_MS_MAX: u64 = 5_000;
 /// Largest controller entry, bytes.
@@ -251,6 +254,7 @@ pub fn start(
         applied: RaftIndex(0),
         pending: BTreeMap::new(),
         ticks: 0,
+        eager: BTreeMap::new(),
         failed: Default::default(),
     };
     raft.open_controller()?;
@@ -307,6 +311,13 @@ struct RaftLoop {
     /// Metadata commands proposed here, by index: their term and who waits.
     pending: BTreeMap<RaftIndex, (Term, oneshot::Sender<Result<Outcome, NotController>>)>,
     ticks: u64,
+    /// New partitions this broker is the preferred leader of, with the tick
+    /// after which it stops hurrying: until a leader is known it campaigns
+    /// at every tick instead of waiting out an election timeout (1 s or
+    /// more) for a group that has never had a leader. The first tries may
+    /// find the other replicas not yet open (they apply the same metadata
+    /// a little later); pre-vote keeps the retries from raising the term.
+    eager: BTreeMap<GroupId, u64>,
     /// Groups whose replica stopped after a storage failure: not reopened
     /// until the broker restarts (the page cache may hold bytes that a
     /// failed sync never wrote).
@@ -528,6 +539,13 @@ impl RaftLoop {
             {
                 p.set_leader(s.leader, true, s.term);
             }
+        } else if status.term == Term(0) && t.replicas[p as usize].first() == Some(&self.me()) {
+            // A group that has never had a leader (just created): its
+            // preferred leader campaigns now and at every tick until one
+            // is elected.
+            self.node.campaign(group)?;
+            self.eager
+                .insert(group, self.ticks + EAGER_CAMPAIGN_TICKS_MAX);
         }
         Ok(())
     }
@@ -674,6 +692,12 @@ impl RaftLoop {
             Command::Tick => {
                 self.node.tick();
                 self.ticks += 1;
+                let (node, ticks) = (&mut self.node, self.ticks);
+                self.eager.retain(|&group, &mut until| {
+                    let waiting =
+                        ticks <= until && node.has_group(group) && node.leader(group).is_none();
+                    waiting && node.campaign(group).is_ok()
+                });
                 if self.ticks % BALANCE_TICKS == 0 {
                     self.balance();
                 }
