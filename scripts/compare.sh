@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Side-by-side single-node comparison of this tree's broker with the broker
-# of another revision: W1 (1,000 B, acks=1, page cache), W2 (100 B, acks=1)
-# and W3 (1,000 B, acks=all, fdatasync), alternating old and new broker
+# of another revision: W1 (1,000 B, acks=1, page cache), W5 (consuming what
+# W1 wrote), W2 (100 B, acks=1) and W3 (1,000 B, acks=all, fdatasync), alternating old and new broker
 # RUNS times (default 3) with this tree's rill-bench, then the medians and
 # the ratio new/old. On a shared, noisy machine only such side-by-side
 # figures are worth comparing. With W7=1, each run also starts three
@@ -37,6 +37,7 @@ run() { # BROKER_BIN LABEL
   b() { target/release/rill-bench produce --bootstrap "$addr" --json "$@" 2>/dev/null | tail -n 1; }
   b --topic warm --topic-config fsync=false --acks 1 --messages 500000 >/dev/null
   echo "$2 W1 $(b --topic w1 --topic-config fsync=false --acks 1 --messages 1000000)"
+  echo "$2 W5 $(target/release/rill-bench consume --bootstrap "$addr" --json --topic w1 --messages 1000000 2>/dev/null | tail -n 1)"
   echo "$2 W2 $(b --topic w2 --topic-config fsync=false --acks 1 --message-size 100 --messages 3000000)"
   echo "$2 W3 $(b --topic w3 --acks all --messages 300000)"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
@@ -63,7 +64,7 @@ rows = {}
 for line in sys.stdin:
     label, w, js = line.split(" ", 2)
     rows.setdefault((w, label), []).append(json.loads(js)["mb_per_sec"])
-for w in ("W1", "W2", "W3", "W7a", "W7c"):
+for w in ("W1", "W5", "W2", "W3", "W7a", "W7c"):
     if (w, "old") not in rows:
         continue
     o, n = rows[(w, "old")], rows[(w, "new")]
