@@ -12,9 +12,14 @@
 //! - an entry, once reported committed by any replica, never changes and is
 //!   never lost (every later commit report agrees with it);
 //! - after the faults stop and the cluster settles, every replica holds the
-//!   same committed prefix;
+//!   same committed prefix and has caught up to the same commit index;
 //! - every acknowledged (`acks=all`) batch is in the log at the offset its
 //!   producer was told.
+//!
+//! With `fsync: false` the groups write without syncing, so a crash (a
+//! power cut here) may take acknowledged entries with it, as that mode
+//! allows: the two durability checks (committed entries never lost,
+//! acknowledged batches present) are off, the others hold.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -114,6 +119,12 @@ pub struct SimConfig {
     /// Small segments and a size limit, with retention applied every few
     /// steps: lagging replicas are restored from snapshots.
     pub retention: bool,
+    /// The groups' durability mode (see the module documentation).
+    pub fsync: bool,
+    /// Crashes in a run, at most.
+    pub crashes_max: u64,
+    /// Whether a broker leading a group may crash.
+    pub crash_leaders: bool,
     pub faults: Faults,
 }
 
@@ -276,7 +287,7 @@ impl Sim {
                     group: g,
                     dir: &dir,
                     log_config: log_config(self.config.retention),
-                    fsync: true,
+                    fsync: self.config.fsync,
                     store: Box::new(store),
                     state,
                 })
@@ -449,7 +460,9 @@ impl Sim {
     fn round(&mut self, b: BrokerId) {
         let mut out = Vec::new();
         let mut events = Vec::new();
-        let crash_mid_round = self.may_crash() && self.rng.chance(self.config.faults.crash);
+        let crash_mid_round = self.may_crash()
+            && self.may_crash_broker(b)
+            && self.rng.chance(self.config.faults.crash);
         {
             let node = self
                 .brokers
@@ -483,7 +496,16 @@ impl Sim {
     /// Whether one more broker may go down and leave a majority up.
     fn may_crash(&self) -> bool {
         let down = self.config.brokers as usize - self.alive().len();
-        down < (self.config.brokers as usize - 1) / 2
+        down < (self.config.brokers as usize - 1) / 2 && self.crashes < self.config.crashes_max
+    }
+
+    /// Whether broker `b` may crash now.
+    fn may_crash_broker(&self, b: BrokerId) -> bool {
+        self.config.crash_leaders
+            || self.brokers[&b]
+                .node
+                .as_ref()
+                .is_some_and(|n| n.groups().all(|g| n.leader(g) != Some(b)))
     }
 
     fn observe(&mut self, b: BrokerId, e: Event) {
@@ -508,7 +530,9 @@ impl Sim {
                 }
             }
             Event::Committed { group, index, .. } => {
-                self.check_committed(b, group, index);
+                if self.config.fsync {
+                    self.check_committed(b, group, index);
+                }
                 // Acknowledge the proposals this leader sees committed.
                 let log = self.brokers[&b].logs.get(&group).cloned();
                 let mut still = Vec::new();
@@ -571,7 +595,9 @@ impl Sim {
         // Keep a majority up so progress stays possible.
         if self.may_crash() && self.rng.chance(f.crash) {
             let b = alive[self.rng.below(alive.len() as u64) as usize];
-            self.crash(b);
+            if self.may_crash_broker(b) {
+                self.crash(b);
+            }
         }
         let dead: Vec<BrokerId> = self
             .brokers
@@ -668,6 +694,7 @@ impl Sim {
             // Every replica agrees on the committed prefix, which covers
             // everything ever reported committed.
             let mut commits = Vec::new();
+            let mut statuses = Vec::new();
             for b in members {
                 let status = self.brokers[b]
                     .node
@@ -675,8 +702,20 @@ impl Sim {
                     .and_then(|n| n.status(*g))
                     .expect("every replica runs after settling");
                 commits.push(status.commit);
+                statuses.push(format!(
+                    "broker {b}: leader {:?} term {} commit {} last {} matched {:?}",
+                    status.leader.map(|l| l.get()),
+                    status.term,
+                    status.commit,
+                    status.last_index,
+                    status.matched
+                ));
             }
             let commit = *commits.iter().min().expect("members");
+            assert!(
+                commits.iter().all(|c| *c == commit),
+                "seed {seed}: replicas of group {g} did not catch up: {statuses:#?}"
+            );
             let seen_max = self
                 .committed
                 .get(g)
@@ -715,6 +754,9 @@ impl Sim {
             }
         }
         // Every acknowledged batch is where its producer was told.
+        if !self.config.fsync {
+            return;
+        }
         for ack in &self.acks {
             let leader_log = self.members[&ack.group]
                 .iter()
