@@ -316,7 +316,10 @@ struct RaftLoop {
     /// at every tick instead of waiting out an election timeout (1 s or
     /// more) for a group that has never had a leader. The first tries may
     /// find the other replicas not yet open (they apply the same metadata
-    /// a little later); pre-vote keeps the retries from raising the term.
+    /// a little later): a retry restarts the pre-vote, which raises no
+    /// term. A candidate (pre-vote won, votes asked for in a new term) is
+    /// left to finish its election: campaigning again would discard the
+    /// votes on their way and raise the term once more.
     eager: BTreeMap<GroupId, u64>,
     /// Groups whose replica stopped after a storage failure: not reopened
     /// until the broker restarts (the page cache may hold bytes that a
@@ -542,7 +545,7 @@ impl RaftLoop {
         } else if status.term == Term(0) && t.replicas[p as usize].first() == Some(&self.me()) {
             // A group that has never had a leader (just created): its
             // preferred leader campaigns now and at every tick until one
-            // is elected.
+            // is elected (see `eager`).
             self.node.campaign(group)?;
             self.eager
                 .insert(group, self.ticks + EAGER_CAMPAIGN_TICKS_MAX);
@@ -696,7 +699,7 @@ impl RaftLoop {
                 self.eager.retain(|&group, &mut until| {
                     let waiting =
                         ticks <= until && node.has_group(group) && node.leader(group).is_none();
-                    waiting && node.campaign(group).is_ok()
+                    waiting && (node.is_candidate(group) || node.campaign(group).is_ok())
                 });
                 if self.ticks % BALANCE_TICKS == 0 {
                     self.balance();

@@ -9,6 +9,9 @@
 //! election still name the old leader, and following them back and forth
 //! would be worse than waiting. A `NotLeader` answer naming a leader of a
 //! higher epoch moves the cache at once, without asking for metadata.
+//! A leader that failed a request (unreachable, or refusing with no newer
+//! leader to name) loses its epoch: any answer may then replace it, even a
+//! guess from a broker holding no replica.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -57,6 +60,18 @@ impl TopicInfo {
         }
         self.partitions = partitions;
         self.name = fresh.name;
+    }
+
+    /// Forgets the epoch of `partition`'s leader (it failed a request), so
+    /// that the next answer replaces it, whatever that answer's epoch.
+    pub fn forget_leader_epoch(&mut self, partition: u32) {
+        if let Some(p) = self
+            .partitions
+            .iter_mut()
+            .find(|p| p.partition == partition)
+        {
+            p.leader_epoch = 0;
+        }
     }
 
     /// Points `partition` at `leader` (a `NotLeader` hint) if its epoch is
@@ -275,6 +290,21 @@ impl Cluster {
             .get_mut(name)
         {
             t.stale = true;
+        }
+    }
+
+    /// As [`Cluster::invalidate`], after the leader of `partition` failed a
+    /// request: it also loses its epoch, so the next answer replaces it
+    /// whatever that answer's epoch (the cached leader may be gone).
+    pub fn invalidate_partition(&self, name: &str, partition: u32) {
+        if let Some(t) = self
+            .topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get_mut(name)
+        {
+            t.stale = true;
+            t.info.forget_leader_epoch(partition);
         }
     }
 

@@ -188,7 +188,7 @@ impl Consumer {
                 Err(ClientError::LeaderMoved { .. }) if tokio::time::Instant::now() < deadline => {}
                 Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
                     tracing::debug!(topic, partition, error = %e, "list offsets will be retried");
-                    self.cluster.invalidate(topic);
+                    self.cluster.invalidate_partition(topic, partition);
                     tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                     pause_ms = (pause_ms * 2).min(1_000);
                 }
@@ -289,7 +289,7 @@ impl Consumer {
                 Ok((chunks, _hw)) => chunks,
                 Err(ClientError::LeaderMoved { .. }) => continue,
                 Err(e) if e.is_retriable() => {
-                    self.cluster.invalidate(&key.0);
+                    self.cluster.invalidate_partition(&key.0, key.1);
                     continue;
                 }
                 Err(e) => return Err(e),

@@ -721,7 +721,7 @@ impl Accumulator {
                 } else {
                     // A leader that moved elsewhere or a broker that is
                     // down: the next try asks for fresh metadata.
-                    cluster.invalidate(&send.topic);
+                    cluster.invalidate_partition(&send.topic, send.partition);
                     q.retry_at = Some(now + Duration::from_millis(config.retry_backoff_ms));
                 }
                 0

@@ -85,3 +85,12 @@ fn a_topic_created_again_under_the_same_name_replaces_what_was_known() {
     assert_eq!(leaders(&t), vec![(1, 1)]);
     assert_eq!(t.topic_id, [2; 16]);
 }
+
+#[test]
+fn a_leader_that_failed_a_request_is_replaced_by_the_next_answer_even_a_guess() {
+    let mut t = topic(1, vec![partition(0, 3, 5), partition(1, 2, 7)]);
+    // Leader 3 is unreachable; a broker holding no replica guesses 1.
+    t.forget_leader_epoch(0);
+    t.merge(topic(1, vec![partition(0, 1, 0), partition(1, 1, 0)]));
+    assert_eq!(leaders(&t), vec![(1, 0), (2, 7)], "only partition 0 forgot");
+}

@@ -23,7 +23,7 @@
 //!    `advance_apply()`.
 //!
 //! A group whose topic has `fsync=false` counts an entry as persisted once
-//! it is in the mapping: it asks for no sync, and survives a crash of the
+//! it is written to the file (the page cache): it asks for no sync, and survives a crash of the
 //! process but not of the machine.
 //!
 //! Determinism: groups live in a `BTreeMap`, `max_election_tick` is
@@ -234,7 +234,7 @@ pub enum SyncResult {
 }
 
 impl SyncJob {
-    /// Runs the sync (an `fdatasync`, or an `msync` of written ranges).
+    /// Runs the sync (`fdatasync` of the files written).
     pub fn run(self) -> SyncResult {
         match self {
             SyncJob::Log(g, plan) => SyncResult::Log(g, plan.run()),
@@ -608,6 +608,14 @@ impl Node {
             high_watermark: r.high_watermark,
             matched,
         })
+    }
+
+    /// Whether this replica of `group` is a candidate: it has asked for
+    /// votes in a new term and is waiting for them.
+    pub fn is_candidate(&self, group: GroupId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|r| r.raw.raft.state == StateRole::Candidate)
     }
 
     /// The leader of `group` as this replica knows it.

@@ -14,8 +14,8 @@
 //!   leader probes again; a dropped snapshot is reported as failed).
 //! - A writer sends everything queued for a peer in one frame (up to the
 //!   frame maximum), so heartbeats of many groups travel together. Entry
-//!   data is not copied into the frame: it is written from the log's own
-//!   bytes with one vectored write per frame.
+//!   data of 4 KiB or more is not copied into the frame: it is written
+//!   from the log's own bytes, with one vectored write per frame.
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

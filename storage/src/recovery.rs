@@ -99,8 +99,8 @@ pub(crate) struct Expect {
 }
 
 /// Opens the segment at `paths`, finds its valid end (bounded by `bound`),
-/// repairs its indexes and maps it: writable when `last` (it becomes the
-/// active segment), otherwise read-only. The file is trimmed after its last
+/// repairs its indexes and maps it (read-only; the active segment, when
+/// `last`, is written with `pwritev`). The file is trimmed after its last
 /// valid batch (for a sealed segment, counting batches past the bound).
 pub(crate) fn open_segment(
     paths: SegmentPaths,

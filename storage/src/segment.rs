@@ -163,7 +163,7 @@ fn write_all_at(
 
 /// Grows `file` from `from_bytes` to `to_bytes` with zeros, without ever
 /// shrinking it. `fallocate` reserves the blocks, so a full disk is an error
-/// here rather than a SIGBUS when the mapping is written.
+/// here, before any batch is written past the reserved end.
 fn grow_file(file: &File, path: &Path, from_bytes: u64, to_bytes: u64) -> Result<(), LogError> {
     debug_assert!(to_bytes > from_bytes);
     // SAFETY: fallocate on an fd we own, with in-range offsets; it only

@@ -1,8 +1,9 @@
 //! Durability as a step of its own, so a caller can group-commit.
 //!
-//! Appends only write bytes to the page cache. [`Log::sync_plan`] lists exactly
-//! the byte ranges of the files written since the last sync (and the directory, when a segment
-//! was created or unlinked); [`SyncPlan::run`] syncs them and may run on any
+//! Appends only write bytes to the page cache. [`Log::sync_plan`] lists the
+//! segment files written since the last sync, with the ranges written (and
+//! the directory, when a segment was created or unlinked); [`SyncPlan::run`]
+//! syncs them (`fdatasync` of each file) and may run on any
 //! thread, in parallel with other logs' plans, while the log keeps taking
 //! appends; [`Log::complete_sync`] records the result and writes the index
 //! entries that the newly durable bytes cover. [`Log::flush`] does all three.

@@ -1,6 +1,9 @@
 //! The request and response bodies of every API (version 0), with their
 //! encodings. Field order on the wire is the field order of each struct;
-//! the primitive encodings are those of [`crate::protocol::wire`].
+//! the primitive encodings are those of [`crate::protocol::wire`]. Until
+//! rill's first release, version 0 still changes (`leader_epoch` was added
+//! to the metadata, produce, fetch and list-offsets answers): clients and
+//! brokers must come from the same build.
 //!
 //! Decoding checks every count against the bytes left before allocating,
 //! and record payloads are zero-copy slices of the frame.
