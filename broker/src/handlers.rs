@@ -269,68 +269,120 @@ fn hint(leader: Option<BrokerId>) -> i32 {
 async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
     let acks_valid = (-1..=1).contains(&p.acks);
     let timeout = Duration::from_millis(u64::from(p.timeout_ms.min(PRODUCE_TIMEOUT_MS_LIMIT)));
-    let mut topics = Vec::with_capacity(p.topics.len());
+    let deadline = tokio::time::Instant::now() + timeout;
+    // Every partition is checked and its proposal queued, in request order,
+    // before any is waited for: the partitions replicate together instead
+    // of one commit round trip after another.
+    let mut staged = Vec::with_capacity(p.topics.len());
     for t in p.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
         for part in t.partitions {
-            let response = if acks_valid {
-                produce_partition(
-                    broker,
-                    &t.name,
-                    part.partition,
-                    &part.records,
-                    p.acks,
-                    timeout,
-                )
-                .await
+            partitions.push(if acks_valid {
+                propose_partition(broker, &t.name, part.partition, &part.records).await
             } else {
-                produce_error(
+                Staged::Answered(produce_error(
                     part.partition,
                     ErrorCode::InvalidRequiredAcks,
                     LeaderHint::default(),
-                )
-            };
-            partitions.push(response);
+                ))
+            });
+        }
+        staged.push((t.name, partitions));
+    }
+    let mut topics = Vec::with_capacity(staged.len());
+    for (name, partitions) in staged {
+        let mut answers = Vec::with_capacity(partitions.len());
+        for s in partitions {
+            answers.push(match s {
+                Staged::Answered(r) => r,
+                Staged::Proposed(q) => answer_partition(&name, q, p.acks, deadline).await,
+            });
         }
         topics.push(ProduceTopicResponse {
-            name: t.name,
-            partitions,
+            name,
+            partitions: answers,
         });
     }
     ProduceResponse { topics }
 }
 
-/// One partition of a produce: checked in full, proposed to its Raft
-/// group, answered at the `acks` level.
-async fn produce_partition(
+/// A partition of a produce after its first stage.
+enum Staged {
+    /// Refused before anything was proposed.
+    Answered(ProducePartitionResponse),
+    /// Proposed: the outcome is on its way from the Raft thread.
+    Proposed(Queued),
+}
+
+/// A proposal queued for the Raft thread.
+struct Queued {
+    partition: Arc<crate::partition::Partition>,
+    index: u32,
+    outcome:
+        tokio::sync::oneshot::Receiver<Result<Vec<rill_replication::Proposed>, ReplicationError>>,
+}
+
+/// The first stage of one partition of a produce: looked up, checked in
+/// full, and queued for its Raft group (waiting only for room in the
+/// queue).
+async fn propose_partition(
     broker: &Arc<Broker>,
     topic: &str,
     index: u32,
     records: &[bytes::Bytes],
-    acks: i8,
-    timeout: Duration,
-) -> ProducePartitionResponse {
+) -> Staged {
     let partition = match broker.lookup(topic, index) {
         Lookup::Here(p) => p,
         Lookup::Elsewhere { leader } => {
-            return produce_error(index, ErrorCode::NotLeader, LeaderHint::guess(leader));
+            return Staged::Answered(produce_error(
+                index,
+                ErrorCode::NotLeader,
+                LeaderHint::guess(leader),
+            ));
         }
         Lookup::Unknown => {
-            return produce_error(
+            return Staged::Answered(produce_error(
                 index,
                 ErrorCode::UnknownTopicOrPartition,
                 LeaderHint::default(),
-            );
+            ));
         }
     };
     if let Some((error, leader)) = partition.not_leader() {
-        return produce_error(index, error, leader);
+        return Staged::Answered(produce_error(index, error, leader));
     }
     let batches = match partition.check(records) {
         Ok(b) => b,
-        Err(e) => return produce_error(index, e, LeaderHint::default()),
+        Err(e) => return Staged::Answered(produce_error(index, e, LeaderHint::default())),
     };
-    let proposed = match broker.raft.propose(partition.group, batches).await {
+    match broker.raft.propose_queued(partition.group, batches).await {
+        Ok(outcome) => Staged::Proposed(Queued {
+            partition,
+            index,
+            outcome,
+        }),
+        Err(_stopped) => Staged::Answered(produce_error(
+            index,
+            ErrorCode::NotLeader,
+            LeaderHint::default(),
+        )),
+    }
+}
+
+/// The second stage: the proposal's outcome, then the wait for the `acks`
+/// level, until `deadline`.
+async fn answer_partition(
+    topic: &str,
+    q: Queued,
+    acks: i8,
+    deadline: tokio::time::Instant,
+) -> ProducePartitionResponse {
+    let Queued {
+        partition,
+        index,
+        outcome,
+    } = q;
+    let proposed = match outcome.await {
         Ok(Ok(p)) => p,
         Ok(Err(ReplicationError::NotLeader { leader, .. })) => {
             return produce_error(index, ErrorCode::NotLeader, partition.hint_for(leader));
@@ -352,8 +404,8 @@ async fn produce_partition(
     let mut error = ErrorCode::None;
     if acks != 0 {
         let committed = acks == -1;
-        match tokio::time::timeout(
-            timeout,
+        match tokio::time::timeout_at(
+            deadline,
             partition.wait_for(last.index, last.term, committed),
         )
         .await

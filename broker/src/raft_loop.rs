@@ -182,6 +182,21 @@ impl RaftHandle {
         group: GroupId,
         batches: Vec<CheckedBatch>,
     ) -> Result<Result<Vec<Proposed>, ReplicationError>, Stopped> {
+        self.propose_queued(group, batches)
+            .await?
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Queues a proposal (see [`Command::Propose`]) and returns where its
+    /// outcome will arrive: proposals queued one after another are
+    /// proposed in that order, and a caller may queue several before
+    /// waiting for any.
+    pub async fn propose_queued(
+        &self,
+        group: GroupId,
+        batches: Vec<CheckedBatch>,
+    ) -> Result<oneshot::Receiver<Result<Vec<Proposed>, ReplicationError>>, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Propose {
             group,
@@ -189,7 +204,7 @@ impl RaftHandle {
             reply,
         })
         .await?;
-        rx.await.map_err(|_| Stopped)
+        Ok(rx)
     }
 
     /// Proposes a metadata command; see [`Command::Metadata`].
