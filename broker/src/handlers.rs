@@ -61,14 +61,7 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, forwarded: bool) -> 
             }
             Response::DeleteTopics(TopicResults { results })
         }
-        Request::Produce(p) => {
-            let acks = p.acks;
-            let response = produce(broker, p).await;
-            if acks == 0 {
-                return None;
-            }
-            Response::Produce(response)
-        }
+        Request::Produce(p) => return finish_produce(stage_produce(broker, p).await).await,
         Request::Fetch(f) => Response::Fetch(fetch(broker, f).await),
         Request::RegisterBroker(b) => {
             let error = match broker.register(&b, forwarded).await {
@@ -266,13 +259,23 @@ fn hint(leader: Option<BrokerId>) -> i32 {
     leader.map_or(NO_BROKER, |b| b.get() as i32)
 }
 
-async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
+/// A produce request after its first stage: every partition checked and
+/// its proposal queued for the Raft thread (or refused).
+pub struct StagedProduce {
+    acks: i8,
+    deadline: tokio::time::Instant,
+    topics: Vec<(String, Vec<Staged>)>,
+}
+
+/// The first stage of a produce: every partition is checked and its
+/// proposal queued, in request order, before any is waited for (the
+/// partitions replicate together instead of one commit round trip after
+/// another). Produce requests staged one after another are proposed in
+/// that order.
+pub async fn stage_produce(broker: &Arc<Broker>, p: ProduceRequest) -> StagedProduce {
     let acks_valid = (-1..=1).contains(&p.acks);
     let timeout = Duration::from_millis(u64::from(p.timeout_ms.min(PRODUCE_TIMEOUT_MS_LIMIT)));
     let deadline = tokio::time::Instant::now() + timeout;
-    // Every partition is checked and its proposal queued, in request order,
-    // before any is waited for: the partitions replicate together instead
-    // of one commit round trip after another.
     let mut staged = Vec::with_capacity(p.topics.len());
     for t in p.topics {
         let mut partitions = Vec::with_capacity(t.partitions.len());
@@ -289,13 +292,29 @@ async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
         }
         staged.push((t.name, partitions));
     }
+    StagedProduce {
+        acks: p.acks,
+        deadline,
+        topics: staged,
+    }
+}
+
+/// The second stage of a produce: each partition waited for at its `acks`
+/// level, until one deadline for the whole request. No response for
+/// `acks=0`.
+pub async fn finish_produce(staged: StagedProduce) -> Option<Response> {
+    let StagedProduce {
+        acks,
+        deadline,
+        topics: staged,
+    } = staged;
     let mut topics = Vec::with_capacity(staged.len());
     for (name, partitions) in staged {
         let mut answers = Vec::with_capacity(partitions.len());
         for s in partitions {
             answers.push(match s {
                 Staged::Answered(r) => r,
-                Staged::Proposed(q) => answer_partition(&name, q, p.acks, deadline).await,
+                Staged::Proposed(q) => answer_partition(&name, q, acks, deadline).await,
             });
         }
         topics.push(ProduceTopicResponse {
@@ -303,11 +322,11 @@ async fn produce(broker: &Arc<Broker>, p: ProduceRequest) -> ProduceResponse {
             partitions: answers,
         });
     }
-    ProduceResponse { topics }
+    (acks != 0).then_some(Response::Produce(ProduceResponse { topics }))
 }
 
 /// A partition of a produce after its first stage.
-enum Staged {
+pub enum Staged {
     /// Refused before anything was proposed.
     Answered(ProducePartitionResponse),
     /// Proposed: the outcome is on its way from the Raft thread.
@@ -315,7 +334,7 @@ enum Staged {
 }
 
 /// A proposal queued for the Raft thread.
-struct Queued {
+pub struct Queued {
     partition: Arc<crate::partition::Partition>,
     index: u32,
     outcome:

@@ -12,7 +12,7 @@ use std::sync::Arc;
 
 use bytes::{Bytes, BytesMut};
 use rill_client::protocol::{
-    MAX_REQUEST_FRAME_BYTES, RequestFrameError, decode_request, encode_error_response,
+    MAX_REQUEST_FRAME_BYTES, Request, RequestFrameError, decode_request, encode_error_response,
     encode_response, take_frame,
 };
 use rill_client::writer::write_frames;
@@ -20,7 +20,7 @@ use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
 
-use crate::handlers::{FORWARDED_CLIENT_ID, handle};
+use crate::handlers::{FORWARDED_CLIENT_ID, finish_produce, handle, stage_produce};
 use crate::state::Broker;
 
 /// Requests handled at once per connection.
@@ -94,9 +94,21 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
         };
         let tx = tx.clone();
         let broker = Arc::clone(&broker);
+        // A produce is staged here, before the next request is read: its
+        // proposals are queued in the order the requests arrived, so a
+        // client may pipeline produce requests to one partition. The waits
+        // for acknowledgements overlap.
+        let staged = match request {
+            Request::Produce(p) => Ok(stage_produce(&broker, p).await),
+            other => Err(other),
+        };
         tokio::spawn(async move {
             let forwarded = header.client_id == FORWARDED_CLIENT_ID;
-            if let Some(response) = handle(&broker, request, forwarded).await {
+            let response = match staged {
+                Ok(staged) => finish_produce(staged).await,
+                Err(request) => handle(&broker, request, forwarded).await,
+            };
+            if let Some(response) = response {
                 let _ = tx
                     .send(encode_response(header.correlation_id, &response))
                     .await;

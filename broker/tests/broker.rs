@@ -184,6 +184,57 @@ fn a_parked_fetch_does_not_hold_up_a_produce_on_the_same_connection() {
     );
 }
 
+#[test]
+fn produce_requests_pipelined_on_one_connection_are_appended_in_the_order_sent() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("t", 1, &[]).error, ErrorCode::None);
+    // Sent back to back without waiting for answers: request i carries
+    // records [i * 5, i * 5 + 5), with acks 1, all and 0 in turn.
+    const REQUESTS: u64 = 12;
+    let mut sent = Vec::new();
+    for i in 0..REQUESTS {
+        let acks = [1, -1, 0][(i % 3) as usize];
+        let id = c.send(&Request::Produce(ProduceRequest {
+            acks,
+            timeout_ms: 10_000,
+            topics: vec![ProduceTopic {
+                name: "t".into(),
+                partitions: vec![ProducePartition {
+                    partition: 0,
+                    records: vec![batch(&values(i * 5..i * 5 + 5), 0)],
+                }],
+            }],
+        }));
+        sent.push((id, acks));
+    }
+    let answered = sent.iter().filter(|(_, acks)| *acks != 0).count();
+    let mut offsets = std::collections::BTreeMap::new();
+    for _ in 0..answered {
+        let (h, r) = decode_response(c.read_frame().unwrap(), ApiKey::Produce).unwrap();
+        let Some(Response::Produce(r)) = r else {
+            panic!("produce response")
+        };
+        let p = &r.topics[0].partitions[0];
+        assert_eq!(p.error, ErrorCode::None);
+        offsets.insert(h.correlation_id, p.base_offset);
+    }
+    // Answered requests got base offsets in the order they were sent...
+    let in_order: Vec<u64> = sent
+        .iter()
+        .filter_map(|(id, _)| offsets.get(id).copied())
+        .collect();
+    let mut sorted = in_order.clone();
+    sorted.sort_unstable();
+    assert_eq!(in_order, sorted, "offsets by request order");
+    // ...and the log holds every request's records in that order.
+    let records = read_all(&mut c, "t", 0);
+    let expected: Vec<String> = values(0..REQUESTS * 5);
+    let got: Vec<String> = records.into_iter().map(|(_, v)| v).collect();
+    assert_eq!(got, expected);
+}
+
 /// Opens a connection, sends `bytes`, and reports whether the broker closed
 /// it within 2 s.
 fn closes_within_2s(broker: &BrokerProcess, bytes: &[u8], then_half_close: bool) -> bool {
