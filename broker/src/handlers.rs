@@ -337,8 +337,7 @@ pub enum Staged {
 pub struct Queued {
     partition: Arc<crate::partition::Partition>,
     index: u32,
-    outcome:
-        tokio::sync::oneshot::Receiver<Result<Vec<rill_replication::Proposed>, ReplicationError>>,
+    outcome: crate::raft_loop::ProposalOutcome,
 }
 
 /// The first stage of one partition of a produce: looked up, checked in

@@ -165,6 +165,10 @@ pub struct RaftHandle {
     commands: mpsc::Sender<Command>,
 }
 
+/// Where a queued proposal's outcome arrives: where each batch landed, or
+/// why nothing was proposed.
+pub type ProposalOutcome = oneshot::Receiver<Result<Vec<Proposed>, ReplicationError>>;
+
 /// The Raft thread has stopped (the broker is shutting down).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
 #[error("the replication thread has stopped")]
@@ -196,7 +200,7 @@ impl RaftHandle {
         &self,
         group: GroupId,
         batches: Vec<CheckedBatch>,
-    ) -> Result<oneshot::Receiver<Result<Vec<Proposed>, ReplicationError>>, Stopped> {
+    ) -> Result<ProposalOutcome, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.send(Command::Propose {
             group,

@@ -283,20 +283,19 @@ impl Cluster {
     /// broker that is behind cannot move a partition back to an older
     /// leader.
     pub fn invalidate(&self, name: &str) {
-        if let Some(t) = self
-            .topics
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get_mut(name)
-        {
-            t.stale = true;
-        }
+        self.mark_stale(name, None);
     }
 
     /// As [`Cluster::invalidate`], after the leader of `partition` failed a
     /// request: it also loses its epoch, so the next answer replaces it
     /// whatever that answer's epoch (the cached leader may be gone).
     pub fn invalidate_partition(&self, name: &str, partition: u32) {
+        self.mark_stale(name, Some(partition));
+    }
+
+    /// Marks `name` stale and, if given, makes `failed`'s leader lose its
+    /// epoch.
+    fn mark_stale(&self, name: &str, failed: Option<u32>) {
         if let Some(t) = self
             .topics
             .lock()
@@ -304,7 +303,9 @@ impl Cluster {
             .get_mut(name)
         {
             t.stale = true;
-            t.info.forget_leader_epoch(partition);
+            if let Some(partition) = failed {
+                t.info.forget_leader_epoch(partition);
+            }
         }
     }
 

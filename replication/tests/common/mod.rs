@@ -328,6 +328,15 @@ impl Sim {
         self.trace = mix(self.trace, 0xC0 ^ b.get());
     }
 
+    /// The brokers that are down (crashed, not restarted yet).
+    fn down(&self) -> Vec<BrokerId> {
+        self.brokers
+            .iter()
+            .filter(|(_, br)| br.node.is_none())
+            .map(|(b, _)| *b)
+            .collect()
+    }
+
     fn alive(&self) -> Vec<BrokerId> {
         self.brokers
             .iter()
@@ -599,13 +608,7 @@ impl Sim {
                 self.crash(b);
             }
         }
-        let dead: Vec<BrokerId> = self
-            .brokers
-            .iter()
-            .filter(|(_, br)| br.node.is_none())
-            .map(|(b, _)| *b)
-            .collect();
-        for b in dead {
+        for b in self.down() {
             if self.rng.chance(f.restart) {
                 self.start(b);
                 self.trace = mix(self.trace, 0x5A ^ b.get());
@@ -668,13 +671,7 @@ impl Sim {
             self.one_step(true);
         }
         self.cut.clear();
-        let dead: Vec<BrokerId> = self
-            .brokers
-            .iter()
-            .filter(|(_, br)| br.node.is_none())
-            .map(|(b, _)| *b)
-            .collect();
-        for b in dead {
+        for b in self.down() {
             self.start(b);
         }
         self.config.faults = Faults::none();
