@@ -11,7 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rill_bench::workload::{self, Options, Progress};
-use rill_client::Acks;
+use rill_client::{Acks, ProducerConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -74,10 +74,13 @@ struct Flags {
     #[arg(long, global = true, default_value_t = 1)]
     consumers: usize,
     /// Producer batch size in bytes; the default is the size that gave the
-    /// best throughput here (full 1 MiB batches would wait for one another,
-    /// one request being in flight per partition).
+    /// best throughput here.
     #[arg(long, global = true, default_value_t = 256 * 1024)]
     batch_size: usize,
+    /// Produce requests in flight per partition, at most (the producer's
+    /// `max_in_flight_per_partition`).
+    #[arg(long, global = true, default_value_t = ProducerConfig::default().max_in_flight_per_partition)]
+    max_in_flight: usize,
     /// Producer linger, ms.
     #[arg(long, global = true, default_value_t = 2)]
     linger_ms: u64,
@@ -129,6 +132,7 @@ fn run() -> anyhow::Result<()> {
         consumers: f.consumers,
         batch_size_bytes: f.batch_size,
         linger_ms: f.linger_ms,
+        max_in_flight_per_partition: f.max_in_flight,
         acks: f.acks,
         rate_msgs_per_s: f.rate,
     };

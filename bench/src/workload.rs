@@ -51,6 +51,8 @@ pub struct Options {
     pub batch_size_bytes: usize,
     /// Producer linger, ms.
     pub linger_ms: u64,
+    /// Produce requests in flight per partition, at most.
+    pub max_in_flight_per_partition: usize,
     /// Acknowledgement level.
     pub acks: Acks,
     /// Records per second over all producers; 0 = as fast as possible.
@@ -184,6 +186,7 @@ async fn run_producers(
                     acks: o.acks,
                     linger_ms: o.linger_ms,
                     batch_size_bytes: o.batch_size_bytes,
+                    max_in_flight_per_partition: o.max_in_flight_per_partition,
                     delivery_timeout_ms: 120_000,
                     ..ProducerConfig::default()
                 },

@@ -89,8 +89,8 @@ fn keyed_records_arrive_once_in_order_on_murmur2_partitions_and_survive_a_restar
             .create_topic("keyed", 3, 1, vec![])
             .await
             .unwrap();
-        // Small batches pile up behind the one request in flight per
-        // partition, so requests carry several batches each.
+        // Small batches: each partition has several requests in flight at
+        // once, each carrying several batches, and send order must hold.
         let config = ProducerConfig {
             batch_size_bytes: 16 * 1024,
             ..ProducerConfig::default()

@@ -14,7 +14,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use tokio::io::AsyncReadExt;
 use tokio::net::TcpStream;
-use tokio::sync::{Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 
 use crate::error::ClientError;
 use crate::protocol::{
@@ -167,10 +167,21 @@ impl Connection {
         request: Request,
         timeout: Duration,
     ) -> Result<Response, ClientError> {
+        self.enqueue(request).await?.wait(timeout).await
+    }
+
+    /// Queues `request` for sending and returns the wait for its response.
+    /// Requests queued one after another by one task go out on the socket
+    /// in that order, which a caller pipelining several requests to the
+    /// same partition relies on.
+    pub async fn enqueue(&self, request: Request) -> Result<PendingResponse, ClientError> {
         let closed = || ClientError::Closed {
             addr: self.addr.clone(),
         };
-        let _slot = self.slots.acquire().await.map_err(|_| closed())?;
+        let slot = Arc::clone(&self.slots)
+            .acquire_owned()
+            .await
+            .map_err(|_| closed())?;
         if self.is_closed() {
             return Err(closed());
         }
@@ -187,19 +198,13 @@ impl Connection {
                 .remove(&id);
             return Err(closed());
         }
-        match tokio::time::timeout(timeout, answer).await {
-            Ok(Ok(result)) => result,
-            Ok(Err(_)) => Err(closed()),
-            Err(_) => {
-                self.pending
-                    .lock()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&id);
-                Err(ClientError::Timeout {
-                    ms: timeout.as_millis() as u64,
-                })
-            }
-        }
+        Ok(PendingResponse {
+            addr: self.addr.clone(),
+            id,
+            answer,
+            pending: Arc::clone(&self.pending),
+            _slot: slot,
+        })
     }
 
     /// Sends a request that gets no response (a produce with `acks=0`).
@@ -211,6 +216,36 @@ impl Connection {
             .map_err(|_| ClientError::Closed {
                 addr: self.addr.clone(),
             })
+    }
+}
+
+/// A request on the wire, waiting for its response. It holds one of the
+/// connection's [`IN_FLIGHT_MAX`] slots until it is dropped.
+#[derive(Debug)]
+pub struct PendingResponse {
+    addr: String,
+    id: u32,
+    answer: oneshot::Receiver<Result<Response, ClientError>>,
+    pending: Arc<Mutex<HashMap<u32, (ApiKey, Reply)>>>,
+    _slot: OwnedSemaphorePermit,
+}
+
+impl PendingResponse {
+    /// Waits at most `timeout` for the response.
+    pub async fn wait(self, timeout: Duration) -> Result<Response, ClientError> {
+        match tokio::time::timeout(timeout, self.answer).await {
+            Ok(Ok(result)) => result,
+            Ok(Err(_)) => Err(ClientError::Closed { addr: self.addr }),
+            Err(_) => {
+                self.pending
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&self.id);
+                Err(ClientError::Timeout {
+                    ms: timeout.as_millis() as u64,
+                })
+            }
+        }
     }
 }
 

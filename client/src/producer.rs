@@ -9,11 +9,20 @@
 //! record costs one copy into its batch and no allocation of its own: its
 //! [`DeliveryFuture`] shares the batch's outcome.
 //!
-//! Ordering: at most one produce request is in flight per partition, so a
-//! retried batch can never overtake a later one and records keep the order
-//! they were sent in within each partition. A retry after a lost response
-//! may store a batch twice (at-least-once) until the idempotent producer
-//! exists. Keyed records go where Kafka's default partitioner would put them
+//! Ordering: up to [`ProducerConfig::max_in_flight_per_partition`] produce
+//! requests of one partition are in flight at once (Kafka's
+//! `max.in.flight.requests.per.connection`), all on the same connection, in
+//! the order their batches were sealed; the broker appends the requests of
+//! one connection in the order they arrive. A request that fails with a
+//! retriable error is held back until every earlier and later request of
+//! its partition has answered, then everything that failed is sent again in
+//! its original order, so a retry never overtakes a batch that is still to
+//! be retried. What this cannot rule out without the idempotent producer
+//! (producer ids and sequence numbers, checked by the broker): a retry after
+//! a lost response may store a batch twice, and in a leadership race where
+//! the broker refuses one request but accepts the next, that next one is
+//! stored ahead of the retried one. With `max_in_flight_per_partition = 1`
+//! the second case cannot happen. Keyed records go where Kafka's default partitioner would put them
 //! (murmur2); keyless records stick to one partition per topic and move on
 //! each time a batch for it is sealed.
 //!
@@ -100,6 +109,11 @@ pub struct ProducerConfig {
     /// Bytes of batches in one produce request, at most (one batch is
     /// always sent whole). Default 8 MiB.
     pub request_bytes_max: usize,
+    /// Produce requests of one partition in flight at once, at most
+    /// (Kafka's `max.in.flight.requests.per.connection`). More than one
+    /// lets a partition's next batches travel while the broker replicates
+    /// and syncs the previous ones. Default 5; 0 counts as 1.
+    pub max_in_flight_per_partition: usize,
 }
 
 impl Default for ProducerConfig {
@@ -113,6 +127,7 @@ impl Default for ProducerConfig {
             retry_backoff_ms: 100,
             buffer_bytes_max: 64 << 20,
             request_bytes_max: 8 << 20,
+            max_in_flight_per_partition: 5,
         }
     }
 }
@@ -297,10 +312,29 @@ struct TopicQueues {
 struct PartitionQueue {
     open: Option<OpenBatch>,
     ready: VecDeque<SealedBatch>,
-    /// The batches of this partition's request in flight (at most one
-    /// request per partition), for `flush` to wait on.
-    in_flight: Option<Vec<Arc<BatchOutcome>>>,
+    /// This partition's requests in flight, oldest first.
+    in_flight: VecDeque<InFlight>,
+    /// Requests that failed with a retriable error (or were not sent, so as
+    /// not to overtake an earlier one) while others were still in flight,
+    /// ordered by `seq`. Once nothing is in flight they go back to the
+    /// front of `ready`; until then the partition sends nothing new.
+    held: Vec<(u64, Vec<SealedBatch>)>,
+    /// Whether a held request's failure calls for the retry backoff (a
+    /// broker down or a leader unknown, rather than a leader that moved).
+    held_backoff: bool,
+    /// The sequence number of this partition's next request.
+    next_seq: u64,
     retry_at: Option<Instant>,
+}
+
+/// A request of one partition on its way to the broker or back.
+struct InFlight {
+    /// The request's place in its partition's order.
+    seq: u64,
+    /// Its batches' outcomes, for `flush` to wait on.
+    outcomes: Vec<Arc<BatchOutcome>>,
+    /// The connection it went out on; `None` until it did.
+    conn: Option<Arc<Connection>>,
 }
 
 struct OpenBatch {
@@ -324,13 +358,17 @@ struct SealedBatch {
 struct PartitionSend {
     topic: Arc<str>,
     partition: u32,
+    /// The request's place in its partition's order ([`InFlight::seq`]).
+    seq: u64,
     batches: Vec<SealedBatch>,
 }
 
-/// What the broker said about a [`PartitionSend`].
+/// What the broker said about a [`PartitionSend`]: `None` when it was not
+/// sent because an earlier request of its partition is in flight on
+/// another connection, so it waits and goes again after that one.
 struct Completion {
     send: PartitionSend,
-    result: BatchResult,
+    result: Option<BatchResult>,
 }
 
 fn now_ms() -> i64 {
@@ -448,19 +486,23 @@ impl Producer {
     /// Sends every record queued so far at once and waits until all of
     /// them are acknowledged or have failed.
     pub async fn flush(&self) {
-        let waits: Vec<Arc<BatchOutcome>> = {
-            let mut acc = lock(&self.shared.accumulator);
-            let mut waits = Vec::new();
-            for topic in acc.topics.values_mut() {
-                for p in 0..topic.partitions.len() {
-                    topic.seal(p as u32);
-                    let q = &topic.partitions[p];
-                    waits.extend(q.ready.iter().map(|b| Arc::clone(&b.outcome)));
-                    waits.extend(q.in_flight.iter().flatten().cloned());
+        let waits: Vec<Arc<BatchOutcome>> =
+            {
+                let mut acc = lock(&self.shared.accumulator);
+                let mut waits = Vec::new();
+                for topic in acc.topics.values_mut() {
+                    for p in 0..topic.partitions.len() {
+                        topic.seal(p as u32);
+                        let q = &topic.partitions[p];
+                        waits.extend(q.ready.iter().map(|b| Arc::clone(&b.outcome)));
+                        waits.extend(q.in_flight.iter().flat_map(|f| f.outcomes.iter().cloned()));
+                        waits.extend(q.held.iter().flat_map(|(_, batches)| {
+                            batches.iter().map(|b| Arc::clone(&b.outcome))
+                        }));
+                    }
                 }
-            }
-            waits
-        };
+                waits
+            };
         self.shared.wake.notify_one();
         for batch in waits {
             let _ = DeliveryFuture {
@@ -625,6 +667,9 @@ struct Collected {
     released_bytes: usize,
     /// Closing and nothing left to send or wait for.
     finished: bool,
+    /// A partition has more ready batches and room for another request in
+    /// flight: look again at once.
+    more: bool,
 }
 
 impl Accumulator {
@@ -638,7 +683,9 @@ impl Accumulator {
             wake_at: None,
             released_bytes: 0,
             finished: self.closing,
+            more: false,
         };
+        let in_flight_max = config.max_in_flight_per_partition.max(1);
         let closing = self.closing;
         let wake = |at: Instant, out: &mut Collected| {
             out.wake_at = Some(out.wake_at.map_or(at, |w| w.min(at)));
@@ -655,8 +702,12 @@ impl Accumulator {
                     None => {}
                 }
                 let q = &mut topic.partitions[p];
-                if q.in_flight.is_some() {
+                if !q.in_flight.is_empty() || !q.held.is_empty() {
                     out.finished = false;
+                }
+                // A held failure waits for the rest of its partition's
+                // requests, so that retries go out in their first order.
+                if !q.held.is_empty() || q.in_flight.len() >= in_flight_max {
                     continue;
                 }
                 while q.ready.front().is_some_and(|b| b.deadline <= now) {
@@ -684,10 +735,20 @@ impl Accumulator {
                     bytes += b.bytes.len();
                     batches.push(q.ready.pop_front().expect("front exists"));
                 }
-                q.in_flight = Some(batches.iter().map(|b| Arc::clone(&b.outcome)).collect());
+                let seq = q.next_seq;
+                q.next_seq += 1;
+                q.in_flight.push_back(InFlight {
+                    seq,
+                    outcomes: batches.iter().map(|b| Arc::clone(&b.outcome)).collect(),
+                    conn: None,
+                });
+                if q.in_flight.len() < in_flight_max && !q.ready.is_empty() {
+                    out.more = true;
+                }
                 out.sends.push(PartitionSend {
                     topic: Arc::clone(&topic.name),
                     partition: p as u32,
+                    seq,
                     batches,
                 });
             }
@@ -695,60 +756,115 @@ impl Accumulator {
         out
     }
 
-    /// Records what the broker said: resolves the batches, or puts them
-    /// back first in line to be retried. Returns the room given back.
+    /// Records that `send` goes out on `conn`. False when an earlier
+    /// request of its partition is in flight on another connection or has
+    /// not gone out: this one could then overtake it, so it waits.
+    fn pin(&mut self, send: &PartitionSend, conn: &Arc<Connection>) -> bool {
+        let Some(q) = self
+            .topics
+            .get_mut(&*send.topic)
+            .and_then(|t| t.partitions.get_mut(send.partition as usize))
+        else {
+            return true;
+        };
+        let mut in_order = true;
+        for f in q.in_flight.iter_mut() {
+            if f.seq < send.seq {
+                in_order &= f.conn.as_ref().is_some_and(|c| Arc::ptr_eq(c, conn));
+            } else if f.seq == send.seq && in_order {
+                f.conn = Some(Arc::clone(conn));
+            }
+        }
+        in_order
+    }
+
+    /// Records what the broker said: resolves the batches, or holds them to
+    /// be retried first in line once the partition's other requests have
+    /// answered. Returns the room given back.
     fn complete(&mut self, c: Completion, config: &ProducerConfig, cluster: &Cluster) -> usize {
         let Completion { send, result } = c;
         let queue = self
             .topics
             .get_mut(&*send.topic)
             .and_then(|t| t.partitions.get_mut(send.partition as usize));
-        if let Some(q) = queue.as_deref() {
-            debug_assert!(q.in_flight.is_some(), "a completion without a request");
-        }
         let now = Instant::now();
-        let deadline = send.batches.first().map(|b| b.deadline);
-        match (result, queue) {
-            (Err(e), Some(q)) if e.is_retriable() && deadline.is_some_and(|d| now < d) => {
-                tracing::debug!(topic = %send.topic, partition = send.partition, error = %e, "retrying");
-                q.in_flight = None;
-                for b in send.batches.into_iter().rev() {
-                    q.ready.push_front(b);
-                }
-                if matches!(e, ClientError::LeaderMoved { .. }) {
-                    // The metadata already points at the new leader.
-                    q.retry_at = None;
-                } else {
-                    // A leader that moved elsewhere or a broker that is
-                    // down: the next try asks for fresh metadata.
-                    cluster.invalidate_partition(&send.topic, send.partition);
-                    q.retry_at = Some(now + Duration::from_millis(config.retry_backoff_ms));
-                }
+        let in_time = send.batches.first().is_some_and(|b| now < b.deadline);
+        let Some(q) = queue else {
+            let result = result.unwrap_or_else(|| Err(ClientError::code(ErrorCode::Unknown)));
+            return resolve(send.batches, result);
+        };
+        let position = q.in_flight.iter().position(|f| f.seq == send.seq);
+        debug_assert!(position.is_some(), "a completion without a request");
+        if let Some(i) = position {
+            q.in_flight.remove(i);
+        }
+        let released = match result {
+            None if in_time => {
+                q.hold(send.seq, send.batches);
                 0
             }
-            (result, queue) => {
-                if let Some(q) = queue {
-                    q.in_flight = None;
+            Some(Err(e)) if e.is_retriable() && in_time => {
+                tracing::debug!(topic = %send.topic, partition = send.partition, error = %e, "retrying");
+                if !matches!(e, ClientError::LeaderMoved { .. }) {
+                    // A leader that moved elsewhere or a broker that is
+                    // down: the next try asks for fresh metadata. A moved
+                    // leader is already in the metadata.
+                    cluster.invalidate_partition(&send.topic, send.partition);
+                    q.held_backoff = true;
                 }
-                let mut released = 0;
-                let mut base = result;
-                for b in send.batches {
-                    b.outcome.set(base.clone());
-                    if let Ok(Some(next)) = &mut base {
-                        *next += u64::from(b.records);
-                    }
-                    released += b.reserved_bytes;
-                }
-                released
+                q.hold(send.seq, send.batches);
+                0
             }
+            None => resolve(
+                send.batches,
+                Err(ClientError::Timeout {
+                    ms: config.delivery_timeout_ms,
+                }),
+            ),
+            Some(result) => resolve(send.batches, result),
+        };
+        if q.in_flight.is_empty() && !q.held.is_empty() {
+            for (_, batches) in q.held.drain(..).rev() {
+                for b in batches.into_iter().rev() {
+                    q.ready.push_front(b);
+                }
+            }
+            q.retry_at = std::mem::take(&mut q.held_backoff)
+                .then(|| now + Duration::from_millis(config.retry_backoff_ms));
         }
+        released
     }
 }
 
+impl PartitionQueue {
+    /// Keeps a failed request's batches, in request order, until the
+    /// partition's other requests have answered.
+    fn hold(&mut self, seq: u64, batches: Vec<SealedBatch>) {
+        let at = self.held.partition_point(|(s, _)| *s < seq);
+        self.held.insert(at, (seq, batches));
+    }
+}
+
+/// Resolves every batch of one request with `result` (each batch's base
+/// offset follows the previous batch's records). Returns the room given
+/// back.
+fn resolve(batches: Vec<SealedBatch>, result: BatchResult) -> usize {
+    let mut released = 0;
+    let mut base = result;
+    for b in batches {
+        b.outcome.set(base.clone());
+        if let Ok(Some(next)) = &mut base {
+            *next += u64::from(b.records);
+        }
+        released += b.reserved_bytes;
+    }
+    released
+}
+
 async fn run_sender(shared: Arc<Shared>) {
-    // Completions come from request tasks this loop spawned, at most one
-    // per partition at a time: the channel is bounded by the partition
-    // count.
+    // Completions come from request tasks this loop spawned, at most
+    // `max_in_flight_per_partition` per partition at a time: the channel is
+    // bounded by that times the partition count.
     let (completions, mut done) = mpsc::unbounded_channel::<Completion>();
     loop {
         let collected = lock(&shared.accumulator).collect(Instant::now(), &shared.config);
@@ -756,74 +872,105 @@ async fn run_sender(shared: Arc<Shared>) {
             shared.room.add_permits(collected.released_bytes);
         }
         if !collected.sends.is_empty() {
-            tokio::spawn(send_round(
-                Arc::clone(&shared),
-                collected.sends,
-                completions.clone(),
-            ));
+            // Sent from this task, one round after another, so that each
+            // partition's requests reach their connection in order.
+            dispatch(&shared, collected.sends, &completions).await;
         }
         if collected.finished {
             return;
         }
+        if collected.more {
+            while let Ok(c) = done.try_recv() {
+                shared.complete(c);
+            }
+            continue;
+        }
         let far = Instant::now() + Duration::from_secs(3600);
         tokio::select! {
             _ = shared.wake.notified() => {}
-            Some(c) = done.recv() => {
-                let released = lock(&shared.accumulator).complete(c, &shared.config, &shared.cluster);
-                if released > 0 {
-                    shared.room.add_permits(released);
-                }
-            }
+            Some(c) = done.recv() => shared.complete(c),
             _ = tokio::time::sleep_until(collected.wake_at.unwrap_or(far)), if collected.wake_at.is_some() => {}
         }
     }
 }
 
-/// Sends one round of partitions: one produce request per leader.
-async fn send_round(
-    shared: Arc<Shared>,
+impl Shared {
+    fn complete(&self, c: Completion) {
+        let released = lock(&self.accumulator).complete(c, &self.config, &self.cluster);
+        if released > 0 {
+            self.room.add_permits(released);
+        }
+    }
+}
+
+/// Sends one round of partitions: one produce request per leader, queued on
+/// its connection before this returns; the answers are awaited in tasks of
+/// their own.
+async fn dispatch(
+    shared: &Arc<Shared>,
     sends: Vec<PartitionSend>,
-    done: mpsc::UnboundedSender<Completion>,
+    done: &mpsc::UnboundedSender<Completion>,
 ) {
     let mut by_leader: Vec<(Arc<Connection>, Vec<PartitionSend>)> = Vec::new();
     for send in sends {
         match shared.cluster.leader(&send.topic, send.partition).await {
-            Ok(conn) => match by_leader.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &conn)) {
-                Some((_, group)) => group.push(send),
-                None => by_leader.push((conn, vec![send])),
-            },
+            Ok(conn) => {
+                if !lock(&shared.accumulator).pin(&send, &conn) {
+                    let _ = done.send(Completion { send, result: None });
+                    continue;
+                }
+                match by_leader.iter_mut().find(|(c, _)| Arc::ptr_eq(c, &conn)) {
+                    Some((_, group)) => group.push(send),
+                    None => by_leader.push((conn, vec![send])),
+                }
+            }
             Err(e) => {
                 let _ = done.send(Completion {
                     send,
-                    result: Err(e),
+                    result: Some(Err(e)),
                 });
             }
         }
     }
+    let acks = shared.config.acks;
+    let timeout = Duration::from_millis(shared.config.request_timeout_ms);
     for (conn, group) in by_leader {
-        let (acks, timeout, done) = (
-            shared.config.acks,
-            Duration::from_millis(shared.config.request_timeout_ms),
-            done.clone(),
-        );
-        let shared = Arc::clone(&shared);
+        let request = produce_request(&group, acks, timeout);
+        let finish = |group: Vec<PartitionSend>, result: BatchResult| {
+            for send in group {
+                let _ = done.send(Completion {
+                    send,
+                    result: Some(result.clone()),
+                });
+            }
+        };
+        if acks == Acks::None {
+            finish(group, conn.send_only(request).await.map(|()| None));
+            continue;
+        }
+        let pending = match conn.enqueue(request).await {
+            Ok(pending) => pending,
+            Err(e) => {
+                finish(group, Err(e));
+                continue;
+            }
+        };
+        let (shared, done) = (Arc::clone(shared), done.clone());
         tokio::spawn(async move {
-            let results = send_request(&shared.cluster, &conn, &group, acks, timeout).await;
+            let response = pending.wait(timeout + Duration::from_secs(5)).await;
+            let results = read_response(&shared.cluster, &group, response);
             for (send, result) in group.into_iter().zip(results) {
-                let _ = done.send(Completion { send, result });
+                let _ = done.send(Completion {
+                    send,
+                    result: Some(result),
+                });
             }
         });
     }
 }
 
-/// One produce request for `group`; one result per entry of `group`.
-async fn send_request(
-    cluster: &Cluster,
-    conn: &Connection,
-    group: &[PartitionSend],
-    acks: Acks,
-    timeout: Duration,
-) -> Vec<BatchResult> {
+/// One produce request for `group`.
+fn produce_request(group: &[PartitionSend], acks: Acks, timeout: Duration) -> Request {
     let mut topics: Vec<ProduceTopic> = Vec::new();
     for send in group {
         // Each batch is a chunk of its own: nothing is copied.
@@ -839,19 +986,21 @@ async fn send_request(
             }),
         }
     }
-    let request = Request::Produce(ProduceRequest {
+    Request::Produce(ProduceRequest {
         acks: acks.wire(),
         timeout_ms: timeout.as_millis() as u32,
         topics,
-    });
+    })
+}
+
+/// One result per entry of `group` from the broker's answer.
+fn read_response(
+    cluster: &Cluster,
+    group: &[PartitionSend],
+    response: Result<Response, ClientError>,
+) -> Vec<BatchResult> {
     let all = |r: BatchResult| group.iter().map(|_| r.clone()).collect();
-    if acks == Acks::None {
-        return all(conn.send_only(request).await.map(|()| None));
-    }
-    let response = match conn
-        .request(request, timeout + Duration::from_secs(5))
-        .await
-    {
+    let response = match response {
         Ok(Response::Produce(r)) => r,
         Ok(_) => return all(Err(ClientError::code(ErrorCode::Unknown))),
         Err(e) => return all(Err(e)),
@@ -893,5 +1042,171 @@ mod tests {
         assert_eq!("-1".parse(), Ok(Acks::All));
         assert!("2".parse::<Acks>().is_err());
         assert_eq!(Acks::All.wire(), -1);
+    }
+
+    /// An accumulator with one single-partition topic `t` whose batches
+    /// hold one record each.
+    fn pipelined(in_flight_max: usize) -> (Accumulator, ProducerConfig) {
+        let config = ProducerConfig {
+            batch_size_bytes: 1,
+            max_in_flight_per_partition: in_flight_max,
+            request_bytes_max: 1,
+            retry_backoff_ms: 100,
+            ..ProducerConfig::default()
+        };
+        let mut acc = Accumulator::default();
+        acc.topics.insert("t".into(), TopicQueues::new("t", 1));
+        (acc, config)
+    }
+
+    fn append(acc: &mut Accumulator, config: &ProducerConfig, n: u32) -> Vec<DeliveryFuture> {
+        (0..n)
+            .map(|i| {
+                let record = ProducerRecord {
+                    topic: "t".into(),
+                    value: Some(Bytes::from(format!("v{i}"))),
+                    ..ProducerRecord::default()
+                };
+                let topics = &mut acc.topics;
+                let topic = topics.get_mut("t").expect("the topic was added");
+                topic.append(&record, 40, config).expect("fits").0
+            })
+            .collect()
+    }
+
+    /// Takes every request the accumulator would send now, one look after
+    /// another as the sender does.
+    fn collect_all(
+        acc: &mut Accumulator,
+        config: &ProducerConfig,
+        now: Instant,
+    ) -> Vec<PartitionSend> {
+        let mut sends = Vec::new();
+        loop {
+            let c = acc.collect(now, config);
+            sends.extend(c.sends);
+            if !c.more {
+                return sends;
+            }
+        }
+    }
+
+    fn not_leader() -> Option<BatchResult> {
+        Some(Err(ClientError::code(ErrorCode::NotLeader)))
+    }
+
+    fn offset_of(d: &DeliveryFuture) -> Option<Option<u64>> {
+        d.batch.result.get().map(|r| r.clone().ok().flatten())
+    }
+
+    #[test]
+    fn a_partition_keeps_at_most_the_configured_requests_in_flight() {
+        let (mut acc, config) = pipelined(3);
+        let _futures = append(&mut acc, &config, 5);
+        let sends = collect_all(&mut acc, &config, Instant::now());
+        assert_eq!(sends.iter().map(|s| s.seq).collect::<Vec<_>>(), [0, 1, 2]);
+        let cluster = Cluster::new("127.0.0.1:9", "test").expect("an address");
+        let mut sends = sends.into_iter();
+        let first = sends.next().expect("three sends");
+        acc.complete(
+            Completion {
+                send: first,
+                result: Some(Ok(Some(0))),
+            },
+            &config,
+            &cluster,
+        );
+        let next = collect_all(&mut acc, &config, Instant::now());
+        assert_eq!(
+            next.iter().map(|s| s.seq).collect::<Vec<_>>(),
+            [3],
+            "one slot freed"
+        );
+    }
+
+    #[test]
+    fn failed_requests_wait_for_the_rest_and_are_retried_in_their_first_order() {
+        let (mut acc, config) = pipelined(3);
+        let futures = append(&mut acc, &config, 4);
+        let cluster = Cluster::new("127.0.0.1:9", "test").expect("an address");
+        let mut sends: VecDeque<PartitionSend> =
+            collect_all(&mut acc, &config, Instant::now()).into();
+        assert_eq!(sends.len(), 3);
+        let (s0, s1, s2) = (sends.pop_front(), sends.pop_front(), sends.pop_front());
+        let [s0, s1, s2] = [s0, s1, s2].map(|s| s.expect("three sends"));
+
+        // The first fails while the others are in flight: it is held, and
+        // the partition sends nothing new (the fourth batch waits).
+        acc.complete(
+            Completion {
+                send: s0,
+                result: not_leader(),
+            },
+            &config,
+            &cluster,
+        );
+        assert!(collect_all(&mut acc, &config, Instant::now()).is_empty());
+        // The second succeeds, the third fails too.
+        acc.complete(
+            Completion {
+                send: s1,
+                result: Some(Ok(Some(7))),
+            },
+            &config,
+            &cluster,
+        );
+        assert_eq!(offset_of(&futures[1]), Some(Some(7)));
+        acc.complete(
+            Completion {
+                send: s2,
+                result: not_leader(),
+            },
+            &config,
+            &cluster,
+        );
+        assert_eq!(offset_of(&futures[0]), None, "still to be retried");
+
+        // After the backoff the failed batches go again, oldest first,
+        // ahead of the batch that never went.
+        let later = Instant::now() + Duration::from_millis(config.retry_backoff_ms + 1);
+        let retried = collect_all(&mut acc, &config, later);
+        let order: Vec<&Arc<BatchOutcome>> = retried
+            .iter()
+            .flat_map(|s| s.batches.iter().map(|b| &b.outcome))
+            .collect();
+        assert_eq!(order.len(), 3);
+        for (sent, expected) in order.iter().zip([&futures[0], &futures[2], &futures[3]]) {
+            assert!(
+                Arc::ptr_eq(sent, &expected.batch),
+                "retried in the order first sent"
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_held_back_for_an_earlier_one_goes_again_without_backoff() {
+        let (mut acc, config) = pipelined(2);
+        let _futures = append(&mut acc, &config, 2);
+        let cluster = Cluster::new("127.0.0.1:9", "test").expect("an address");
+        let mut sends = collect_all(&mut acc, &config, Instant::now()).into_iter();
+        let (s0, s1) = (sends.next().expect("two"), sends.next().expect("two"));
+        acc.complete(
+            Completion {
+                send: s1,
+                result: None,
+            },
+            &config,
+            &cluster,
+        );
+        acc.complete(
+            Completion {
+                send: s0,
+                result: Some(Ok(Some(0))),
+            },
+            &config,
+            &cluster,
+        );
+        let again = collect_all(&mut acc, &config, Instant::now());
+        assert_eq!(again.len(), 1, "sent again at once");
     }
 }
