@@ -10,15 +10,17 @@
 //!    `messages()`, which may leave at once: the caller sends them before
 //!    the next step, so a leader's appends travel (and followers write
 //!    them) while it writes its own copy. Then [`Node::write_round`], in
-//!    raft-rs's documented order per group: a snapshot is installed;
-//!    entries are written to the log; the hard state is written. What must
+//!    raft-rs's documented order per group: a snapshot is installed; the
+//!    committed entries are applied (raft-rs hands out only entries that
+//!    are already durable here, so they need not wait for this round's
+//!    syncs); entries are written to the log; the hard state is written. What must
 //!    be made durable is returned as [`SyncJob`]s: one per log written (an
 //!    `fsync` topic's) and one per hard state whose term or vote changed,
 //!    across every group on the broker.
 //! 3. The caller runs the jobs (in parallel, off this thread) and hands the
 //!    results to [`Node::finish_round`], which, per group, sends the
 //!    `persisted_messages()` (votes, append responses: only now may they
-//!    leave), applies the committed entries, calls `advance()`, sends the
+//!    leave), calls `advance()`, sends the
 //!    `LightReady`'s messages, applies its committed entries, and calls
 //!    `advance_apply()`.
 //!
@@ -774,9 +776,9 @@ fn persist(
 ) -> Result<(), ReplicationError> {
     let is_leader = r.raw.raft.state == StateRole::Leader;
     let current_term = Term(r.raw.raft.term);
-    let store = r.raw.mut_store();
     let fsync = r.fsync;
     if !rd.snapshot().is_empty() {
+        let store = r.raw.mut_store();
         store.apply_snapshot(rd.snapshot())?;
         let index = RaftIndex(rd.snapshot().get_metadata().index);
         let next_offset = store.state().truncated.next_offset;
@@ -793,6 +795,12 @@ fn persist(
             high_watermark: hw,
         });
     }
+    // A Ready's committed entries are committed and already durable here
+    // (raft-rs hands out none beyond the persisted index), so they are
+    // applied now, as raft-rs's own example does, rather than after this
+    // round's syncs: a produce waiting on them is answered one sync sooner.
+    apply(group, r, rd.take_committed_entries(), events)?;
+    let store = r.raw.mut_store();
     if let Some(last) = rd.entries().last() {
         let last = (RaftIndex(last.index), Term(last.term));
         // A leader's entries of its own term are its proposals, validated
@@ -836,7 +844,7 @@ fn advance(
     snapshots: &mut Vec<(GroupId, BrokerId)>,
 ) -> Result<(), ReplicationError> {
     push_messages(group, rd.take_persisted_messages(), out, snapshots);
-    apply(group, r, rd.take_committed_entries(), events)?;
+    debug_assert!(rd.committed_entries().is_empty(), "applied when written");
     let mut light = r.raw.advance(rd);
     if let Some(commit) = light.commit_index() {
         r.raw.mut_store().set_commit(RaftIndex(commit))?;
