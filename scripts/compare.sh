@@ -35,10 +35,16 @@ run() { # BROKER_BIN LABEL
   for _ in $(seq 100); do grep -q "listening on" "$dir/log" 2>/dev/null && break; sleep 0.1; done
   local addr; addr=$(grep -o "listening on [0-9.:]*" "$dir/log" | head -1 | awk '{print $3}')
   b() { target/release/rill-bench produce --bootstrap "$addr" --json "$@" 2>/dev/null | tail -n 1; }
+  # As bench.sh does: each topic deleted once measured, so no workload
+  # syncs behind the writeback of the one before.
+  drop() { target/release/rill --bootstrap "$1" topic delete "$2" >/dev/null 2>&1 || true; }
   b --topic warm --topic-config fsync=false --acks 1 --messages 500000 >/dev/null
+  drop "$addr" warm
   echo "$2 W1 $(b --topic w1 --topic-config fsync=false --acks 1 --messages 1000000)"
   echo "$2 W5 $(target/release/rill-bench consume --bootstrap "$addr" --json --topic w1 --messages 1000000 2>/dev/null | tail -n 1)"
+  drop "$addr" w1
   echo "$2 W2 $(b --topic w2 --topic-config fsync=false --acks 1 --message-size 100 --messages 3000000)"
+  drop "$addr" w2
   echo "$2 W3 $(b --topic w3 --acks all --messages 300000)"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   rm -rf "$dir"
@@ -48,7 +54,10 @@ run() { # BROKER_BIN LABEL
   RILL_BIN=$cluster_bin RUST_LOG=warn scripts/cluster.sh start 3 >&2
   local boot=127.0.0.1:$((RILL_CLUSTER_PORT + 1)),127.0.0.1:$((RILL_CLUSTER_PORT + 2)),127.0.0.1:$((RILL_CLUSTER_PORT + 3))
   w7() { target/release/rill-bench produce --bootstrap "$boot" --replication-factor 3 --acks all --json "$@" 2>/dev/null | tail -n 1; }
+  w7 --topic w7-warm --topic-config fsync=false --messages 500000 >/dev/null
+  drop "$boot" w7-warm
   echo "$2 W7a $(w7 --topic w7a --topic-config fsync=false --messages 1000000)"
+  drop "$boot" w7a
   echo "$2 W7c $(w7 --topic w7c --messages 300000)"
   RILL_BIN=$cluster_bin scripts/cluster.sh stop >&2; cluster_bin=
   rm -rf "$RILL_CLUSTER_DIR"

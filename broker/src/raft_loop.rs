@@ -3,13 +3,18 @@
 //! A dedicated OS thread owns the broker's [`Node`] (the controller's
 //! group and every partition replica's) and runs its Ready loop: it takes
 //! commands (proposals, messages from peers, ticks) from a bounded channel,
-//! drains what has queued, runs one round over every group with work, and
-//! runs the round's syncs (one `fdatasync` per file written, several files
-//! in parallel) before finishing it. Whatever arrives during a sync waits
-//! for the next round, so one sync serves every produce that queued behind
-//! it: group commit without a timer. Messages a round emits go to the peer
-//! transport as soon as raft-rs allows (a leader's appends before its own
-//! sync, votes and acknowledgements after).
+//! drains what has queued, and runs one round over every group with work.
+//! A round's syncs (one `fdatasync` per file written, several files in
+//! parallel) run on the sync thread for groups with other voters: the
+//! round hands their Readies back to raft-rs at once, and the thread goes
+//! on stepping messages and running rounds while the disk works; the
+//! outcome comes back as [`Command::Synced`], in order. A one-voter group
+//! (a single broker) syncs inside the round. Either way, what arrives
+//! during a sync is written by the next round and synced by the next sync,
+//! so one sync serves every produce that queued behind it: group commit
+//! without a timer. Messages a round emits go to the peer transport as soon
+//! as raft-rs allows (a leader's appends before its own sync, votes and
+//! acknowledgements after).
 //!
 //! The controller's committed entries are applied here, in order, to the
 //! [`ClusterImage`]; after each change the thread opens the replicas the
@@ -30,7 +35,7 @@ use rill_replication::storage::{SharedLog, lock};
 use rill_replication::transport::{Dropped, Inbound, Transport};
 use rill_replication::{
     BrokerId, CheckedBatch, Event, GroupId, GroupStatus, Node, NodeConfig, Outgoing, Proposed,
-    ReplicaSpec, ReplicationError, SyncJob, SyncResult,
+    ReplicaSpec, ReplicationError, SyncBatch, SyncJob, SyncResult, SyncedBatch,
 };
 use rill_storage::{BatchBuilder, LogConfig, NewRecord, RaftIndex, SystemClock, Term};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -49,6 +54,10 @@ pub const COMMANDS_PER_ROUND_MAX: usize = 1024;
 pub const TICK_MS: u64 = 100;
 /// Threads a round's syncs spread over, at most.
 pub const SYNC_THREADS_MAX: usize = 8;
+/// Deferred sync batches handed to the sync thread and not yet completed,
+/// at most; at the bound the Raft thread steps messages but starts no
+/// round until one completes.
+pub const SYNC_BATCHES_IN_FLIGHT_MAX: usize = 8;
 /// Ticks between two looks for leaderships to hand back to preferred
 /// leaders.
 pub const BALANCE_TICKS: u64 = 50;
@@ -157,6 +166,8 @@ pub enum Command {
         /// Done.
         reply: oneshot::Sender<()>,
     },
+    /// A deferred sync batch ran (sent by the sync thread only).
+    Synced(SyncedBatch),
 }
 
 /// The handle the rest of the broker uses to reach the Raft thread.
@@ -261,8 +272,11 @@ pub fn start(
         controller: watch::Sender::new(None),
         partitions: RwLock::new(BTreeMap::new()),
     });
+    let syncer = start_syncer(tx.downgrade())?;
     let mut raft = RaftLoop {
         node: Node::new(node_config, Arc::new(SystemClock)),
+        syncer,
+        syncs_in_flight: 0,
         config,
         commands: rx,
         data_arrived,
@@ -318,6 +332,11 @@ pub async fn forward_inbound(mut inbound: mpsc::Receiver<Inbound>, handle: RaftH
 
 struct RaftLoop {
     node: Node,
+    /// Deferred sync batches go to the sync thread through here.
+    syncer: std::sync::mpsc::Sender<SyncBatch>,
+    /// Batches sent to the sync thread and not yet back as
+    /// [`Command::Synced`], at most [`SYNC_BATCHES_IN_FLIGHT_MAX`].
+    syncs_in_flight: usize,
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
     data_arrived: Arc<Notify>,
@@ -575,8 +594,10 @@ impl RaftLoop {
     fn run(&mut self) {
         let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
         loop {
-            // Block only when no group has work left over.
-            let first = if self.node.has_ready() {
+            // Block only when no group has work left over, or no round may
+            // start before a sync completes.
+            let may_round = self.syncs_in_flight < SYNC_BATCHES_IN_FLIGHT_MAX;
+            let first = if may_round && self.node.has_ready() {
                 self.commands.try_recv().ok()
             } else {
                 match self.commands.blocking_recv() {
@@ -598,7 +619,9 @@ impl RaftLoop {
                 }
                 next = self.commands.try_recv().ok();
             }
-            self.round();
+            if self.syncs_in_flight < SYNC_BATCHES_IN_FLIGHT_MAX {
+                self.round();
+            }
             if let Some((_, since)) = &stopping
                 && (!self.leads_with_peers()
                     || since.elapsed() >= Duration::from_millis(HANDOVER_MS_MAX))
@@ -607,6 +630,15 @@ impl RaftLoop {
             }
         }
         self.round();
+        // Let the deferred syncs finish (their messages no longer matter);
+        // the flush below syncs whatever they had not.
+        while self.syncs_in_flight > 0 {
+            match self.commands.blocking_recv() {
+                Some(Command::Synced(_)) => self.syncs_in_flight -= 1,
+                Some(_) => {}
+                None => break,
+            }
+        }
         for p in self.published.all_partitions() {
             if let Err(e) = p.flush() {
                 tracing::error!(topic = %p.topic, partition = p.index, error = %e, "sync at shutdown failed");
@@ -744,6 +776,17 @@ impl RaftLoop {
                 });
             }
             Command::Stop { reply } => return Some(reply),
+            Command::Synced(done) => {
+                self.syncs_in_flight -= 1;
+                let mut out = Vec::new();
+                let mut events = Vec::new();
+                self.node.complete_syncs(done, &mut out, &mut events);
+                let dropped = self.send(out);
+                if !dropped.is_empty() {
+                    self.node.report_dropped(&dropped);
+                }
+                self.publish(events);
+            }
         }
         None
     }
@@ -823,7 +866,17 @@ impl RaftLoop {
         // writes its own copy.
         let mut dropped = self.send(std::mem::take(&mut out));
         self.node.write_round(&mut round, &mut jobs, &mut events);
-        // `acks=1` waits for the leader's write alone: before the syncs.
+        let deferred = self.node.defer_syncs(&mut round, &mut jobs);
+        if !deferred.is_empty() {
+            self.syncs_in_flight += 1;
+            if self.syncer.send(deferred).is_err() {
+                // The sync thread only ends when this loop drops its
+                // sender: it cannot be gone while the loop runs.
+                unreachable!("the sync thread outlives the Raft thread's loop");
+            }
+        }
+        // `acks=1` waits for the leader's write alone, and a Ready's
+        // committed entries were durable before it: both before the syncs.
         self.publish(std::mem::take(&mut events));
         let started = Instant::now();
         let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();
@@ -929,6 +982,42 @@ impl RaftLoop {
             self.data_arrived.notify_waiters();
         }
     }
+}
+
+/// Starts the sync thread: it runs deferred sync batches one after another,
+/// in the order the Raft thread made them, and hands each outcome back as a
+/// [`Command::Synced`]. It holds only a weak sender, so the Raft thread
+/// still sees its channel close when the rest of the broker lets go; it
+/// ends when the Raft thread drops the batch sender.
+fn start_syncer(
+    commands: mpsc::WeakSender<Command>,
+) -> Result<std::sync::mpsc::Sender<SyncBatch>, ReplicationError> {
+    let (tx, rx) = std::sync::mpsc::channel::<SyncBatch>();
+    std::thread::Builder::new()
+        .name("rill-sync".into())
+        .spawn(move || {
+            while let Ok(batch) = rx.recv() {
+                let started = Instant::now();
+                let (bytes, jobs) = (batch.bytes(), batch.jobs.len());
+                let done = batch.run_with(run_jobs);
+                if jobs > 0 {
+                    tracing::debug!(
+                        files = jobs,
+                        bytes,
+                        us = started.elapsed().as_micros() as u64,
+                        "deferred sync"
+                    );
+                }
+                let Some(commands) = commands.upgrade() else {
+                    return;
+                };
+                if commands.blocking_send(Command::Synced(done)).is_err() {
+                    return;
+                }
+            }
+        })
+        .map_err(ReplicationError::io("start the sync thread", "rill-sync"))?;
+    Ok(tx)
 }
 
 /// Runs a round's syncs: inline when there is one, otherwise spread over

@@ -27,5 +27,5 @@ pub use crate::error::ReplicationError;
 pub use crate::ids::{BrokerId, GroupId};
 pub use crate::node::{
     CheckedBatch, Event, GroupStatus, Node, NodeConfig, Outgoing, Proposed, ReplicaSpec, Round,
-    SyncJob, SyncResult,
+    SyncBatch, SyncJob, SyncResult, SyncedBatch,
 };

@@ -24,6 +24,17 @@
 //!    `LightReady`'s messages, applies its committed entries, and calls
 //!    `advance_apply()`.
 //!
+//! Deferred syncs: instead of waiting for a round's syncs before step 3,
+//! the caller may call [`Node::defer_syncs`] after step 2. The Readies of
+//! groups with other voters are then handed back to raft-rs at once
+//! (`advance_append_async`); their syncs form a [`SyncBatch`] that runs in
+//! the background, in order with earlier batches, and
+//! [`Node::complete_syncs`] later reports them persisted
+//! (`on_persist_ready`) and releases the messages they held. Meanwhile the
+//! node steps messages and runs further rounds: a leader counts its
+//! followers' acknowledgements while its own sync runs, and every broker
+//! writes the next entries while the previous ones sync.
+//!
 //! A group whose topic has `fsync=false` counts an entry as persisted once
 //! it is written to the file (the page cache): it asks for no sync, and survives a crash of the
 //! process but not of the machine.
@@ -34,7 +45,7 @@
 //! each tick with probability 1/4, so no election timeout is shorter than
 //! `election_tick` ticks.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -204,6 +215,21 @@ struct Replica {
     last_proposed: Option<(RaftIndex, Term, Offset)>,
     high_watermark: Offset,
     leader: Option<BrokerId>,
+    /// Readies handed back to raft-rs before their syncs ran
+    /// ([`Node::defer_syncs`]), oldest first: each one's number and the
+    /// messages that may leave only once it is durable.
+    unsynced: VecDeque<Unsynced>,
+}
+
+/// A Ready handed back to raft-rs whose syncs have not completed.
+#[derive(Debug)]
+struct Unsynced {
+    /// The Ready's number.
+    number: u64,
+    /// Its `persisted_messages()`, held until it is durable.
+    persisted: Vec<Message>,
+    /// The index it lets the group apply through (0 for none).
+    applies: u64,
 }
 
 impl std::fmt::Debug for Replica {
@@ -260,11 +286,58 @@ impl SyncJob {
     }
 }
 
+/// The syncs of Readies that were handed back to raft-rs before they ran
+/// ([`Node::defer_syncs`]). Batches must run in the order they were made,
+/// one after another (the jobs inside one batch may run in parallel), and
+/// each outcome goes back to [`Node::complete_syncs`] in that order.
+#[derive(Debug)]
+#[must_use = "the groups of a deferred batch wait until it is completed"]
+pub struct SyncBatch {
+    /// The syncs to run.
+    pub jobs: Vec<SyncJob>,
+    /// The deferred Readies: group and Ready number.
+    readies: Vec<(GroupId, u64)>,
+}
+
+/// A [`SyncBatch`] whose jobs ran.
+#[derive(Debug)]
+pub struct SyncedBatch {
+    results: Vec<SyncResult>,
+    readies: Vec<(GroupId, u64)>,
+}
+
+impl SyncBatch {
+    /// Whether no Ready was deferred.
+    pub fn is_empty(&self) -> bool {
+        self.readies.is_empty()
+    }
+
+    /// Bytes of log data the batch syncs.
+    pub fn bytes(&self) -> u64 {
+        self.jobs.iter().map(SyncJob::bytes).sum()
+    }
+
+    /// Runs the jobs with `run`, which returns one result per job.
+    pub fn run_with(self, run: impl FnOnce(Vec<SyncJob>) -> Vec<SyncResult>) -> SyncedBatch {
+        SyncedBatch {
+            results: run(self.jobs),
+            readies: self.readies,
+        }
+    }
+
+    /// Runs the jobs one after another, here.
+    pub fn run(self) -> SyncedBatch {
+        self.run_with(|jobs| jobs.into_iter().map(SyncJob::run).collect())
+    }
+}
+
 /// The Readies of a round, held across its syncs.
 #[derive(Debug)]
 #[must_use = "hand the round back to Node::finish_round"]
 pub struct Round {
-    readies: Vec<(GroupId, Ready)>,
+    /// Each group's Ready, with the index it lets the group apply through
+    /// (its last committed entry, or its snapshot), 0 for none.
+    readies: Vec<(GroupId, Ready, u64)>,
     /// Snapshots sent in the round, by group and follower.
     snapshots: Vec<(GroupId, BrokerId)>,
 }
@@ -394,6 +467,7 @@ impl Node {
             last_proposed: None,
             high_watermark,
             leader: None,
+            unsynced: VecDeque::new(),
         };
         let phase = self.jitter.next() % c.election_tick as u64;
         for _ in 0..phase {
@@ -424,7 +498,9 @@ impl Node {
     /// Whether any group has a Ready to handle (the caller need not wait
     /// for input before the next round).
     pub fn has_ready(&self) -> bool {
-        self.groups.values().any(|r| r.raw.has_ready())
+        self.groups
+            .values()
+            .any(|r| r.raw.has_ready() && !r.raw.store().state_sync_pending())
     }
 
     /// One tick for every group, less jitter: each group misses a tick
@@ -576,6 +652,10 @@ impl Node {
     pub fn apply_retention(&mut self, events: &mut Vec<Event>) {
         let mut failed = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
+            if r.raw.store().state_sync_pending() {
+                // Retention saves the state; it runs again later.
+                continue;
+            }
             let applied = RaftIndex(r.raw.raft.raft_log.applied);
             if let Err(e) = r.raw.mut_store().apply_retention(applied) {
                 failed.push((group, e));
@@ -633,7 +713,11 @@ impl Node {
         let mut readies = Vec::new();
         let mut snapshots = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
-            if !r.raw.has_ready() {
+            // A deferred sync of the hard state still runs: the next Ready
+            // may save the state again, which must wait (the state file
+            // keeps one save in flight at most). Term and vote changes are
+            // rare; the group waits a sync.
+            if !r.raw.has_ready() || r.raw.store().state_sync_pending() {
                 continue;
             }
             let mut rd = r.raw.ready();
@@ -651,7 +735,7 @@ impl Node {
                 });
             }
             push_messages(group, rd.take_messages(), out, &mut snapshots);
-            readies.push((group, rd));
+            readies.push((group, rd, 0));
         }
         Round { readies, snapshots }
     }
@@ -666,12 +750,15 @@ impl Node {
         events: &mut Vec<Event>,
     ) {
         let mut failed = Vec::new();
-        round.readies.retain_mut(|(group, rd)| {
+        round.readies.retain_mut(|(group, rd, applies)| {
             let Some(r) = self.groups.get_mut(group) else {
                 return false;
             };
             match persist(*group, r, rd, jobs, events) {
-                Ok(()) => true,
+                Ok(through) => {
+                    *applies = through;
+                    true
+                }
                 Err(e) => {
                     failed.push((*group, e));
                     false
@@ -683,14 +770,97 @@ impl Node {
         }
     }
 
-    /// Step 3 of an iteration: see the module documentation.
-    pub fn finish_round(
+    /// Between steps 2 and 3: hands back to raft-rs, before their syncs
+    /// run, the Readies of every group that has other voters and either
+    /// needs a sync this round or still waits for an earlier deferred one.
+    /// Their jobs move from `jobs` to the returned batch, and their
+    /// `persisted_messages()` are held until [`Node::complete_syncs`]. The
+    /// thread driving the node is then free to step messages (a leader
+    /// learns that followers have an entry while its own sync runs) and run
+    /// further rounds, whose writes the next batch syncs. What stays in
+    /// `round` and `jobs` finishes as before, through
+    /// [`Node::finish_round`]. A one-voter group is never deferred: it
+    /// commits only through its own sync, and raft-rs makes it leader at
+    /// once when it campaigns, which it refuses with entries still
+    /// unpersisted.
+    pub fn defer_syncs(&mut self, round: &mut Round, jobs: &mut Vec<SyncJob>) -> SyncBatch {
+        let needs_sync: BTreeSet<GroupId> = jobs.iter().map(SyncJob::group).collect();
+        let mut deferred = BTreeSet::new();
+        let mut batch = SyncBatch {
+            jobs: Vec::new(),
+            readies: Vec::new(),
+        };
+        for (group, mut rd, applies) in std::mem::take(&mut round.readies) {
+            let Some(r) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let waits = needs_sync.contains(&group) || !r.unsynced.is_empty();
+            if !waits || (r.unsynced.is_empty() && r.raw.raft.prs().is_singleton()) {
+                round.readies.push((group, rd, applies));
+                continue;
+            }
+            // Committed entries were applied when the round was written;
+            // raft-rs hears of it once the Ready is persisted (a snapshot's
+            // index may not count as applied before).
+            debug_assert!(rd.committed_entries().is_empty(), "applied when written");
+            r.unsynced.push_back(Unsynced {
+                number: rd.number(),
+                persisted: rd.take_persisted_messages(),
+                applies,
+            });
+            let number = rd.number();
+            r.raw.advance_append_async(rd);
+            batch.readies.push((group, number));
+            deferred.insert(group);
+        }
+        let (later, now): (Vec<SyncJob>, Vec<SyncJob>) = std::mem::take(jobs)
+            .into_iter()
+            .partition(|j| deferred.contains(&j.group()));
+        *jobs = now;
+        batch.jobs = later;
+        batch
+    }
+
+    /// Records a deferred batch's syncs: each group's Readies up to the
+    /// batch's count as persisted (raft-rs may now commit them and answer
+    /// from them), and the messages they held leave. A group whose sync
+    /// failed stops.
+    pub fn complete_syncs(
         &mut self,
-        round: Round,
-        results: Vec<SyncResult>,
+        done: SyncedBatch,
         out: &mut Vec<Outgoing>,
         events: &mut Vec<Event>,
     ) {
+        let failed = self.record_syncs(done.results);
+        let mut snapshots = Vec::new();
+        for (group, number) in done.readies {
+            if failed.contains_key(&group) {
+                continue;
+            }
+            let Some(r) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            r.raw.on_persist_ready(number);
+            while r.unsynced.front().is_some_and(|u| u.number <= number) {
+                let u = r.unsynced.pop_front().expect("front exists");
+                if u.applies > r.raw.raft.raft_log.applied {
+                    r.raw.advance_apply_to(u.applies);
+                }
+                push_messages(group, u.persisted, out, &mut snapshots);
+            }
+        }
+        debug_assert!(
+            snapshots.is_empty(),
+            "snapshots are sent by leaders, at once"
+        );
+        for (group, reason) in failed {
+            self.fail(group, &reason, events);
+        }
+    }
+
+    /// Records the outcome of sync jobs; returns the groups whose sync
+    /// failed, with why.
+    fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, String> {
         let mut failed: BTreeMap<GroupId, String> = BTreeMap::new();
         for result in results {
             match result {
@@ -706,16 +876,31 @@ impl Node {
                         r.raw.mut_store().complete_state_sync(done);
                     }
                 }
-                SyncResult::Log(group, Err(e)) => {
+                // A group closed since (its topic deleted) may have lost
+                // its directory under the sync: nothing to stop.
+                SyncResult::Log(group, Err(e)) if self.groups.contains_key(&group) => {
                     failed.insert(group, e.to_string());
                 }
-                SyncResult::State(group, Err(e)) => {
+                SyncResult::State(group, Err(e)) if self.groups.contains_key(&group) => {
                     failed.insert(group, e.to_string());
                 }
+                SyncResult::Log(..) | SyncResult::State(..) => {}
             }
         }
+        failed
+    }
+
+    /// Step 3 of an iteration: see the module documentation.
+    pub fn finish_round(
+        &mut self,
+        round: Round,
+        results: Vec<SyncResult>,
+        out: &mut Vec<Outgoing>,
+        events: &mut Vec<Event>,
+    ) {
+        let mut failed = self.record_syncs(results);
         let mut snapshots = round.snapshots;
-        for (group, rd) in round.readies {
+        for (group, rd, _) in round.readies {
             if failed.contains_key(&group) {
                 continue;
             }
@@ -766,14 +951,17 @@ fn push_messages(
     }
 }
 
-/// Writes a Ready's snapshot, entries and hard state; queues their syncs.
+/// Writes a Ready's snapshot, applies its committed entries, writes its
+/// entries and hard state, and queues their syncs. Returns the index the
+/// Ready lets the group apply through (0 for none).
 fn persist(
     group: GroupId,
     r: &mut Replica,
     rd: &mut Ready,
     jobs: &mut Vec<SyncJob>,
     events: &mut Vec<Event>,
-) -> Result<(), ReplicationError> {
+) -> Result<u64, ReplicationError> {
+    let mut applies = rd.snapshot().get_metadata().index;
     let is_leader = r.raw.raft.state == StateRole::Leader;
     let current_term = Term(r.raw.raft.term);
     let fsync = r.fsync;
@@ -799,7 +987,11 @@ fn persist(
     // (raft-rs hands out none beyond the persisted index), so they are
     // applied now, as raft-rs's own example does, rather than after this
     // round's syncs: a produce waiting on them is answered one sync sooner.
-    apply(group, r, rd.take_committed_entries(), events)?;
+    let committed = rd.take_committed_entries();
+    if let Some(last) = committed.last() {
+        applies = applies.max(last.index);
+    }
+    apply(group, r, committed, events)?;
     let store = r.raw.mut_store();
     if let Some(last) = rd.entries().last() {
         let last = (RaftIndex(last.index), Term(last.term));
@@ -831,7 +1023,7 @@ fn persist(
             jobs.push(SyncJob::State(group, sync));
         }
     }
-    Ok(())
+    Ok(applies)
 }
 
 /// The rest of a Ready once its syncs ran, then its LightReady.

@@ -334,6 +334,12 @@ impl ReplicaLog {
         Ok(sync)
     }
 
+    /// Whether a sync of the saved state is still running: no state may be
+    /// saved until it is handed back.
+    pub fn state_sync_pending(&self) -> bool {
+        self.state_sync_pending
+    }
+
     /// Hands back a state sync that ran.
     pub fn complete_state_sync(&mut self, done: StateSync) {
         self.state_sync_pending = false;

@@ -99,8 +99,10 @@ fn replicas_that_write_without_syncing_catch_up_after_power_cuts() {
     // A power cut takes everything an fsync=false replica wrote since it
     // opened: a follower comes back without entries it had acknowledged,
     // and must be sent them again rather than left behind. One cut per run,
-    // of a broker leading nothing: more could take committed entries from
-    // a majority, which this mode allows.
+    // of a broker leading nothing while the other replicas hold the latest
+    // committed entry: otherwise the cut may take the only other copy of a
+    // committed entry, which this mode allows, and the replica still
+    // holding it can no longer agree with the next leader.
     for seed in seeds() {
         let mut sim = Sim::new(SimConfig {
             fsync: false,

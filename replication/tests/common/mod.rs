@@ -16,13 +16,18 @@
 //! - every acknowledged (`acks=all`) batch is in the log at the offset its
 //!   producer was told.
 //!
+//! Syncs run as the broker runs them: a round's syncs are deferred
+//! ([`Node::defer_syncs`]) and complete a few steps later, in order, while
+//! the broker goes on stepping messages and running rounds; a crash forgets
+//! every batch not yet completed along with the bytes it would have synced.
+//!
 //! With `fsync: false` the groups write without syncing, so a crash (a
 //! power cut here) may take acknowledged entries with it, as that mode
 //! allows: the two durability checks (committed entries never lost,
 //! acknowledged batches present) are off, the others hold.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -31,9 +36,12 @@ use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
 use rill_replication::storage::{SharedLog, lock};
 use rill_replication::{
     BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec,
-    ReplicationError, SyncJob,
+    ReplicationError, SyncBatch, SyncJob,
 };
 use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, Offset, RaftIndex, Term};
+
+/// Steps a deferred sync batch takes to complete, at most.
+const SYNC_STEPS_MAX: u64 = 3;
 
 /// splitmix64: the simulator's only source of choices.
 #[derive(Debug, Clone)]
@@ -132,6 +140,8 @@ struct Broker {
     node: Option<Node>,
     logs: BTreeMap<GroupId, SharedLog>,
     clock: ManualClock,
+    /// Deferred sync batches, oldest first, with the step each completes.
+    syncing: VecDeque<(u64, SyncBatch)>,
 }
 
 /// An acknowledged batch: where its producer was told it is.
@@ -251,6 +261,7 @@ impl Sim {
                     node: None,
                     logs: BTreeMap::new(),
                     clock: ManualClock::new(1_000_000),
+                    syncing: VecDeque::new(),
                 },
             );
             sim.start(BrokerId(b));
@@ -311,6 +322,7 @@ impl Sim {
             .map(|(g, log)| (*g, lock(log).durable()))
             .collect();
         broker.logs.clear();
+        broker.syncing.clear();
         drop(node);
         for (g, position) in durable {
             let keep = if self.rng.chance(300) {
@@ -410,7 +422,7 @@ impl Sim {
     }
 
     fn send(&mut self, from: BrokerId, out: Vec<Outgoing>) {
-        for o in out {
+        for mut o in out {
             if o.message.get_msg_type() == raft::eraftpb::MessageType::MsgSnapshot {
                 self.snapshots_sent += 1;
             }
@@ -419,6 +431,10 @@ impl Sim {
             if self.cut.contains(&(from, o.to)) || self.rng.chance(drop) {
                 continue;
             }
+            // Encoded as it leaves, as a socket copies the bytes when they
+            // are written: entry data may borrow the sender's mapped log,
+            // whose unsynced bytes a crash before delivery would zero.
+            o.message = through_the_wire(from, o.group, o.message);
             let copies = if self.rng.chance(dup) { 2 } else { 1 };
             for _ in 0..copies {
                 self.msg_seq += 1;
@@ -458,10 +474,9 @@ impl Sim {
                 continue;
             };
             self.trace = mix(self.trace, m.seq);
-            let message = through_the_wire(m.from, m.out.group, m.out.message);
             // A message for a group not here, or from a stranger, is
             // refused, as the broker would refuse it.
-            let _ = node.step(m.out.group, message);
+            let _ = node.step(m.out.group, m.out.message);
         }
     }
 
@@ -472,16 +487,16 @@ impl Sim {
         let crash_mid_round = self.may_crash()
             && self.may_crash_broker(b)
             && self.rng.chance(self.config.faults.crash);
+        let sync_steps = self.rng.below(SYNC_STEPS_MAX + 1);
         {
-            let node = self
-                .brokers
-                .get_mut(&b)
-                .and_then(|br| br.node.as_mut())
-                .expect("alive");
+            let step = self.step;
+            let broker = self.brokers.get_mut(&b).expect("broker");
+            let node = broker.node.as_mut().expect("alive");
             let mut jobs: Vec<SyncJob> = Vec::new();
             let mut round = node.start_round(&mut out, &mut events);
             node.write_round(&mut round, &mut jobs, &mut events);
-            if crash_mid_round && !jobs.is_empty() {
+            let batch = node.defer_syncs(&mut round, &mut jobs);
+            if crash_mid_round && !(jobs.is_empty() && batch.is_empty()) {
                 // A power cut while the round's writes sit unsynced in the
                 // page cache; what start_round let out is already sent.
                 drop(round);
@@ -495,6 +510,37 @@ impl Sim {
             }
             let results = jobs.into_iter().map(SyncJob::run).collect();
             node.finish_round(round, results, &mut out, &mut events);
+            if !batch.is_empty() {
+                // Batches complete in the order they were made.
+                let after = broker.syncing.back().map_or(0, |(at, _)| *at);
+                broker
+                    .syncing
+                    .push_back(((step + sync_steps).max(after), batch));
+            }
+        }
+        for e in events {
+            self.observe(b, e);
+        }
+        self.send(b, out);
+    }
+
+    /// Completes broker `b`'s deferred sync batches that are due.
+    fn complete_syncs(&mut self, b: BrokerId) {
+        let mut out = Vec::new();
+        let mut events = Vec::new();
+        {
+            let broker = self.brokers.get_mut(&b).expect("broker");
+            let Some(node) = broker.node.as_mut() else {
+                return;
+            };
+            while broker
+                .syncing
+                .front()
+                .is_some_and(|(at, _)| *at <= self.step)
+            {
+                let (_, batch) = broker.syncing.pop_front().expect("front exists");
+                node.complete_syncs(batch.run(), &mut out, &mut events);
+            }
         }
         for e in events {
             self.observe(b, e);
@@ -510,11 +556,57 @@ impl Sim {
 
     /// Whether broker `b` may crash now.
     fn may_crash_broker(&self, b: BrokerId) -> bool {
-        self.config.crash_leaders
-            || self.brokers[&b]
+        let leads_nothing = || {
+            self.brokers[&b]
                 .node
                 .as_ref()
                 .is_some_and(|n| n.groups().all(|g| n.leader(g) != Some(b)))
+        };
+        (self.config.crash_leaders || leads_nothing())
+            && (self.config.fsync || self.others_hold_every_commit(b))
+    }
+
+    /// Whether, in every group of `b`, every other replica holds the last
+    /// entry reported committed (same index and term, so the same prefix).
+    /// With `fsync=false` a power cut forgets what the broker wrote since
+    /// it opened: Raft keeps the committed entries only if the other
+    /// replicas hold them. When the cut takes the only other copy of one,
+    /// the entry is lost (as that mode allows) and the replica that still
+    /// has it can no longer agree with the new leader; the simulator does
+    /// not cut power then.
+    fn others_hold_every_commit(&self, b: BrokerId) -> bool {
+        self.members
+            .iter()
+            .filter(|(_, members)| members.contains(&b))
+            .all(|(g, members)| {
+                let term_at = |m: &BrokerId, index: RaftIndex| {
+                    let log = self.brokers[m].logs.get(g)?;
+                    lock(log).term_of(index).ok()
+                };
+                let highest = members
+                    .iter()
+                    .filter_map(|m| {
+                        let node = self.brokers[m].node.as_ref()?;
+                        let commit = node.status(*g)?.commit;
+                        Some((commit, *m))
+                    })
+                    .max();
+                let Some((index, holder)) = highest else {
+                    return true;
+                };
+                if index == RaftIndex(0) {
+                    return true;
+                }
+                let Some(term) = term_at(&holder, index) else {
+                    return false;
+                };
+                members.iter().filter(|&&m| m != b).all(|m| {
+                    self.brokers[m]
+                        .logs
+                        .get(g)
+                        .is_some_and(|l| lock(l).term_of(index).ok() == Some(term))
+                })
+            })
     }
 
     fn observe(&mut self, b: BrokerId, e: Event) {
@@ -659,6 +751,9 @@ impl Sim {
             }
         }
         self.deliver();
+        for b in self.alive() {
+            self.complete_syncs(b);
+        }
         for b in self.alive() {
             self.round(b);
         }
