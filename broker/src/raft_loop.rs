@@ -8,7 +8,9 @@
 //! parallel) run on the sync thread for groups with other voters: the
 //! round hands their Readies back to raft-rs at once, and the thread goes
 //! on stepping messages and running rounds while the disk works; the
-//! outcome comes back as [`Command::Synced`], in order. A one-voter group
+//! outcome comes back as [`Command::Synced`]. One batch runs at a time;
+//! what the rounds defer meanwhile is merged into the next one, so a sync
+//! serves every round since the last (group commit across rounds). A one-voter group
 //! (a single broker) syncs inside the round. Either way, what arrives
 //! during a sync is written by the next round and synced by the next sync,
 //! so one sync serves every produce that queued behind it: group commit
@@ -54,10 +56,10 @@ pub const COMMANDS_PER_ROUND_MAX: usize = 1024;
 pub const TICK_MS: u64 = 100;
 /// Threads a round's syncs spread over, at most.
 pub const SYNC_THREADS_MAX: usize = 8;
-/// Deferred sync batches handed to the sync thread and not yet completed,
-/// at most; at the bound the Raft thread steps messages but starts no
-/// round until one completes.
-pub const SYNC_BATCHES_IN_FLIGHT_MAX: usize = 8;
+/// Deferred Readies waiting for the sync after the one in flight, at most;
+/// at the bound the Raft thread steps messages but starts no round until
+/// the sync completes.
+pub const SYNC_QUEUED_READIES_MAX: usize = 16_384;
 /// Ticks between two looks for leaderships to hand back to preferred
 /// leaders.
 pub const BALANCE_TICKS: u64 = 50;
@@ -276,7 +278,8 @@ pub fn start(
     let mut raft = RaftLoop {
         node: Node::new(node_config, Arc::new(SystemClock)),
         syncer,
-        syncs_in_flight: 0,
+        syncing: false,
+        sync_queued: None,
         config,
         commands: rx,
         data_arrived,
@@ -334,9 +337,13 @@ struct RaftLoop {
     node: Node,
     /// Deferred sync batches go to the sync thread through here.
     syncer: std::sync::mpsc::Sender<SyncBatch>,
-    /// Batches sent to the sync thread and not yet back as
-    /// [`Command::Synced`], at most [`SYNC_BATCHES_IN_FLIGHT_MAX`].
-    syncs_in_flight: usize,
+    /// Whether a batch is with the sync thread (not yet back as
+    /// [`Command::Synced`]). One at a time: what the rounds defer meanwhile
+    /// waits in `sync_queued`, merged, and is synced by the next batch.
+    syncing: bool,
+    /// The next batch, merged from every round since the one in flight
+    /// left: group commit across rounds.
+    sync_queued: Option<SyncBatch>,
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
     data_arrived: Arc<Notify>,
@@ -596,7 +603,7 @@ impl RaftLoop {
         loop {
             // Block only when no group has work left over, or no round may
             // start before a sync completes.
-            let may_round = self.syncs_in_flight < SYNC_BATCHES_IN_FLIGHT_MAX;
+            let may_round = self.may_round();
             let first = if may_round && self.node.has_ready() {
                 self.commands.try_recv().ok()
             } else {
@@ -619,7 +626,7 @@ impl RaftLoop {
                 }
                 next = self.commands.try_recv().ok();
             }
-            if self.syncs_in_flight < SYNC_BATCHES_IN_FLIGHT_MAX {
+            if self.may_round() {
                 self.round();
             }
             if let Some((_, since)) = &stopping
@@ -632,9 +639,9 @@ impl RaftLoop {
         self.round();
         // Let the deferred syncs finish (their messages no longer matter);
         // the flush below syncs whatever they had not.
-        while self.syncs_in_flight > 0 {
+        while self.syncing {
             match self.commands.blocking_recv() {
-                Some(Command::Synced(_)) => self.syncs_in_flight -= 1,
+                Some(Command::Synced(_)) => self.syncing = false,
                 Some(_) => {}
                 None => break,
             }
@@ -777,7 +784,11 @@ impl RaftLoop {
             }
             Command::Stop { reply } => return Some(reply),
             Command::Synced(done) => {
-                self.syncs_in_flight -= 1;
+                self.syncing = false;
+                // The disk is free: what queued meanwhile goes at once.
+                if let Some(next) = self.sync_queued.take() {
+                    self.start_sync(next);
+                }
                 let mut out = Vec::new();
                 let mut events = Vec::new();
                 self.node.complete_syncs(done, &mut out, &mut events);
@@ -868,11 +879,10 @@ impl RaftLoop {
         self.node.write_round(&mut round, &mut jobs, &mut events);
         let deferred = self.node.defer_syncs(&mut round, &mut jobs);
         if !deferred.is_empty() {
-            self.syncs_in_flight += 1;
-            if self.syncer.send(deferred).is_err() {
-                // The sync thread only ends when this loop drops its
-                // sender: it cannot be gone while the loop runs.
-                unreachable!("the sync thread outlives the Raft thread's loop");
+            match (&mut self.sync_queued, self.syncing) {
+                (_, false) => self.start_sync(deferred),
+                (Some(queued), true) => queued.merge(deferred),
+                (queued @ None, true) => *queued = Some(deferred),
             }
         }
         // `acks=1` waits for the leader's write alone, and a Ready's
@@ -897,6 +907,24 @@ impl RaftLoop {
             self.node.report_dropped(&dropped);
         }
         self.publish(events);
+    }
+
+    /// Whether a round may start: not while the batch queued behind the
+    /// sync in flight is full.
+    fn may_round(&self) -> bool {
+        self.sync_queued
+            .as_ref()
+            .is_none_or(|q| q.readies() < SYNC_QUEUED_READIES_MAX)
+    }
+
+    fn start_sync(&mut self, batch: SyncBatch) {
+        debug_assert!(!self.syncing, "one sync batch in flight at a time");
+        self.syncing = true;
+        if self.syncer.send(batch).is_err() {
+            // The sync thread only ends when this loop drops its sender:
+            // it cannot be gone while the loop runs.
+            unreachable!("the sync thread outlives the Raft thread's loop");
+        }
     }
 
     fn publish(&mut self, events: Vec<Event>) {

@@ -312,9 +312,36 @@ impl SyncBatch {
         self.readies.is_empty()
     }
 
+    /// How many Readies wait for the batch.
+    pub fn readies(&self) -> usize {
+        self.readies.len()
+    }
+
     /// Bytes of log data the batch syncs.
     pub fn bytes(&self) -> u64 {
         self.jobs.iter().map(SyncJob::bytes).sum()
+    }
+
+    /// Folds `later` (made after this batch, which has not run) into this
+    /// batch, so that one run syncs both: group commit across rounds while
+    /// an earlier batch keeps the disk busy. A group's newer log plan
+    /// covers its older one (nothing of the group completed in between,
+    /// so every file still unsynced then is still unsynced now, and
+    /// `fdatasync` works on whole files): the older plan is dropped.
+    pub fn merge(&mut self, later: SyncBatch) {
+        for job in later.jobs {
+            if let SyncJob::Log(group, _) = &job
+                && let Some(older) = self
+                    .jobs
+                    .iter_mut()
+                    .find(|j| matches!(j, SyncJob::Log(g, _) if g == group))
+            {
+                *older = job;
+                continue;
+            }
+            self.jobs.push(job);
+        }
+        self.readies.extend(later.readies);
     }
 
     /// Runs the jobs with `run`, which returns one result per job.

@@ -488,6 +488,7 @@ impl Sim {
             && self.may_crash_broker(b)
             && self.rng.chance(self.config.faults.crash);
         let sync_steps = self.rng.below(SYNC_STEPS_MAX + 1);
+        let merge = self.rng.chance(500);
         {
             let step = self.step;
             let broker = self.brokers.get_mut(&b).expect("broker");
@@ -511,11 +512,18 @@ impl Sim {
             let results = jobs.into_iter().map(SyncJob::run).collect();
             node.finish_round(round, results, &mut out, &mut events);
             if !batch.is_empty() {
-                // Batches complete in the order they were made.
-                let after = broker.syncing.back().map_or(0, |(at, _)| *at);
-                broker
-                    .syncing
-                    .push_back(((step + sync_steps).max(after), batch));
+                // Batches complete in the order they were made; half the
+                // time one joins the batch still waiting, as the broker
+                // merges what queues behind a running sync.
+                match broker.syncing.back_mut() {
+                    Some((_, waiting)) if merge => waiting.merge(batch),
+                    last => {
+                        let after = last.map_or(0, |(at, _)| *at);
+                        broker
+                            .syncing
+                            .push_back(((step + sync_steps).max(after), batch));
+                    }
+                }
             }
         }
         for e in events {
