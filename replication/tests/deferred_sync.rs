@@ -1,0 +1,157 @@
+//! Deferred syncs ([`Node::defer_syncs`], [`Node::complete_syncs`]): a
+//! follower's acknowledgement of an append leaves only once the batch that
+//! syncs it has run and been handed back; batches merged while waiting are
+//! synced by one run and release every acknowledgement they hold; a
+//! one-voter group is never deferred.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+use std::sync::Arc;
+
+use helpers::{data_batch, data_entry, small_config, voters_123};
+use raft::eraftpb::{Message, MessageType};
+use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
+use rill_replication::{
+    BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, SyncBatch, SyncJob,
+};
+use rill_storage::ManualClock;
+
+const GROUP: GroupId = GroupId(1);
+
+/// Broker `me`'s node with one `fsync=true` group of `members`.
+fn node(me: u64, members: Membership, dir: &std::path::Path) -> Node {
+    let mut node = Node::new(
+        NodeConfig::new(BrokerId(me)),
+        Arc::new(ManualClock::new(1_000_000)),
+    );
+    node.add_group(ReplicaSpec {
+        group: GROUP,
+        dir,
+        log_config: small_config(),
+        fsync: true,
+        store: Box::new(MemoryStateStore::default()),
+        state: ReplicaState::initial(members),
+    })
+    .unwrap();
+    node
+}
+
+/// Leader 1's append, in term 1, of entry `index` after `index - 1`.
+fn append(index: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgAppend);
+    m.from = 1;
+    m.to = 2;
+    m.term = 1;
+    m.index = index - 1;
+    m.log_term = u64::from(index > 1);
+    m.set_entries(vec![data_entry(index, 1, &data_batch(index, 2))].into());
+    m
+}
+
+/// One round with its syncs deferred; what is left in the round finishes
+/// at once. Returns the batch and the messages the round let out.
+fn round(node: &mut Node) -> (SyncBatch, Vec<Outgoing>) {
+    let mut out = Vec::new();
+    let mut events: Vec<Event> = Vec::new();
+    let mut jobs: Vec<SyncJob> = Vec::new();
+    let mut round = node.start_round(&mut out, &mut events);
+    node.write_round(&mut round, &mut jobs, &mut events);
+    let batch = node.defer_syncs(&mut round, &mut jobs);
+    let results = jobs.into_iter().map(SyncJob::run).collect();
+    node.finish_round(round, results, &mut out, &mut events);
+    (batch, out)
+}
+
+/// The indexes acknowledged by the append responses in `out`.
+fn acknowledged(out: &[Outgoing]) -> Vec<u64> {
+    out.iter()
+        .filter(|o| o.message.get_msg_type() == MessageType::MsgAppendResponse)
+        .inspect(|o| assert!(!o.message.reject, "the append is accepted"))
+        .map(|o| o.message.index)
+        .collect()
+}
+
+#[test]
+fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = node(2, voters_123(), dir.path());
+    follower.step(GROUP, append(1)).unwrap();
+
+    let (batch, out) = round(&mut follower);
+    assert!(!batch.is_empty(), "a follower of a 3-voter group defers");
+    assert!(
+        !batch.jobs.is_empty(),
+        "the log (and the new term) wait for the batch"
+    );
+    assert_eq!(
+        acknowledged(&out),
+        Vec::<u64>::new(),
+        "nothing before the sync"
+    );
+
+    // While the batch (with the new term's state sync) is out, the group
+    // starts no Ready.
+    follower.step(GROUP, append(2)).unwrap();
+    let (later, out) = round(&mut follower);
+    assert!(later.is_empty());
+    assert!(out.is_empty());
+
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    follower.complete_syncs(batch.run(), &mut out, &mut events);
+    assert_eq!(
+        acknowledged(&out),
+        vec![1],
+        "released by the completed sync"
+    );
+    assert!(events.is_empty(), "no group failed");
+}
+
+#[test]
+fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = node(2, voters_123(), dir.path());
+    follower.step(GROUP, append(1)).unwrap();
+    let (first, _) = round(&mut follower);
+    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+
+    follower.step(GROUP, append(2)).unwrap();
+    let (mut waiting, out) = round(&mut follower);
+    assert!(acknowledged(&out).is_empty());
+    follower.step(GROUP, append(3)).unwrap();
+    let (later, out) = round(&mut follower);
+    assert!(
+        !later.is_empty(),
+        "deferred: an earlier Ready of the group is still unsynced"
+    );
+    assert!(acknowledged(&out).is_empty());
+
+    waiting.merge(later);
+    assert_eq!(waiting.jobs.len(), 1, "the newer log plan covers the older");
+    assert_eq!(waiting.readies(), 2);
+    let mut out = Vec::new();
+    follower.complete_syncs(waiting.run(), &mut out, &mut Vec::new());
+    assert_eq!(acknowledged(&out), vec![2, 3]);
+    let status = follower.status(GROUP).unwrap();
+    assert_eq!(status.last_index.get(), 3);
+}
+
+#[test]
+fn a_one_voter_group_syncs_inside_its_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone = node(1, Membership::voters([BrokerId(1)]), dir.path());
+    alone.campaign(GROUP).unwrap();
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut jobs = Vec::new();
+    let mut round = alone.start_round(&mut out, &mut events);
+    alone.write_round(&mut round, &mut jobs, &mut events);
+    let batch = alone.defer_syncs(&mut round, &mut jobs);
+    assert!(batch.is_empty(), "nothing deferred");
+    assert!(!jobs.is_empty(), "its syncs stay in the round");
+    let results = jobs.into_iter().map(SyncJob::run).collect();
+    alone.finish_round(round, results, &mut out, &mut events);
+    assert_eq!(alone.leader(GROUP), Some(BrokerId(1)));
+}
