@@ -637,11 +637,16 @@ impl RaftLoop {
             }
         }
         self.round();
-        // Let the deferred syncs finish (their messages no longer matter);
-        // the flush below syncs whatever they had not.
+        // Let the deferred syncs finish, the queued batch too (it holds the
+        // controller's last writes; their messages no longer matter).
         while self.syncing {
             match self.commands.blocking_recv() {
-                Some(Command::Synced(_)) => self.syncing = false,
+                Some(Command::Synced(_)) => {
+                    self.syncing = false;
+                    if let Some(next) = self.sync_queued.take() {
+                        self.start_sync(next);
+                    }
+                }
                 Some(_) => {}
                 None => break,
             }

@@ -76,6 +76,10 @@ pub struct NodeConfig {
     pub max_inflight_msgs: usize,
     /// Most committed entry bytes handed out in one Ready.
     pub max_committed_size_per_ready_bytes: u64,
+    /// Most bytes a leader holds proposed but not committed; beyond it a
+    /// proposal is refused (retriable). With syncs running beside the Raft
+    /// thread nothing else stops producers from outrunning a stalled disk.
+    pub max_uncommitted_bytes: u64,
     /// Seed of the election jitter.
     pub jitter_seed: u64,
 }
@@ -90,6 +94,7 @@ impl NodeConfig {
             max_size_per_msg_bytes: 1 << 20,
             max_inflight_msgs: 256,
             max_committed_size_per_ready_bytes: 16 << 20,
+            max_uncommitted_bytes: 256 << 20,
             jitter_seed: id.get(),
         }
     }
@@ -232,6 +237,22 @@ struct Unsynced {
     applies: u64,
 }
 
+impl Replica {
+    /// Whether the group may take its next Ready now. Not while a deferred
+    /// sync of its hard state runs: the Ready may save the state again,
+    /// and the state file keeps one save in flight at most (term and vote
+    /// changes are rare; the group waits a sync). Not with a snapshot to
+    /// install while earlier Readies are unsynced: a snapshot Ready is
+    /// never deferred, because raft-rs would take it as installed
+    /// (`advance_append_async`) before it counts as applied, and a
+    /// campaign in between reads entries below the new log start.
+    fn may_ready(&self) -> bool {
+        let snapshot_waits =
+            self.raw.raft.raft_log.unstable_snapshot().is_some() && !self.unsynced.is_empty();
+        !self.raw.store().state_sync_pending() && !snapshot_waits
+    }
+}
+
 impl std::fmt::Debug for Replica {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Replica")
@@ -329,15 +350,22 @@ impl SyncBatch {
     /// so every file still unsynced then is still unsynced now, and
     /// `fdatasync` works on whole files): the older plan is dropped.
     pub fn merge(&mut self, later: SyncBatch) {
+        let mut logs: BTreeMap<GroupId, usize> = self
+            .jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, j)| match j {
+                SyncJob::Log(g, _) => Some((*g, i)),
+                SyncJob::State(..) => None,
+            })
+            .collect();
         for job in later.jobs {
-            if let SyncJob::Log(group, _) = &job
-                && let Some(older) = self
-                    .jobs
-                    .iter_mut()
-                    .find(|j| matches!(j, SyncJob::Log(g, _) if g == group))
-            {
-                *older = job;
-                continue;
+            if let SyncJob::Log(group, _) = &job {
+                if let Some(&i) = logs.get(group) {
+                    self.jobs[i] = job;
+                    continue;
+                }
+                logs.insert(*group, self.jobs.len());
             }
             self.jobs.push(job);
         }
@@ -481,6 +509,7 @@ impl Node {
             max_size_per_msg: c.max_size_per_msg_bytes,
             max_inflight_msgs: c.max_inflight_msgs,
             max_committed_size_per_ready: c.max_committed_size_per_ready_bytes,
+            max_uncommitted_size: c.max_uncommitted_bytes,
             check_quorum: true,
             pre_vote: true,
             ..raft::Config::default()
@@ -527,7 +556,7 @@ impl Node {
     pub fn has_ready(&self) -> bool {
         self.groups
             .values()
-            .any(|r| r.raw.has_ready() && !r.raw.store().state_sync_pending())
+            .any(|r| r.raw.has_ready() && r.may_ready())
     }
 
     /// One tick for every group, less jitter: each group misses a tick
@@ -740,11 +769,7 @@ impl Node {
         let mut readies = Vec::new();
         let mut snapshots = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
-            // A deferred sync of the hard state still runs: the next Ready
-            // may save the state again, which must wait (the state file
-            // keeps one save in flight at most). Term and vote changes are
-            // rare; the group waits a sync.
-            if !r.raw.has_ready() || r.raw.store().state_sync_pending() {
+            if !r.raw.has_ready() || !r.may_ready() {
                 continue;
             }
             let mut rd = r.raw.ready();
@@ -822,7 +847,10 @@ impl Node {
                 continue;
             };
             let waits = needs_sync.contains(&group) || !r.unsynced.is_empty();
-            if !waits || (r.unsynced.is_empty() && r.raw.raft.prs().is_singleton()) {
+            // `may_ready` held the snapshot back until nothing was unsynced.
+            let inline = r.unsynced.is_empty()
+                && (r.raw.raft.prs().is_singleton() || !rd.snapshot().is_empty());
+            if !waits || inline {
                 round.readies.push((group, rd, applies));
                 continue;
             }

@@ -2,7 +2,8 @@
 //! follower's acknowledgement of an append leaves only once the batch that
 //! syncs it has run and been handed back; batches merged while waiting are
 //! synced by one run and release every acknowledgement they hold; a
-//! one-voter group is never deferred.
+//! snapshot waits for earlier unsynced Readies and is installed inside its
+//! round; a one-voter group is never deferred.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -10,31 +11,38 @@ mod helpers;
 use std::sync::Arc;
 
 use helpers::{data_batch, data_entry, small_config, voters_123};
-use raft::eraftpb::{Message, MessageType};
+use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
+use rill_replication::storage::{SharedLog, lock, snapshot_data};
 use rill_replication::{
     BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, SyncBatch, SyncJob,
 };
-use rill_storage::ManualClock;
+use rill_storage::{ManualClock, Offset};
 
 const GROUP: GroupId = GroupId(1);
 
 /// Broker `me`'s node with one `fsync=true` group of `members`.
 fn node(me: u64, members: Membership, dir: &std::path::Path) -> Node {
+    node_and_log(me, members, dir).0
+}
+
+/// As [`node`], with the group's log.
+fn node_and_log(me: u64, members: Membership, dir: &std::path::Path) -> (Node, SharedLog) {
     let mut node = Node::new(
         NodeConfig::new(BrokerId(me)),
         Arc::new(ManualClock::new(1_000_000)),
     );
-    node.add_group(ReplicaSpec {
-        group: GROUP,
-        dir,
-        log_config: small_config(),
-        fsync: true,
-        store: Box::new(MemoryStateStore::default()),
-        state: ReplicaState::initial(members),
-    })
-    .unwrap();
-    node
+    let log = node
+        .add_group(ReplicaSpec {
+            group: GROUP,
+            dir,
+            log_config: small_config(),
+            fsync: true,
+            store: Box::new(MemoryStateStore::default()),
+            state: ReplicaState::initial(members),
+        })
+        .unwrap();
+    (node, log)
 }
 
 /// Leader 1's append, in term 1, of entry `index` after `index - 1`.
@@ -136,6 +144,57 @@ fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
     assert_eq!(acknowledged(&out), vec![2, 3]);
     let status = follower.status(GROUP).unwrap();
     assert_eq!(status.last_index.get(), 3);
+}
+
+/// Leader 1's snapshot, in term 1, at `index`.
+fn snapshot(index: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.from = 1;
+    m.to = 2;
+    m.term = 1;
+    let mut meta = SnapshotMetadata {
+        index,
+        term: 1,
+        ..SnapshotMetadata::default()
+    };
+    meta.set_conf_state(voters_123().to_raft());
+    let mut snap = Snapshot {
+        data: snapshot_data(Offset(500)),
+        ..Snapshot::default()
+    };
+    snap.set_metadata(meta);
+    m.set_snapshot(snap);
+    m
+}
+
+#[test]
+fn a_snapshot_waits_for_unsynced_readies_then_installs_inside_its_round() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut follower, log) = node_and_log(2, voters_123(), dir.path());
+    let log_next = || lock(&log).next_raft_index().get();
+    follower.step(GROUP, append(1)).unwrap();
+    let (first, _) = round(&mut follower);
+    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+    follower.step(GROUP, append(2)).unwrap();
+    let (unsynced, _) = round(&mut follower);
+    assert!(!unsynced.is_empty());
+
+    follower.step(GROUP, snapshot(50)).unwrap();
+    let (held, _) = round(&mut follower);
+    assert!(held.is_empty(), "the snapshot waits for the unsynced Ready");
+    assert_eq!(log_next(), 3, "not installed yet");
+    // An election timeout meanwhile finds the log as raft-rs left it (a
+    // snapshot taken as installed before it counted as applied made
+    // raft-rs read entries below the new log start, and abort).
+    follower.campaign(GROUP).unwrap();
+
+    follower.complete_syncs(unsynced.run(), &mut Vec::new(), &mut Vec::new());
+    let (after, _) = round(&mut follower);
+    assert!(after.is_empty(), "installed inside its round");
+    assert_eq!(log_next(), 51, "the log restarts after the snapshot");
+    follower.campaign(GROUP).unwrap();
+    let _ = round(&mut follower);
 }
 
 #[test]
