@@ -893,18 +893,7 @@ impl RaftLoop {
         // `acks=1` waits for the leader's write alone, and a Ready's
         // committed entries were durable before it: both before the syncs.
         self.publish(std::mem::take(&mut events));
-        let started = Instant::now();
-        let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();
-        let job_count = jobs.len();
-        let results = run_jobs(jobs);
-        if job_count > 0 {
-            tracing::debug!(
-                files = job_count,
-                bytes,
-                us = started.elapsed().as_micros() as u64,
-                "sync round"
-            );
-        }
+        let results = run_syncs(jobs, false);
         self.node
             .finish_round(round, results, &mut out, &mut events);
         dropped.extend(self.send(out));
@@ -1030,17 +1019,7 @@ fn start_syncer(
         .name("rill-sync".into())
         .spawn(move || {
             while let Ok(batch) = rx.recv() {
-                let started = Instant::now();
-                let (bytes, jobs) = (batch.bytes(), batch.jobs.len());
-                let done = batch.run_with(run_jobs);
-                if jobs > 0 {
-                    tracing::debug!(
-                        files = jobs,
-                        bytes,
-                        us = started.elapsed().as_micros() as u64,
-                        "deferred sync"
-                    );
-                }
+                let done = batch.run_with(|jobs| run_syncs(jobs, true));
                 let Some(commands) = commands.upgrade() else {
                     return;
                 };
@@ -1051,6 +1030,26 @@ fn start_syncer(
         })
         .map_err(ReplicationError::io("start the sync thread", "rill-sync"))?;
     Ok(tx)
+}
+
+/// Runs sync jobs ([`run_jobs`]) and logs the round at debug level: files,
+/// bytes and time, and whether it ran on the sync thread (`deferred`).
+/// bench.sh reads W3's mean sync size from these lines.
+fn run_syncs(jobs: Vec<SyncJob>, deferred: bool) -> Vec<SyncResult> {
+    let started = Instant::now();
+    let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();
+    let files = jobs.len();
+    let results = run_jobs(jobs);
+    if files > 0 {
+        tracing::debug!(
+            files,
+            bytes,
+            deferred,
+            us = started.elapsed().as_micros() as u64,
+            "sync round"
+        );
+    }
+    results
 }
 
 /// Runs a round's syncs: inline when there is one, otherwise spread over

@@ -338,11 +338,6 @@ impl SyncBatch {
         self.readies.len()
     }
 
-    /// Bytes of log data the batch syncs.
-    pub fn bytes(&self) -> u64 {
-        self.jobs.iter().map(SyncJob::bytes).sum()
-    }
-
     /// Folds `later` (made after this batch, which has not run) into this
     /// batch, so that one run syncs both: group commit across rounds while
     /// an earlier batch keeps the disk busy. A group's newer log plan
@@ -858,12 +853,12 @@ impl Node {
             // raft-rs hears of it once the Ready is persisted (a snapshot's
             // index may not count as applied before).
             debug_assert!(rd.committed_entries().is_empty(), "applied when written");
+            let number = rd.number();
             r.unsynced.push_back(Unsynced {
-                number: rd.number(),
+                number,
                 persisted: rd.take_persisted_messages(),
                 applies,
             });
-            let number = rd.number();
             r.raw.advance_append_async(rd);
             batch.readies.push((group, number));
             deferred.insert(group);
