@@ -12,6 +12,7 @@
 
 pub mod config;
 pub mod handlers;
+pub mod janitor;
 pub mod metadata;
 pub mod partition;
 pub mod raft_loop;

@@ -42,6 +42,7 @@ use rill_replication::{
 use rill_storage::{BatchBuilder, LogConfig, NewRecord, RaftIndex, SystemClock, Term};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::janitor::Janitor;
 use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
 use crate::partition::Partition;
 use crate::topics::partition_dir;
@@ -51,6 +52,9 @@ pub const COMMANDS_QUEUED_MAX: usize = 4096;
 /// Commands handled per iteration, at most, so a flood of proposals still
 /// leaves room for rounds.
 pub const COMMANDS_PER_ROUND_MAX: usize = 1024;
+/// A round that takes this long or longer is logged, ms: half the
+/// election timeout.
+pub const SLOW_ROUND_MS: u64 = 500;
 /// How often every group ticks. With `election_tick` 10, an election
 /// timeout of 1 s.
 pub const TICK_MS: u64 = 100;
@@ -275,6 +279,10 @@ pub fn start(
         partitions: RwLock::new(BTreeMap::new()),
     });
     let syncer = start_syncer(tx.downgrade())?;
+    let janitor = Janitor::start(&config.data_dir).map_err(ReplicationError::io(
+        "start the janitor thread",
+        "rill-janitor",
+    ))?;
     let mut raft = RaftLoop {
         node: Node::new(node_config, Arc::new(SystemClock)),
         syncer,
@@ -292,6 +300,7 @@ pub fn start(
         ticks: 0,
         eager: BTreeMap::new(),
         failed: Default::default(),
+        janitor,
     };
     raft.open_controller()?;
     std::thread::Builder::new()
@@ -370,6 +379,8 @@ struct RaftLoop {
     /// until the broker restarts (the page cache may hold bytes that a
     /// failed sync never wrote).
     failed: std::collections::BTreeSet<GroupId>,
+    /// Removes deleted replicas' directories off this thread.
+    janitor: Janitor,
 }
 
 fn controller_log_config() -> LogConfig {
@@ -523,6 +534,7 @@ impl RaftLoop {
             if self.image.partition_of(group).is_some() {
                 continue;
             }
+            let started = Instant::now();
             let removed = self
                 .published
                 .partitions
@@ -532,10 +544,15 @@ impl RaftLoop {
             let _ = self.node.remove_group(group);
             if let Some(p) = removed {
                 p.set_failed();
-                if let Err(e) = std::fs::remove_dir_all(p.dir()) {
+                if let Err(e) = self.janitor.remove_dir(p.dir()) {
                     tracing::warn!(dir = %p.dir().display(), error = %e, "could not remove a deleted topic's replica");
                 }
-                tracing::info!(topic = %p.topic, partition = p.index, "removed replica of a deleted topic");
+                tracing::info!(
+                    topic = %p.topic,
+                    partition = p.index,
+                    us = started.elapsed().as_micros() as u64,
+                    "removed replica of a deleted topic"
+                );
             }
         }
     }
@@ -627,7 +644,14 @@ impl RaftLoop {
                 next = self.commands.try_recv().ok();
             }
             if self.may_round() {
+                let started = Instant::now();
                 self.round();
+                let ms = started.elapsed().as_millis() as u64;
+                if ms >= SLOW_ROUND_MS {
+                    // Every group's heartbeats waited this long: rounds
+                    // near the election timeout cost elections.
+                    tracing::warn!(ms, "slow replication round (disk or CPU starved)");
+                }
             }
             if let Some((_, since)) = &stopping
                 && (!self.leads_with_peers()
