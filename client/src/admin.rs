@@ -58,15 +58,28 @@ impl Admin {
             }],
             timeout_ms: ADMIN_TIMEOUT_MS as u32,
         });
-        self.with_retries(request).await
+        // A create that went through before a retry is not taken for
+        // success: another client may have made a topic of that name.
+        self.with_retries(request, None).await
     }
 
     /// Sends an admin request to any broker (which forwards it to the
     /// controller), retrying retriable errors (no controller yet, a broker
     /// down) for up to [`ADMIN_TIMEOUT_MS`].
-    async fn with_retries(&self, request: Request) -> Result<(), ClientError> {
+    ///
+    /// A retriable error can hide a request that went through (the
+    /// controller committed it, then lost its leadership before it could
+    /// answer). So after such a try, `done` (the error a repeat of an
+    /// applied request gets: an unknown topic for a delete) counts as
+    /// success.
+    async fn with_retries(
+        &self,
+        request: Request,
+        done: Option<ErrorCode>,
+    ) -> Result<(), ClientError> {
         let deadline = tokio::time::Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
         let mut pause_ms = 50;
+        let mut maybe_applied = false;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let outcome = match self.cluster.any(request.clone(), left).await {
@@ -74,19 +87,21 @@ impl Admin {
                 Err(e) => Err(e),
             };
             match outcome {
-                // A topic that is not there stays not there for an admin
-                // request (a retried delete whose first try went through).
-                Err(ClientError::Broker {
-                    code: ErrorCode::UnknownTopicOrPartition,
-                    message,
-                }) => {
-                    return Err(ClientError::Broker {
-                        code: ErrorCode::UnknownTopicOrPartition,
-                        message,
-                    });
+                Err(ClientError::Broker { code, .. }) if maybe_applied && Some(code) == done => {
+                    tracing::debug!(?code, "an earlier try of this admin request went through");
+                    return Ok(());
                 }
+                // A topic that is not there stays not there for an admin
+                // request.
+                Err(
+                    e @ ClientError::Broker {
+                        code: ErrorCode::UnknownTopicOrPartition,
+                        ..
+                    },
+                ) => return Err(e),
                 Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
                     tracing::debug!(error = %e, "admin request will be retried");
+                    maybe_applied = true;
                     tokio::time::sleep(Duration::from_millis(pause_ms)).await;
                     pause_ms = (pause_ms * 2).min(ADMIN_RETRY_MS_MAX);
                 }
@@ -101,7 +116,9 @@ impl Admin {
             names: vec![name.to_string()],
             timeout_ms: ADMIN_TIMEOUT_MS as u32,
         });
-        let outcome = self.with_retries(request).await;
+        let outcome = self
+            .with_retries(request, Some(ErrorCode::UnknownTopicOrPartition))
+            .await;
         self.cluster.invalidate(name);
         outcome
     }
