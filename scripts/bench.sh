@@ -35,9 +35,32 @@ cleanup() {
 }
 trap cleanup EXIT
 
+# What each workload cost, measured around it: bytes the disk holding the
+# data wrote (from /sys/class/block, so writeback of earlier runs counts
+# too), and CPU seconds of the brokers (user + system). Added to each
+# summary line as disk_bytes and broker_cpu_s.
+disk=$(basename "$(df --output=source "$work" | tail -n 1)")
+hz=$(getconf CLK_TCK)
+disk_written() { local f; read -r -a f <"/sys/class/block/$disk/stat"; echo $((f[6] * 512)); }
+cpu_ticks() {
+  local t=0 p f
+  for p in "$@"; do read -r -a f <"/proc/$p/stat"; t=$((t + f[13] + f[14])); done
+  echo "$t"
+}
+# measured PIDS COMMAND...: runs the command, prints its last line with the costs added.
+measured() {
+  local pids=$1 d0 c0 line
+  shift
+  d0=$(disk_written); c0=$(cpu_ticks $pids)
+  line=$("$@" | tail -n 1)
+  python3 -c 'import json, sys
+r = json.loads(sys.argv[1]); r["disk_bytes"] = int(sys.argv[2]); r["broker_cpu_s"] = int(sys.argv[3]) / int(sys.argv[4])
+print(json.dumps(r))' "$line" $(($(disk_written) - d0)) $(($(cpu_ticks $pids) - c0)) "$hz"
+}
+
 # A fresh broker. Sync rounds are logged at debug level: W3's mean sync size sizes the fio ceiling.
 RUST_LOG=info,raft=warn,rill_broker::raft_loop=debug start_broker "$work"
-bench() { target/release/rill-bench "$@" --bootstrap "$addr" --json | tail -n 1; }
+bench() { measured "$broker_pid" target/release/rill-bench "$@" --bootstrap "$addr" --json | tail -n 1; }
 drop_topic() { target/release/rill --bootstrap "$addr" topic delete "$1" >/dev/null; }
 
 # Warm-up, not counted: on a fresh virtual machine the first touch of a page
@@ -77,7 +100,8 @@ RUST_LOG=warn scripts/cluster.sh start 3 >&2
 cluster_up=1
 boot=$(for i in 1 2 3; do printf '127.0.0.1:%s,' $((RILL_CLUSTER_PORT + i)); done)
 boot=${boot%,}
-w7() { target/release/rill-bench "$@" --bootstrap "$boot" --replication-factor 3 --acks all --json | tail -n 1; }
+pids=$(cat "$RILL_CLUSTER_DIR"/b*.pid)
+w7() { measured "$pids" target/release/rill-bench "$@" --bootstrap "$boot" --replication-factor 3 --acks all --json | tail -n 1; }
 w7_drop() { target/release/rill --bootstrap "$boot" topic delete "$1" >/dev/null; }
 # The warm-up writes as much as the largest W7 workload (W7b: 2 GB, three
 # copies), as the single node's warm-up matches W4: a workload larger than
@@ -153,23 +177,37 @@ lines = [
   f"with an fdatasync after each {fio:.0f} MB/s (fio).",
   "MB = 10^6 bytes of record values. Latency in microseconds, per record: send to acknowledgement "
   "(produce), send to arrival at the consumer (e2e).", "",
-  "| workload | what | durability | records/s | MB/s | ratio to ceiling | p50 | p99 | p99.9 | max |",
-  "|---|---|---|---:|---:|---|---:|---:|---:|---:|",
+  "Disk MB/s: what the data's disk wrote during the run (all brokers, writeback included); "
+  "broker CPU: CPU time of the broker(s), ms per MB of record values.", "",
+  "| workload | what | durability | records/s | MB/s | ratio to ceiling | disk MB/s | broker CPU ms/MB | p50 | p99 | p99.9 | max |",
+  "|---|---|---|---:|---:|---|---:|---:|---:|---:|---:|---:|",
 ]
+def disk_rate(w):
+    return statistics.median(x["disk_bytes"] / x["seconds"] / 1e6 for x in load(w))
+def cpu_per_mb(w):
+    return statistics.median(x["broker_cpu_s"] * 1e3 / (x["bytes"] / 1e6) for x in load(w))
 for w, what, dur, ceiling, cname in rows:
     r = load(w)
     mbps = med(r, "mb_per_sec")
     ratio = f"{mbps / ceiling:.0%} of {cname}" if ceiling else "-"
     lat = [med(r, "latency_us", k) for k in ("p50", "p99", "p999", "max")]
     fmt = lambda v: "-" if v is None else f"{v:.0f}"
+    disk, cpu = disk_rate(w), cpu_per_mb(w)
     lines.append(f"| {w} | {what} | {dur} | {med(r, 'msgs_per_sec'):.0f} | {mbps:.1f} | {ratio} | "
-                 + " | ".join(fmt(v) for v in lat) + " |")
+                 f"{disk:.0f} | {cpu:.2f} | " + " | ".join(fmt(v) for v in lat) + " |")
 w1, w3 = med(load("W1"), "mb_per_sec"), med(load("W3"), "mb_per_sec")
 w7 = {w: med(load(w), "mb_per_sec") for w in ("W7a", "W7b", "W7c", "W7d")}
 lines += ["",
   "Replication (W7, three brokers sharing this machine's cores and disk) against the single node, same run:",
   f"fsync=false: W7a {w7['W7a']:.0f} MB/s is {w7['W7a'] / w1:.0%} of W1, W7b {w7['W7b']:.0f} MB/s is {w7['W7b'] / w1:.0%} of W1 (target 40%); "
-  f"fsync=true: W7c {w7['W7c']:.0f} MB/s is {w7['W7c'] / w3:.0%} of W3, W7d {w7['W7d']:.0f} MB/s is {w7['W7d'] / w3:.0%} of W3 (target 60%)."]
+  f"fsync=true: W7c {w7['W7c']:.0f} MB/s is {w7['W7c'] / w3:.0%} of W3, W7d {w7['W7d']:.0f} MB/s is {w7['W7d'] / w3:.0%} of W3 (target 60%).",
+  "",
+  "Where the time goes: with fsync=true every replica writes each record to this machine's one disk, so "
+  + ", ".join(f"{w} wrote {disk_rate(w):.0f} MB/s to it ({disk_rate(w) / med(load(w), 'mb_per_sec'):.1f} bytes per byte of values)"
+              for w in ("W3", "W7c", "W7d"))
+  + "; with fsync=false the brokers spent "
+  + ", ".join(f"{cpu_per_mb(w):.2f} ms of CPU per MB in {w}" for w in ("W1", "W7a", "W7b"))
+  + f", on {cores} cores shared with the load generator."]
 lines += ["", "Every run's summary line, as `rill-bench --json` printed it:", "", "```"]
 for w, *_ in rows:
     for r in load(w):
