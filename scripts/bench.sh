@@ -61,7 +61,10 @@ print(json.dumps(r))' "$line" $(($(disk_written) - d0)) $(($(cpu_ticks $pids) - 
 # A fresh broker. Sync rounds are logged at debug level: W3's mean sync size sizes the fio ceiling.
 RUST_LOG=info,raft=warn,rill_broker::raft_loop=debug start_broker "$work"
 bench() { measured "$broker_pid" target/release/rill-bench "$@" --bootstrap "$addr" --json | tail -n 1; }
-drop_topic() { target/release/rill --bootstrap "$addr" topic delete "$1" >/dev/null; }
+drop_topic() {
+  target/release/rill --bootstrap "$addr" topic delete "$1" >/dev/null
+  settle_deletions "$work/data/*.deleted"
+}
 
 # Warm-up, not counted: on a fresh virtual machine the first touch of a page
 # of guest memory costs several times a later one, and a broker in service
@@ -102,7 +105,10 @@ boot=$(for i in 1 2 3; do printf '127.0.0.1:%s,' $((RILL_CLUSTER_PORT + i)); don
 boot=${boot%,}
 pids=$(cat "$RILL_CLUSTER_DIR"/b*.pid)
 w7() { measured "$pids" target/release/rill-bench "$@" --bootstrap "$boot" --replication-factor 3 --acks all --json | tail -n 1; }
-w7_drop() { target/release/rill --bootstrap "$boot" topic delete "$1" >/dev/null; }
+w7_drop() {
+  target/release/rill --bootstrap "$boot" topic delete "$1" >/dev/null
+  settle_deletions "$RILL_CLUSTER_DIR/b*/*.deleted"
+}
 # The warm-up writes as much as the largest W7 workload (W7b: 2 GB, three
 # copies), as the single node's warm-up matches W4: a workload larger than
 # the warm-up measures first touches of guest memory, not the broker.

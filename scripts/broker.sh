@@ -13,3 +13,15 @@ start_broker() {
   addr=$(grep -o "listening on [0-9.:]*" "$dir/broker.log" | awk '{print $3}')
   [ -n "$addr" ] || { echo "the broker did not start" >&2; cat "$dir/broker.log" >&2; exit 1; }
 }
+
+# settle_deletions 'GLOB': after a topic delete, waits (half a second at
+# least, 30 s at most) until no directory matching GLOB (the brokers'
+# `*.deleted` replica directories) is left, so that unlinking one
+# workload's files does not run under the next workload.
+settle_deletions() {
+  sleep 0.5
+  for _ in $(seq 300); do
+    compgen -G "$1" >/dev/null || return 0
+    sleep 0.1
+  done
+}

@@ -13,6 +13,7 @@
 #   W7=1 scripts/compare.sh HEAD~1
 set -euo pipefail
 cd "$(dirname "$0")/.."
+. scripts/broker.sh
 rev=${1:?usage: scripts/compare.sh REVISION}
 RUNS=${RUNS:-3}
 W7=${W7:-0}
@@ -37,7 +38,11 @@ run() { # BROKER_BIN LABEL
   b() { target/release/rill-bench produce --bootstrap "$addr" --json "$@" 2>/dev/null | tail -n 1; }
   # As bench.sh does: each topic deleted once measured, so no workload
   # syncs behind the writeback of the one before.
-  drop() { target/release/rill --bootstrap "$1" topic delete "$2" >/dev/null 2>&1 || true; }
+  drop() {
+    target/release/rill --bootstrap "$1" topic delete "$2" >/dev/null 2>&1 || true
+    settle_deletions "$dir/data/*.deleted"
+    settle_deletions "${RILL_CLUSTER_DIR:-$dir}/b*/*.deleted"
+  }
   b --topic warm --topic-config fsync=false --acks 1 --messages 500000 >/dev/null
   drop "$addr" warm
   echo "$2 W1 $(b --topic w1 --topic-config fsync=false --acks 1 --messages 1000000)"
