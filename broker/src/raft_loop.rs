@@ -28,6 +28,7 @@
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
@@ -180,6 +181,9 @@ pub enum Command {
 #[derive(Debug, Clone)]
 pub struct RaftHandle {
     commands: mpsc::Sender<Command>,
+    /// Whether a [`Command::Tick`] is queued and not yet handled; see
+    /// [`tick`].
+    tick_queued: Arc<AtomicBool>,
 }
 
 /// Where a queued proposal's outcome arrives: where each batch landed, or
@@ -279,6 +283,7 @@ pub fn start(
         partitions: RwLock::new(BTreeMap::new()),
     });
     let syncer = start_syncer(tx.downgrade())?;
+    let tick_queued = Arc::new(AtomicBool::new(false));
     let janitor = Janitor::start(&config.data_dir).map_err(ReplicationError::io(
         "start the janitor thread",
         "rill-janitor",
@@ -301,6 +306,7 @@ pub fn start(
         eager: BTreeMap::new(),
         failed: Default::default(),
         janitor,
+        tick_queued: Arc::clone(&tick_queued),
     };
     raft.open_controller()?;
     std::thread::Builder::new()
@@ -318,15 +324,31 @@ pub fn start(
             "start the replication thread",
             "rill-raft",
         ))?;
-    Ok((RaftHandle { commands: tx }, published))
+    Ok((
+        RaftHandle {
+            commands: tx,
+            tick_queued,
+        },
+        published,
+    ))
 }
 
 /// Sends a tick every [`TICK_MS`] until the Raft thread stops.
+///
+/// At most one tick waits in the queue: ticks the Raft thread could not take
+/// in time are dropped, not delivered in a burst (as etcd's ticker drops
+/// them). A thread held up for seconds (a disk stall, starved CPU) would
+/// otherwise come back to a run of ticks with no messages between them, and
+/// a leader would count its followers' silence over time in which it sent
+/// them nothing: check-quorum deposed leaders right after each such stall.
 pub async fn tick(handle: RaftHandle) {
     let mut every = tokio::time::interval(Duration::from_millis(TICK_MS));
     every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
     loop {
         every.tick().await;
+        if handle.tick_queued.swap(true, Ordering::AcqRel) {
+            continue;
+        }
         if handle.send(Command::Tick).await.is_err() {
             return;
         }
@@ -381,6 +403,8 @@ struct RaftLoop {
     failed: std::collections::BTreeSet<GroupId>,
     /// Removes deleted replicas' directories off this thread.
     janitor: Janitor,
+    /// Shared with [`RaftHandle`]: cleared when a tick is taken.
+    tick_queued: Arc<AtomicBool>,
 }
 
 fn controller_log_config() -> LogConfig {
@@ -780,6 +804,7 @@ impl RaftLoop {
                 }
             }
             Command::Tick => {
+                self.tick_queued.store(false, Ordering::Release);
                 self.node.tick();
                 self.ticks += 1;
                 let (node, ticks) = (&mut self.node, self.ticks);
@@ -1098,4 +1123,30 @@ fn run_jobs(jobs: Vec<SyncJob>) -> Vec<SyncResult> {
             .flat_map(|h| h.join().expect("a sync job does not panic"))
             .collect()
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ticks_the_raft_thread_has_not_taken_are_dropped_not_queued() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let tick_queued = Arc::new(AtomicBool::new(false));
+        let handle = RaftHandle {
+            commands: tx,
+            tick_queued: Arc::clone(&tick_queued),
+        };
+        let ticker = tokio::spawn(tick(handle));
+        // Five tick periods with nobody taking ticks: one waits, not five.
+        tokio::time::sleep(Duration::from_millis(5 * TICK_MS)).await;
+        assert!(matches!(rx.try_recv(), Ok(Command::Tick)));
+        assert!(rx.try_recv().is_err(), "missed ticks are not queued");
+        // Taken (as the Raft thread marks it), the next tick comes.
+        tick_queued.store(false, Ordering::Release);
+        tokio::time::sleep(Duration::from_millis(3 * TICK_MS)).await;
+        assert!(matches!(rx.try_recv(), Ok(Command::Tick)));
+        assert!(rx.try_recv().is_err());
+        ticker.abort();
+    }
 }
