@@ -60,7 +60,7 @@ print(json.dumps(r))' "$line" $(($(disk_written) - d0)) $(($(cpu_ticks $pids) - 
 
 # A fresh broker. Sync rounds are logged at debug level: W3's mean sync size sizes the fio ceiling.
 RUST_LOG=info,raft=warn,rill_broker::raft_loop=debug start_broker "$work"
-bench() { measured "$broker_pid" target/release/rill-bench "$@" --bootstrap "$addr" --json | tail -n 1; }
+bench() { measured "$broker_pid" target/release/rill-bench "$@" --bootstrap "$addr" --json; }
 drop_topic() {
   target/release/rill --bootstrap "$addr" topic delete "$1" >/dev/null
   settle_deletions "$work/data/*.deleted"
@@ -104,7 +104,7 @@ cluster_up=1
 boot=$(for i in 1 2 3; do printf '127.0.0.1:%s,' $((RILL_CLUSTER_PORT + i)); done)
 boot=${boot%,}
 pids=$(cat "$RILL_CLUSTER_DIR"/b*.pid)
-w7() { measured "$pids" target/release/rill-bench "$@" --bootstrap "$boot" --replication-factor 3 --acks all --json | tail -n 1; }
+w7() { measured "$pids" target/release/rill-bench "$@" --bootstrap "$boot" --replication-factor 3 --acks all --json; }
 w7_drop() {
   target/release/rill --bootstrap "$boot" topic delete "$1" >/dev/null
   settle_deletions "$RILL_CLUSTER_DIR/b*/*.deleted"

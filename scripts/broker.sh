@@ -14,14 +14,17 @@ start_broker() {
   [ -n "$addr" ] || { echo "the broker did not start" >&2; cat "$dir/broker.log" >&2; exit 1; }
 }
 
-# settle_deletions 'GLOB': after a topic delete, waits (half a second at
-# least, 30 s at most) until no directory matching GLOB (the brokers'
+# settle_deletions 'GLOB'...: after a topic delete, waits (half a second at
+# least, 30 s at most) until no directory matching any GLOB (the brokers'
 # `*.deleted` replica directories) is left, so that unlinking one
 # workload's files does not run under the next workload.
 settle_deletions() {
+  local g left
   sleep 0.5
   for _ in $(seq 300); do
-    compgen -G "$1" >/dev/null || return 0
+    left=
+    for g in "$@"; do compgen -G "$g" >/dev/null && left=1; done
+    [ -n "$left" ] || return 0
     sleep 0.1
   done
 }

@@ -40,8 +40,7 @@ run() { # BROKER_BIN LABEL
   # syncs behind the writeback of the one before.
   drop() {
     target/release/rill --bootstrap "$1" topic delete "$2" >/dev/null 2>&1 || true
-    settle_deletions "$dir/data/*.deleted"
-    settle_deletions "${RILL_CLUSTER_DIR:-$dir}/b*/*.deleted"
+    settle_deletions "$dir/data/*.deleted" "${RILL_CLUSTER_DIR:-$dir}/b*/*.deleted"
   }
   b --topic warm --topic-config fsync=false --acks 1 --messages 500000 >/dev/null
   drop "$addr" warm

@@ -53,13 +53,12 @@ impl Janitor {
         name.push(DELETED_SUFFIX);
         let renamed = PathBuf::from(name);
         std::fs::rename(dir, &renamed)?;
-        match self.queue.try_send(renamed) {
-            Ok(()) => Ok(()),
-            Err(TrySendError::Full(d) | TrySendError::Disconnected(d)) => {
-                remove(&d);
-                Ok(())
-            }
+        if let Err(TrySendError::Full(d) | TrySendError::Disconnected(d)) =
+            self.queue.try_send(renamed)
+        {
+            remove(&d);
         }
+        Ok(())
     }
 }
 
