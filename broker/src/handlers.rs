@@ -382,7 +382,7 @@ async fn propose_partition(
         Err(_stopped) => Staged::Answered(produce_error(
             index,
             ErrorCode::NotLeader,
-            LeaderHint::default(),
+            partition.retry_hint(),
         )),
     }
 }
@@ -406,14 +406,14 @@ async fn answer_partition(
             return produce_error(index, ErrorCode::NotLeader, partition.hint_for(leader));
         }
         Ok(Err(e)) if e.is_retriable() => {
-            return produce_error(index, ErrorCode::NotLeader, LeaderHint::default());
+            return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());
         }
         Ok(Err(e)) => {
             tracing::warn!(topic, partition = index, error = %e, "proposal failed");
             return produce_error(index, ErrorCode::StorageError, LeaderHint::default());
         }
         Err(_stopped) => {
-            return produce_error(index, ErrorCode::NotLeader, LeaderHint::default());
+            return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());
         }
     };
     let (Some(first), Some(last)) = (proposed.first(), proposed.last()) else {

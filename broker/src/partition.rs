@@ -180,6 +180,19 @@ impl Partition {
         (!l.is_leader).then_some((ErrorCode::NotLeader, l.hint()))
     }
 
+    /// The hint for a proposal this replica dropped or could not queue (a
+    /// leadership handover, a broker stopping): the leader it knows when
+    /// that is another broker; none when it still sees itself leading, so
+    /// the client asks for fresh metadata rather than coming straight back.
+    pub fn retry_hint(&self) -> LeaderHint {
+        let l = self.leadership();
+        if l.is_leader {
+            LeaderHint::default()
+        } else {
+            l.hint()
+        }
+    }
+
     /// The hint for a refusal that named `leader`: with its term when the
     /// leadership published here agrees.
     pub fn hint_for(&self, leader: Option<BrokerId>) -> LeaderHint {
@@ -382,5 +395,56 @@ impl Partition {
     pub(crate) fn refresh_log_start(&self) {
         let start = lock(&self.log).log_start_offset().get();
         self.log_start_offset.store(start, Ordering::Release);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::{Arc, Mutex};
+
+    use rill_storage::{Log, LogConfig};
+
+    use super::*;
+
+    fn partition(dir: &std::path::Path) -> Partition {
+        let log = Log::open(dir, LogConfig::default()).expect("a new log in a temp dir opens");
+        Partition::new(
+            "t",
+            0,
+            GroupId(1),
+            dir.to_path_buf(),
+            Arc::new(Mutex::new(log)),
+            true,
+            1 << 20,
+            Offset(0),
+            vec![BrokerId(1)],
+        )
+    }
+
+    #[test]
+    fn dropped_proposal_hints_the_other_broker_that_leads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = partition(dir.path());
+        let other = BrokerId(2);
+        p.set_leader(Some(other), false, Term(7));
+        assert_eq!(
+            p.retry_hint(),
+            LeaderHint {
+                leader: Some(other),
+                epoch: Term(7)
+            }
+        );
+    }
+
+    #[test]
+    fn dropped_proposal_gives_no_hint_while_this_broker_still_leads() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let p = partition(dir.path());
+        let me = BrokerId(1);
+        p.set_leader(Some(me), true, Term(3));
+        assert_eq!(p.retry_hint(), LeaderHint::default());
+        // Once it steps down without knowing a successor: still none.
+        p.set_leader(None, false, Term(4));
+        assert_eq!(p.retry_hint(), LeaderHint::default());
     }
 }
