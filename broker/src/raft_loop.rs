@@ -654,6 +654,7 @@ impl RaftLoop {
                 }
             };
             let mut handled = 0;
+            let handling = Instant::now();
             let mut next = first;
             while let Some(command) = next {
                 if let Some(reply) = self.handle(command) {
@@ -667,14 +668,27 @@ impl RaftLoop {
                 }
                 next = self.commands.try_recv().ok();
             }
+            let ms = handling.elapsed().as_millis() as u64;
+            if ms >= SLOW_ROUND_MS {
+                // Stepping messages and applying the controller's entries
+                // delay rounds as much as a slow round does.
+                tracing::warn!(ms, commands = handled, "slow command handling");
+            }
             if self.may_round() {
                 let started = Instant::now();
-                self.round();
+                let times = self.round();
                 let ms = started.elapsed().as_millis() as u64;
                 if ms >= SLOW_ROUND_MS {
                     // Every group's heartbeats waited this long: rounds
                     // near the election timeout cost elections.
-                    tracing::warn!(ms, "slow replication round (disk or CPU starved)");
+                    tracing::warn!(
+                        ms,
+                        ready_ms = times.ready.as_millis() as u64,
+                        write_ms = times.write.as_millis() as u64,
+                        sync_ms = times.sync.as_millis() as u64,
+                        finish_ms = times.finish.as_millis() as u64,
+                        "slow replication round (disk or CPU starved)"
+                    );
                 }
             }
             if let Some((_, since)) = &stopping
@@ -919,18 +933,27 @@ impl RaftLoop {
         }
     }
 
-    fn round(&mut self) {
+    /// One round over every group with work; returns where its time went.
+    fn round(&mut self) -> RoundTimes {
+        let mut times = RoundTimes::default();
+        let mut phase = Instant::now();
+        let mut lap = |t: &mut Duration| {
+            *t = phase.elapsed();
+            phase = Instant::now();
+        };
         let mut out: Vec<Outgoing> = Vec::new();
         let mut events = Vec::new();
         let mut jobs = Vec::new();
         let mut round = self.node.start_round(&mut out, &mut events);
+        lap(&mut times.ready);
         if round.is_empty() && events.is_empty() && out.is_empty() {
-            return;
+            return times;
         }
         // A leader's appends travel, and followers write them, while it
         // writes its own copy.
         let mut dropped = self.send(std::mem::take(&mut out));
         self.node.write_round(&mut round, &mut jobs, &mut events);
+        lap(&mut times.write);
         let deferred = self.node.defer_syncs(&mut round, &mut jobs);
         if !deferred.is_empty() {
             match (&mut self.sync_queued, self.syncing) {
@@ -943,6 +966,7 @@ impl RaftLoop {
         // committed entries were durable before it: both before the syncs.
         self.publish(std::mem::take(&mut events));
         let results = run_syncs(jobs, false);
+        lap(&mut times.sync);
         self.node
             .finish_round(round, results, &mut out, &mut events);
         dropped.extend(self.send(out));
@@ -950,6 +974,8 @@ impl RaftLoop {
             self.node.report_dropped(&dropped);
         }
         self.publish(events);
+        lap(&mut times.finish);
+        times
     }
 
     /// Whether a round may start: not while the batch queued behind the
@@ -1079,6 +1105,19 @@ fn start_syncer(
         })
         .map_err(ReplicationError::io("start the sync thread", "rill-sync"))?;
     Ok(tx)
+}
+
+/// Where a round's time went, for the slow-round warning.
+#[derive(Debug, Default)]
+struct RoundTimes {
+    /// Collecting the Readies (and reading entries for followers).
+    ready: Duration,
+    /// Writing entries, hard states and snapshots, and queueing messages.
+    write: Duration,
+    /// The syncs run inside the round (one-voter groups).
+    sync: Duration,
+    /// Applying, advancing, and sending what the syncs released.
+    finish: Duration,
 }
 
 /// Runs sync jobs ([`run_jobs`]) and logs the round at debug level: files,
