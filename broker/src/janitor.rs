@@ -8,6 +8,12 @@
 //! renames the directory (one metadata operation) to `<name>.deleted`, and
 //! the janitor's own thread removes it.
 //!
+//! The replica's open files go with the directory ([`Janitor::remove_dir`]
+//! takes what still holds them): the last close of an unlinked file is
+//! where the filesystem frees its blocks (with `discard`, a synchronous
+//! trim seen to take hundreds of milliseconds), and that must not happen
+//! on the Raft thread either.
+//!
 //! Invariants: a directory is renamed before it is handed over, so a crash
 //! at any moment leaves either the live directory (its topic's deletion is
 //! replayed from the controller log and removes it again) or a `.deleted`
@@ -24,39 +30,62 @@ pub const QUEUED_MAX: usize = 1024;
 /// The suffix of a directory renamed for removal.
 pub const DELETED_SUFFIX: &str = ".deleted";
 
+/// A directory to remove, and whatever still holds its files open
+/// (dropped first, on the janitor's thread).
+struct Job {
+    dir: PathBuf,
+    holder: Box<dyn Send>,
+}
+
+impl Job {
+    fn run(self) {
+        drop(self.holder);
+        remove(&self.dir);
+    }
+}
+
 /// Hands directories to the janitor thread.
 pub struct Janitor {
-    queue: SyncSender<PathBuf>,
+    queue: SyncSender<Job>,
 }
 
 impl Janitor {
     /// Starts the janitor thread. Its first job is to remove the `.deleted`
     /// directories an earlier run left under `data_dir`.
     pub fn start(data_dir: &Path) -> std::io::Result<Janitor> {
-        let (queue, jobs) = sync_channel::<PathBuf>(QUEUED_MAX);
+        let (queue, jobs) = sync_channel::<Job>(QUEUED_MAX);
         let leftovers = leftovers(data_dir);
         std::thread::Builder::new()
             .name("rill-janitor".into())
             .spawn(move || {
-                for dir in leftovers.into_iter().chain(jobs) {
+                for dir in leftovers {
                     remove(&dir);
+                }
+                for job in jobs {
+                    job.run();
                 }
             })?;
         Ok(Janitor { queue })
     }
 
-    /// Renames `dir` out of the way and has it removed in the background.
-    /// Returns once the rename is done: from then on nothing opens the old
-    /// name's files.
-    pub fn remove_dir(&self, dir: &Path) -> std::io::Result<()> {
+    /// Renames `dir` out of the way and has it removed in the background,
+    /// after dropping `holder` (what still holds the directory's files
+    /// open, so that their last close happens there too). Returns once the
+    /// rename is done: from then on nothing opens the old name's files.
+    /// On error `holder` is dropped here.
+    pub fn remove_dir(&self, dir: &Path, holder: impl Send + 'static) -> std::io::Result<()> {
         let mut name = dir.as_os_str().to_owned();
         name.push(DELETED_SUFFIX);
         let renamed = PathBuf::from(name);
         std::fs::rename(dir, &renamed)?;
-        if let Err(TrySendError::Full(d) | TrySendError::Disconnected(d)) =
-            self.queue.try_send(renamed)
+        let job = Job {
+            dir: renamed,
+            holder: Box::new(holder),
+        };
+        if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
+            self.queue.try_send(job)
         {
-            remove(&d);
+            job.run();
         }
         Ok(())
     }
@@ -114,7 +143,7 @@ mod tests {
         std::fs::create_dir(&dir).expect("mkdir");
         std::fs::write(dir.join("00000000000000000000.log"), b"bytes").expect("write");
         let janitor = Janitor::start(data.path()).expect("start");
-        janitor.remove_dir(&dir).expect("remove");
+        janitor.remove_dir(&dir, ()).expect("remove");
         assert!(
             !dir.exists(),
             "the live name is free as soon as remove_dir returns"
@@ -139,6 +168,42 @@ mod tests {
     fn renaming_a_missing_directory_is_an_error() {
         let data = tempfile::tempdir().expect("temp dir");
         let janitor = Janitor::start(data.path()).expect("start");
-        assert!(janitor.remove_dir(&data.path().join("absent")).is_err());
+        assert!(janitor.remove_dir(&data.path().join("absent"), ()).is_err());
+    }
+
+    /// Records, when dropped, the thread it was dropped on and whether the
+    /// directory still existed then.
+    struct Holder {
+        dir: PathBuf,
+        seen: std::sync::mpsc::Sender<(Option<String>, bool)>,
+    }
+
+    impl Drop for Holder {
+        fn drop(&mut self) {
+            let thread = std::thread::current().name().map(str::to_owned);
+            let _ = self.seen.send((thread, self.dir.exists()));
+        }
+    }
+
+    #[test]
+    fn the_files_last_holder_is_dropped_on_the_janitor_thread_before_removal() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dir = data.path().join("t1-0");
+        std::fs::create_dir(&dir).expect("mkdir");
+        let log = dir.join("00000000000000000000.log");
+        std::fs::write(&log, b"bytes").expect("write");
+        let janitor = Janitor::start(data.path()).expect("start");
+        let (seen, dropped) = std::sync::mpsc::channel();
+        let holder = Holder {
+            dir: data.path().join("t1-0.deleted"),
+            seen,
+        };
+        janitor.remove_dir(&dir, holder).expect("remove");
+        let (thread, existed) = dropped
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the holder is dropped");
+        assert_eq!(thread.as_deref(), Some("rill-janitor"));
+        assert!(existed, "dropped before the directory is removed");
+        assert!(wait_gone(&data.path().join("t1-0.deleted")));
     }
 }

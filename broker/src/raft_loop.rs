@@ -565,15 +565,18 @@ impl RaftLoop {
                 .write()
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&group);
+            // The replica's own hold on its log goes first, so that the
+            // partition handed to the janitor is (requests aside) the last.
             let _ = self.node.remove_group(group);
             if let Some(p) = removed {
                 p.set_failed();
-                if let Err(e) = self.janitor.remove_dir(p.dir()) {
-                    tracing::warn!(dir = %p.dir().display(), error = %e, "could not remove a deleted topic's replica");
+                let (topic, index, dir) = (p.topic.clone(), p.index, p.dir().to_path_buf());
+                if let Err(e) = self.janitor.remove_dir(&dir, p) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's replica");
                 }
                 tracing::info!(
-                    topic = %p.topic,
-                    partition = p.index,
+                    %topic,
+                    partition = index,
                     us = started.elapsed().as_micros() as u64,
                     "removed replica of a deleted topic"
                 );
