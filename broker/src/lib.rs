@@ -13,6 +13,7 @@
 pub mod config;
 pub mod handlers;
 pub mod janitor;
+pub mod logwriter;
 pub mod metadata;
 pub mod partition;
 pub mod raft_loop;

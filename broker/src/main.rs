@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rill_broker::config::{BrokerConfig, FileConfig, Flags};
+use rill_broker::logwriter::LogWriter;
 use rill_broker::raft_loop::{self, RaftConfig};
 use rill_broker::server::serve;
 use rill_broker::state::Broker;
@@ -98,11 +99,15 @@ fn main() {
 
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
+    // Lines are written by a thread of their own: a slow log file must not
+    // stall the Raft thread (see `logwriter`). The guard writes what is
+    // still queued when the broker exits.
+    let (log_writer, _log_flush) = LogWriter::start(std::io::stderr())?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
         )
-        .with_writer(std::io::stderr)
+        .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     let file = match &args.config {

@@ -1,0 +1,254 @@
+//! The broker's log output, written by a thread of its own.
+//!
+//! Log lines go to stderr, which is often a file on the same disk as the
+//! data. A write to a file can block for seconds while that disk is busy:
+//! when the page holding the file's last partial block has been evicted,
+//! ext4 reads the block back before the write can proceed, and that read
+//! queues behind the writeback of gigabytes of data. Seen on the Raft
+//! thread, such a write held back every group's heartbeats long enough to
+//! cost the controller its leadership. So a thread that logs only queues
+//! its line; the writer thread writes it.
+//!
+//! Invariants: a line is written whole, and lines are written in the order
+//! they were queued. Nothing here blocks a thread that logs: the queue is
+//! bounded ([`LINES_QUEUED_MAX`]), and a line that finds it full is dropped
+//! and counted; the count is written before the next line that gets
+//! through. [`FlushGuard`] drains the queue when the broker exits.
+
+use std::io::Write;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
+use std::time::Duration;
+
+use tracing_subscriber::fmt::MakeWriter;
+
+/// Lines waiting for the writer thread, at most.
+pub const LINES_QUEUED_MAX: usize = 16_384;
+
+/// Longest an exiting broker waits for its queued lines to be written, ms.
+pub const FLUSH_WAIT_MS_MAX: u64 = 2_000;
+
+enum Item {
+    Line(Vec<u8>),
+    Flush(SyncSender<()>),
+}
+
+/// Hands log lines to the writer thread; a `tracing` writer factory.
+#[derive(Clone)]
+pub struct LogWriter {
+    queue: SyncSender<Item>,
+    dropped: Arc<AtomicU64>,
+}
+
+/// Drains the queue when dropped (waiting at most [`FLUSH_WAIT_MS_MAX`]).
+pub struct FlushGuard {
+    queue: SyncSender<Item>,
+}
+
+impl LogWriter {
+    /// Starts the writer thread, writing to `out`.
+    pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, FlushGuard)> {
+        let (queue, lines) = sync_channel(LINES_QUEUED_MAX);
+        let dropped = Arc::new(AtomicU64::new(0));
+        let counted = Arc::clone(&dropped);
+        std::thread::Builder::new()
+            .name("rill-log".into())
+            .spawn(move || write_lines(out, lines, &counted))?;
+        Ok((
+            LogWriter {
+                queue: queue.clone(),
+                dropped,
+            },
+            FlushGuard { queue },
+        ))
+    }
+}
+
+/// The writer thread: every line in order, each preceded by the count of
+/// lines dropped since the last one written, if any. Write errors are
+/// ignored (there is nowhere left to report them).
+fn write_lines<W: Write>(mut out: W, lines: Receiver<Item>, dropped: &AtomicU64) {
+    for item in lines {
+        match item {
+            Item::Line(line) => {
+                let lost = dropped.swap(0, Ordering::Relaxed);
+                if lost > 0 {
+                    let _ = writeln!(
+                        out,
+                        "rill-broker: {lost} log lines dropped (log output too slow)"
+                    );
+                }
+                let _ = out.write_all(&line);
+                let _ = out.flush();
+            }
+            Item::Flush(done) => {
+                let _ = out.flush();
+                let _ = done.send(());
+            }
+        }
+    }
+}
+
+impl FlushGuard {
+    /// Waits (at most [`FLUSH_WAIT_MS_MAX`]) until every line queued so far
+    /// is written.
+    pub fn flush(&self) {
+        let (done, flushed) = sync_channel(1);
+        if self.queue.send(Item::Flush(done)).is_ok() {
+            let _ = flushed.recv_timeout(Duration::from_millis(FLUSH_WAIT_MS_MAX));
+        }
+    }
+}
+
+impl Drop for FlushGuard {
+    fn drop(&mut self) {
+        self.flush();
+    }
+}
+
+/// One event's output: gathered here, queued whole when dropped.
+pub struct Line {
+    buf: Vec<u8>,
+    writer: LogWriter,
+}
+
+impl Write for Line {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        self.buf.extend_from_slice(bytes);
+        Ok(bytes.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+impl Drop for Line {
+    fn drop(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let line = std::mem::take(&mut self.buf);
+        if self.writer.queue.try_send(Item::Line(line)).is_err() {
+            self.writer.dropped.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+}
+
+impl<'a> MakeWriter<'a> for LogWriter {
+    type Writer = Line;
+
+    fn make_writer(&'a self) -> Line {
+        Line {
+            buf: Vec::new(),
+            writer: self.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use super::*;
+
+    /// An output that collects what is written, and can be held shut.
+    #[derive(Clone, Default)]
+    struct Output {
+        written: Arc<Mutex<Vec<u8>>>,
+        gate: Arc<Mutex<()>>,
+    }
+
+    impl Write for Output {
+        fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+            let _open = self.gate.lock().expect("the gate is never poisoned");
+            self.written
+                .lock()
+                .expect("the output is never poisoned")
+                .extend_from_slice(bytes);
+            Ok(bytes.len())
+        }
+
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl Output {
+        fn text(&self) -> String {
+            String::from_utf8(self.written.lock().expect("not poisoned").clone())
+                .expect("lines are UTF-8")
+        }
+    }
+
+    fn log(writer: &LogWriter, text: &str) {
+        let mut line = writer.make_writer();
+        // Written in pieces, as a formatter does: it must arrive whole.
+        for piece in text.as_bytes().chunks(3) {
+            line.write_all(piece).expect("a line takes any bytes");
+        }
+    }
+
+    #[test]
+    fn lines_are_written_whole_and_in_order() {
+        let out = Output::default();
+        let (writer, guard) = LogWriter::start(out.clone()).expect("start");
+        for i in 0..100 {
+            log(&writer, &format!("line {i}\n"));
+        }
+        drop(guard);
+        let expected: String = (0..100).map(|i| format!("line {i}\n")).collect();
+        assert_eq!(out.text(), expected);
+    }
+
+    #[test]
+    fn a_stuck_output_never_blocks_the_logging_thread_and_drops_are_reported() {
+        let out = Output::default();
+        let (writer, guard) = LogWriter::start(out.clone()).expect("start");
+        let extra = 10;
+        {
+            let _shut = out.gate.lock().expect("not poisoned");
+            // The writer thread takes one line and blocks on it; the queue
+            // fills behind it; the rest are dropped, without waiting.
+            for i in 0..LINES_QUEUED_MAX + 1 + extra {
+                log(&writer, &format!("line {i}\n"));
+            }
+        }
+        guard.flush();
+        log(&writer, "after\n");
+        drop(guard);
+        let text = out.text();
+        let dropped_line = text
+            .lines()
+            .find(|l| l.contains("log lines dropped"))
+            .expect("the drops are reported");
+        let count: usize = dropped_line
+            .trim_start_matches("rill-broker: ")
+            .split(' ')
+            .next()
+            .and_then(|n| n.parse().ok())
+            .expect("the report starts with the count");
+        assert!(
+            count >= extra,
+            "at least the lines beyond the queue: {count}"
+        );
+        assert!(
+            text.ends_with("after\n"),
+            "lines after the drops still arrive"
+        );
+        assert!(
+            text.starts_with("line 0\n"),
+            "the first lines arrive, in order"
+        );
+    }
+
+    #[test]
+    fn an_empty_event_queues_nothing() {
+        let out = Output::default();
+        let (writer, guard) = LogWriter::start(out.clone()).expect("start");
+        drop(writer.make_writer());
+        drop(guard);
+        assert_eq!(out.text(), "");
+    }
+}
