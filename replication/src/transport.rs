@@ -12,8 +12,18 @@
 //!   ahead of appends and snapshots. When a queue is full the message is
 //!   dropped and reported back, as Raft expects of a lossy network (the
 //!   leader probes again; a dropped snapshot is reported as failed).
-//! - A writer sends everything queued for a peer in one frame (up to the
-//!   frame maximum), so heartbeats of many groups travel together. Entry
+//! - What arrives waits for the Raft thread in a queue bounded in bytes
+//!   ([`INBOUND_BYTES_MAX`], over all peers): past it, reading stops and
+//!   TCP pushes back on the senders. Heartbeats and votes queue behind the
+//!   appends that arrived before them, so the bound is also how late they
+//!   can be: without it, a follower slower than its leaders held hundreds
+//!   of MiB of appends and heartbeats reached it over a second late, long
+//!   enough for the controller, which sends nothing else, to lose its
+//!   leadership to check-quorum.
+//! - A writer sends what is queued for a peer in frames of about
+//!   [`FRAME_TARGET_BYTES`], urgent messages first, so heartbeats of many
+//!   groups travel together and never wait behind more than one frame of
+//!   appends. Entry
 //!   data of 4 KiB or more is not copied into the frame: it is written
 //!   from the log's own bytes, with one vectored write per frame.
 
@@ -27,7 +37,7 @@ use raft::eraftpb::{Message, MessageType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Mutex, mpsc};
+use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use crate::ids::{BrokerId, GroupId};
@@ -41,8 +51,17 @@ pub const PEER_FRAME_BYTES_MAX: usize = 64 << 20;
 /// Messages written per frame, at most (a writer sends the rest next).
 pub const FRAME_MESSAGES_MAX: usize = 8192;
 /// Largest frame payload a writer builds, bytes: well inside
-/// [`PEER_FRAME_BYTES_MAX`], which the receiver enforces.
+/// [`PEER_FRAME_BYTES_MAX`], which the receiver enforces, and above the
+/// largest append raft-rs sends (one entry of a batch as large as a
+/// request may carry, past `max_size_per_msg`).
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX / 2;
+/// A writer adds no more messages to a frame past this many bytes (one
+/// larger message still travels, alone): an urgent message queued while a
+/// frame is written waits for this much at most.
+pub const FRAME_TARGET_BYTES: usize = 4 << 20;
+/// Bytes of received frames waiting for the Raft thread, at most (over all
+/// peers).
+pub const INBOUND_BYTES_MAX: usize = 32 << 20;
 /// Batches of messages queued per peer and priority, at most.
 pub const QUEUED_BATCHES_MAX: usize = 1024;
 /// Longest a frame may take to write to a peer before the connection is
@@ -62,6 +81,9 @@ pub struct Inbound {
     pub from: BrokerId,
     /// Its messages.
     pub messages: Vec<(GroupId, Message)>,
+    /// The frame's share of [`INBOUND_BYTES_MAX`], given back when this is
+    /// dropped (once its messages are stepped).
+    _budget: OwnedSemaphorePermit,
 }
 
 /// A message that could not be queued (its peer is unknown or far behind).
@@ -112,6 +134,7 @@ impl Transport {
     ) -> Transport {
         let mut links = BTreeMap::new();
         let mut slots = BTreeMap::new();
+        let budget = Arc::new(Semaphore::new(INBOUND_BYTES_MAX));
         for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
             let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BATCHES_MAX);
             let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BATCHES_MAX);
@@ -126,10 +149,17 @@ impl Transport {
             slots.insert(peer, slot.clone());
             tokio::spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
             if id < peer {
-                tokio::spawn(dial_loop(id, peer, addr.clone(), slot, inbound.clone()));
+                tokio::spawn(dial_loop(
+                    id,
+                    peer,
+                    addr.clone(),
+                    slot,
+                    inbound.clone(),
+                    Arc::clone(&budget),
+                ));
             }
         }
-        tokio::spawn(accept_loop(id, listener, Arc::new(slots), inbound));
+        tokio::spawn(accept_loop(id, listener, Arc::new(slots), inbound, budget));
         Transport {
             id,
             links: Arc::new(links),
@@ -243,12 +273,16 @@ fn codec() -> LengthDelimitedCodec {
         .new_codec()
 }
 
-/// Sends what is queued for `peer`, urgent messages first, in frames of at
-/// most [`FRAME_MESSAGES_MAX`] messages and [`FRAME_PAYLOAD_BYTES_MAX`]
-/// bytes (a lagging follower may be owed hundreds of MiB in one round). A
-/// single message too large for any frame is dropped (raft-rs sends it
-/// again, and never sends one larger than `max_size_per_msg`). With no
-/// connection, messages are dropped: Raft retransmits.
+/// Sends what is queued for `peer` in frames of at most
+/// [`FRAME_MESSAGES_MAX`] messages and about [`FRAME_TARGET_BYTES`] (a
+/// lagging follower may be owed hundreds of MiB in one round). Before each
+/// frame every urgent message queued by then is taken, and goes first;
+/// appends are taken from their queue only about one frame ahead, so a
+/// heartbeat or vote waits for at most the frame being written, never for
+/// a backlog of appends. A single message too large for any frame is
+/// dropped (raft-rs sends it again, and never sends one larger than
+/// `max_size_per_msg`). With no connection, messages are dropped: Raft
+/// retransmits.
 async fn write_loop(
     id: BrokerId,
     peer: BrokerId,
@@ -256,42 +290,42 @@ async fn write_loop(
     mut bulk: mpsc::Receiver<Batch>,
     slot: Slot,
 ) {
-    let mut pending: std::collections::VecDeque<(GroupId, Message)> = Default::default();
+    let mut pending = Pending::default();
     loop {
-        if pending.is_empty() {
-            let first = tokio::select! {
-                biased;
-                b = urgent.recv() => b,
-                b = bulk.recv() => b,
-            };
-            let Some(batch) = first else { return };
-            pending.extend(batch);
-            // Whatever else is queued travels in the same frames.
-            while pending.len() < FRAME_MESSAGES_MAX {
-                let more = match urgent.try_recv() {
-                    Ok(b) => b,
-                    Err(_) => match bulk.try_recv() {
-                        Ok(b) => b,
-                        Err(_) => break,
-                    },
-                };
-                pending.extend(more);
+        while let Ok(b) = urgent.try_recv() {
+            pending.push(id, b, true);
+        }
+        while pending.bulk_bytes < FRAME_TARGET_BYTES {
+            match bulk.try_recv() {
+                Ok(b) => pending.push(id, b, false),
+                Err(_) => break,
             }
+        }
+        if pending.is_empty() {
+            let (batch, is_urgent) = tokio::select! {
+                biased;
+                b = urgent.recv() => (b, true),
+                b = bulk.recv() => (b, false),
+            };
+            let Some(batch) = batch else { return };
+            pending.push(id, batch, is_urgent);
+            continue;
         }
         let mut frame_msgs = Vec::new();
         let mut bytes = FRAME_HEADER_BYTES;
-        while let Some((g, m)) = pending.front() {
-            let len = encoded_len(id, *g, m);
+        while let Some(len) = pending.front_len() {
             if len + FRAME_HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
                 tracing::warn!(%peer, len, "a Raft message too large for a peer frame; dropped");
-                pending.pop_front();
+                pending.pop();
                 continue;
             }
-            if frame_msgs.len() >= FRAME_MESSAGES_MAX || bytes + len > FRAME_PAYLOAD_BYTES_MAX {
+            if frame_msgs.len() >= FRAME_MESSAGES_MAX
+                || (!frame_msgs.is_empty() && bytes + len > FRAME_TARGET_BYTES)
+            {
                 break;
             }
             bytes += len;
-            frame_msgs.push(pending.pop_front().expect("front exists"));
+            frame_msgs.push(pending.pop().expect("front exists"));
         }
         if frame_msgs.is_empty() {
             continue;
@@ -324,6 +358,50 @@ async fn write_loop(
     }
 }
 
+/// Messages taken from a peer's queues and not yet written: urgent ones
+/// ahead of appends, each with its encoded length.
+#[derive(Default)]
+struct Pending {
+    urgent: std::collections::VecDeque<(GroupId, Message, usize)>,
+    bulk: std::collections::VecDeque<(GroupId, Message, usize)>,
+    /// Encoded bytes of `bulk`.
+    bulk_bytes: usize,
+}
+
+impl Pending {
+    fn push(&mut self, from: BrokerId, batch: Batch, urgent: bool) {
+        for (g, m) in batch {
+            let len = encoded_len(from, g, &m);
+            if urgent {
+                self.urgent.push_back((g, m, len));
+            } else {
+                self.bulk_bytes += len;
+                self.bulk.push_back((g, m, len));
+            }
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.urgent.is_empty() && self.bulk.is_empty()
+    }
+
+    fn front_len(&self) -> Option<usize> {
+        self.urgent
+            .front()
+            .or(self.bulk.front())
+            .map(|(_, _, len)| *len)
+    }
+
+    fn pop(&mut self) -> Option<(GroupId, Message)> {
+        if let Some((g, m, _)) = self.urgent.pop_front() {
+            return Some((g, m));
+        }
+        let (g, m, len) = self.bulk.pop_front()?;
+        self.bulk_bytes -= len;
+        Some((g, m))
+    }
+}
+
 /// Keeps a connection to `peer` (which has a higher id) open.
 async fn dial_loop(
     id: BrokerId,
@@ -331,6 +409,7 @@ async fn dial_loop(
     addr: String,
     slot: Slot,
     inbound: mpsc::Sender<Inbound>,
+    budget: Arc<Semaphore>,
 ) {
     let mut backoff_ms = 50;
     let mut generation = 0u64;
@@ -345,7 +424,7 @@ async fn dial_loop(
                     generation += 1;
                     *slot.lock().await = Some((generation, w));
                     tracing::info!(%peer, %addr, "connected to peer");
-                    let _ = read_loop(peer, r, BytesMut::new(), &inbound).await;
+                    let _ = read_loop(peer, r, BytesMut::new(), &inbound, &budget).await;
                     let mut s = slot.lock().await;
                     if s.as_ref().is_some_and(|(g, _)| *g == generation) {
                         *s = None;
@@ -366,6 +445,7 @@ async fn accept_loop(
     listener: TcpListener,
     slots: Arc<BTreeMap<BrokerId, Slot>>,
     inbound: mpsc::Sender<Inbound>,
+    budget: Arc<Semaphore>,
 ) {
     let mut generation = 1u64 << 32;
     loop {
@@ -380,6 +460,7 @@ async fn accept_loop(
         generation += 1;
         let slots = Arc::clone(&slots);
         let inbound = inbound.clone();
+        let budget = Arc::clone(&budget);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let (mut r, w) = stream.into_split();
@@ -405,7 +486,7 @@ async fn accept_loop(
             };
             *slot.lock().await = Some((generation, w));
             tracing::info!(peer = %from, %addr, "peer connected");
-            let _ = read_loop(from, r, buf, &inbound).await;
+            let _ = read_loop(from, r, buf, &inbound, &budget).await;
             let mut s = slot.lock().await;
             if s.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *s = None;
@@ -450,6 +531,7 @@ async fn read_loop(
     mut r: OwnedReadHalf,
     mut buf: BytesMut,
     inbound: &mpsc::Sender<Inbound>,
+    budget: &Arc<Semaphore>,
 ) -> Option<()> {
     let limits = limits();
     loop {
@@ -461,6 +543,11 @@ async fn read_loop(
         )
         .await
         .ok()??;
+        // Nothing more is read until the frame fits the budget (a frame
+        // larger than all of it waits for all of it).
+        let bytes = payload.len().clamp(1, INBOUND_BYTES_MAX);
+        let share = u32::try_from(bytes).expect("INBOUND_BYTES_MAX fits in u32");
+        let permit = Arc::clone(budget).acquire_many_owned(share).await.ok()?;
         let frame = match decode_frame(payload, &limits) {
             Ok(f) => f,
             Err(e) => {
@@ -479,6 +566,7 @@ async fn read_loop(
             .send(Inbound {
                 from: peer,
                 messages: frame.messages,
+                _budget: permit,
             })
             .await
             .ok()?;

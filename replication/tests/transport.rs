@@ -1,6 +1,8 @@
 //! The peer transport between two real sockets on 127.0.0.1: messages
-//! arrive whole and in order, however much one round sends, and a
-//! connection that does not speak the protocol is closed without harm.
+//! arrive whole and in order, however much one round sends; a slow
+//! receiver holds a backlog bounded in bytes, and heartbeats overtake the
+//! appends queued before them; a connection that does not speak the
+//! protocol is closed without harm.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -8,7 +10,7 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, Message, MessageType};
-use rill_replication::transport::{Inbound, Transport};
+use rill_replication::transport::{FRAME_TARGET_BYTES, INBOUND_BYTES_MAX, Inbound, Transport};
 use rill_replication::{BrokerId, GroupId, Outgoing};
 use tokio::io::AsyncWriteExt;
 use tokio::net::TcpListener;
@@ -101,6 +103,116 @@ async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
         }
     }
     assert_eq!(got, (1..=80).collect::<Vec<u64>>(), "in order, once each");
+}
+
+/// Waits until a probe from broker 1 reaches broker 2, then drains.
+async fn connected(t1: &Transport, rx2: &mut mpsc::Receiver<Inbound>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        t1.send(vec![Outgoing {
+            to: BrokerId(2),
+            group: GroupId(1),
+            message: append(1, 2, 0, 8),
+        }]);
+        if tokio::time::timeout(Duration::from_millis(100), rx2.recv())
+            .await
+            .is_ok()
+        {
+            break;
+        }
+        assert!(tokio::time::Instant::now() < deadline, "no connection");
+    }
+    while tokio::time::timeout(Duration::from_millis(200), rx2.recv())
+        .await
+        .is_ok()
+    {}
+}
+
+fn heartbeat(from: u64, to: u64) -> Message {
+    let mut m = Message {
+        from,
+        to,
+        term: 1,
+        ..Message::default()
+    };
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_slow_receiver_holds_a_bounded_backlog_and_heartbeats_overtake_appends() {
+    let (t1, mut rx2, _, _keep) = pair().await;
+    connected(&t1, &mut rx2).await;
+    // 200 MiB of appends for a receiver that takes nothing yet.
+    const APPENDS: u64 = 200;
+    for i in 1..=APPENDS {
+        let out = vec![Outgoing {
+            to: BrokerId(2),
+            group: GroupId(7),
+            message: append(1, 2, i, 1 << 20),
+        }];
+        assert!(t1.send(out).is_empty(), "nothing dropped");
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Then a heartbeat, in another group.
+    t1.send(vec![Outgoing {
+        to: BrokerId(2),
+        group: GroupId(0),
+        message: heartbeat(1, 2),
+    }]);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    // What waits for the receiver is bounded in bytes: holding it (and so
+    // its share of the budget), nothing more is read.
+    let mut held = Vec::new();
+    while let Ok(inbound) = rx2.try_recv() {
+        held.push(inbound);
+    }
+    let held_bytes: usize = held
+        .iter()
+        .flat_map(|i| &i.messages)
+        .map(|(_, m)| m.get_entries().iter().map(|e| e.data.len()).sum::<usize>())
+        .sum();
+    assert!(held_bytes > 0, "something arrived");
+    assert!(
+        held_bytes <= INBOUND_BYTES_MAX,
+        "{held_bytes} bytes waiting, over the bound of {INBOUND_BYTES_MAX}"
+    );
+    let mut order: Vec<Option<u64>> = held
+        .into_iter()
+        .flat_map(|i| i.messages)
+        .map(|(_, m)| (m.get_msg_type() == MessageType::MsgAppend).then_some(m.index))
+        .collect();
+    // The rest arrives once the receiver takes it.
+    while order.iter().filter(|m| m.is_some()).count() < APPENDS as usize || !order.contains(&None)
+    {
+        let inbound = tokio::time::timeout(Duration::from_secs(30), rx2.recv())
+            .await
+            .expect("the rest arrives")
+            .unwrap();
+        order.extend(
+            inbound
+                .messages
+                .into_iter()
+                .map(|(_, m)| (m.get_msg_type() == MessageType::MsgAppend).then_some(m.index)),
+        );
+    }
+    let appends: Vec<u64> = order.iter().flatten().copied().collect();
+    assert_eq!(
+        appends,
+        (1..=APPENDS).collect::<Vec<u64>>(),
+        "in order, once each"
+    );
+    let heartbeat_at = order
+        .iter()
+        .position(Option::is_none)
+        .expect("the heartbeat arrived");
+    // Behind it at most: the receiver's budget, a frame or two at the
+    // sender, and what the sockets buffer (a few MiB on loopback).
+    let bound = (INBOUND_BYTES_MAX + 2 * FRAME_TARGET_BYTES) / (1 << 20) + 16;
+    assert!(
+        heartbeat_at <= bound,
+        "the heartbeat waited behind {heartbeat_at} appends of 1 MiB (bound {bound})"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
