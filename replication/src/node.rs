@@ -390,6 +390,9 @@ pub struct Round {
     readies: Vec<(GroupId, Ready, u64)>,
     /// Snapshots sent in the round, by group and follower.
     snapshots: Vec<(GroupId, BrokerId)>,
+    /// Messages of deferred Readies that need not wait for their syncs
+    /// (see [`Node::defer_syncs`]), sent by [`Node::finish_round`].
+    early: Vec<Outgoing>,
 }
 
 impl Round {
@@ -784,7 +787,11 @@ impl Node {
             push_messages(group, rd.take_messages(), out, &mut snapshots);
             readies.push((group, rd, 0));
         }
-        Round { readies, snapshots }
+        Round {
+            readies,
+            snapshots,
+            early: Vec::new(),
+        }
     }
 
     /// Step 2 of an iteration, second half: writes what the round's Readies
@@ -821,7 +828,9 @@ impl Node {
     /// run, the Readies of every group that has other voters and either
     /// needs a sync this round or still waits for an earlier deferred one.
     /// Their jobs move from `jobs` to the returned batch, and their
-    /// `persisted_messages()` are held until [`Node::complete_syncs`]. The
+    /// `persisted_messages()` are held until [`Node::complete_syncs`],
+    /// except heartbeat responses of a Ready whose term and vote need no
+    /// sync: those go out with the round ([`Node::finish_round`]). The
     /// thread driving the node is then free to step messages (a leader
     /// learns that followers have an entry while its own sync runs) and run
     /// further rounds, whose writes the next batch syncs. What stays in
@@ -832,6 +841,13 @@ impl Node {
     /// unpersisted.
     pub fn defer_syncs(&mut self, round: &mut Round, jobs: &mut Vec<SyncJob>) -> SyncBatch {
         let needs_sync: BTreeSet<GroupId> = jobs.iter().map(SyncJob::group).collect();
+        let term_or_vote_syncs: BTreeSet<GroupId> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                SyncJob::State(g, _) => Some(*g),
+                SyncJob::Log(..) => None,
+            })
+            .collect();
         let mut deferred = BTreeSet::new();
         let mut batch = SyncBatch {
             jobs: Vec::new(),
@@ -854,9 +870,24 @@ impl Node {
             // index may not count as applied before).
             debug_assert!(rd.committed_entries().is_empty(), "applied when written");
             let number = rd.number();
+            let mut persisted = rd.take_persisted_messages();
+            if !term_or_vote_syncs.contains(&group) {
+                // A heartbeat response vouches for nothing a log sync
+                // holds: only for the follower's term, durable already
+                // (a term or vote change is synced with a State job, and
+                // `may_ready` starts no Ready while one runs). Held back,
+                // it would wait for an fsync=true group's log sync, which
+                // under heavy writeback takes seconds: longer than the
+                // leader's check-quorum allows.
+                let (now, held): (Vec<Message>, Vec<Message>) = persisted
+                    .into_iter()
+                    .partition(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse);
+                push_messages(group, now, &mut round.early, &mut round.snapshots);
+                persisted = held;
+            }
             r.unsynced.push_back(Unsynced {
                 number,
-                persisted: rd.take_persisted_messages(),
+                persisted,
                 applies,
             });
             r.raw.advance_append_async(rd);
@@ -949,6 +980,7 @@ impl Node {
         events: &mut Vec<Event>,
     ) {
         let mut failed = self.record_syncs(results);
+        out.extend(round.early);
         let mut snapshots = round.snapshots;
         for (group, rd, _) in round.readies {
             if failed.contains_key(&group) {

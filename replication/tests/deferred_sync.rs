@@ -3,7 +3,8 @@
 //! syncs it has run and been handed back; batches merged while waiting are
 //! synced by one run and release every acknowledgement they hold; a
 //! snapshot waits for earlier unsynced Readies and is installed inside its
-//! round; a one-voter group is never deferred.
+//! round; a one-voter group is never deferred; heartbeats are answered at
+//! once unless the term they are answered in is not yet durable.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -144,6 +145,85 @@ fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
     assert_eq!(acknowledged(&out), vec![2, 3]);
     let status = follower.status(GROUP).unwrap();
     assert_eq!(status.last_index.get(), 3);
+}
+
+/// Leader 1's heartbeat, in term 1, telling follower 2 of `commit`.
+fn heartbeat(commit: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgHeartbeat);
+    m.from = 1;
+    m.to = 2;
+    m.term = 1;
+    m.commit = commit;
+    m
+}
+
+fn heartbeat_responses(out: &[Outgoing]) -> usize {
+    out.iter()
+        .filter(|o| o.message.get_msg_type() == MessageType::MsgHeartbeatResponse)
+        .count()
+}
+
+#[test]
+fn heartbeats_are_answered_while_a_log_sync_is_deferred() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = node(2, voters_123(), dir.path());
+    follower.step(GROUP, append(1)).unwrap();
+    let (first, _) = round(&mut follower);
+    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+
+    // Term and vote are durable now; entry 2's sync is deferred (it may
+    // take seconds behind other writes), and the leader's heartbeat
+    // arrives meanwhile.
+    follower.step(GROUP, append(2)).unwrap();
+    let (waiting, out) = round(&mut follower);
+    assert!(!waiting.is_empty());
+    assert!(
+        acknowledged(&out).is_empty(),
+        "the append waits for its sync"
+    );
+    follower.step(GROUP, heartbeat(1)).unwrap();
+    let (later, out) = round(&mut follower);
+    assert_eq!(
+        heartbeat_responses(&out),
+        1,
+        "the heartbeat is answered at once, not after the sync"
+    );
+    assert!(acknowledged(&out).is_empty());
+
+    let mut out = Vec::new();
+    let mut merged = waiting;
+    merged.merge(later);
+    follower.complete_syncs(merged.run(), &mut out, &mut Vec::new());
+    assert_eq!(
+        acknowledged(&out),
+        vec![2],
+        "released by the completed sync"
+    );
+    assert_eq!(heartbeat_responses(&out), 0, "answered once only");
+}
+
+#[test]
+fn a_heartbeat_in_a_new_term_is_answered_only_once_the_term_is_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = node(2, voters_123(), dir.path());
+    // The follower first hears of term 1 from this heartbeat: the new term
+    // must be synced before anything is said in it.
+    follower.step(GROUP, heartbeat(0)).unwrap();
+    let (batch, out) = round(&mut follower);
+    assert!(!batch.is_empty(), "the new term's state sync is deferred");
+    assert_eq!(
+        heartbeat_responses(&out),
+        0,
+        "nothing before the term is durable"
+    );
+    let mut out = Vec::new();
+    follower.complete_syncs(batch.run(), &mut out, &mut Vec::new());
+    assert_eq!(
+        heartbeat_responses(&out),
+        1,
+        "answered once the term is durable"
+    );
 }
 
 /// Leader 1's snapshot, in term 1, at `index`.
