@@ -64,12 +64,19 @@ fill_page_cache() {
   gib=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1048576))
   mkdir -p "$fill_dir"
   # Stops at 1 GiB free: what a workload left cached (W5 reads W1's
-  # records) is never pushed out by the fill itself.
+  # records) is never pushed out by the fill itself. A file partly
+  # reclaimed is made anew before it is read, so that every fill page is
+  # read once and stays the oldest, least used data in the cache: the
+  # first the kernel reclaims, before anything a workload wrote.
   for i in $(seq "$gib"); do
     [ "$(mem_free_kib)" -gt $((1 << 20)) ] || return 0
     f="$fill_dir/$i"
-    [ -e "$f" ] || truncate -s 1G "$f"
-    [ "$(fincore --bytes --noheadings --output RES "$f")" -ge $((1 << 30)) ] || cat "$f" >/dev/null
+    if [ -e "$f" ]; then
+      [ "$(fincore --bytes --noheadings --output RES "$f")" -lt $((1 << 30)) ] || continue
+      rm "$f"
+    fi
+    truncate -s 1G "$f"
+    cat "$f" >/dev/null
   done
 }
 # measured PIDS COMMAND...: fills the page cache, runs the command, prints
