@@ -73,6 +73,15 @@ fn round(node: &mut Node) -> (SyncBatch, Vec<Outgoing>) {
     (batch, out)
 }
 
+/// Follower 2 of a 3-voter group, with entry 1 (and term 1) synced.
+fn synced_follower(dir: &std::path::Path) -> Node {
+    let mut follower = node(2, voters_123(), dir);
+    follower.step(GROUP, append(1)).unwrap();
+    let (first, _) = round(&mut follower);
+    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+    follower
+}
+
 /// The indexes acknowledged by the append responses in `out`.
 fn acknowledged(out: &[Outgoing]) -> Vec<u64> {
     out.iter()
@@ -121,10 +130,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
 #[test]
 fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
-    let mut follower = node(2, voters_123(), dir.path());
-    follower.step(GROUP, append(1)).unwrap();
-    let (first, _) = round(&mut follower);
-    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+    let mut follower = synced_follower(dir.path());
 
     follower.step(GROUP, append(2)).unwrap();
     let (mut waiting, out) = round(&mut follower);
@@ -167,10 +173,7 @@ fn heartbeat_responses(out: &[Outgoing]) -> usize {
 #[test]
 fn heartbeats_are_answered_while_a_log_sync_is_deferred() {
     let dir = tempfile::tempdir().unwrap();
-    let mut follower = node(2, voters_123(), dir.path());
-    follower.step(GROUP, append(1)).unwrap();
-    let (first, _) = round(&mut follower);
-    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+    let mut follower = synced_follower(dir.path());
 
     // Term and vote are durable now; entry 2's sync is deferred (it may
     // take seconds behind other writes), and the leader's heartbeat

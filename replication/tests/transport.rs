@@ -57,10 +57,8 @@ async fn pair() -> (
     (t1, rx2, a2, (t2, _rx1))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
-    let (t1, mut rx2, _, _keep) = pair().await;
-    // Wait for the connection: probe until one message gets through.
+/// Waits until a probe from broker 1 reaches broker 2, then drains.
+async fn connected(t1: &Transport, rx2: &mut mpsc::Receiver<Inbound>) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
         t1.send(vec![Outgoing {
@@ -80,6 +78,12 @@ async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
         .await
         .is_ok()
     {}
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
+    let (t1, mut rx2, _, _keep) = pair().await;
+    connected(&t1, &mut rx2).await;
     // 80 MiB in one round, more than the largest frame.
     let out: Vec<Outgoing> = (1..=80)
         .map(|i| Outgoing {
@@ -103,29 +107,6 @@ async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
         }
     }
     assert_eq!(got, (1..=80).collect::<Vec<u64>>(), "in order, once each");
-}
-
-/// Waits until a probe from broker 1 reaches broker 2, then drains.
-async fn connected(t1: &Transport, rx2: &mut mpsc::Receiver<Inbound>) {
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    loop {
-        t1.send(vec![Outgoing {
-            to: BrokerId(2),
-            group: GroupId(1),
-            message: append(1, 2, 0, 8),
-        }]);
-        if tokio::time::timeout(Duration::from_millis(100), rx2.recv())
-            .await
-            .is_ok()
-        {
-            break;
-        }
-        assert!(tokio::time::Instant::now() < deadline, "no connection");
-    }
-    while tokio::time::timeout(Duration::from_millis(200), rx2.recv())
-        .await
-        .is_ok()
-    {}
 }
 
 fn heartbeat(from: u64, to: u64) -> Message {
