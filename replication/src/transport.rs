@@ -55,9 +55,10 @@ pub const FRAME_MESSAGES_MAX: usize = 8192;
 /// largest append raft-rs sends (one entry of a batch as large as a
 /// request may carry, past `max_size_per_msg`).
 pub const FRAME_PAYLOAD_BYTES_MAX: usize = PEER_FRAME_BYTES_MAX / 2;
-/// A writer adds no more messages to a frame past this many bytes (one
-/// larger message still travels, alone): an urgent message queued while a
-/// frame is written waits for this much at most.
+/// A writer adds no more messages to a frame past this many bytes, except
+/// the frame's first append (up to [`FRAME_PAYLOAD_BYTES_MAX`]): an urgent
+/// message queued while a frame is written waits behind about this much
+/// at the sender (the sockets and the receiver's budget add their own).
 pub const FRAME_TARGET_BYTES: usize = 4 << 20;
 /// Bytes of received frames waiting for the Raft thread, at most (over all
 /// peers).
@@ -280,9 +281,8 @@ fn codec() -> LengthDelimitedCodec {
 /// appends are taken from their queue only about one frame ahead, so a
 /// heartbeat or vote waits for at most the frame being written, never for
 /// a backlog of appends. A single message too large for any frame is
-/// dropped (raft-rs sends it again, and never sends one larger than
-/// `max_size_per_msg`). With no connection, messages are dropped: Raft
-/// retransmits.
+/// dropped (cannot happen: a request, and so a batch, is at most 16 MiB).
+/// With no connection, messages are dropped: Raft retransmits.
 async fn write_loop(
     id: BrokerId,
     peer: BrokerId,
@@ -313,18 +313,24 @@ async fn write_loop(
         }
         let mut frame_msgs = Vec::new();
         let mut bytes = FRAME_HEADER_BYTES;
-        while let Some(len) = pending.front_len() {
+        let mut has_append = false;
+        while let Some((len, is_urgent)) = pending.front() {
             if len + FRAME_HEADER_BYTES > FRAME_PAYLOAD_BYTES_MAX {
                 tracing::warn!(%peer, len, "a Raft message too large for a peer frame; dropped");
                 pending.pop();
                 continue;
             }
+            // Past the target a frame takes no more, except its first
+            // append: urgent messages arriving during every write must not
+            // hold back an append larger than the target for ever.
+            let over = bytes + len > FRAME_TARGET_BYTES;
             if frame_msgs.len() >= FRAME_MESSAGES_MAX
-                || (!frame_msgs.is_empty() && bytes + len > FRAME_TARGET_BYTES)
+                || (!frame_msgs.is_empty() && over && (is_urgent || has_append))
             {
                 break;
             }
             bytes += len;
+            has_append |= !is_urgent;
             frame_msgs.push(pending.pop().expect("front exists"));
         }
         if frame_msgs.is_empty() {
@@ -385,11 +391,12 @@ impl Pending {
         self.urgent.is_empty() && self.bulk.is_empty()
     }
 
-    fn front_len(&self) -> Option<usize> {
-        self.urgent
-            .front()
-            .or(self.bulk.front())
-            .map(|(_, _, len)| *len)
+    /// The next message's encoded length, and whether it is urgent.
+    fn front(&self) -> Option<(usize, bool)> {
+        match self.urgent.front() {
+            Some((_, _, len)) => Some((*len, true)),
+            None => self.bulk.front().map(|(_, _, len)| (*len, false)),
+        }
     }
 
     fn pop(&mut self) -> Option<(GroupId, Message)> {
