@@ -63,11 +63,12 @@ fill_page_cache() {
   local gib i f
   gib=$(($(awk '/^MemTotal:/ {print $2}' /proc/meminfo) / 1048576))
   mkdir -p "$fill_dir"
-  # Stops at 1 GiB free: what a workload left cached (W5 reads W1's
-  # records) is never pushed out by the fill itself. A file partly
-  # reclaimed is made anew before it is read, so that every fill page is
-  # read once and stays the oldest, least used data in the cache: the
-  # first the kernel reclaims, before anything a workload wrote.
+  # Stops once free memory is down to about 1 GiB (a file is read whole,
+  # so it may end a little lower): what a workload left cached (W5 reads
+  # W1's records, which used up the free memory) is not pushed out by the
+  # fill itself. A file partly reclaimed is made anew before it is read,
+  # so that fill pages are read once and never made active: the kernel
+  # reclaims them rather than what a workload wrote and reads back.
   for i in $(seq "$gib"); do
     [ "$(mem_free_kib)" -gt $((1 << 20)) ] || return 0
     f="$fill_dir/$i"

@@ -33,14 +33,16 @@ pub const DELETED_SUFFIX: &str = ".deleted";
 /// A directory to remove, and whatever still holds its files open
 /// (dropped first, on the janitor's thread).
 struct Job {
-    dir: PathBuf,
+    dir: Option<PathBuf>,
     holder: Box<dyn Send>,
 }
 
 impl Job {
     fn run(self) {
         drop(self.holder);
-        remove(&self.dir);
+        if let Some(dir) = &self.dir {
+            remove(dir);
+        }
     }
 }
 
@@ -78,16 +80,30 @@ impl Janitor {
         name.push(DELETED_SUFFIX);
         let renamed = PathBuf::from(name);
         std::fs::rename(dir, &renamed)?;
-        let job = Job {
-            dir: renamed,
+        self.submit(Job {
+            dir: Some(renamed),
             holder: Box::new(holder),
-        };
+        });
+        Ok(())
+    }
+
+    /// Has `holder` dropped on the janitor's thread: what still holds a
+    /// deleted replica's files open (a sync that completed after its group
+    /// closed).
+    pub fn drop_later(&self, holder: impl Send + 'static) {
+        self.submit(Job {
+            dir: None,
+            holder: Box::new(holder),
+        });
+    }
+
+    /// Queues `job`, or runs it here when the queue is full.
+    fn submit(&self, job: Job) {
         if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
             self.queue.try_send(job)
         {
             job.run();
         }
-        Ok(())
     }
 }
 
@@ -183,6 +199,21 @@ mod tests {
             let thread = std::thread::current().name().map(str::to_owned);
             let _ = self.seen.send((thread, self.dir.exists()));
         }
+    }
+
+    #[test]
+    fn a_holder_given_alone_is_dropped_on_the_janitor_thread() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let janitor = Janitor::start(data.path()).expect("start");
+        let (seen, dropped) = std::sync::mpsc::channel();
+        janitor.drop_later(Holder {
+            dir: data.path().to_path_buf(),
+            seen,
+        });
+        let (thread, _) = dropped
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("the holder is dropped");
+        assert_eq!(thread.as_deref(), Some("rill-janitor"));
     }
 
     #[test]

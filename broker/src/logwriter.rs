@@ -16,10 +16,10 @@
 //! through. [`FlushGuard`] drains the queue when the broker exits.
 
 use std::io::Write;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
-use std::time::Duration;
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
 
 use tracing_subscriber::fmt::MakeWriter;
 
@@ -46,12 +46,48 @@ pub struct FlushGuard {
     queue: SyncSender<Item>,
 }
 
+/// The process's log queue, for [`flush`] on a path that exits without
+/// unwinding (the first writer started; tests start several).
+static PROCESS_QUEUE: OnceLock<SyncSender<Item>> = OnceLock::new();
+
+/// Waits (at most [`FLUSH_WAIT_MS_MAX`]) until every line queued so far is
+/// written: for a path that ends the process with `std::process::exit`,
+/// which skips [`FlushGuard`].
+pub fn flush() {
+    if let Some(queue) = PROCESS_QUEUE.get() {
+        flush_queue(queue);
+    }
+}
+
+/// Queues a flush and waits for it, never past [`FLUSH_WAIT_MS_MAX`] in
+/// all (a stuck output must not hang an exiting broker).
+fn flush_queue(queue: &SyncSender<Item>) {
+    let deadline = Instant::now() + Duration::from_millis(FLUSH_WAIT_MS_MAX);
+    let (done, flushed) = sync_channel(1);
+    let mut item = Item::Flush(done);
+    loop {
+        match queue.try_send(item) {
+            Ok(()) => break,
+            Err(TrySendError::Disconnected(_)) => return,
+            Err(TrySendError::Full(back)) => {
+                if Instant::now() >= deadline {
+                    return;
+                }
+                item = back;
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
+    }
+    let _ = flushed.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+}
+
 impl LogWriter {
     /// Starts the writer thread, writing to `out`.
     pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, FlushGuard)> {
         let (queue, lines) = sync_channel(LINES_QUEUED_MAX);
         let dropped = Arc::new(AtomicU64::new(0));
         let counted = Arc::clone(&dropped);
+        let _ = PROCESS_QUEUE.set(queue.clone());
         std::thread::Builder::new()
             .name("rill-log".into())
             .spawn(move || write_lines(out, lines, &counted))?;
@@ -65,20 +101,20 @@ impl LogWriter {
     }
 }
 
-/// The writer thread: every line in order, each preceded by the count of
-/// lines dropped since the last one written, if any. Write errors are
+/// The writer thread: every line in order; before each line or flush, the
+/// count of lines dropped since the last one, if any. Write errors are
 /// ignored (there is nowhere left to report them).
 fn write_lines<W: Write>(mut out: W, lines: Receiver<Item>, dropped: &AtomicU64) {
     for item in lines {
+        let lost = dropped.swap(0, Ordering::Relaxed);
+        if lost > 0 {
+            let _ = writeln!(
+                out,
+                "rill-broker: {lost} log lines dropped (log output too slow)"
+            );
+        }
         match item {
             Item::Line(line) => {
-                let lost = dropped.swap(0, Ordering::Relaxed);
-                if lost > 0 {
-                    let _ = writeln!(
-                        out,
-                        "rill-broker: {lost} log lines dropped (log output too slow)"
-                    );
-                }
                 let _ = out.write_all(&line);
                 let _ = out.flush();
             }
@@ -94,10 +130,7 @@ impl FlushGuard {
     /// Waits (at most [`FLUSH_WAIT_MS_MAX`]) until every line queued so far
     /// is written.
     pub fn flush(&self) {
-        let (done, flushed) = sync_channel(1);
-        if self.queue.send(Item::Flush(done)).is_ok() {
-            let _ = flushed.recv_timeout(Duration::from_millis(FLUSH_WAIT_MS_MAX));
-        }
+        flush_queue(&self.queue);
     }
 }
 

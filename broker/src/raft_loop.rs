@@ -317,6 +317,7 @@ pub fn start(
             // must not go on serving without its only writer.
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft.run())).is_err() {
                 tracing::error!("the replication thread panicked; stopping the broker");
+                crate::logwriter::flush();
                 std::process::exit(70);
             }
         })
@@ -566,7 +567,9 @@ impl RaftLoop {
                 .unwrap_or_else(|p| p.into_inner())
                 .remove(&group);
             // The replica's own hold on its log goes first, so that the
-            // partition handed to the janitor is (requests aside) the last.
+            // partition handed to the janitor is usually the last; a sync
+            // in flight, a fetch or a queued send may outlast it (the
+            // first comes back to the janitor too, see `drop_closed_syncs`).
             let _ = self.node.remove_group(group);
             if let Some(p) = removed {
                 p.set_failed();
@@ -863,6 +866,7 @@ impl RaftLoop {
                 let mut out = Vec::new();
                 let mut events = Vec::new();
                 self.node.complete_syncs(done, &mut out, &mut events);
+                self.drop_closed_syncs();
                 let dropped = self.send(out);
                 if !dropped.is_empty() {
                     self.node.report_dropped(&dropped);
@@ -936,6 +940,15 @@ impl RaftLoop {
         }
     }
 
+    /// Syncs that completed after their group closed hold its deleted
+    /// files open: their last close goes to the janitor.
+    fn drop_closed_syncs(&mut self) {
+        let closed = self.node.take_closed_syncs();
+        if !closed.is_empty() {
+            self.janitor.drop_later(closed);
+        }
+    }
+
     /// One round over every group with work; returns where its time went.
     fn round(&mut self) -> RoundTimes {
         let mut times = RoundTimes::default();
@@ -972,6 +985,7 @@ impl RaftLoop {
         lap(&mut times.sync);
         self.node
             .finish_round(round, results, &mut out, &mut events);
+        self.drop_closed_syncs();
         dropped.extend(self.send(out));
         if !dropped.is_empty() {
             self.node.report_dropped(&dropped);
@@ -1113,11 +1127,12 @@ fn start_syncer(
 /// Where a round's time went, for the slow-round warning.
 #[derive(Debug, Default)]
 struct RoundTimes {
-    /// Collecting the Readies (and reading entries for followers).
+    /// Collecting the Readies (raft-rs reads the entries they carry).
     ready: Duration,
     /// Writing entries, hard states and snapshots, and queueing messages.
     write: Duration,
-    /// The syncs run inside the round (one-voter groups).
+    /// Deferring syncs, publishing, and the syncs run inside the round
+    /// (one-voter groups).
     sync: Duration,
     /// Applying, advancing, and sending what the syncs released.
     finish: Duration,

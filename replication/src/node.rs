@@ -443,6 +443,9 @@ pub struct Node {
     clock: Arc<dyn Clock>,
     jitter: Jitter,
     logger: slog::Logger,
+    /// Completed syncs of groups closed after they were planned; see
+    /// [`Node::take_closed_syncs`].
+    closed_syncs: Vec<SyncDone>,
 }
 
 /// What opening a replica needs.
@@ -472,7 +475,17 @@ impl Node {
             groups: BTreeMap::new(),
             clock,
             logger,
+            closed_syncs: Vec::new(),
         }
+    }
+
+    /// Completed syncs of groups closed since they were planned (their
+    /// topics deleted). Each still holds its segment files open, and the
+    /// last close of a deleted file is where the filesystem frees it (with
+    /// `discard`, a synchronous trim): the caller may drop them on a thread
+    /// where that wait harms nothing.
+    pub fn take_closed_syncs(&mut self) -> Vec<SyncDone> {
+        std::mem::take(&mut self.closed_syncs)
     }
 
     /// This broker's id.
@@ -875,7 +888,11 @@ impl Node {
                 // A heartbeat response vouches for nothing a log sync
                 // holds: only for the follower's term, durable already
                 // (a term or vote change is synced with a State job, and
-                // `may_ready` starts no Ready while one runs). Held back,
+                // `may_ready` starts no Ready while one runs). The commit
+                // index it carries may pass the durable log, but raft-rs
+                // only records it (`Progress::committed_index`) and decides
+                // no commit by it. It also lets the leader resume sending
+                // appends, as an fsync=false follower's does. Held back,
                 // it would wait for an fsync=true group's log sync, which
                 // under heavy writeback takes seconds: longer than the
                 // leader's check-quorum allows.
@@ -945,13 +962,14 @@ impl Node {
         let mut failed: BTreeMap<GroupId, String> = BTreeMap::new();
         for result in results {
             match result {
-                SyncResult::Log(group, Ok(done)) => {
-                    if let Some(r) = self.groups.get_mut(&group)
-                        && let Err(e) = r.raw.mut_store().complete_log_sync(done)
-                    {
-                        failed.insert(group, e.to_string());
+                SyncResult::Log(group, Ok(done)) => match self.groups.get_mut(&group) {
+                    Some(r) => {
+                        if let Err(e) = r.raw.mut_store().complete_log_sync(done) {
+                            failed.insert(group, e.to_string());
+                        }
                     }
-                }
+                    None => self.closed_syncs.push(done),
+                },
                 SyncResult::State(group, Ok(done)) => {
                     if let Some(r) = self.groups.get_mut(&group) {
                         r.raw.mut_store().complete_state_sync(done);

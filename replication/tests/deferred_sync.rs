@@ -229,6 +229,26 @@ fn a_heartbeat_in_a_new_term_is_answered_only_once_the_term_is_durable() {
     );
 }
 
+#[test]
+fn a_sync_that_completes_after_its_group_closed_is_handed_back_to_drop() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = synced_follower(dir.path());
+    follower.step(GROUP, append(2)).unwrap();
+    let (waiting, _) = round(&mut follower);
+    assert!(!waiting.jobs.is_empty());
+    // The topic is deleted while the sync runs.
+    follower.remove_group(GROUP).unwrap();
+    let mut out = Vec::new();
+    follower.complete_syncs(waiting.run(), &mut out, &mut Vec::new());
+    assert!(out.is_empty(), "nothing is said for a closed group");
+    assert_eq!(
+        follower.take_closed_syncs().len(),
+        1,
+        "the sync, which holds the files open, is the caller's to drop"
+    );
+    assert!(follower.take_closed_syncs().is_empty(), "handed back once");
+}
+
 /// Leader 1's snapshot, in term 1, at `index`.
 fn snapshot(index: u64) -> Message {
     let mut m = Message::default();
