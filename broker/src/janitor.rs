@@ -152,12 +152,18 @@ mod tests {
         false
     }
 
+    /// `parent/name`, made with one segment file in it.
+    fn replica_dir(parent: &Path, name: &str) -> PathBuf {
+        let dir = parent.join(name);
+        std::fs::create_dir(&dir).expect("mkdir");
+        std::fs::write(dir.join("00000000000000000000.log"), b"bytes").expect("write");
+        dir
+    }
+
     #[test]
     fn removed_directory_is_renamed_at_once_and_gone_soon_after() {
         let data = tempfile::tempdir().expect("temp dir");
-        let dir = data.path().join("t1-0");
-        std::fs::create_dir(&dir).expect("mkdir");
-        std::fs::write(dir.join("00000000000000000000.log"), b"bytes").expect("write");
+        let dir = replica_dir(data.path(), "t1-0");
         let janitor = Janitor::start(data.path()).expect("start");
         janitor.remove_dir(&dir, ()).expect("remove");
         assert!(
@@ -170,9 +176,7 @@ mod tests {
     #[test]
     fn start_removes_what_a_crashed_run_left_and_nothing_else() {
         let data = tempfile::tempdir().expect("temp dir");
-        let left = data.path().join("t1-3.deleted");
-        std::fs::create_dir(&left).expect("mkdir");
-        std::fs::write(left.join("seg.log"), b"bytes").expect("write");
+        let left = replica_dir(data.path(), "t1-3.deleted");
         let live = data.path().join("t2-0");
         std::fs::create_dir(&live).expect("mkdir");
         let _janitor = Janitor::start(data.path()).expect("start");
@@ -219,10 +223,7 @@ mod tests {
     #[test]
     fn the_files_last_holder_is_dropped_on_the_janitor_thread_before_removal() {
         let data = tempfile::tempdir().expect("temp dir");
-        let dir = data.path().join("t1-0");
-        std::fs::create_dir(&dir).expect("mkdir");
-        let log = dir.join("00000000000000000000.log");
-        std::fs::write(&log, b"bytes").expect("write");
+        let dir = replica_dir(data.path(), "t1-0");
         let janitor = Janitor::start(data.path()).expect("start");
         let (seen, dropped) = std::sync::mpsc::channel();
         let holder = Holder {

@@ -141,12 +141,12 @@ impl Drop for FlushGuard {
 }
 
 /// One event's output: gathered here, queued whole when dropped.
-pub struct Line {
+pub struct Line<'a> {
     buf: Vec<u8>,
-    writer: LogWriter,
+    writer: &'a LogWriter,
 }
 
-impl Write for Line {
+impl Write for Line<'_> {
     fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
         self.buf.extend_from_slice(bytes);
         Ok(bytes.len())
@@ -157,7 +157,7 @@ impl Write for Line {
     }
 }
 
-impl Drop for Line {
+impl Drop for Line<'_> {
     fn drop(&mut self) {
         if self.buf.is_empty() {
             return;
@@ -170,12 +170,12 @@ impl Drop for Line {
 }
 
 impl<'a> MakeWriter<'a> for LogWriter {
-    type Writer = Line;
+    type Writer = Line<'a>;
 
-    fn make_writer(&'a self) -> Line {
+    fn make_writer(&'a self) -> Line<'a> {
         Line {
             buf: Vec::new(),
-            writer: self.clone(),
+            writer: self,
         }
     }
 }

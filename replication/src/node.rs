@@ -884,7 +884,9 @@ impl Node {
             debug_assert!(rd.committed_entries().is_empty(), "applied when written");
             let number = rd.number();
             let mut persisted = rd.take_persisted_messages();
-            if !term_or_vote_syncs.contains(&group) {
+            let is_heartbeat_response =
+                |m: &Message| m.get_msg_type() == MessageType::MsgHeartbeatResponse;
+            if !term_or_vote_syncs.contains(&group) && persisted.iter().any(is_heartbeat_response) {
                 // A heartbeat response vouches for nothing a log sync
                 // holds: only for the follower's term, durable already
                 // (a term or vote change is synced with a State job, and
@@ -896,9 +898,8 @@ impl Node {
                 // it would wait for an fsync=true group's log sync, which
                 // under heavy writeback takes seconds: longer than the
                 // leader's check-quorum allows.
-                let (now, held): (Vec<Message>, Vec<Message>) = persisted
-                    .into_iter()
-                    .partition(|m| m.get_msg_type() == MessageType::MsgHeartbeatResponse);
+                let (now, held): (Vec<Message>, Vec<Message>) =
+                    persisted.into_iter().partition(is_heartbeat_response);
                 push_messages(group, now, &mut round.early, &mut round.snapshots);
                 persisted = held;
             }
