@@ -6,12 +6,14 @@
 //! for `acks`) → [`raft_loop`] (the Raft thread: proposals, the Ready loop,
 //! group commit; the only writer of logs, and where the controller's log
 //! is applied). Cluster metadata and its commands are in [`metadata`];
-//! topic names and configs in [`topics`]; settings in [`config`].
+//! topic names and configs in [`topics`]; settings in [`config`]; how the
+//! heap keeps freed memory for the next frame in [`heap`].
 //!
 //! Still to come in this crate: the group coordinator and metrics.
 
 pub mod config;
 pub mod handlers;
+pub mod heap;
 pub mod janitor;
 pub mod logwriter;
 pub mod metadata;

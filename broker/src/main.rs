@@ -110,6 +110,11 @@ fn run() -> anyhow::Result<()> {
         .with_writer(log_writer)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Before any frame is read: frame buffers are then reused, not faulted
+    // in afresh (see `heap`).
+    if let Err(e) = rill_broker::heap::keep_freed_memory() {
+        tracing::warn!(error = %e, "the heap keeps its default trimming");
+    }
     let file = match &args.config {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
