@@ -194,8 +194,9 @@ impl ReplicaLog {
     /// Appends entries from a Ready (the leader's own, or a leader's sent to
     /// this follower), first removing a conflicting suffix. `trusted_term`
     /// names the term whose data entries were validated when proposed here
-    /// (a leader's own entries of its current term); all others are
-    /// validated in full. Every entry is checked (indexes contiguous, terms
+    /// (a leader's own entries of its current term); all others have their
+    /// framing and CRC checked, not their records, which the leader that
+    /// proposed them walked. Every entry is checked (indexes contiguous, terms
     /// never decreasing, batches valid) before the log changes, so a
     /// refused append leaves it as it was.
     pub fn append(
@@ -234,10 +235,13 @@ impl ReplicaLog {
             last_term = term;
             let checked = match entry::to_stored(e)? {
                 Stored::Batch(data) => {
+                    // Every data batch entered a Raft log through a leader
+                    // that walked all its records (`CheckedBatch`); the CRC
+                    // proves a replicated one is those bytes.
                     let batch = if trusted_term == Some(term) {
                         ValidBatch::revalidated_by_caller(data)
                     } else {
-                        ValidBatch::new(data, max_batch_bytes)
+                        ValidBatch::replicated(data, max_batch_bytes)
                     }
                     .map_err(|err| ReplicationError::from(LogError::from(err)))?;
                     if batch.header().is_control() {

@@ -318,6 +318,23 @@ pub fn compute_crc(batch: &[u8]) -> u32 {
 /// version, reserved bits, codec, the record-count rules, the CRC, and that
 /// the records parse exactly to the end of the body.
 pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
+    let header = validate_without_records(buf, max_batch_bytes)?;
+    if !header.is_control() {
+        validate_records(&header, &buf[HEADER_BYTES..])?;
+    }
+    Ok(header)
+}
+
+/// Checks one whole batch as [`validate`] does, in the same order, except
+/// that the records are not walked.
+///
+/// For a batch a leader validated in full before it entered the Raft log: a
+/// matching CRC proves these are the bytes it walked, so a follower checks
+/// the framing and the CRC only, as a Kafka follower does.
+pub fn validate_without_records(
+    buf: &[u8],
+    max_batch_bytes: usize,
+) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::decode(buf)?;
     if header.batch_bytes() != buf.len() as u64 {
         // A size over the maximum is the more useful answer when both hold.
@@ -340,9 +357,6 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Batch
             computed,
         });
     }
-    if !header.is_control() {
-        validate_records(&header, &buf[HEADER_BYTES..])?;
-    }
     Ok(header)
 }
 
@@ -361,6 +375,14 @@ impl<'a> ValidBatch<'a> {
     /// Validates `buf` as one whole batch of at most `max_batch_bytes`.
     pub fn new(buf: &'a [u8], max_batch_bytes: usize) -> Result<ValidBatch<'a>, BatchError> {
         let header = validate(buf, max_batch_bytes)?;
+        Ok(ValidBatch { bytes: buf, header })
+    }
+
+    /// Checks `buf` as one whole batch of at most `max_batch_bytes` that a
+    /// leader validated in full: framing and CRC, not the records (see
+    /// [`validate_without_records`]).
+    pub fn replicated(buf: &'a [u8], max_batch_bytes: usize) -> Result<ValidBatch<'a>, BatchError> {
+        let header = validate_without_records(buf, max_batch_bytes)?;
         Ok(ValidBatch { bytes: buf, header })
     }
 

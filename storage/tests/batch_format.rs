@@ -1239,6 +1239,14 @@ fn expected_records(recs: &[Rec], base: u64) -> Vec<Record> {
 fn decode_everything(bytes: &[u8]) {
     let decoded = BatchHeader::decode(bytes);
     let validated = batch::validate(bytes, MAX);
+    let framed = batch::validate_without_records(bytes, MAX);
+    if let Ok(h) = &validated {
+        assert_eq!(
+            framed.as_ref().ok(),
+            Some(h),
+            "full validation implies the framing check"
+        );
+    }
     let shared = Bytes::copy_from_slice(bytes);
 
     let single = RecordBatch::new(shared.clone(), MAX);
@@ -1308,6 +1316,26 @@ fn plausible_header_over(body: &[u8], attributes: u16, record_count: u32, lod: u
     bytes
 }
 
+/// A follower checks a replicated batch's framing and CRC, not its records:
+/// it refuses everything full validation refuses, with the same error,
+/// except records that are corrupt under an intact CRC (a leader walked
+/// them before they entered the log).
+#[test]
+fn validate_without_records_refuses_all_but_corrupt_records_as_validate_does() {
+    let mut corrupt_records = 0;
+    for r in all_refusals() {
+        let got = batch::validate_without_records(&r.bytes, MAX);
+        if let BatchError::CorruptRecord { .. } = r.error {
+            assert!(r.crc_intact, "{}", r.what);
+            assert_eq!(got, BatchHeader::decode(&r.bytes), "{}", r.what);
+            corrupt_records += 1;
+        } else {
+            assert_eq!(got, Err(r.error.clone()), "{}", r.what);
+        }
+    }
+    assert!(corrupt_records >= 3, "the refusals include corrupt records");
+}
+
 proptest! {
     #[test]
     fn any_batch_round_trips_through_validate_and_records(
@@ -1321,6 +1349,10 @@ proptest! {
         let n = recs.len() as u32;
 
         let header = batch::validate(&bytes, MAX.max(bytes.len())).unwrap();
+        prop_assert_eq!(
+            batch::validate_without_records(&bytes, MAX.max(bytes.len())).unwrap(),
+            header
+        );
         prop_assert_eq!(header.base_offset, Offset(base));
         prop_assert_eq!(header.raft_term, Term(term));
         prop_assert_eq!(header.raft_index, RaftIndex(index));

@@ -1,5 +1,5 @@
 //! Fuzzes every decoder of record batches with arbitrary bytes: header
-//! decoding, full validation, splitting a buffer into batches and iterating
+//! decoding, full validation, the framing-and-CRC check, splitting a buffer into batches and iterating
 //! records. None may panic, and a batch that validation accepts must iterate
 //! cleanly with exactly its declared number of records. Each input is also
 //! tried with its CRC recomputed, so the checks behind the CRC (lengths,
@@ -26,6 +26,12 @@ fuzz_target!(|data: &[u8]| {
 fn decode_all(data: &[u8]) {
     let _ = BatchHeader::decode(data);
     let validated = batch::validate(data, MAX_BATCH_BYTES);
+    // A follower's check is validation less the record walk: it accepts
+    // whatever full validation accepts, with the same header.
+    let framed = batch::validate_without_records(data, MAX_BATCH_BYTES);
+    if let Ok(h) = &validated {
+        assert_eq!(framed.as_ref().ok(), Some(h), "full validation implies the framing check");
+    }
     let shared = Bytes::copy_from_slice(data);
     for b in Batches::new(shared.clone(), MAX_BATCH_BYTES).flatten() {
         let _ = b.verify_crc();
