@@ -1,4 +1,5 @@
-//! Removal of deleted replicas' directories, away from the Raft thread.
+//! Removal of deleted replicas' directories and of segments past their
+//! retention, away from the Raft thread.
 //!
 //! A replica of a deleted topic may hold hundreds of MiB of segments, much
 //! of it still dirty in the page cache; unlinking them takes a few hundred
@@ -12,7 +13,9 @@
 //! takes what still holds them): the last close of an unlinked file is
 //! where the filesystem frees its blocks (with `discard`, a synchronous
 //! trim seen to take hundreds of milliseconds), and that must not happen
-//! on the Raft thread either.
+//! on the Raft thread either. Segments deleted by retention are unlinked
+//! and closed here for the same reason, after the Raft thread has made the
+//! new log start durable.
 //!
 //! Invariants: a directory is renamed before it is handed over, so a crash
 //! at any moment leaves either the live directory (its topic's deletion is
@@ -24,24 +27,40 @@
 use std::path::{Path, PathBuf};
 use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
+use rill_storage::Expired;
+
 /// Directories waiting for the janitor, at most.
 pub const QUEUED_MAX: usize = 1024;
 
 /// The suffix of a directory renamed for removal.
 pub const DELETED_SUFFIX: &str = ".deleted";
 
-/// A directory to remove, and whatever still holds its files open
-/// (dropped first, on the janitor's thread).
-struct Job {
-    dir: Option<PathBuf>,
-    holder: Box<dyn Send>,
+/// Work for the janitor's thread.
+enum Job {
+    /// A directory to remove, and whatever still holds its files open
+    /// (dropped first).
+    RemoveDir { dir: PathBuf, holder: Box<dyn Send> },
+    /// Something whose drop closes deleted files.
+    Drop(Box<dyn Send>),
+    /// Segments retention took out of a log: unlinked, then closed.
+    Unlink(Expired),
 }
 
 impl Job {
     fn run(self) {
-        drop(self.holder);
-        if let Some(dir) = &self.dir {
-            remove(dir);
+        match self {
+            Job::RemoveDir { dir, holder } => {
+                drop(holder);
+                remove(&dir);
+            }
+            Job::Drop(holder) => drop(holder),
+            Job::Unlink(expired) => {
+                if let Err(e) = expired.unlink() {
+                    // They stay on disk below the log start, never served;
+                    // retention takes them again after a restart.
+                    tracing::warn!(error = %e, "could not delete expired segments");
+                }
+            }
         }
     }
 }
@@ -80,8 +99,8 @@ impl Janitor {
         name.push(DELETED_SUFFIX);
         let renamed = PathBuf::from(name);
         std::fs::rename(dir, &renamed)?;
-        self.submit(Job {
-            dir: Some(renamed),
+        self.submit(Job::RemoveDir {
+            dir: renamed,
             holder: Box::new(holder),
         });
         Ok(())
@@ -91,10 +110,14 @@ impl Janitor {
     /// deleted replica's files open (a sync that completed after its group
     /// closed).
     pub fn drop_later(&self, holder: impl Send + 'static) {
-        self.submit(Job {
-            dir: None,
-            holder: Box::new(holder),
-        });
+        self.submit(Job::Drop(Box::new(holder)));
+    }
+
+    /// Has the segments retention took out of a log unlinked and closed on
+    /// the janitor's thread: with `discard`, unlinking and the last close
+    /// free the blocks synchronously.
+    pub fn unlink_expired(&self, expired: Expired) {
+        self.submit(Job::Unlink(expired));
     }
 
     /// Queues `job`, or runs it here when the queue is full.

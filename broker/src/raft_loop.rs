@@ -839,7 +839,9 @@ impl RaftLoop {
             }
             Command::Retention => {
                 let mut events = Vec::new();
-                self.node.apply_retention(&mut events);
+                for expired in self.node.apply_retention(&mut events) {
+                    self.janitor.unlink_expired(expired);
+                }
                 self.publish(events);
                 for p in self.published.all_partitions() {
                     p.refresh_log_start();

@@ -9,7 +9,7 @@ use std::io::{Read, Write};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use common::{BrokerProcess, Client, batch, fetch_request, read_all, values};
+use common::{BrokerProcess, Client, batch, fetch_request, read_all, read_from, values};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
 
@@ -146,6 +146,87 @@ fn every_acknowledged_record_survives_a_sigkill_during_acks_all_produce() {
             (i as u64, format!("value-{i}").as_str())
         );
     }
+}
+
+/// `.log` files of topic partitions under `data_dir` (the controller's
+/// own log aside).
+fn partition_segment_files(data_dir: &std::path::Path) -> usize {
+    let mut n = 0;
+    for dir in std::fs::read_dir(data_dir).unwrap().flatten() {
+        if dir.file_name() == "controller" || !dir.path().is_dir() {
+            continue;
+        }
+        n += std::fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|f| f.path().extension().is_some_and(|e| e == "log"))
+            .count();
+    }
+    n
+}
+
+#[test]
+fn retention_deletes_the_oldest_segments_and_moves_the_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, "retention_check_ms = 100\n").unwrap();
+    let data = dir.path().join("data");
+    let broker = BrokerProcess::start_with(
+        &data,
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+    );
+    let mut c = broker.connect();
+    let configs = [
+        ("max.message.bytes", "4096"),
+        ("segment.bytes", "8192"),
+        ("retention.bytes", "16384"),
+    ];
+    assert_eq!(c.create_topic("r", 1, &configs).error, ErrorCode::None);
+    // 40 batches of 10 records of 300 bytes: about 15 segments.
+    let value = |offset: u64| format!("{offset:0>300}");
+    const RECORDS: u64 = 400;
+    // Timestamped now: only retention.bytes applies, not the age limit.
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64;
+    for first in (0..RECORDS).step_by(10) {
+        let values: Vec<String> = (first..first + 10).map(value).collect();
+        let r = c.produce("r", 0, -1, batch(&values, now_ms));
+        assert_eq!((r.error, r.base_offset), (ErrorCode::None, first));
+    }
+    // 124 KB in segments of 8 KiB, of which retention keeps 16 KiB and the
+    // active segment. It runs every 100 ms; the files go on the janitor's
+    // thread.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let log_start = loop {
+        let f = c.fetch("r", 0, RECORDS - 10, 0);
+        assert!(f.error.is_ok(), "fetch error {:?}", f.error);
+        let files = partition_segment_files(&data);
+        if f.log_start_offset > 0 && files <= 4 {
+            break f.log_start_offset;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "retention: log start {} and {files} segment files after 20 s",
+            f.log_start_offset
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert_eq!(log_start % 10, 0, "the log starts at a batch");
+    assert!(
+        RECORDS - log_start >= 16384 / 310,
+        "retention kept at least retention.bytes, from {log_start}"
+    );
+    let want: Vec<(u64, String)> = (log_start..RECORDS).map(|o| (o, value(o))).collect();
+    assert_eq!(read_from(&mut c, "r", 0, log_start), want);
+    // Below the log start nothing is served.
+    assert_eq!(c.fetch("r", 0, 0, 0).error, ErrorCode::OffsetOutOfRange);
 }
 
 #[test]

@@ -715,8 +715,11 @@ impl Node {
     }
 
     /// Applies retention to every group (only applied entries are ever
-    /// deleted). Call between rounds.
-    pub fn apply_retention(&mut self, events: &mut Vec<Event>) {
+    /// deleted). Call between rounds. Returns the segments taken out of
+    /// the logs, still on disk, for the caller to unlink (see
+    /// [`ReplicaLog::apply_retention`](crate::storage::ReplicaLog::apply_retention)).
+    pub fn apply_retention(&mut self, events: &mut Vec<Event>) -> Vec<rill_storage::Expired> {
+        let mut expired = Vec::new();
         let mut failed = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
             if r.raw.store().state_sync_pending() {
@@ -724,13 +727,16 @@ impl Node {
                 continue;
             }
             let applied = RaftIndex(r.raw.raft.raft_log.applied);
-            if let Err(e) = r.raw.mut_store().apply_retention(applied) {
-                failed.push((group, e));
+            match r.raw.mut_store().apply_retention(applied) {
+                Ok(taken) if taken.is_empty() => {}
+                Ok(taken) => expired.push(taken),
+                Err(e) => failed.push((group, e)),
             }
         }
         for (group, e) in failed {
             self.fail(group, &e, events);
         }
+        expired
     }
 
     /// The group's state here.

@@ -386,14 +386,17 @@ impl ReplicaLog {
         Ok(())
     }
 
-    /// Deletes the segments past the topic's retention whose entries are
-    /// all applied, moving the snapshot point to the last entry deleted.
-    /// The new point is made durable before any file goes, so a crash
-    /// in between leaves entries below the point, which are never served.
+    /// Takes the segments past the topic's retention whose entries are all
+    /// applied out of the log, moving the snapshot point to the last entry
+    /// taken, and returns them still on disk: the caller unlinks them
+    /// ([`Expired::unlink`](rill_storage::Expired::unlink)), off the Raft
+    /// thread. The new point is durable before this returns, so a crash
+    /// before the unlink leaves entries below the point, which are never
+    /// served and which the next retention pass after a restart takes again.
     pub fn apply_retention(
         &mut self,
         applied: RaftIndex,
-    ) -> Result<rill_storage::RetentionOutcome, ReplicationError> {
+    ) -> Result<rill_storage::Expired, ReplicationError> {
         let (outcome, expired) = lock(&self.log).take_expired_through(applied);
         if let Some((index, term)) = expired.last_entry()
             && index > self.state.truncated.index
@@ -407,8 +410,7 @@ impl ReplicaLog {
                 self.complete_state_sync(done);
             }
         }
-        expired.unlink()?;
-        Ok(outcome)
+        Ok(expired)
     }
 
     /// Plans the sync of what was appended since the last one.

@@ -277,8 +277,17 @@ pub fn batch(values: &[String], timestamp_ms: i64) -> Bytes {
 
 /// Every record value of a partition, from offset 0 to the high watermark.
 pub fn read_all(client: &mut Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
+    read_from(client, topic, partition, 0)
+}
+
+/// Every record of the partition from `offset` on, as (offset, value).
+pub fn read_from(
+    client: &mut Client,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+) -> Vec<(u64, String)> {
     let mut out = Vec::new();
-    let mut offset = 0;
     loop {
         let f = client.fetch(topic, partition, offset, 0);
         assert!(f.error.is_ok(), "fetch error {:?}", f.error);

@@ -142,6 +142,9 @@ struct Broker {
     clock: ManualClock,
     /// Deferred sync batches, oldest first, with the step each completes.
     syncing: VecDeque<(u64, SyncBatch)>,
+    /// Segments retention took, not unlinked yet (as a broker's janitor
+    /// does it later): a crash leaves them on disk below the log start.
+    expired: Vec<rill_storage::Expired>,
 }
 
 /// An acknowledged batch: where its producer was told it is.
@@ -262,6 +265,7 @@ impl Sim {
                     logs: BTreeMap::new(),
                     clock: ManualClock::new(1_000_000),
                     syncing: VecDeque::new(),
+                    expired: Vec::new(),
                 },
             );
             sim.start(BrokerId(b));
@@ -323,6 +327,7 @@ impl Sim {
             .collect();
         broker.logs.clear();
         broker.syncing.clear();
+        broker.expired.clear();
         drop(node);
         for (g, position) in durable {
             let keep = if self.rng.chance(300) {
@@ -751,10 +756,23 @@ impl Sim {
             for b in self.alive() {
                 let mut events = Vec::new();
                 if let Some(node) = self.brokers.get_mut(&b).and_then(|br| br.node.as_mut()) {
-                    node.apply_retention(&mut events);
+                    let expired = node.apply_retention(&mut events);
+                    self.brokers
+                        .get_mut(&b)
+                        .expect("broker")
+                        .expired
+                        .extend(expired);
                 }
                 for e in events {
                     self.observe(b, e);
+                }
+            }
+        }
+        for b in self.alive() {
+            let br = self.brokers.get_mut(&b).expect("broker");
+            if !br.expired.is_empty() && self.rng.chance(100) {
+                for expired in br.expired.drain(..) {
+                    expired.unlink().expect("unlink expired segments");
                 }
             }
         }
