@@ -14,8 +14,8 @@
 //! where the filesystem frees its blocks (with `discard`, a synchronous
 //! trim seen to take hundreds of milliseconds), and that must not happen
 //! on the Raft thread either. Segments deleted by retention are unlinked
-//! and closed here for the same reason, after the Raft thread has made the
-//! new log start durable.
+//! and closed here for the same reason, once the new log start is durable
+//! (synced on the sync thread, like a deferred Ready).
 //!
 //! Invariants: a directory is renamed before it is handed over, so a crash
 //! at any moment leaves either the live directory (its topic's deletion is

@@ -839,9 +839,11 @@ impl RaftLoop {
             }
             Command::Retention => {
                 let mut events = Vec::new();
-                for expired in self.node.apply_retention(&mut events) {
-                    self.janitor.unlink_expired(expired);
-                }
+                // The new log starts' syncs run like a deferred batch,
+                // never on this thread; the segments go once they are back.
+                let syncs = self.node.apply_retention(&mut events);
+                self.queue_sync(syncs);
+                self.unlink_expired();
                 self.publish(events);
                 for p in self.published.all_partitions() {
                     p.refresh_log_start();
@@ -869,6 +871,7 @@ impl RaftLoop {
                 let mut events = Vec::new();
                 self.node.complete_syncs(done, &mut out, &mut events);
                 self.drop_closed_syncs();
+                self.unlink_expired();
                 let dropped = self.send(out);
                 if !dropped.is_empty() {
                     self.node.report_dropped(&dropped);
@@ -973,13 +976,7 @@ impl RaftLoop {
         self.node.write_round(&mut round, &mut jobs, &mut events);
         lap(&mut times.write);
         let deferred = self.node.defer_syncs(&mut round, &mut jobs);
-        if !deferred.is_empty() {
-            match (&mut self.sync_queued, self.syncing) {
-                (_, false) => self.start_sync(deferred),
-                (Some(queued), true) => queued.merge(deferred),
-                (queued @ None, true) => *queued = Some(deferred),
-            }
-        }
+        self.queue_sync(deferred);
         // `acks=1` waits for the leader's write alone, and a Ready's
         // committed entries were durable before it: both before the syncs.
         self.publish(std::mem::take(&mut events));
@@ -1003,6 +1000,27 @@ impl RaftLoop {
         self.sync_queued
             .as_ref()
             .is_none_or(|q| q.readies() < SYNC_QUEUED_READIES_MAX)
+    }
+
+    /// Starts `batch` on the sync thread, or merges it into the batch
+    /// queued behind the one running.
+    fn queue_sync(&mut self, batch: SyncBatch) {
+        if batch.is_empty() {
+            return;
+        }
+        match (&mut self.sync_queued, self.syncing) {
+            (_, false) => self.start_sync(batch),
+            (Some(queued), true) => queued.merge(batch),
+            (queued @ None, true) => *queued = Some(batch),
+        }
+    }
+
+    /// Hands the segments retention took, whose new log starts are now
+    /// durable, to the janitor to unlink and close.
+    fn unlink_expired(&mut self) {
+        for expired in self.node.take_expired() {
+            self.janitor.unlink_expired(expired);
+        }
     }
 
     fn start_sync(&mut self, batch: SyncBatch) {

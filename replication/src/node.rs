@@ -328,9 +328,9 @@ pub struct SyncedBatch {
 }
 
 impl SyncBatch {
-    /// Whether no Ready was deferred.
+    /// Whether it has nothing to sync and no Ready waits for it.
     pub fn is_empty(&self) -> bool {
-        self.readies.is_empty()
+        self.readies.is_empty() && self.jobs.is_empty()
     }
 
     /// How many Readies wait for the batch.
@@ -446,6 +446,13 @@ pub struct Node {
     /// Completed syncs of groups closed after they were planned; see
     /// [`Node::take_closed_syncs`].
     closed_syncs: Vec<SyncDone>,
+    /// Segments retention took, by group, waiting for the sync of the new
+    /// snapshot point before they may be unlinked (one per group at most:
+    /// retention skips a group while a state sync is pending).
+    retention_waiting: BTreeMap<GroupId, rill_storage::Expired>,
+    /// Segments retention took whose new snapshot point is durable; see
+    /// [`Node::take_expired`].
+    expired: Vec<rill_storage::Expired>,
 }
 
 /// What opening a replica needs.
@@ -476,6 +483,8 @@ impl Node {
             clock,
             logger,
             closed_syncs: Vec::new(),
+            retention_waiting: BTreeMap::new(),
+            expired: Vec::new(),
         }
     }
 
@@ -486,6 +495,12 @@ impl Node {
     /// where that wait harms nothing.
     pub fn take_closed_syncs(&mut self) -> Vec<SyncDone> {
         std::mem::take(&mut self.closed_syncs)
+    }
+
+    /// Segments retention took whose groups' new snapshot points are
+    /// durable: the caller unlinks them, off the Raft thread.
+    pub fn take_expired(&mut self) -> Vec<rill_storage::Expired> {
+        std::mem::take(&mut self.expired)
     }
 
     /// This broker's id.
@@ -546,6 +561,9 @@ impl Node {
 
     /// Stops a group and closes its replica (its files stay).
     pub fn remove_group(&mut self, group: GroupId) -> Result<(), ReplicationError> {
+        // Its directory goes: segments retention took need no unlink, and
+        // closing files still linked costs nothing.
+        self.retention_waiting.remove(&group);
         self.groups
             .remove(&group)
             .map(drop)
@@ -715,11 +733,17 @@ impl Node {
     }
 
     /// Applies retention to every group (only applied entries are ever
-    /// deleted). Call between rounds. Returns the segments taken out of
-    /// the logs, still on disk, for the caller to unlink (see
-    /// [`ReplicaLog::apply_retention`](crate::storage::ReplicaLog::apply_retention)).
-    pub fn apply_retention(&mut self, events: &mut Vec<Event>) -> Vec<rill_storage::Expired> {
-        let mut expired = Vec::new();
+    /// deleted). Call between rounds. Returns the syncs of the groups' new
+    /// snapshot points, to run like a deferred batch (after any batch made
+    /// before it) and hand back to [`Node::complete_syncs`]; the segments
+    /// taken come out of [`Node::take_expired`] once their group's sync is
+    /// back (at once for a group whose point did not move). A group waits
+    /// for its sync before its next Ready.
+    pub fn apply_retention(&mut self, events: &mut Vec<Event>) -> SyncBatch {
+        let mut batch = SyncBatch {
+            jobs: Vec::new(),
+            readies: Vec::new(),
+        };
         let mut failed = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
             if r.raw.store().state_sync_pending() {
@@ -728,15 +752,23 @@ impl Node {
             }
             let applied = RaftIndex(r.raw.raft.raft_log.applied);
             match r.raw.mut_store().apply_retention(applied) {
-                Ok(taken) if taken.is_empty() => {}
-                Ok(taken) => expired.push(taken),
+                Ok((_, taken)) if taken.is_empty() => {}
+                Ok((None, taken)) => self.expired.push(taken),
+                Ok((Some(sync), taken)) => {
+                    batch.jobs.push(SyncJob::State(group, sync));
+                    let earlier = self.retention_waiting.insert(group, taken);
+                    assert!(
+                        earlier.is_none(),
+                        "a group with a pending state sync is skipped"
+                    );
+                }
                 Err(e) => failed.push((group, e)),
             }
         }
         for (group, e) in failed {
             self.fail(group, &e, events);
         }
-        expired
+        batch
     }
 
     /// The group's state here.
@@ -980,6 +1012,11 @@ impl Node {
                 SyncResult::State(group, Ok(done)) => {
                     if let Some(r) = self.groups.get_mut(&group) {
                         r.raw.mut_store().complete_state_sync(done);
+                        // The new snapshot point is durable: what retention
+                        // took below it may go.
+                        if let Some(taken) = self.retention_waiting.remove(&group) {
+                            self.expired.push(taken);
+                        }
                     }
                 }
                 // A group closed since (its topic deleted) may have lost
@@ -1034,6 +1071,8 @@ impl Node {
 
     fn fail(&mut self, group: GroupId, reason: &dyn std::fmt::Display, events: &mut Vec<Event>) {
         tracing::error!(%group, %reason, "replica stopped");
+        // Never unlinked: the new snapshot point may not be durable.
+        self.retention_waiting.remove(&group);
         self.groups.remove(&group);
         events.push(Event::Failed {
             group,

@@ -388,16 +388,21 @@ impl ReplicaLog {
 
     /// Takes the segments past the topic's retention whose entries are all
     /// applied out of the log, moving the snapshot point to the last entry
-    /// taken, and returns them still on disk: the caller unlinks them
-    /// ([`Expired::unlink`](rill_storage::Expired::unlink)), off the Raft
-    /// thread. The new point is durable before this returns, so a crash
-    /// before the unlink leaves entries below the point, which are never
-    /// served and which the next retention pass after a restart takes again.
+    /// taken. Returns them still on disk, with the sync that makes the new
+    /// point durable (when it moved): the caller runs the sync off the Raft
+    /// thread, hands it back ([`ReplicaLog::complete_state_sync`]), and
+    /// only then unlinks the segments ([`Expired::unlink`](rill_storage::Expired::unlink)).
+    /// A crash before the unlink leaves entries below the point, which are
+    /// never served and which the next retention pass after a restart
+    /// takes again; a crash before the sync leaves the old point, with its
+    /// segments still on disk. Until the sync is handed back no Ready
+    /// starts ([`ReplicaLog::state_sync_pending`]).
     pub fn apply_retention(
         &mut self,
         applied: RaftIndex,
-    ) -> Result<rill_storage::Expired, ReplicationError> {
+    ) -> Result<(Option<StateSync>, rill_storage::Expired), ReplicationError> {
         let (outcome, expired) = lock(&self.log).take_expired_through(applied);
+        let mut sync = None;
         if let Some((index, term)) = expired.last_entry()
             && index > self.state.truncated.index
         {
@@ -405,12 +410,9 @@ impl ReplicaLog {
             t.index = index;
             t.term = term;
             t.next_offset = outcome.log_start_offset;
-            if let Some(sync) = self.save(true)? {
-                let done = sync.run()?;
-                self.complete_state_sync(done);
-            }
+            sync = self.save(true)?;
         }
-        Ok(expired)
+        Ok((sync, expired))
     }
 
     /// Plans the sync of what was appended since the last one.

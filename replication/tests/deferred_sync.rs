@@ -4,21 +4,24 @@
 //! synced by one run and release every acknowledgement they hold; a
 //! snapshot waits for earlier unsynced Readies and is installed inside its
 //! round; a one-voter group is never deferred; heartbeats are answered at
-//! once unless the term they are answered in is not yet durable.
+//! once unless the term they are answered in is not yet durable; retention's
+//! new log start is synced in a batch of its own before its segments go.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
 
 use std::sync::Arc;
 
+use bytes::Bytes;
 use helpers::{data_batch, data_entry, small_config, voters_123};
 use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
 use rill_replication::storage::{SharedLog, lock, snapshot_data};
 use rill_replication::{
-    BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, SyncBatch, SyncJob,
+    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, SyncBatch,
+    SyncJob,
 };
-use rill_storage::{ManualClock, Offset};
+use rill_storage::{LogConfig, ManualClock, Offset};
 
 const GROUP: GroupId = GroupId(1);
 
@@ -316,4 +319,89 @@ fn a_one_voter_group_syncs_inside_its_round() {
     let results = jobs.into_iter().map(SyncJob::run).collect();
     alone.finish_round(round, results, &mut out, &mut events);
     assert_eq!(alone.leader(GROUP), Some(BrokerId(1)));
+}
+
+/// `.log` files in `dir`.
+fn segment_files(dir: &std::path::Path) -> usize {
+    std::fs::read_dir(dir)
+        .unwrap()
+        .flatten()
+        .filter(|f| f.path().extension().is_some_and(|e| e == "log"))
+        .count()
+}
+
+#[test]
+fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut alone = Node::new(
+        NodeConfig::new(BrokerId(1)),
+        Arc::new(ManualClock::new(1_000_000)),
+    );
+    let log = alone
+        .add_group(ReplicaSpec {
+            group: GROUP,
+            dir: dir.path(),
+            log_config: LogConfig {
+                retention_bytes: Some(16 * 1024),
+                ..small_config()
+            },
+            fsync: true,
+            store: Box::new(MemoryStateStore::default()),
+            state: ReplicaState::initial(Membership::voters([BrokerId(1)])),
+        })
+        .unwrap();
+    alone.campaign(GROUP).unwrap();
+    let _ = round(&mut alone);
+    let propose = |node: &mut Node, tag: u64| {
+        let bytes = Bytes::from(data_batch(tag, 100));
+        let batch = CheckedBatch::new(bytes, small_config().max_batch_bytes)
+            .unwrap()
+            .expect("a data batch");
+        node.propose(GROUP, batch).unwrap();
+    };
+    // About 300 KB: several 64 KiB segments, each committed and applied
+    // inside its round.
+    for tag in 0..100 {
+        propose(&mut alone, tag);
+        let (deferred, _) = round(&mut alone);
+        assert!(deferred.is_empty(), "a one-voter group syncs in its round");
+    }
+    let files = segment_files(dir.path());
+    let log_start = lock(&log).log_start_offset();
+
+    let mut events = Vec::new();
+    let syncs = alone.apply_retention(&mut events);
+    assert!(events.is_empty(), "no group failed");
+    assert_eq!(syncs.jobs.len(), 1, "the new log start's state sync");
+    assert!(syncs.readies() == 0, "no Ready waits for it");
+    assert!(
+        lock(&log).log_start_offset() > log_start,
+        "the segments leave the log at once"
+    );
+    assert!(
+        alone.take_expired().is_empty(),
+        "but not the disk before the sync"
+    );
+    assert_eq!(segment_files(dir.path()), files);
+
+    // Meanwhile the group takes no Ready: it would save the state again.
+    let end = lock(&log).next_raft_index();
+    propose(&mut alone, 100);
+    let (held, out) = round(&mut alone);
+    assert!(held.is_empty() && out.is_empty());
+    assert_eq!(lock(&log).next_raft_index(), end, "nothing written");
+
+    alone.complete_syncs(syncs.run(), &mut Vec::new(), &mut events);
+    assert!(events.is_empty(), "no group failed");
+    let expired = alone.take_expired();
+    assert_eq!(expired.len(), 1, "the segments are the caller's to unlink");
+    for e in expired {
+        e.unlink().unwrap();
+    }
+    assert!(segment_files(dir.path()) < files, "unlinked");
+    let _ = round(&mut alone);
+    assert!(
+        lock(&log).next_raft_index() > end,
+        "the group goes on once the sync is back"
+    );
 }

@@ -554,6 +554,7 @@ impl Sim {
                 let (_, batch) = broker.syncing.pop_front().expect("front exists");
                 node.complete_syncs(batch.run(), &mut out, &mut events);
             }
+            broker.expired.extend(node.take_expired());
         }
         for e in events {
             self.observe(b, e);
@@ -755,13 +756,19 @@ impl Sim {
         if self.config.retention && self.step % 50 == 0 {
             for b in self.alive() {
                 let mut events = Vec::new();
-                if let Some(node) = self.brokers.get_mut(&b).and_then(|br| br.node.as_mut()) {
-                    let expired = node.apply_retention(&mut events);
-                    self.brokers
-                        .get_mut(&b)
-                        .expect("broker")
-                        .expired
-                        .extend(expired);
+                let sync_steps = self.rng.below(SYNC_STEPS_MAX + 1);
+                let step = self.step;
+                let br = self.brokers.get_mut(&b).expect("broker");
+                if let Some(node) = br.node.as_mut() {
+                    // The new snapshot points sync as a deferred batch
+                    // does; the segments go after it completes.
+                    let batch = node.apply_retention(&mut events);
+                    br.expired.extend(node.take_expired());
+                    if !batch.is_empty() {
+                        let after = br.syncing.back().map_or(0, |(at, _)| *at);
+                        br.syncing
+                            .push_back(((step + sync_steps).max(after), batch));
+                    }
                 }
                 for e in events {
                     self.observe(b, e);
