@@ -9,7 +9,8 @@
 //! - the log holds every entry after the snapshot point and nothing is
 //!   missing: `log.first_raft_index() <= truncated.index + 1 <=
 //!   log.next_raft_index()` (entries at or below the snapshot point may
-//!   linger until retention unlinks them; they are never served);
+//!   linger until retention unlinks them: Raft never reads them, a fetch
+//!   may, and finds committed records);
 //! - the first stored entry after the snapshot point starts at
 //!   `truncated.next_offset`;
 //! - `truncated.index <= hard.commit <= last index` (a commit index the log
@@ -333,6 +334,12 @@ impl ReplicaLog {
             !self.state_sync_pending,
             "no state save while a sync of the state is in flight"
         );
+        // A slot breaking this is refused when read back (everything
+        // truncated was committed): the save would be lost.
+        assert!(
+            self.state.hard.commit >= self.state.truncated.index,
+            "the commit index is at or past the snapshot point"
+        );
         let sync = self.store.save(&self.state, durable)?;
         self.state_sync_pending = sync.is_some();
         Ok(sync)
@@ -392,10 +399,11 @@ impl ReplicaLog {
     /// point durable (when it moved): the caller runs the sync off the Raft
     /// thread, hands it back ([`ReplicaLog::complete_state_sync`]), and
     /// only then unlinks the segments ([`Expired::unlink`](rill_storage::Expired::unlink)).
-    /// A crash before the unlink leaves entries below the point, which are
-    /// never served and which the next retention pass after a restart
-    /// takes again; a crash before the sync leaves the old point, with its
-    /// segments still on disk. Until the sync is handed back no Ready
+    /// A crash before the unlink leaves entries below the point, which
+    /// Raft never reads and the next retention pass after a restart takes
+    /// again; a crash before the sync leaves the old point, with its
+    /// segments still on disk (the log start offset published meanwhile
+    /// moves back: those records are readable again until then). Until the sync is handed back no Ready
     /// starts ([`ReplicaLog::state_sync_pending`]).
     pub fn apply_retention(
         &mut self,
@@ -410,6 +418,13 @@ impl ReplicaLog {
             t.index = index;
             t.term = term;
             t.next_offset = outcome.log_start_offset;
+            // Only applied entries are taken, so the commit index is past
+            // them; the saved one may lag (it is clamped to the durable end
+            // when saved, and not saved again while it stays put). Raised
+            // here, or the slot would be refused when read back and a
+            // restart would find the old point with its segments gone.
+            let hard = &mut self.state.hard;
+            hard.commit = hard.commit.max(index);
             sync = self.save(true)?;
         }
         Ok((sync, expired))
