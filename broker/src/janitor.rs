@@ -29,7 +29,7 @@ use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
 
 use rill_storage::Expired;
 
-/// Directories waiting for the janitor, at most.
+/// Jobs waiting for the janitor, at most.
 pub const QUEUED_MAX: usize = 1024;
 
 /// The suffix of a directory renamed for removal.
@@ -42,8 +42,8 @@ enum Job {
     RemoveDir { dir: PathBuf, holder: Box<dyn Send> },
     /// Something whose drop closes deleted files.
     Drop(Box<dyn Send>),
-    /// Segments retention took out of a log: unlinked, then closed.
-    Unlink(Expired),
+    /// Segments retention took out of logs: unlinked, then closed.
+    Unlink(Vec<Expired>),
 }
 
 impl Job {
@@ -54,11 +54,13 @@ impl Job {
                 remove(&dir);
             }
             Job::Drop(holder) => drop(holder),
-            Job::Unlink(expired) => {
-                if let Err(e) = expired.unlink() {
-                    // They stay on disk below the log start, never served;
-                    // retention takes them again after a restart.
-                    tracing::warn!(error = %e, "could not delete expired segments");
+            Job::Unlink(all) => {
+                for expired in all {
+                    if let Err(e) = expired.unlink() {
+                        // They stay on disk below the snapshot point; the
+                        // next retention pass after a restart takes them.
+                        tracing::warn!(error = %e, "could not delete expired segments");
+                    }
                 }
             }
         }
@@ -113,11 +115,14 @@ impl Janitor {
         self.submit(Job::Drop(Box::new(holder)));
     }
 
-    /// Has the segments retention took out of a log unlinked and closed on
+    /// Has the segments retention took out of logs unlinked and closed on
     /// the janitor's thread: with `discard`, unlinking and the last close
-    /// free the blocks synchronously.
-    pub fn unlink_expired(&self, expired: Expired) {
-        self.submit(Job::Unlink(expired));
+    /// free the blocks synchronously. One job for all of them, so a full
+    /// queue cannot push a pass's worth back onto the caller.
+    pub fn unlink_expired(&self, expired: Vec<Expired>) {
+        if !expired.is_empty() {
+            self.submit(Job::Unlink(expired));
+        }
     }
 
     /// Queues `job`, or runs it here when the queue is full.

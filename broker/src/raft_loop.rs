@@ -1018,9 +1018,7 @@ impl RaftLoop {
     /// Hands the segments retention took, whose new log starts are now
     /// durable, to the janitor to unlink and close.
     fn unlink_expired(&mut self) {
-        for expired in self.node.take_expired() {
-            self.janitor.unlink_expired(expired);
-        }
+        self.janitor.unlink_expired(self.node.take_expired());
     }
 
     fn start_sync(&mut self, batch: SyncBatch) {
