@@ -12,18 +12,22 @@
 //! CPU (BENCHMARKS.md).
 //!
 //! A broker's heap use is bounded by its queues and buffers, so it keeps
-//! what it has freed for the next frame instead: its resident size settles
-//! at its high-water mark rather than following every burst down and back
-//! up. Only glibc is tuned; other allocators keep their own defaults.
+//! what it has freed for the next frame instead: the resident size of each
+//! of glibc's arenas (one per thread that allocates, up to eight per core)
+//! settles at that arena's high-water mark rather than following every
+//! burst down and back up. Only glibc is tuned; other allocators keep their
+//! own defaults.
 
 /// Free space at the top of a heap the allocator keeps rather than returning
 /// to the kernel, bytes. Larger than any of glibc's per-thread heaps (64
-/// MiB), so those are never trimmed; the main heap keeps up to this much.
+/// MiB), so the free top of such a heap is kept; the main heap keeps up to
+/// this much.
 pub const TRIM_THRESHOLD_BYTES: usize = 256 << 20;
 
 /// Allocations at least this large get pages of their own (`mmap`), bytes:
-/// glibc's maximum, 32 MiB, so every frame buffer up to the largest peer
-/// frame comes from the heap and is reused.
+/// glibc's maximum, 32 MiB. Every client request frame (16 MiB at most) and
+/// every peer frame but the rare largest (up to 64 MiB; they aim at 4 MiB)
+/// comes from the heap and is reused.
 pub const MMAP_THRESHOLD_BYTES: usize = 32 << 20;
 
 /// The allocator refused a setting.

@@ -5,6 +5,8 @@
 //! A file of its own: the setting is process-wide, and this test must see
 //! the allocator as the broker does.
 
+#![cfg(all(target_os = "linux", target_env = "gnu"))]
+
 use std::hint::black_box;
 
 use rill_broker::heap::keep_freed_memory;

@@ -360,8 +360,10 @@ pub fn validate_without_records(
     Ok(header)
 }
 
-/// A batch that passed [`validate`]. The only way to get one is
-/// [`ValidBatch::new`], so code that takes one (such as
+/// A batch that passed [`validate`] ([`ValidBatch::new`]), or whose
+/// records were walked by the leader that proposed it
+/// ([`ValidBatch::replicated`], [`ValidBatch::revalidated_by_caller`]). Only
+/// these make one, so code that takes one (such as
 /// [`Log::append_valid`](crate::Log::append_valid)) need not check the
 /// bytes again: a caller that validates several batches before appending
 /// any of them walks and checksums each byte once.
