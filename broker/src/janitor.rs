@@ -15,7 +15,7 @@
 //! trim seen to take hundreds of milliseconds), and that must not happen
 //! on the Raft thread either. Segments deleted by retention are unlinked
 //! and closed here for the same reason, once the new log start is durable
-//! (synced on the sync thread, like a deferred Ready).
+//! (synced on a sync thread of its own, beside the deferred Readies' syncs).
 //!
 //! Invariants: a directory is renamed before it is handed over, so a crash
 //! at any moment leaves either the live directory (its topic's deletion is

@@ -175,6 +175,9 @@ pub enum Command {
     },
     /// A deferred sync batch ran (sent by the sync thread only).
     Synced(SyncedBatch),
+    /// Retention's batch of state syncs ran (sent by the retention sync
+    /// thread only).
+    RetentionSynced(SyncedBatch),
 }
 
 /// The handle the rest of the broker uses to reach the Raft thread.
@@ -282,7 +285,12 @@ pub fn start(
         controller: watch::Sender::new(None),
         partitions: RwLock::new(BTreeMap::new()),
     });
-    let syncer = start_syncer(tx.downgrade())?;
+    let syncer = start_syncer("rill-sync", tx.downgrade(), Command::Synced)?;
+    let retention_syncer = start_syncer(
+        "rill-retention-sync",
+        tx.downgrade(),
+        Command::RetentionSynced,
+    )?;
     let tick_queued = Arc::new(AtomicBool::new(false));
     let janitor = Janitor::start(&config.data_dir).map_err(ReplicationError::io(
         "start the janitor thread",
@@ -291,6 +299,7 @@ pub fn start(
     let mut raft = RaftLoop {
         node: Node::new(node_config, Arc::new(SystemClock)),
         syncer,
+        retention_syncer,
         syncing: false,
         sync_queued: None,
         config,
@@ -369,6 +378,11 @@ struct RaftLoop {
     node: Node,
     /// Deferred sync batches go to the sync thread through here.
     syncer: std::sync::mpsc::Sender<SyncBatch>,
+    /// Retention's state syncs go to a thread of their own through here:
+    /// they need not wait behind the log batches (see
+    /// [`Node::apply_retention`]), and their groups take no Ready until
+    /// they are back.
+    retention_syncer: std::sync::mpsc::Sender<SyncBatch>,
     /// Whether a batch is with the sync thread (not yet back as
     /// [`Command::Synced`]). One at a time: what the rounds defer meanwhile
     /// waits in `sync_queued`, merged, and is synced by the next batch.
@@ -839,10 +853,12 @@ impl RaftLoop {
             }
             Command::Retention => {
                 let mut events = Vec::new();
-                // The new log starts' syncs run like a deferred batch,
-                // never on this thread; the segments go once they are back.
+                // The new log starts' syncs run on their own thread; the
+                // segments go once they are back.
                 let syncs = self.node.apply_retention(&mut events);
-                self.queue_sync(syncs);
+                if !syncs.is_empty() && self.retention_syncer.send(syncs).is_err() {
+                    unreachable!("the retention sync thread outlives the Raft thread's loop");
+                }
                 self.unlink_expired();
                 self.publish(events);
                 for p in self.published.all_partitions() {
@@ -861,6 +877,14 @@ impl RaftLoop {
                 });
             }
             Command::Stop { reply } => return Some(reply),
+            Command::RetentionSynced(done) => {
+                let mut out = Vec::new();
+                let mut events = Vec::new();
+                self.node.complete_syncs(done, &mut out, &mut events);
+                debug_assert!(out.is_empty(), "no Ready waits for retention's syncs");
+                self.unlink_expired();
+                self.publish(events);
+            }
             Command::Synced(done) => {
                 self.syncing = false;
                 // The disk is free: what queued meanwhile goes at once.
@@ -1116,29 +1140,36 @@ impl RaftLoop {
     }
 }
 
-/// Starts the sync thread: it runs deferred sync batches one after another,
-/// in the order the Raft thread made them, and hands each outcome back as a
-/// [`Command::Synced`]. It holds only a weak sender, so the Raft thread
-/// still sees its channel close when the rest of the broker lets go; it
-/// ends when the Raft thread drops the batch sender.
+/// Starts a sync thread named `name`: it runs sync batches one after
+/// another, in the order the Raft thread made them, and hands each outcome
+/// back as the command `done` makes of it. It holds only a weak sender, so
+/// the Raft thread still sees its channel close when the rest of the broker
+/// lets go; it ends when the Raft thread drops the batch sender.
+///
+/// Its queue needs no bound of its own: the deferred batches' thread has
+/// one batch at a time (`RaftLoop::syncing`), and a retention batch holds
+/// only groups with no state sync in flight, so all of them together hold
+/// each group once at most.
 fn start_syncer(
+    name: &str,
     commands: mpsc::WeakSender<Command>,
+    done: fn(SyncedBatch) -> Command,
 ) -> Result<std::sync::mpsc::Sender<SyncBatch>, ReplicationError> {
     let (tx, rx) = std::sync::mpsc::channel::<SyncBatch>();
     std::thread::Builder::new()
-        .name("rill-sync".into())
+        .name(name.into())
         .spawn(move || {
             while let Ok(batch) = rx.recv() {
-                let done = batch.run_with(|jobs| run_syncs(jobs, true));
+                let synced = batch.run_with(|jobs| run_syncs(jobs, true));
                 let Some(commands) = commands.upgrade() else {
                     return;
                 };
-                if commands.blocking_send(Command::Synced(done)).is_err() {
+                if commands.blocking_send(done(synced)).is_err() {
                     return;
                 }
             }
         })
-        .map_err(ReplicationError::io("start the sync thread", "rill-sync"))?;
+        .map_err(ReplicationError::io("start a sync thread", name))?;
     Ok(tx)
 }
 

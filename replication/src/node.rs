@@ -311,6 +311,8 @@ impl SyncJob {
 /// ([`Node::defer_syncs`]). Batches must run in the order they were made,
 /// one after another (the jobs inside one batch may run in parallel), and
 /// each outcome goes back to [`Node::complete_syncs`] in that order.
+/// Retention's batches ([`Node::apply_retention`]) are apart from that
+/// order.
 #[derive(Debug)]
 #[must_use = "the groups of a deferred batch wait until it is completed"]
 pub struct SyncBatch {
@@ -734,11 +736,13 @@ impl Node {
 
     /// Applies retention to every group (only applied entries are ever
     /// deleted). Call between rounds. Returns the syncs of the groups' new
-    /// snapshot points, to run like a deferred batch (after any batch made
-    /// before it) and hand back to [`Node::complete_syncs`]; the segments
-    /// taken come out of [`Node::take_expired`] once their group's sync is
-    /// back (at once for a group whose point did not move). A group waits
-    /// for its sync before its next Ready.
+    /// snapshot points, to run and hand back to [`Node::complete_syncs`];
+    /// the segments taken come out of [`Node::take_expired`] once their
+    /// group's sync is back (at once for a group whose point did not move).
+    /// A group waits for its sync before its next Ready. The batch holds
+    /// only state syncs of groups with none in flight, so it need not wait
+    /// for the deferred batches: it may run beside them and come back in
+    /// any order with them.
     pub fn apply_retention(&mut self, events: &mut Vec<Event>) -> SyncBatch {
         let mut batch = SyncBatch {
             jobs: Vec::new(),

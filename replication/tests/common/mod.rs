@@ -142,6 +142,9 @@ struct Broker {
     clock: ManualClock,
     /// Deferred sync batches, oldest first, with the step each completes.
     syncing: VecDeque<(u64, SyncBatch)>,
+    /// Retention's sync batches, oldest first, with the step each
+    /// completes: apart from `syncing`, as a broker runs them.
+    retention_syncing: VecDeque<(u64, SyncBatch)>,
     /// Segments retention took, not unlinked yet (as a broker's janitor
     /// does it later): a crash leaves them on disk below the log start.
     expired: Vec<rill_storage::Expired>,
@@ -265,6 +268,7 @@ impl Sim {
                     logs: BTreeMap::new(),
                     clock: ManualClock::new(1_000_000),
                     syncing: VecDeque::new(),
+                    retention_syncing: VecDeque::new(),
                     expired: Vec::new(),
                 },
             );
@@ -327,6 +331,7 @@ impl Sim {
             .collect();
         broker.logs.clear();
         broker.syncing.clear();
+        broker.retention_syncing.clear();
         broker.expired.clear();
         drop(node);
         for (g, position) in durable {
@@ -554,6 +559,14 @@ impl Sim {
                 let (_, batch) = broker.syncing.pop_front().expect("front exists");
                 node.complete_syncs(batch.run(), &mut out, &mut events);
             }
+            while broker
+                .retention_syncing
+                .front()
+                .is_some_and(|(at, _)| *at <= self.step)
+            {
+                let (_, batch) = broker.retention_syncing.pop_front().expect("front exists");
+                node.complete_syncs(batch.run(), &mut out, &mut events);
+            }
             broker.expired.extend(node.take_expired());
         }
         for e in events {
@@ -760,13 +773,13 @@ impl Sim {
                 let step = self.step;
                 let br = self.brokers.get_mut(&b).expect("broker");
                 if let Some(node) = br.node.as_mut() {
-                    // The new snapshot points sync as a deferred batch
-                    // does; the segments go after it completes.
+                    // The new snapshot points sync beside the deferred
+                    // batches; the segments go after their sync completes.
                     let batch = node.apply_retention(&mut events);
                     br.expired.extend(node.take_expired());
                     if !batch.is_empty() {
-                        let after = br.syncing.back().map_or(0, |(at, _)| *at);
-                        br.syncing
+                        let after = br.retention_syncing.back().map_or(0, |(at, _)| *at);
+                        br.retention_syncing
                             .push_back(((step + sync_steps).max(after), batch));
                     }
                 }
