@@ -141,6 +141,11 @@ impl Client {
 
     /// Sends a request and returns its correlation id.
     pub fn send(&mut self, request: &Request) -> u32 {
+        self.try_send(request).unwrap()
+    }
+
+    /// As [`Client::send`], or the error writing it met (the broker gone).
+    pub fn try_send(&mut self, request: &Request) -> std::io::Result<u32> {
         let id = self.next_id;
         self.next_id += 1;
         let header = RequestHeader {
@@ -150,9 +155,9 @@ impl Client {
             client_id: "test".into(),
         };
         for part in encode_request(&header, request) {
-            self.stream.write_all(&part).unwrap();
+            self.stream.write_all(&part)?;
         }
-        id
+        Ok(id)
     }
 
     /// Reads the next response frame's payload; `None` if the broker closed.
