@@ -8,8 +8,8 @@
 //! has unmapped, at most 64 MiB): the next buffer is then built
 //! of fresh pages, each one faulted in and zeroed by the kernel. On virtual
 //! machines that hand free pages back to the host, every such page costs
-//! more again. Under replicated load this was about a tenth of a broker's
-//! CPU (BENCHMARKS.md).
+//! more again. In replicated runs (W7b) keeping the memory instead saved
+//! 3-10% of the brokers' CPU per MB, measured side by side.
 //!
 //! A broker's heap use is bounded by its queues and buffers, so it keeps
 //! what it has freed for the next frame instead: the resident size of each

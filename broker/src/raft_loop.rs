@@ -1002,7 +1002,13 @@ impl RaftLoop {
         self.node.write_round(&mut round, &mut jobs, &mut events);
         lap(&mut times.write);
         let deferred = self.node.defer_syncs(&mut round, &mut jobs);
-        self.queue_sync(deferred);
+        if !deferred.is_empty() {
+            match (&mut self.sync_queued, self.syncing) {
+                (_, false) => self.start_sync(deferred),
+                (Some(queued), true) => queued.merge(deferred),
+                (queued @ None, true) => *queued = Some(deferred),
+            }
+        }
         // `acks=1` waits for the leader's write alone, and a Ready's
         // committed entries were durable before it: both before the syncs.
         self.publish(std::mem::take(&mut events));
@@ -1026,19 +1032,6 @@ impl RaftLoop {
         self.sync_queued
             .as_ref()
             .is_none_or(|q| q.readies() < SYNC_QUEUED_READIES_MAX)
-    }
-
-    /// Starts `batch` on the sync thread, or merges it into the batch
-    /// queued behind the one running.
-    fn queue_sync(&mut self, batch: SyncBatch) {
-        if batch.is_empty() {
-            return;
-        }
-        match (&mut self.sync_queued, self.syncing) {
-            (_, false) => self.start_sync(batch),
-            (Some(queued), true) => queued.merge(batch),
-            (queued @ None, true) => *queued = Some(batch),
-        }
     }
 
     /// Hands the segments retention took, whose new log starts are now

@@ -32,6 +32,16 @@ fn node(me: u64, members: Membership, dir: &std::path::Path) -> Node {
 
 /// As [`node`], with the group's log.
 fn node_and_log(me: u64, members: Membership, dir: &std::path::Path) -> (Node, SharedLog) {
+    node_with(me, members, dir, small_config())
+}
+
+/// As [`node_and_log`], with the group's log configured by `log_config`.
+fn node_with(
+    me: u64,
+    members: Membership,
+    dir: &std::path::Path,
+    log_config: LogConfig,
+) -> (Node, SharedLog) {
     let mut node = Node::new(
         NodeConfig::new(BrokerId(me)),
         Arc::new(ManualClock::new(1_000_000)),
@@ -40,7 +50,7 @@ fn node_and_log(me: u64, members: Membership, dir: &std::path::Path) -> (Node, S
         .add_group(ReplicaSpec {
             group: GROUP,
             dir,
-            log_config: small_config(),
+            log_config,
             fsync: true,
             store: Box::new(MemoryStateStore::default()),
             state: ReplicaState::initial(members),
@@ -333,23 +343,15 @@ fn segment_files(dir: &std::path::Path) -> usize {
 #[test]
 fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go() {
     let dir = tempfile::tempdir().unwrap();
-    let mut alone = Node::new(
-        NodeConfig::new(BrokerId(1)),
-        Arc::new(ManualClock::new(1_000_000)),
+    let (mut alone, log) = node_with(
+        1,
+        Membership::voters([BrokerId(1)]),
+        dir.path(),
+        LogConfig {
+            retention_bytes: Some(16 * 1024),
+            ..small_config()
+        },
     );
-    let log = alone
-        .add_group(ReplicaSpec {
-            group: GROUP,
-            dir: dir.path(),
-            log_config: LogConfig {
-                retention_bytes: Some(16 * 1024),
-                ..small_config()
-            },
-            fsync: true,
-            store: Box::new(MemoryStateStore::default()),
-            state: ReplicaState::initial(Membership::voters([BrokerId(1)])),
-        })
-        .unwrap();
     alone.campaign(GROUP).unwrap();
     let _ = round(&mut alone);
     let propose = |node: &mut Node, tag: u64| {

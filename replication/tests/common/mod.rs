@@ -551,21 +551,11 @@ impl Sim {
             let Some(node) = broker.node.as_mut() else {
                 return;
             };
-            while broker
-                .syncing
-                .front()
-                .is_some_and(|(at, _)| *at <= self.step)
-            {
-                let (_, batch) = broker.syncing.pop_front().expect("front exists");
-                node.complete_syncs(batch.run(), &mut out, &mut events);
-            }
-            while broker
-                .retention_syncing
-                .front()
-                .is_some_and(|(at, _)| *at <= self.step)
-            {
-                let (_, batch) = broker.retention_syncing.pop_front().expect("front exists");
-                node.complete_syncs(batch.run(), &mut out, &mut events);
+            for queue in [&mut broker.syncing, &mut broker.retention_syncing] {
+                while queue.front().is_some_and(|(at, _)| *at <= self.step) {
+                    let (_, batch) = queue.pop_front().expect("front exists");
+                    node.complete_syncs(batch.run(), &mut out, &mut events);
+                }
             }
             broker.expired.extend(node.take_expired());
         }
