@@ -833,8 +833,14 @@ impl RaftLoop {
                     }
                     // A message for a group not (yet) open here is dropped:
                     // the leader retries once this broker has applied the
-                    // metadata that creates it.
-                    let _ = self.node.step(group, message);
+                    // metadata that creates it. An append with an invalid
+                    // entry is dropped too, and its leader sends it again;
+                    // it says something is wrong on the way, so it is told.
+                    if let Err(e @ ReplicationError::RefusedEntry { .. }) =
+                        self.node.step(group, message)
+                    {
+                        tracing::warn!(%group, peer = %inbound.from, error = %e, "refused a peer's append");
+                    }
                 }
             }
             Command::Tick => {

@@ -20,7 +20,8 @@
 
 use bytes::{BufMut, Bytes};
 use raft::eraftpb::{Entry, EntryType};
-use rill_storage::{RaftIndex, RecordBatch, Term};
+use rill_storage::batch::ValidBatch;
+use rill_storage::{LogError, RaftIndex, RecordBatch, Term};
 
 use crate::error::ReplicationError;
 
@@ -62,6 +63,27 @@ pub fn to_stored(entry: &Entry) -> Result<Stored<'_>, ReplicationError> {
     body.put_u32_le(entry.context.len() as u32);
     body.put_slice(&entry.context);
     Ok(Stored::Control(body))
+}
+
+/// Checks an entry as it arrives from a peer, before raft-rs takes it: a
+/// data entry must be one whole batch with its framing and CRC intact, not
+/// a control batch, and carry no context. Its records are not walked: the
+/// leader that proposed it walked them (`CheckedBatch`), and the CRC proves
+/// these are those bytes, as a Kafka follower takes them. Once checked
+/// here, the entry is written without its CRC being computed again.
+pub fn check_received(entry: &Entry, max_batch_bytes: usize) -> Result<(), ReplicationError> {
+    let Stored::Batch(data) = to_stored(entry)? else {
+        return Ok(());
+    };
+    let batch = ValidBatch::replicated(data, max_batch_bytes)
+        .map_err(|err| ReplicationError::from(LogError::from(err)))?;
+    if batch.header().is_control() {
+        return Err(ReplicationError::BadEntry {
+            index: entry.index,
+            reason: "a control batch as entry data",
+        });
+    }
+    Ok(())
 }
 
 /// The entry a stored batch holds (zero-copy: data and context are slices

@@ -67,6 +67,17 @@ pub enum ReplicationError {
         /// What is wrong.
         reason: &'static str,
     },
+    /// A peer's append carried an entry that cannot be stored (a batch
+    /// whose framing or CRC is wrong): the message was refused whole, before
+    /// raft-rs saw it, and its leader sends the entries again.
+    #[error("refused an append whose entry {index} is invalid: {source}")]
+    RefusedEntry {
+        /// The entry's Raft index.
+        index: u64,
+        /// What is wrong with it.
+        #[source]
+        source: Box<ReplicationError>,
+    },
 }
 
 impl From<LogError> for ReplicationError {

@@ -214,6 +214,9 @@ impl CheckedBatch {
 struct Replica {
     raw: RawNode<ReplicaLog>,
     fsync: bool,
+    /// Largest batch its log takes, bytes: the bound a leader's entries
+    /// are checked against as they arrive.
+    max_batch_bytes: usize,
     /// What the last proposal of this leadership took: its index, term and
     /// the offset after it (the next proposal starts there while it is not
     /// yet in the log).
@@ -515,6 +518,7 @@ impl Node {
         if self.groups.contains_key(&spec.group) {
             return Err(ReplicationError::GroupExists(spec.group));
         }
+        let max_batch_bytes = spec.log_config.max_batch_bytes;
         let mut store = ReplicaLog::open(
             spec.dir,
             spec.log_config,
@@ -548,6 +552,7 @@ impl Node {
         let mut replica = Replica {
             raw,
             fsync: spec.fsync,
+            max_batch_bytes,
             last_proposed: None,
             high_watermark,
             leader: None,
@@ -620,6 +625,19 @@ impl Node {
             | MessageType::MsgSnapStatus
             | MessageType::MsgCheckQuorum => {
                 return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
+            }
+            // An append's entries are checked before raft-rs takes them:
+            // once in its log, a bad one could only fail the group when
+            // written. Refused whole, the leader sends them again.
+            MessageType::MsgAppend => {
+                for e in message.get_entries() {
+                    crate::entry::check_received(e, r.max_batch_bytes).map_err(|source| {
+                        ReplicationError::RefusedEntry {
+                            index: e.index,
+                            source: Box::new(source),
+                        }
+                    })?;
+                }
             }
             MessageType::MsgHeartbeat => {
                 // A leader advertises the commit it believes this follower
@@ -1113,7 +1131,6 @@ fn persist(
 ) -> Result<u64, ReplicationError> {
     let mut applies = rd.snapshot().get_metadata().index;
     let is_leader = r.raw.raft.state == StateRole::Leader;
-    let current_term = Term(r.raw.raft.term);
     let fsync = r.fsync;
     if !rd.snapshot().is_empty() {
         let store = r.raw.mut_store();
@@ -1145,10 +1162,9 @@ fn persist(
     let store = r.raw.mut_store();
     if let Some(last) = rd.entries().last() {
         let last = (RaftIndex(last.index), Term(last.term));
-        // A leader's entries of its own term are its proposals, validated
-        // when proposed; everything else is checked in full as it lands.
-        let trusted = is_leader.then_some(current_term);
-        store.append(rd.entries(), trusted)?;
+        // Every entry was checked as it reached this replica: a leader's
+        // own when proposed, a follower's when its append arrived (`step`).
+        store.append(rd.entries(), true)?;
         if fsync {
             jobs.push(SyncJob::Log(group, store.sync_plan()));
         }

@@ -193,17 +193,19 @@ impl ReplicaLog {
     }
 
     /// Appends entries from a Ready (the leader's own, or a leader's sent to
-    /// this follower), first removing a conflicting suffix. `trusted_term`
-    /// names the term whose data entries were validated when proposed here
-    /// (a leader's own entries of its current term); all others have their
-    /// framing and CRC checked, not their records, which the leader that
-    /// proposed them walked. Every entry is checked (indexes contiguous, terms
-    /// never decreasing, batches valid) before the log changes, so a
-    /// refused append leaves it as it was.
+    /// this follower), first removing a conflicting suffix. With
+    /// `checked_at_receipt`, the caller checked every data entry's batch
+    /// when it reached this process (validated in full when proposed here,
+    /// or by [`crate::entry::check_received`] when a leader's append
+    /// arrived), and only its header and length are checked again; without
+    /// it, its framing and CRC are checked here, not its records, which the
+    /// leader that proposed it walked. Every entry is checked (indexes
+    /// contiguous, terms never decreasing, batches framed) before the log
+    /// changes, so a refused append leaves it as it was.
     pub fn append(
         &mut self,
         entries: &[Entry],
-        trusted_term: Option<Term>,
+        checked_at_receipt: bool,
     ) -> Result<(), ReplicationError> {
         let Some(first) = entries.first() else {
             return Ok(());
@@ -239,7 +241,7 @@ impl ReplicaLog {
                     // Every data batch entered a Raft log through a leader
                     // that walked all its records (`CheckedBatch`); the CRC
                     // proves a replicated one is those bytes.
-                    let batch = if trusted_term == Some(term) {
+                    let batch = if checked_at_receipt {
                         ValidBatch::revalidated_by_caller(data)
                     } else {
                         ValidBatch::replicated(data, max_batch_bytes)

@@ -5,7 +5,9 @@
 //! snapshot waits for earlier unsynced Readies and is installed inside its
 //! round; a one-voter group is never deferred; heartbeats are answered at
 //! once unless the term they are answered in is not yet durable; retention's
-//! new log start is synced in a batch of its own before its segments go.
+//! new log start is synced in a batch of its own before its segments go;
+//! an append carrying an invalid entry is refused whole before raft-rs
+//! takes it, and the group goes on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -18,10 +20,10 @@ use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
 use rill_replication::storage::{SharedLog, lock, snapshot_data};
 use rill_replication::{
-    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, SyncBatch,
-    SyncJob,
+    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec,
+    ReplicationError, SyncBatch, SyncJob,
 };
-use rill_storage::{LogConfig, ManualClock, Offset};
+use rill_storage::{LogConfig, ManualClock, Offset, RaftIndex};
 
 const GROUP: GroupId = GroupId(1);
 
@@ -406,4 +408,61 @@ fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go(
         lock(&log).next_raft_index() > end,
         "the group goes on once the sync is back"
     );
+}
+
+/// Damage done to a batch's bytes.
+type Spoiler = fn(&mut Vec<u8>);
+
+/// Leader 1's append, in term 1, of entries 2 and 3 after entry 1, the
+/// second with `spoil` applied to its batch.
+fn append_spoiled(spoil: impl FnOnce(&mut Vec<u8>)) -> Message {
+    let mut m = append(2);
+    let mut bad = data_batch(3, 2);
+    spoil(&mut bad);
+    m.set_entries(vec![data_entry(2, 1, &data_batch(2, 2)), data_entry(3, 1, &bad)].into());
+    m
+}
+
+#[test]
+fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut follower, log) = node_and_log(2, voters_123(), dir.path());
+    follower.step(GROUP, append(1)).unwrap();
+    let (first, _) = round(&mut follower);
+    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+
+    let spoilers: [(&str, Spoiler); 3] = [
+        ("a record byte flipped under the CRC", |b| {
+            let last = b.len() - 1;
+            b[last] ^= 0x40;
+        }),
+        ("the batch cut short", |b| b.truncate(b.len() - 3)),
+        ("the length field changed", |b| b[0] ^= 0x01),
+    ];
+    for (what, spoil) in spoilers {
+        let err = follower.step(GROUP, append_spoiled(spoil)).unwrap_err();
+        assert!(
+            matches!(err, ReplicationError::RefusedEntry { index: 3, .. }),
+            "{what}: {err}"
+        );
+        let (batch, out) = round(&mut follower);
+        assert!(
+            batch.is_empty() && out.is_empty(),
+            "{what}: raft-rs never saw the append (no Ready, no response)"
+        );
+        assert_eq!(
+            lock(&log).next_raft_index(),
+            RaftIndex(2),
+            "{what}: not even the valid entry before it was taken"
+        );
+    }
+
+    // The leader's resend, intact, is taken as if nothing had happened.
+    follower.step(GROUP, append_spoiled(|_| {})).unwrap();
+    let (batch, _) = round(&mut follower);
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    follower.complete_syncs(batch.run(), &mut out, &mut events);
+    assert_eq!(acknowledged(&out), vec![3]);
+    assert!(events.is_empty(), "no group failed: {events:?}");
+    assert_eq!(lock(&log).next_raft_index(), RaftIndex(4));
 }

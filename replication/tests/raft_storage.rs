@@ -179,8 +179,8 @@ fn data_noop_and_conf_change_entries_read_back_as_appended() {
     let offsets = [0, 0, 3, 3, 8, 8, 8];
     let after = [0, 3, 3, 8, 8, 8, 9];
     // As a follower would: in two Readies.
-    rl.append(&appended[..3], None).unwrap();
-    rl.append(&appended[3..], None).unwrap();
+    rl.append(&appended[..3], false).unwrap();
+    rl.append(&appended[3..], false).unwrap();
 
     assert_eq!(rl.first_index().unwrap(), 1);
     assert_eq!(last_index(&rl), 7);
@@ -241,7 +241,7 @@ fn entries_read_back_the_same_after_a_reopen() {
         conf_change(3, 1),
         data_entry(4, 1, &data_batch(4, 1)),
     ];
-    rl.append(&appended, None).unwrap();
+    rl.append(&appended, false).unwrap();
     let before = entries(&rl, 1, 5);
     drop(rl);
     let rl = open_memory(dir.path(), &store);
@@ -253,7 +253,7 @@ fn entries_read_back_the_same_after_a_reopen() {
 fn max_size_limits_the_entries_returned_but_never_below_one() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
-    rl.append(&data_entries(1, 5, 1), None).unwrap();
+    rl.append(&data_entries(1, 5, 1), false).unwrap();
     let all = entries(&rl, 1, 6);
     let size: Vec<u64> = all.iter().map(|e| e.data.len() as u64).collect();
     let count = |max: Option<u64>| rl.entries(1, 6, max, ctx()).unwrap().len();
@@ -295,7 +295,7 @@ fn entries_spanning_several_segments_read_back_in_order() {
         })
         .collect();
     for chunk in appended.chunks(7) {
-        rl.append(chunk, None).unwrap();
+        rl.append(chunk, false).unwrap();
     }
     assert!(lock(rl.log()).segment_count() > 2);
     let check = |rl: &ReplicaLog| {
@@ -325,11 +325,11 @@ fn a_conflicting_append_replaces_the_suffix() {
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
     let old = data_entries(1, 6, 1);
-    rl.append(&old, None).unwrap();
+    rl.append(&old, false).unwrap();
     let after_3 = rl.next_offset_after(RaftIndex(3)).unwrap();
     // A new leader of term 2 overwrites from index 4, with fewer entries.
     let new = vec![data_entry(4, 2, &data_batch(40, 2)), conf_change(5, 2)];
-    rl.append(&new, None).unwrap();
+    rl.append(&new, false).unwrap();
     assert_eq!(last_index(&rl), 5);
     let read = entries(&rl, 1, 6);
     for (r, a) in read[..3].iter().zip(&old[..3]) {
@@ -349,7 +349,7 @@ fn a_conflicting_append_replaces_the_suffix() {
         Offset(after_3.get() + 2)
     );
     // The old entry 6 is gone for good, and appends continue after 5.
-    rl.append(&[data_entry(6, 3, &data_batch(60, 1))], None)
+    rl.append(&[data_entry(6, 3, &data_batch(60, 1))], false)
         .unwrap();
     drop(rl);
     let rl = open_memory(dir.path(), &store);
@@ -367,9 +367,9 @@ fn a_conflicting_append_replaces_the_suffix() {
 fn a_conflicting_append_from_the_first_index_replaces_the_whole_log() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
-    rl.append(&data_entries(1, 4, 1), None).unwrap();
+    rl.append(&data_entries(1, 4, 1), false).unwrap();
     let new = vec![noop(1, 2), data_entry(2, 2, &data_batch(9, 2))];
-    rl.append(&new, None).unwrap();
+    rl.append(&new, false).unwrap();
     assert_eq!(last_index(&rl), 2);
     let read = entries(&rl, 1, 3);
     assert_same_entry(&read[0], &new[0], Offset(0));
@@ -381,17 +381,17 @@ fn a_conflicting_append_from_the_first_index_replaces_the_whole_log() {
 fn an_append_whose_term_is_below_the_last_entrys_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
-    rl.append(&data_entries(1, 3, 2), None).unwrap();
+    rl.append(&data_entries(1, 3, 2), false).unwrap();
     let before = entries(&rl, 1, 4);
     assert!(
-        rl.append(&[data_entry(4, 1, &data_batch(4, 1))], None)
+        rl.append(&[data_entry(4, 1, &data_batch(4, 1))], false)
             .is_err()
     );
-    assert!(rl.append(&[noop(4, 1)], None).is_err());
+    assert!(rl.append(&[noop(4, 1)], false).is_err());
     assert_eq!(last_index(&rl), 3);
     assert_eq!(entries(&rl, 1, 4), before);
     // Terms within a Ready must not decrease either.
-    assert!(rl.append(&[noop(4, 3), noop(5, 2)], None).is_err());
+    assert!(rl.append(&[noop(4, 3), noop(5, 2)], false).is_err());
     assert!(rl.term(5).is_err());
 }
 
@@ -399,8 +399,8 @@ fn an_append_whose_term_is_below_the_last_entrys_is_refused() {
 fn an_append_leaving_a_gap_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
-    rl.append(&data_entries(1, 3, 1), None).unwrap();
-    assert!(rl.append(&[noop(5, 1)], None).is_err());
+    rl.append(&data_entries(1, 3, 1), false).unwrap();
+    assert!(rl.append(&[noop(5, 1)], false).is_err());
     assert_eq!(last_index(&rl), 3);
 }
 
@@ -409,7 +409,7 @@ fn a_refused_append_leaves_the_log_unchanged_wherever_the_fault_lies() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
-    rl.append(&data_entries(1, 5, 1), None).unwrap();
+    rl.append(&data_entries(1, 5, 1), false).unwrap();
     let before = entries(&rl, 1, 6);
     let mut corrupt = data_batch(9, 2);
     let last = corrupt.len() - 2;
@@ -426,7 +426,7 @@ fn a_refused_append_leaves_the_log_unchanged_wherever_the_fault_lies() {
         vec![data_entry(6, 1, &good), data_entry(8, 1, &good)],
     ];
     for case in refused {
-        assert!(rl.append(&case, None).is_err());
+        assert!(rl.append(&case, false).is_err());
         assert_eq!(last_index(&rl), 5);
         assert_eq!(entries(&rl, 1, 6), before);
     }
@@ -437,7 +437,7 @@ fn a_corrupt_data_entry_is_refused_and_the_log_is_unchanged() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
-    rl.append(&data_entries(1, 3, 1), None).unwrap();
+    rl.append(&data_entries(1, 3, 1), false).unwrap();
     let before = entries(&rl, 1, 4);
     let good = data_batch(4, 3);
     // Flip a byte in each part of the record area in turn.
@@ -448,7 +448,7 @@ fn a_corrupt_data_entry_is_refused_and_the_log_is_unchanged() {
     ] {
         let mut bad = good.clone();
         bad[at] ^= 0x40;
-        let err = rl.append(&[data_entry(4, 1, &bad)], None).unwrap_err();
+        let err = rl.append(&[data_entry(4, 1, &bad)], false).unwrap_err();
         assert!(matches!(err, ReplicationError::Storage(_)), "{err}");
         assert_eq!(last_index(&rl), 3);
         assert_eq!(entries(&rl, 1, 4), before);
@@ -458,7 +458,7 @@ fn a_corrupt_data_entry_is_refused_and_the_log_is_unchanged() {
         );
     }
     // The log takes the intact entry at the same index afterwards.
-    rl.append(&[data_entry(4, 1, &good)], None).unwrap();
+    rl.append(&[data_entry(4, 1, &good)], false).unwrap();
     assert_eq!(last_index(&rl), 4);
     drop(rl);
     let rl = open_memory(dir.path(), &store);
@@ -470,7 +470,7 @@ fn a_control_batch_as_entry_data_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
     let control = rill_storage::control_batch(b"sneaky", -1);
-    let err = rl.append(&[data_entry(1, 1, &control)], None).unwrap_err();
+    let err = rl.append(&[data_entry(1, 1, &control)], false).unwrap_err();
     assert!(
         matches!(err, ReplicationError::BadEntry { index: 1, .. }),
         "{err}"
@@ -484,7 +484,7 @@ fn a_data_entry_with_a_context_is_refused() {
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
     let mut e = data_entry(1, 1, &data_batch(1, 1));
     e.context = Bytes::from_static(b"ctx");
-    let err = rl.append(&[e], None).unwrap_err();
+    let err = rl.append(&[e], false).unwrap_err();
     assert!(
         matches!(err, ReplicationError::BadEntry { index: 1, .. }),
         "{err}"
@@ -500,7 +500,7 @@ fn a_data_entry_with_a_context_is_refused() {
 /// few old entries and checks everything the brief asks; `reopen` opens the
 /// replica again over the same store and directory.
 fn check_apply_snapshot(dir: &Path, mut rl: ReplicaLog, reopen: impl Fn() -> ReplicaLog) {
-    rl.append(&data_entries(1, 5, 1), None).unwrap();
+    rl.append(&data_entries(1, 5, 1), false).unwrap();
     let snap = snapshot_at(50, 4, 777);
     rl.apply_snapshot(&snap).unwrap();
 
@@ -531,7 +531,7 @@ fn check_apply_snapshot(dir: &Path, mut rl: ReplicaLog, reopen: impl Fn() -> Rep
 
     // The next entry lands at the snapshot's offset.
     let e = data_entry(51, 4, &data_batch(51, 3));
-    rl.append(std::slice::from_ref(&e), None).unwrap();
+    rl.append(std::slice::from_ref(&e), false).unwrap();
     assert_eq!(last_index(&rl), 51);
     let read = entries(&rl, 51, 52);
     assert_same_entry(&read[0], &e, Offset(777));
@@ -574,7 +574,7 @@ fn apply_snapshot_with_a_state_file_survives_reopen() {
 fn apply_snapshot_refuses_data_that_is_not_a_next_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
-    rl.append(&data_entries(1, 3, 1), None).unwrap();
+    rl.append(&data_entries(1, 3, 1), false).unwrap();
     let mut snap = snapshot_at(50, 4, 777);
     snap.data = Bytes::from_static(b"seven");
     assert!(matches!(
@@ -589,9 +589,9 @@ fn apply_snapshot_refuses_data_that_is_not_a_next_offset() {
 fn reads_below_the_snapshot_point_are_compacted_and_past_the_end_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
-    rl.append(&data_entries(1, 5, 1), None).unwrap();
+    rl.append(&data_entries(1, 5, 1), false).unwrap();
     rl.apply_snapshot(&snapshot_at(50, 4, 777)).unwrap();
-    rl.append(&data_entries(51, 3, 4), None).unwrap();
+    rl.append(&data_entries(51, 3, 4), false).unwrap();
 
     for (lo, hi) in [(1, 51), (49, 52), (50, 51), (50, 54), (1, 2)] {
         assert!(
@@ -621,9 +621,9 @@ fn an_append_at_or_below_the_snapshot_point_is_refused() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
     rl.apply_snapshot(&snapshot_at(50, 4, 777)).unwrap();
-    rl.append(&data_entries(51, 2, 4), None).unwrap();
+    rl.append(&data_entries(51, 2, 4), false).unwrap();
     for index in [50, 10] {
-        let err = rl.append(&[noop(index, 5)], None).unwrap_err();
+        let err = rl.append(&[noop(index, 5)], false).unwrap_err();
         assert!(matches!(err, ReplicationError::BadEntry { .. }), "{err}");
     }
     assert_eq!(last_index(&rl), 52);
@@ -640,7 +640,7 @@ fn open_finishes_a_snapshot_install_interrupted_before_the_log_was_reset() {
     let init = || ReplicaState::initial(voters_123());
     let (store, state) = FileStateStore::open(dir.path(), init).unwrap();
     let mut rl = open_with(dir.path(), Box::new(store), state).unwrap();
-    rl.append(&data_entries(1, 5, 1), None).unwrap();
+    rl.append(&data_entries(1, 5, 1), false).unwrap();
     drop(rl);
     // The snapshot point reached the state file; the crash came before the
     // log was reset to it.
@@ -673,7 +673,7 @@ fn open_finishes_a_snapshot_install_interrupted_before_the_log_was_reset() {
     assert_eq!(rs.hard_state.commit, 100);
     assert_eq!(rs.conf_state, conf_state_123_4());
     let e = data_entry(101, 3, &data_batch(101, 2));
-    rl.append(std::slice::from_ref(&e), None).unwrap();
+    rl.append(std::slice::from_ref(&e), false).unwrap();
     assert_same_entry(&entries(&rl, 101, 102)[0], &e, Offset(5_000));
     assert_eq!(rl.next_offset_after(RaftIndex(101)).unwrap(), Offset(5_002));
 }
@@ -685,7 +685,7 @@ fn open_keeps_a_log_that_continues_the_snapshot_point_and_serves_only_after_it()
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
     let old = data_entries(1, 10, 1);
-    rl.append(&old, None).unwrap();
+    rl.append(&old, false).unwrap();
     let after_5 = rl.next_offset_after(RaftIndex(5)).unwrap();
     drop(rl);
     let mut s = store.clone();
@@ -726,7 +726,7 @@ fn open_resets_a_log_whose_term_at_the_snapshot_point_disagrees() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
-    rl.append(&data_entries(1, 10, 1), None).unwrap();
+    rl.append(&data_entries(1, 10, 1), false).unwrap();
     drop(rl);
     let mut s = store.clone();
     save_synced(
@@ -749,7 +749,7 @@ fn open_resets_a_log_whose_term_at_the_snapshot_point_disagrees() {
     assert_eq!(rl.first_index().unwrap(), 6);
     assert_eq!(last_index(&rl), 5);
     assert_eq!(rl.term(5).unwrap(), 9);
-    rl.append(&data_entries(6, 1, 9), None).unwrap();
+    rl.append(&data_entries(6, 1, 9), false).unwrap();
     assert_eq!(
         stored_batch(&entries(&rl, 6, 7)[0]).header().base_offset,
         Offset(300)
@@ -761,7 +761,7 @@ fn open_lowers_a_commit_beyond_the_last_entry_to_the_last_index() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
-    rl.append(&data_entries(1, 3, 2), None).unwrap();
+    rl.append(&data_entries(1, 3, 2), false).unwrap();
     drop(rl);
     let mut s = store.clone();
     save_synced(
@@ -789,7 +789,7 @@ fn hard_state_survives_reopen_and_a_commit_saved_without_sync_may_be_lost() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
-    rl.append(&data_entries(1, 4, 5), None).unwrap();
+    rl.append(&data_entries(1, 4, 5), false).unwrap();
     let done = rl.sync_plan().run().unwrap();
     rl.complete_log_sync(done).unwrap();
     let hs = RaftHardState {
@@ -841,12 +841,12 @@ fn a_crash_forgetting_unsynced_bytes_keeps_exactly_the_synced_entries() {
         let store = MemoryStateStore::default();
         let mut rl = open_memory(dir.path(), &store);
         let synced = data_entries(1, 3, 1);
-        rl.append(&synced, None).unwrap();
+        rl.append(&synced, false).unwrap();
         let done = rl.sync_plan().run().unwrap();
         rl.complete_log_sync(done).unwrap();
         rl.append(
             &[e4.clone(), noop(5, 1), data_entry(6, 1, &data_batch(6, 1))],
-            None,
+            false,
         )
         .unwrap();
         let durable = rl.durable();
@@ -861,7 +861,7 @@ fn a_crash_forgetting_unsynced_bytes_keeps_exactly_the_synced_entries() {
         assert!(is_unavailable(rl.term(last + 1)));
         // Appends continue after what survived.
         let next = last + 1;
-        rl.append(&[data_entry(next, 2, &data_batch(99, 1))], None)
+        rl.append(&[data_entry(next, 2, &data_batch(99, 1))], false)
             .unwrap();
         let expected_offset = rl.next_offset_after(RaftIndex(last)).unwrap();
         assert_eq!(
@@ -881,7 +881,7 @@ fn open_fails_rather_than_serve_a_log_not_at_the_snapshot_offset() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
-    rl.append(&data_entries(1, 6, 1), None).unwrap();
+    rl.append(&data_entries(1, 6, 1), false).unwrap();
     let after_3 = rl.next_offset_after(RaftIndex(3)).unwrap();
     drop(rl);
     let mut s = store.clone();
@@ -915,10 +915,10 @@ fn a_commit_index_is_never_saved_past_the_synced_log() {
     let dir = tempfile::tempdir().unwrap();
     let store = MemoryStateStore::default();
     let mut rl = open_memory(dir.path(), &store);
-    rl.append(&data_entries(1, 2, 1), None).unwrap();
+    rl.append(&data_entries(1, 2, 1), false).unwrap();
     let done = rl.sync_plan().run().unwrap();
     rl.complete_log_sync(done).unwrap();
-    rl.append(&data_entries(3, 3, 1), None).unwrap();
+    rl.append(&data_entries(3, 3, 1), false).unwrap();
     let hs = RaftHardState {
         term: 1,
         commit: 5,
