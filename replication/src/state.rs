@@ -287,6 +287,9 @@ pub trait StateStore: Send + std::fmt::Debug {
 #[must_use = "a state is only durable once its sync has run and completed"]
 pub struct StateSync {
     file: Option<(Arc<File>, PathBuf)>,
+    /// The directory to sync after the file: the file's own entry in it
+    /// may not be durable yet.
+    dir: Option<PathBuf>,
     slot: usize,
     ran: bool,
 }
@@ -296,6 +299,7 @@ impl StateSync {
     pub fn in_memory(slot: usize) -> StateSync {
         StateSync {
             file: None,
+            dir: None,
             slot,
             ran: false,
         }
@@ -306,14 +310,24 @@ impl StateSync {
         self.slot
     }
 
-    /// Runs the sync (fdatasync of the state file).
+    /// Runs the sync (fdatasync of the state file, then of its directory
+    /// when the file's entry there is not known durable).
     pub fn run(mut self) -> Result<StateSync, ReplicationError> {
         if let Some((file, path)) = &self.file {
             file.sync_data()
                 .map_err(ReplicationError::io("sync replica state", path))?;
         }
+        if let Some(dir) = &self.dir {
+            rill_storage::sync_dir(dir)?;
+        }
         self.ran = true;
         Ok(self)
+    }
+
+    /// Whether it syncs the state file's directory too (the file's first
+    /// durable save since it was created).
+    pub fn syncs_dir(&self) -> bool {
+        self.dir.is_some()
     }
 
     /// Whether [`StateSync::run`] succeeded.
@@ -330,15 +344,19 @@ pub struct FileStateStore {
     sequence: u64,
     /// The slot holding the newest state known synced: never written.
     synced_slot: usize,
+    /// Whether the file's entry in its directory may not be durable (the
+    /// file was created without a sync): the next sync syncs the directory
+    /// too.
+    dir_unsynced: bool,
 }
 
 impl FileStateStore {
     /// The file name inside a replica's directory.
     pub const FILE_NAME: &'static str = "raft.state";
 
-    /// Opens the state file in `dir`, creating it with `initial` (made
-    /// durable, with the directory) when there is none. Returns the store
-    /// and the newest valid state.
+    /// Opens the state file in `dir`, creating it with `initial` (written,
+    /// not synced: the first durable save syncs it and the directory) when
+    /// there is none. Returns the store and the newest valid state.
     pub fn open(
         dir: &Path,
         initial: impl FnOnce() -> ReplicaState,
@@ -357,6 +375,7 @@ impl FileStateStore {
             path: path.clone(),
             sequence: 0,
             synced_slot: 1,
+            dir_unsynced: false,
         };
         let mut slots = Vec::with_capacity(2);
         if exists {
@@ -373,12 +392,15 @@ impl FileStateStore {
         let state = match newest {
             Some((seq, slot, state)) => {
                 // It may have been read from the page cache only (saved
-                // without a sync before a crash): sync it before treating
-                // its slot as the one never to overwrite.
+                // without a sync before a crash): sync it, and the file's
+                // entry in the directory (created without a sync, and maybe
+                // killed before its first one), before treating its slot as
+                // the one never to overwrite.
                 store
                     .file
                     .sync_data()
                     .map_err(ReplicationError::io("sync replica state", &path))?;
+                rill_storage::sync_dir(dir)?;
                 store.sequence = seq;
                 store.synced_slot = slot;
                 state
@@ -388,13 +410,16 @@ impl FileStateStore {
             None if exists && store_len(&store)? > SLOT_BYTES as u64 => {
                 return Err(ReplicationError::CorruptState { path });
             }
+            // Saved without a sync: until the replica saves a term or a
+            // vote (durable, the directory with it), a crash loses nothing
+            // that counts, and the next open saves the initial state again.
+            // A topic of many partitions is created without two syncs per
+            // partition.
             None => {
                 let state = initial();
-                if let Some(sync) = store.save(&state, true)? {
-                    let done = sync.run()?;
-                    store.complete_sync(done);
-                }
-                rill_storage::sync_dir(dir).map_err(|e| ReplicationError::Storage(Box::new(e)))?;
+                let none = store.save(&state, false)?;
+                debug_assert!(none.is_none(), "a save without a sync returns none");
+                store.dir_unsynced = true;
                 state
             }
         };
@@ -435,6 +460,10 @@ impl StateStore for FileStateStore {
         self.sequence += 1;
         Ok(durable.then(|| StateSync {
             file: Some((self.file.clone(), self.path.clone())),
+            dir: self
+                .dir_unsynced
+                .then(|| self.path.parent().map(Path::to_path_buf))
+                .flatten(),
             slot,
             ran: false,
         }))
@@ -443,6 +472,9 @@ impl StateStore for FileStateStore {
     fn complete_sync(&mut self, done: StateSync) {
         if done.ran {
             self.synced_slot = done.slot;
+            if done.dir.is_some() {
+                self.dir_unsynced = false;
+            }
         }
     }
 }

@@ -482,6 +482,38 @@ fn open_creates_the_file_holding_the_initial_state() {
 }
 
 #[test]
+fn a_new_files_directory_is_synced_with_its_first_durable_save_only() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = FileStateStore::open(dir.path(), initial).unwrap();
+    save_unsynced(&mut store, &state_n(1));
+    let first = store.save(&state_n(2), true).unwrap().unwrap();
+    assert!(first.syncs_dir(), "the file's entry is not yet durable");
+    let first = first.run().unwrap();
+    store.complete_sync(first);
+    let second = store.save(&state_n(3), true).unwrap().unwrap();
+    assert!(!second.syncs_dir(), "synced once is enough");
+    drop(second);
+    drop(store);
+
+    // Reopened, the file's entry is synced on open, with the state found.
+    let (mut store, _) = FileStateStore::open(dir.path(), initial).unwrap();
+    let sync = store.save(&state_n(4), true).unwrap().unwrap();
+    assert!(!sync.syncs_dir());
+}
+
+#[test]
+fn a_sync_that_failed_to_run_leaves_the_directory_to_the_next_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut store, _) = FileStateStore::open(dir.path(), initial).unwrap();
+    let sync = store.save(&state_n(1), true).unwrap().unwrap();
+    assert!(sync.syncs_dir());
+    // Handed back without running (its batch was dropped by a crash).
+    store.complete_sync(sync);
+    let again = store.save(&state_n(2), true).unwrap().unwrap();
+    assert!(again.syncs_dir());
+}
+
+#[test]
 fn open_of_an_empty_file_starts_from_the_initial_state() {
     // A crash after the file was created, before its first slot was written.
     let dir = tempfile::tempdir().unwrap();
@@ -505,9 +537,11 @@ fn a_durable_save_is_what_the_next_open_loads() {
 fn synced_saves_alternate_slots_with_growing_sequence_numbers() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = FileStateStore::open(dir.path(), initial).unwrap();
-    let mut prev_slot = slot_of(dir.path(), &initial());
+    // The initial state was never synced: nothing keeps its slot.
+    save_synced(&mut store, &state_n(1));
+    let mut prev_slot = slot_of(dir.path(), &state_n(1));
     let mut prev_seq = read_slots(dir.path())[prev_slot].as_ref().unwrap().0;
-    for n in 1..=6 {
+    for n in 2..=6 {
         save_synced(&mut store, &state_n(n));
         let slot = slot_of(dir.path(), &state_n(n));
         assert_ne!(slot, prev_slot, "save {n} went to the slot of the last one");
@@ -515,7 +549,7 @@ fn synced_saves_alternate_slots_with_growing_sequence_numbers() {
         assert_eq!(seq, prev_seq + 1);
         // The other slot still holds the previous synced state.
         let other = read_slots(dir.path())[prev_slot].clone().unwrap().1;
-        assert_eq!(other, if n == 1 { initial() } else { state_n(n - 1) });
+        assert_eq!(other, state_n(n - 1));
         (prev_slot, prev_seq) = (slot, seq);
     }
 }

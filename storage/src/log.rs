@@ -29,7 +29,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, Batches, RecordBatch, ValidBatch};
 use crate::config::{Clock, LogConfig, SystemClock};
 use crate::error::{BatchError, LogError};
-use crate::recovery::{Expect, open_segment, sync_dir};
+use crate::recovery::{Expect, open_segment};
 use crate::segment::{Segment, SegmentPaths, parse_segment_name};
 use crate::types::{Offset, RaftIndex, Term};
 
@@ -225,7 +225,8 @@ impl Log {
         // Bytes past the last index entry may have been in the page cache
         // only (a killed process): make them durable before anything counts
         // on them. One `syncfs` covers every segment, where a sync per file
-        // would flush the disk cache once per segment.
+        // would flush the disk cache once per segment, and every directory
+        // entry with them.
         if self.segments.iter().any(|s| !s.is_empty()) {
             let dir =
                 File::open(&self.dir).map_err(LogError::io("open log directory", &self.dir))?;
@@ -235,10 +236,16 @@ impl Log {
                     std::io::Error::last_os_error(),
                 ));
             }
-        }
-        if self.dir_generation > 0 {
-            sync_dir(&self.dir)?;
             self.dir_synced_generation = self.dir_generation;
+        } else {
+            // An empty log: a crash can take nothing that counts, and the
+            // next open makes again whatever it loses. Its directory (the
+            // segment just created, or one created empty before a crash
+            // whose entry may never have been synced) is synced with its
+            // first entries, by the first sync plan: a topic of many
+            // partitions is created without a directory sync per partition.
+            self.dir_generation = self.dir_generation.max(1);
+            self.dir_synced_generation = 0;
         }
         Ok(())
     }

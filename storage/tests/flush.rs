@@ -1,6 +1,8 @@
 //! Durability is a step of its own: a flush syncs exactly the segment files
 //! written since the last one, and the directory after a segment was created
-//! or unlinked; the durable position only moves when a sync completes.
+//! or unlinked (a fresh log's first segment included: its directory is
+//! synced with its first entries, not on open); the durable position only
+//! moves when a sync completes.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -26,20 +28,60 @@ fn append(log: &mut Log, records: u64) {
 }
 
 #[test]
-fn a_fresh_log_has_nothing_to_sync_and_is_durable_to_its_end() {
+fn a_fresh_log_syncs_its_directory_with_its_first_sync_not_on_open() {
     let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(
+        log.durable(),
+        log.end(),
+        "an empty log is durable to its end"
+    );
+    assert_eq!(
+        planned(&log),
+        (vec![], true),
+        "the new segment's directory entry waits for the first sync"
+    );
+    append(&mut log, 3);
+    let first: PathBuf = "00000000000000000000-00000000000000000001.log".into();
+    assert_eq!(
+        planned(&log),
+        (vec![first], true),
+        "synced with the first entries"
+    );
+    log.flush().unwrap();
+    assert!(log.sync_plan().is_empty());
+}
+
+#[test]
+fn reopening_an_empty_log_still_leaves_its_directory_to_the_first_sync() {
+    // Its segment may have been created by an open whose directory was
+    // never synced: nothing on reopening vouches for the entry.
+    let dir = tempfile::tempdir().unwrap();
+    drop(Log::open(dir.path(), small_config()).unwrap());
     let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.segment_count(), 1);
+    assert_eq!(planned(&log), (vec![], true));
+}
+
+#[test]
+fn reopening_a_log_with_entries_makes_them_and_the_directory_durable() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    append(&mut log, 3);
+    drop(log);
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.durable(), log.end());
     assert!(
         log.sync_plan().is_empty(),
-        "the new segment's directory entry was synced on open"
+        "the open's filesystem sync covered the files and the directory"
     );
-    assert_eq!(log.durable(), log.end());
 }
 
 #[test]
 fn flush_syncs_exactly_the_files_written_since_the_last_flush() {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config()).unwrap();
+    log.flush().unwrap();
     append(&mut log, 3);
     let first: PathBuf = "00000000000000000000-00000000000000000001.log".into();
     assert_eq!(planned(&log), (vec![first.clone()], false));
