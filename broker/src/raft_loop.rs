@@ -59,6 +59,10 @@ pub const SLOW_ROUND_MS: u64 = 500;
 /// How often every group ticks. With `election_tick` 10, an election
 /// timeout of 1 s.
 pub const TICK_MS: u64 = 100;
+/// Longest the Raft thread spends opening new replicas before it runs a
+/// round and goes on, ms: a topic of a thousand partitions creates files
+/// for seconds, and every group's heartbeats would wait for them all.
+pub const OPEN_PASS_MS_MAX: u64 = 100;
 /// Threads a round's syncs spread over, at most.
 pub const SYNC_THREADS_MAX: usize = 8;
 /// Deferred Readies waiting for the sync after the one in flight, at most;
@@ -316,6 +320,9 @@ pub fn start(
         failed: Default::default(),
         janitor,
         tick_queued: Arc::clone(&tick_queued),
+        open_pass_ms_max: None,
+        held_answers: Vec::new(),
+        reconciling: false,
     };
     raft.open_controller()?;
     std::thread::Builder::new()
@@ -418,9 +425,26 @@ struct RaftLoop {
     failed: std::collections::BTreeSet<GroupId>,
     /// Removes deleted replicas' directories off this thread.
     janitor: Janitor,
+    /// Longest one pass of [`RaftLoop::reconcile`] spends opening new
+    /// replicas, ms (`None` while the broker starts: it opens them all
+    /// before its client port opens).
+    open_pass_ms_max: Option<u64>,
+    /// Answers to metadata commands applied while the replicas they assign
+    /// here are not all open yet: sent, with the image published, once a
+    /// pass of [`RaftLoop::reconcile`] finds nothing left to open.
+    held_answers: Vec<Answer>,
+    /// Whether the last pass of [`RaftLoop::reconcile`] left replicas to
+    /// open.
+    reconciling: bool,
     /// Shared with [`RaftHandle`]: cleared when a tick is taken.
     tick_queued: Arc<AtomicBool>,
 }
+
+/// A metadata command's answer and who waits for it.
+type Answer = (
+    oneshot::Sender<Result<Outcome, NotController>>,
+    Option<Outcome>,
+);
 
 fn controller_log_config() -> LogConfig {
     LogConfig {
@@ -527,21 +551,32 @@ impl RaftLoop {
         }
         // Replicas open (and one-voter ones lead) before anyone hears the
         // outcome.
+        self.held_answers.extend(answers);
         self.reconcile();
+        Ok(())
+    }
+
+    /// Publishes the image and sends the held answers, once every replica
+    /// the image assigns here is open.
+    fn answer_held(&mut self) {
         // Published before anyone hears the outcome: a client that created
         // a topic finds it in the next metadata it asks for.
         self.published
             .image
             .send_replace(Arc::new(self.image.clone()));
         let leader = self.node.leader(GroupId::CONTROLLER);
-        for (reply, outcome) in answers {
+        for (reply, outcome) in self.held_answers.drain(..) {
             let _ = reply.send(outcome.ok_or(NotController { leader }));
         }
-        Ok(())
     }
 
     /// Opens the replicas the image assigns here; closes and removes those
-    /// of topics no longer in it.
+    /// of topics no longer in it. Opening one creates or recovers its files
+    /// on this thread, which every group's heartbeats wait for: once the
+    /// broker runs, a pass stops opening after [`Self::open_pass_ms_max`]
+    /// and the loop calls again after its next round ([`Self::reconciling`]).
+    /// A pass that leaves nothing to open publishes the image and answers
+    /// the commands applied meanwhile.
     fn reconcile(&mut self) {
         let me = self.me();
         let wanted: Vec<(TopicImage, u32)> = self
@@ -555,15 +590,25 @@ impl RaftLoop {
                     .collect::<Vec<_>>()
             })
             .collect();
+        let started = Instant::now();
+        let mut left = false;
         for (t, p) in wanted {
             let group = t.group(p);
             if self.node.has_group(group) || self.failed.contains(&group) {
                 continue;
             }
+            if self
+                .open_pass_ms_max
+                .is_some_and(|ms| started.elapsed() >= Duration::from_millis(ms))
+            {
+                left = true;
+                break;
+            }
             if let Err(e) = self.open(&t, p) {
                 tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open replica");
             }
         }
+        self.reconciling = left;
         let open: Vec<GroupId> = self
             .node
             .groups()
@@ -598,6 +643,9 @@ impl RaftLoop {
                     "removed replica of a deleted topic"
                 );
             }
+        }
+        if !self.reconciling {
+            self.answer_held();
         }
     }
 
@@ -661,11 +709,16 @@ impl RaftLoop {
 
     fn run(&mut self) {
         let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
+        self.open_pass_ms_max = Some(OPEN_PASS_MS_MAX);
         loop {
+            if self.reconciling && stopping.is_none() {
+                self.reconcile();
+            }
             // Block only when no group has work left over, or no round may
             // start before a sync completes.
             let may_round = self.may_round();
-            let first = if may_round && self.node.has_ready() {
+            let more = self.reconciling && stopping.is_none();
+            let first = if more || (may_round && self.node.has_ready()) {
                 self.commands.try_recv().ok()
             } else {
                 match self.commands.blocking_recv() {

@@ -79,6 +79,34 @@ fn records_produced_come_back_in_order_and_survive_a_restart() {
 }
 
 #[test]
+fn a_topic_of_many_partitions_is_answered_once_every_partition_is_open_and_led() {
+    // Opening this many replicas takes the Raft thread several passes
+    // (it runs rounds in between): the creation is answered only after
+    // the last one, so every partition is led, and takes a produce, at
+    // once.
+    const PARTITIONS: u32 = 600;
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(
+        c.create_topic("wide", PARTITIONS, &[]).error,
+        ErrorCode::None
+    );
+    let (_, r) = c.call(Request::Metadata(MetadataRequest {
+        topics: Some(vec!["wide".into()]),
+    }));
+    let Some(Response::Metadata(m)) = r else {
+        panic!("metadata response")
+    };
+    let leaders: Vec<i32> = m.topics[0].partitions.iter().map(|p| p.leader).collect();
+    assert_eq!(leaders, vec![1; PARTITIONS as usize]);
+    for p in [PARTITIONS - 1, PARTITIONS / 2, 0] {
+        let r = c.produce("wide", p, 1, batch(&values(0..1), 1000));
+        assert_eq!((p, r.error, r.base_offset), (p, ErrorCode::None, 0));
+    }
+}
+
+#[test]
 fn every_acknowledged_record_survives_a_sigkill_during_acks_all_produce() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path());
