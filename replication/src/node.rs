@@ -60,6 +60,11 @@ use crate::ids::{BrokerId, GroupId};
 use crate::state::{ReplicaState, StateStore, StateSync};
 use crate::storage::{ReplicaLog, SharedLog};
 
+/// Snapshots one round installs, at most: each is synced and replaces the
+/// group's segments inside the round, on the thread that runs every
+/// group's heartbeats.
+pub const SNAPSHOT_INSTALLS_PER_ROUND_MAX: usize = 8;
+
 /// Settings shared by every group of a node.
 #[derive(Debug, Clone)]
 pub struct NodeConfig {
@@ -839,9 +844,20 @@ impl Node {
     pub fn start_round(&mut self, out: &mut Vec<Outgoing>, events: &mut Vec<Event>) -> Round {
         let mut readies = Vec::new();
         let mut snapshots = Vec::new();
+        let mut installs_left = SNAPSHOT_INSTALLS_PER_ROUND_MAX;
         for (&group, r) in self.groups.iter_mut() {
             if !r.raw.has_ready() || !r.may_ready() {
                 continue;
+            }
+            // A snapshot is installed inside its round (synced, the old
+            // segments unlinked): a broker back after a long absence may
+            // have one for every group, and all of them in one round
+            // would hold every heartbeat. The rest wait for later rounds.
+            if r.raw.raft.raft_log.unstable_snapshot().is_some() {
+                if installs_left == 0 {
+                    continue;
+                }
+                installs_left -= 1;
             }
             let mut rd = r.raw.ready();
             if let Some(ss) = rd.ss() {

@@ -6,8 +6,9 @@
 //! round; a one-voter group is never deferred; heartbeats are answered at
 //! once unless the term they are answered in is not yet durable; retention's
 //! new log start is synced in a batch of its own before its segments go;
-//! an append carrying an invalid entry is refused whole before raft-rs
-//! takes it, and the group goes on.
+//! a round installs at most `SNAPSHOT_INSTALLS_PER_ROUND_MAX` snapshots; an
+//! append carrying an invalid entry is refused whole before raft-rs takes
+//! it, and the group goes on.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -17,6 +18,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use helpers::{data_batch, data_entry, small_config, voters_123};
 use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
+use rill_replication::node::SNAPSHOT_INSTALLS_PER_ROUND_MAX;
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
 use rill_replication::storage::{SharedLog, lock, snapshot_data};
 use rill_replication::{
@@ -313,6 +315,45 @@ fn a_snapshot_waits_for_unsynced_readies_then_installs_inside_its_round() {
     assert_eq!(log_next(), 51, "the log restarts after the snapshot");
     follower.campaign(GROUP).unwrap();
     let _ = round(&mut follower);
+}
+
+#[test]
+fn a_round_installs_a_bounded_number_of_snapshots_and_the_next_rounds_the_rest() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = Node::new(
+        NodeConfig::new(BrokerId(2)),
+        Arc::new(ManualClock::new(1_000_000)),
+    );
+    let groups = SNAPSHOT_INSTALLS_PER_ROUND_MAX as u64 + 3;
+    let logs: Vec<SharedLog> = (1..=groups)
+        .map(|g| {
+            let group_dir = dir.path().join(g.to_string());
+            std::fs::create_dir(&group_dir).unwrap();
+            follower
+                .add_group(ReplicaSpec {
+                    group: GroupId(g),
+                    dir: &group_dir,
+                    log_config: small_config(),
+                    fsync: true,
+                    store: Box::new(MemoryStateStore::default()),
+                    state: ReplicaState::initial(voters_123()),
+                })
+                .unwrap()
+        })
+        .collect();
+    for g in 1..=groups {
+        follower.step(GroupId(g), snapshot(50)).unwrap();
+    }
+    let installed = || {
+        logs.iter()
+            .filter(|log| lock(log).next_raft_index() == RaftIndex(51))
+            .count()
+    };
+    let _ = round(&mut follower);
+    assert_eq!(installed(), SNAPSHOT_INSTALLS_PER_ROUND_MAX);
+    assert!(follower.has_ready(), "the rest wait for the next round");
+    let _ = round(&mut follower);
+    assert_eq!(installed(), groups as usize);
 }
 
 #[test]
