@@ -1055,11 +1055,13 @@ impl RaftLoop {
         if round.is_empty() && events.is_empty() && out.is_empty() {
             return times;
         }
-        // A leader's appends travel, and followers write them, while it
-        // writes its own copy.
-        let mut dropped = self.send(std::mem::take(&mut out));
         self.node.write_round(&mut round, &mut jobs, &mut events);
         lap(&mut times.write);
+        // A leader's appends leave once its own copy is written (to the
+        // page cache): their entries are sent from the segment files, and
+        // this process copies none of them.
+        self.node.attach_file_spans(&mut out);
+        let mut dropped = self.send(std::mem::take(&mut out));
         let deferred = self.node.defer_syncs(&mut round, &mut jobs);
         if !deferred.is_empty() {
             match (&mut self.sync_queued, self.syncing) {
@@ -1076,6 +1078,7 @@ impl RaftLoop {
         self.node
             .finish_round(round, results, &mut out, &mut events);
         self.drop_closed_syncs();
+        self.node.attach_file_spans(&mut out);
         dropped.extend(self.send(out));
         if !dropped.is_empty() {
             self.node.report_dropped(&dropped);

@@ -7,16 +7,19 @@
 //!
 //! 1. Inputs: [`Node::tick`], [`Node::step`], [`Node::propose`].
 //! 2. [`Node::start_round`] takes every group's Ready and hands out its
-//!    `messages()`, which may leave at once: the caller sends them before
-//!    the next step, so a leader's appends travel (and followers write
-//!    them) while it writes its own copy. Then [`Node::write_round`], in
-//!    raft-rs's documented order per group: a snapshot is installed; the
-//!    committed entries are applied (raft-rs hands out only entries that
-//!    are already durable here, so they need not wait for this round's
-//!    syncs); entries are written to the log; the hard state is written. What must
-//!    be made durable is returned as [`SyncJob`]s: one per log written (an
-//!    `fsync` topic's) and one per hard state whose term or vote changed,
-//!    across every group on the broker.
+//!    `messages()`, which may leave before anything is durable. Then
+//!    [`Node::write_round`], in raft-rs's documented order per group: a
+//!    snapshot is installed; the committed entries are applied (raft-rs
+//!    hands out only entries that are already durable here, so they need
+//!    not wait for this round's syncs); entries are written to the log;
+//!    the hard state is written. What must be made durable is returned as
+//!    [`SyncJob`]s: one per log written (an `fsync` topic's) and one per
+//!    hard state whose term or vote changed, across every group on the
+//!    broker. The broker sends the `messages()` once the round is written,
+//!    with [`Node::attach_file_spans`]: a leader's appends then carry where
+//!    their entries lie in its segment files, and the transport sends them
+//!    from there (`sendfile`) rather than copying them out of memory. The
+//!    write is to the page cache; the syncs still follow the sends.
 //! 3. The caller runs the jobs (in parallel, off this thread) and hands the
 //!    results to [`Node::finish_round`], which, per group, sends the
 //!    `persisted_messages()` (votes, append responses: only now may they
@@ -114,6 +117,10 @@ pub struct Outgoing {
     pub group: GroupId,
     /// The Raft message.
     pub message: Message,
+    /// Where its entries lie in this broker's segment files, once written
+    /// there ([`Node::attach_file_spans`]): a sender may send them from the
+    /// files rather than from memory. Empty for none.
+    pub spans: crate::wire::EntrySpans,
 }
 
 /// What happened in a round, for the broker (answering produces, waking
@@ -883,6 +890,32 @@ impl Node {
         }
     }
 
+    /// Notes where the data entries of the appends in `out` lie in their
+    /// groups' segment files, so that a sender sends them from there
+    /// rather than copying them from memory. Only entries written here are
+    /// found: call it once the round is written ([`Node::write_round`]).
+    pub fn attach_file_spans(&self, out: &mut [Outgoing]) {
+        let large = |e: &raft::eraftpb::Entry| e.data.len() >= crate::wire::ZERO_COPY_BYTES_MIN;
+        for o in out.iter_mut() {
+            let entries = o.message.get_entries();
+            if o.message.get_msg_type() != MessageType::MsgAppend || !entries.iter().any(large) {
+                continue;
+            }
+            let Some(r) = self.groups.get(&o.group) else {
+                continue;
+            };
+            let log = crate::storage::lock(r.raw.store().log());
+            o.spans = entries
+                .iter()
+                .map(|e| {
+                    large(e)
+                        .then(|| log.file_span(RaftIndex(e.index), Term(e.term)))
+                        .flatten()
+                })
+                .collect();
+        }
+    }
+
     /// Step 2 of an iteration, second half: writes what the round's Readies
     /// hold (snapshot, entries, hard state) and pushes the syncs it needs
     /// to `jobs`. A group whose write fails stops (an [`Event::Failed`]).
@@ -1131,7 +1164,12 @@ fn push_messages(
         if message.get_msg_type() == MessageType::MsgSnapshot {
             snapshots.push((group, to));
         }
-        out.push(Outgoing { to, group, message });
+        out.push(Outgoing {
+            to,
+            group,
+            message,
+            spans: Vec::new(),
+        });
     }
 }
 

@@ -29,11 +29,13 @@
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use raft::eraftpb::{Message, MessageType};
+use rill_storage::FileSpan;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::tcp::{OwnedReadHalf, OwnedWriteHalf};
 use tokio::net::{TcpListener, TcpStream};
@@ -43,7 +45,8 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 use crate::ids::{BrokerId, GroupId};
 use crate::node::Outgoing;
 use crate::wire::{
-    FRAME_HEADER_BYTES, WireLimits, decode_frame, encode_frame, encode_frame_parts, encoded_len,
+    EntrySpans, FRAME_HEADER_BYTES, Part, WireLimits, decode_frame, encode_frame,
+    encode_frame_parts, encoded_len,
 };
 
 /// Largest peer frame, bytes (also the decoder's limit).
@@ -98,7 +101,7 @@ pub struct Dropped {
     pub snapshot: bool,
 }
 
-type Batch = Vec<(GroupId, Message)>;
+type Batch = Vec<(GroupId, Message, EntrySpans)>;
 
 /// One peer: its queues and its current connection.
 #[derive(Debug)]
@@ -181,7 +184,7 @@ impl Transport {
             per_peer
                 .entry((o.to, urgent))
                 .or_default()
-                .push((o.group, o.message));
+                .push((o.group, o.message, o.spans));
         }
         let mut dropped = Vec::new();
         for ((to, urgent), batch) in per_peer {
@@ -194,7 +197,7 @@ impl Transport {
                 mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch),
             ) = queued
             {
-                dropped.extend(batch.iter().map(|(g, m)| Dropped {
+                dropped.extend(batch.iter().map(|(g, m, _)| Dropped {
                     group: *g,
                     to,
                     snapshot: m.get_msg_type() == MessageType::MsgSnapshot,
@@ -214,30 +217,81 @@ fn hello(from: BrokerId) -> BytesMut {
 }
 
 /// One frame as parts to write in order: the length prefix and the
-/// payload, whose large entry data are shared, not copied. `payload_bytes`
-/// is the payload's exact length ([`encoded_len`] summed, plus the header);
-/// callers keep it under [`FRAME_PAYLOAD_BYTES_MAX`].
+/// payload, whose large entry data are shared, not copied, or sent from
+/// their segment files. `payload_bytes` is the payload's exact length
+/// ([`encoded_len`] summed, plus the header); callers keep it under
+/// [`FRAME_PAYLOAD_BYTES_MAX`].
 fn frame_parts(
     from: BrokerId,
     messages: &[(GroupId, Message)],
+    spans: &[EntrySpans],
     payload_bytes: usize,
-) -> Vec<Bytes> {
+) -> Vec<Part> {
     debug_assert!(payload_bytes <= FRAME_PAYLOAD_BYTES_MAX);
     let mut out = BytesMut::new();
     out.extend_from_slice(&(payload_bytes as u32).to_be_bytes());
     let mut parts = Vec::new();
-    encode_frame_parts(from, messages, &mut out, &mut parts);
-    parts.push(out.freeze());
+    encode_frame_parts(from, messages, spans, &mut out, &mut parts);
+    parts.push(Part::Bytes(out.freeze()));
     debug_assert_eq!(
-        parts.iter().map(Bytes::len).sum::<usize>(),
+        parts.iter().map(Part::len).sum::<usize>(),
         4 + payload_bytes,
         "the length prefix is the payload's length"
     );
     parts
 }
 
+/// Writes every byte of `parts`, front first: runs of bytes with vectored
+/// writes, file spans with `sendfile` (the kernel takes the segment's
+/// pages; the process copies nothing).
+async fn write_parts(w: &mut OwnedWriteHalf, parts: Vec<Part>) -> std::io::Result<()> {
+    let mut run: Vec<Bytes> = Vec::new();
+    for part in parts {
+        match part {
+            Part::Bytes(b) => run.push(b),
+            Part::File(span) => {
+                write_bytes(w, std::mem::take(&mut run)).await?;
+                send_file(w, &span).await?;
+            }
+        }
+    }
+    write_bytes(w, run).await
+}
+
+/// Sends `span` from its file with `sendfile`, waiting whenever the socket
+/// is full.
+async fn send_file(w: &mut OwnedWriteHalf, span: &FileSpan) -> std::io::Result<()> {
+    let stream: &tokio::net::TcpStream = w.as_ref();
+    let mut offset = span.offset as libc::off_t;
+    let end = span.offset + span.len;
+    while (offset as u64) < end {
+        stream.writable().await?;
+        let left = (end - offset as u64) as usize;
+        let sent = stream.try_io(tokio::io::Interest::WRITABLE, || {
+            // SAFETY: both descriptors are open for the call (the span
+            // holds its file; `stream` its socket), and `offset` is a
+            // valid out-parameter.
+            let n = unsafe {
+                libc::sendfile(stream.as_raw_fd(), span.file.as_raw_fd(), &mut offset, left)
+            };
+            if n < 0 {
+                Err(std::io::Error::last_os_error())
+            } else {
+                Ok(n as usize)
+            }
+        });
+        match sent {
+            Ok(0) => return Err(std::io::ErrorKind::WriteZero.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 /// Writes every byte of `parts`, front first, with vectored writes.
-async fn write_parts(w: &mut OwnedWriteHalf, mut parts: Vec<Bytes>) -> std::io::Result<()> {
+async fn write_bytes(w: &mut OwnedWriteHalf, mut parts: Vec<Bytes>) -> std::io::Result<()> {
     let mut first = 0;
     while first < parts.len() {
         let slices: Vec<std::io::IoSlice<'_>> = parts[first..]
@@ -336,7 +390,9 @@ async fn write_loop(
         if frame_msgs.is_empty() {
             continue;
         }
-        let out = frame_parts(id, &frame_msgs, bytes);
+        let (frame_msgs, spans): (Vec<(GroupId, Message)>, Vec<EntrySpans>) =
+            frame_msgs.into_iter().map(|(g, m, s)| ((g, m), s)).unzip();
+        let out = frame_parts(id, &frame_msgs, &spans, bytes);
         let mut guard = slot.lock().await;
         if let Some((_, w)) = guard.as_mut() {
             // A peer that vanished without a reset would hold the slot
@@ -365,24 +421,25 @@ async fn write_loop(
 }
 
 /// Messages taken from a peer's queues and not yet written: urgent ones
-/// ahead of appends, each with its encoded length.
+/// ahead of appends, each with its entries' file spans and its encoded
+/// length.
 #[derive(Default)]
 struct Pending {
-    urgent: std::collections::VecDeque<(GroupId, Message, usize)>,
-    bulk: std::collections::VecDeque<(GroupId, Message, usize)>,
+    urgent: std::collections::VecDeque<(GroupId, Message, EntrySpans, usize)>,
+    bulk: std::collections::VecDeque<(GroupId, Message, EntrySpans, usize)>,
     /// Encoded bytes of `bulk`.
     bulk_bytes: usize,
 }
 
 impl Pending {
     fn push(&mut self, from: BrokerId, batch: Batch, urgent: bool) {
-        for (g, m) in batch {
+        for (g, m, s) in batch {
             let len = encoded_len(from, g, &m);
             if urgent {
-                self.urgent.push_back((g, m, len));
+                self.urgent.push_back((g, m, s, len));
             } else {
                 self.bulk_bytes += len;
-                self.bulk.push_back((g, m, len));
+                self.bulk.push_back((g, m, s, len));
             }
         }
     }
@@ -394,18 +451,18 @@ impl Pending {
     /// The next message's encoded length, and whether it is urgent.
     fn front(&self) -> Option<(usize, bool)> {
         match self.urgent.front() {
-            Some((_, _, len)) => Some((*len, true)),
-            None => self.bulk.front().map(|(_, _, len)| (*len, false)),
+            Some((_, _, _, len)) => Some((*len, true)),
+            None => self.bulk.front().map(|(_, _, _, len)| (*len, false)),
         }
     }
 
-    fn pop(&mut self) -> Option<(GroupId, Message)> {
-        if let Some((g, m, _)) = self.urgent.pop_front() {
-            return Some((g, m));
+    fn pop(&mut self) -> Option<(GroupId, Message, EntrySpans)> {
+        if let Some((g, m, s, _)) = self.urgent.pop_front() {
+            return Some((g, m, s));
         }
-        let (g, m, len) = self.bulk.pop_front()?;
+        let (g, m, s, len) = self.bulk.pop_front()?;
         self.bulk_bytes -= len;
-        Some((g, m))
+        Some((g, m, s))
     }
 }
 

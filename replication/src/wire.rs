@@ -122,6 +122,7 @@ use bytes::{BufMut, Bytes, BytesMut};
 use raft::eraftpb::{
     ConfState, Entry, EntryType, Message, MessageType, Snapshot, SnapshotMetadata,
 };
+use rill_storage::FileSpan;
 
 use crate::ids::{BrokerId, GroupId};
 
@@ -260,12 +261,44 @@ pub fn encode_frame(from: BrokerId, messages: &[(GroupId, Message)], out: &mut B
     encode(from, messages, out, None);
 }
 
+/// A piece of an encoded frame, as a sender writes it: bytes, or an
+/// entry's data to be sent from where it lies in a segment file.
+#[derive(Debug, Clone)]
+pub enum Part {
+    /// Bytes to write as they are.
+    Bytes(Bytes),
+    /// Entry data the sender reads from its segment file (the same bytes,
+    /// up to the batch header fields stamped outside the CRC, which a
+    /// follower stamps again).
+    File(FileSpan),
+}
+
+impl Part {
+    /// Its length, bytes.
+    pub fn len(&self) -> usize {
+        match self {
+            Part::Bytes(b) => b.len(),
+            Part::File(f) => f.len as usize,
+        }
+    }
+
+    /// Whether it is empty.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// Where each entry of a message lies in the sender's segment files, in
+/// entry order (`None`, or a shorter list, for an entry sent from memory).
+pub type EntrySpans = Vec<Option<FileSpan>>;
+
 /// As [`encode_frame`], without copying entry data of
 /// [`ZERO_COPY_BYTES_MIN`] bytes or more: the frame is split into `parts`
-/// around each such entry's data (a shared `Bytes`, not a copy). On return,
-/// what `out` held on entry followed by the frame is `parts`, in
-/// order, then what `out` holds now. A sender writes them with one vectored
-/// write.
+/// around each such entry's data, which becomes a part of its own: the
+/// file span `spans[i][j]` names for entry `j` of message `i` when there
+/// is one of its length, else the entry's shared `Bytes` (not a copy). On
+/// return, what `out` held on entry followed by the frame is `parts`, in
+/// order, then what `out` holds now.
 ///
 /// # Panics
 ///
@@ -273,17 +306,18 @@ pub fn encode_frame(from: BrokerId, messages: &[(GroupId, Message)], out: &mut B
 pub fn encode_frame_parts(
     from: BrokerId,
     messages: &[(GroupId, Message)],
+    spans: &[EntrySpans],
     out: &mut BytesMut,
-    parts: &mut Vec<Bytes>,
+    parts: &mut Vec<Part>,
 ) {
-    encode(from, messages, out, Some(parts));
+    encode(from, messages, out, Some((parts, spans)));
 }
 
 fn encode(
     from: BrokerId,
     messages: &[(GroupId, Message)],
     out: &mut BytesMut,
-    mut parts: Option<&mut Vec<Bytes>>,
+    mut parts: Option<(&mut Vec<Part>, &[EntrySpans])>,
 ) {
     let body: usize = messages.iter().map(|(g, m)| encoded_len(from, *g, m)).sum();
     let shared: usize = match parts {
@@ -300,7 +334,7 @@ fn encode(
     out.put_u8(PEER_FRAME_VERSION);
     out.put_u64_le(from.get());
     put_count(out, messages.len(), "messages");
-    for (group, msg) in messages {
+    for (i, (group, msg)) in messages.iter().enumerate() {
         if is_short_heartbeat(from, msg) {
             out.put_u64_le(group.get());
             out.put_u8(SHORT_FORM + message_type_code(msg.get_msg_type()));
@@ -308,7 +342,11 @@ fn encode(
             out.put_u64_le(msg.term);
             out.put_u64_le(msg.commit);
         } else {
-            put_message(out, *group, msg, parts.as_deref_mut());
+            let to = parts.as_mut().map(|(parts, spans)| {
+                let spans: &[Option<FileSpan>] = spans.get(i).map_or(&[], Vec::as_slice);
+                (&mut **parts, spans)
+            });
+            put_message(out, *group, msg, to);
         }
     }
 }
@@ -395,7 +433,7 @@ fn put_message(
     out: &mut BytesMut,
     group: GroupId,
     m: &Message,
-    mut parts: Option<&mut Vec<Bytes>>,
+    mut parts: Option<(&mut Vec<Part>, &[Option<FileSpan>])>,
 ) {
     out.put_u64_le(group.get());
     out.put_u8(message_type_code(m.get_msg_type()));
@@ -413,8 +451,12 @@ fn put_message(
     out.put_i64_le(m.priority);
     put_bytes(out, &m.context, "message context");
     put_count(out, m.get_entries().len(), "entries");
-    for e in m.get_entries() {
-        put_entry(out, e, parts.as_deref_mut());
+    for (j, e) in m.get_entries().iter().enumerate() {
+        let to = parts.as_mut().map(|(parts, spans)| {
+            let span = spans.get(j).and_then(Option::as_ref);
+            (&mut **parts, span)
+        });
+        put_entry(out, e, to);
     }
     put_flag(out, m.has_snapshot());
     if m.has_snapshot() {
@@ -422,18 +464,21 @@ fn put_message(
     }
 }
 
-fn put_entry(out: &mut BytesMut, e: &Entry, parts: Option<&mut Vec<Bytes>>) {
+fn put_entry(out: &mut BytesMut, e: &Entry, parts: Option<(&mut Vec<Part>, Option<&FileSpan>)>) {
     out.put_u8(entry_type_code(e.get_entry_type()));
     out.put_u64_le(e.term);
     out.put_u64_le(e.index);
     put_flag(out, e.sync_log);
     match parts {
-        Some(parts) if e.data.len() >= ZERO_COPY_BYTES_MIN => {
+        Some((parts, span)) if e.data.len() >= ZERO_COPY_BYTES_MIN => {
             put_count(out, e.data.len(), "entry data");
             // What is encoded so far leaves as one part; the capacity
             // reserved for the rest of the frame stays with `out`.
-            parts.push(out.split().freeze());
-            parts.push(e.data.clone());
+            parts.push(Part::Bytes(out.split().freeze()));
+            parts.push(match span {
+                Some(f) if f.len == e.data.len() as u64 => Part::File(f.clone()),
+                _ => Part::Bytes(e.data.clone()),
+            });
         }
         _ => put_bytes(out, &e.data, "entry data"),
     }

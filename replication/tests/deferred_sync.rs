@@ -8,7 +8,8 @@
 //! new log start is synced in a batch of its own before its segments go;
 //! a round installs at most `SNAPSHOT_INSTALLS_PER_ROUND_MAX` snapshots; an
 //! append carrying an invalid entry is refused whole before raft-rs takes
-//! it, and the group goes on.
+//! it, and the group goes on; a leader's appends name where their entries
+//! lie in its segments once the round is written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -506,4 +507,112 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
     assert_eq!(acknowledged(&out), vec![3]);
     assert!(events.is_empty(), "no group failed: {events:?}");
     assert_eq!(lock(&log).next_raft_index(), RaftIndex(4));
+}
+
+/// Broker 1 as the leader of a 3-voter group, elected by broker 2's votes.
+fn elected_leader(dir: &std::path::Path) -> (Node, SharedLog) {
+    let (mut leader, log) = node_and_log(1, voters_123(), dir);
+    leader.campaign(GROUP).unwrap();
+    for vote in [
+        MessageType::MsgRequestPreVoteResponse,
+        MessageType::MsgRequestVoteResponse,
+    ] {
+        let (batch, mut out) = round(&mut leader);
+        let mut outs = Vec::new();
+        leader.complete_syncs(batch.run(), &mut outs, &mut Vec::new());
+        out.extend(outs);
+        let asked = out
+            .iter()
+            .find(|o| o.to == BrokerId(2))
+            .expect("a vote asked of broker 2");
+        let mut m = Message::default();
+        m.set_msg_type(vote);
+        m.from = 2;
+        m.to = 1;
+        m.term = asked.message.term;
+        leader.step(GROUP, m).unwrap();
+    }
+    let (batch, out) = round(&mut leader);
+    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+    assert_eq!(leader.leader(GROUP), Some(BrokerId(1)));
+    // The followers take the new term's first entry: the leader replicates
+    // to them from here on, rather than probing.
+    for o in out
+        .iter()
+        .filter(|o| o.message.get_msg_type() == MessageType::MsgAppend)
+    {
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgAppendResponse);
+        m.from = o.to.get();
+        m.to = 1;
+        m.term = o.message.term;
+        m.index = o
+            .message
+            .get_entries()
+            .last()
+            .map_or(o.message.index, |e| e.index);
+        leader.step(GROUP, m).unwrap();
+    }
+    (leader, log)
+}
+
+#[test]
+fn a_leaders_appends_name_where_their_written_entries_lie_in_its_segments() {
+    use std::os::unix::fs::FileExt;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, _log) = elected_leader(dir.path());
+    let data = Bytes::from(data_batch(9, 200));
+    assert!(data.len() >= rill_replication::wire::ZERO_COPY_BYTES_MIN);
+    leader
+        .propose(
+            GROUP,
+            CheckedBatch::new(data.clone(), 1 << 20).unwrap().unwrap(),
+        )
+        .unwrap();
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    let mut jobs = Vec::new();
+    let mut round = leader.start_round(&mut out, &mut events);
+    let carrying = |out: &[Outgoing]| {
+        out.iter()
+            .filter(|o| o.message.get_msg_type() == MessageType::MsgAppend)
+            .filter(|o| o.message.get_entries().iter().any(|e| e.data == data))
+            .count()
+    };
+    assert_eq!(carrying(&out), 2, "the batch goes to both followers");
+    leader.attach_file_spans(&mut out);
+    assert!(
+        out.iter().all(|o| o.spans.iter().all(Option::is_none)),
+        "nothing is in the segments before the round is written"
+    );
+    leader.write_round(&mut round, &mut jobs, &mut events);
+    leader.attach_file_spans(&mut out);
+    let mut spans = 0;
+    for o in out
+        .iter()
+        .filter(|o| o.message.get_msg_type() == MessageType::MsgAppend)
+    {
+        let entries = o.message.get_entries();
+        for (j, e) in entries.iter().enumerate() {
+            let span = o.spans.get(j).and_then(Option::as_ref);
+            if e.data.len() < rill_replication::wire::ZERO_COPY_BYTES_MIN {
+                assert!(span.is_none(), "small entries go from memory");
+                continue;
+            }
+            let span = span.expect("a written data entry has a span");
+            spans += 1;
+            let mut stored = vec![0; span.len as usize];
+            span.file.read_exact_at(&mut stored, span.offset).unwrap();
+            // The stored copy is the batch, stamped (offset, term, index)
+            // in the header fields the CRC does not cover.
+            assert_eq!(stored.len(), data.len());
+            assert_eq!(stored[32..], data[32..]);
+            assert_eq!(&stored[..4], &data[..4]);
+        }
+    }
+    assert_eq!(spans, 2, "one per follower's append");
+    let batch = leader.defer_syncs(&mut round, &mut jobs);
+    let results = jobs.into_iter().map(SyncJob::run).collect();
+    leader.finish_round(round, results, &mut out, &mut events);
+    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
 }

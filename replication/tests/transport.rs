@@ -2,7 +2,8 @@
 //! arrive whole and in order, however much one round sends; a slow
 //! receiver holds a backlog bounded in bytes, and heartbeats overtake the
 //! appends queued before them; a connection that does not speak the
-//! protocol is closed without harm.
+//! protocol is closed without harm; entries given file spans are sent
+//! from their files.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -65,6 +66,7 @@ async fn connected(t1: &Transport, rx2: &mut mpsc::Receiver<Inbound>) {
             to: BrokerId(2),
             group: GroupId(1),
             message: append(1, 2, 0, 8),
+            spans: Vec::new(),
         }]);
         if tokio::time::timeout(Duration::from_millis(100), rx2.recv())
             .await
@@ -90,6 +92,7 @@ async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
             to: BrokerId(2),
             group: GroupId(7),
             message: append(1, 2, i, 1 << 20),
+            spans: Vec::new(),
         })
         .collect();
     assert!(t1.send(out).is_empty(), "nothing dropped");
@@ -107,6 +110,74 @@ async fn a_round_larger_than_a_frame_arrives_whole_and_in_order() {
         }
     }
     assert_eq!(got, (1..=80).collect::<Vec<u64>>(), "in order, once each");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn entries_with_file_spans_are_sent_from_their_files() {
+    use std::io::Write;
+    use std::sync::Arc;
+    let (t1, mut rx2, _, _keep) = pair().await;
+    connected(&t1, &mut rx2).await;
+    // 40 entries of 1 MiB in one file, more than the sockets buffer: the
+    // sender waits on a full socket between `sendfile` calls. The entries
+    // in memory are zeros, the file holds their real bytes: what arrives
+    // is what the file holds. Every third entry has no span and goes from
+    // memory, between the others.
+    let entry_bytes = 1usize << 20;
+    let content = |i: u64| -> Vec<u8> {
+        (0..entry_bytes)
+            .map(|k| (k as u64).wrapping_mul(31).wrapping_add(i) as u8)
+            .collect()
+    };
+    let mut file = tempfile::tempfile().unwrap();
+    for i in 1..=40 {
+        file.write_all(&content(i)).unwrap();
+    }
+    let file = Arc::new(file);
+    let out: Vec<Outgoing> = (1..=40u64)
+        .map(|i| {
+            let mut message = append(1, 2, i, entry_bytes);
+            let from_memory = i % 3 == 0;
+            if from_memory {
+                let mut entries = message.take_entries();
+                entries[0].data = Bytes::from(content(i));
+                message.set_entries(entries);
+            }
+            let span = rill_storage::FileSpan {
+                file: Arc::clone(&file),
+                offset: (i - 1) * entry_bytes as u64,
+                len: entry_bytes as u64,
+            };
+            Outgoing {
+                to: BrokerId(2),
+                group: GroupId(7),
+                message,
+                spans: if from_memory {
+                    Vec::new()
+                } else {
+                    vec![Some(span)]
+                },
+            }
+        })
+        .collect();
+    assert!(t1.send(out).is_empty(), "nothing dropped");
+    let mut got = Vec::new();
+    while got.len() < 40 {
+        let inbound = tokio::time::timeout(Duration::from_secs(30), rx2.recv())
+            .await
+            .expect("every entry arrives")
+            .unwrap();
+        for (_, m) in inbound.messages {
+            let data = &m.get_entries()[0].data;
+            assert!(
+                data[..] == content(m.index)[..],
+                "entry {} as the file holds it",
+                m.index
+            );
+            got.push(m.index);
+        }
+    }
+    assert_eq!(got, (1..=40).collect::<Vec<u64>>(), "in order, once each");
 }
 
 /// The most a TCP socket buffers in one direction (`tcp_rmem`/`tcp_wmem`'s
@@ -145,6 +216,7 @@ async fn a_slow_receiver_holds_a_bounded_backlog_and_heartbeats_overtake_appends
             to: BrokerId(2),
             group: GroupId(7),
             message: append(1, 2, i, 1 << 20),
+            spans: Vec::new(),
         }];
         assert!(t1.send(out).is_empty(), "nothing dropped");
     }
@@ -154,6 +226,7 @@ async fn a_slow_receiver_holds_a_bounded_backlog_and_heartbeats_overtake_appends
         to: BrokerId(2),
         group: GroupId(0),
         message: heartbeat(1, 2),
+        spans: Vec::new(),
     }]);
     tokio::time::sleep(Duration::from_millis(500)).await;
     // What waits for the receiver is bounded in bytes: holding it (and so
@@ -224,6 +297,7 @@ async fn a_stranger_or_garbage_on_the_peer_port_is_closed_and_peers_carry_on() {
             to: BrokerId(2),
             group: GroupId(1),
             message: append(1, 2, 3, 8),
+            spans: Vec::new(),
         }]);
         if let Ok(Some(i)) = tokio::time::timeout(Duration::from_millis(100), rx2.recv()).await {
             assert_eq!(i.from, BrokerId(1));

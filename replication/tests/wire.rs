@@ -1738,7 +1738,14 @@ proptest! {
         let whole = encode(SENDER, &messages);
         let mut out = BytesMut::from(&b"len!"[..]);
         let mut parts = Vec::new();
-        encode_frame_parts(SENDER, &messages, &mut out, &mut parts);
+        encode_frame_parts(SENDER, &messages, &[], &mut out, &mut parts);
+        let parts: Vec<Bytes> = parts
+            .into_iter()
+            .map(|p| match p {
+                Part::Bytes(b) => b,
+                Part::File(_) => panic!("no file spans were given"),
+            })
+            .collect();
         let mut joined: Vec<u8> = parts.iter().flat_map(|p| p.iter().copied()).collect();
         joined.extend_from_slice(&out);
         prop_assert_eq!(&joined[..4], b"len!");
@@ -1747,5 +1754,65 @@ proptest! {
             let shared = parts.iter().any(|p| p.as_ptr() == e.data.as_ptr() && p.len() == e.data.len());
             prop_assert_eq!(shared, e.data.len() >= ZERO_COPY_BYTES_MIN);
         }
+    }
+}
+
+proptest! {
+    #[test]
+    fn a_frame_in_parts_sends_entries_from_the_file_spans_given_for_them(
+        messages in arb_appends(),
+        pick in any::<u64>(),
+    ) {
+        use std::io::Write;
+        use std::os::unix::fs::FileExt;
+        use std::sync::Arc;
+        // Every large entry's data in one file; some of them given a span
+        // (chosen by `pick`'s bits), one of those of the wrong length.
+        let mut file = tempfile::tempfile().unwrap();
+        let mut at = 0u64;
+        let mut bit = 0;
+        let mut spans: Vec<EntrySpans> = Vec::new();
+        let mut expect_files = 0;
+        for (_, m) in &messages {
+            let mut per = Vec::new();
+            for e in m.get_entries() {
+                file.write_all(&e.data).unwrap();
+                let chosen = pick >> (bit % 64) & 1 == 1;
+                bit += 1;
+                let len = e.data.len() as u64;
+                let wrong = chosen && bit % 7 == 0;
+                let large = e.data.len() >= ZERO_COPY_BYTES_MIN;
+                if chosen && large && !wrong {
+                    expect_files += 1;
+                }
+                per.push(chosen.then(|| rill_storage::FileSpan {
+                    file: Arc::new(file.try_clone().unwrap()),
+                    offset: at,
+                    len: if wrong { len + 1 } else { len },
+                }));
+                at += len;
+            }
+            spans.push(per);
+        }
+        let whole = encode(SENDER, &messages);
+        let mut out = BytesMut::new();
+        let mut parts = Vec::new();
+        encode_frame_parts(SENDER, &messages, &spans, &mut out, &mut parts);
+        let mut joined = Vec::new();
+        let mut files = 0;
+        for p in &parts {
+            match p {
+                Part::Bytes(b) => joined.extend_from_slice(b),
+                Part::File(f) => {
+                    files += 1;
+                    let mut buf = vec![0; f.len as usize];
+                    f.file.read_exact_at(&mut buf, f.offset).unwrap();
+                    joined.extend_from_slice(&buf);
+                }
+            }
+        }
+        joined.extend_from_slice(&out);
+        prop_assert_eq!(&joined[..], &whole[..]);
+        prop_assert_eq!(files, expect_files);
     }
 }

@@ -617,6 +617,23 @@ impl Log {
         Ok(None)
     }
 
+    /// Where the entry at Raft index `index`, of term `term`, lies in its
+    /// segment file, or `None` when the log does not hold that entry
+    /// (written) here.
+    pub fn file_span(&self, index: RaftIndex, term: Term) -> Option<crate::FileSpan> {
+        let i = self
+            .segments
+            .partition_point(|s| s.tail.next_raft_index <= index);
+        let seg = self.segments.get(i)?;
+        let position = seg.position_for_raft_index(index)?;
+        let h = seg.header_at(position);
+        (h.raft_index == index && h.raft_term == term).then(|| crate::FileSpan {
+            file: Arc::clone(&seg.file),
+            offset: position,
+            len: h.batch_bytes(),
+        })
+    }
+
     /// Removes every entry with Raft index `from` or later (Raft conflict
     /// resolution). The segment holding `from` is sealed at the cut, or
     /// unlinked when the cut removes it whole, and appends continue in a new

@@ -1,5 +1,6 @@
 //! What the replication layer asks of the log: appends at a given Raft
-//! index, restarting at a snapshot point, and the crash that forgets
+//! index, restarting at a snapshot point, where an entry lies in its
+//! segment file (to send it from there), and the crash that forgets
 //! unsynced bytes.
 #![allow(clippy::unwrap_used)]
 
@@ -166,4 +167,53 @@ fn a_new_segment_reserves_disk_in_small_steps_that_double() {
         append(&mut log, 4);
     }
     assert_eq!(std::fs::metadata(file()).unwrap().len(), 128 * 1024);
+}
+
+/// The bytes a span names, read from its file.
+fn span_bytes(span: &rill_storage::FileSpan) -> Vec<u8> {
+    use std::os::unix::fs::FileExt;
+    let mut buf = vec![0; span.len as usize];
+    span.file.read_exact_at(&mut buf, span.offset).unwrap();
+    buf
+}
+
+#[test]
+fn a_file_span_names_exactly_the_stored_entry_and_its_bytes_are_never_rewritten() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    while log.segment_count() < 3 {
+        append(&mut log, 20);
+    }
+    let next = log.next_raft_index();
+    for i in 1..next.get() {
+        let span = log.file_span(RaftIndex(i), Term(1)).unwrap();
+        let stored = log
+            .read_entries(RaftIndex(i), RaftIndex(i + 1), u64::MAX)
+            .unwrap();
+        assert_eq!(span_bytes(&span), stored[0].bytes().to_vec(), "entry {i}");
+    }
+    assert!(
+        log.file_span(RaftIndex(1), Term(2)).is_none(),
+        "another term"
+    );
+    assert!(log.file_span(next, Term(1)).is_none(), "past the end");
+    assert!(
+        log.file_span(RaftIndex(0), Term(1)).is_none(),
+        "before the start"
+    );
+
+    // A truncation replaces the entries from the cut, in a new file: a span
+    // taken before it still reads what it named.
+    let cut = RaftIndex(next.get() - 2);
+    let before = log.file_span(cut, Term(1)).unwrap();
+    let bytes_before = span_bytes(&before);
+    log.truncate_suffix(cut).unwrap();
+    for _ in 0..3 {
+        let at = log.next_offset().get();
+        log.append(&batch_at(at, 20, VALUE, 7), Term(2)).unwrap();
+    }
+    assert_eq!(span_bytes(&before), bytes_before);
+    assert!(log.file_span(cut, Term(1)).is_none());
+    let after = log.file_span(cut, Term(2)).unwrap();
+    assert_ne!(span_bytes(&after), bytes_before);
 }
