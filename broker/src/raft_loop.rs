@@ -605,7 +605,11 @@ impl RaftLoop {
                 break;
             }
             if let Err(e) = self.open(&t, p) {
+                // Not tried again until the broker restarts, as a replica
+                // whose storage failed: a pass retrying a slow failure
+                // first would never reach the replicas after it.
                 tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open replica");
+                self.failed.insert(group);
             }
         }
         self.reconciling = left;
