@@ -1061,9 +1061,9 @@ impl RaftLoop {
         }
         self.node.write_round(&mut round, &mut jobs, &mut events);
         lap(&mut times.write);
-        // A leader's appends leave once its own copy is written (to the
-        // page cache): their entries are sent from the segment files, and
-        // this process copies none of them.
+        // The round's messages leave once its writes are done (to the
+        // page cache): a leader's appends then send their large entries
+        // from the segment files rather than copying them from memory.
         self.node.attach_file_spans(&mut out);
         let mut dropped = self.send(std::mem::take(&mut out));
         let deferred = self.node.defer_syncs(&mut round, &mut jobs);

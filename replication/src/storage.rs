@@ -361,7 +361,8 @@ impl ReplicaLog {
 
     /// Installs a snapshot from the leader: the snapshot point is saved
     /// durably first (returned sync already run), then the log restarts
-    /// there. Returns the sync of the log's directory to run.
+    /// there. The new segment's directory entry is synced by the log's
+    /// next sync plan.
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicationError> {
         let meta = snapshot.get_metadata();
         let next_offset =
