@@ -8,7 +8,9 @@
 #   scripts/cluster.sh stop        # SIGTERM every broker (controlled shutdown)
 #
 # Broker i listens for clients on 127.0.0.1:$((PORT + i)) and for peers on
-# 127.0.0.1:$((PORT + 100 + i)). Environment: RILL_CLUSTER_DIR (default
+# 127.0.0.1:$((PORT + 100 + i)). `start` writes a fresh cluster secret to
+# $DIR/cluster.secret (mode 600), which every broker authenticates its
+# peers with. Environment: RILL_CLUSTER_DIR (default
 # ./cluster), RILL_CLUSTER_PORT (default 19090), RILL_BIN (default
 # target/release, built first when missing), RUST_LOG.
 set -euo pipefail
@@ -17,7 +19,7 @@ DIR=${RILL_CLUSTER_DIR:-cluster}
 PORT=${RILL_CLUSTER_PORT:-19090}
 BIN=${RILL_BIN:-target/release}
 
-usage() { sed -n '2,14p' "$0" >&2; exit 2; }
+usage() { sed -n '2,16p' "$0" >&2; exit 2; }
 
 ensure_built() {
   if [ ! -x "$BIN/rill-broker" ] || [ ! -x "$BIN/rill" ]; then
@@ -26,6 +28,12 @@ ensure_built() {
 }
 
 count() { cat "$DIR/size" 2>/dev/null || echo 0; }
+
+# A fresh random secret for a new cluster, readable by this user alone.
+new_secret() {
+  (umask 077; rm -f "$DIR/cluster.secret"
+   od -An -tx1 -N32 /dev/urandom | tr -d ' \n' >"$DIR/cluster.secret")
+}
 
 peers() {
   local n=$1 list=""
@@ -49,7 +57,8 @@ start_one() {
   mkdir -p "$DIR/b$i"
   "$BIN/rill-broker" --node-id "$i" --data-dir "$DIR/b$i" \
     --listen "127.0.0.1:$((PORT + i))" --peer-listen "127.0.0.1:$((PORT + 100 + i))" \
-    --peers "$(peers "$n")" >>"$DIR/b$i.log" 2>&1 &
+    --peers "$(peers "$n")" --cluster-secret-file "$DIR/cluster.secret" \
+    >>"$DIR/b$i.log" 2>&1 &
   echo $! >"$DIR/b$i.pid"
   for _ in $(seq 100); do
     grep -q "listening on" "$DIR/b$i.log" 2>/dev/null && break
@@ -65,6 +74,10 @@ case "$cmd" in
     n=${2:-3}
     ensure_built
     mkdir -p "$DIR"
+    up=""
+    for i in $(seq "$(count)"); do alive "$i" && up=1; done
+    # A new cluster gets a new secret; brokers still up keep theirs.
+    [ -n "$up" ] || new_secret
     echo "$n" >"$DIR/size"
     for i in $(seq "$n"); do start_one "$i"; done
     echo "export RILL_BOOTSTRAP=$(bootstrap)"

@@ -26,6 +26,10 @@ pub struct FileConfig {
     /// The cluster's brokers (the controller's voters) and their peer
     /// addresses, as `ID=HOST:PORT,...`; the same list on every broker.
     pub peers: Option<String>,
+    /// A file holding the secret brokers authenticate each other with.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// Lets brokers talk to peers without a secret.
+    pub insecure_peers: Option<bool>,
 }
 
 impl FileConfig {
@@ -56,6 +60,20 @@ pub struct BrokerConfig {
     /// Every broker of the cluster with its peer address, this one
     /// included. Default: this broker alone (a cluster of one).
     pub peers: BTreeMap<u32, String>,
+    /// How this broker authenticates its peers.
+    pub peer_auth: PeerAuth,
+}
+
+/// How a broker authenticates its peers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PeerAuth {
+    /// A cluster of one: there are no peers.
+    NoPeers,
+    /// With the secret in this file (`--cluster-secret-file`).
+    Secret(PathBuf),
+    /// Not at all (`--insecure-peers`): anyone who reaches the peer port
+    /// can pose as a broker.
+    Insecure,
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -92,6 +110,8 @@ impl BrokerConfig {
             advertised_addr,
             peer_listen,
             peers,
+            cluster_secret_file,
+            insecure_peers,
         } = flags;
         let node_id = node_id.or(file.node_id).unwrap_or(1);
         let peers = match peers.or(file.peers) {
@@ -101,6 +121,22 @@ impl BrokerConfig {
         if !peers.is_empty() && !peers.contains_key(&node_id) {
             return Err(format!("--peers does not list this broker ({node_id})"));
         }
+        let cluster_secret_file = cluster_secret_file.or(file.cluster_secret_file);
+        let insecure = insecure_peers || file.insecure_peers.unwrap_or(false);
+        let peer_auth = match (&cluster_secret_file, insecure) {
+            _ if peers.len() <= 1 => PeerAuth::NoPeers,
+            (Some(path), false) => PeerAuth::Secret(path.clone()),
+            (Some(_), true) => {
+                return Err(
+                    "--cluster-secret-file and --insecure-peers contradict each other; give one"
+                        .into(),
+                );
+            }
+            (None, true) => PeerAuth::Insecure,
+            (None, false) => {
+                return Err("a broker with peers needs --cluster-secret-file FILE (the same secret on every broker; `head -c 32 /dev/urandom | od -An -tx1 | tr -d ' \\n' > FILE; chmod 600 FILE`), or --insecure-peers to let anyone who reaches the peer port pose as a broker".into());
+            }
+        };
         Ok(BrokerConfig {
             node_id,
             data_dir: data_dir
@@ -113,6 +149,7 @@ impl BrokerConfig {
             retention_check_ms: file.retention_check_ms.unwrap_or(60_000),
             peer_listen: peer_listen.or(file.peer_listen),
             peers,
+            peer_auth,
         })
     }
 
@@ -141,6 +178,10 @@ pub struct Flags {
     pub peer_listen: Option<SocketAddr>,
     /// `--peers`.
     pub peers: Option<String>,
+    /// `--cluster-secret-file`.
+    pub cluster_secret_file: Option<PathBuf>,
+    /// `--insecure-peers`.
+    pub insecure_peers: bool,
 }
 
 #[cfg(test)]
@@ -170,6 +211,7 @@ mod tests {
         let flags = |id, peers: &str| Flags {
             node_id: Some(id),
             peers: Some(peers.into()),
+            insecure_peers: true,
             ..Flags::default()
         };
         let c = BrokerConfig::resolve(
@@ -183,5 +225,47 @@ mod tests {
         for bad in ["1", "x=a:1", "0=a:1", "1=a:1,1=b:2", "1=nocolon"] {
             assert!(parse_peers(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_broker_with_peers_needs_a_secret_or_an_explicit_insecure_choice() {
+        let flags = |secret: Option<&str>, insecure| Flags {
+            node_id: Some(1),
+            peers: Some("1=127.0.0.1:9192,2=127.0.0.1:9193".into()),
+            cluster_secret_file: secret.map(PathBuf::from),
+            insecure_peers: insecure,
+            ..Flags::default()
+        };
+        let resolve = |f| BrokerConfig::resolve(FileConfig::default(), f);
+        let refused = resolve(flags(None, false)).unwrap_err();
+        assert!(refused.contains("--cluster-secret-file"), "{refused}");
+        assert!(refused.contains("--insecure-peers"), "{refused}");
+        assert_eq!(
+            resolve(flags(Some("/etc/rill/secret"), false))
+                .unwrap()
+                .peer_auth,
+            PeerAuth::Secret("/etc/rill/secret".into())
+        );
+        assert_eq!(
+            resolve(flags(None, true)).unwrap().peer_auth,
+            PeerAuth::Insecure
+        );
+        assert!(resolve(flags(Some("/etc/rill/secret"), true)).is_err());
+        // From the file too.
+        let file: FileConfig = toml::from_str(
+            "peers = \"1=127.0.0.1:9192,2=127.0.0.1:9193\"\ncluster_secret_file = \"/s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            BrokerConfig::resolve(file, Flags::default())
+                .unwrap()
+                .peer_auth,
+            PeerAuth::Secret("/s".into())
+        );
+        // A cluster of one has no peers to authenticate.
+        assert_eq!(
+            resolve(Flags::default()).unwrap().peer_auth,
+            PeerAuth::NoPeers
+        );
     }
 }

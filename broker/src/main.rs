@@ -10,13 +10,14 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
-use rill_broker::config::{BrokerConfig, FileConfig, Flags};
+use rill_broker::config::{BrokerConfig, FileConfig, Flags, PeerAuth};
 use rill_broker::logwriter::LogWriter;
 use rill_broker::raft_loop::{self, RaftConfig};
 use rill_broker::server::serve;
 use rill_broker::state::Broker;
 use rill_client::protocol::messages::BrokerMetadata;
 use rill_replication::BrokerId;
+use rill_replication::handshake::ClusterSecret;
 use rill_replication::transport::Transport;
 use tokio::net::TcpListener;
 
@@ -49,8 +50,18 @@ struct Args {
     /// broker alone, a cluster of one].
     #[arg(long)]
     peers: Option<String>,
+    /// A file holding the secret brokers authenticate each other with, the
+    /// same on every broker; readable by its owner alone. Needed when
+    /// --peers lists other brokers.
+    #[arg(long)]
+    cluster_secret_file: Option<PathBuf>,
+    /// Let brokers talk to peers without a secret: anyone who reaches the
+    /// peer port can then pose as a broker.
+    #[arg(long)]
+    insecure_peers: bool,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
-    /// peer_listen, peers, retention_check_ms. Flags win over it.
+    /// peer_listen, peers, cluster_secret_file, insecure_peers,
+    /// retention_check_ms. Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -128,9 +139,21 @@ fn run() -> anyhow::Result<()> {
             advertised_addr: args.advertised_addr,
             peer_listen: args.peer_listen,
             peers: args.peers,
+            cluster_secret_file: args.cluster_secret_file,
+            insecure_peers: args.insecure_peers,
         },
     )
     .map_err(|e| anyhow::anyhow!(e))?;
+    let secret = match &config.peer_auth {
+        PeerAuth::Secret(path) => ClusterSecret::load(path)?,
+        PeerAuth::NoPeers => ClusterSecret::insecure(),
+        PeerAuth::Insecure => {
+            tracing::warn!(
+                "--insecure-peers: peers are not authenticated; anyone who reaches the peer port can pose as a broker"
+            );
+            ClusterSecret::insecure()
+        }
+    };
     raise_nofile_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -156,7 +179,7 @@ fn run() -> anyhow::Result<()> {
                 .iter()
                 .map(|(id, addr)| (BrokerId(u64::from(*id)), addr.clone()))
                 .collect();
-            Some(Transport::start(id, listener, peers, inbound_tx))
+            Some(Transport::start(id, listener, peers, inbound_tx, secret))
         } else {
             None
         };

@@ -888,6 +888,13 @@ impl RaftLoop {
                     if message.to != self.me().get() || message.from != inbound.from.get() {
                         continue;
                     }
+                    // An authenticated broker still speaks only for the
+                    // groups it is a member of: another group's replicas
+                    // would otherwise take its votes and appends.
+                    if self.node.has_group(group) && !self.node.is_member(group, inbound.from) {
+                        tracing::warn!(%group, peer = %inbound.from, "a message from a broker that is not a member of the group; dropped");
+                        continue;
+                    }
                     // A message for a group not (yet) open here is dropped:
                     // the leader retries once this broker has applied the
                     // metadata that creates it. An append with an invalid

@@ -8,6 +8,8 @@
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
 //! - [`node`]: the groups of one broker and the Ready loop that drives
 //!   them, free of I/O but for the logs' mappings.
+//! - [`handshake`]: how two brokers prove to each other that they hold the
+//!   cluster secret before any Raft frame crosses their connection.
 //! - [`transport`]: one TCP connection per broker pair carrying batched
 //!   Raft messages, urgent ones first.
 //! - [`wire`]: rill's own encoding of Raft messages between brokers
@@ -15,6 +17,7 @@
 
 pub mod entry;
 pub mod error;
+pub mod handshake;
 pub mod ids;
 pub mod logger;
 pub mod node;

@@ -599,6 +599,16 @@ impl Node {
         self.groups.contains_key(&group)
     }
 
+    /// Whether `broker` is a voter or learner of `group` as this replica
+    /// knows the group's configuration: the only peers whose messages the
+    /// group may take. False when the group is not here.
+    pub fn is_member(&self, group: GroupId, broker: BrokerId) -> bool {
+        self.groups.get(&group).is_some_and(|r| {
+            let conf = r.raw.raft.prs().conf();
+            conf.voters().contains(broker.get()) || conf.learners().contains(&broker.get())
+        })
+    }
+
     /// Whether any group has a Ready to handle (the caller need not wait
     /// for input before the next round).
     pub fn has_ready(&self) -> bool {

@@ -2,8 +2,15 @@
 //! `(group, message)` pairs in rill's own codec ([`crate::wire`]).
 //!
 //! - The broker with the lower id dials, the other accepts; both directions
-//!   share the connection. The first frame on a connection (possibly empty)
-//!   names its sender, and every later frame must come from the same one.
+//!   share the connection. Before any frame, the two run the
+//!   [`crate::handshake`]: each proves it holds the cluster secret, and the
+//!   acceptor learns who dialled. A connection that fails it is closed and
+//!   logged with its address; it gets no frame and replaces no peer's
+//!   connection. Only an authenticated peer's new connection replaces its
+//!   own old one, and every frame on it must name that peer as its sender.
+//! - At most [`HANDSHAKES_PENDING_MAX`] handshakes run at once, each within
+//!   [`PEER_HELLO_MS_MAX`]: connections past that are closed at once, so
+//!   strangers cannot make a broker hold more than that many sockets.
 //! - Frames are length-prefixed (tokio-util's `LengthDelimitedCodec`, a
 //!   4-byte big-endian length) with a hard maximum checked before the
 //!   payload is read; a frame that is too large or does not decode closes
@@ -42,11 +49,11 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
+use crate::handshake::{self, ClusterSecret};
 use crate::ids::{BrokerId, GroupId};
 use crate::node::Outgoing;
 use crate::wire::{
-    EntrySpans, FRAME_HEADER_BYTES, Part, WireLimits, decode_frame, encode_frame,
-    encode_frame_parts, encoded_len,
+    EntrySpans, FRAME_HEADER_BYTES, Part, WireLimits, decode_frame, encode_frame_parts, encoded_len,
 };
 
 /// Largest peer frame, bytes (also the decoder's limit).
@@ -73,8 +80,11 @@ pub const QUEUED_BATCHES_MAX: usize = 1024;
 pub const PEER_WRITE_MS_MAX: u64 = 10_000;
 /// Longest a connection may stay silent before it is closed, ms.
 pub const PEER_IDLE_MS_MAX: u64 = 30_000;
-/// Longest a new connection may take to name its sender, ms.
+/// Longest a new connection may take to complete the handshake, ms.
 pub const PEER_HELLO_MS_MAX: u64 = 5_000;
+/// Incoming connections that may be in their handshake at once; more are
+/// closed unread.
+pub const HANDSHAKES_PENDING_MAX: usize = 64;
 /// Longest pause between two attempts to reach a peer, ms.
 pub const RECONNECT_MS_MAX: u64 = 1000;
 
@@ -129,12 +139,14 @@ impl Transport {
     /// Starts the transport of broker `id` on the current tokio runtime:
     /// accepting on `listener`, dialling the peers with higher ids, and
     /// handing every decoded frame to `inbound`. `peers` lists every other
-    /// broker's peer address.
+    /// broker's peer address; every connection is authenticated with
+    /// `secret` first.
     pub fn start(
         id: BrokerId,
         listener: TcpListener,
         peers: BTreeMap<BrokerId, String>,
         inbound: mpsc::Sender<Inbound>,
+        secret: ClusterSecret,
     ) -> Transport {
         let mut links = BTreeMap::new();
         let mut slots = BTreeMap::new();
@@ -160,10 +172,18 @@ impl Transport {
                     slot,
                     inbound.clone(),
                     Arc::clone(&budget),
+                    secret.clone(),
                 ));
             }
         }
-        tokio::spawn(accept_loop(id, listener, Arc::new(slots), inbound, budget));
+        tokio::spawn(accept_loop(
+            id,
+            listener,
+            Arc::new(slots),
+            inbound,
+            budget,
+            secret,
+        ));
         Transport {
             id,
             links: Arc::new(links),
@@ -206,14 +226,6 @@ impl Transport {
         }
         dropped
     }
-}
-
-/// The frame that names this broker to a peer: empty, length prefixed.
-fn hello(from: BrokerId) -> BytesMut {
-    let mut out = BytesMut::new();
-    out.extend_from_slice(&(FRAME_HEADER_BYTES as u32).to_be_bytes());
-    encode_frame(from, &[], &mut out);
-    out
 }
 
 /// One frame as parts to write in order: the length prefix and the
@@ -474,26 +486,37 @@ async fn dial_loop(
     slot: Slot,
     inbound: mpsc::Sender<Inbound>,
     budget: Arc<Semaphore>,
+    secret: ClusterSecret,
 ) {
     let mut backoff_ms = 50;
     let mut generation = 0u64;
     loop {
         match TcpStream::connect(&addr).await {
-            Ok(stream) => {
+            Ok(mut stream) => {
                 backoff_ms = 50;
                 let _ = stream.set_nodelay(true);
-                let (r, mut w) = stream.into_split();
-                // The first frame names this broker to the acceptor.
-                if w.write_all(&hello(id)).await.is_ok() {
-                    generation += 1;
-                    *slot.lock().await = Some((generation, w));
-                    tracing::info!(%peer, %addr, "connected to peer");
-                    let _ = read_loop(peer, r, BytesMut::new(), &inbound, &budget).await;
-                    let mut s = slot.lock().await;
-                    if s.as_ref().is_some_and(|(g, _)| *g == generation) {
-                        *s = None;
+                let shaken = tokio::time::timeout(
+                    Duration::from_millis(PEER_HELLO_MS_MAX),
+                    handshake::dial(&mut stream, &secret, id, peer),
+                )
+                .await;
+                match shaken {
+                    Ok(Ok(())) => {
+                        let (r, w) = stream.into_split();
+                        generation += 1;
+                        *slot.lock().await = Some((generation, w));
+                        tracing::info!(%peer, %addr, "connected to peer");
+                        let _ = read_loop(peer, r, BytesMut::new(), &inbound, &budget).await;
+                        let mut s = slot.lock().await;
+                        if s.as_ref().is_some_and(|(g, _)| *g == generation) {
+                            *s = None;
+                        }
+                        tracing::info!(%peer, "peer connection closed");
                     }
-                    tracing::info!(%peer, "peer connection closed");
+                    Ok(Err(e)) => {
+                        tracing::warn!(%peer, %addr, error = %e, "peer handshake failed");
+                    }
+                    Err(_) => tracing::warn!(%peer, %addr, "peer handshake timed out"),
                 }
             }
             Err(e) => tracing::debug!(%peer, %addr, error = %e, "cannot reach peer"),
@@ -503,17 +526,20 @@ async fn dial_loop(
     }
 }
 
-/// Accepts connections from peers with lower ids.
+/// Accepts connections from peers with lower ids, each once it has
+/// passed the handshake.
 async fn accept_loop(
     id: BrokerId,
     listener: TcpListener,
     slots: Arc<BTreeMap<BrokerId, Slot>>,
     inbound: mpsc::Sender<Inbound>,
     budget: Arc<Semaphore>,
+    secret: ClusterSecret,
 ) {
     let mut generation = 1u64 << 32;
+    let handshakes = Arc::new(Semaphore::new(HANDSHAKES_PENDING_MAX));
     loop {
-        let (stream, addr) = match listener.accept().await {
+        let (mut stream, addr) = match listener.accept().await {
             Ok(c) => c,
             Err(e) => {
                 tracing::warn!(error = %e, "peer accept failed");
@@ -521,36 +547,43 @@ async fn accept_loop(
                 continue;
             }
         };
+        let Ok(handshaking) = Arc::clone(&handshakes).try_acquire_owned() else {
+            tracing::warn!(%addr, "too many peer handshakes at once; connection closed");
+            continue;
+        };
         generation += 1;
         let slots = Arc::clone(&slots);
         let inbound = inbound.clone();
         let budget = Arc::clone(&budget);
+        let secret = secret.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
-            let (mut r, w) = stream.into_split();
-            let mut buf = BytesMut::new();
-            let hello = tokio::time::timeout(
+            // Only brokers with lower ids dial this one.
+            let dials_me = |b: BrokerId| b < id && slots.contains_key(&b);
+            let shaken = tokio::time::timeout(
                 Duration::from_millis(PEER_HELLO_MS_MAX),
-                read_frame(&mut r, &mut buf),
+                handshake::accept(&mut stream, &secret, id, dials_me),
             )
             .await;
-            let Ok(Some(hello)) = hello else {
-                return;
-            };
-            let from = match decode_frame(hello, &limits()) {
-                Ok(f) => f.from,
-                Err(e) => {
-                    tracing::warn!(%addr, error = %e, "bad first frame from a peer");
+            drop(handshaking);
+            let from = match shaken {
+                Ok(Ok(from)) => from,
+                Ok(Err(e)) => {
+                    tracing::warn!(%addr, error = %e, "peer handshake refused; connection closed");
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%addr, "peer handshake timed out; connection closed");
                     return;
                 }
             };
-            let Some(slot) = slots.get(&from).filter(|_| from < id) else {
-                tracing::warn!(%addr, %from, "connection from a broker that is not a peer of this one");
-                return;
-            };
+            let slot = slots
+                .get(&from)
+                .expect("the handshake accepts only known peers");
+            let (r, w) = stream.into_split();
             *slot.lock().await = Some((generation, w));
             tracing::info!(peer = %from, %addr, "peer connected");
-            let _ = read_loop(from, r, buf, &inbound, &budget).await;
+            let _ = read_loop(from, r, BytesMut::new(), &inbound, &budget).await;
             let mut s = slot.lock().await;
             if s.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *s = None;

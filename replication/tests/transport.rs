@@ -3,7 +3,8 @@
 //! receiver holds a backlog bounded in bytes, and heartbeats overtake the
 //! appends queued before them; a connection that does not speak the
 //! protocol is closed without harm; entries given file spans are sent
-//! from their files.
+//! from their files; only a broker holding the cluster secret gets a
+//! peer's traffic.
 #![allow(clippy::unwrap_used)]
 
 use std::collections::BTreeMap;
@@ -11,9 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, Message, MessageType};
+use rill_replication::handshake::{CHALLENGE_BYTES, ClusterSecret, Hello, PROOF_BYTES};
 use rill_replication::transport::{FRAME_TARGET_BYTES, INBOUND_BYTES_MAX, Inbound, Transport};
 use rill_replication::{BrokerId, GroupId, Outgoing};
-use tokio::io::AsyncWriteExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio::sync::mpsc;
 
@@ -38,9 +40,29 @@ fn append(from: u64, to: u64, index: u64, data_bytes: usize) -> Message {
     m
 }
 
+fn secret(text: &str) -> ClusterSecret {
+    ClusterSecret::new(text.as_bytes()).unwrap()
+}
+
+/// The secret both brokers of [`pair`] hold.
+const SECRET: &str = "a cluster secret for the transport tests";
+
 /// Broker 1's transport, broker 2's inbound messages and peer address, and
 /// what must stay alive for the test's length.
 async fn pair() -> (
+    Transport,
+    mpsc::Receiver<Inbound>,
+    std::net::SocketAddr,
+    (Transport, mpsc::Receiver<Inbound>),
+) {
+    pair_with(secret(SECRET), secret(SECRET)).await
+}
+
+/// [`pair`], with each broker's secret given.
+async fn pair_with(
+    secret1: ClusterSecret,
+    secret2: ClusterSecret,
+) -> (
     Transport,
     mpsc::Receiver<Inbound>,
     std::net::SocketAddr,
@@ -53,8 +75,8 @@ async fn pair() -> (
         [(BrokerId(1), a1.to_string()), (BrokerId(2), a2.to_string())].into();
     let (tx1, _rx1) = mpsc::channel(1024);
     let (tx2, rx2) = mpsc::channel(1024);
-    let t1 = Transport::start(BrokerId(1), l1, peers.clone(), tx1);
-    let t2 = Transport::start(BrokerId(2), l2, peers, tx2);
+    let t1 = Transport::start(BrokerId(1), l1, peers.clone(), tx1, secret1);
+    let t2 = Transport::start(BrokerId(2), l2, peers, tx2, secret2);
     (t1, rx2, a2, (t2, _rx1))
 }
 
@@ -284,10 +306,12 @@ async fn a_stranger_or_garbage_on_the_peer_port_is_closed_and_peers_carry_on() {
     let (t1, mut rx2, a2, _keep) = pair().await;
     // A connection naming a broker that is not a peer, and one of garbage.
     let mut stranger = tokio::net::TcpStream::connect(a2).await.unwrap();
-    let mut hello = vec![0, 0, 0, 13, 1];
-    hello.extend_from_slice(&9u64.to_le_bytes());
-    hello.extend_from_slice(&0u32.to_le_bytes());
-    stranger.write_all(&hello).await.unwrap();
+    let hello = Hello {
+        from: BrokerId(9),
+        to: BrokerId(2),
+        nonce: [1; 32],
+    };
+    stranger.write_all(&hello.encode()).await.unwrap();
     let mut garbage = tokio::net::TcpStream::connect(a2).await.unwrap();
     garbage.write_all(&[0xff; 64]).await.unwrap();
     // The real peer still gets through.
@@ -333,4 +357,126 @@ async fn a_connection_that_never_names_its_sender_is_closed() {
     .await
     .expect("closed once the hello is overdue");
     assert!(matches!(n, Ok(0) | Err(_)));
+}
+
+/// Reads from `s` until it closes (within 10 s); returns every byte read.
+async fn read_until_closed(s: &mut tokio::net::TcpStream) -> Vec<u8> {
+    let mut got = Vec::new();
+    let mut buf = [0u8; 4096];
+    loop {
+        let n = tokio::time::timeout(Duration::from_secs(10), s.read(&mut buf))
+            .await
+            .expect("the broker closes the connection within 10 s");
+        match n {
+            Ok(0) | Err(_) => return got,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+        }
+    }
+}
+
+/// Waits until a message from broker 2 reaches broker 1.
+async fn two_reaches_one(t2: &Transport, rx1: &mut mpsc::Receiver<Inbound>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        t2.send(vec![Outgoing {
+            to: BrokerId(1),
+            group: GroupId(1),
+            message: heartbeat(2, 1),
+            spans: Vec::new(),
+        }]);
+        if let Ok(Some(i)) = tokio::time::timeout(Duration::from_millis(100), rx1.recv()).await {
+            assert_eq!(i.from, BrokerId(2));
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker 2's messages no longer reach broker 1"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_forger_naming_a_real_peer_gets_no_frame_and_the_peer_keeps_its_connection() {
+    let (t1, mut rx2, a2, (t2, mut rx1)) = pair().await;
+    connected(&t1, &mut rx2).await;
+    two_reaches_one(&t2, &mut rx1).await;
+
+    // The old way in: a bare frame naming broker 1. It is not a hello.
+    let mut bare = tokio::net::TcpStream::connect(a2).await.unwrap();
+    let mut frame = vec![0, 0, 0, 13, 2];
+    frame.extend_from_slice(&1u64.to_le_bytes());
+    frame.extend_from_slice(&0u32.to_le_bytes());
+    bare.write_all(&frame).await.unwrap();
+
+    // A well-formed hello naming broker 1, then a proof made without the
+    // secret: the forger gets the challenge and nothing after it.
+    let mut forger = tokio::net::TcpStream::connect(a2).await.unwrap();
+    let hello = Hello {
+        from: BrokerId(1),
+        to: BrokerId(2),
+        nonce: [7; 32],
+    };
+    forger.write_all(&hello.encode()).await.unwrap();
+    let mut challenge = [0u8; CHALLENGE_BYTES];
+    forger.read_exact(&mut challenge).await.unwrap();
+    forger.write_all(&[0u8; PROOF_BYTES]).await.unwrap();
+
+    // Broker 2 keeps sending to broker 1 meanwhile: none of it may reach
+    // either connection, and all of it keeps reaching the real broker 1.
+    two_reaches_one(&t2, &mut rx1).await;
+    for _ in 0..20 {
+        t2.send(vec![Outgoing {
+            to: BrokerId(1),
+            group: GroupId(1),
+            message: heartbeat(2, 1),
+            spans: Vec::new(),
+        }]);
+    }
+    assert!(
+        read_until_closed(&mut bare).await.is_empty(),
+        "a bare frame got bytes back"
+    );
+    assert!(
+        read_until_closed(&mut forger).await.is_empty(),
+        "the forger got a frame"
+    );
+    two_reaches_one(&t2, &mut rx1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_holding_different_secrets_never_exchange_a_frame() {
+    let (t1, mut rx2, _a2, (t2, mut rx1)) = pair_with(
+        secret(SECRET),
+        secret("another cluster's secret, not this one"),
+    )
+    .await;
+    // Each side retries its connection several times in this window
+    // (backoff under a second); none may deliver a message.
+    let until = tokio::time::Instant::now() + Duration::from_secs(3);
+    while tokio::time::Instant::now() < until {
+        t1.send(vec![Outgoing {
+            to: BrokerId(2),
+            group: GroupId(1),
+            message: append(1, 2, 0, 8),
+            spans: Vec::new(),
+        }]);
+        t2.send(vec![Outgoing {
+            to: BrokerId(1),
+            group: GroupId(1),
+            message: heartbeat(2, 1),
+            spans: Vec::new(),
+        }]);
+        tokio::select! {
+            got = rx2.recv() => panic!("broker 2 took a frame from a stranger: {got:?}"),
+            got = rx1.recv() => panic!("broker 1 took a frame from a stranger: {got:?}"),
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_without_a_secret_on_either_side_still_connect() {
+    let (t1, mut rx2, _a2, _keep) =
+        pair_with(ClusterSecret::insecure(), ClusterSecret::insecure()).await;
+    connected(&t1, &mut rx2).await;
 }

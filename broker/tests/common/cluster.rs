@@ -4,9 +4,11 @@
 //! test.
 //!
 //! Broker `i` listens for peers on its own port and is known to the others
-//! by its proxy's port. A proxy reads the first frame header of each
-//! connection (4-byte length, version, sender id) to learn who dials, and
-//! refuses or cuts connections to or from an isolated broker.
+//! by its proxy's port. A proxy reads the start of each connection's
+//! handshake hello (magic, version, flags, sender id) to learn who dials,
+//! and refuses or cuts connections to or from an isolated broker. Every
+//! broker reads the cluster secret from one file in the cluster's temp
+//! dir.
 #![allow(dead_code, clippy::unwrap_used)]
 
 use std::collections::BTreeSet;
@@ -52,12 +54,12 @@ impl Proxies {
                 let Ok(mut inbound) = conn else { continue };
                 let state = Arc::clone(&state);
                 std::thread::spawn(move || {
-                    // Length prefix (4), version (1), sender id (8).
-                    let mut head = [0u8; 13];
+                    // Magic (8), version (2), flags (2), sender id (8).
+                    let mut head = [0u8; 20];
                     if inbound.read_exact(&mut head).is_err() {
                         return;
                     }
-                    let from = u64::from_le_bytes(head[5..13].try_into().unwrap());
+                    let from = u64::from_le_bytes(head[12..20].try_into().unwrap());
                     let Ok(mut outbound) = TcpStream::connect(target) else {
                         return;
                     };
@@ -109,6 +111,23 @@ impl Proxies {
     }
 }
 
+/// Writes a fresh random cluster secret to `path`, readable by its owner
+/// alone.
+pub fn write_secret(path: &std::path::Path) {
+    use std::os::unix::fs::OpenOptionsExt;
+    let secret: String = rill_replication::handshake::fresh_nonce()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .unwrap();
+    writeln!(f, "{secret}").unwrap();
+}
+
 /// A running cluster. Broker ids are 1..=n.
 pub struct TestCluster {
     pub dir: tempfile::TempDir,
@@ -143,6 +162,7 @@ impl TestCluster {
             proxy_ports,
             proxies,
         };
+        write_secret(&cluster.secret_file());
         for i in 1..=n {
             cluster.restart(i);
         }
@@ -158,6 +178,11 @@ impl TestCluster {
         self.brokers.len()
     }
 
+    /// The cluster secret's file, which every broker is given.
+    pub fn secret_file(&self) -> PathBuf {
+        self.dir.path().join("cluster.secret")
+    }
+
     fn data_dir(&self, id: usize) -> PathBuf {
         self.dir.path().join(format!("b{id}"))
     }
@@ -165,6 +190,11 @@ impl TestCluster {
     /// Broker `id`'s client address.
     pub fn addr(&self, id: usize) -> SocketAddr {
         SocketAddr::from(([127, 0, 0, 1], self.client_ports[id - 1]))
+    }
+
+    /// Broker `id`'s own peer listener (not its proxy).
+    pub fn peer_addr(&self, id: usize) -> SocketAddr {
+        SocketAddr::from(([127, 0, 0, 1], self.peer_ports[id - 1]))
     }
 
     /// Every broker's client address, comma-separated.
@@ -196,6 +226,8 @@ impl TestCluster {
             format!("127.0.0.1:{}", self.peer_ports[id - 1]),
             "--peers".into(),
             peers,
+            "--cluster-secret-file".into(),
+            self.secret_file().display().to_string(),
         ];
         self.brokers[id - 1] = Some(BrokerProcess::start_with(&self.data_dir(id), &args));
     }

@@ -1,0 +1,143 @@
+//! Peer authentication as a user meets it: a broker with peers starts only
+//! with a private cluster secret (or an explicit `--insecure-peers`), and
+//! a process that poses as a broker on the peer port gets nothing while
+//! the cluster keeps serving.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::TcpStream;
+use std::os::unix::fs::PermissionsExt;
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use common::Client;
+use common::cluster::{TestCluster, free_port, write_secret};
+use rill_client::{Admin, Cluster};
+use rill_replication::BrokerId;
+use rill_replication::handshake::{CHALLENGE_BYTES, Hello, PROOF_BYTES};
+
+/// Runs `rill-broker` with `args` (two peers on free ports) and returns its
+/// exit status and stderr; it must exit on its own within 60 s.
+fn run_to_exit(data_dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let peers = format!("1=127.0.0.1:{},2=127.0.0.1:{}", free_port(), free_port());
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
+        .args([
+            "--node-id",
+            "1",
+            "--listen",
+            "127.0.0.1:0",
+            "--peers",
+            &peers,
+        ])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the broker did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    child
+        .stderr
+        .take()
+        .unwrap()
+        .read_to_string(&mut err)
+        .unwrap();
+    (status, err)
+}
+
+#[test]
+fn a_broker_with_peers_and_no_secret_refuses_to_start_with_one_clear_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let (status, err) = run_to_exit(dir.path(), &[]);
+    assert!(!status.success());
+    assert_eq!(err.lines().count(), 1, "one line: {err}");
+    assert!(err.contains("--cluster-secret-file"), "{err}");
+    assert!(err.contains("--insecure-peers"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+}
+
+#[test]
+fn a_cluster_secret_others_can_read_is_refused_at_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let secret = dir.path().join("secret");
+    write_secret(&secret);
+    std::fs::set_permissions(&secret, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let (status, err) = run_to_exit(
+        &dir.path().join("data"),
+        &["--cluster-secret-file", secret.to_str().unwrap()],
+    );
+    assert!(!status.success());
+    assert!(err.contains("chmod 600"), "{err}");
+    assert!(!err.contains("listening on"), "{err}");
+}
+
+#[test]
+fn a_process_posing_as_a_broker_gets_no_frame_and_the_cluster_keeps_serving() {
+    let c = TestCluster::start(3);
+    let rt = common::runtime();
+    rt.block_on(async {
+        let cluster = Cluster::new(&c.bootstrap(), "test").unwrap();
+        Admin::new(cluster)
+            .create_topic("posed", 1, 3, vec![])
+            .await
+            .unwrap();
+    });
+    // Brokers 2 and 3 accept broker 1's dial: pose as broker 1 to each,
+    // straight on its peer port, with a proof made without the secret.
+    let mut posers = Vec::new();
+    for to in 2..=3 {
+        let mut s = TcpStream::connect(c.peer_addr(to)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(15))).unwrap();
+        let hello = Hello {
+            from: BrokerId(1),
+            to: BrokerId(to as u64),
+            nonce: [3; 32],
+        };
+        s.write_all(&hello.encode()).unwrap();
+        let mut challenge = [0u8; CHALLENGE_BYTES];
+        s.read_exact(&mut challenge).unwrap();
+        s.write_all(&[0x55; PROOF_BYTES]).unwrap();
+        posers.push(s);
+    }
+    // Records still replicate over broker 1's real connections.
+    let records = common::values(0..20);
+    c.wait_for("an acks=all produce to be acknowledged", 30, |c| {
+        c.leader_of("posed", 0).is_some_and(|leader| {
+            let mut client = Client::connect(c.addr(leader));
+            client
+                .produce("posed", 0, -1, common::batch(&records, 1))
+                .error
+                .is_ok()
+        })
+    });
+    for mut s in posers {
+        let mut got = Vec::new();
+        // Closed (EOF or reset) without one byte past the challenge.
+        let _ = s.read_to_end(&mut got);
+        assert!(got.is_empty(), "the poser was sent {} bytes", got.len());
+    }
+    c.wait_for("every replica to hold the records", 30, |c| {
+        (1..=3).all(|id| {
+            c.status(id).is_some_and(|s| {
+                s.replicas
+                    .iter()
+                    .any(|r| r.topic == "posed" && r.high_watermark >= 20)
+            })
+        })
+    });
+}

@@ -1,0 +1,767 @@
+//! The peer handshake: before any Raft frame crosses a peer connection,
+//! each broker proves to the other that it holds the cluster secret, and
+//! the acceptor learns which broker dialled.
+//!
+//! An HMAC-SHA256 challenge-response with a fresh random nonce from each
+//! side, so a recorded handshake cannot be replayed and neither side's
+//! answer can be reflected back as the other's:
+//!
+//! 1. The dialer sends a [`Hello`]: who it is, whom it means to reach, and
+//!    its nonce.
+//! 2. The acceptor checks that the hello names it and comes from one of its
+//!    peers, and answers with a [`Challenge`]: its own nonce and a MAC over
+//!    the hello and that nonce under the *acceptor* label. A hello that
+//!    fails the checks gets nothing back.
+//! 3. The dialer checks that MAC (the acceptor holds the secret), then
+//!    sends a [`Proof`]: a MAC over the hello and the whole challenge under
+//!    the *dialer* label. The acceptor checks it; only then is the
+//!    connection the peer's, and only then may frames flow.
+//!
+//! MACs are compared in constant time (`hmac`'s `verify_slice`). The
+//! labels keep the two MACs apart: an acceptor that answers any hello is
+//! an oracle for acceptor MACs only, which never pass as a dialer's proof.
+//! The transcript binds both ids, so a handshake relayed to a third broker
+//! fails. The handshake authenticates the two ends; it does not protect
+//! the frames after it from someone who can rewrite TCP segments on the
+//! path (TLS, which can wrap the same streams, is the answer to that).
+//!
+//! The state machines ([`Dialer`], [`Acceptor`]) are free of I/O; [`dial`]
+//! and [`accept`] run them over any byte stream, a plain TCP stream today
+//! and a TLS stream when one wraps it.
+//!
+//! # Byte layout (version 1)
+//!
+//! Fixed sizes, so a reader never allocates from what it reads. Integers
+//! are little-endian, as in [`crate::wire`].
+//!
+//! A [`Hello`], [`HELLO_BYTES`] = 60 bytes:
+//!
+//! | offset | size | field     | meaning |
+//! |-------:|-----:|-----------|---------|
+//! |      0 |    8 | `magic`   | `RILLPEER` |
+//! |      8 |    2 | `version` | `u16`: [`HANDSHAKE_VERSION`]; any other is refused |
+//! |     10 |    2 | `flags`   | `u16`: 0 (reserved; any other value is refused) |
+//! |     12 |    8 | `from`    | `u64`: the dialer's [`BrokerId`] |
+//! |     20 |    8 | `to`      | `u64`: the broker the dialer means to reach |
+//! |     28 |   32 | `nonce`   | the dialer's random nonce |
+//!
+//! A [`Challenge`], [`CHALLENGE_BYTES`] = 84 bytes:
+//!
+//! | offset | size | field     | meaning |
+//! |-------:|-----:|-----------|---------|
+//! |      0 |    8 | `magic`   | `RILLPEER` |
+//! |      8 |    2 | `version` | `u16`: [`HANDSHAKE_VERSION`] |
+//! |     10 |    2 | `flags`   | `u16`: 0 |
+//! |     12 |    8 | `from`    | `u64`: the acceptor's [`BrokerId`] |
+//! |     20 |   32 | `nonce`   | the acceptor's random nonce |
+//! |     52 |   32 | `mac`     | HMAC-SHA256(secret, `rill-peer-v1 acceptor` ‖ hello ‖ bytes 0..52) |
+//!
+//! A [`Proof`], [`PROOF_BYTES`] = 32 bytes: HMAC-SHA256(secret,
+//! `rill-peer-v1 dialer` ‖ hello ‖ challenge).
+//!
+//! A broker started with no secret (a cluster run with `--insecure-peers`)
+//! runs the same handshake under an empty key: brokers still name
+//! themselves, but anyone can.
+
+use std::io::Read;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+
+use hmac::{Hmac, Mac};
+use sha2::Sha256;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+
+use crate::ids::BrokerId;
+
+type HmacSha256 = Hmac<Sha256>;
+
+/// The first bytes of every handshake message.
+pub const HANDSHAKE_MAGIC: [u8; 8] = *b"RILLPEER";
+/// The handshake's version; a peer speaking another is refused.
+pub const HANDSHAKE_VERSION: u16 = 1;
+/// Bytes of a nonce.
+pub const NONCE_BYTES: usize = 32;
+/// Bytes of a MAC (HMAC-SHA256).
+pub const MAC_BYTES: usize = 32;
+/// Bytes of a [`Hello`].
+pub const HELLO_BYTES: usize = 28 + NONCE_BYTES;
+/// Bytes of a [`Challenge`].
+pub const CHALLENGE_BYTES: usize = 20 + NONCE_BYTES + MAC_BYTES;
+/// Bytes of a [`Proof`].
+pub const PROOF_BYTES: usize = MAC_BYTES;
+/// Shortest cluster secret, bytes (after surrounding whitespace is
+/// trimmed): 128 bits, if the secret is random.
+pub const SECRET_BYTES_MIN: usize = 16;
+/// Longest cluster secret file, bytes; checked before it is read.
+pub const SECRET_FILE_BYTES_MAX: u64 = 4096;
+
+const ACCEPTOR_LABEL: &[u8] = b"rill-peer-v1 acceptor";
+const DIALER_LABEL: &[u8] = b"rill-peer-v1 dialer";
+
+/// Why a handshake failed.
+#[derive(Debug, thiserror::Error)]
+pub enum HandshakeError {
+    /// The bytes are not a rill peer handshake.
+    #[error("not a rill peer handshake (bad magic)")]
+    BadMagic,
+    /// The peer speaks another handshake version.
+    #[error("handshake version {0} is not supported (this broker speaks {HANDSHAKE_VERSION})")]
+    UnsupportedVersion(u16),
+    /// Reserved flags were set.
+    #[error("handshake flags {0:#x} are not supported")]
+    UnsupportedFlags(u16),
+    /// The hello was meant for another broker.
+    #[error("the hello names broker {named}, not this one ({me})")]
+    WrongBroker {
+        /// This broker.
+        me: BrokerId,
+        /// The broker the hello names.
+        named: BrokerId,
+    },
+    /// The dialer is not a broker this one accepts connections from.
+    #[error("broker {0} is not a peer that dials this one")]
+    NotAPeer(BrokerId),
+    /// The acceptor is not the broker that was dialled.
+    #[error("the acceptor is broker {answered}, not broker {expected}")]
+    WrongPeer {
+        /// The broker dialled.
+        expected: BrokerId,
+        /// The broker that answered.
+        answered: BrokerId,
+    },
+    /// The other side's MAC does not check: it holds another secret (or
+    /// none).
+    #[error("the peer does not hold this cluster's secret")]
+    BadMac,
+    /// The connection failed or ended during the handshake.
+    #[error("connection failed during the handshake: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// Why a cluster secret could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum SecretError {
+    /// The file could not be opened or read.
+    #[error("cluster secret file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// What failed.
+        source: std::io::Error,
+    },
+    /// The file may be read by other users.
+    #[error(
+        "cluster secret file {path} has mode {mode:o}: it must not be readable or writable by group or others (chmod 600)"
+    )]
+    Permissions {
+        /// The file.
+        path: String,
+        /// Its permission bits.
+        mode: u32,
+    },
+    /// The file is not a regular file, or is too large.
+    #[error("cluster secret file {path}: {reason}")]
+    Unusable {
+        /// The file.
+        path: String,
+        /// Why.
+        reason: String,
+    },
+    /// The secret is too short to resist guessing.
+    #[error("the cluster secret is {len} bytes; at least {SECRET_BYTES_MIN} are needed")]
+    TooShort {
+        /// Its length, bytes.
+        len: usize,
+    },
+}
+
+/// The key brokers authenticate each other with. Its bytes are never
+/// printed.
+#[derive(Clone)]
+pub struct ClusterSecret {
+    key: Vec<u8>,
+}
+
+impl std::fmt::Debug for ClusterSecret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.key.is_empty() {
+            f.write_str("ClusterSecret(none)")
+        } else {
+            f.write_str("ClusterSecret(..)")
+        }
+    }
+}
+
+impl ClusterSecret {
+    /// A secret from its bytes, surrounding whitespace trimmed.
+    pub fn new(bytes: &[u8]) -> Result<ClusterSecret, SecretError> {
+        let key = bytes.trim_ascii();
+        if key.len() < SECRET_BYTES_MIN {
+            return Err(SecretError::TooShort { len: key.len() });
+        }
+        Ok(ClusterSecret { key: key.to_vec() })
+    }
+
+    /// No secret: the handshake runs under an empty key, so brokers name
+    /// themselves but prove nothing. Only for clusters started with
+    /// `--insecure-peers`.
+    pub fn insecure() -> ClusterSecret {
+        ClusterSecret { key: Vec::new() }
+    }
+
+    /// Whether this is [`ClusterSecret::insecure`].
+    pub fn is_insecure(&self) -> bool {
+        self.key.is_empty()
+    }
+
+    /// Reads the secret from `path`: a regular file of at most
+    /// [`SECRET_FILE_BYTES_MAX`] bytes that neither group nor others may
+    /// read or write (as ssh demands of a private key).
+    pub fn load(path: &Path) -> Result<ClusterSecret, SecretError> {
+        let shown = path.display().to_string();
+        let io = |source| SecretError::Io {
+            path: shown.clone(),
+            source,
+        };
+        let mut file = std::fs::File::open(path).map_err(io)?;
+        let meta = file.metadata().map_err(io)?;
+        if !meta.is_file() {
+            return Err(SecretError::Unusable {
+                path: shown,
+                reason: "not a regular file".into(),
+            });
+        }
+        let mode = meta.permissions().mode() & 0o777;
+        if mode & 0o077 != 0 {
+            return Err(SecretError::Permissions { path: shown, mode });
+        }
+        if meta.size() > SECRET_FILE_BYTES_MAX {
+            return Err(SecretError::Unusable {
+                path: shown,
+                reason: format!(
+                    "{} bytes; a secret file holds at most {SECRET_FILE_BYTES_MAX}",
+                    meta.size()
+                ),
+            });
+        }
+        let mut bytes = Vec::new();
+        // Bounded again while reading: the file may grow after the stat.
+        file.by_ref()
+            .take(SECRET_FILE_BYTES_MAX)
+            .read_to_end(&mut bytes)
+            .map_err(io)?;
+        ClusterSecret::new(&bytes)
+    }
+
+    fn mac(&self, label: &[u8], parts: &[&[u8]]) -> HmacSha256 {
+        let mut mac =
+            HmacSha256::new_from_slice(&self.key).expect("HMAC takes a key of any length");
+        mac.update(label);
+        for p in parts {
+            mac.update(p);
+        }
+        mac
+    }
+}
+
+/// A fresh random nonce from the thread's CSPRNG (seeded by the OS).
+pub fn fresh_nonce() -> [u8; NONCE_BYTES] {
+    let mut nonce = [0; NONCE_BYTES];
+    rand::RngCore::fill_bytes(&mut rand::rng(), &mut nonce);
+    nonce
+}
+
+/// The dialer's first message.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Hello {
+    /// The dialer.
+    pub from: BrokerId,
+    /// The broker it means to reach.
+    pub to: BrokerId,
+    /// The dialer's nonce.
+    pub nonce: [u8; NONCE_BYTES],
+}
+
+fn put_prefix(out: &mut [u8]) {
+    out[0..8].copy_from_slice(&HANDSHAKE_MAGIC);
+    out[8..10].copy_from_slice(&HANDSHAKE_VERSION.to_le_bytes());
+    out[10..12].copy_from_slice(&0u16.to_le_bytes());
+}
+
+fn check_prefix(buf: &[u8]) -> Result<(), HandshakeError> {
+    if buf[0..8] != HANDSHAKE_MAGIC {
+        return Err(HandshakeError::BadMagic);
+    }
+    let version = u16::from_le_bytes([buf[8], buf[9]]);
+    if version != HANDSHAKE_VERSION {
+        return Err(HandshakeError::UnsupportedVersion(version));
+    }
+    let flags = u16::from_le_bytes([buf[10], buf[11]]);
+    if flags != 0 {
+        return Err(HandshakeError::UnsupportedFlags(flags));
+    }
+    Ok(())
+}
+
+fn u64_at(buf: &[u8], at: usize) -> u64 {
+    u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
+}
+
+impl Hello {
+    /// Its bytes (see the module's layout).
+    pub fn encode(&self) -> [u8; HELLO_BYTES] {
+        let mut out = [0; HELLO_BYTES];
+        put_prefix(&mut out);
+        out[12..20].copy_from_slice(&self.from.get().to_le_bytes());
+        out[20..28].copy_from_slice(&self.to.get().to_le_bytes());
+        out[28..].copy_from_slice(&self.nonce);
+        out
+    }
+
+    /// Reads a hello.
+    pub fn decode(buf: &[u8; HELLO_BYTES]) -> Result<Hello, HandshakeError> {
+        check_prefix(buf)?;
+        Ok(Hello {
+            from: BrokerId(u64_at(buf, 12)),
+            to: BrokerId(u64_at(buf, 20)),
+            nonce: buf[28..].try_into().expect("32 bytes"),
+        })
+    }
+}
+
+/// The acceptor's answer to a hello.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Challenge {
+    /// The acceptor.
+    pub from: BrokerId,
+    /// The acceptor's nonce.
+    pub nonce: [u8; NONCE_BYTES],
+    /// Its MAC over the hello and the fields above.
+    pub mac: [u8; MAC_BYTES],
+}
+
+impl Challenge {
+    /// Its bytes (see the module's layout).
+    pub fn encode(&self) -> [u8; CHALLENGE_BYTES] {
+        let mut out = [0; CHALLENGE_BYTES];
+        put_prefix(&mut out);
+        out[12..20].copy_from_slice(&self.from.get().to_le_bytes());
+        out[20..52].copy_from_slice(&self.nonce);
+        out[52..].copy_from_slice(&self.mac);
+        out
+    }
+
+    /// Reads a challenge.
+    pub fn decode(buf: &[u8; CHALLENGE_BYTES]) -> Result<Challenge, HandshakeError> {
+        check_prefix(buf)?;
+        Ok(Challenge {
+            from: BrokerId(u64_at(buf, 12)),
+            nonce: buf[20..52].try_into().expect("32 bytes"),
+            mac: buf[52..].try_into().expect("32 bytes"),
+        })
+    }
+}
+
+/// The dialer's side, between its hello and its proof.
+#[derive(Debug)]
+pub struct Dialer {
+    secret: ClusterSecret,
+    hello: [u8; HELLO_BYTES],
+    peer: BrokerId,
+}
+
+impl Dialer {
+    /// Starts a handshake from `me` to `peer`; returns the hello to send.
+    pub fn start(
+        secret: &ClusterSecret,
+        me: BrokerId,
+        peer: BrokerId,
+        nonce: [u8; NONCE_BYTES],
+    ) -> (Dialer, [u8; HELLO_BYTES]) {
+        let hello = Hello {
+            from: me,
+            to: peer,
+            nonce,
+        }
+        .encode();
+        let dialer = Dialer {
+            secret: secret.clone(),
+            hello,
+            peer,
+        };
+        (dialer, hello)
+    }
+
+    /// Checks the acceptor's challenge; returns the proof to send.
+    pub fn on_challenge(
+        self,
+        bytes: &[u8; CHALLENGE_BYTES],
+    ) -> Result<[u8; PROOF_BYTES], HandshakeError> {
+        let challenge = Challenge::decode(bytes)?;
+        if challenge.from != self.peer {
+            return Err(HandshakeError::WrongPeer {
+                expected: self.peer,
+                answered: challenge.from,
+            });
+        }
+        self.secret
+            .mac(ACCEPTOR_LABEL, &[&self.hello, &bytes[..52]])
+            .verify_slice(&challenge.mac)
+            .map_err(|_| HandshakeError::BadMac)?;
+        let proof = self.secret.mac(DIALER_LABEL, &[&self.hello, bytes]);
+        Ok(proof.finalize().into_bytes().into())
+    }
+}
+
+/// The acceptor's side, between its challenge and the dialer's proof.
+#[derive(Debug)]
+pub struct Acceptor {
+    secret: ClusterSecret,
+    hello: [u8; HELLO_BYTES],
+    challenge: [u8; CHALLENGE_BYTES],
+    from: BrokerId,
+}
+
+impl Acceptor {
+    /// Checks a hello sent to `me`: it must name `me` and come from a
+    /// broker `dials_me` accepts. Returns the state to check the proof
+    /// with, and the challenge to send. A hello refused here gets no
+    /// answer.
+    pub fn on_hello(
+        secret: &ClusterSecret,
+        me: BrokerId,
+        dials_me: impl Fn(BrokerId) -> bool,
+        bytes: &[u8; HELLO_BYTES],
+        nonce: [u8; NONCE_BYTES],
+    ) -> Result<(Acceptor, [u8; CHALLENGE_BYTES]), HandshakeError> {
+        let hello = Hello::decode(bytes)?;
+        if hello.to != me {
+            return Err(HandshakeError::WrongBroker {
+                me,
+                named: hello.to,
+            });
+        }
+        if !dials_me(hello.from) {
+            return Err(HandshakeError::NotAPeer(hello.from));
+        }
+        let mut challenge = Challenge {
+            from: me,
+            nonce,
+            mac: [0; MAC_BYTES],
+        }
+        .encode();
+        let mac = secret.mac(ACCEPTOR_LABEL, &[bytes, &challenge[..52]]);
+        challenge[52..].copy_from_slice(&mac.finalize().into_bytes());
+        let acceptor = Acceptor {
+            secret: secret.clone(),
+            hello: *bytes,
+            challenge,
+            from: hello.from,
+        };
+        Ok((acceptor, challenge))
+    }
+
+    /// The broker the hello named (not yet proven).
+    pub fn claimed(&self) -> BrokerId {
+        self.from
+    }
+
+    /// Checks the dialer's proof; returns the dialer, now authenticated.
+    pub fn on_proof(self, proof: &[u8; PROOF_BYTES]) -> Result<BrokerId, HandshakeError> {
+        self.secret
+            .mac(DIALER_LABEL, &[&self.hello, &self.challenge])
+            .verify_slice(proof)
+            .map_err(|_| HandshakeError::BadMac)?;
+        Ok(self.from)
+    }
+}
+
+/// Runs the dialer's side over `stream`: from `me` to `peer`. On success
+/// the stream is the peer's, ready for frames.
+pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &ClusterSecret,
+    me: BrokerId,
+    peer: BrokerId,
+) -> Result<(), HandshakeError> {
+    let (dialer, hello) = Dialer::start(secret, me, peer, fresh_nonce());
+    stream.write_all(&hello).await?;
+    let mut challenge = [0; CHALLENGE_BYTES];
+    stream.read_exact(&mut challenge).await?;
+    let proof = dialer.on_challenge(&challenge)?;
+    stream.write_all(&proof).await?;
+    stream.flush().await?;
+    Ok(())
+}
+
+/// Runs the acceptor's side over `stream`, for `me`, accepting dialers
+/// that `dials_me` names. Returns the authenticated dialer; on an error
+/// nothing but (perhaps) the challenge has been written to the stream.
+pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
+    stream: &mut S,
+    secret: &ClusterSecret,
+    me: BrokerId,
+    dials_me: impl Fn(BrokerId) -> bool,
+) -> Result<BrokerId, HandshakeError> {
+    let mut hello = [0; HELLO_BYTES];
+    stream.read_exact(&mut hello).await?;
+    let (acceptor, challenge) = Acceptor::on_hello(secret, me, dials_me, &hello, fresh_nonce())?;
+    stream.write_all(&challenge).await?;
+    stream.flush().await?;
+    let mut proof = [0; PROOF_BYTES];
+    stream.read_exact(&mut proof).await?;
+    acceptor.on_proof(&proof)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn secret(s: &str) -> ClusterSecret {
+        ClusterSecret::new(s.as_bytes()).expect("long enough")
+    }
+
+    /// Runs a whole handshake in memory; the acceptor is broker 2 and
+    /// accepts broker 1.
+    fn run(dialer: &ClusterSecret, acceptor: &ClusterSecret) -> Result<BrokerId, HandshakeError> {
+        let (d, hello) = Dialer::start(dialer, BrokerId(1), BrokerId(2), [7; NONCE_BYTES]);
+        let (a, challenge) = Acceptor::on_hello(
+            acceptor,
+            BrokerId(2),
+            |b| b == BrokerId(1),
+            &hello,
+            [9; NONCE_BYTES],
+        )?;
+        let proof = d.on_challenge(&challenge)?;
+        a.on_proof(&proof)
+    }
+
+    #[test]
+    fn brokers_holding_the_same_secret_authenticate_each_other() {
+        let s = secret("correct horse battery staple");
+        assert_eq!(run(&s, &s).expect("same secret"), BrokerId(1));
+        let none = ClusterSecret::insecure();
+        assert_eq!(run(&none, &none).expect("both insecure"), BrokerId(1));
+    }
+
+    #[test]
+    fn a_dialer_without_the_secret_is_refused_by_the_acceptors_mac() {
+        let real = secret("correct horse battery staple");
+        let forger = secret("a guess that is long enough");
+        assert!(matches!(run(&forger, &real), Err(HandshakeError::BadMac)));
+        assert!(matches!(
+            run(&ClusterSecret::insecure(), &real),
+            Err(HandshakeError::BadMac)
+        ));
+    }
+
+    #[test]
+    fn an_acceptors_mac_does_not_pass_as_a_dialers_proof() {
+        // A forger asks the acceptor for a challenge, then offers the
+        // challenge's own MAC as its proof (a reflection).
+        let s = secret("correct horse battery staple");
+        let (_, hello) = Dialer::start(&s, BrokerId(1), BrokerId(2), [1; NONCE_BYTES]);
+        let (a, challenge) = Acceptor::on_hello(
+            &s,
+            BrokerId(2),
+            |b| b == BrokerId(1),
+            &hello,
+            [2; NONCE_BYTES],
+        )
+        .expect("a well-formed hello");
+        let reflected: [u8; PROOF_BYTES] = challenge[52..].try_into().expect("32 bytes");
+        assert!(matches!(
+            a.on_proof(&reflected),
+            Err(HandshakeError::BadMac)
+        ));
+    }
+
+    #[test]
+    fn a_proof_from_an_earlier_handshake_does_not_replay() {
+        let s = secret("correct horse battery staple");
+        let accept = |hello: &[u8; HELLO_BYTES], nonce| {
+            Acceptor::on_hello(&s, BrokerId(2), |b| b == BrokerId(1), hello, nonce)
+                .expect("a well-formed hello")
+        };
+        let (d, hello) = Dialer::start(&s, BrokerId(1), BrokerId(2), [1; NONCE_BYTES]);
+        let (first, challenge) = accept(&hello, [2; NONCE_BYTES]);
+        let proof = d.on_challenge(&challenge).expect("genuine");
+        assert_eq!(first.on_proof(&proof).expect("genuine"), BrokerId(1));
+        // The same hello and proof again meet a fresh acceptor nonce.
+        let (second, _) = accept(&hello, [3; NONCE_BYTES]);
+        assert!(matches!(
+            second.on_proof(&proof),
+            Err(HandshakeError::BadMac)
+        ));
+    }
+
+    #[test]
+    fn a_hello_for_another_broker_or_from_a_stranger_gets_no_challenge() {
+        let s = secret("correct horse battery staple");
+        let peers = |b| b == BrokerId(1);
+        let (_, to_3) = Dialer::start(&s, BrokerId(1), BrokerId(3), [1; NONCE_BYTES]);
+        assert!(matches!(
+            Acceptor::on_hello(&s, BrokerId(2), peers, &to_3, [2; NONCE_BYTES]),
+            Err(HandshakeError::WrongBroker { .. })
+        ));
+        let (_, from_9) = Dialer::start(&s, BrokerId(9), BrokerId(2), [1; NONCE_BYTES]);
+        assert!(matches!(
+            Acceptor::on_hello(&s, BrokerId(2), peers, &from_9, [2; NONCE_BYTES]),
+            Err(HandshakeError::NotAPeer(BrokerId(9)))
+        ));
+    }
+
+    #[test]
+    fn a_challenge_from_another_broker_is_refused() {
+        let s = secret("correct horse battery staple");
+        let (d, hello) = Dialer::start(&s, BrokerId(1), BrokerId(2), [1; NONCE_BYTES]);
+        // Broker 3 answers a hello meant for broker 2 (a relayed dial).
+        let (_, challenge) = Acceptor::on_hello(
+            &s,
+            BrokerId(3),
+            |_| true,
+            &Hello::decode(&hello)
+                .map(|h| Hello {
+                    to: BrokerId(3),
+                    ..h
+                })
+                .expect("decodes")
+                .encode(),
+            [2; NONCE_BYTES],
+        )
+        .expect("well formed");
+        assert!(matches!(
+            d.on_challenge(&challenge),
+            Err(HandshakeError::WrongPeer { .. })
+        ));
+    }
+
+    #[test]
+    fn hello_and_challenge_bytes_are_pinned() {
+        let hello = Hello {
+            from: BrokerId(1),
+            to: BrokerId(0x0102),
+            nonce: [0xAB; NONCE_BYTES],
+        };
+        let mut expected = Vec::new();
+        expected.extend_from_slice(b"RILLPEER");
+        expected.extend_from_slice(&[1, 0, 0, 0]);
+        expected.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0xAB; NONCE_BYTES]);
+        assert_eq!(hello.encode().as_slice(), expected.as_slice());
+        assert_eq!(Hello::decode(&hello.encode()).expect("round trip"), hello);
+
+        // The MAC, computed independently of the state machines: RFC 2104
+        // HMAC-SHA256 of the label and transcript under the key.
+        let s = secret("0123456789abcdef");
+        let (_, challenge) = Acceptor::on_hello(
+            &s,
+            BrokerId(0x0102),
+            |_| true,
+            &hello.encode(),
+            [0xCD; NONCE_BYTES],
+        )
+        .expect("well formed");
+        assert_eq!(&challenge[..8], b"RILLPEER");
+        assert_eq!(&challenge[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&challenge[12..20], &[2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(&challenge[20..52], &[0xCD; NONCE_BYTES]);
+        let hex: String = challenge[52..].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(
+            hex, "524af12a5f68b6fc708b7a019d6fd53f769bf8bf7ea9c48ce1f5316d658ace8d",
+            "the acceptor MAC of this transcript changed"
+        );
+    }
+
+    #[test]
+    fn wrong_magic_version_or_flags_are_refused() {
+        let good = Hello {
+            from: BrokerId(1),
+            to: BrokerId(2),
+            nonce: [0; NONCE_BYTES],
+        }
+        .encode();
+        let mut bad = good;
+        bad[0] = b'X';
+        assert!(matches!(Hello::decode(&bad), Err(HandshakeError::BadMagic)));
+        let mut bad = good;
+        bad[8] = 2;
+        assert!(matches!(
+            Hello::decode(&bad),
+            Err(HandshakeError::UnsupportedVersion(2))
+        ));
+        let mut bad = good;
+        bad[10] = 1;
+        assert!(matches!(
+            Hello::decode(&bad),
+            Err(HandshakeError::UnsupportedFlags(1))
+        ));
+    }
+
+    #[test]
+    fn secrets_shorter_than_the_minimum_are_refused() {
+        assert!(matches!(
+            ClusterSecret::new(b"  short\n"),
+            Err(SecretError::TooShort { len: 5 })
+        ));
+        assert!(ClusterSecret::new(b"sixteen bytes ok").is_ok());
+        assert_eq!(
+            format!("{:?}", secret("never printed, ever")),
+            "ClusterSecret(..)"
+        );
+    }
+
+    #[test]
+    fn a_secret_file_others_can_read_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("secret");
+        std::fs::write(&path, "0123456789abcdef0123456789abcdef\n").expect("write");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o644)).expect("chmod");
+        assert!(matches!(
+            ClusterSecret::load(&path),
+            Err(SecretError::Permissions { mode: 0o644, .. })
+        ));
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        let loaded = ClusterSecret::load(&path).expect("private file");
+        assert_eq!(
+            run(&loaded, &secret("0123456789abcdef0123456789abcdef")).ok(),
+            Some(BrokerId(1))
+        );
+        std::fs::write(&path, vec![b'x'; 5000]).expect("write");
+        assert!(matches!(
+            ClusterSecret::load(&path),
+            Err(SecretError::Unusable { .. })
+        ));
+        assert!(matches!(
+            ClusterSecret::load(&dir.path().join("missing")),
+            Err(SecretError::Io { .. })
+        ));
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn any_hello_bytes_decode_to_their_own_encoding_or_are_refused(
+            bytes in proptest::collection::vec(proptest::num::u8::ANY, HELLO_BYTES),
+            proof in proptest::collection::vec(proptest::num::u8::ANY, PROOF_BYTES),
+        ) {
+            let hello: [u8; HELLO_BYTES] = bytes.as_slice().try_into().expect("sized");
+            if let Ok(h) = Hello::decode(&hello) {
+                proptest::prop_assert_eq!(h.encode(), hello);
+            }
+            let s = secret("correct horse battery staple");
+            if let Ok((a, _)) =
+                Acceptor::on_hello(&s, BrokerId(2), |_| true, &hello, [4; NONCE_BYTES])
+            {
+                let proof: [u8; PROOF_BYTES] = proof.as_slice().try_into().expect("sized");
+                proptest::prop_assert!(a.on_proof(&proof).is_err());
+            }
+        }
+
+        #[test]
+        fn well_formed_hellos_round_trip(from in 1u64.., to in 1u64.., nonce in proptest::array::uniform32(proptest::num::u8::ANY)) {
+            let h = Hello { from: BrokerId(from), to: BrokerId(to), nonce };
+            proptest::prop_assert_eq!(Hello::decode(&h.encode()).expect("decodes"), h);
+        }
+    }
+}
