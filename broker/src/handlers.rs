@@ -63,16 +63,15 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, forwarded: bool) -> 
         }
         Request::Produce(p) => return finish_produce(stage_produce(broker, p).await).await,
         Request::Fetch(f) => Response::Fetch(fetch(broker, f).await),
+        // Brokers register over their authenticated peer connections; on
+        // a client port anyone could point clients at their own host.
         Request::RegisterBroker(b) => {
-            let error = match broker.register(&b, forwarded).await {
-                Ok(()) => ErrorCode::None,
-                Err((code, message)) => {
-                    tracing::debug!(broker = b.broker_id, %code, %message, "registration refused");
-                    code
-                }
-            };
+            tracing::warn!(
+                broker = b.broker_id,
+                "refused a RegisterBroker request on the client port"
+            );
             Response::RegisterBroker(RegisterBrokerResponse {
-                error,
+                error: ErrorCode::InvalidRequest,
                 controller_id: hint(broker.controller()),
             })
         }

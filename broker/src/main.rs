@@ -225,7 +225,7 @@ fn run() -> anyhow::Result<()> {
             };
             loop {
                 if !registering.registered()
-                    && let Err((code, message)) = registering.register(&me, false).await
+                    && let Err((code, message)) = registering.register(&me).await
                 {
                     tracing::debug!(%code, %message, "registration not done yet");
                 }

@@ -895,6 +895,10 @@ impl RaftLoop {
                         tracing::warn!(%group, peer = %inbound.from, "a message from a broker that is not a member of the group; dropped");
                         continue;
                     }
+                    if let Some(data) = rill_replication::forward::forwarded_data(&message) {
+                        self.take_forwarded(group, inbound.from, data);
+                        continue;
+                    }
                     // A message for a group not (yet) open here is dropped:
                     // the leader retries once this broker has applied the
                     // metadata that creates it. An append with an invalid
@@ -985,6 +989,20 @@ impl RaftLoop {
     ) {
         let leader = self.node.leader(GroupId::CONTROLLER);
         if leader != Some(self.me()) {
+            // This broker's own registration goes to the controller over
+            // the authenticated peer connection, never a client port.
+            if let (Some(l), MetadataCommand::RegisterBroker { id, .. }) = (leader, &command)
+                && *id == self.me().get()
+            {
+                let out = rill_replication::forward::forward_proposal(
+                    self.me(),
+                    l,
+                    GroupId::CONTROLLER,
+                    Bytes::from(command.encode()),
+                );
+                // Dropped when the link is full: the broker asks again.
+                let _ = self.send(vec![out]);
+            }
             let _ = reply.send(Err(NotController { leader }));
             return;
         }
@@ -1021,6 +1039,27 @@ impl RaftLoop {
                 let _ = reply.send(Err(NotController {
                     leader: self.node.leader(GroupId::CONTROLLER),
                 }));
+            }
+        }
+    }
+
+    /// Proposes what peer `from` asked this broker to propose for it: only
+    /// its own registration on the controller, which must lead here (the
+    /// peer asks again otherwise). Anything else is dropped and logged.
+    fn take_forwarded(&mut self, group: GroupId, from: BrokerId, data: Vec<Bytes>) {
+        for d in data {
+            match MetadataCommand::decode(&d) {
+                Some(command @ MetadataCommand::RegisterBroker { id, .. })
+                    if group == GroupId::CONTROLLER && id == from.get() =>
+                {
+                    // Nobody here waits for the outcome: the peer sees its
+                    // address in the metadata it applies.
+                    let (reply, _) = oneshot::channel();
+                    self.propose_metadata(command, reply);
+                }
+                _ => {
+                    tracing::warn!(%group, peer = %from, "a peer asked for a proposal it may not make; dropped")
+                }
             }
         }
     }

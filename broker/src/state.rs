@@ -178,19 +178,34 @@ impl Broker {
         Ok(())
     }
 
-    /// Registers a broker's client address with the controller.
-    pub async fn register(
-        &self,
-        broker: &BrokerMetadata,
-        forwarded: bool,
-    ) -> Result<(), (ErrorCode, String)> {
+    /// Registers this broker's client address with the controller. When
+    /// another broker leads the controller, the Raft thread sends the
+    /// registration there over the authenticated peer connection (never a
+    /// client port) and this answers `NotController`: the caller checks
+    /// the metadata again later.
+    pub async fn register(&self, broker: &BrokerMetadata) -> Result<(), (ErrorCode, String)> {
         let command = MetadataCommand::RegisterBroker {
             id: u64::from(broker.broker_id),
             host: broker.host.clone(),
             port: broker.port,
         };
-        self.admin(command, Request::RegisterBroker(broker.clone()), forwarded)
-            .await
+        let proposed = tokio::time::timeout(
+            Duration::from_millis(FORWARD_TIMEOUT_MS),
+            self.raft.metadata(command),
+        )
+        .await;
+        match proposed {
+            Ok(Ok(Ok(Outcome::Done))) => Ok(()),
+            Ok(Ok(Ok(Outcome::Refused(code, message)))) => Err((code, message)),
+            Ok(Ok(Err(NotController { leader }))) => Err((
+                ErrorCode::NotController,
+                format!("sent to the controller ({leader:?}) over the peer connection"),
+            )),
+            Ok(Err(_)) | Err(_) => Err((
+                ErrorCode::RequestTimedOut,
+                "the controller did not apply the registration in time".into(),
+            )),
+        }
     }
 
     /// Waits (at most [`IMAGE_WAIT_MS`]) until the metadata applied here
@@ -298,8 +313,6 @@ impl Broker {
                     )),
                 }
             }
-            Response::RegisterBroker(r) if r.error.is_ok() => Ok(()),
-            Response::RegisterBroker(r) => Err((r.error, "registration refused".into())),
             _ => Err((
                 ErrorCode::Unknown,
                 "unexpected answer from the controller".into(),

@@ -1,7 +1,8 @@
 //! Peer authentication as a user meets it: a broker with peers starts only
 //! with a private cluster secret (or an explicit `--insecure-peers`), and
 //! a process that poses as a broker on the peer port gets nothing while
-//! the cluster keeps serving.
+//! the cluster keeps serving; brokers register their addresses over the
+//! peer connections, and a client cannot.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -14,6 +15,8 @@ use std::time::Duration;
 
 use common::Client;
 use common::cluster::{TestCluster, free_port, write_secret};
+use rill_client::protocol::messages::*;
+use rill_client::protocol::{ErrorCode, Request, Response};
 use rill_client::{Admin, Cluster};
 use rill_replication::BrokerId;
 use rill_replication::handshake::{CHALLENGE_BYTES, Hello, PROOF_BYTES};
@@ -140,4 +143,31 @@ fn a_process_posing_as_a_broker_gets_no_frame_and_the_cluster_keeps_serving() {
             })
         })
     });
+}
+
+#[test]
+fn register_broker_on_the_client_port_is_refused_and_the_address_stays() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = common::BrokerProcess::start(dir.path());
+    let mut client = broker.connect();
+    let metadata = |client: &mut Client| {
+        let (_, r) = client.call(Request::Metadata(MetadataRequest { topics: None }));
+        let Some(Response::Metadata(m)) = r else {
+            panic!("a metadata response")
+        };
+        m.brokers
+    };
+    let before = metadata(&mut client);
+    assert_eq!(before.len(), 1, "{before:?}");
+    // A client tries to point everyone at its own host.
+    let (_, r) = client.call(Request::RegisterBroker(BrokerMetadata {
+        broker_id: before[0].broker_id,
+        host: "203.0.113.9".into(),
+        port: 1,
+    }));
+    let Some(Response::RegisterBroker(r)) = r else {
+        panic!("a register response")
+    };
+    assert_eq!(r.error, ErrorCode::InvalidRequest);
+    assert_eq!(metadata(&mut client), before);
 }

@@ -8,6 +8,8 @@
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
 //! - [`node`]: the groups of one broker and the Ready loop that drives
 //!   them, free of I/O but for the logs' mappings.
+//! - [`forward`]: proposals a broker asks a group's leader to make for
+//!   it (broker registrations), checked by the leader's broker first.
 //! - [`handshake`]: how two brokers prove to each other that they hold the
 //!   cluster secret before any Raft frame crosses their connection.
 //! - [`transport`]: one TCP connection per broker pair carrying batched
@@ -17,6 +19,7 @@
 
 pub mod entry;
 pub mod error;
+pub mod forward;
 pub mod handshake;
 pub mod ids;
 pub mod logger;

@@ -31,5 +31,8 @@ fn only_a_groups_members_count_as_its_peers() {
         assert!(node.is_member(GroupId(7), BrokerId(member)));
     }
     assert!(!node.is_member(GroupId(7), BrokerId(4)));
-    assert!(!node.is_member(GroupId(8), BrokerId(1)), "no such group here");
+    assert!(
+        !node.is_member(GroupId(8), BrokerId(1)),
+        "no such group here"
+    );
 }
