@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::limits::{ClientLimits, LimitSettings};
+
 /// Settings as read from a TOML file; every key is optional.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -30,6 +32,8 @@ pub struct FileConfig {
     pub cluster_secret_file: Option<PathBuf>,
     /// Lets brokers talk to peers without a secret.
     pub insecure_peers: Option<bool>,
+    /// The client port's limits (a `[limits]` table).
+    pub limits: Option<LimitSettings>,
 }
 
 impl FileConfig {
@@ -62,6 +66,8 @@ pub struct BrokerConfig {
     pub peers: BTreeMap<u32, String>,
     /// How this broker authenticates its peers.
     pub peer_auth: PeerAuth,
+    /// What clients may make this broker hold.
+    pub limits: ClientLimits,
 }
 
 /// How a broker authenticates its peers.
@@ -112,6 +118,7 @@ impl BrokerConfig {
             peers,
             cluster_secret_file,
             insecure_peers,
+            limits,
         } = flags;
         let node_id = node_id.or(file.node_id).unwrap_or(1);
         let peers = match peers.or(file.peers) {
@@ -150,6 +157,7 @@ impl BrokerConfig {
             peer_listen: peer_listen.or(file.peer_listen),
             peers,
             peer_auth,
+            limits: limits.or(file.limits.unwrap_or_default()).resolve()?,
         })
     }
 
@@ -182,6 +190,8 @@ pub struct Flags {
     pub cluster_secret_file: Option<PathBuf>,
     /// `--insecure-peers`.
     pub insecure_peers: bool,
+    /// The client port's limits.
+    pub limits: LimitSettings,
 }
 
 #[cfg(test)]

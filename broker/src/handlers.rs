@@ -173,7 +173,30 @@ fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResponse {
         },
     };
     let topics = match m.topics {
-        Some(names) => names.iter().map(|n| describe(n)).collect(),
+        // Each topic described once however often it is named (one
+        // request naming a large topic many times asked for terabytes),
+        // and no more than `metadata_max_topics` of them.
+        Some(names) => {
+            let mut seen = std::collections::HashSet::new();
+            let mut described = 0;
+            names
+                .into_iter()
+                .filter(|n| seen.insert(n.clone()))
+                .map(|name| {
+                    described += 1;
+                    if described > broker.limits.metadata_max_topics {
+                        TopicMetadata {
+                            error: ErrorCode::InvalidRequest,
+                            name,
+                            topic_id: [0; 16],
+                            partitions: Vec::new(),
+                        }
+                    } else {
+                        describe(&name)
+                    }
+                })
+                .collect()
+        }
         None => image.topics.keys().map(|n| describe(n)).collect(),
     };
     MetadataResponse {
@@ -206,7 +229,7 @@ fn brokers(broker: &Broker, image: &ClusterImage) -> Vec<BrokerMetadata> {
 }
 
 async fn cluster_status(broker: &Arc<Broker>) -> ClusterStatusResponse {
-    let report = broker.raft.status().await;
+    let report = broker.published.fresh_status().await;
     let image = broker.image();
     let replicas = report
         .groups
@@ -447,7 +470,61 @@ async fn answer_partition(
     }
 }
 
+/// A fetch request made safe to answer: each topic named once with each
+/// of its partitions once (the first mention wins), and its response
+/// budget clamped to `fetch_max_bytes`. `None` when it names more than
+/// `fetch_max_partitions` partitions, with the answer to give instead.
+fn bound_fetch(broker: &Broker, mut f: FetchRequest) -> Result<FetchRequest, FetchResponse> {
+    let mut topics: Vec<FetchTopic> = Vec::new();
+    let mut seen: std::collections::HashSet<(String, u32)> = std::collections::HashSet::new();
+    for t in f.topics {
+        let partitions: Vec<FetchPartition> = t
+            .partitions
+            .into_iter()
+            .filter(|p| seen.insert((t.name.clone(), p.partition)))
+            .collect();
+        match topics.iter_mut().find(|k| k.name == t.name) {
+            Some(known) => known.partitions.extend(partitions),
+            None => topics.push(FetchTopic {
+                name: t.name,
+                partitions,
+            }),
+        }
+    }
+    f.max_bytes = f.max_bytes.min(broker.limits.fetch_max_bytes);
+    if seen.len() > broker.limits.fetch_max_partitions {
+        // Each refusal is smaller than the request's own mention of it.
+        return Err(FetchResponse {
+            topics: topics
+                .into_iter()
+                .map(|t| FetchTopicResponse {
+                    name: t.name,
+                    partitions: t
+                        .partitions
+                        .iter()
+                        .map(|p| FetchPartitionResponse {
+                            partition: p.partition,
+                            error: ErrorCode::InvalidRequest,
+                            leader_hint: NO_BROKER,
+                            leader_epoch: 0,
+                            high_watermark: 0,
+                            log_start_offset: 0,
+                            records: Vec::new(),
+                        })
+                        .collect(),
+                })
+                .collect(),
+        });
+    }
+    f.topics = topics;
+    Ok(f)
+}
+
 async fn fetch(broker: &Arc<Broker>, f: FetchRequest) -> FetchResponse {
+    let f = match bound_fetch(broker, f) {
+        Ok(f) => f,
+        Err(refused) => return refused,
+    };
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::from(f.max_wait_ms.min(FETCH_MAX_WAIT_MS_LIMIT)));
     loop {
@@ -510,13 +587,10 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                     if let Some((error, leader)) = partition.not_leader() {
                         return refused(error, leader);
                     }
-                    // At least one batch for the first partition with data,
-                    // then only what the response budget still allows.
-                    let max = if total == 0 {
-                        u64::from(p.partition_max_bytes)
-                    } else {
-                        u64::from(p.partition_max_bytes).min(budget)
-                    };
+                    // What the response budget still allows; the first
+                    // partition with data gets at least one whole batch
+                    // whatever the budget (the read always returns one).
+                    let max = u64::from(p.partition_max_bytes).min(budget);
                     match partition.read(p.fetch_offset, max.max(1)) {
                         Ok((records, high_watermark, log_start_offset)) => {
                             let n: u64 = records.iter().map(|b| b.len() as u64).sum();

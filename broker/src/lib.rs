@@ -6,7 +6,8 @@
 //! for `acks`) → [`raft_loop`] (the Raft thread: proposals, the Ready loop,
 //! group commit; the only writer of logs, and where the controller's log
 //! is applied). Cluster metadata and its commands are in [`metadata`];
-//! topic names and configs in [`topics`]; settings in [`config`]; how the
+//! topic names and configs in [`topics`]; settings in [`config`]; what
+//! clients may make the broker hold in [`limits`]; how the
 //! heap keeps freed memory for the next frame in [`heap`].
 //!
 //! Still to come in this crate: the group coordinator and metrics.
@@ -15,6 +16,7 @@ pub mod config;
 pub mod handlers;
 pub mod heap;
 pub mod janitor;
+pub mod limits;
 pub mod logwriter;
 pub mod metadata;
 pub mod partition;

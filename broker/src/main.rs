@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rill_broker::config::{BrokerConfig, FileConfig, Flags, PeerAuth};
+use rill_broker::limits::LimitSettings;
 use rill_broker::logwriter::LogWriter;
 use rill_broker::raft_loop::{self, RaftConfig};
 use rill_broker::server::serve;
@@ -59,9 +60,12 @@ struct Args {
     /// peer port can then pose as a broker.
     #[arg(long)]
     insecure_peers: bool,
+    /// The client port's limits (also a `[limits]` table in the file).
+    #[command(flatten)]
+    limits: LimitSettings,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
     /// peer_listen, peers, cluster_secret_file, insecure_peers,
-    /// retention_check_ms. Flags win over it.
+    /// retention_check_ms, and a [limits] table. Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -141,6 +145,7 @@ fn run() -> anyhow::Result<()> {
             peers: args.peers,
             cluster_secret_file: args.cluster_secret_file,
             insecure_peers: args.insecure_peers,
+            limits: args.limits,
         },
     )
     .map_err(|e| anyhow::anyhow!(e))?;
@@ -213,6 +218,7 @@ fn run() -> anyhow::Result<()> {
             raft.clone(),
             published,
             data_arrived,
+            config.limits.clone(),
         ));
         // Tell the controller where clients reach this broker, and again
         // whenever the metadata stops saying so.

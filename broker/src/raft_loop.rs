@@ -59,6 +59,8 @@ pub const SLOW_ROUND_MS: u64 = 500;
 /// How often every group ticks. With `election_tick` 10, an election
 /// timeout of 1 s.
 pub const TICK_MS: u64 = 100;
+/// Longest a status request waits for the next tick's report, ms.
+pub const STATUS_WAIT_MS: u64 = 3 * TICK_MS;
 /// Longest the Raft thread spends opening new replicas before it runs a
 /// round and goes on, ms: a topic of a thousand partitions creates files
 /// for seconds, and every group's heartbeats would wait for them all.
@@ -90,9 +92,26 @@ pub struct Published {
     /// The partition replicas open here, by group. Guards the map only:
     /// lookups, inserts and removals.
     pub partitions: RwLock<BTreeMap<GroupId, Arc<Partition>>>,
+    /// Every group's replication state, as of the last tick at which
+    /// someone asked for it: however many requests ask, the Raft thread
+    /// computes it at most once a tick, never per request.
+    pub status: watch::Sender<Arc<StatusReport>>,
+    /// Whether someone waits for a fresher [`Published::status`].
+    pub status_wanted: AtomicBool,
 }
 
 impl Published {
+    /// Every group's replication state, at most about a tick old: asks the
+    /// Raft thread for the next tick's report and waits for it (at most
+    /// [`STATUS_WAIT_MS`]), else answers the last one.
+    pub async fn fresh_status(&self) -> Arc<StatusReport> {
+        let mut rx = self.status.subscribe();
+        rx.mark_unchanged();
+        self.status_wanted.store(true, Ordering::Release);
+        let _ = tokio::time::timeout(Duration::from_millis(STATUS_WAIT_MS), rx.changed()).await;
+        rx.borrow().clone()
+    }
+
     /// The replica of `group` here, if any.
     pub fn partition(&self, group: GroupId) -> Option<Arc<Partition>> {
         self.partitions
@@ -167,11 +186,6 @@ pub enum Command {
     Tick,
     /// Apply retention to every group.
     Retention,
-    /// Replication state of every group.
-    Status {
-        /// The report.
-        reply: oneshot::Sender<StatusReport>,
-    },
     /// Hand leaderships over, sync every log, and stop the thread.
     Stop {
         /// Done.
@@ -249,15 +263,6 @@ impl RaftHandle {
         rx.await.map_err(|_| Stopped)
     }
 
-    /// Every group's replication state.
-    pub async fn status(&self) -> StatusReport {
-        let (reply, rx) = oneshot::channel();
-        if self.send(Command::Status { reply }).await.is_err() {
-            return StatusReport::default();
-        }
-        rx.await.unwrap_or_default()
-    }
-
     /// Hands leaderships over, syncs every log and stops the thread.
     pub async fn stop(&self) {
         let (reply, rx) = oneshot::channel();
@@ -288,6 +293,8 @@ pub fn start(
         image: watch::Sender::new(Arc::new(ClusterImage::new(config.voters.clone()))),
         controller: watch::Sender::new(None),
         partitions: RwLock::new(BTreeMap::new()),
+        status: watch::Sender::new(Arc::default()),
+        status_wanted: AtomicBool::new(false),
     });
     let syncer = start_syncer("rill-sync", tx.downgrade(), Command::Synced)?;
     let retention_syncer = start_syncer(
@@ -924,6 +931,17 @@ impl RaftLoop {
                 if self.ticks % BALANCE_TICKS == 0 {
                     self.balance();
                 }
+                if self.published.status_wanted.swap(false, Ordering::AcqRel) {
+                    let groups = self
+                        .node
+                        .groups()
+                        .filter_map(|g| self.node.status(g))
+                        .collect();
+                    self.published.status.send_replace(Arc::new(StatusReport {
+                        controller: self.node.leader(GroupId::CONTROLLER),
+                        groups,
+                    }));
+                }
             }
             Command::Retention => {
                 let mut events = Vec::new();
@@ -940,17 +958,6 @@ impl RaftLoop {
                 for p in self.published.all_partitions() {
                     p.refresh_log_start();
                 }
-            }
-            Command::Status { reply } => {
-                let groups = self
-                    .node
-                    .groups()
-                    .filter_map(|g| self.node.status(g))
-                    .collect();
-                let _ = reply.send(StatusReport {
-                    controller: self.node.leader(GroupId::CONTROLLER),
-                    groups,
-                });
             }
             Command::Stop { reply } => return Some(reply),
             Command::RetentionSynced(done) => {

@@ -3,24 +3,42 @@
 //! order they finish (matched by correlation id, so a parked fetch never
 //! holds up a produce on the same connection).
 //!
-//! Limits: a frame above [`MAX_REQUEST_FRAME_BYTES`] or one that cannot be
-//! parsed closes that connection at once; at most [`IN_FLIGHT_MAX`]
-//! requests per connection are handled at a time (reading pauses beyond
-//! that); at most [`RESPONSES_QUEUED_MAX`] responses wait for the socket.
+//! Limits (see [`ClientLimits`] for the settings):
+//! - connections in total and per source address ([`ConnectionGate`]): a
+//!   connection past either is closed as soon as it is accepted;
+//! - a frame above [`MAX_REQUEST_FRAME_BYTES`] or one that cannot be parsed
+//!   closes that connection at once;
+//! - once a frame's length prefix is read, its bytes are taken from the
+//!   broker-wide budget of queued request bytes before any more of it is
+//!   read, and given back when its request has been answered: past the
+//!   budget, the broker stops reading sockets instead of allocating;
+//! - a frame must arrive whole within `request_read_timeout_ms` of its
+//!   first byte, and a connection with nothing read and nothing in flight
+//!   for `connections_max_idle_ms` is closed;
+//! - at most [`IN_FLIGHT_MAX`] requests per connection are handled at a
+//!   time (reading pauses beyond that); at most [`RESPONSES_QUEUED_MAX`]
+//!   responses wait for the socket, and a write that takes longer than
+//!   `client_write_timeout_ms` closes the connection, dropping the
+//!   responses it pinned.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
+use rill_client::protocol::frame::LENGTH_PREFIX_BYTES;
 use rill_client::protocol::{
     MAX_REQUEST_FRAME_BYTES, Request, RequestFrameError, decode_request, encode_error_response,
     encode_response, take_frame,
 };
-use rill_client::writer::write_frames;
+use rill_client::writer::write_frames_within;
 use tokio::io::AsyncReadExt;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{Semaphore, mpsc};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::time::Instant;
 
 use crate::handlers::{FORWARDED_CLIENT_ID, finish_produce, handle, stage_produce};
+use crate::limits::{Admitted, ClientLimits, ConnectionGate};
 use crate::state::Broker;
 
 /// Requests handled at once per connection.
@@ -29,16 +47,46 @@ pub const IN_FLIGHT_MAX: usize = 64;
 pub const RESPONSES_QUEUED_MAX: usize = 64;
 /// Bytes read from the socket at a time.
 const READ_CHUNK_BYTES: usize = 64 * 1024;
+/// Refused connections are logged once, then once per this many.
+const REFUSALS_PER_LOG_LINE: u64 = 1000;
 
-/// Accepts connections until the task is dropped.
+/// What every connection of a listener shares.
+struct Shared {
+    broker: Arc<Broker>,
+    limits: ClientLimits,
+    /// The queued request bytes' budget, one permit per byte.
+    budget: Arc<Semaphore>,
+}
+
+/// Accepts connections until the task is dropped, within the broker's
+/// [`ClientLimits`].
 pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+    let limits = broker.limits.clone();
+    let gate = ConnectionGate::new(&limits);
+    let shared = Arc::new(Shared {
+        broker,
+        budget: Arc::new(Semaphore::new(limits.queued_max_request_bytes)),
+        limits,
+    });
+    let refused = AtomicU64::new(0);
     loop {
         match listener.accept().await {
             Ok((stream, peer)) => {
+                let admitted = match gate.admit(peer.ip()) {
+                    Ok(a) => a,
+                    Err(limit) => {
+                        // Dropping the stream closes it: nothing is read.
+                        let n = refused.fetch_add(1, Ordering::Relaxed);
+                        if n % REFUSALS_PER_LOG_LINE == 0 {
+                            tracing::warn!(%peer, ?limit, refused_so_far = n + 1, "client connection refused: connection limit reached");
+                        }
+                        continue;
+                    }
+                };
                 let _ = stream.set_nodelay(true);
-                let broker = Arc::clone(&broker);
+                let shared = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    if let Err(reason) = connection(stream, broker).await {
+                    if let Err(reason) = connection(stream, shared, admitted).await {
                         tracing::info!(%peer, %reason, "closed connection");
                     }
                 });
@@ -52,29 +100,100 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
     }
 }
 
-async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String> {
+/// The length a frame's prefix announces.
+fn announced_len(buf: &[u8]) -> usize {
+    u32::from_le_bytes(buf[..LENGTH_PREFIX_BYTES].try_into().expect("4 bytes")) as usize
+}
+
+async fn connection(
+    stream: TcpStream,
+    shared: Arc<Shared>,
+    _admitted: Admitted,
+) -> Result<(), String> {
+    let limits = &shared.limits;
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(RESPONSES_QUEUED_MAX);
+    let write_timeout = Duration::from_millis(limits.client_write_timeout_ms);
+    // The writer says why it stopped; the reader then stops too, and the
+    // queued responses go with the writer's receiver.
+    let (stopped_tx, mut writer_stopped) = oneshot::channel::<String>();
     let writer = tokio::spawn(async move {
-        // A failed write ends the writer; the reader sees the socket close.
-        let _ = write_frames(&mut wr, &mut rx).await;
+        let why = match write_frames_within(&mut wr, &mut rx, Some(write_timeout)).await {
+            Ok(()) => "the writer finished".to_string(),
+            Err(e) => format!("writing to the client: {e}"),
+        };
+        let _ = stopped_tx.send(why);
     });
+    let stopped = |r: Result<String, oneshot::error::RecvError>| {
+        r.unwrap_or_else(|_| "the writer stopped".to_string())
+    };
+    let idle = Duration::from_millis(limits.connections_max_idle_ms);
+    let frame_timeout = Duration::from_millis(limits.request_read_timeout_ms);
     let in_flight = Arc::new(Semaphore::new(IN_FLIGHT_MAX));
     let mut buf = BytesMut::with_capacity(READ_CHUNK_BYTES);
+    // The frame being read: when its first byte came, and (once its length
+    // is known) its share of the budget.
+    let mut frame_started: Option<Instant> = None;
+    let mut frame_share: Option<OwnedSemaphorePermit> = None;
     let result = loop {
+        if frame_share.is_none() && buf.len() >= LENGTH_PREFIX_BYTES {
+            let len = announced_len(&buf);
+            if len > MAX_REQUEST_FRAME_BYTES {
+                break Err(format!(
+                    "a request frame of {len} bytes is over the limit of {MAX_REQUEST_FRAME_BYTES}"
+                ));
+            }
+            let share = u32::try_from(LENGTH_PREFIX_BYTES + len)
+                .expect("a frame under the limit fits in u32");
+            // Waiting here stops reading this socket until requests
+            // elsewhere finish; the client's stall clock keeps running.
+            let deadline = frame_started.unwrap_or_else(Instant::now) + frame_timeout;
+            tokio::select! {
+                biased;
+                r = &mut writer_stopped => break Err(stopped(r)),
+                p = tokio::time::timeout_at(deadline, Arc::clone(&shared.budget).acquire_many_owned(share)) => match p {
+                    Ok(Ok(p)) => frame_share = Some(p),
+                    Ok(Err(_)) => break Ok(()),
+                    Err(_) => break Err("the broker's request budget stayed full for request_read_timeout_ms".into()),
+                },
+            }
+        }
         let payload = match take_frame(&mut buf, MAX_REQUEST_FRAME_BYTES) {
             Err(e) => break Err(e.to_string()),
             Ok(Some(payload)) => payload,
             Ok(None) => {
+                let deadline = match frame_started {
+                    Some(t) => t + frame_timeout,
+                    None => Instant::now() + idle,
+                };
                 buf.reserve(READ_CHUNK_BYTES);
-                match rd.read_buf(&mut buf).await {
-                    Ok(0) if buf.is_empty() => break Ok(()),
-                    Ok(0) => break Err("connection closed inside a frame".into()),
-                    Ok(_) => continue,
-                    Err(e) => break Err(e.to_string()),
+                tokio::select! {
+                    biased;
+                    r = &mut writer_stopped => break Err(stopped(r)),
+                    read = tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)) => match read {
+                        Err(_) if frame_started.is_some() => {
+                            break Err("a request frame did not arrive whole within request_read_timeout_ms".into())
+                        }
+                        // Idle only with nothing in flight: a parked fetch
+                        // or a produce waiting for its acks is activity.
+                        Err(_) if in_flight.available_permits() == IN_FLIGHT_MAX => {
+                            break Err("idle for connections_max_idle_ms".into())
+                        }
+                        Err(_) => continue,
+                        Ok(Ok(0)) if buf.is_empty() => break Ok(()),
+                        Ok(Ok(0)) => break Err("connection closed inside a frame".into()),
+                        Ok(Ok(_)) => {
+                            frame_started.get_or_insert_with(Instant::now);
+                            continue;
+                        }
+                        Ok(Err(e)) => break Err(e.to_string()),
+                    },
                 }
             }
         };
+        // The next frame, if already begun, starts its clock now.
+        frame_started = (!buf.is_empty()).then(Instant::now);
+        let share = frame_share.take();
         let (header, request) = match decode_request(payload) {
             Ok(r) => r,
             Err(RequestFrameError::Unsupported { header, error }) => {
@@ -89,11 +208,16 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
             }
             Err(RequestFrameError::Malformed(e)) => break Err(format!("malformed request: {e}")),
         };
-        let Ok(permit) = Arc::clone(&in_flight).acquire_owned().await else {
-            break Ok(());
+        let permit = tokio::select! {
+            biased;
+            r = &mut writer_stopped => break Err(stopped(r)),
+            p = Arc::clone(&in_flight).acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break Ok(()),
+            },
         };
         let tx = tx.clone();
-        let broker = Arc::clone(&broker);
+        let broker = Arc::clone(&shared.broker);
         // A produce is staged here, before the next request is read: its
         // proposals are queued in the order the requests arrived, so a
         // client may pipeline produce requests to one partition. The waits
@@ -113,6 +237,8 @@ async fn connection(stream: TcpStream, broker: Arc<Broker>) -> Result<(), String
                     .send(encode_response(header.correlation_id, &response))
                     .await;
             }
+            // The request's bytes count against the budget until here.
+            drop(share);
             drop(permit);
         });
     };

@@ -18,6 +18,7 @@ use rill_client::protocol::{ErrorCode, Request, Response};
 use rill_replication::BrokerId;
 use tokio::sync::Notify;
 
+use crate::limits::ClientLimits;
 use crate::metadata::{BrokerInfo, ClusterImage, MetadataCommand, Outcome};
 use crate::partition::Partition;
 use crate::raft_loop::{NotController, Published, RaftHandle};
@@ -57,6 +58,8 @@ pub struct Broker {
     pub published: Arc<Published>,
     /// Woken whenever a high watermark moves, for parked fetches.
     pub data_arrived: Arc<Notify>,
+    /// What clients may make this broker hold.
+    pub limits: ClientLimits,
     /// Connections to controllers for forwarded admin requests, by
     /// address. Guards the map only; connecting happens outside it.
     forward: Mutex<HashMap<String, Arc<Connection>>>,
@@ -71,6 +74,7 @@ impl Broker {
         raft: RaftHandle,
         published: Arc<Published>,
         data_arrived: Arc<Notify>,
+        limits: ClientLimits,
     ) -> Broker {
         Broker {
             node_id,
@@ -79,6 +83,7 @@ impl Broker {
             raft,
             published,
             data_arrived,
+            limits,
             forward: Mutex::default(),
         }
     }

@@ -23,6 +23,16 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
     socket: &mut W,
     frames: &mut mpsc::Receiver<Vec<Bytes>>,
 ) -> std::io::Result<()> {
+    write_frames_within(socket, frames, None).await
+}
+
+/// As [`write_frames`], but gives up with `TimedOut` when one gathered
+/// write takes longer than `write_timeout` (the peer stopped reading).
+pub async fn write_frames_within<W: AsyncWrite + Unpin>(
+    socket: &mut W,
+    frames: &mut mpsc::Receiver<Vec<Bytes>>,
+    write_timeout: Option<std::time::Duration>,
+) -> std::io::Result<()> {
     let mut parts: VecDeque<Bytes> = VecDeque::new();
     while let Some(frame) = frames.recv().await {
         parts.extend(frame);
@@ -32,7 +42,17 @@ pub async fn write_frames<W: AsyncWrite + Unpin>(
                 Err(_) => break,
             }
         }
-        write_parts(socket, &mut parts).await?;
+        match write_timeout {
+            None => write_parts(socket, &mut parts).await?,
+            Some(t) => tokio::time::timeout(t, write_parts(socket, &mut parts))
+                .await
+                .map_err(|_| {
+                    std::io::Error::new(
+                        std::io::ErrorKind::TimedOut,
+                        format!("a write took longer than {} ms", t.as_millis()),
+                    )
+                })??,
+        }
     }
     socket.flush().await
 }

@@ -106,6 +106,17 @@ impl BrokerProcess {
     pub fn connect(&self) -> Client {
         Client::connect(self.addr)
     }
+
+    /// The broker's resident memory now, bytes (`VmRSS`).
+    pub fn rss_bytes(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
+        let kib: u64 = status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .unwrap();
+        kib * 1024
+    }
 }
 
 impl Drop for BrokerProcess {
