@@ -8,6 +8,8 @@
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
 //! - [`node`]: the groups of one broker and the Ready loop that drives
 //!   them, free of I/O but for the logs' mappings.
+//! - `peer_check`: what a peer's Raft message must satisfy before raft-rs
+//!   takes it (raft-rs aborts on some that break Raft's rules).
 //! - [`transport`]: one TCP connection per broker pair carrying batched
 //!   Raft messages, urgent ones first.
 //! - [`wire`]: rill's own encoding of Raft messages between brokers
@@ -18,6 +20,7 @@ pub mod error;
 pub mod ids;
 pub mod logger;
 pub mod node;
+mod peer_check;
 pub mod state;
 pub mod storage;
 pub mod transport;
