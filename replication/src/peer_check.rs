@@ -32,9 +32,10 @@
 //!   earlier than the committed entry's, and its log start no lower than
 //!   this replica's high watermark (what committed here is in the
 //!   snapshot: the high watermark never moves back).
-//! - `MsgAppendResponse` to the leader, in its term: an acknowledgement
-//!   past the leader's last index is refused (it would count entries that
-//!   do not exist towards a commit).
+//! - `MsgAppendResponse` to the leader, in its term: an index or a
+//!   rejection's hint past the leader's last index is refused (an
+//!   acknowledgement would count entries that do not exist towards a
+//!   commit; raft-rs adds 1 to the hint unchecked).
 //!
 //! Heartbeats carry a commit index that may lie past the log of an
 //! `fsync=false` replica after a machine crash: that is a hint, clamped in
@@ -202,12 +203,18 @@ fn same_members(a: &ConfState, b: &ConfState) -> bool {
 }
 
 fn check_append_response(raft: &Raft<ReplicaLog>, m: &Message) -> Result<(), String> {
+    if raft.state != StateRole::Leader || m.term != raft.term {
+        // raft-rs drops it unread.
+        return Ok(());
+    }
+    // A follower answers about positions of this leader's log: the index
+    // it was sent (or its commit index, or its snapshot's, all in this
+    // log), and on a rejection a hint no greater than that index.
     let last = raft.raft_log.last_index();
-    let counted = raft.state == StateRole::Leader && m.term == raft.term && !m.reject;
-    if counted && m.index > last {
+    if m.index > last || (m.reject && m.reject_hint > last) {
         return Err(format!(
-            "acknowledges index {}, past this leader's last index {last}",
-            m.index
+            "answers about index {} (hint {}), past this leader's last index {last}",
+            m.index, m.reject_hint
         ));
     }
     Ok(())

@@ -420,7 +420,7 @@ fn elected_leader(dir: &std::path::Path) -> (Node, u64) {
 }
 
 #[test]
-fn leader_refuses_acknowledgements_past_its_log_and_read_index_requests() {
+fn leader_refuses_answers_past_its_log_and_read_index_requests() {
     let dir = tempfile::tempdir().unwrap();
     let (mut leader, term) = elected_leader(dir.path());
     let last = leader.status(GROUP).unwrap().last_index.get();
@@ -434,8 +434,20 @@ fn leader_refuses_acknowledgements_past_its_log_and_read_index_requests() {
     snapshot_request.reject = true;
     snapshot_request.index = last;
     snapshot_request.request_snapshot = last;
+    // raft-rs probes broker 3 (sent the entries after `last - 1` when the
+    // leader was elected) again from the hint plus one, unchecked.
+    let mut hint_past_the_log = to_leader(MessageType::MsgAppendResponse, term);
+    hint_past_the_log.from = 3;
+    hint_past_the_log.reject = true;
+    hint_past_the_log.index = last - 1;
+    hint_past_the_log.log_term = term;
+    hint_past_the_log.reject_hint = u64::MAX;
     for (what, m) in [
         ("an acknowledgement past the leader's log", past_the_log),
+        (
+            "a rejection hinting past the leader's log",
+            hint_past_the_log,
+        ),
         ("a read-index request", read_index),
         ("a snapshot request", snapshot_request),
     ] {
