@@ -19,7 +19,7 @@ use rill_client::protocol::ErrorCode;
 use rill_replication::{BrokerId, GroupId};
 use serde::{Deserialize, Serialize};
 
-use crate::topics::{PARTITIONS_MAX, TopicConfig, validate_topic_name};
+use crate::topics::{PARTITIONS_MAX, TopicConfig, validate_topic_id, validate_topic_name};
 
 /// Largest encoded command, bytes.
 pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
@@ -162,13 +162,19 @@ impl ClusterImage {
             }
             MetadataCommand::CreateTopic {
                 name,
+                id,
                 partitions,
                 replication_factor,
                 configs,
-                ..
             } => {
                 if let Err(m) = validate_topic_name(name) {
                     return Outcome::Refused(ErrorCode::InvalidTopic, m);
+                }
+                // The id names the topic's directories on every broker:
+                // checked here, as the command is applied, so that every
+                // broker refuses the same commands whoever proposed them.
+                if let Err(m) = validate_topic_id(id) {
+                    return Outcome::Refused(ErrorCode::InvalidRequest, m);
                 }
                 if *partitions == 0 || *partitions > PARTITIONS_MAX {
                     return Outcome::Refused(
@@ -280,7 +286,7 @@ mod tests {
     fn create(name: &str, partitions: u32, rf: u16) -> MetadataCommand {
         MetadataCommand::CreateTopic {
             name: name.into(),
-            id: format!("id-{name}"),
+            id: uuid::Uuid::new_v4().to_string(),
             partitions,
             replication_factor: rf,
             configs: vec![],
@@ -357,5 +363,39 @@ mod tests {
             ErrorCode::InvalidRequest
         );
         assert!(MetadataCommand::decode(b"{not json").is_none());
+    }
+
+    #[test]
+    fn a_topic_id_that_is_not_a_canonical_uuid_is_refused_on_apply() {
+        let with_id = |id: &str| MetadataCommand::CreateTopic {
+            name: "orders".into(),
+            id: id.into(),
+            partitions: 1,
+            replication_factor: 1,
+            configs: vec![],
+        };
+        for bad in [
+            "../../../etc",
+            "id-orders",
+            "0B1F7A52-39A6-4C2F-9F0E-1D2C3B4A5968",
+            "0b1f7a5239a64c2f9f0e1d2c3b4a5968",
+        ] {
+            let mut image = ClusterImage::new(vec![BrokerId(1)]);
+            let before = image.clone();
+            // The command as it comes out of the controller's log.
+            let cmd = MetadataCommand::decode(&with_id(bad).encode()).expect("decodes");
+            assert!(
+                matches!(
+                    image.apply(&cmd),
+                    Outcome::Refused(ErrorCode::InvalidRequest, _)
+                ),
+                "{bad:?}"
+            );
+            assert_eq!(image, before, "{bad:?}: nothing applied");
+        }
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        let good = "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968";
+        assert_eq!(image.apply(&with_id(good)), Outcome::Done);
+        assert_eq!(image.topics["orders"].id, good);
     }
 }

@@ -895,13 +895,6 @@ impl RaftLoop {
                     if message.to != self.me().get() || message.from != inbound.from.get() {
                         continue;
                     }
-                    // An authenticated broker still speaks only for the
-                    // groups it is a member of: another group's replicas
-                    // would otherwise take its votes and appends.
-                    if self.node.has_group(group) && !self.node.is_member(group, inbound.from) {
-                        tracing::warn!(%group, peer = %inbound.from, "a message from a broker that is not a member of the group; dropped");
-                        continue;
-                    }
                     if let Some(data) = rill_replication::forward::forwarded_data(&message) {
                         self.take_forwarded(group, inbound.from, data);
                         continue;
@@ -910,11 +903,17 @@ impl RaftLoop {
                     // the leader retries once this broker has applied the
                     // metadata that creates it. An append with an invalid
                     // entry is dropped too, and its leader sends it again;
-                    // it says something is wrong on the way, so it is told.
-                    if let Err(e @ ReplicationError::RefusedEntry { .. }) =
-                        self.node.step(group, message)
-                    {
-                        tracing::warn!(%group, peer = %inbound.from, error = %e, "refused a peer's append");
+                    // so is a message that breaks Raft's rules, which raft-rs
+                    // never sees. Either says something is wrong on the way
+                    // or at the peer, so it is told.
+                    match self.node.step(group, message) {
+                        Err(e @ ReplicationError::RefusedEntry { .. }) => {
+                            tracing::warn!(%group, peer = %inbound.from, error = %e, "refused a peer's append");
+                        }
+                        Err(e @ ReplicationError::RefusedMessage { .. }) => {
+                            tracing::warn!(%group, peer = %inbound.from, error = %e, "refused a peer's message");
+                        }
+                        _ => {}
                     }
                 }
             }

@@ -40,6 +40,19 @@ pub fn validate_topic_name(name: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// Whether `id` is a topic id as this broker makes them: a UUID in its
+/// canonical form (hyphenated, lowercase). An id names directories and
+/// files, so nothing else may become one: a canonical UUID holds no `/`,
+/// no `..`, and one topic has one spelling.
+pub fn validate_topic_id(id: &str) -> Result<(), String> {
+    match uuid::Uuid::parse_str(id) {
+        Ok(u) if u.hyphenated().to_string() == id => Ok(()),
+        _ => Err(format!(
+            "topic id {id:?} is not a canonical UUID (hyphenated, lowercase)"
+        )),
+    }
+}
+
 /// A topic's settings, from its `key=value` configs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct TopicConfig {
@@ -171,6 +184,7 @@ fn sync_dir(dir: &Path) -> std::io::Result<()> {
 impl TopicMeta {
     /// Writes the metadata file atomically and durably.
     pub fn store(&self, data_dir: &Path) -> anyhow::Result<()> {
+        validate_topic_id(&self.id).map_err(anyhow::Error::msg)?;
         let dir = meta_dir(data_dir);
         std::fs::create_dir_all(&dir)?;
         let text = toml::to_string(self)?;
@@ -186,13 +200,16 @@ impl TopicMeta {
     /// Removes the metadata file durably: from then on the topic is gone,
     /// whatever happens to its partition directories.
     pub fn remove(&self, data_dir: &Path) -> anyhow::Result<()> {
+        validate_topic_id(&self.id).map_err(anyhow::Error::msg)?;
         let dir = meta_dir(data_dir);
         std::fs::remove_file(dir.join(format!("{}.toml", self.id)))?;
         sync_dir(&dir)?;
         Ok(())
     }
 
-    /// Every topic stored under `data_dir`.
+    /// Every topic stored under `data_dir`. A file whose id is not a
+    /// canonical UUID, or is not the one its name says, fails the load:
+    /// its id would name the topic's directories.
     pub fn load_all(data_dir: &Path) -> anyhow::Result<Vec<TopicMeta>> {
         let dir = meta_dir(data_dir);
         let mut out = Vec::new();
@@ -205,6 +222,11 @@ impl TopicMeta {
                 let text = std::fs::read_to_string(&path)?;
                 let meta: TopicMeta = toml::from_str(&text)
                     .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                validate_topic_id(&meta.id)
+                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+                if path.file_stem() != Some(std::ffi::OsStr::new(&meta.id)) {
+                    anyhow::bail!("{}: holds topic id {:?}", path.display(), meta.id);
+                }
                 out.push(meta);
             } else if path.extension().is_some_and(|e| e == "tmp") {
                 // A creation that crashed before its rename never happened.
@@ -248,6 +270,57 @@ mod tests {
         assert_eq!(TopicMeta::load_all(dir.path()).unwrap(), vec![meta.clone()]);
         meta.remove(dir.path()).unwrap();
         assert!(TopicMeta::load_all(dir.path()).unwrap().is_empty());
+    }
+
+    #[test]
+    fn only_canonical_uuids_are_topic_ids() {
+        assert!(validate_topic_id("0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968").is_ok());
+        for bad in [
+            "",
+            "..",
+            "../../etc",
+            "a/b",
+            "id-orders",
+            "0B1F7A52-39A6-4C2F-9F0E-1D2C3B4A5968",
+            "0b1f7a5239a64c2f9f0e1d2c3b4a5968",
+            "{0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968}",
+            "urn:uuid:0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968",
+            "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968/..",
+        ] {
+            assert!(validate_topic_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn loading_refuses_a_metadata_file_whose_id_is_not_a_uuid() {
+        let dir = tempfile::tempdir().unwrap();
+        let meta_dir = meta_dir(dir.path());
+        std::fs::create_dir_all(&meta_dir).unwrap();
+        let meta = TopicMeta {
+            name: "orders".into(),
+            id: "../../escape".into(),
+            partitions: 1,
+            first_group: 1,
+            config: TopicConfig::default(),
+            overrides: BTreeMap::new(),
+        };
+        assert!(meta.store(dir.path()).is_err(), "never written");
+        std::fs::write(meta_dir.join("x.toml"), toml::to_string(&meta).unwrap()).unwrap();
+        let err = TopicMeta::load_all(dir.path()).unwrap_err();
+        assert!(err.to_string().contains("not a canonical UUID"), "{err}");
+
+        // A valid id under another file's name is refused too.
+        let id = "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968";
+        std::fs::write(
+            meta_dir.join("x.toml"),
+            toml::to_string(&TopicMeta {
+                id: id.into(),
+                ..meta
+            })
+            .unwrap(),
+        )
+        .unwrap();
+        assert!(TopicMeta::load_all(dir.path()).is_err());
     }
 
     #[test]

@@ -78,6 +78,18 @@ pub enum ReplicationError {
         #[source]
         source: Box<ReplicationError>,
     },
+    /// A peer's message that breaks Raft's rules, or that this replica
+    /// could not take without aborting (raft-rs panics on some of them):
+    /// refused before raft-rs saw it, and nothing of it was taken.
+    #[error("group {group}: refused a message from broker {from}: {reason}")]
+    RefusedMessage {
+        /// The group it was for.
+        group: GroupId,
+        /// The broker it claims to come from.
+        from: BrokerId,
+        /// What is wrong with it.
+        reason: String,
+    },
 }
 
 impl From<LogError> for ReplicationError {

@@ -12,6 +12,8 @@
 //!   it (broker registrations), checked by the leader's broker first.
 //! - [`handshake`]: how two brokers prove to each other that they hold the
 //!   cluster secret before any Raft frame crosses their connection.
+//! - `peer_check`: what a peer's Raft message must satisfy before raft-rs
+//!   takes it (raft-rs aborts on some that break Raft's rules).
 //! - [`transport`]: one TCP connection per broker pair carrying batched
 //!   Raft messages, urgent ones first.
 //! - [`wire`]: rill's own encoding of Raft messages between brokers
@@ -24,6 +26,7 @@ pub mod handshake;
 pub mod ids;
 pub mod logger;
 pub mod node;
+mod peer_check;
 pub mod state;
 pub mod storage;
 pub mod transport;

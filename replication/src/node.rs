@@ -599,16 +599,6 @@ impl Node {
         self.groups.contains_key(&group)
     }
 
-    /// Whether `broker` is a voter or learner of `group` as this replica
-    /// knows the group's configuration: the only peers whose messages the
-    /// group may take. False when the group is not here.
-    pub fn is_member(&self, group: GroupId, broker: BrokerId) -> bool {
-        self.groups.get(&group).is_some_and(|r| {
-            let conf = r.raw.raft.prs().conf();
-            conf.voters().contains(broker.get()) || conf.learners().contains(&broker.get())
-        })
-    }
-
     /// Whether any group has a Ready to handle (the caller need not wait
     /// for input before the next round).
     pub fn has_ready(&self) -> bool {
@@ -629,25 +619,39 @@ impl Node {
     }
 
     /// Hands a message from a peer to its group. A message for a group not
-    /// here is refused (the sender learns of it from the controller).
+    /// here is refused (the sender learns of it from the controller), and
+    /// so is one that breaks Raft's rules or that raft-rs could not take
+    /// without aborting ([`ReplicationError::RefusedMessage`]; see
+    /// `peer_check`): what a peer sends never stops this broker.
     pub fn step(&mut self, group: GroupId, message: Message) -> Result<(), ReplicationError> {
         let r = self
             .groups
             .get_mut(&group)
             .ok_or(ReplicationError::UnknownGroup(group))?;
         let mut message = message;
-        match message.get_msg_type() {
-            // Proposals enter through `propose` only, validated; local
-            // messages (campaign, beat, reports) never come from a peer,
-            // and raft-rs would take a term-0 one as a local command.
+        // Proposals enter through `propose` only, validated; local messages
+        // (campaign, beat, reports) never come from a peer, and raft-rs
+        // would take a term-0 one as a local command.
+        let local = matches!(
+            message.get_msg_type(),
             MessageType::MsgPropose
-            | MessageType::MsgHup
-            | MessageType::MsgBeat
-            | MessageType::MsgUnreachable
-            | MessageType::MsgSnapStatus
-            | MessageType::MsgCheckQuorum => {
-                return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
-            }
+                | MessageType::MsgHup
+                | MessageType::MsgBeat
+                | MessageType::MsgUnreachable
+                | MessageType::MsgSnapStatus
+                | MessageType::MsgCheckQuorum
+        );
+        if local || message.term == 0 {
+            return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
+        }
+        crate::peer_check::check(&r.raw.raft, self.config.id, r.high_watermark, &message).map_err(
+            |reason| ReplicationError::RefusedMessage {
+                group,
+                from: BrokerId(message.from),
+                reason,
+            },
+        )?;
+        match message.get_msg_type() {
             // An append's entries are checked before raft-rs takes them:
             // once in its log, a bad one could only fail the group when
             // written. Refused whole, the leader sends them again.
@@ -670,9 +674,6 @@ impl Node {
                 message.commit = message.commit.min(last);
             }
             _ => {}
-        }
-        if message.term == 0 {
-            return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
         }
         r.raw.step(message)?;
         Ok(())

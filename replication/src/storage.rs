@@ -58,7 +58,8 @@ pub fn snapshot_data(next_offset: Offset) -> Bytes {
     Bytes::copy_from_slice(&next_offset.get().to_le_bytes())
 }
 
-fn snapshot_next_offset(data: &[u8]) -> Option<Offset> {
+/// The log start offset a snapshot's data holds, if it holds one.
+pub(crate) fn snapshot_next_offset(data: &[u8]) -> Option<Offset> {
     Some(Offset(u64::from_le_bytes(data.try_into().ok()?)))
 }
 

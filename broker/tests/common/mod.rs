@@ -301,12 +301,25 @@ pub fn read_from(
     client: &mut Client,
     topic: &str,
     partition: u32,
-    mut offset: u64,
+    offset: u64,
 ) -> Vec<(u64, String)> {
+    try_read_from(client, topic, partition, offset)
+        .unwrap_or_else(|error| panic!("fetch error {error:?}"))
+}
+
+/// As [`read_from`], or the error of the first fetch that failed.
+pub fn try_read_from(
+    client: &mut Client,
+    topic: &str,
+    partition: u32,
+    mut offset: u64,
+) -> Result<Vec<(u64, String)>, ErrorCode> {
     let mut out = Vec::new();
     loop {
         let f = client.fetch(topic, partition, offset, 0);
-        assert!(f.error.is_ok(), "fetch error {:?}", f.error);
+        if !f.error.is_ok() {
+            return Err(f.error);
+        }
         let mut got = false;
         for chunk in &f.records {
             for b in rill_storage::Batches::new(chunk.clone(), usize::MAX) {
@@ -324,7 +337,7 @@ pub fn read_from(
             }
         }
         if !got {
-            return out;
+            return Ok(out);
         }
     }
 }

@@ -1,0 +1,490 @@
+//! A peer's Raft message is checked against the replica before raft-rs
+//! takes it: raft-rs 0.7 trusts its peers and aborts on a message that
+//! breaks Raft's rules (an entry conflicting with a committed one, a gap in
+//! an append, a commit past the log, a snapshot it cannot restore), which
+//! took the whole broker down. Each such message is refused with
+//! [`ReplicationError::RefusedMessage`], raft-rs never sees it, and the
+//! group goes on serving its real leader.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod helpers;
+
+use std::sync::Arc;
+
+use helpers::{data_batch, data_entry, small_config, voters_123};
+use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
+use rill_replication::state::{MemoryStateStore, ReplicaState};
+use rill_replication::storage::snapshot_data;
+use rill_replication::{
+    BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, ReplicationError, SyncJob,
+};
+use rill_storage::{ManualClock, Offset, RaftIndex};
+
+const GROUP: GroupId = GroupId(1);
+
+/// Broker `me`'s node with one `fsync=true` group of voters 1, 2 and 3.
+fn node(me: u64, dir: &std::path::Path) -> Node {
+    let mut node = Node::new(
+        NodeConfig::new(BrokerId(me)),
+        Arc::new(ManualClock::new(1_000_000)),
+    );
+    node.add_group(ReplicaSpec {
+        group: GROUP,
+        dir,
+        log_config: small_config(),
+        fsync: true,
+        store: Box::new(MemoryStateStore::default()),
+        state: ReplicaState::initial(voters_123()),
+    })
+    .unwrap();
+    node
+}
+
+/// Runs rounds, syncing everything, until the node has nothing left to do.
+/// Returns what it sent and what happened.
+fn settle(node: &mut Node) -> (Vec<Outgoing>, Vec<Event>) {
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let mut jobs: Vec<SyncJob> = Vec::new();
+        let mut round = node.start_round(&mut out, &mut events);
+        if round.is_empty() {
+            break;
+        }
+        node.write_round(&mut round, &mut jobs, &mut events);
+        let batch = node.defer_syncs(&mut round, &mut jobs);
+        let results = jobs.into_iter().map(SyncJob::run).collect();
+        node.finish_round(round, results, &mut out, &mut events);
+        node.complete_syncs(batch.run(), &mut out, &mut events);
+    }
+    (out, events)
+}
+
+/// `from`'s append to broker 2 in `term`: `entries` after the entry at
+/// `index` of term `log_term`, with the sender's commit index `commit`.
+fn append_from(
+    from: u64,
+    term: u64,
+    (index, log_term): (u64, u64),
+    entries: Vec<Entry>,
+    commit: u64,
+) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgAppend);
+    m.from = from;
+    m.to = 2;
+    m.term = term;
+    m.index = index;
+    m.log_term = log_term;
+    m.commit = commit;
+    m.set_entries(entries.into());
+    m
+}
+
+/// A case of a refused append: what is wrong, and the message's term,
+/// position after which it appends, and entries.
+type AppendCase = (&'static str, u64, (u64, u64), Vec<Entry>);
+
+/// A data entry at `index` of `term`, holding two records.
+fn entry(index: u64, term: u64) -> Entry {
+    data_entry(index, term, &data_batch(index, 2))
+}
+
+/// The indexes acknowledged by the accepted append responses in `out`.
+fn acknowledged(out: &[Outgoing]) -> Vec<u64> {
+    out.iter()
+        .filter(|o| o.message.get_msg_type() == MessageType::MsgAppendResponse)
+        .filter(|o| !o.message.reject)
+        .map(|o| o.message.index)
+        .collect()
+}
+
+/// Follower 2 of leader 1 (term 1) with entries 1 to 3 written, synced and
+/// committed.
+fn follower_with_three_committed(dir: &std::path::Path) -> Node {
+    let mut follower = node(2, dir);
+    let entries = (1..=3).map(|i| entry(i, 1)).collect();
+    follower
+        .step(GROUP, append_from(1, 1, (0, 0), entries, 3))
+        .unwrap();
+    let (out, events) = settle(&mut follower);
+    assert_eq!(acknowledged(&out), vec![3]);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Committed { index, .. } if index.get() == 3)),
+        "entries 1 to 3 committed: {events:?}"
+    );
+    follower
+}
+
+/// Asserts that `result` is a refusal of a peer's message, and that
+/// raft-rs never saw the message: no Ready, nothing said.
+fn assert_refused(follower: &mut Node, result: Result<(), ReplicationError>, what: &str) {
+    let err = result.expect_err(what);
+    assert!(
+        matches!(err, ReplicationError::RefusedMessage { group: GROUP, .. }),
+        "{what}: {err}"
+    );
+    let (out, events) = settle(follower);
+    assert!(out.is_empty(), "{what}: raft-rs never saw it, got {out:?}");
+    assert!(events.is_empty(), "{what}: {events:?}");
+}
+
+/// Asserts that the follower still serves leader 1 in term 1: the next
+/// entry is taken, synced and acknowledged, and nothing failed.
+fn assert_serves_leader_1(follower: &mut Node, next: u64) {
+    follower
+        .step(
+            GROUP,
+            append_from(1, 1, (next - 1, 1), vec![entry(next, 1)], next),
+        )
+        .unwrap();
+    let (out, events) = settle(follower);
+    assert_eq!(acknowledged(&out), vec![next]);
+    assert!(
+        !events.iter().any(|e| matches!(e, Event::Failed { .. })),
+        "no group failed: {events:?}"
+    );
+    let status = follower.status(GROUP).unwrap();
+    assert_eq!(status.leader, Some(BrokerId(1)));
+    assert_eq!(
+        status.term.get(),
+        1,
+        "the refused messages' term was never taken"
+    );
+    assert_eq!(status.last_index, RaftIndex(next));
+    assert_eq!(status.commit, RaftIndex(next));
+}
+
+#[test]
+fn forged_append_conflicting_with_a_committed_entry_is_refused_not_fatal() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_with_three_committed(dir.path());
+
+    // Voter 3, in a higher term, claims index 3 (committed, term 1) holds
+    // a term-2 entry. raft-rs 0.7 aborts on it ("entry 3 conflict with
+    // committed entry 3"), and the broker with it, at every restart.
+    let forged = append_from(3, 2, (3, 1), vec![entry(3, 2)], 3);
+    let result = follower.step(GROUP, forged);
+    assert_refused(&mut follower, result, "an entry at the committed index");
+
+    // The same claim made consistently (after index 2) is refused too: a
+    // committed entry is final.
+    let forged = append_from(3, 2, (2, 1), vec![entry(3, 2), entry(4, 2)], 4);
+    let result = follower.step(GROUP, forged);
+    assert_refused(&mut follower, result, "a committed entry replaced");
+
+    // And so is a claim that the committed entry before the append has
+    // another term.
+    let forged = append_from(3, 2, (3, 2), vec![entry(4, 2)], 4);
+    let result = follower.step(GROUP, forged);
+    assert_refused(&mut follower, result, "a committed entry's term denied");
+
+    assert_serves_leader_1(&mut follower, 4);
+}
+
+#[test]
+fn append_with_non_consecutive_entries_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_with_three_committed(dir.path());
+
+    let cases: [(&str, (u64, u64), Vec<Entry>); 4] = [
+        ("a gap after the index", (3, 1), vec![entry(5, 1)]),
+        (
+            "a gap between entries",
+            (3, 1),
+            vec![entry(4, 1), entry(6, 1)],
+        ),
+        ("an entry repeated", (3, 1), vec![entry(4, 1), entry(4, 1)]),
+        (
+            "entries out of order",
+            (3, 1),
+            vec![entry(5, 1), entry(4, 1)],
+        ),
+    ];
+    for (what, after, entries) in cases {
+        let result = follower.step(GROUP, append_from(1, 1, after, entries, 3));
+        assert_refused(&mut follower, result, what);
+    }
+    // Indexes that would overflow.
+    let result = follower.step(
+        GROUP,
+        append_from(1, 1, (u64::MAX, 1), vec![entry(0, 1)], 3),
+    );
+    assert_refused(&mut follower, result, "an index past u64::MAX");
+
+    assert_serves_leader_1(&mut follower, 4);
+}
+
+#[test]
+fn append_whose_terms_break_raft_ordering_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_with_three_committed(dir.path());
+
+    let cases: [AppendCase; 5] = [
+        (
+            "an entry term above the message's",
+            1,
+            (3, 1),
+            vec![entry(4, 2)],
+        ),
+        (
+            "entry terms going down",
+            2,
+            (3, 1),
+            vec![entry(4, 2), entry(5, 1)],
+        ),
+        (
+            "an entry term below the previous entry's",
+            2,
+            (3, 2),
+            vec![entry(4, 1)],
+        ),
+        // raft-rs reads a term of 0 past its log: it would take this
+        // append as matching, and abort on the gap it leaves.
+        (
+            "term 0 for an index past the log",
+            1,
+            (9, 0),
+            vec![entry(10, 1)],
+        ),
+        // ... and take this entry as present, then commit past its log.
+        ("an entry of term 0", 1, (3, 1), vec![entry(4, 0)]),
+    ];
+    for (what, term, after, entries) in cases {
+        let result = follower.step(GROUP, append_from(1, term, after, entries, 4));
+        assert_refused(&mut follower, result, what);
+    }
+
+    assert_serves_leader_1(&mut follower, 4);
+}
+
+#[test]
+fn message_not_addressed_here_or_not_from_another_member_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_with_three_committed(dir.path());
+
+    let mut to_other = append_from(1, 1, (3, 1), vec![entry(4, 1)], 4);
+    to_other.to = 3;
+    let mut from_stranger = append_from(1, 1, (3, 1), vec![entry(4, 1)], 4);
+    from_stranger.from = 9;
+    let mut from_itself = append_from(1, 1, (3, 1), vec![entry(4, 1)], 4);
+    from_itself.from = 2;
+    let mut read_index = Message::default();
+    read_index.set_msg_type(MessageType::MsgReadIndex);
+    read_index.from = 1;
+    read_index.to = 2;
+    read_index.term = 1;
+    for (what, m) in [
+        ("addressed to another broker", to_other),
+        ("from a broker outside the group", from_stranger),
+        ("from this broker itself", from_itself),
+        ("a read-index request, which rill never sends", read_index),
+    ] {
+        let result = follower.step(GROUP, m);
+        assert_refused(&mut follower, result, what);
+    }
+
+    assert_serves_leader_1(&mut follower, 4);
+}
+
+/// `from`'s snapshot for broker 2, in `term`, at `index` of `snap_term`,
+/// of `members`, whose log restarts at offset `next_offset`.
+fn snapshot_from(
+    from: u64,
+    term: u64,
+    (index, snap_term): (u64, u64),
+    members: ConfState,
+    next_offset: u64,
+) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(MessageType::MsgSnapshot);
+    m.from = from;
+    m.to = 2;
+    m.term = term;
+    let mut meta = SnapshotMetadata {
+        index,
+        term: snap_term,
+        ..SnapshotMetadata::default()
+    };
+    meta.set_conf_state(members);
+    let mut snap = Snapshot {
+        data: snapshot_data(Offset(next_offset)),
+        ..Snapshot::default()
+    };
+    snap.set_metadata(meta);
+    m.set_snapshot(snap);
+    m
+}
+
+#[test]
+fn snapshot_that_cannot_be_restored_consistently_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = follower_with_three_committed(dir.path());
+    // Entries 1 to 3 hold two records each: the high watermark is 6.
+    let members = voters_123().to_raft();
+    let both_voter_and_learner = ConfState {
+        voters: vec![1, 2, 3],
+        learners: vec![3],
+        ..ConfState::default()
+    };
+    let other_members = ConfState {
+        voters: vec![1, 2, 4],
+        ..ConfState::default()
+    };
+    let mut bad_data = snapshot_from(1, 1, (10, 1), members.clone(), 100);
+    bad_data.mut_snapshot().data = bytes::Bytes::from_static(b"not an offset");
+    let mut no_snapshot = snapshot_from(1, 1, (10, 1), members.clone(), 100);
+    no_snapshot.clear_snapshot();
+    for (what, m) in [
+        (
+            "a membership raft-rs cannot restore",
+            snapshot_from(1, 1, (10, 1), both_voter_and_learner, 100),
+        ),
+        (
+            "another membership",
+            snapshot_from(1, 1, (10, 1), other_members, 100),
+        ),
+        (
+            "a log start below the high watermark",
+            snapshot_from(1, 1, (10, 1), members.clone(), 2),
+        ),
+        (
+            "a snapshot term above the message's",
+            snapshot_from(1, 1, (10, 2), members.clone(), 100),
+        ),
+        (
+            "a snapshot term of 0",
+            snapshot_from(1, 1, (10, 0), members.clone(), 100),
+        ),
+        ("data that is not a log start", bad_data),
+        ("no snapshot at all", no_snapshot),
+    ] {
+        let result = follower.step(GROUP, m);
+        assert_refused(&mut follower, result, what);
+    }
+    assert_serves_leader_1(&mut follower, 4);
+
+    // A consistent one is installed.
+    follower
+        .step(GROUP, snapshot_from(1, 1, (10, 1), members, 100))
+        .unwrap();
+    let (out, events) = settle(&mut follower);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Restored { index, .. } if index.get() == 10)),
+        "{events:?}"
+    );
+    assert_eq!(acknowledged(&out), vec![10]);
+}
+
+/// A message of `kind` from broker 2 to broker 1 in `term`.
+fn to_leader(kind: MessageType, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(kind);
+    m.from = 2;
+    m.to = 1;
+    m.term = term;
+    m
+}
+
+/// Broker 1 as the leader of the group, elected by broker 2's votes, its
+/// first entry (the new term's no-op) acknowledged by broker 2 and
+/// committed. Returns it and its term.
+fn elected_leader(dir: &std::path::Path) -> (Node, u64) {
+    let mut leader = node(1, dir);
+    leader.campaign(GROUP).unwrap();
+    for vote in [
+        MessageType::MsgRequestPreVoteResponse,
+        MessageType::MsgRequestVoteResponse,
+    ] {
+        let (out, _) = settle(&mut leader);
+        let asked = out
+            .iter()
+            .find(|o| o.to == BrokerId(2))
+            .expect("a vote asked of broker 2");
+        leader
+            .step(GROUP, to_leader(vote, asked.message.term))
+            .unwrap();
+    }
+    settle(&mut leader);
+    let status = leader.status(GROUP).unwrap();
+    assert_eq!(status.leader, Some(BrokerId(1)));
+    let mut ack = to_leader(MessageType::MsgAppendResponse, status.term.get());
+    ack.index = status.last_index.get();
+    leader.step(GROUP, ack).unwrap();
+    settle(&mut leader);
+    assert_eq!(leader.status(GROUP).unwrap().commit, status.last_index);
+    (leader, status.term.get())
+}
+
+#[test]
+fn leader_refuses_answers_past_its_log_and_read_index_requests() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, term) = elected_leader(dir.path());
+    let last = leader.status(GROUP).unwrap().last_index.get();
+
+    let mut past_the_log = to_leader(MessageType::MsgAppendResponse, term);
+    past_the_log.index = last + 100;
+    // raft-rs 0.7 reads the first entry of a read-index request without
+    // looking: an empty one aborts it.
+    let read_index = to_leader(MessageType::MsgReadIndex, term);
+    let mut snapshot_request = to_leader(MessageType::MsgAppendResponse, term);
+    snapshot_request.reject = true;
+    snapshot_request.index = last;
+    snapshot_request.request_snapshot = last;
+    // raft-rs probes broker 3 (sent the entries after `last - 1` when the
+    // leader was elected) again from the hint plus one, unchecked.
+    let mut hint_past_the_log = to_leader(MessageType::MsgAppendResponse, term);
+    hint_past_the_log.from = 3;
+    hint_past_the_log.reject = true;
+    hint_past_the_log.index = last - 1;
+    hint_past_the_log.log_term = term;
+    hint_past_the_log.reject_hint = u64::MAX;
+    for (what, m) in [
+        ("an acknowledgement past the leader's log", past_the_log),
+        (
+            "a rejection hinting past the leader's log",
+            hint_past_the_log,
+        ),
+        ("a read-index request", read_index),
+        ("a snapshot request", snapshot_request),
+    ] {
+        let err = leader.step(GROUP, m).expect_err(what);
+        assert!(
+            matches!(err, ReplicationError::RefusedMessage { .. }),
+            "{what}: {err}"
+        );
+        let status = leader.status(GROUP).unwrap();
+        assert_eq!(
+            status.matched,
+            vec![
+                (BrokerId(1), RaftIndex(last)),
+                (BrokerId(2), RaftIndex(last)),
+                (BrokerId(3), RaftIndex(0)),
+            ],
+            "{what}: no match index moved"
+        );
+    }
+
+    // The leader goes on: a proposal commits with broker 2's acknowledgement.
+    let batch = rill_replication::CheckedBatch::new(
+        bytes::Bytes::from(data_batch(1, 2)),
+        small_config().max_batch_bytes,
+    )
+    .unwrap()
+    .expect("a data batch");
+    let proposed = leader.propose(GROUP, batch).unwrap();
+    settle(&mut leader);
+    let mut ack = to_leader(MessageType::MsgAppendResponse, term);
+    ack.index = proposed.index.get();
+    leader.step(GROUP, ack).unwrap();
+    let (_, events) = settle(&mut leader);
+    assert!(
+        events
+            .iter()
+            .any(|e| matches!(e, Event::Committed { index, .. } if *index == proposed.index)),
+        "{events:?}"
+    );
+}
