@@ -99,6 +99,11 @@ pub struct Partition {
 fn storage_error(e: &LogError) -> ErrorCode {
     match e {
         LogError::Batch(BatchError::TooLarge { .. }) => ErrorCode::RecordTooLarge,
+        // Not `CorruptMessage`, which is retriable: these bytes arrived
+        // intact and will be refused again.
+        LogError::Batch(
+            BatchError::SparseOffsets { .. } | BatchError::OffsetDeltaOutOfSequence { .. },
+        ) => ErrorCode::InvalidRecord,
         LogError::Batch(_) => ErrorCode::CorruptMessage,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         _ => ErrorCode::StorageError,

@@ -1,0 +1,51 @@
+//! What a producer or an admin can make a broker hold is bounded: a batch
+//! takes one offset per record, record timestamps stay near the broker's
+//! clock, topic configs stay within their ranges, and no broker hosts more
+//! partition replicas than its setting allows. Each refusal is a typed error
+//! with a message, and the broker keeps serving afterwards.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use bytes::Bytes;
+use common::{BrokerProcess, batch, read_all, values};
+use rill_client::protocol::ErrorCode;
+use rill_storage::batch::{BatchHeader, compute_crc};
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// `bytes` with its header rewritten by `edit` and its CRC made to match,
+/// as a hostile producer would send it.
+fn resealed(bytes: &Bytes, edit: impl FnOnce(&mut BatchHeader)) -> Bytes {
+    let mut out = bytes.to_vec();
+    let mut header = BatchHeader::decode(&out).unwrap();
+    edit(&mut header);
+    header.encode_into(&mut out);
+    header.crc = compute_crc(&out);
+    header.encode_into(&mut out);
+    Bytes::from(out)
+}
+
+#[test]
+fn produce_refuses_a_batch_claiming_more_offsets_than_records_and_keeps_serving() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("t", 1, &[]).error, ErrorCode::None);
+    let good = batch(&values(0..3), now_ms());
+    // Three records claiming four billion offsets.
+    let bomb = resealed(&good, |h| h.last_offset_delta = u32::MAX - 1);
+    let r = c.produce("t", 0, -1, bomb);
+    assert_eq!(r.error, ErrorCode::InvalidRecord);
+    assert!(!r.error.is_retriable());
+    // Nothing was taken: the next batch starts at offset 0.
+    let r = c.produce("t", 0, -1, good);
+    assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0));
+    let want: Vec<(u64, String)> = (0..3).map(|i| (i, format!("value-{i}"))).collect();
+    assert_eq!(read_all(&mut c, "t", 0), want);
+}
