@@ -49,3 +49,30 @@ fn produce_refuses_a_batch_claiming_more_offsets_than_records_and_keeps_serving(
     let want: Vec<(u64, String)> = (0..3).map(|i| (i, format!("value-{i}"))).collect();
     assert_eq!(read_all(&mut c, "t", 0), want);
 }
+
+#[test]
+fn create_topic_refuses_configs_out_of_range_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    for configs in [
+        [("retention.ms", "9223372036854775808")],
+        [("retention.bytes", "-2")],
+        [("segment.bytes", "100")],
+        [("segment.ms", "1")],
+        [("max.message.bytes", "104857600")],
+    ] {
+        let r = c.create_topic("t", 1, &configs);
+        assert_eq!(r.error, ErrorCode::InvalidConfig, "{configs:?}");
+        let message = r.message;
+        assert!(message.contains(configs[0].0), "{configs:?}: {message}");
+    }
+    let r = c.create_topic("t", 1, &[("retention.ms", "1"), ("retention.ms", "2")]);
+    assert_eq!(r.error, ErrorCode::InvalidConfig);
+    assert!(r.message.contains("more than once"), "{}", r.message);
+    assert_eq!(
+        c.create_topic("t", 1, &[("retention.ms", "9223372036854775807")])
+            .error,
+        ErrorCode::None
+    );
+}
