@@ -45,7 +45,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::janitor::Janitor;
 use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
-use crate::partition::Partition;
+use crate::partition::{Partition, TimestampBounds};
 use crate::topics::partition_dir;
 
 /// Commands queued for the Raft thread, at most.
@@ -123,6 +123,11 @@ pub struct RaftConfig {
     pub data_dir: PathBuf,
     /// The controller's voters: every broker of the cluster.
     pub voters: Vec<BrokerId>,
+    /// This broker's timestamp bounds, for topics that set none.
+    pub timestamps: TimestampBounds,
+    /// Most partition replicas one broker may host, checked when this
+    /// broker leads the controller.
+    pub max_partition_replicas: u32,
 }
 
 /// Why a metadata command got no outcome here.
@@ -682,6 +687,16 @@ impl RaftLoop {
             log,
             t.config.fsync,
             max_batch_bytes,
+            TimestampBounds {
+                after_max_ms: t
+                    .config
+                    .timestamp_after_max_ms
+                    .or(self.config.timestamps.after_max_ms),
+                before_max_ms: t
+                    .config
+                    .timestamp_before_max_ms
+                    .or(self.config.timestamps.before_max_ms),
+            },
             status.high_watermark,
             t.replicas[p as usize].clone(),
         ));

@@ -76,3 +76,54 @@ fn create_topic_refuses_configs_out_of_range_with_a_message() {
         ErrorCode::None
     );
 }
+
+#[test]
+fn produce_refuses_a_record_stamped_ten_years_ahead_and_takes_an_ordinary_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("t", 1, &[]).error, ErrorCode::None);
+    const TEN_YEARS_MS: i64 = 10 * 365 * 24 * 3600 * 1000;
+    let r = c.produce("t", 0, -1, batch(&values(0..1), now_ms() + TEN_YEARS_MS));
+    assert_eq!(r.error, ErrorCode::InvalidTimestamp);
+    assert!(!r.error.is_retriable());
+    // The default bound is one hour ahead; no bound behind.
+    let r = c.produce("t", 0, -1, batch(&values(0..1), now_ms() + 60_000));
+    assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0));
+    let r = c.produce("t", 0, -1, batch(&values(1..2), 1000));
+    assert_eq!((r.error, r.base_offset), (ErrorCode::None, 1));
+
+    // A topic's own bound wins over the broker's, both ways.
+    let day_ms = 24 * 3600 * 1000;
+    let configs = [("message.timestamp.difference.max.ms", "86400000")];
+    assert_eq!(c.create_topic("day", 1, &configs).error, ErrorCode::None);
+    let r = c.produce("day", 0, -1, batch(&values(0..1), now_ms() - 2 * day_ms));
+    assert_eq!(r.error, ErrorCode::InvalidTimestamp);
+    let r = c.produce(
+        "day",
+        0,
+        -1,
+        batch(&values(0..1), now_ms() + 2 * 3600 * 1000),
+    );
+    assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0));
+}
+
+#[test]
+fn the_broker_setting_bounds_timestamps_behind_the_clock() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start_with(
+        dir.path(),
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--message-timestamp-before-max-ms".into(),
+            "60000".into(),
+        ],
+    );
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("t", 1, &[]).error, ErrorCode::None);
+    let r = c.produce("t", 0, -1, batch(&values(0..1), 1000));
+    assert_eq!(r.error, ErrorCode::InvalidTimestamp);
+    let r = c.produce("t", 0, -1, batch(&values(0..1), now_ms()));
+    assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0));
+}
