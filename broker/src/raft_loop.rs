@@ -988,13 +988,24 @@ impl RaftLoop {
 
     fn propose_metadata(
         &mut self,
-        command: MetadataCommand,
+        mut command: MetadataCommand,
         reply: oneshot::Sender<Result<Outcome, NotController>>,
     ) {
         let leader = self.node.leader(GroupId::CONTROLLER);
         if leader != Some(self.me()) {
             let _ = reply.send(Err(NotController { leader }));
             return;
+        }
+        // The limit is a per-broker setting, so it travels in the command:
+        // every broker then applies the same check with the same number,
+        // and two creations proposed before either applied cannot both
+        // pass it.
+        if let MetadataCommand::CreateTopic {
+            max_partition_replicas,
+            ..
+        } = &mut command
+        {
+            *max_partition_replicas = Some(self.config.max_partition_replicas);
         }
         // Refused now if it would be refused when applied (it is checked
         // again then: another command may come first).

@@ -127,3 +127,57 @@ fn the_broker_setting_bounds_timestamps_behind_the_clock() {
     let r = c.produce("t", 0, -1, batch(&values(0..1), now_ms()));
     assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0));
 }
+
+#[test]
+fn create_topic_refuses_partitions_past_the_broker_replica_limit() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("broker.toml");
+    std::fs::write(&config, "max_partition_replicas = 10\n").unwrap();
+    let broker = BrokerProcess::start_with(
+        &dir.path().join("data"),
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--config".into(),
+            config.display().to_string(),
+        ],
+    );
+    let mut c = broker.connect();
+    let r = c.create_topic("eleven", 11, &[]);
+    assert_eq!(r.error, ErrorCode::InvalidPartitions);
+    assert!(
+        r.message.contains("limit of 10") && r.message.contains("--max-partition-replicas"),
+        "{}",
+        r.message
+    );
+    assert_eq!(c.create_topic("ten", 10, &[]).error, ErrorCode::None);
+    // The broker is full now: one more is refused, and the flag wins over
+    // the file.
+    assert_eq!(
+        c.create_topic("one", 1, &[]).error,
+        ErrorCode::InvalidPartitions
+    );
+    broker.terminate();
+    let broker = BrokerProcess::start_with(
+        &dir.path().join("data"),
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--config".into(),
+            config.display().to_string(),
+            "--max-partition-replicas".into(),
+            "11".into(),
+        ],
+    );
+    let mut c = broker.connect();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    // The controller may still be electing itself after the restart.
+    let r = loop {
+        let r = c.create_topic("one", 1, &[]);
+        if r.error != ErrorCode::NotController || std::time::Instant::now() > deadline {
+            break r;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert_eq!(r.error, ErrorCode::None, "{}", r.message);
+}
