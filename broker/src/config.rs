@@ -34,6 +34,15 @@ pub struct FileConfig {
     pub insecure_peers: Option<bool>,
     /// The client port's limits (a `[limits]` table).
     pub limits: Option<LimitSettings>,
+    /// How far past this broker's clock a produced batch's timestamps may
+    /// be, ms, for topics that do not set `message.timestamp.after.max.ms`.
+    pub message_timestamp_after_max_ms: Option<u64>,
+    /// How far behind this broker's clock a produced batch's first
+    /// timestamp may be, ms, for topics that do not set
+    /// `message.timestamp.before.max.ms`.
+    pub message_timestamp_before_max_ms: Option<u64>,
+    /// Most partition replicas one broker may host.
+    pub max_partition_replicas: Option<u32>,
 }
 
 impl FileConfig {
@@ -68,6 +77,20 @@ pub struct BrokerConfig {
     pub peer_auth: PeerAuth,
     /// What clients may make this broker hold.
     pub limits: ClientLimits,
+    /// A produced batch whose largest timestamp is more than this far
+    /// past the leader's clock is refused (`InvalidTimestamp`), ms; a
+    /// topic's `message.timestamp.after.max.ms` wins. Default 1 hour, as
+    /// Kafka 4's: one far-future record would otherwise keep its segment
+    /// from age retention for as long.
+    pub message_timestamp_after_max_ms: Option<u64>,
+    /// A produced batch whose first timestamp is more than this far behind
+    /// the leader's clock is refused, ms; a topic's
+    /// `message.timestamp.before.max.ms` wins. Default `None`: no limit.
+    pub message_timestamp_before_max_ms: Option<u64>,
+    /// Most partition replicas one broker may host: a topic creation that
+    /// would place more on any broker is refused. Checked by the
+    /// controller leader with its own setting. Default 10,000.
+    pub max_partition_replicas: u32,
 }
 
 /// How a broker authenticates its peers.
@@ -80,6 +103,17 @@ pub enum PeerAuth {
     /// Not at all (`--insecure-peers`): anyone who reaches the peer port
     /// can pose as a broker.
     Insecure,
+}
+
+/// Default of [`BrokerConfig::message_timestamp_after_max_ms`]: 1 hour.
+pub const MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT: u64 = 3_600_000;
+/// Default of [`BrokerConfig::max_partition_replicas`].
+pub const MAX_PARTITION_REPLICAS_DEFAULT: u32 = 10_000;
+
+/// A millisecond bound given as a setting: `i64::MAX` or more is the same
+/// as none, since no clock difference can reach it.
+fn ms_bound(ms: u64) -> Option<u64> {
+    (ms < i64::MAX as u64).then_some(ms)
 }
 
 /// Parses `ID=HOST:PORT,...`.
@@ -119,6 +153,9 @@ impl BrokerConfig {
             cluster_secret_file,
             insecure_peers,
             limits,
+            message_timestamp_after_max_ms,
+            message_timestamp_before_max_ms,
+            max_partition_replicas,
         } = flags;
         let node_id = node_id.or(file.node_id).unwrap_or(1);
         let peers = match peers.or(file.peers) {
@@ -158,6 +195,17 @@ impl BrokerConfig {
             peers,
             peer_auth,
             limits: limits.or(file.limits.unwrap_or_default()).resolve()?,
+            message_timestamp_after_max_ms: ms_bound(
+                message_timestamp_after_max_ms
+                    .or(file.message_timestamp_after_max_ms)
+                    .unwrap_or(MESSAGE_TIMESTAMP_AFTER_MAX_MS_DEFAULT),
+            ),
+            message_timestamp_before_max_ms: message_timestamp_before_max_ms
+                .or(file.message_timestamp_before_max_ms)
+                .and_then(ms_bound),
+            max_partition_replicas: max_partition_replicas
+                .or(file.max_partition_replicas)
+                .unwrap_or(MAX_PARTITION_REPLICAS_DEFAULT),
         })
     }
 
@@ -192,6 +240,12 @@ pub struct Flags {
     pub insecure_peers: bool,
     /// The client port's limits.
     pub limits: LimitSettings,
+    /// `--message-timestamp-after-max-ms`.
+    pub message_timestamp_after_max_ms: Option<u64>,
+    /// `--message-timestamp-before-max-ms`.
+    pub message_timestamp_before_max_ms: Option<u64>,
+    /// `--max-partition-replicas`.
+    pub max_partition_replicas: Option<u32>,
 }
 
 #[cfg(test)]
@@ -214,6 +268,33 @@ mod tests {
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
         assert!(toml::from_str::<FileConfig>("nope = 1").is_err());
+    }
+
+    #[test]
+    fn limits_default_and_come_from_the_file_or_flags() {
+        let c = BrokerConfig::resolve(FileConfig::default(), Flags::default()).unwrap();
+        assert_eq!(c.message_timestamp_after_max_ms, Some(3_600_000));
+        assert_eq!(c.message_timestamp_before_max_ms, None);
+        assert_eq!(c.max_partition_replicas, 10_000);
+        let file: FileConfig = toml::from_str(
+            "max_partition_replicas = 10\nmessage_timestamp_before_max_ms = 86400000\n\
+             message_timestamp_after_max_ms = 9223372036854775807\n",
+        )
+        .unwrap();
+        let c = BrokerConfig::resolve(
+            file,
+            Flags {
+                max_partition_replicas: Some(20),
+                ..Flags::default()
+            },
+        )
+        .unwrap();
+        assert_eq!(c.max_partition_replicas, 20);
+        assert_eq!(c.message_timestamp_before_max_ms, Some(86_400_000));
+        assert_eq!(
+            c.message_timestamp_after_max_ms, None,
+            "i64::MAX is no limit"
+        );
     }
 
     #[test]

@@ -391,7 +391,10 @@ async fn propose_partition(
     if let Some((error, leader)) = partition.not_leader() {
         return Staged::Answered(produce_error(index, error, leader));
     }
-    let batches = match partition.check(records) {
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let batches = match partition.check(records, now_ms) {
         Ok(b) => b,
         Err(e) => return Staged::Answered(produce_error(index, e, LeaderHint::default())),
     };

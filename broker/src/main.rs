@@ -13,6 +13,7 @@ use clap::Parser;
 use rill_broker::config::{BrokerConfig, FileConfig, Flags, PeerAuth};
 use rill_broker::limits::LimitSettings;
 use rill_broker::logwriter::LogWriter;
+use rill_broker::partition::TimestampBounds;
 use rill_broker::raft_loop::{self, RaftConfig};
 use rill_broker::server::serve;
 use rill_broker::state::Broker;
@@ -63,9 +64,25 @@ struct Args {
     /// The client port's limits (also a `[limits]` table in the file).
     #[command(flatten)]
     limits: LimitSettings,
+    /// A produced batch stamped more than this many ms past this broker's
+    /// clock is refused, for topics without message.timestamp.after.max.ms
+    /// [default: 3600000, one hour].
+    #[arg(long)]
+    message_timestamp_after_max_ms: Option<u64>,
+    /// A produced batch stamped more than this many ms before this broker's
+    /// clock is refused, for topics without message.timestamp.before.max.ms
+    /// [default: no limit].
+    #[arg(long)]
+    message_timestamp_before_max_ms: Option<u64>,
+    /// Most partition replicas one broker may host; a topic creation past
+    /// it is refused (checked by the controller leader) [default: 10000].
+    #[arg(long)]
+    max_partition_replicas: Option<u32>,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
     /// peer_listen, peers, cluster_secret_file, insecure_peers,
-    /// retention_check_ms, and a [limits] table. Flags win over it.
+    /// retention_check_ms, message_timestamp_after_max_ms,
+    /// message_timestamp_before_max_ms, max_partition_replicas, and a
+    /// [limits] table. Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -146,6 +163,9 @@ fn run() -> anyhow::Result<()> {
             cluster_secret_file: args.cluster_secret_file,
             insecure_peers: args.insecure_peers,
             limits: args.limits,
+            message_timestamp_after_max_ms: args.message_timestamp_after_max_ms,
+            message_timestamp_before_max_ms: args.message_timestamp_before_max_ms,
+            max_partition_replicas: args.max_partition_replicas,
         },
     )
     .map_err(|e| anyhow::anyhow!(e))?;
@@ -193,6 +213,11 @@ fn run() -> anyhow::Result<()> {
             id,
             data_dir: config.data_dir.clone(),
             voters: config.voters().into_iter().map(|v| BrokerId(u64::from(v))).collect(),
+            timestamps: TimestampBounds {
+                after_max_ms: config.message_timestamp_after_max_ms,
+                before_max_ms: config.message_timestamp_before_max_ms,
+            },
+            max_partition_replicas: config.max_partition_replicas,
         };
         let arrived = Arc::clone(&data_arrived);
         let (raft, published) =

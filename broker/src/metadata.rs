@@ -48,6 +48,11 @@ pub enum MetadataCommand {
         replication_factor: u16,
         /// Config overrides, as given.
         configs: Vec<(String, String)>,
+        /// Most partition replicas any broker may host once the topic is
+        /// placed: the proposing controller leader's setting. `None` (a
+        /// command from before the limit existed) checks nothing.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_partition_replicas: Option<u32>,
     },
     /// Delete a topic.
     DeleteTopic {
@@ -166,6 +171,8 @@ impl ClusterImage {
                 partitions,
                 replication_factor,
                 configs,
+                max_partition_replicas,
+                ..
             } => {
                 if let Err(m) = validate_topic_name(name) {
                     return Outcome::Refused(ErrorCode::InvalidTopic, m);
@@ -198,6 +205,20 @@ impl ClusterImage {
                     return Outcome::Refused(
                         ErrorCode::TopicAlreadyExists,
                         format!("topic {name:?} already exists"),
+                    );
+                }
+                if let Some(limit) = *max_partition_replicas
+                    && let Some((broker, hosted)) =
+                        self.replicas_past(limit, *partitions, *replication_factor)
+                {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidPartitions,
+                        format!(
+                            "{partitions} partitions of replication factor {replication_factor} \
+                             would place {hosted} partition replicas on broker {broker}, over \
+                             the limit of {limit} per broker (max_partition_replicas, \
+                             --max-partition-replicas)"
+                        ),
                     );
                 }
                 Outcome::Done
@@ -237,17 +258,10 @@ impl ClusterImage {
                 partitions,
                 replication_factor,
                 configs,
+                ..
             } => {
                 let config = TopicConfig::from_pairs(configs).expect("checked just above");
-                let n = self.voters.len();
-                let start = (self.topics_created % n as u64) as usize;
-                let replicas = (0..*partitions as usize)
-                    .map(|p| {
-                        (0..usize::from(*replication_factor))
-                            .map(|k| self.voters[(start + p + k) % n])
-                            .collect()
-                    })
-                    .collect();
+                let replicas = self.placement(*partitions, *replication_factor);
                 let first_group = self.next_group;
                 self.next_group += u64::from(*partitions);
                 self.topics_created += 1;
@@ -267,6 +281,38 @@ impl ClusterImage {
             }
         }
         Outcome::Done
+    }
+
+    /// Where the next topic's partitions go: partition `p` on
+    /// `replication_factor` consecutive voters from `(offset + p) mod n`.
+    fn placement(&self, partitions: u32, replication_factor: u16) -> Vec<Vec<BrokerId>> {
+        let n = self.voters.len();
+        let start = (self.topics_created % n as u64) as usize;
+        (0..partitions as usize)
+            .map(|p| {
+                (0..usize::from(replication_factor))
+                    .map(|k| self.voters[(start + p + k) % n])
+                    .collect()
+            })
+            .collect()
+    }
+
+    /// The first broker that would host more than `limit` partition
+    /// replicas once the next topic is placed, with how many it would host.
+    fn replicas_past(
+        &self,
+        limit: u32,
+        partitions: u32,
+        replication_factor: u16,
+    ) -> Option<(BrokerId, u64)> {
+        let mut hosted: BTreeMap<BrokerId, u64> = BTreeMap::new();
+        let existing = self.topics.values().flat_map(|t| t.replicas.iter());
+        for replicas in existing.chain(self.placement(partitions, replication_factor).iter()) {
+            for b in replicas {
+                *hosted.entry(*b).or_default() += 1;
+            }
+        }
+        hosted.into_iter().find(|(_, n)| *n > u64::from(limit))
     }
 
     /// The topic and partition a group serves, if any.
@@ -290,7 +336,54 @@ mod tests {
             partitions,
             replication_factor: rf,
             configs: vec![],
+            max_partition_replicas: None,
         }
+    }
+
+    fn create_limited(name: &str, partitions: u32, rf: u16, limit: u32) -> MetadataCommand {
+        match create(name, partitions, rf) {
+            MetadataCommand::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs,
+                ..
+            } => MetadataCommand::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs,
+                max_partition_replicas: Some(limit),
+            },
+            other => other,
+        }
+    }
+
+    #[test]
+    fn a_topic_that_would_put_a_broker_past_its_replica_limit_is_refused() {
+        let mut image = ClusterImage::new(vec![BrokerId(1), BrokerId(2)]);
+        // 3 partitions x 2 replicas on 2 brokers: 3 each.
+        assert_eq!(image.apply(&create_limited("a", 3, 2, 4)), Outcome::Done);
+        let Outcome::Refused(code, message) = image.apply(&create_limited("b", 2, 2, 4)) else {
+            panic!("5 replicas on a broker limited to 4")
+        };
+        assert_eq!(code, ErrorCode::InvalidPartitions);
+        assert!(
+            message.contains("5 partition replicas on broker 1")
+                && message.contains("limit of 4")
+                && message.contains("max_partition_replicas"),
+            "{message}"
+        );
+        assert!(!image.topics.contains_key("b"));
+        // One more replica each still fits; a command without a limit (an
+        // old log's) checks none.
+        assert_eq!(image.apply(&create_limited("c", 1, 2, 4)), Outcome::Done);
+        assert_eq!(image.apply(&create("d", 5, 2)), Outcome::Done);
+        // The limit round-trips through the command's encoding.
+        let cmd = create_limited("e", 1, 1, 7);
+        assert_eq!(MetadataCommand::decode(&cmd.encode()), Some(cmd));
     }
 
     #[test]
@@ -373,6 +466,7 @@ mod tests {
             partitions: 1,
             replication_factor: 1,
             configs: vec![],
+            max_partition_replicas: None,
         };
         for bad in [
             "../../../etc",

@@ -65,6 +65,31 @@ impl LeaderHint {
     }
 }
 
+/// How far a produced batch's timestamps may be from the leader's clock,
+/// ms; `None` for no bound. Only the header's timestamps are compared:
+/// retention and the time index read those.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TimestampBounds {
+    /// The largest timestamp may be at most this far ahead.
+    pub after_max_ms: Option<u64>,
+    /// The first timestamp may be at most this far behind.
+    pub before_max_ms: Option<u64>,
+}
+
+impl TimestampBounds {
+    /// Whether a batch with `header` may be appended when the clock reads
+    /// `now_ms`.
+    pub fn admit(&self, header: &rill_storage::batch::BatchHeader, now_ms: i64) -> bool {
+        // i128: the stamps are any i64, so their difference may not fit.
+        let ahead = i128::from(header.max_timestamp_ms) - i128::from(now_ms);
+        let behind = i128::from(now_ms) - i128::from(header.first_timestamp_ms);
+        self.after_max_ms.is_none_or(|max| ahead <= i128::from(max))
+            && self
+                .before_max_ms
+                .is_none_or(|max| behind <= i128::from(max))
+    }
+}
+
 /// One partition replica.
 #[derive(Debug)]
 pub struct Partition {
@@ -80,6 +105,7 @@ pub struct Partition {
     log: SharedLog,
     fsync: bool,
     max_batch_bytes: usize,
+    timestamps: TimestampBounds,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -99,6 +125,11 @@ pub struct Partition {
 fn storage_error(e: &LogError) -> ErrorCode {
     match e {
         LogError::Batch(BatchError::TooLarge { .. }) => ErrorCode::RecordTooLarge,
+        // Not `CorruptMessage`, which is retriable: these bytes arrived
+        // intact and will be refused again.
+        LogError::Batch(
+            BatchError::SparseOffsets { .. } | BatchError::OffsetDeltaOutOfSequence { .. },
+        ) => ErrorCode::InvalidRecord,
         LogError::Batch(_) => ErrorCode::CorruptMessage,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         _ => ErrorCode::StorageError,
@@ -117,6 +148,7 @@ impl Partition {
         log: SharedLog,
         fsync: bool,
         max_batch_bytes: usize,
+        timestamps: TimestampBounds,
         high_watermark: Offset,
         replicas: Vec<BrokerId>,
     ) -> Partition {
@@ -130,6 +162,7 @@ impl Partition {
             log,
             fsync,
             max_batch_bytes,
+            timestamps,
             high_watermark: watch::Sender::new(high_watermark.get()),
             applied: watch::Sender::new(RaftIndex(0)),
             appended: watch::Sender::new((Term(0), RaftIndex(0))),
@@ -205,8 +238,12 @@ impl Partition {
     }
 
     /// Splits `records` (chunks of whole batches) into batches and checks
-    /// each in full: nothing is proposed unless all of them pass.
-    pub fn check(&self, records: &[Bytes]) -> Result<Vec<CheckedBatch>, ErrorCode> {
+    /// each in full, and its timestamps against the clock reading `now_ms`:
+    /// nothing is proposed unless all of them pass. Timestamps are checked
+    /// here, by the leader before proposing, not when entries are applied:
+    /// replicas must take whatever the leader proposed, whatever their
+    /// clocks say.
+    pub fn check(&self, records: &[Bytes], now_ms: i64) -> Result<Vec<CheckedBatch>, ErrorCode> {
         let mut batches = Vec::new();
         for chunk in records {
             let mut at = 0;
@@ -220,6 +257,9 @@ impl Partition {
                     _ => return Err(ErrorCode::CorruptMessage),
                 };
                 match CheckedBatch::new(chunk.slice(at..at + len), self.max_batch_bytes) {
+                    Ok(Some(b)) if !self.timestamps.admit(b.header(), now_ms) => {
+                        return Err(ErrorCode::InvalidTimestamp);
+                    }
                     Ok(Some(b)) => batches.push(b),
                     Ok(None) => return Err(ErrorCode::InvalidRequest),
                     Err(e) => return Err(storage_error(&e)),
@@ -416,9 +456,38 @@ mod tests {
             Arc::new(Mutex::new(log)),
             true,
             1 << 20,
+            TimestampBounds::default(),
             Offset(0),
             vec![BrokerId(1)],
         )
+    }
+
+    fn header_stamped(
+        first_timestamp_ms: i64,
+        max_timestamp_ms: i64,
+    ) -> rill_storage::batch::BatchHeader {
+        let bytes = rill_storage::control_batch(b"", 0);
+        rill_storage::batch::BatchHeader {
+            first_timestamp_ms,
+            max_timestamp_ms,
+            ..rill_storage::batch::BatchHeader::decode(&bytes).expect("a control batch decodes")
+        }
+    }
+
+    #[test]
+    fn timestamps_too_far_ahead_or_behind_the_clock_are_not_admitted() {
+        let now = 1_700_000_000_000;
+        let bounds = TimestampBounds {
+            after_max_ms: Some(3_600_000),
+            before_max_ms: Some(1000),
+        };
+        assert!(bounds.admit(&header_stamped(now - 1000, now + 3_600_000), now));
+        assert!(!bounds.admit(&header_stamped(now, now + 3_600_001), now));
+        assert!(!bounds.admit(&header_stamped(now - 1001, now), now));
+        // Extreme stamps neither overflow nor pass.
+        assert!(!bounds.admit(&header_stamped(i64::MIN, i64::MAX), now));
+        let none = TimestampBounds::default();
+        assert!(none.admit(&header_stamped(i64::MIN, i64::MAX), now));
     }
 
     #[test]

@@ -45,7 +45,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::janitor::Janitor;
 use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
-use crate::partition::Partition;
+use crate::partition::{Partition, TimestampBounds};
 use crate::topics::partition_dir;
 
 /// Commands queued for the Raft thread, at most.
@@ -142,6 +142,11 @@ pub struct RaftConfig {
     pub data_dir: PathBuf,
     /// The controller's voters: every broker of the cluster.
     pub voters: Vec<BrokerId>,
+    /// This broker's timestamp bounds, for topics that set none.
+    pub timestamps: TimestampBounds,
+    /// Most partition replicas one broker may host, checked when this
+    /// broker leads the controller.
+    pub max_partition_replicas: u32,
 }
 
 /// Why a metadata command got no outcome here.
@@ -689,6 +694,16 @@ impl RaftLoop {
             log,
             t.config.fsync,
             max_batch_bytes,
+            TimestampBounds {
+                after_max_ms: t
+                    .config
+                    .timestamp_after_max_ms
+                    .or(self.config.timestamps.after_max_ms),
+                before_max_ms: t
+                    .config
+                    .timestamp_before_max_ms
+                    .or(self.config.timestamps.before_max_ms),
+            },
             status.high_watermark,
             t.replicas[p as usize].clone(),
         ));
@@ -990,7 +1005,7 @@ impl RaftLoop {
 
     fn propose_metadata(
         &mut self,
-        command: MetadataCommand,
+        mut command: MetadataCommand,
         reply: oneshot::Sender<Result<Outcome, NotController>>,
     ) {
         let leader = self.node.leader(GroupId::CONTROLLER);
@@ -1011,6 +1026,17 @@ impl RaftLoop {
             }
             let _ = reply.send(Err(NotController { leader }));
             return;
+        }
+        // The limit is a per-broker setting, so it travels in the command:
+        // every broker then applies the same check with the same number,
+        // and two creations proposed before either applied cannot both
+        // pass it.
+        if let MetadataCommand::CreateTopic {
+            max_partition_replicas,
+            ..
+        } = &mut command
+        {
+            *max_partition_replicas = Some(self.config.max_partition_replicas);
         }
         // Refused now if it would be refused when applied (it is checked
         // again then: another command may come first).

@@ -143,6 +143,8 @@ impl Broker {
             partitions,
             replication_factor,
             configs: configs.to_vec(),
+            // The controller leader sets its own.
+            max_partition_replicas: None,
         };
         let forward = Request::CreateTopics(CreateTopicsRequest {
             topics: vec![NewTopic {

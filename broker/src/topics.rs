@@ -52,6 +52,18 @@ pub fn validate_topic_id(id: &str) -> Result<(), String> {
         )),
     }
 }
+/// Smallest `segment.bytes`: below one page a segment holds next to
+/// nothing, and every segment costs open files and a mapping.
+pub const SEGMENT_BYTES_MIN: u64 = 4096;
+/// Largest `segment.bytes` (1 GiB, the default): the active segment is
+/// mapped over its whole size.
+pub const SEGMENT_BYTES_MAX: u64 = 1 << 30;
+/// Smallest `segment.ms` (1 minute): a shorter roll time mostly makes
+/// files, one per partition per roll.
+pub const SEGMENT_MS_MIN: u64 = 60_000;
+/// Largest `max.message.bytes`: a batch arrives inside one request frame,
+/// so a larger limit could never be reached.
+pub const MAX_MESSAGE_BYTES_MAX: usize = rill_client::protocol::MAX_REQUEST_FRAME_BYTES;
 
 /// A topic's settings, from its `key=value` configs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -70,6 +82,14 @@ pub struct TopicConfig {
     pub segment_ms: Option<u64>,
     /// `max.message.bytes`: the largest batch accepted.
     pub max_message_bytes: usize,
+    /// `message.timestamp.after.max.ms`: how far past the leader's clock a
+    /// batch's largest timestamp may be; `None` for the broker's setting.
+    #[serde(default)]
+    pub timestamp_after_max_ms: Option<u64>,
+    /// `message.timestamp.before.max.ms`: how far behind the leader's clock
+    /// a batch's first timestamp may be; `None` for the broker's setting.
+    #[serde(default)]
+    pub timestamp_before_max_ms: Option<u64>,
 }
 
 impl Default for TopicConfig {
@@ -82,43 +102,86 @@ impl Default for TopicConfig {
             segment_bytes: log.segment_bytes,
             segment_ms: log.segment_ms,
             max_message_bytes: log.max_batch_bytes,
+            timestamp_after_max_ms: None,
+            timestamp_before_max_ms: None,
         }
     }
 }
 
-fn optional_ms(v: &str) -> Result<Option<u64>, String> {
-    if v == "-1" {
-        return Ok(None);
+/// Parses `v` as Kafka does its long settings: a signed 64-bit number, so
+/// a value past `i64::MAX` is refused rather than wrapping negative where
+/// it is used as a time.
+fn parse_i64(key: &str, v: &str, min: i64, unit: &str) -> Result<i64, String> {
+    match v.trim().parse::<i64>() {
+        Ok(n) if n >= min => Ok(n),
+        _ => Err(format!(
+            "{key} must be a whole number of {unit} from {min} to {}, not {v:?}",
+            i64::MAX
+        )),
     }
-    v.parse()
-        .map(Some)
-        .map_err(|_| format!("{v:?} is not a number of milliseconds (or -1)"))
+}
+
+/// A setting where `-1` means no limit (`retention.ms`, `retention.bytes`).
+fn unlimited_or(key: &str, v: &str, unit: &str) -> Result<Option<u64>, String> {
+    let n = parse_i64(key, v, -1, unit)?;
+    Ok(u64::try_from(n).ok())
+}
+
+/// A non-negative setting within `[min, max]`.
+fn bounded(key: &str, v: &str, min: u64, max: u64, unit: &str) -> Result<u64, String> {
+    let n = parse_i64(key, v, 0, unit)?.unsigned_abs();
+    if n < min || n > max {
+        return Err(format!("{key} must be {min} to {max} {unit}, not {v}"));
+    }
+    Ok(n)
 }
 
 impl TopicConfig {
-    /// Applies `key=value` overrides to the defaults.
+    /// Applies `key=value` overrides to the defaults. Every refusal is a
+    /// message naming the key and the values it takes.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<TopicConfig, String> {
         let mut c = TopicConfig::default();
+        let mut seen = std::collections::BTreeSet::new();
+        // Kafka's deprecated setting for both bounds; either explicit bound
+        // wins over it, whatever the order.
+        let mut difference_ms = None;
+        let (mut after_ms, mut before_ms) = (None, None);
+        let ms_max = i64::MAX as u64;
         for (k, v) in pairs {
+            if !seen.insert(k.as_str()) {
+                return Err(format!("topic config {k:?} is given more than once"));
+            }
             match k.as_str() {
                 "fsync" => {
                     c.fsync = v
                         .parse()
                         .map_err(|_| format!("fsync is true or false, not {v:?}"))?
                 }
-                "retention.ms" => c.retention_ms = optional_ms(v)?,
-                "retention.bytes" => {
-                    c.retention_bytes =
-                        optional_ms(v).map_err(|_| format!("bad retention.bytes {v:?}"))?
-                }
+                "retention.ms" => c.retention_ms = unlimited_or(k, v, "milliseconds (or -1)")?,
+                "retention.bytes" => c.retention_bytes = unlimited_or(k, v, "bytes (or -1)")?,
                 "segment.bytes" => {
-                    c.segment_bytes = v.parse().map_err(|_| format!("bad segment.bytes {v:?}"))?
+                    c.segment_bytes = bounded(k, v, SEGMENT_BYTES_MIN, SEGMENT_BYTES_MAX, "bytes")?
                 }
-                "segment.ms" => c.segment_ms = optional_ms(v)?,
+                "segment.ms" => {
+                    c.segment_ms = Some(bounded(k, v, SEGMENT_MS_MIN, ms_max, "milliseconds")?)
+                }
                 "max.message.bytes" => {
-                    c.max_message_bytes = v
-                        .parse()
-                        .map_err(|_| format!("bad max.message.bytes {v:?}"))?
+                    c.max_message_bytes = bounded(
+                        k,
+                        v,
+                        rill_storage::batch::HEADER_BYTES as u64,
+                        MAX_MESSAGE_BYTES_MAX as u64,
+                        "bytes",
+                    )? as usize
+                }
+                "message.timestamp.after.max.ms" => {
+                    after_ms = Some(bounded(k, v, 0, ms_max, "milliseconds")?)
+                }
+                "message.timestamp.before.max.ms" => {
+                    before_ms = Some(bounded(k, v, 0, ms_max, "milliseconds")?)
+                }
+                "message.timestamp.difference.max.ms" => {
+                    difference_ms = Some(bounded(k, v, 0, ms_max, "milliseconds")?)
                 }
                 "cleanup.policy" if v == "delete" => {}
                 "cleanup.policy" => {
@@ -129,6 +192,8 @@ impl TopicConfig {
                 other => return Err(format!("unknown topic config {other:?}")),
             }
         }
+        c.timestamp_after_max_ms = after_ms.or(difference_ms);
+        c.timestamp_before_max_ms = before_ms.or(difference_ms);
         c.log_config().validate().map_err(|e| e.to_string())?;
         Ok(c)
     }
@@ -339,5 +404,93 @@ mod tests {
         assert!(TopicConfig::from_pairs(&[("fsync".into(), "maybe".into())]).is_err());
         assert!(TopicConfig::from_pairs(&[("cleanup.policy".into(), "compact".into())]).is_err());
         assert!(TopicConfig::from_pairs(&[("segment.bytes".into(), "10".into())]).is_err());
+    }
+
+    fn pairs(p: &[(&str, &str)]) -> Vec<(String, String)> {
+        p.iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    fn refusal(p: &[(&str, &str)]) -> String {
+        TopicConfig::from_pairs(&pairs(p)).expect_err("refused")
+    }
+
+    #[test]
+    fn retention_values_past_i64_are_refused_instead_of_wrapping_negative() {
+        // 2^63 and u64::MAX used to parse as u64 and turn negative as an
+        // age, which made retention delete every sealed segment.
+        for v in ["9223372036854775808", "18446744073709551615", "1e30"] {
+            let m = refusal(&[("retention.ms", v)]);
+            assert!(m.contains("retention.ms") && m.contains(v), "{m}");
+            let m = refusal(&[("retention.bytes", v)]);
+            assert!(m.contains("retention.bytes"), "{m}");
+        }
+        // The largest i64 is kept exact, and -1 still means no limit.
+        let c = TopicConfig::from_pairs(&pairs(&[
+            ("retention.ms", "9223372036854775807"),
+            ("retention.bytes", "-1"),
+        ]))
+        .unwrap();
+        assert_eq!(c.retention_ms, Some(i64::MAX as u64));
+        assert_eq!(c.retention_bytes, None);
+        for v in ["-2", "-9223372036854775808"] {
+            assert!(refusal(&[("retention.ms", v)]).contains("from -1"), "{v}");
+        }
+    }
+
+    #[test]
+    fn segment_and_message_sizes_are_bounded() {
+        assert!(refusal(&[("segment.bytes", "4095")]).contains("4096 to 1073741824"));
+        assert!(refusal(&[("segment.bytes", "1073741825")]).contains("segment.bytes"));
+        assert!(refusal(&[("segment.bytes", "-1")]).contains("segment.bytes"));
+        assert!(refusal(&[("segment.ms", "59999")]).contains("segment.ms"));
+        assert!(refusal(&[("segment.ms", "-1")]).contains("segment.ms"));
+        let m = refusal(&[("max.message.bytes", "16777217")]);
+        assert!(
+            m.contains("max.message.bytes") && m.contains("16777216"),
+            "{m}"
+        );
+        // The smallest values and the small sizes tests use still pass.
+        let c = TopicConfig::from_pairs(&pairs(&[
+            ("segment.bytes", "8192"),
+            ("max.message.bytes", "4096"),
+            ("segment.ms", "60000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.segment_bytes, c.max_message_bytes, c.segment_ms),
+            (8192, 4096, Some(60_000))
+        );
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused() {
+        let m = refusal(&[("retention.ms", "1000"), ("retention.ms", "-1")]);
+        assert!(
+            m.contains("\"retention.ms\" is given more than once"),
+            "{m}"
+        );
+    }
+
+    #[test]
+    fn timestamp_difference_sets_both_bounds_unless_one_is_given() {
+        let c = TopicConfig::from_pairs(&pairs(&[("message.timestamp.difference.max.ms", "5000")]))
+            .unwrap();
+        assert_eq!(
+            (c.timestamp_after_max_ms, c.timestamp_before_max_ms),
+            (Some(5000), Some(5000))
+        );
+        let c = TopicConfig::from_pairs(&pairs(&[
+            ("message.timestamp.after.max.ms", "10"),
+            ("message.timestamp.difference.max.ms", "5000"),
+        ]))
+        .unwrap();
+        assert_eq!(
+            (c.timestamp_after_max_ms, c.timestamp_before_max_ms),
+            (Some(10), Some(5000))
+        );
+        assert_eq!(TopicConfig::default().timestamp_after_max_ms, None);
+        assert!(refusal(&[("message.timestamp.after.max.ms", "-1")]).contains("after"));
     }
 }

@@ -164,6 +164,8 @@ fn error_codes_keep_their_numbers_and_retriability() {
         (ErrorCode::InvalidRequiredAcks, 18, false),
         (ErrorCode::UnsupportedApi, 19, false),
         (ErrorCode::NotController, 20, true),
+        (ErrorCode::InvalidRecord, 21, false),
+        (ErrorCode::InvalidTimestamp, 22, false),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len());
     for &(e, code, retriable) in table {

@@ -19,7 +19,7 @@
 //! |     32 |    1 | `version`           | `u8`: [`FORMAT_VERSION`] |
 //! |     33 |    1 | `reserved`          | `u8`: 0 |
 //! |     34 |    2 | `attributes`        | `u16`: bits 0-2 compression codec (0 = none, the only one defined), bit 4 transactional, bit 5 control; other bits 0 |
-//! |     36 |    4 | `last_offset_delta` | `u32`: offset of the last record minus `base_offset` (0 for a control batch) |
+//! |     36 |    4 | `last_offset_delta` | `u32`: offset of the last record minus `base_offset`; `record_count - 1` for a batch entering a log, 0 for a control batch |
 //! |     40 |    4 | `record_count`      | `u32`: number of records; 0 exactly when the batch is a control batch |
 //! |     44 |    8 | `first_timestamp`   | `i64`: milliseconds since the Unix epoch of the first record |
 //! |     52 |    8 | `max_timestamp`     | `i64`: the largest record timestamp, milliseconds |
@@ -40,7 +40,7 @@
 //! | `length`          | varint: bytes of the record after this field |
 //! | `attributes`      | `u8`: 0 |
 //! | `timestamp_delta` | varlong: record timestamp minus `first_timestamp` |
-//! | `offset_delta`    | varint: record offset minus `base_offset`; strictly increasing, at most `last_offset_delta` |
+//! | `offset_delta`    | varint: record offset minus `base_offset`; the record's position in the batch (0, 1, 2, …) for a batch entering a log |
 //! | `key_length`      | varint: -1 for no key |
 //! | `key`             | bytes |
 //! | `value_length`    | varint: -1 for no value (a tombstone) |
@@ -51,6 +51,16 @@
 //! A control batch (attribute bit 5) has zero records and takes no offset: its
 //! body is an opaque payload defined by the replication layer (empty for a
 //! leader no-op). Zero records is valid for control batches only.
+//!
+//! A batch entering a log (a produce, a replicated entry) takes exactly one
+//! offset per record: `last_offset_delta == record_count - 1` and the
+//! records' offset deltas are 0 to `record_count - 1` in order
+//! ([`BatchError::SparseOffsets`], [`BatchError::OffsetDeltaOutOfSequence`]).
+//! Otherwise a batch of a few dozen bytes could claim four billion offsets
+//! and, as an offset index entry holds a 32-bit relative offset, open a new
+//! segment each time. Readers ([`BatchHeader::check`], recovery, fetches)
+//! accept gaps up to `last_offset_delta`, as Kafka's compacted batches have
+//! them, so bytes already stored stay readable.
 //!
 //! A batch is at most [`MAX_BATCH_BYTES_DEFAULT`] (1 MiB) unless the log is
 //! configured otherwise; larger ones are refused with [`BatchError::TooLarge`]
@@ -326,7 +336,9 @@ pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, Batch
 }
 
 /// Checks one whole batch as [`validate`] does, in the same order, except
-/// that the records are not walked.
+/// that the records are not walked. The header's offset rule (one offset
+/// per record) is checked here too, so a follower refuses a leader's batch
+/// claiming more offsets than records.
 ///
 /// For a batch a leader validated in full before it entered the Raft log: a
 /// matching CRC proves these are the bytes it walked, so a follower checks
@@ -350,6 +362,14 @@ pub fn validate_without_records(
         });
     }
     header.check(max_batch_bytes)?;
+    // Not part of `check`: readers must keep accepting stored batches with
+    // gaps (see the module docs); only a batch entering a log is held to it.
+    if !header.is_control() && header.last_offset_delta != header.record_count - 1 {
+        return Err(BatchError::SparseOffsets {
+            record_count: header.record_count,
+            last_offset_delta: header.last_offset_delta,
+        });
+    }
     let computed = compute_crc(buf);
     if computed != header.crc {
         return Err(BatchError::CrcMismatch {
@@ -417,18 +437,16 @@ impl<'a> ValidBatch<'a> {
 /// Walks every record of a data batch's body without allocating.
 fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(), BatchError> {
     let mut pos = 0;
-    let mut prev_delta: i64 = -1;
     for i in 0..header.record_count {
         let fields = parse_record_frame(&body[pos..], i)?;
-        if i64::from(fields.offset_delta) <= prev_delta
-            || fields.offset_delta as u32 > header.last_offset_delta
-        {
-            return Err(BatchError::CorruptRecord {
+        // With `last_offset_delta == record_count - 1` checked, this also
+        // keeps every delta within the batch's offsets.
+        if u32::try_from(fields.offset_delta) != Ok(i) {
+            return Err(BatchError::OffsetDeltaOutOfSequence {
                 record: i,
-                reason: "offset delta out of order or beyond the last offset delta",
+                offset_delta: fields.offset_delta,
             });
         }
-        prev_delta = i64::from(fields.offset_delta);
         pos += fields.total_bytes;
     }
     if pos != body.len() {

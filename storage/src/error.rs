@@ -80,6 +80,27 @@ pub enum BatchError {
         /// Whether the control bit is set.
         control: bool,
     },
+    /// A data batch's `last_offset_delta` is not `record_count - 1`: its
+    /// offsets would have gaps. Refused because a small batch could
+    /// otherwise claim up to four billion offsets.
+    #[error(
+        "last offset delta {last_offset_delta} of a data batch of {record_count} records must be {record_count} - 1: offsets in a batch have no gaps"
+    )]
+    SparseOffsets {
+        /// The record count field.
+        record_count: u32,
+        /// The last offset delta field.
+        last_offset_delta: u32,
+    },
+    /// A record's offset delta is not its position in the batch: deltas
+    /// run 0, 1, 2, … without gaps.
+    #[error("record {record} has offset delta {offset_delta}; it must be {record}")]
+    OffsetDeltaOutOfSequence {
+        /// Zero-based position of the record in the batch.
+        record: u32,
+        /// The offset delta it carries.
+        offset_delta: i32,
+    },
     /// A record inside the batch is malformed.
     #[error("record {record} is malformed: {reason}")]
     CorruptRecord {

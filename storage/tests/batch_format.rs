@@ -606,6 +606,90 @@ fn more_records_than_offsets() -> Refusal {
     }
 }
 
+/// Zig-zag varint, as the record fields are encoded.
+fn put_varint(out: &mut Vec<u8>, v: i64) {
+    let mut z = ((v << 1) ^ (v >> 63)) as u64;
+    while z >= 0x80 {
+        out.push((z as u8) | 0x80);
+        z >>= 7;
+    }
+    out.push(z as u8);
+}
+
+/// A data batch whose records carry `deltas` as their offset deltas and
+/// whose header says `last_offset_delta`, CRC valid: each record a 4-byte
+/// value, no key, no headers, timestamp T.
+fn batch_with_offset_deltas(deltas: &[i32], last_offset_delta: u32) -> Vec<u8> {
+    let mut bytes = vec![0u8; HEADER_BYTES];
+    for &d in deltas {
+        let mut rec = vec![0u8]; // attributes
+        put_varint(&mut rec, 0); // timestamp delta
+        put_varint(&mut rec, i64::from(d));
+        put_varint(&mut rec, -1); // no key
+        put_varint(&mut rec, 4);
+        rec.extend_from_slice(b"vvvv");
+        put_varint(&mut rec, 0); // no headers
+        put_varint(&mut bytes, rec.len() as i64);
+        bytes.extend_from_slice(&rec);
+    }
+    let header = BatchHeader {
+        length: (bytes.len() - 4) as u32,
+        base_offset: Offset(0),
+        raft_term: Term(0),
+        raft_index: RaftIndex(0),
+        crc: 0,
+        version: 1,
+        reserved: 0,
+        attributes: 0,
+        last_offset_delta,
+        record_count: deltas.len() as u32,
+        first_timestamp_ms: T,
+        max_timestamp_ms: T,
+        producer_id: -1,
+        producer_epoch: -1,
+        base_sequence: -1,
+    };
+    header.encode_into(&mut bytes);
+    reseal(&mut bytes);
+    bytes
+}
+
+fn last_offset_delta_beyond_the_records() -> Refusal {
+    Refusal {
+        what: "three records claiming four billion offsets",
+        bytes: with_header(&good(), |h| h.last_offset_delta = u32::MAX),
+        error: BatchError::SparseOffsets {
+            record_count: 3,
+            last_offset_delta: u32::MAX,
+        },
+        crc_intact: true,
+    }
+}
+
+fn offset_deltas_with_a_gap() -> Refusal {
+    Refusal {
+        what: "offset deltas 0, 1, 3 under last_offset_delta 2",
+        bytes: batch_with_offset_deltas(&[0, 1, 3], 2),
+        error: BatchError::OffsetDeltaOutOfSequence {
+            record: 2,
+            offset_delta: 3,
+        },
+        crc_intact: true,
+    }
+}
+
+fn offset_deltas_out_of_order() -> Refusal {
+    Refusal {
+        what: "offset deltas 1, 0, 2",
+        bytes: batch_with_offset_deltas(&[1, 0, 2], 2),
+        error: BatchError::OffsetDeltaOutOfSequence {
+            record: 0,
+            offset_delta: 1,
+        },
+        crc_intact: true,
+    }
+}
+
 fn unknown_version(version: u8) -> Refusal {
     Refusal {
         what: "an unknown version",
@@ -727,6 +811,9 @@ fn all_refusals() -> Vec<Refusal> {
         control_batch_with_records(),
         control_batch_with_an_offset_delta(),
         more_records_than_offsets(),
+        last_offset_delta_beyond_the_records(),
+        offset_deltas_with_a_gap(),
+        offset_deltas_out_of_order(),
         unknown_version(0),
         unknown_version(2),
         unknown_version(u8::MAX),
@@ -872,6 +959,81 @@ fn control_batch_with_records_is_refused_as_impossible_record_count() {
 #[test]
 fn record_count_above_last_offset_delta_plus_one_is_refused_as_impossible_record_count() {
     assert_validate_refuses(&more_records_than_offsets());
+}
+
+#[test]
+fn a_batch_whose_last_offset_delta_exceeds_its_record_count_is_refused_as_sparse_offsets() {
+    let r = last_offset_delta_beyond_the_records();
+    assert_validate_refuses(&r);
+    // A follower checks the header rule too, though it does not walk records.
+    assert_eq!(
+        batch::validate_without_records(&r.bytes, MAX),
+        Err(r.error.clone())
+    );
+    // Readers still take such a batch (stored bytes stay readable).
+    let header = BatchHeader::decode(&r.bytes).unwrap();
+    header.check(MAX).unwrap();
+}
+
+#[test]
+fn a_batch_whose_offset_deltas_skip_or_go_back_is_refused_by_the_record_walk() {
+    for r in [offset_deltas_with_a_gap(), offset_deltas_out_of_order()] {
+        assert_refused_by_the_record_walk(&r);
+        // The header alone is consistent: a follower's check passes it, as
+        // the leader that walked the records would have refused it.
+        batch::validate_without_records(&r.bytes, MAX).unwrap();
+    }
+    // The same records with their deltas in sequence pass.
+    batch::validate(&batch_with_offset_deltas(&[0, 1, 2], 2), MAX).unwrap();
+}
+
+#[test]
+fn control_batches_with_zero_records_stay_valid() {
+    let control = control_batch(b"payload", T);
+    let header = batch::validate(&control, MAX).unwrap();
+    assert_eq!((header.record_count, header.last_offset_delta), (0, 0));
+    batch::validate_without_records(&control, MAX).unwrap();
+}
+
+proptest! {
+    #[test]
+    fn any_last_offset_delta_other_than_count_minus_one_is_refused(
+        count in 1u32..40,
+        last in any::<u32>(),
+    ) {
+        let deltas: Vec<i32> = (0..count as i32).collect();
+        let bytes = batch_with_offset_deltas(&deltas, last);
+        let got = batch::validate(&bytes, MAX);
+        if last == count - 1 {
+            prop_assert!(got.is_ok(), "{got:?}");
+        } else if last < count - 1 {
+            // Fewer offsets than records: impossible, as before.
+            let impossible = matches!(got, Err(BatchError::ImpossibleRecordCount { .. }));
+            prop_assert!(impossible, "{got:?}");
+        } else {
+            prop_assert_eq!(
+                got,
+                Err(BatchError::SparseOffsets { record_count: count, last_offset_delta: last })
+            );
+        }
+    }
+
+    #[test]
+    fn any_record_delta_off_its_position_is_refused(
+        count in 1u32..40,
+        at in any::<prop::sample::Index>(),
+        delta in 0i32..100_000,
+    ) {
+        let at = at.index(count as usize);
+        let mut deltas: Vec<i32> = (0..count as i32).collect();
+        prop_assume!(delta != at as i32);
+        deltas[at] = delta;
+        let got = batch::validate(&batch_with_offset_deltas(&deltas, count - 1), MAX);
+        prop_assert_eq!(
+            got,
+            Err(BatchError::OffsetDeltaOutOfSequence { record: at as u32, offset_delta: delta })
+        );
+    }
 }
 
 #[test]
@@ -1318,14 +1480,16 @@ fn plausible_header_over(body: &[u8], attributes: u16, record_count: u32, lod: u
 
 /// A follower checks a replicated batch's framing and CRC, not its records:
 /// it refuses everything full validation refuses, with the same error,
-/// except records that are corrupt under an intact CRC (a leader walked
-/// them before they entered the log).
+/// except records that are corrupt or out of sequence under an intact CRC
+/// (a leader walked them before they entered the log).
 #[test]
 fn validate_without_records_refuses_all_but_corrupt_records_as_validate_does() {
     let mut corrupt_records = 0;
     for r in all_refusals() {
         let got = batch::validate_without_records(&r.bytes, MAX);
-        if let BatchError::CorruptRecord { .. } = r.error {
+        if let BatchError::CorruptRecord { .. } | BatchError::OffsetDeltaOutOfSequence { .. } =
+            r.error
+        {
             assert!(r.crc_intact, "{}", r.what);
             assert_eq!(got, BatchHeader::decode(&r.bytes), "{}", r.what);
             corrupt_records += 1;

@@ -82,7 +82,9 @@ enum TopicCommand {
         #[arg(long, default_value_t = 1)]
         replication_factor: u16,
         /// A topic setting, KEY=VALUE (fsync, retention.ms, retention.bytes,
-        /// segment.bytes, segment.ms, max.message.bytes); repeatable.
+        /// segment.bytes, segment.ms, max.message.bytes,
+        /// message.timestamp.after.max.ms, message.timestamp.before.max.ms,
+        /// message.timestamp.difference.max.ms); repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
     },

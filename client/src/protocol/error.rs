@@ -52,11 +52,18 @@ pub enum ErrorCode {
     /// No controller is known yet (elections, or a broker still starting):
     /// retry.
     NotController = 20,
+    /// A batch is well formed but breaks a rule records must keep (such as
+    /// one offset per record); sending it again will not help.
+    InvalidRecord = 21,
+    /// A record's timestamp is further from the broker's clock than the
+    /// topic allows (`message.timestamp.after.max.ms`,
+    /// `message.timestamp.before.max.ms`).
+    InvalidTimestamp = 22,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 21] = [
+    pub const ALL: [ErrorCode; 23] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptMessage,
@@ -78,6 +85,8 @@ impl ErrorCode {
         ErrorCode::InvalidRequiredAcks,
         ErrorCode::UnsupportedApi,
         ErrorCode::NotController,
+        ErrorCode::InvalidRecord,
+        ErrorCode::InvalidTimestamp,
     ];
 
     /// The stable number on the wire.
