@@ -7,7 +7,8 @@
 //! group commit; the only writer of logs, and where the controller's log
 //! is applied). Cluster metadata and its commands are in [`metadata`];
 //! topic names and configs in [`topics`]; settings in [`config`]; what
-//! clients may make the broker hold in [`limits`]; how the
+//! clients may make the broker hold in [`limits`]; whose data directory
+//! this is, and what it remembers of its peers, in [`identity`]; how the
 //! heap keeps freed memory for the next frame in [`heap`].
 //!
 //! Still to come in this crate: the group coordinator and metrics.
@@ -15,6 +16,7 @@
 pub mod config;
 pub mod handlers;
 pub mod heap;
+pub mod identity;
 pub mod janitor;
 pub mod limits;
 pub mod logwriter;

@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::Parser;
 use rill_broker::config::{BrokerConfig, FileConfig, Flags, PeerAuth};
+use rill_broker::identity::{FilePeerBook, Identity};
 use rill_broker::limits::LimitSettings;
 use rill_broker::logwriter::LogWriter;
 use rill_broker::partition::TimestampBounds;
@@ -19,7 +20,7 @@ use rill_broker::server::serve;
 use rill_broker::state::Broker;
 use rill_client::protocol::messages::BrokerMetadata;
 use rill_replication::BrokerId;
-use rill_replication::handshake::ClusterSecret;
+use rill_replication::handshake::{ClusterSecret, PeerIdentity};
 use rill_replication::transport::Transport;
 use tokio::net::TcpListener;
 
@@ -186,6 +187,9 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let id = BrokerId(u64::from(config.node_id));
         let data_arrived = Arc::new(tokio::sync::Notify::new());
+        let identity = Identity::load_or_create(&config.data_dir, config.node_id)?;
+        tracing::info!(incarnation = %identity.incarnation, rejoining = identity.rejoining, "data directory identity");
+        let rejoin_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Peers first, so votes can flow while replicas recover.
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1024);
         let transport = if config.peers.len() > 1 {
@@ -204,12 +208,24 @@ fn run() -> anyhow::Result<()> {
                 .iter()
                 .map(|(id, addr)| (BrokerId(u64::from(*id)), addr.clone()))
                 .collect();
-            Some(Transport::start(id, listener, peers, inbound_tx, secret))
+            let book = FilePeerBook::open(
+                &config.data_dir,
+                identity.incarnation,
+                Arc::clone(&rejoin_requested),
+            )?;
+            let me = PeerIdentity {
+                secret,
+                incarnation: identity.incarnation,
+                book: Arc::new(book),
+            };
+            Some(Transport::start(id, listener, peers, inbound_tx, me))
         } else {
             None
         };
         // Local recovery before the client port opens.
         let raft_config = RaftConfig {
+            identity,
+            rejoin_requested,
             id,
             data_dir: config.data_dir.clone(),
             voters: config.voters().into_iter().map(|v| BrokerId(u64::from(v))).collect(),

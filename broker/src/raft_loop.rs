@@ -43,6 +43,7 @@ use rill_replication::{
 use rill_storage::{BatchBuilder, LogConfig, NewRecord, RaftIndex, SystemClock, Term};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
 
+use crate::identity::Identity;
 use crate::janitor::Janitor;
 use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
 use crate::partition::{Partition, TimestampBounds};
@@ -59,6 +60,8 @@ pub const SLOW_ROUND_MS: u64 = 500;
 /// How often every group ticks. With `election_tick` 10, an election
 /// timeout of 1 s.
 pub const TICK_MS: u64 = 100;
+/// Ticks between checks of whether a rejoining broker has caught up.
+pub const REJOIN_CHECK_TICKS: u64 = 10;
 /// Longest a status request waits for the next tick's report, ms.
 pub const STATUS_WAIT_MS: u64 = 3 * TICK_MS;
 /// Longest the Raft thread spends opening new replicas before it runs a
@@ -147,6 +150,11 @@ pub struct RaftConfig {
     /// Most partition replicas one broker may host, checked when this
     /// broker leads the controller.
     pub max_partition_replicas: u32,
+    /// The data directory's identity (see [`crate::identity`]).
+    pub identity: Identity,
+    /// Raised when a peer knew an earlier incarnation of this broker: the
+    /// Raft thread then rejoins, before it steps that peer's first message.
+    pub rejoin_requested: Arc<AtomicBool>,
 }
 
 /// Why a metadata command got no outcome here.
@@ -312,8 +320,15 @@ pub fn start(
         "start the janitor thread",
         "rill-janitor",
     ))?;
+    let mut node = Node::new(node_config, Arc::new(SystemClock));
+    if config.identity.rejoining {
+        tracing::warn!(
+            "this broker is still rejoining after losing its data: its replicas vote only once caught up"
+        );
+        node.set_rejoining(true);
+    }
     let mut raft = RaftLoop {
-        node: Node::new(node_config, Arc::new(SystemClock)),
+        node,
         syncer,
         retention_syncer,
         syncing: false,
@@ -906,6 +921,7 @@ impl RaftLoop {
             }
             Command::Metadata { command, reply } => self.propose_metadata(command, reply),
             Command::Step(inbound) => {
+                self.take_rejoin();
                 for (group, message) in inbound.messages {
                     if message.to != self.me().get() || message.from != inbound.from.get() {
                         continue;
@@ -944,6 +960,9 @@ impl RaftLoop {
                 });
                 if self.ticks % BALANCE_TICKS == 0 {
                     self.balance();
+                }
+                if self.ticks % REJOIN_CHECK_TICKS == 0 {
+                    self.check_rejoined();
                 }
                 if self.published.status_wanted.swap(false, Ordering::AcqRel) {
                     let groups = self
@@ -1072,6 +1091,53 @@ impl RaftLoop {
                     leader: self.node.leader(GroupId::CONTROLLER),
                 }));
             }
+        }
+    }
+
+    /// Takes a peer's word that this broker lost what it had acknowledged
+    /// (see [`crate::identity`]): every replica catches up before it votes
+    /// again, and the identity says so across restarts.
+    fn take_rejoin(&mut self) {
+        if !self.config.rejoin_requested.swap(false, Ordering::AcqRel)
+            || self.config.identity.rejoining
+        {
+            return;
+        }
+        self.node.set_rejoining(true);
+        self.config.identity.rejoining = true;
+        if let Err(e) = self.config.identity.save(&self.config.data_dir) {
+            tracing::error!(error = %e, "could not record that this broker rejoins");
+        }
+    }
+
+    /// Ends rejoining once every replica the metadata places here is open
+    /// and caught up, and the metadata itself is: a replica opened after
+    /// that is new, with nothing to have lost.
+    fn check_rejoined(&mut self) {
+        if !self.config.identity.rejoining || self.node.catching_up() > 0 {
+            return;
+        }
+        let controller_applied = self
+            .node
+            .status(GroupId::CONTROLLER)
+            .is_some_and(|s| self.applied >= s.commit);
+        let me = self.me();
+        let all_open = self.image.topics.values().all(|t| {
+            (0..t.partitions()).all(|p| {
+                let g = t.group(p);
+                !t.replicas[p as usize].contains(&me)
+                    || self.node.has_group(g)
+                    || self.failed.contains(&g)
+            })
+        });
+        if !(controller_applied && all_open) {
+            return;
+        }
+        self.node.set_rejoining(false);
+        self.config.identity.rejoining = false;
+        match self.config.identity.save(&self.config.data_dir) {
+            Ok(()) => tracing::info!("caught up in every group: this broker votes again"),
+            Err(e) => tracing::error!(error = %e, "could not record that this broker has rejoined"),
         }
     }
 

@@ -20,6 +20,7 @@ use rill_client::protocol::{ErrorCode, Request, Response};
 use rill_client::{Admin, Cluster};
 use rill_replication::BrokerId;
 use rill_replication::handshake::{CHALLENGE_BYTES, Hello, PROOF_BYTES};
+use rill_replication::ids::Incarnation;
 
 /// Runs `rill-broker` with `args` (two peers on free ports) and returns its
 /// exit status and stderr; it must exit on its own within 60 s.
@@ -109,6 +110,8 @@ fn a_process_posing_as_a_broker_gets_no_frame_and_the_cluster_keeps_serving() {
         let hello = Hello {
             from: BrokerId(1),
             to: BrokerId(to as u64),
+            incarnation: Incarnation(3),
+            known: Incarnation::UNKNOWN,
             nonce: [3; 32],
         };
         s.write_all(&hello.encode()).unwrap();

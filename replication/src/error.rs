@@ -78,6 +78,14 @@ pub enum ReplicationError {
         #[source]
         source: Box<ReplicationError>,
     },
+    /// A vote, pre-vote or leadership transfer for a replica that is
+    /// catching up after its broker lost its data: it takes none until it
+    /// holds what its group had committed.
+    #[error("group {group}: catching up; no vote or election until then")]
+    CatchingUp {
+        /// The group.
+        group: GroupId,
+    },
     /// A peer's message that breaks Raft's rules, or that this replica
     /// could not take without aborting (raft-rs panics on some of them):
     /// refused before raft-rs saw it, and nothing of it was taken.

@@ -6,16 +6,23 @@
 //! side, so a recorded handshake cannot be replayed and neither side's
 //! answer can be reflected back as the other's:
 //!
-//! 1. The dialer sends a [`Hello`]: who it is, whom it means to reach, and
-//!    its nonce.
+//! 1. The dialer sends a [`Hello`]: who it is, whom it means to reach, its
+//!    [`Incarnation`] and the one it last saw of the acceptor, and its
+//!    nonce.
 //! 2. The acceptor checks that the hello names it and comes from one of its
 //!    peers, and answers with a [`Challenge`]: its own nonce and a MAC over
-//!    the hello and that nonce under the *acceptor* label. A hello that
-//!    fails the checks gets nothing back.
+//!    the hello and that nonce under the *acceptor* label, with its own
+//!    incarnation and the one it last saw of the dialer. A hello that fails
+//!    the checks gets nothing back.
 //! 3. The dialer checks that MAC (the acceptor holds the secret), then
 //!    sends a [`Proof`]: a MAC over the hello and the whole challenge under
 //!    the *dialer* label. The acceptor checks it; only then is the
 //!    connection the peer's, and only then may frames flow.
+//!
+//! The incarnations travel inside the MACed transcript: each side learns,
+//! authenticated, whether the other remembers an earlier life of its data
+//! directory (it then lost what it had acknowledged, and must not vote
+//! until it has caught up).
 //!
 //! MACs are compared in constant time (`hmac`'s `verify_slice`). The
 //! labels keep the two MACs apart: an acceptor that answers any hello is
@@ -34,27 +41,31 @@
 //! Fixed sizes, so a reader never allocates from what it reads. Integers
 //! are little-endian, as in [`crate::wire`].
 //!
-//! A [`Hello`], [`HELLO_BYTES`] = 60 bytes:
+//! A [`Hello`], [`HELLO_BYTES`] = 92 bytes:
 //!
-//! | offset | size | field     | meaning |
-//! |-------:|-----:|-----------|---------|
-//! |      0 |    8 | `magic`   | `RILLPEER` |
-//! |      8 |    2 | `version` | `u16`: [`HANDSHAKE_VERSION`]; any other is refused |
-//! |     10 |    2 | `flags`   | `u16`: 0 (reserved; any other value is refused) |
-//! |     12 |    8 | `from`    | `u64`: the dialer's [`BrokerId`] |
-//! |     20 |    8 | `to`      | `u64`: the broker the dialer means to reach |
-//! |     28 |   32 | `nonce`   | the dialer's random nonce |
+//! | offset | size | field         | meaning |
+//! |-------:|-----:|---------------|---------|
+//! |      0 |    8 | `magic`       | `RILLPEER` |
+//! |      8 |    2 | `version`     | `u16`: [`HANDSHAKE_VERSION`]; any other is refused |
+//! |     10 |    2 | `flags`       | `u16`: 0 (reserved; any other value is refused) |
+//! |     12 |    8 | `from`        | `u64`: the dialer's [`BrokerId`] |
+//! |     20 |    8 | `to`          | `u64`: the broker the dialer means to reach |
+//! |     28 |   16 | `incarnation` | `u128`: the dialer's [`Incarnation`] |
+//! |     44 |   16 | `known`       | `u128`: the acceptor's incarnation as the dialer last saw it (0: never) |
+//! |     60 |   32 | `nonce`       | the dialer's random nonce |
 //!
-//! A [`Challenge`], [`CHALLENGE_BYTES`] = 84 bytes:
+//! A [`Challenge`], [`CHALLENGE_BYTES`] = 116 bytes:
 //!
-//! | offset | size | field     | meaning |
-//! |-------:|-----:|-----------|---------|
-//! |      0 |    8 | `magic`   | `RILLPEER` |
-//! |      8 |    2 | `version` | `u16`: [`HANDSHAKE_VERSION`] |
-//! |     10 |    2 | `flags`   | `u16`: 0 |
-//! |     12 |    8 | `from`    | `u64`: the acceptor's [`BrokerId`] |
-//! |     20 |   32 | `nonce`   | the acceptor's random nonce |
-//! |     52 |   32 | `mac`     | HMAC-SHA256(secret, `rill-peer-v1 acceptor` ‖ hello ‖ bytes 0..52) |
+//! | offset | size | field         | meaning |
+//! |-------:|-----:|---------------|---------|
+//! |      0 |    8 | `magic`       | `RILLPEER` |
+//! |      8 |    2 | `version`     | `u16`: [`HANDSHAKE_VERSION`] |
+//! |     10 |    2 | `flags`       | `u16`: 0 |
+//! |     12 |    8 | `from`        | `u64`: the acceptor's [`BrokerId`] |
+//! |     20 |   16 | `incarnation` | `u128`: the acceptor's [`Incarnation`] |
+//! |     36 |   16 | `known`       | `u128`: the dialer's incarnation as the acceptor last saw it (0: never) |
+//! |     52 |   32 | `nonce`       | the acceptor's random nonce |
+//! |     84 |   32 | `mac`         | HMAC-SHA256(secret, `rill-peer-v1 acceptor` ‖ hello ‖ bytes 0..84) |
 //!
 //! A [`Proof`], [`PROOF_BYTES`] = 32 bytes: HMAC-SHA256(secret,
 //! `rill-peer-v1 dialer` ‖ hello ‖ challenge).
@@ -71,7 +82,7 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::ids::BrokerId;
+use crate::ids::{BrokerId, Incarnation};
 
 type HmacSha256 = Hmac<Sha256>;
 
@@ -84,9 +95,11 @@ pub const NONCE_BYTES: usize = 32;
 /// Bytes of a MAC (HMAC-SHA256).
 pub const MAC_BYTES: usize = 32;
 /// Bytes of a [`Hello`].
-pub const HELLO_BYTES: usize = 28 + NONCE_BYTES;
+pub const HELLO_BYTES: usize = 60 + NONCE_BYTES;
 /// Bytes of a [`Challenge`].
-pub const CHALLENGE_BYTES: usize = 20 + NONCE_BYTES + MAC_BYTES;
+pub const CHALLENGE_BYTES: usize = CHALLENGE_MACED_BYTES + MAC_BYTES;
+/// Bytes of a [`Challenge`] before its MAC (what the MAC covers of it).
+const CHALLENGE_MACED_BYTES: usize = 52 + NONCE_BYTES;
 /// Bytes of a [`Proof`].
 pub const PROOF_BYTES: usize = MAC_BYTES;
 /// Shortest cluster secret, bytes (after surrounding whitespace is
@@ -271,6 +284,76 @@ pub fn fresh_nonce() -> [u8; NONCE_BYTES] {
     nonce
 }
 
+/// What a broker remembers of its peers' incarnations, and learns of them
+/// as they connect. The broker keeps it on disk; tests keep it in memory
+/// ([`MemoryPeerBook`]).
+pub trait PeerBook: Send + Sync + std::fmt::Debug + 'static {
+    /// The incarnation last seen of `peer` ([`Incarnation::UNKNOWN`]:
+    /// never seen).
+    fn known(&self, peer: BrokerId) -> Incarnation;
+    /// A peer passed the handshake: called before any of its frames is
+    /// handed on, so what it learns (for instance that the peer knew this
+    /// broker in an earlier life) is in force for the peer's first
+    /// message.
+    fn met(&self, met: &Met);
+}
+
+/// A [`PeerBook`] in memory: what it was told, forgotten with it.
+#[derive(Debug, Default)]
+pub struct MemoryPeerBook {
+    /// Incarnations seen, by peer. Guards the map only.
+    seen: std::sync::Mutex<std::collections::BTreeMap<BrokerId, Incarnation>>,
+}
+
+impl PeerBook for MemoryPeerBook {
+    fn known(&self, peer: BrokerId) -> Incarnation {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&peer)
+            .copied()
+            .unwrap_or(Incarnation::UNKNOWN)
+    }
+
+    fn met(&self, met: &Met) {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(met.peer.id, met.peer.incarnation);
+    }
+}
+
+/// How a broker shows itself to its peers: the secret it proves, its
+/// incarnation, and what it remembers of them.
+#[derive(Debug, Clone)]
+pub struct PeerIdentity {
+    /// The cluster secret.
+    pub secret: ClusterSecret,
+    /// This broker's incarnation.
+    pub incarnation: Incarnation,
+    /// What it remembers of its peers.
+    pub book: std::sync::Arc<dyn PeerBook>,
+}
+
+/// One end of a handshake: a broker and the life of its data directory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct End {
+    /// The broker.
+    pub id: BrokerId,
+    /// Its data directory's incarnation.
+    pub incarnation: Incarnation,
+}
+
+/// What a handshake tells one side about the other, authenticated.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Met {
+    /// The other broker and its incarnation.
+    pub peer: End,
+    /// This broker's incarnation as the other last saw it
+    /// ([`Incarnation::UNKNOWN`]: never).
+    pub knew_me_as: Incarnation,
+}
+
 /// The dialer's first message.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Hello {
@@ -278,6 +361,10 @@ pub struct Hello {
     pub from: BrokerId,
     /// The broker it means to reach.
     pub to: BrokerId,
+    /// The dialer's incarnation.
+    pub incarnation: Incarnation,
+    /// The acceptor's incarnation as the dialer last saw it.
+    pub known: Incarnation,
     /// The dialer's nonce.
     pub nonce: [u8; NONCE_BYTES],
 }
@@ -307,6 +394,12 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
 }
 
+fn incarnation_at(buf: &[u8], at: usize) -> Incarnation {
+    Incarnation(u128::from_le_bytes(
+        buf[at..at + 16].try_into().expect("16 bytes"),
+    ))
+}
+
 impl Hello {
     /// Its bytes (see the module's layout).
     pub fn encode(&self) -> [u8; HELLO_BYTES] {
@@ -314,7 +407,9 @@ impl Hello {
         put_prefix(&mut out);
         out[12..20].copy_from_slice(&self.from.get().to_le_bytes());
         out[20..28].copy_from_slice(&self.to.get().to_le_bytes());
-        out[28..].copy_from_slice(&self.nonce);
+        out[28..44].copy_from_slice(&self.incarnation.0.to_le_bytes());
+        out[44..60].copy_from_slice(&self.known.0.to_le_bytes());
+        out[60..].copy_from_slice(&self.nonce);
         out
     }
 
@@ -324,7 +419,9 @@ impl Hello {
         Ok(Hello {
             from: BrokerId(u64_at(buf, 12)),
             to: BrokerId(u64_at(buf, 20)),
-            nonce: buf[28..].try_into().expect("32 bytes"),
+            incarnation: incarnation_at(buf, 28),
+            known: incarnation_at(buf, 44),
+            nonce: buf[60..].try_into().expect("32 bytes"),
         })
     }
 }
@@ -334,6 +431,10 @@ impl Hello {
 pub struct Challenge {
     /// The acceptor.
     pub from: BrokerId,
+    /// The acceptor's incarnation.
+    pub incarnation: Incarnation,
+    /// The dialer's incarnation as the acceptor last saw it.
+    pub known: Incarnation,
     /// The acceptor's nonce.
     pub nonce: [u8; NONCE_BYTES],
     /// Its MAC over the hello and the fields above.
@@ -346,8 +447,10 @@ impl Challenge {
         let mut out = [0; CHALLENGE_BYTES];
         put_prefix(&mut out);
         out[12..20].copy_from_slice(&self.from.get().to_le_bytes());
-        out[20..52].copy_from_slice(&self.nonce);
-        out[52..].copy_from_slice(&self.mac);
+        out[20..36].copy_from_slice(&self.incarnation.0.to_le_bytes());
+        out[36..52].copy_from_slice(&self.known.0.to_le_bytes());
+        out[52..CHALLENGE_MACED_BYTES].copy_from_slice(&self.nonce);
+        out[CHALLENGE_MACED_BYTES..].copy_from_slice(&self.mac);
         out
     }
 
@@ -356,8 +459,10 @@ impl Challenge {
         check_prefix(buf)?;
         Ok(Challenge {
             from: BrokerId(u64_at(buf, 12)),
-            nonce: buf[20..52].try_into().expect("32 bytes"),
-            mac: buf[52..].try_into().expect("32 bytes"),
+            incarnation: incarnation_at(buf, 20),
+            known: incarnation_at(buf, 36),
+            nonce: buf[52..CHALLENGE_MACED_BYTES].try_into().expect("32 bytes"),
+            mac: buf[CHALLENGE_MACED_BYTES..].try_into().expect("32 bytes"),
         })
     }
 }
@@ -371,16 +476,20 @@ pub struct Dialer {
 }
 
 impl Dialer {
-    /// Starts a handshake from `me` to `peer`; returns the hello to send.
+    /// Starts a handshake from `me` to `peer`, whose incarnation this
+    /// broker last saw as `known`; returns the hello to send.
     pub fn start(
         secret: &ClusterSecret,
-        me: BrokerId,
+        me: End,
         peer: BrokerId,
+        known: Incarnation,
         nonce: [u8; NONCE_BYTES],
     ) -> (Dialer, [u8; HELLO_BYTES]) {
         let hello = Hello {
-            from: me,
+            from: me.id,
             to: peer,
+            incarnation: me.incarnation,
+            known,
             nonce,
         }
         .encode();
@@ -392,11 +501,12 @@ impl Dialer {
         (dialer, hello)
     }
 
-    /// Checks the acceptor's challenge; returns the proof to send.
+    /// Checks the acceptor's challenge; returns what it says of itself and
+    /// of this broker, and the proof to send.
     pub fn on_challenge(
         self,
         bytes: &[u8; CHALLENGE_BYTES],
-    ) -> Result<[u8; PROOF_BYTES], HandshakeError> {
+    ) -> Result<(Met, [u8; PROOF_BYTES]), HandshakeError> {
         let challenge = Challenge::decode(bytes)?;
         if challenge.from != self.peer {
             return Err(HandshakeError::WrongPeer {
@@ -405,11 +515,21 @@ impl Dialer {
             });
         }
         self.secret
-            .mac(ACCEPTOR_LABEL, &[&self.hello, &bytes[..52]])
+            .mac(
+                ACCEPTOR_LABEL,
+                &[&self.hello, &bytes[..CHALLENGE_MACED_BYTES]],
+            )
             .verify_slice(&challenge.mac)
             .map_err(|_| HandshakeError::BadMac)?;
         let proof = self.secret.mac(DIALER_LABEL, &[&self.hello, bytes]);
-        Ok(proof.finalize().into_bytes().into())
+        let met = Met {
+            peer: End {
+                id: challenge.from,
+                incarnation: challenge.incarnation,
+            },
+            knew_me_as: challenge.known,
+        };
+        Ok((met, proof.finalize().into_bytes().into()))
     }
 }
 
@@ -419,25 +539,27 @@ pub struct Acceptor {
     secret: ClusterSecret,
     hello: [u8; HELLO_BYTES],
     challenge: [u8; CHALLENGE_BYTES],
-    from: BrokerId,
+    met: Met,
 }
 
 impl Acceptor {
     /// Checks a hello sent to `me`: it must name `me` and come from a
-    /// broker `dials_me` accepts. Returns the state to check the proof
+    /// broker `dials_me` accepts; `known` gives the incarnation this
+    /// broker last saw of each peer. Returns the state to check the proof
     /// with, and the challenge to send. A hello refused here gets no
     /// answer.
     pub fn on_hello(
         secret: &ClusterSecret,
-        me: BrokerId,
+        me: End,
         dials_me: impl Fn(BrokerId) -> bool,
+        known: impl Fn(BrokerId) -> Incarnation,
         bytes: &[u8; HELLO_BYTES],
         nonce: [u8; NONCE_BYTES],
     ) -> Result<(Acceptor, [u8; CHALLENGE_BYTES]), HandshakeError> {
         let hello = Hello::decode(bytes)?;
-        if hello.to != me {
+        if hello.to != me.id {
             return Err(HandshakeError::WrongBroker {
-                me,
+                me: me.id,
                 named: hello.to,
             });
         }
@@ -445,67 +567,84 @@ impl Acceptor {
             return Err(HandshakeError::NotAPeer(hello.from));
         }
         let mut challenge = Challenge {
-            from: me,
+            from: me.id,
+            incarnation: me.incarnation,
+            known: known(hello.from),
             nonce,
             mac: [0; MAC_BYTES],
         }
         .encode();
-        let mac = secret.mac(ACCEPTOR_LABEL, &[bytes, &challenge[..52]]);
-        challenge[52..].copy_from_slice(&mac.finalize().into_bytes());
+        let mac = secret.mac(
+            ACCEPTOR_LABEL,
+            &[bytes, &challenge[..CHALLENGE_MACED_BYTES]],
+        );
+        challenge[CHALLENGE_MACED_BYTES..].copy_from_slice(&mac.finalize().into_bytes());
         let acceptor = Acceptor {
             secret: secret.clone(),
             hello: *bytes,
             challenge,
-            from: hello.from,
+            met: Met {
+                peer: End {
+                    id: hello.from,
+                    incarnation: hello.incarnation,
+                },
+                knew_me_as: hello.known,
+            },
         };
         Ok((acceptor, challenge))
     }
 
     /// The broker the hello named (not yet proven).
     pub fn claimed(&self) -> BrokerId {
-        self.from
+        self.met.peer.id
     }
 
-    /// Checks the dialer's proof; returns the dialer, now authenticated.
-    pub fn on_proof(self, proof: &[u8; PROOF_BYTES]) -> Result<BrokerId, HandshakeError> {
+    /// Checks the dialer's proof; returns what the dialer, now
+    /// authenticated, says of itself and of this broker.
+    pub fn on_proof(self, proof: &[u8; PROOF_BYTES]) -> Result<Met, HandshakeError> {
         self.secret
             .mac(DIALER_LABEL, &[&self.hello, &self.challenge])
             .verify_slice(proof)
             .map_err(|_| HandshakeError::BadMac)?;
-        Ok(self.from)
+        Ok(self.met)
     }
 }
 
-/// Runs the dialer's side over `stream`: from `me` to `peer`. On success
-/// the stream is the peer's, ready for frames.
+/// Runs the dialer's side over `stream`: from `me` to `peer`, whose
+/// incarnation this broker last saw as `known`. On success the stream is
+/// the peer's, ready for frames.
 pub async fn dial<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     secret: &ClusterSecret,
-    me: BrokerId,
+    me: End,
     peer: BrokerId,
-) -> Result<(), HandshakeError> {
-    let (dialer, hello) = Dialer::start(secret, me, peer, fresh_nonce());
+    known: Incarnation,
+) -> Result<Met, HandshakeError> {
+    let (dialer, hello) = Dialer::start(secret, me, peer, known, fresh_nonce());
     stream.write_all(&hello).await?;
     let mut challenge = [0; CHALLENGE_BYTES];
     stream.read_exact(&mut challenge).await?;
-    let proof = dialer.on_challenge(&challenge)?;
+    let (met, proof) = dialer.on_challenge(&challenge)?;
     stream.write_all(&proof).await?;
     stream.flush().await?;
-    Ok(())
+    Ok(met)
 }
 
 /// Runs the acceptor's side over `stream`, for `me`, accepting dialers
-/// that `dials_me` names. Returns the authenticated dialer; on an error
-/// nothing but (perhaps) the challenge has been written to the stream.
+/// that `dials_me` names. Returns what the authenticated dialer says; on
+/// an error nothing but (perhaps) the challenge has been written to the
+/// stream.
 pub async fn accept<S: AsyncRead + AsyncWrite + Unpin>(
     stream: &mut S,
     secret: &ClusterSecret,
-    me: BrokerId,
+    me: End,
     dials_me: impl Fn(BrokerId) -> bool,
-) -> Result<BrokerId, HandshakeError> {
+    known: impl Fn(BrokerId) -> Incarnation,
+) -> Result<Met, HandshakeError> {
     let mut hello = [0; HELLO_BYTES];
     stream.read_exact(&mut hello).await?;
-    let (acceptor, challenge) = Acceptor::on_hello(secret, me, dials_me, &hello, fresh_nonce())?;
+    let (acceptor, challenge) =
+        Acceptor::on_hello(secret, me, dials_me, known, &hello, fresh_nonce())?;
     stream.write_all(&challenge).await?;
     stream.flush().await?;
     let mut proof = [0; PROOF_BYTES];
@@ -521,19 +660,52 @@ mod tests {
         ClusterSecret::new(s.as_bytes()).expect("long enough")
     }
 
+    fn end(id: u64) -> End {
+        End {
+            id: BrokerId(id),
+            incarnation: Incarnation(u128::from(id) * 1000),
+        }
+    }
+
+    fn never_seen(_: BrokerId) -> Incarnation {
+        Incarnation::UNKNOWN
+    }
+
+    /// Broker 1's hello to broker `to`, knowing nothing of it.
+    fn hello_to(s: &ClusterSecret, from: u64, to: u64, nonce: u8) -> (Dialer, [u8; HELLO_BYTES]) {
+        Dialer::start(
+            s,
+            end(from),
+            BrokerId(to),
+            Incarnation::UNKNOWN,
+            [nonce; NONCE_BYTES],
+        )
+    }
+
+    /// Broker `me`'s answer to `hello`, accepting broker 1.
+    fn answer(
+        s: &ClusterSecret,
+        me: u64,
+        hello: &[u8; HELLO_BYTES],
+        nonce: u8,
+    ) -> Result<(Acceptor, [u8; CHALLENGE_BYTES]), HandshakeError> {
+        Acceptor::on_hello(
+            s,
+            end(me),
+            |b| b == BrokerId(1),
+            never_seen,
+            hello,
+            [nonce; NONCE_BYTES],
+        )
+    }
+
     /// Runs a whole handshake in memory; the acceptor is broker 2 and
     /// accepts broker 1.
     fn run(dialer: &ClusterSecret, acceptor: &ClusterSecret) -> Result<BrokerId, HandshakeError> {
-        let (d, hello) = Dialer::start(dialer, BrokerId(1), BrokerId(2), [7; NONCE_BYTES]);
-        let (a, challenge) = Acceptor::on_hello(
-            acceptor,
-            BrokerId(2),
-            |b| b == BrokerId(1),
-            &hello,
-            [9; NONCE_BYTES],
-        )?;
-        let proof = d.on_challenge(&challenge)?;
-        a.on_proof(&proof)
+        let (d, hello) = hello_to(dialer, 1, 2, 7);
+        let (a, challenge) = answer(acceptor, 2, &hello, 9)?;
+        let (_, proof) = d.on_challenge(&challenge)?;
+        Ok(a.on_proof(&proof)?.peer.id)
     }
 
     #[test]
@@ -560,16 +732,11 @@ mod tests {
         // A forger asks the acceptor for a challenge, then offers the
         // challenge's own MAC as its proof (a reflection).
         let s = secret("correct horse battery staple");
-        let (_, hello) = Dialer::start(&s, BrokerId(1), BrokerId(2), [1; NONCE_BYTES]);
-        let (a, challenge) = Acceptor::on_hello(
-            &s,
-            BrokerId(2),
-            |b| b == BrokerId(1),
-            &hello,
-            [2; NONCE_BYTES],
-        )
-        .expect("a well-formed hello");
-        let reflected: [u8; PROOF_BYTES] = challenge[52..].try_into().expect("32 bytes");
+        let (_, hello) = hello_to(&s, 1, 2, 1);
+        let (a, challenge) = answer(&s, 2, &hello, 2).expect("a well-formed hello");
+        let reflected: [u8; PROOF_BYTES] = challenge[CHALLENGE_MACED_BYTES..]
+            .try_into()
+            .expect("32 bytes");
         assert!(matches!(
             a.on_proof(&reflected),
             Err(HandshakeError::BadMac)
@@ -579,16 +746,12 @@ mod tests {
     #[test]
     fn a_proof_from_an_earlier_handshake_does_not_replay() {
         let s = secret("correct horse battery staple");
-        let accept = |hello: &[u8; HELLO_BYTES], nonce| {
-            Acceptor::on_hello(&s, BrokerId(2), |b| b == BrokerId(1), hello, nonce)
-                .expect("a well-formed hello")
-        };
-        let (d, hello) = Dialer::start(&s, BrokerId(1), BrokerId(2), [1; NONCE_BYTES]);
-        let (first, challenge) = accept(&hello, [2; NONCE_BYTES]);
-        let proof = d.on_challenge(&challenge).expect("genuine");
-        assert_eq!(first.on_proof(&proof).expect("genuine"), BrokerId(1));
+        let (d, hello) = hello_to(&s, 1, 2, 1);
+        let (first, challenge) = answer(&s, 2, &hello, 2).expect("well formed");
+        let (_, proof) = d.on_challenge(&challenge).expect("genuine");
+        assert_eq!(first.on_proof(&proof).expect("genuine").peer, end(1));
         // The same hello and proof again meet a fresh acceptor nonce.
-        let (second, _) = accept(&hello, [3; NONCE_BYTES]);
+        let (second, _) = answer(&s, 2, &hello, 3).expect("well formed");
         assert!(matches!(
             second.on_proof(&proof),
             Err(HandshakeError::BadMac)
@@ -598,15 +761,14 @@ mod tests {
     #[test]
     fn a_hello_for_another_broker_or_from_a_stranger_gets_no_challenge() {
         let s = secret("correct horse battery staple");
-        let peers = |b| b == BrokerId(1);
-        let (_, to_3) = Dialer::start(&s, BrokerId(1), BrokerId(3), [1; NONCE_BYTES]);
+        let (_, to_3) = hello_to(&s, 1, 3, 1);
         assert!(matches!(
-            Acceptor::on_hello(&s, BrokerId(2), peers, &to_3, [2; NONCE_BYTES]),
+            answer(&s, 2, &to_3, 2),
             Err(HandshakeError::WrongBroker { .. })
         ));
-        let (_, from_9) = Dialer::start(&s, BrokerId(9), BrokerId(2), [1; NONCE_BYTES]);
+        let (_, from_9) = hello_to(&s, 9, 2, 1);
         assert!(matches!(
-            Acceptor::on_hello(&s, BrokerId(2), peers, &from_9, [2; NONCE_BYTES]),
+            answer(&s, 2, &from_9, 2),
             Err(HandshakeError::NotAPeer(BrokerId(9)))
         ));
     }
@@ -614,22 +776,16 @@ mod tests {
     #[test]
     fn a_challenge_from_another_broker_is_refused() {
         let s = secret("correct horse battery staple");
-        let (d, hello) = Dialer::start(&s, BrokerId(1), BrokerId(2), [1; NONCE_BYTES]);
+        let (d, hello) = hello_to(&s, 1, 2, 1);
         // Broker 3 answers a hello meant for broker 2 (a relayed dial).
-        let (_, challenge) = Acceptor::on_hello(
-            &s,
-            BrokerId(3),
-            |_| true,
-            &Hello::decode(&hello)
-                .map(|h| Hello {
-                    to: BrokerId(3),
-                    ..h
-                })
-                .expect("decodes")
-                .encode(),
-            [2; NONCE_BYTES],
-        )
-        .expect("well formed");
+        let relayed = Hello::decode(&hello)
+            .map(|h| Hello {
+                to: BrokerId(3),
+                ..h
+            })
+            .expect("decodes")
+            .encode();
+        let (_, challenge) = answer(&s, 3, &relayed, 2).expect("well formed");
         assert!(matches!(
             d.on_challenge(&challenge),
             Err(HandshakeError::WrongPeer { .. })
@@ -641,6 +797,8 @@ mod tests {
         let hello = Hello {
             from: BrokerId(1),
             to: BrokerId(0x0102),
+            incarnation: Incarnation(0x0A),
+            known: Incarnation(0x0B0C),
             nonce: [0xAB; NONCE_BYTES],
         };
         let mut expected = Vec::new();
@@ -648,6 +806,8 @@ mod tests {
         expected.extend_from_slice(&[1, 0, 0, 0]);
         expected.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0x0C, 0x0B, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[0xAB; NONCE_BYTES]);
         assert_eq!(hello.encode().as_slice(), expected.as_slice());
         assert_eq!(Hello::decode(&hello.encode()).expect("round trip"), hello);
@@ -655,10 +815,15 @@ mod tests {
         // The MAC, computed independently of the state machines: RFC 2104
         // HMAC-SHA256 of the label and transcript under the key.
         let s = secret("0123456789abcdef");
-        let (_, challenge) = Acceptor::on_hello(
+        let me = End {
+            id: BrokerId(0x0102),
+            incarnation: Incarnation(0x0D),
+        };
+        let (acceptor, challenge) = Acceptor::on_hello(
             &s,
-            BrokerId(0x0102),
+            me,
             |_| true,
+            |_| Incarnation(0x0E),
             &hello.encode(),
             [0xCD; NONCE_BYTES],
         )
@@ -666,11 +831,44 @@ mod tests {
         assert_eq!(&challenge[..8], b"RILLPEER");
         assert_eq!(&challenge[8..12], &[1, 0, 0, 0]);
         assert_eq!(&challenge[12..20], &[2, 1, 0, 0, 0, 0, 0, 0]);
-        assert_eq!(&challenge[20..52], &[0xCD; NONCE_BYTES]);
-        let hex: String = challenge[52..].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&challenge[20..36], &Incarnation(0x0D).0.to_le_bytes());
+        assert_eq!(&challenge[36..52], &Incarnation(0x0E).0.to_le_bytes());
+        assert_eq!(&challenge[52..84], &[0xCD; NONCE_BYTES]);
+        let hex: String = challenge[84..].iter().map(|b| format!("{b:02x}")).collect();
         assert_eq!(
-            hex, "524af12a5f68b6fc708b7a019d6fd53f769bf8bf7ea9c48ce1f5316d658ace8d",
+            hex, "0dd3ea45392f84341f569646c1c687f7207c7f3ead39eb4d7e64d4d0d538ca4d",
             "the acceptor MAC of this transcript changed"
+        );
+        assert_eq!(acceptor.claimed(), BrokerId(1));
+    }
+
+    #[test]
+    fn each_side_learns_the_others_incarnation_and_how_it_was_known() {
+        let s = secret("correct horse battery staple");
+        let (d, hello) = Dialer::start(&s, end(1), BrokerId(2), Incarnation(7), [1; NONCE_BYTES]);
+        let (a, challenge) = Acceptor::on_hello(
+            &s,
+            end(2),
+            |_| true,
+            |_| Incarnation(9),
+            &hello,
+            [2; NONCE_BYTES],
+        )
+        .expect("well formed");
+        let (dialer_met, proof) = d.on_challenge(&challenge).expect("genuine");
+        assert_eq!(
+            dialer_met,
+            Met {
+                peer: end(2),
+                knew_me_as: Incarnation(9)
+            }
+        );
+        assert_eq!(
+            a.on_proof(&proof).expect("genuine"),
+            Met {
+                peer: end(1),
+                knew_me_as: Incarnation(7)
+            }
         );
     }
 
@@ -679,6 +877,8 @@ mod tests {
         let good = Hello {
             from: BrokerId(1),
             to: BrokerId(2),
+            incarnation: Incarnation(1),
+            known: Incarnation::UNKNOWN,
             nonce: [0; NONCE_BYTES],
         }
         .encode();
@@ -751,7 +951,7 @@ mod tests {
             }
             let s = secret("correct horse battery staple");
             if let Ok((a, _)) =
-                Acceptor::on_hello(&s, BrokerId(2), |_| true, &hello, [4; NONCE_BYTES])
+                Acceptor::on_hello(&s, end(2), |_| true, never_seen, &hello, [4; NONCE_BYTES])
             {
                 let proof: [u8; PROOF_BYTES] = proof.as_slice().try_into().expect("sized");
                 proptest::prop_assert!(a.on_proof(&proof).is_err());
@@ -759,8 +959,20 @@ mod tests {
         }
 
         #[test]
-        fn well_formed_hellos_round_trip(from in 1u64.., to in 1u64.., nonce in proptest::array::uniform32(proptest::num::u8::ANY)) {
-            let h = Hello { from: BrokerId(from), to: BrokerId(to), nonce };
+        fn well_formed_hellos_round_trip(
+            from in 1u64..,
+            to in 1u64..,
+            incarnation in proptest::num::u128::ANY,
+            known in proptest::num::u128::ANY,
+            nonce in proptest::array::uniform32(proptest::num::u8::ANY),
+        ) {
+            let h = Hello {
+                from: BrokerId(from),
+                to: BrokerId(to),
+                incarnation: Incarnation(incarnation),
+                known: Incarnation(known),
+                nonce,
+            };
             proptest::prop_assert_eq!(Hello::decode(&h.encode()).expect("decodes"), h);
         }
     }

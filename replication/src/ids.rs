@@ -42,3 +42,31 @@ impl GroupId {
     /// The controller group, which holds the cluster's metadata.
     pub const CONTROLLER: GroupId = GroupId(0);
 }
+
+/// One life of a broker's data directory: a random number written when the
+/// directory is first used. A broker that comes back with another one has
+/// lost what it once acknowledged; [`Incarnation::UNKNOWN`] (0) stands for
+/// a broker never seen.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Incarnation(pub u128);
+
+impl Incarnation {
+    /// No incarnation: a broker never seen.
+    pub const UNKNOWN: Incarnation = Incarnation(0);
+
+    /// A fresh random incarnation, never [`Incarnation::UNKNOWN`].
+    pub fn fresh() -> Incarnation {
+        loop {
+            let n = rand::random::<u128>();
+            if n != 0 {
+                return Incarnation(n);
+            }
+        }
+    }
+}
+
+impl fmt::Display for Incarnation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:032x}", self.0)
+    }
+}

@@ -8,6 +8,9 @@
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
 //! - [`node`]: the groups of one broker and the Ready loop that drives
 //!   them, free of I/O but for the logs' mappings.
+//! - `catch_up`: replicas that may hold less than their group believes
+//!   (a broker back with an emptied data directory) vote again only once
+//!   caught up, and leaders repair them.
 //! - [`forward`]: proposals a broker asks a group's leader to make for
 //!   it (broker registrations), checked by the leader's broker first.
 //! - [`handshake`]: how two brokers prove to each other that they hold the
@@ -19,6 +22,7 @@
 //! - [`wire`]: rill's own encoding of Raft messages between brokers
 //!   (protobuf is never parsed from the network).
 
+mod catch_up;
 pub mod entry;
 pub mod error;
 pub mod forward;

@@ -235,6 +235,9 @@ struct Replica {
     last_proposed: Option<(RaftIndex, Term, Offset)>,
     high_watermark: Offset,
     leader: Option<BrokerId>,
+    /// While this replica catches up after losing what it held (see
+    /// `catch_up`): it neither votes nor campaigns.
+    catching_up: Option<crate::catch_up::CatchUp>,
     /// Readies handed back to raft-rs before their syncs ran
     /// ([`Node::defer_syncs`]), oldest first: each one's number and the
     /// messages that may leave only once it is durable.
@@ -470,6 +473,9 @@ pub struct Node {
     /// Segments retention took whose new snapshot point is durable; see
     /// [`Node::take_expired`].
     expired: Vec<rill_storage::Expired>,
+    /// Whether this broker rejoins after losing its data: every group
+    /// opened while it is set starts catching up ([`Node::set_rejoining`]).
+    rejoining: bool,
 }
 
 /// What opening a replica needs.
@@ -502,7 +508,30 @@ impl Node {
             closed_syncs: Vec::new(),
             retention_waiting: BTreeMap::new(),
             expired: Vec::new(),
+            rejoining: false,
         }
+    }
+
+    /// Whether this broker rejoins its cluster after losing what it had
+    /// acknowledged (a new incarnation of its data directory). While set,
+    /// every group here, and every group opened later, catches up before it
+    /// votes or campaigns again (see `catch_up`); clearing it stops only
+    /// groups opened from then on from starting so.
+    pub fn set_rejoining(&mut self, rejoining: bool) {
+        self.rejoining = rejoining;
+        if rejoining {
+            for r in self.groups.values_mut() {
+                r.catching_up.get_or_insert_with(Default::default);
+            }
+        }
+    }
+
+    /// Groups here still catching up: they neither vote nor campaign.
+    pub fn catching_up(&self) -> usize {
+        self.groups
+            .values()
+            .filter(|r| r.catching_up.is_some())
+            .count()
     }
 
     /// Completed syncs of groups closed since they were planned (their
@@ -568,6 +597,7 @@ impl Node {
             last_proposed: None,
             high_watermark,
             leader: None,
+            catching_up: self.rejoining.then(Default::default),
             unsynced: VecDeque::new(),
         };
         let phase = self.jitter.next() % c.election_tick as u64;
@@ -611,7 +641,18 @@ impl Node {
     /// with probability 1/4, so election timeouts spread out above
     /// `election_tick` ticks and never fall below it.
     pub fn tick(&mut self) {
-        for r in self.groups.values_mut() {
+        for (&group, r) in self.groups.iter_mut() {
+            if let Some(c) = r.catching_up {
+                let log = &r.raw.raft.raft_log;
+                if c.done(log.committed, log.persisted) {
+                    tracing::info!(%group, through = ?c.target(), "caught up: votes again");
+                    r.catching_up = None;
+                } else {
+                    // No election clock: it must not campaign with a log
+                    // it has lost.
+                    continue;
+                }
+            }
             if self.jitter.next() % 4 != 0 {
                 r.raw.tick();
             }
@@ -651,6 +692,36 @@ impl Node {
                 reason,
             },
         )?;
+        if let Some(c) = r.catching_up.as_mut() {
+            if crate::catch_up::refused_while_catching_up(&message) {
+                return Err(ReplicationError::CatchingUp { group });
+            }
+            c.heard(&message);
+        }
+        let term = r.raw.raft.term;
+        if r.raw.raft.state == StateRole::Leader
+            && message.term == term
+            && let Some(pr) = r.raw.raft.mut_prs().get_mut(message.from)
+            && let Some(probe_from) = crate::catch_up::believed_too_much(&message, pr.matched)
+        {
+            // The follower holds less than this leader believed: nothing of
+            // it counts as matched until it answers a probe from its hint
+            // (its entry there may differ too), and it is sent what it
+            // lacks (entries or a snapshot).
+            tracing::warn!(
+                %group,
+                follower = message.from,
+                believed = pr.matched,
+                holds = probe_from,
+                "a follower holds less than it had acknowledged; catching it up"
+            );
+            pr.become_probe();
+            pr.matched = 0;
+            pr.next_idx = probe_from + 1;
+            r.raw.raft.send_append(message.from);
+            return Ok(());
+        }
+        let mut lost = None;
         match message.get_msg_type() {
             // An append's entries are checked before raft-rs takes them:
             // once in its log, a bad one could only fail the group when
@@ -671,11 +742,16 @@ impl Node {
                 // replica that may lie past its log, which raft-rs treats
                 // as fatal. The commit is a hint: clamp it.
                 let last = r.raw.raft.raft_log.last_index();
+                lost = crate::catch_up::lost_entries_reply(&message, last);
                 message.commit = message.commit.min(last);
             }
             _ => {}
         }
         r.raw.step(message)?;
+        // Past the log: the leader is told what this replica really holds.
+        if let Some(probe) = lost {
+            r.raw.step(probe)?;
+        }
         Ok(())
     }
 
@@ -771,6 +847,9 @@ impl Node {
             .groups
             .get_mut(&group)
             .ok_or(ReplicationError::UnknownGroup(group))?;
+        if r.catching_up.is_some() {
+            return Err(ReplicationError::CatchingUp { group });
+        }
         r.raw.campaign()?;
         Ok(())
     }

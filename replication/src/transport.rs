@@ -49,7 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
-use crate::handshake::{self, ClusterSecret};
+use crate::handshake::{self, End, PeerIdentity};
 use crate::ids::{BrokerId, GroupId};
 use crate::node::Outgoing;
 use crate::wire::{
@@ -139,14 +139,14 @@ impl Transport {
     /// Starts the transport of broker `id` on the current tokio runtime:
     /// accepting on `listener`, dialling the peers with higher ids, and
     /// handing every decoded frame to `inbound`. `peers` lists every other
-    /// broker's peer address; every connection is authenticated with
-    /// `secret` first.
+    /// broker's peer address; every connection passes the handshake with
+    /// `identity` first.
     pub fn start(
         id: BrokerId,
         listener: TcpListener,
         peers: BTreeMap<BrokerId, String>,
         inbound: mpsc::Sender<Inbound>,
-        secret: ClusterSecret,
+        identity: PeerIdentity,
     ) -> Transport {
         let mut links = BTreeMap::new();
         let mut slots = BTreeMap::new();
@@ -172,7 +172,7 @@ impl Transport {
                     slot,
                     inbound.clone(),
                     Arc::clone(&budget),
-                    secret.clone(),
+                    identity.clone(),
                 ));
             }
         }
@@ -182,7 +182,7 @@ impl Transport {
             Arc::new(slots),
             inbound,
             budget,
-            secret,
+            identity,
         ));
         Transport {
             id,
@@ -486,8 +486,12 @@ async fn dial_loop(
     slot: Slot,
     inbound: mpsc::Sender<Inbound>,
     budget: Arc<Semaphore>,
-    secret: ClusterSecret,
+    identity: PeerIdentity,
 ) {
+    let me = End {
+        id,
+        incarnation: identity.incarnation,
+    };
     let mut backoff_ms = 50;
     let mut generation = 0u64;
     loop {
@@ -497,11 +501,18 @@ async fn dial_loop(
                 let _ = stream.set_nodelay(true);
                 let shaken = tokio::time::timeout(
                     Duration::from_millis(PEER_HELLO_MS_MAX),
-                    handshake::dial(&mut stream, &secret, id, peer),
+                    handshake::dial(
+                        &mut stream,
+                        &identity.secret,
+                        me,
+                        peer,
+                        identity.book.known(peer),
+                    ),
                 )
                 .await;
                 match shaken {
-                    Ok(Ok(())) => {
+                    Ok(Ok(met)) => {
+                        identity.book.met(&met);
                         let (r, w) = stream.into_split();
                         generation += 1;
                         *slot.lock().await = Some((generation, w));
@@ -534,8 +545,12 @@ async fn accept_loop(
     slots: Arc<BTreeMap<BrokerId, Slot>>,
     inbound: mpsc::Sender<Inbound>,
     budget: Arc<Semaphore>,
-    secret: ClusterSecret,
+    identity: PeerIdentity,
 ) {
+    let me = End {
+        id,
+        incarnation: identity.incarnation,
+    };
     let mut generation = 1u64 << 32;
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_PENDING_MAX));
     loop {
@@ -555,19 +570,24 @@ async fn accept_loop(
         let slots = Arc::clone(&slots);
         let inbound = inbound.clone();
         let budget = Arc::clone(&budget);
-        let secret = secret.clone();
+        let identity = identity.clone();
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             // Only brokers with lower ids dial this one.
             let dials_me = |b: BrokerId| b < id && slots.contains_key(&b);
             let shaken = tokio::time::timeout(
                 Duration::from_millis(PEER_HELLO_MS_MAX),
-                handshake::accept(&mut stream, &secret, id, dials_me),
+                handshake::accept(&mut stream, &identity.secret, me, dials_me, |b| {
+                    identity.book.known(b)
+                }),
             )
             .await;
             drop(handshaking);
             let from = match shaken {
-                Ok(Ok(from)) => from,
+                Ok(Ok(met)) => {
+                    identity.book.met(&met);
+                    met.peer.id
+                }
                 Ok(Err(e)) => {
                     tracing::warn!(%addr, error = %e, "peer handshake refused; connection closed");
                     return;

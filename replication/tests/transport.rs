@@ -12,7 +12,10 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use raft::eraftpb::{Entry, Message, MessageType};
-use rill_replication::handshake::{CHALLENGE_BYTES, ClusterSecret, Hello, PROOF_BYTES};
+use rill_replication::handshake::{
+    CHALLENGE_BYTES, ClusterSecret, Hello, MemoryPeerBook, PROOF_BYTES, PeerIdentity,
+};
+use rill_replication::ids::Incarnation;
 use rill_replication::transport::{FRAME_TARGET_BYTES, INBOUND_BYTES_MAX, Inbound, Transport};
 use rill_replication::{BrokerId, GroupId, Outgoing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -42,6 +45,16 @@ fn append(from: u64, to: u64, index: u64, data_bytes: usize) -> Message {
 
 fn secret(text: &str) -> ClusterSecret {
     ClusterSecret::new(text.as_bytes()).unwrap()
+}
+
+/// A broker's identity with `secret`, a fresh incarnation and no memory
+/// of its peers.
+fn identity(secret: ClusterSecret) -> PeerIdentity {
+    PeerIdentity {
+        secret,
+        incarnation: Incarnation::fresh(),
+        book: std::sync::Arc::new(MemoryPeerBook::default()),
+    }
 }
 
 /// The secret both brokers of [`pair`] hold.
@@ -75,8 +88,8 @@ async fn pair_with(
         [(BrokerId(1), a1.to_string()), (BrokerId(2), a2.to_string())].into();
     let (tx1, _rx1) = mpsc::channel(1024);
     let (tx2, rx2) = mpsc::channel(1024);
-    let t1 = Transport::start(BrokerId(1), l1, peers.clone(), tx1, secret1);
-    let t2 = Transport::start(BrokerId(2), l2, peers, tx2, secret2);
+    let t1 = Transport::start(BrokerId(1), l1, peers.clone(), tx1, identity(secret1));
+    let t2 = Transport::start(BrokerId(2), l2, peers, tx2, identity(secret2));
     (t1, rx2, a2, (t2, _rx1))
 }
 
@@ -309,11 +322,13 @@ async fn a_stranger_or_garbage_on_the_peer_port_is_closed_and_peers_carry_on() {
     let hello = Hello {
         from: BrokerId(9),
         to: BrokerId(2),
+        incarnation: Incarnation(9),
+        known: Incarnation::UNKNOWN,
         nonce: [1; 32],
     };
     stranger.write_all(&hello.encode()).await.unwrap();
     let mut garbage = tokio::net::TcpStream::connect(a2).await.unwrap();
-    garbage.write_all(&[0xff; 64]).await.unwrap();
+    garbage.write_all(&[0xff; 128]).await.unwrap();
     // The real peer still gets through.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     loop {
@@ -414,6 +429,8 @@ async fn a_forger_naming_a_real_peer_gets_no_frame_and_the_peer_keeps_its_connec
     let hello = Hello {
         from: BrokerId(1),
         to: BrokerId(2),
+        incarnation: Incarnation(1),
+        known: Incarnation::UNKNOWN,
         nonce: [7; 32],
     };
     forger.write_all(&hello.encode()).await.unwrap();

@@ -7,8 +7,9 @@
 use libfuzzer_sys::fuzz_target;
 use rill_replication::BrokerId;
 use rill_replication::handshake::{
-    Acceptor, CHALLENGE_BYTES, Challenge, ClusterSecret, HELLO_BYTES, Hello, PROOF_BYTES,
+    Acceptor, CHALLENGE_BYTES, Challenge, ClusterSecret, End, HELLO_BYTES, Hello, PROOF_BYTES,
 };
+use rill_replication::ids::Incarnation;
 
 fuzz_target!(|data: &[u8]| {
     let secret = ClusterSecret::new(b"the fuzzer never learns this secret").expect("long enough");
@@ -25,7 +26,18 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(d.encode(), c, "a decoded challenge re-encodes to its bytes");
         }
     }
-    let accepted = Acceptor::on_hello(&secret, BrokerId(2), |b| b == BrokerId(1), &hello, [9; 32]);
+    let me = End {
+        id: BrokerId(2),
+        incarnation: Incarnation(2),
+    };
+    let accepted = Acceptor::on_hello(
+        &secret,
+        me,
+        |b| b == BrokerId(1),
+        |_| Incarnation::UNKNOWN,
+        &hello,
+        [9; 32],
+    );
     let Ok((acceptor, _challenge)) = accepted else {
         return;
     };

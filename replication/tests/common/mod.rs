@@ -133,6 +133,10 @@ pub struct SimConfig {
     pub crashes_max: u64,
     /// Whether a broker leading a group may crash.
     pub crash_leaders: bool,
+    /// Crashes that also lose the broker's whole data directory, at most:
+    /// it comes back as a new incarnation and must catch up before it
+    /// votes. Only one broker at a time is without its data.
+    pub disk_losses: u64,
     pub faults: Faults,
 }
 
@@ -187,6 +191,10 @@ pub struct Sim {
     members: BTreeMap<GroupId, Vec<BrokerId>>,
     network: Vec<InFlight>,
     cut: BTreeSet<(BrokerId, BrokerId)>,
+    /// Brokers back after losing their data, not yet caught up everywhere.
+    rejoining: BTreeSet<BrokerId>,
+    /// Disk losses so far.
+    pub disk_losses: u64,
     step: u64,
     msg_seq: u64,
     value_seq: u64,
@@ -237,6 +245,8 @@ impl Sim {
             members: BTreeMap::new(),
             network: Vec::new(),
             cut: BTreeSet::new(),
+            rejoining: BTreeSet::new(),
+            disk_losses: 0,
             step: 0,
             msg_seq: 0,
             value_seq: 0,
@@ -290,6 +300,9 @@ impl Sim {
         config.max_size_per_msg_bytes = 32 * 1024;
         config.max_inflight_msgs = 8;
         let mut node = Node::new(config, clock);
+        // As the broker does when its peers knew an earlier life of its
+        // data directory.
+        node.set_rejoining(self.rejoining.contains(&b));
         let mut logs = BTreeMap::new();
         let groups: Vec<(GroupId, Vec<BrokerId>)> = self
             .members
@@ -344,6 +357,27 @@ impl Sim {
                 .expect("forget unsynced");
             let keep_state = self.rng.chance(500);
             self.stores.get(&(b, g)).expect("store").crash(keep_state);
+        }
+        // Sometimes the disk goes too: the broker comes back with nothing,
+        // as a new incarnation (one such broker at a time: Raft keeps what
+        // a majority holds).
+        if self.disk_losses < self.config.disk_losses
+            && self.rejoining.is_empty()
+            && self.rng.chance(300)
+        {
+            let groups: Vec<GroupId> = self
+                .stores
+                .keys()
+                .filter(|(x, _)| *x == b)
+                .map(|(_, g)| *g)
+                .collect();
+            for g in groups {
+                std::fs::remove_dir_all(self.dir(b, g)).expect("wipe the replica");
+                self.stores.insert((b, g), MemoryStateStore::default());
+            }
+            self.rejoining.insert(b);
+            self.disk_losses += 1;
+            self.trace = mix(self.trace, 0xD15C ^ b.get());
         }
         self.pending.retain(|p| p.broker != b);
         self.crashes += 1;
@@ -744,6 +778,18 @@ impl Sim {
         if with_faults {
             self.faults();
         }
+        // A rejoining broker whose groups have all caught up is whole again.
+        let brokers = &mut self.brokers;
+        self.rejoining.retain(|b| {
+            let node = brokers.get_mut(b).and_then(|br| br.node.as_mut());
+            match node {
+                Some(n) if n.catching_up() == 0 => {
+                    n.set_rejoining(false);
+                    false
+                }
+                _ => true,
+            }
+        });
         // One tick (100 ms of broker time) every 5 steps.
         if self.step % 5 == 0 {
             for br in self.brokers.values_mut() {
