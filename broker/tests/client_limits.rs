@@ -40,6 +40,21 @@ fn closed_by_broker(s: &mut TcpStream) -> bool {
     false
 }
 
+/// Raises this process's open-file limit to `want` (or its hard limit).
+fn raise_open_file_limit(want: u64) {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit/setrlimit with a valid pointer to a local.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < want {
+            lim.rlim_cur = want.min(lim.rlim_max);
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
+}
+
 /// A connection to `to` from the loopback address `from`.
 fn connect_from(from: [u8; 4], to: SocketAddr) -> std::io::Result<TcpStream> {
     common::runtime().block_on(async {
@@ -78,9 +93,10 @@ fn metadata(client: &mut Client, topics: Option<Vec<String>>) -> MetadataRespons
 fn connections_past_the_per_address_limit_are_closed_and_other_clients_are_served() {
     let dir = tempfile::tempdir().unwrap();
     let broker = start(dir.path(), &["--max-connections-per-ip", "20"]);
-    // 300 connections from one address: 20 are kept, the rest closed.
+    raise_open_file_limit(4096);
+    // 2,000 connections from one address: 20 are kept, the rest closed.
     let mut flood = Vec::new();
-    for _ in 0..300 {
+    for _ in 0..2000 {
         if let Ok(s) = connect_from([127, 0, 0, 2], broker.addr) {
             flood.push(s);
         }

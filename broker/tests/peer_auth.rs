@@ -2,7 +2,8 @@
 //! with a private cluster secret (or an explicit `--insecure-peers`), and
 //! a process that poses as a broker on the peer port gets nothing while
 //! the cluster keeps serving; brokers register their addresses over the
-//! peer connections, and a client cannot.
+//! peer connections, and a client cannot; and even a peer that holds the
+//! secret cannot stop a broker with a forged append.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -173,4 +174,128 @@ fn register_broker_on_the_client_port_is_refused_and_the_address_stays() {
     };
     assert_eq!(r.error, ErrorCode::InvalidRequest);
     assert_eq!(metadata(&mut client), before);
+}
+
+#[test]
+fn a_forged_append_conflicting_with_a_committed_entry_is_refused_and_the_broker_keeps_serving() {
+    use raft::eraftpb::{Entry, Message, MessageType};
+    use rill_replication::handshake::{ClusterSecret, End, dial};
+    use rill_replication::ids::Incarnation;
+    use rill_replication::wire::encode_frame;
+
+    let c = TestCluster::start(3);
+    let rt = common::runtime();
+    rt.block_on(async {
+        let cluster = Cluster::new(&c.bootstrap(), "test").unwrap();
+        Admin::new(cluster)
+            .create_topic("forged", 1, 3, vec![])
+            .await
+            .unwrap();
+    });
+    let records = common::values(0..20);
+    c.wait_for("an acks=all produce to be acknowledged", 30, |c| {
+        c.leader_of("forged", 0).is_some_and(|leader| {
+            let mut client = Client::connect(c.addr(leader));
+            client
+                .produce("forged", 0, -1, common::batch(&records, 1))
+                .error
+                .is_ok()
+        })
+    });
+    // Broker 2's replica as it stands: its group, term and commit.
+    let replica = |c: &TestCluster| {
+        c.status(2).and_then(|s| {
+            s.replicas
+                .into_iter()
+                .find(|r| r.topic == "forged" && r.commit == r.last_index && r.commit > 1)
+        })
+    };
+    c.wait_for("broker 2 to hold the records", 30, |c| replica(c).is_some());
+    let before = replica(&c).unwrap();
+
+    // Someone holding the secret connects to broker 2 as broker 1 and
+    // rewrites its committed entry in a later term. raft-rs would abort on
+    // it ("conflict with committed entry"), at every restart again.
+    let secret = ClusterSecret::load(&c.secret_file()).unwrap();
+    rt.block_on(async {
+        let mut s = tokio::net::TcpStream::connect(c.peer_addr(2))
+            .await
+            .unwrap();
+        let me = End {
+            id: BrokerId(1),
+            incarnation: Incarnation(1),
+        };
+        dial(&mut s, &secret, me, BrokerId(2), Incarnation::UNKNOWN)
+            .await
+            .unwrap();
+        let mut m = Message {
+            from: 1,
+            to: 2,
+            term: before.term + 1,
+            index: before.commit - 1,
+            log_term: before.term,
+            commit: before.commit,
+            ..Message::default()
+        };
+        m.set_msg_type(MessageType::MsgAppend);
+        m.set_entries(
+            vec![Entry {
+                term: before.term + 1,
+                index: before.commit,
+                data: common::batch(&common::values(100..101), 1),
+                ..Entry::default()
+            }]
+            .into(),
+        );
+        let mut payload = bytes::BytesMut::new();
+        encode_frame(
+            BrokerId(1),
+            &[(rill_replication::GroupId(before.group), m)],
+            &mut payload,
+        );
+        let mut frame = (payload.len() as u32).to_be_bytes().to_vec();
+        frame.extend_from_slice(&payload);
+        tokio::io::AsyncWriteExt::write_all(&mut s, &frame)
+            .await
+            .unwrap();
+        tokio::io::AsyncWriteExt::flush(&mut s).await.unwrap();
+        // Held open a moment so the frame is read before the close.
+        let mut buf = [0u8; 1];
+        let _ = tokio::time::timeout(
+            Duration::from_secs(2),
+            tokio::io::AsyncReadExt::read(&mut s, &mut buf),
+        )
+        .await;
+    });
+
+    // Broker 2 is still up, its committed entries unchanged, and the
+    // partition keeps taking and serving records.
+    let more = common::values(20..40);
+    c.wait_for("another acks=all produce to be acknowledged", 30, |c| {
+        c.leader_of("forged", 0).is_some_and(|leader| {
+            let mut client = Client::connect(c.addr(leader));
+            client
+                .produce("forged", 0, -1, common::batch(&more, 1))
+                .error
+                .is_ok()
+        })
+    });
+    c.wait_for("broker 2 to take the new records", 30, |c| {
+        c.status(2).is_some_and(|s| {
+            s.replicas
+                .iter()
+                .any(|r| r.topic == "forged" && r.high_watermark >= 40)
+        })
+    });
+    let mut client = Client::connect(c.addr(2));
+    let (_, r) = client.call(Request::ApiVersions);
+    assert!(r.is_some(), "broker 2 answers");
+    // Nothing committed changed: the leader serves both batches in order.
+    let leader = c.leader_of("forged", 0).unwrap();
+    let mut client = Client::connect(c.addr(leader));
+    let got: Vec<String> = common::read_all(&mut client, "forged", 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(got, [records, more].concat());
 }
