@@ -362,7 +362,9 @@ impl ReplicaLog {
 
     /// Installs a snapshot from the leader: the snapshot point is saved
     /// durably first (returned sync already run), then the log restarts
-    /// there. The new segment's directory entry is synced by the log's
+    /// there. A snapshot from a later term than the saved one moves the
+    /// saved term to it with no vote, never with the vote of an earlier
+    /// term. The new segment's directory entry is synced by the log's
     /// next sync plan.
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicationError> {
         let meta = snapshot.get_metadata();
@@ -379,7 +381,14 @@ impl ReplicaLog {
         };
         let hard = &mut self.state.hard;
         hard.commit = hard.commit.max(RaftIndex(meta.index));
-        hard.term = hard.term.max(Term(meta.term));
+        if Term(meta.term) > hard.term {
+            // A vote belongs to its term: kept under a later one, a restart
+            // would find a vote this replica never cast there, and could
+            // grant that candidate a vote while having promised another
+            // (raft-rs itself forgets the vote whenever the term rises).
+            hard.term = Term(meta.term);
+            hard.vote = None;
+        }
         // The snapshot point must be durable before the log that backs the
         // old point goes.
         if let Some(sync) = self.save(true)? {

@@ -586,6 +586,44 @@ fn apply_snapshot_refuses_data_that_is_not_a_next_offset() {
 }
 
 #[test]
+fn a_snapshot_from_a_later_term_never_saves_the_vote_of_an_earlier_one() {
+    // Term and vote as saved once a crash forgot every unsynced save,
+    // after a vote for 2 in term 5 and a snapshot of `snap_term` from the
+    // leader of a later term.
+    let after_crash = |snap_term: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemoryStateStore::default();
+        let mut rl = open_memory(dir.path(), &store);
+        let voted = RaftHardState {
+            term: 5,
+            vote: 2,
+            ..RaftHardState::default()
+        };
+        let sync = rl.set_hard_state(&voted, true).unwrap().unwrap();
+        rl.complete_state_sync(sync.run().unwrap());
+        // raft-rs is in the leader's term with no vote by now; the crash
+        // comes before that hard state's own save is synced.
+        rl.apply_snapshot(&snapshot_at(50, snap_term, 777)).unwrap();
+        drop(rl);
+        store.crash(false);
+        let rl = open_memory(dir.path(), &store);
+        (rl.state().hard.term, rl.state().hard.vote)
+    };
+    // Leader 3 of term 6, its snapshot's last entry from term 6 or from
+    // the voted term itself.
+    assert_eq!(
+        after_crash(6),
+        (Term(6), None),
+        "never the vote for 2 under term 6"
+    );
+    assert_eq!(
+        after_crash(5),
+        (Term(5), Some(BrokerId(2))),
+        "the vote stays with its own term"
+    );
+}
+
+#[test]
 fn reads_below_the_snapshot_point_are_compacted_and_past_the_end_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());
