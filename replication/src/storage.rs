@@ -154,6 +154,17 @@ impl ReplicaLog {
         }
         let last = RaftIndex(log.next_raft_index().get() - 1);
         let hard = &mut self.state.hard;
+        if hard.commit > last {
+            // The entries it vouched for were lost (a crash took bytes the
+            // saved state was written without waiting for): only what the
+            // log still holds can count, and the leader sends the rest.
+            tracing::warn!(
+                dir = %log.dir().display(),
+                saved_commit = %hard.commit,
+                last_index = %last,
+                "saved commit index is past the log's end; lowered to it"
+            );
+        }
         hard.commit = hard.commit.min(last).max(t.index);
         Ok(())
     }
@@ -282,16 +293,17 @@ impl ReplicaLog {
 
     /// Records a new hard state and saves it; returns the sync to run when
     /// it must be durable before messages depending on it leave. The
-    /// commit index saved never passes the log's persisted end (see
-    /// [`ReplicaLog::persisted_last_index`]): a state written before this
-    /// round's log sync must not claim entries that a crash could still
-    /// take away, or replace (a truncation's new segment).
+    /// commit index saved never passes the log's synced end, whatever the
+    /// topic's durability mode (see [`ReplicaLog::durable_last_index`]): a
+    /// state written before this round's log sync must not claim entries
+    /// that a crash could still take away, or replace (a truncation's new
+    /// segment).
     pub fn set_hard_state(
         &mut self,
         hs: &RaftHardState,
         durable: bool,
     ) -> Result<Option<StateSync>, ReplicationError> {
-        let commit = RaftIndex(hs.commit).min(self.persisted_last_index());
+        let commit = RaftIndex(hs.commit).min(self.durable_last_index());
         self.state.hard = HardState {
             term: Term(hs.term),
             vote: (hs.vote != 0).then_some(BrokerId(hs.vote)),
@@ -302,9 +314,9 @@ impl ReplicaLog {
 
     /// Records a newer commit index (from a `LightReady`, after the round's
     /// syncs); saved without a sync (a lost commit index is learnt again
-    /// from the leader), and never past the persisted end either.
+    /// from the leader), and never past the synced end either.
     pub fn set_commit(&mut self, commit: RaftIndex) -> Result<(), ReplicationError> {
-        let commit = commit.min(self.persisted_last_index());
+        let commit = commit.min(self.durable_last_index());
         if commit > self.state.hard.commit {
             self.state.hard.commit = commit;
             if self.save(false)?.is_some() {
@@ -329,6 +341,20 @@ impl ReplicaLog {
         } else {
             log.next_raft_index()
         };
+        RaftIndex(end.get().saturating_sub(1))
+    }
+
+    /// The last entry synced (and not cut by a truncation since): the
+    /// highest commit index a saved state may claim. For `fsync=false`
+    /// topics too, whose entries count as persisted before: a power cut
+    /// can bring back the entries a truncation cut from a sealed segment
+    /// (synced when the log was opened) while the segment that replaced
+    /// them, never synced, is gone; a commit index saved past the cut
+    /// would make those overwritten entries committed on the next open.
+    /// Such a replica restarts with a lower commit and learns the rest
+    /// from its leader.
+    pub fn durable_last_index(&self) -> RaftIndex {
+        let end = lock(&self.log).durable().raft_index;
         RaftIndex(end.get().saturating_sub(1))
     }
 
