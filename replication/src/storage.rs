@@ -79,6 +79,14 @@ pub struct ReplicaLog {
     state_sync_pending: bool,
     /// See [`ReplicaLog::set_entries_need_sync`].
     entries_need_sync: bool,
+    /// The term and vote of the newest state known synced.
+    durable_term_vote: (Term, Option<BrokerId>),
+    /// The term and vote of the state whose sync is pending.
+    pending_term_vote: (Term, Option<BrokerId>),
+    /// A commit index newer than the saved one, recorded while a state sync
+    /// was pending (see [`ReplicaLog::set_commit`]): saved with the next
+    /// save.
+    commit_unsaved: bool,
 }
 
 impl ReplicaLog {
@@ -93,12 +101,18 @@ impl ReplicaLog {
         state: ReplicaState,
     ) -> Result<ReplicaLog, ReplicationError> {
         let log = Log::open_with_clock(dir, config, clock)?;
+        // What a store loads is what its disk holds (a file store syncs a
+        // state found unsynced before handing it out).
+        let term_vote = (state.hard.term, state.hard.vote);
         let mut me = ReplicaLog {
             log: Arc::new(Mutex::new(log)),
             state,
             store,
             state_sync_pending: false,
             entries_need_sync: true,
+            durable_term_vote: term_vote,
+            pending_term_vote: term_vote,
+            commit_unsaved: false,
         };
         me.reconcile()?;
         Ok(me)
@@ -304,21 +318,41 @@ impl ReplicaLog {
         durable: bool,
     ) -> Result<Option<StateSync>, ReplicationError> {
         let commit = RaftIndex(hs.commit).min(self.durable_last_index());
-        self.state.hard = HardState {
+        let hard = HardState {
             term: Term(hs.term),
             vote: (hs.vote != 0).then_some(BrokerId(hs.vote)),
             commit: commit.max(self.state.truncated.index),
         };
+        let (before, after) = (&self.state.hard, &hard);
+        if !durable
+            && self.state_sync_pending
+            && (before.term, before.vote) == (after.term, after.vote)
+        {
+            // Only the commit index moved, while retention's state sync
+            // runs (the group still takes Readies that save nothing else):
+            // a hint, saved with the next save rather than over the slot
+            // being synced.
+            self.state.hard = hard;
+            self.commit_unsaved = true;
+            return Ok(None);
+        }
+        self.state.hard = hard;
         self.save(durable)
     }
 
     /// Records a newer commit index (from a `LightReady`, after the round's
     /// syncs); saved without a sync (a lost commit index is learnt again
-    /// from the leader), and never past the synced end either.
+    /// from the leader), and never past the synced end either. While a
+    /// state sync is pending it is only recorded, and saved with the next
+    /// save after the sync is handed back.
     pub fn set_commit(&mut self, commit: RaftIndex) -> Result<(), ReplicationError> {
         let commit = commit.min(self.durable_last_index());
-        if commit > self.state.hard.commit {
-            self.state.hard.commit = commit;
+        if commit > self.state.hard.commit || self.commit_unsaved {
+            self.state.hard.commit = self.state.hard.commit.max(commit);
+            if self.state_sync_pending {
+                self.commit_unsaved = true;
+                return Ok(());
+            }
             if self.save(false)?.is_some() {
                 unreachable!("a save not asked to be durable returns no sync");
             }
@@ -370,8 +404,17 @@ impl ReplicaLog {
             "the commit index is at or past the snapshot point"
         );
         let sync = self.store.save(&self.state, durable)?;
+        self.commit_unsaved = false;
         self.state_sync_pending = sync.is_some();
+        self.pending_term_vote = (self.state.hard.term, self.state.hard.vote);
         Ok(sync)
+    }
+
+    /// The term and vote of the newest state known synced: a message sent
+    /// in them vouches for nothing a pending sync still has to make
+    /// durable.
+    pub fn durable_term_vote(&self) -> (Term, Option<BrokerId>) {
+        self.durable_term_vote
     }
 
     /// Whether a sync of the saved state is still running: no state may be
@@ -383,6 +426,9 @@ impl ReplicaLog {
     /// Hands back a state sync that ran.
     pub fn complete_state_sync(&mut self, done: StateSync) {
         self.state_sync_pending = false;
+        if done.ran() {
+            self.durable_term_vote = self.pending_term_vote;
+        }
         self.store.complete_sync(done);
     }
 
@@ -442,8 +488,10 @@ impl ReplicaLog {
     /// Raft never reads and the next retention pass after a restart takes
     /// again; a crash before the sync leaves the old point, with its
     /// segments still on disk (the log start offset published meanwhile
-    /// moves back: those records are readable again until then). Until the sync is handed back no Ready
-    /// starts ([`ReplicaLog::state_sync_pending`]).
+    /// moves back: those records are readable again until then). Until the
+    /// sync is handed back the group takes only Readies that save nothing
+    /// but a commit index, which waits in memory (messages, commits, role
+    /// changes in its durable term: a leader's heartbeats go on).
     pub fn apply_retention(
         &mut self,
         applied: RaftIndex,
