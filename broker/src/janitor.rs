@@ -17,6 +17,11 @@
 //! and closed here for the same reason, once the new log start is durable
 //! (synced on a sync thread of its own, beside the deferred Readies' syncs).
 //!
+//! The data directory is synced after each rename and after each removal
+//! (here, not on the Raft thread): until then a machine crash could bring
+//! the live name back, a replica no topic holds any more, which nothing
+//! would ever remove.
+//!
 //! Invariants: a directory is renamed before it is handed over, so a crash
 //! at any moment leaves either the live directory (its topic's deletion is
 //! replayed from the controller log and removes it again) or a `.deleted`
@@ -35,6 +40,15 @@ pub const QUEUED_MAX: usize = 1024;
 /// The suffix of a directory renamed for removal.
 pub const DELETED_SUFFIX: &str = ".deleted";
 
+/// Makes a directory's entries durable (`fsync` of the directory). A
+/// setting of the janitor so tests can see what it syncs, and when.
+pub type DirSync = std::sync::Arc<dyn Fn(&Path) -> std::io::Result<()> + Send + Sync>;
+
+/// `fsync` of the directory `dir`.
+pub fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    std::fs::File::open(dir)?.sync_all()
+}
+
 /// Work for the janitor's thread.
 enum Job {
     /// A directory to remove, and whatever still holds its files open
@@ -47,11 +61,15 @@ enum Job {
 }
 
 impl Job {
-    fn run(self) {
+    fn run(self, sync: &DirSync) {
         match self {
             Job::RemoveDir { dir, holder } => {
                 drop(holder);
+                // The rename first: once it is durable, a crash leaves a
+                // `.deleted` directory, which the next start removes.
+                sync_parent(&dir, sync);
                 remove(&dir);
+                sync_parent(&dir, sync);
             }
             Job::Drop(holder) => drop(holder),
             Job::Unlink(all) => {
@@ -70,25 +88,35 @@ impl Job {
 /// Hands directories to the janitor thread.
 pub struct Janitor {
     queue: SyncSender<Job>,
+    sync: DirSync,
 }
 
 impl Janitor {
     /// Starts the janitor thread. Its first job is to remove the `.deleted`
     /// directories an earlier run left under `data_dir`.
     pub fn start(data_dir: &Path) -> std::io::Result<Janitor> {
+        Janitor::start_with(data_dir, std::sync::Arc::new(sync_dir))
+    }
+
+    /// As [`Janitor::start`], syncing directories with `sync`.
+    pub fn start_with(data_dir: &Path, sync: DirSync) -> std::io::Result<Janitor> {
         let (queue, jobs) = sync_channel::<Job>(QUEUED_MAX);
         let leftovers = leftovers(data_dir);
+        let thread_sync = sync.clone();
         std::thread::Builder::new()
             .name("rill-janitor".into())
             .spawn(move || {
-                for dir in leftovers {
-                    remove(&dir);
+                for dir in &leftovers {
+                    remove(dir);
+                }
+                if let Some(dir) = leftovers.first() {
+                    sync_parent(dir, &thread_sync);
                 }
                 for job in jobs {
-                    job.run();
+                    job.run(&thread_sync);
                 }
             })?;
-        Ok(Janitor { queue })
+        Ok(Janitor { queue, sync })
     }
 
     /// Renames `dir` out of the way and has it removed in the background,
@@ -130,7 +158,7 @@ impl Janitor {
         if let Err(TrySendError::Full(job) | TrySendError::Disconnected(job)) =
             self.queue.try_send(job)
         {
-            job.run();
+            job.run(&self.sync);
         }
     }
 }
@@ -150,6 +178,17 @@ fn leftovers(data_dir: &Path) -> Vec<PathBuf> {
                     .is_some_and(|n| n.ends_with(DELETED_SUFFIX))
         })
         .collect()
+}
+
+/// Syncs the directory holding `dir`. A failure is logged: the removal
+/// itself is done, and at worst a machine crash brings the directory back.
+fn sync_parent(dir: &Path, sync: &DirSync) {
+    let Some(parent) = dir.parent() else {
+        return;
+    };
+    if let Err(e) = sync(parent) {
+        tracing::warn!(dir = %parent.display(), error = %e, "could not sync the data directory after a removal");
+    }
 }
 
 fn remove(dir: &Path) {
@@ -199,6 +238,56 @@ mod tests {
             "the live name is free as soon as remove_dir returns"
         );
         assert!(wait_gone(&data.path().join("t1-0.deleted")));
+    }
+
+    /// A [`DirSync`] that records each directory synced and whether the
+    /// `.deleted` directory `watched` existed then.
+    fn recording(watched: PathBuf) -> (DirSync, std::sync::mpsc::Receiver<(PathBuf, bool)>) {
+        let (seen, synced) = std::sync::mpsc::channel();
+        let seen = std::sync::Mutex::new(seen);
+        let sync: DirSync = std::sync::Arc::new(move |dir: &Path| {
+            let _ = seen
+                .lock()
+                .expect("not poisoned")
+                .send((dir.to_path_buf(), watched.exists()));
+            sync_dir(dir)
+        });
+        (sync, synced)
+    }
+
+    #[test]
+    fn the_data_directory_is_synced_after_the_rename_and_after_the_removal() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dir = replica_dir(data.path(), "t1-0");
+        let renamed = data.path().join("t1-0.deleted");
+        let (sync, synced) = recording(renamed.clone());
+        let janitor = Janitor::start_with(data.path(), sync).expect("start");
+        janitor.remove_dir(&dir, ()).expect("remove");
+        let deadline = std::time::Duration::from_secs(5);
+        let first = synced.recv_timeout(deadline).expect("a sync");
+        assert_eq!(
+            first,
+            (data.path().to_path_buf(), true),
+            "the rename made durable before the removal"
+        );
+        let second = synced.recv_timeout(deadline).expect("a sync");
+        assert_eq!(
+            second,
+            (data.path().to_path_buf(), false),
+            "the removal made durable"
+        );
+    }
+
+    #[test]
+    fn the_data_directory_is_synced_after_leftovers_are_removed() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let left = replica_dir(data.path(), "t1-3.deleted");
+        let (sync, synced) = recording(left.clone());
+        let _janitor = Janitor::start_with(data.path(), sync).expect("start");
+        let seen = synced
+            .recv_timeout(std::time::Duration::from_secs(5))
+            .expect("a sync");
+        assert_eq!(seen, (data.path().to_path_buf(), false));
     }
 
     #[test]

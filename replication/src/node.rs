@@ -257,9 +257,10 @@ struct Unsynced {
 
 impl Replica {
     /// Whether the group may take its next Ready now. Not while a deferred
-    /// sync of its hard state runs: the Ready may save the state again,
-    /// and the state file keeps one save in flight at most (term and vote
-    /// changes are rare; the group waits a sync). Not with a snapshot to
+    /// sync of its hard state (or retention's) runs, unless the Ready saves
+    /// nothing ([`Replica::ready_saves_no_state`]): the state file keeps
+    /// one save in flight at most (term and vote changes are rare; the
+    /// group waits a sync). Not with a snapshot to
     /// install while earlier Readies are unsynced: a snapshot Ready is
     /// never deferred, because raft-rs would take it as installed
     /// (`advance_append_async`) before it counts as applied, and a
@@ -267,7 +268,23 @@ impl Replica {
     fn may_ready(&self) -> bool {
         let snapshot_waits =
             self.raw.raft.raft_log.unstable_snapshot().is_some() && !self.unsynced.is_empty();
-        !self.raw.store().state_sync_pending() && !snapshot_waits
+        let state_waits = self.raw.store().state_sync_pending() && !self.ready_saves_no_state();
+        !state_waits && !snapshot_waits
+    }
+
+    /// Whether the next Ready writes nothing that must reach the state file
+    /// or the log: no entries, no snapshot, and the term and vote already
+    /// durable (a commit index waits in memory; see
+    /// [`ReplicaLog::set_commit`]). Such a Ready may run while a state sync
+    /// is pending: retention's takes as long as the disk's writeback queue,
+    /// seconds at worst, and a leader whose heartbeats stopped that long
+    /// would be replaced by its followers.
+    fn ready_saves_no_state(&self) -> bool {
+        let raft = &self.raw.raft;
+        let vote = (raft.vote != 0).then_some(BrokerId(raft.vote));
+        raft.raft_log.unstable_entries().is_empty()
+            && raft.raft_log.unstable_snapshot().is_none()
+            && self.raw.store().durable_term_vote() == (Term(raft.term), vote)
     }
 }
 
@@ -859,7 +876,8 @@ impl Node {
     /// snapshot points, to run and hand back to [`Node::complete_syncs`];
     /// the segments taken come out of [`Node::take_expired`] once their
     /// group's sync is back (at once for a group whose point did not move).
-    /// A group waits for its sync before its next Ready. The batch holds
+    /// Until its sync is back a group takes only Readies that save nothing
+    /// (heartbeats and answers in its durable term, commits), no entries. The batch holds
     /// only state syncs of groups with none in flight, so it need not wait
     /// for the deferred batches: it may run beside them and come back in
     /// any order with them.

@@ -290,6 +290,9 @@ pub struct StateSync {
     /// The directory to sync after the file: the file's own entry in it
     /// may not be durable yet.
     dir: Option<PathBuf>,
+    /// The directory's parent (the data directory), synced last: the
+    /// replica directory's own entry there may not be durable yet.
+    parent: Option<PathBuf>,
     slot: usize,
     ran: bool,
 }
@@ -300,6 +303,7 @@ impl StateSync {
         StateSync {
             file: None,
             dir: None,
+            parent: None,
             slot,
             ran: false,
         }
@@ -311,13 +315,14 @@ impl StateSync {
     }
 
     /// Runs the sync (fdatasync of the state file, then of its directory
-    /// when the file's entry there is not known durable).
+    /// when the file's entry there is not known durable, then of that
+    /// directory's parent when the directory's own entry is not).
     pub fn run(mut self) -> Result<StateSync, ReplicationError> {
         if let Some((file, path)) = &self.file {
             file.sync_data()
                 .map_err(ReplicationError::io("sync replica state", path))?;
         }
-        if let Some(dir) = &self.dir {
+        for dir in [&self.dir, &self.parent].into_iter().flatten() {
             rill_storage::sync_dir(dir)?;
         }
         self.ran = true;
@@ -328,6 +333,14 @@ impl StateSync {
     /// durable save since it was created).
     pub fn syncs_dir(&self) -> bool {
         self.dir.is_some()
+    }
+
+    /// The parent of the state file's directory, when it syncs it too (the
+    /// first durable save since the store was opened: the replica
+    /// directory may have been created without a sync, by this open or by
+    /// one a crash interrupted).
+    pub fn parent_dir_to_sync(&self) -> Option<&Path> {
+        self.parent.as_deref()
     }
 
     /// Whether [`StateSync::run`] succeeded.
@@ -348,6 +361,9 @@ pub struct FileStateStore {
     /// file was created without a sync): the next sync syncs the directory
     /// too.
     dir_unsynced: bool,
+    /// Whether the directory's entry in its parent may not be durable: the
+    /// next sync syncs the parent too.
+    parent_unsynced: bool,
 }
 
 impl FileStateStore {
@@ -376,6 +392,16 @@ impl FileStateStore {
             sequence: 0,
             synced_slot: 1,
             dir_unsynced: false,
+            // A replica directory is created without a sync (a topic of
+            // many partitions would otherwise sync the data directory once
+            // per partition on the Raft thread), and nothing here knows
+            // whether an earlier open's first durable save ever ran: the
+            // first durable save of this open syncs the parent with the
+            // state. A replica acknowledges nothing before it (a term is
+            // saved durably before anything is said in it), and a machine
+            // crash before it loses nothing the next open does not make
+            // again.
+            parent_unsynced: true,
         };
         let mut slots = Vec::with_capacity(2);
         if exists {
@@ -464,6 +490,17 @@ impl StateStore for FileStateStore {
                 .dir_unsynced
                 .then(|| self.path.parent().map(Path::to_path_buf))
                 .flatten(),
+            parent: self
+                .parent_unsynced
+                .then(|| self.path.parent().and_then(Path::parent))
+                .flatten()
+                .map(|p| {
+                    if p.as_os_str().is_empty() {
+                        PathBuf::from(".")
+                    } else {
+                        p.to_path_buf()
+                    }
+                }),
             slot,
             ran: false,
         }))
@@ -474,6 +511,9 @@ impl StateStore for FileStateStore {
             self.synced_slot = done.slot;
             if done.dir.is_some() {
                 self.dir_unsynced = false;
+            }
+            if done.parent.is_some() {
+                self.parent_unsynced = false;
             }
         }
     }

@@ -79,6 +79,14 @@ pub struct ReplicaLog {
     state_sync_pending: bool,
     /// See [`ReplicaLog::set_entries_need_sync`].
     entries_need_sync: bool,
+    /// The term and vote of the newest state known synced.
+    durable_term_vote: (Term, Option<BrokerId>),
+    /// The term and vote of the state whose sync is pending.
+    pending_term_vote: (Term, Option<BrokerId>),
+    /// A commit index newer than the saved one, recorded while a state sync
+    /// was pending (see [`ReplicaLog::set_commit`]): saved with the next
+    /// save.
+    commit_unsaved: bool,
 }
 
 impl ReplicaLog {
@@ -93,12 +101,18 @@ impl ReplicaLog {
         state: ReplicaState,
     ) -> Result<ReplicaLog, ReplicationError> {
         let log = Log::open_with_clock(dir, config, clock)?;
+        // What a store loads is what its disk holds (a file store syncs a
+        // state found unsynced before handing it out).
+        let term_vote = (state.hard.term, state.hard.vote);
         let mut me = ReplicaLog {
             log: Arc::new(Mutex::new(log)),
             state,
             store,
             state_sync_pending: false,
             entries_need_sync: true,
+            durable_term_vote: term_vote,
+            pending_term_vote: term_vote,
+            commit_unsaved: false,
         };
         me.reconcile()?;
         Ok(me)
@@ -154,6 +168,17 @@ impl ReplicaLog {
         }
         let last = RaftIndex(log.next_raft_index().get() - 1);
         let hard = &mut self.state.hard;
+        if hard.commit > last {
+            // The entries it vouched for were lost (a crash took bytes the
+            // saved state was written without waiting for): only what the
+            // log still holds can count, and the leader sends the rest.
+            tracing::warn!(
+                dir = %log.dir().display(),
+                saved_commit = %hard.commit,
+                last_index = %last,
+                "saved commit index is past the log's end; lowered to it"
+            );
+        }
         hard.commit = hard.commit.min(last).max(t.index);
         Ok(())
     }
@@ -282,31 +307,52 @@ impl ReplicaLog {
 
     /// Records a new hard state and saves it; returns the sync to run when
     /// it must be durable before messages depending on it leave. The
-    /// commit index saved never passes the log's persisted end (see
-    /// [`ReplicaLog::persisted_last_index`]): a state written before this
-    /// round's log sync must not claim entries that a crash could still
-    /// take away, or replace (a truncation's new segment).
+    /// commit index saved never passes the log's synced end, whatever the
+    /// topic's durability mode (see [`ReplicaLog::durable_last_index`]): a
+    /// state written before this round's log sync must not claim entries
+    /// that a crash could still take away, or replace (a truncation's new
+    /// segment).
     pub fn set_hard_state(
         &mut self,
         hs: &RaftHardState,
         durable: bool,
     ) -> Result<Option<StateSync>, ReplicationError> {
-        let commit = RaftIndex(hs.commit).min(self.persisted_last_index());
-        self.state.hard = HardState {
+        let commit = RaftIndex(hs.commit).min(self.durable_last_index());
+        let hard = HardState {
             term: Term(hs.term),
             vote: (hs.vote != 0).then_some(BrokerId(hs.vote)),
             commit: commit.max(self.state.truncated.index),
         };
+        let (before, after) = (&self.state.hard, &hard);
+        if !durable
+            && self.state_sync_pending
+            && (before.term, before.vote) == (after.term, after.vote)
+        {
+            // Only the commit index moved, while retention's state sync
+            // runs (the group still takes Readies that save nothing else):
+            // a hint, saved with the next save rather than over the slot
+            // being synced.
+            self.state.hard = hard;
+            self.commit_unsaved = true;
+            return Ok(None);
+        }
+        self.state.hard = hard;
         self.save(durable)
     }
 
     /// Records a newer commit index (from a `LightReady`, after the round's
     /// syncs); saved without a sync (a lost commit index is learnt again
-    /// from the leader), and never past the persisted end either.
+    /// from the leader), and never past the synced end either. While a
+    /// state sync is pending it is only recorded, and saved with the next
+    /// save after the sync is handed back.
     pub fn set_commit(&mut self, commit: RaftIndex) -> Result<(), ReplicationError> {
-        let commit = commit.min(self.persisted_last_index());
-        if commit > self.state.hard.commit {
-            self.state.hard.commit = commit;
+        let commit = commit.min(self.durable_last_index());
+        if commit > self.state.hard.commit || self.commit_unsaved {
+            self.state.hard.commit = self.state.hard.commit.max(commit);
+            if self.state_sync_pending {
+                self.commit_unsaved = true;
+                return Ok(());
+            }
             if self.save(false)?.is_some() {
                 unreachable!("a save not asked to be durable returns no sync");
             }
@@ -332,6 +378,20 @@ impl ReplicaLog {
         RaftIndex(end.get().saturating_sub(1))
     }
 
+    /// The last entry synced (and not cut by a truncation since): the
+    /// highest commit index a saved state may claim. For `fsync=false`
+    /// topics too, whose entries count as persisted before: a power cut
+    /// can bring back the entries a truncation cut from a sealed segment
+    /// (synced when the log was opened) while the segment that replaced
+    /// them, never synced, is gone; a commit index saved past the cut
+    /// would make those overwritten entries committed on the next open.
+    /// Such a replica restarts with a lower commit and learns the rest
+    /// from its leader.
+    pub fn durable_last_index(&self) -> RaftIndex {
+        let end = lock(&self.log).durable().raft_index;
+        RaftIndex(end.get().saturating_sub(1))
+    }
+
     fn save(&mut self, durable: bool) -> Result<Option<StateSync>, ReplicationError> {
         assert!(
             !self.state_sync_pending,
@@ -344,8 +404,17 @@ impl ReplicaLog {
             "the commit index is at or past the snapshot point"
         );
         let sync = self.store.save(&self.state, durable)?;
+        self.commit_unsaved = false;
         self.state_sync_pending = sync.is_some();
+        self.pending_term_vote = (self.state.hard.term, self.state.hard.vote);
         Ok(sync)
+    }
+
+    /// The term and vote of the newest state known synced: a message sent
+    /// in them vouches for nothing a pending sync still has to make
+    /// durable.
+    pub fn durable_term_vote(&self) -> (Term, Option<BrokerId>) {
+        self.durable_term_vote
     }
 
     /// Whether a sync of the saved state is still running: no state may be
@@ -357,12 +426,17 @@ impl ReplicaLog {
     /// Hands back a state sync that ran.
     pub fn complete_state_sync(&mut self, done: StateSync) {
         self.state_sync_pending = false;
+        if done.ran() {
+            self.durable_term_vote = self.pending_term_vote;
+        }
         self.store.complete_sync(done);
     }
 
     /// Installs a snapshot from the leader: the snapshot point is saved
     /// durably first (returned sync already run), then the log restarts
-    /// there. The new segment's directory entry is synced by the log's
+    /// there. A snapshot from a later term than the saved one moves the
+    /// saved term to it with no vote, never with the vote of an earlier
+    /// term. The new segment's directory entry is synced by the log's
     /// next sync plan.
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicationError> {
         let meta = snapshot.get_metadata();
@@ -379,7 +453,14 @@ impl ReplicaLog {
         };
         let hard = &mut self.state.hard;
         hard.commit = hard.commit.max(RaftIndex(meta.index));
-        hard.term = hard.term.max(Term(meta.term));
+        if Term(meta.term) > hard.term {
+            // A vote belongs to its term: kept under a later one, a restart
+            // would find a vote this replica never cast there, and could
+            // grant that candidate a vote while having promised another
+            // (raft-rs itself forgets the vote whenever the term rises).
+            hard.term = Term(meta.term);
+            hard.vote = None;
+        }
         // The snapshot point must be durable before the log that backs the
         // old point goes.
         if let Some(sync) = self.save(true)? {
@@ -407,8 +488,10 @@ impl ReplicaLog {
     /// Raft never reads and the next retention pass after a restart takes
     /// again; a crash before the sync leaves the old point, with its
     /// segments still on disk (the log start offset published meanwhile
-    /// moves back: those records are readable again until then). Until the sync is handed back no Ready
-    /// starts ([`ReplicaLog::state_sync_pending`]).
+    /// moves back: those records are readable again until then). Until the
+    /// sync is handed back the group takes only Readies that save nothing
+    /// but a commit index, which waits in memory (messages, commits, role
+    /// changes in its durable term: a leader's heartbeats go on).
     pub fn apply_retention(
         &mut self,
         applied: RaftIndex,

@@ -5,7 +5,8 @@
 //! snapshot waits for earlier unsynced Readies and is installed inside its
 //! round; a one-voter group is never deferred; heartbeats are answered at
 //! once unless the term they are answered in is not yet durable; retention's
-//! new log start is synced in a batch of its own before its segments go;
+//! new log start is synced in a batch of its own before its segments go,
+//! and meanwhile a leader still sends heartbeats but writes no entry;
 //! a round installs at most `SNAPSHOT_INSTALLS_PER_ROUND_MAX` snapshots; an
 //! append carrying an invalid entry is refused whole before raft-rs takes
 //! it, and the group goes on; a leader's appends name where their entries
@@ -511,7 +512,12 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
 
 /// Broker 1 as the leader of a 3-voter group, elected by broker 2's votes.
 fn elected_leader(dir: &std::path::Path) -> (Node, SharedLog) {
-    let (mut leader, log) = node_and_log(1, voters_123(), dir);
+    elected_leader_with(dir, small_config())
+}
+
+/// As [`elected_leader`], its log configured by `log_config`.
+fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, SharedLog) {
+    let (mut leader, log) = node_with(1, voters_123(), dir, log_config);
     leader.campaign(GROUP).unwrap();
     for vote in [
         MessageType::MsgRequestPreVoteResponse,
@@ -615,4 +621,81 @@ fn a_leaders_appends_name_where_their_written_entries_lie_in_its_segments() {
     let results = jobs.into_iter().map(SyncJob::run).collect();
     leader.finish_round(round, results, &mut out, &mut events);
     leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+}
+
+#[test]
+fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut leader, log) = elected_leader_with(
+        dir.path(),
+        LogConfig {
+            retention_bytes: Some(16 * 1024),
+            ..small_config()
+        },
+    );
+    let term = leader.status(GROUP).unwrap().term.get();
+    let propose = |node: &mut Node, tag: u64| {
+        let bytes = Bytes::from(data_batch(tag, 100));
+        let batch = CheckedBatch::new(bytes, small_config().max_batch_bytes)
+            .unwrap()
+            .expect("a data batch");
+        node.propose(GROUP, batch).unwrap()
+    };
+    // About 300 KB, committed by follower 2 and applied: several 64 KiB
+    // segments past the retention.
+    for tag in 0..100 {
+        let proposed = propose(&mut leader, tag);
+        let (batch, _) = round(&mut leader);
+        leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+        let mut ack = Message::default();
+        ack.set_msg_type(MessageType::MsgAppendResponse);
+        ack.from = 2;
+        ack.to = 1;
+        ack.term = term;
+        ack.index = proposed.index.get();
+        leader.step(GROUP, ack).unwrap();
+    }
+    let (batch, _) = round(&mut leader);
+    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+
+    let mut events = Vec::new();
+    let syncs = leader.apply_retention(&mut events);
+    assert!(events.is_empty(), "no group failed: {events:?}");
+    assert_eq!(syncs.jobs.len(), 1, "the new log start's state sync runs");
+
+    // Heartbeats fall due while it runs (under writeback, for seconds).
+    for _ in 0..4 {
+        leader.tick();
+    }
+    let (held, out) = round(&mut leader);
+    assert!(held.is_empty());
+    let beats: std::collections::BTreeSet<BrokerId> = out
+        .iter()
+        .filter(|o| o.message.get_msg_type() == MessageType::MsgHeartbeat)
+        .map(|o| o.to)
+        .collect();
+    assert_eq!(
+        beats,
+        [BrokerId(2), BrokerId(3)].into(),
+        "the followers hear from their leader"
+    );
+    // A follower's answer is taken too; a new entry waits for the sync.
+    let mut answer = Message::default();
+    answer.set_msg_type(MessageType::MsgHeartbeatResponse);
+    answer.from = 2;
+    answer.to = 1;
+    answer.term = term;
+    leader.step(GROUP, answer).unwrap();
+    let end = lock(&log).next_raft_index();
+    propose(&mut leader, 100);
+    let _ = round(&mut leader);
+    assert_eq!(lock(&log).next_raft_index(), end, "nothing written");
+
+    leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut events);
+    assert!(events.is_empty(), "no group failed: {events:?}");
+    let _ = round(&mut leader);
+    assert!(
+        lock(&log).next_raft_index() > end,
+        "the entry is written once the sync is back"
+    );
 }

@@ -586,6 +586,108 @@ fn apply_snapshot_refuses_data_that_is_not_a_next_offset() {
 }
 
 #[test]
+fn a_snapshot_from_a_later_term_never_saves_the_vote_of_an_earlier_one() {
+    // Term and vote as saved once a crash forgot every unsynced save,
+    // after a vote for 2 in term 5 and a snapshot of `snap_term` from the
+    // leader of a later term.
+    let after_crash = |snap_term: u64| {
+        let dir = tempfile::tempdir().unwrap();
+        let store = MemoryStateStore::default();
+        let mut rl = open_memory(dir.path(), &store);
+        let voted = RaftHardState {
+            term: 5,
+            vote: 2,
+            ..RaftHardState::default()
+        };
+        let sync = rl.set_hard_state(&voted, true).unwrap().unwrap();
+        rl.complete_state_sync(sync.run().unwrap());
+        // raft-rs is in the leader's term with no vote by now; the crash
+        // comes before that hard state's own save is synced.
+        rl.apply_snapshot(&snapshot_at(50, snap_term, 777)).unwrap();
+        drop(rl);
+        store.crash(false);
+        let rl = open_memory(dir.path(), &store);
+        (rl.state().hard.term, rl.state().hard.vote)
+    };
+    // Leader 3 of term 6, its snapshot's last entry from term 6 or from
+    // the voted term itself.
+    assert_eq!(
+        after_crash(6),
+        (Term(6), None),
+        "never the vote for 2 under term 6"
+    );
+    assert_eq!(
+        after_crash(5),
+        (Term(5), Some(BrokerId(2))),
+        "the vote stays with its own term"
+    );
+}
+
+/// Replaces `to` with a copy of the files in `from`.
+fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).unwrap();
+    }
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap() {
+        let entry = entry.unwrap();
+        std::fs::copy(entry.path(), to.join(entry.file_name())).unwrap();
+    }
+}
+
+#[test]
+fn an_fsync_false_truncation_lost_to_a_power_cut_never_makes_the_cut_entries_committed() {
+    let root = tempfile::tempdir().unwrap();
+    let (dir, disk) = (root.path().join("replica"), root.path().join("disk"));
+    std::fs::create_dir(&dir).unwrap();
+    let store = MemoryStateStore::default();
+    let open = || {
+        let mut rl = open_memory(&dir, &store);
+        rl.set_entries_need_sync(false);
+        rl
+    };
+    // Entries 1-5 of term 1, 1-3 committed; the open after a restart
+    // syncs them all (4 and 5 included, never committed).
+    let mut rl = open();
+    rl.append(&data_entries(1, 5, 1), false).unwrap();
+    let hs = |term, commit| RaftHardState {
+        term,
+        vote: 2,
+        commit,
+        ..RaftHardState::default()
+    };
+    let sync = rl.set_hard_state(&hs(1, 3), true).unwrap().unwrap();
+    rl.complete_state_sync(sync.run().unwrap());
+    drop(rl);
+    let mut rl = open();
+    copy_dir(&dir, &disk);
+
+    // Leader 2 of term 2 replaces 4 and 5 and commits through 7; the new
+    // term is synced with whatever commit index it carries.
+    rl.append(&data_entries(4, 4, 2), false).unwrap();
+    let sync = rl.set_hard_state(&hs(2, 7), true).unwrap().unwrap();
+    rl.complete_state_sync(sync.run().unwrap());
+    rl.set_commit(RaftIndex(7)).unwrap();
+    drop(rl);
+
+    // A power cut: nothing written since the open reached the disk. The
+    // sealed segment still holds entries 4 and 5 of term 1; the segment
+    // that replaced them is gone.
+    copy_dir(&disk, &dir);
+    store.crash(false);
+    let rl = open();
+    let commit = rl.state().hard.commit.get();
+    assert_eq!(rl.term(5).unwrap(), 1, "the cut entries are back");
+    for i in 1..=commit {
+        assert!(
+            i <= 3 || rl.term(i).unwrap() == 2,
+            "entry {i} of term {} counts as committed (commit {commit})",
+            rl.term(i).unwrap()
+        );
+    }
+}
+
+#[test]
 fn reads_below_the_snapshot_point_are_compacted_and_past_the_end_unavailable() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());

@@ -502,6 +502,36 @@ fn a_new_files_directory_is_synced_with_its_first_durable_save_only() {
 }
 
 #[test]
+fn the_first_durable_save_of_each_open_syncs_the_replica_directorys_entry_in_the_data_directory() {
+    let data = tempfile::tempdir().unwrap();
+    let dir = data.path().join("replica-0");
+    std::fs::create_dir(&dir).unwrap();
+    let (mut store, _) = FileStateStore::open(&dir, initial).unwrap();
+    let first = store.save(&state_n(1), true).unwrap().unwrap();
+    assert_eq!(
+        first.parent_dir_to_sync(),
+        Some(data.path()),
+        "the new directory's entry in the data directory"
+    );
+    store.complete_sync(first.run().unwrap());
+    let second = store.save(&state_n(2), true).unwrap().unwrap();
+    assert_eq!(second.parent_dir_to_sync(), None, "synced once is enough");
+    drop(second);
+    drop(store);
+
+    // An open cannot tell whether an earlier one's first sync ran: the
+    // directory may be one a crash interrupted before it.
+    let (mut store, _) = FileStateStore::open(&dir, initial).unwrap();
+    let sync = store.save(&state_n(3), true).unwrap().unwrap();
+    assert_eq!(sync.parent_dir_to_sync(), Some(data.path()));
+    // One that failed to run leaves the parent to the next.
+    store.complete_sync(sync);
+    let again = store.save(&state_n(4), true).unwrap().unwrap();
+    assert_eq!(again.parent_dir_to_sync(), Some(data.path()));
+    store.complete_sync(again.run().unwrap());
+}
+
+#[test]
 fn a_sync_that_failed_to_run_leaves_the_directory_to_the_next_one() {
     let dir = tempfile::tempdir().unwrap();
     let (mut store, _) = FileStateStore::open(dir.path(), initial).unwrap();

@@ -24,7 +24,12 @@
 //! With `fsync: false` the groups write without syncing, so a crash (a
 //! power cut here) may take acknowledged entries with it, as that mode
 //! allows: the two durability checks (committed entries never lost,
-//! acknowledged batches present) are off, the others hold.
+//! acknowledged batches present) are off, the others hold. Such a crash
+//! is then one of three: of the process alone (nothing is lost, and the
+//! next open syncs it all), a power cut that keeps nothing written since
+//! the last open (a segment sealed by a truncation since still holds the
+//! entries cut from it; the segment that replaced them is gone), or one
+//! that forgets what came after the log's durable position.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::collections::{BTreeMap, BTreeSet, VecDeque};
@@ -291,6 +296,14 @@ impl Sim {
         self.root.path().join(format!("b{b}")).join(format!("g{g}"))
     }
 
+    /// An fsync=false replica's directory as its last open left it synced.
+    fn disk_image(&self, b: BrokerId, g: GroupId) -> PathBuf {
+        self.root
+            .path()
+            .join(format!("b{b}"))
+            .join(format!("g{g}.disk"))
+    }
+
     fn start(&mut self, b: BrokerId) {
         let seed = self.rng.next();
         let broker = self.brokers.get(&b).expect("broker");
@@ -324,6 +337,11 @@ impl Sim {
                     state,
                 })
                 .expect("replica opens");
+            if !self.config.fsync {
+                // What the open synced is all an fsync=false replica has on
+                // disk until it opens again.
+                copy_dir(&dir, &self.disk_image(b, g));
+            }
             logs.insert(g, log);
         }
         let broker = self.brokers.get_mut(&b).expect("broker");
@@ -331,7 +349,8 @@ impl Sim {
         broker.logs = logs;
     }
 
-    /// A power cut: every byte not synced is forgotten.
+    /// A power cut: every byte not synced is forgotten (with fsync=false,
+    /// sometimes a crash of the process alone).
     fn crash(&mut self, b: BrokerId) {
         let broker = self.brokers.get_mut(&b).expect("broker");
         let Some(node) = broker.node.take() else {
@@ -347,14 +366,33 @@ impl Sim {
         broker.retention_syncing.clear();
         broker.expired.clear();
         drop(node);
+        // With fsync=false, a third of the crashes are of the process alone
+        // (the page cache keeps every write): the next open syncs what the
+        // replica wrote, tail and truncations included, for a later power
+        // cut to find.
+        let process_only = !self.config.fsync && self.rng.chance(333);
         for (g, position) in durable {
+            if process_only {
+                self.stores.get(&(b, g)).expect("store").crash(true);
+                continue;
+            }
             let keep = if self.rng.chance(300) {
                 self.rng.below(300)
             } else {
                 0
             };
-            rill_storage::fault::forget_unsynced(&self.dir(b, g), position, keep)
-                .expect("forget unsynced");
+            if !self.config.fsync && self.rng.chance(500) {
+                // Nothing written since the open reached the disk: a
+                // segment sealed by a truncation since then still holds
+                // the entries cut from it, and the segment that replaced
+                // them is gone (its directory entry was never synced).
+                let dir = self.dir(b, g);
+                std::fs::remove_dir_all(&dir).expect("forget the directory");
+                copy_dir(&self.disk_image(b, g), &dir);
+            } else {
+                rill_storage::fault::forget_unsynced(&self.dir(b, g), position, keep)
+                    .expect("forget unsynced");
+            }
             let keep_state = self.rng.chance(500);
             self.stores.get(&(b, g)).expect("store").crash(keep_state);
         }
@@ -853,8 +891,12 @@ impl Sim {
         }
         self.config.faults = Faults::none();
         let propose = self.config.propose;
-        self.config.propose = 0;
-        for _ in 0..self.config.settle_steps {
+        for step in 0..self.config.settle_steps {
+            // A follower that a power cut took fsync=false entries from
+            // learns it only from the next append (a heartbeat names no
+            // index): such runs go on proposing for the first half.
+            let appends_reveal_losses = !self.config.fsync && step < self.config.settle_steps / 2;
+            self.config.propose = if appends_reveal_losses { propose } else { 0 };
             self.one_step(false);
         }
         self.config.propose = propose;
@@ -968,6 +1010,18 @@ impl Sim {
 
     pub fn root(&self) -> &Path {
         self.root.path()
+    }
+}
+
+/// Replaces `to` with a copy of the files in `from`.
+fn copy_dir(from: &Path, to: &Path) {
+    if to.exists() {
+        std::fs::remove_dir_all(to).expect("remove the old copy");
+    }
+    std::fs::create_dir_all(to).expect("create the copy");
+    for entry in std::fs::read_dir(from).expect("list the directory") {
+        let entry = entry.expect("list the directory");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copy a file");
     }
 }
 
