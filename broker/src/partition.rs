@@ -130,6 +130,7 @@ fn storage_error(e: &LogError) -> ErrorCode {
         LogError::Batch(
             BatchError::SparseOffsets { .. } | BatchError::OffsetDeltaOutOfSequence { .. },
         ) => ErrorCode::InvalidRecord,
+        LogError::Batch(BatchError::TimestampPastMax { .. }) => ErrorCode::InvalidTimestamp,
         LogError::Batch(_) => ErrorCode::CorruptMessage,
         LogError::OffsetOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
         _ => ErrorCode::StorageError,

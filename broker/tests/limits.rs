@@ -87,6 +87,21 @@ fn produce_refuses_a_record_stamped_ten_years_ahead_and_takes_an_ordinary_one() 
     let r = c.produce("t", 0, -1, batch(&values(0..1), now_ms() + TEN_YEARS_MS));
     assert_eq!(r.error, ErrorCode::InvalidTimestamp);
     assert!(!r.error.is_retriable());
+    // A far-future record cannot hide behind a header that claims now.
+    let mut b = rill_storage::BatchBuilder::new(1 << 20);
+    assert!(
+        b.push(&rill_storage::NewRecord::value(b"now", now_ms()))
+            .unwrap()
+    );
+    let later = now_ms() + TEN_YEARS_MS;
+    assert!(
+        b.push(&rill_storage::NewRecord::value(b"later", later))
+            .unwrap()
+    );
+    let hiding = Bytes::from(b.finish().unwrap());
+    let hiding = resealed(&hiding, |h| h.max_timestamp_ms = h.first_timestamp_ms);
+    let r = c.produce("t", 0, -1, hiding);
+    assert_eq!(r.error, ErrorCode::InvalidTimestamp);
     // The default bound is one hour ahead; no bound behind.
     let r = c.produce("t", 0, -1, batch(&values(0..1), now_ms() + 60_000));
     assert_eq!((r.error, r.base_offset), (ErrorCode::None, 0));

@@ -39,7 +39,7 @@
 //! |-------------------|----------|
 //! | `length`          | varint: bytes of the record after this field |
 //! | `attributes`      | `u8`: 0 |
-//! | `timestamp_delta` | varlong: record timestamp minus `first_timestamp` |
+//! | `timestamp_delta` | varlong: record timestamp minus `first_timestamp`; the timestamp is at most `max_timestamp` for a batch entering a log |
 //! | `offset_delta`    | varint: record offset minus `base_offset`; the record's position in the batch (0, 1, 2, …) for a batch entering a log |
 //! | `key_length`      | varint: -1 for no key |
 //! | `key`             | bytes |
@@ -445,6 +445,18 @@ fn validate_records(header: &BatchHeader, body: &[u8]) -> Result<(), BatchError>
             return Err(BatchError::OffsetDeltaOutOfSequence {
                 record: i,
                 offset_delta: fields.offset_delta,
+            });
+        }
+        // Past max_timestamp, a record would slip by the broker's check of
+        // record times, which reads the header.
+        let timestamp_ms = header
+            .first_timestamp_ms
+            .saturating_add(fields.timestamp_delta);
+        if timestamp_ms > header.max_timestamp_ms {
+            return Err(BatchError::TimestampPastMax {
+                record: i,
+                timestamp_ms,
+                max_timestamp_ms: header.max_timestamp_ms,
             });
         }
         pos += fields.total_bytes;

@@ -101,6 +101,20 @@ pub enum BatchError {
         /// The offset delta it carries.
         offset_delta: i32,
     },
+    /// A record's timestamp lies past the header's `max_timestamp`: the
+    /// broker checks record times against the clock through the header,
+    /// so the header must bound every record.
+    #[error(
+        "record {record} is stamped {timestamp_ms} ms, past the batch's max_timestamp {max_timestamp_ms} ms"
+    )]
+    TimestampPastMax {
+        /// Zero-based position of the record in the batch.
+        record: u32,
+        /// Its timestamp, ms since the epoch.
+        timestamp_ms: i64,
+        /// The header's `max_timestamp`, ms since the epoch.
+        max_timestamp_ms: i64,
+    },
     /// A record inside the batch is malformed.
     #[error("record {record} is malformed: {reason}")]
     CorruptRecord {

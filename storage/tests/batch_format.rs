@@ -690,6 +690,19 @@ fn offset_deltas_out_of_order() -> Refusal {
     }
 }
 
+fn a_record_past_max_timestamp() -> Refusal {
+    Refusal {
+        what: "records stamped after the header's max_timestamp",
+        bytes: with_header(&good(), |h| h.max_timestamp_ms = h.first_timestamp_ms - 1),
+        error: BatchError::TimestampPastMax {
+            record: 0,
+            timestamp_ms: T,
+            max_timestamp_ms: T - 1,
+        },
+        crc_intact: true,
+    }
+}
+
 fn unknown_version(version: u8) -> Refusal {
     Refusal {
         what: "an unknown version",
@@ -798,6 +811,7 @@ fn empty_buffer() -> Refusal {
 /// Every refusal above.
 fn all_refusals() -> Vec<Refusal> {
     let mut all = vec![
+        a_record_past_max_timestamp(),
         flipped_body_byte(),
         flipped_crc_byte(),
         flipped_timestamp_byte(),
@@ -1480,15 +1494,17 @@ fn plausible_header_over(body: &[u8], attributes: u16, record_count: u32, lod: u
 
 /// A follower checks a replicated batch's framing and CRC, not its records:
 /// it refuses everything full validation refuses, with the same error,
-/// except records that are corrupt or out of sequence under an intact CRC
-/// (a leader walked them before they entered the log).
+/// except records that are corrupt, out of sequence or stamped past the
+/// header's maximum under an intact CRC (a leader walked them before they
+/// entered the log).
 #[test]
 fn validate_without_records_refuses_all_but_corrupt_records_as_validate_does() {
     let mut corrupt_records = 0;
     for r in all_refusals() {
         let got = batch::validate_without_records(&r.bytes, MAX);
-        if let BatchError::CorruptRecord { .. } | BatchError::OffsetDeltaOutOfSequence { .. } =
-            r.error
+        if let BatchError::CorruptRecord { .. }
+        | BatchError::OffsetDeltaOutOfSequence { .. }
+        | BatchError::TimestampPastMax { .. } = r.error
         {
             assert!(r.crc_intact, "{}", r.what);
             assert_eq!(got, BatchHeader::decode(&r.bytes), "{}", r.what);
