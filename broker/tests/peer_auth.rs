@@ -18,7 +18,6 @@ use common::Client;
 use common::cluster::{TestCluster, free_port, write_secret};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::{ErrorCode, Request, Response};
-use rill_client::{Admin, Cluster};
 use rill_replication::BrokerId;
 use rill_replication::handshake::{CHALLENGE_BYTES, Hello, PROOF_BYTES};
 use rill_replication::ids::Incarnation;
@@ -94,14 +93,7 @@ fn a_cluster_secret_others_can_read_is_refused_at_start() {
 #[test]
 fn a_process_posing_as_a_broker_gets_no_frame_and_the_cluster_keeps_serving() {
     let c = TestCluster::start(3);
-    let rt = common::runtime();
-    rt.block_on(async {
-        let cluster = Cluster::new(&c.bootstrap(), "test").unwrap();
-        Admin::new(cluster)
-            .create_topic("posed", 1, 3, vec![])
-            .await
-            .unwrap();
-    });
+    c.create_topic("posed", 1);
     // Brokers 2 and 3 accept broker 1's dial: pose as broker 1 to each,
     // straight on its peer port, with a proof made without the secret.
     let mut posers = Vec::new();
@@ -122,16 +114,7 @@ fn a_process_posing_as_a_broker_gets_no_frame_and_the_cluster_keeps_serving() {
         posers.push(s);
     }
     // Records still replicate over broker 1's real connections.
-    let records = common::values(0..20);
-    c.wait_for("an acks=all produce to be acknowledged", 30, |c| {
-        c.leader_of("posed", 0).is_some_and(|leader| {
-            let mut client = Client::connect(c.addr(leader));
-            client
-                .produce("posed", 0, -1, common::batch(&records, 1))
-                .error
-                .is_ok()
-        })
-    });
+    c.produce_acknowledged("posed", 0, &common::values(0..20));
     for mut s in posers {
         let mut got = Vec::new();
         // Closed (EOF or reset) without one byte past the challenge.
@@ -184,24 +167,9 @@ fn a_forged_append_conflicting_with_a_committed_entry_is_refused_and_the_broker_
     use rill_replication::wire::encode_frame;
 
     let c = TestCluster::start(3);
-    let rt = common::runtime();
-    rt.block_on(async {
-        let cluster = Cluster::new(&c.bootstrap(), "test").unwrap();
-        Admin::new(cluster)
-            .create_topic("forged", 1, 3, vec![])
-            .await
-            .unwrap();
-    });
+    c.create_topic("forged", 1);
     let records = common::values(0..20);
-    c.wait_for("an acks=all produce to be acknowledged", 30, |c| {
-        c.leader_of("forged", 0).is_some_and(|leader| {
-            let mut client = Client::connect(c.addr(leader));
-            client
-                .produce("forged", 0, -1, common::batch(&records, 1))
-                .error
-                .is_ok()
-        })
-    });
+    c.produce_acknowledged("forged", 0, &records);
     // Broker 2's replica as it stands: its group, term and commit.
     let replica = |c: &TestCluster| {
         c.status(2).and_then(|s| {
@@ -217,7 +185,7 @@ fn a_forged_append_conflicting_with_a_committed_entry_is_refused_and_the_broker_
     // rewrites its committed entry in a later term. raft-rs would abort on
     // it ("conflict with committed entry"), at every restart again.
     let secret = ClusterSecret::load(&c.secret_file()).unwrap();
-    rt.block_on(async {
+    common::runtime().block_on(async {
         let mut s = tokio::net::TcpStream::connect(c.peer_addr(2))
             .await
             .unwrap();
@@ -271,15 +239,7 @@ fn a_forged_append_conflicting_with_a_committed_entry_is_refused_and_the_broker_
     // Broker 2 is still up, its committed entries unchanged, and the
     // partition keeps taking and serving records.
     let more = common::values(20..40);
-    c.wait_for("another acks=all produce to be acknowledged", 30, |c| {
-        c.leader_of("forged", 0).is_some_and(|leader| {
-            let mut client = Client::connect(c.addr(leader));
-            client
-                .produce("forged", 0, -1, common::batch(&more, 1))
-                .error
-                .is_ok()
-        })
-    });
+    c.produce_acknowledged("forged", 0, &more);
     c.wait_for("broker 2 to take the new records", 30, |c| {
         c.status(2).is_some_and(|s| {
             s.replicas

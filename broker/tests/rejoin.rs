@@ -8,8 +8,7 @@
 mod common;
 
 use common::cluster::TestCluster;
-use common::{Client, batch, runtime, try_read_from, values};
-use rill_client::{Admin, Cluster};
+use common::{Client, try_read_from, values};
 
 const TOPIC: &str = "rejoin";
 const PARTITIONS: u32 = 3;
@@ -46,25 +45,13 @@ fn holds_everything(c: &TestCluster, id: usize) -> bool {
 #[test]
 fn a_broker_back_with_an_empty_data_directory_is_caught_up_before_it_votes_and_nothing_is_lost() {
     let mut c = TestCluster::start(3);
-    let rt = runtime();
-    rt.block_on(async {
-        let cluster = Cluster::new(&c.bootstrap(), "test").unwrap();
-        Admin::new(cluster)
-            .create_topic(TOPIC, PARTITIONS, 3, vec![])
-            .await
-            .unwrap();
-    });
+    c.create_topic(TOPIC, PARTITIONS);
     // 300 records per partition, each acknowledged by a majority.
     let mut acknowledged = Vec::new();
     for p in 0..PARTITIONS {
         let records = values(u64::from(p) * 1000..u64::from(p) * 1000 + 300);
         for chunk in records.chunks(100) {
-            c.wait_for("an acks=all produce to be acknowledged", 30, |c| {
-                c.leader_of(TOPIC, p).is_some_and(|l| {
-                    let mut client = Client::connect(c.addr(l));
-                    client.produce(TOPIC, p, -1, batch(chunk, 1)).error.is_ok()
-                })
-            });
+            c.produce_acknowledged(TOPIC, p, chunk);
         }
         acknowledged.push(records);
     }

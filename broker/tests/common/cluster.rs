@@ -338,6 +338,31 @@ impl TestCluster {
         started.elapsed()
     }
 
+    /// Creates `topic` with replication factor 3 through the admin client.
+    pub fn create_topic(&self, topic: &str, partitions: u32) {
+        super::runtime().block_on(async {
+            let cluster = rill_client::Cluster::new(&self.bootstrap(), "test").unwrap();
+            rill_client::Admin::new(cluster)
+                .create_topic(topic, partitions, 3, vec![])
+                .await
+                .unwrap();
+        });
+    }
+
+    /// Produces `records` as one batch with `acks=all` to the leader of
+    /// `partition`, trying again (at most 30 s) until it is acknowledged.
+    pub fn produce_acknowledged(&self, topic: &str, partition: u32, records: &[String]) {
+        self.wait_for("an acks=all produce to be acknowledged", 30, |c| {
+            c.leader_of(topic, partition).is_some_and(|leader| {
+                let mut client = Client::connect(c.addr(leader));
+                client
+                    .produce(topic, partition, -1, super::batch(records, 1))
+                    .error
+                    .is_ok()
+            })
+        });
+    }
+
     /// The data directory of broker `id`.
     pub fn broker_dir(&self, id: usize) -> PathBuf {
         self.data_dir(id)
