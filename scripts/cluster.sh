@@ -12,14 +12,15 @@
 # $DIR/cluster.secret (mode 600), which every broker authenticates its
 # peers with. Environment: RILL_CLUSTER_DIR (default
 # ./cluster), RILL_CLUSTER_PORT (default 19090), RILL_BIN (default
-# target/release, built first when missing), RUST_LOG.
+# target/release, built first when missing), RILL_BROKER_ARGS (more flags
+# for every broker, e.g. "--config FILE.toml"), RUST_LOG.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 DIR=${RILL_CLUSTER_DIR:-cluster}
 PORT=${RILL_CLUSTER_PORT:-19090}
 BIN=${RILL_BIN:-target/release}
 
-usage() { sed -n '2,16p' "$0" >&2; exit 2; }
+usage() { sed -n '2,18p' "$0" >&2; exit 2; }
 
 ensure_built() {
   if [ ! -x "$BIN/rill-broker" ] || [ ! -x "$BIN/rill" ]; then
@@ -58,7 +59,7 @@ start_one() {
   "$BIN/rill-broker" --node-id "$i" --data-dir "$DIR/b$i" \
     --listen "127.0.0.1:$((PORT + i))" --peer-listen "127.0.0.1:$((PORT + 100 + i))" \
     --peers "$(peers "$n")" --cluster-secret-file "$DIR/cluster.secret" \
-    >>"$DIR/b$i.log" 2>&1 &
+    ${RILL_BROKER_ARGS:-} >>"$DIR/b$i.log" 2>&1 &
   echo $! >"$DIR/b$i.pid"
   for _ in $(seq 100); do
     grep -q "listening on" "$DIR/b$i.log" 2>/dev/null && break
