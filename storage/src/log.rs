@@ -179,6 +179,27 @@ impl Log {
             if let Some(next) = next {
                 let t = seg.tail;
                 if (t.next_offset, t.next_raft_index) != next {
+                    // A bad batch before the next segment's start. When a
+                    // later segment holds a batch, this is a hole in the
+                    // middle of the log: dropping everything after it would
+                    // silently lose entries the log once held (and Raft may
+                    // have counted as committed), so the log refuses to
+                    // open. When none does, it is the torn tail of a log
+                    // that had just rolled, cut as the last segment's is.
+                    if let Some(later) = self.first_with_a_batch(&bases[i + 1..])? {
+                        tracing::error!(
+                            segment = %paths.log.display(),
+                            position = t.position,
+                            later = %later.display(),
+                            "a bad batch in a sealed segment that later segments follow"
+                        );
+                        return Err(LogError::Hole {
+                            path: paths.log.clone(),
+                            position: t.position,
+                            offset: t.next_offset,
+                            raft_index: t.next_raft_index,
+                        });
+                    }
                     // A gap: everything after this segment is not part of the
                     // longest valid prefix.
                     tracing::warn!(
@@ -248,6 +269,31 @@ impl Log {
             self.dir_synced_generation = 0;
         }
         Ok(())
+    }
+
+    /// The first of the segments `bases` whose file starts with a batch
+    /// header that passes its checks, if any (read with `pread`).
+    fn first_with_a_batch(
+        &self,
+        bases: &[(Offset, RaftIndex)],
+    ) -> Result<Option<PathBuf>, LogError> {
+        use std::os::unix::fs::FileExt;
+        for &(o, r) in bases {
+            let path = SegmentPaths::new(&self.dir, o, r).log;
+            let file = File::open(&path).map_err(LogError::io("open segment", &path))?;
+            let mut head = [0u8; batch::HEADER_BYTES];
+            match file.read_exact_at(&mut head, 0) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+                Err(e) => return Err(LogError::io("read segment", &path)(e)),
+            }
+            let valid = BatchHeader::decode(&head)
+                .is_ok_and(|h| h.check(self.config.max_batch_bytes).is_ok() && h.raft_index == r);
+            if valid {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
     }
 
     /// The directory the log lives in.
@@ -509,18 +555,18 @@ impl Log {
         let first = self.segment_for_offset(from);
         for (i, seg) in self.segments.iter().enumerate().skip(first) {
             let pos = if i == first {
-                match seg.position_for_offset(from) {
+                match seg.position_for_offset(from)? {
                     Some(p) => p,
                     None => continue,
                 }
             } else {
                 0
             };
-            let span_end = seg.span_end(pos, budget, limit, out.is_empty());
+            let span_end = seg.span_end(pos, budget, limit, out.is_empty())?;
             if span_end == pos {
                 break;
             }
-            out.push(seg.bytes(pos, span_end));
+            out.push(seg.bytes(pos, span_end)?);
             budget = budget.saturating_sub(span_end - pos);
             if budget == 0 || span_end < seg.tail.position {
                 break;
@@ -530,7 +576,9 @@ impl Log {
     }
 
     /// The stored batches with Raft indexes in `[from, to)`, at most
-    /// `max_bytes` of them but at least one, each a zero-copy slice.
+    /// `max_bytes` of them but at least one. Each is an owned copy read
+    /// with `pread`: callers look inside entries (Raft, the controller's
+    /// commands), and a file cut short must answer an error, not SIGBUS.
     pub fn read_entries(
         &self,
         from: RaftIndex,
@@ -552,17 +600,26 @@ impl Log {
             .segments
             .partition_point(|s| s.tail.next_raft_index <= from);
         'segments: for seg in self.segments.iter().skip(start) {
-            let Some(mut pos) = seg.position_for_raft_index(index) else {
+            let Some(mut pos) = seg.position_for_raft_index(index)? else {
                 continue;
             };
             while pos < seg.tail.position && index < to {
-                let h = seg.header_at(pos);
+                let h = seg.header_at(pos)?;
                 let len = h.batch_bytes();
                 if len > budget && !out.is_empty() {
                     break 'segments;
                 }
-                let b = RecordBatch::new(seg.bytes(pos, pos + len), usize::MAX)?;
-                debug_assert_eq!(b.header().raft_index, index, "raft indexes are contiguous");
+                let b = RecordBatch::new(seg.read_owned(pos, pos + len)?, usize::MAX)?;
+                if b.header().raft_index != index {
+                    return Err(LogError::Damaged {
+                        path: seg.paths.log.clone(),
+                        position: pos,
+                        reason: format!(
+                            "the batch there carries raft index {}, not {index}",
+                            b.header().raft_index
+                        ),
+                    });
+                }
                 out.push(b);
                 budget = budget.saturating_sub(len);
                 pos += len;
@@ -587,23 +644,23 @@ impl Log {
             .partition_point(|s| s.tail.next_raft_index <= index);
         let seg = self.segments.get(i).ok_or_else(out_of_range)?;
         let pos = seg
-            .position_for_raft_index(index)
+            .position_for_raft_index(index)?
             .ok_or_else(out_of_range)?;
-        Ok(seg.header_at(pos).raft_term)
+        Ok(seg.header_at(pos)?.raft_term)
     }
 
     /// The offset of the first record whose timestamp is at or after
     /// `timestamp_ms`, or `None` when there is no such record.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>, LogError> {
         for seg in &self.segments {
-            let Some(mut pos) = seg.position_for_timestamp(timestamp_ms) else {
+            let Some(mut pos) = seg.position_for_timestamp(timestamp_ms)? else {
                 continue;
             };
             while pos < seg.tail.position {
-                let h = seg.header_at(pos);
+                let h = seg.header_at(pos)?;
                 let len = h.batch_bytes();
                 if !h.is_control() && h.max_timestamp_ms >= timestamp_ms {
-                    let b = RecordBatch::new(seg.bytes(pos, pos + len), usize::MAX)?;
+                    let b = RecordBatch::new(seg.read_owned(pos, pos + len)?, usize::MAX)?;
                     for r in b.records() {
                         let r = r?;
                         if r.timestamp_ms >= timestamp_ms {
@@ -619,14 +676,15 @@ impl Log {
 
     /// Where the entry at Raft index `index`, of term `term`, lies in its
     /// segment file, or `None` when the log does not hold that entry
-    /// (written) here.
+    /// (written) here, or its file cannot be read (the sender then sends
+    /// the entry from memory, or learns of the damage from its next read).
     pub fn file_span(&self, index: RaftIndex, term: Term) -> Option<crate::FileSpan> {
         let i = self
             .segments
             .partition_point(|s| s.tail.next_raft_index <= index);
         let seg = self.segments.get(i)?;
-        let position = seg.position_for_raft_index(index)?;
-        let h = seg.header_at(position);
+        let position = seg.position_for_raft_index(index).ok()??;
+        let h = seg.header_at(position).ok()?;
         (h.raft_index == index && h.raft_term == term).then(|| crate::FileSpan {
             file: Arc::clone(&seg.file),
             offset: position,
@@ -658,9 +716,9 @@ impl Log {
                 .partition_point(|s| s.tail.next_raft_index <= from);
             let seg = &self.segments[i];
             let pos = seg
-                .position_for_raft_index(from)
+                .position_for_raft_index(from)?
                 .expect("from lies inside the log");
-            seg.header_at(pos).base_offset
+            seg.header_at(pos)?.base_offset
         };
         let mut prev_term = Term(0);
         while let Some(seg) = self.segments.back() {
@@ -673,9 +731,9 @@ impl Log {
         }
         if let Some(seg) = self.segments.back_mut() {
             let pos = seg
-                .position_for_raft_index(from)
+                .position_for_raft_index(from)?
                 .unwrap_or(seg.tail.position);
-            seg.seal_at(pos, Term(0));
+            seg.seal_at(pos, Term(0))?;
             prev_term = seg.tail.last_term;
             debug_assert_eq!(seg.tail.next_raft_index, from);
             debug_assert_eq!(seg.tail.next_offset, cut_offset);
