@@ -554,15 +554,15 @@ impl Log {
         let mut budget = max_bytes;
         let first = self.segment_for_offset(from);
         for (i, seg) in self.segments.iter().enumerate().skip(first) {
-            let pos = if i == first {
-                match seg.position_for_offset(from)? {
-                    Some(p) => p,
+            let (pos, header) = if i == first {
+                match seg.batch_for_offset(from)? {
+                    Some((p, h)) => (p, Some(h)),
                     None => continue,
                 }
             } else {
-                0
+                (0, None)
             };
-            let span_end = seg.span_end(pos, budget, limit, out.is_empty())?;
+            let span_end = seg.span_end(pos, header, budget, limit, out.is_empty())?;
             if span_end == pos {
                 break;
             }

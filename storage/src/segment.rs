@@ -519,9 +519,13 @@ impl Segment {
         Ok(unsafe { shared_bytes(&self.map, start, (end - start) as usize) })
     }
 
-    /// Position of the first batch whose offsets reach past `target` (the
-    /// batch holding `target`, or the first after it), or `None` past the end.
-    pub(crate) fn position_for_offset(&self, target: Offset) -> Result<Option<u64>, LogError> {
+    /// Position and header of the first batch whose offsets reach past
+    /// `target` (the batch holding `target`, or the first after it), or
+    /// `None` past the end.
+    pub(crate) fn batch_for_offset(
+        &self,
+        target: Offset,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let rel = target
             .0
             .saturating_sub(self.base_offset.0)
@@ -530,7 +534,7 @@ impl Segment {
             .index
             .floor_by(rel, |e| e.relative_offset)
             .map_or(0, |e| u64::from(e.position));
-        self.walk(start, |h| h.next_offset() > target)
+        self.walk_to(start, |h| h.next_offset() > target)
     }
 
     /// Position of the batch with Raft index `target`, or `None` when the
@@ -570,13 +574,22 @@ impl Segment {
     /// Walks batch headers from `position` to the first that satisfies `stop`.
     fn walk(
         &self,
-        mut position: u64,
+        position: u64,
         stop: impl Fn(&BatchHeader) -> bool,
     ) -> Result<Option<u64>, LogError> {
+        Ok(self.walk_to(position, stop)?.map(|(p, _)| p))
+    }
+
+    /// As [`Segment::walk`], with the header found.
+    fn walk_to(
+        &self,
+        mut position: u64,
+        stop: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         while position < self.tail.position {
             let h = self.header_at(position)?;
             if stop(&h) {
-                return Ok(Some(position));
+                return Ok(Some((position, h)));
             }
             position += h.batch_bytes();
         }
@@ -586,17 +599,41 @@ impl Segment {
     /// The end of a run of whole batches from `start`: as many as fit in
     /// `byte_budget` (but at least one when `at_least_one`, so a consumer
     /// never stalls on a batch larger than its budget), stopping before the
-    /// first batch that reaches `offset_limit`.
+    /// first batch that reaches `offset_limit`. `first` is the header at
+    /// `start` when the caller has read it already.
+    ///
+    /// Headers are read with `pread`, one system call each, so the walk
+    /// first jumps over the batches the sparse index vouches for: the batch
+    /// at an index entry starts at the entry's offset, so every batch
+    /// before it ends at or below that offset.
     pub(crate) fn span_end(
         &self,
         start: u64,
+        first: Option<BatchHeader>,
         byte_budget: u64,
         offset_limit: Offset,
         at_least_one: bool,
     ) -> Result<u64, LogError> {
         let mut end = start;
+        let mut known = first;
+        let entries = self.index.entries();
+        let reach = entries.partition_point(|e| {
+            u64::from(e.position) <= start.saturating_add(byte_budget)
+                && self.base_offset.0 + u64::from(e.relative_offset) < offset_limit.0
+        });
+        if let Some(e) = entries[..reach].last()
+            && u64::from(e.position) > start
+        {
+            // Strictly below the limit: a control batch before the entry
+            // starts at or below the entry's offset, so below the limit too.
+            end = u64::from(e.position);
+            known = None;
+        }
         while end < self.tail.position {
-            let h = self.header_at(end)?;
+            let h = match known.take() {
+                Some(h) => h,
+                None => self.header_at(end)?,
+            };
             if h.next_offset() > offset_limit || (h.is_control() && h.base_offset >= offset_limit) {
                 break;
             }
