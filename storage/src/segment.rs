@@ -132,6 +132,9 @@ fn write_all_at(
     mut position: u64,
     mut parts: [&[u8]; 2],
 ) -> Result<(), LogError> {
+    if let Some(e) = crate::fault::injected_enospc(path) {
+        return Err(LogError::io("write segment", path)(e));
+    }
     while parts.iter().any(|p| !p.is_empty()) {
         let iov = parts.map(|p| libc::iovec {
             iov_base: p.as_ptr() as *mut libc::c_void,
@@ -170,6 +173,9 @@ fn write_all_at(
 /// here, before any batch is written past the reserved end.
 fn grow_file(file: &File, path: &Path, from_bytes: u64, to_bytes: u64) -> Result<(), LogError> {
     debug_assert!(to_bytes > from_bytes);
+    if let Some(e) = crate::fault::injected_enospc(path) {
+        return Err(LogError::io("fallocate", path)(e));
+    }
     // SAFETY: fallocate on an fd we own, with in-range offsets; it only
     // allocates and extends.
     let rc = unsafe {
