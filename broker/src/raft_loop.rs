@@ -45,7 +45,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 
 use crate::janitor::Janitor;
 use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
-use crate::partition::{Partition, TimestampBounds};
+use crate::partition::{Partition, StopRequest, TimestampBounds};
 use crate::topics::partition_dir;
 
 /// Commands queued for the Raft thread, at most.
@@ -59,6 +59,12 @@ pub const SLOW_ROUND_MS: u64 = 500;
 /// How often every group ticks. With `election_tick` 10, an election
 /// timeout of 1 s.
 pub const TICK_MS: u64 = 100;
+
+/// First wait before reopening a replica that an I/O error stopped.
+const REOPEN_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts to reopen a stopped replica; the wait
+/// doubles from [`REOPEN_BACKOFF_FIRST`] with every failure in a row.
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
 /// Longest a status request waits for the next tick's report, ms.
 pub const STATUS_WAIT_MS: u64 = 3 * TICK_MS;
 /// Longest the Raft thread spends opening new replicas before it runs a
@@ -308,6 +314,7 @@ pub fn start(
         Command::RetentionSynced,
     )?;
     let tick_queued = Arc::new(AtomicBool::new(false));
+    let (stop_requests, stops_requested) = std::sync::mpsc::channel();
     let janitor = Janitor::start(&config.data_dir).map_err(ReplicationError::io(
         "start the janitor thread",
         "rill-janitor",
@@ -330,6 +337,9 @@ pub fn start(
         ticks: 0,
         eager: BTreeMap::new(),
         failed: Default::default(),
+        backoffs: BTreeMap::new(),
+        stop_requests,
+        stops_requested,
         janitor,
         tick_queued: Arc::clone(&tick_queued),
         open_pass_ms_max: None,
@@ -360,6 +370,16 @@ pub fn start(
         },
         published,
     ))
+}
+
+/// Whether opening a replica failed on damaged files (a hole in its log, a
+/// corrupt state file), which reopening cannot fix.
+fn open_error_is_damage(e: &ReplicationError) -> bool {
+    match e {
+        ReplicationError::Storage(e) => e.is_damage(),
+        ReplicationError::CorruptState { .. } => true,
+        _ => false,
+    }
 }
 
 /// Sends a tick every [`TICK_MS`] until the Raft thread stops.
@@ -431,10 +451,21 @@ struct RaftLoop {
     /// left to finish its election: campaigning again would discard the
     /// votes on their way and raise the term once more.
     eager: BTreeMap<GroupId, u64>,
-    /// Groups whose replica stopped after a storage failure: not reopened
-    /// until the broker restarts (the page cache may hold bytes that a
-    /// failed sync never wrote).
-    failed: std::collections::BTreeSet<GroupId>,
+    /// Groups whose replica stopped after a storage failure, with when to
+    /// try opening it again: `None` for damaged files (a hole, a file cut
+    /// short), which wait for an operator and a restart. An I/O error
+    /// (ENOSPC, EIO) is retried with backoff: reopening recovers the log
+    /// from its files, trusting nothing a failed write or sync left in
+    /// memory. A stopped replica stays published, marked failed, so its
+    /// clients get a retriable `StorageError`.
+    failed: BTreeMap<GroupId, Option<Instant>>,
+    /// The last wait before reopening each group and when it stopped: a
+    /// replica that fails again soon after it reopened waits twice as long.
+    backoffs: BTreeMap<GroupId, (Duration, Instant)>,
+    /// Handed to partitions: where their reads ask for a stop.
+    stop_requests: std::sync::mpsc::Sender<StopRequest>,
+    /// Stops asked for by partitions' reads, taken at every tick.
+    stops_requested: std::sync::mpsc::Receiver<StopRequest>,
     /// Removes deleted replicas' directories off this thread.
     janitor: Janitor,
     /// Longest one pass of [`RaftLoop::reconcile`] spends opening new
@@ -606,9 +637,14 @@ impl RaftLoop {
         let mut left = false;
         for (t, p) in wanted {
             let group = t.group(p);
-            if self.node.has_group(group) || self.failed.contains(&group) {
+            if self.node.has_group(group) {
                 continue;
             }
+            let retrying = match self.failed.get(&group) {
+                None => false,
+                Some(Some(at)) if *at <= started => true,
+                Some(_) => continue,
+            };
             if self
                 .open_pass_ms_max
                 .is_some_and(|ms| started.elapsed() >= Duration::from_millis(ms))
@@ -616,15 +652,55 @@ impl RaftLoop {
                 left = true;
                 break;
             }
-            if let Err(e) = self.open(&t, p) {
-                // Not tried again until the broker restarts, as a replica
-                // whose storage failed: a pass retrying a slow failure
-                // first would never reach the replicas after it.
-                tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open replica");
-                self.failed.insert(group);
+            if retrying {
+                // The stopped replica's log goes first: it holds the
+                // directory's lock until its last reader lets go.
+                self.published
+                    .partitions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&group);
+            }
+            match self.open(&t, p) {
+                Ok(()) if retrying => {
+                    self.failed.remove(&group);
+                    tracing::info!("replica {}/{p} reopened", t.name);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Retried only after a backoff, as a replica whose
+                    // storage failed: a pass retrying a slow failure first
+                    // would never reach the replicas after it.
+                    let retry = !open_error_is_damage(&e);
+                    tracing::error!("replica {}/{p} failed: cannot open: {e}", t.name);
+                    self.stop_replica(group, retry);
+                }
             }
         }
         self.reconciling = left;
+        // Stopped replicas of deleted topics: their directories go too.
+        let gone: Vec<GroupId> = self
+            .failed
+            .keys()
+            .copied()
+            .filter(|g| *g != GroupId::CONTROLLER && self.image.partition_of(*g).is_none())
+            .collect();
+        for group in gone {
+            self.failed.remove(&group);
+            self.backoffs.remove(&group);
+            let removed = self
+                .published
+                .partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&group);
+            if let Some(p) = removed {
+                let dir = p.dir().to_path_buf();
+                if let Err(e) = self.janitor.remove_dir(&dir, p) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's replica");
+                }
+            }
+        }
         let open: Vec<GroupId> = self
             .node
             .groups()
@@ -665,6 +741,60 @@ impl RaftLoop {
         }
     }
 
+    /// Stops `group`'s replica after a storage failure (the node may have
+    /// dropped it already) and schedules its reopening when `retry`. Its
+    /// partition stays published, marked failed.
+    fn stop_replica(&mut self, group: GroupId, retry: bool) {
+        let _ = self.node.remove_group(group);
+        self.eager.remove(&group);
+        if let Some(p) = self.published.partition(group) {
+            p.set_failed();
+        }
+        let now = Instant::now();
+        let retry_at = retry.then(|| {
+            let backoff = match self.backoffs.get(&group) {
+                // Failed again within its last wait plus the longest one
+                // after it was due: the failure has not gone away.
+                Some(&(last, at)) if now.duration_since(at) <= last + REOPEN_BACKOFF_MAX => {
+                    (last * 2).min(REOPEN_BACKOFF_MAX)
+                }
+                _ => REOPEN_BACKOFF_FIRST,
+            };
+            self.backoffs.insert(group, (backoff, now));
+            match self.published.partition(group) {
+                Some(p) => tracing::warn!(
+                    "replica {}/{} will be reopened in {} ms",
+                    p.topic,
+                    p.index,
+                    backoff.as_millis()
+                ),
+                None => tracing::warn!(%group, backoff_ms = backoff.as_millis() as u64, "replica will be reopened after a backoff"),
+            }
+            now + backoff
+        });
+        self.failed.insert(group, retry_at);
+    }
+
+    /// Takes the stops partitions' reads asked for, and reopens the stopped
+    /// replicas whose backoff is over.
+    fn stops_and_reopens(&mut self) {
+        while let Ok(r) = self.stops_requested.try_recv() {
+            if self.node.has_group(r.group) {
+                tracing::debug!(group = %r.group, reason = %r.reason, "stopping a replica whose read failed");
+                self.stop_replica(r.group, r.retry);
+            }
+        }
+        let now = Instant::now();
+        if !self.reconciling
+            && self
+                .failed
+                .values()
+                .any(|at| at.is_some_and(|at| at <= now))
+        {
+            self.reconcile();
+        }
+    }
+
     fn open(&mut self, t: &TopicImage, p: u32) -> Result<(), ReplicationError> {
         let group = t.group(p);
         let dir = partition_dir(&self.config.data_dir, &t.id, p);
@@ -686,27 +816,30 @@ impl RaftLoop {
             state,
         })?;
         let status = self.node.status(group).expect("the group was just added");
-        let partition = Arc::new(Partition::new(
-            &t.name,
-            p,
-            group,
-            dir,
-            log,
-            t.config.fsync,
-            max_batch_bytes,
-            TimestampBounds {
-                after_max_ms: t
-                    .config
-                    .timestamp_after_max_ms
-                    .or(self.config.timestamps.after_max_ms),
-                before_max_ms: t
-                    .config
-                    .timestamp_before_max_ms
-                    .or(self.config.timestamps.before_max_ms),
-            },
-            status.high_watermark,
-            t.replicas[p as usize].clone(),
-        ));
+        let partition = Arc::new(
+            Partition::new(
+                &t.name,
+                p,
+                group,
+                dir,
+                log,
+                t.config.fsync,
+                max_batch_bytes,
+                TimestampBounds {
+                    after_max_ms: t
+                        .config
+                        .timestamp_after_max_ms
+                        .or(self.config.timestamps.after_max_ms),
+                    before_max_ms: t
+                        .config
+                        .timestamp_before_max_ms
+                        .or(self.config.timestamps.before_max_ms),
+                },
+                status.high_watermark,
+                t.replicas[p as usize].clone(),
+            )
+            .reporting_stops_to(self.stop_requests.clone()),
+        );
         self.published
             .partitions
             .write()
@@ -934,6 +1067,7 @@ impl RaftLoop {
             }
             Command::Tick => {
                 self.tick_queued.store(false, Ordering::Release);
+                self.stops_and_reopens();
                 self.node.tick();
                 self.ticks += 1;
                 let (node, ticks) = (&mut self.node, self.ticks);
@@ -1254,17 +1388,15 @@ impl RaftLoop {
                     }
                 }
                 Event::Failed { group, reason } => {
-                    tracing::error!(%group, %reason, "replica stopped");
-                    self.failed.insert(group);
-                    if let Some(p) = self
-                        .published
-                        .partitions
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&group)
-                    {
-                        p.set_failed();
+                    match self.published.partition(group) {
+                        Some(p) => {
+                            tracing::error!("replica {}/{} failed: {reason}", p.topic, p.index);
+                        }
+                        None => tracing::error!(%group, %reason, "replica stopped"),
                     }
+                    // A write or sync failed (ENOSPC, EIO): reopened after
+                    // a backoff, from what its files hold.
+                    self.stop_replica(group, group != GroupId::CONTROLLER);
                 }
             }
         }

@@ -1,0 +1,186 @@
+//! A damaged or full disk hurts one replica, not the broker: a segment file
+//! cut short under a running broker fails its replica (fetches answer a
+//! retriable `StorageError`) while every other partition keeps serving,
+//! and a replica stopped by a full disk answers producers a retriable
+//! error and is reopened once space returns.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::fs;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use common::*;
+use rill_client::protocol::ErrorCode;
+
+/// The replica directories (`<topic id>-<partition>`) in `data_dir`.
+fn replica_dirs(data_dir: &Path) -> BTreeSet<PathBuf> {
+    fs::read_dir(data_dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.is_dir() && p.file_name().unwrap() != "controller")
+        .collect()
+}
+
+/// Creates a one-partition topic and returns its replica's directory.
+fn create(client: &mut Client, data_dir: &Path, name: &str) -> PathBuf {
+    let before = replica_dirs(data_dir);
+    assert!(client.create_topic(name, 1, &[]).error.is_ok());
+    let mut new: Vec<_> = replica_dirs(data_dir)
+        .difference(&before)
+        .cloned()
+        .collect();
+    assert_eq!(new.len(), 1, "one new replica directory for {name}");
+    new.pop().unwrap()
+}
+
+fn produce_ok(client: &mut Client, topic: &str, range: std::ops::Range<u64>) {
+    let r = client.produce(topic, 0, -1, batch(&values(range), now_ms()));
+    assert!(r.error.is_ok(), "produce to {topic}: {:?}", r.error);
+}
+
+fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// Bytes of whole batches at the start of a segment file.
+fn batch_bytes(segment: &Path) -> u64 {
+    let bytes = bytes::Bytes::from(fs::read(segment).unwrap());
+    rill_storage::Batches::new(bytes, usize::MAX)
+        .map_while(Result::ok)
+        .map(|b| b.bytes().len() as u64)
+        .sum()
+}
+
+fn segment_of(dir: &Path) -> PathBuf {
+    let mut logs: Vec<_> = fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs.pop().unwrap()
+}
+
+#[test]
+fn a_segment_truncated_under_a_running_broker_fails_its_replica_and_others_keep_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(data.path());
+    let mut client = broker.connect();
+    let damaged_dir = create(&mut client, data.path(), "damaged");
+    create(&mut client, data.path(), "healthy");
+    for i in 0..20 {
+        produce_ok(&mut client, "damaged", i * 50..(i + 1) * 50);
+        produce_ok(&mut client, "healthy", i * 50..(i + 1) * 50);
+    }
+    assert_eq!(read_all(&mut client, "damaged", 0).len(), 1000);
+
+    let segment = segment_of(&damaged_dir);
+    let written = batch_bytes(&segment);
+    assert!(written > 10_000, "the segment holds the batches produced");
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(written / 2)
+        .unwrap();
+
+    let f = client.fetch("damaged", 0, 0, 0);
+    assert_eq!(
+        f.error,
+        ErrorCode::StorageError,
+        "the damaged partition answers a storage error"
+    );
+    assert!(f.error.is_retriable());
+    assert!(f.records.is_empty());
+    assert!(broker.is_running(), "the broker survives the damaged file");
+
+    // Every other partition keeps serving, reads and writes.
+    let healthy = read_all(&mut client, "healthy", 0);
+    assert_eq!(healthy.len(), 1000);
+    produce_ok(&mut client, "healthy", 1000..1050);
+    let healthy = read_all(&mut client, "healthy", 0);
+    assert_eq!(
+        healthy.iter().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
+        values(0..1050)
+    );
+
+    // The damaged replica stays failed: fetches and produces are refused
+    // with the same retriable error, from a new connection too.
+    let mut other = broker.connect();
+    assert_eq!(
+        other.fetch("damaged", 0, 0, 0).error,
+        ErrorCode::StorageError
+    );
+    let r = other.produce("damaged", 0, -1, batch(&values(0..3), now_ms()));
+    assert_eq!(r.error, ErrorCode::StorageError);
+    assert!(broker.is_running());
+    broker.terminate();
+}
+
+#[test]
+fn a_replica_stopped_by_a_full_disk_answers_producers_retriably_and_reopens_once_space_returns() {
+    let data = tempfile::tempdir().unwrap();
+    let trigger = data.path().join("enospc-trigger");
+    let mut broker = BrokerProcess::start_with_env(
+        &data.path().join("data"),
+        &["--listen".into(), "127.0.0.1:0".into()],
+        &[(
+            rill_storage::fault::ENOSPC_TRIGGER_ENV,
+            trigger.to_str().unwrap(),
+        )],
+    );
+    let data_dir = data.path().join("data");
+    let mut client = broker.connect();
+    let full_dir = create(&mut client, &data_dir, "full");
+    create(&mut client, &data_dir, "other");
+    produce_ok(&mut client, "full", 0..10);
+
+    // The disk under the replica fills up.
+    fs::write(&trigger, full_dir.to_str().unwrap()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let refused = loop {
+        let r = client.produce("full", 0, -1, batch(&values(10..20), now_ms()));
+        if !r.error.is_ok() {
+            break r.error;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "a produce to a full disk is refused"
+        );
+    };
+    assert_eq!(refused, ErrorCode::StorageError);
+    assert!(refused.is_retriable());
+    assert!(broker.is_running());
+    produce_ok(&mut client, "other", 0..10);
+
+    // Space returns: the replica is reopened (after a backoff of seconds)
+    // and takes produces again, with every acknowledged record.
+    fs::remove_file(&trigger).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let r = client.produce("full", 0, -1, batch(&values(100..110), now_ms()));
+        if r.error.is_ok() {
+            break;
+        }
+        assert!(r.error.is_retriable(), "{:?}", r.error);
+        assert!(
+            Instant::now() < deadline,
+            "the replica is reopened once space returns (last error {:?})",
+            r.error
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let got: Vec<String> = read_all(&mut client, "full", 0)
+        .into_iter()
+        .map(|(_, v)| v)
+        .collect();
+    assert_eq!(&got[..10], &values(0..10)[..]);
+    assert_eq!(&got[got.len() - 10..], &values(100..110)[..]);
+    broker.terminate();
+}
