@@ -104,9 +104,30 @@ pub struct Published {
     pub status: watch::Sender<Arc<StatusReport>>,
     /// Whether someone waits for a fresher [`Published::status`].
     pub status_wanted: AtomicBool,
+    /// Groups whose replica here stopped after a storage failure and is
+    /// not open (a reopen pending or failed): their clients are answered
+    /// `StorageError` rather than sent to another broker.
+    pub stopped: RwLock<std::collections::BTreeSet<GroupId>>,
 }
 
 impl Published {
+    /// Whether `group`'s replica here stopped after a storage failure.
+    pub fn is_stopped(&self, group: GroupId) -> bool {
+        self.stopped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&group)
+    }
+
+    fn set_stopped(&self, group: GroupId, stopped: bool) {
+        let mut set = self.stopped.write().unwrap_or_else(|p| p.into_inner());
+        if stopped {
+            set.insert(group);
+        } else {
+            set.remove(&group);
+        }
+    }
+
     /// Every group's replication state, at most about a tick old: asks the
     /// Raft thread for the next tick's report and waits for it (at most
     /// [`STATUS_WAIT_MS`]), else answers the last one.
@@ -306,6 +327,7 @@ pub fn start(
         partitions: RwLock::new(BTreeMap::new()),
         status: watch::Sender::new(Arc::default()),
         status_wanted: AtomicBool::new(false),
+        stopped: RwLock::new(Default::default()),
     });
     let syncer = start_syncer("rill-sync", tx.downgrade(), Command::Synced)?;
     let retention_syncer = start_syncer(
@@ -664,6 +686,7 @@ impl RaftLoop {
             match self.open(&t, p) {
                 Ok(()) if retrying => {
                     self.failed.remove(&group);
+                    self.published.set_stopped(group, false);
                     tracing::info!("replica {}/{p} reopened", t.name);
                 }
                 Ok(()) => {}
@@ -687,6 +710,7 @@ impl RaftLoop {
             .collect();
         for group in gone {
             self.failed.remove(&group);
+            self.published.set_stopped(group, false);
             self.backoffs.remove(&group);
             let removed = self
                 .published
@@ -773,6 +797,7 @@ impl RaftLoop {
             now + backoff
         });
         self.failed.insert(group, retry_at);
+        self.published.set_stopped(group, true);
     }
 
     /// Takes the stops partitions' reads asked for, and reopens the stopped

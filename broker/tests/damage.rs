@@ -1,5 +1,6 @@
 //! A damaged or full disk hurts one replica, not the broker: a segment file
-//! cut short under a running broker fails its replica (fetches answer a
+//! cut short under a running broker, or a hole found in the middle of a
+//! replica's log at start, fails that replica (its clients are answered a
 //! retriable `StorageError`) while every other partition keeps serving,
 //! and a replica stopped by a full disk answers producers a retriable
 //! error and is reopened once space returns.
@@ -57,14 +58,19 @@ fn batch_bytes(segment: &Path) -> u64 {
         .sum()
 }
 
-fn segment_of(dir: &Path) -> PathBuf {
+/// The segment files of a replica, oldest first.
+fn segments_of(dir: &Path) -> Vec<PathBuf> {
     let mut logs: Vec<_> = fs::read_dir(dir)
         .unwrap()
         .map(|e| e.unwrap().path())
         .filter(|p| p.extension().is_some_and(|e| e == "log"))
         .collect();
     logs.sort();
-    logs.pop().unwrap()
+    logs
+}
+
+fn segment_of(dir: &Path) -> PathBuf {
+    segments_of(dir).pop().unwrap()
 }
 
 #[test]
@@ -182,5 +188,66 @@ fn a_replica_stopped_by_a_full_disk_answers_producers_retriably_and_reopens_once
         .collect();
     assert_eq!(&got[..10], &values(0..10)[..]);
     assert_eq!(&got[got.len() - 10..], &values(100..110)[..]);
+    broker.terminate();
+}
+
+#[test]
+fn a_hole_in_the_middle_of_a_replica_log_fails_that_replica_at_start_and_others_keep_serving() {
+    let data = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(data.path());
+    let mut client = broker.connect();
+    let before = replica_dirs(data.path());
+    assert!(
+        client
+            .create_topic(
+                "holed",
+                1,
+                &[("segment.bytes", "8192"), ("max.message.bytes", "4096")]
+            )
+            .error
+            .is_ok()
+    );
+    let holed_dir = replica_dirs(data.path())
+        .difference(&before)
+        .next()
+        .cloned()
+        .unwrap();
+    create(&mut client, data.path(), "healthy");
+    for i in 0..40 {
+        produce_ok(&mut client, "holed", i * 50..(i + 1) * 50);
+    }
+    produce_ok(&mut client, "healthy", 0..50);
+    broker.terminate();
+
+    // A disk fault flips a byte in the middle of the first of several
+    // segments; its index files are gone, so the next start scans it.
+    let segments = segments_of(&holed_dir);
+    assert!(segments.len() >= 3, "{} segments", segments.len());
+    let first = &segments[0];
+    let mut bytes = fs::read(first).unwrap();
+    let middle = (batch_bytes(first) / 2) as usize;
+    bytes[middle] ^= 0x5a;
+    fs::write(first, &bytes).unwrap();
+    for ext in ["index", "timeindex"] {
+        let _ = fs::remove_file(first.with_extension(ext));
+    }
+
+    let mut broker = BrokerProcess::start(data.path());
+    let mut client = broker.connect();
+    assert_eq!(
+        client.fetch("holed", 0, 0, 0).error,
+        ErrorCode::StorageError
+    );
+    let r = client.produce("holed", 0, -1, batch(&values(0..3), now_ms()));
+    assert_eq!(r.error, ErrorCode::StorageError);
+    assert_eq!(
+        segments_of(&holed_dir),
+        segments,
+        "nothing after the hole is deleted"
+    );
+    assert_eq!(read_all(&mut client, "healthy", 0).len(), 50);
+    produce_ok(&mut client, "healthy", 50..60);
+    assert_eq!(read_all(&mut client, "healthy", 0).len(), 60);
+    assert!(broker.is_running());
     broker.terminate();
 }
