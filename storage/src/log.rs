@@ -530,6 +530,14 @@ impl Log {
     /// as zero-copy slices of the segments (one `Bytes` per segment touched).
     /// Stops once `max_bytes` is reached, but always returns at least one
     /// whole batch when there is one.
+    ///
+    /// A segment file found shorter than its batches (cut short under the
+    /// log) answers [`LogError::Damaged`]. The slices are views of the
+    /// files' mappings, meant for the kernel to copy (a vectored write to a
+    /// socket, which fails with `EFAULT` should the file be cut short
+    /// meanwhile); a process that reads them itself while someone else may
+    /// cut its files short risks SIGBUS, and should use
+    /// [`Log::read_entries`], which copies.
     pub fn read(&self, from: Offset, max_bytes: u64) -> Result<Vec<Bytes>, LogError> {
         self.read_below(from, max_bytes, self.next_offset())
     }
