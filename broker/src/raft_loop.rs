@@ -404,6 +404,20 @@ fn open_error_is_damage(e: &ReplicationError) -> bool {
     }
 }
 
+/// The wait before reopening a replica stopped at `now`, given the wait
+/// before its last reopening and when it stopped then: doubled (up to
+/// [`REOPEN_BACKOFF_MAX`]) when it failed again within that wait plus the
+/// longest one after it was due, as the failure has not gone away;
+/// [`REOPEN_BACKOFF_FIRST`] otherwise.
+fn reopen_backoff(last: Option<(Duration, Instant)>, now: Instant) -> Duration {
+    match last {
+        Some((wait, at)) if now.saturating_duration_since(at) <= wait + REOPEN_BACKOFF_MAX => {
+            (wait * 2).min(REOPEN_BACKOFF_MAX)
+        }
+        _ => REOPEN_BACKOFF_FIRST,
+    }
+}
+
 /// Sends a tick every [`TICK_MS`] until the Raft thread stops.
 ///
 /// At most one tick waits in the queue: ticks the Raft thread could not take
@@ -776,14 +790,7 @@ impl RaftLoop {
         }
         let now = Instant::now();
         let retry_at = retry.then(|| {
-            let backoff = match self.backoffs.get(&group) {
-                // Failed again within its last wait plus the longest one
-                // after it was due: the failure has not gone away.
-                Some(&(last, at)) if now.duration_since(at) <= last + REOPEN_BACKOFF_MAX => {
-                    (last * 2).min(REOPEN_BACKOFF_MAX)
-                }
-                _ => REOPEN_BACKOFF_FIRST,
-            };
+            let backoff = reopen_backoff(self.backoffs.get(&group).copied(), now);
             self.backoffs.insert(group, (backoff, now));
             match self.published.partition(group) {
                 Some(p) => tracing::warn!(
@@ -1530,6 +1537,27 @@ fn run_jobs(jobs: Vec<SyncJob>) -> Vec<SyncResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopen_backoff_doubles_from_one_second_to_a_minute_while_failures_repeat() {
+        let t0 = Instant::now();
+        let mut last = None;
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..9 {
+            let wait = reopen_backoff(last, now);
+            waits.push(wait.as_secs());
+            last = Some((wait, now));
+            // Reopened when due, and failed again at once.
+            now += wait;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        // A replica that then ran for longer than its wait plus a minute
+        // starts over.
+        let (wait, at) = last.unwrap();
+        let later = at + wait + REOPEN_BACKOFF_MAX + Duration::from_secs(1);
+        assert_eq!(reopen_backoff(last, later), REOPEN_BACKOFF_FIRST);
+    }
 
     #[tokio::test]
     async fn ticks_the_raft_thread_has_not_taken_are_dropped_not_queued() {
