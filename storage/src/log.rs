@@ -642,6 +642,12 @@ impl Log {
 
     /// The term of the entry at `index`.
     pub fn term_of(&self, index: RaftIndex) -> Result<Term, LogError> {
+        // The last entry's term is kept in memory: Raft asks for it on
+        // every proposal, and answering it needs no read of a file that
+        // may have been damaged under the log.
+        if index.next() == self.next_raft_index() && index >= self.first_raft_index() {
+            return Ok(self.last_term());
+        }
         let out_of_range = || LogError::RaftIndexOutOfRange {
             requested: index,
             first: self.first_raft_index(),
@@ -800,6 +806,14 @@ impl Log {
             .filter(|s| (s.base_offset, s.base_raft_index) != (next.offset, next.raft_index))
             .collect();
         Ok(crate::retention::Expired::of(old))
+    }
+
+    /// Checks that every segment file still holds the batches written to
+    /// it (`fstat` of each): [`LogError::Damaged`] for the first that was
+    /// cut short under the log. For deciding whether a replica that failed
+    /// may be reopened, or waits for an operator.
+    pub fn verify_files(&self) -> Result<(), LogError> {
+        self.segments.iter().try_for_each(Segment::verify_length)
     }
 
     /// Flushes, writes every index entry, then closes the log: the next

@@ -376,6 +376,10 @@ impl Segment {
         debug_assert!(term >= self.tail.last_term);
         let position = self.tail.position;
         let len = batch.len() as u64;
+        // A write past the end of a file cut short under the log would
+        // extend it again over a hole of zeros, hiding the damage from
+        // every later length check while Raft reads the hole back.
+        self.verify_file_bytes()?;
         self.grow_to(position + len, config)?;
         // The header is stamped on the way in, so each byte is written
         // exactly once. [position, position + len) is inside the file (grown
@@ -485,6 +489,54 @@ impl Segment {
         Ok(Bytes::from(buf))
     }
 
+    /// Checks (`fstat`) that the file still holds every batch written to
+    /// it: [`LogError::Damaged`] when something cut it short.
+    pub(crate) fn verify_length(&self) -> Result<(), LogError> {
+        let file_bytes = self.current_file_bytes()?;
+        if file_bytes < self.tail.position {
+            return Err(self.damaged(
+                file_bytes,
+                format!(
+                    "the file is {file_bytes} bytes, shorter than the {} bytes of batches written",
+                    self.tail.position
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The file's length now, bytes, from `fstat(2)`: on the append and
+    /// fetch paths, where `File::metadata` (`statx` asking for every field)
+    /// costs measurably more.
+    fn current_file_bytes(&self) -> Result<u64, LogError> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat on an fd we own, writing into a buffer of its type.
+        if unsafe { libc::fstat(self.file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+            return Err(LogError::io("stat segment", &self.paths.log)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: fstat succeeded, so it filled the buffer.
+        let st = unsafe { st.assume_init() };
+        Ok(u64::try_from(st.st_size).unwrap_or(0))
+    }
+
+    /// Checks (`fstat`) that the file is still as long as the log grew it:
+    /// [`LogError::Damaged`] when something cut it short.
+    fn verify_file_bytes(&self) -> Result<(), LogError> {
+        let now = self.current_file_bytes()?;
+        if now < self.file_bytes {
+            return Err(self.damaged(
+                now,
+                format!(
+                    "the file is {now} bytes; the log grew it to {} and wrote {} bytes of batches",
+                    self.file_bytes, self.tail.position
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// Zero-copy bytes `[start, end)` of the written prefix.
     ///
     /// The file's length is checked (`fstat`) first, so a file cut short
@@ -502,22 +554,9 @@ impl Segment {
         if start == end {
             return Ok(Bytes::new());
         }
-        let file_bytes = self
-            .file
-            .metadata()
-            .map_err(LogError::io("stat segment", &self.paths.log))?
-            .len();
         // The whole written prefix, not just this range: a file cut short
         // anywhere is damage to report now, not at the next read past it.
-        if file_bytes < self.tail.position {
-            return Err(self.damaged(
-                file_bytes,
-                format!(
-                    "the file is {file_bytes} bytes, shorter than the {} bytes of batches written",
-                    self.tail.position
-                ),
-            ));
-        }
+        self.verify_length()?;
         // SAFETY: the range is inside the written prefix (asserted above),
         // whose bytes are never written again, and inside the file as it
         // is now (checked just above); `shared_bytes` asserts it is inside

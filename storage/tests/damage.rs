@@ -106,7 +106,35 @@ fn the_active_segment_cut_short_under_an_open_log_answers_damaged() {
         &active,
         "entries",
     );
-    assert_damaged(log.term_of(RaftIndex(20)), &active, "term");
+    assert_damaged(log.term_of(RaftIndex(19)), &active, "term");
     let e = log.read(Offset(30), 1).unwrap_err();
     assert!(e.is_damage(), "{e}");
+}
+
+#[test]
+fn an_append_to_a_segment_cut_short_under_the_log_is_refused_as_damage() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    fill(&mut log, 20);
+    log.flush().unwrap();
+    assert!(log.verify_files().is_ok());
+    let active = segment_files(dir.path()).pop().unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap()
+        .set_len(log.size_bytes() / 2)
+        .unwrap();
+    let end = log.end();
+    // Written past the cut, the batch would extend the file over a hole of
+    // zeros that no length check could see any more.
+    assert_damaged(
+        log.append(&batch_at(end.offset.get(), 3, VALUE_BYTES, 9000), Term(1)),
+        &active,
+        "append",
+    );
+    assert_eq!(log.end(), end, "nothing was appended");
+    assert_damaged(log.verify_files(), &active, "verify_files");
+    // The last entry's term is known without reading the file.
+    assert_eq!(log.term_of(RaftIndex(20)).unwrap(), Term(1));
 }
