@@ -225,6 +225,12 @@ impl Partition {
         ErrorCode::StorageError
     }
 
+    /// Whether the replica's segment files still hold every batch written
+    /// to them (see [`rill_storage::Log::verify_files`]).
+    pub(crate) fn verify_files(&self) -> Result<(), LogError> {
+        lock(&self.log).verify_files()
+    }
+
     /// Whether the replica stopped after a storage failure.
     pub fn is_failed(&self) -> bool {
         self.failed.load(Ordering::Acquire)

@@ -1420,15 +1420,28 @@ impl RaftLoop {
                     }
                 }
                 Event::Failed { group, reason } => {
+                    // A write or sync failed (ENOSPC, EIO): reopened after
+                    // a backoff, from what its files hold, unless they were
+                    // cut short under it (recovery would take that for a
+                    // torn tail and quietly lose what was cut).
+                    let mut retry = group != GroupId::CONTROLLER;
                     match self.published.partition(group) {
                         Some(p) => {
                             tracing::error!("replica {}/{} failed: {reason}", p.topic, p.index);
+                            if let Err(e) = p.verify_files().map_err(|e| e.is_damage().then_some(e))
+                                && let Some(e) = e
+                            {
+                                tracing::error!(
+                                    "replica {}/{} is not reopened: {e}",
+                                    p.topic,
+                                    p.index
+                                );
+                                retry = false;
+                            }
                         }
                         None => tracing::error!(%group, %reason, "replica stopped"),
                     }
-                    // A write or sync failed (ENOSPC, EIO): reopened after
-                    // a backoff, from what its files hold.
-                    self.stop_replica(group, group != GroupId::CONTROLLER);
+                    self.stop_replica(group, retry);
                 }
             }
         }

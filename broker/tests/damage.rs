@@ -116,6 +116,30 @@ fn a_segment_truncated_under_a_running_broker_fails_its_replica_and_others_keep_
         values(0..1050)
     );
 
+    // A segment cut short and then written to: the append finds the
+    // damage before anything reads the hole a write past the end leaves.
+    let cut_dir = create(&mut client, data.path(), "cut-then-produced");
+    produce_ok(&mut client, "cut-then-produced", 0..200);
+    let segment = segment_of(&cut_dir);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(batch_bytes(&segment) / 2)
+        .unwrap();
+    let r = client.produce(
+        "cut-then-produced",
+        0,
+        -1,
+        batch(&values(200..210), now_ms()),
+    );
+    assert_eq!(r.error, ErrorCode::StorageError);
+    assert_eq!(
+        client.fetch("cut-then-produced", 0, 0, 0).error,
+        ErrorCode::StorageError
+    );
+    assert!(broker.is_running());
+
     // The damaged replica stays failed: fetches and produces are refused
     // with the same retriable error, from a new connection too.
     let mut other = broker.connect();
