@@ -675,6 +675,14 @@ impl Log {
                 let len = h.batch_bytes();
                 if !h.is_control() && h.max_timestamp_ms >= timestamp_ms {
                     let b = RecordBatch::new(seg.read_owned(pos, pos + len)?, usize::MAX)?;
+                    // Its records are about to be decoded: bytes that no
+                    // longer match the CRC the log checked when it wrote
+                    // them are damage, not a bad batch from a client.
+                    b.verify_crc().map_err(|e| LogError::Damaged {
+                        path: seg.paths.log.clone(),
+                        position: pos,
+                        reason: e.to_string(),
+                    })?;
                     for r in b.records() {
                         let r = r?;
                         if r.timestamp_ms >= timestamp_ms {

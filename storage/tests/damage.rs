@@ -138,3 +138,17 @@ fn an_append_to_a_segment_cut_short_under_the_log_is_refused_as_damage() {
     // The last entry's term is known without reading the file.
     assert_eq!(log.term_of(RaftIndex(20)).unwrap(), Term(1));
 }
+
+#[test]
+fn a_record_corrupted_under_the_log_is_damage_to_a_time_lookup() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    fill(&mut log, 20);
+    log.flush().unwrap();
+    let active = segment_files(dir.path()).pop().unwrap();
+    let mut bytes = fs::read(&active).unwrap();
+    // A byte of the first batch's records, past its header.
+    bytes[100] ^= 0x5a;
+    fs::write(&active, &bytes).unwrap();
+    assert_damaged(log.offset_for_timestamp(1000), &active, "time lookup");
+}
