@@ -65,6 +65,11 @@ const REOPEN_BACKOFF_FIRST: Duration = Duration::from_secs(1);
 /// Longest wait between two attempts to reopen a stopped replica; the wait
 /// doubles from [`REOPEN_BACKOFF_FIRST`] with every failure in a row.
 const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Replicas whose segment files' lengths are checked (`fstat`) at each
+/// tick, in turn: a file cut short under an idle replica stops it before
+/// Raft (which treats a failed read of its log as fatal) or a reader meets
+/// the damage, without a pass over thousands of replicas holding up a tick.
+const VERIFY_PER_TICK: usize = 64;
 /// Longest a status request waits for the next tick's report, ms.
 pub const STATUS_WAIT_MS: u64 = 3 * TICK_MS;
 /// Longest the Raft thread spends opening new replicas before it runs a
@@ -360,6 +365,7 @@ pub fn start(
         eager: BTreeMap::new(),
         failed: Default::default(),
         backoffs: BTreeMap::new(),
+        verified_up_to: None,
         stop_requests,
         stops_requested,
         janitor,
@@ -498,6 +504,8 @@ struct RaftLoop {
     /// The last wait before reopening each group and when it stopped: a
     /// replica that fails again soon after it reopened waits twice as long.
     backoffs: BTreeMap<GroupId, (Duration, Instant)>,
+    /// The last group whose files [`RaftLoop::verify_some`] checked.
+    verified_up_to: Option<GroupId>,
     /// Handed to partitions: where their reads ask for a stop.
     stop_requests: std::sync::mpsc::Sender<StopRequest>,
     /// Stops asked for by partitions' reads, taken at every tick.
@@ -807,6 +815,40 @@ impl RaftLoop {
         self.published.set_stopped(group, true);
     }
 
+    /// Checks the segment files of the next [`VERIFY_PER_TICK`] open
+    /// replicas, and stops those cut short under them.
+    fn verify_some(&mut self) {
+        let next: Vec<Arc<Partition>> = {
+            let partitions = self
+                .published
+                .partitions
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let after = match self.verified_up_to {
+                Some(g) => {
+                    partitions.range((std::ops::Bound::Excluded(g), std::ops::Bound::Unbounded))
+                }
+                None => partitions.range(..),
+            };
+            after
+                .take(VERIFY_PER_TICK)
+                .map(|(_, p)| Arc::clone(p))
+                .collect()
+        };
+        self.verified_up_to = next.last().map(|p| p.group);
+        for p in next {
+            if p.is_failed() {
+                continue;
+            }
+            if let Err(e) = p.verify_files()
+                && e.is_damage()
+            {
+                tracing::error!("replica {}/{} failed: {e}", p.topic, p.index);
+                self.stop_replica(p.group, false);
+            }
+        }
+    }
+
     /// Takes the stops partitions' reads asked for, and reopens the stopped
     /// replicas whose backoff is over.
     fn stops_and_reopens(&mut self) {
@@ -1099,6 +1141,7 @@ impl RaftLoop {
             }
             Command::Tick => {
                 self.tick_queued.store(false, Ordering::Release);
+                self.verify_some();
                 self.stops_and_reopens();
                 self.node.tick();
                 self.ticks += 1;

@@ -49,6 +49,26 @@ fn now_ms() -> i64 {
         .as_millis() as i64
 }
 
+/// The error of a `ListOffsets` for the latest offset of partition 0.
+fn latest_offset_error(client: &mut Client, topic: &str) -> ErrorCode {
+    use rill_client::protocol::messages::*;
+    let (_, r) = client.call(rill_client::protocol::Request::ListOffsets(
+        ListOffsetsRequest {
+            topics: vec![ListOffsetsTopic {
+                name: topic.into(),
+                partitions: vec![ListOffsetsPartition {
+                    partition: 0,
+                    timestamp_ms: LATEST_TIMESTAMP,
+                }],
+            }],
+        },
+    ));
+    let Some(rill_client::protocol::Response::ListOffsets(r)) = r else {
+        panic!("list offsets response")
+    };
+    r.topics[0].partitions[0].error
+}
+
 /// Bytes of whole batches at the start of a segment file.
 fn batch_bytes(segment: &Path) -> u64 {
     let bytes = bytes::Bytes::from(fs::read(segment).unwrap());
@@ -212,6 +232,39 @@ fn a_replica_stopped_by_a_full_disk_answers_producers_retriably_and_reopens_once
         .collect();
     assert_eq!(&got[..10], &values(0..10)[..]);
     assert_eq!(&got[got.len() - 10..], &values(100..110)[..]);
+    broker.terminate();
+}
+
+#[test]
+fn a_segment_cut_short_under_an_idle_replica_fails_it_before_anyone_reads_it() {
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(data.path());
+    let mut client = broker.connect();
+    let idle_dir = create(&mut client, data.path(), "idle");
+    produce_ok(&mut client, "idle", 0..200);
+    let segment = segment_of(&idle_dir);
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&segment)
+        .unwrap()
+        .set_len(batch_bytes(&segment) / 2)
+        .unwrap();
+    // Nothing reads or writes the replica's files (the latest offset is
+    // known in memory): the periodic check finds the damage.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let error = latest_offset_error(&mut client, "idle");
+        if error == ErrorCode::StorageError {
+            break;
+        }
+        assert!(error.is_ok(), "{error:?}");
+        assert!(
+            Instant::now() < deadline,
+            "the damage is found without a read"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(broker.is_running());
     broker.terminate();
 }
 
