@@ -98,6 +98,9 @@ pub async fn handle(broker: &Arc<Broker>, request: Request, forwarded: bool) -> 
                                 Lookup::Unknown => {
                                     Err((ErrorCode::UnknownTopicOrPartition, LeaderHint::default()))
                                 }
+                                Lookup::Stopped => {
+                                    Err((ErrorCode::StorageError, LeaderHint::default()))
+                                }
                             };
                             let (error, leader) =
                                 r.err().unwrap_or((ErrorCode::None, LeaderHint::default()));
@@ -387,6 +390,13 @@ async fn propose_partition(
                 LeaderHint::default(),
             ));
         }
+        Lookup::Stopped => {
+            return Staged::Answered(produce_error(
+                index,
+                ErrorCode::StorageError,
+                LeaderHint::default(),
+            ));
+        }
     };
     if let Some((error, leader)) = partition.not_leader() {
         return Staged::Answered(produce_error(index, error, leader));
@@ -585,6 +595,9 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                                 ErrorCode::UnknownTopicOrPartition,
                                 LeaderHint::default(),
                             );
+                        }
+                        Lookup::Stopped => {
+                            return refused(ErrorCode::StorageError, LeaderHint::default());
                         }
                     };
                     if let Some((error, leader)) = partition.not_leader() {

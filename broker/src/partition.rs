@@ -90,6 +90,18 @@ impl TimestampBounds {
     }
 }
 
+/// A request to the Raft thread to stop a replica whose reads failed.
+#[derive(Debug, Clone)]
+pub struct StopRequest {
+    /// The replica's group.
+    pub group: GroupId,
+    /// Why, for the log.
+    pub reason: String,
+    /// Whether reopening it later may help (an I/O error), or its files are
+    /// damaged and it waits for an operator.
+    pub retry: bool,
+}
+
 /// One partition replica.
 #[derive(Debug)]
 pub struct Partition {
@@ -120,6 +132,9 @@ pub struct Partition {
     log_start_offset: AtomicU64,
     /// Set when the replica stopped after a storage failure.
     failed: AtomicBool,
+    /// Where a read that found the replica's files damaged asks the Raft
+    /// thread to stop it (none in unit tests).
+    stop_requests: Option<std::sync::mpsc::Sender<StopRequest>>,
 }
 
 fn storage_error(e: &LogError) -> ErrorCode {
@@ -171,7 +186,55 @@ impl Partition {
             high_watermark_current: AtomicBool::new(false),
             log_start_offset: AtomicU64::new(start),
             failed: AtomicBool::new(false),
+            stop_requests: None,
         }
+    }
+
+    /// The partition, asking `requests` to stop it when a read finds its
+    /// files damaged.
+    pub(crate) fn reporting_stops_to(
+        mut self,
+        requests: std::sync::mpsc::Sender<StopRequest>,
+    ) -> Partition {
+        self.stop_requests = Some(requests);
+        self
+    }
+
+    /// The answer to a read that failed with `e`. A file cut short, a
+    /// header that is not the one written, or an I/O error stops the
+    /// replica (once: one log line, one request to the Raft thread), so
+    /// that nothing reads or appends over what is left; the other replicas
+    /// keep serving. Clients get `StorageError`, which is retriable: a
+    /// replica stopped by an I/O error is reopened, and other replicas of
+    /// the partition take over its leadership.
+    fn read_failed(&self, e: &LogError) -> ErrorCode {
+        let retry = matches!(e, LogError::Io { .. });
+        if !e.is_damage() && !retry {
+            return storage_error(e);
+        }
+        if !self.failed.swap(true, Ordering::AcqRel) {
+            tracing::error!("replica {}/{} failed: {e}", self.topic, self.index);
+            self.leadership.send_modify(|l| l.is_leader = false);
+            if let Some(requests) = &self.stop_requests {
+                let _ = requests.send(StopRequest {
+                    group: self.group,
+                    reason: e.to_string(),
+                    retry,
+                });
+            }
+        }
+        ErrorCode::StorageError
+    }
+
+    /// Whether the replica's segment files still hold every batch written
+    /// to them (see [`rill_storage::Log::verify_files`]).
+    pub(crate) fn verify_files(&self) -> Result<(), LogError> {
+        lock(&self.log).verify_files()
+    }
+
+    /// Whether the replica stopped after a storage failure.
+    pub fn is_failed(&self) -> bool {
+        self.failed.load(Ordering::Acquire)
     }
 
     /// The replica's directory.
@@ -321,6 +384,9 @@ impl Partition {
             Ok(t) if t == term => Ok(()),
             // Replaced by another leader's entry.
             Ok(_) => Err(ErrorCode::NotLeader),
+            Err(e) if e.is_damage() || matches!(e, LogError::Io { .. }) => {
+                Err(self.read_failed(&e))
+            }
             // Cut by retention before we looked (only applied entries are
             // deleted: it committed, but whose it was is no longer known).
             Err(_) => Err(ErrorCode::RequestTimedOut),
@@ -348,7 +414,7 @@ impl Partition {
         }
         let chunks = log
             .read_below(Offset(offset), max_bytes, Offset(hw))
-            .map_err(|e| storage_error(&e))?;
+            .map_err(|e| self.read_failed(&e))?;
         Ok((chunks, hw, start))
     }
 
@@ -374,7 +440,10 @@ impl Partition {
             }
             t if t < 0 => Err(ErrorCode::InvalidRequest),
             t => Ok(
-                match log.offset_for_timestamp(t).map_err(|e| storage_error(&e))? {
+                match log
+                    .offset_for_timestamp(t)
+                    .map_err(|e| self.read_failed(&e))?
+                {
                     Some(o) if o.get() < hw => o.get() as i64,
                     _ => -1,
                 },

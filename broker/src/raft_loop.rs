@@ -46,7 +46,7 @@ use tokio::sync::{Notify, mpsc, oneshot, watch};
 use crate::identity::Identity;
 use crate::janitor::Janitor;
 use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
-use crate::partition::{Partition, TimestampBounds};
+use crate::partition::{Partition, StopRequest, TimestampBounds};
 use crate::topics::partition_dir;
 
 /// Commands queued for the Raft thread, at most.
@@ -62,6 +62,17 @@ pub const SLOW_ROUND_MS: u64 = 500;
 pub const TICK_MS: u64 = 100;
 /// Ticks between checks of whether a rejoining broker has caught up.
 pub const REJOIN_CHECK_TICKS: u64 = 10;
+
+/// First wait before reopening a replica that an I/O error stopped.
+const REOPEN_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts to reopen a stopped replica; the wait
+/// doubles from [`REOPEN_BACKOFF_FIRST`] with every failure in a row.
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Replicas whose segment files' lengths are checked (`fstat`) at each
+/// tick, in turn: a file cut short under an idle replica stops it before
+/// Raft (which treats a failed read of its log as fatal) or a reader meets
+/// the damage, without a pass over thousands of replicas holding up a tick.
+const VERIFY_PER_TICK: usize = 64;
 /// Longest a status request waits for the next tick's report, ms.
 pub const STATUS_WAIT_MS: u64 = 3 * TICK_MS;
 /// Longest the Raft thread spends opening new replicas before it runs a
@@ -101,9 +112,30 @@ pub struct Published {
     pub status: watch::Sender<Arc<StatusReport>>,
     /// Whether someone waits for a fresher [`Published::status`].
     pub status_wanted: AtomicBool,
+    /// Groups whose replica here stopped after a storage failure and is
+    /// not open (a reopen pending or failed): their clients are answered
+    /// `StorageError` rather than sent to another broker.
+    pub stopped: RwLock<std::collections::BTreeSet<GroupId>>,
 }
 
 impl Published {
+    /// Whether `group`'s replica here stopped after a storage failure.
+    pub fn is_stopped(&self, group: GroupId) -> bool {
+        self.stopped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .contains(&group)
+    }
+
+    fn set_stopped(&self, group: GroupId, stopped: bool) {
+        let mut set = self.stopped.write().unwrap_or_else(|p| p.into_inner());
+        if stopped {
+            set.insert(group);
+        } else {
+            set.remove(&group);
+        }
+    }
+
     /// Every group's replication state, at most about a tick old: asks the
     /// Raft thread for the next tick's report and waits for it (at most
     /// [`STATUS_WAIT_MS`]), else answers the last one.
@@ -308,6 +340,7 @@ pub fn start(
         partitions: RwLock::new(BTreeMap::new()),
         status: watch::Sender::new(Arc::default()),
         status_wanted: AtomicBool::new(false),
+        stopped: RwLock::new(Default::default()),
     });
     let syncer = start_syncer("rill-sync", tx.downgrade(), Command::Synced)?;
     let retention_syncer = start_syncer(
@@ -316,6 +349,7 @@ pub fn start(
         Command::RetentionSynced,
     )?;
     let tick_queued = Arc::new(AtomicBool::new(false));
+    let (stop_requests, stops_requested) = std::sync::mpsc::channel();
     let janitor = Janitor::start(&config.data_dir).map_err(ReplicationError::io(
         "start the janitor thread",
         "rill-janitor",
@@ -345,6 +379,10 @@ pub fn start(
         ticks: 0,
         eager: BTreeMap::new(),
         failed: Default::default(),
+        backoffs: BTreeMap::new(),
+        verified_up_to: None,
+        stop_requests,
+        stops_requested,
         janitor,
         tick_queued: Arc::clone(&tick_queued),
         open_pass_ms_max: None,
@@ -375,6 +413,30 @@ pub fn start(
         },
         published,
     ))
+}
+
+/// Whether opening a replica failed on damaged files (a hole in its log, a
+/// corrupt state file), which reopening cannot fix.
+fn open_error_is_damage(e: &ReplicationError) -> bool {
+    match e {
+        ReplicationError::Storage(e) => e.is_damage(),
+        ReplicationError::CorruptState { .. } => true,
+        _ => false,
+    }
+}
+
+/// The wait before reopening a replica stopped at `now`, given the wait
+/// before its last reopening and when it stopped then: doubled (up to
+/// [`REOPEN_BACKOFF_MAX`]) when it failed again within that wait plus the
+/// longest one after it was due, as the failure has not gone away;
+/// [`REOPEN_BACKOFF_FIRST`] otherwise.
+fn reopen_backoff(last: Option<(Duration, Instant)>, now: Instant) -> Duration {
+    match last {
+        Some((wait, at)) if now.saturating_duration_since(at) <= wait + REOPEN_BACKOFF_MAX => {
+            (wait * 2).min(REOPEN_BACKOFF_MAX)
+        }
+        _ => REOPEN_BACKOFF_FIRST,
+    }
 }
 
 /// Sends a tick every [`TICK_MS`] until the Raft thread stops.
@@ -446,10 +508,23 @@ struct RaftLoop {
     /// left to finish its election: campaigning again would discard the
     /// votes on their way and raise the term once more.
     eager: BTreeMap<GroupId, u64>,
-    /// Groups whose replica stopped after a storage failure: not reopened
-    /// until the broker restarts (the page cache may hold bytes that a
-    /// failed sync never wrote).
-    failed: std::collections::BTreeSet<GroupId>,
+    /// Groups whose replica stopped after a storage failure, with when to
+    /// try opening it again: `None` for damaged files (a hole, a file cut
+    /// short), which wait for an operator and a restart. An I/O error
+    /// (ENOSPC, EIO) is retried with backoff: reopening recovers the log
+    /// from its files, trusting nothing a failed write or sync left in
+    /// memory. A stopped replica stays published, marked failed, so its
+    /// clients get a retriable `StorageError`.
+    failed: BTreeMap<GroupId, Option<Instant>>,
+    /// The last wait before reopening each group and when it stopped: a
+    /// replica that fails again soon after it reopened waits twice as long.
+    backoffs: BTreeMap<GroupId, (Duration, Instant)>,
+    /// The last group whose files [`RaftLoop::verify_some`] checked.
+    verified_up_to: Option<GroupId>,
+    /// Handed to partitions: where their reads ask for a stop.
+    stop_requests: std::sync::mpsc::Sender<StopRequest>,
+    /// Stops asked for by partitions' reads, taken at every tick.
+    stops_requested: std::sync::mpsc::Receiver<StopRequest>,
     /// Removes deleted replicas' directories off this thread.
     janitor: Janitor,
     /// Longest one pass of [`RaftLoop::reconcile`] spends opening new
@@ -621,9 +696,14 @@ impl RaftLoop {
         let mut left = false;
         for (t, p) in wanted {
             let group = t.group(p);
-            if self.node.has_group(group) || self.failed.contains(&group) {
+            if self.node.has_group(group) {
                 continue;
             }
+            let retrying = match self.failed.get(&group) {
+                None => false,
+                Some(Some(at)) if *at <= started => true,
+                Some(_) => continue,
+            };
             if self
                 .open_pass_ms_max
                 .is_some_and(|ms| started.elapsed() >= Duration::from_millis(ms))
@@ -631,15 +711,57 @@ impl RaftLoop {
                 left = true;
                 break;
             }
-            if let Err(e) = self.open(&t, p) {
-                // Not tried again until the broker restarts, as a replica
-                // whose storage failed: a pass retrying a slow failure
-                // first would never reach the replicas after it.
-                tracing::error!(topic = %t.name, partition = p, error = %e, "cannot open replica");
-                self.failed.insert(group);
+            if retrying {
+                // The stopped replica's log goes first: it holds the
+                // directory's lock until its last reader lets go.
+                self.published
+                    .partitions
+                    .write()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .remove(&group);
+            }
+            match self.open(&t, p) {
+                Ok(()) if retrying => {
+                    self.failed.remove(&group);
+                    self.published.set_stopped(group, false);
+                    tracing::info!("replica {}/{p} reopened", t.name);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Retried only after a backoff, as a replica whose
+                    // storage failed: a pass retrying a slow failure first
+                    // would never reach the replicas after it.
+                    let retry = !open_error_is_damage(&e);
+                    tracing::error!("replica {}/{p} failed: cannot open: {e}", t.name);
+                    self.stop_replica(group, retry);
+                }
             }
         }
         self.reconciling = left;
+        // Stopped replicas of deleted topics: their directories go too.
+        let gone: Vec<GroupId> = self
+            .failed
+            .keys()
+            .copied()
+            .filter(|g| *g != GroupId::CONTROLLER && self.image.partition_of(*g).is_none())
+            .collect();
+        for group in gone {
+            self.failed.remove(&group);
+            self.published.set_stopped(group, false);
+            self.backoffs.remove(&group);
+            let removed = self
+                .published
+                .partitions
+                .write()
+                .unwrap_or_else(|p| p.into_inner())
+                .remove(&group);
+            if let Some(p) = removed {
+                let dir = p.dir().to_path_buf();
+                if let Err(e) = self.janitor.remove_dir(&dir, p) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's replica");
+                }
+            }
+        }
         let open: Vec<GroupId> = self
             .node
             .groups()
@@ -680,6 +802,88 @@ impl RaftLoop {
         }
     }
 
+    /// Stops `group`'s replica after a storage failure (the node may have
+    /// dropped it already) and schedules its reopening when `retry`. Its
+    /// partition stays published, marked failed.
+    fn stop_replica(&mut self, group: GroupId, retry: bool) {
+        let _ = self.node.remove_group(group);
+        self.eager.remove(&group);
+        if let Some(p) = self.published.partition(group) {
+            p.set_failed();
+        }
+        let now = Instant::now();
+        let retry_at = retry.then(|| {
+            let backoff = reopen_backoff(self.backoffs.get(&group).copied(), now);
+            self.backoffs.insert(group, (backoff, now));
+            match self.published.partition(group) {
+                Some(p) => tracing::warn!(
+                    "replica {}/{} will be reopened in {} ms",
+                    p.topic,
+                    p.index,
+                    backoff.as_millis()
+                ),
+                None => tracing::warn!(%group, backoff_ms = backoff.as_millis() as u64, "replica will be reopened after a backoff"),
+            }
+            now + backoff
+        });
+        self.failed.insert(group, retry_at);
+        self.published.set_stopped(group, true);
+    }
+
+    /// Checks the segment files of the next [`VERIFY_PER_TICK`] open
+    /// replicas, and stops those cut short under them.
+    fn verify_some(&mut self) {
+        let next: Vec<Arc<Partition>> = {
+            let partitions = self
+                .published
+                .partitions
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let after = match self.verified_up_to {
+                Some(g) => {
+                    partitions.range((std::ops::Bound::Excluded(g), std::ops::Bound::Unbounded))
+                }
+                None => partitions.range(..),
+            };
+            after
+                .take(VERIFY_PER_TICK)
+                .map(|(_, p)| Arc::clone(p))
+                .collect()
+        };
+        self.verified_up_to = next.last().map(|p| p.group);
+        for p in next {
+            if p.is_failed() {
+                continue;
+            }
+            if let Err(e) = p.verify_files()
+                && e.is_damage()
+            {
+                tracing::error!("replica {}/{} failed: {e}", p.topic, p.index);
+                self.stop_replica(p.group, false);
+            }
+        }
+    }
+
+    /// Takes the stops partitions' reads asked for, and reopens the stopped
+    /// replicas whose backoff is over.
+    fn stops_and_reopens(&mut self) {
+        while let Ok(r) = self.stops_requested.try_recv() {
+            if self.node.has_group(r.group) {
+                tracing::debug!(group = %r.group, reason = %r.reason, "stopping a replica whose read failed");
+                self.stop_replica(r.group, r.retry);
+            }
+        }
+        let now = Instant::now();
+        if !self.reconciling
+            && self
+                .failed
+                .values()
+                .any(|at| at.is_some_and(|at| at <= now))
+        {
+            self.reconcile();
+        }
+    }
+
     fn open(&mut self, t: &TopicImage, p: u32) -> Result<(), ReplicationError> {
         let group = t.group(p);
         let dir = partition_dir(&self.config.data_dir, &t.id, p);
@@ -701,27 +905,30 @@ impl RaftLoop {
             state,
         })?;
         let status = self.node.status(group).expect("the group was just added");
-        let partition = Arc::new(Partition::new(
-            &t.name,
-            p,
-            group,
-            dir,
-            log,
-            t.config.fsync,
-            max_batch_bytes,
-            TimestampBounds {
-                after_max_ms: t
-                    .config
-                    .timestamp_after_max_ms
-                    .or(self.config.timestamps.after_max_ms),
-                before_max_ms: t
-                    .config
-                    .timestamp_before_max_ms
-                    .or(self.config.timestamps.before_max_ms),
-            },
-            status.high_watermark,
-            t.replicas[p as usize].clone(),
-        ));
+        let partition = Arc::new(
+            Partition::new(
+                &t.name,
+                p,
+                group,
+                dir,
+                log,
+                t.config.fsync,
+                max_batch_bytes,
+                TimestampBounds {
+                    after_max_ms: t
+                        .config
+                        .timestamp_after_max_ms
+                        .or(self.config.timestamps.after_max_ms),
+                    before_max_ms: t
+                        .config
+                        .timestamp_before_max_ms
+                        .or(self.config.timestamps.before_max_ms),
+                },
+                status.high_watermark,
+                t.replicas[p as usize].clone(),
+            )
+            .reporting_stops_to(self.stop_requests.clone()),
+        );
         self.published
             .partitions
             .write()
@@ -950,6 +1157,8 @@ impl RaftLoop {
             }
             Command::Tick => {
                 self.tick_queued.store(false, Ordering::Release);
+                self.verify_some();
+                self.stops_and_reopens();
                 self.node.tick();
                 self.ticks += 1;
                 let (node, ticks) = (&mut self.node, self.ticks);
@@ -1127,7 +1336,7 @@ impl RaftLoop {
                 let g = t.group(p);
                 !t.replicas[p as usize].contains(&me)
                     || self.node.has_group(g)
-                    || self.failed.contains(&g)
+                    || self.failed.contains_key(&g)
             })
         });
         if !(controller_applied && all_open) {
@@ -1320,17 +1529,28 @@ impl RaftLoop {
                     }
                 }
                 Event::Failed { group, reason } => {
-                    tracing::error!(%group, %reason, "replica stopped");
-                    self.failed.insert(group);
-                    if let Some(p) = self
-                        .published
-                        .partitions
-                        .write()
-                        .unwrap_or_else(|p| p.into_inner())
-                        .remove(&group)
-                    {
-                        p.set_failed();
+                    // A write or sync failed (ENOSPC, EIO): reopened after
+                    // a backoff, from what its files hold, unless they were
+                    // cut short under it (recovery would take that for a
+                    // torn tail and quietly lose what was cut).
+                    let mut retry = group != GroupId::CONTROLLER;
+                    match self.published.partition(group) {
+                        Some(p) => {
+                            tracing::error!("replica {}/{} failed: {reason}", p.topic, p.index);
+                            if let Err(e) = p.verify_files().map_err(|e| e.is_damage().then_some(e))
+                                && let Some(e) = e
+                            {
+                                tracing::error!(
+                                    "replica {}/{} is not reopened: {e}",
+                                    p.topic,
+                                    p.index
+                                );
+                                retry = false;
+                            }
+                        }
+                        None => tracing::error!(%group, %reason, "replica stopped"),
                     }
+                    self.stop_replica(group, retry);
                 }
             }
         }
@@ -1439,6 +1659,27 @@ fn run_jobs(jobs: Vec<SyncJob>) -> Vec<SyncResult> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn reopen_backoff_doubles_from_one_second_to_a_minute_while_failures_repeat() {
+        let t0 = Instant::now();
+        let mut last = None;
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..9 {
+            let wait = reopen_backoff(last, now);
+            waits.push(wait.as_secs());
+            last = Some((wait, now));
+            // Reopened when due, and failed again at once.
+            now += wait;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        // A replica that then ran for longer than its wait plus a minute
+        // starts over.
+        let (wait, at) = last.unwrap();
+        let later = at + wait + REOPEN_BACKOFF_MAX + Duration::from_secs(1);
+        assert_eq!(reopen_backoff(last, later), REOPEN_BACKOFF_FIRST);
+    }
 
     #[tokio::test]
     async fn ticks_the_raft_thread_has_not_taken_are_dropped_not_queued() {

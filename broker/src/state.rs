@@ -41,6 +41,8 @@ pub enum Lookup {
     },
     /// No such topic or partition.
     Unknown,
+    /// The replica here stopped after a storage failure and is not open.
+    Stopped,
 }
 
 /// The broker.
@@ -114,6 +116,7 @@ impl Broker {
         }
         match self.published.partition(t.group(index)) {
             Some(p) => Lookup::Here(p),
+            None if self.published.is_stopped(t.group(index)) => Lookup::Stopped,
             None => Lookup::Elsewhere {
                 leader: t.replicas[index as usize].first().copied(),
             },

@@ -199,6 +199,36 @@ pub enum LogError {
     /// The configuration cannot work.
     #[error("invalid log configuration: {0}")]
     InvalidConfig(String),
+    /// A segment no longer holds what the log wrote there: the file is
+    /// shorter than the batches written to it, or a batch header read back
+    /// is not the one written. Something outside the log changed the file
+    /// (a truncation, a disk fault): the replica must stop rather than
+    /// serve or append over it.
+    #[error("damaged segment {path} at byte {position}: {reason}")]
+    Damaged {
+        /// The segment file.
+        path: PathBuf,
+        /// Byte position in the file where the damage was found.
+        position: u64,
+        /// What was found.
+        reason: String,
+    },
+    /// Recovery found a bad batch in a sealed segment that later segments
+    /// follow: a hole in the middle of the log, not a torn tail. Opening
+    /// refuses the log instead of dropping everything after the hole.
+    #[error(
+        "hole in the log: {path} has a bad batch at byte {position} (offset {offset}, raft index {raft_index}) and later segments follow"
+    )]
+    Hole {
+        /// The sealed segment with the bad batch.
+        path: PathBuf,
+        /// Byte position of the first bad batch in that file.
+        position: u64,
+        /// The offset the bad batch should have started at.
+        offset: Offset,
+        /// The Raft index it should have carried.
+        raft_index: RaftIndex,
+    },
     /// Stored state contradicts itself in a way recovery must not guess about.
     #[error("corrupt log at {path}: {reason}")]
     Corrupt {
@@ -210,6 +240,16 @@ pub enum LogError {
 }
 
 impl LogError {
+    /// Whether the log's files were found damaged ([`LogError::Damaged`],
+    /// [`LogError::Hole`], [`LogError::Corrupt`]): reopening will not help
+    /// until someone repairs or replaces the replica.
+    pub fn is_damage(&self) -> bool {
+        matches!(
+            self,
+            LogError::Damaged { .. } | LogError::Hole { .. } | LogError::Corrupt { .. }
+        )
+    }
+
     /// Wraps an I/O error with what was being done and where.
     pub(crate) fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(io::Error) -> Self {
         let path = path.into();

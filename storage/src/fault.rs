@@ -1,5 +1,5 @@
 //! Fault injection for tests and the replication simulator: what a machine
-//! crash does to a log's files.
+//! crash does to a log's files, and a full disk under a running process.
 //!
 //! A SIGKILL keeps the page cache, so no black-box test can tell whether a
 //! sync was missing. [`forget_unsynced`] is the crash a power cut would be:
@@ -12,10 +12,16 @@
 //! directory entry was never synced may.
 //!
 //! Only ever run on a directory no [`Log`](crate::Log) has open.
+//!
+//! [`ENOSPC_TRIGGER_ENV`] makes a running process (a broker under test)
+//! see a full disk under one directory, without root or a small
+//! filesystem: unless the variable is set, the check costs one load of a
+//! value read once per process.
 
 use std::fs::OpenOptions;
 use std::io::{Read, Seek, SeekFrom, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 
 use crate::batch::BatchHeader;
 use crate::error::LogError;
@@ -91,4 +97,23 @@ pub fn forget_unsynced(
         }
     }
     Ok(())
+}
+
+/// The environment variable naming a trigger file: while that file exists
+/// and holds a directory path, every write to a segment file under that
+/// directory (and every growth of one) fails with `ENOSPC`, as on a full
+/// disk. Read once per process; for tests of a running broker only.
+pub const ENOSPC_TRIGGER_ENV: &str = "RILL_FAULT_ENOSPC_TRIGGER";
+
+/// The `ENOSPC` a write to `segment` gets while the trigger file of
+/// [`ENOSPC_TRIGGER_ENV`] names a directory holding it; `None` otherwise.
+pub(crate) fn injected_enospc(segment: &Path) -> Option<std::io::Error> {
+    static TRIGGER: OnceLock<Option<PathBuf>> = OnceLock::new();
+    let trigger = TRIGGER
+        .get_or_init(|| std::env::var_os(ENOSPC_TRIGGER_ENV).map(PathBuf::from))
+        .as_ref()?;
+    let dir = std::fs::read_to_string(trigger).ok()?;
+    let dir = dir.trim();
+    (!dir.is_empty() && segment.starts_with(dir))
+        .then(|| std::io::Error::from_raw_os_error(libc::ENOSPC))
 }

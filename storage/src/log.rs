@@ -179,6 +179,27 @@ impl Log {
             if let Some(next) = next {
                 let t = seg.tail;
                 if (t.next_offset, t.next_raft_index) != next {
+                    // A bad batch before the next segment's start. When a
+                    // later segment holds a batch, this is a hole in the
+                    // middle of the log: dropping everything after it would
+                    // silently lose entries the log once held (and Raft may
+                    // have counted as committed), so the log refuses to
+                    // open. When none does, it is the torn tail of a log
+                    // that had just rolled, cut as the last segment's is.
+                    if let Some(later) = self.first_with_a_batch(&bases[i + 1..])? {
+                        tracing::error!(
+                            segment = %paths.log.display(),
+                            position = t.position,
+                            later = %later.display(),
+                            "a bad batch in a sealed segment that later segments follow"
+                        );
+                        return Err(LogError::Hole {
+                            path: paths.log.clone(),
+                            position: t.position,
+                            offset: t.next_offset,
+                            raft_index: t.next_raft_index,
+                        });
+                    }
                     // A gap: everything after this segment is not part of the
                     // longest valid prefix.
                     tracing::warn!(
@@ -248,6 +269,31 @@ impl Log {
             self.dir_synced_generation = 0;
         }
         Ok(())
+    }
+
+    /// The first of the segments `bases` whose file starts with a batch
+    /// header that passes its checks, if any (read with `pread`).
+    fn first_with_a_batch(
+        &self,
+        bases: &[(Offset, RaftIndex)],
+    ) -> Result<Option<PathBuf>, LogError> {
+        use std::os::unix::fs::FileExt;
+        for &(o, r) in bases {
+            let path = SegmentPaths::new(&self.dir, o, r).log;
+            let file = File::open(&path).map_err(LogError::io("open segment", &path))?;
+            let mut head = [0u8; batch::HEADER_BYTES];
+            match file.read_exact_at(&mut head, 0) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => continue,
+                Err(e) => return Err(LogError::io("read segment", &path)(e)),
+            }
+            let valid = BatchHeader::decode(&head)
+                .is_ok_and(|h| h.check(self.config.max_batch_bytes).is_ok() && h.raft_index == r);
+            if valid {
+                return Ok(Some(path));
+            }
+        }
+        Ok(None)
     }
 
     /// The directory the log lives in.
@@ -484,6 +530,14 @@ impl Log {
     /// as zero-copy slices of the segments (one `Bytes` per segment touched).
     /// Stops once `max_bytes` is reached, but always returns at least one
     /// whole batch when there is one.
+    ///
+    /// A segment file found shorter than its batches (cut short under the
+    /// log) answers [`LogError::Damaged`]. The slices are views of the
+    /// files' mappings, meant for the kernel to copy (a vectored write to a
+    /// socket, which fails with `EFAULT` should the file be cut short
+    /// meanwhile); a process that reads them itself while someone else may
+    /// cut its files short risks SIGBUS, and should use
+    /// [`Log::read_entries`], which copies.
     pub fn read(&self, from: Offset, max_bytes: u64) -> Result<Vec<Bytes>, LogError> {
         self.read_below(from, max_bytes, self.next_offset())
     }
@@ -508,19 +562,19 @@ impl Log {
         let mut budget = max_bytes;
         let first = self.segment_for_offset(from);
         for (i, seg) in self.segments.iter().enumerate().skip(first) {
-            let pos = if i == first {
-                match seg.position_for_offset(from) {
-                    Some(p) => p,
+            let (pos, header) = if i == first {
+                match seg.batch_for_offset(from)? {
+                    Some((p, h)) => (p, Some(h)),
                     None => continue,
                 }
             } else {
-                0
+                (0, None)
             };
-            let span_end = seg.span_end(pos, budget, limit, out.is_empty());
+            let span_end = seg.span_end(pos, header, budget, limit, out.is_empty())?;
             if span_end == pos {
                 break;
             }
-            out.push(seg.bytes(pos, span_end));
+            out.push(seg.bytes(pos, span_end)?);
             budget = budget.saturating_sub(span_end - pos);
             if budget == 0 || span_end < seg.tail.position {
                 break;
@@ -530,7 +584,9 @@ impl Log {
     }
 
     /// The stored batches with Raft indexes in `[from, to)`, at most
-    /// `max_bytes` of them but at least one, each a zero-copy slice.
+    /// `max_bytes` of them but at least one. Each is an owned copy read
+    /// with `pread`: callers look inside entries (Raft, the controller's
+    /// commands), and a file cut short must answer an error, not SIGBUS.
     pub fn read_entries(
         &self,
         from: RaftIndex,
@@ -552,17 +608,26 @@ impl Log {
             .segments
             .partition_point(|s| s.tail.next_raft_index <= from);
         'segments: for seg in self.segments.iter().skip(start) {
-            let Some(mut pos) = seg.position_for_raft_index(index) else {
+            let Some(mut pos) = seg.position_for_raft_index(index)? else {
                 continue;
             };
             while pos < seg.tail.position && index < to {
-                let h = seg.header_at(pos);
+                let h = seg.header_at(pos)?;
                 let len = h.batch_bytes();
                 if len > budget && !out.is_empty() {
                     break 'segments;
                 }
-                let b = RecordBatch::new(seg.bytes(pos, pos + len), usize::MAX)?;
-                debug_assert_eq!(b.header().raft_index, index, "raft indexes are contiguous");
+                let b = RecordBatch::new(seg.read_owned(pos, pos + len)?, usize::MAX)?;
+                if b.header().raft_index != index {
+                    return Err(LogError::Damaged {
+                        path: seg.paths.log.clone(),
+                        position: pos,
+                        reason: format!(
+                            "the batch there carries raft index {}, not {index}",
+                            b.header().raft_index
+                        ),
+                    });
+                }
                 out.push(b);
                 budget = budget.saturating_sub(len);
                 pos += len;
@@ -577,6 +642,12 @@ impl Log {
 
     /// The term of the entry at `index`.
     pub fn term_of(&self, index: RaftIndex) -> Result<Term, LogError> {
+        // The last entry's term is kept in memory: Raft asks for it on
+        // every proposal, and answering it needs no read of a file that
+        // may have been damaged under the log.
+        if index.next() == self.next_raft_index() && index >= self.first_raft_index() {
+            return Ok(self.last_term());
+        }
         let out_of_range = || LogError::RaftIndexOutOfRange {
             requested: index,
             first: self.first_raft_index(),
@@ -587,23 +658,31 @@ impl Log {
             .partition_point(|s| s.tail.next_raft_index <= index);
         let seg = self.segments.get(i).ok_or_else(out_of_range)?;
         let pos = seg
-            .position_for_raft_index(index)
+            .position_for_raft_index(index)?
             .ok_or_else(out_of_range)?;
-        Ok(seg.header_at(pos).raft_term)
+        Ok(seg.header_at(pos)?.raft_term)
     }
 
     /// The offset of the first record whose timestamp is at or after
     /// `timestamp_ms`, or `None` when there is no such record.
     pub fn offset_for_timestamp(&self, timestamp_ms: i64) -> Result<Option<Offset>, LogError> {
         for seg in &self.segments {
-            let Some(mut pos) = seg.position_for_timestamp(timestamp_ms) else {
+            let Some(mut pos) = seg.position_for_timestamp(timestamp_ms)? else {
                 continue;
             };
             while pos < seg.tail.position {
-                let h = seg.header_at(pos);
+                let h = seg.header_at(pos)?;
                 let len = h.batch_bytes();
                 if !h.is_control() && h.max_timestamp_ms >= timestamp_ms {
-                    let b = RecordBatch::new(seg.bytes(pos, pos + len), usize::MAX)?;
+                    let b = RecordBatch::new(seg.read_owned(pos, pos + len)?, usize::MAX)?;
+                    // Its records are about to be decoded: bytes that no
+                    // longer match the CRC the log checked when it wrote
+                    // them are damage, not a bad batch from a client.
+                    b.verify_crc().map_err(|e| LogError::Damaged {
+                        path: seg.paths.log.clone(),
+                        position: pos,
+                        reason: e.to_string(),
+                    })?;
                     for r in b.records() {
                         let r = r?;
                         if r.timestamp_ms >= timestamp_ms {
@@ -619,14 +698,15 @@ impl Log {
 
     /// Where the entry at Raft index `index`, of term `term`, lies in its
     /// segment file, or `None` when the log does not hold that entry
-    /// (written) here.
+    /// (written) here, or its file cannot be read (the sender then sends
+    /// the entry from memory, or learns of the damage from its next read).
     pub fn file_span(&self, index: RaftIndex, term: Term) -> Option<crate::FileSpan> {
         let i = self
             .segments
             .partition_point(|s| s.tail.next_raft_index <= index);
         let seg = self.segments.get(i)?;
-        let position = seg.position_for_raft_index(index)?;
-        let h = seg.header_at(position);
+        let position = seg.position_for_raft_index(index).ok()??;
+        let h = seg.header_at(position).ok()?;
         (h.raft_index == index && h.raft_term == term).then(|| crate::FileSpan {
             file: Arc::clone(&seg.file),
             offset: position,
@@ -658,9 +738,9 @@ impl Log {
                 .partition_point(|s| s.tail.next_raft_index <= from);
             let seg = &self.segments[i];
             let pos = seg
-                .position_for_raft_index(from)
+                .position_for_raft_index(from)?
                 .expect("from lies inside the log");
-            seg.header_at(pos).base_offset
+            seg.header_at(pos)?.base_offset
         };
         let mut prev_term = Term(0);
         while let Some(seg) = self.segments.back() {
@@ -673,9 +753,9 @@ impl Log {
         }
         if let Some(seg) = self.segments.back_mut() {
             let pos = seg
-                .position_for_raft_index(from)
+                .position_for_raft_index(from)?
                 .unwrap_or(seg.tail.position);
-            seg.seal_at(pos, Term(0));
+            seg.seal_at(pos, Term(0))?;
             prev_term = seg.tail.last_term;
             debug_assert_eq!(seg.tail.next_raft_index, from);
             debug_assert_eq!(seg.tail.next_offset, cut_offset);
@@ -734,6 +814,14 @@ impl Log {
             .filter(|s| (s.base_offset, s.base_raft_index) != (next.offset, next.raft_index))
             .collect();
         Ok(crate::retention::Expired::of(old))
+    }
+
+    /// Checks that every segment file still holds the batches written to
+    /// it (`fstat` of each): [`LogError::Damaged`] for the first that was
+    /// cut short under the log. For deciding whether a replica that failed
+    /// may be reopened, or waits for an operator.
+    pub fn verify_files(&self) -> Result<(), LogError> {
+        self.segments.iter().try_for_each(Segment::verify_length)
     }
 
     /// Flushes, writes every index entry, then closes the log: the next

@@ -7,7 +7,12 @@
 //! every `unsafe` block here leans on:
 //!
 //! - nothing touches a mapped byte at or past the file's current length
-//!   (that would be SIGBUS): readers only see the written prefix;
+//!   (that would be SIGBUS): readers only see the written prefix, the log
+//!   parses headers and record bodies from `pread` copies (never from the
+//!   mapping), and a `Bytes` over the mapping is handed out only after an
+//!   `fstat` showed the file still covers it (see `Segment::bytes`);
+//! - every slice of the mapping is bounds-checked against it with
+//!   `assert!`, in release builds too;
 //! - a byte inside the written prefix is never written again, so a `&[u8]`
 //!   or `Bytes` over it stays valid and unchanged for as long as it lives;
 //! - a mapped file is never shrunk (`ftruncate`) while mapped; the mapping is
@@ -63,7 +68,15 @@ impl SegmentMap {
             .raw
             .as_ref()
             .expect("a non-empty range implies a mapping");
-        debug_assert!(start + len as u64 <= raw.len() as u64);
+        // Checked in release builds too: a slice past the mapping would
+        // read memory that is not ours.
+        assert!(
+            start
+                .checked_add(len as u64)
+                .is_some_and(|end| end <= raw.len() as u64),
+            "mapping bounds are checked in release builds: [{start}, +{len}) past {}",
+            raw.len()
+        );
         // SAFETY: per the caller's contract.
         unsafe { std::slice::from_raw_parts(raw.as_ptr().add(start as usize), len) }
     }
@@ -78,6 +91,13 @@ pub(crate) unsafe fn shared_bytes(map: &Arc<SegmentMap>, start: u64, len: usize)
     if len == 0 {
         return Bytes::new();
     }
+    assert!(
+        start
+            .checked_add(len as u64)
+            .is_some_and(|end| end <= map.capacity()),
+        "mapping bounds are checked in release builds: [{start}, +{len}) past {}",
+        map.capacity()
+    );
     Bytes::from_owner(MapView {
         map: Arc::clone(map),
         start: start as usize,

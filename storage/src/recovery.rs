@@ -7,46 +7,115 @@
 //! batch: the next offset, the next Raft index, a term no lower. The first
 //! batch that fails ends the segment (a torn write, the zeros of the
 //! grown-but-unwritten tail, garbage). A segment is trusted only up to the
-//! next segment's base Raft index (a truncation sealed it there), and a
-//! segment that does not start exactly where the previous one ends is cut
-//! off together with everything after it.
+//! next segment's base Raft index (a truncation sealed it there). A sealed
+//! segment whose batches end before the next segment starts is a hole in
+//! the middle of the log when a later segment holds a batch: opening fails
+//! with [`LogError::Hole`] (naming the file, byte and offset) rather than
+//! dropping everything after it. When no later segment holds a batch, it is
+//! the torn tail of a log that had just rolled, and the empty segments
+//! after it are cut off as the last segment's torn tail is.
+//!
+//! Segment files are read here with `pread` (a window at a time), never
+//! through a mapping: a file cut short while it is read ends the scan
+//! instead of raising SIGBUS.
 //!
 //! An intact index covers bytes that were durable before it was written (see
 //! [`crate::index`]), so a segment with one is scanned only from its last
 //! entry on; otherwise it is scanned, and its indexes rebuilt, from the start.
 
 use std::fs::{File, OpenOptions};
+use std::os::unix::fs::FileExt;
 use std::path::Path;
 
 use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{IndexFile, OffsetEntry, offset_entries_are_ordered};
-use crate::mapping::SegmentMap;
 use crate::segment::{Segment, SegmentPaths, Tail, takes_index_entry};
 use crate::timeindex::{TimeEntry, time_entries_agree};
 use crate::types::{Offset, RaftIndex, Term};
+
+/// Bytes read from a segment file at a time while recovering it.
+const WINDOW_BYTES: usize = 1 << 20;
+
+/// A segment file read for recovery with `pread`, a window at a time:
+/// recovery parses what it reads, and a file cut short (or failing) under
+/// it must be an error or the end of the valid batches, never SIGBUS, as a
+/// read of a mapping past the file's end would be.
+pub(crate) struct FileWindow<'a> {
+    file: &'a File,
+    path: &'a Path,
+    file_bytes: u64,
+    /// File position of `buf[0]`.
+    start: u64,
+    buf: Vec<u8>,
+}
+
+impl<'a> FileWindow<'a> {
+    /// A window over `file` (at `path`), `file_bytes` long when stat'ed.
+    pub(crate) fn new(file: &'a File, path: &'a Path, file_bytes: u64) -> Self {
+        FileWindow {
+            file,
+            path,
+            file_bytes,
+            start: 0,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Length of the file, bytes.
+    pub(crate) fn file_bytes(&self) -> u64 {
+        self.file_bytes
+    }
+
+    /// The bytes `[position, position + len)`, or `None` when they reach
+    /// past the end of the file.
+    pub(crate) fn get(&mut self, position: u64, len: usize) -> Result<Option<&[u8]>, LogError> {
+        let Some(end) = position.checked_add(len as u64) else {
+            return Ok(None);
+        };
+        if end > self.file_bytes {
+            return Ok(None);
+        }
+        if position < self.start || end > self.start + self.buf.len() as u64 {
+            let want = (len.max(WINDOW_BYTES) as u64).min(self.file_bytes - position) as usize;
+            self.buf.resize(want, 0);
+            self.start = position;
+            match self.file.read_exact_at(&mut self.buf, position) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+                    // Cut short since it was stat'ed: what is gone is not
+                    // part of the valid prefix.
+                    self.buf.clear();
+                    self.file_bytes = position;
+                    return Ok(None);
+                }
+                Err(e) => return Err(LogError::io("read segment", self.path)(e)),
+            }
+        }
+        let at = (position - self.start) as usize;
+        Ok(Some(&self.buf[at..at + len]))
+    }
+}
 
 /// Scans batches in `data` from `tail`, appending the index entries a fresh
 /// append would have made, and returns the tail after the last valid batch.
 /// Stops before a batch at or past `bound` (the next segment's base index).
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn scan(
-    data: &[u8],
+    data: &mut FileWindow<'_>,
     mut tail: Tail,
     base: (Offset, RaftIndex),
     bound: Option<RaftIndex>,
     config: &LogConfig,
     index: &mut Vec<OffsetEntry>,
     time: &mut Vec<TimeEntry>,
-) -> Tail {
-    loop {
-        let pos = tail.position as usize;
-        let rest = &data[pos.min(data.len())..];
-        let Ok(h) = BatchHeader::decode(rest) else {
+) -> Result<Tail, LogError> {
+    while let Some(head) = data.get(tail.position, batch::HEADER_BYTES)? {
+        let Ok(h) = BatchHeader::decode(head) else {
             break;
         };
-        if h.check(config.max_batch_bytes).is_err() || h.batch_bytes() > rest.len() as u64 {
+        if h.check(config.max_batch_bytes).is_err() {
             break;
         }
         if bound.is_some_and(|b| h.raft_index >= b) {
@@ -59,7 +128,10 @@ pub(crate) fn scan(
             break;
         }
         let len = h.batch_bytes();
-        if batch::compute_crc(&rest[..len as usize]) != h.crc {
+        let Some(whole) = data.get(tail.position, len as usize)? else {
+            break;
+        };
+        if batch::compute_crc(whole) != h.crc {
             break;
         }
         if takes_index_entry(
@@ -89,7 +161,7 @@ pub(crate) fn scan(
             bytes_since_entry: tail.bytes_since_entry + len,
         };
     }
-    tail
+    Ok(tail)
 }
 
 /// Where the previous segment left off: what this one must start with.
@@ -120,13 +192,9 @@ pub(crate) fn open_segment(
         .map_err(LogError::io("stat segment", &paths.log))?
         .len();
     let (tail, index, time_index, keep_bytes, garbage_after_end) = {
-        let scan_map =
-            SegmentMap::map(&file, file_bytes).map_err(LogError::io("map segment", &paths.log))?;
-        // SAFETY: a fresh read-only mapping of exactly the file's length; no
-        // one in this process writes the file while it exists, and it is
-        // dropped at the end of this block.
-        let data = unsafe { scan_map.slice(0, file_bytes as usize) };
-        let (tail, index, time_index) = recover_tail(data, &paths, base, expect, bound, config);
+        let mut data = FileWindow::new(&file, &paths.log, file_bytes);
+        let (tail, index, time_index) =
+            recover_tail(&mut data, &paths, base, expect, bound, config)?;
         // A segment sealed by a truncation still holds valid batches past
         // the cut, and a reader in this process may still hold them: the
         // file keeps every valid batch and loses only what follows them.
@@ -134,18 +202,21 @@ pub(crate) fn open_segment(
             tail.position
         } else {
             scan(
-                data,
+                &mut data,
                 tail,
                 base,
                 None,
                 config,
                 &mut Vec::new(),
                 &mut Vec::new(),
-            )
+            )?
             .position
         };
-        let after = &data[(keep_bytes as usize).min(data.len())..];
-        let garbage = after.iter().take(64 * 1024).any(|&b| b != 0);
+        let file_bytes = data.file_bytes();
+        let look = (file_bytes.saturating_sub(keep_bytes)).min(64 * 1024) as usize;
+        let garbage = data
+            .get(keep_bytes, look)?
+            .is_some_and(|after| after.iter().any(|&b| b != 0));
         (tail, index, time_index, keep_bytes, garbage)
     };
     if file_bytes > keep_bytes {
@@ -171,13 +242,13 @@ pub(crate) fn open_segment(
 /// Finds the valid end of `data` and the segment's indexes, using intact
 /// index files to skip the covered prefix.
 fn recover_tail(
-    data: &[u8],
+    data: &mut FileWindow<'_>,
     paths: &SegmentPaths,
     base: (Offset, RaftIndex),
     expect: Expect,
     bound: Option<RaftIndex>,
     config: &LogConfig,
-) -> (Tail, IndexFile<OffsetEntry>, IndexFile<TimeEntry>) {
+) -> Result<(Tail, IndexFile<OffsetEntry>, IndexFile<TimeEntry>), LogError> {
     let start = Tail {
         position: 0,
         next_offset: base.0,
@@ -186,7 +257,7 @@ fn recover_tail(
         max_timestamp_ms: i64::MIN,
         bytes_since_entry: 0,
     };
-    if let Some((entries, times)) = load_indexes(paths, data.len() as u64) {
+    if let Some((entries, times)) = load_indexes(paths, data.file_bytes()) {
         // Resume at the last entry that lies below the bound: entries past a
         // truncation cut are dropped, the ones before it still hold.
         let keep = entries.partition_point(|e| {
@@ -215,7 +286,7 @@ fn recover_tail(
             config,
             &mut new_entries,
             &mut new_times,
-        );
+        )?;
         // The batch at the last entry must itself be valid, or the index
         // disagrees with the log: then fall through to a full rebuild.
         if resume.is_none() || tail.position > from.position {
@@ -229,17 +300,17 @@ fn recover_tail(
             }
             new_entries.into_iter().for_each(|e| index.push(e));
             new_times.into_iter().for_each(|t| time_index.push(t));
-            return (tail, index, time_index);
+            return Ok((tail, index, time_index));
         }
         tracing::warn!(path = %paths.index.display(), "index disagrees with the segment; rebuilding");
     }
     let (mut entries, mut times) = (Vec::new(), Vec::new());
-    let tail = scan(data, start, base, bound, config, &mut entries, &mut times);
-    (
+    let tail = scan(data, start, base, bound, config, &mut entries, &mut times)?;
+    Ok((
         tail,
         IndexFile::new(paths.index.clone(), entries),
         IndexFile::new(paths.timeindex.clone(), times),
-    )
+    ))
 }
 
 /// Loads both index files if both are intact, ordered, inside the segment's

@@ -12,12 +12,16 @@
 //! - `end <= file_bytes <= capacity`: the file is grown (`fallocate`) before a
 //!   byte past its length is written, and nothing at or past `end` is ever
 //!   handed to a reader;
-//! - batches are written with `pwritev` and read through the (read-only)
-//!   mapping of the same file: the page cache is one, so what a write put
-//!   there is what the mapping shows. Writing through the mapping instead
-//!   would make the kernel zero every new page before the copy (a page fault
-//!   per page, and twice the memory traffic); `pwritev` fills new pages
-//!   straight from the batch;
+//! - batches are written with `pwritev` and handed to fetches as zero-copy
+//!   `Bytes` of the (read-only) mapping of the same file: the page cache is
+//!   one, so what a write put there is what the mapping shows. Writing
+//!   through the mapping instead would make the kernel zero every new page
+//!   before the copy (a page fault per page, and twice the memory traffic);
+//!   `pwritev` fills new pages straight from the batch;
+//! - the log itself never reads the mapping: headers and any bytes it looks
+//!   inside are read with `pread`, so a file cut short or failing under the
+//!   log is an error ([`LogError::Damaged`]), not SIGBUS; a `Bytes` of the
+//!   mapping is handed out only after `fstat` shows the file covers it;
 //! - bytes before `end` are never written again; a truncation seals the
 //!   segment at the cut instead of rewriting it.
 
@@ -128,6 +132,9 @@ fn write_all_at(
     mut position: u64,
     mut parts: [&[u8]; 2],
 ) -> Result<(), LogError> {
+    if let Some(e) = crate::fault::injected_enospc(path) {
+        return Err(LogError::io("write segment", path)(e));
+    }
     while parts.iter().any(|p| !p.is_empty()) {
         let iov = parts.map(|p| libc::iovec {
             iov_base: p.as_ptr() as *mut libc::c_void,
@@ -166,6 +173,9 @@ fn write_all_at(
 /// here, before any batch is written past the reserved end.
 fn grow_file(file: &File, path: &Path, from_bytes: u64, to_bytes: u64) -> Result<(), LogError> {
     debug_assert!(to_bytes > from_bytes);
+    if let Some(e) = crate::fault::injected_enospc(path) {
+        return Err(LogError::io("fallocate", path)(e));
+    }
     // SAFETY: fallocate on an fd we own, with in-range offsets; it only
     // allocates and extends.
     let rc = unsafe {
@@ -366,6 +376,10 @@ impl Segment {
         debug_assert!(term >= self.tail.last_term);
         let position = self.tail.position;
         let len = batch.len() as u64;
+        // A write past the end of a file cut short under the log would
+        // extend it again over a hole of zeros, hiding the damage from
+        // every later length check while Raft reads the hole back.
+        self.verify_file_bytes()?;
         self.grow_to(position + len, config)?;
         // The header is stamped on the way in, so each byte is written
         // exactly once. [position, position + len) is inside the file (grown
@@ -409,29 +423,154 @@ impl Segment {
         Ok(position)
     }
 
-    /// The header of the batch at `position`, which must be a batch start
-    /// inside the written prefix.
-    pub(crate) fn header_at(&self, position: u64) -> BatchHeader {
-        debug_assert!(position < self.tail.position);
-        // SAFETY: `position` is a batch start inside the written prefix, and a
-        // whole batch (at least a header) lies there.
-        let head = unsafe { self.map.slice(position, batch::HEADER_BYTES) };
-        BatchHeader::decode(head).expect("a written batch has a whole header")
+    /// A `Damaged` error for this segment at `position`.
+    fn damaged(&self, position: u64, reason: impl Into<String>) -> LogError {
+        LogError::Damaged {
+            path: self.paths.log.clone(),
+            position,
+            reason: reason.into(),
+        }
     }
 
-    /// Zero-copy bytes `[start, end)` of the written prefix.
-    pub(crate) fn bytes(&self, start: u64, end: u64) -> Bytes {
+    /// Reads `buf.len()` bytes at `position` with `pread`: a file cut short
+    /// under the log answers an error here, where touching the mapping
+    /// would raise SIGBUS and take the whole process down.
+    fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<(), LogError> {
+        use std::os::unix::fs::FileExt;
+        self.file.read_exact_at(buf, position).map_err(|e| {
+            if e.kind() == std::io::ErrorKind::UnexpectedEof {
+                self.damaged(
+                    position,
+                    format!(
+                        "the file ends inside the {} bytes read there, which the log wrote",
+                        buf.len()
+                    ),
+                )
+            } else {
+                LogError::io("read segment", &self.paths.log)(e)
+            }
+        })
+    }
+
+    /// The header of the batch at `position`, which must be a batch start
+    /// inside the written prefix. Read with `pread`, never from the
+    /// mapping; a header that does not fit the written prefix is damage.
+    pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
+        assert!(
+            position < self.tail.position,
+            "headers are read inside the written prefix"
+        );
+        let mut head = [0u8; batch::HEADER_BYTES];
+        self.read_exact_at(&mut head, position)?;
+        let h = BatchHeader::decode(&head).map_err(|e| self.damaged(position, e.to_string()))?;
+        let len = h.batch_bytes();
+        if len < batch::HEADER_BYTES as u64 || position + len > self.tail.position {
+            return Err(self.damaged(
+                position,
+                format!(
+                    "a batch header there declares {len} bytes; the segment's batches end at byte {}",
+                    self.tail.position
+                ),
+            ));
+        }
+        Ok(h)
+    }
+
+    /// An owned copy of bytes `[start, end)` of the written prefix, read
+    /// with `pread`: for readers that look inside the bytes (record
+    /// decoding, Raft entries), which must never touch the mapping.
+    pub(crate) fn read_owned(&self, start: u64, end: u64) -> Result<Bytes, LogError> {
         assert!(
             start <= end && end <= self.tail.position,
             "reads stay inside the written prefix"
         );
-        // SAFETY: checked just above: the range is written and immutable.
-        unsafe { shared_bytes(&self.map, start, (end - start) as usize) }
+        let mut buf = vec![0u8; (end - start) as usize];
+        self.read_exact_at(&mut buf, start)?;
+        Ok(Bytes::from(buf))
     }
 
-    /// Position of the first batch whose offsets reach past `target` (the
-    /// batch holding `target`, or the first after it), or `None` past the end.
-    pub(crate) fn position_for_offset(&self, target: Offset) -> Option<u64> {
+    /// Checks (`fstat`) that the file still holds every batch written to
+    /// it: [`LogError::Damaged`] when something cut it short.
+    pub(crate) fn verify_length(&self) -> Result<(), LogError> {
+        let file_bytes = self.current_file_bytes()?;
+        if file_bytes < self.tail.position {
+            return Err(self.damaged(
+                file_bytes,
+                format!(
+                    "the file is {file_bytes} bytes, shorter than the {} bytes of batches written",
+                    self.tail.position
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The file's length now, bytes, from `fstat(2)`: on the append and
+    /// fetch paths, where `File::metadata` (`statx` asking for every field)
+    /// costs measurably more.
+    fn current_file_bytes(&self) -> Result<u64, LogError> {
+        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
+        // SAFETY: fstat on an fd we own, writing into a buffer of its type.
+        if unsafe { libc::fstat(self.file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
+            return Err(LogError::io("stat segment", &self.paths.log)(
+                std::io::Error::last_os_error(),
+            ));
+        }
+        // SAFETY: fstat succeeded, so it filled the buffer.
+        let st = unsafe { st.assume_init() };
+        Ok(u64::try_from(st.st_size).unwrap_or(0))
+    }
+
+    /// Checks (`fstat`) that the file is still as long as the log grew it:
+    /// [`LogError::Damaged`] when something cut it short.
+    fn verify_file_bytes(&self) -> Result<(), LogError> {
+        let now = self.current_file_bytes()?;
+        if now < self.file_bytes {
+            return Err(self.damaged(
+                now,
+                format!(
+                    "the file is {now} bytes; the log grew it to {} and wrote {} bytes of batches",
+                    self.file_bytes, self.tail.position
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Zero-copy bytes `[start, end)` of the written prefix.
+    ///
+    /// The file's length is checked (`fstat`) first, so a file cut short
+    /// under the log answers [`LogError::Damaged`] instead of handing out
+    /// pages past its end. The `Bytes` are for the kernel to copy (a
+    /// vectored write to a socket): a page that vanished after the check
+    /// makes that write fail with `EFAULT`, where a read of it from user
+    /// space would raise SIGBUS. Callers that look inside the bytes use
+    /// [`Segment::read_owned`].
+    pub(crate) fn bytes(&self, start: u64, end: u64) -> Result<Bytes, LogError> {
+        assert!(
+            start <= end && end <= self.tail.position,
+            "reads stay inside the written prefix"
+        );
+        if start == end {
+            return Ok(Bytes::new());
+        }
+        // The whole written prefix, not just this range: a file cut short
+        // anywhere is damage to report now, not at the next read past it.
+        self.verify_length()?;
+        // SAFETY: the range is inside the written prefix (asserted above),
+        // whose bytes are never written again, and inside the file as it
+        // is now (checked just above); `shared_bytes` asserts it is inside
+        // the mapping.
+        Ok(unsafe { shared_bytes(&self.map, start, (end - start) as usize) })
+    }
+
+    /// Position and header of the first batch whose offsets reach past
+    /// `target` (the batch holding `target`, or the first after it), or
+    /// `None` past the end.
+    pub(crate) fn batch_for_offset(
+        &self,
+        target: Offset,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         let rel = target
             .0
             .saturating_sub(self.base_offset.0)
@@ -440,14 +579,17 @@ impl Segment {
             .index
             .floor_by(rel, |e| e.relative_offset)
             .map_or(0, |e| u64::from(e.position));
-        self.walk(start, |h| h.next_offset() > target)
+        self.walk_to(start, |h| h.next_offset() > target)
     }
 
     /// Position of the batch with Raft index `target`, or `None` when the
     /// segment does not hold it.
-    pub(crate) fn position_for_raft_index(&self, target: RaftIndex) -> Option<u64> {
+    pub(crate) fn position_for_raft_index(
+        &self,
+        target: RaftIndex,
+    ) -> Result<Option<u64>, LogError> {
         if target < self.base_raft_index || target >= self.tail.next_raft_index {
-            return None;
+            return Ok(None);
         }
         let rel = (target.0 - self.base_raft_index.0) as u32;
         let start = self
@@ -459,9 +601,12 @@ impl Segment {
 
     /// Position of the first batch whose max timestamp is at or after
     /// `timestamp_ms`, or `None`.
-    pub(crate) fn position_for_timestamp(&self, timestamp_ms: i64) -> Option<u64> {
+    pub(crate) fn position_for_timestamp(
+        &self,
+        timestamp_ms: i64,
+    ) -> Result<Option<u64>, LogError> {
         if self.tail.max_timestamp_ms < timestamp_ms {
-            return None;
+            return Ok(None);
         }
         let entries = self.time_index.entries();
         let n = entries.partition_point(|e| e.max_timestamp_before_ms < timestamp_ms);
@@ -472,31 +617,68 @@ impl Segment {
     }
 
     /// Walks batch headers from `position` to the first that satisfies `stop`.
-    fn walk(&self, mut position: u64, stop: impl Fn(&BatchHeader) -> bool) -> Option<u64> {
+    fn walk(
+        &self,
+        position: u64,
+        stop: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<u64>, LogError> {
+        Ok(self.walk_to(position, stop)?.map(|(p, _)| p))
+    }
+
+    /// As [`Segment::walk`], with the header found.
+    fn walk_to(
+        &self,
+        mut position: u64,
+        stop: impl Fn(&BatchHeader) -> bool,
+    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
         while position < self.tail.position {
-            let h = self.header_at(position);
+            let h = self.header_at(position)?;
             if stop(&h) {
-                return Some(position);
+                return Ok(Some((position, h)));
             }
             position += h.batch_bytes();
         }
-        None
+        Ok(None)
     }
 
     /// The end of a run of whole batches from `start`: as many as fit in
     /// `byte_budget` (but at least one when `at_least_one`, so a consumer
     /// never stalls on a batch larger than its budget), stopping before the
-    /// first batch that reaches `offset_limit`.
+    /// first batch that reaches `offset_limit`. `first` is the header at
+    /// `start` when the caller has read it already.
+    ///
+    /// Headers are read with `pread`, one system call each, so the walk
+    /// first jumps over the batches the sparse index vouches for: the batch
+    /// at an index entry starts at the entry's offset, so every batch
+    /// before it ends at or below that offset.
     pub(crate) fn span_end(
         &self,
         start: u64,
+        first: Option<BatchHeader>,
         byte_budget: u64,
         offset_limit: Offset,
         at_least_one: bool,
-    ) -> u64 {
+    ) -> Result<u64, LogError> {
         let mut end = start;
+        let mut known = first;
+        let entries = self.index.entries();
+        let reach = entries.partition_point(|e| {
+            u64::from(e.position) <= start.saturating_add(byte_budget)
+                && self.base_offset.0 + u64::from(e.relative_offset) < offset_limit.0
+        });
+        if let Some(e) = entries[..reach].last()
+            && u64::from(e.position) > start
+        {
+            // Strictly below the limit: a control batch before the entry
+            // starts at or below the entry's offset, so below the limit too.
+            end = u64::from(e.position);
+            known = None;
+        }
         while end < self.tail.position {
-            let h = self.header_at(end);
+            let h = match known.take() {
+                Some(h) => h,
+                None => self.header_at(end)?,
+            };
             if h.next_offset() > offset_limit || (h.is_control() && h.base_offset >= offset_limit) {
                 break;
             }
@@ -506,14 +688,14 @@ impl Segment {
             }
             end = next;
         }
-        end
+        Ok(end)
     }
 
     /// Seals the segment at `position` (a batch start): the batches from there
     /// on are cut off. The bytes stay in the file but are never read or
     /// written again; recovery ignores them because the next segment starts
     /// at the cut. `prev_term` is the term before this segment.
-    pub(crate) fn seal_at(&mut self, position: u64, prev_term: Term) {
+    pub(crate) fn seal_at(&mut self, position: u64, prev_term: Term) -> Result<(), LogError> {
         debug_assert!(position <= self.tail.position);
         // Recompute the tail from the last index entry before the cut.
         let entry = self
@@ -542,7 +724,7 @@ impl Segment {
             tail.max_timestamp_ms = t.max_timestamp_before_ms;
         }
         while tail.position < position {
-            let h = self.header_at(tail.position);
+            let h = self.header_at(tail.position)?;
             tail.position += h.batch_bytes();
             tail.next_offset = h.next_offset();
             tail.next_raft_index = h.raft_index.next();
@@ -555,6 +737,7 @@ impl Segment {
         self.tail = tail;
         self.synced_end = self.synced_end.min(position);
         self.active = false;
+        Ok(())
     }
 
     /// Stops appends here (the log rolled to a new segment).

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{batch_at, batches, small_config};
-use rill_storage::{Log, LogConfig, Offset, RaftIndex, Term};
+use rill_storage::{Log, LogConfig, LogError, Offset, RaftIndex, Term};
 
 const VALUE_BYTES: usize = 40;
 
@@ -348,16 +348,75 @@ fn truncation_of_whole_segments_unlinks_them() {
     check_all(&log);
 }
 
-#[test]
-fn a_segment_after_a_gap_is_dropped_with_everything_after_it() {
+/// Bytes of every batch of a log of `n` batches that spans three or more
+/// segments, closed cleanly, with the bases of its segments.
+fn three_segments() -> (tempfile::TempDir, Vec<u64>, Vec<(Offset, RaftIndex)>) {
     let dir = tempfile::tempdir().unwrap();
     let mut log = Log::open(dir.path(), small_config()).unwrap();
     let sizes = fill(&mut log, 800, Term(1));
     let bases = log.segment_bases();
     assert!(bases.len() >= 3);
     log.close().unwrap();
-    // Lose the tail of the first segment (as a machine crash can, for bytes
-    // never synced): the second no longer starts where the first ends.
+    (dir, sizes, bases)
+}
+
+/// Removes a segment's index files, so the next open scans it whole.
+fn remove_indexes(log_file: &Path) {
+    for ext in ["index", "timeindex"] {
+        fs::remove_file(log_file.with_extension(ext)).unwrap();
+    }
+}
+
+#[test]
+fn a_bad_batch_in_the_middle_of_the_first_of_three_segments_fails_the_open_naming_file_and_offset()
+{
+    let (dir, sizes, bases) = three_segments();
+    let first = files_with_ext(dir.path(), "log")[0].clone();
+    // Batch 100 of the first segment (offsets 300..303): one byte of its
+    // records flipped, as a disk fault would.
+    let damaged = 100usize;
+    assert!(
+        (damaged as u64) < bases[1].1.get() - 1,
+        "inside the first segment"
+    );
+    let position: u64 = sizes[..damaged].iter().sum();
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[(position + sizes[damaged] / 2) as usize] ^= 0x5a;
+    fs::write(&first, &bytes).unwrap();
+    remove_indexes(&first);
+    let segments_before = files_with_ext(dir.path(), "log");
+    match Log::open(dir.path(), small_config()) {
+        Err(LogError::Hole {
+            path,
+            position: at,
+            offset,
+            raft_index,
+        }) => {
+            assert_eq!(path, first);
+            assert_eq!(at, position);
+            assert_eq!(offset, Offset(3 * damaged as u64));
+            assert_eq!(raft_index, RaftIndex(damaged as u64 + 1));
+        }
+        other => panic!("expected a hole in {}, got {other:?}", first.display()),
+    }
+    let e = Log::open(dir.path(), small_config()).unwrap_err();
+    let message = e.to_string();
+    assert!(
+        message.contains(&first.display().to_string()) && message.contains("offset 300"),
+        "the error names the file and the offset: {message}"
+    );
+    assert_eq!(
+        files_with_ext(dir.path(), "log"),
+        segments_before,
+        "nothing after the hole is deleted"
+    );
+}
+
+#[test]
+fn a_sealed_segment_cut_short_before_later_segments_fails_the_open() {
+    let (dir, sizes, bases) = three_segments();
+    // Lose the tail of the first segment: the second no longer starts
+    // where the first ends, and it holds batches.
     let first = &files_with_ext(dir.path(), "log")[0];
     let first_bytes: u64 = sizes[..(bases[1].1.get() - 1) as usize].iter().sum();
     fs::OpenOptions::new()
@@ -366,6 +425,33 @@ fn a_segment_after_a_gap_is_dropped_with_everything_after_it() {
         .unwrap()
         .set_len(first_bytes - 10)
         .unwrap();
+    let e = Log::open(dir.path(), small_config()).unwrap_err();
+    assert!(
+        matches!(&e, LogError::Hole { path, .. } if path == first),
+        "{e:?}"
+    );
+    assert!(e.is_damage());
+    assert_eq!(files_with_ext(dir.path(), "log").len(), bases.len());
+}
+
+#[test]
+fn a_torn_sealed_segment_followed_only_by_empty_segments_is_cut_as_a_torn_tail() {
+    // A machine crash just after a roll: the sealed segment lost its
+    // unsynced tail and the new segment never got a byte to disk.
+    let (dir, sizes, bases) = three_segments();
+    let logs = files_with_ext(dir.path(), "log");
+    let first_bytes: u64 = sizes[..(bases[1].1.get() - 1) as usize].iter().sum();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&logs[0])
+        .unwrap()
+        .set_len(first_bytes - 10)
+        .unwrap();
+    for later in &logs[1..] {
+        let len = fs::metadata(later).unwrap().len();
+        fs::write(later, vec![0u8; len as usize]).unwrap();
+        remove_indexes(later);
+    }
     let mut log = Log::open(dir.path(), small_config()).unwrap();
     assert_eq!(log.segment_count(), 1);
     assert!(log.next_raft_index() < bases[1].1);

@@ -43,8 +43,14 @@ impl BrokerProcess {
     /// Starts a broker with data in `data_dir` and the given flags, and
     /// waits for its `listening on` line (at most 60 s).
     pub fn start_with(data_dir: &Path, args: &[String]) -> BrokerProcess {
+        Self::start_with_env(data_dir, args, &[])
+    }
+
+    /// As [`BrokerProcess::start_with`], with extra environment variables.
+    pub fn start_with_env(data_dir: &Path, args: &[String], env: &[(&str, &str)]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
             .args(args)
+            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
             .env(
@@ -81,6 +87,11 @@ impl BrokerProcess {
             addr,
             data_dir: data_dir.to_path_buf(),
         }
+    }
+
+    /// Whether the process is still running.
+    pub fn is_running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
     }
 
     /// SIGKILL, and wait for the process to be gone.
