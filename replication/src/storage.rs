@@ -100,7 +100,9 @@ impl ReplicaLog {
         store: Box<dyn StateStore>,
         state: ReplicaState,
     ) -> Result<ReplicaLog, ReplicationError> {
-        let log = Log::open_with_clock(dir, config, clock)?;
+        // A hole past the saved commit is an unsynced tail: cut, and sent
+        // again by the leader. One at or below it lost committed entries.
+        let log = Log::open_committed_through(dir, config, clock, state.hard.commit)?;
         // What a store loads is what its disk holds (a file store syncs a
         // state found unsynced before handing it out).
         let term_vote = (state.hard.term, state.hard.vote);

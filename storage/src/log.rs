@@ -112,6 +112,22 @@ impl Log {
         config: LogConfig,
         clock: Arc<dyn Clock>,
     ) -> Result<Log, LogError> {
+        Self::open_committed_through(dir, config, clock, RaftIndex(u64::MAX))
+    }
+
+    /// As [`Log::open_with_clock`], for a log whose entries through
+    /// `committed` were durable and counted as committed (a replica's saved
+    /// commit index). A hole in the middle of the log at or below it fails
+    /// the open ([`LogError::Hole`]); one past it is a tail that was never
+    /// synced (a machine crash can leave a later segment's pages on disk
+    /// and not an earlier one's), cut as a torn tail is, for Raft to send
+    /// again.
+    pub fn open_committed_through(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        committed: RaftIndex,
+    ) -> Result<Log, LogError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(LogError::io("create log directory", &dir))?;
@@ -155,13 +171,18 @@ impl Log {
             },
             _lock: lock,
         };
-        log.recover_segments(&bases)?;
+        log.recover_segments(&bases, committed)?;
         log.durable = log.end();
         Ok(log)
     }
 
-    /// Opens every segment in order, cutting the log at the first gap.
-    fn recover_segments(&mut self, bases: &[(Offset, RaftIndex)]) -> Result<(), LogError> {
+    /// Opens every segment in order, cutting the log at the first gap past
+    /// `committed` and failing at one at or below it.
+    fn recover_segments(
+        &mut self,
+        bases: &[(Offset, RaftIndex)],
+        committed: RaftIndex,
+    ) -> Result<(), LogError> {
         let mut last_term = Term(0);
         let mut i = 0;
         while i < bases.len() {
@@ -180,13 +201,17 @@ impl Log {
                 let t = seg.tail;
                 if (t.next_offset, t.next_raft_index) != next {
                     // A bad batch before the next segment's start. When a
-                    // later segment holds a batch, this is a hole in the
-                    // middle of the log: dropping everything after it would
-                    // silently lose entries the log once held (and Raft may
-                    // have counted as committed), so the log refuses to
-                    // open. When none does, it is the torn tail of a log
-                    // that had just rolled, cut as the last segment's is.
-                    if let Some(later) = self.first_with_a_batch(&bases[i + 1..])? {
+                    // later segment holds a batch and the first entry
+                    // missing was committed, this is a hole in the middle
+                    // of the log: dropping everything after it would
+                    // silently lose entries Raft counted as committed, so
+                    // the log refuses to open. Otherwise it is the torn
+                    // tail of a log that had just rolled (its later pages
+                    // may have reached the disk before these), cut as the
+                    // last segment's is.
+                    if t.next_raft_index <= committed
+                        && let Some(later) = self.first_with_a_batch(&bases[i + 1..])?
+                    {
                         tracing::error!(
                             segment = %paths.log.display(),
                             position = t.position,

@@ -9,11 +9,13 @@
 //! grown-but-unwritten tail, garbage). A segment is trusted only up to the
 //! next segment's base Raft index (a truncation sealed it there). A sealed
 //! segment whose batches end before the next segment starts is a hole in
-//! the middle of the log when a later segment holds a batch: opening fails
-//! with [`LogError::Hole`] (naming the file, byte and offset) rather than
-//! dropping everything after it. When no later segment holds a batch, it is
-//! the torn tail of a log that had just rolled, and the empty segments
-//! after it are cut off as the last segment's torn tail is.
+//! the middle of the log when a later segment holds a batch and the first
+//! entry missing was committed (a replica opens its log with its saved
+//! commit index): opening fails with [`LogError::Hole`] (naming the file,
+//! byte and offset) rather than dropping everything after it. Otherwise it
+//! is the torn tail of a log that had just rolled (a machine crash may
+//! leave a later segment's pages on disk and not an earlier one's), and
+//! the segments after it are cut off as the last segment's torn tail is.
 //!
 //! Segment files are read here with `pread` (a window at a time), never
 //! through a mapping: a file cut short while it is read ends the scan

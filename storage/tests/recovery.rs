@@ -413,6 +413,35 @@ fn a_bad_batch_in_the_middle_of_the_first_of_three_segments_fails_the_open_namin
 }
 
 #[test]
+fn a_hole_past_what_was_committed_is_cut_as_an_unsynced_tail() {
+    // A machine crash right after a roll: the new segment's pages reached
+    // the disk, the end of the sealed one's did not. Nothing there was
+    // committed, so it is a torn tail, cut for Raft to send again; the same
+    // hole at or below the commit index fails the open.
+    let (dir, sizes, bases) = three_segments();
+    let first = files_with_ext(dir.path(), "log")[0].clone();
+    let damaged = 100usize;
+    let position: u64 = sizes[..damaged].iter().sum();
+    let mut bytes = fs::read(&first).unwrap();
+    bytes[(position + sizes[damaged] / 2) as usize] ^= 0x5a;
+    fs::write(&first, &bytes).unwrap();
+    remove_indexes(&first);
+    let clock: std::sync::Arc<dyn rill_storage::Clock> =
+        std::sync::Arc::new(rill_storage::SystemClock);
+    let hole = RaftIndex(damaged as u64 + 1);
+    assert!(matches!(
+        Log::open_committed_through(dir.path(), small_config(), clock.clone(), hole),
+        Err(LogError::Hole { .. })
+    ));
+    let log =
+        Log::open_committed_through(dir.path(), small_config(), clock, RaftIndex(hole.get() - 1))
+            .unwrap();
+    assert_eq!(log.next_raft_index(), hole, "cut at the first bad batch");
+    assert!(bases.len() >= 3);
+    assert_eq!(files_with_ext(dir.path(), "log"), vec![first]);
+}
+
+#[test]
 fn a_sealed_segment_cut_short_before_later_segments_fails_the_open() {
     let (dir, sizes, bases) = three_segments();
     // Lose the tail of the first segment: the second no longer starts
