@@ -33,7 +33,7 @@ export RILL_BROKER_ARGS="--config $RILL_CLUSTER_DIR/broker.toml"
 RUST_LOG=warn scripts/cluster.sh start 3 >/dev/null
 BOOT=127.0.0.1:$((RILL_CLUSTER_PORT + 1)),127.0.0.1:$((RILL_CLUSTER_PORT + 2)),127.0.0.1:$((RILL_CLUSTER_PORT + 3))
 STORM=(--bootstrap "$BOOT" --topic storm --partitions "$PARTITIONS" --replication-factor 3
-  --topic-config segment.bytes=4096 --topic-config retention.bytes=4096 --message-bytes 1000)
+  --topic-config segment.bytes=4096 --topic-config retention.bytes=4096 --message-size 1000)
 
 # Led and every replica open before anything is measured.
 summary() {
@@ -60,7 +60,7 @@ files0=$(find "$RILL_CLUSTER_DIR" -name '*.log' -path '*-*' | wc -l)
 "$BIN/rill-bench" produce "${STORM[@]}" --duration-s "$SECS" --rate $((PARTITIONS * 2)) >/dev/null &
 paced=$!
 "$BIN/rill-bench" produce --bootstrap "$BOOT" --topic bulk --partitions 3 --replication-factor 3 \
-  --topic-config fsync=false --duration-s "$SECS" --message-bytes 1000 >/dev/null &
+  --topic-config fsync=false --duration-s "$SECS" --message-size 1000 >/dev/null &
 bulk=$!
 wait "$paced" "$bulk"
 
