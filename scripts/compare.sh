@@ -11,6 +11,7 @@
 #   scripts/compare.sh e9cd823        # against that revision
 #   RUNS=5 scripts/compare.sh HEAD~3
 #   W7=1 scripts/compare.sh HEAD~1
+#   OLD_TARGET=/tmp/old/target scripts/compare.sh e9cd823   # its release build, made already
 set -euo pipefail
 cd "$(dirname "$0")/.."
 . scripts/broker.sh
@@ -25,8 +26,13 @@ cleanup() {
   rm -rf "$old"
 }
 trap cleanup EXIT
-git worktree add --detach "$old/src" "$rev" >/dev/null
-(cd "$old/src" && CARGO_TARGET_DIR="$old/target" cargo build --release -p rill-broker -p rill-client >&2)
+if [ -n "${OLD_TARGET:-}" ]; then
+  old_bin=$OLD_TARGET/release/rill-broker
+else
+  git worktree add --detach "$old/src" "$rev" >/dev/null
+  (cd "$old/src" && CARGO_TARGET_DIR="$old/target" cargo build --release -p rill-broker -p rill-client >&2)
+  old_bin=$old/target/release/rill-broker
+fi
 cargo build --release -p rill-broker -p rill-client -p rill-bench >&2
 
 run() { # BROKER_BIN LABEL
@@ -68,7 +74,7 @@ run() { # BROKER_BIN LABEL
 }
 results=$(for i in $(seq "$RUNS"); do
   echo "run $i of $RUNS" >&2
-  run "$old/target/release/rill-broker" old
+  run "$old_bin" old
   run target/release/rill-broker new
 done)
 echo "$results" | python3 -c '
