@@ -10,8 +10,9 @@
 //!   closes that connection at once;
 //! - once a frame's length prefix is read, its bytes are taken from the
 //!   broker-wide budget of queued request bytes before any more of it is
-//!   read, and given back when its request has been answered: past the
-//!   budget, the broker stops reading sockets instead of allocating;
+//!   read, and given back when its request has been handled (a produce
+//!   once proposed, anything else once answered): past the budget, the
+//!   broker stops reading sockets instead of allocating;
 //! - a frame must arrive whole within `request_read_timeout_ms` of its
 //!   first byte, and a connection with nothing read and nothing in flight
 //!   for `connections_max_idle_ms` is closed;
@@ -222,9 +223,17 @@ async fn connection(
         // proposals are queued in the order the requests arrived, so a
         // client may pipeline produce requests to one partition. The waits
         // for acknowledgements overlap.
-        let staged = match request {
-            Request::Produce(p) => Ok(stage_produce(&broker, p).await),
-            other => Err(other),
+        let (staged, share) = match request {
+            // Once staged, a produce's bytes are the log's (proposed, and
+            // bounded there by the leader's uncommitted bytes) or refused:
+            // they leave the request budget, as Kafka's pool frees a request
+            // once handled, not once its acknowledgements arrive.
+            Request::Produce(p) => {
+                let staged = stage_produce(&broker, p).await;
+                drop(share);
+                (Ok(staged), None)
+            }
+            other => (Err(other), share),
         };
         tokio::spawn(async move {
             let forwarded = header.client_id == FORWARDED_CLIENT_ID;
@@ -237,7 +246,7 @@ async fn connection(
                     .send(encode_response(header.correlation_id, &response))
                     .await;
             }
-            // The request's bytes count against the budget until here.
+            // Other requests' bytes count against the budget until here.
             drop(share);
             drop(permit);
         });
