@@ -603,6 +603,20 @@ impl RecordBatch {
         Ok(RecordBatch { header, bytes })
     }
 
+    /// As [`RecordBatch::new`], with the header already decoded (read with
+    /// `pread` from the batch's first bytes): nothing reads `bytes`, which
+    /// may be pages of a mapping that only the kernel should touch.
+    pub fn from_parts(header: BatchHeader, bytes: Bytes) -> Result<RecordBatch, BatchError> {
+        if header.batch_bytes() != bytes.len() as u64 {
+            return Err(BatchError::LengthMismatch {
+                declared_bytes: header.batch_bytes(),
+                actual_bytes: bytes.len() as u64,
+            });
+        }
+        header.check(usize::MAX)?;
+        Ok(RecordBatch { header, bytes })
+    }
+
     /// The fixed header.
     #[inline]
     pub fn header(&self) -> &BatchHeader {
