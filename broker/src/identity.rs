@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rill_replication::BrokerId;
-use rill_replication::handshake::{Met, PeerBook};
+use rill_replication::handshake::{MemoryPeerBook, Met, PeerBook};
 use rill_replication::ids::Incarnation;
 use serde::{Deserialize, Serialize};
 
@@ -208,10 +208,11 @@ impl Identity {
 pub struct FilePeerBook {
     dir: PathBuf,
     me: Incarnation,
-    /// Incarnations last seen, by peer. Guards the map and its file: a
-    /// change is written under it (rare: a peer's first connection, or its
-    /// return with a new incarnation).
-    seen: Mutex<BTreeMap<BrokerId, Incarnation>>,
+    memory: MemoryPeerBook,
+    /// Held while the file is written: writes land in the order the map
+    /// changed (rare: a peer's first connection, or its return with a new
+    /// incarnation).
+    writing: Mutex<()>,
     /// Set when a peer knew this broker by an earlier incarnation; the
     /// Raft thread takes it before the peer's first message.
     rejoin: Arc<AtomicBool>,
@@ -244,7 +245,8 @@ impl FilePeerBook {
         Ok(FilePeerBook {
             dir: data_dir.to_path_buf(),
             me,
-            seen: Mutex::new(seen),
+            memory: MemoryPeerBook::with(seen),
+            writing: Mutex::new(()),
             rejoin,
         })
     }
@@ -252,12 +254,7 @@ impl FilePeerBook {
 
 impl PeerBook for FilePeerBook {
     fn known(&self, peer: BrokerId) -> Incarnation {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&peer)
-            .copied()
-            .unwrap_or(Incarnation::UNKNOWN)
+        self.memory.known(peer)
     }
 
     fn met(&self, met: &Met) {
@@ -271,16 +268,20 @@ impl PeerBook for FilePeerBook {
             );
             self.rejoin.store(true, Ordering::Release);
         }
-        let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
-        let before = seen.insert(met.peer.id, met.peer.incarnation);
+        let _writing = self.writing.lock().unwrap_or_else(|p| p.into_inner());
+        let before = self.memory.remember(met.peer.id, met.peer.incarnation);
         if before == Some(met.peer.incarnation) {
             return;
         }
         if let Some(old) = before {
             tracing::warn!(peer = %met.peer.id, %old, new = %met.peer.incarnation, "a peer is back with a new data directory");
         }
-        let file: BTreeMap<u64, String> =
-            seen.iter().map(|(b, i)| (b.get(), i.to_string())).collect();
+        let file: BTreeMap<u64, String> = self
+            .memory
+            .all()
+            .iter()
+            .map(|(b, i)| (b.get(), i.to_string()))
+            .collect();
         let bytes = serde_json::to_vec_pretty(&file).expect("the peers file always serialises");
         // Remembered in memory either way; on disk, what a later run tells
         // this peer of itself.

@@ -298,11 +298,34 @@ pub trait PeerBook: Send + Sync + std::fmt::Debug + 'static {
     fn met(&self, met: &Met);
 }
 
-/// A [`PeerBook`] in memory: what it was told, forgotten with it.
+/// A [`PeerBook`] in memory: what it was told, forgotten with it (a
+/// broker keeps one behind its file).
 #[derive(Debug, Default)]
 pub struct MemoryPeerBook {
     /// Incarnations seen, by peer. Guards the map only.
     seen: std::sync::Mutex<std::collections::BTreeMap<BrokerId, Incarnation>>,
+}
+
+impl MemoryPeerBook {
+    /// A book that already knows `seen`.
+    pub fn with(seen: std::collections::BTreeMap<BrokerId, Incarnation>) -> MemoryPeerBook {
+        MemoryPeerBook {
+            seen: std::sync::Mutex::new(seen),
+        }
+    }
+
+    /// Records `peer`'s incarnation; returns the one recorded before.
+    pub fn remember(&self, peer: BrokerId, incarnation: Incarnation) -> Option<Incarnation> {
+        self.seen
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(peer, incarnation)
+    }
+
+    /// Every incarnation recorded, by peer.
+    pub fn all(&self) -> std::collections::BTreeMap<BrokerId, Incarnation> {
+        self.seen.lock().unwrap_or_else(|p| p.into_inner()).clone()
+    }
 }
 
 impl PeerBook for MemoryPeerBook {
@@ -316,10 +339,7 @@ impl PeerBook for MemoryPeerBook {
     }
 
     fn met(&self, met: &Met) {
-        self.seen
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(met.peer.id, met.peer.incarnation);
+        self.remember(met.peer.id, met.peer.incarnation);
     }
 }
 
