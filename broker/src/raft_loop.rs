@@ -156,6 +156,14 @@ impl Published {
             .cloned()
     }
 
+    /// Takes the replica of `group` out of what is published, if there.
+    pub fn remove_partition(&self, group: GroupId) -> Option<Arc<Partition>> {
+        self.partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&group)
+    }
+
     /// Every replica open here.
     pub fn all_partitions(&self) -> Vec<Arc<Partition>> {
         self.partitions
@@ -714,11 +722,7 @@ impl RaftLoop {
             if retrying {
                 // The stopped replica's log goes first: it holds the
                 // directory's lock until its last reader lets go.
-                self.published
-                    .partitions
-                    .write()
-                    .unwrap_or_else(|p| p.into_inner())
-                    .remove(&group);
+                self.published.remove_partition(group);
             }
             match self.open(&t, p) {
                 Ok(()) if retrying => {
@@ -749,12 +753,7 @@ impl RaftLoop {
             self.failed.remove(&group);
             self.published.set_stopped(group, false);
             self.backoffs.remove(&group);
-            let removed = self
-                .published
-                .partitions
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&group);
+            let removed = self.published.remove_partition(group);
             if let Some(p) = removed {
                 let dir = p.dir().to_path_buf();
                 if let Err(e) = self.janitor.remove_dir(&dir, p) {
@@ -772,12 +771,7 @@ impl RaftLoop {
                 continue;
             }
             let started = Instant::now();
-            let removed = self
-                .published
-                .partitions
-                .write()
-                .unwrap_or_else(|p| p.into_inner())
-                .remove(&group);
+            let removed = self.published.remove_partition(group);
             // The replica's own hold on its log goes first, so that the
             // partition handed to the janitor is usually the last; a sync
             // in flight, a fetch or a queued send may outlast it (the

@@ -70,6 +70,17 @@ fn latest_offset_error(client: &mut Client, topic: &str) -> ErrorCode {
 }
 
 /// Bytes of whole batches at the start of a segment file.
+/// Cuts `segment` to `bytes` under the broker, as a faulty disk or a
+/// careless operator would.
+fn cut_to(segment: &Path, bytes: u64) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(segment)
+        .unwrap()
+        .set_len(bytes)
+        .unwrap();
+}
+
 fn batch_bytes(segment: &Path) -> u64 {
     let bytes = bytes::Bytes::from(fs::read(segment).unwrap());
     rill_storage::Batches::new(bytes, usize::MAX)
@@ -109,12 +120,7 @@ fn a_segment_truncated_under_a_running_broker_fails_its_replica_and_others_keep_
     let segment = segment_of(&damaged_dir);
     let written = batch_bytes(&segment);
     assert!(written > 10_000, "the segment holds the batches produced");
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(written / 2)
-        .unwrap();
+    cut_to(&segment, written / 2);
 
     let f = client.fetch("damaged", 0, 0, 0);
     assert_eq!(
@@ -141,12 +147,7 @@ fn a_segment_truncated_under_a_running_broker_fails_its_replica_and_others_keep_
     let cut_dir = create(&mut client, data.path(), "cut-then-produced");
     produce_ok(&mut client, "cut-then-produced", 0..200);
     let segment = segment_of(&cut_dir);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(batch_bytes(&segment) / 2)
-        .unwrap();
+    cut_to(&segment, batch_bytes(&segment) / 2);
     let r = client.produce(
         "cut-then-produced",
         0,
@@ -243,12 +244,7 @@ fn a_segment_cut_short_under_an_idle_replica_fails_it_before_anyone_reads_it() {
     let idle_dir = create(&mut client, data.path(), "idle");
     produce_ok(&mut client, "idle", 0..200);
     let segment = segment_of(&idle_dir);
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&segment)
-        .unwrap()
-        .set_len(batch_bytes(&segment) / 2)
-        .unwrap();
+    cut_to(&segment, batch_bytes(&segment) / 2);
     // Nothing reads or writes the replica's files (the latest offset is
     // known in memory): the periodic check finds the damage.
     let deadline = Instant::now() + Duration::from_secs(30);
