@@ -98,6 +98,16 @@ pub enum ReplicationError {
         /// What is wrong with it.
         reason: String,
     },
+    /// The replica's log could not be read back (a segment cut short or
+    /// corrupted under the broker, an I/O error): the group stopped here,
+    /// and every other group goes on.
+    #[error("group {group}: the log cannot be read back: {reason}")]
+    LogUnreadable {
+        /// The group.
+        group: GroupId,
+        /// What failed.
+        reason: String,
+    },
 }
 
 impl From<LogError> for ReplicationError {

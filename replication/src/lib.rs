@@ -11,6 +11,8 @@
 //! - `catch_up`: replicas that may hold less than their group believes
 //!   (a broker back with an emptied data directory) vote again only once
 //!   caught up, and leaders repair them.
+//! - `contain`: a replica whose log cannot be read back (raft-rs panics)
+//!   stops alone, not the broker.
 //! - [`forward`]: proposals a broker asks a group's leader to make for
 //!   it (broker registrations), checked by the leader's broker first.
 //! - [`handshake`]: how two brokers prove to each other that they hold the
@@ -23,6 +25,7 @@
 //!   (protobuf is never parsed from the network).
 
 mod catch_up;
+mod contain;
 pub mod entry;
 pub mod error;
 pub mod forward;

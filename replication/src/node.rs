@@ -58,6 +58,7 @@ use raft::{RawNode, Ready, StateRole};
 use rill_storage::batch::BatchHeader;
 use rill_storage::{Clock, LogConfig, LogError, Offset, RaftIndex, SyncDone, SyncPlan, Term};
 
+use crate::contain::raft_call;
 use crate::error::ReplicationError;
 use crate::ids::{BrokerId, GroupId};
 use crate::state::{ReplicaState, StateStore, StateSync};
@@ -493,6 +494,9 @@ pub struct Node {
     /// Whether this broker rejoins after losing its data: every group
     /// opened while it is set starts catching up ([`Node::set_rejoining`]).
     rejoining: bool,
+    /// Groups stopped between rounds because their log could not be read
+    /// back (see `contain`), with why: reported by the next round.
+    stopped_between_rounds: Vec<(GroupId, String)>,
 }
 
 /// What opening a replica needs.
@@ -526,6 +530,7 @@ impl Node {
             retention_waiting: BTreeMap::new(),
             expired: Vec::new(),
             rejoining: false,
+            stopped_between_rounds: Vec::new(),
         }
     }
 
@@ -658,6 +663,7 @@ impl Node {
     /// with probability 1/4, so election timeouts spread out above
     /// `election_tick` ticks and never fall below it.
     pub fn tick(&mut self) {
+        let mut unreadable = Vec::new();
         for (&group, r) in self.groups.iter_mut() {
             if let Some(c) = r.catching_up {
                 let log = &r.raw.raft.raft_log;
@@ -670,9 +676,14 @@ impl Node {
                     continue;
                 }
             }
-            if self.jitter.next() % 4 != 0 {
-                r.raw.tick();
+            if self.jitter.next() % 4 != 0
+                && let Err(e) = raft_call(group, &mut r.raw, RawNode::tick)
+            {
+                unreadable.push((group, e));
             }
+        }
+        for (group, e) in unreadable {
+            self.stop_unreadable(group, &e);
         }
     }
 
@@ -735,8 +746,9 @@ impl Node {
             pr.become_probe();
             pr.matched = 0;
             pr.next_idx = probe_from + 1;
-            r.raw.raft.send_append(message.from);
-            return Ok(());
+            let to = message.from;
+            return raft_call(group, &mut r.raw, |raw| raw.raft.send_append(to))
+                .inspect_err(|e| self.stop_unreadable(group, e));
         }
         let mut lost = None;
         match message.get_msg_type() {
@@ -764,12 +776,22 @@ impl Node {
             }
             _ => {}
         }
-        r.raw.step(message)?;
-        // Past the log: the leader is told what this replica really holds.
-        if let Some(probe) = lost {
-            r.raw.step(probe)?;
+        let stepped = raft_call(group, &mut r.raw, |raw| {
+            raw.step(message)?;
+            // Past the log: the leader is told what this replica really
+            // holds.
+            match lost {
+                Some(probe) => raw.step(probe),
+                None => Ok(()),
+            }
+        });
+        match stepped {
+            Ok(result) => Ok(result?),
+            Err(e) => {
+                self.stop_unreadable(group, &e);
+                Err(e)
+            }
         }
-        Ok(())
     }
 
     /// Proposes a batch as the group's leader. Refused with
@@ -816,7 +838,15 @@ impl Node {
             }]
             .into(),
         );
-        r.raw.step(m)?;
+        // Appending sends the entry to every follower, reading what a
+        // lagging one lacks from the log.
+        match raft_call(group, &mut r.raw, |raw| raw.step(m)) {
+            Ok(stepped) => stepped?,
+            Err(e) => {
+                self.stop_unreadable(group, &e);
+                return Err(e);
+            }
+        }
         let appended = RaftIndex(r.raw.raft.raft_log.last_index());
         assert_eq!(appended, index, "a leader appends a proposal at the end");
         r.last_proposed = Some((index, term, next_offset));
@@ -838,8 +868,8 @@ impl Node {
             .groups
             .get_mut(&group)
             .ok_or(ReplicationError::UnknownGroup(group))?;
-        r.raw.transfer_leader(to.get());
-        Ok(())
+        raft_call(group, &mut r.raw, |raw| raw.transfer_leader(to.get()))
+            .inspect_err(|e| self.stop_unreadable(group, e))
     }
 
     /// Tells the groups about messages the transport could not send: the
@@ -848,10 +878,14 @@ impl Node {
     pub fn report_dropped(&mut self, dropped: &[crate::transport::Dropped]) {
         for d in dropped {
             if let Some(r) = self.groups.get_mut(&d.group) {
-                r.raw.report_unreachable(d.to.get());
-                if d.snapshot {
-                    r.raw
-                        .report_snapshot(d.to.get(), raft::SnapshotStatus::Failure);
+                let reported = raft_call(d.group, &mut r.raw, |raw| {
+                    raw.report_unreachable(d.to.get());
+                    if d.snapshot {
+                        raw.report_snapshot(d.to.get(), raft::SnapshotStatus::Failure);
+                    }
+                });
+                if let Err(e) = reported {
+                    self.stop_unreadable(d.group, &e);
                 }
             }
         }
@@ -867,8 +901,13 @@ impl Node {
         if r.catching_up.is_some() {
             return Err(ReplicationError::CatchingUp { group });
         }
-        r.raw.campaign()?;
-        Ok(())
+        match raft_call(group, &mut r.raw, RawNode::campaign) {
+            Ok(campaigned) => Ok(campaigned?),
+            Err(e) => {
+                self.stop_unreadable(group, &e);
+                Err(e)
+            }
+        }
     }
 
     /// Applies retention to every group (only applied entries are ever
@@ -957,6 +996,20 @@ impl Node {
     /// Nothing is written yet: call [`Node::write_round`] next, with no
     /// other call on this node in between.
     pub fn start_round(&mut self, out: &mut Vec<Outgoing>, events: &mut Vec<Event>) -> Round {
+        for (group, reason) in self.stopped_between_rounds.drain(..) {
+            events.push(Event::Failed { group, reason });
+        }
+        // A leader whose log failed a read for a follower skipped that send
+        // without a panic; it stops before it would read again.
+        let unreadable: Vec<_> = self
+            .groups
+            .iter()
+            .filter_map(|(&group, r)| crate::contain::unreadable(group, &r.raw).map(|e| (group, e)))
+            .collect();
+        for (group, e) in unreadable {
+            self.fail(group, &e, events);
+        }
+        let mut unreadable = Vec::new();
         let mut readies = Vec::new();
         let mut snapshots = Vec::new();
         let mut installs_left = SNAPSHOT_INSTALLS_PER_ROUND_MAX;
@@ -974,7 +1027,14 @@ impl Node {
                 }
                 installs_left -= 1;
             }
-            let mut rd = r.raw.ready();
+            // The Ready holds the committed entries, read from the log.
+            let mut rd = match raft_call(group, &mut r.raw, RawNode::ready) {
+                Ok(rd) => rd,
+                Err(e) => {
+                    unreadable.push((group, e));
+                    continue;
+                }
+            };
             if let Some(ss) = rd.ss() {
                 let leader = (ss.leader_id != 0).then_some(BrokerId(ss.leader_id));
                 r.leader = leader;
@@ -990,6 +1050,9 @@ impl Node {
             }
             push_messages(group, rd.take_messages(), out, &mut snapshots);
             readies.push((group, rd, 0));
+        }
+        for (group, e) in unreadable {
+            self.fail(group, &e, events);
         }
         Round {
             readies,
@@ -1125,7 +1188,11 @@ impl Node {
                 persisted,
                 applies,
             });
-            r.raw.advance_append_async(rd);
+            if let Err(e) = raft_call(group, &mut r.raw, |raw| raw.advance_append_async(rd)) {
+                // Its syncs still run, and come back for a closed group.
+                self.stop_unreadable(group, &e);
+                continue;
+            }
             batch.readies.push((group, number));
             deferred.insert(group);
         }
@@ -1149,6 +1216,7 @@ impl Node {
     ) {
         let failed = self.record_syncs(done.results);
         let mut snapshots = Vec::new();
+        let mut unreadable = Vec::new();
         for (group, number) in done.readies {
             if failed.contains_key(&group) {
                 continue;
@@ -1156,14 +1224,28 @@ impl Node {
             let Some(r) = self.groups.get_mut(&group) else {
                 continue;
             };
-            r.raw.on_persist_ready(number);
-            while r.unsynced.front().is_some_and(|u| u.number <= number) {
-                let u = r.unsynced.pop_front().expect("front exists");
-                if u.applies > r.raw.raft.raft_log.applied {
-                    r.raw.advance_apply_to(u.applies);
+            let mut released = Vec::new();
+            let persisted = raft_call(group, &mut r.raw, |raw| {
+                raw.on_persist_ready(number);
+                while r.unsynced.front().is_some_and(|u| u.number <= number) {
+                    let u = r.unsynced.pop_front().expect("front exists");
+                    if u.applies > raw.raft.raft_log.applied {
+                        raw.advance_apply_to(u.applies);
+                    }
+                    released.push(u.persisted);
                 }
-                push_messages(group, u.persisted, out, &mut snapshots);
+            });
+            match persisted {
+                Ok(()) => {
+                    for messages in released {
+                        push_messages(group, messages, out, &mut snapshots);
+                    }
+                }
+                Err(e) => unreadable.push((group, e)),
             }
+        }
+        for (group, e) in unreadable {
+            self.fail(group, &e, events);
         }
         debug_assert!(
             snapshots.is_empty(),
@@ -1246,6 +1328,15 @@ impl Node {
         for (group, reason) in failed {
             self.fail(group, &reason, events);
         }
+    }
+
+    /// Drops a group whose raft-rs call hit its unreadable log between
+    /// rounds; the next round reports it failed.
+    fn stop_unreadable(&mut self, group: GroupId, e: &ReplicationError) {
+        tracing::error!(%group, reason = %e, "replica stopped");
+        self.retention_waiting.remove(&group);
+        self.groups.remove(&group);
+        self.stopped_between_rounds.push((group, e.to_string()));
     }
 
     fn fail(&mut self, group: GroupId, reason: &dyn std::fmt::Display, events: &mut Vec<Event>) {
@@ -1365,13 +1456,14 @@ fn advance(
 ) -> Result<(), ReplicationError> {
     push_messages(group, rd.take_persisted_messages(), out, snapshots);
     debug_assert!(rd.committed_entries().is_empty(), "applied when written");
-    let mut light = r.raw.advance(rd);
+    // The LightReady holds the entries committed since, read from the log.
+    let mut light = raft_call(group, &mut r.raw, |raw| raw.advance(rd))?;
     if let Some(commit) = light.commit_index() {
         r.raw.mut_store().set_commit(RaftIndex(commit))?;
     }
     push_messages(group, light.take_messages(), out, snapshots);
     apply(group, r, light.take_committed_entries(), events)?;
-    r.raw.advance_apply();
+    raft_call(group, &mut r.raw, RawNode::advance_apply)?;
     Ok(())
 }
 

@@ -87,6 +87,9 @@ pub struct ReplicaLog {
     /// was pending (see [`ReplicaLog::set_commit`]): saved with the next
     /// save.
     commit_unsaved: bool,
+    /// Why the log could not be read back, once it could not (see
+    /// [`ReplicaLog::read_failure`]).
+    read_failure: std::sync::OnceLock<String>,
 }
 
 impl ReplicaLog {
@@ -115,6 +118,7 @@ impl ReplicaLog {
             durable_term_vote: term_vote,
             pending_term_vote: term_vote,
             commit_unsaved: false,
+            read_failure: std::sync::OnceLock::new(),
         };
         me.reconcile()?;
         Ok(me)
@@ -537,6 +541,24 @@ impl ReplicaLog {
         lock(&self.log).durable()
     }
 
+    /// Why this replica's log could not be read back (a segment cut short
+    /// or corrupted under the broker, an I/O error), once a read for
+    /// raft-rs failed. raft-rs treats such a failure as fatal (it panics):
+    /// the failure is recorded here first, so that whoever drives raft-rs
+    /// can tell a damaged log from a broken invariant and stop this replica
+    /// alone. Set once; a replica with one is never read for raft-rs again.
+    pub fn read_failure(&self) -> Option<&str> {
+        self.read_failure.get().map(String::as_str)
+    }
+
+    /// Records a failed read and returns the error raft-rs tolerates best
+    /// there: `tolerated`, which it skips (a leader sends nothing this
+    /// time) where it can and panics on where it cannot.
+    fn unreadable(&self, what: String, tolerated: StorageError) -> raft::Error {
+        let _ = self.read_failure.set(what);
+        raft::Error::Store(tolerated)
+    }
+
     fn compacted_or_unavailable(&self, idx: u64) -> raft::Error {
         if idx <= self.state.truncated.index.get() {
             raft::Error::Store(StorageError::Compacted)
@@ -544,10 +566,6 @@ impl ReplicaLog {
             raft::Error::Store(StorageError::Unavailable)
         }
     }
-}
-
-fn other(e: impl std::error::Error + Send + Sync + 'static) -> raft::Error {
-    raft::Error::Store(StorageError::Other(Box::new(e)))
 }
 
 impl raft::Storage for ReplicaLog {
@@ -582,17 +600,29 @@ impl raft::Storage for ReplicaLog {
         if low >= high {
             return Ok(Vec::new());
         }
+        // A leader sending entries to a follower skips a send that finds
+        // them "temporarily unavailable"; the group is stopped before it
+        // would ask again (see `read_failure`).
+        let unreadable = |e: &dyn std::fmt::Display| {
+            self.unreadable(
+                format!("entries {low}..{high} cannot be read back: {e}"),
+                StorageError::LogTemporarilyUnavailable,
+            )
+        };
+        if self.read_failure().is_some() {
+            return Err(raft::Error::Store(StorageError::LogTemporarilyUnavailable));
+        }
         let batches = log
             .read_entries(
                 RaftIndex(low),
                 RaftIndex(high),
                 max_size.into().unwrap_or(u64::MAX),
             )
-            .map_err(other)?;
+            .map_err(|e| unreadable(&e))?;
         drop(log);
         batches
             .iter()
-            .map(|b| entry::from_stored(b).map_err(other))
+            .map(|b| entry::from_stored(b).map_err(|e| unreadable(&e)))
             .collect()
     }
 
@@ -608,7 +638,16 @@ impl raft::Storage for ReplicaLog {
         if idx >= log.next_raft_index().get() {
             return Err(self.compacted_or_unavailable(idx));
         }
-        log.term_of(RaftIndex(idx)).map(Term::get).map_err(other)
+        if self.read_failure().is_some() {
+            return Err(raft::Error::Store(StorageError::Unavailable));
+        }
+        // raft-rs takes an unavailable term as "no match" where it can.
+        log.term_of(RaftIndex(idx)).map(Term::get).map_err(|e| {
+            self.unreadable(
+                format!("the term of entry {idx} cannot be read back: {e}"),
+                StorageError::Unavailable,
+            )
+        })
     }
 
     fn first_index(&self) -> raft::Result<u64> {
@@ -621,7 +660,8 @@ impl raft::Storage for ReplicaLog {
 
     fn snapshot(&self, request_index: u64, _to: u64) -> raft::Result<Snapshot> {
         let t = &self.state.truncated;
-        if t.index.get() < request_index {
+        // A damaged replica is stopped before it would send anything more.
+        if t.index.get() < request_index || self.read_failure().is_some() {
             return Err(raft::Error::Store(
                 StorageError::SnapshotTemporarilyUnavailable,
             ));

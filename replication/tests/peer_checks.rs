@@ -9,54 +9,17 @@
 
 mod helpers;
 
-use std::sync::Arc;
-
-use helpers::{data_batch, data_entry, small_config, voters_123};
-use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
-use rill_replication::state::{MemoryStateStore, ReplicaState};
-use rill_replication::storage::snapshot_data;
-use rill_replication::{
-    BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, ReplicationError, SyncJob,
+use helpers::{
+    GROUP, data_batch, data_entry, node_123, settle, small_config, to_leader, voters_123,
 };
-use rill_storage::{ManualClock, Offset, RaftIndex};
-
-const GROUP: GroupId = GroupId(1);
+use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
+use rill_replication::storage::snapshot_data;
+use rill_replication::{BrokerId, Event, Node, Outgoing, ReplicationError};
+use rill_storage::{Offset, RaftIndex};
 
 /// Broker `me`'s node with one `fsync=true` group of voters 1, 2 and 3.
 fn node(me: u64, dir: &std::path::Path) -> Node {
-    let mut node = Node::new(
-        NodeConfig::new(BrokerId(me)),
-        Arc::new(ManualClock::new(1_000_000)),
-    );
-    node.add_group(ReplicaSpec {
-        group: GROUP,
-        dir,
-        log_config: small_config(),
-        fsync: true,
-        store: Box::new(MemoryStateStore::default()),
-        state: ReplicaState::initial(voters_123()),
-    })
-    .unwrap();
-    node
-}
-
-/// Runs rounds, syncing everything, until the node has nothing left to do.
-/// Returns what it sent and what happened.
-fn settle(node: &mut Node) -> (Vec<Outgoing>, Vec<Event>) {
-    let (mut out, mut events) = (Vec::new(), Vec::new());
-    for _ in 0..10 {
-        let mut jobs: Vec<SyncJob> = Vec::new();
-        let mut round = node.start_round(&mut out, &mut events);
-        if round.is_empty() {
-            break;
-        }
-        node.write_round(&mut round, &mut jobs, &mut events);
-        let batch = node.defer_syncs(&mut round, &mut jobs);
-        let results = jobs.into_iter().map(SyncJob::run).collect();
-        node.finish_round(round, results, &mut out, &mut events);
-        node.complete_syncs(batch.run(), &mut out, &mut events);
-    }
-    (out, events)
+    node_123(me, dir, small_config())
 }
 
 /// `from`'s append to broker 2 in `term`: `entries` after the entry at
@@ -379,44 +342,9 @@ fn snapshot_that_cannot_be_restored_consistently_is_refused() {
     assert_eq!(acknowledged(&out), vec![10]);
 }
 
-/// A message of `kind` from broker 2 to broker 1 in `term`.
-fn to_leader(kind: MessageType, term: u64) -> Message {
-    let mut m = Message::default();
-    m.set_msg_type(kind);
-    m.from = 2;
-    m.to = 1;
-    m.term = term;
-    m
-}
-
-/// Broker 1 as the leader of the group, elected by broker 2's votes, its
-/// first entry (the new term's no-op) acknowledged by broker 2 and
-/// committed. Returns it and its term.
+/// Broker 1 as the leader of the group; see [`helpers::elected_leader`].
 fn elected_leader(dir: &std::path::Path) -> (Node, u64) {
-    let mut leader = node(1, dir);
-    leader.campaign(GROUP).unwrap();
-    for vote in [
-        MessageType::MsgRequestPreVoteResponse,
-        MessageType::MsgRequestVoteResponse,
-    ] {
-        let (out, _) = settle(&mut leader);
-        let asked = out
-            .iter()
-            .find(|o| o.to == BrokerId(2))
-            .expect("a vote asked of broker 2");
-        leader
-            .step(GROUP, to_leader(vote, asked.message.term))
-            .unwrap();
-    }
-    settle(&mut leader);
-    let status = leader.status(GROUP).unwrap();
-    assert_eq!(status.leader, Some(BrokerId(1)));
-    let mut ack = to_leader(MessageType::MsgAppendResponse, status.term.get());
-    ack.index = status.last_index.get();
-    leader.step(GROUP, ack).unwrap();
-    settle(&mut leader);
-    assert_eq!(leader.status(GROUP).unwrap().commit, status.last_index);
-    (leader, status.term.get())
+    helpers::elected_leader(dir, small_config())
 }
 
 #[test]

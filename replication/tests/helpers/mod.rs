@@ -1,16 +1,19 @@
-//! Helpers for the storage-level replication tests: a small log
-//! configuration, record batches and raft-rs entries to append, and opening
-//! a [`ReplicaLog`] over a state store.
-#![allow(dead_code, clippy::unwrap_used)]
+//! Helpers for the storage- and node-level replication tests: a small log
+//! configuration, record batches and raft-rs entries to append, opening a
+//! [`ReplicaLog`] over a state store, and a node with one group of three
+//! voters, settled round by round or elected its leader.
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use std::path::Path;
 use std::sync::Arc;
 
 use bytes::Bytes;
-use raft::eraftpb::{Entry, EntryType};
-use rill_replication::BrokerId;
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState, StateStore};
 use rill_replication::storage::ReplicaLog;
+use rill_replication::{
+    BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, SyncJob,
+};
 use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, RecordBatch};
 
 /// A configuration that exercises rolling and indexing with little data:
@@ -132,4 +135,85 @@ pub fn open_with(
         store,
         state,
     )
+}
+
+/// The group of the node-level tests.
+pub const GROUP: GroupId = GroupId(1);
+
+/// Broker `me`'s node with one `fsync=true` group ([`GROUP`]) of voters 1,
+/// 2 and 3, its log configured by `log_config`.
+pub fn node_123(me: u64, dir: &Path, log_config: LogConfig) -> Node {
+    let mut node = Node::new(
+        NodeConfig::new(BrokerId(me)),
+        Arc::new(ManualClock::new(1_000_000)),
+    );
+    node.add_group(ReplicaSpec {
+        group: GROUP,
+        dir,
+        log_config,
+        fsync: true,
+        store: Box::new(MemoryStateStore::default()),
+        state: ReplicaState::initial(voters_123()),
+    })
+    .unwrap();
+    node
+}
+
+/// Runs rounds, syncing everything, until the node has nothing left to do.
+/// Returns what it sent and what happened.
+pub fn settle(node: &mut Node) -> (Vec<Outgoing>, Vec<Event>) {
+    let (mut out, mut events) = (Vec::new(), Vec::new());
+    for _ in 0..10 {
+        let mut jobs: Vec<SyncJob> = Vec::new();
+        let mut round = node.start_round(&mut out, &mut events);
+        if round.is_empty() {
+            break;
+        }
+        node.write_round(&mut round, &mut jobs, &mut events);
+        let batch = node.defer_syncs(&mut round, &mut jobs);
+        let results = jobs.into_iter().map(SyncJob::run).collect();
+        node.finish_round(round, results, &mut out, &mut events);
+        node.complete_syncs(batch.run(), &mut out, &mut events);
+    }
+    (out, events)
+}
+
+/// A message of `kind` from broker 2 to broker 1 in `term`.
+pub fn to_leader(kind: MessageType, term: u64) -> Message {
+    let mut m = Message::default();
+    m.set_msg_type(kind);
+    m.from = 2;
+    m.to = 1;
+    m.term = term;
+    m
+}
+
+/// Broker 1 as the leader of [`GROUP`], elected by broker 2's votes, its
+/// first entry (the new term's no-op) acknowledged by broker 2 and
+/// committed. Returns it and its term.
+pub fn elected_leader(dir: &Path, log_config: LogConfig) -> (Node, u64) {
+    let mut leader = node_123(1, dir, log_config);
+    leader.campaign(GROUP).unwrap();
+    for vote in [
+        MessageType::MsgRequestPreVoteResponse,
+        MessageType::MsgRequestVoteResponse,
+    ] {
+        let (out, _) = settle(&mut leader);
+        let asked = out
+            .iter()
+            .find(|o| o.to == BrokerId(2))
+            .expect("a vote asked of broker 2");
+        leader
+            .step(GROUP, to_leader(vote, asked.message.term))
+            .unwrap();
+    }
+    settle(&mut leader);
+    let status = leader.status(GROUP).unwrap();
+    assert_eq!(status.leader, Some(BrokerId(1)));
+    let mut ack = to_leader(MessageType::MsgAppendResponse, status.term.get());
+    ack.index = status.last_index.get();
+    leader.step(GROUP, ack).unwrap();
+    settle(&mut leader);
+    assert_eq!(leader.status(GROUP).unwrap().commit, status.last_index);
+    (leader, status.term.get())
 }
