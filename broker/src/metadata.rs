@@ -113,6 +113,16 @@ impl TopicImage {
     }
 }
 
+/// Which rules a command's topic configs are checked by.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Configs {
+    /// Today's, as a proposal is.
+    Strict,
+    /// None: a committed command's configs were checked when proposed
+    /// ([`TopicConfig::from_committed_pairs`]).
+    Committed,
+}
+
 /// What applying a command did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
@@ -152,8 +162,13 @@ impl ClusterImage {
     }
 
     /// Checks a command against this image, as the proposer does before
-    /// proposing (the same checks run again when it is applied).
+    /// proposing (the same checks run again when it is applied, but for
+    /// topic configs: see [`ClusterImage::apply`]).
     pub fn check(&self, cmd: &MetadataCommand) -> Outcome {
+        self.check_with(cmd, Configs::Strict)
+    }
+
+    fn check_with(&self, cmd: &MetadataCommand, configs_rule: Configs) -> Outcome {
         match cmd {
             MetadataCommand::RegisterBroker { id, .. } => {
                 if self.voters.contains(&BrokerId(*id)) {
@@ -198,7 +213,9 @@ impl ClusterImage {
                         ),
                     );
                 }
-                if let Err(m) = TopicConfig::from_pairs(configs) {
+                if configs_rule == Configs::Strict
+                    && let Err(m) = TopicConfig::from_pairs(configs)
+                {
                     return Outcome::Refused(ErrorCode::InvalidConfig, m);
                 }
                 if self.topics.contains_key(name) {
@@ -236,9 +253,14 @@ impl ClusterImage {
         }
     }
 
-    /// Applies a committed command.
+    /// Applies a committed command. A topic's configs were checked by the
+    /// broker that proposed it, under the rules of its version; a later
+    /// version may refuse some of them, and replaying the log must not then
+    /// drop the topic (and every record in it). Applied, a config today's
+    /// rules refuse keeps its default and is logged; the rest of the
+    /// checks run as proposed.
     pub fn apply(&mut self, cmd: &MetadataCommand) -> Outcome {
-        let outcome = self.check(cmd);
+        let outcome = self.check_with(cmd, Configs::Committed);
         if outcome != Outcome::Done {
             return outcome;
         }
@@ -260,7 +282,13 @@ impl ClusterImage {
                 configs,
                 ..
             } => {
-                let config = TopicConfig::from_pairs(configs).expect("checked just above");
+                let (config, refused) = TopicConfig::from_committed_pairs(configs);
+                for reason in refused {
+                    tracing::warn!(
+                        topic = %name,
+                        "a config of the topic is refused by this version and keeps its default: {reason}"
+                    );
+                }
                 let replicas = self.placement(*partitions, *replication_factor);
                 let first_group = self.next_group;
                 self.next_group += u64::from(*partitions);
@@ -428,6 +456,53 @@ mod tests {
         ));
         // Group ids are never given twice, even after a delete.
         assert_eq!(one.topics["b"].first_group, 4);
+    }
+
+    #[test]
+    fn a_committed_topic_whose_configs_todays_rules_refuse_is_applied_with_defaults_for_them() {
+        // Proposed by a version with looser rules: today's proposer would
+        // refuse it, but replaying the log must keep the topic.
+        let configs: Vec<(String, String)> = [
+            ("retention.ms", "60000"),
+            ("segment.bytes", "1"),
+            ("a.config.from.later", "x"),
+            ("retention.ms", "5"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let cmd = match create("old", 2, 1) {
+            MetadataCommand::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                ..
+            } => MetadataCommand::CreateTopic {
+                name,
+                id,
+                partitions,
+                replication_factor,
+                configs: configs.clone(),
+                max_partition_replicas: None,
+            },
+            other => other,
+        };
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        assert!(matches!(
+            image.check(&cmd),
+            Outcome::Refused(ErrorCode::InvalidConfig, _)
+        ));
+        assert_eq!(image.apply(&cmd), Outcome::Done);
+        let config = &image.topics["old"].config;
+        assert_eq!(config.retention_ms, Some(60_000), "a valid config is kept");
+        assert_eq!(
+            config.segment_bytes,
+            TopicConfig::default().segment_bytes,
+            "a refused one keeps its default"
+        );
+        let (_, refused) = TopicConfig::from_committed_pairs(&configs);
+        assert_eq!(refused.len(), 3, "{refused:?}");
     }
 
     #[test]

@@ -198,6 +198,26 @@ impl TopicConfig {
         Ok(c)
     }
 
+    /// The settings of a committed topic: each pair in turn is kept if
+    /// today's rules take it beside those kept before it, and otherwise
+    /// left at its default; returns why each one left out was refused.
+    /// Never fails, so that a topic created under older rules survives a
+    /// replay of the controller's log (see `ClusterImage::apply`).
+    pub fn from_committed_pairs(pairs: &[(String, String)]) -> (TopicConfig, Vec<String>) {
+        let mut kept: Vec<(String, String)> = Vec::new();
+        let mut refused = Vec::new();
+        for pair in pairs {
+            kept.push(pair.clone());
+            if let Err(reason) = TopicConfig::from_pairs(&kept) {
+                kept.pop();
+                refused.push(reason);
+            }
+        }
+        let config =
+            TopicConfig::from_pairs(&kept).expect("every pair kept was taken with the rest");
+        (config, refused)
+    }
+
     /// The storage settings for this topic's partitions.
     pub fn log_config(&self) -> LogConfig {
         let d = LogConfig::default();
