@@ -2,7 +2,10 @@
 //! peers.
 //!
 //! `identity.json` is written when a broker first uses its data directory:
-//! the broker id and a random [`Incarnation`], the directory's life. A
+//! the broker id and a random [`Incarnation`], the directory's life, and,
+//! once the broker learns it from the controller's log, the [`ClusterId`]
+//! (a directory of another cluster is then refused, at start and in the
+//! peer handshake). A
 //! broker whose directory was emptied comes back with a new incarnation.
 //! Its peers remember the incarnation they last saw of it (`peers.json`,
 //! kept by [`FilePeerBook`]) and tell it in the peer handshake; a broker
@@ -24,7 +27,7 @@ use std::sync::{Arc, Mutex};
 
 use rill_replication::BrokerId;
 use rill_replication::handshake::{MemoryPeerBook, Met, PeerBook};
-use rill_replication::ids::Incarnation;
+use rill_replication::ids::{ClusterId, Incarnation};
 use serde::{Deserialize, Serialize};
 
 /// The identity file's name in the data directory.
@@ -74,6 +77,9 @@ pub struct Identity {
     pub broker_id: u32,
     /// Its life: new whenever the directory starts empty.
     pub incarnation: Incarnation,
+    /// The cluster it belongs to, once learnt ([`ClusterId::UNKNOWN`]
+    /// before).
+    pub cluster_id: ClusterId,
     /// When it was first used, ms since the Unix epoch.
     pub created_ms: u64,
     /// Whether the broker is still rejoining (see the module docs).
@@ -87,6 +93,9 @@ struct IdentityFile {
     broker_id: u32,
     /// 32 hex digits.
     incarnation: String,
+    /// A canonical UUID; absent until learnt.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    cluster_id: Option<String>,
     created_ms: u64,
     rejoining: bool,
 }
@@ -159,6 +168,7 @@ impl Identity {
             let identity = Identity {
                 broker_id,
                 incarnation: Incarnation::fresh(),
+                cluster_id: ClusterId::UNKNOWN,
                 created_ms: now_ms(),
                 rejoining: false,
             };
@@ -174,6 +184,12 @@ impl Identity {
         let incarnation = parse_incarnation(&file.incarnation)
             .filter(|i| *i != Incarnation::UNKNOWN)
             .ok_or_else(|| invalid(format!("bad incarnation {:?}", file.incarnation)))?;
+        let cluster_id = match &file.cluster_id {
+            None => ClusterId::UNKNOWN,
+            Some(text) => {
+                ClusterId::parse(text).ok_or_else(|| invalid(format!("bad cluster id {text:?}")))?
+            }
+        };
         if file.broker_id != broker_id {
             return Err(IdentityError::OtherBroker {
                 dir: data_dir.to_path_buf(),
@@ -184,6 +200,7 @@ impl Identity {
         Ok(Identity {
             broker_id,
             incarnation,
+            cluster_id,
             created_ms: file.created_ms,
             rejoining: file.rejoining,
         })
@@ -194,6 +211,10 @@ impl Identity {
         let file = IdentityFile {
             broker_id: self.broker_id,
             incarnation: self.incarnation.to_string(),
+            cluster_id: self
+                .cluster_id
+                .is_known()
+                .then(|| self.cluster_id.to_string()),
             created_ms: self.created_ms,
             rejoining: self.rejoining,
         };
@@ -322,6 +343,26 @@ mod tests {
     }
 
     #[test]
+    fn a_learnt_cluster_id_is_kept_and_a_file_from_before_it_was_learnt_reads() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut identity = Identity::load_or_create(dir.path(), 3).unwrap();
+        assert_eq!(identity.cluster_id, ClusterId::UNKNOWN);
+        let text = std::fs::read_to_string(dir.path().join(IDENTITY_FILE)).unwrap();
+        assert!(!text.contains("cluster_id"), "absent until learnt: {text}");
+        identity.cluster_id = ClusterId::fresh();
+        identity.save(dir.path()).unwrap();
+        assert_eq!(Identity::load_or_create(dir.path(), 3).unwrap(), identity);
+        let text = std::fs::read_to_string(dir.path().join(IDENTITY_FILE)).unwrap();
+        assert!(text.contains(&identity.cluster_id.to_string()), "{text}");
+        let garbled = text.replace(&identity.cluster_id.to_string(), "not-a-uuid");
+        std::fs::write(dir.path().join(IDENTITY_FILE), garbled).unwrap();
+        assert!(matches!(
+            Identity::load_or_create(dir.path(), 3),
+            Err(IdentityError::Invalid { .. })
+        ));
+    }
+
+    #[test]
     fn a_peer_that_knew_an_earlier_life_raises_rejoin_and_peers_are_remembered() {
         let dir = tempfile::tempdir().unwrap();
         let rejoin = Arc::new(AtomicBool::new(false));
@@ -331,6 +372,7 @@ mod tests {
             peer: End {
                 id: BrokerId(1),
                 incarnation: Incarnation(77),
+                cluster: ClusterId::UNKNOWN,
             },
             knew_me_as,
         };

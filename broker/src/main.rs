@@ -189,6 +189,10 @@ fn run() -> anyhow::Result<()> {
         let data_arrived = Arc::new(tokio::sync::Notify::new());
         let identity = Identity::load_or_create(&config.data_dir, config.node_id)?;
         tracing::info!(incarnation = %identity.incarnation, rejoining = identity.rejoining, "data directory identity");
+        let cluster = Arc::new(std::sync::OnceLock::new());
+        if identity.cluster_id.is_known() {
+            let _ = cluster.set(identity.cluster_id);
+        }
         let rejoin_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
         // Peers first, so votes can flow while replicas recover.
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1024);
@@ -216,6 +220,7 @@ fn run() -> anyhow::Result<()> {
             let me = PeerIdentity {
                 secret,
                 incarnation: identity.incarnation,
+                cluster: Arc::clone(&cluster),
                 book: Arc::new(book),
             };
             Some(Transport::start(id, listener, peers, inbound_tx, me))
@@ -225,6 +230,7 @@ fn run() -> anyhow::Result<()> {
         // Local recovery before the client port opens.
         let raft_config = RaftConfig {
             identity,
+            cluster,
             rejoin_requested,
             id,
             data_dir: config.data_dir.clone(),

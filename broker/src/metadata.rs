@@ -16,6 +16,7 @@
 use std::collections::BTreeMap;
 
 use rill_client::protocol::ErrorCode;
+use rill_replication::ids::ClusterId;
 use rill_replication::{BrokerId, GroupId};
 use serde::{Deserialize, Serialize};
 
@@ -58,6 +59,13 @@ pub enum MetadataCommand {
     DeleteTopic {
         /// Its name.
         name: String,
+    },
+    /// Names the cluster, once: proposed by the first controller leader
+    /// that finds it unnamed. Every broker keeps the id in its data
+    /// directory's identity.
+    InitCluster {
+        /// A canonical UUID.
+        cluster_id: String,
     },
 }
 
@@ -135,6 +143,9 @@ pub enum Outcome {
 /// The metadata every broker builds from the controller's log.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ClusterImage {
+    /// The cluster's id ([`ClusterId::UNKNOWN`] until the first
+    /// [`MetadataCommand::InitCluster`] is applied).
+    pub cluster_id: ClusterId,
     /// The controller's voters, sorted: the brokers replicas are placed on.
     pub voters: Vec<BrokerId>,
     /// Registered brokers.
@@ -153,6 +164,7 @@ impl ClusterImage {
         voters.sort();
         voters.dedup();
         ClusterImage {
+            cluster_id: ClusterId::UNKNOWN,
             voters,
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
@@ -250,6 +262,23 @@ impl ClusterImage {
                     )
                 }
             }
+            MetadataCommand::InitCluster { cluster_id } => {
+                if ClusterId::parse(cluster_id).is_none() {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!("cluster id {cluster_id:?} is not a canonical UUID"),
+                    );
+                }
+                if self.cluster_id.is_known() {
+                    // Two leaders may each have proposed one: the first
+                    // applied names the cluster.
+                    return Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!("the cluster is named {} already", self.cluster_id),
+                    );
+                }
+                Outcome::Done
+            }
         }
     }
 
@@ -306,6 +335,9 @@ impl ClusterImage {
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(name);
+            }
+            MetadataCommand::InitCluster { cluster_id } => {
+                self.cluster_id = ClusterId::parse(cluster_id).expect("checked just above");
             }
         }
         Outcome::Done
@@ -503,6 +535,41 @@ mod tests {
         );
         let (_, refused) = TopicConfig::from_committed_pairs(&configs);
         assert_eq!(refused.len(), 3, "{refused:?}");
+
+        // Settings bound to each other are taken together, in any order.
+        let linked: Vec<(String, String)> =
+            [("segment.bytes", "8192"), ("max.message.bytes", "4096")]
+                .into_iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+        let (config, refused) = TopicConfig::from_committed_pairs(&linked);
+        assert!(refused.is_empty(), "{refused:?}");
+        assert_eq!(config.segment_bytes, 8192);
+        assert_eq!(config, TopicConfig::from_pairs(&linked).unwrap());
+    }
+
+    #[test]
+    fn the_first_cluster_id_applied_names_the_cluster_for_good() {
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        let (first, second) = (ClusterId::fresh(), ClusterId::fresh());
+        let init = |id: ClusterId| MetadataCommand::InitCluster {
+            cluster_id: id.to_string(),
+        };
+        assert!(matches!(
+            image.apply(&MetadataCommand::InitCluster {
+                cluster_id: "not-a-uuid".into()
+            }),
+            Outcome::Refused(ErrorCode::InvalidRequest, _)
+        ));
+        assert_eq!(image.cluster_id, ClusterId::UNKNOWN);
+        assert_eq!(image.apply(&init(first)), Outcome::Done);
+        assert!(matches!(
+            image.apply(&init(second)),
+            Outcome::Refused(ErrorCode::InvalidRequest, _)
+        ));
+        assert_eq!(image.cluster_id, first);
+        let decoded = MetadataCommand::decode(&init(first).encode()).expect("decodes");
+        assert_eq!(decoded, init(first));
     }
 
     #[test]

@@ -49,6 +49,8 @@ use crate::metadata::{ClusterImage, MetadataCommand, Outcome, TopicImage};
 use crate::partition::{Partition, StopRequest, TimestampBounds};
 use crate::topics::partition_dir;
 
+mod cluster_id;
+
 /// Commands queued for the Raft thread, at most.
 pub const COMMANDS_QUEUED_MAX: usize = 4096;
 /// Commands handled per iteration, at most, so a flood of proposals still
@@ -195,6 +197,9 @@ pub struct RaftConfig {
     /// Raised when a peer knew an earlier incarnation of this broker: the
     /// Raft thread then rejoins, before it steps that peer's first message.
     pub rejoin_requested: Arc<AtomicBool>,
+    /// The cluster's id once learnt, shared with the peer handshake (see
+    /// `cluster_id`).
+    pub cluster: Arc<std::sync::OnceLock<rill_replication::ids::ClusterId>>,
 }
 
 /// Why a metadata command got no outcome here.
@@ -396,6 +401,7 @@ pub fn start(
         open_pass_ms_max: None,
         held_answers: Vec::new(),
         reconciling: false,
+        cluster_id_proposed: None,
     };
     raft.open_controller()?;
     std::thread::Builder::new()
@@ -548,6 +554,9 @@ struct RaftLoop {
     reconciling: bool,
     /// Shared with [`RaftHandle`]: cleared when a tick is taken.
     tick_queued: Arc<AtomicBool>,
+    /// The controller term in which this broker, leading it, last proposed
+    /// to name the cluster.
+    cluster_id_proposed: Option<Term>,
 }
 
 /// A metadata command's answer and who waits for it.
@@ -659,6 +668,7 @@ impl RaftLoop {
                 answers.push((reply, None));
             }
         }
+        self.learn_cluster_id();
         // Replicas open (and one-voter ones lead) before anyone hears the
         // outcome.
         self.held_answers.extend(answers);
@@ -1167,6 +1177,7 @@ impl RaftLoop {
                 if self.ticks % REJOIN_CHECK_TICKS == 0 {
                     self.check_rejoined();
                 }
+                self.propose_cluster_id();
                 if self.published.status_wanted.swap(false, Ordering::AcqRel) {
                     let groups = self
                         .node

@@ -198,12 +198,19 @@ impl TopicConfig {
         Ok(c)
     }
 
-    /// The settings of a committed topic: each pair in turn is kept if
-    /// today's rules take it beside those kept before it, and otherwise
-    /// left at its default; returns why each one left out was refused.
-    /// Never fails, so that a topic created under older rules survives a
-    /// replay of the controller's log (see `ClusterImage::apply`).
+    /// The settings of a committed topic: all of its pairs when today's
+    /// rules take them together (as they did when proposed, unless the
+    /// rules changed since); otherwise each pair in turn is kept if today's
+    /// rules take it beside those kept before it, and left at its default
+    /// if not. Returns why each pair left out was refused. Never fails, so
+    /// that a topic created under older rules survives a replay of the
+    /// controller's log (see `ClusterImage::apply`).
     pub fn from_committed_pairs(pairs: &[(String, String)]) -> (TopicConfig, Vec<String>) {
+        // Bounds between settings (a segment holds the largest batch) hold
+        // only together: taken one at a time, the first may be refused.
+        if let Ok(config) = TopicConfig::from_pairs(pairs) {
+            return (config, Vec::new());
+        }
         let mut kept: Vec<(String, String)> = Vec::new();
         let mut refused = Vec::new();
         for pair in pairs {

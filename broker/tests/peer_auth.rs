@@ -11,7 +11,6 @@ mod common;
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::os::unix::fs::PermissionsExt;
-use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use common::Client;
@@ -20,48 +19,15 @@ use rill_client::protocol::messages::*;
 use rill_client::protocol::{ErrorCode, Request, Response};
 use rill_replication::BrokerId;
 use rill_replication::handshake::{CHALLENGE_BYTES, Hello, PROOF_BYTES};
-use rill_replication::ids::Incarnation;
+use rill_replication::ids::{ClusterId, Incarnation};
 
-/// Runs `rill-broker` with `args` (two peers on free ports) and returns its
-/// exit status and stderr; it must exit on its own within 60 s.
+/// Runs `rill-broker` as broker 1 of two peers on free ports, with
+/// `args`, until it exits on its own; see [`common::run_to_exit`].
 fn run_to_exit(data_dir: &std::path::Path, args: &[&str]) -> (std::process::ExitStatus, String) {
     let peers = format!("1=127.0.0.1:{},2=127.0.0.1:{}", free_port(), free_port());
-    let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
-        .args([
-            "--node-id",
-            "1",
-            "--listen",
-            "127.0.0.1:0",
-            "--peers",
-            &peers,
-        ])
-        .args(args)
-        .arg("--data-dir")
-        .arg(data_dir)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the broker did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    };
-    let mut err = String::new();
-    child
-        .stderr
-        .take()
-        .unwrap()
-        .read_to_string(&mut err)
-        .unwrap();
-    (status, err)
+    let mut all = vec!["--node-id", "1", "--peers", &peers];
+    all.extend_from_slice(args);
+    common::run_to_exit(data_dir, &all)
 }
 
 #[test]
@@ -105,6 +71,7 @@ fn a_process_posing_as_a_broker_gets_no_frame_and_the_cluster_keeps_serving() {
             to: BrokerId(to as u64),
             incarnation: Incarnation(3),
             known: Incarnation::UNKNOWN,
+            cluster: ClusterId::UNKNOWN,
             nonce: [3; 32],
         };
         s.write_all(&hello.encode()).unwrap();
@@ -163,7 +130,7 @@ fn register_broker_on_the_client_port_is_refused_and_the_address_stays() {
 fn a_forged_append_conflicting_with_a_committed_entry_is_refused_and_the_broker_keeps_serving() {
     use raft::eraftpb::{Entry, Message, MessageType};
     use rill_replication::handshake::{ClusterSecret, End, dial};
-    use rill_replication::ids::Incarnation;
+    use rill_replication::ids::{ClusterId, Incarnation};
     use rill_replication::wire::encode_frame;
 
     let c = TestCluster::start(3);
@@ -192,6 +159,7 @@ fn a_forged_append_conflicting_with_a_committed_entry_is_refused_and_the_broker_
         let me = End {
             id: BrokerId(1),
             incarnation: Incarnation(1),
+            cluster: ClusterId::UNKNOWN,
         };
         dial(&mut s, &secret, me, BrokerId(2), Incarnation::UNKNOWN)
             .await

@@ -60,6 +60,13 @@ fn a_broker_back_with_an_empty_data_directory_is_caught_up_before_it_votes_and_n
     });
     let before = identity(&c, 3);
     assert_eq!(before["rejoining"], false);
+    c.wait_for("the cluster to be named", 30, |c| {
+        identity(c, 1)["cluster_id"].is_string()
+    });
+    let cluster_id = identity(&c, 1)["cluster_id"].clone();
+    c.wait_for("every broker to record the cluster id", 30, |c| {
+        (1..=3).all(|b| identity(c, b)["cluster_id"] == cluster_id)
+    });
 
     // The disk goes: broker 3 comes back with nothing.
     c.kill(3);
@@ -78,6 +85,11 @@ fn a_broker_back_with_an_empty_data_directory_is_caught_up_before_it_votes_and_n
     c.wait_for("broker 3 to vote again", 30, |c| {
         identity(c, 3)["rejoining"] == false
     });
+    assert_eq!(
+        identity(&c, 3)["cluster_id"],
+        cluster_id,
+        "the new incarnation learnt the same cluster"
+    );
 
     // Every acknowledged record is there, in order, on whichever broker
     // leads each partition.

@@ -24,6 +24,14 @@
 //! directory (it then lost what it had acknowledged, and must not vote
 //! until it has caught up).
 //!
+//! So do the [`ClusterId`]s: a broker of another cluster is refused even if
+//! it holds the same secret (a data directory moved between clusters, a
+//! secret file reused), by the acceptor before it answers, by the dialer
+//! before it proves anything. A broker that has not learnt its cluster's
+//! id yet (a new cluster, an emptied data directory) sends
+//! [`ClusterId::UNKNOWN`], and meets any cluster: it learns the id from
+//! the controller's log.
+//!
 //! MACs are compared in constant time (`hmac`'s `verify_slice`). The
 //! labels keep the two MACs apart: an acceptor that answers any hello is
 //! an oracle for acceptor MACs only, which never pass as a dialer's proof.
@@ -36,12 +44,12 @@
 //! and [`accept`] run them over any byte stream, a plain TCP stream today
 //! and a TLS stream when one wraps it.
 //!
-//! # Byte layout (version 1)
+//! # Byte layout (version 2)
 //!
 //! Fixed sizes, so a reader never allocates from what it reads. Integers
 //! are little-endian, as in [`crate::wire`].
 //!
-//! A [`Hello`], [`HELLO_BYTES`] = 92 bytes:
+//! A [`Hello`], [`HELLO_BYTES`] = 108 bytes:
 //!
 //! | offset | size | field         | meaning |
 //! |-------:|-----:|---------------|---------|
@@ -52,9 +60,10 @@
 //! |     20 |    8 | `to`          | `u64`: the broker the dialer means to reach |
 //! |     28 |   16 | `incarnation` | `u128`: the dialer's [`Incarnation`] |
 //! |     44 |   16 | `known`       | `u128`: the acceptor's incarnation as the dialer last saw it (0: never) |
-//! |     60 |   32 | `nonce`       | the dialer's random nonce |
+//! |     60 |   16 | `cluster`     | `u128`: the dialer's [`ClusterId`] (0: not learnt yet) |
+//! |     76 |   32 | `nonce`       | the dialer's random nonce |
 //!
-//! A [`Challenge`], [`CHALLENGE_BYTES`] = 116 bytes:
+//! A [`Challenge`], [`CHALLENGE_BYTES`] = 132 bytes:
 //!
 //! | offset | size | field         | meaning |
 //! |-------:|-----:|---------------|---------|
@@ -64,11 +73,12 @@
 //! |     12 |    8 | `from`        | `u64`: the acceptor's [`BrokerId`] |
 //! |     20 |   16 | `incarnation` | `u128`: the acceptor's [`Incarnation`] |
 //! |     36 |   16 | `known`       | `u128`: the dialer's incarnation as the acceptor last saw it (0: never) |
-//! |     52 |   32 | `nonce`       | the acceptor's random nonce |
-//! |     84 |   32 | `mac`         | HMAC-SHA256(secret, `rill-peer-v1 acceptor` ‖ hello ‖ bytes 0..84) |
+//! |     52 |   16 | `cluster`     | `u128`: the acceptor's [`ClusterId`] (0: not learnt yet) |
+//! |     68 |   32 | `nonce`       | the acceptor's random nonce |
+//! |    100 |   32 | `mac`         | HMAC-SHA256(secret, `rill-peer-v2 acceptor` ‖ hello ‖ bytes 0..100) |
 //!
 //! A [`Proof`], [`PROOF_BYTES`] = 32 bytes: HMAC-SHA256(secret,
-//! `rill-peer-v1 dialer` ‖ hello ‖ challenge).
+//! `rill-peer-v2 dialer` ‖ hello ‖ challenge).
 //!
 //! A broker started with no secret (a cluster run with `--insecure-peers`)
 //! runs the same handshake under an empty key: brokers still name
@@ -82,24 +92,24 @@ use hmac::{Hmac, Mac};
 use sha2::Sha256;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
 
-use crate::ids::{BrokerId, Incarnation};
+use crate::ids::{BrokerId, ClusterId, Incarnation};
 
 type HmacSha256 = Hmac<Sha256>;
 
 /// The first bytes of every handshake message.
 pub const HANDSHAKE_MAGIC: [u8; 8] = *b"RILLPEER";
 /// The handshake's version; a peer speaking another is refused.
-pub const HANDSHAKE_VERSION: u16 = 1;
+pub const HANDSHAKE_VERSION: u16 = 2;
 /// Bytes of a nonce.
 pub const NONCE_BYTES: usize = 32;
 /// Bytes of a MAC (HMAC-SHA256).
 pub const MAC_BYTES: usize = 32;
 /// Bytes of a [`Hello`].
-pub const HELLO_BYTES: usize = 60 + NONCE_BYTES;
+pub const HELLO_BYTES: usize = 76 + NONCE_BYTES;
 /// Bytes of a [`Challenge`].
 pub const CHALLENGE_BYTES: usize = CHALLENGE_MACED_BYTES + MAC_BYTES;
 /// Bytes of a [`Challenge`] before its MAC (what the MAC covers of it).
-const CHALLENGE_MACED_BYTES: usize = 52 + NONCE_BYTES;
+const CHALLENGE_MACED_BYTES: usize = 68 + NONCE_BYTES;
 /// Bytes of a [`Proof`].
 pub const PROOF_BYTES: usize = MAC_BYTES;
 /// Shortest cluster secret, bytes (after surrounding whitespace is
@@ -108,8 +118,8 @@ pub const SECRET_BYTES_MIN: usize = 16;
 /// Longest cluster secret file, bytes; checked before it is read.
 pub const SECRET_FILE_BYTES_MAX: u64 = 4096;
 
-const ACCEPTOR_LABEL: &[u8] = b"rill-peer-v1 acceptor";
-const DIALER_LABEL: &[u8] = b"rill-peer-v1 dialer";
+const ACCEPTOR_LABEL: &[u8] = b"rill-peer-v2 acceptor";
+const DIALER_LABEL: &[u8] = b"rill-peer-v2 dialer";
 
 /// Why a handshake failed.
 #[derive(Debug, thiserror::Error)]
@@ -141,6 +151,14 @@ pub enum HandshakeError {
         expected: BrokerId,
         /// The broker that answered.
         answered: BrokerId,
+    },
+    /// The other broker belongs to another cluster.
+    #[error("the peer belongs to cluster {theirs}, this broker to cluster {mine}")]
+    OtherCluster {
+        /// This broker's cluster.
+        mine: ClusterId,
+        /// The other's.
+        theirs: ClusterId,
     },
     /// The other side's MAC does not check: it holds another secret (or
     /// none).
@@ -351,8 +369,21 @@ pub struct PeerIdentity {
     pub secret: ClusterSecret,
     /// This broker's incarnation.
     pub incarnation: Incarnation,
+    /// Its cluster's id, once learnt (set once, by whoever learns it).
+    pub cluster: std::sync::Arc<std::sync::OnceLock<ClusterId>>,
     /// What it remembers of its peers.
     pub book: std::sync::Arc<dyn PeerBook>,
+}
+
+impl PeerIdentity {
+    /// How broker `id` shows itself in a handshake starting now.
+    pub fn end(&self, id: BrokerId) -> End {
+        End {
+            id,
+            incarnation: self.incarnation,
+            cluster: self.cluster.get().copied().unwrap_or(ClusterId::UNKNOWN),
+        }
+    }
 }
 
 /// One end of a handshake: a broker and the life of its data directory.
@@ -362,6 +393,22 @@ pub struct End {
     pub id: BrokerId,
     /// Its data directory's incarnation.
     pub incarnation: Incarnation,
+    /// Its cluster ([`ClusterId::UNKNOWN`]: not learnt yet).
+    pub cluster: ClusterId,
+}
+
+impl End {
+    /// Refuses a peer of another cluster; one that has not learnt its
+    /// cluster yet, or a broker that has not, meets any.
+    fn check_cluster(&self, theirs: ClusterId) -> Result<(), HandshakeError> {
+        if self.cluster.is_known() && theirs.is_known() && self.cluster != theirs {
+            return Err(HandshakeError::OtherCluster {
+                mine: self.cluster,
+                theirs,
+            });
+        }
+        Ok(())
+    }
 }
 
 /// What a handshake tells one side about the other, authenticated.
@@ -385,6 +432,8 @@ pub struct Hello {
     pub incarnation: Incarnation,
     /// The acceptor's incarnation as the dialer last saw it.
     pub known: Incarnation,
+    /// The dialer's cluster.
+    pub cluster: ClusterId,
     /// The dialer's nonce.
     pub nonce: [u8; NONCE_BYTES],
 }
@@ -414,10 +463,12 @@ fn u64_at(buf: &[u8], at: usize) -> u64 {
     u64::from_le_bytes(buf[at..at + 8].try_into().expect("8 bytes"))
 }
 
+fn u128_at(buf: &[u8], at: usize) -> u128 {
+    u128::from_le_bytes(buf[at..at + 16].try_into().expect("16 bytes"))
+}
+
 fn incarnation_at(buf: &[u8], at: usize) -> Incarnation {
-    Incarnation(u128::from_le_bytes(
-        buf[at..at + 16].try_into().expect("16 bytes"),
-    ))
+    Incarnation(u128_at(buf, at))
 }
 
 impl Hello {
@@ -429,7 +480,8 @@ impl Hello {
         out[20..28].copy_from_slice(&self.to.get().to_le_bytes());
         out[28..44].copy_from_slice(&self.incarnation.0.to_le_bytes());
         out[44..60].copy_from_slice(&self.known.0.to_le_bytes());
-        out[60..].copy_from_slice(&self.nonce);
+        out[60..76].copy_from_slice(&self.cluster.0.to_le_bytes());
+        out[76..].copy_from_slice(&self.nonce);
         out
     }
 
@@ -441,7 +493,8 @@ impl Hello {
             to: BrokerId(u64_at(buf, 20)),
             incarnation: incarnation_at(buf, 28),
             known: incarnation_at(buf, 44),
-            nonce: buf[60..].try_into().expect("32 bytes"),
+            cluster: ClusterId(u128_at(buf, 60)),
+            nonce: buf[76..].try_into().expect("32 bytes"),
         })
     }
 }
@@ -455,6 +508,8 @@ pub struct Challenge {
     pub incarnation: Incarnation,
     /// The dialer's incarnation as the acceptor last saw it.
     pub known: Incarnation,
+    /// The acceptor's cluster.
+    pub cluster: ClusterId,
     /// The acceptor's nonce.
     pub nonce: [u8; NONCE_BYTES],
     /// Its MAC over the hello and the fields above.
@@ -469,7 +524,8 @@ impl Challenge {
         out[12..20].copy_from_slice(&self.from.get().to_le_bytes());
         out[20..36].copy_from_slice(&self.incarnation.0.to_le_bytes());
         out[36..52].copy_from_slice(&self.known.0.to_le_bytes());
-        out[52..CHALLENGE_MACED_BYTES].copy_from_slice(&self.nonce);
+        out[52..68].copy_from_slice(&self.cluster.0.to_le_bytes());
+        out[68..CHALLENGE_MACED_BYTES].copy_from_slice(&self.nonce);
         out[CHALLENGE_MACED_BYTES..].copy_from_slice(&self.mac);
         out
     }
@@ -481,7 +537,8 @@ impl Challenge {
             from: BrokerId(u64_at(buf, 12)),
             incarnation: incarnation_at(buf, 20),
             known: incarnation_at(buf, 36),
-            nonce: buf[52..CHALLENGE_MACED_BYTES].try_into().expect("32 bytes"),
+            cluster: ClusterId(u128_at(buf, 52)),
+            nonce: buf[68..CHALLENGE_MACED_BYTES].try_into().expect("32 bytes"),
             mac: buf[CHALLENGE_MACED_BYTES..].try_into().expect("32 bytes"),
         })
     }
@@ -492,6 +549,7 @@ impl Challenge {
 pub struct Dialer {
     secret: ClusterSecret,
     hello: [u8; HELLO_BYTES],
+    me: End,
     peer: BrokerId,
 }
 
@@ -510,12 +568,14 @@ impl Dialer {
             to: peer,
             incarnation: me.incarnation,
             known,
+            cluster: me.cluster,
             nonce,
         }
         .encode();
         let dialer = Dialer {
             secret: secret.clone(),
             hello,
+            me,
             peer,
         };
         (dialer, hello)
@@ -541,11 +601,14 @@ impl Dialer {
             )
             .verify_slice(&challenge.mac)
             .map_err(|_| HandshakeError::BadMac)?;
+        // Refused before this broker proves anything to it.
+        self.me.check_cluster(challenge.cluster)?;
         let proof = self.secret.mac(DIALER_LABEL, &[&self.hello, bytes]);
         let met = Met {
             peer: End {
                 id: challenge.from,
                 incarnation: challenge.incarnation,
+                cluster: challenge.cluster,
             },
             knew_me_as: challenge.known,
         };
@@ -586,10 +649,12 @@ impl Acceptor {
         if !dials_me(hello.from) {
             return Err(HandshakeError::NotAPeer(hello.from));
         }
+        me.check_cluster(hello.cluster)?;
         let mut challenge = Challenge {
             from: me.id,
             incarnation: me.incarnation,
             known: known(hello.from),
+            cluster: me.cluster,
             nonce,
             mac: [0; MAC_BYTES],
         }
@@ -607,6 +672,7 @@ impl Acceptor {
                 peer: End {
                     id: hello.from,
                     incarnation: hello.incarnation,
+                    cluster: hello.cluster,
                 },
                 knew_me_as: hello.known,
             },
@@ -680,10 +746,14 @@ mod tests {
         ClusterSecret::new(s.as_bytes()).expect("long enough")
     }
 
+    /// The cluster of the brokers in these tests.
+    const CLUSTER: ClusterId = ClusterId(0xC1);
+
     fn end(id: u64) -> End {
         End {
             id: BrokerId(id),
             incarnation: Incarnation(u128::from(id) * 1000),
+            cluster: CLUSTER,
         }
     }
 
@@ -794,6 +864,66 @@ mod tests {
     }
 
     #[test]
+    fn brokers_of_different_clusters_refuse_each_other_and_one_not_yet_told_meets_any() {
+        let s = secret("correct horse battery staple");
+        let of = |id: u64, cluster: u128| End {
+            cluster: ClusterId(cluster),
+            ..end(id)
+        };
+        let shake = |dialer: End, acceptor: End| {
+            let (d, hello) = Dialer::start(
+                &s,
+                dialer,
+                BrokerId(2),
+                Incarnation::UNKNOWN,
+                [1; NONCE_BYTES],
+            );
+            let (a, challenge) =
+                Acceptor::on_hello(&s, acceptor, |_| true, never_seen, &hello, [2; NONCE_BYTES])?;
+            let (met, proof) = d.on_challenge(&challenge)?;
+            a.on_proof(&proof)?;
+            Ok::<Met, HandshakeError>(met)
+        };
+        // The acceptor refuses a hello from another cluster: no challenge.
+        assert!(matches!(
+            shake(of(1, 0xA), of(2, 0xB)),
+            Err(HandshakeError::OtherCluster { mine, theirs })
+                if mine == ClusterId(0xB) && theirs == ClusterId(0xA)
+        ));
+        // The dialer refuses a challenge from another cluster, even one
+        // that answered (it had not learnt its own id when it did).
+        let (d, hello) = Dialer::start(&s, of(1, 0xA), BrokerId(2), Incarnation::UNKNOWN, [1; 32]);
+        let (_, challenge) =
+            Acceptor::on_hello(&s, of(2, 0), |_| true, never_seen, &hello, [2; NONCE_BYTES])
+                .expect("a broker not yet told its cluster answers");
+        let mut forged = Challenge::decode(&challenge).expect("decodes");
+        forged.cluster = ClusterId(0xB);
+        let mut bytes = forged.encode();
+        let mac = s.mac(ACCEPTOR_LABEL, &[&hello, &bytes[..CHALLENGE_MACED_BYTES]]);
+        bytes[CHALLENGE_MACED_BYTES..].copy_from_slice(&mac.finalize().into_bytes());
+        assert!(matches!(
+            d.on_challenge(&bytes),
+            Err(HandshakeError::OtherCluster { .. })
+        ));
+        // Either side not yet told its cluster meets any.
+        assert_eq!(
+            shake(of(1, 0), of(2, 0xB))
+                .expect("dialer not told")
+                .peer
+                .cluster,
+            ClusterId(0xB)
+        );
+        assert_eq!(
+            shake(of(1, 0xA), of(2, 0))
+                .expect("acceptor not told")
+                .peer
+                .cluster,
+            ClusterId::UNKNOWN
+        );
+        assert!(shake(of(1, 0xA), of(2, 0xA)).is_ok());
+    }
+
+    #[test]
     fn a_challenge_from_another_broker_is_refused() {
         let s = secret("correct horse battery staple");
         let (d, hello) = hello_to(&s, 1, 2, 1);
@@ -819,15 +949,17 @@ mod tests {
             to: BrokerId(0x0102),
             incarnation: Incarnation(0x0A),
             known: Incarnation(0x0B0C),
+            cluster: ClusterId(0x0F0E),
             nonce: [0xAB; NONCE_BYTES],
         };
         let mut expected = Vec::new();
         expected.extend_from_slice(b"RILLPEER");
-        expected.extend_from_slice(&[1, 0, 0, 0]);
+        expected.extend_from_slice(&[2, 0, 0, 0]);
         expected.extend_from_slice(&[1, 0, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[2, 1, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[0x0A, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[0x0C, 0x0B, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
+        expected.extend_from_slice(&[0x0E, 0x0F, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0]);
         expected.extend_from_slice(&[0xAB; NONCE_BYTES]);
         assert_eq!(hello.encode().as_slice(), expected.as_slice());
         assert_eq!(Hello::decode(&hello.encode()).expect("round trip"), hello);
@@ -838,6 +970,7 @@ mod tests {
         let me = End {
             id: BrokerId(0x0102),
             incarnation: Incarnation(0x0D),
+            cluster: ClusterId(0x0F0E),
         };
         let (acceptor, challenge) = Acceptor::on_hello(
             &s,
@@ -849,14 +982,18 @@ mod tests {
         )
         .expect("well formed");
         assert_eq!(&challenge[..8], b"RILLPEER");
-        assert_eq!(&challenge[8..12], &[1, 0, 0, 0]);
+        assert_eq!(&challenge[8..12], &[2, 0, 0, 0]);
         assert_eq!(&challenge[12..20], &[2, 1, 0, 0, 0, 0, 0, 0]);
         assert_eq!(&challenge[20..36], &Incarnation(0x0D).0.to_le_bytes());
         assert_eq!(&challenge[36..52], &Incarnation(0x0E).0.to_le_bytes());
-        assert_eq!(&challenge[52..84], &[0xCD; NONCE_BYTES]);
-        let hex: String = challenge[84..].iter().map(|b| format!("{b:02x}")).collect();
+        assert_eq!(&challenge[52..68], &ClusterId(0x0F0E).0.to_le_bytes());
+        assert_eq!(&challenge[68..100], &[0xCD; NONCE_BYTES]);
+        let hex: String = challenge[100..]
+            .iter()
+            .map(|b| format!("{b:02x}"))
+            .collect();
         assert_eq!(
-            hex, "0dd3ea45392f84341f569646c1c687f7207c7f3ead39eb4d7e64d4d0d538ca4d",
+            hex, "722b0529a7720f5ef3440f36c914cf5e404844c0e109d64d0c78ddc24cc02dcd",
             "the acceptor MAC of this transcript changed"
         );
         assert_eq!(acceptor.claimed(), BrokerId(1));
@@ -899,6 +1036,7 @@ mod tests {
             to: BrokerId(2),
             incarnation: Incarnation(1),
             known: Incarnation::UNKNOWN,
+            cluster: CLUSTER,
             nonce: [0; NONCE_BYTES],
         }
         .encode();
@@ -906,10 +1044,10 @@ mod tests {
         bad[0] = b'X';
         assert!(matches!(Hello::decode(&bad), Err(HandshakeError::BadMagic)));
         let mut bad = good;
-        bad[8] = 2;
+        bad[8] = 1;
         assert!(matches!(
             Hello::decode(&bad),
-            Err(HandshakeError::UnsupportedVersion(2))
+            Err(HandshakeError::UnsupportedVersion(1))
         ));
         let mut bad = good;
         bad[10] = 1;
@@ -984,6 +1122,7 @@ mod tests {
             to in 1u64..,
             incarnation in proptest::num::u128::ANY,
             known in proptest::num::u128::ANY,
+            cluster in proptest::num::u128::ANY,
             nonce in proptest::array::uniform32(proptest::num::u8::ANY),
         ) {
             let h = Hello {
@@ -991,6 +1130,7 @@ mod tests {
                 to: BrokerId(to),
                 incarnation: Incarnation(incarnation),
                 known: Incarnation(known),
+                cluster: ClusterId(cluster),
                 nonce,
             };
             proptest::prop_assert_eq!(Hello::decode(&h.encode()).expect("decodes"), h);

@@ -49,7 +49,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Mutex, OwnedSemaphorePermit, Semaphore, mpsc};
 use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
-use crate::handshake::{self, End, PeerIdentity};
+use crate::handshake::{self, PeerIdentity};
 use crate::ids::{BrokerId, GroupId};
 use crate::node::Outgoing;
 use crate::wire::{
@@ -488,10 +488,6 @@ async fn dial_loop(
     budget: Arc<Semaphore>,
     identity: PeerIdentity,
 ) {
-    let me = End {
-        id,
-        incarnation: identity.incarnation,
-    };
     let mut backoff_ms = 50;
     let mut generation = 0u64;
     loop {
@@ -499,6 +495,8 @@ async fn dial_loop(
             Ok(mut stream) => {
                 backoff_ms = 50;
                 let _ = stream.set_nodelay(true);
+                // Per connection: the cluster id may have been learnt since.
+                let me = identity.end(id);
                 let shaken = tokio::time::timeout(
                     Duration::from_millis(PEER_HELLO_MS_MAX),
                     handshake::dial(
@@ -547,10 +545,6 @@ async fn accept_loop(
     budget: Arc<Semaphore>,
     identity: PeerIdentity,
 ) {
-    let me = End {
-        id,
-        incarnation: identity.incarnation,
-    };
     let mut generation = 1u64 << 32;
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_PENDING_MAX));
     loop {
@@ -575,6 +569,7 @@ async fn accept_loop(
             let _ = stream.set_nodelay(true);
             // Only brokers with lower ids dial this one.
             let dials_me = |b: BrokerId| b < id && slots.contains_key(&b);
+            let me = identity.end(id);
             let shaken = tokio::time::timeout(
                 Duration::from_millis(PEER_HELLO_MS_MAX),
                 handshake::accept(&mut stream, &identity.secret, me, dials_me, |b| {

@@ -15,7 +15,7 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use rill_replication::handshake::{
     CHALLENGE_BYTES, ClusterSecret, Hello, MemoryPeerBook, PROOF_BYTES, PeerIdentity,
 };
-use rill_replication::ids::Incarnation;
+use rill_replication::ids::{ClusterId, Incarnation};
 use rill_replication::transport::{FRAME_TARGET_BYTES, INBOUND_BYTES_MAX, Inbound, Transport};
 use rill_replication::{BrokerId, GroupId, Outgoing};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -53,6 +53,7 @@ fn identity(secret: ClusterSecret) -> PeerIdentity {
     PeerIdentity {
         secret,
         incarnation: Incarnation::fresh(),
+        cluster: std::sync::Arc::default(),
         book: std::sync::Arc::new(MemoryPeerBook::default()),
     }
 }
@@ -68,13 +69,13 @@ async fn pair() -> (
     std::net::SocketAddr,
     (Transport, mpsc::Receiver<Inbound>),
 ) {
-    pair_with(secret(SECRET), secret(SECRET)).await
+    pair_with(identity(secret(SECRET)), identity(secret(SECRET))).await
 }
 
-/// [`pair`], with each broker's secret given.
+/// [`pair`], with each broker's identity given.
 async fn pair_with(
-    secret1: ClusterSecret,
-    secret2: ClusterSecret,
+    identity1: PeerIdentity,
+    identity2: PeerIdentity,
 ) -> (
     Transport,
     mpsc::Receiver<Inbound>,
@@ -88,8 +89,8 @@ async fn pair_with(
         [(BrokerId(1), a1.to_string()), (BrokerId(2), a2.to_string())].into();
     let (tx1, _rx1) = mpsc::channel(1024);
     let (tx2, rx2) = mpsc::channel(1024);
-    let t1 = Transport::start(BrokerId(1), l1, peers.clone(), tx1, identity(secret1));
-    let t2 = Transport::start(BrokerId(2), l2, peers, tx2, identity(secret2));
+    let t1 = Transport::start(BrokerId(1), l1, peers.clone(), tx1, identity1);
+    let t2 = Transport::start(BrokerId(2), l2, peers, tx2, identity2);
     (t1, rx2, a2, (t2, _rx1))
 }
 
@@ -324,6 +325,7 @@ async fn a_stranger_or_garbage_on_the_peer_port_is_closed_and_peers_carry_on() {
         to: BrokerId(2),
         incarnation: Incarnation(9),
         known: Incarnation::UNKNOWN,
+        cluster: ClusterId::UNKNOWN,
         nonce: [1; 32],
     };
     stranger.write_all(&hello.encode()).await.unwrap();
@@ -431,6 +433,7 @@ async fn a_forger_naming_a_real_peer_gets_no_frame_and_the_peer_keeps_its_connec
         to: BrokerId(2),
         incarnation: Incarnation(1),
         known: Incarnation::UNKNOWN,
+        cluster: ClusterId::UNKNOWN,
         nonce: [7; 32],
     };
     forger.write_all(&hello.encode()).await.unwrap();
@@ -462,11 +465,37 @@ async fn a_forger_naming_a_real_peer_gets_no_frame_and_the_peer_keeps_its_connec
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_holding_different_secrets_never_exchange_a_frame() {
-    let (t1, mut rx2, _a2, (t2, mut rx1)) = pair_with(
-        secret(SECRET),
-        secret("another cluster's secret, not this one"),
+    let (t1, rx2, _a2, (t2, rx1)) = pair_with(
+        identity(secret(SECRET)),
+        identity(secret("another cluster's secret, not this one")),
     )
     .await;
+    never_exchange_a_frame(&t1, rx2, &t2, rx1).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn brokers_of_different_clusters_never_exchange_a_frame_even_sharing_a_secret() {
+    let of_cluster = |cluster: u128| {
+        let me = identity(secret(SECRET));
+        me.cluster.set(ClusterId(cluster)).unwrap();
+        me
+    };
+    let (t1, rx2, _a2, (t2, rx1)) = pair_with(of_cluster(0xA), of_cluster(0xB)).await;
+    never_exchange_a_frame(&t1, rx2, &t2, rx1).await;
+
+    // Of one cluster, they do.
+    let (t1, mut rx2, _a2, _keep) = pair_with(of_cluster(0xA), of_cluster(0xA)).await;
+    connected(&t1, &mut rx2).await;
+}
+
+/// Sends from each of two brokers to the other for 3 s; asserts that
+/// neither receives anything.
+async fn never_exchange_a_frame(
+    t1: &Transport,
+    mut rx2: mpsc::Receiver<Inbound>,
+    t2: &Transport,
+    mut rx1: mpsc::Receiver<Inbound>,
+) {
     // Each side retries its connection several times in this window
     // (backoff under a second); none may deliver a message.
     let until = tokio::time::Instant::now() + Duration::from_secs(3);
@@ -493,7 +522,10 @@ async fn brokers_holding_different_secrets_never_exchange_a_frame() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn brokers_without_a_secret_on_either_side_still_connect() {
-    let (t1, mut rx2, _a2, _keep) =
-        pair_with(ClusterSecret::insecure(), ClusterSecret::insecure()).await;
+    let (t1, mut rx2, _a2, _keep) = pair_with(
+        identity(ClusterSecret::insecure()),
+        identity(ClusterSecret::insecure()),
+    )
+    .await;
     connected(&t1, &mut rx2).await;
 }

@@ -137,6 +137,42 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// Runs `rill-broker` on `data_dir` with `args` (and `--listen
+/// 127.0.0.1:0`) and returns its exit status and stderr: for brokers that
+/// must refuse to run. It must exit on its own within 60 s.
+pub fn run_to_exit(data_dir: &Path, args: &[&str]) -> (std::process::ExitStatus, String) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
+        .args(["--listen", "127.0.0.1:0"])
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Read while it runs: a broker that logs much must not block on a
+    // full pipe.
+    let mut stderr = child.stderr.take().unwrap();
+    let reader = std::thread::spawn(move || {
+        let mut err = String::new();
+        let _ = stderr.read_to_string(&mut err);
+        err
+    });
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    let status = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            break status;
+        }
+        if std::time::Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the broker did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    (status, reader.join().unwrap())
+}
+
 /// A blocking client for tests: one request at a time unless told otherwise.
 pub struct Client {
     pub stream: TcpStream,

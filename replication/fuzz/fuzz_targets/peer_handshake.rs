@@ -9,7 +9,7 @@ use rill_replication::BrokerId;
 use rill_replication::handshake::{
     Acceptor, CHALLENGE_BYTES, Challenge, ClusterSecret, End, HELLO_BYTES, Hello, PROOF_BYTES,
 };
-use rill_replication::ids::Incarnation;
+use rill_replication::ids::{ClusterId, Incarnation};
 
 fuzz_target!(|data: &[u8]| {
     let secret = ClusterSecret::new(b"the fuzzer never learns this secret").expect("long enough");
@@ -26,9 +26,11 @@ fuzz_target!(|data: &[u8]| {
             assert_eq!(d.encode(), c, "a decoded challenge re-encodes to its bytes");
         }
     }
+    // Of a known cluster, so that hellos of another one are refused too.
     let me = End {
         id: BrokerId(2),
         incarnation: Incarnation(2),
+        cluster: ClusterId(0xC1),
     };
     let accepted = Acceptor::on_hello(
         &secret,
