@@ -631,7 +631,8 @@ impl RaftLoop {
         let batches = {
             let log = lock(&log);
             let from = self.applied.next().max(log.first_raft_index());
-            log.read_entries(from, through.next(), u64::MAX)?
+            // Owned copies: applying decodes the commands inside.
+            log.read_entries_owned(from, through.next(), u64::MAX)?
         };
         let mut answers = Vec::new();
         for b in batches {

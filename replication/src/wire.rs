@@ -249,6 +249,11 @@ pub enum WireError {
 /// it becomes a part of the frame of its own.
 pub const ZERO_COPY_BYTES_MIN: usize = 4096;
 
+// Entry data encoded inline is copied by this process: the log must hand
+// out every such entry as an owned copy, never as bytes of a mapping a
+// file cut short could fault under (see `rill_storage::ENTRY_COPY_BELOW_BYTES`).
+const _: () = assert!(ZERO_COPY_BYTES_MIN as u64 <= rill_storage::ENTRY_COPY_BELOW_BYTES);
+
 /// Appends a whole frame payload: the header, then every pair in order.
 ///
 /// # Panics

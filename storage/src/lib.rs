@@ -31,7 +31,7 @@ pub use crate::batch::{Batches, Header, MAX_BATCH_BYTES_DEFAULT, Record, RecordB
 pub use crate::builder::{BatchBuilder, NewRecord, ProducerStamp, control_batch};
 pub use crate::config::{Clock, LogConfig, ManualClock, SystemClock};
 pub use crate::error::{BatchError, LogError};
-pub use crate::log::{Appended, Log, LogPosition, batches_of};
+pub use crate::log::{Appended, ENTRY_COPY_BELOW_BYTES, Log, LogPosition, batches_of};
 pub use crate::recovery::sync_dir;
 pub use crate::retention::{Expired, RetentionOutcome};
 pub use crate::span::FileSpan;

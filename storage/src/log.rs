@@ -59,6 +59,14 @@ pub struct Appended {
     pub batch_bytes: u64,
 }
 
+/// Raft entries shorter than this are read back as owned copies (`pread`)
+/// rather than as bytes of the mapping: whoever sends or decodes them copies
+/// them itself (a peer frame encodes data under 4 KiB inline), and a copy
+/// out of a mapping whose file was cut short since the last length check
+/// would raise SIGBUS. Longer ones are only ever copied by the kernel
+/// (`writev`, `sendfile`), where a page gone is an error.
+pub const ENTRY_COPY_BELOW_BYTES: u64 = 4096;
+
 /// The log of one partition replica. See the module documentation.
 #[derive(Debug)]
 pub struct Log {
@@ -609,14 +617,38 @@ impl Log {
     }
 
     /// The stored batches with Raft indexes in `[from, to)`, at most
-    /// `max_bytes` of them but at least one. Each is an owned copy read
-    /// with `pread`: callers look inside entries (Raft, the controller's
-    /// commands), and a file cut short must answer an error, not SIGBUS.
+    /// `max_bytes` of them but at least one. Headers are read with
+    /// `pread`; a batch shorter than [`ENTRY_COPY_BELOW_BYTES`] is an owned
+    /// copy read with `pread`, a longer one zero-copy bytes of the mapping
+    /// for the kernel to copy: a file cut short answers an error, never
+    /// SIGBUS.
     pub fn read_entries(
         &self,
         from: RaftIndex,
         to: RaftIndex,
         max_bytes: u64,
+    ) -> Result<Vec<RecordBatch>, LogError> {
+        self.read_entries_copying_below(from, to, max_bytes, ENTRY_COPY_BELOW_BYTES)
+    }
+
+    /// As [`Log::read_entries`], every batch an owned copy read with
+    /// `pread`: for readers that look inside entries of any size (the
+    /// controller applying its commands).
+    pub fn read_entries_owned(
+        &self,
+        from: RaftIndex,
+        to: RaftIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<RecordBatch>, LogError> {
+        self.read_entries_copying_below(from, to, max_bytes, u64::MAX)
+    }
+
+    fn read_entries_copying_below(
+        &self,
+        from: RaftIndex,
+        to: RaftIndex,
+        max_bytes: u64,
+        copy_below_bytes: u64,
     ) -> Result<Vec<RecordBatch>, LogError> {
         let (first, next) = (self.first_raft_index(), self.next_raft_index());
         if from < first || to > next || from > to {
@@ -646,11 +678,18 @@ impl Log {
                 // entry back to apply it, and a copy here was a second
                 // memcpy of every byte produced (W1 -11%). The length is
                 // checked (`fstat`) first and the header was read with
-                // `pread`. Applying reads no data; the data of entries sent
-                // to followers is copied by the kernel (writev, sendfile),
-                // only control entries and entries under 4 KiB by the
-                // process, right after this check.
-                let b = RecordBatch::from_parts(h, seg.bytes(pos, pos + len)?)?;
+                // `pread`. Applying reads no data, and the data of entries
+                // sent to followers is copied by the kernel (writev,
+                // sendfile), where a page cut away since the check is an
+                // error. Shorter entries (control entries among them) are
+                // copied by the process that sends or decodes them: read
+                // with `pread`, they never fault.
+                let bytes = if len < copy_below_bytes {
+                    seg.read_owned(pos, pos + len)?
+                } else {
+                    seg.bytes(pos, pos + len)?
+                };
+                let b = RecordBatch::from_parts(h, bytes)?;
                 if b.header().raft_index != index {
                     return Err(LogError::Damaged {
                         path: seg.paths.log.clone(),

@@ -152,3 +152,38 @@ fn a_record_corrupted_under_the_log_is_damage_to_a_time_lookup() {
     fs::write(&active, &bytes).unwrap();
     assert_damaged(log.offset_for_timestamp(1000), &active, "time lookup");
 }
+
+#[test]
+fn small_entries_read_back_stay_readable_after_their_file_is_cut_to_nothing() {
+    // Entries under ENTRY_COPY_BELOW_BYTES are copied by whoever sends or
+    // decodes them: read back as bytes of the mapping, touching them after
+    // the file was cut would raise SIGBUS and end this test's process.
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    fill(&mut log, 20);
+    log.flush().unwrap();
+    let entries = log
+        .read_entries(RaftIndex(1), RaftIndex(21), u64::MAX)
+        .unwrap();
+    assert_eq!(entries.len(), 20);
+    assert!(
+        entries
+            .iter()
+            .all(|b| (b.bytes().len() as u64) < rill_storage::ENTRY_COPY_BELOW_BYTES),
+        "the entries are small"
+    );
+    let expected: Vec<Vec<u8>> = entries.iter().map(|b| b.bytes().to_vec()).collect();
+    let owned = log
+        .read_entries_owned(RaftIndex(1), RaftIndex(21), u64::MAX)
+        .unwrap();
+    let active = segment_files(dir.path()).pop().unwrap();
+    fs::OpenOptions::new()
+        .write(true)
+        .open(&active)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+    for (read, want) in entries.iter().chain(&owned).zip(expected.iter().cycle()) {
+        assert_eq!(read.bytes().as_ref(), want.as_slice());
+    }
+}
