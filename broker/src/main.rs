@@ -1,5 +1,6 @@
-//! `rill-broker`: serves a rill cluster (for now, a single node: every
-//! partition a one-voter Raft group).
+//! `rill-broker`: one broker of a rill cluster. With `--peers` it joins the
+//! brokers named there (each partition a Raft group over its replicas);
+//! without, it is a cluster of one.
 //!
 //! With no arguments it listens on 127.0.0.1:9092 with data in `./data`.
 

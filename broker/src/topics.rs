@@ -1,19 +1,15 @@
-//! Topics: names, per-topic configuration, and the metadata file that makes
-//! a topic survive restarts.
+//! Topics: names, ids, and per-topic configuration.
 //!
-//! A topic's metadata lives in `<data>/meta/topics/<topic id>.toml`; its
-//! partitions in `<data>/<topic id>-<partition>/`. Directories are named by
-//! the id given at creation, never by the name, so a name never becomes a
-//! path and a topic deleted and re-created under the same name never meets
-//! the old data. The metadata file is written whole to a temporary file,
-//! synced, and renamed into place, so it is either the old or the new.
+//! What topics exist lives in the controller's log (see `metadata`); a
+//! topic's partitions live in `<data>/<topic id>-<partition>/`. Directories
+//! are named by the id given at creation (a canonical UUID, checked before
+//! it becomes a path), never by the name, so a name never becomes a path
+//! and a topic deleted and re-created under the same name never meets the
+//! old data.
 
-use std::collections::BTreeMap;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use rill_storage::LogConfig;
-use serde::{Deserialize, Serialize};
 
 /// Longest topic name, bytes.
 pub const TOPIC_NAME_MAX_BYTES: usize = 249;
@@ -66,7 +62,7 @@ pub const SEGMENT_MS_MIN: u64 = 60_000;
 pub const MAX_MESSAGE_BYTES_MAX: usize = rill_client::protocol::MAX_REQUEST_FRAME_BYTES;
 
 /// A topic's settings, from its `key=value` configs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
     /// `fsync`: with `true`, a write is durable once fdatasync'ed; with
     /// `false`, once it is in the page cache (it survives a crash of the
@@ -84,11 +80,9 @@ pub struct TopicConfig {
     pub max_message_bytes: usize,
     /// `message.timestamp.after.max.ms`: how far past the leader's clock a
     /// batch's largest timestamp may be; `None` for the broker's setting.
-    #[serde(default)]
     pub timestamp_after_max_ms: Option<u64>,
     /// `message.timestamp.before.max.ms`: how far behind the leader's clock
     /// a batch's first timestamp may be; `None` for the broker's setting.
-    #[serde(default)]
     pub timestamp_before_max_ms: Option<u64>,
 }
 
@@ -239,94 +233,9 @@ impl TopicConfig {
     }
 }
 
-/// What the metadata file of a topic holds.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct TopicMeta {
-    /// The topic's name.
-    pub name: String,
-    /// Its id, given at creation (UUID, hyphenated).
-    pub id: String,
-    /// Number of partitions.
-    pub partitions: u32,
-    /// The Raft group of partition 0; partition `i` is group
-    /// `first_group + i`. 0 in files written before groups existed (the
-    /// broker assigns one when it loads them).
-    #[serde(default)]
-    pub first_group: u64,
-    /// Its configuration.
-    pub config: TopicConfig,
-    /// The overrides it was created with, as given.
-    pub overrides: BTreeMap<String, String>,
-}
-
-/// Where topic metadata files live.
-pub fn meta_dir(data_dir: &Path) -> PathBuf {
-    data_dir.join("meta").join("topics")
-}
-
 /// The directory of one partition replica.
 pub fn partition_dir(data_dir: &Path, topic_id: &str, partition: u32) -> PathBuf {
     data_dir.join(format!("{topic_id}-{partition}"))
-}
-
-fn sync_dir(dir: &Path) -> std::io::Result<()> {
-    std::fs::File::open(dir)?.sync_all()
-}
-
-impl TopicMeta {
-    /// Writes the metadata file atomically and durably.
-    pub fn store(&self, data_dir: &Path) -> anyhow::Result<()> {
-        validate_topic_id(&self.id).map_err(anyhow::Error::msg)?;
-        let dir = meta_dir(data_dir);
-        std::fs::create_dir_all(&dir)?;
-        let text = toml::to_string(self)?;
-        let tmp = dir.join(format!("{}.toml.tmp", self.id));
-        let mut f = std::fs::File::create(&tmp)?;
-        f.write_all(text.as_bytes())?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, dir.join(format!("{}.toml", self.id)))?;
-        sync_dir(&dir)?;
-        Ok(())
-    }
-
-    /// Removes the metadata file durably: from then on the topic is gone,
-    /// whatever happens to its partition directories.
-    pub fn remove(&self, data_dir: &Path) -> anyhow::Result<()> {
-        validate_topic_id(&self.id).map_err(anyhow::Error::msg)?;
-        let dir = meta_dir(data_dir);
-        std::fs::remove_file(dir.join(format!("{}.toml", self.id)))?;
-        sync_dir(&dir)?;
-        Ok(())
-    }
-
-    /// Every topic stored under `data_dir`. A file whose id is not a
-    /// canonical UUID, or is not the one its name says, fails the load:
-    /// its id would name the topic's directories.
-    pub fn load_all(data_dir: &Path) -> anyhow::Result<Vec<TopicMeta>> {
-        let dir = meta_dir(data_dir);
-        let mut out = Vec::new();
-        let Ok(entries) = std::fs::read_dir(&dir) else {
-            return Ok(out);
-        };
-        for entry in entries {
-            let path = entry?.path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                let text = std::fs::read_to_string(&path)?;
-                let meta: TopicMeta = toml::from_str(&text)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                validate_topic_id(&meta.id)
-                    .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-                if path.file_stem() != Some(std::ffi::OsStr::new(&meta.id)) {
-                    anyhow::bail!("{}: holds topic id {:?}", path.display(), meta.id);
-                }
-                out.push(meta);
-            } else if path.extension().is_some_and(|e| e == "tmp") {
-                // A creation that crashed before its rename never happened.
-                std::fs::remove_file(&path)?;
-            }
-        }
-        Ok(out)
-    }
 }
 
 #[cfg(test)]
@@ -341,27 +250,6 @@ mod tests {
         for bad in ["", ".", "..", "../x", "a/b", "a b", "ü", &"x".repeat(250)] {
             assert!(validate_topic_name(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn topic_metadata_survives_a_store_and_load() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta = TopicMeta {
-            name: "orders".into(),
-            id: "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968".into(),
-            partitions: 3,
-            first_group: 4,
-            config: TopicConfig::from_pairs(&[("fsync".into(), "false".into())]).unwrap(),
-            overrides: [("fsync".to_string(), "false".to_string())]
-                .into_iter()
-                .collect(),
-        };
-        meta.store(dir.path()).unwrap();
-        // A creation that crashed before its rename leaves only a temp file.
-        std::fs::write(meta_dir(dir.path()).join("x.toml.tmp"), "garbage").unwrap();
-        assert_eq!(TopicMeta::load_all(dir.path()).unwrap(), vec![meta.clone()]);
-        meta.remove(dir.path()).unwrap();
-        assert!(TopicMeta::load_all(dir.path()).unwrap().is_empty());
     }
 
     #[test]
@@ -381,38 +269,6 @@ mod tests {
         ] {
             assert!(validate_topic_id(bad).is_err(), "{bad:?}");
         }
-    }
-
-    #[test]
-    fn loading_refuses_a_metadata_file_whose_id_is_not_a_uuid() {
-        let dir = tempfile::tempdir().unwrap();
-        let meta_dir = meta_dir(dir.path());
-        std::fs::create_dir_all(&meta_dir).unwrap();
-        let meta = TopicMeta {
-            name: "orders".into(),
-            id: "../../escape".into(),
-            partitions: 1,
-            first_group: 1,
-            config: TopicConfig::default(),
-            overrides: BTreeMap::new(),
-        };
-        assert!(meta.store(dir.path()).is_err(), "never written");
-        std::fs::write(meta_dir.join("x.toml"), toml::to_string(&meta).unwrap()).unwrap();
-        let err = TopicMeta::load_all(dir.path()).unwrap_err();
-        assert!(err.to_string().contains("not a canonical UUID"), "{err}");
-
-        // A valid id under another file's name is refused too.
-        let id = "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968";
-        std::fs::write(
-            meta_dir.join("x.toml"),
-            toml::to_string(&TopicMeta {
-                id: id.into(),
-                ..meta
-            })
-            .unwrap(),
-        )
-        .unwrap();
-        assert!(TopicMeta::load_all(dir.path()).is_err());
     }
 
     #[test]
