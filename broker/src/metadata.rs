@@ -546,6 +546,15 @@ mod tests {
         assert!(refused.is_empty(), "{refused:?}");
         assert_eq!(config.segment_bytes, 8192);
         assert_eq!(config, TopicConfig::from_pairs(&linked).unwrap());
+        // Also beside a pair refused on its own, wherever it stands.
+        for at in 0..=2 {
+            let mut with_bad = linked.clone();
+            with_bad.insert(at, ("a.config.from.later".into(), "x".into()));
+            let (config, refused) = TopicConfig::from_committed_pairs(&with_bad);
+            assert_eq!(config.segment_bytes, 8192, "bad pair at {at}");
+            assert_eq!(config.max_message_bytes, 4096, "bad pair at {at}");
+            assert_eq!(refused.len(), 1, "{refused:?}");
+        }
     }
 
     #[test]

@@ -134,6 +134,14 @@ impl TopicConfig {
     /// Applies `key=value` overrides to the defaults. Every refusal is a
     /// message naming the key and the values it takes.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<TopicConfig, String> {
+        let c = TopicConfig::parse_pairs(pairs)?;
+        c.log_config().validate().map_err(|e| e.to_string())?;
+        Ok(c)
+    }
+
+    /// As [`TopicConfig::from_pairs`], but for the bounds between settings
+    /// (a segment holds the largest batch): each pair is checked alone.
+    fn parse_pairs(pairs: &[(String, String)]) -> Result<TopicConfig, String> {
         let mut c = TopicConfig::default();
         let mut seen = std::collections::BTreeSet::new();
         // Kafka's deprecated setting for both bounds; either explicit bound
@@ -188,20 +196,19 @@ impl TopicConfig {
         }
         c.timestamp_after_max_ms = after_ms.or(difference_ms);
         c.timestamp_before_max_ms = before_ms.or(difference_ms);
-        c.log_config().validate().map_err(|e| e.to_string())?;
         Ok(c)
     }
 
     /// The settings of a committed topic: all of its pairs when today's
-    /// rules take them together (as they did when proposed, unless the
-    /// rules changed since); otherwise each pair in turn is kept if today's
-    /// rules take it beside those kept before it, and left at its default
-    /// if not. Returns why each pair left out was refused. Never fails, so
-    /// that a topic created under older rules survives a replay of the
-    /// controller's log (see `ClusterImage::apply`).
+    /// rules take them (as they did when proposed, unless the rules changed
+    /// since). Otherwise a pair today's rules refuse on its own (an unknown
+    /// key, a value out of its bounds, a key given twice) is left at its
+    /// default; then, while the bounds between the settings kept do not
+    /// hold, the last one kept is left at its default too. Returns why each
+    /// pair left out was refused. Never fails, so that a topic created
+    /// under older rules survives a replay of the controller's log (see
+    /// `ClusterImage::apply`).
     pub fn from_committed_pairs(pairs: &[(String, String)]) -> (TopicConfig, Vec<String>) {
-        // Bounds between settings (a segment holds the largest batch) hold
-        // only together: taken one at a time, the first may be refused.
         if let Ok(config) = TopicConfig::from_pairs(pairs) {
             return (config, Vec::new());
         }
@@ -209,14 +216,22 @@ impl TopicConfig {
         let mut refused = Vec::new();
         for pair in pairs {
             kept.push(pair.clone());
-            if let Err(reason) = TopicConfig::from_pairs(&kept) {
+            if let Err(reason) = TopicConfig::parse_pairs(&kept) {
                 kept.pop();
                 refused.push(reason);
             }
         }
-        let config =
-            TopicConfig::from_pairs(&kept).expect("every pair kept was taken with the rest");
-        (config, refused)
+        loop {
+            match TopicConfig::from_pairs(&kept) {
+                Ok(config) => return (config, refused),
+                Err(reason) => {
+                    let (k, v) = kept
+                        .pop()
+                        .expect("the defaults alone hold every bound between settings");
+                    refused.push(format!("{k}={v}: {reason}"));
+                }
+            }
+        }
     }
 
     /// The storage settings for this topic's partitions.

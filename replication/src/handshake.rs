@@ -30,7 +30,13 @@
 //! before it proves anything. A broker that has not learnt its cluster's
 //! id yet (a new cluster, an emptied data directory) sends
 //! [`ClusterId::UNKNOWN`], and meets any cluster: it learns the id from
-//! the controller's log.
+//! the controller's log. The id is a name, not a secret: an acceptor
+//! states it in the clear to any well-formed hello, and it keeps out only
+//! brokers that hold the secret by mistake.
+//!
+//! Versions do not mix: a broker speaking version 2 refuses version 1
+//! hellos and challenges, so every broker of a cluster moves to a new
+//! version together.
 //!
 //! MACs are compared in constant time (`hmac`'s `verify_slice`). The
 //! labels keep the two MACs apart: an acceptor that answers any hello is
