@@ -1,0 +1,382 @@
+//! `rill cluster status`: how replication stands, merged from every
+//! broker's own report.
+//!
+//! No broker knows it all: each reports the replicas it holds, and only a
+//! partition's leader knows how far its followers have matched. So the
+//! metadata names the brokers, every broker is asked (and any broker a
+//! report names that the metadata missed), and the reports are merged per
+//! partition, trusting the broker that claims the lead with the highest
+//! term. A broker that does not answer within a few seconds is shown as
+//! down instead of failing the command, since a status tool is most needed
+//! while brokers are down; the command fails only when no broker answers.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use anyhow::bail;
+use clap::Subcommand;
+use rill_client::Cluster;
+use rill_client::protocol::messages::{ClusterStatusResponse, ReplicaStatus};
+use rill_client::protocol::{Request, Response};
+
+use crate::DescribeFormat;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum ClusterCommand {
+    /// Ask every broker how replication stands: which brokers are up, the
+    /// controller, and per partition (and for the controller's own group,
+    /// topic "" in JSON) the leader, term, commit index, high watermark and
+    /// each replica's match index and lag as the leader reports them.
+    Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
+        format: DescribeFormat,
+    },
+}
+
+/// How long one broker has to answer `cluster status` before it counts as down.
+const STATUS_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// One broker as `cluster status` found it.
+#[derive(Debug)]
+struct BrokerState {
+    address: String,
+    /// Its report, or why there is none.
+    status: Result<ClusterStatusResponse, String>,
+}
+
+/// One replica of a partition, as the partition's leader reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct ReplicaView {
+    id: u32,
+    /// Its match index; unknown without a leader's report.
+    matched: Option<u64>,
+    /// The leader's last index minus the match index.
+    lag: Option<u64>,
+}
+
+/// One partition (or the controller's group) merged from every report.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct PartitionView {
+    /// Empty for the controller's own group.
+    topic: String,
+    partition: u32,
+    group: u64,
+    /// The broker that reports itself leader, if one does.
+    leader: Option<u32>,
+    term: u64,
+    commit: u64,
+    high_watermark: u64,
+    replicas: Vec<ReplicaView>,
+}
+
+/// Asks the broker at `address` for its view of replication.
+async fn ask_status(
+    cluster: Arc<Cluster>,
+    address: String,
+) -> Result<ClusterStatusResponse, String> {
+    let ask = async {
+        let connection = cluster.connection(&address).await?;
+        connection
+            .request(Request::ClusterStatus, STATUS_TIMEOUT)
+            .await
+    };
+    match tokio::time::timeout(STATUS_TIMEOUT, ask).await {
+        Err(_) => Err(format!(
+            "no answer within {} ms",
+            STATUS_TIMEOUT.as_millis()
+        )),
+        Ok(Err(e)) => Err(e.to_string()),
+        Ok(Ok(Response::ClusterStatus(s))) => Ok(s),
+        Ok(Ok(other)) => Err(format!("unexpected {:?} response", other.api_key())),
+    }
+}
+
+/// Merges the brokers' reports into one row per partition, sorted by topic
+/// then partition (the controller's group, topic "", first). A row comes
+/// from the broker that reports itself the leader (the highest term if
+/// several do); without one, from the replica with the highest term, with
+/// no leader and unknown match indexes.
+fn merge_partitions(reports: &[&ClusterStatusResponse]) -> Vec<PartitionView> {
+    let mut seen: BTreeMap<(&str, u32), Vec<(u32, &ReplicaStatus)>> = BTreeMap::new();
+    for report in reports {
+        for r in &report.replicas {
+            seen.entry((r.topic.as_str(), r.partition))
+                .or_default()
+                .push((report.broker_id, r));
+        }
+    }
+    seen.into_iter()
+        .filter_map(|((topic, partition), seen)| {
+            let leader = seen
+                .iter()
+                .filter(|(b, r)| !r.matched.is_empty() && u32::try_from(r.leader) == Ok(*b))
+                .max_by_key(|(_, r)| (r.term, r.commit));
+            let (leader, r) = match leader {
+                Some((b, r)) => (Some(*b), *r),
+                None => (None, seen.iter().max_by_key(|(_, r)| (r.term, r.commit))?.1),
+            };
+            let mut ids = r.replicas.clone();
+            for (b, _) in &r.matched {
+                if !ids.contains(b) {
+                    ids.push(*b);
+                }
+            }
+            let replicas = ids
+                .into_iter()
+                .map(|id| {
+                    let matched = leader
+                        .and_then(|_| r.matched.iter().find(|(b, _)| *b == id).map(|(_, i)| *i));
+                    ReplicaView {
+                        id,
+                        matched,
+                        lag: matched.map(|m| r.last_index.saturating_sub(m)),
+                    }
+                })
+                .collect();
+            Some(PartitionView {
+                topic: topic.to_string(),
+                partition,
+                group: r.group,
+                leader,
+                term: r.term,
+                commit: r.commit,
+                high_watermark: r.high_watermark,
+                replicas,
+            })
+        })
+        .collect()
+}
+
+/// `rill cluster status`: metadata for the broker list, then every broker's
+/// own report, merged.
+pub(crate) async fn cluster_status(
+    cluster: Arc<Cluster>,
+    format: DescribeFormat,
+) -> anyhow::Result<()> {
+    let metadata = cluster.refresh(None).await?;
+    let mut brokers: BTreeMap<u32, BrokerState> = BTreeMap::new();
+    let mut to_ask: Vec<(u32, String)> = metadata
+        .brokers
+        .iter()
+        .map(|b| (b.broker_id, format!("{}:{}", b.host, b.port)))
+        .collect();
+    // Brokers registered but missing from the metadata are asked too, once
+    // another broker's report names them.
+    while !to_ask.is_empty() {
+        let asks: Vec<_> = to_ask
+            .drain(..)
+            .map(|(id, address)| {
+                let ask = tokio::spawn(ask_status(Arc::clone(&cluster), address.clone()));
+                (id, address, ask)
+            })
+            .collect();
+        for (id, address, ask) in asks {
+            let status = ask
+                .await
+                .unwrap_or_else(|e| Err(format!("internal error: {e}")));
+            brokers.insert(id, BrokerState { address, status });
+        }
+        for state in brokers.values() {
+            for b in state.status.iter().flat_map(|s| &s.brokers) {
+                if !brokers.contains_key(&b.broker_id)
+                    && !to_ask.iter().any(|(id, _)| *id == b.broker_id)
+                {
+                    to_ask.push((b.broker_id, format!("{}:{}", b.host, b.port)));
+                }
+            }
+        }
+    }
+    let reports: Vec<&ClusterStatusResponse> = brokers
+        .values()
+        .filter_map(|b| b.status.as_ref().ok())
+        .collect();
+    if reports.is_empty() {
+        let why = brokers
+            .iter()
+            .map(|(id, b)| {
+                let error = b.status.as_ref().err().map_or("", String::as_str);
+                format!("broker {id} at {}: {error}", b.address)
+            })
+            .collect::<Vec<_>>()
+            .join("; ");
+        bail!("no broker answered the cluster status request ({why})");
+    }
+    let partitions = merge_partitions(&reports);
+    // The controller: whoever leads the controller's group, else what the
+    // metadata or any broker says.
+    let controller = partitions
+        .iter()
+        .find(|p| p.topic.is_empty())
+        .and_then(|p| p.leader)
+        .or_else(|| u32::try_from(metadata.controller_id).ok())
+        .or_else(|| {
+            reports
+                .iter()
+                .find_map(|r| u32::try_from(r.controller_id).ok())
+        });
+    match format {
+        DescribeFormat::Json => {
+            let brokers: Vec<_> = brokers
+                .iter()
+                .map(|(id, b)| {
+                    serde_json::json!({
+                        "id": id,
+                        "address": b.address,
+                        "up": b.status.is_ok(),
+                    })
+                })
+                .collect();
+            let partitions: Vec<_> = partitions
+                .iter()
+                .map(|p| {
+                    let replicas: Vec<_> = p
+                        .replicas
+                        .iter()
+                        .map(|r| serde_json::json!({"id": r.id, "match": r.matched, "lag": r.lag}))
+                        .collect();
+                    serde_json::json!({
+                        "topic": p.topic,
+                        "partition": p.partition,
+                        "group": p.group,
+                        "leader": p.leader,
+                        "term": p.term,
+                        "commit": p.commit,
+                        "high_watermark": p.high_watermark,
+                        "replicas": replicas,
+                    })
+                })
+                .collect();
+            println!(
+                "{}",
+                serde_json::json!({
+                    "controller": controller,
+                    "brokers": brokers,
+                    "partitions": partitions,
+                })
+            );
+        }
+        DescribeFormat::Text => {
+            let or_none = |b: Option<u32>| b.map_or("none".to_string(), |b| b.to_string());
+            for (id, b) in &brokers {
+                match &b.status {
+                    Ok(_) => println!("broker {id}  {}  up", b.address),
+                    Err(e) => println!("broker {id}  {}  down ({e})", b.address),
+                }
+            }
+            println!("controller {}", or_none(controller));
+            for p in &partitions {
+                let name = if p.topic.is_empty() {
+                    "controller group".to_string()
+                } else {
+                    format!("topic {}  partition {}", p.topic, p.partition)
+                };
+                let replicas = p
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let down = if brokers.get(&r.id).is_none_or(|b| b.status.is_err()) {
+                            "down, "
+                        } else {
+                            ""
+                        };
+                        match (r.matched, r.lag) {
+                            (Some(m), Some(lag)) => {
+                                format!("{} ({down}match {m}, lag {lag})", r.id)
+                            }
+                            _ => format!("{} ({down}match unknown)", r.id),
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(", ");
+                println!(
+                    "{name}  group {}  leader {}  term {}  commit {}  high watermark {}  replicas {replicas}",
+                    p.group,
+                    or_none(p.leader),
+                    p.term,
+                    p.commit,
+                    p.high_watermark
+                );
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn replica(topic: &str, leader: i32, term: u64, matched: &[(u32, u64)]) -> ReplicaStatus {
+        ReplicaStatus {
+            topic: topic.to_string(),
+            partition: 0,
+            group: 7,
+            leader,
+            term,
+            commit: 8,
+            last_index: 10,
+            high_watermark: 5,
+            replicas: vec![1, 2, 3],
+            matched: matched.to_vec(),
+        }
+    }
+
+    fn report(broker_id: u32, replicas: Vec<ReplicaStatus>) -> ClusterStatusResponse {
+        ClusterStatusResponse {
+            broker_id,
+            controller_id: 1,
+            brokers: Vec::new(),
+            replicas,
+        }
+    }
+
+    #[test]
+    fn the_leaders_report_gives_match_indexes_and_lag() {
+        let follower = report(1, vec![replica("t", 2, 4, &[])]);
+        let leader = report(2, vec![replica("t", 2, 4, &[(1, 9), (2, 10), (3, 4)])]);
+        let merged = merge_partitions(&[&follower, &leader]);
+        assert_eq!(merged.len(), 1);
+        assert_eq!(merged[0].leader, Some(2));
+        let lags: Vec<_> = merged[0]
+            .replicas
+            .iter()
+            .map(|r| (r.id, r.matched, r.lag))
+            .collect();
+        assert_eq!(
+            lags,
+            [
+                (1, Some(9), Some(1)),
+                (2, Some(10), Some(0)),
+                (3, Some(4), Some(6))
+            ]
+        );
+    }
+
+    #[test]
+    fn without_a_claimed_leader_the_row_has_no_leader_and_unknown_lags() {
+        // Broker 1 believes 3 leads, but 3 did not answer.
+        let a = report(1, vec![replica("t", 3, 5, &[])]);
+        let b = report(2, vec![replica("t", 3, 4, &[])]);
+        let merged = merge_partitions(&[&a, &b]);
+        assert_eq!(merged[0].leader, None);
+        assert_eq!(merged[0].term, 5);
+        assert!(merged[0].replicas.iter().all(|r| r.matched.is_none()));
+    }
+
+    #[test]
+    fn a_deposed_leader_loses_to_the_newer_term_and_rows_are_sorted() {
+        let old = report(
+            1,
+            vec![replica("b", 1, 3, &[(1, 10)]), replica("", 1, 2, &[(1, 1)])],
+        );
+        let new = report(2, vec![replica("b", 2, 4, &[(2, 10)])]);
+        let merged = merge_partitions(&[&old, &new]);
+        let rows: Vec<_> = merged
+            .iter()
+            .map(|p| (p.topic.as_str(), p.leader))
+            .collect();
+        assert_eq!(rows, [("", Some(1)), ("b", Some(2))]);
+    }
+}

@@ -1,0 +1,128 @@
+//! `rill topic`: create, list, describe and delete topics.
+//!
+//! What scripts read goes to stdout (the names of `list`, the partitions of
+//! `describe`, as text or one JSON object); `create` and `delete` confirm
+//! on stderr and leave stdout empty. A partition without a leader shows as
+//! `none` or `null`, never as the wire's -1, so no one mistakes it for a
+//! broker id. A `--config` that is not KEY=VALUE is refused before any
+//! request goes out.
+
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::Subcommand;
+use rill_client::{Admin, Cluster};
+
+use crate::DescribeFormat;
+
+#[derive(Debug, Subcommand)]
+pub(crate) enum TopicCommand {
+    /// Create a topic.
+    Create {
+        /// The topic's name: [A-Za-z0-9._-]{1,249}.
+        name: String,
+        /// Number of partitions.
+        #[arg(long, default_value_t = 1)]
+        partitions: u32,
+        /// Replicas per partition.
+        #[arg(long, default_value_t = 1)]
+        replication_factor: u16,
+        /// A topic setting, KEY=VALUE (fsync, retention.ms, retention.bytes,
+        /// segment.bytes, segment.ms, max.message.bytes,
+        /// message.timestamp.after.max.ms, message.timestamp.before.max.ms,
+        /// message.timestamp.difference.max.ms); repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+    },
+    /// List topic names.
+    List,
+    /// Show a topic's partitions: leader, replicas, log start offset, high watermark.
+    Describe {
+        /// The topic.
+        name: String,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
+        format: DescribeFormat,
+    },
+    /// Delete a topic and its data.
+    Delete {
+        /// The topic.
+        name: String,
+    },
+}
+
+pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyhow::Result<()> {
+    let admin = Admin::new(cluster);
+    match command {
+        TopicCommand::Create {
+            name,
+            partitions,
+            replication_factor,
+            configs,
+        } => {
+            let configs = configs
+                .iter()
+                .map(|c| {
+                    c.split_once('=')
+                        .map(|(k, v)| (k.to_string(), v.to_string()))
+                        .with_context(|| format!("--config {c:?} is not KEY=VALUE"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            admin
+                .create_topic(&name, partitions, replication_factor, configs)
+                .await?;
+            eprintln!("created topic {name} with {partitions} partition(s)");
+        }
+        TopicCommand::List => {
+            for name in admin.list_topics().await? {
+                println!("{name}");
+            }
+        }
+        TopicCommand::Describe { name, format } => {
+            let info = admin.describe_topic(&name).await?;
+            match format {
+                DescribeFormat::Json => {
+                    let partitions: Vec<_> = info
+                        .partitions
+                        .iter()
+                        .map(|p| {
+                            serde_json::json!({
+                                "partition": p.partition,
+                                "leader": u32::try_from(p.leader).ok(),
+                                "leader_epoch": p.leader_epoch,
+                                "replicas": p.replicas,
+                                "log_start_offset": p.log_start_offset,
+                                "high_watermark": p.high_watermark,
+                            })
+                        })
+                        .collect();
+                    println!(
+                        "{}",
+                        serde_json::json!({"topic": info.name, "partitions": partitions})
+                    );
+                }
+                DescribeFormat::Text => {
+                    println!("topic {}", info.name);
+                    for p in &info.partitions {
+                        let leader =
+                            u32::try_from(p.leader).map_or("none".to_string(), |l| l.to_string());
+                        println!(
+                            "  partition {}  leader {} (epoch {})  replicas {:?}  log start {}  high watermark {}",
+                            p.partition,
+                            leader,
+                            p.leader_epoch,
+                            p.replicas,
+                            p.log_start_offset,
+                            p.high_watermark
+                        );
+                    }
+                }
+            }
+        }
+        TopicCommand::Delete { name } => {
+            admin.delete_topic(&name).await?;
+            eprintln!("deleted topic {name}");
+        }
+    }
+    Ok(())
+}
