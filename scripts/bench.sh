@@ -94,7 +94,7 @@ print(json.dumps(r))' "$line" $(($(disk_written) - d0)) $(($(cpu_ticks $pids) - 
 }
 
 # A fresh broker. Sync rounds are logged at debug level: W3's mean sync size sizes the fio ceiling.
-RUST_LOG=info,raft=warn,rill_broker::raft_loop=debug start_broker "$work"
+RUST_LOG=info,raft=warn,rill_broker::raft=debug start_broker "$work"
 bench() { measured "$broker_pid" target/release/rill-bench "$@" --bootstrap "$addr" --json; }
 drop_topic() {
   target/release/rill --bootstrap "$addr" topic delete "$1" >/dev/null

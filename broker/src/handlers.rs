@@ -362,7 +362,7 @@ pub enum Staged {
 pub struct Queued {
     partition: Arc<crate::partition::Partition>,
     index: u32,
-    outcome: crate::raft_loop::ProposalOutcome,
+    outcome: crate::raft::ProposalOutcome,
 }
 
 /// The first stage of one partition of a produce: looked up, checked in

@@ -3,7 +3,7 @@
 //! A request travels: [`server`] (frames off the socket, size checked) →
 //! [`handlers`] (one function per API) → [`state::Broker`] (topics) →
 //! [`partition::Partition`] (validation, reads, the high watermark, waiting
-//! for `acks`) → [`raft_loop`] (the Raft thread: proposals, the Ready loop,
+//! for `acks`) → [`raft`] (the Raft thread: proposals, the Ready loop,
 //! group commit; the only writer of logs, and where the controller's log
 //! is applied). Cluster metadata and its commands are in [`metadata`];
 //! topic names and configs in [`topics`]; settings in [`config`]; what
@@ -22,7 +22,7 @@ pub mod limits;
 pub mod logwriter;
 pub mod metadata;
 pub mod partition;
-pub mod raft_loop;
+pub mod raft;
 pub mod server;
 pub mod state;
 pub mod topics;

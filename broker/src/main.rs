@@ -16,7 +16,7 @@ use rill_broker::identity::{FilePeerBook, Identity};
 use rill_broker::limits::LimitSettings;
 use rill_broker::logwriter::LogWriter;
 use rill_broker::partition::TimestampBounds;
-use rill_broker::raft_loop::{self, RaftConfig};
+use rill_broker::raft::{self, RaftConfig};
 use rill_broker::server::serve;
 use rill_broker::state::Broker;
 use rill_client::protocol::messages::BrokerMetadata;
@@ -244,10 +244,10 @@ fn run() -> anyhow::Result<()> {
         };
         let arrived = Arc::clone(&data_arrived);
         let (raft, published) =
-            tokio::task::spawn_blocking(move || raft_loop::start(raft_config, arrived, transport))
+            tokio::task::spawn_blocking(move || raft::start(raft_config, arrived, transport))
                 .await??;
-        tokio::spawn(raft_loop::tick(raft.clone()));
-        tokio::spawn(raft_loop::forward_inbound(inbound_rx, raft.clone()));
+        tokio::spawn(raft::tick(raft.clone()));
+        tokio::spawn(raft::forward_inbound(inbound_rx, raft.clone()));
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -292,7 +292,7 @@ fn run() -> anyhow::Result<()> {
             let mut tick = tokio::time::interval(every);
             loop {
                 tick.tick().await;
-                if retention.send(raft_loop::Command::Retention).await.is_err() {
+                if retention.send(raft::Command::Retention).await.is_err() {
                     return;
                 }
             }

@@ -2,7 +2,7 @@
 //! see it: its log (read here, written only by the Raft thread), its high
 //! watermark, and its leadership.
 //!
-//! The Raft thread ([`crate::raft_loop`]) publishes what each round did on
+//! The Raft thread ([`crate::raft`]) publishes what each round did on
 //! the watch channels here; produce handlers wait on them for their `acks`
 //! level and fetches read below the high watermark. Invariants: the high
 //! watermark and the applied index only grow; a record below the high

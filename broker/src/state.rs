@@ -3,7 +3,7 @@
 //!
 //! Topics live in the controller's log (see [`crate::metadata`]); every
 //! broker applies it and opens the replicas assigned to it (see
-//! [`crate::raft_loop`]). An admin request arriving at a broker that does
+//! [`crate::raft`]). An admin request arriving at a broker that does
 //! not lead the controller group is forwarded to the one that does.
 
 use std::collections::HashMap;
@@ -21,7 +21,7 @@ use tokio::sync::Notify;
 use crate::limits::ClientLimits;
 use crate::metadata::{BrokerInfo, ClusterImage, MetadataCommand, Outcome};
 use crate::partition::Partition;
-use crate::raft_loop::{NotController, Published, RaftHandle};
+use crate::raft::{NotController, Published, RaftHandle};
 
 /// Longest an admin request waits for its change to be applied here, ms.
 pub const IMAGE_WAIT_MS: u64 = 10_000;

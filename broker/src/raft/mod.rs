@@ -1,0 +1,694 @@
+//! The Raft thread: the one place this broker's logs are written.
+//!
+//! A dedicated OS thread owns the broker's [`Node`] (the controller's
+//! group and every partition replica's) and runs its Ready loop: it takes
+//! commands (proposals, messages from peers, ticks) from a bounded channel,
+//! drains what has queued, and runs one round over every group with work.
+//! A round's syncs (one `fdatasync` per file written, several files in
+//! parallel) run on the sync thread for groups with other voters: the
+//! round hands their Readies back to raft-rs at once, and the thread goes
+//! on stepping messages and running rounds while the disk works; the
+//! outcome comes back as [`Command::Synced`]. One batch runs at a time;
+//! what the rounds defer meanwhile is merged into the next one, so a sync
+//! serves every round since the last (group commit across rounds). A one-voter group
+//! (a single broker) syncs inside the round. Either way, what arrives
+//! during a sync is written by the next round and synced by the next sync,
+//! so one sync serves every produce that queued behind it: group commit
+//! without a timer. Messages a round emits go to the peer transport as soon
+//! as raft-rs allows (a leader's appends before its own sync, votes and
+//! acknowledgements after).
+//!
+//! The controller's committed entries are applied here, in order, to the
+//! [`ClusterImage`]; after each change the thread opens the replicas the
+//! image assigns to this broker and closes (and removes) those of deleted
+//! topics. What the rest of the broker reads — the image, the partitions,
+//! the controller's leader — is published in [`Published`]; events of a
+//! round (entries appended, committed, leaders changed) go to each
+//! [`Partition`](crate::partition::Partition)'s watch channels.
+//!
+//! This file holds what the rest of the broker uses to reach the thread
+//! (the commands, the handle, the ticker), the thread's state and its loop:
+//! block for commands only when there is no round to run, handle what has
+//! queued, run a round. The loop's other methods live beside it by concern:
+//! `published.rs` (what other threads read, and a round's events turned
+//! into it), `controller.rs` (the controller's log and metadata commands),
+//! `replicas.rs` (replicas opened, stopped and reopened), `leadership.rs`
+//! (elections hurried, leaderships handed over, rejoining), `round.rs`
+//! (rounds and their syncs) and `cluster_id.rs`. They are all methods of
+//! the one `RaftLoop`, run on this one thread: the node, the image and the
+//! replicas change nowhere else, so no part locks against another, and
+//! what other threads see of them goes through [`Published`] alone.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::{Duration, Instant};
+
+use rill_replication::storage::SharedLog;
+use rill_replication::transport::{Inbound, Transport};
+use rill_replication::{
+    BrokerId, CheckedBatch, GroupId, Node, NodeConfig, Proposed, ReplicationError, SyncBatch,
+    SyncedBatch,
+};
+use rill_storage::{RaftIndex, SystemClock, Term};
+use tokio::sync::{Notify, mpsc, oneshot, watch};
+
+use crate::identity::Identity;
+use crate::janitor::Janitor;
+use crate::metadata::{ClusterImage, MetadataCommand, Outcome};
+use crate::partition::{StopRequest, TimestampBounds};
+
+mod cluster_id;
+mod controller;
+mod leadership;
+mod published;
+mod replicas;
+mod round;
+
+use controller::Answer;
+pub use controller::NotController;
+pub use published::{Published, StatusReport};
+use round::start_syncer;
+
+/// Commands queued for the Raft thread, at most.
+pub const COMMANDS_QUEUED_MAX: usize = 4096;
+/// Commands handled per iteration, at most, so a flood of proposals still
+/// leaves room for rounds.
+pub const COMMANDS_PER_ROUND_MAX: usize = 1024;
+/// A round that takes this long or longer is logged, ms: half the
+/// election timeout.
+pub const SLOW_ROUND_MS: u64 = 500;
+/// How often every group ticks. With `election_tick` 10, an election
+/// timeout of 1 s.
+pub const TICK_MS: u64 = 100;
+/// Ticks between checks of whether a rejoining broker has caught up.
+pub const REJOIN_CHECK_TICKS: u64 = 10;
+
+/// Longest a status request waits for the next tick's report, ms.
+pub const STATUS_WAIT_MS: u64 = 3 * TICK_MS;
+/// Longest the Raft thread spends opening new replicas before it runs a
+/// round and goes on, ms: a topic of a thousand partitions creates files
+/// for seconds, and every group's heartbeats would wait for them all.
+pub const OPEN_PASS_MS_MAX: u64 = 100;
+/// Threads a round's syncs spread over, at most.
+pub const SYNC_THREADS_MAX: usize = 8;
+/// Deferred Readies waiting for the sync after the one in flight, at most;
+/// at the bound the Raft thread steps messages but starts no round until
+/// the sync completes.
+pub const SYNC_QUEUED_READIES_MAX: usize = 16_384;
+/// Ticks between two looks for leaderships to hand back to preferred
+/// leaders.
+pub const BALANCE_TICKS: u64 = 50;
+/// Ticks a new partition's preferred leader keeps asking for votes at
+/// every tick, at most (see `RaftLoop::eager`).
+pub const EAGER_CAMPAIGN_TICKS_MAX: u64 = 50;
+/// Longest a stopping broker waits for its leaderships to move, ms.
+pub const HANDOVER_MS_MAX: u64 = 5_000;
+
+/// How the Raft thread is set up.
+#[derive(Debug, Clone)]
+pub struct RaftConfig {
+    /// This broker.
+    pub id: BrokerId,
+    /// The data directory: the controller's log in `controller/`, each
+    /// replica in `<topic id>-<partition>/`.
+    pub data_dir: PathBuf,
+    /// The controller's voters: every broker of the cluster.
+    pub voters: Vec<BrokerId>,
+    /// This broker's timestamp bounds, for topics that set none.
+    pub timestamps: TimestampBounds,
+    /// Most partition replicas one broker may host, checked when this
+    /// broker leads the controller.
+    pub max_partition_replicas: u32,
+    /// The data directory's identity (see [`crate::identity`]).
+    pub identity: Identity,
+    /// Raised when a peer knew an earlier incarnation of this broker: the
+    /// Raft thread then rejoins, before it steps that peer's first message.
+    pub rejoin_requested: Arc<AtomicBool>,
+    /// The cluster's id once learnt, shared with the peer handshake (see
+    /// `cluster_id`).
+    pub cluster: Arc<std::sync::OnceLock<rill_replication::ids::ClusterId>>,
+}
+
+/// A request to the Raft thread.
+#[derive(Debug)]
+pub enum Command {
+    /// Propose batches as the group's leader, in order.
+    Propose {
+        /// The group.
+        group: GroupId,
+        /// Whole, checked batches.
+        batches: Vec<CheckedBatch>,
+        /// Where each lands, or why it could not be proposed.
+        reply: oneshot::Sender<Result<Vec<Proposed>, ReplicationError>>,
+    },
+    /// Propose a metadata command (on the controller's leader only); the
+    /// reply comes once it is applied here.
+    Metadata {
+        /// The command.
+        command: MetadataCommand,
+        /// Its outcome.
+        reply: oneshot::Sender<Result<Outcome, NotController>>,
+    },
+    /// Messages from a peer.
+    Step(Inbound),
+    /// One tick for every group.
+    Tick,
+    /// Apply retention to every group.
+    Retention,
+    /// Hand leaderships over, sync every log, and stop the thread.
+    Stop {
+        /// Done.
+        reply: oneshot::Sender<()>,
+    },
+    /// A deferred sync batch ran (sent by the sync thread only).
+    Synced(SyncedBatch),
+    /// Retention's batch of state syncs ran (sent by the retention sync
+    /// thread only).
+    RetentionSynced(SyncedBatch),
+}
+
+/// The handle the rest of the broker uses to reach the Raft thread.
+#[derive(Debug, Clone)]
+pub struct RaftHandle {
+    commands: mpsc::Sender<Command>,
+    /// Whether a [`Command::Tick`] is queued and not yet handled; see
+    /// [`tick`].
+    tick_queued: Arc<AtomicBool>,
+}
+
+/// Where a queued proposal's outcome arrives: where each batch landed, or
+/// why nothing was proposed.
+pub type ProposalOutcome = oneshot::Receiver<Result<Vec<Proposed>, ReplicationError>>;
+
+/// The Raft thread has stopped (the broker is shutting down).
+#[derive(Debug, Clone, Copy, thiserror::Error)]
+#[error("the replication thread has stopped")]
+pub struct Stopped;
+
+impl RaftHandle {
+    /// Queues a command, waiting while the queue is full.
+    pub async fn send(&self, command: Command) -> Result<(), Stopped> {
+        self.commands.send(command).await.map_err(|_| Stopped)
+    }
+
+    /// Proposes batches; see [`Command::Propose`].
+    pub async fn propose(
+        &self,
+        group: GroupId,
+        batches: Vec<CheckedBatch>,
+    ) -> Result<Result<Vec<Proposed>, ReplicationError>, Stopped> {
+        self.propose_queued(group, batches)
+            .await?
+            .await
+            .map_err(|_| Stopped)
+    }
+
+    /// Queues a proposal (see [`Command::Propose`]) and returns where its
+    /// outcome will arrive: proposals queued one after another are
+    /// proposed in that order, and a caller may queue several before
+    /// waiting for any.
+    pub async fn propose_queued(
+        &self,
+        group: GroupId,
+        batches: Vec<CheckedBatch>,
+    ) -> Result<ProposalOutcome, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Propose {
+            group,
+            batches,
+            reply,
+        })
+        .await?;
+        Ok(rx)
+    }
+
+    /// Proposes a metadata command; see [`Command::Metadata`].
+    pub async fn metadata(
+        &self,
+        command: MetadataCommand,
+    ) -> Result<Result<Outcome, NotController>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.send(Command::Metadata { command, reply }).await?;
+        rx.await.map_err(|_| Stopped)
+    }
+
+    /// Hands leaderships over, syncs every log and stops the thread.
+    pub async fn stop(&self) {
+        let (reply, rx) = oneshot::channel();
+        if self.send(Command::Stop { reply }).await.is_ok() {
+            let _ = rx.await;
+        }
+    }
+}
+
+/// Starts the Raft thread: opens the controller's replica, replays its
+/// committed entries into the image, opens the replicas it assigns here,
+/// and runs the loop. Returns once the replicas are open (they recover
+/// their logs first), so the client port opens after local recovery.
+/// `transport` carries messages to peers (none for a cluster of one).
+pub fn start(
+    config: RaftConfig,
+    data_arrived: Arc<Notify>,
+    transport: Option<Transport>,
+) -> Result<(RaftHandle, Arc<Published>), ReplicationError> {
+    let (tx, rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
+    let mut node_config = NodeConfig::new(config.id);
+    // Election jitter differs from broker to broker and run to run.
+    node_config.jitter_seed = config.id.get()
+        ^ std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+    let published = Arc::new(Published {
+        image: watch::Sender::new(Arc::new(ClusterImage::new(config.voters.clone()))),
+        controller: watch::Sender::new(None),
+        partitions: RwLock::new(BTreeMap::new()),
+        status: watch::Sender::new(Arc::default()),
+        status_wanted: AtomicBool::new(false),
+        stopped: RwLock::new(Default::default()),
+    });
+    let syncer = start_syncer("rill-sync", tx.downgrade(), Command::Synced)?;
+    let retention_syncer = start_syncer(
+        "rill-retention-sync",
+        tx.downgrade(),
+        Command::RetentionSynced,
+    )?;
+    let tick_queued = Arc::new(AtomicBool::new(false));
+    let (stop_requests, stops_requested) = std::sync::mpsc::channel();
+    let janitor = Janitor::start(&config.data_dir).map_err(ReplicationError::io(
+        "start the janitor thread",
+        "rill-janitor",
+    ))?;
+    let mut node = Node::new(node_config, Arc::new(SystemClock));
+    if config.identity.rejoining {
+        tracing::warn!(
+            "this broker is still rejoining after losing its data: its replicas vote only once caught up"
+        );
+        node.set_rejoining(true);
+    }
+    let mut raft = RaftLoop {
+        node,
+        syncer,
+        retention_syncer,
+        syncing: false,
+        sync_queued: None,
+        config,
+        commands: rx,
+        data_arrived,
+        published: Arc::clone(&published),
+        transport,
+        controller_log: None,
+        image: ClusterImage::new(Vec::new()),
+        applied: RaftIndex(0),
+        pending: BTreeMap::new(),
+        ticks: 0,
+        eager: BTreeMap::new(),
+        failed: Default::default(),
+        backoffs: BTreeMap::new(),
+        verified_up_to: None,
+        stop_requests,
+        stops_requested,
+        janitor,
+        tick_queued: Arc::clone(&tick_queued),
+        open_pass_ms_max: None,
+        held_answers: Vec::new(),
+        reconciling: false,
+        cluster_id_proposed: None,
+    };
+    raft.open_controller()?;
+    std::thread::Builder::new()
+        .name("rill-raft".into())
+        .spawn(move || {
+            // A panic here is a broken invariant of replication (raft-rs
+            // panics on a log that lost what it acknowledged): the broker
+            // must not go on serving without its only writer.
+            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft.run())).is_err() {
+                tracing::error!("the replication thread panicked; stopping the broker");
+                crate::logwriter::flush();
+                std::process::exit(70);
+            }
+        })
+        .map_err(ReplicationError::io(
+            "start the replication thread",
+            "rill-raft",
+        ))?;
+    Ok((
+        RaftHandle {
+            commands: tx,
+            tick_queued,
+        },
+        published,
+    ))
+}
+
+/// Sends a tick every [`TICK_MS`] until the Raft thread stops.
+///
+/// At most one tick waits in the queue: ticks the Raft thread could not take
+/// in time are dropped, not delivered in a burst (as etcd's ticker drops
+/// them). A thread held up for seconds (a disk stall, starved CPU) would
+/// otherwise come back to a run of ticks with no messages between them, and
+/// a leader would count its followers' silence over time in which it sent
+/// them nothing: check-quorum deposed leaders right after each such stall.
+pub async fn tick(handle: RaftHandle) {
+    let mut every = tokio::time::interval(Duration::from_millis(TICK_MS));
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
+    loop {
+        every.tick().await;
+        if handle.tick_queued.swap(true, Ordering::AcqRel) {
+            continue;
+        }
+        if handle.send(Command::Tick).await.is_err() {
+            return;
+        }
+    }
+}
+
+/// Hands messages from peers to the Raft thread.
+pub async fn forward_inbound(mut inbound: mpsc::Receiver<Inbound>, handle: RaftHandle) {
+    while let Some(i) = inbound.recv().await {
+        if handle.send(Command::Step(i)).await.is_err() {
+            return;
+        }
+    }
+}
+
+struct RaftLoop {
+    node: Node,
+    /// Deferred sync batches go to the sync thread through here.
+    syncer: std::sync::mpsc::Sender<SyncBatch>,
+    /// Retention's state syncs go to a thread of their own through here:
+    /// they need not wait behind the log batches (see
+    /// [`Node::apply_retention`]), and their groups take no Ready until
+    /// they are back.
+    retention_syncer: std::sync::mpsc::Sender<SyncBatch>,
+    /// Whether a batch is with the sync thread (not yet back as
+    /// [`Command::Synced`]). One at a time: what the rounds defer meanwhile
+    /// waits in `sync_queued`, merged, and is synced by the next batch.
+    syncing: bool,
+    /// The next batch, merged from every round since the one in flight
+    /// left: group commit across rounds.
+    sync_queued: Option<SyncBatch>,
+    config: RaftConfig,
+    commands: mpsc::Receiver<Command>,
+    data_arrived: Arc<Notify>,
+    published: Arc<Published>,
+    transport: Option<Transport>,
+    controller_log: Option<SharedLog>,
+    image: ClusterImage,
+    /// The controller entries applied to the image.
+    applied: RaftIndex,
+    /// Metadata commands proposed here, by index: their term and who waits.
+    pending: BTreeMap<RaftIndex, (Term, oneshot::Sender<Result<Outcome, NotController>>)>,
+    ticks: u64,
+    /// New partitions this broker is the preferred leader of, with the tick
+    /// after which it stops hurrying: until a leader is known it campaigns
+    /// at every tick instead of waiting out an election timeout (1 s or
+    /// more) for a group that has never had a leader. The first tries may
+    /// find the other replicas not yet open (they apply the same metadata
+    /// a little later): a retry restarts the pre-vote, which raises no
+    /// term. A candidate (pre-vote won, votes asked for in a new term) is
+    /// left to finish its election: campaigning again would discard the
+    /// votes on their way and raise the term once more.
+    eager: BTreeMap<GroupId, u64>,
+    /// Groups whose replica stopped after a storage failure, with when to
+    /// try opening it again: `None` for damaged files (a hole, a file cut
+    /// short), which wait for an operator and a restart. An I/O error
+    /// (ENOSPC, EIO) is retried with backoff: reopening recovers the log
+    /// from its files, trusting nothing a failed write or sync left in
+    /// memory. A stopped replica stays published, marked failed, so its
+    /// clients get a retriable `StorageError`.
+    failed: BTreeMap<GroupId, Option<Instant>>,
+    /// The last wait before reopening each group and when it stopped: a
+    /// replica that fails again soon after it reopened waits twice as long.
+    backoffs: BTreeMap<GroupId, (Duration, Instant)>,
+    /// The last group whose files [`RaftLoop::verify_some`] checked.
+    verified_up_to: Option<GroupId>,
+    /// Handed to partitions: where their reads ask for a stop.
+    stop_requests: std::sync::mpsc::Sender<StopRequest>,
+    /// Stops asked for by partitions' reads, taken at every tick.
+    stops_requested: std::sync::mpsc::Receiver<StopRequest>,
+    /// Removes deleted replicas' directories off this thread.
+    janitor: Janitor,
+    /// Longest one pass of [`RaftLoop::reconcile`] spends opening new
+    /// replicas, ms (`None` while the broker starts: it opens them all
+    /// before its client port opens).
+    open_pass_ms_max: Option<u64>,
+    /// Answers to metadata commands applied while the replicas they assign
+    /// here are not all open yet: sent, with the image published, once a
+    /// pass of [`RaftLoop::reconcile`] finds nothing left to open.
+    held_answers: Vec<Answer>,
+    /// Whether the last pass of [`RaftLoop::reconcile`] left replicas to
+    /// open.
+    reconciling: bool,
+    /// Shared with [`RaftHandle`]: cleared when a tick is taken.
+    tick_queued: Arc<AtomicBool>,
+    /// The controller term in which this broker, leading it, last proposed
+    /// to name the cluster.
+    cluster_id_proposed: Option<Term>,
+}
+
+impl RaftLoop {
+    fn me(&self) -> BrokerId {
+        self.config.id
+    }
+
+    fn run(&mut self) {
+        let mut stopping: Option<(oneshot::Sender<()>, Instant)> = None;
+        self.open_pass_ms_max = Some(OPEN_PASS_MS_MAX);
+        loop {
+            if self.reconciling && stopping.is_none() {
+                self.reconcile();
+            }
+            // Block only when no group has work left over, or no round may
+            // start before a sync completes.
+            let may_round = self.may_round();
+            let more = self.reconciling && stopping.is_none();
+            let first = if more || (may_round && self.node.has_ready()) {
+                self.commands.try_recv().ok()
+            } else {
+                match self.commands.blocking_recv() {
+                    Some(c) => Some(c),
+                    None => break,
+                }
+            };
+            let mut handled = 0;
+            let handling = Instant::now();
+            let mut next = first;
+            while let Some(command) = next {
+                if let Some(reply) = self.handle(command) {
+                    tracing::info!("handing leaderships over before stopping");
+                    stopping = Some((reply, Instant::now()));
+                    self.hand_over();
+                }
+                handled += 1;
+                if handled >= COMMANDS_PER_ROUND_MAX {
+                    break;
+                }
+                next = self.commands.try_recv().ok();
+            }
+            let ms = handling.elapsed().as_millis() as u64;
+            if ms >= SLOW_ROUND_MS {
+                // Stepping messages and applying the controller's entries
+                // delay rounds as much as a slow round does.
+                tracing::warn!(ms, commands = handled, "slow command handling");
+            }
+            if self.may_round() {
+                let started = Instant::now();
+                let times = self.round();
+                let ms = started.elapsed().as_millis() as u64;
+                if ms >= SLOW_ROUND_MS {
+                    // Every group's heartbeats waited this long: rounds
+                    // near the election timeout cost elections.
+                    tracing::warn!(
+                        ms,
+                        ready_ms = times.ready.as_millis() as u64,
+                        write_ms = times.write.as_millis() as u64,
+                        sync_ms = times.sync.as_millis() as u64,
+                        finish_ms = times.finish.as_millis() as u64,
+                        "slow replication round (disk or CPU starved)"
+                    );
+                }
+            }
+            if let Some((_, since)) = &stopping
+                && (!self.leads_with_peers()
+                    || since.elapsed() >= Duration::from_millis(HANDOVER_MS_MAX))
+            {
+                break;
+            }
+        }
+        self.round();
+        // Let the deferred syncs finish, the queued batch too (it holds the
+        // controller's last writes; their messages no longer matter).
+        while self.syncing {
+            match self.commands.blocking_recv() {
+                Some(Command::Synced(_)) => {
+                    self.syncing = false;
+                    if let Some(next) = self.sync_queued.take() {
+                        self.start_sync(next);
+                    }
+                }
+                Some(_) => {}
+                None => break,
+            }
+        }
+        for p in self.published.all_partitions() {
+            if let Err(e) = p.flush() {
+                tracing::error!(topic = %p.topic, partition = p.index, error = %e, "sync at shutdown failed");
+            }
+        }
+        if let Some((reply, _)) = stopping {
+            let _ = reply.send(());
+        }
+    }
+
+    /// Handles one command; returns the reply of a stop.
+    fn handle(&mut self, command: Command) -> Option<oneshot::Sender<()>> {
+        match command {
+            Command::Propose {
+                group,
+                batches,
+                reply,
+            } => {
+                let mut proposed = Vec::with_capacity(batches.len());
+                let mut result = Ok(());
+                for b in batches {
+                    match self.node.propose(group, b) {
+                        Ok(p) => proposed.push(p),
+                        Err(e) => {
+                            result = Err(e);
+                            break;
+                        }
+                    }
+                }
+                // Batches proposed before a refusal still go ahead (they
+                // were accepted in order); the caller hears of the refusal.
+                let _ = reply.send(result.map(|()| proposed));
+            }
+            Command::Metadata { command, reply } => self.propose_metadata(command, reply),
+            Command::Step(inbound) => {
+                self.take_rejoin();
+                for (group, message) in inbound.messages {
+                    if message.to != self.me().get() || message.from != inbound.from.get() {
+                        continue;
+                    }
+                    if let Some(data) = rill_replication::forward::forwarded_data(&message) {
+                        self.take_forwarded(group, inbound.from, data);
+                        continue;
+                    }
+                    // A message for a group not (yet) open here is dropped:
+                    // the leader retries once this broker has applied the
+                    // metadata that creates it. An append with an invalid
+                    // entry is dropped too, and its leader sends it again;
+                    // so is a message that breaks Raft's rules, which raft-rs
+                    // never sees. Either says something is wrong on the way
+                    // or at the peer, so it is told.
+                    match self.node.step(group, message) {
+                        Err(e @ ReplicationError::RefusedEntry { .. }) => {
+                            tracing::warn!(%group, peer = %inbound.from, error = %e, "refused a peer's append");
+                        }
+                        Err(e @ ReplicationError::RefusedMessage { .. }) => {
+                            tracing::warn!(%group, peer = %inbound.from, error = %e, "refused a peer's message");
+                        }
+                        _ => {}
+                    }
+                }
+            }
+            Command::Tick => {
+                self.tick_queued.store(false, Ordering::Release);
+                self.verify_some();
+                self.stops_and_reopens();
+                self.node.tick();
+                self.ticks += 1;
+                self.campaign_eagerly();
+                if self.ticks % BALANCE_TICKS == 0 {
+                    self.balance();
+                }
+                if self.ticks % REJOIN_CHECK_TICKS == 0 {
+                    self.check_rejoined();
+                }
+                self.propose_cluster_id();
+                if self.published.status_wanted.swap(false, Ordering::AcqRel) {
+                    let groups = self
+                        .node
+                        .groups()
+                        .filter_map(|g| self.node.status(g))
+                        .collect();
+                    self.published.status.send_replace(Arc::new(StatusReport {
+                        controller: self.node.leader(GroupId::CONTROLLER),
+                        groups,
+                    }));
+                }
+            }
+            Command::Retention => {
+                let mut events = Vec::new();
+                // The new log starts' syncs run on their own thread; the
+                // segments go once they are back.
+                let syncs = self.node.apply_retention(&mut events);
+                // The thread ends only once the rest of the broker has let
+                // go of this loop, which then ends too: its groups may wait.
+                if !syncs.is_empty() && self.retention_syncer.send(syncs).is_err() {
+                    tracing::warn!("the retention sync thread is gone: the broker is stopping");
+                }
+                self.unlink_expired();
+                self.publish(events);
+                for p in self.published.all_partitions() {
+                    p.refresh_log_start();
+                }
+            }
+            Command::Stop { reply } => return Some(reply),
+            Command::RetentionSynced(done) => {
+                let mut out = Vec::new();
+                let mut events = Vec::new();
+                self.node.complete_syncs(done, &mut out, &mut events);
+                debug_assert!(out.is_empty(), "no Ready waits for retention's syncs");
+                self.unlink_expired();
+                self.publish(events);
+            }
+            Command::Synced(done) => {
+                self.syncing = false;
+                // The disk is free: what queued meanwhile goes at once.
+                if let Some(next) = self.sync_queued.take() {
+                    self.start_sync(next);
+                }
+                let mut out = Vec::new();
+                let mut events = Vec::new();
+                self.node.complete_syncs(done, &mut out, &mut events);
+                self.drop_closed_syncs();
+                self.unlink_expired();
+                let dropped = self.send(out);
+                if !dropped.is_empty() {
+                    self.node.report_dropped(&dropped);
+                }
+                self.publish(events);
+            }
+        }
+        None
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn ticks_the_raft_thread_has_not_taken_are_dropped_not_queued() {
+        let (tx, mut rx) = mpsc::channel(64);
+        let tick_queued = Arc::new(AtomicBool::new(false));
+        let handle = RaftHandle {
+            commands: tx,
+            tick_queued: Arc::clone(&tick_queued),
+        };
+        let ticker = tokio::spawn(tick(handle));
+        // Five tick periods with nobody taking ticks: one waits, not five.
+        tokio::time::sleep(Duration::from_millis(5 * TICK_MS)).await;
+        assert!(matches!(rx.try_recv(), Ok(Command::Tick)));
+        assert!(rx.try_recv().is_err(), "missed ticks are not queued");
+        // Taken (as the Raft thread marks it), the next tick comes.
+        tick_queued.store(false, Ordering::Release);
+        tokio::time::sleep(Duration::from_millis(3 * TICK_MS)).await;
+        assert!(matches!(rx.try_recv(), Ok(Command::Tick)));
+        assert!(rx.try_recv().is_err());
+        ticker.abort();
+    }
+}

@@ -1,0 +1,359 @@
+//! Replicas' lifecycle here: opened as the image assigns them, closed and
+//! removed with their topics, stopped when their storage fails, reopened
+//! after a backoff.
+//!
+//! A stopped replica is reopened from its files alone: recovery trusts
+//! nothing a failed write or sync left in memory. Damage (a hole, a file
+//! cut short, a corrupt state file) is never retried, as reopening cannot
+//! fix it and recovery could take a cut for a torn tail: it waits for an
+//! operator. An I/O error is, after a wait that doubles while the failure
+//! repeats. Meanwhile the replica stays published, marked failed, so its
+//! clients are told of a storage error rather than sent to another broker.
+//! Opening creates or recovers files on the Raft thread, which every
+//! group's heartbeats wait for: once the broker runs, a pass opens replicas
+//! for a bounded time and the loop comes back for the rest, and files are
+//! checked for damage a few replicas a tick, never all at once.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rill_replication::state::{FileStateStore, Membership, ReplicaState};
+use rill_replication::{GroupId, ReplicaSpec, ReplicationError};
+use rill_storage::Term;
+
+use super::{EAGER_CAMPAIGN_TICKS_MAX, RaftLoop};
+use crate::metadata::TopicImage;
+use crate::partition::{Partition, TimestampBounds};
+use crate::topics::partition_dir;
+
+/// First wait before reopening a replica that an I/O error stopped.
+const REOPEN_BACKOFF_FIRST: Duration = Duration::from_secs(1);
+/// Longest wait between two attempts to reopen a stopped replica; the wait
+/// doubles from [`REOPEN_BACKOFF_FIRST`] with every failure in a row.
+const REOPEN_BACKOFF_MAX: Duration = Duration::from_secs(60);
+/// Replicas whose segment files' lengths are checked (`fstat`) at each
+/// tick, in turn: a file cut short under an idle replica stops it before
+/// Raft (which treats a failed read of its log as fatal) or a reader meets
+/// the damage, without a pass over thousands of replicas holding up a tick.
+const VERIFY_PER_TICK: usize = 64;
+
+/// Whether opening a replica failed on damaged files (a hole in its log, a
+/// corrupt state file), which reopening cannot fix.
+fn open_error_is_damage(e: &ReplicationError) -> bool {
+    match e {
+        ReplicationError::Storage(e) => e.is_damage(),
+        ReplicationError::CorruptState { .. } => true,
+        _ => false,
+    }
+}
+
+/// The wait before reopening a replica stopped at `now`, given the wait
+/// before its last reopening and when it stopped then: doubled (up to
+/// [`REOPEN_BACKOFF_MAX`]) when it failed again within that wait plus the
+/// longest one after it was due, as the failure has not gone away;
+/// [`REOPEN_BACKOFF_FIRST`] otherwise.
+fn reopen_backoff(last: Option<(Duration, Instant)>, now: Instant) -> Duration {
+    match last {
+        Some((wait, at)) if now.saturating_duration_since(at) <= wait + REOPEN_BACKOFF_MAX => {
+            (wait * 2).min(REOPEN_BACKOFF_MAX)
+        }
+        _ => REOPEN_BACKOFF_FIRST,
+    }
+}
+
+impl RaftLoop {
+    /// Opens the replicas the image assigns here; closes and removes those
+    /// of topics no longer in it. Opening one creates or recovers its files
+    /// on this thread, which every group's heartbeats wait for: once the
+    /// broker runs, a pass stops opening after [`Self::open_pass_ms_max`]
+    /// and the loop calls again after its next round ([`Self::reconciling`]).
+    /// A pass that leaves nothing to open publishes the image and answers
+    /// the commands applied meanwhile.
+    pub(super) fn reconcile(&mut self) {
+        let me = self.me();
+        let wanted: Vec<(TopicImage, u32)> = self
+            .image
+            .topics
+            .values()
+            .flat_map(|t| {
+                (0..t.partitions())
+                    .filter(|&p| t.replicas[p as usize].contains(&me))
+                    .map(|p| (t.clone(), p))
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let started = Instant::now();
+        let mut left = false;
+        for (t, p) in wanted {
+            let group = t.group(p);
+            if self.node.has_group(group) {
+                continue;
+            }
+            let retrying = match self.failed.get(&group) {
+                None => false,
+                Some(Some(at)) if *at <= started => true,
+                Some(_) => continue,
+            };
+            if self
+                .open_pass_ms_max
+                .is_some_and(|ms| started.elapsed() >= Duration::from_millis(ms))
+            {
+                left = true;
+                break;
+            }
+            if retrying {
+                // The stopped replica's log goes first: it holds the
+                // directory's lock until its last reader lets go.
+                self.published.remove_partition(group);
+            }
+            match self.open(&t, p) {
+                Ok(()) if retrying => {
+                    self.failed.remove(&group);
+                    self.published.set_stopped(group, false);
+                    tracing::info!("replica {}/{p} reopened", t.name);
+                }
+                Ok(()) => {}
+                Err(e) => {
+                    // Retried only after a backoff, as a replica whose
+                    // storage failed: a pass retrying a slow failure first
+                    // would never reach the replicas after it.
+                    let retry = !open_error_is_damage(&e);
+                    tracing::error!("replica {}/{p} failed: cannot open: {e}", t.name);
+                    self.stop_replica(group, retry);
+                }
+            }
+        }
+        self.reconciling = left;
+        // Stopped replicas of deleted topics: their directories go too.
+        let gone: Vec<GroupId> = self
+            .failed
+            .keys()
+            .copied()
+            .filter(|g| *g != GroupId::CONTROLLER && self.image.partition_of(*g).is_none())
+            .collect();
+        for group in gone {
+            self.failed.remove(&group);
+            self.published.set_stopped(group, false);
+            self.backoffs.remove(&group);
+            let removed = self.published.remove_partition(group);
+            if let Some(p) = removed {
+                let dir = p.dir().to_path_buf();
+                if let Err(e) = self.janitor.remove_dir(&dir, p) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's replica");
+                }
+            }
+        }
+        let open: Vec<GroupId> = self
+            .node
+            .groups()
+            .filter(|g| *g != GroupId::CONTROLLER)
+            .collect();
+        for group in open {
+            if self.image.partition_of(group).is_some() {
+                continue;
+            }
+            let started = Instant::now();
+            let removed = self.published.remove_partition(group);
+            // The replica's own hold on its log goes first, so that the
+            // partition handed to the janitor is usually the last; a sync
+            // in flight, a fetch or a queued send may outlast it (the
+            // first comes back to the janitor too, see `drop_closed_syncs`).
+            let _ = self.node.remove_group(group);
+            if let Some(p) = removed {
+                p.set_failed();
+                let (topic, index, dir) = (p.topic.clone(), p.index, p.dir().to_path_buf());
+                if let Err(e) = self.janitor.remove_dir(&dir, p) {
+                    tracing::warn!(dir = %dir.display(), error = %e, "could not remove a deleted topic's replica");
+                }
+                tracing::info!(
+                    %topic,
+                    partition = index,
+                    us = started.elapsed().as_micros() as u64,
+                    "removed replica of a deleted topic"
+                );
+            }
+        }
+        if !self.reconciling {
+            self.answer_held();
+        }
+    }
+
+    /// Stops `group`'s replica after a storage failure (the node may have
+    /// dropped it already) and schedules its reopening when `retry`. Its
+    /// partition stays published, marked failed.
+    pub(super) fn stop_replica(&mut self, group: GroupId, retry: bool) {
+        let _ = self.node.remove_group(group);
+        self.eager.remove(&group);
+        if let Some(p) = self.published.partition(group) {
+            p.set_failed();
+        }
+        let now = Instant::now();
+        let retry_at = retry.then(|| {
+            let backoff = reopen_backoff(self.backoffs.get(&group).copied(), now);
+            self.backoffs.insert(group, (backoff, now));
+            match self.published.partition(group) {
+                Some(p) => tracing::warn!(
+                    "replica {}/{} will be reopened in {} ms",
+                    p.topic,
+                    p.index,
+                    backoff.as_millis()
+                ),
+                None => tracing::warn!(%group, backoff_ms = backoff.as_millis() as u64, "replica will be reopened after a backoff"),
+            }
+            now + backoff
+        });
+        self.failed.insert(group, retry_at);
+        self.published.set_stopped(group, true);
+    }
+
+    /// Checks the segment files of the next [`VERIFY_PER_TICK`] open
+    /// replicas, and stops those cut short under them.
+    pub(super) fn verify_some(&mut self) {
+        let next: Vec<Arc<Partition>> = {
+            let partitions = self
+                .published
+                .partitions
+                .read()
+                .unwrap_or_else(|p| p.into_inner());
+            let after = match self.verified_up_to {
+                Some(g) => {
+                    partitions.range((std::ops::Bound::Excluded(g), std::ops::Bound::Unbounded))
+                }
+                None => partitions.range(..),
+            };
+            after
+                .take(VERIFY_PER_TICK)
+                .map(|(_, p)| Arc::clone(p))
+                .collect()
+        };
+        self.verified_up_to = next.last().map(|p| p.group);
+        for p in next {
+            if p.is_failed() {
+                continue;
+            }
+            if let Err(e) = p.verify_files()
+                && e.is_damage()
+            {
+                tracing::error!("replica {}/{} failed: {e}", p.topic, p.index);
+                self.stop_replica(p.group, false);
+            }
+        }
+    }
+
+    /// Takes the stops partitions' reads asked for, and reopens the stopped
+    /// replicas whose backoff is over.
+    pub(super) fn stops_and_reopens(&mut self) {
+        while let Ok(r) = self.stops_requested.try_recv() {
+            if self.node.has_group(r.group) {
+                tracing::debug!(group = %r.group, reason = %r.reason, "stopping a replica whose read failed");
+                self.stop_replica(r.group, r.retry);
+            }
+        }
+        let now = Instant::now();
+        if !self.reconciling
+            && self
+                .failed
+                .values()
+                .any(|at| at.is_some_and(|at| at <= now))
+        {
+            self.reconcile();
+        }
+    }
+
+    fn open(&mut self, t: &TopicImage, p: u32) -> Result<(), ReplicationError> {
+        let group = t.group(p);
+        let dir = partition_dir(&self.config.data_dir, &t.id, p);
+        std::fs::create_dir_all(&dir)
+            .map_err(ReplicationError::io("create replica directory", &dir))?;
+        let voters = t.replicas[p as usize].clone();
+        let (store, state) =
+            FileStateStore::open(&dir, || ReplicaState::initial(Membership::voters(voters)))?;
+        let single_voter = state.truncated.membership.voters == [self.me()]
+            && state.truncated.membership.voters_outgoing.is_empty();
+        let log_config = t.config.log_config();
+        let max_batch_bytes = log_config.max_batch_bytes;
+        let log = self.node.add_group(ReplicaSpec {
+            group,
+            dir: &dir,
+            log_config,
+            fsync: t.config.fsync,
+            store: Box::new(store),
+            state,
+        })?;
+        let status = self.node.status(group).expect("the group was just added");
+        let partition = Arc::new(
+            Partition::new(
+                &t.name,
+                p,
+                group,
+                dir,
+                log,
+                t.config.fsync,
+                max_batch_bytes,
+                TimestampBounds {
+                    after_max_ms: t
+                        .config
+                        .timestamp_after_max_ms
+                        .or(self.config.timestamps.after_max_ms),
+                    before_max_ms: t
+                        .config
+                        .timestamp_before_max_ms
+                        .or(self.config.timestamps.before_max_ms),
+                },
+                status.high_watermark,
+                t.replicas[p as usize].clone(),
+            )
+            .reporting_stops_to(self.stop_requests.clone()),
+        );
+        self.published
+            .partitions
+            .write()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(group, partition);
+        if single_voter {
+            // A one-voter group need not wait out an election timeout: it
+            // leads at once, before its topic's creation is answered.
+            self.node.campaign(group)?;
+            if let Some(s) = self.node.status(group)
+                && s.leader == Some(self.me())
+                && let Some(p) = self.published.partition(group)
+            {
+                p.set_leader(s.leader, true, s.term);
+            }
+        } else if status.term == Term(0) && t.replicas[p as usize].first() == Some(&self.me()) {
+            // A group that has never had a leader (just created): its
+            // preferred leader campaigns now and at every tick until one
+            // is elected (see `eager`).
+            self.node.campaign(group)?;
+            self.eager
+                .insert(group, self.ticks + EAGER_CAMPAIGN_TICKS_MAX);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reopen_backoff_doubles_from_one_second_to_a_minute_while_failures_repeat() {
+        let t0 = Instant::now();
+        let mut last = None;
+        let mut waits = Vec::new();
+        let mut now = t0;
+        for _ in 0..9 {
+            let wait = reopen_backoff(last, now);
+            waits.push(wait.as_secs());
+            last = Some((wait, now));
+            // Reopened when due, and failed again at once.
+            now += wait;
+        }
+        assert_eq!(waits, [1, 2, 4, 8, 16, 32, 60, 60, 60]);
+        // A replica that then ran for longer than its wait plus a minute
+        // starts over.
+        let (wait, at) = last.unwrap();
+        let later = at + wait + REOPEN_BACKOFF_MAX + Duration::from_secs(1);
+        assert_eq!(reopen_backoff(last, later), REOPEN_BACKOFF_FIRST);
+    }
+}
