@@ -324,3 +324,46 @@ fn a_hole_in_the_middle_of_a_replica_log_fails_that_replica_at_start_and_others_
     assert!(broker.is_running());
     broker.terminate();
 }
+
+#[test]
+fn a_controller_log_cut_short_under_a_running_broker_stops_it_with_a_clear_line() {
+    let data = tempfile::tempdir().unwrap();
+    let mut broker = BrokerProcess::start(data.path());
+    let mut client = broker.connect();
+    create(&mut client, data.path(), "before");
+    // The controller's segment is cut to nothing: its next append (the
+    // next topic's creation) finds the damage. Without its replica of the
+    // controller a broker can apply no metadata, so it stops.
+    cut_to(&segment_of(&data.path().join("controller")), 0);
+    // Sent, not awaited: the broker may stop before it answers.
+    let _ = client.try_send(&rill_client::protocol::Request::CreateTopics(
+        rill_client::protocol::messages::CreateTopicsRequest {
+            topics: vec![rill_client::protocol::messages::NewTopic {
+                name: "after".into(),
+                partitions: 1,
+                replication_factor: 1,
+                configs: Vec::new(),
+            }],
+            timeout_ms: 10_000,
+        },
+    ));
+    let status = broker
+        .wait_exit(Duration::from_secs(30))
+        .expect("the broker stops");
+    assert_eq!(
+        status.code(),
+        Some(rill_broker::raft::REPLICATION_STOPPED_EXIT_CODE)
+    );
+    // The reader thread may still be taking the last lines.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let lines = broker.log_lines();
+        if lines.iter().any(|l| {
+            l.contains("the controller's replica failed") && l.contains("stopping the broker")
+        }) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no clear line: {lines:#?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

@@ -54,7 +54,11 @@ fn a_broker_keeps_its_cluster_id_across_restarts_and_refuses_another_clusters_da
     let text = std::fs::read_to_string(&path).unwrap().replace(&id, other);
     std::fs::write(&path, text).unwrap();
     let (status, err) = run_to_exit(data.path(), &[]);
-    assert_eq!(status.code(), Some(78), "{err}");
+    assert_eq!(
+        status.code(),
+        Some(rill_broker::raft::cluster_id::OTHER_CLUSTER_EXIT_CODE),
+        "{err}"
+    );
     assert!(
         err.contains(&format!("belongs to cluster {other}")) && err.contains(&id),
         "the refusal names both clusters: {err}"

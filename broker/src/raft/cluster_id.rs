@@ -51,8 +51,8 @@ impl RaftLoop {
     }
 
     /// As the controller's leader, names an unnamed cluster (once per
-    /// term: a proposal lost to a leader change is made again by the next
-    /// leader).
+    /// term once proposed: a proposal lost to a leader change is made again
+    /// by the next leader, one refused here at the next tick).
     pub(super) fn propose_cluster_id(&mut self) {
         if self.image.cluster_id.is_known()
             || self.node.leader(GroupId::CONTROLLER) != Some(self.me())
@@ -62,12 +62,12 @@ impl RaftLoop {
         let Some(status) = self.node.status(GroupId::CONTROLLER) else {
             return;
         };
-        // Its own term's first entry applied: the image holds every id
-        // named before.
+        // Everything committed applied. An id committed in an earlier term
+        // but not yet known committed here may still be proposed again:
+        // the first one applied names the cluster, the other is refused.
         if self.applied < status.commit || self.cluster_id_proposed == Some(status.term) {
             return;
         }
-        self.cluster_id_proposed = Some(status.term);
         let id = match self.config.identity.cluster_id {
             known if known.is_known() => known,
             _ => ClusterId::fresh(),
@@ -75,11 +75,15 @@ impl RaftLoop {
         tracing::info!(cluster = %id, "naming the cluster");
         // Nobody waits for the outcome: applying it is what counts.
         let (reply, _) = oneshot::channel();
+        let pending = self.pending.len();
         self.propose_metadata(
             MetadataCommand::InitCluster {
                 cluster_id: id.to_string(),
             },
             reply,
         );
+        if self.pending.len() > pending {
+            self.cluster_id_proposed = Some(status.term);
+        }
     }
 }

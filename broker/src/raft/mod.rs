@@ -59,7 +59,7 @@ use crate::janitor::Janitor;
 use crate::metadata::{ClusterImage, MetadataCommand, Outcome};
 use crate::partition::{StopRequest, TimestampBounds};
 
-mod cluster_id;
+pub mod cluster_id;
 mod controller;
 mod leadership;
 mod published;
@@ -82,6 +82,10 @@ pub const SLOW_ROUND_MS: u64 = 500;
 /// How often every group ticks. With `election_tick` 10, an election
 /// timeout of 1 s.
 pub const TICK_MS: u64 = 100;
+/// Exit status of a broker whose replication stopped: the Raft thread
+/// panicked (a broken invariant), or the controller's replica failed
+/// (`EX_SOFTWARE`).
+pub const REPLICATION_STOPPED_EXIT_CODE: i32 = 70;
 /// Ticks between checks of whether a rejoining broker has caught up.
 pub const REJOIN_CHECK_TICKS: u64 = 10;
 
@@ -326,7 +330,7 @@ pub fn start(
             if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft.run())).is_err() {
                 tracing::error!("the replication thread panicked; stopping the broker");
                 crate::logwriter::flush();
-                std::process::exit(70);
+                std::process::exit(REPLICATION_STOPPED_EXIT_CODE);
             }
         })
         .map_err(ReplicationError::io(

@@ -187,12 +187,23 @@ impl RaftLoop {
                         p.refresh_log_start();
                     }
                 }
+                Event::Failed { group, reason } if group == GroupId::CONTROLLER => {
+                    // Without its replica of the controller a broker can
+                    // apply no metadata: it stops, as Kafka's does when its
+                    // metadata log directory fails, rather than serve on
+                    // with a frozen image.
+                    tracing::error!(
+                        "the controller's replica failed: {reason}; stopping the broker"
+                    );
+                    crate::logwriter::flush();
+                    std::process::exit(super::REPLICATION_STOPPED_EXIT_CODE);
+                }
                 Event::Failed { group, reason } => {
                     // A write or sync failed (ENOSPC, EIO): reopened after
                     // a backoff, from what its files hold, unless they were
                     // cut short under it (recovery would take that for a
                     // torn tail and quietly lose what was cut).
-                    let mut retry = group != GroupId::CONTROLLER;
+                    let mut retry = true;
                     match self.published.partition(group) {
                         Some(p) => {
                             tracing::error!("replica {}/{} failed: {reason}", p.topic, p.index);

@@ -31,7 +31,12 @@ pub struct BrokerProcess {
     child: Child,
     pub addr: SocketAddr,
     pub data_dir: PathBuf,
+    /// Its last [`LOG_LINES_KEPT`] lines of stderr.
+    log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
 }
+
+/// Lines of a broker's stderr a [`BrokerProcess`] keeps.
+pub const LOG_LINES_KEPT: usize = 1000;
 
 impl BrokerProcess {
     /// Starts a broker on a free port with data in `data_dir` and waits for
@@ -65,12 +70,21 @@ impl BrokerProcess {
         let stderr = child.stderr.take().unwrap();
         let (tx, rx) = mpsc::channel();
         let echo = std::env::var_os("RILL_TEST_LOG").is_some();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
+        let kept = std::sync::Arc::clone(&log);
         std::thread::spawn(move || {
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
                 if echo {
                     eprintln!("{line}");
+                }
+                {
+                    let mut kept = kept.lock().unwrap();
+                    if kept.len() == LOG_LINES_KEPT {
+                        kept.pop_front();
+                    }
+                    kept.push_back(line.clone());
                 }
                 if !sent && let Some(rest) = line.split("listening on ").nth(1) {
                     let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
@@ -86,7 +100,28 @@ impl BrokerProcess {
             child,
             addr,
             data_dir: data_dir.to_path_buf(),
+            log,
         }
+    }
+
+    /// Waits (at most `timeout`) for the process to exit on its own;
+    /// returns its status, or `None` if it is still running.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
+        let deadline = std::time::Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return Some(status);
+            }
+            if std::time::Instant::now() > deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The lines of stderr kept so far (the last [`LOG_LINES_KEPT`]).
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.lock().unwrap().iter().cloned().collect()
     }
 
     /// Whether the process is still running.
