@@ -61,8 +61,11 @@ use rill_storage::{Clock, LogConfig, LogError, Offset, RaftIndex, SyncDone, Sync
 use crate::contain::raft_call;
 use crate::error::ReplicationError;
 use crate::ids::{BrokerId, GroupId};
+use crate::outgoing::Dropped;
 use crate::state::{ReplicaState, StateStore, StateSync};
 use crate::storage::{ReplicaLog, SharedLog};
+
+pub use crate::outgoing::Outgoing;
 
 /// Snapshots one round installs, at most: each is synced and replaces the
 /// group's segments inside the round, on the thread that runs every
@@ -107,21 +110,6 @@ impl NodeConfig {
             jitter_seed: id.get(),
         }
     }
-}
-
-/// A message for another broker.
-#[derive(Debug, Clone)]
-pub struct Outgoing {
-    /// The broker it is for.
-    pub to: BrokerId,
-    /// The group it belongs to.
-    pub group: GroupId,
-    /// The Raft message.
-    pub message: Message,
-    /// Where its entries lie in this broker's segment files, once written
-    /// there ([`Node::attach_file_spans`]): a sender may send them from the
-    /// files rather than from memory. Empty for none.
-    pub spans: crate::wire::EntrySpans,
 }
 
 /// What happened in a round, for the broker (answering produces, waking
@@ -875,7 +863,7 @@ impl Node {
     /// Tells the groups about messages the transport could not send: the
     /// follower is probed again, and a dropped snapshot is retried. Call
     /// between rounds, never between `start_round` and `finish_round`.
-    pub fn report_dropped(&mut self, dropped: &[crate::transport::Dropped]) {
+    pub fn report_dropped(&mut self, dropped: &[Dropped]) {
         for d in dropped {
             if let Some(r) = self.groups.get_mut(&d.group) {
                 let reported = raft_call(d.group, &mut r.raw, |raw| {
