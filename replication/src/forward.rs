@@ -11,7 +11,7 @@ use bytes::Bytes;
 use raft::eraftpb::{Entry, Message, MessageType};
 
 use crate::ids::{BrokerId, GroupId};
-use crate::node::Outgoing;
+use crate::outgoing::Outgoing;
 
 /// Entries one forwarded proposal may carry, at most.
 pub const FORWARDED_ENTRIES_MAX: usize = 1;

@@ -8,6 +8,9 @@
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
 //! - [`node`]: the groups of one broker and the Ready loop that drives
 //!   them, free of I/O but for the logs' mappings.
+//! - [`outgoing`]: the messages the node emits for peers and those the
+//!   transport could not send, shared by both without either depending
+//!   on the other.
 //! - `catch_up`: replicas that may hold less than their group believes
 //!   (a broker back with an emptied data directory) vote again only once
 //!   caught up, and leaders repair them.
@@ -33,6 +36,7 @@ pub mod handshake;
 pub mod ids;
 pub mod logger;
 pub mod node;
+pub mod outgoing;
 mod peer_check;
 pub mod state;
 pub mod storage;
@@ -42,6 +46,7 @@ pub mod wire;
 pub use crate::error::ReplicationError;
 pub use crate::ids::{BrokerId, GroupId};
 pub use crate::node::{
-    CheckedBatch, Event, GroupStatus, Node, NodeConfig, Outgoing, Proposed, ReplicaSpec, Round,
-    SyncBatch, SyncJob, SyncResult, SyncedBatch,
+    CheckedBatch, Event, GroupStatus, Node, NodeConfig, Proposed, ReplicaSpec, Round, SyncBatch,
+    SyncJob, SyncResult, SyncedBatch,
 };
+pub use crate::outgoing::Outgoing;

@@ -51,7 +51,8 @@ use tokio_util::codec::{Decoder, LengthDelimitedCodec};
 
 use crate::handshake::{self, PeerIdentity};
 use crate::ids::{BrokerId, GroupId};
-use crate::node::Outgoing;
+pub use crate::outgoing::Dropped;
+use crate::outgoing::Outgoing;
 use crate::wire::{
     EntrySpans, FRAME_HEADER_BYTES, Part, WireLimits, decode_frame, encode_frame_parts, encoded_len,
 };
@@ -98,17 +99,6 @@ pub struct Inbound {
     /// The frame's share of [`INBOUND_BYTES_MAX`], given back when this is
     /// dropped (once its messages are stepped).
     _budget: OwnedSemaphorePermit,
-}
-
-/// A message that could not be queued (its peer is unknown or far behind).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Dropped {
-    /// The group it belonged to.
-    pub group: GroupId,
-    /// The peer it was for.
-    pub to: BrokerId,
-    /// Whether it carried a snapshot.
-    pub snapshot: bool,
 }
 
 type Batch = Vec<(GroupId, Message, EntrySpans)>;

@@ -854,7 +854,7 @@ impl Log {
         &mut self,
         next: LogPosition,
         prev_term: Term,
-    ) -> Result<crate::retention::Expired, LogError> {
+    ) -> Result<crate::expired::Expired, LogError> {
         let old: Vec<Segment> = self.segments.drain(..).collect();
         // A segment of the old log may carry the name the new one needs:
         // its files go first (readers keep their mappings).
@@ -885,7 +885,7 @@ impl Log {
             .into_iter()
             .filter(|s| (s.base_offset, s.base_raft_index) != (next.offset, next.raft_index))
             .collect();
-        Ok(crate::retention::Expired::of(old))
+        Ok(crate::expired::Expired::of(old))
     }
 
     /// Checks that every segment file still holds the batches written to

@@ -12,43 +12,9 @@
 //! open finds them and the next retention pass takes them again.
 
 use crate::error::LogError;
+use crate::expired::Expired;
 use crate::log::Log;
-use crate::segment::Segment;
-use crate::types::{Offset, RaftIndex, Term};
-
-/// Segments taken out of a log by retention, still on disk.
-#[derive(Debug)]
-#[must_use = "the expired segments stay on disk until unlinked"]
-pub struct Expired {
-    segments: Vec<Segment>,
-}
-
-impl Expired {
-    pub(crate) fn of(segments: Vec<Segment>) -> Expired {
-        Expired { segments }
-    }
-
-    /// The last entry taken (its Raft index and term): the new snapshot
-    /// point of a Raft replica.
-    pub fn last_entry(&self) -> Option<(RaftIndex, Term)> {
-        let seg = self.segments.last()?;
-        let next = seg.tail.next_raft_index.get();
-        (next > seg.base_raft_index.get()).then(|| (RaftIndex(next - 1), seg.tail.last_term))
-    }
-
-    /// Whether retention took nothing.
-    pub fn is_empty(&self) -> bool {
-        self.segments.is_empty()
-    }
-
-    /// Deletes the segments' files, oldest first.
-    pub fn unlink(self) -> Result<(), LogError> {
-        for seg in &self.segments {
-            seg.unlink()?;
-        }
-        Ok(())
-    }
-}
+use crate::types::{Offset, RaftIndex};
 
 /// What one retention pass deleted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]

@@ -1,0 +1,325 @@
+//! Step 1 of an iteration: the inputs. Ticks, a peer's messages, proposals,
+//! campaigns, leader transfers, and reports of messages the transport
+//! dropped, each handed to its group's raft-rs node.
+//!
+//! Invariants kept here:
+//! - what a peer sends never stops this broker: a message for a group not
+//!   here, one that breaks Raft's rules, or one raft-rs could not take
+//!   without aborting is refused, and an append's entries are checked
+//!   before raft-rs takes them;
+//! - nothing unchecked enters a log through a leader: data is proposed only
+//!   as a [`CheckedBatch`], and only by the group's leader (raft-rs would
+//!   forward it silently);
+//! - a replica still catching up neither votes nor campaigns, and keeps no
+//!   election clock;
+//! - a raft-rs call that hits an unreadable log stops that group alone,
+//!   reported by the next round.
+
+use bytes::Bytes;
+use raft::eraftpb::{Entry, Message, MessageType};
+use raft::{RawNode, StateRole};
+use rill_storage::batch::BatchHeader;
+use rill_storage::{LogError, Offset, RaftIndex, Term};
+
+use super::Node;
+use crate::contain::raft_call;
+use crate::error::ReplicationError;
+use crate::ids::{BrokerId, GroupId};
+use crate::outgoing::Dropped;
+
+/// A proposal accepted by the leader: where its records will be once the
+/// entry commits (it may still be lost to a leader change: wait for
+/// [`Event::Committed`] past `index` and check the term there).
+///
+/// [`Event::Committed`]: super::Event::Committed
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Proposed {
+    /// The entry's Raft index.
+    pub index: RaftIndex,
+    /// Its term.
+    pub term: Term,
+    /// Offset of its first record.
+    pub base_offset: Offset,
+    /// The offset after its last record.
+    pub next_offset: Offset,
+}
+
+/// A record batch checked in full (length, CRC, every record) and ready to
+/// be proposed. The only way to propose data: nothing unchecked enters a
+/// log through a leader.
+#[derive(Debug, Clone)]
+pub struct CheckedBatch {
+    bytes: Bytes,
+    header: BatchHeader,
+}
+
+impl CheckedBatch {
+    /// Validates `bytes` as one data batch of at most `max_batch_bytes`.
+    /// Control batches are the replication layer's own and never proposed
+    /// as data: `Ok(None)`.
+    pub fn new(bytes: Bytes, max_batch_bytes: usize) -> Result<Option<CheckedBatch>, LogError> {
+        let header = rill_storage::batch::validate(&bytes, max_batch_bytes)?;
+        if header.is_control() {
+            return Ok(None);
+        }
+        Ok(Some(CheckedBatch { bytes, header }))
+    }
+
+    /// The batch's header.
+    pub fn header(&self) -> &BatchHeader {
+        &self.header
+    }
+}
+
+impl Node {
+    /// One tick for every group, less jitter: each group misses a tick
+    /// with probability 1/4, so election timeouts spread out above
+    /// `election_tick` ticks and never fall below it.
+    pub fn tick(&mut self) {
+        let mut unreadable = Vec::new();
+        for (&group, r) in self.groups.iter_mut() {
+            if let Some(c) = r.catching_up {
+                let log = &r.raw.raft.raft_log;
+                if c.done(log.committed, log.persisted) {
+                    tracing::info!(%group, through = ?c.target(), "caught up: votes again");
+                    r.catching_up = None;
+                } else {
+                    // No election clock: it must not campaign with a log
+                    // it has lost.
+                    continue;
+                }
+            }
+            if self.jitter.next() % 4 != 0
+                && let Err(e) = raft_call(group, &mut r.raw, RawNode::tick)
+            {
+                unreadable.push((group, e));
+            }
+        }
+        for (group, e) in unreadable {
+            self.stop_unreadable(group, &e);
+        }
+    }
+
+    /// Hands a message from a peer to its group. A message for a group not
+    /// here is refused (the sender learns of it from the controller), and
+    /// so is one that breaks Raft's rules or that raft-rs could not take
+    /// without aborting ([`ReplicationError::RefusedMessage`]; see
+    /// `peer_check`): what a peer sends never stops this broker.
+    pub fn step(&mut self, group: GroupId, message: Message) -> Result<(), ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        let mut message = message;
+        // Proposals enter through `propose` only, validated; local messages
+        // (campaign, beat, reports) never come from a peer, and raft-rs
+        // would take a term-0 one as a local command.
+        let local = matches!(
+            message.get_msg_type(),
+            MessageType::MsgPropose
+                | MessageType::MsgHup
+                | MessageType::MsgBeat
+                | MessageType::MsgUnreachable
+                | MessageType::MsgSnapStatus
+                | MessageType::MsgCheckQuorum
+        );
+        if local || message.term == 0 {
+            return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
+        }
+        crate::peer_check::check(&r.raw.raft, self.config.id, r.high_watermark, &message).map_err(
+            |reason| ReplicationError::RefusedMessage {
+                group,
+                from: BrokerId(message.from),
+                reason,
+            },
+        )?;
+        if let Some(c) = r.catching_up.as_mut() {
+            if crate::catch_up::refused_while_catching_up(&message) {
+                return Err(ReplicationError::CatchingUp { group });
+            }
+            c.heard(&message);
+        }
+        let term = r.raw.raft.term;
+        if r.raw.raft.state == StateRole::Leader
+            && message.term == term
+            && let Some(pr) = r.raw.raft.mut_prs().get_mut(message.from)
+            && let Some(probe_from) = crate::catch_up::believed_too_much(&message, pr.matched)
+        {
+            // The follower holds less than this leader believed: nothing of
+            // it counts as matched until it answers a probe from its hint
+            // (its entry there may differ too), and it is sent what it
+            // lacks (entries or a snapshot).
+            tracing::warn!(
+                %group,
+                follower = message.from,
+                believed = pr.matched,
+                holds = probe_from,
+                "a follower holds less than it had acknowledged; catching it up"
+            );
+            pr.become_probe();
+            pr.matched = 0;
+            pr.next_idx = probe_from + 1;
+            let to = message.from;
+            return raft_call(group, &mut r.raw, |raw| raw.raft.send_append(to))
+                .inspect_err(|e| self.stop_unreadable(group, e));
+        }
+        let mut lost = None;
+        match message.get_msg_type() {
+            // An append's entries are checked before raft-rs takes them:
+            // once in its log, a bad one could only fail the group when
+            // written. Refused whole, the leader sends them again.
+            MessageType::MsgAppend => {
+                for e in message.get_entries() {
+                    crate::entry::check_received(e, r.max_batch_bytes).map_err(|source| {
+                        ReplicationError::RefusedEntry {
+                            index: e.index,
+                            source: Box::new(source),
+                        }
+                    })?;
+                }
+            }
+            MessageType::MsgHeartbeat => {
+                // A leader advertises the commit it believes this follower
+                // can take; after a machine crash of an `fsync=false`
+                // replica that may lie past its log, which raft-rs treats
+                // as fatal. The commit is a hint: clamp it.
+                let last = r.raw.raft.raft_log.last_index();
+                lost = crate::catch_up::lost_entries_reply(&message, last);
+                message.commit = message.commit.min(last);
+            }
+            _ => {}
+        }
+        let stepped = raft_call(group, &mut r.raw, |raw| {
+            raw.step(message)?;
+            // Past the log: the leader is told what this replica really
+            // holds.
+            match lost {
+                Some(probe) => raw.step(probe),
+                None => Ok(()),
+            }
+        });
+        match stepped {
+            Ok(result) => Ok(result?),
+            Err(e) => {
+                self.stop_unreadable(group, &e);
+                Err(e)
+            }
+        }
+    }
+
+    /// Proposes a batch as the group's leader. Refused with
+    /// [`ReplicationError::NotLeader`] (and the leader this replica knows)
+    /// anywhere else: raft-rs would forward it silently.
+    pub fn propose(
+        &mut self,
+        group: GroupId,
+        batch: CheckedBatch,
+    ) -> Result<Proposed, ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        let raft = &r.raw.raft;
+        if raft.state != StateRole::Leader || raft.lead_transferee.is_some() {
+            let leader = (raft.leader_id != 0 && raft.leader_id != raft.id)
+                .then_some(BrokerId(raft.leader_id));
+            return Err(ReplicationError::NotLeader { group, leader });
+        }
+        let term = Term(raft.term);
+        let index = RaftIndex(raft.raft_log.last_index() + 1);
+        let stable_last = raft.raft_log.store().last_index();
+        let base_offset = match r.last_proposed {
+            Some((i, t, end)) if t == term && i > stable_last => end,
+            _ => crate::storage::lock(raft.raft_log.store().log()).next_offset(),
+        };
+        let next_offset = batch
+            .header
+            .offset_span()
+            .checked_add(base_offset.get())
+            .map(Offset)
+            .ok_or(ReplicationError::BadEntry {
+                index: index.get(),
+                reason: "offsets overflow",
+            })?;
+        let mut m = Message::default();
+        m.set_msg_type(MessageType::MsgPropose);
+        m.from = self.config.id.get();
+        m.set_entries(
+            vec![Entry {
+                data: batch.bytes,
+                ..Entry::default()
+            }]
+            .into(),
+        );
+        // Appending sends the entry to every follower, reading what a
+        // lagging one lacks from the log.
+        match raft_call(group, &mut r.raw, |raw| raw.step(m)) {
+            Ok(stepped) => stepped?,
+            Err(e) => {
+                self.stop_unreadable(group, &e);
+                return Err(e);
+            }
+        }
+        let appended = RaftIndex(r.raw.raft.raft_log.last_index());
+        assert_eq!(appended, index, "a leader appends a proposal at the end");
+        r.last_proposed = Some((index, term, next_offset));
+        Ok(Proposed {
+            index,
+            term,
+            base_offset,
+            next_offset,
+        })
+    }
+
+    /// Asks the group's leader (this broker) to hand leadership to `to`.
+    pub fn transfer_leader(
+        &mut self,
+        group: GroupId,
+        to: BrokerId,
+    ) -> Result<(), ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        raft_call(group, &mut r.raw, |raw| raw.transfer_leader(to.get()))
+            .inspect_err(|e| self.stop_unreadable(group, e))
+    }
+
+    /// Tells the groups about messages the transport could not send: the
+    /// follower is probed again, and a dropped snapshot is retried. Call
+    /// between rounds, never between `start_round` and `finish_round`.
+    pub fn report_dropped(&mut self, dropped: &[Dropped]) {
+        for d in dropped {
+            if let Some(r) = self.groups.get_mut(&d.group) {
+                let reported = raft_call(d.group, &mut r.raw, |raw| {
+                    raw.report_unreachable(d.to.get());
+                    if d.snapshot {
+                        raw.report_snapshot(d.to.get(), raft::SnapshotStatus::Failure);
+                    }
+                });
+                if let Err(e) = reported {
+                    self.stop_unreadable(d.group, &e);
+                }
+            }
+        }
+    }
+
+    /// Makes this replica campaign now (a one-voter group elects itself at
+    /// once instead of after an election timeout).
+    pub fn campaign(&mut self, group: GroupId) -> Result<(), ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        if r.catching_up.is_some() {
+            return Err(ReplicationError::CatchingUp { group });
+        }
+        match raft_call(group, &mut r.raw, RawNode::campaign) {
+            Ok(campaigned) => Ok(campaigned?),
+            Err(e) => {
+                self.stop_unreadable(group, &e);
+                Err(e)
+            }
+        }
+    }
+}

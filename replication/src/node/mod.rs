@@ -1,0 +1,488 @@
+//! The Raft groups of one broker and the Ready loop that drives them, free
+//! of tokio, sockets and clocks: the broker and the simulator run the same
+//! code, feeding it ticks, messages and proposals, running the syncs it
+//! asks for, and carrying the messages it emits.
+//!
+//! # One iteration
+//!
+//! 1. Inputs: [`Node::tick`], [`Node::step`], [`Node::propose`].
+//! 2. [`Node::start_round`] takes every group's Ready and hands out its
+//!    `messages()`, which may leave before anything is durable. Then
+//!    [`Node::write_round`], in raft-rs's documented order per group: a
+//!    snapshot is installed; the committed entries are applied (raft-rs
+//!    hands out only entries that are already durable here, so they need
+//!    not wait for this round's syncs); entries are written to the log;
+//!    the hard state is written. What must be made durable is returned as
+//!    [`SyncJob`]s: one per log written (an `fsync` topic's) and one per
+//!    hard state whose term or vote changed, across every group on the
+//!    broker. The broker sends the `messages()` once the round is written,
+//!    with [`Node::attach_file_spans`]: a leader's appends then carry where
+//!    their entries lie in its segment files, and the transport sends them
+//!    from there (`sendfile`) rather than copying them out of memory. The
+//!    write is to the page cache; the syncs still follow the sends.
+//! 3. The caller runs the jobs (in parallel, off this thread) and hands the
+//!    results to [`Node::finish_round`], which, per group, sends the
+//!    `persisted_messages()` (votes, append responses: only now may they
+//!    leave), calls `advance()`, sends the
+//!    `LightReady`'s messages, applies its committed entries, and calls
+//!    `advance_apply()`.
+//!
+//! Deferred syncs: instead of waiting for a round's syncs before step 3,
+//! the caller may call [`Node::defer_syncs`] after step 2. The Readies of
+//! groups with other voters are then handed back to raft-rs at once
+//! (`advance_append_async`); their syncs form a [`SyncBatch`] that runs in
+//! the background, in order with earlier batches, and
+//! [`Node::complete_syncs`] later reports them persisted
+//! (`on_persist_ready`) and releases the messages they held. Meanwhile the
+//! node steps messages and runs further rounds: a leader counts its
+//! followers' acknowledgements while its own sync runs, and every broker
+//! writes the next entries while the previous ones sync.
+//!
+//! A group whose topic has `fsync=false` counts an entry as persisted once
+//! it is written to the file (the page cache): it asks for no sync, and survives a crash of the
+//! process but not of the machine.
+//!
+//! Determinism: groups live in a `BTreeMap`, `max_election_tick` is
+//! `election_tick + 1` (raft-rs's own randomisation picks from a range of
+//! one), and election jitter comes from a seeded generator: a group misses
+//! each tick with probability 1/4, so no election timeout is shorter than
+//! `election_tick` ticks.
+//!
+//! # Where things live
+//!
+//! - here: the node, its replicas and their settings, opening and closing
+//!   groups, and what the broker asks of a group between rounds;
+//! - `input`: step 1, the inputs (ticks, peers' messages, proposals,
+//!   campaigns, leader transfers, dropped messages);
+//! - `round`: steps 2 and 3, a round's Readies from start to finish;
+//! - `sync`: the durability step's jobs, and deferred syncs;
+//! - `retention`: retention across the groups, and the segments it takes.
+
+mod input;
+mod retention;
+mod round;
+mod sync;
+
+use std::collections::{BTreeMap, VecDeque};
+use std::path::Path;
+use std::sync::Arc;
+
+use raft::{RawNode, StateRole};
+use rill_storage::{Clock, LogConfig, Offset, RaftIndex, SyncDone, Term};
+
+use crate::error::ReplicationError;
+use crate::ids::{BrokerId, GroupId};
+use crate::state::{ReplicaState, StateStore};
+use crate::storage::{ReplicaLog, SharedLog};
+
+pub use self::input::{CheckedBatch, Proposed};
+pub use self::round::{Round, SNAPSHOT_INSTALLS_PER_ROUND_MAX};
+use self::sync::Unsynced;
+pub use self::sync::{SyncBatch, SyncJob, SyncResult, SyncedBatch};
+pub use crate::outgoing::Outgoing;
+
+/// Settings shared by every group of a node.
+#[derive(Debug, Clone)]
+pub struct NodeConfig {
+    /// This broker.
+    pub id: BrokerId,
+    /// Ticks without a leader's word before a follower campaigns. With the
+    /// broker's 100 ms tick the default, 10, is a 1 s election timeout.
+    pub election_tick: usize,
+    /// Ticks between a leader's heartbeats.
+    pub heartbeat_tick: usize,
+    /// Most entry bytes in one append message.
+    pub max_size_per_msg_bytes: u64,
+    /// Most append messages in flight to one follower.
+    pub max_inflight_msgs: usize,
+    /// Most committed entry bytes handed out in one Ready.
+    pub max_committed_size_per_ready_bytes: u64,
+    /// Most bytes a leader holds proposed but not committed; beyond it a
+    /// proposal is refused (retriable). With syncs running beside the Raft
+    /// thread nothing else stops producers from outrunning a stalled disk.
+    pub max_uncommitted_bytes: u64,
+    /// Seed of the election jitter.
+    pub jitter_seed: u64,
+}
+
+impl NodeConfig {
+    /// The defaults for broker `id`.
+    pub fn new(id: BrokerId) -> NodeConfig {
+        NodeConfig {
+            id,
+            election_tick: 10,
+            heartbeat_tick: 2,
+            max_size_per_msg_bytes: 1 << 20,
+            max_inflight_msgs: 256,
+            max_committed_size_per_ready_bytes: 16 << 20,
+            max_uncommitted_bytes: 256 << 20,
+            jitter_seed: id.get(),
+        }
+    }
+}
+
+/// What happened in a round, for the broker (answering produces, waking
+/// fetches, routing requests) and the simulator (checking safety).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Event {
+    /// Entries up to `index` are in the leader's log (in the mapping):
+    /// `acks=1` produces up to there may be answered.
+    Appended {
+        /// The group.
+        group: GroupId,
+        /// The last index written.
+        index: RaftIndex,
+        /// Its term.
+        term: Term,
+    },
+    /// Entries up to `index` committed and were applied here; consumers
+    /// may read below `high_watermark`.
+    Committed {
+        /// The group.
+        group: GroupId,
+        /// The last index applied.
+        index: RaftIndex,
+        /// The offset after it.
+        high_watermark: Offset,
+    },
+    /// The group's leader or this replica's role changed.
+    RoleChanged {
+        /// The group.
+        group: GroupId,
+        /// The leader known now.
+        leader: Option<BrokerId>,
+        /// Whether it is this broker.
+        is_leader: bool,
+        /// The current term.
+        term: Term,
+    },
+    /// This replica was too far behind its leader's log start and was
+    /// restored from a snapshot: its log now starts at `index + 1`, offset
+    /// `next_offset`.
+    Restored {
+        /// The group.
+        group: GroupId,
+        /// The snapshot's index.
+        index: RaftIndex,
+        /// The log start offset now.
+        next_offset: Offset,
+    },
+    /// A sync or write failed: the group stopped here (an fsync error is
+    /// not retried: the page cache may have dropped what it failed to
+    /// write).
+    Failed {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
+}
+
+/// One replica: a raft-rs group over its log.
+struct Replica {
+    raw: RawNode<ReplicaLog>,
+    fsync: bool,
+    /// Largest batch its log takes, bytes: the bound a leader's entries
+    /// are checked against as they arrive.
+    max_batch_bytes: usize,
+    /// What the last proposal of this leadership took: its index, term and
+    /// the offset after it (the next proposal starts there while it is not
+    /// yet in the log).
+    last_proposed: Option<(RaftIndex, Term, Offset)>,
+    high_watermark: Offset,
+    leader: Option<BrokerId>,
+    /// While this replica catches up after losing what it held (see
+    /// `catch_up`): it neither votes nor campaigns.
+    catching_up: Option<crate::catch_up::CatchUp>,
+    /// Readies handed back to raft-rs before their syncs ran
+    /// ([`Node::defer_syncs`]), oldest first: each one's number and the
+    /// messages that may leave only once it is durable.
+    unsynced: VecDeque<Unsynced>,
+}
+
+impl Replica {
+    /// Whether the group may take its next Ready now. Not while a deferred
+    /// sync of its hard state (or retention's) runs, unless the Ready saves
+    /// nothing ([`Replica::ready_saves_no_state`]): the state file keeps
+    /// one save in flight at most (term and vote changes are rare; the
+    /// group waits a sync). Not with a snapshot to
+    /// install while earlier Readies are unsynced: a snapshot Ready is
+    /// never deferred, because raft-rs would take it as installed
+    /// (`advance_append_async`) before it counts as applied, and a
+    /// campaign in between reads entries below the new log start.
+    fn may_ready(&self) -> bool {
+        let snapshot_waits =
+            self.raw.raft.raft_log.unstable_snapshot().is_some() && !self.unsynced.is_empty();
+        let state_waits = self.raw.store().state_sync_pending() && !self.ready_saves_no_state();
+        !state_waits && !snapshot_waits
+    }
+
+    /// Whether the next Ready writes nothing that must reach the state file
+    /// or the log: no entries, no snapshot, and the term and vote already
+    /// durable (a commit index waits in memory; see
+    /// [`ReplicaLog::set_commit`]). Such a Ready may run while a state sync
+    /// is pending: retention's takes as long as the disk's writeback queue,
+    /// seconds at worst, and a leader whose heartbeats stopped that long
+    /// would be replaced by its followers.
+    fn ready_saves_no_state(&self) -> bool {
+        let raft = &self.raw.raft;
+        let vote = (raft.vote != 0).then_some(BrokerId(raft.vote));
+        raft.raft_log.unstable_entries().is_empty()
+            && raft.raft_log.unstable_snapshot().is_none()
+            && self.raw.store().durable_term_vote() == (Term(raft.term), vote)
+    }
+}
+
+impl std::fmt::Debug for Replica {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Replica")
+            .field("fsync", &self.fsync)
+            .field("high_watermark", &self.high_watermark)
+            .field("leader", &self.leader)
+            .finish_non_exhaustive()
+    }
+}
+
+/// A snapshot of one group's replication, for `cluster status`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GroupStatus {
+    /// The group.
+    pub group: GroupId,
+    /// The leader this replica knows.
+    pub leader: Option<BrokerId>,
+    /// The current term.
+    pub term: Term,
+    /// The commit index.
+    pub commit: RaftIndex,
+    /// The last index in this replica's log.
+    pub last_index: RaftIndex,
+    /// The high watermark here.
+    pub high_watermark: Offset,
+    /// On the leader: each voter's match index.
+    pub matched: Vec<(BrokerId, RaftIndex)>,
+}
+
+/// splitmix64: a tiny seeded generator for election jitter.
+#[derive(Debug, Clone)]
+struct Jitter(u64);
+
+impl Jitter {
+    fn next(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+}
+
+/// Every Raft group of one broker. See the module documentation.
+#[derive(Debug)]
+pub struct Node {
+    config: NodeConfig,
+    groups: BTreeMap<GroupId, Replica>,
+    clock: Arc<dyn Clock>,
+    jitter: Jitter,
+    logger: slog::Logger,
+    /// Completed syncs of groups closed after they were planned; see
+    /// [`Node::take_closed_syncs`].
+    closed_syncs: Vec<SyncDone>,
+    /// Segments retention took, by group, waiting for the sync of the new
+    /// snapshot point before they may be unlinked (one per group at most:
+    /// retention skips a group while a state sync is pending).
+    retention_waiting: BTreeMap<GroupId, rill_storage::Expired>,
+    /// Segments retention took whose new snapshot point is durable; see
+    /// [`Node::take_expired`].
+    expired: Vec<rill_storage::Expired>,
+    /// Whether this broker rejoins after losing its data: every group
+    /// opened while it is set starts catching up ([`Node::set_rejoining`]).
+    rejoining: bool,
+    /// Groups stopped between rounds because their log could not be read
+    /// back (see `contain`), with why: reported by the next round.
+    stopped_between_rounds: Vec<(GroupId, String)>,
+}
+
+/// What opening a replica needs.
+#[derive(Debug)]
+pub struct ReplicaSpec<'a> {
+    /// The group.
+    pub group: GroupId,
+    /// The replica's directory.
+    pub dir: &'a Path,
+    /// The log's settings.
+    pub log_config: LogConfig,
+    /// Whether persisted means fdatasync'ed (`true`) or in the mapping.
+    pub fsync: bool,
+    /// Where the hard state lives, and what it loaded.
+    pub store: Box<dyn StateStore>,
+    /// The loaded state.
+    pub state: ReplicaState,
+}
+
+impl Node {
+    /// A node with no groups.
+    pub fn new(config: NodeConfig, clock: Arc<dyn Clock>) -> Node {
+        let logger = crate::logger::logger(slog::o!("broker" => config.id.get()));
+        Node {
+            jitter: Jitter(config.jitter_seed),
+            config,
+            groups: BTreeMap::new(),
+            clock,
+            logger,
+            closed_syncs: Vec::new(),
+            retention_waiting: BTreeMap::new(),
+            expired: Vec::new(),
+            rejoining: false,
+            stopped_between_rounds: Vec::new(),
+        }
+    }
+
+    /// Whether this broker rejoins its cluster after losing what it had
+    /// acknowledged (a new incarnation of its data directory). While set,
+    /// every group here, and every group opened later, catches up before it
+    /// votes or campaigns again (see `catch_up`); clearing it stops only
+    /// groups opened from then on from starting so.
+    pub fn set_rejoining(&mut self, rejoining: bool) {
+        self.rejoining = rejoining;
+        if rejoining {
+            for r in self.groups.values_mut() {
+                r.catching_up.get_or_insert_with(Default::default);
+            }
+        }
+    }
+
+    /// Groups here still catching up: they neither vote nor campaign.
+    pub fn catching_up(&self) -> usize {
+        self.groups
+            .values()
+            .filter(|r| r.catching_up.is_some())
+            .count()
+    }
+
+    /// This broker's id.
+    pub fn id(&self) -> BrokerId {
+        self.config.id
+    }
+
+    /// Opens a replica (recovering its log) and starts its group.
+    pub fn add_group(&mut self, spec: ReplicaSpec<'_>) -> Result<SharedLog, ReplicationError> {
+        if self.groups.contains_key(&spec.group) {
+            return Err(ReplicationError::GroupExists(spec.group));
+        }
+        let max_batch_bytes = spec.log_config.max_batch_bytes;
+        let mut store = ReplicaLog::open(
+            spec.dir,
+            spec.log_config,
+            self.clock.clone(),
+            spec.store,
+            spec.state,
+        )?;
+        store.set_entries_need_sync(spec.fsync);
+        let applied = store.state().hard.commit;
+        let log = store.log().clone();
+        let high_watermark = store.next_offset_after(applied)?;
+        let c = &self.config;
+        let raft_config = raft::Config {
+            id: c.id.get(),
+            election_tick: c.election_tick,
+            heartbeat_tick: c.heartbeat_tick,
+            min_election_tick: c.election_tick,
+            max_election_tick: c.election_tick + 1,
+            applied: applied.get(),
+            max_size_per_msg: c.max_size_per_msg_bytes,
+            max_inflight_msgs: c.max_inflight_msgs,
+            max_committed_size_per_ready: c.max_committed_size_per_ready_bytes,
+            max_uncommitted_size: c.max_uncommitted_bytes,
+            check_quorum: true,
+            pre_vote: true,
+            ..raft::Config::default()
+        };
+        let logger = self.logger.new(slog::o!("group" => spec.group.get()));
+        let raw = RawNode::new(&raft_config, store, &logger)?;
+        // Each group starts its election clock at its own phase.
+        let mut replica = Replica {
+            raw,
+            fsync: spec.fsync,
+            max_batch_bytes,
+            last_proposed: None,
+            high_watermark,
+            leader: None,
+            catching_up: self.rejoining.then(Default::default),
+            unsynced: VecDeque::new(),
+        };
+        let phase = self.jitter.next() % c.election_tick as u64;
+        for _ in 0..phase {
+            replica.raw.tick();
+        }
+        self.groups.insert(spec.group, replica);
+        Ok(log)
+    }
+
+    /// Stops a group and closes its replica (its files stay).
+    pub fn remove_group(&mut self, group: GroupId) -> Result<(), ReplicationError> {
+        // Its directory goes: segments retention took need no unlink, and
+        // closing files still linked costs nothing.
+        self.retention_waiting.remove(&group);
+        self.groups
+            .remove(&group)
+            .map(drop)
+            .ok_or(ReplicationError::UnknownGroup(group))
+    }
+
+    /// The groups here.
+    pub fn groups(&self) -> impl Iterator<Item = GroupId> + '_ {
+        self.groups.keys().copied()
+    }
+
+    /// Whether `group` has a replica here.
+    pub fn has_group(&self, group: GroupId) -> bool {
+        self.groups.contains_key(&group)
+    }
+
+    /// Whether any group has a Ready to handle (the caller need not wait
+    /// for input before the next round).
+    pub fn has_ready(&self) -> bool {
+        self.groups
+            .values()
+            .any(|r| r.raw.has_ready() && r.may_ready())
+    }
+
+    /// The group's state here.
+    pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
+        let r = self.groups.get(&group)?;
+        let raft = &r.raw.raft;
+        let matched = if raft.state == StateRole::Leader {
+            let mut m: Vec<_> = raft
+                .prs()
+                .iter()
+                .map(|(id, pr)| (BrokerId(*id), RaftIndex(pr.matched)))
+                .collect();
+            m.sort();
+            m
+        } else {
+            Vec::new()
+        };
+        Some(GroupStatus {
+            group,
+            leader: (raft.leader_id != 0).then_some(BrokerId(raft.leader_id)),
+            term: Term(raft.term),
+            commit: RaftIndex(raft.raft_log.committed),
+            last_index: RaftIndex(raft.raft_log.last_index()),
+            high_watermark: r.high_watermark,
+            matched,
+        })
+    }
+
+    /// Whether this replica of `group` is a candidate: it has asked for
+    /// votes in a new term and is waiting for them.
+    pub fn is_candidate(&self, group: GroupId) -> bool {
+        self.groups
+            .get(&group)
+            .is_some_and(|r| r.raw.raft.state == StateRole::Candidate)
+    }
+
+    /// The leader of `group` as this replica knows it.
+    pub fn leader(&self, group: GroupId) -> Option<BrokerId> {
+        self.groups.get(&group).and_then(|r| r.leader)
+    }
+}

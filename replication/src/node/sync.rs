@@ -1,0 +1,346 @@
+//! The durability step: the sync jobs a round asks for, and deferred syncs,
+//! whose Readies go back to raft-rs before their syncs ran.
+//!
+//! Invariants kept here:
+//! - deferred batches run in the order they were made and come back to
+//!   [`Node::complete_syncs`] in that order (the caller's part); a group's
+//!   Readies count as persisted (`on_persist_ready`) only once the batch
+//!   holding their syncs is back;
+//! - the messages a deferred Ready holds (its `persisted_messages()`)
+//!   leave only once it is durable, but for heartbeat responses of a Ready
+//!   whose term and vote need no sync;
+//! - a one-voter group, and a Ready with a snapshot, are never deferred;
+//! - a sync that fails stops its group (an fsync error is not retried); a
+//!   sync of a group closed since is kept for the caller
+//!   ([`Node::take_closed_syncs`]) or dropped, never fails anything.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use raft::eraftpb::{Message, MessageType};
+use rill_storage::{LogError, SyncDone, SyncPlan};
+
+use super::round::push_messages;
+use super::{Event, Node, Outgoing, Round};
+use crate::contain::raft_call;
+use crate::error::ReplicationError;
+use crate::ids::GroupId;
+use crate::state::StateSync;
+
+/// A Ready handed back to raft-rs whose syncs have not completed.
+#[derive(Debug)]
+pub(super) struct Unsynced {
+    /// The Ready's number.
+    number: u64,
+    /// Its `persisted_messages()`, held until it is durable.
+    persisted: Vec<Message>,
+    /// The index it lets the group apply through (0 for none).
+    applies: u64,
+}
+
+/// A work item of a round's durability step. `Send`: run it anywhere.
+#[derive(Debug)]
+#[must_use = "a round is not finished until its syncs ran and were handed back"]
+pub enum SyncJob {
+    /// Sync a group's log.
+    Log(GroupId, SyncPlan),
+    /// Sync a group's hard state.
+    State(GroupId, StateSync),
+}
+
+/// A job that ran.
+#[derive(Debug)]
+pub enum SyncResult {
+    /// A log sync's outcome.
+    Log(GroupId, Result<SyncDone, LogError>),
+    /// A state sync's outcome.
+    State(GroupId, Result<StateSync, ReplicationError>),
+}
+
+impl SyncJob {
+    /// Runs the sync (`fdatasync` of the files written).
+    pub fn run(self) -> SyncResult {
+        match self {
+            SyncJob::Log(g, plan) => SyncResult::Log(g, plan.run()),
+            SyncJob::State(g, sync) => SyncResult::State(g, sync.run()),
+        }
+    }
+
+    /// The group it belongs to.
+    pub fn group(&self) -> GroupId {
+        match self {
+            SyncJob::Log(g, _) | SyncJob::State(g, _) => *g,
+        }
+    }
+
+    /// Bytes of log data it syncs.
+    pub fn bytes(&self) -> u64 {
+        match self {
+            SyncJob::Log(_, plan) => plan.bytes(),
+            SyncJob::State(..) => 0,
+        }
+    }
+}
+
+/// The syncs of Readies that were handed back to raft-rs before they ran
+/// ([`Node::defer_syncs`]). Batches must run in the order they were made,
+/// one after another (the jobs inside one batch may run in parallel), and
+/// each outcome goes back to [`Node::complete_syncs`] in that order.
+/// Retention's batches ([`Node::apply_retention`]) are apart from that
+/// order.
+#[derive(Debug)]
+#[must_use = "the groups of a deferred batch wait until it is completed"]
+pub struct SyncBatch {
+    /// The syncs to run.
+    pub jobs: Vec<SyncJob>,
+    /// The deferred Readies: group and Ready number.
+    pub(super) readies: Vec<(GroupId, u64)>,
+}
+
+/// A [`SyncBatch`] whose jobs ran.
+#[derive(Debug)]
+pub struct SyncedBatch {
+    results: Vec<SyncResult>,
+    readies: Vec<(GroupId, u64)>,
+}
+
+impl SyncBatch {
+    /// Whether it has nothing to sync and no Ready waits for it.
+    pub fn is_empty(&self) -> bool {
+        self.readies.is_empty() && self.jobs.is_empty()
+    }
+
+    /// How many Readies wait for the batch.
+    pub fn readies(&self) -> usize {
+        self.readies.len()
+    }
+
+    /// Folds `later` (made after this batch, which has not run) into this
+    /// batch, so that one run syncs both: group commit across rounds while
+    /// an earlier batch keeps the disk busy. A group's newer log plan
+    /// covers its older one (nothing of the group completed in between,
+    /// so every file still unsynced then is still unsynced now, and
+    /// `fdatasync` works on whole files): the older plan is dropped.
+    pub fn merge(&mut self, later: SyncBatch) {
+        let mut logs: BTreeMap<GroupId, usize> = self
+            .jobs
+            .iter()
+            .enumerate()
+            .filter_map(|(i, j)| match j {
+                SyncJob::Log(g, _) => Some((*g, i)),
+                SyncJob::State(..) => None,
+            })
+            .collect();
+        for job in later.jobs {
+            if let SyncJob::Log(group, _) = &job {
+                if let Some(&i) = logs.get(group) {
+                    self.jobs[i] = job;
+                    continue;
+                }
+                logs.insert(*group, self.jobs.len());
+            }
+            self.jobs.push(job);
+        }
+        self.readies.extend(later.readies);
+    }
+
+    /// Runs the jobs with `run`, which returns one result per job.
+    pub fn run_with(self, run: impl FnOnce(Vec<SyncJob>) -> Vec<SyncResult>) -> SyncedBatch {
+        SyncedBatch {
+            results: run(self.jobs),
+            readies: self.readies,
+        }
+    }
+
+    /// Runs the jobs one after another, here.
+    pub fn run(self) -> SyncedBatch {
+        self.run_with(|jobs| jobs.into_iter().map(SyncJob::run).collect())
+    }
+}
+
+impl Node {
+    /// Completed syncs of groups closed since they were planned (their
+    /// topics deleted). Each still holds its segment files open, and the
+    /// last close of a deleted file is where the filesystem frees it (with
+    /// `discard`, a synchronous trim): the caller may drop them on a thread
+    /// where that wait harms nothing.
+    pub fn take_closed_syncs(&mut self) -> Vec<SyncDone> {
+        std::mem::take(&mut self.closed_syncs)
+    }
+
+    /// Between steps 2 and 3: hands back to raft-rs, before their syncs
+    /// run, the Readies of every group that has other voters and either
+    /// needs a sync this round or still waits for an earlier deferred one.
+    /// Their jobs move from `jobs` to the returned batch, and their
+    /// `persisted_messages()` are held until [`Node::complete_syncs`],
+    /// except heartbeat responses of a Ready whose term and vote need no
+    /// sync: those go out with the round ([`Node::finish_round`]). The
+    /// thread driving the node is then free to step messages (a leader
+    /// learns that followers have an entry while its own sync runs) and run
+    /// further rounds, whose writes the next batch syncs. What stays in
+    /// `round` and `jobs` finishes as before, through
+    /// [`Node::finish_round`]. A one-voter group is never deferred: it
+    /// commits only through its own sync, and raft-rs makes it leader at
+    /// once when it campaigns, which it refuses with entries still
+    /// unpersisted.
+    pub fn defer_syncs(&mut self, round: &mut Round, jobs: &mut Vec<SyncJob>) -> SyncBatch {
+        let needs_sync: BTreeSet<GroupId> = jobs.iter().map(SyncJob::group).collect();
+        let term_or_vote_syncs: BTreeSet<GroupId> = jobs
+            .iter()
+            .filter_map(|j| match j {
+                SyncJob::State(g, _) => Some(*g),
+                SyncJob::Log(..) => None,
+            })
+            .collect();
+        let mut deferred = BTreeSet::new();
+        let mut batch = SyncBatch {
+            jobs: Vec::new(),
+            readies: Vec::new(),
+        };
+        for (group, mut rd, applies) in std::mem::take(&mut round.readies) {
+            let Some(r) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let waits = needs_sync.contains(&group) || !r.unsynced.is_empty();
+            // `may_ready` held the snapshot back until nothing was unsynced.
+            let inline = r.unsynced.is_empty()
+                && (r.raw.raft.prs().is_singleton() || !rd.snapshot().is_empty());
+            if !waits || inline {
+                round.readies.push((group, rd, applies));
+                continue;
+            }
+            // Committed entries were applied when the round was written;
+            // raft-rs hears of it once the Ready is persisted (a snapshot's
+            // index may not count as applied before).
+            debug_assert!(rd.committed_entries().is_empty(), "applied when written");
+            let number = rd.number();
+            let mut persisted = rd.take_persisted_messages();
+            let is_heartbeat_response =
+                |m: &Message| m.get_msg_type() == MessageType::MsgHeartbeatResponse;
+            if !term_or_vote_syncs.contains(&group) && persisted.iter().any(is_heartbeat_response) {
+                // A heartbeat response vouches for nothing a log sync
+                // holds: only for the follower's term, durable already
+                // (a term or vote change is synced with a State job, and
+                // `may_ready` starts no Ready while one runs). The commit
+                // index it carries may pass the durable log, but raft-rs
+                // only records it (`Progress::committed_index`) and decides
+                // no commit by it. It also lets the leader resume sending
+                // appends, as an fsync=false follower's does. Held back,
+                // it would wait for an fsync=true group's log sync, which
+                // under heavy writeback takes seconds: longer than the
+                // leader's check-quorum allows.
+                let (now, held): (Vec<Message>, Vec<Message>) =
+                    persisted.into_iter().partition(is_heartbeat_response);
+                push_messages(group, now, &mut round.early, &mut round.snapshots);
+                persisted = held;
+            }
+            r.unsynced.push_back(Unsynced {
+                number,
+                persisted,
+                applies,
+            });
+            if let Err(e) = raft_call(group, &mut r.raw, |raw| raw.advance_append_async(rd)) {
+                // Its syncs still run, and come back for a closed group.
+                self.stop_unreadable(group, &e);
+                continue;
+            }
+            batch.readies.push((group, number));
+            deferred.insert(group);
+        }
+        let (later, now): (Vec<SyncJob>, Vec<SyncJob>) = std::mem::take(jobs)
+            .into_iter()
+            .partition(|j| deferred.contains(&j.group()));
+        *jobs = now;
+        batch.jobs = later;
+        batch
+    }
+
+    /// Records a deferred batch's syncs: each group's Readies up to the
+    /// batch's count as persisted (raft-rs may now commit them and answer
+    /// from them), and the messages they held leave. A group whose sync
+    /// failed stops.
+    pub fn complete_syncs(
+        &mut self,
+        done: SyncedBatch,
+        out: &mut Vec<Outgoing>,
+        events: &mut Vec<Event>,
+    ) {
+        let failed = self.record_syncs(done.results);
+        let mut snapshots = Vec::new();
+        let mut unreadable = Vec::new();
+        for (group, number) in done.readies {
+            if failed.contains_key(&group) {
+                continue;
+            }
+            let Some(r) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            let mut released = Vec::new();
+            let persisted = raft_call(group, &mut r.raw, |raw| {
+                raw.on_persist_ready(number);
+                while r.unsynced.front().is_some_and(|u| u.number <= number) {
+                    let u = r.unsynced.pop_front().expect("front exists");
+                    if u.applies > raw.raft.raft_log.applied {
+                        raw.advance_apply_to(u.applies);
+                    }
+                    released.push(u.persisted);
+                }
+            });
+            match persisted {
+                Ok(()) => {
+                    for messages in released {
+                        push_messages(group, messages, out, &mut snapshots);
+                    }
+                }
+                Err(e) => unreadable.push((group, e)),
+            }
+        }
+        for (group, e) in unreadable {
+            self.fail(group, &e, events);
+        }
+        debug_assert!(
+            snapshots.is_empty(),
+            "snapshots are sent by leaders, at once"
+        );
+        for (group, reason) in failed {
+            self.fail(group, &reason, events);
+        }
+    }
+
+    /// Records the outcome of sync jobs; returns the groups whose sync
+    /// failed, with why.
+    pub(super) fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, String> {
+        let mut failed: BTreeMap<GroupId, String> = BTreeMap::new();
+        for result in results {
+            match result {
+                SyncResult::Log(group, Ok(done)) => match self.groups.get_mut(&group) {
+                    Some(r) => {
+                        if let Err(e) = r.raw.mut_store().complete_log_sync(done) {
+                            failed.insert(group, e.to_string());
+                        }
+                    }
+                    None => self.closed_syncs.push(done),
+                },
+                SyncResult::State(group, Ok(done)) => {
+                    if let Some(r) = self.groups.get_mut(&group) {
+                        r.raw.mut_store().complete_state_sync(done);
+                        // The new snapshot point is durable: what retention
+                        // took below it may go.
+                        if let Some(taken) = self.retention_waiting.remove(&group) {
+                            self.expired.push(taken);
+                        }
+                    }
+                }
+                // A group closed since (its topic deleted) may have lost
+                // its directory under the sync: nothing to stop.
+                SyncResult::Log(group, Err(e)) if self.groups.contains_key(&group) => {
+                    failed.insert(group, e.to_string());
+                }
+                SyncResult::State(group, Err(e)) if self.groups.contains_key(&group) => {
+                    failed.insert(group, e.to_string());
+                }
+                SyncResult::Log(..) | SyncResult::State(..) => {}
+            }
+        }
+        failed
+    }
+}
