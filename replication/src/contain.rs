@@ -48,8 +48,9 @@ pub(crate) fn raft_call<T>(
 pub(crate) fn unreadable(group: GroupId, raw: &RawNode<ReplicaLog>) -> Option<ReplicationError> {
     raw.store()
         .read_failure()
-        .map(|reason| ReplicationError::LogUnreadable {
+        .map(|failure| ReplicationError::LogUnreadable {
             group,
-            reason: reason.to_owned(),
+            reason: failure.reason.clone(),
+            damaged: failure.damaged,
         })
 }

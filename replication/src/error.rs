@@ -107,6 +107,9 @@ pub enum ReplicationError {
         group: GroupId,
         /// What failed.
         reason: String,
+        /// Whether the files are damaged (see [`ReplicationError::is_damage`]),
+        /// not failed by I/O.
+        damaged: bool,
     },
 }
 
@@ -121,6 +124,18 @@ impl ReplicationError {
     pub fn io(op: &'static str, path: impl Into<PathBuf>) -> impl FnOnce(std::io::Error) -> Self {
         let path = path.into();
         move |source| ReplicationError::Io { op, path, source }
+    }
+
+    /// Whether the error says a replica's files are damaged (cut short,
+    /// corrupted, a hole in the log): reopening would find the same
+    /// damage, where an I/O error (ENOSPC, EIO) may pass.
+    pub fn is_damage(&self) -> bool {
+        match self {
+            ReplicationError::Storage(e) => e.is_damage(),
+            ReplicationError::LogUnreadable { damaged, .. } => *damaged,
+            ReplicationError::BadEntry { .. } | ReplicationError::CorruptState { .. } => true,
+            _ => false,
+        }
     }
 
     /// Whether a client may retry after this error (leadership moves).

@@ -69,6 +69,17 @@ enum Checked<'a> {
     Control(Vec<u8>),
 }
 
+/// A read of a replica's log that failed (see
+/// [`ReplicaLog::read_failure`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReadFailure {
+    /// What could not be read, and why.
+    pub reason: String,
+    /// Whether its files are damaged (reopening would find the same), not
+    /// failed by I/O.
+    pub damaged: bool,
+}
+
 /// The Raft storage of one replica. See the module documentation.
 #[derive(Debug)]
 pub struct ReplicaLog {
@@ -89,7 +100,7 @@ pub struct ReplicaLog {
     commit_unsaved: bool,
     /// Why the log could not be read back, once it could not (see
     /// [`ReplicaLog::read_failure`]).
-    read_failure: std::sync::OnceLock<String>,
+    read_failure: std::sync::OnceLock<ReadFailure>,
 }
 
 impl ReplicaLog {
@@ -547,15 +558,15 @@ impl ReplicaLog {
     /// the failure is recorded here first, so that whoever drives raft-rs
     /// can tell a damaged log from a broken invariant and stop this replica
     /// alone. Set once; a replica with one is never read for raft-rs again.
-    pub fn read_failure(&self) -> Option<&str> {
-        self.read_failure.get().map(String::as_str)
+    pub fn read_failure(&self) -> Option<&ReadFailure> {
+        self.read_failure.get()
     }
 
     /// Records a failed read and returns the error raft-rs tolerates best
     /// there: `tolerated`, which it skips (a leader sends nothing this
     /// time) where it can and panics on where it cannot.
-    fn unreadable(&self, what: String, tolerated: StorageError) -> raft::Error {
-        let _ = self.read_failure.set(what);
+    fn unreadable(&self, failure: ReadFailure, tolerated: StorageError) -> raft::Error {
+        let _ = self.read_failure.set(failure);
         raft::Error::Store(tolerated)
     }
 
@@ -603,9 +614,12 @@ impl raft::Storage for ReplicaLog {
         // A leader sending entries to a follower skips a send that finds
         // them "temporarily unavailable"; the group is stopped before it
         // would ask again (see `read_failure`).
-        let unreadable = |e: &dyn std::fmt::Display| {
+        let unreadable = |e: &dyn std::fmt::Display, damaged: bool| {
             self.unreadable(
-                format!("entries {low}..{high} cannot be read back: {e}"),
+                ReadFailure {
+                    reason: format!("entries {low}..{high} cannot be read back: {e}"),
+                    damaged,
+                },
                 StorageError::LogTemporarilyUnavailable,
             )
         };
@@ -618,11 +632,12 @@ impl raft::Storage for ReplicaLog {
                 RaftIndex(high),
                 max_size.into().unwrap_or(u64::MAX),
             )
-            .map_err(|e| unreadable(&e))?;
+            .map_err(|e| unreadable(&e, e.is_damage()))?;
         drop(log);
         batches
             .iter()
-            .map(|b| entry::from_stored(b).map_err(|e| unreadable(&e)))
+            // A stored batch that is no Raft entry is damage too.
+            .map(|b| entry::from_stored(b).map_err(|e| unreadable(&e, true)))
             .collect()
     }
 
@@ -644,7 +659,10 @@ impl raft::Storage for ReplicaLog {
         // raft-rs takes an unavailable term as "no match" where it can.
         log.term_of(RaftIndex(idx)).map(Term::get).map_err(|e| {
             self.unreadable(
-                format!("the term of entry {idx} cannot be read back: {e}"),
+                ReadFailure {
+                    reason: format!("the term of entry {idx} cannot be read back: {e}"),
+                    damaged: e.is_damage(),
+                },
                 StorageError::Unavailable,
             )
         })

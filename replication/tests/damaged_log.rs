@@ -37,12 +37,12 @@ fn add_healthy_group(node: &mut Node, dir: &Path) {
         log_config: small_config(),
         fsync: true,
         store: Box::new(MemoryStateStore::default()),
-        state: ReplicaState::initial(Membership::voters([BrokerId(1)])),
+        state: ReplicaState::initial(Membership::voters([node.id()])),
     })
     .unwrap();
     node.campaign(HEALTHY).unwrap();
     settle(node);
-    assert_eq!(node.leader(HEALTHY), Some(BrokerId(1)));
+    assert_eq!(node.leader(HEALTHY), Some(node.id()));
 }
 
 /// Leader 1 of [`GROUP`] in `dir/damaged` with `batches` data entries
@@ -89,17 +89,23 @@ fn cut(segment: &Path) {
         .unwrap();
 }
 
-/// The reason of the one [`Event::Failed`] in `events`, for [`GROUP`].
+/// The reason of the one [`Event::Failed`] in `events`, for [`GROUP`],
+/// which must say the files are damaged (a reopen would find the same).
 fn failure(events: &[Event]) -> String {
     let failed: Vec<_> = events
         .iter()
         .filter_map(|e| match e {
-            Event::Failed { group, reason } => Some((*group, reason.clone())),
+            Event::Failed {
+                group,
+                reason,
+                damaged,
+            } => Some((*group, reason.clone(), *damaged)),
             _ => None,
         })
         .collect();
     assert_eq!(failed.len(), 1, "one group failed: {events:?}");
     assert_eq!(failed[0].0, GROUP);
+    assert!(failed[0].2, "a file cut short is damage: {events:?}");
     failed[0].1.clone()
 }
 
@@ -203,4 +209,42 @@ fn a_node_whose_logs_read_back_whole_never_reports_a_read_failure() {
         "broker 3 is sent the entries it lacks"
     );
     assert_eq!(leader.status(GROUP).unwrap().commit, RaftIndex(last));
+}
+
+#[test]
+fn a_follower_that_cannot_read_back_the_term_an_append_follows_stops_alone() {
+    // Follower 2 of leader 1, with many entries in sealed segments: its
+    // first segment is cut, and the leader's next append follows an entry
+    // there, whose term the follower must read back to accept it.
+    let dir = tempfile::tempdir().unwrap();
+    let log_dir = dir.path().join("damaged");
+    std::fs::create_dir_all(&log_dir).unwrap();
+    let mut follower = helpers::node_123(2, &log_dir, small_config());
+    let entries: Vec<_> = (1..=120)
+        .map(|i| helpers::data_entry(i, 1, &data_batch(i, 50)))
+        .collect();
+    let mut append = to_leader(MessageType::MsgAppend, 1);
+    (append.from, append.to) = (1, 2);
+    append.commit = 120;
+    append.set_entries(entries.into());
+    follower.step(GROUP, append).unwrap();
+    settle(&mut follower);
+    assert_eq!(follower.status(GROUP).unwrap().commit, RaftIndex(120));
+    add_healthy_group(&mut follower, dir.path());
+    let files = segments(dir.path());
+    assert!(files.len() >= 2, "the entries span sealed segments");
+    cut(&files[0]);
+
+    let mut next = to_leader(MessageType::MsgAppend, 1);
+    (next.from, next.to) = (1, 2);
+    (next.index, next.log_term, next.commit) = (5, 1, 120);
+    next.set_entries(vec![helpers::data_entry(6, 1, &data_batch(6, 50))].into());
+    // raft-rs takes the unreadable term as "no match" and answers with a
+    // rejection; the replica stops at the next round all the same.
+    let _ = follower.step(GROUP, next);
+    let (_, events) = settle(&mut follower);
+    let reason = failure(&events);
+    assert!(reason.contains("term of entry 5"), "{reason}");
+    assert!(!follower.has_group(GROUP));
+    assert_healthy_group_commits(&mut follower);
 }

@@ -268,6 +268,49 @@ fn a_sync_that_completes_after_its_group_closed_is_handed_back_to_drop() {
     assert!(follower.take_closed_syncs().is_empty(), "handed back once");
 }
 
+#[test]
+fn a_sync_of_a_group_stopped_and_opened_again_never_completes_the_new_life() {
+    // The group's first life defers the sync of entry 2 and stops (say a
+    // write failed); the broker opens it again from its files and it takes
+    // entry 3, whose Ready is again the first of its raft-rs node.
+    let dir = tempfile::tempdir().unwrap();
+    let mut follower = synced_follower(dir.path());
+    follower.step(GROUP, append(2)).unwrap();
+    let (old_life, _) = round(&mut follower);
+    assert!(!old_life.jobs.is_empty());
+    follower.remove_group(GROUP).unwrap();
+    follower
+        .add_group(ReplicaSpec {
+            group: GROUP,
+            dir: dir.path(),
+            log_config: small_config(),
+            fsync: true,
+            store: Box::new(MemoryStateStore::default()),
+            state: ReplicaState::initial(voters_123()),
+        })
+        .unwrap();
+    follower.step(GROUP, append(3)).unwrap();
+    let (new_life, out) = round(&mut follower);
+    assert!(acknowledged(&out).is_empty());
+    assert!(!new_life.jobs.is_empty(), "entry 3 waits for its own sync");
+
+    // The old life's batch completes: it syncs nothing of entry 3, so it
+    // releases nothing, and is handed back as a closed group's.
+    let mut out = Vec::new();
+    let mut events = Vec::new();
+    follower.complete_syncs(old_life.run(), &mut out, &mut events);
+    assert!(
+        acknowledged(&out).is_empty(),
+        "entry 3 is acknowledged only by its own sync"
+    );
+    assert!(events.is_empty(), "{events:?}");
+    assert_eq!(follower.take_closed_syncs().len(), 1);
+
+    follower.complete_syncs(new_life.run(), &mut out, &mut events);
+    assert_eq!(acknowledged(&out), vec![3]);
+    assert!(events.is_empty(), "{events:?}");
+}
+
 /// Leader 1's snapshot, in term 1, at `index`.
 fn snapshot(index: u64) -> Message {
     let mut m = Message::default();

@@ -187,7 +187,7 @@ impl RaftLoop {
                         p.refresh_log_start();
                     }
                 }
-                Event::Failed { group, reason } if group == GroupId::CONTROLLER => {
+                Event::Failed { group, reason, .. } if group == GroupId::CONTROLLER => {
                     // Without its replica of the controller a broker can
                     // apply no metadata: it stops, as Kafka's does when its
                     // metadata log directory fails, rather than serve on
@@ -198,12 +198,20 @@ impl RaftLoop {
                     crate::logwriter::flush();
                     std::process::exit(super::REPLICATION_STOPPED_EXIT_CODE);
                 }
-                Event::Failed { group, reason } => {
+                // Stopped here already: a reopen that failed reports its
+                // own error, and the group it dropped reports it again.
+                Event::Failed { group, .. } if self.failed.contains_key(&group) => {}
+                Event::Failed {
+                    group,
+                    reason,
+                    damaged,
+                } => {
                     // A write or sync failed (ENOSPC, EIO): reopened after
-                    // a backoff, from what its files hold, unless they were
-                    // cut short under it (recovery would take that for a
-                    // torn tail and quietly lose what was cut).
-                    let mut retry = true;
+                    // a backoff, from what its files hold, unless they are
+                    // damaged: found so by the read that failed, or cut
+                    // short under it (recovery would take that for a torn
+                    // tail and quietly lose what was cut).
+                    let mut retry = !damaged;
                     match self.published.partition(group) {
                         Some(p) => {
                             tracing::error!("replica {}/{} failed: {reason}", p.topic, p.index);

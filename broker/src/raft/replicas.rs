@@ -82,6 +82,13 @@ impl RaftLoop {
                     .collect::<Vec<_>>()
             })
             .collect();
+        // Groups the node dropped since the last round are stopped first:
+        // one not yet marked failed would look merely unopened, and be
+        // opened again before its failure is heard of.
+        let stopped = self.node.take_stopped();
+        if !stopped.is_empty() {
+            self.publish(stopped);
+        }
         let started = Instant::now();
         let mut left = false;
         for (t, p) in wanted {

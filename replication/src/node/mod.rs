@@ -78,7 +78,7 @@ use crate::storage::{ReplicaLog, SharedLog};
 pub use self::input::{CheckedBatch, Proposed};
 pub use self::round::{Round, SNAPSHOT_INSTALLS_PER_ROUND_MAX};
 use self::sync::Unsynced;
-pub use self::sync::{SyncBatch, SyncJob, SyncResult, SyncedBatch};
+pub use self::sync::{Life, SyncBatch, SyncJob, SyncResult, SyncedBatch};
 pub use crate::outgoing::Outgoing;
 
 /// Settings shared by every group of a node.
@@ -175,7 +175,35 @@ pub enum Event {
         group: GroupId,
         /// Why.
         reason: String,
+        /// Whether its files are damaged (reopening would find the same
+        /// damage), rather than failed by I/O (worth a retry).
+        damaged: bool,
     },
+}
+
+/// Why a group stopped here (see [`Event::Failed`]).
+#[derive(Debug, Clone)]
+pub(super) struct Failure {
+    reason: String,
+    damaged: bool,
+}
+
+impl From<&ReplicationError> for Failure {
+    fn from(e: &ReplicationError) -> Failure {
+        Failure {
+            reason: e.to_string(),
+            damaged: e.is_damage(),
+        }
+    }
+}
+
+impl From<&rill_storage::LogError> for Failure {
+    fn from(e: &rill_storage::LogError) -> Failure {
+        Failure {
+            reason: e.to_string(),
+            damaged: e.is_damage(),
+        }
+    }
 }
 
 /// One replica: a raft-rs group over its log.
@@ -198,6 +226,8 @@ struct Replica {
     /// ([`Node::defer_syncs`]), oldest first: each one's number and the
     /// messages that may leave only once it is durable.
     unsynced: VecDeque<Unsynced>,
+    /// Which opening of its group on this node it is (see [`Life`]).
+    generation: u64,
 }
 
 impl Replica {
@@ -299,7 +329,9 @@ pub struct Node {
     rejoining: bool,
     /// Groups stopped between rounds because their log could not be read
     /// back (see `contain`), with why: reported by the next round.
-    stopped_between_rounds: Vec<(GroupId, String)>,
+    stopped_between_rounds: Vec<(GroupId, Failure)>,
+    /// Groups opened so far: the next one opened is this generation.
+    generations: u64,
 }
 
 /// What opening a replica needs.
@@ -334,6 +366,7 @@ impl Node {
             expired: Vec::new(),
             rejoining: false,
             stopped_between_rounds: Vec::new(),
+            generations: 0,
         }
     }
 
@@ -409,7 +442,9 @@ impl Node {
             leader: None,
             catching_up: self.rejoining.then(Default::default),
             unsynced: VecDeque::new(),
+            generation: self.generations,
         };
+        self.generations += 1;
         let phase = self.jitter.next() % c.election_tick as u64;
         for _ in 0..phase {
             replica.raw.tick();

@@ -48,7 +48,7 @@ impl Node {
                 Ok((_, taken)) if taken.is_empty() => {}
                 Ok((None, taken)) => self.expired.push(taken),
                 Ok((Some(sync), taken)) => {
-                    batch.jobs.push(SyncJob::State(group, sync));
+                    batch.jobs.push(SyncJob::State(r.life(group), sync));
                     let earlier = self.retention_waiting.insert(group, taken);
                     assert!(
                         earlier.is_none(),
@@ -59,7 +59,7 @@ impl Node {
             }
         }
         for (group, e) in failed {
-            self.fail(group, &e, events);
+            self.fail(group, (&e).into(), events);
         }
         batch
     }

@@ -20,7 +20,7 @@ use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, Ready, StateRole};
 use rill_storage::{RaftIndex, Term};
 
-use super::{Event, Node, Outgoing, Replica, SyncJob, SyncResult};
+use super::{Event, Failure, Node, Outgoing, Replica, SyncJob, SyncResult};
 use crate::contain::raft_call;
 use crate::error::ReplicationError;
 use crate::ids::{BrokerId, GroupId};
@@ -57,9 +57,7 @@ impl Node {
     /// Nothing is written yet: call [`Node::write_round`] next, with no
     /// other call on this node in between.
     pub fn start_round(&mut self, out: &mut Vec<Outgoing>, events: &mut Vec<Event>) -> Round {
-        for (group, reason) in self.stopped_between_rounds.drain(..) {
-            events.push(Event::Failed { group, reason });
-        }
+        events.extend(self.take_stopped());
         // A leader whose log failed a read for a follower skipped that send
         // without a panic; it stops before it would read again.
         let unreadable: Vec<_> = self
@@ -68,7 +66,7 @@ impl Node {
             .filter_map(|(&group, r)| crate::contain::unreadable(group, &r.raw).map(|e| (group, e)))
             .collect();
         for (group, e) in unreadable {
-            self.fail(group, &e, events);
+            self.fail(group, (&e).into(), events);
         }
         let mut unreadable = Vec::new();
         let mut readies = Vec::new();
@@ -113,7 +111,7 @@ impl Node {
             readies.push((group, rd, 0));
         }
         for (group, e) in unreadable {
-            self.fail(group, &e, events);
+            self.fail(group, (&e).into(), events);
         }
         Round {
             readies,
@@ -174,7 +172,7 @@ impl Node {
             }
         });
         for (group, e) in failed {
-            self.fail(group, &e, events);
+            self.fail(group, (&e).into(), events);
         }
     }
 
@@ -197,7 +195,7 @@ impl Node {
                 continue;
             };
             if let Err(e) = advance(group, r, rd, out, events, &mut snapshots) {
-                failed.insert(group, e.to_string());
+                failed.insert(group, (&e).into());
             }
         }
         // A snapshot is tiny (the log start point) and sent in one message:
@@ -209,33 +207,44 @@ impl Node {
                     .report_snapshot(to.get(), raft::SnapshotStatus::Finish);
             }
         }
-        for (group, reason) in failed {
-            self.fail(group, &reason, events);
+        for (group, failure) in failed {
+            self.fail(group, failure, events);
         }
     }
 
-    /// Drops a group whose raft-rs call hit its unreadable log between
-    /// rounds; the next round reports it failed.
-    pub(super) fn stop_unreadable(&mut self, group: GroupId, e: &ReplicationError) {
-        tracing::error!(%group, reason = %e, "replica stopped");
-        self.retention_waiting.remove(&group);
-        self.groups.remove(&group);
-        self.stopped_between_rounds.push((group, e.to_string()));
+    /// The groups stopped between rounds (a raft-rs call on them hit an
+    /// unreadable log), as [`Event::Failed`]s: the next round reports them,
+    /// and a caller that opens replicas between rounds takes them first,
+    /// so it never reopens a group whose failure it has not yet heard of.
+    pub fn take_stopped(&mut self) -> Vec<Event> {
+        self.stopped_between_rounds
+            .drain(..)
+            .map(|(group, f)| Event::Failed {
+                group,
+                reason: f.reason,
+                damaged: f.damaged,
+            })
+            .collect()
     }
 
-    pub(super) fn fail(
-        &mut self,
-        group: GroupId,
-        reason: &dyn std::fmt::Display,
-        events: &mut Vec<Event>,
-    ) {
-        tracing::error!(%group, %reason, "replica stopped");
+    /// Drops a group whose raft-rs call hit its unreadable log between
+    /// rounds; [`Node::take_stopped`] reports it.
+    pub(super) fn stop_unreadable(&mut self, group: GroupId, e: &ReplicationError) {
+        tracing::error!(%group, reason = %e, "replica stopped; the panic raft-rs reported for it, if any, is contained to it");
+        self.retention_waiting.remove(&group);
+        self.groups.remove(&group);
+        self.stopped_between_rounds.push((group, e.into()));
+    }
+
+    pub(super) fn fail(&mut self, group: GroupId, failure: Failure, events: &mut Vec<Event>) {
+        tracing::error!(%group, reason = %failure.reason, "replica stopped");
         // Never unlinked: the new snapshot point may not be durable.
         self.retention_waiting.remove(&group);
         self.groups.remove(&group);
         events.push(Event::Failed {
             group,
-            reason: reason.to_string(),
+            reason: failure.reason,
+            damaged: failure.damaged,
         });
     }
 }
@@ -272,6 +281,7 @@ fn persist(
     events: &mut Vec<Event>,
 ) -> Result<u64, ReplicationError> {
     let mut applies = rd.snapshot().get_metadata().index;
+    let life = r.life(group);
     let is_leader = r.raw.raft.state == StateRole::Leader;
     let fsync = r.fsync;
     if !rd.snapshot().is_empty() {
@@ -308,7 +318,7 @@ fn persist(
         // own when proposed, a follower's when its append arrived (`step`).
         store.append(rd.entries(), true)?;
         if fsync {
-            jobs.push(SyncJob::Log(group, store.sync_plan()));
+            jobs.push(SyncJob::Log(life, store.sync_plan()));
         }
         if is_leader {
             events.push(Event::Appended {
@@ -328,7 +338,7 @@ fn persist(
         let durable =
             before.term.get() != hs.term || before.vote.map_or(0, BrokerId::get) != hs.vote;
         if let Some(sync) = store.set_hard_state(hs, durable)? {
-            jobs.push(SyncJob::State(group, sync));
+            jobs.push(SyncJob::State(life, sync));
         }
     }
     Ok(applies)

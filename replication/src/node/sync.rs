@@ -20,7 +20,7 @@ use raft::eraftpb::{Message, MessageType};
 use rill_storage::{LogError, SyncDone, SyncPlan};
 
 use super::round::push_messages;
-use super::{Event, Node, Outgoing, Round};
+use super::{Event, Failure, Node, Outgoing, Round};
 use crate::contain::raft_call;
 use crate::error::ReplicationError;
 use crate::ids::GroupId;
@@ -37,23 +37,56 @@ pub(super) struct Unsynced {
     applies: u64,
 }
 
+/// One opening of a group on this node. A group stopped and opened again
+/// (a replica reopened after an I/O error) is a new life: a sync planned for
+/// the old one never completes the new one, whose Ready numbers start
+/// again and whose log was reopened from its files. Counting the old
+/// Ready's number as persisted there would acknowledge entries no sync
+/// covered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Life {
+    /// The group.
+    pub group: GroupId,
+    /// Which opening of it.
+    generation: u64,
+}
+
+impl super::Replica {
+    /// This replica's life, as `group`.
+    pub(super) fn life(&self, group: GroupId) -> Life {
+        Life {
+            group,
+            generation: self.generation,
+        }
+    }
+}
+
+impl Node {
+    /// The replica of `life`, if that life of its group is still open.
+    fn live_mut(&mut self, life: Life) -> Option<&mut super::Replica> {
+        self.groups
+            .get_mut(&life.group)
+            .filter(|r| r.generation == life.generation)
+    }
+}
+
 /// A work item of a round's durability step. `Send`: run it anywhere.
 #[derive(Debug)]
 #[must_use = "a round is not finished until its syncs ran and were handed back"]
 pub enum SyncJob {
     /// Sync a group's log.
-    Log(GroupId, SyncPlan),
+    Log(Life, SyncPlan),
     /// Sync a group's hard state.
-    State(GroupId, StateSync),
+    State(Life, StateSync),
 }
 
 /// A job that ran.
 #[derive(Debug)]
 pub enum SyncResult {
     /// A log sync's outcome.
-    Log(GroupId, Result<SyncDone, LogError>),
+    Log(Life, Result<SyncDone, LogError>),
     /// A state sync's outcome.
-    State(GroupId, Result<StateSync, ReplicationError>),
+    State(Life, Result<StateSync, ReplicationError>),
 }
 
 impl SyncJob {
@@ -68,7 +101,7 @@ impl SyncJob {
     /// The group it belongs to.
     pub fn group(&self) -> GroupId {
         match self {
-            SyncJob::Log(g, _) | SyncJob::State(g, _) => *g,
+            SyncJob::Log(life, _) | SyncJob::State(life, _) => life.group,
         }
     }
 
@@ -92,15 +125,15 @@ impl SyncJob {
 pub struct SyncBatch {
     /// The syncs to run.
     pub jobs: Vec<SyncJob>,
-    /// The deferred Readies: group and Ready number.
-    pub(super) readies: Vec<(GroupId, u64)>,
+    /// The deferred Readies: group life and Ready number.
+    pub(super) readies: Vec<(Life, u64)>,
 }
 
 /// A [`SyncBatch`] whose jobs ran.
 #[derive(Debug)]
 pub struct SyncedBatch {
     results: Vec<SyncResult>,
-    readies: Vec<(GroupId, u64)>,
+    readies: Vec<(Life, u64)>,
 }
 
 impl SyncBatch {
@@ -121,12 +154,12 @@ impl SyncBatch {
     /// so every file still unsynced then is still unsynced now, and
     /// `fdatasync` works on whole files): the older plan is dropped.
     pub fn merge(&mut self, later: SyncBatch) {
-        let mut logs: BTreeMap<GroupId, usize> = self
+        let mut logs: BTreeMap<Life, usize> = self
             .jobs
             .iter()
             .enumerate()
             .filter_map(|(i, j)| match j {
-                SyncJob::Log(g, _) => Some((*g, i)),
+                SyncJob::Log(life, _) => Some((*life, i)),
                 SyncJob::State(..) => None,
             })
             .collect();
@@ -187,7 +220,7 @@ impl Node {
         let term_or_vote_syncs: BTreeSet<GroupId> = jobs
             .iter()
             .filter_map(|j| match j {
-                SyncJob::State(g, _) => Some(*g),
+                SyncJob::State(life, _) => Some(life.group),
                 SyncJob::Log(..) => None,
             })
             .collect();
@@ -238,12 +271,13 @@ impl Node {
                 persisted,
                 applies,
             });
+            let life = r.life(group);
             if let Err(e) = raft_call(group, &mut r.raw, |raw| raw.advance_append_async(rd)) {
                 // Its syncs still run, and come back for a closed group.
                 self.stop_unreadable(group, &e);
                 continue;
             }
-            batch.readies.push((group, number));
+            batch.readies.push((life, number));
             deferred.insert(group);
         }
         let (later, now): (Vec<SyncJob>, Vec<SyncJob>) = std::mem::take(jobs)
@@ -267,11 +301,12 @@ impl Node {
         let failed = self.record_syncs(done.results);
         let mut snapshots = Vec::new();
         let mut unreadable = Vec::new();
-        for (group, number) in done.readies {
+        for (life, number) in done.readies {
+            let group = life.group;
             if failed.contains_key(&group) {
                 continue;
             }
-            let Some(r) = self.groups.get_mut(&group) else {
+            let Some(r) = self.live_mut(life) else {
                 continue;
             };
             let mut released = Vec::new();
@@ -295,48 +330,49 @@ impl Node {
             }
         }
         for (group, e) in unreadable {
-            self.fail(group, &e, events);
+            self.fail(group, (&e).into(), events);
         }
         debug_assert!(
             snapshots.is_empty(),
             "snapshots are sent by leaders, at once"
         );
-        for (group, reason) in failed {
-            self.fail(group, &reason, events);
+        for (group, failure) in failed {
+            self.fail(group, failure, events);
         }
     }
 
     /// Records the outcome of sync jobs; returns the groups whose sync
     /// failed, with why.
-    pub(super) fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, String> {
-        let mut failed: BTreeMap<GroupId, String> = BTreeMap::new();
+    pub(super) fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, Failure> {
+        let mut failed: BTreeMap<GroupId, Failure> = BTreeMap::new();
         for result in results {
             match result {
-                SyncResult::Log(group, Ok(done)) => match self.groups.get_mut(&group) {
+                SyncResult::Log(life, Ok(done)) => match self.live_mut(life) {
                     Some(r) => {
                         if let Err(e) = r.raw.mut_store().complete_log_sync(done) {
-                            failed.insert(group, e.to_string());
+                            failed.insert(life.group, (&e).into());
                         }
                     }
                     None => self.closed_syncs.push(done),
                 },
-                SyncResult::State(group, Ok(done)) => {
-                    if let Some(r) = self.groups.get_mut(&group) {
+                SyncResult::State(life, Ok(done)) => {
+                    if let Some(r) = self.live_mut(life) {
                         r.raw.mut_store().complete_state_sync(done);
                         // The new snapshot point is durable: what retention
                         // took below it may go.
-                        if let Some(taken) = self.retention_waiting.remove(&group) {
+                        if let Some(taken) = self.retention_waiting.remove(&life.group) {
                             self.expired.push(taken);
                         }
                     }
                 }
-                // A group closed since (its topic deleted) may have lost
-                // its directory under the sync: nothing to stop.
-                SyncResult::Log(group, Err(e)) if self.groups.contains_key(&group) => {
-                    failed.insert(group, e.to_string());
+                // A group closed since (its topic deleted, or stopped and
+                // opened again) may have lost its directory under the
+                // sync: nothing to stop.
+                SyncResult::Log(life, Err(e)) if self.live_mut(life).is_some() => {
+                    failed.insert(life.group, (&e).into());
                 }
-                SyncResult::State(group, Err(e)) if self.groups.contains_key(&group) => {
-                    failed.insert(group, e.to_string());
+                SyncResult::State(life, Err(e)) if self.live_mut(life).is_some() => {
+                    failed.insert(life.group, (&e).into());
                 }
                 SyncResult::Log(..) | SyncResult::State(..) => {}
             }

@@ -743,7 +743,7 @@ impl Sim {
                 self.pending = still;
             }
             Event::Restored { .. } => self.restores += 1,
-            Event::Failed { group, reason } => {
+            Event::Failed { group, reason, .. } => {
                 panic!(
                     "seed {}: group {group} failed on {b}: {reason}",
                     self.config.seed
