@@ -22,10 +22,10 @@ use helpers::{data_batch, data_entry, small_config, voters_123};
 use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rill_replication::node::SNAPSHOT_INSTALLS_PER_ROUND_MAX;
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
-use rill_replication::storage::{SharedLog, lock, snapshot_data};
+use rill_replication::storage::snapshot_data;
 use rill_replication::{
-    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec,
-    ReplicationError, SyncBatch, SyncJob,
+    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
+    ReplicaSpec, ReplicationError, SyncBatch, SyncJob,
 };
 use rill_storage::{LogConfig, ManualClock, Offset, RaftIndex};
 
@@ -37,7 +37,7 @@ fn node(me: u64, members: Membership, dir: &std::path::Path) -> Node {
 }
 
 /// As [`node`], with the group's log.
-fn node_and_log(me: u64, members: Membership, dir: &std::path::Path) -> (Node, SharedLog) {
+fn node_and_log(me: u64, members: Membership, dir: &std::path::Path) -> (Node, ReplicaLogReader) {
     node_with(me, members, dir, small_config())
 }
 
@@ -47,7 +47,7 @@ fn node_with(
     members: Membership,
     dir: &std::path::Path,
     log_config: LogConfig,
-) -> (Node, SharedLog) {
+) -> (Node, ReplicaLogReader) {
     let mut node = Node::new(
         NodeConfig::new(BrokerId(me)),
         Arc::new(ManualClock::new(1_000_000)),
@@ -119,7 +119,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
     let (batch, out) = round(&mut follower);
     assert!(!batch.is_empty(), "a follower of a 3-voter group defers");
     assert!(
-        !batch.jobs.is_empty(),
+        batch.jobs() > 0,
         "the log (and the new term) wait for the batch"
     );
     assert_eq!(
@@ -163,7 +163,7 @@ fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
     assert!(acknowledged(&out).is_empty());
 
     waiting.merge(later);
-    assert_eq!(waiting.jobs.len(), 1, "the newer log plan covers the older");
+    assert_eq!(waiting.jobs(), 1, "the newer log plan covers the older");
     assert_eq!(waiting.readies(), 2);
     let mut out = Vec::new();
     follower.complete_syncs(waiting.run(), &mut out, &mut Vec::new());
@@ -254,7 +254,7 @@ fn a_sync_that_completes_after_its_group_closed_is_handed_back_to_drop() {
     let mut follower = synced_follower(dir.path());
     follower.step(GROUP, append(2)).unwrap();
     let (waiting, _) = round(&mut follower);
-    assert!(!waiting.jobs.is_empty());
+    assert!(waiting.jobs() > 0);
     // The topic is deleted while the sync runs.
     follower.remove_group(GROUP).unwrap();
     let mut out = Vec::new();
@@ -277,7 +277,7 @@ fn a_sync_of_a_group_stopped_and_opened_again_never_completes_the_new_life() {
     let mut follower = synced_follower(dir.path());
     follower.step(GROUP, append(2)).unwrap();
     let (old_life, _) = round(&mut follower);
-    assert!(!old_life.jobs.is_empty());
+    assert!(old_life.jobs() > 0);
     follower.remove_group(GROUP).unwrap();
     follower
         .add_group(ReplicaSpec {
@@ -292,7 +292,7 @@ fn a_sync_of_a_group_stopped_and_opened_again_never_completes_the_new_life() {
     follower.step(GROUP, append(3)).unwrap();
     let (new_life, out) = round(&mut follower);
     assert!(acknowledged(&out).is_empty());
-    assert!(!new_life.jobs.is_empty(), "entry 3 waits for its own sync");
+    assert!(new_life.jobs() > 0, "entry 3 waits for its own sync");
 
     // The old life's batch completes: it syncs nothing of entry 3, so it
     // releases nothing, and is handed back as a closed group's.
@@ -337,7 +337,7 @@ fn snapshot(index: u64) -> Message {
 fn a_snapshot_waits_for_unsynced_readies_then_installs_inside_its_round() {
     let dir = tempfile::tempdir().unwrap();
     let (mut follower, log) = node_and_log(2, voters_123(), dir.path());
-    let log_next = || lock(&log).next_raft_index().get();
+    let log_next = || log.next_raft_index().get();
     follower.step(GROUP, append(1)).unwrap();
     let (first, _) = round(&mut follower);
     follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
@@ -370,7 +370,7 @@ fn a_round_installs_a_bounded_number_of_snapshots_and_the_next_rounds_the_rest()
         Arc::new(ManualClock::new(1_000_000)),
     );
     let groups = SNAPSHOT_INSTALLS_PER_ROUND_MAX as u64 + 3;
-    let logs: Vec<SharedLog> = (1..=groups)
+    let logs: Vec<ReplicaLogReader> = (1..=groups)
         .map(|g| {
             let group_dir = dir.path().join(g.to_string());
             std::fs::create_dir(&group_dir).unwrap();
@@ -391,7 +391,7 @@ fn a_round_installs_a_bounded_number_of_snapshots_and_the_next_rounds_the_rest()
     }
     let installed = || {
         logs.iter()
-            .filter(|log| lock(log).next_raft_index() == RaftIndex(51))
+            .filter(|log| log.next_raft_index() == RaftIndex(51))
             .count()
     };
     let _ = round(&mut follower);
@@ -457,15 +457,15 @@ fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go(
         assert!(deferred.is_empty(), "a one-voter group syncs in its round");
     }
     let files = segment_files(dir.path());
-    let log_start = lock(&log).log_start_offset();
+    let log_start = log.log_start_offset();
 
     let mut events = Vec::new();
     let syncs = alone.apply_retention(&mut events);
     assert!(events.is_empty(), "no group failed");
-    assert_eq!(syncs.jobs.len(), 1, "the new log start's state sync");
+    assert_eq!(syncs.jobs(), 1, "the new log start's state sync");
     assert!(syncs.readies() == 0, "no Ready waits for it");
     assert!(
-        lock(&log).log_start_offset() > log_start,
+        log.log_start_offset() > log_start,
         "the segments leave the log at once"
     );
     assert!(
@@ -475,11 +475,11 @@ fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go(
     assert_eq!(segment_files(dir.path()), files);
 
     // Meanwhile the group takes no Ready: it would save the state again.
-    let end = lock(&log).next_raft_index();
+    let end = log.next_raft_index();
     propose(&mut alone, 100);
     let (held, out) = round(&mut alone);
     assert!(held.is_empty() && out.is_empty());
-    assert_eq!(lock(&log).next_raft_index(), end, "nothing written");
+    assert_eq!(log.next_raft_index(), end, "nothing written");
 
     alone.complete_syncs(syncs.run(), &mut Vec::new(), &mut events);
     assert!(events.is_empty(), "no group failed");
@@ -491,7 +491,7 @@ fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go(
     assert!(segment_files(dir.path()) < files, "unlinked");
     let _ = round(&mut alone);
     assert!(
-        lock(&log).next_raft_index() > end,
+        log.next_raft_index() > end,
         "the group goes on once the sync is back"
     );
 }
@@ -537,7 +537,7 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
             "{what}: raft-rs never saw the append (no Ready, no response)"
         );
         assert_eq!(
-            lock(&log).next_raft_index(),
+            log.next_raft_index(),
             RaftIndex(2),
             "{what}: not even the valid entry before it was taken"
         );
@@ -550,16 +550,16 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
     follower.complete_syncs(batch.run(), &mut out, &mut events);
     assert_eq!(acknowledged(&out), vec![3]);
     assert!(events.is_empty(), "no group failed: {events:?}");
-    assert_eq!(lock(&log).next_raft_index(), RaftIndex(4));
+    assert_eq!(log.next_raft_index(), RaftIndex(4));
 }
 
 /// Broker 1 as the leader of a 3-voter group, elected by broker 2's votes.
-fn elected_leader(dir: &std::path::Path) -> (Node, SharedLog) {
+fn elected_leader(dir: &std::path::Path) -> (Node, ReplicaLogReader) {
     elected_leader_with(dir, small_config())
 }
 
 /// As [`elected_leader`], its log configured by `log_config`.
-fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, SharedLog) {
+fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, ReplicaLogReader) {
     let (mut leader, log) = node_with(1, voters_123(), dir, log_config);
     leader.campaign(GROUP).unwrap();
     for vote in [
@@ -704,7 +704,7 @@ fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
     let mut events = Vec::new();
     let syncs = leader.apply_retention(&mut events);
     assert!(events.is_empty(), "no group failed: {events:?}");
-    assert_eq!(syncs.jobs.len(), 1, "the new log start's state sync runs");
+    assert_eq!(syncs.jobs(), 1, "the new log start's state sync runs");
 
     // Heartbeats fall due while it runs (under writeback, for seconds).
     for _ in 0..4 {
@@ -729,16 +729,16 @@ fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
     answer.to = 1;
     answer.term = term;
     leader.step(GROUP, answer).unwrap();
-    let end = lock(&log).next_raft_index();
+    let end = log.next_raft_index();
     propose(&mut leader, 100);
     let _ = round(&mut leader);
-    assert_eq!(lock(&log).next_raft_index(), end, "nothing written");
+    assert_eq!(log.next_raft_index(), end, "nothing written");
 
     leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut events);
     assert!(events.is_empty(), "no group failed: {events:?}");
     let _ = round(&mut leader);
     assert!(
-        lock(&log).next_raft_index() > end,
+        log.next_raft_index() > end,
         "the entry is written once the sync is back"
     );
 }

@@ -45,11 +45,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rill_replication::storage::SharedLog;
 use rill_replication::transport::{Inbound, Transport};
 use rill_replication::{
-    BrokerId, CheckedBatch, GroupId, Node, NodeConfig, Proposed, ReplicationError, SyncBatch,
-    SyncedBatch,
+    BrokerId, CheckedBatch, GroupId, Node, NodeConfig, Proposed, ReplicaLogReader,
+    ReplicationError, SyncBatch, SyncedBatch,
 };
 use rill_storage::{RaftIndex, SystemClock, Term};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -398,7 +397,7 @@ struct RaftLoop {
     data_arrived: Arc<Notify>,
     published: Arc<Published>,
     transport: Option<Transport>,
-    controller_log: Option<SharedLog>,
+    controller_log: Option<ReplicaLogReader>,
     image: ClusterImage,
     /// The controller entries applied to the image.
     applied: RaftIndex,

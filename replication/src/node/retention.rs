@@ -48,7 +48,7 @@ impl Node {
                 Ok((_, taken)) if taken.is_empty() => {}
                 Ok((None, taken)) => self.expired.push(taken),
                 Ok((Some(sync), taken)) => {
-                    batch.jobs.push(SyncJob::State(r.life(group), sync));
+                    batch.jobs.push(SyncJob::state(r.life(group), sync));
                     let earlier = self.retention_waiting.insert(group, taken);
                     assert!(
                         earlier.is_none(),

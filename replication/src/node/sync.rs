@@ -44,9 +44,9 @@ pub(super) struct Unsynced {
 /// Ready's number as persisted there would acknowledge entries no sync
 /// covered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Life {
+pub(super) struct Life {
     /// The group.
-    pub group: GroupId,
+    pub(super) group: GroupId,
     /// Which opening of it.
     generation: u64,
 }
@@ -71,9 +71,15 @@ impl Node {
 }
 
 /// A work item of a round's durability step. `Send`: run it anywhere.
+/// What it syncs is the node's business: the caller only runs it and hands
+/// the result back.
 #[derive(Debug)]
 #[must_use = "a round is not finished until its syncs ran and were handed back"]
-pub enum SyncJob {
+pub struct SyncJob(Job);
+
+/// What a [`SyncJob`] syncs.
+#[derive(Debug)]
+enum Job {
     /// Sync a group's log.
     Log(Life, SyncPlan),
     /// Sync a group's hard state.
@@ -82,7 +88,11 @@ pub enum SyncJob {
 
 /// A job that ran.
 #[derive(Debug)]
-pub enum SyncResult {
+pub struct SyncResult(Ran);
+
+/// How a [`SyncJob`] went.
+#[derive(Debug)]
+enum Ran {
     /// A log sync's outcome.
     Log(Life, Result<SyncDone, LogError>),
     /// A state sync's outcome.
@@ -90,26 +100,36 @@ pub enum SyncResult {
 }
 
 impl SyncJob {
+    /// A sync of the log of the group in `life`.
+    pub(super) fn log(life: Life, plan: SyncPlan) -> SyncJob {
+        SyncJob(Job::Log(life, plan))
+    }
+
+    /// A sync of the hard state of the group in `life`.
+    pub(super) fn state(life: Life, sync: StateSync) -> SyncJob {
+        SyncJob(Job::State(life, sync))
+    }
+
     /// Runs the sync (`fdatasync` of the files written).
     pub fn run(self) -> SyncResult {
-        match self {
-            SyncJob::Log(g, plan) => SyncResult::Log(g, plan.run()),
-            SyncJob::State(g, sync) => SyncResult::State(g, sync.run()),
-        }
+        SyncResult(match self.0 {
+            Job::Log(g, plan) => Ran::Log(g, plan.run()),
+            Job::State(g, sync) => Ran::State(g, sync.run()),
+        })
     }
 
     /// The group it belongs to.
-    pub fn group(&self) -> GroupId {
-        match self {
-            SyncJob::Log(life, _) | SyncJob::State(life, _) => life.group,
+    pub(super) fn group(&self) -> GroupId {
+        match &self.0 {
+            Job::Log(life, _) | Job::State(life, _) => life.group,
         }
     }
 
     /// Bytes of log data it syncs.
     pub fn bytes(&self) -> u64 {
-        match self {
-            SyncJob::Log(_, plan) => plan.bytes(),
-            SyncJob::State(..) => 0,
+        match &self.0 {
+            Job::Log(_, plan) => plan.bytes(),
+            Job::State(..) => 0,
         }
     }
 }
@@ -124,7 +144,7 @@ impl SyncJob {
 #[must_use = "the groups of a deferred batch wait until it is completed"]
 pub struct SyncBatch {
     /// The syncs to run.
-    pub jobs: Vec<SyncJob>,
+    pub(super) jobs: Vec<SyncJob>,
     /// The deferred Readies: group life and Ready number.
     pub(super) readies: Vec<(Life, u64)>,
 }
@@ -147,6 +167,11 @@ impl SyncBatch {
         self.readies.len()
     }
 
+    /// How many syncs it runs.
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
     /// Folds `later` (made after this batch, which has not run) into this
     /// batch, so that one run syncs both: group commit across rounds while
     /// an earlier batch keeps the disk busy. A group's newer log plan
@@ -158,13 +183,13 @@ impl SyncBatch {
             .jobs
             .iter()
             .enumerate()
-            .filter_map(|(i, j)| match j {
-                SyncJob::Log(life, _) => Some((*life, i)),
-                SyncJob::State(..) => None,
+            .filter_map(|(i, j)| match &j.0 {
+                Job::Log(life, _) => Some((*life, i)),
+                Job::State(..) => None,
             })
             .collect();
         for job in later.jobs {
-            if let SyncJob::Log(group, _) = &job {
+            if let Job::Log(group, _) = &job.0 {
                 if let Some(&i) = logs.get(group) {
                     self.jobs[i] = job;
                     continue;
@@ -219,9 +244,9 @@ impl Node {
         let needs_sync: BTreeSet<GroupId> = jobs.iter().map(SyncJob::group).collect();
         let term_or_vote_syncs: BTreeSet<GroupId> = jobs
             .iter()
-            .filter_map(|j| match j {
-                SyncJob::State(life, _) => Some(life.group),
-                SyncJob::Log(..) => None,
+            .filter_map(|j| match &j.0 {
+                Job::State(life, _) => Some(life.group),
+                Job::Log(..) => None,
             })
             .collect();
         let mut deferred = BTreeSet::new();
@@ -345,9 +370,9 @@ impl Node {
     /// failed, with why.
     pub(super) fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, Failure> {
         let mut failed: BTreeMap<GroupId, Failure> = BTreeMap::new();
-        for result in results {
+        for SyncResult(result) in results {
             match result {
-                SyncResult::Log(life, Ok(done)) => match self.live_mut(life) {
+                Ran::Log(life, Ok(done)) => match self.live_mut(life) {
                     Some(r) => {
                         if let Err(e) = r.raw.mut_store().complete_log_sync(done) {
                             failed.insert(life.group, (&e).into());
@@ -355,7 +380,7 @@ impl Node {
                     }
                     None => self.closed_syncs.push(done),
                 },
-                SyncResult::State(life, Ok(done)) => {
+                Ran::State(life, Ok(done)) => {
                     if let Some(r) = self.live_mut(life) {
                         r.raw.mut_store().complete_state_sync(done);
                         // The new snapshot point is durable: what retention
@@ -368,13 +393,13 @@ impl Node {
                 // A group closed since (its topic deleted, or stopped and
                 // opened again) may have lost its directory under the
                 // sync: nothing to stop.
-                SyncResult::Log(life, Err(e)) if self.live_mut(life).is_some() => {
+                Ran::Log(life, Err(e)) if self.live_mut(life).is_some() => {
                     failed.insert(life.group, (&e).into());
                 }
-                SyncResult::State(life, Err(e)) if self.live_mut(life).is_some() => {
+                Ran::State(life, Err(e)) if self.live_mut(life).is_some() => {
                     failed.insert(life.group, (&e).into());
                 }
-                SyncResult::Log(..) | SyncResult::State(..) => {}
+                Ran::Log(..) | Ran::State(..) => {}
             }
         }
         failed

@@ -38,10 +38,9 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
-use rill_replication::storage::{SharedLog, lock};
 use rill_replication::{
-    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec,
-    ReplicationError, SyncBatch, SyncJob,
+    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
+    ReplicaSpec, ReplicationError, SyncBatch, SyncJob,
 };
 use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, Offset, RaftIndex, Term};
 
@@ -147,7 +146,7 @@ pub struct SimConfig {
 
 struct Broker {
     node: Option<Node>,
-    logs: BTreeMap<GroupId, SharedLog>,
+    logs: BTreeMap<GroupId, ReplicaLogReader>,
     clock: ManualClock,
     /// Deferred sync batches, oldest first, with the step each completes.
     syncing: VecDeque<(u64, SyncBatch)>,
@@ -359,7 +358,7 @@ impl Sim {
         let durable: Vec<(GroupId, rill_storage::LogPosition)> = broker
             .logs
             .iter()
-            .map(|(g, log)| (*g, lock(log).durable()))
+            .map(|(g, log)| (*g, log.durable()))
             .collect();
         broker.logs.clear();
         broker.syncing.clear();
@@ -670,7 +669,7 @@ impl Sim {
             .all(|(g, members)| {
                 let term_at = |m: &BrokerId, index: RaftIndex| {
                     let log = self.brokers[m].logs.get(g)?;
-                    lock(log).term_of(index).ok()
+                    log.term_of(index).ok()
                 };
                 let highest = members
                     .iter()
@@ -693,7 +692,7 @@ impl Sim {
                     self.brokers[m]
                         .logs
                         .get(g)
-                        .is_some_and(|l| lock(l).term_of(index).ok() == Some(term))
+                        .is_some_and(|l| l.term_of(index).ok() == Some(term))
                 })
             })
     }
@@ -731,7 +730,7 @@ impl Sim {
                         still.push(p);
                         continue;
                     }
-                    let term_there = log.as_ref().and_then(|l| lock(l).term_of(p.index).ok());
+                    let term_there = log.as_ref().and_then(|l| l.term_of(p.index).ok());
                     if term_there == Some(p.term) {
                         self.acks.push(Ack {
                             group,
@@ -758,11 +757,10 @@ impl Sim {
         let Some(log) = self.brokers[&b].logs.get(&group).cloned() else {
             return;
         };
-        let log = lock(&log);
         let seen = self.committed.entry(group).or_default();
         let from = log.first_raft_index();
         let batches = log
-            .read_entries(from, through.next(), u64::MAX)
+            .read_entries_owned(from, through.next(), u64::MAX)
             .expect("committed entries are in the log");
         for batch in batches {
             let h = batch.header();
@@ -944,14 +942,14 @@ impl Sim {
             // every replica still has.
             let from = members
                 .iter()
-                .map(|b| lock(&self.brokers[b].logs[g]).first_raft_index())
+                .map(|b| self.brokers[b].logs[g].first_raft_index())
                 .max()
                 .expect("members");
             let mut reference: Option<Vec<(RaftIndex, Term, u32, Offset)>> = None;
             for b in members {
-                let log = lock(&self.brokers[b].logs[g]);
+                let log = &self.brokers[b].logs[g];
                 let entries: Vec<_> = log
-                    .read_entries(from, commit.next().max(from), u64::MAX)
+                    .read_entries_owned(from, commit.next().max(from), u64::MAX)
                     .expect("committed prefix readable")
                     .iter()
                     .map(|e| {
@@ -978,14 +976,15 @@ impl Sim {
                 .map(|b| &self.brokers[b].logs[&ack.group])
                 .next()
                 .expect("a replica");
-            let log = lock(leader_log);
+            let log = leader_log;
             if ack.base_offset < log.log_start_offset() {
                 continue;
             }
             self.acks_checked += 1;
             let chunks = log
-                .read(ack.base_offset, 1)
-                .unwrap_or_else(|e| panic!("seed {seed}: acknowledged batch unreadable: {e}"));
+                .fetch(ack.base_offset, 1, log.next_offset())
+                .unwrap_or_else(|e| panic!("seed {seed}: acknowledged batch unreadable: {e}"))
+                .batches;
             let batch = rill_storage::batches_of(&chunks, usize::MAX)
                 .next()
                 .expect("a batch")
