@@ -24,8 +24,8 @@
 //!   cluster secret before any Raft frame crosses their connection.
 //! - `peer_check`: what a peer's Raft message must satisfy before raft-rs
 //!   takes it (raft-rs aborts on some that break Raft's rules).
-//! - [`transport`]: one TCP connection per broker pair carrying batched
-//!   Raft messages, urgent ones first.
+//! - [`transport`]: one TCP connection per broker pair carrying Raft
+//!   messages in frames, urgent ones first.
 //! - [`wire`]: rill's own encoding of Raft messages between brokers
 //!   (protobuf is never parsed from the network).
 
@@ -50,7 +50,7 @@ pub use crate::error::ReplicationError;
 pub use crate::ids::{BrokerId, GroupId};
 pub use crate::node::{
     CheckedBatch, Event, GroupStatus, Node, NodeConfig, OpenedReplica, Proposed, ReplicaDir,
-    ReplicaSpec, Round, SyncBatch, SyncJob, SyncResult, SyncedBatch,
+    ReplicaSpec, Round, SyncJob, SyncResult, SyncRound, SyncedRound,
 };
 pub use crate::outgoing::Outgoing;
 pub use crate::reader::{Fetched, ReplicaLogReader};

@@ -1,16 +1,17 @@
 //! Deferred syncs ([`Node::defer_syncs`], [`Node::complete_syncs`]): a
-//! follower's acknowledgement of an append leaves only once the batch that
-//! syncs it has run and been handed back; batches merged while waiting are
-//! synced by one run and release every acknowledgement they hold; a
-//! snapshot waits for earlier unsynced Readies and is installed inside its
-//! round; a one-voter group is never deferred; heartbeats are answered at
-//! once unless the term they are answered in is not yet durable; retention's
-//! new log start is synced in a batch of its own before its segments go,
-//! and meanwhile a leader still sends heartbeats but writes no entry;
-//! a round installs at most `SNAPSHOT_INSTALLS_PER_ROUND_MAX` snapshots; an
-//! append carrying an invalid entry is refused whole before raft-rs takes
-//! it, and the group goes on; a leader's appends name where their entries
-//! lie in its segments once the round is written.
+//! follower's acknowledgement of an append leaves only once the sync round
+//! that syncs it has run and been handed back; sync rounds merged while
+//! waiting are synced by one run and release every acknowledgement they
+//! hold; a snapshot waits for earlier unsynced Readies and is installed
+//! inside its round; a one-voter group is never deferred; heartbeats are
+//! answered at once unless the term they are answered in is not yet
+//! durable; retention's new log start is synced in a sync round of its own
+//! before its segments go, and meanwhile a leader still sends heartbeats
+//! but writes no entry; a round installs at most
+//! `SNAPSHOT_INSTALLS_PER_ROUND_MAX` snapshots; an append carrying an
+//! invalid entry is refused whole before raft-rs takes it, and the group
+//! goes on; a leader's appends name where their entries lie in its segments
+//! once the round is written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -25,7 +26,7 @@ use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
 use rill_replication::storage::snapshot_data;
 use rill_replication::{
     BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
-    ReplicaSpec, ReplicationError, SyncBatch, SyncJob,
+    ReplicaSpec, ReplicationError, SyncJob, SyncRound,
 };
 use rill_storage::{LogConfig, ManualClock, Offset, RaftIndex};
 
@@ -79,17 +80,17 @@ fn append(index: u64) -> Message {
 }
 
 /// One round with its syncs deferred; what is left in the round finishes
-/// at once. Returns the batch and the messages the round let out.
-fn round(node: &mut Node) -> (SyncBatch, Vec<Outgoing>) {
+/// at once. Returns the sync round and the messages the round let out.
+fn round(node: &mut Node) -> (SyncRound, Vec<Outgoing>) {
     let mut out = Vec::new();
     let mut events: Vec<Event> = Vec::new();
     let mut jobs: Vec<SyncJob> = Vec::new();
     let mut round = node.start_round(&mut out, &mut events);
     node.write_round(&mut round, &mut jobs, &mut events);
-    let batch = node.defer_syncs(&mut round, &mut jobs);
+    let syncs = node.defer_syncs(&mut round, &mut jobs);
     let results = jobs.into_iter().map(SyncJob::run).collect();
     node.finish_round(round, results, &mut out, &mut events);
-    (batch, out)
+    (syncs, out)
 }
 
 /// Follower 2 of a 3-voter group, with entry 1 (and term 1) synced.
@@ -116,11 +117,11 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
     let mut follower = node(2, voters_123(), dir.path());
     follower.step(GROUP, append(1)).unwrap();
 
-    let (batch, out) = round(&mut follower);
-    assert!(!batch.is_empty(), "a follower of a 3-voter group defers");
+    let (syncs, out) = round(&mut follower);
+    assert!(!syncs.is_empty(), "a follower of a 3-voter group defers");
     assert!(
-        batch.jobs() > 0,
-        "the log (and the new term) wait for the batch"
+        syncs.jobs() > 0,
+        "the log (and the new term) wait for the sync round"
     );
     assert_eq!(
         acknowledged(&out),
@@ -128,7 +129,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
         "nothing before the sync"
     );
 
-    // While the batch (with the new term's state sync) is out, the group
+    // While the sync round (with the new term's state sync) is out, the group
     // starts no Ready.
     follower.step(GROUP, append(2)).unwrap();
     let (later, out) = round(&mut follower);
@@ -137,7 +138,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
 
     let mut out = Vec::new();
     let mut events = Vec::new();
-    follower.complete_syncs(batch.run(), &mut out, &mut events);
+    follower.complete_syncs(syncs.run(), &mut out, &mut events);
     assert_eq!(
         acknowledged(&out),
         vec![1],
@@ -147,7 +148,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
 }
 
 #[test]
-fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
+fn merged_sync_rounds_are_synced_by_one_run_and_release_every_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
     let mut follower = synced_follower(dir.path());
 
@@ -232,15 +233,15 @@ fn a_heartbeat_in_a_new_term_is_answered_only_once_the_term_is_durable() {
     // The follower first hears of term 1 from this heartbeat: the new term
     // must be synced before anything is said in it.
     follower.step(GROUP, heartbeat(0)).unwrap();
-    let (batch, out) = round(&mut follower);
-    assert!(!batch.is_empty(), "the new term's state sync is deferred");
+    let (syncs, out) = round(&mut follower);
+    assert!(!syncs.is_empty(), "the new term's state sync is deferred");
     assert_eq!(
         heartbeat_responses(&out),
         0,
         "nothing before the term is durable"
     );
     let mut out = Vec::new();
-    follower.complete_syncs(batch.run(), &mut out, &mut Vec::new());
+    follower.complete_syncs(syncs.run(), &mut out, &mut Vec::new());
     assert_eq!(
         heartbeat_responses(&out),
         1,
@@ -294,7 +295,7 @@ fn a_sync_of_a_group_stopped_and_opened_again_never_completes_the_new_life() {
     assert!(acknowledged(&out).is_empty());
     assert!(new_life.jobs() > 0, "entry 3 waits for its own sync");
 
-    // The old life's batch completes: it syncs nothing of entry 3, so it
+    // The old life's sync round completes: it syncs nothing of entry 3, so it
     // releases nothing, and is handed back as a closed group's.
     let mut out = Vec::new();
     let mut events = Vec::new();
@@ -411,8 +412,8 @@ fn a_one_voter_group_syncs_inside_its_round() {
     let mut jobs = Vec::new();
     let mut round = alone.start_round(&mut out, &mut events);
     alone.write_round(&mut round, &mut jobs, &mut events);
-    let batch = alone.defer_syncs(&mut round, &mut jobs);
-    assert!(batch.is_empty(), "nothing deferred");
+    let syncs = alone.defer_syncs(&mut round, &mut jobs);
+    assert!(syncs.is_empty(), "nothing deferred");
     assert!(!jobs.is_empty(), "its syncs stay in the round");
     let results = jobs.into_iter().map(SyncJob::run).collect();
     alone.finish_round(round, results, &mut out, &mut events);
@@ -429,7 +430,7 @@ fn segment_files(dir: &std::path::Path) -> usize {
 }
 
 #[test]
-fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go() {
+fn retention_syncs_the_new_log_start_in_a_deferred_sync_round_before_its_segments_go() {
     let dir = tempfile::tempdir().unwrap();
     let (mut alone, log) = node_with(
         1,
@@ -531,9 +532,9 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
             matches!(err, ReplicationError::RefusedEntry { index: 3, .. }),
             "{what}: {err}"
         );
-        let (batch, out) = round(&mut follower);
+        let (syncs, out) = round(&mut follower);
         assert!(
-            batch.is_empty() && out.is_empty(),
+            syncs.is_empty() && out.is_empty(),
             "{what}: raft-rs never saw the append (no Ready, no response)"
         );
         assert_eq!(
@@ -545,9 +546,9 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
 
     // The leader's resend, intact, is taken as if nothing had happened.
     follower.step(GROUP, append_spoiled(|_| {})).unwrap();
-    let (batch, _) = round(&mut follower);
+    let (syncs, _) = round(&mut follower);
     let (mut out, mut events) = (Vec::new(), Vec::new());
-    follower.complete_syncs(batch.run(), &mut out, &mut events);
+    follower.complete_syncs(syncs.run(), &mut out, &mut events);
     assert_eq!(acknowledged(&out), vec![3]);
     assert!(events.is_empty(), "no group failed: {events:?}");
     assert_eq!(log.next_raft_index(), RaftIndex(4));
@@ -566,9 +567,9 @@ fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, R
         MessageType::MsgRequestPreVoteResponse,
         MessageType::MsgRequestVoteResponse,
     ] {
-        let (batch, mut out) = round(&mut leader);
+        let (syncs, mut out) = round(&mut leader);
         let mut outs = Vec::new();
-        leader.complete_syncs(batch.run(), &mut outs, &mut Vec::new());
+        leader.complete_syncs(syncs.run(), &mut outs, &mut Vec::new());
         out.extend(outs);
         let asked = out
             .iter()
@@ -581,8 +582,8 @@ fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, R
         m.term = asked.message.term;
         leader.step(GROUP, m).unwrap();
     }
-    let (batch, out) = round(&mut leader);
-    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+    let (syncs, out) = round(&mut leader);
+    leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
     assert_eq!(leader.leader(GROUP), Some(BrokerId(1)));
     // The followers take the new term's first entry: the leader replicates
     // to them from here on, rather than probing.
@@ -660,10 +661,10 @@ fn a_leaders_appends_name_where_their_written_entries_lie_in_its_segments() {
         }
     }
     assert_eq!(spans, 2, "one per follower's append");
-    let batch = leader.defer_syncs(&mut round, &mut jobs);
+    let syncs = leader.defer_syncs(&mut round, &mut jobs);
     let results = jobs.into_iter().map(SyncJob::run).collect();
     leader.finish_round(round, results, &mut out, &mut events);
-    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+    leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
 }
 
 #[test]
@@ -688,8 +689,8 @@ fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
     // segments past the retention.
     for tag in 0..100 {
         let proposed = propose(&mut leader, tag);
-        let (batch, _) = round(&mut leader);
-        leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+        let (syncs, _) = round(&mut leader);
+        leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
         let mut ack = Message::default();
         ack.set_msg_type(MessageType::MsgAppendResponse);
         ack.from = 2;
@@ -698,8 +699,8 @@ fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
         ack.index = proposed.index.get();
         leader.step(GROUP, ack).unwrap();
     }
-    let (batch, _) = round(&mut leader);
-    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+    let (syncs, _) = round(&mut leader);
+    leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
 
     let mut events = Vec::new();
     let syncs = leader.apply_retention(&mut events);

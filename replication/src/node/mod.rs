@@ -30,8 +30,8 @@
 //! Deferred syncs: instead of waiting for a round's syncs before step 3,
 //! the caller may call [`Node::defer_syncs`] after step 2. The Readies of
 //! groups with other voters are then handed back to raft-rs at once
-//! (`advance_append_async`); their syncs form a [`SyncBatch`] that runs in
-//! the background, in order with earlier batches, and
+//! (`advance_append_async`); their syncs form a [`SyncRound`] that runs in
+//! the background, in order with earlier sync rounds, and
 //! [`Node::complete_syncs`] later reports them persisted
 //! (`on_persist_ready`) and releases the messages they held. Meanwhile the
 //! node steps messages and runs further rounds: a leader counts its
@@ -79,7 +79,7 @@ use crate::storage::ReplicaLog;
 pub use self::input::{CheckedBatch, Proposed};
 pub use self::round::{Round, SNAPSHOT_INSTALLS_PER_ROUND_MAX};
 use self::sync::Unsynced;
-pub use self::sync::{SyncBatch, SyncJob, SyncResult, SyncedBatch};
+pub use self::sync::{SyncJob, SyncResult, SyncRound, SyncedRound};
 pub use crate::outgoing::Outgoing;
 
 /// Settings shared by every group of a node.

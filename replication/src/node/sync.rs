@@ -2,10 +2,10 @@
 //! whose Readies go back to raft-rs before their syncs ran.
 //!
 //! Invariants kept here:
-//! - deferred batches run in the order they were made and come back to
+//! - deferred sync rounds run in the order they were made and come back to
 //!   [`Node::complete_syncs`] in that order (the caller's part); a group's
-//!   Readies count as persisted (`on_persist_ready`) only once the batch
-//!   holding their syncs is back;
+//!   Readies count as persisted (`on_persist_ready`) only once the sync
+//!   round holding their syncs is back;
 //! - the messages a deferred Ready holds (its `persisted_messages()`)
 //!   leave only once it is durable, but for heartbeat responses of a Ready
 //!   whose term and vote need no sync;
@@ -135,34 +135,34 @@ impl SyncJob {
 }
 
 /// The syncs of Readies that were handed back to raft-rs before they ran
-/// ([`Node::defer_syncs`]). Batches must run in the order they were made,
-/// one after another (the jobs inside one batch may run in parallel), and
+/// ([`Node::defer_syncs`]). Sync rounds must run in the order they were
+/// made, one after another (the jobs inside one may run in parallel), and
 /// each outcome goes back to [`Node::complete_syncs`] in that order.
-/// Retention's batches ([`Node::apply_retention`]) are apart from that
+/// Retention's sync rounds ([`Node::apply_retention`]) are apart from that
 /// order.
 #[derive(Debug)]
-#[must_use = "the groups of a deferred batch wait until it is completed"]
-pub struct SyncBatch {
+#[must_use = "the groups of a deferred sync round wait until it is completed"]
+pub struct SyncRound {
     /// The syncs to run.
     pub(super) jobs: Vec<SyncJob>,
     /// The deferred Readies: group life and Ready number.
     pub(super) readies: Vec<(Life, u64)>,
 }
 
-/// A [`SyncBatch`] whose jobs ran.
+/// A [`SyncRound`] whose jobs ran.
 #[derive(Debug)]
-pub struct SyncedBatch {
+pub struct SyncedRound {
     results: Vec<SyncResult>,
     readies: Vec<(Life, u64)>,
 }
 
-impl SyncBatch {
+impl SyncRound {
     /// Whether it has nothing to sync and no Ready waits for it.
     pub fn is_empty(&self) -> bool {
         self.readies.is_empty() && self.jobs.is_empty()
     }
 
-    /// How many Readies wait for the batch.
+    /// How many Readies wait for the sync round.
     pub fn readies(&self) -> usize {
         self.readies.len()
     }
@@ -172,13 +172,13 @@ impl SyncBatch {
         self.jobs.len()
     }
 
-    /// Folds `later` (made after this batch, which has not run) into this
-    /// batch, so that one run syncs both: group commit across rounds while
-    /// an earlier batch keeps the disk busy. A group's newer log plan
+    /// Folds `later` (made after this sync round, which has not run) into
+    /// this one, so that one run syncs both: group commit across rounds
+    /// while an earlier sync round keeps the disk busy. A group's newer log plan
     /// covers its older one (nothing of the group completed in between,
     /// so every file still unsynced then is still unsynced now, and
     /// `fdatasync` works on whole files): the older plan is dropped.
-    pub fn merge(&mut self, later: SyncBatch) {
+    pub fn merge(&mut self, later: SyncRound) {
         let mut logs: BTreeMap<Life, usize> = self
             .jobs
             .iter()
@@ -202,15 +202,15 @@ impl SyncBatch {
     }
 
     /// Runs the jobs with `run`, which returns one result per job.
-    pub fn run_with(self, run: impl FnOnce(Vec<SyncJob>) -> Vec<SyncResult>) -> SyncedBatch {
-        SyncedBatch {
+    pub fn run_with(self, run: impl FnOnce(Vec<SyncJob>) -> Vec<SyncResult>) -> SyncedRound {
+        SyncedRound {
             results: run(self.jobs),
             readies: self.readies,
         }
     }
 
     /// Runs the jobs one after another, here.
-    pub fn run(self) -> SyncedBatch {
+    pub fn run(self) -> SyncedRound {
         self.run_with(|jobs| jobs.into_iter().map(SyncJob::run).collect())
     }
 }
@@ -228,19 +228,19 @@ impl Node {
     /// Between steps 2 and 3: hands back to raft-rs, before their syncs
     /// run, the Readies of every group that has other voters and either
     /// needs a sync this round or still waits for an earlier deferred one.
-    /// Their jobs move from `jobs` to the returned batch, and their
+    /// Their jobs move from `jobs` to the returned sync round, and their
     /// `persisted_messages()` are held until [`Node::complete_syncs`],
     /// except heartbeat responses of a Ready whose term and vote need no
     /// sync: those go out with the round ([`Node::finish_round`]). The
     /// thread driving the node is then free to step messages (a leader
     /// learns that followers have an entry while its own sync runs) and run
-    /// further rounds, whose writes the next batch syncs. What stays in
+    /// further rounds, whose writes the next sync round syncs. What stays in
     /// `round` and `jobs` finishes as before, through
     /// [`Node::finish_round`]. A one-voter group is never deferred: it
     /// commits only through its own sync, and raft-rs makes it leader at
     /// once when it campaigns, which it refuses with entries still
     /// unpersisted.
-    pub fn defer_syncs(&mut self, round: &mut Round, jobs: &mut Vec<SyncJob>) -> SyncBatch {
+    pub fn defer_syncs(&mut self, round: &mut Round, jobs: &mut Vec<SyncJob>) -> SyncRound {
         let needs_sync: BTreeSet<GroupId> = jobs.iter().map(SyncJob::group).collect();
         let term_or_vote_syncs: BTreeSet<GroupId> = jobs
             .iter()
@@ -250,7 +250,7 @@ impl Node {
             })
             .collect();
         let mut deferred = BTreeSet::new();
-        let mut batch = SyncBatch {
+        let mut syncs = SyncRound {
             jobs: Vec::new(),
             readies: Vec::new(),
         };
@@ -302,24 +302,24 @@ impl Node {
                 self.stop_unreadable(group, &e);
                 continue;
             }
-            batch.readies.push((life, number));
+            syncs.readies.push((life, number));
             deferred.insert(group);
         }
         let (later, now): (Vec<SyncJob>, Vec<SyncJob>) = std::mem::take(jobs)
             .into_iter()
             .partition(|j| deferred.contains(&j.group()));
         *jobs = now;
-        batch.jobs = later;
-        batch
+        syncs.jobs = later;
+        syncs
     }
 
-    /// Records a deferred batch's syncs: each group's Readies up to the
-    /// batch's count as persisted (raft-rs may now commit them and answer
-    /// from them), and the messages they held leave. A group whose sync
-    /// failed stops.
+    /// Records a deferred sync round's syncs: each group's Readies up to
+    /// the sync round's count as persisted (raft-rs may now commit them and
+    /// answer from them), and the messages they held leave. A group whose
+    /// sync failed stops.
     pub fn complete_syncs(
         &mut self,
-        done: SyncedBatch,
+        done: SyncedRound,
         out: &mut Vec<Outgoing>,
         events: &mut Vec<Event>,
     ) {

@@ -40,11 +40,11 @@ use bytes::Bytes;
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
 use rill_replication::{
     BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
-    ReplicaSpec, ReplicationError, SyncBatch, SyncJob,
+    ReplicaSpec, ReplicationError, SyncJob, SyncRound,
 };
 use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, Offset, RaftIndex, Term};
 
-/// Steps a deferred sync batch takes to complete, at most.
+/// Steps a deferred sync round takes to complete, at most.
 const SYNC_STEPS_MAX: u64 = 3;
 
 /// splitmix64: the simulator's only source of choices.
@@ -148,11 +148,11 @@ struct Broker {
     node: Option<Node>,
     logs: BTreeMap<GroupId, ReplicaLogReader>,
     clock: ManualClock,
-    /// Deferred sync batches, oldest first, with the step each completes.
-    syncing: VecDeque<(u64, SyncBatch)>,
-    /// Retention's sync batches, oldest first, with the step each
+    /// Deferred sync rounds, oldest first, with the step each completes.
+    syncing: VecDeque<(u64, SyncRound)>,
+    /// Retention's sync rounds, oldest first, with the step each
     /// completes: apart from `syncing`, as a broker runs them.
-    retention_syncing: VecDeque<(u64, SyncBatch)>,
+    retention_syncing: VecDeque<(u64, SyncRound)>,
     /// Segments retention took, not unlinked yet (as a broker's janitor
     /// does it later): a crash leaves them on disk below the log start.
     expired: Vec<rill_storage::Expired>,
@@ -577,8 +577,8 @@ impl Sim {
             let mut jobs: Vec<SyncJob> = Vec::new();
             let mut round = node.start_round(&mut out, &mut events);
             node.write_round(&mut round, &mut jobs, &mut events);
-            let batch = node.defer_syncs(&mut round, &mut jobs);
-            if crash_mid_round && !(jobs.is_empty() && batch.is_empty()) {
+            let syncs = node.defer_syncs(&mut round, &mut jobs);
+            if crash_mid_round && !(jobs.is_empty() && syncs.is_empty()) {
                 // A power cut while the round's writes sit unsynced in the
                 // page cache; what start_round let out is already sent.
                 drop(round);
@@ -592,17 +592,17 @@ impl Sim {
             }
             let results = jobs.into_iter().map(SyncJob::run).collect();
             node.finish_round(round, results, &mut out, &mut events);
-            if !batch.is_empty() {
-                // Batches complete in the order they were made; half the
-                // time one joins the batch still waiting, as the broker
-                // merges what queues behind a running sync.
+            if !syncs.is_empty() {
+                // Sync rounds complete in the order they were made; half
+                // the time one joins the sync round still waiting, as the
+                // broker merges what queues behind a running sync.
                 match broker.syncing.back_mut() {
-                    Some((_, waiting)) if merge => waiting.merge(batch),
+                    Some((_, waiting)) if merge => waiting.merge(syncs),
                     last => {
                         let after = last.map_or(0, |(at, _)| *at);
                         broker
                             .syncing
-                            .push_back(((step + sync_steps).max(after), batch));
+                            .push_back(((step + sync_steps).max(after), syncs));
                     }
                 }
             }
@@ -613,7 +613,7 @@ impl Sim {
         self.send(b, out);
     }
 
-    /// Completes broker `b`'s deferred sync batches that are due.
+    /// Completes broker `b`'s deferred sync rounds that are due.
     fn complete_syncs(&mut self, b: BrokerId) {
         let mut out = Vec::new();
         let mut events = Vec::new();
@@ -624,8 +624,8 @@ impl Sim {
             };
             for queue in [&mut broker.syncing, &mut broker.retention_syncing] {
                 while queue.front().is_some_and(|(at, _)| *at <= self.step) {
-                    let (_, batch) = queue.pop_front().expect("front exists");
-                    node.complete_syncs(batch.run(), &mut out, &mut events);
+                    let (_, syncs) = queue.pop_front().expect("front exists");
+                    node.complete_syncs(syncs.run(), &mut out, &mut events);
                 }
             }
             broker.expired.extend(node.take_expired());
@@ -846,13 +846,14 @@ impl Sim {
                 let br = self.brokers.get_mut(&b).expect("broker");
                 if let Some(node) = br.node.as_mut() {
                     // The new snapshot points sync beside the deferred
-                    // batches; the segments go after their sync completes.
-                    let batch = node.apply_retention(&mut events);
+                    // sync rounds; the segments go after their sync
+                    // completes.
+                    let syncs = node.apply_retention(&mut events);
                     br.expired.extend(node.take_expired());
-                    if !batch.is_empty() {
+                    if !syncs.is_empty() {
                         let after = br.retention_syncing.back().map_or(0, |(at, _)| *at);
                         br.retention_syncing
-                            .push_back(((step + sync_steps).max(after), batch));
+                            .push_back(((step + sync_steps).max(after), syncs));
                     }
                 }
                 for e in events {
