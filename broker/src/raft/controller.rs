@@ -148,7 +148,7 @@ impl RaftLoop {
             // This broker's own registration goes to the controller over
             // the authenticated peer connection, never a client port.
             if let (Some(l), MetadataCommand::RegisterBroker { id, .. }) = (leader, &command)
-                && *id == self.me().get()
+                && *id == self.me()
             {
                 let out = rill_replication::forward::forward_proposal(
                     self.me(),
@@ -217,7 +217,7 @@ impl RaftLoop {
         for d in data {
             match MetadataCommand::decode(&d) {
                 Some(command @ MetadataCommand::RegisterBroker { id, .. })
-                    if group == GroupId::CONTROLLER && id == from.get() =>
+                    if group == GroupId::CONTROLLER && id == from =>
                 {
                     // Nobody here waits for the outcome: the peer sees its
                     // address in the metadata it applies.
