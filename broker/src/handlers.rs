@@ -223,7 +223,7 @@ fn brokers(broker: &Broker, image: &ClusterImage) -> Vec<BrokerMetadata> {
         })
         .collect();
     all.push(BrokerMetadata {
-        broker_id: broker.node_id,
+        broker_id: broker.node_id.get() as u32,
         host: broker.advertised_host.clone(),
         port: broker.advertised_port,
     });
@@ -261,7 +261,7 @@ async fn cluster_status(broker: &Arc<Broker>) -> ClusterStatusResponse {
         })
         .collect();
     ClusterStatusResponse {
-        broker_id: broker.node_id,
+        broker_id: broker.node_id.get() as u32,
         controller_id: hint(report.controller),
         brokers: brokers(broker, &image),
         replicas,

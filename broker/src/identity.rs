@@ -64,9 +64,9 @@ pub enum IdentityError {
         /// The directory.
         dir: PathBuf,
         /// The broker it belongs to.
-        owner: u32,
+        owner: BrokerId,
         /// This broker.
-        me: u32,
+        me: BrokerId,
     },
 }
 
@@ -74,7 +74,7 @@ pub enum IdentityError {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Identity {
     /// The broker it belongs to.
-    pub broker_id: u32,
+    pub broker_id: BrokerId,
     /// Its life: new whenever the directory starts empty.
     pub incarnation: Incarnation,
     /// The cluster it belongs to, once learnt ([`ClusterId::UNKNOWN`]
@@ -161,7 +161,7 @@ impl Identity {
     /// The identity of `data_dir` for broker `broker_id`: read, or written
     /// afresh when the directory has none (a new incarnation). A directory
     /// of another broker is refused.
-    pub fn load_or_create(data_dir: &Path, broker_id: u32) -> Result<Identity, IdentityError> {
+    pub fn load_or_create(data_dir: &Path, broker_id: BrokerId) -> Result<Identity, IdentityError> {
         std::fs::create_dir_all(data_dir).map_err(io(data_dir))?;
         let path = data_dir.join(IDENTITY_FILE);
         let Some(bytes) = read_small(&path)? else {
@@ -190,10 +190,11 @@ impl Identity {
                 ClusterId::parse(text).ok_or_else(|| invalid(format!("bad cluster id {text:?}")))?
             }
         };
-        if file.broker_id != broker_id {
+        let owner = BrokerId(u64::from(file.broker_id));
+        if owner != broker_id {
             return Err(IdentityError::OtherBroker {
                 dir: data_dir.to_path_buf(),
-                owner: file.broker_id,
+                owner,
                 me: broker_id,
             });
         }
@@ -208,8 +209,14 @@ impl Identity {
 
     /// Writes the identity to `data_dir` (atomically, synced).
     pub fn save(&self, data_dir: &Path) -> Result<(), IdentityError> {
+        // The file holds a u32, as broker ids are set (`--node-id`).
+        let broker_id =
+            u32::try_from(self.broker_id.get()).map_err(|_| IdentityError::Invalid {
+                path: data_dir.join(IDENTITY_FILE),
+                reason: format!("broker id {} does not fit the file", self.broker_id),
+            })?;
         let file = IdentityFile {
-            broker_id: self.broker_id,
+            broker_id,
             incarnation: self.incarnation.to_string(),
             cluster_id: self
                 .cluster_id
@@ -321,23 +328,26 @@ mod tests {
     #[test]
     fn a_data_directory_keeps_its_incarnation_until_it_is_emptied() {
         let dir = tempfile::tempdir().unwrap();
-        let first = Identity::load_or_create(dir.path(), 3).unwrap();
+        let first = Identity::load_or_create(dir.path(), BrokerId(3)).unwrap();
         assert!(!first.rejoining);
-        assert_eq!(Identity::load_or_create(dir.path(), 3).unwrap(), first);
+        assert_eq!(
+            Identity::load_or_create(dir.path(), BrokerId(3)).unwrap(),
+            first
+        );
         assert!(matches!(
-            Identity::load_or_create(dir.path(), 4),
+            Identity::load_or_create(dir.path(), BrokerId(4)),
             Err(IdentityError::OtherBroker {
-                owner: 3,
-                me: 4,
+                owner: BrokerId(3),
+                me: BrokerId(4),
                 ..
             })
         ));
         std::fs::remove_file(dir.path().join(IDENTITY_FILE)).unwrap();
-        let second = Identity::load_or_create(dir.path(), 3).unwrap();
+        let second = Identity::load_or_create(dir.path(), BrokerId(3)).unwrap();
         assert_ne!(second.incarnation, first.incarnation);
         std::fs::write(dir.path().join(IDENTITY_FILE), "{not json").unwrap();
         assert!(matches!(
-            Identity::load_or_create(dir.path(), 3),
+            Identity::load_or_create(dir.path(), BrokerId(3)),
             Err(IdentityError::Invalid { .. })
         ));
     }
@@ -345,19 +355,22 @@ mod tests {
     #[test]
     fn a_learnt_cluster_id_is_kept_and_a_file_from_before_it_was_learnt_reads() {
         let dir = tempfile::tempdir().unwrap();
-        let mut identity = Identity::load_or_create(dir.path(), 3).unwrap();
+        let mut identity = Identity::load_or_create(dir.path(), BrokerId(3)).unwrap();
         assert_eq!(identity.cluster_id, ClusterId::UNKNOWN);
         let text = std::fs::read_to_string(dir.path().join(IDENTITY_FILE)).unwrap();
         assert!(!text.contains("cluster_id"), "absent until learnt: {text}");
         identity.cluster_id = ClusterId::fresh();
         identity.save(dir.path()).unwrap();
-        assert_eq!(Identity::load_or_create(dir.path(), 3).unwrap(), identity);
+        assert_eq!(
+            Identity::load_or_create(dir.path(), BrokerId(3)).unwrap(),
+            identity
+        );
         let text = std::fs::read_to_string(dir.path().join(IDENTITY_FILE)).unwrap();
         assert!(text.contains(&identity.cluster_id.to_string()), "{text}");
         let garbled = text.replace(&identity.cluster_id.to_string(), "not-a-uuid");
         std::fs::write(dir.path().join(IDENTITY_FILE), garbled).unwrap();
         assert!(matches!(
-            Identity::load_or_create(dir.path(), 3),
+            Identity::load_or_create(dir.path(), BrokerId(3)),
             Err(IdentityError::Invalid { .. })
         ));
     }

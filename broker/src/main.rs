@@ -188,7 +188,7 @@ fn run() -> anyhow::Result<()> {
     runtime.block_on(async move {
         let id = BrokerId(u64::from(config.node_id));
         let data_arrived = Arc::new(tokio::sync::Notify::new());
-        let identity = Identity::load_or_create(&config.data_dir, config.node_id)?;
+        let identity = Identity::load_or_create(&config.data_dir, id)?;
         tracing::info!(incarnation = %identity.incarnation, rejoining = identity.rejoining, "data directory identity");
         let cluster = Arc::new(std::sync::OnceLock::new());
         if identity.cluster_id.is_known() {
@@ -260,7 +260,7 @@ fn run() -> anyhow::Result<()> {
             None => (bound.ip().to_string(), bound.port()),
         };
         let broker = Arc::new(Broker::new(
-            config.node_id,
+            id,
             host,
             port,
             raft.clone(),
@@ -273,7 +273,7 @@ fn run() -> anyhow::Result<()> {
         let registering = Arc::clone(&broker);
         tokio::spawn(async move {
             let me = BrokerMetadata {
-                broker_id: registering.node_id,
+                broker_id: registering.node_id.get() as u32,
                 host: registering.advertised_host.clone(),
                 port: registering.advertised_port,
             };

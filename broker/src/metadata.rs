@@ -30,8 +30,9 @@ pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
 pub enum MetadataCommand {
     /// A broker's address for clients.
     RegisterBroker {
-        /// The broker.
-        id: u64,
+        /// The broker (a bare number in the JSON).
+        #[serde(with = "broker_id_number")]
+        id: BrokerId,
         /// Host clients connect to.
         host: String,
         /// Port clients connect to.
@@ -67,6 +68,21 @@ pub enum MetadataCommand {
         /// A canonical UUID.
         cluster_id: String,
     },
+}
+
+/// A [`BrokerId`] in a command's JSON: the bare number, as commands in
+/// controller logs already hold it.
+mod broker_id_number {
+    use rill_replication::BrokerId;
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub(super) fn serialize<S: Serializer>(id: &BrokerId, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_u64(id.get())
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BrokerId, D::Error> {
+        u64::deserialize(d).map(BrokerId)
+    }
 }
 
 impl MetadataCommand {
@@ -183,7 +199,7 @@ impl ClusterImage {
     fn check_with(&self, cmd: &MetadataCommand, configs_rule: Configs) -> Outcome {
         match cmd {
             MetadataCommand::RegisterBroker { id, .. } => {
-                if self.voters.contains(&BrokerId(*id)) {
+                if self.voters.contains(id) {
                     Outcome::Done
                 } else {
                     Outcome::Refused(
@@ -296,7 +312,7 @@ impl ClusterImage {
         match cmd {
             MetadataCommand::RegisterBroker { id, host, port } => {
                 self.brokers.insert(
-                    BrokerId(*id),
+                    *id,
                     BrokerInfo {
                         host: host.clone(),
                         port: *port,
@@ -600,13 +616,25 @@ mod tests {
         );
         assert_eq!(
             refused(&MetadataCommand::RegisterBroker {
-                id: 9,
+                id: BrokerId(9),
                 host: "h".into(),
                 port: 1
             }),
             ErrorCode::InvalidRequest
         );
         assert!(MetadataCommand::decode(b"{not json").is_none());
+    }
+
+    #[test]
+    fn a_registration_holds_its_broker_id_as_a_bare_number() {
+        let command = MetadataCommand::RegisterBroker {
+            id: BrokerId(7),
+            host: "h".into(),
+            port: 9092,
+        };
+        let bytes = br#"{"RegisterBroker":{"id":7,"host":"h","port":9092}}"#;
+        assert_eq!(command.encode(), bytes);
+        assert_eq!(MetadataCommand::decode(bytes), Some(command));
     }
 
     #[test]

@@ -13,8 +13,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
-use rill_replication::storage::{SharedLog, lock};
-use rill_replication::{BrokerId, CheckedBatch, GroupId};
+use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaLogReader};
 use rill_storage::batch;
 use rill_storage::{BatchError, LogError, Offset, RaftIndex, Term};
 use tokio::sync::watch;
@@ -114,7 +113,7 @@ pub struct Partition {
     dir: std::path::PathBuf,
     /// The voters, preferred leader first.
     replicas: Vec<BrokerId>,
-    log: SharedLog,
+    log: ReplicaLogReader,
     fsync: bool,
     max_batch_bytes: usize,
     timestamps: TimestampBounds,
@@ -161,14 +160,14 @@ impl Partition {
         index: u32,
         group: GroupId,
         dir: std::path::PathBuf,
-        log: SharedLog,
+        log: ReplicaLogReader,
         fsync: bool,
         max_batch_bytes: usize,
         timestamps: TimestampBounds,
         high_watermark: Offset,
         replicas: Vec<BrokerId>,
     ) -> Partition {
-        let start = lock(&log).log_start_offset().get();
+        let start = log.log_start_offset().get();
         Partition {
             topic: topic.to_string(),
             index,
@@ -229,7 +228,7 @@ impl Partition {
     /// Whether the replica's segment files still hold every batch written
     /// to them (see [`rill_storage::Log::verify_files`]).
     pub(crate) fn verify_files(&self) -> Result<(), LogError> {
-        lock(&self.log).verify_files()
+        self.log.verify_files()
     }
 
     /// Whether the replica stopped after a storage failure.
@@ -380,7 +379,7 @@ impl Partition {
                 return Err(ErrorCode::StorageError);
             }
         }
-        match lock(&self.log).term_of(index) {
+        match self.log.term_of(index) {
             Ok(t) if t == term => Ok(()),
             // Replaced by another leader's entry.
             Ok(_) => Err(ErrorCode::NotLeader),
@@ -398,9 +397,14 @@ impl Partition {
     /// Only the leader serves reads.
     pub fn read(&self, offset: u64, max_bytes: u64) -> Result<(Vec<Bytes>, u64, u64), ErrorCode> {
         let hw = self.high_watermark();
-        let log = lock(&self.log);
-        let start = log.log_start_offset().get();
-        let end = log.next_offset().get();
+        // The bounds and the batches are read together: retention may move
+        // the log start between two looks.
+        let fetched = self
+            .log
+            .fetch(Offset(offset), max_bytes, Offset(hw))
+            .map_err(|e| self.read_failed(&e))?;
+        let start = fetched.log_start.get();
+        let end = fetched.log_end.get();
         if offset < start || offset > end {
             return Err(ErrorCode::OffsetOutOfRange);
         }
@@ -412,17 +416,14 @@ impl Partition {
             }
             return Ok((Vec::new(), hw, start));
         }
-        let chunks = log
-            .read_below(Offset(offset), max_bytes, Offset(hw))
-            .map_err(|e| self.read_failed(&e))?;
-        Ok((chunks, hw, start))
+        Ok((fetched.batches, hw, start))
     }
 
     /// The offset for a `ListOffsets` timestamp: earliest (-2), latest (-1),
     /// or the first record at or after a time (-1 when none is visible).
     pub fn offset_for(&self, timestamp_ms: i64) -> Result<i64, ErrorCode> {
         let hw = self.high_watermark();
-        let log = lock(&self.log);
+        let log = &self.log;
         match timestamp_ms {
             rill_client::protocol::messages::EARLIEST_TIMESTAMP => {
                 Ok(log.log_start_offset().get() as i64)
@@ -453,7 +454,7 @@ impl Partition {
 
     /// Syncs everything in the log (shutdown).
     pub fn flush(&self) -> Result<(), LogError> {
-        lock(&self.log).flush().map(drop)
+        self.log.flush().map(drop)
     }
 
     /// Called by the Raft thread: as leader in `term`, entries up to
@@ -468,7 +469,7 @@ impl Partition {
         // Looked up once per leadership, not on every commit.
         if !self.high_watermark_current.load(Ordering::Acquire) {
             let l = self.leadership();
-            if l.is_leader && lock(&self.log).term_of(index).ok() == Some(l.term) {
+            if l.is_leader && self.log.term_of(index).ok() == Some(l.term) {
                 self.high_watermark_current.store(true, Ordering::Release);
             }
         }
@@ -503,27 +504,38 @@ impl Partition {
 
     /// Called by the Raft thread after retention.
     pub(crate) fn refresh_log_start(&self) {
-        let start = lock(&self.log).log_start_offset().get();
+        let start = self.log.log_start_offset().get();
         self.log_start_offset.store(start, Ordering::Release);
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use std::sync::{Arc, Mutex};
+    use std::sync::Arc;
 
-    use rill_storage::{Log, LogConfig};
+    use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
+    use rill_replication::storage::ReplicaLog;
+    use rill_storage::{LogConfig, SystemClock};
 
     use super::*;
 
     fn partition(dir: &std::path::Path) -> Partition {
-        let log = Log::open(dir, LogConfig::default()).expect("a new log in a temp dir opens");
+        let store = MemoryStateStore::default();
+        let state = store.load(|| ReplicaState::initial(Membership::voters([BrokerId(1)])));
+        let log = ReplicaLog::open(
+            dir,
+            LogConfig::default(),
+            Arc::new(SystemClock),
+            Box::new(store),
+            state,
+        )
+        .expect("a new replica in a temp dir opens");
         Partition::new(
             "t",
             0,
             GroupId(1),
             dir.to_path_buf(),
-            Arc::new(Mutex::new(log)),
+            log.reader(),
             true,
             1 << 20,
             TimestampBounds::default(),

@@ -49,7 +49,7 @@ pub enum Lookup {
 #[derive(Debug)]
 pub struct Broker {
     /// This broker's id.
-    pub node_id: u32,
+    pub node_id: BrokerId,
     /// Host clients are told to connect to.
     pub advertised_host: String,
     /// Port clients are told to connect to.
@@ -70,7 +70,7 @@ pub struct Broker {
 impl Broker {
     /// A broker over a running Raft thread.
     pub fn new(
-        node_id: u32,
+        node_id: BrokerId,
         advertised_host: String,
         advertised_port: u16,
         raft: RaftHandle,
@@ -92,7 +92,7 @@ impl Broker {
 
     /// This broker's id.
     pub fn id(&self) -> BrokerId {
-        BrokerId(u64::from(self.node_id))
+        self.node_id
     }
 
     /// The cluster metadata as applied here.
@@ -195,7 +195,7 @@ impl Broker {
     /// the metadata again later.
     pub async fn register(&self, broker: &BrokerMetadata) -> Result<(), (ErrorCode, String)> {
         let command = MetadataCommand::RegisterBroker {
-            id: u64::from(broker.broker_id),
+            id: BrokerId(u64::from(broker.broker_id)),
             host: broker.host.clone(),
             port: broker.port,
         };

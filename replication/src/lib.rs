@@ -6,6 +6,8 @@
 //!   log, in a two-slot file a torn write cannot destroy.
 //! - [`entry`]: how a Raft entry is stored as one batch.
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
+//! - `reader`: [`ReplicaLogReader`], a replica's log as the threads that
+//!   read it (fetches, offset lookups, file checks) see it.
 //! - [`node`]: the groups of one broker and the Ready loop that drives
 //!   them, free of I/O but for the logs' mappings.
 //! - [`outgoing`]: the messages the node emits for peers and those the
@@ -22,8 +24,8 @@
 //!   cluster secret before any Raft frame crosses their connection.
 //! - `peer_check`: what a peer's Raft message must satisfy before raft-rs
 //!   takes it (raft-rs aborts on some that break Raft's rules).
-//! - [`transport`]: one TCP connection per broker pair carrying batched
-//!   Raft messages, urgent ones first.
+//! - [`transport`]: one TCP connection per broker pair carrying Raft
+//!   messages in frames, urgent ones first.
 //! - [`wire`]: rill's own encoding of Raft messages between brokers
 //!   (protobuf is never parsed from the network).
 
@@ -38,6 +40,7 @@ pub mod logger;
 pub mod node;
 pub mod outgoing;
 mod peer_check;
+mod reader;
 pub mod state;
 pub mod storage;
 pub mod transport;
@@ -46,7 +49,8 @@ pub mod wire;
 pub use crate::error::ReplicationError;
 pub use crate::ids::{BrokerId, GroupId};
 pub use crate::node::{
-    CheckedBatch, Event, GroupStatus, Node, NodeConfig, Proposed, ReplicaSpec, Round, SyncBatch,
-    SyncJob, SyncResult, SyncedBatch,
+    CheckedBatch, Event, GroupStatus, Node, NodeConfig, OpenedReplica, Proposed, ReplicaDir,
+    ReplicaSpec, Round, SyncJob, SyncResult, SyncRound, SyncedRound,
 };
 pub use crate::outgoing::Outgoing;
+pub use crate::reader::{Fetched, ReplicaLogReader};

@@ -3,7 +3,8 @@
 //!
 //! [`ReplicaLog`] owns a replica's [`ReplicaState`] (hard state and snapshot
 //! point) and shares its [`Log`] with readers (fetches run on other
-//! threads). Entries are read from the segments as zero-copy slices.
+//! threads, through a [`ReplicaLogReader`]). Entries are read from the
+//! segments as zero-copy slices.
 //!
 //! Invariants, checked on open and kept by every write:
 //! - the log holds every entry after the snapshot point and nothing is
@@ -33,20 +34,22 @@ use rill_storage::{
 use crate::entry::{self, Stored};
 use crate::error::ReplicationError;
 use crate::ids::BrokerId;
+use crate::reader::ReplicaLogReader;
 use crate::state::{HardState, Membership, ReplicaState, StateStore, StateSync, TruncatedState};
 
 /// The timestamp of control batches: none.
 pub const CONTROL_TIMESTAMP_MS: i64 = -1;
 
-/// A replica's log shared with its readers. The lock guards in-memory work
-/// only (copies into the mapping, index lookups, slicing); syncs run on a
-/// [`SyncPlan`] outside it.
-pub type SharedLog = Arc<Mutex<Log>>;
+/// A replica's log shared with its readers (who see it through a
+/// [`ReplicaLogReader`]). The lock guards in-memory work only (copies into
+/// the mapping, index lookups, slicing); syncs run on a [`SyncPlan`]
+/// outside it.
+pub(crate) type SharedLog = Arc<Mutex<Log>>;
 
 /// Locks a shared log. A panic under the lock would have been a bug in the
 /// log, whose state stays consistent (appends are validated before they
 /// change anything), so a poisoned lock is used as it is.
-pub fn lock(log: &SharedLog) -> MutexGuard<'_, Log> {
+pub(crate) fn lock(log: &SharedLog) -> MutexGuard<'_, Log> {
     log.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
@@ -200,9 +203,14 @@ impl ReplicaLog {
         Ok(())
     }
 
-    /// The shared log (for readers).
-    pub fn log(&self) -> &SharedLog {
+    /// The shared log.
+    pub(crate) fn log(&self) -> &SharedLog {
         &self.log
+    }
+
+    /// A reader of the log, for other threads.
+    pub fn reader(&self) -> ReplicaLogReader {
+        ReplicaLogReader::new(self.log.clone())
     }
 
     /// The persisted state as it stands (some of it perhaps not yet

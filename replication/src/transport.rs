@@ -1,5 +1,5 @@
-//! The peer transport: one TCP connection per broker pair carrying batched
-//! `(group, message)` pairs in rill's own codec ([`crate::wire`]).
+//! The peer transport: one TCP connection per broker pair carrying frames
+//! of `(group, message)` pairs in rill's own codec ([`crate::wire`]).
 //!
 //! - The broker with the lower id dials, the other accepts; both directions
 //!   share the connection. Before any frame, the two run the
@@ -74,8 +74,8 @@ pub const FRAME_TARGET_BYTES: usize = 4 << 20;
 /// Bytes of received frames waiting for the Raft thread, at most (over all
 /// peers).
 pub const INBOUND_BYTES_MAX: usize = 32 << 20;
-/// Batches of messages queued per peer and priority, at most.
-pub const QUEUED_BATCHES_MAX: usize = 1024;
+/// Bundles of messages queued per peer and priority, at most.
+pub const QUEUED_BUNDLES_MAX: usize = 1024;
 /// Longest a frame may take to write to a peer before the connection is
 /// dropped, ms.
 pub const PEER_WRITE_MS_MAX: u64 = 10_000;
@@ -101,13 +101,16 @@ pub struct Inbound {
     _budget: OwnedSemaphorePermit,
 }
 
-type Batch = Vec<(GroupId, Message, EntrySpans)>;
+/// The messages one [`Transport::send`] queues for one peer at one
+/// priority, each with its entries' file spans. A writer splits and joins
+/// bundles into frames as they fit.
+type Bundle = Vec<(GroupId, Message, EntrySpans)>;
 
 /// One peer: its queues and its current connection.
 #[derive(Debug)]
 struct Link {
-    urgent: mpsc::Sender<Batch>,
-    bulk: mpsc::Sender<Batch>,
+    urgent: mpsc::Sender<Bundle>,
+    bulk: mpsc::Sender<Bundle>,
 }
 
 /// The write half of a link's connection, with a generation so a closing
@@ -142,8 +145,8 @@ impl Transport {
         let mut slots = BTreeMap::new();
         let budget = Arc::new(Semaphore::new(INBOUND_BYTES_MAX));
         for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
-            let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BATCHES_MAX);
-            let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BATCHES_MAX);
+            let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
+            let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
             let slot: Slot = Arc::new(Mutex::new(None));
             links.insert(
                 peer,
@@ -188,7 +191,7 @@ impl Transport {
     /// Queues messages for their peers without waiting; returns those that
     /// could not be queued.
     pub fn send(&self, out: Vec<Outgoing>) -> Vec<Dropped> {
-        let mut per_peer: BTreeMap<(BrokerId, bool), Batch> = BTreeMap::new();
+        let mut per_peer: BTreeMap<(BrokerId, bool), Bundle> = BTreeMap::new();
         for o in out {
             let urgent = is_urgent(o.message.get_msg_type());
             per_peer
@@ -197,17 +200,17 @@ impl Transport {
                 .push((o.group, o.message, o.spans));
         }
         let mut dropped = Vec::new();
-        for ((to, urgent), batch) in per_peer {
+        for ((to, urgent), bundle) in per_peer {
             let queued = match self.links.get(&to) {
-                Some(link) if urgent => link.urgent.try_send(batch),
-                Some(link) => link.bulk.try_send(batch),
-                None => Err(mpsc::error::TrySendError::Closed(batch)),
+                Some(link) if urgent => link.urgent.try_send(bundle),
+                Some(link) => link.bulk.try_send(bundle),
+                None => Err(mpsc::error::TrySendError::Closed(bundle)),
             };
             if let Err(
-                mpsc::error::TrySendError::Full(batch) | mpsc::error::TrySendError::Closed(batch),
+                mpsc::error::TrySendError::Full(bundle) | mpsc::error::TrySendError::Closed(bundle),
             ) = queued
             {
-                dropped.extend(batch.iter().map(|(g, m, _)| Dropped {
+                dropped.extend(bundle.iter().map(|(g, m, _)| Dropped {
                     group: *g,
                     to,
                     snapshot: m.get_msg_type() == MessageType::MsgSnapshot,
@@ -342,8 +345,8 @@ fn codec() -> LengthDelimitedCodec {
 async fn write_loop(
     id: BrokerId,
     peer: BrokerId,
-    mut urgent: mpsc::Receiver<Batch>,
-    mut bulk: mpsc::Receiver<Batch>,
+    mut urgent: mpsc::Receiver<Bundle>,
+    mut bulk: mpsc::Receiver<Bundle>,
     slot: Slot,
 ) {
     let mut pending = Pending::default();
@@ -358,13 +361,13 @@ async fn write_loop(
             }
         }
         if pending.is_empty() {
-            let (batch, is_urgent) = tokio::select! {
+            let (bundle, is_urgent) = tokio::select! {
                 biased;
                 b = urgent.recv() => (b, true),
                 b = bulk.recv() => (b, false),
             };
-            let Some(batch) = batch else { return };
-            pending.push(id, batch, is_urgent);
+            let Some(bundle) = bundle else { return };
+            pending.push(id, bundle, is_urgent);
             continue;
         }
         let mut frame_msgs = Vec::new();
@@ -434,8 +437,8 @@ struct Pending {
 }
 
 impl Pending {
-    fn push(&mut self, from: BrokerId, batch: Batch, urgent: bool) {
-        for (g, m, s) in batch {
+    fn push(&mut self, from: BrokerId, bundle: Bundle, urgent: bool) {
+        for (g, m, s) in bundle {
             let len = encoded_len(from, g, &m);
             if urgent {
                 self.urgent.push_back((g, m, s, len));

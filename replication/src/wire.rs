@@ -1,6 +1,6 @@
 //! rill's own encoding of Raft messages between brokers, free of I/O.
 //!
-//! One peer frame carries a batch of `(GroupId, Message)` pairs from one
+//! One peer frame carries a sequence of `(GroupId, Message)` pairs from one
 //! broker to another. This module encodes and decodes the frame's *payload*;
 //! the length prefix around it belongs to the transport. Protobuf is never
 //! parsed from the network: raft-rs's `eraftpb` structs are only the

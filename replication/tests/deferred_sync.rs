@@ -1,16 +1,17 @@
 //! Deferred syncs ([`Node::defer_syncs`], [`Node::complete_syncs`]): a
-//! follower's acknowledgement of an append leaves only once the batch that
-//! syncs it has run and been handed back; batches merged while waiting are
-//! synced by one run and release every acknowledgement they hold; a
-//! snapshot waits for earlier unsynced Readies and is installed inside its
-//! round; a one-voter group is never deferred; heartbeats are answered at
-//! once unless the term they are answered in is not yet durable; retention's
-//! new log start is synced in a batch of its own before its segments go,
-//! and meanwhile a leader still sends heartbeats but writes no entry;
-//! a round installs at most `SNAPSHOT_INSTALLS_PER_ROUND_MAX` snapshots; an
-//! append carrying an invalid entry is refused whole before raft-rs takes
-//! it, and the group goes on; a leader's appends name where their entries
-//! lie in its segments once the round is written.
+//! follower's acknowledgement of an append leaves only once the sync round
+//! that syncs it has run and been handed back; sync rounds merged while
+//! waiting are synced by one run and release every acknowledgement they
+//! hold; a snapshot waits for earlier unsynced Readies and is installed
+//! inside its round; a one-voter group is never deferred; heartbeats are
+//! answered at once unless the term they are answered in is not yet
+//! durable; retention's new log start is synced in a sync round of its own
+//! before its segments go, and meanwhile a leader still sends heartbeats
+//! but writes no entry; a round installs at most
+//! `SNAPSHOT_INSTALLS_PER_ROUND_MAX` snapshots; an append carrying an
+//! invalid entry is refused whole before raft-rs takes it, and the group
+//! goes on; a leader's appends name where their entries lie in its segments
+//! once the round is written.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -22,10 +23,10 @@ use helpers::{data_batch, data_entry, small_config, voters_123};
 use raft::eraftpb::{Message, MessageType, Snapshot, SnapshotMetadata};
 use rill_replication::node::SNAPSHOT_INSTALLS_PER_ROUND_MAX;
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
-use rill_replication::storage::{SharedLog, lock, snapshot_data};
+use rill_replication::storage::snapshot_data;
 use rill_replication::{
-    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec,
-    ReplicationError, SyncBatch, SyncJob,
+    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
+    ReplicaSpec, ReplicationError, SyncJob, SyncRound,
 };
 use rill_storage::{LogConfig, ManualClock, Offset, RaftIndex};
 
@@ -37,7 +38,7 @@ fn node(me: u64, members: Membership, dir: &std::path::Path) -> Node {
 }
 
 /// As [`node`], with the group's log.
-fn node_and_log(me: u64, members: Membership, dir: &std::path::Path) -> (Node, SharedLog) {
+fn node_and_log(me: u64, members: Membership, dir: &std::path::Path) -> (Node, ReplicaLogReader) {
     node_with(me, members, dir, small_config())
 }
 
@@ -47,7 +48,7 @@ fn node_with(
     members: Membership,
     dir: &std::path::Path,
     log_config: LogConfig,
-) -> (Node, SharedLog) {
+) -> (Node, ReplicaLogReader) {
     let mut node = Node::new(
         NodeConfig::new(BrokerId(me)),
         Arc::new(ManualClock::new(1_000_000)),
@@ -79,17 +80,17 @@ fn append(index: u64) -> Message {
 }
 
 /// One round with its syncs deferred; what is left in the round finishes
-/// at once. Returns the batch and the messages the round let out.
-fn round(node: &mut Node) -> (SyncBatch, Vec<Outgoing>) {
+/// at once. Returns the sync round and the messages the round let out.
+fn round(node: &mut Node) -> (SyncRound, Vec<Outgoing>) {
     let mut out = Vec::new();
     let mut events: Vec<Event> = Vec::new();
     let mut jobs: Vec<SyncJob> = Vec::new();
     let mut round = node.start_round(&mut out, &mut events);
     node.write_round(&mut round, &mut jobs, &mut events);
-    let batch = node.defer_syncs(&mut round, &mut jobs);
+    let syncs = node.defer_syncs(&mut round, &mut jobs);
     let results = jobs.into_iter().map(SyncJob::run).collect();
     node.finish_round(round, results, &mut out, &mut events);
-    (batch, out)
+    (syncs, out)
 }
 
 /// Follower 2 of a 3-voter group, with entry 1 (and term 1) synced.
@@ -116,11 +117,11 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
     let mut follower = node(2, voters_123(), dir.path());
     follower.step(GROUP, append(1)).unwrap();
 
-    let (batch, out) = round(&mut follower);
-    assert!(!batch.is_empty(), "a follower of a 3-voter group defers");
+    let (syncs, out) = round(&mut follower);
+    assert!(!syncs.is_empty(), "a follower of a 3-voter group defers");
     assert!(
-        !batch.jobs.is_empty(),
-        "the log (and the new term) wait for the batch"
+        syncs.jobs() > 0,
+        "the log (and the new term) wait for the sync round"
     );
     assert_eq!(
         acknowledged(&out),
@@ -128,7 +129,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
         "nothing before the sync"
     );
 
-    // While the batch (with the new term's state sync) is out, the group
+    // While the sync round (with the new term's state sync) is out, the group
     // starts no Ready.
     follower.step(GROUP, append(2)).unwrap();
     let (later, out) = round(&mut follower);
@@ -137,7 +138,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
 
     let mut out = Vec::new();
     let mut events = Vec::new();
-    follower.complete_syncs(batch.run(), &mut out, &mut events);
+    follower.complete_syncs(syncs.run(), &mut out, &mut events);
     assert_eq!(
         acknowledged(&out),
         vec![1],
@@ -147,7 +148,7 @@ fn a_followers_acknowledgement_leaves_only_after_its_deferred_sync() {
 }
 
 #[test]
-fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
+fn merged_sync_rounds_are_synced_by_one_run_and_release_every_acknowledgement() {
     let dir = tempfile::tempdir().unwrap();
     let mut follower = synced_follower(dir.path());
 
@@ -163,7 +164,7 @@ fn merged_batches_are_synced_by_one_run_and_release_every_acknowledgement() {
     assert!(acknowledged(&out).is_empty());
 
     waiting.merge(later);
-    assert_eq!(waiting.jobs.len(), 1, "the newer log plan covers the older");
+    assert_eq!(waiting.jobs(), 1, "the newer log plan covers the older");
     assert_eq!(waiting.readies(), 2);
     let mut out = Vec::new();
     follower.complete_syncs(waiting.run(), &mut out, &mut Vec::new());
@@ -232,15 +233,15 @@ fn a_heartbeat_in_a_new_term_is_answered_only_once_the_term_is_durable() {
     // The follower first hears of term 1 from this heartbeat: the new term
     // must be synced before anything is said in it.
     follower.step(GROUP, heartbeat(0)).unwrap();
-    let (batch, out) = round(&mut follower);
-    assert!(!batch.is_empty(), "the new term's state sync is deferred");
+    let (syncs, out) = round(&mut follower);
+    assert!(!syncs.is_empty(), "the new term's state sync is deferred");
     assert_eq!(
         heartbeat_responses(&out),
         0,
         "nothing before the term is durable"
     );
     let mut out = Vec::new();
-    follower.complete_syncs(batch.run(), &mut out, &mut Vec::new());
+    follower.complete_syncs(syncs.run(), &mut out, &mut Vec::new());
     assert_eq!(
         heartbeat_responses(&out),
         1,
@@ -254,7 +255,7 @@ fn a_sync_that_completes_after_its_group_closed_is_handed_back_to_drop() {
     let mut follower = synced_follower(dir.path());
     follower.step(GROUP, append(2)).unwrap();
     let (waiting, _) = round(&mut follower);
-    assert!(!waiting.jobs.is_empty());
+    assert!(waiting.jobs() > 0);
     // The topic is deleted while the sync runs.
     follower.remove_group(GROUP).unwrap();
     let mut out = Vec::new();
@@ -277,7 +278,7 @@ fn a_sync_of_a_group_stopped_and_opened_again_never_completes_the_new_life() {
     let mut follower = synced_follower(dir.path());
     follower.step(GROUP, append(2)).unwrap();
     let (old_life, _) = round(&mut follower);
-    assert!(!old_life.jobs.is_empty());
+    assert!(old_life.jobs() > 0);
     follower.remove_group(GROUP).unwrap();
     follower
         .add_group(ReplicaSpec {
@@ -292,9 +293,9 @@ fn a_sync_of_a_group_stopped_and_opened_again_never_completes_the_new_life() {
     follower.step(GROUP, append(3)).unwrap();
     let (new_life, out) = round(&mut follower);
     assert!(acknowledged(&out).is_empty());
-    assert!(!new_life.jobs.is_empty(), "entry 3 waits for its own sync");
+    assert!(new_life.jobs() > 0, "entry 3 waits for its own sync");
 
-    // The old life's batch completes: it syncs nothing of entry 3, so it
+    // The old life's sync round completes: it syncs nothing of entry 3, so it
     // releases nothing, and is handed back as a closed group's.
     let mut out = Vec::new();
     let mut events = Vec::new();
@@ -337,7 +338,7 @@ fn snapshot(index: u64) -> Message {
 fn a_snapshot_waits_for_unsynced_readies_then_installs_inside_its_round() {
     let dir = tempfile::tempdir().unwrap();
     let (mut follower, log) = node_and_log(2, voters_123(), dir.path());
-    let log_next = || lock(&log).next_raft_index().get();
+    let log_next = || log.next_raft_index().get();
     follower.step(GROUP, append(1)).unwrap();
     let (first, _) = round(&mut follower);
     follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
@@ -370,7 +371,7 @@ fn a_round_installs_a_bounded_number_of_snapshots_and_the_next_rounds_the_rest()
         Arc::new(ManualClock::new(1_000_000)),
     );
     let groups = SNAPSHOT_INSTALLS_PER_ROUND_MAX as u64 + 3;
-    let logs: Vec<SharedLog> = (1..=groups)
+    let logs: Vec<ReplicaLogReader> = (1..=groups)
         .map(|g| {
             let group_dir = dir.path().join(g.to_string());
             std::fs::create_dir(&group_dir).unwrap();
@@ -391,7 +392,7 @@ fn a_round_installs_a_bounded_number_of_snapshots_and_the_next_rounds_the_rest()
     }
     let installed = || {
         logs.iter()
-            .filter(|log| lock(log).next_raft_index() == RaftIndex(51))
+            .filter(|log| log.next_raft_index() == RaftIndex(51))
             .count()
     };
     let _ = round(&mut follower);
@@ -411,8 +412,8 @@ fn a_one_voter_group_syncs_inside_its_round() {
     let mut jobs = Vec::new();
     let mut round = alone.start_round(&mut out, &mut events);
     alone.write_round(&mut round, &mut jobs, &mut events);
-    let batch = alone.defer_syncs(&mut round, &mut jobs);
-    assert!(batch.is_empty(), "nothing deferred");
+    let syncs = alone.defer_syncs(&mut round, &mut jobs);
+    assert!(syncs.is_empty(), "nothing deferred");
     assert!(!jobs.is_empty(), "its syncs stay in the round");
     let results = jobs.into_iter().map(SyncJob::run).collect();
     alone.finish_round(round, results, &mut out, &mut events);
@@ -429,7 +430,7 @@ fn segment_files(dir: &std::path::Path) -> usize {
 }
 
 #[test]
-fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go() {
+fn retention_syncs_the_new_log_start_in_a_deferred_sync_round_before_its_segments_go() {
     let dir = tempfile::tempdir().unwrap();
     let (mut alone, log) = node_with(
         1,
@@ -457,15 +458,15 @@ fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go(
         assert!(deferred.is_empty(), "a one-voter group syncs in its round");
     }
     let files = segment_files(dir.path());
-    let log_start = lock(&log).log_start_offset();
+    let log_start = log.log_start_offset();
 
     let mut events = Vec::new();
     let syncs = alone.apply_retention(&mut events);
     assert!(events.is_empty(), "no group failed");
-    assert_eq!(syncs.jobs.len(), 1, "the new log start's state sync");
+    assert_eq!(syncs.jobs(), 1, "the new log start's state sync");
     assert!(syncs.readies() == 0, "no Ready waits for it");
     assert!(
-        lock(&log).log_start_offset() > log_start,
+        log.log_start_offset() > log_start,
         "the segments leave the log at once"
     );
     assert!(
@@ -475,11 +476,11 @@ fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go(
     assert_eq!(segment_files(dir.path()), files);
 
     // Meanwhile the group takes no Ready: it would save the state again.
-    let end = lock(&log).next_raft_index();
+    let end = log.next_raft_index();
     propose(&mut alone, 100);
     let (held, out) = round(&mut alone);
     assert!(held.is_empty() && out.is_empty());
-    assert_eq!(lock(&log).next_raft_index(), end, "nothing written");
+    assert_eq!(log.next_raft_index(), end, "nothing written");
 
     alone.complete_syncs(syncs.run(), &mut Vec::new(), &mut events);
     assert!(events.is_empty(), "no group failed");
@@ -491,7 +492,7 @@ fn retention_syncs_the_new_log_start_in_a_deferred_batch_before_its_segments_go(
     assert!(segment_files(dir.path()) < files, "unlinked");
     let _ = round(&mut alone);
     assert!(
-        lock(&log).next_raft_index() > end,
+        log.next_raft_index() > end,
         "the group goes on once the sync is back"
     );
 }
@@ -531,13 +532,13 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
             matches!(err, ReplicationError::RefusedEntry { index: 3, .. }),
             "{what}: {err}"
         );
-        let (batch, out) = round(&mut follower);
+        let (syncs, out) = round(&mut follower);
         assert!(
-            batch.is_empty() && out.is_empty(),
+            syncs.is_empty() && out.is_empty(),
             "{what}: raft-rs never saw the append (no Ready, no response)"
         );
         assert_eq!(
-            lock(&log).next_raft_index(),
+            log.next_raft_index(),
             RaftIndex(2),
             "{what}: not even the valid entry before it was taken"
         );
@@ -545,30 +546,30 @@ fn an_append_with_an_invalid_entry_is_refused_whole_and_the_group_goes_on() {
 
     // The leader's resend, intact, is taken as if nothing had happened.
     follower.step(GROUP, append_spoiled(|_| {})).unwrap();
-    let (batch, _) = round(&mut follower);
+    let (syncs, _) = round(&mut follower);
     let (mut out, mut events) = (Vec::new(), Vec::new());
-    follower.complete_syncs(batch.run(), &mut out, &mut events);
+    follower.complete_syncs(syncs.run(), &mut out, &mut events);
     assert_eq!(acknowledged(&out), vec![3]);
     assert!(events.is_empty(), "no group failed: {events:?}");
-    assert_eq!(lock(&log).next_raft_index(), RaftIndex(4));
+    assert_eq!(log.next_raft_index(), RaftIndex(4));
 }
 
 /// Broker 1 as the leader of a 3-voter group, elected by broker 2's votes.
-fn elected_leader(dir: &std::path::Path) -> (Node, SharedLog) {
+fn elected_leader(dir: &std::path::Path) -> (Node, ReplicaLogReader) {
     elected_leader_with(dir, small_config())
 }
 
 /// As [`elected_leader`], its log configured by `log_config`.
-fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, SharedLog) {
+fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, ReplicaLogReader) {
     let (mut leader, log) = node_with(1, voters_123(), dir, log_config);
     leader.campaign(GROUP).unwrap();
     for vote in [
         MessageType::MsgRequestPreVoteResponse,
         MessageType::MsgRequestVoteResponse,
     ] {
-        let (batch, mut out) = round(&mut leader);
+        let (syncs, mut out) = round(&mut leader);
         let mut outs = Vec::new();
-        leader.complete_syncs(batch.run(), &mut outs, &mut Vec::new());
+        leader.complete_syncs(syncs.run(), &mut outs, &mut Vec::new());
         out.extend(outs);
         let asked = out
             .iter()
@@ -581,8 +582,8 @@ fn elected_leader_with(dir: &std::path::Path, log_config: LogConfig) -> (Node, S
         m.term = asked.message.term;
         leader.step(GROUP, m).unwrap();
     }
-    let (batch, out) = round(&mut leader);
-    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+    let (syncs, out) = round(&mut leader);
+    leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
     assert_eq!(leader.leader(GROUP), Some(BrokerId(1)));
     // The followers take the new term's first entry: the leader replicates
     // to them from here on, rather than probing.
@@ -660,10 +661,10 @@ fn a_leaders_appends_name_where_their_written_entries_lie_in_its_segments() {
         }
     }
     assert_eq!(spans, 2, "one per follower's append");
-    let batch = leader.defer_syncs(&mut round, &mut jobs);
+    let syncs = leader.defer_syncs(&mut round, &mut jobs);
     let results = jobs.into_iter().map(SyncJob::run).collect();
     leader.finish_round(round, results, &mut out, &mut events);
-    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+    leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
 }
 
 #[test]
@@ -688,8 +689,8 @@ fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
     // segments past the retention.
     for tag in 0..100 {
         let proposed = propose(&mut leader, tag);
-        let (batch, _) = round(&mut leader);
-        leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+        let (syncs, _) = round(&mut leader);
+        leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
         let mut ack = Message::default();
         ack.set_msg_type(MessageType::MsgAppendResponse);
         ack.from = 2;
@@ -698,13 +699,13 @@ fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
         ack.index = proposed.index.get();
         leader.step(GROUP, ack).unwrap();
     }
-    let (batch, _) = round(&mut leader);
-    leader.complete_syncs(batch.run(), &mut Vec::new(), &mut Vec::new());
+    let (syncs, _) = round(&mut leader);
+    leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
 
     let mut events = Vec::new();
     let syncs = leader.apply_retention(&mut events);
     assert!(events.is_empty(), "no group failed: {events:?}");
-    assert_eq!(syncs.jobs.len(), 1, "the new log start's state sync runs");
+    assert_eq!(syncs.jobs(), 1, "the new log start's state sync runs");
 
     // Heartbeats fall due while it runs (under writeback, for seconds).
     for _ in 0..4 {
@@ -729,16 +730,16 @@ fn a_leader_sends_heartbeats_while_retention_syncs_its_new_log_start() {
     answer.to = 1;
     answer.term = term;
     leader.step(GROUP, answer).unwrap();
-    let end = lock(&log).next_raft_index();
+    let end = log.next_raft_index();
     propose(&mut leader, 100);
     let _ = round(&mut leader);
-    assert_eq!(lock(&log).next_raft_index(), end, "nothing written");
+    assert_eq!(log.next_raft_index(), end, "nothing written");
 
     leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut events);
     assert!(events.is_empty(), "no group failed: {events:?}");
     let _ = round(&mut leader);
     assert!(
-        lock(&log).next_raft_index() > end,
+        log.next_raft_index() > end,
         "the entry is written once the sync is back"
     );
 }

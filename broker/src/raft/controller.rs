@@ -12,9 +12,7 @@
 //! peer link, and a leader takes nothing else from its peers.
 
 use bytes::Bytes;
-use rill_replication::state::{FileStateStore, Membership, ReplicaState};
-use rill_replication::storage::lock;
-use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaSpec, ReplicationError};
+use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaDir, ReplicationError};
 use rill_storage::{BatchBuilder, LogConfig, NewRecord, RaftIndex};
 use tokio::sync::oneshot;
 
@@ -55,21 +53,17 @@ impl RaftLoop {
         let dir = self.config.data_dir.join("controller");
         std::fs::create_dir_all(&dir)
             .map_err(ReplicationError::io("create controller directory", &dir))?;
-        let voters = self.config.voters.clone();
-        let (store, state) =
-            FileStateStore::open(&dir, || ReplicaState::initial(Membership::voters(voters)))?;
-        let mut voters = state.truncated.membership.voters.clone();
-        voters.sort();
-        let single = voters == [self.me()];
-        let log = self.node.add_group(ReplicaSpec {
+        let opened = self.node.open_replica(ReplicaDir {
             group: GroupId::CONTROLLER,
             dir: &dir,
             log_config: controller_log_config(),
             fsync: true,
-            store: Box::new(store),
-            state,
+            voters: self.config.voters.clone(),
         })?;
-        self.controller_log = Some(log);
+        let mut voters = opened.membership.voters;
+        voters.sort();
+        let single = voters == [self.me()];
+        self.controller_log = Some(opened.log);
         self.image = ClusterImage::new(voters);
         // The commit index as validated against the log on open (never
         // past the last entry that survived).
@@ -96,12 +90,11 @@ impl RaftLoop {
             .controller_log
             .clone()
             .expect("the controller is open before anything is applied");
-        let batches = {
-            let log = lock(&log);
-            let from = self.applied.next().max(log.first_raft_index());
-            // Owned copies: applying decodes the commands inside.
-            log.read_entries_owned(from, through.next(), u64::MAX)?
-        };
+        // Only this thread writes the log: it holds still between the two
+        // reads.
+        let from = self.applied.next().max(log.first_raft_index());
+        // Owned copies: applying decodes the commands inside.
+        let batches = log.read_entries_owned(from, through.next(), u64::MAX)?;
         let mut answers = Vec::new();
         for b in batches {
             let (index, term) = (b.header().raft_index, b.header().raft_term);
@@ -155,7 +148,7 @@ impl RaftLoop {
             // This broker's own registration goes to the controller over
             // the authenticated peer connection, never a client port.
             if let (Some(l), MetadataCommand::RegisterBroker { id, .. }) = (leader, &command)
-                && *id == self.me().get()
+                && *id == self.me()
             {
                 let out = rill_replication::forward::forward_proposal(
                     self.me(),
@@ -224,7 +217,7 @@ impl RaftLoop {
         for d in data {
             match MetadataCommand::decode(&d) {
                 Some(command @ MetadataCommand::RegisterBroker { id, .. })
-                    if group == GroupId::CONTROLLER && id == from.get() =>
+                    if group == GroupId::CONTROLLER && id == from =>
                 {
                     // Nobody here waits for the outcome: the peer sees its
                     // address in the metadata it applies.

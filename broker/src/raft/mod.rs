@@ -8,10 +8,10 @@
 //! parallel) run on the sync thread for groups with other voters: the
 //! round hands their Readies back to raft-rs at once, and the thread goes
 //! on stepping messages and running rounds while the disk works; the
-//! outcome comes back as [`Command::Synced`]. One batch runs at a time;
-//! what the rounds defer meanwhile is merged into the next one, so a sync
-//! serves every round since the last (group commit across rounds). A one-voter group
-//! (a single broker) syncs inside the round. Either way, what arrives
+//! outcome comes back as [`Command::Synced`]. One sync round runs at a
+//! time; what the rounds defer meanwhile is merged into the next one, so a
+//! sync serves every round since the last (group commit across rounds). A
+//! one-voter group (a single broker) syncs inside the round. Either way, what arrives
 //! during a sync is written by the next round and synced by the next sync,
 //! so one sync serves every produce that queued behind it: group commit
 //! without a timer. Messages a round emits go to the peer transport as soon
@@ -45,11 +45,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rill_replication::storage::SharedLog;
 use rill_replication::transport::{Inbound, Transport};
 use rill_replication::{
-    BrokerId, CheckedBatch, GroupId, Node, NodeConfig, Proposed, ReplicationError, SyncBatch,
-    SyncedBatch,
+    BrokerId, CheckedBatch, GroupId, Node, NodeConfig, Proposed, ReplicaLogReader,
+    ReplicationError, SyncRound, SyncedRound,
 };
 use rill_storage::{RaftIndex, SystemClock, Term};
 use tokio::sync::{Notify, mpsc, oneshot, watch};
@@ -166,11 +165,11 @@ pub enum Command {
         /// Done.
         reply: oneshot::Sender<()>,
     },
-    /// A deferred sync batch ran (sent by the sync thread only).
-    Synced(SyncedBatch),
-    /// Retention's batch of state syncs ran (sent by the retention sync
-    /// thread only).
-    RetentionSynced(SyncedBatch),
+    /// A deferred sync round ran (sent by the sync thread only).
+    Synced(SyncedRound),
+    /// Retention's sync round of state syncs ran (sent by the retention
+    /// sync thread only).
+    RetentionSynced(SyncedRound),
 }
 
 /// The handle the rest of the broker uses to reach the Raft thread.
@@ -379,26 +378,27 @@ pub async fn forward_inbound(mut inbound: mpsc::Receiver<Inbound>, handle: RaftH
 
 struct RaftLoop {
     node: Node,
-    /// Deferred sync batches go to the sync thread through here.
-    syncer: std::sync::mpsc::Sender<SyncBatch>,
+    /// Deferred sync rounds go to the sync thread through here.
+    syncer: std::sync::mpsc::Sender<SyncRound>,
     /// Retention's state syncs go to a thread of their own through here:
-    /// they need not wait behind the log batches (see
+    /// they need not wait behind the log syncs (see
     /// [`Node::apply_retention`]), and their groups take no Ready until
     /// they are back.
-    retention_syncer: std::sync::mpsc::Sender<SyncBatch>,
-    /// Whether a batch is with the sync thread (not yet back as
+    retention_syncer: std::sync::mpsc::Sender<SyncRound>,
+    /// Whether a sync round is with the sync thread (not yet back as
     /// [`Command::Synced`]). One at a time: what the rounds defer meanwhile
-    /// waits in `sync_queued`, merged, and is synced by the next batch.
+    /// waits in `sync_queued`, merged, and is synced by the next sync
+    /// round.
     syncing: bool,
-    /// The next batch, merged from every round since the one in flight
-    /// left: group commit across rounds.
-    sync_queued: Option<SyncBatch>,
+    /// The next sync round, merged from every round since the one in
+    /// flight left: group commit across rounds.
+    sync_queued: Option<SyncRound>,
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
     data_arrived: Arc<Notify>,
     published: Arc<Published>,
     transport: Option<Transport>,
-    controller_log: Option<SharedLog>,
+    controller_log: Option<ReplicaLogReader>,
     image: ClusterImage,
     /// The controller entries applied to the image.
     applied: RaftIndex,
@@ -522,8 +522,8 @@ impl RaftLoop {
             }
         }
         self.round();
-        // Let the deferred syncs finish, the queued batch too (it holds the
-        // controller's last writes; their messages no longer matter).
+        // Let the deferred syncs finish, the queued sync round too (it holds
+        // the controller's last writes; their messages no longer matter).
         while self.syncing {
             match self.commands.blocking_recv() {
                 Some(Command::Synced(_)) => {

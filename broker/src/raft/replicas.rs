@@ -17,8 +17,7 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rill_replication::state::{FileStateStore, Membership, ReplicaState};
-use rill_replication::{GroupId, ReplicaSpec, ReplicationError};
+use rill_replication::{GroupId, ReplicaDir, ReplicationError};
 use rill_storage::Term;
 
 use super::{EAGER_CAMPAIGN_TICKS_MAX, RaftLoop};
@@ -272,21 +271,17 @@ impl RaftLoop {
         let dir = partition_dir(&self.config.data_dir, &t.id, p);
         std::fs::create_dir_all(&dir)
             .map_err(ReplicationError::io("create replica directory", &dir))?;
-        let voters = t.replicas[p as usize].clone();
-        let (store, state) =
-            FileStateStore::open(&dir, || ReplicaState::initial(Membership::voters(voters)))?;
-        let single_voter = state.truncated.membership.voters == [self.me()]
-            && state.truncated.membership.voters_outgoing.is_empty();
         let log_config = t.config.log_config();
         let max_batch_bytes = log_config.max_batch_bytes;
-        let log = self.node.add_group(ReplicaSpec {
+        let opened = self.node.open_replica(ReplicaDir {
             group,
             dir: &dir,
             log_config,
             fsync: t.config.fsync,
-            store: Box::new(store),
-            state,
+            voters: t.replicas[p as usize].clone(),
         })?;
+        let single_voter =
+            opened.membership.voters == [self.me()] && opened.membership.voters_outgoing.is_empty();
         let status = self.node.status(group).expect("the group was just added");
         let partition = Arc::new(
             Partition::new(
@@ -294,7 +289,7 @@ impl RaftLoop {
                 p,
                 group,
                 dir,
-                log,
+                opened.log,
                 t.config.fsync,
                 max_batch_bytes,
                 TimestampBounds {

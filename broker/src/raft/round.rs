@@ -5,18 +5,19 @@
 //! A round sends its messages once its writes are done (to the page
 //! cache): a leader's appends before its own sync, votes and
 //! acknowledgements only after the syncs that back them. Groups with other
-//! voters sync on the sync thread, one batch at a time, and what the rounds
-//! defer meanwhile is merged into the next batch: one `fdatasync` serves
-//! every round since the last (group commit, with no timer). The merged
-//! batch is bounded: at the bound no round starts until the sync in flight
-//! is back. A one-voter group syncs within the round. Retention's state
-//! syncs go to a thread of their own, never behind the log's batches; each
-//! sync thread runs its batches in the order the Raft thread made them.
+//! voters sync on the sync thread, one sync round at a time, and what the
+//! rounds defer meanwhile is merged into the next sync round: one
+//! `fdatasync` serves every round since the last (group commit, with no
+//! timer). The merged sync round is bounded: at the bound no round starts
+//! until the sync in flight is back. A one-voter group syncs within the
+//! round. Retention's state syncs go to a thread of their own, never behind
+//! the log's syncs; each sync thread runs its sync rounds in the order the
+//! Raft thread made them.
 
 use std::time::{Duration, Instant};
 
 use rill_replication::transport::Dropped;
-use rill_replication::{Outgoing, ReplicationError, SyncBatch, SyncJob, SyncResult, SyncedBatch};
+use rill_replication::{Outgoing, ReplicationError, SyncJob, SyncResult, SyncRound, SyncedRound};
 use tokio::sync::mpsc;
 
 use super::{Command, RaftLoop, SYNC_QUEUED_READIES_MAX, SYNC_THREADS_MAX};
@@ -96,8 +97,8 @@ impl RaftLoop {
         times
     }
 
-    /// Whether a round may start: not while the batch queued behind the
-    /// sync in flight is full.
+    /// Whether a round may start: not while the sync round queued behind
+    /// the sync in flight is full.
     pub(super) fn may_round(&self) -> bool {
         self.sync_queued
             .as_ref()
@@ -110,10 +111,10 @@ impl RaftLoop {
         self.janitor.unlink_expired(self.node.take_expired());
     }
 
-    pub(super) fn start_sync(&mut self, batch: SyncBatch) {
-        debug_assert!(!self.syncing, "one sync batch in flight at a time");
+    pub(super) fn start_sync(&mut self, syncs: SyncRound) {
+        debug_assert!(!self.syncing, "one sync round in flight at a time");
         self.syncing = true;
-        if self.syncer.send(batch).is_err() {
+        if self.syncer.send(syncs).is_err() {
             // The sync thread only ends when this loop drops its sender:
             // it cannot be gone while the loop runs.
             unreachable!("the sync thread outlives the Raft thread's loop");
@@ -121,27 +122,27 @@ impl RaftLoop {
     }
 }
 
-/// Starts a sync thread named `name`: it runs sync batches one after
+/// Starts a sync thread named `name`: it runs sync rounds one after
 /// another, in the order the Raft thread made them, and hands each outcome
 /// back as the command `done` makes of it. It holds only a weak sender, so
 /// the Raft thread still sees its channel close when the rest of the broker
-/// lets go; it ends when the Raft thread drops the batch sender.
+/// lets go; it ends when the Raft thread drops the sync round sender.
 ///
-/// Its queue needs no bound of its own: the deferred batches' thread has
-/// one batch at a time (`RaftLoop::syncing`), and a retention batch holds
-/// only groups with no state sync in flight, so all of them together hold
-/// each group once at most.
+/// Its queue needs no bound of its own: the deferred sync rounds' thread
+/// has one at a time (`RaftLoop::syncing`), and a retention sync round
+/// holds only groups with no state sync in flight, so all of them together
+/// hold each group once at most.
 pub(super) fn start_syncer(
     name: &str,
     commands: mpsc::WeakSender<Command>,
-    done: fn(SyncedBatch) -> Command,
-) -> Result<std::sync::mpsc::Sender<SyncBatch>, ReplicationError> {
-    let (tx, rx) = std::sync::mpsc::channel::<SyncBatch>();
+    done: fn(SyncedRound) -> Command,
+) -> Result<std::sync::mpsc::Sender<SyncRound>, ReplicationError> {
+    let (tx, rx) = std::sync::mpsc::channel::<SyncRound>();
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
-            while let Ok(batch) = rx.recv() {
-                let synced = batch.run_with(|jobs| run_syncs(jobs, true));
+            while let Ok(syncs) = rx.recv() {
+                let synced = syncs.run_with(|jobs| run_syncs(jobs, true));
                 let Some(commands) = commands.upgrade() else {
                     return;
                 };

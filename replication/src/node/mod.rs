@@ -30,8 +30,8 @@
 //! Deferred syncs: instead of waiting for a round's syncs before step 3,
 //! the caller may call [`Node::defer_syncs`] after step 2. The Readies of
 //! groups with other voters are then handed back to raft-rs at once
-//! (`advance_append_async`); their syncs form a [`SyncBatch`] that runs in
-//! the background, in order with earlier batches, and
+//! (`advance_append_async`); their syncs form a [`SyncRound`] that runs in
+//! the background, in order with earlier sync rounds, and
 //! [`Node::complete_syncs`] later reports them persisted
 //! (`on_persist_ready`) and releases the messages they held. Meanwhile the
 //! node steps messages and runs further rounds: a leader counts its
@@ -72,13 +72,14 @@ use rill_storage::{Clock, LogConfig, Offset, RaftIndex, SyncDone, Term};
 
 use crate::error::ReplicationError;
 use crate::ids::{BrokerId, GroupId};
-use crate::state::{ReplicaState, StateStore};
-use crate::storage::{ReplicaLog, SharedLog};
+use crate::reader::ReplicaLogReader;
+use crate::state::{FileStateStore, Membership, ReplicaState, StateStore};
+use crate::storage::ReplicaLog;
 
 pub use self::input::{CheckedBatch, Proposed};
 pub use self::round::{Round, SNAPSHOT_INSTALLS_PER_ROUND_MAX};
 use self::sync::Unsynced;
-pub use self::sync::{Life, SyncBatch, SyncJob, SyncResult, SyncedBatch};
+pub use self::sync::{SyncJob, SyncResult, SyncRound, SyncedRound};
 pub use crate::outgoing::Outgoing;
 
 /// Settings shared by every group of a node.
@@ -226,7 +227,7 @@ struct Replica {
     /// ([`Node::defer_syncs`]), oldest first: each one's number and the
     /// messages that may leave only once it is durable.
     unsynced: VecDeque<Unsynced>,
-    /// Which opening of its group on this node it is (see [`Life`]).
+    /// Which opening of its group on this node it is (see `sync::Life`).
     generation: u64,
 }
 
@@ -334,7 +335,8 @@ pub struct Node {
     generations: u64,
 }
 
-/// What opening a replica needs.
+/// What opening a replica needs (see [`Node::open_replica`] for a replica
+/// whose state lives in its own directory).
 #[derive(Debug)]
 pub struct ReplicaSpec<'a> {
     /// The group.
@@ -349,6 +351,33 @@ pub struct ReplicaSpec<'a> {
     pub store: Box<dyn StateStore>,
     /// The loaded state.
     pub state: ReplicaState,
+}
+
+/// A replica whose hard state lives in its directory beside its log (a
+/// [`FileStateStore`]), as a broker opens it with [`Node::open_replica`].
+#[derive(Debug)]
+pub struct ReplicaDir<'a> {
+    /// The group.
+    pub group: GroupId,
+    /// The replica's directory (it exists).
+    pub dir: &'a Path,
+    /// The log's settings.
+    pub log_config: LogConfig,
+    /// Whether persisted means fdatasync'ed (`true`) or in the mapping.
+    pub fsync: bool,
+    /// The voters of a replica opened for the first time (no state file
+    /// yet); one opened again keeps the membership it saved.
+    pub voters: Vec<BrokerId>,
+}
+
+/// A replica [`Node::open_replica`] opened.
+#[derive(Debug)]
+pub struct OpenedReplica {
+    /// Its log, for readers on other threads.
+    pub log: ReplicaLogReader,
+    /// The membership its state held when it was loaded (the initial one
+    /// for a new replica).
+    pub membership: Membership,
 }
 
 impl Node {
@@ -397,8 +426,34 @@ impl Node {
         self.config.id
     }
 
+    /// Opens the replica in `spec.dir`: its state file (created with
+    /// `spec.voters` when there is none), then its log (recovered), and
+    /// starts its group ([`Node::add_group`]).
+    pub fn open_replica(
+        &mut self,
+        spec: ReplicaDir<'_>,
+    ) -> Result<OpenedReplica, ReplicationError> {
+        let voters = spec.voters;
+        let (store, state) = FileStateStore::open(spec.dir, || {
+            ReplicaState::initial(Membership::voters(voters))
+        })?;
+        let membership = state.truncated.membership.clone();
+        let log = self.add_group(ReplicaSpec {
+            group: spec.group,
+            dir: spec.dir,
+            log_config: spec.log_config,
+            fsync: spec.fsync,
+            store: Box::new(store),
+            state,
+        })?;
+        Ok(OpenedReplica { log, membership })
+    }
+
     /// Opens a replica (recovering its log) and starts its group.
-    pub fn add_group(&mut self, spec: ReplicaSpec<'_>) -> Result<SharedLog, ReplicationError> {
+    pub fn add_group(
+        &mut self,
+        spec: ReplicaSpec<'_>,
+    ) -> Result<ReplicaLogReader, ReplicationError> {
         if self.groups.contains_key(&spec.group) {
             return Err(ReplicationError::GroupExists(spec.group));
         }
@@ -412,7 +467,7 @@ impl Node {
         )?;
         store.set_entries_need_sync(spec.fsync);
         let applied = store.state().hard.commit;
-        let log = store.log().clone();
+        let log = store.reader();
         let high_watermark = store.next_offset_after(applied)?;
         let c = &self.config;
         let raft_config = raft::Config {

@@ -6,14 +6,14 @@
 //! - a group with a state sync in flight is skipped (retention saves the
 //!   state, and the state file keeps one save in flight at most), so a
 //!   group has at most one set of taken segments waiting for its sync;
-//! - retention's syncs are apart from the order of the deferred batches:
-//!   they may run beside them and come back in any order with them;
+//! - retention's syncs are apart from the order of the deferred sync
+//!   rounds: they may run beside them and come back in any order with them;
 //! - what a group that stops had waiting is never unlinked (see
 //!   `Node::fail`).
 
 use rill_storage::RaftIndex;
 
-use super::{Event, Node, SyncBatch, SyncJob};
+use super::{Event, Node, SyncJob, SyncRound};
 
 impl Node {
     /// Segments retention took whose groups' new snapshot points are
@@ -28,12 +28,12 @@ impl Node {
     /// the segments taken come out of [`Node::take_expired`] once their
     /// group's sync is back (at once for a group whose point did not move).
     /// Until its sync is back a group takes only Readies that save nothing
-    /// (heartbeats and answers in its durable term, commits), no entries. The batch holds
-    /// only state syncs of groups with none in flight, so it need not wait
-    /// for the deferred batches: it may run beside them and come back in
-    /// any order with them.
-    pub fn apply_retention(&mut self, events: &mut Vec<Event>) -> SyncBatch {
-        let mut batch = SyncBatch {
+    /// (heartbeats and answers in its durable term, commits), no entries.
+    /// The sync round holds only state syncs of groups with none in flight,
+    /// so it need not wait for the deferred sync rounds: it may run beside
+    /// them and come back in any order with them.
+    pub fn apply_retention(&mut self, events: &mut Vec<Event>) -> SyncRound {
+        let mut syncs = SyncRound {
             jobs: Vec::new(),
             readies: Vec::new(),
         };
@@ -48,7 +48,7 @@ impl Node {
                 Ok((_, taken)) if taken.is_empty() => {}
                 Ok((None, taken)) => self.expired.push(taken),
                 Ok((Some(sync), taken)) => {
-                    batch.jobs.push(SyncJob::State(r.life(group), sync));
+                    syncs.jobs.push(SyncJob::state(r.life(group), sync));
                     let earlier = self.retention_waiting.insert(group, taken);
                     assert!(
                         earlier.is_none(),
@@ -61,6 +61,6 @@ impl Node {
         for (group, e) in failed {
             self.fail(group, (&e).into(), events);
         }
-        batch
+        syncs
     }
 }

@@ -318,7 +318,7 @@ fn persist(
         // own when proposed, a follower's when its append arrived (`step`).
         store.append(rd.entries(), true)?;
         if fsync {
-            jobs.push(SyncJob::Log(life, store.sync_plan()));
+            jobs.push(SyncJob::log(life, store.sync_plan()));
         }
         if is_leader {
             events.push(Event::Appended {
@@ -338,7 +338,7 @@ fn persist(
         let durable =
             before.term.get() != hs.term || before.vote.map_or(0, BrokerId::get) != hs.vote;
         if let Some(sync) = store.set_hard_state(hs, durable)? {
-            jobs.push(SyncJob::State(life, sync));
+            jobs.push(SyncJob::state(life, sync));
         }
     }
     Ok(applies)

@@ -2,10 +2,10 @@
 //! whose Readies go back to raft-rs before their syncs ran.
 //!
 //! Invariants kept here:
-//! - deferred batches run in the order they were made and come back to
+//! - deferred sync rounds run in the order they were made and come back to
 //!   [`Node::complete_syncs`] in that order (the caller's part); a group's
-//!   Readies count as persisted (`on_persist_ready`) only once the batch
-//!   holding their syncs is back;
+//!   Readies count as persisted (`on_persist_ready`) only once the sync
+//!   round holding their syncs is back;
 //! - the messages a deferred Ready holds (its `persisted_messages()`)
 //!   leave only once it is durable, but for heartbeat responses of a Ready
 //!   whose term and vote need no sync;
@@ -44,9 +44,9 @@ pub(super) struct Unsynced {
 /// Ready's number as persisted there would acknowledge entries no sync
 /// covered.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct Life {
+pub(super) struct Life {
     /// The group.
-    pub group: GroupId,
+    pub(super) group: GroupId,
     /// Which opening of it.
     generation: u64,
 }
@@ -71,9 +71,15 @@ impl Node {
 }
 
 /// A work item of a round's durability step. `Send`: run it anywhere.
+/// What it syncs is the node's business: the caller only runs it and hands
+/// the result back.
 #[derive(Debug)]
 #[must_use = "a round is not finished until its syncs ran and were handed back"]
-pub enum SyncJob {
+pub struct SyncJob(Job);
+
+/// What a [`SyncJob`] syncs.
+#[derive(Debug)]
+enum Job {
     /// Sync a group's log.
     Log(Life, SyncPlan),
     /// Sync a group's hard state.
@@ -82,7 +88,11 @@ pub enum SyncJob {
 
 /// A job that ran.
 #[derive(Debug)]
-pub enum SyncResult {
+pub struct SyncResult(Ran);
+
+/// How a [`SyncJob`] went.
+#[derive(Debug)]
+enum Ran {
     /// A log sync's outcome.
     Log(Life, Result<SyncDone, LogError>),
     /// A state sync's outcome.
@@ -90,81 +100,96 @@ pub enum SyncResult {
 }
 
 impl SyncJob {
+    /// A sync of the log of the group in `life`.
+    pub(super) fn log(life: Life, plan: SyncPlan) -> SyncJob {
+        SyncJob(Job::Log(life, plan))
+    }
+
+    /// A sync of the hard state of the group in `life`.
+    pub(super) fn state(life: Life, sync: StateSync) -> SyncJob {
+        SyncJob(Job::State(life, sync))
+    }
+
     /// Runs the sync (`fdatasync` of the files written).
     pub fn run(self) -> SyncResult {
-        match self {
-            SyncJob::Log(g, plan) => SyncResult::Log(g, plan.run()),
-            SyncJob::State(g, sync) => SyncResult::State(g, sync.run()),
-        }
+        SyncResult(match self.0 {
+            Job::Log(g, plan) => Ran::Log(g, plan.run()),
+            Job::State(g, sync) => Ran::State(g, sync.run()),
+        })
     }
 
     /// The group it belongs to.
-    pub fn group(&self) -> GroupId {
-        match self {
-            SyncJob::Log(life, _) | SyncJob::State(life, _) => life.group,
+    pub(super) fn group(&self) -> GroupId {
+        match &self.0 {
+            Job::Log(life, _) | Job::State(life, _) => life.group,
         }
     }
 
     /// Bytes of log data it syncs.
     pub fn bytes(&self) -> u64 {
-        match self {
-            SyncJob::Log(_, plan) => plan.bytes(),
-            SyncJob::State(..) => 0,
+        match &self.0 {
+            Job::Log(_, plan) => plan.bytes(),
+            Job::State(..) => 0,
         }
     }
 }
 
 /// The syncs of Readies that were handed back to raft-rs before they ran
-/// ([`Node::defer_syncs`]). Batches must run in the order they were made,
-/// one after another (the jobs inside one batch may run in parallel), and
+/// ([`Node::defer_syncs`]). Sync rounds must run in the order they were
+/// made, one after another (the jobs inside one may run in parallel), and
 /// each outcome goes back to [`Node::complete_syncs`] in that order.
-/// Retention's batches ([`Node::apply_retention`]) are apart from that
+/// Retention's sync rounds ([`Node::apply_retention`]) are apart from that
 /// order.
 #[derive(Debug)]
-#[must_use = "the groups of a deferred batch wait until it is completed"]
-pub struct SyncBatch {
+#[must_use = "the groups of a deferred sync round wait until it is completed"]
+pub struct SyncRound {
     /// The syncs to run.
-    pub jobs: Vec<SyncJob>,
+    pub(super) jobs: Vec<SyncJob>,
     /// The deferred Readies: group life and Ready number.
     pub(super) readies: Vec<(Life, u64)>,
 }
 
-/// A [`SyncBatch`] whose jobs ran.
+/// A [`SyncRound`] whose jobs ran.
 #[derive(Debug)]
-pub struct SyncedBatch {
+pub struct SyncedRound {
     results: Vec<SyncResult>,
     readies: Vec<(Life, u64)>,
 }
 
-impl SyncBatch {
+impl SyncRound {
     /// Whether it has nothing to sync and no Ready waits for it.
     pub fn is_empty(&self) -> bool {
         self.readies.is_empty() && self.jobs.is_empty()
     }
 
-    /// How many Readies wait for the batch.
+    /// How many Readies wait for the sync round.
     pub fn readies(&self) -> usize {
         self.readies.len()
     }
 
-    /// Folds `later` (made after this batch, which has not run) into this
-    /// batch, so that one run syncs both: group commit across rounds while
-    /// an earlier batch keeps the disk busy. A group's newer log plan
+    /// How many syncs it runs.
+    pub fn jobs(&self) -> usize {
+        self.jobs.len()
+    }
+
+    /// Folds `later` (made after this sync round, which has not run) into
+    /// this one, so that one run syncs both: group commit across rounds
+    /// while an earlier sync round keeps the disk busy. A group's newer log plan
     /// covers its older one (nothing of the group completed in between,
     /// so every file still unsynced then is still unsynced now, and
     /// `fdatasync` works on whole files): the older plan is dropped.
-    pub fn merge(&mut self, later: SyncBatch) {
+    pub fn merge(&mut self, later: SyncRound) {
         let mut logs: BTreeMap<Life, usize> = self
             .jobs
             .iter()
             .enumerate()
-            .filter_map(|(i, j)| match j {
-                SyncJob::Log(life, _) => Some((*life, i)),
-                SyncJob::State(..) => None,
+            .filter_map(|(i, j)| match &j.0 {
+                Job::Log(life, _) => Some((*life, i)),
+                Job::State(..) => None,
             })
             .collect();
         for job in later.jobs {
-            if let SyncJob::Log(group, _) = &job {
+            if let Job::Log(group, _) = &job.0 {
                 if let Some(&i) = logs.get(group) {
                     self.jobs[i] = job;
                     continue;
@@ -177,15 +202,15 @@ impl SyncBatch {
     }
 
     /// Runs the jobs with `run`, which returns one result per job.
-    pub fn run_with(self, run: impl FnOnce(Vec<SyncJob>) -> Vec<SyncResult>) -> SyncedBatch {
-        SyncedBatch {
+    pub fn run_with(self, run: impl FnOnce(Vec<SyncJob>) -> Vec<SyncResult>) -> SyncedRound {
+        SyncedRound {
             results: run(self.jobs),
             readies: self.readies,
         }
     }
 
     /// Runs the jobs one after another, here.
-    pub fn run(self) -> SyncedBatch {
+    pub fn run(self) -> SyncedRound {
         self.run_with(|jobs| jobs.into_iter().map(SyncJob::run).collect())
     }
 }
@@ -203,29 +228,29 @@ impl Node {
     /// Between steps 2 and 3: hands back to raft-rs, before their syncs
     /// run, the Readies of every group that has other voters and either
     /// needs a sync this round or still waits for an earlier deferred one.
-    /// Their jobs move from `jobs` to the returned batch, and their
+    /// Their jobs move from `jobs` to the returned sync round, and their
     /// `persisted_messages()` are held until [`Node::complete_syncs`],
     /// except heartbeat responses of a Ready whose term and vote need no
     /// sync: those go out with the round ([`Node::finish_round`]). The
     /// thread driving the node is then free to step messages (a leader
     /// learns that followers have an entry while its own sync runs) and run
-    /// further rounds, whose writes the next batch syncs. What stays in
+    /// further rounds, whose writes the next sync round syncs. What stays in
     /// `round` and `jobs` finishes as before, through
     /// [`Node::finish_round`]. A one-voter group is never deferred: it
     /// commits only through its own sync, and raft-rs makes it leader at
     /// once when it campaigns, which it refuses with entries still
     /// unpersisted.
-    pub fn defer_syncs(&mut self, round: &mut Round, jobs: &mut Vec<SyncJob>) -> SyncBatch {
+    pub fn defer_syncs(&mut self, round: &mut Round, jobs: &mut Vec<SyncJob>) -> SyncRound {
         let needs_sync: BTreeSet<GroupId> = jobs.iter().map(SyncJob::group).collect();
         let term_or_vote_syncs: BTreeSet<GroupId> = jobs
             .iter()
-            .filter_map(|j| match j {
-                SyncJob::State(life, _) => Some(life.group),
-                SyncJob::Log(..) => None,
+            .filter_map(|j| match &j.0 {
+                Job::State(life, _) => Some(life.group),
+                Job::Log(..) => None,
             })
             .collect();
         let mut deferred = BTreeSet::new();
-        let mut batch = SyncBatch {
+        let mut syncs = SyncRound {
             jobs: Vec::new(),
             readies: Vec::new(),
         };
@@ -277,24 +302,24 @@ impl Node {
                 self.stop_unreadable(group, &e);
                 continue;
             }
-            batch.readies.push((life, number));
+            syncs.readies.push((life, number));
             deferred.insert(group);
         }
         let (later, now): (Vec<SyncJob>, Vec<SyncJob>) = std::mem::take(jobs)
             .into_iter()
             .partition(|j| deferred.contains(&j.group()));
         *jobs = now;
-        batch.jobs = later;
-        batch
+        syncs.jobs = later;
+        syncs
     }
 
-    /// Records a deferred batch's syncs: each group's Readies up to the
-    /// batch's count as persisted (raft-rs may now commit them and answer
-    /// from them), and the messages they held leave. A group whose sync
-    /// failed stops.
+    /// Records a deferred sync round's syncs: each group's Readies up to
+    /// the sync round's count as persisted (raft-rs may now commit them and
+    /// answer from them), and the messages they held leave. A group whose
+    /// sync failed stops.
     pub fn complete_syncs(
         &mut self,
-        done: SyncedBatch,
+        done: SyncedRound,
         out: &mut Vec<Outgoing>,
         events: &mut Vec<Event>,
     ) {
@@ -345,9 +370,9 @@ impl Node {
     /// failed, with why.
     pub(super) fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, Failure> {
         let mut failed: BTreeMap<GroupId, Failure> = BTreeMap::new();
-        for result in results {
+        for SyncResult(result) in results {
             match result {
-                SyncResult::Log(life, Ok(done)) => match self.live_mut(life) {
+                Ran::Log(life, Ok(done)) => match self.live_mut(life) {
                     Some(r) => {
                         if let Err(e) = r.raw.mut_store().complete_log_sync(done) {
                             failed.insert(life.group, (&e).into());
@@ -355,7 +380,7 @@ impl Node {
                     }
                     None => self.closed_syncs.push(done),
                 },
-                SyncResult::State(life, Ok(done)) => {
+                Ran::State(life, Ok(done)) => {
                     if let Some(r) = self.live_mut(life) {
                         r.raw.mut_store().complete_state_sync(done);
                         // The new snapshot point is durable: what retention
@@ -368,13 +393,13 @@ impl Node {
                 // A group closed since (its topic deleted, or stopped and
                 // opened again) may have lost its directory under the
                 // sync: nothing to stop.
-                SyncResult::Log(life, Err(e)) if self.live_mut(life).is_some() => {
+                Ran::Log(life, Err(e)) if self.live_mut(life).is_some() => {
                     failed.insert(life.group, (&e).into());
                 }
-                SyncResult::State(life, Err(e)) if self.live_mut(life).is_some() => {
+                Ran::State(life, Err(e)) if self.live_mut(life).is_some() => {
                     failed.insert(life.group, (&e).into());
                 }
-                SyncResult::Log(..) | SyncResult::State(..) => {}
+                Ran::Log(..) | Ran::State(..) => {}
             }
         }
         failed

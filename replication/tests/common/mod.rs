@@ -38,14 +38,13 @@ use std::sync::Arc;
 
 use bytes::Bytes;
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
-use rill_replication::storage::{SharedLog, lock};
 use rill_replication::{
-    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec,
-    ReplicationError, SyncBatch, SyncJob,
+    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
+    ReplicaSpec, ReplicationError, SyncJob, SyncRound,
 };
 use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, Offset, RaftIndex, Term};
 
-/// Steps a deferred sync batch takes to complete, at most.
+/// Steps a deferred sync round takes to complete, at most.
 const SYNC_STEPS_MAX: u64 = 3;
 
 /// splitmix64: the simulator's only source of choices.
@@ -147,13 +146,13 @@ pub struct SimConfig {
 
 struct Broker {
     node: Option<Node>,
-    logs: BTreeMap<GroupId, SharedLog>,
+    logs: BTreeMap<GroupId, ReplicaLogReader>,
     clock: ManualClock,
-    /// Deferred sync batches, oldest first, with the step each completes.
-    syncing: VecDeque<(u64, SyncBatch)>,
-    /// Retention's sync batches, oldest first, with the step each
+    /// Deferred sync rounds, oldest first, with the step each completes.
+    syncing: VecDeque<(u64, SyncRound)>,
+    /// Retention's sync rounds, oldest first, with the step each
     /// completes: apart from `syncing`, as a broker runs them.
-    retention_syncing: VecDeque<(u64, SyncBatch)>,
+    retention_syncing: VecDeque<(u64, SyncRound)>,
     /// Segments retention took, not unlinked yet (as a broker's janitor
     /// does it later): a crash leaves them on disk below the log start.
     expired: Vec<rill_storage::Expired>,
@@ -359,7 +358,7 @@ impl Sim {
         let durable: Vec<(GroupId, rill_storage::LogPosition)> = broker
             .logs
             .iter()
-            .map(|(g, log)| (*g, lock(log).durable()))
+            .map(|(g, log)| (*g, log.durable()))
             .collect();
         broker.logs.clear();
         broker.syncing.clear();
@@ -578,8 +577,8 @@ impl Sim {
             let mut jobs: Vec<SyncJob> = Vec::new();
             let mut round = node.start_round(&mut out, &mut events);
             node.write_round(&mut round, &mut jobs, &mut events);
-            let batch = node.defer_syncs(&mut round, &mut jobs);
-            if crash_mid_round && !(jobs.is_empty() && batch.is_empty()) {
+            let syncs = node.defer_syncs(&mut round, &mut jobs);
+            if crash_mid_round && !(jobs.is_empty() && syncs.is_empty()) {
                 // A power cut while the round's writes sit unsynced in the
                 // page cache; what start_round let out is already sent.
                 drop(round);
@@ -593,17 +592,17 @@ impl Sim {
             }
             let results = jobs.into_iter().map(SyncJob::run).collect();
             node.finish_round(round, results, &mut out, &mut events);
-            if !batch.is_empty() {
-                // Batches complete in the order they were made; half the
-                // time one joins the batch still waiting, as the broker
-                // merges what queues behind a running sync.
+            if !syncs.is_empty() {
+                // Sync rounds complete in the order they were made; half
+                // the time one joins the sync round still waiting, as the
+                // broker merges what queues behind a running sync.
                 match broker.syncing.back_mut() {
-                    Some((_, waiting)) if merge => waiting.merge(batch),
+                    Some((_, waiting)) if merge => waiting.merge(syncs),
                     last => {
                         let after = last.map_or(0, |(at, _)| *at);
                         broker
                             .syncing
-                            .push_back(((step + sync_steps).max(after), batch));
+                            .push_back(((step + sync_steps).max(after), syncs));
                     }
                 }
             }
@@ -614,7 +613,7 @@ impl Sim {
         self.send(b, out);
     }
 
-    /// Completes broker `b`'s deferred sync batches that are due.
+    /// Completes broker `b`'s deferred sync rounds that are due.
     fn complete_syncs(&mut self, b: BrokerId) {
         let mut out = Vec::new();
         let mut events = Vec::new();
@@ -625,8 +624,8 @@ impl Sim {
             };
             for queue in [&mut broker.syncing, &mut broker.retention_syncing] {
                 while queue.front().is_some_and(|(at, _)| *at <= self.step) {
-                    let (_, batch) = queue.pop_front().expect("front exists");
-                    node.complete_syncs(batch.run(), &mut out, &mut events);
+                    let (_, syncs) = queue.pop_front().expect("front exists");
+                    node.complete_syncs(syncs.run(), &mut out, &mut events);
                 }
             }
             broker.expired.extend(node.take_expired());
@@ -670,7 +669,7 @@ impl Sim {
             .all(|(g, members)| {
                 let term_at = |m: &BrokerId, index: RaftIndex| {
                     let log = self.brokers[m].logs.get(g)?;
-                    lock(log).term_of(index).ok()
+                    log.term_of(index).ok()
                 };
                 let highest = members
                     .iter()
@@ -693,7 +692,7 @@ impl Sim {
                     self.brokers[m]
                         .logs
                         .get(g)
-                        .is_some_and(|l| lock(l).term_of(index).ok() == Some(term))
+                        .is_some_and(|l| l.term_of(index).ok() == Some(term))
                 })
             })
     }
@@ -731,7 +730,7 @@ impl Sim {
                         still.push(p);
                         continue;
                     }
-                    let term_there = log.as_ref().and_then(|l| lock(l).term_of(p.index).ok());
+                    let term_there = log.as_ref().and_then(|l| l.term_of(p.index).ok());
                     if term_there == Some(p.term) {
                         self.acks.push(Ack {
                             group,
@@ -758,11 +757,10 @@ impl Sim {
         let Some(log) = self.brokers[&b].logs.get(&group).cloned() else {
             return;
         };
-        let log = lock(&log);
         let seen = self.committed.entry(group).or_default();
         let from = log.first_raft_index();
         let batches = log
-            .read_entries(from, through.next(), u64::MAX)
+            .read_entries_owned(from, through.next(), u64::MAX)
             .expect("committed entries are in the log");
         for batch in batches {
             let h = batch.header();
@@ -848,13 +846,14 @@ impl Sim {
                 let br = self.brokers.get_mut(&b).expect("broker");
                 if let Some(node) = br.node.as_mut() {
                     // The new snapshot points sync beside the deferred
-                    // batches; the segments go after their sync completes.
-                    let batch = node.apply_retention(&mut events);
+                    // sync rounds; the segments go after their sync
+                    // completes.
+                    let syncs = node.apply_retention(&mut events);
                     br.expired.extend(node.take_expired());
-                    if !batch.is_empty() {
+                    if !syncs.is_empty() {
                         let after = br.retention_syncing.back().map_or(0, |(at, _)| *at);
                         br.retention_syncing
-                            .push_back(((step + sync_steps).max(after), batch));
+                            .push_back(((step + sync_steps).max(after), syncs));
                     }
                 }
                 for e in events {
@@ -944,14 +943,14 @@ impl Sim {
             // every replica still has.
             let from = members
                 .iter()
-                .map(|b| lock(&self.brokers[b].logs[g]).first_raft_index())
+                .map(|b| self.brokers[b].logs[g].first_raft_index())
                 .max()
                 .expect("members");
             let mut reference: Option<Vec<(RaftIndex, Term, u32, Offset)>> = None;
             for b in members {
-                let log = lock(&self.brokers[b].logs[g]);
+                let log = &self.brokers[b].logs[g];
                 let entries: Vec<_> = log
-                    .read_entries(from, commit.next().max(from), u64::MAX)
+                    .read_entries_owned(from, commit.next().max(from), u64::MAX)
                     .expect("committed prefix readable")
                     .iter()
                     .map(|e| {
@@ -978,14 +977,15 @@ impl Sim {
                 .map(|b| &self.brokers[b].logs[&ack.group])
                 .next()
                 .expect("a replica");
-            let log = lock(leader_log);
+            let log = leader_log;
             if ack.base_offset < log.log_start_offset() {
                 continue;
             }
             self.acks_checked += 1;
             let chunks = log
-                .read(ack.base_offset, 1)
-                .unwrap_or_else(|e| panic!("seed {seed}: acknowledged batch unreadable: {e}"));
+                .fetch(ack.base_offset, 1, log.next_offset())
+                .unwrap_or_else(|e| panic!("seed {seed}: acknowledged batch unreadable: {e}"))
+                .batches;
             let batch = rill_storage::batches_of(&chunks, usize::MAX)
                 .next()
                 .expect("a batch")

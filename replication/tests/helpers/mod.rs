@@ -170,10 +170,10 @@ pub fn settle(node: &mut Node) -> (Vec<Outgoing>, Vec<Event>) {
             break;
         }
         node.write_round(&mut round, &mut jobs, &mut events);
-        let batch = node.defer_syncs(&mut round, &mut jobs);
+        let syncs = node.defer_syncs(&mut round, &mut jobs);
         let results = jobs.into_iter().map(SyncJob::run).collect();
         node.finish_round(round, results, &mut out, &mut events);
-        node.complete_syncs(batch.run(), &mut out, &mut events);
+        node.complete_syncs(syncs.run(), &mut out, &mut events);
     }
     (out, events)
 }
