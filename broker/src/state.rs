@@ -28,6 +28,10 @@ pub const IMAGE_WAIT_MS: u64 = 10_000;
 /// How long a forwarded admin request may take, ms.
 pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
 
+/// The client id brokers use when they forward admin requests to the
+/// controller; such a request is never forwarded again.
+pub const FORWARDED_CLIENT_ID: &str = "rill-broker-forward";
+
 /// Where a partition is served from, as this broker knows it.
 #[derive(Debug, Clone)]
 pub enum Lookup {
@@ -296,7 +300,7 @@ impl Broker {
         let conn = match cached {
             Some(c) => c,
             None => {
-                let c = Connection::connect(&addr, crate::handlers::FORWARDED_CLIENT_ID, timeout)
+                let c = Connection::connect(&addr, FORWARDED_CLIENT_ID, timeout)
                     .await
                     .map_err(|e| unreachable(format!("controller at {addr}: {e}")))?;
                 let c = Arc::new(c);
