@@ -17,6 +17,7 @@ use rill_client::protocol::{ErrorCode, Response};
 use rill_replication::ReplicationError;
 
 use super::{hint, leader_here};
+use crate::error::BrokerError;
 use crate::partition::LeaderHint;
 use crate::state::Broker;
 
@@ -160,8 +161,9 @@ async fn answer_partition(
             return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());
         }
         Ok(Err(e)) => {
+            let e = BrokerError::Storage(e);
             tracing::warn!(topic, partition = index, error = %e, "proposal failed");
-            return produce_error(index, ErrorCode::StorageError, LeaderHint::default());
+            return produce_error(index, e.code(), LeaderHint::default());
         }
         Err(_stopped) => {
             return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());

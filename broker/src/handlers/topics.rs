@@ -1,7 +1,8 @@
 //! CreateTopics and DeleteTopics: each topic is its own change through the
 //! controller (see [`crate::state::Broker::admin`]), made one after
 //! another, with its own result. A topic's outcome is told apart from the
-//! others, so one refused name never hides what happened to the rest.
+//! others, so one refused name never hides what happened to the rest; the
+//! code and message of a refusal are [`BrokerError::code`] and its text.
 
 use std::sync::Arc;
 
@@ -10,6 +11,7 @@ use rill_client::protocol::messages::{
     CreateTopicsRequest, DeleteTopicsRequest, TopicResult, TopicResults,
 };
 
+use crate::error::BrokerError;
 use crate::state::Broker;
 
 /// Creates each topic named, in order.
@@ -48,17 +50,17 @@ pub(super) async fn delete_topics(
     TopicResults { results }
 }
 
-fn topic_result(name: String, outcome: Result<(), (ErrorCode, String)>) -> TopicResult {
+fn topic_result(name: String, outcome: Result<(), BrokerError>) -> TopicResult {
     match outcome {
         Ok(()) => TopicResult {
             name,
             error: ErrorCode::None,
             message: String::new(),
         },
-        Err((error, message)) => TopicResult {
+        Err(e) => TopicResult {
             name,
-            error,
-            message,
+            error: e.code(),
+            message: e.to_string(),
         },
     }
 }
