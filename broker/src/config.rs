@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::error::BrokerError;
 use crate::limits::{ClientLimits, LimitSettings};
 
 /// Settings as read from a TOML file; every key is optional.
@@ -47,10 +48,15 @@ pub struct FileConfig {
 
 impl FileConfig {
     /// Reads and parses `path`.
-    pub fn load(path: &Path) -> anyhow::Result<FileConfig> {
-        let text = std::fs::read_to_string(path)
-            .map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))
+    pub fn load(path: &Path) -> Result<FileConfig, BrokerError> {
+        let text = std::fs::read_to_string(path).map_err(|error| BrokerError::ConfigRead {
+            path: path.to_path_buf(),
+            error,
+        })?;
+        toml::from_str(&text).map_err(|error| BrokerError::ConfigParse {
+            path: path.to_path_buf(),
+            error,
+        })
     }
 }
 
@@ -142,7 +148,13 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u32, String>, String> {
 
 impl BrokerConfig {
     /// Defaults, overridden by the file, overridden by flags.
-    pub fn resolve(file: FileConfig, flags: Flags) -> Result<BrokerConfig, String> {
+    pub fn resolve(file: FileConfig, flags: Flags) -> Result<BrokerConfig, BrokerError> {
+        Self::resolve_settings(file, flags).map_err(BrokerError::InvalidSettings)
+    }
+
+    /// [`BrokerConfig::resolve`], with what is wrong in words: the
+    /// checks it calls ([`parse_peers`], the limits) explain in words too.
+    fn resolve_settings(file: FileConfig, flags: Flags) -> Result<BrokerConfig, String> {
         let Flags {
             node_id,
             data_dir,
@@ -328,7 +340,7 @@ mod tests {
             ..Flags::default()
         };
         let resolve = |f| BrokerConfig::resolve(FileConfig::default(), f);
-        let refused = resolve(flags(None, false)).unwrap_err();
+        let refused = resolve(flags(None, false)).unwrap_err().to_string();
         assert!(refused.contains("--cluster-secret-file"), "{refused}");
         assert!(refused.contains("--insecure-peers"), "{refused}");
         assert_eq!(

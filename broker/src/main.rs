@@ -169,8 +169,7 @@ fn run() -> anyhow::Result<()> {
             message_timestamp_before_max_ms: args.message_timestamp_before_max_ms,
             max_partition_replicas: args.max_partition_replicas,
         },
-    )
-    .map_err(|e| anyhow::anyhow!(e))?;
+    )?;
     let secret = match &config.peer_auth {
         PeerAuth::Secret(path) => ClusterSecret::load(path)?,
         PeerAuth::NoPeers => ClusterSecret::insecure(),
@@ -279,9 +278,9 @@ fn run() -> anyhow::Result<()> {
             };
             loop {
                 if !registering.registered()
-                    && let Err((code, message)) = registering.register(&me).await
+                    && let Err(e) = registering.register(&me).await
                 {
-                    tracing::debug!(%code, %message, "registration not done yet");
+                    tracing::debug!(code = %e.code(), message = %e, "registration not done yet");
                 }
                 tokio::time::sleep(Duration::from_millis(REGISTER_CHECK_MS)).await;
             }

@@ -29,7 +29,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 use rill_client::protocol::frame::LENGTH_PREFIX_BYTES;
 use rill_client::protocol::{
-    MAX_REQUEST_FRAME_BYTES, Request, RequestFrameError, decode_request, encode_error_response,
+    MAX_REQUEST_FRAME_BYTES, RequestFrameError, decode_request, encode_error_response,
     encode_response, take_frame,
 };
 use rill_client::writer::write_frames_within;
@@ -38,9 +38,9 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
 use tokio::time::Instant;
 
-use crate::handlers::{FORWARDED_CLIENT_ID, finish_produce, handle, stage_produce};
+use crate::handlers::{Routed, route};
 use crate::limits::{Admitted, ClientLimits, ConnectionGate};
-use crate::state::Broker;
+use crate::state::{Broker, FORWARDED_CLIENT_ID};
 
 /// Requests handled at once per connection.
 pub const IN_FLIGHT_MAX: usize = 64;
@@ -218,29 +218,26 @@ async fn connection(
             },
         };
         let tx = tx.clone();
-        let broker = Arc::clone(&shared.broker);
-        // A produce is staged here, before the next request is read: its
-        // proposals are queued in the order the requests arrived, so a
-        // client may pipeline produce requests to one partition. The waits
-        // for acknowledgements overlap.
-        let (staged, share) = match request {
+        let forwarded = header.client_id == FORWARDED_CLIENT_ID;
+        // A produce is staged here (by `route`, before it returns), before
+        // the next request is read: its proposals are queued in the order
+        // the requests arrived, so a client may pipeline produce requests
+        // to one partition. The waits for acknowledgements overlap (in the
+        // task below, where any other request is started too).
+        let routed = route(&shared.broker, request, forwarded).await;
+        let share = match routed {
             // Once staged, a produce's bytes are the log's (proposed, and
             // bounded there by the leader's uncommitted bytes) or refused:
             // they leave the request budget, as Kafka's pool frees a request
             // once handled, not once its acknowledgements arrive.
-            Request::Produce(p) => {
-                let staged = stage_produce(&broker, p).await;
+            Routed::Produce(_) => {
                 drop(share);
-                (Ok(staged), None)
+                None
             }
-            other => (Err(other), share),
+            Routed::Answer(_) => share,
         };
         tokio::spawn(async move {
-            let forwarded = header.client_id == FORWARDED_CLIENT_ID;
-            let response = match staged {
-                Ok(staged) => finish_produce(staged).await,
-                Err(request) => handle(&broker, request, forwarded).await,
-            };
+            let response = routed.respond().await;
             if let Some(response) = response {
                 let _ = tx
                     .send(encode_response(header.correlation_id, &response))

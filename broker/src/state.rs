@@ -14,10 +14,11 @@ use rill_client::connection::Connection;
 use rill_client::protocol::messages::{
     BrokerMetadata, CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults,
 };
-use rill_client::protocol::{ErrorCode, Request, Response};
+use rill_client::protocol::{Request, Response};
 use rill_replication::BrokerId;
 use tokio::sync::Notify;
 
+use crate::error::BrokerError;
 use crate::limits::ClientLimits;
 use crate::metadata::{BrokerInfo, ClusterImage, MetadataCommand, Outcome};
 use crate::partition::Partition;
@@ -27,6 +28,10 @@ use crate::raft::{NotController, Published, RaftHandle};
 pub const IMAGE_WAIT_MS: u64 = 10_000;
 /// How long a forwarded admin request may take, ms.
 pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
+
+/// The client id brokers use when they forward admin requests to the
+/// controller; such a request is never forwarded again.
+pub const FORWARDED_CLIENT_ID: &str = "rill-broker-forward";
 
 /// Where a partition is served from, as this broker knows it.
 #[derive(Debug, Clone)]
@@ -139,7 +144,7 @@ impl Broker {
         replication_factor: u16,
         configs: &[(String, String)],
         forwarded: bool,
-    ) -> Result<(), (ErrorCode, String)> {
+    ) -> Result<(), BrokerError> {
         let command = MetadataCommand::CreateTopic {
             name: name.to_string(),
             id: uuid::Uuid::new_v4().to_string(),
@@ -170,11 +175,7 @@ impl Broker {
     }
 
     /// Deletes a topic through the controller.
-    pub async fn delete_topic(
-        &self,
-        name: &str,
-        forwarded: bool,
-    ) -> Result<(), (ErrorCode, String)> {
+    pub async fn delete_topic(&self, name: &str, forwarded: bool) -> Result<(), BrokerError> {
         let command = MetadataCommand::DeleteTopic {
             name: name.to_string(),
         };
@@ -193,7 +194,7 @@ impl Broker {
     /// registration there over the authenticated peer connection (never a
     /// client port) and this answers `NotController`: the caller checks
     /// the metadata again later.
-    pub async fn register(&self, broker: &BrokerMetadata) -> Result<(), (ErrorCode, String)> {
+    pub async fn register(&self, broker: &BrokerMetadata) -> Result<(), BrokerError> {
         let command = MetadataCommand::RegisterBroker {
             id: BrokerId(u64::from(broker.broker_id)),
             host: broker.host.clone(),
@@ -206,15 +207,13 @@ impl Broker {
         .await;
         match proposed {
             Ok(Ok(Ok(Outcome::Done))) => Ok(()),
-            Ok(Ok(Ok(Outcome::Refused(code, message)))) => Err((code, message)),
-            Ok(Ok(Err(NotController { leader }))) => Err((
-                ErrorCode::NotController,
-                format!("sent to the controller ({leader:?}) over the peer connection"),
-            )),
-            Ok(Err(_)) | Err(_) => Err((
-                ErrorCode::RequestTimedOut,
-                "the controller did not apply the registration in time".into(),
-            )),
+            Ok(Ok(Ok(Outcome::Refused(code, message)))) => {
+                Err(BrokerError::Refused { code, message })
+            }
+            Ok(Ok(Err(NotController { leader }))) => Err(BrokerError::RegistrationSent { leader }),
+            Ok(Err(_)) | Err(_) => Err(BrokerError::TimedOut {
+                what: "registration",
+            }),
         }
     }
 
@@ -249,40 +248,26 @@ impl Broker {
         command: MetadataCommand,
         request: Request,
         forwarded: bool,
-    ) -> Result<(), (ErrorCode, String)> {
-        let not_controller = || {
-            (
-                ErrorCode::NotController,
-                "no controller is known yet; retry".to_string(),
-            )
-        };
+    ) -> Result<(), BrokerError> {
         let proposed = tokio::time::timeout(
             Duration::from_millis(FORWARD_TIMEOUT_MS),
             self.raft.metadata(command),
         )
         .await
-        .map_err(|_| {
-            (
-                ErrorCode::RequestTimedOut,
-                "the controller did not apply the change in time".to_string(),
-            )
-        })?;
+        .map_err(|_| BrokerError::TimedOut { what: "change" })?;
         match proposed {
             Ok(Ok(Outcome::Done)) => Ok(()),
-            Ok(Ok(Outcome::Refused(code, message))) => Err((code, message)),
+            Ok(Ok(Outcome::Refused(code, message))) => Err(BrokerError::Refused { code, message }),
             Ok(Err(NotController { leader: Some(l) })) if l != self.id() && !forwarded => {
                 self.forward(l, request).await
             }
-            Ok(Err(_)) | Err(_) => Err(not_controller()),
+            Ok(Err(_)) | Err(_) => Err(BrokerError::NoController),
         }
     }
 
-    async fn forward(&self, to: BrokerId, request: Request) -> Result<(), (ErrorCode, String)> {
-        let unreachable = |what: String| (ErrorCode::NotController, what);
+    async fn forward(&self, to: BrokerId, request: Request) -> Result<(), BrokerError> {
         let Some(info) = self.image().brokers.get(&to).cloned() else {
-            return Err(unreachable(format!(
-                "the controller (broker {to}) has not registered its address yet; retry"
-            )));
+            return Err(BrokerError::ControllerUnregistered { controller: to });
         };
         let addr = format!("{}:{}", info.host, info.port);
         let timeout = Duration::from_millis(FORWARD_TIMEOUT_MS);
@@ -296,9 +281,12 @@ impl Broker {
         let conn = match cached {
             Some(c) => c,
             None => {
-                let c = Connection::connect(&addr, crate::handlers::FORWARDED_CLIENT_ID, timeout)
+                let c = Connection::connect(&addr, FORWARDED_CLIENT_ID, timeout)
                     .await
-                    .map_err(|e| unreachable(format!("controller at {addr}: {e}")))?;
+                    .map_err(|error| BrokerError::Forward {
+                        addr: addr.clone(),
+                        error,
+                    })?;
                 let c = Arc::new(c);
                 self.forward
                     .lock()
@@ -310,23 +298,20 @@ impl Broker {
         let response = conn
             .request(request, timeout)
             .await
-            .map_err(|e| unreachable(format!("controller at {addr}: {e}")))?;
+            .map_err(|error| BrokerError::Forward { addr, error })?;
         match response {
             Response::CreateTopics(TopicResults { results })
             | Response::DeleteTopics(TopicResults { results }) => {
                 match results.into_iter().next() {
                     Some(r) if r.error.is_ok() => Ok(()),
-                    Some(r) => Err((r.error, r.message)),
-                    None => Err((
-                        ErrorCode::Unknown,
-                        "empty answer from the controller".into(),
-                    )),
+                    Some(r) => Err(BrokerError::Refused {
+                        code: r.error,
+                        message: r.message,
+                    }),
+                    None => Err(BrokerError::EmptyAnswer),
                 }
             }
-            _ => Err((
-                ErrorCode::Unknown,
-                "unexpected answer from the controller".into(),
-            )),
+            _ => Err(BrokerError::UnexpectedAnswer),
         }
     }
 }

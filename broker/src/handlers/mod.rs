@@ -1,0 +1,116 @@
+//! Request handlers: one module per API behind one router, [`route`], each
+//! turning a decoded request into a response. Errors a client should see
+//! are typed codes inside the response; nothing here closes a connection.
+//!
+//! [`route`] is the only way in, so the one ordering promise a connection
+//! gets is kept in one place: a produce is proposed before `route` returns
+//! (its caller waits for that before it reads the next request), while
+//! every other request starts only once its answer is polled, off the
+//! reading task, so a slow answer never holds up the requests behind it.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use rill_client::protocol::messages::NO_BROKER;
+use rill_client::protocol::{ErrorCode, Request, Response};
+use rill_replication::BrokerId;
+
+use crate::partition::{LeaderHint, Partition};
+use crate::state::{Broker, Lookup};
+
+mod api_versions;
+mod cluster_status;
+mod fetch;
+mod list_offsets;
+mod metadata;
+mod produce;
+mod register_broker;
+mod topics;
+
+pub use fetch::FETCH_MAX_WAIT_MS_LIMIT;
+pub use produce::{PRODUCE_TIMEOUT_MS_LIMIT, StagedProduce};
+
+/// A request after [`route`].
+pub enum Routed {
+    /// A produce after its first stage: every partition proposed (or
+    /// refused); what is left is waiting for its `acks`.
+    Produce(StagedProduce),
+    /// Any other request, not started yet: its answer, worked out when
+    /// polled.
+    Answer(Pin<Box<dyn Future<Output = Response> + Send>>),
+}
+
+impl Routed {
+    /// The response once it is ready; `None` for a produce with `acks=0`
+    /// (no response).
+    pub async fn respond(self) -> Option<Response> {
+        match self {
+            Routed::Produce(staged) => produce::finish_produce(staged).await,
+            Routed::Answer(answer) => Some(answer.await),
+        }
+    }
+}
+
+/// Routes one request to its API. A produce is staged before this returns
+/// (see `produce::stage_produce`): produces routed one after another are
+/// proposed in that order. Anything else returns at once, without waiting
+/// for anything, as a [`Routed::Answer`] to poll.
+/// `forwarded`: it came from another broker on a client's behalf.
+pub async fn route(broker: &Arc<Broker>, request: Request, forwarded: bool) -> Routed {
+    let broker = Arc::clone(broker);
+    Routed::Answer(match request {
+        Request::Produce(p) => return Routed::Produce(produce::stage_produce(&broker, p).await),
+        Request::ApiVersions => Box::pin(async { api_versions::api_versions() }),
+        Request::Metadata(m) => {
+            Box::pin(async move { Response::Metadata(metadata::metadata(&broker, m)) })
+        }
+        Request::CreateTopics(c) => Box::pin(async move {
+            Response::CreateTopics(topics::create_topics(&broker, c, forwarded).await)
+        }),
+        Request::DeleteTopics(d) => Box::pin(async move {
+            Response::DeleteTopics(topics::delete_topics(&broker, d, forwarded).await)
+        }),
+        Request::Fetch(f) => {
+            Box::pin(async move { Response::Fetch(fetch::fetch(&broker, f).await) })
+        }
+        Request::RegisterBroker(b) => Box::pin(async move {
+            Response::RegisterBroker(register_broker::register_broker(&broker, b))
+        }),
+        Request::ClusterStatus => Box::pin(async move {
+            Response::ClusterStatus(cluster_status::cluster_status(&broker).await)
+        }),
+        Request::ListOffsets(l) => {
+            Box::pin(async move { Response::ListOffsets(list_offsets::list_offsets(&broker, l)) })
+        }
+    })
+}
+
+/// A leader hint for the wire.
+fn hint(leader: Option<BrokerId>) -> i32 {
+    leader.map_or(NO_BROKER, |b| b.get() as i32)
+}
+
+/// The replica here of partition `index` of `topic` if it leads, or the
+/// code a partition's answer refuses it with and where to try instead:
+/// produce, fetch and list offsets refuse alike.
+fn leader_here(
+    broker: &Broker,
+    topic: &str,
+    index: u32,
+) -> Result<Arc<Partition>, (ErrorCode, LeaderHint)> {
+    let partition = match broker.lookup(topic, index) {
+        Lookup::Here(p) => p,
+        Lookup::Elsewhere { leader } => {
+            return Err((ErrorCode::NotLeader, LeaderHint::guess(leader)));
+        }
+        Lookup::Unknown => {
+            return Err((ErrorCode::UnknownTopicOrPartition, LeaderHint::default()));
+        }
+        Lookup::Stopped => return Err((ErrorCode::StorageError, LeaderHint::default())),
+    };
+    match partition.not_leader() {
+        Some(refused) => Err(refused),
+        None => Ok(partition),
+    }
+}

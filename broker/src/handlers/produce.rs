@@ -1,0 +1,213 @@
+//! Produce, in two stages. [`stage_produce`] checks every partition and
+//! queues its proposal, in request order, and is awaited by the router
+//! before the connection reads its next request: that is what keeps
+//! produces on one connection proposed in the order they arrived.
+//! [`finish_produce`] then waits for each partition's `acks` under one
+//! deadline for the whole request, overlapping with later requests' waits.
+//! Nothing is proposed before every batch of its partition has passed
+//! [`crate::partition::Partition::check`], the one validation gate.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use rill_client::protocol::messages::{
+    ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
+};
+use rill_client::protocol::{ErrorCode, Response};
+use rill_replication::ReplicationError;
+
+use super::{hint, leader_here};
+use crate::error::BrokerError;
+use crate::partition::LeaderHint;
+use crate::state::Broker;
+
+/// Longest a produce waits for durability, ms, whatever the client asks.
+pub const PRODUCE_TIMEOUT_MS_LIMIT: u32 = 300_000;
+
+/// A produce request after its first stage: every partition checked and
+/// its proposal queued for the Raft thread (or refused).
+pub struct StagedProduce {
+    acks: i8,
+    deadline: tokio::time::Instant,
+    topics: Vec<(String, Vec<Staged>)>,
+}
+
+/// The first stage of a produce: every partition is checked and its
+/// proposal queued, in request order, before any is waited for (the
+/// partitions replicate together instead of one commit round trip after
+/// another). Produce requests staged one after another are proposed in
+/// that order.
+pub(super) async fn stage_produce(broker: &Arc<Broker>, p: ProduceRequest) -> StagedProduce {
+    let acks_valid = (-1..=1).contains(&p.acks);
+    let timeout = Duration::from_millis(u64::from(p.timeout_ms.min(PRODUCE_TIMEOUT_MS_LIMIT)));
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut staged = Vec::with_capacity(p.topics.len());
+    for t in p.topics {
+        let mut partitions = Vec::with_capacity(t.partitions.len());
+        for part in t.partitions {
+            partitions.push(if acks_valid {
+                propose_partition(broker, &t.name, part.partition, &part.records).await
+            } else {
+                Staged::Answered(produce_error(
+                    part.partition,
+                    ErrorCode::InvalidRequiredAcks,
+                    LeaderHint::default(),
+                ))
+            });
+        }
+        staged.push((t.name, partitions));
+    }
+    StagedProduce {
+        acks: p.acks,
+        deadline,
+        topics: staged,
+    }
+}
+
+/// The second stage of a produce: each partition waited for at its `acks`
+/// level, until one deadline for the whole request. No response for
+/// `acks=0`.
+pub(super) async fn finish_produce(staged: StagedProduce) -> Option<Response> {
+    let StagedProduce {
+        acks,
+        deadline,
+        topics: staged,
+    } = staged;
+    let mut topics = Vec::with_capacity(staged.len());
+    for (name, partitions) in staged {
+        let mut answers = Vec::with_capacity(partitions.len());
+        for s in partitions {
+            answers.push(match s {
+                Staged::Answered(r) => r,
+                Staged::Proposed(q) => answer_partition(&name, q, acks, deadline).await,
+            });
+        }
+        topics.push(ProduceTopicResponse {
+            name,
+            partitions: answers,
+        });
+    }
+    (acks != 0).then_some(Response::Produce(ProduceResponse { topics }))
+}
+
+/// A partition of a produce after its first stage.
+enum Staged {
+    /// Refused before anything was proposed.
+    Answered(ProducePartitionResponse),
+    /// Proposed: the outcome is on its way from the Raft thread.
+    Proposed(Queued),
+}
+
+/// A proposal queued for the Raft thread.
+struct Queued {
+    partition: Arc<crate::partition::Partition>,
+    index: u32,
+    outcome: crate::raft::ProposalOutcome,
+}
+
+/// The first stage of one partition of a produce: looked up, checked in
+/// full, and queued for its Raft group (waiting only for room in the
+/// queue).
+async fn propose_partition(
+    broker: &Arc<Broker>,
+    topic: &str,
+    index: u32,
+    records: &[bytes::Bytes],
+) -> Staged {
+    let partition = match leader_here(broker, topic, index) {
+        Ok(p) => p,
+        Err((error, leader)) => return Staged::Answered(produce_error(index, error, leader)),
+    };
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64);
+    let batches = match partition.check(records, now_ms) {
+        Ok(b) => b,
+        Err(e) => return Staged::Answered(produce_error(index, e, LeaderHint::default())),
+    };
+    match broker.raft.propose_queued(partition.group, batches).await {
+        Ok(outcome) => Staged::Proposed(Queued {
+            partition,
+            index,
+            outcome,
+        }),
+        Err(_stopped) => Staged::Answered(produce_error(
+            index,
+            ErrorCode::NotLeader,
+            partition.retry_hint(),
+        )),
+    }
+}
+
+/// The second stage: the proposal's outcome, then the wait for the `acks`
+/// level, until `deadline`.
+async fn answer_partition(
+    topic: &str,
+    q: Queued,
+    acks: i8,
+    deadline: tokio::time::Instant,
+) -> ProducePartitionResponse {
+    let Queued {
+        partition,
+        index,
+        outcome,
+    } = q;
+    let proposed = match outcome.await {
+        Ok(Ok(p)) => p,
+        Ok(Err(ReplicationError::NotLeader { leader, .. })) => {
+            return produce_error(index, ErrorCode::NotLeader, partition.hint_for(leader));
+        }
+        Ok(Err(e)) if e.is_retriable() => {
+            return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());
+        }
+        Ok(Err(e)) => {
+            let e = BrokerError::Storage(e);
+            tracing::warn!(topic, partition = index, error = %e, "proposal failed");
+            return produce_error(index, e.code(), LeaderHint::default());
+        }
+        Err(_stopped) => {
+            return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());
+        }
+    };
+    let (Some(first), Some(last)) = (proposed.first(), proposed.last()) else {
+        return produce_error(index, ErrorCode::InvalidRequest, LeaderHint::default());
+    };
+    let mut error = ErrorCode::None;
+    if acks != 0 {
+        let committed = acks == -1;
+        match tokio::time::timeout_at(
+            deadline,
+            partition.wait_for(last.index, last.term, committed),
+        )
+        .await
+        {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => error = e,
+            Err(_) => error = ErrorCode::RequestTimedOut,
+        }
+    }
+    let leader = if error == ErrorCode::NotLeader {
+        partition.leadership().hint()
+    } else {
+        LeaderHint::default()
+    };
+    ProducePartitionResponse {
+        partition: index,
+        error,
+        leader_hint: hint(leader.leader),
+        leader_epoch: leader.epoch.get(),
+        base_offset: first.base_offset.get(),
+        log_start_offset: partition.log_start_offset(),
+    }
+}
+
+fn produce_error(partition: u32, error: ErrorCode, leader: LeaderHint) -> ProducePartitionResponse {
+    ProducePartitionResponse {
+        partition,
+        error,
+        leader_hint: hint(leader.leader),
+        leader_epoch: leader.epoch.get(),
+        base_offset: 0,
+        log_start_offset: 0,
+    }
+}

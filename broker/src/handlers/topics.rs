@@ -1,0 +1,66 @@
+//! CreateTopics and DeleteTopics: each topic is its own change through the
+//! controller (see [`crate::state::Broker::admin`]), made one after
+//! another, with its own result. A topic's outcome is told apart from the
+//! others, so one refused name never hides what happened to the rest; the
+//! code and message of a refusal are [`BrokerError::code`] and its text.
+
+use std::sync::Arc;
+
+use rill_client::protocol::ErrorCode;
+use rill_client::protocol::messages::{
+    CreateTopicsRequest, DeleteTopicsRequest, TopicResult, TopicResults,
+};
+
+use crate::error::BrokerError;
+use crate::state::Broker;
+
+/// Creates each topic named, in order.
+pub(super) async fn create_topics(
+    broker: &Arc<Broker>,
+    c: CreateTopicsRequest,
+    forwarded: bool,
+) -> TopicResults {
+    let mut results = Vec::new();
+    for t in c.topics {
+        let outcome = broker
+            .create_topic(
+                &t.name,
+                t.partitions,
+                t.replication_factor,
+                &t.configs,
+                forwarded,
+            )
+            .await;
+        results.push(topic_result(t.name, outcome));
+    }
+    TopicResults { results }
+}
+
+/// Deletes each topic named, in order.
+pub(super) async fn delete_topics(
+    broker: &Arc<Broker>,
+    d: DeleteTopicsRequest,
+    forwarded: bool,
+) -> TopicResults {
+    let mut results = Vec::new();
+    for name in d.names {
+        let outcome = broker.delete_topic(&name, forwarded).await;
+        results.push(topic_result(name, outcome));
+    }
+    TopicResults { results }
+}
+
+fn topic_result(name: String, outcome: Result<(), BrokerError>) -> TopicResult {
+    match outcome {
+        Ok(()) => TopicResult {
+            name,
+            error: ErrorCode::None,
+            message: String::new(),
+        },
+        Err(e) => TopicResult {
+            name,
+            error: e.code(),
+            message: e.to_string(),
+        },
+    }
+}
