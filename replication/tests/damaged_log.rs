@@ -69,13 +69,7 @@ fn leader_with_entries(dir: &Path, batches: u64, acknowledged: bool) -> (Node, u
 
 /// The segment files of the damaged group, oldest first.
 fn segments(dir: &Path) -> Vec<PathBuf> {
-    let mut logs: Vec<_> = std::fs::read_dir(dir.join("damaged"))
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .filter(|p| p.extension().is_some_and(|e| e == "log"))
-        .collect();
-    logs.sort();
-    logs
+    helpers::segment_logs(&dir.join("damaged"))
 }
 
 /// Cuts `segment` to its first 100 bytes, as a faulty disk or a careless

@@ -422,11 +422,7 @@ fn a_one_voter_group_syncs_inside_its_round() {
 
 /// `.log` files in `dir`.
 fn segment_files(dir: &std::path::Path) -> usize {
-    std::fs::read_dir(dir)
-        .unwrap()
-        .flatten()
-        .filter(|f| f.path().extension().is_some_and(|e| e == "log"))
-        .count()
+    helpers::segment_logs(dir).len()
 }
 
 #[test]

@@ -32,6 +32,15 @@ fn segment_files(dir: &Path) -> Vec<PathBuf> {
     v
 }
 
+fn cut_to_nothing(path: &Path) {
+    fs::OpenOptions::new()
+        .write(true)
+        .open(path)
+        .unwrap()
+        .set_len(0)
+        .unwrap();
+}
+
 fn cut_to_half(path: &Path) {
     let f = fs::OpenOptions::new().write(true).open(path).unwrap();
     let len = f.metadata().unwrap().len();
@@ -94,12 +103,7 @@ fn the_active_segment_cut_short_under_an_open_log_answers_damaged() {
     fill(&mut log, 20);
     log.flush().unwrap();
     let active = segment_files(dir.path()).pop().unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&active)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    cut_to_nothing(&active);
     assert_damaged(log.read(Offset(0), 1 << 20), &active, "read");
     assert_damaged(
         log.read_entries(RaftIndex(5), RaftIndex(6), 1),
@@ -177,12 +181,7 @@ fn small_entries_read_back_stay_readable_after_their_file_is_cut_to_nothing() {
         .read_entries_owned(RaftIndex(1), RaftIndex(21), u64::MAX)
         .unwrap();
     let active = segment_files(dir.path()).pop().unwrap();
-    fs::OpenOptions::new()
-        .write(true)
-        .open(&active)
-        .unwrap()
-        .set_len(0)
-        .unwrap();
+    cut_to_nothing(&active);
     for (read, want) in entries.iter().chain(&owned).zip(expected.iter().cycle()) {
         assert_eq!(read.bytes().as_ref(), want.as_slice());
     }

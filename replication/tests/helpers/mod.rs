@@ -217,3 +217,14 @@ pub fn elected_leader(dir: &Path, log_config: LogConfig) -> (Node, u64) {
     assert_eq!(leader.status(GROUP).unwrap().commit, status.last_index);
     (leader, status.term.get())
 }
+
+/// The segment files (`.log`) in `dir`, oldest first.
+pub fn segment_logs(dir: &Path) -> Vec<std::path::PathBuf> {
+    let mut logs: Vec<_> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        .collect();
+    logs.sort();
+    logs
+}
