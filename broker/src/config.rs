@@ -1,6 +1,7 @@
 //! The broker's settings: command-line flags, optionally on top of a TOML
 //! file (`--config`). A flag given on the command line wins over the file.
 
+use rill_replication::BrokerId;
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -63,8 +64,8 @@ impl FileConfig {
 /// The settings in force.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerConfig {
-    /// This broker's id. Default 1.
-    pub node_id: u32,
+    /// This broker's id. Default 1; never 0 (Raft's "none").
+    pub node_id: BrokerId,
     /// Where data lives. Default `./data`.
     pub data_dir: PathBuf,
     /// Client listener address. Default `127.0.0.1:9092`; port 0 picks one.
@@ -78,7 +79,7 @@ pub struct BrokerConfig {
     pub peer_listen: Option<SocketAddr>,
     /// Every broker of the cluster with its peer address, this one
     /// included. Default: this broker alone (a cluster of one).
-    pub peers: BTreeMap<u32, String>,
+    pub peers: BTreeMap<BrokerId, String>,
     /// How this broker authenticates its peers.
     pub peer_auth: PeerAuth,
     /// What clients may make this broker hold.
@@ -123,7 +124,7 @@ fn ms_bound(ms: u64) -> Option<u64> {
 }
 
 /// Parses `ID=HOST:PORT,...`.
-pub fn parse_peers(text: &str) -> Result<BTreeMap<u32, String>, String> {
+pub fn parse_peers(text: &str) -> Result<BTreeMap<BrokerId, String>, String> {
     let mut peers = BTreeMap::new();
     for item in text.split(',').map(str::trim).filter(|s| !s.is_empty()) {
         let (id, addr) = item
@@ -139,7 +140,10 @@ pub fn parse_peers(text: &str) -> Result<BTreeMap<u32, String>, String> {
         if !addr.contains(':') {
             return Err(format!("{addr:?} is not HOST:PORT"));
         }
-        if peers.insert(id, addr.trim().to_string()).is_some() {
+        if peers
+            .insert(BrokerId(u64::from(id)), addr.trim().to_string())
+            .is_some()
+        {
             return Err(format!("broker {id} is listed twice"));
         }
     }
@@ -169,7 +173,10 @@ impl BrokerConfig {
             message_timestamp_before_max_ms,
             max_partition_replicas,
         } = flags;
-        let node_id = node_id.or(file.node_id).unwrap_or(1);
+        let node_id = match node_id.or(file.node_id).unwrap_or(1) {
+            0 => return Err("broker ids start at 1 (--node-id)".into()),
+            id => BrokerId(u64::from(id)),
+        };
         let peers = match peers.or(file.peers) {
             Some(text) => parse_peers(&text)?,
             None => BTreeMap::new(),
@@ -222,7 +229,7 @@ impl BrokerConfig {
     }
 
     /// The controller's voters: every broker of the cluster.
-    pub fn voters(&self) -> Vec<u32> {
+    pub fn voters(&self) -> Vec<BrokerId> {
         if self.peers.is_empty() {
             vec![self.node_id]
         } else {
@@ -275,8 +282,8 @@ mod tests {
             },
         )
         .unwrap();
-        assert_eq!(c.node_id, 7);
-        assert_eq!(c.voters(), [7]);
+        assert_eq!(c.node_id, BrokerId(7));
+        assert_eq!(c.voters(), [BrokerId(7)]);
         assert_eq!(c.data_dir, PathBuf::from("/tmp/x"));
         assert_eq!(c.listen, "127.0.0.1:9092".parse().unwrap());
         assert!(toml::from_str::<FileConfig>("nope = 1").is_err());
@@ -322,9 +329,14 @@ mod tests {
             flags(2, "1=127.0.0.1:9192, 2=127.0.0.1:9193,3=h:1"),
         )
         .unwrap();
-        assert_eq!(c.voters(), [1, 2, 3]);
-        assert_eq!(c.peers[&2], "127.0.0.1:9193");
+        assert_eq!(c.voters(), [BrokerId(1), BrokerId(2), BrokerId(3)]);
+        assert_eq!(c.peers[&BrokerId(2)], "127.0.0.1:9193");
         assert!(BrokerConfig::resolve(FileConfig::default(), flags(4, "1=a:1")).is_err());
+        let zero = Flags {
+            node_id: Some(0),
+            ..Flags::default()
+        };
+        assert!(BrokerConfig::resolve(FileConfig::default(), zero).is_err());
         for bad in ["1", "x=a:1", "0=a:1", "1=a:1,1=b:2", "1=nocolon"] {
             assert!(parse_peers(bad).is_err(), "{bad}");
         }

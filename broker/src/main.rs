@@ -20,7 +20,6 @@ use rill_broker::raft::{self, RaftConfig};
 use rill_broker::server::serve;
 use rill_broker::state::Broker;
 use rill_client::protocol::messages::BrokerMetadata;
-use rill_replication::BrokerId;
 use rill_replication::handshake::{ClusterSecret, PeerIdentity};
 use rill_replication::transport::Transport;
 use tokio::net::TcpListener;
@@ -185,7 +184,7 @@ fn run() -> anyhow::Result<()> {
         .enable_all()
         .build()?;
     runtime.block_on(async move {
-        let id = BrokerId(u64::from(config.node_id));
+        let id = config.node_id;
         let data_arrived = Arc::new(tokio::sync::Notify::new());
         let identity = Identity::load_or_create(&config.data_dir, id)?;
         tracing::info!(incarnation = %identity.incarnation, rejoining = identity.rejoining, "data directory identity");
@@ -207,11 +206,7 @@ fn run() -> anyhow::Result<()> {
                 .await
                 .with_context(|| format!("binding the peer listener {listen}"))?;
             tracing::info!("peers on {}", listener.local_addr()?);
-            let peers = config
-                .peers
-                .iter()
-                .map(|(id, addr)| (BrokerId(u64::from(*id)), addr.clone()))
-                .collect();
+            let peers = config.peers.clone();
             let book = FilePeerBook::open(
                 &config.data_dir,
                 identity.incarnation,
@@ -234,7 +229,7 @@ fn run() -> anyhow::Result<()> {
             rejoin_requested,
             id,
             data_dir: config.data_dir.clone(),
-            voters: config.voters().into_iter().map(|v| BrokerId(u64::from(v))).collect(),
+            voters: config.voters(),
             timestamps: TimestampBounds {
                 after_max_ms: config.message_timestamp_after_max_ms,
                 before_max_ms: config.message_timestamp_before_max_ms,
@@ -296,7 +291,7 @@ fn run() -> anyhow::Result<()> {
                 }
             }
         });
-        tracing::info!(node_id = config.node_id, data_dir = %config.data_dir.display(), "ready");
+        tracing::info!(node_id = %config.node_id, data_dir = %config.data_dir.display(), "ready");
         // Scripts and tests wait for this line, whatever the log level.
         eprintln!("listening on {bound}");
         tokio::select! {
