@@ -64,6 +64,7 @@ mod leadership;
 mod published;
 mod replicas;
 mod round;
+mod sync_pool;
 
 use controller::Answer;
 pub use controller::NotController;
@@ -293,6 +294,7 @@ pub fn start(
     let mut raft = RaftLoop {
         node,
         syncer,
+        sync_pool: sync_pool::SyncPool::new("rill-round-sync"),
         retention_syncer,
         syncing: false,
         sync_queued: None,
@@ -380,6 +382,8 @@ struct RaftLoop {
     node: Node,
     /// Deferred sync rounds go to the sync thread through here.
     syncer: std::sync::mpsc::Sender<SyncRound>,
+    /// Runs the syncs of one-voter groups, within their round.
+    sync_pool: sync_pool::SyncPool,
     /// Retention's state syncs go to a thread of their own through here:
     /// they need not wait behind the log syncs (see
     /// [`Node::apply_retention`]), and their groups take no Ready until

@@ -20,7 +20,8 @@ use rill_replication::transport::Dropped;
 use rill_replication::{Outgoing, ReplicationError, SyncJob, SyncResult, SyncRound, SyncedRound};
 use tokio::sync::mpsc;
 
-use super::{Command, RaftLoop, SYNC_QUEUED_READIES_MAX, SYNC_THREADS_MAX};
+use super::sync_pool::SyncPool;
+use super::{Command, RaftLoop, SYNC_QUEUED_READIES_MAX};
 
 impl RaftLoop {
     /// Queues messages for the peers; returns those that could not be
@@ -82,7 +83,7 @@ impl RaftLoop {
         // `acks=1` waits for the leader's write alone, and a Ready's
         // committed entries were durable before it: both before the syncs.
         self.publish(std::mem::take(&mut events));
-        let results = run_syncs(jobs, false);
+        let results = run_syncs(&mut self.sync_pool, jobs, false);
         lap(&mut times.sync);
         self.node
             .finish_round(round, results, &mut out, &mut events);
@@ -138,11 +139,12 @@ pub(super) fn start_syncer(
     done: fn(SyncedRound) -> Command,
 ) -> Result<std::sync::mpsc::Sender<SyncRound>, ReplicationError> {
     let (tx, rx) = std::sync::mpsc::channel::<SyncRound>();
+    let mut pool = SyncPool::new(name);
     std::thread::Builder::new()
         .name(name.into())
         .spawn(move || {
             while let Ok(syncs) = rx.recv() {
-                let synced = syncs.run_with(|jobs| run_syncs(jobs, true));
+                let synced = syncs.run_with(|jobs| run_syncs(&mut pool, jobs, true));
                 let Some(commands) = commands.upgrade() else {
                     return;
                 };
@@ -169,14 +171,14 @@ pub(super) struct RoundTimes {
     pub(super) finish: Duration,
 }
 
-/// Runs sync jobs ([`run_jobs`]) and logs the round at debug level: files,
+/// Runs sync jobs on `pool` and logs the round at debug level: files,
 /// bytes and time, and whether it ran on the sync thread (`deferred`).
 /// bench.sh reads W3's mean sync size from these lines.
-fn run_syncs(jobs: Vec<SyncJob>, deferred: bool) -> Vec<SyncResult> {
+fn run_syncs(pool: &mut SyncPool, jobs: Vec<SyncJob>, deferred: bool) -> Vec<SyncResult> {
     let started = Instant::now();
     let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();
     let files = jobs.len();
-    let results = run_jobs(jobs);
+    let results = pool.run(jobs);
     if files > 0 {
         tracing::debug!(
             files,
@@ -187,28 +189,4 @@ fn run_syncs(jobs: Vec<SyncJob>, deferred: bool) -> Vec<SyncResult> {
         );
     }
     results
-}
-
-/// Runs a round's syncs: inline when there is one, otherwise spread over
-/// up to [`SYNC_THREADS_MAX`] threads (each `fdatasync` waits on the disk,
-/// not the CPU, so they overlap).
-fn run_jobs(jobs: Vec<SyncJob>) -> Vec<SyncResult> {
-    if jobs.len() <= 1 {
-        return jobs.into_iter().map(SyncJob::run).collect();
-    }
-    let threads = jobs.len().min(SYNC_THREADS_MAX);
-    let mut buckets: Vec<Vec<SyncJob>> = (0..threads).map(|_| Vec::new()).collect();
-    for (i, job) in jobs.into_iter().enumerate() {
-        buckets[i % threads].push(job);
-    }
-    std::thread::scope(|s| {
-        let handles: Vec<_> = buckets
-            .into_iter()
-            .map(|bucket| s.spawn(move || bucket.into_iter().map(SyncJob::run).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("a sync job does not panic"))
-            .collect()
-    })
 }
