@@ -107,16 +107,7 @@ impl BrokerProcess {
     /// Waits (at most `timeout`) for the process to exit on its own;
     /// returns its status, or `None` if it is still running.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<std::process::ExitStatus> {
-        let deadline = std::time::Instant::now() + timeout;
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return Some(status);
-            }
-            if std::time::Instant::now() > deadline {
-                return None;
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_for_exit(&mut self.child, timeout)
     }
 
     /// The lines of stderr kept so far (the last [`LOG_LINES_KEPT`]).
@@ -194,18 +185,26 @@ pub fn run_to_exit(data_dir: &Path, args: &[&str]) -> (std::process::ExitStatus,
         let _ = stderr.read_to_string(&mut err);
         err
     });
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    let status = loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            break status;
-        }
-        if std::time::Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("the broker did not exit");
-        }
-        std::thread::sleep(Duration::from_millis(20));
+    let Some(status) = wait_for_exit(&mut child, Duration::from_secs(60)) else {
+        let _ = child.kill();
+        panic!("the broker did not exit");
     };
     (status, reader.join().unwrap())
+}
+
+/// Waits (at most `timeout`) for `child` to exit on its own; its status,
+/// or `None` if it is still running.
+fn wait_for_exit(child: &mut Child, timeout: Duration) -> Option<std::process::ExitStatus> {
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Some(status);
+        }
+        if std::time::Instant::now() > deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
 }
 
 /// A blocking client for tests: one request at a time unless told otherwise.
