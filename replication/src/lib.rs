@@ -8,8 +8,10 @@
 //! - [`storage`]: raft-rs's `Storage` over the segment log.
 //! - `reader`: [`ReplicaLogReader`], a replica's log as the threads that
 //!   read it (fetches, offset lookups, file checks) see it.
-//! - [`node`]: the groups of one broker and the Ready loop that drives
+//! - [`node`]: the groups of one broker and the steps of a round over
 //!   them, free of I/O but for the logs' mappings.
+//! - [`driver`]: the round itself ([`Driver`]), run by the broker's Raft
+//!   thread and by the simulator alike, its I/O behind [`RoundIo`].
 //! - [`outgoing`]: the messages the node emits for peers and those the
 //!   transport could not send, shared by both without either depending
 //!   on the other.
@@ -31,6 +33,7 @@
 
 mod catch_up;
 mod contain;
+pub mod driver;
 pub mod entry;
 pub mod error;
 pub mod forward;
@@ -46,6 +49,7 @@ pub mod storage;
 pub mod transport;
 pub mod wire;
 
+pub use crate::driver::{Driver, RoundIo, RoundTimes};
 pub use crate::error::ReplicationError;
 pub use crate::ids::{BrokerId, GroupId};
 pub use crate::node::{

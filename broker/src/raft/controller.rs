@@ -75,7 +75,7 @@ impl RaftLoop {
         self.apply_controller(commit)?;
         if single {
             self.node.campaign(GroupId::CONTROLLER)?;
-            self.round();
+            self.with_driver(|d, io| d.round(io));
         }
         Ok(())
     }

@@ -47,7 +47,7 @@ use std::time::{Duration, Instant};
 
 use rill_replication::transport::{Inbound, Transport};
 use rill_replication::{
-    BrokerId, CheckedBatch, GroupId, Node, NodeConfig, Proposed, ReplicaLogReader,
+    BrokerId, CheckedBatch, Driver, GroupId, Node, NodeConfig, Proposed, ReplicaLogReader,
     ReplicationError, SyncRound, SyncedRound,
 };
 use rill_storage::{RaftIndex, SystemClock, Term};
@@ -97,10 +97,6 @@ pub const STATUS_WAIT_MS: u64 = 3 * TICK_MS;
 pub const OPEN_PASS_MS_MAX: u64 = 100;
 /// Threads a round's syncs spread over, at most.
 pub const SYNC_THREADS_MAX: usize = 8;
-/// Deferred Readies waiting for the sync after the one in flight, at most;
-/// at the bound the Raft thread steps messages but starts no round until
-/// the sync completes.
-pub const SYNC_QUEUED_READIES_MAX: usize = 16_384;
 /// Ticks between two looks for leaderships to hand back to preferred
 /// leaders.
 pub const BALANCE_TICKS: u64 = 50;
@@ -296,8 +292,7 @@ pub fn start(
         syncer,
         sync_pool: sync_pool::SyncPool::new("rill-round-sync"),
         retention_syncer,
-        syncing: false,
-        sync_queued: None,
+        driver: Driver::default(),
         config,
         commands: rx,
         data_arrived,
@@ -389,14 +384,11 @@ struct RaftLoop {
     /// [`Node::apply_retention`]), and their groups take no Ready until
     /// they are back.
     retention_syncer: std::sync::mpsc::Sender<SyncRound>,
-    /// Whether a sync round is with the sync thread (not yet back as
-    /// [`Command::Synced`]). One at a time: what the rounds defer meanwhile
-    /// waits in `sync_queued`, merged, and is synced by the next sync
-    /// round.
-    syncing: bool,
-    /// The next sync round, merged from every round since the one in
-    /// flight left: group commit across rounds.
-    sync_queued: Option<SyncRound>,
+    /// Runs the rounds over `node`, with this loop as its I/O (see
+    /// `round.rs`): one deferred sync round with the sync thread at a
+    /// time (back as [`Command::Synced`]), later rounds' syncs merged
+    /// behind it.
+    driver: Driver,
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
     data_arrived: Arc<Notify>,
@@ -470,7 +462,7 @@ impl RaftLoop {
             }
             // Block only when no group has work left over, or no round may
             // start before a sync completes.
-            let may_round = self.may_round();
+            let may_round = self.driver.may_round();
             let more = self.reconciling && stopping.is_none();
             let first = if more || (may_round && self.node.has_ready()) {
                 self.commands.try_recv().ok()
@@ -501,9 +493,9 @@ impl RaftLoop {
                 // delay rounds as much as a slow round does.
                 tracing::warn!(ms, commands = handled, "slow command handling");
             }
-            if self.may_round() {
+            if self.driver.may_round() {
                 let started = Instant::now();
-                let times = self.round();
+                let times = self.with_driver(|d, io| d.round(io));
                 let ms = started.elapsed().as_millis() as u64;
                 if ms >= SLOW_ROUND_MS {
                     // Every group's heartbeats waited this long: rounds
@@ -525,17 +517,12 @@ impl RaftLoop {
                 break;
             }
         }
-        self.round();
+        self.with_driver(|d, io| d.round(io));
         // Let the deferred syncs finish, the queued sync round too (it holds
         // the controller's last writes; their messages no longer matter).
-        while self.syncing {
+        while self.driver.syncing() {
             match self.commands.blocking_recv() {
-                Some(Command::Synced(_)) => {
-                    self.syncing = false;
-                    if let Some(next) = self.sync_queued.take() {
-                        self.start_sync(next);
-                    }
-                }
+                Some(Command::Synced(_)) => self.with_driver(|d, io| d.synced_while_stopping(io)),
                 Some(_) => {}
                 None => break,
             }
@@ -629,47 +616,19 @@ impl RaftLoop {
                 }
             }
             Command::Retention => {
-                let mut events = Vec::new();
                 // The new log starts' syncs run on their own thread; the
                 // segments go once they are back.
-                let syncs = self.node.apply_retention(&mut events);
-                // The thread ends only once the rest of the broker has let
-                // go of this loop, which then ends too: its groups may wait.
-                if !syncs.is_empty() && self.retention_syncer.send(syncs).is_err() {
-                    tracing::warn!("the retention sync thread is gone: the broker is stopping");
-                }
-                self.unlink_expired();
-                self.publish(events);
+                self.with_driver(|d, io| d.apply_retention(io));
                 for p in self.published.all_partitions() {
                     p.refresh_log_start();
                 }
             }
             Command::Stop { reply } => return Some(reply),
             Command::RetentionSynced(done) => {
-                let mut out = Vec::new();
-                let mut events = Vec::new();
-                self.node.complete_syncs(done, &mut out, &mut events);
-                debug_assert!(out.is_empty(), "no Ready waits for retention's syncs");
-                self.unlink_expired();
-                self.publish(events);
+                self.with_driver(|d, io| d.retention_synced(done, io));
             }
-            Command::Synced(done) => {
-                self.syncing = false;
-                // The disk is free: what queued meanwhile goes at once.
-                if let Some(next) = self.sync_queued.take() {
-                    self.start_sync(next);
-                }
-                let mut out = Vec::new();
-                let mut events = Vec::new();
-                self.node.complete_syncs(done, &mut out, &mut events);
-                self.drop_closed_syncs();
-                self.unlink_expired();
-                let dropped = self.send(out);
-                if !dropped.is_empty() {
-                    self.node.report_dropped(&dropped);
-                }
-                self.publish(events);
-            }
+            // The disk is free: what queued meanwhile goes at once.
+            Command::Synced(done) => self.with_driver(|d, io| d.synced(done, io)),
         }
         None
     }

@@ -163,7 +163,7 @@ impl RaftLoop {
             // The replica's own hold on its log goes first, so that the
             // partition handed to the janitor is usually the last; a sync
             // in flight, a fetch or a queued send may outlast it (the
-            // first comes back to the janitor too, see `drop_closed_syncs`).
+            // first comes back to the janitor too, see `RoundIo::release`).
             let _ = self.node.remove_group(group);
             if let Some(p) = removed {
                 p.set_failed();

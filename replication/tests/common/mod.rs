@@ -16,10 +16,17 @@
 //! - every acknowledged (`acks=all`) batch is in the log at the offset its
 //!   producer was told.
 //!
-//! Syncs run as the broker runs them: a round's syncs are deferred
-//! ([`Node::defer_syncs`]) and complete a few steps later, in order, while
-//! the broker goes on stepping messages and running rounds; a crash forgets
-//! every batch not yet completed along with the bytes it would have synced.
+//! Each broker runs its rounds with the broker's own [`Driver`]; the
+//! simulator is only its I/O ([`RoundIo`]): a seeded network, sync rounds
+//! that complete a few steps later, and a checker that observes every
+//! event. So the deferred syncs run as the broker runs them: one sync round
+//! out at a time, later rounds' syncs merged behind it, no round while the
+//! queued one is full (a small bound, drawn per broker, so the simulator
+//! meets it), while the broker goes on stepping messages and running
+//! rounds; a crash forgets every sync round not yet completed along with
+//! the bytes it would have synced, and a crash in the middle of a round
+//! comes where the broker would meet it: after the round's writes and first
+//! messages, before its own syncs.
 //!
 //! With `fsync: false` the groups write without syncing, so a crash (a
 //! power cut here) may take acknowledged entries with it, as that mode
@@ -37,15 +44,21 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use bytes::Bytes;
+use rill_replication::outgoing::Dropped;
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState};
 use rill_replication::{
-    BrokerId, CheckedBatch, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
-    ReplicaSpec, ReplicationError, SyncJob, SyncRound,
+    BrokerId, CheckedBatch, Driver, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader,
+    ReplicaSpec, ReplicationError, RoundIo, SyncJob, SyncResult, SyncRound,
 };
 use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, Offset, RaftIndex, Term};
+use rill_storage::{Expired, SyncDone};
 
 /// Steps a deferred sync round takes to complete, at most.
 const SYNC_STEPS_MAX: u64 = 3;
+/// The bound on a broker's queued sync round (see
+/// `Driver::queued_readies_max`), at most: drawn per broker start from
+/// 1 to this, far below the broker's own, so rounds wait for it.
+const QUEUED_READIES_MAX: u64 = 24;
 
 /// splitmix64: the simulator's only source of choices.
 #[derive(Debug, Clone)]
@@ -146,10 +159,13 @@ pub struct SimConfig {
 
 struct Broker {
     node: Option<Node>,
+    /// Its rounds, as the broker runs them.
+    driver: Driver,
     logs: BTreeMap<GroupId, ReplicaLogReader>,
     clock: ManualClock,
-    /// Deferred sync rounds, oldest first, with the step each completes.
-    syncing: VecDeque<(u64, SyncRound)>,
+    /// The deferred sync round out (one at a time: the driver merges the
+    /// rest), with the step it completes.
+    syncing: Option<(u64, SyncRound)>,
     /// Retention's sync rounds, oldest first, with the step each
     /// completes: apart from `syncing`, as a broker runs them.
     retention_syncing: VecDeque<(u64, SyncRound)>,
@@ -215,6 +231,12 @@ pub struct Sim {
     pub restores: u64,
     /// Snapshot messages sent.
     pub snapshots_sent: u64,
+    /// Rounds a broker did not start because its queued sync round was
+    /// full.
+    pub rounds_held: u64,
+    /// Deferred sync rounds that waited behind the one out, the syncs of
+    /// every round meanwhile merged into them.
+    pub queued_syncs: u64,
     /// Acknowledged batches checked at the end (the rest were deleted by
     /// retention).
     pub acks_checked: u64,
@@ -263,6 +285,8 @@ impl Sim {
             elections: 0,
             restores: 0,
             snapshots_sent: 0,
+            rounds_held: 0,
+            queued_syncs: 0,
             acks_checked: 0,
             config,
         };
@@ -279,9 +303,10 @@ impl Sim {
                 BrokerId(b),
                 Broker {
                     node: None,
+                    driver: Driver::default(),
                     logs: BTreeMap::new(),
                     clock: ManualClock::new(1_000_000),
-                    syncing: VecDeque::new(),
+                    syncing: None,
                     retention_syncing: VecDeque::new(),
                     expired: Vec::new(),
                 },
@@ -343,8 +368,10 @@ impl Sim {
             }
             logs.insert(g, log);
         }
+        let queued_readies_max = 1 + self.rng.below(QUEUED_READIES_MAX) as usize;
         let broker = self.brokers.get_mut(&b).expect("broker");
         broker.node = Some(node);
+        broker.driver = Driver::new(queued_readies_max);
         broker.logs = logs;
     }
 
@@ -361,7 +388,7 @@ impl Sim {
             .map(|(g, log)| (*g, log.durable()))
             .collect();
         broker.logs.clear();
-        broker.syncing.clear();
+        broker.syncing = None;
         broker.retention_syncing.clear();
         broker.expired.clear();
         drop(node);
@@ -561,79 +588,85 @@ impl Sim {
         }
     }
 
-    /// One Ready round on broker `b`, syncs run in place.
+    /// Runs `f` with broker `b`'s driver and the simulator as its I/O,
+    /// then carries out a power cut the I/O met (`crash_at_sync`).
+    fn drive(
+        &mut self,
+        b: BrokerId,
+        crash_at_sync: bool,
+        f: impl FnOnce(&mut Driver, &mut SimIo<'_>),
+    ) {
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        let Some(node) = broker.node.take() else {
+            return;
+        };
+        let mut driver = std::mem::take(&mut broker.driver);
+        let mut io = SimIo {
+            sim: self,
+            b,
+            node,
+            crash_at_sync,
+            crashed: false,
+            completing: false,
+        };
+        f(&mut driver, &mut io);
+        let (node, crashed) = (io.node, io.crashed);
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        broker.node = Some(node);
+        broker.driver = driver;
+        if crashed {
+            self.crash(b);
+        }
+    }
+
+    /// One round on broker `b`, unless its queued sync round is full.
     fn round(&mut self, b: BrokerId) {
-        let mut out = Vec::new();
-        let mut events = Vec::new();
         let crash_mid_round = self.may_crash()
             && self.may_crash_broker(b)
             && self.rng.chance(self.config.faults.crash);
-        let sync_steps = self.rng.below(SYNC_STEPS_MAX + 1);
-        let merge = self.rng.chance(500);
-        {
-            let step = self.step;
-            let broker = self.brokers.get_mut(&b).expect("broker");
-            let node = broker.node.as_mut().expect("alive");
-            let mut jobs: Vec<SyncJob> = Vec::new();
-            let mut round = node.start_round(&mut out, &mut events);
-            node.write_round(&mut round, &mut jobs, &mut events);
-            let syncs = node.defer_syncs(&mut round, &mut jobs);
-            if crash_mid_round && !(jobs.is_empty() && syncs.is_empty()) {
-                // A power cut while the round's writes sit unsynced in the
-                // page cache; what start_round let out is already sent.
-                drop(round);
-                drop(jobs);
-                for e in events {
-                    self.observe(b, e);
-                }
-                self.send(b, out);
-                self.crash(b);
-                return;
-            }
-            let results = jobs.into_iter().map(SyncJob::run).collect();
-            node.finish_round(round, results, &mut out, &mut events);
-            if !syncs.is_empty() {
-                // Sync rounds complete in the order they were made; half
-                // the time one joins the sync round still waiting, as the
-                // broker merges what queues behind a running sync.
-                match broker.syncing.back_mut() {
-                    Some((_, waiting)) if merge => waiting.merge(syncs),
-                    last => {
-                        let after = last.map_or(0, |(at, _)| *at);
-                        broker
-                            .syncing
-                            .push_back(((step + sync_steps).max(after), syncs));
-                    }
-                }
-            }
+        if !self.brokers[&b].driver.may_round() {
+            self.rounds_held += 1;
+            return;
         }
-        for e in events {
-            self.observe(b, e);
-        }
-        self.send(b, out);
+        self.drive(b, crash_mid_round, |driver, io| {
+            driver.round(io);
+        });
     }
 
     /// Completes broker `b`'s deferred sync rounds that are due.
     fn complete_syncs(&mut self, b: BrokerId) {
-        let mut out = Vec::new();
-        let mut events = Vec::new();
+        let step = self.step;
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        if broker.node.is_none() {
+            return;
+        }
+        let mut due = Vec::new();
+        while broker
+            .retention_syncing
+            .front()
+            .is_some_and(|(at, _)| *at <= step)
         {
-            let broker = self.brokers.get_mut(&b).expect("broker");
-            let Some(node) = broker.node.as_mut() else {
-                return;
-            };
-            for queue in [&mut broker.syncing, &mut broker.retention_syncing] {
-                while queue.front().is_some_and(|(at, _)| *at <= self.step) {
-                    let (_, syncs) = queue.pop_front().expect("front exists");
-                    node.complete_syncs(syncs.run(), &mut out, &mut events);
-                }
+            let (_, syncs) = broker.retention_syncing.pop_front().expect("front exists");
+            due.push(syncs);
+        }
+        let deferred = match broker.syncing.take() {
+            Some((at, syncs)) if at <= step => Some(syncs),
+            other => {
+                broker.syncing = other;
+                None
             }
-            broker.expired.extend(node.take_expired());
-        }
-        for e in events {
-            self.observe(b, e);
-        }
-        self.send(b, out);
+        };
+        self.drive(b, false, |driver, io| {
+            for syncs in due {
+                driver.retention_synced(syncs.run(), io);
+            }
+            if let Some(syncs) = deferred {
+                // The next sync round, if the rounds queued one, goes
+                // out through `SimIo::start_sync` from here.
+                io.completing = true;
+                driver.synced(syncs.run(), io);
+            }
+        });
     }
 
     /// Whether one more broker may go down and leave a majority up.
@@ -840,25 +873,9 @@ impl Sim {
         }
         if self.config.retention && self.step % 50 == 0 {
             for b in self.alive() {
-                let mut events = Vec::new();
-                let sync_steps = self.rng.below(SYNC_STEPS_MAX + 1);
-                let step = self.step;
-                let br = self.brokers.get_mut(&b).expect("broker");
-                if let Some(node) = br.node.as_mut() {
-                    // The new snapshot points sync beside the deferred
-                    // sync rounds; the segments go after their sync
-                    // completes.
-                    let syncs = node.apply_retention(&mut events);
-                    br.expired.extend(node.take_expired());
-                    if !syncs.is_empty() {
-                        let after = br.retention_syncing.back().map_or(0, |(at, _)| *at);
-                        br.retention_syncing
-                            .push_back(((step + sync_steps).max(after), syncs));
-                    }
-                }
-                for e in events {
-                    self.observe(b, e);
-                }
+                // The new snapshot points sync beside the deferred sync
+                // rounds; the segments go after their sync completes.
+                self.drive(b, false, |driver, io| driver.apply_retention(io));
             }
         }
         for b in self.alive() {
@@ -1045,4 +1062,77 @@ fn through_the_wire(
     let (g, m) = messages.pop().expect("one pair");
     assert_eq!(g, group);
     m
+}
+
+/// The simulator as one broker's I/O while its driver runs: the node is
+/// moved out of the broker for the call.
+struct SimIo<'a> {
+    sim: &'a mut Sim,
+    b: BrokerId,
+    node: Node,
+    /// A power cut comes when the round reaches its own syncs.
+    crash_at_sync: bool,
+    /// The power cut came: nothing after it leaves the broker.
+    crashed: bool,
+    /// Whether the driver is completing sync rounds (not running a round).
+    completing: bool,
+}
+
+impl RoundIo for SimIo<'_> {
+    fn node(&mut self) -> &mut Node {
+        &mut self.node
+    }
+
+    fn send(&mut self, out: Vec<Outgoing>) -> Vec<Dropped> {
+        if !self.crashed {
+            self.sim.send(self.b, out);
+        }
+        Vec::new()
+    }
+
+    fn publish(&mut self, events: Vec<Event>) {
+        if self.crashed {
+            return;
+        }
+        for e in events {
+            self.sim.observe(self.b, e);
+        }
+    }
+
+    fn start_sync(&mut self, syncs: SyncRound) {
+        let at = self.sim.step + self.sim.rng.below(SYNC_STEPS_MAX + 1);
+        if self.completing {
+            // Started as the one out came back: it waited behind it.
+            self.sim.queued_syncs += 1;
+        }
+        let broker = self.sim.brokers.get_mut(&self.b).expect("broker");
+        assert!(broker.syncing.is_none(), "one sync round out at a time");
+        broker.syncing = Some((at, syncs));
+    }
+
+    fn start_retention_sync(&mut self, syncs: SyncRound) {
+        let at = self.sim.step + self.sim.rng.below(SYNC_STEPS_MAX + 1);
+        let broker = self.sim.brokers.get_mut(&self.b).expect("broker");
+        let after = broker.retention_syncing.back().map_or(0, |(at, _)| *at);
+        broker.retention_syncing.push_back((at.max(after), syncs));
+    }
+
+    fn run_syncs(&mut self, jobs: Vec<SyncJob>) -> Vec<SyncResult> {
+        let unsynced = !jobs.is_empty() || self.sim.brokers[&self.b].syncing.is_some();
+        if self.crash_at_sync && unsynced {
+            // A power cut while the round's writes sit unsynced in the
+            // page cache; what the round let out before is already sent.
+            // The node goes with the broker: what it makes of the missing
+            // results is never seen.
+            self.crashed = true;
+            return Vec::new();
+        }
+        jobs.into_iter().map(SyncJob::run).collect()
+    }
+
+    fn release(&mut self, closed: Vec<SyncDone>, expired: Vec<Expired>) {
+        drop(closed);
+        let broker = self.sim.brokers.get_mut(&self.b).expect("broker");
+        broker.expired.extend(expired);
+    }
 }
