@@ -50,10 +50,11 @@ fn raft_safety_holds_under_loss_delay_duplication_cuts_and_crashes() {
         let mut sim = Sim::new(config(seed));
         sim.run();
         eprintln!(
-            "seed {seed}: {} acknowledged, {} crashes, {} elections, {} sync rounds queued, {} rounds held",
+            "seed {seed}: {} acknowledged, {} crashes, {} elections, {} reopens, {} sync rounds queued, {} rounds held",
             sim.acks.len(),
             sim.crashes,
             sim.elections,
+            sim.reopens,
             sim.queued_syncs,
             sim.rounds_held,
         );

@@ -34,7 +34,8 @@
 //! into it), `controller.rs` (the controller's log and metadata commands),
 //! `replicas.rs` (replicas opened, stopped and reopened), `leadership.rs`
 //! (elections hurried, leaderships handed over, rejoining), `round.rs`
-//! (rounds and their syncs) and `cluster_id.rs`. They are all methods of
+//! (the I/O the replication crate's `Driver` runs its rounds with: this
+//! loop is its `RoundIo`) and `cluster_id.rs`. They are all methods of
 //! the one `RaftLoop`, run on this one thread: the node, the image and the
 //! replicas change nowhere else, so no part locks against another, and
 //! what other threads see of them goes through [`Published`] alone.

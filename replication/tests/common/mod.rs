@@ -102,6 +102,11 @@ pub struct Faults {
     pub cut: u64,
     /// A cut link heals.
     pub heal: u64,
+    /// A live broker closes one of its replicas between rounds and opens
+    /// it again from its files (as a broker reopens a replica whose write
+    /// failed): a new life of the group, while syncs of the old one may
+    /// still be out.
+    pub reopen: u64,
 }
 
 impl Faults {
@@ -114,6 +119,7 @@ impl Faults {
             restart: 1000,
             cut: 0,
             heal: 1000,
+            reopen: 0,
         }
     }
     pub fn hostile() -> Faults {
@@ -125,6 +131,7 @@ impl Faults {
             restart: 40,
             cut: 4,
             heal: 30,
+            reopen: 5,
         }
     }
 }
@@ -172,6 +179,11 @@ struct Broker {
     /// Segments retention took, not unlinked yet (as a broker's janitor
     /// does it later): a crash leaves them on disk below the log start.
     expired: Vec<rill_storage::Expired>,
+    /// Groups closed in the middle of a round (as the broker stops a
+    /// replica when the controller's entries, applied mid-round, delete
+    /// it), opened again before the next round. Their old log readers stay
+    /// in `logs` until then: a crash forgets what they never synced.
+    closed: Vec<GroupId>,
 }
 
 /// An acknowledged batch: where its producer was told it is.
@@ -234,6 +246,8 @@ pub struct Sim {
     /// Rounds a broker did not start because its queued sync round was
     /// full.
     pub rounds_held: u64,
+    /// Replicas closed and opened again between rounds.
+    pub reopens: u64,
     /// Deferred sync rounds that waited behind the one out, the syncs of
     /// every round meanwhile merged into them.
     pub queued_syncs: u64,
@@ -286,6 +300,7 @@ impl Sim {
             restores: 0,
             snapshots_sent: 0,
             rounds_held: 0,
+            reopens: 0,
             queued_syncs: 0,
             acks_checked: 0,
             config,
@@ -309,6 +324,7 @@ impl Sim {
                     syncing: None,
                     retention_syncing: VecDeque::new(),
                     expired: Vec::new(),
+                    closed: Vec::new(),
                 },
             );
             sim.start(BrokerId(b));
@@ -348,24 +364,7 @@ impl Sim {
             .map(|(g, m)| (*g, m.clone()))
             .collect();
         for (g, members) in groups {
-            let dir = self.dir(b, g);
-            let store = self.stores.entry((b, g)).or_default().clone();
-            let state = store.load(|| ReplicaState::initial(Membership::voters(members)));
-            let log = node
-                .add_group(ReplicaSpec {
-                    group: g,
-                    dir: &dir,
-                    log_config: log_config(self.config.retention),
-                    fsync: self.config.fsync,
-                    store: Box::new(store),
-                    state,
-                })
-                .expect("replica opens");
-            if !self.config.fsync {
-                // What the open synced is all an fsync=false replica has on
-                // disk until it opens again.
-                copy_dir(&dir, &self.disk_image(b, g));
-            }
+            let log = self.open_group(&mut node, b, g, members);
             logs.insert(g, log);
         }
         let queued_readies_max = 1 + self.rng.below(QUEUED_READIES_MAX) as usize;
@@ -373,6 +372,81 @@ impl Sim {
         broker.node = Some(node);
         broker.driver = Driver::new(queued_readies_max);
         broker.logs = logs;
+    }
+
+    /// Opens broker `b`'s replica of group `g` from its files.
+    fn open_group(
+        &mut self,
+        node: &mut Node,
+        b: BrokerId,
+        g: GroupId,
+        members: Vec<BrokerId>,
+    ) -> ReplicaLogReader {
+        let dir = self.dir(b, g);
+        let store = self.stores.entry((b, g)).or_default().clone();
+        let state = store.load(|| ReplicaState::initial(Membership::voters(members)));
+        let log = node
+            .add_group(ReplicaSpec {
+                group: g,
+                dir: &dir,
+                log_config: log_config(self.config.retention),
+                fsync: self.config.fsync,
+                store: Box::new(store),
+                state,
+            })
+            .expect("replica opens");
+        if !self.config.fsync {
+            // What the open synced is all an fsync=false replica has on
+            // disk until it opens again.
+            copy_dir(&dir, &self.disk_image(b, g));
+        }
+        log
+    }
+
+    /// Broker `b` closes its replica of a group drawn at random and opens
+    /// it again, between rounds.
+    fn reopen_some_group(&mut self, b: BrokerId) {
+        let groups: Vec<GroupId> = self.brokers[&b].logs.keys().copied().collect();
+        if groups.is_empty() {
+            return;
+        }
+        let g = groups[self.rng.below(groups.len() as u64) as usize];
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        if broker.closed.contains(&g) {
+            return;
+        }
+        let Some(node) = broker.node.as_mut() else {
+            return;
+        };
+        node.remove_group(g).expect("the group is open");
+        self.reopen(b, g);
+    }
+
+    /// Opens broker `b`'s replica of `g` again, closed since.
+    fn reopen(&mut self, b: BrokerId, g: GroupId) {
+        let members = self.members[&g].clone();
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        let Some(mut node) = broker.node.take() else {
+            return;
+        };
+        // The old log's reader holds its directory's lock.
+        broker.logs.remove(&g);
+        let log = self.open_group(&mut node, b, g, members);
+        let broker = self.brokers.get_mut(&b).expect("broker");
+        broker.logs.insert(g, log);
+        broker.node = Some(node);
+        self.reopens += 1;
+        self.trace = mix(self.trace, 0x0E ^ (g.get() << 8) ^ b.get());
+    }
+
+    /// Opens again the groups closed in the middle of the rounds.
+    fn reopen_closed(&mut self) {
+        for b in self.alive() {
+            let closed = std::mem::take(&mut self.brokers.get_mut(&b).expect("broker").closed);
+            for g in closed {
+                self.reopen(b, g);
+            }
+        }
     }
 
     /// A power cut: every byte not synced is forgotten (with fsync=false,
@@ -391,6 +465,7 @@ impl Sim {
         broker.syncing = None;
         broker.retention_syncing.clear();
         broker.expired.clear();
+        broker.closed.clear();
         drop(node);
         // With fsync=false, a third of the crashes are of the process alone
         // (the page cache keeps every write): the next open syncs what the
@@ -834,6 +909,12 @@ impl Sim {
                 self.cut.insert((c, a));
             }
         }
+        if self.rng.chance(f.reopen) {
+            let b = alive[self.rng.below(alive.len() as u64) as usize];
+            if self.brokers[&b].node.is_some() {
+                self.reopen_some_group(b);
+            }
+        }
         if !self.cut.is_empty() && self.rng.chance(f.heal) {
             let links: Vec<_> = self.cut.iter().copied().collect();
             let (a, c) = links[self.rng.below(links.len() as u64) as usize];
@@ -886,6 +967,7 @@ impl Sim {
                 }
             }
         }
+        self.reopen_closed();
         self.deliver();
         for b in self.alive() {
             self.complete_syncs(b);
@@ -1096,6 +1178,17 @@ impl RoundIo for SimIo<'_> {
         }
         for e in events {
             self.sim.observe(self.b, e);
+        }
+        // As the broker applies the controller's entries here, and may
+        // close a replica in the middle of a round.
+        if self.sim.rng.chance(self.sim.config.faults.reopen) {
+            let open: Vec<GroupId> = self.node.groups().collect();
+            if !open.is_empty() {
+                let g = open[self.sim.rng.below(open.len() as u64) as usize];
+                self.node.remove_group(g).expect("the group is open");
+                let broker = self.sim.brokers.get_mut(&self.b).expect("broker");
+                broker.closed.push(g);
+            }
         }
     }
 
