@@ -50,10 +50,12 @@ fn raft_safety_holds_under_loss_delay_duplication_cuts_and_crashes() {
         let mut sim = Sim::new(config(seed));
         sim.run();
         eprintln!(
-            "seed {seed}: {} acknowledged, {} crashes, {} elections, {} reopens, {} sync rounds queued, {} rounds held",
+            "seed {seed}: {} acknowledged, {} crashes, {} clean stops, {} elections, {} transfers, {} reopens, {} sync rounds queued, {} rounds held",
             sim.acks.len(),
             sim.crashes,
+            sim.clean_stops,
             sim.elections,
+            sim.transfers,
             sim.reopens,
             sim.queued_syncs,
             sim.rounds_held,

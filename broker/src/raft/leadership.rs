@@ -20,39 +20,6 @@ use rill_replication::GroupId;
 use super::RaftLoop;
 
 impl RaftLoop {
-    /// Whether this broker still leads a group that has other voters.
-    pub(super) fn leads_with_peers(&self) -> bool {
-        let me = self.me();
-        self.node.groups().any(|g| {
-            self.node
-                .status(g)
-                .is_some_and(|s| s.leader == Some(me) && s.matched.len() > 1)
-        })
-    }
-
-    /// Asks every group led here to hand leadership to its most caught-up
-    /// follower (controlled shutdown).
-    pub(super) fn hand_over(&mut self) {
-        let me = self.me();
-        let groups: Vec<GroupId> = self.node.groups().collect();
-        for g in groups {
-            let Some(s) = self.node.status(g) else {
-                continue;
-            };
-            if s.leader != Some(me) {
-                continue;
-            }
-            if let Some((to, _)) = s
-                .matched
-                .iter()
-                .filter(|(b, _)| *b != me)
-                .max_by_key(|(b, m)| (*m, std::cmp::Reverse(*b)))
-            {
-                let _ = self.node.transfer_leader(g, *to);
-            }
-        }
-    }
-
     /// Hands leadership back to preferred leaders that have caught up.
     pub(super) fn balance(&mut self) {
         let me = self.me();

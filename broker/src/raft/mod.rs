@@ -480,7 +480,7 @@ impl RaftLoop {
                 if let Some(reply) = self.handle(command) {
                     tracing::info!("handing leaderships over before stopping");
                     stopping = Some((reply, Instant::now()));
-                    self.hand_over();
+                    self.node.hand_over();
                 }
                 handled += 1;
                 if handled >= COMMANDS_PER_ROUND_MAX {
@@ -512,7 +512,7 @@ impl RaftLoop {
                 }
             }
             if let Some((_, since)) = &stopping
-                && (!self.leads_with_peers()
+                && (!self.node.leads_with_peers()
                     || since.elapsed() >= Duration::from_millis(HANDOVER_MS_MAX))
             {
                 break;

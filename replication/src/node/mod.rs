@@ -575,4 +575,40 @@ impl Node {
     pub fn leader(&self, group: GroupId) -> Option<BrokerId> {
         self.groups.get(&group).and_then(|r| r.leader)
     }
+
+    /// Whether this broker still leads a group that has other voters.
+    pub fn leads_with_peers(&self) -> bool {
+        let me = self.id();
+        self.groups().any(|g| {
+            self.status(g)
+                .is_some_and(|s| s.leader == Some(me) && s.matched.len() > 1)
+        })
+    }
+
+    /// Asks every group led here to hand leadership to its most caught-up
+    /// follower (controlled shutdown). raft-rs completes a transfer once
+    /// the target holds every entry; until then the group keeps its
+    /// leader, so a stopping broker costs its groups no election timeout.
+    pub fn hand_over(&mut self) {
+        let me = self.id();
+        let groups: Vec<GroupId> = self.groups().collect();
+        for g in groups {
+            let Some(s) = self.status(g) else {
+                continue;
+            };
+            if s.leader != Some(me) {
+                continue;
+            }
+            if let Some((to, _)) = s
+                .matched
+                .iter()
+                .filter(|(b, _)| *b != me)
+                .max_by_key(|(b, m)| (*m, std::cmp::Reverse(*b)))
+            {
+                // A group whose log cannot be read stops alone (see
+                // `transfer_leader`); the others still hand over.
+                let _ = self.transfer_leader(g, *to);
+            }
+        }
+    }
 }

@@ -107,6 +107,12 @@ pub struct Faults {
     /// failed): a new life of the group, while syncs of the old one may
     /// still be out.
     pub reopen: u64,
+    /// A group's leader is asked to hand leadership to another member.
+    pub transfer: u64,
+    /// A broker begins a controlled shutdown: it hands its leaderships
+    /// over, stops once it leads nothing (or a deadline passes) after
+    /// running its syncs and flushing its logs, and loses nothing.
+    pub stop: u64,
 }
 
 impl Faults {
@@ -120,6 +126,8 @@ impl Faults {
             cut: 0,
             heal: 1000,
             reopen: 0,
+            transfer: 0,
+            stop: 0,
         }
     }
     pub fn hostile() -> Faults {
@@ -132,6 +140,8 @@ impl Faults {
             cut: 4,
             heal: 30,
             reopen: 5,
+            transfer: 10,
+            stop: 3,
         }
     }
 }
@@ -179,6 +189,9 @@ struct Broker {
     /// Segments retention took, not unlinked yet (as a broker's janitor
     /// does it later): a crash leaves them on disk below the log start.
     expired: Vec<rill_storage::Expired>,
+    /// The step by which a broker in a controlled shutdown stops even if
+    /// it still leads a group (as the broker's `HANDOVER_MS_MAX`).
+    stopping: Option<u64>,
     /// Groups closed in the middle of a round (as the broker stops a
     /// replica when the controller's entries, applied mid-round, delete
     /// it), opened again before the next round. Their old log readers stay
@@ -248,6 +261,10 @@ pub struct Sim {
     pub rounds_held: u64,
     /// Replicas closed and opened again between rounds.
     pub reopens: u64,
+    /// Leadership transfers asked for.
+    pub transfers: u64,
+    /// Controlled shutdowns completed.
+    pub clean_stops: u64,
     /// Deferred sync rounds that waited behind the one out, the syncs of
     /// every round meanwhile merged into them.
     pub queued_syncs: u64,
@@ -301,6 +318,8 @@ impl Sim {
             snapshots_sent: 0,
             rounds_held: 0,
             reopens: 0,
+            transfers: 0,
+            clean_stops: 0,
             queued_syncs: 0,
             acks_checked: 0,
             config,
@@ -325,6 +344,7 @@ impl Sim {
                     retention_syncing: VecDeque::new(),
                     expired: Vec::new(),
                     closed: Vec::new(),
+                    stopping: None,
                 },
             );
             sim.start(BrokerId(b));
@@ -422,6 +442,81 @@ impl Sim {
         self.reopen(b, g);
     }
 
+    /// Asks the leader of a group drawn at random to hand leadership to
+    /// another member drawn at random.
+    fn transfer_some_leadership(&mut self) {
+        let g = GroupId(1 + self.rng.below(self.config.groups));
+        let members = self.members[&g].clone();
+        let to = members[self.rng.below(members.len() as u64) as usize];
+        for b in self.alive() {
+            let node = self
+                .brokers
+                .get_mut(&b)
+                .and_then(|br| br.node.as_mut())
+                .expect("alive");
+            if node.leader(g) == Some(b) && b != to {
+                // A group closed here refuses; that is all.
+                if node.transfer_leader(g, to).is_ok() {
+                    self.transfers += 1;
+                    self.trace = mix(self.trace, 0x7F ^ (g.get() << 8) ^ to.get());
+                }
+                return;
+            }
+        }
+    }
+
+    /// Brokers in a controlled shutdown that lead nothing any more, or
+    /// whose deadline passed, stop as the broker does: a last round, the
+    /// sync rounds out and queued run, every log flushed. Nothing is
+    /// forgotten: the process exits, the page cache keeps what it wrote.
+    fn finish_stops(&mut self) {
+        for b in self.alive() {
+            let br = &self.brokers[&b];
+            let Some(deadline) = br.stopping else {
+                continue;
+            };
+            let node = br.node.as_ref().expect("alive");
+            if node.leads_with_peers() && self.step < deadline {
+                continue;
+            }
+            self.drive(b, false, |driver, io| {
+                driver.round(io);
+            });
+            loop {
+                let broker = self.brokers.get_mut(&b).expect("broker");
+                let Some((_, syncs)) = broker.syncing.take() else {
+                    break;
+                };
+                let synced = syncs.run();
+                drop(synced);
+                self.drive(b, false, |driver, io| driver.synced_while_stopping(io));
+            }
+            let groups: Vec<GroupId> = self.brokers[&b].logs.keys().copied().collect();
+            for g in groups {
+                self.brokers[&b].logs[&g]
+                    .flush()
+                    .expect("flush at shutdown");
+                if !self.config.fsync {
+                    // Everything is on disk now.
+                    let (dir, image) = (self.dir(b, g), self.disk_image(b, g));
+                    std::fs::remove_dir_all(&image).expect("old disk image");
+                    copy_dir(&dir, &image);
+                }
+            }
+            let broker = self.brokers.get_mut(&b).expect("broker");
+            broker.node = None;
+            broker.logs.clear();
+            broker.syncing = None;
+            broker.retention_syncing.clear();
+            broker.expired.clear();
+            broker.closed.clear();
+            broker.stopping = None;
+            self.pending.retain(|p| p.broker != b);
+            self.clean_stops += 1;
+            self.trace = mix(self.trace, 0x5709 ^ b.get());
+        }
+    }
+
     /// Opens broker `b`'s replica of `g` again, closed since.
     fn reopen(&mut self, b: BrokerId, g: GroupId) {
         let members = self.members[&g].clone();
@@ -466,6 +561,7 @@ impl Sim {
         broker.retention_syncing.clear();
         broker.expired.clear();
         broker.closed.clear();
+        broker.stopping = None;
         drop(node);
         // With fsync=false, a third of the crashes are of the process alone
         // (the page cache keeps every write): the next open syncs what the
@@ -746,7 +842,12 @@ impl Sim {
 
     /// Whether one more broker may go down and leave a majority up.
     fn may_crash(&self) -> bool {
-        let down = self.config.brokers as usize - self.alive().len();
+        let stopping = self
+            .brokers
+            .values()
+            .filter(|b| b.stopping.is_some())
+            .count();
+        let down = self.config.brokers as usize - self.alive().len() + stopping;
         down < (self.config.brokers as usize - 1) / 2 && self.crashes < self.config.crashes_max
     }
 
@@ -909,6 +1010,22 @@ impl Sim {
                 self.cut.insert((c, a));
             }
         }
+        if self.rng.chance(f.transfer) {
+            self.transfer_some_leadership();
+        }
+        if self.may_crash() && self.rng.chance(f.stop) {
+            let b = alive[self.rng.below(alive.len() as u64) as usize];
+            let broker = self.brokers.get_mut(&b).expect("broker");
+            if let Some(node) = broker.node.as_mut()
+                && broker.stopping.is_none()
+            {
+                // Five ticks a second: 5 s of broker time, as
+                // `HANDOVER_MS_MAX`.
+                broker.stopping = Some(self.step + 250);
+                node.hand_over();
+                self.trace = mix(self.trace, 0x570 ^ b.get());
+            }
+        }
         if self.rng.chance(f.reopen) {
             let b = alive[self.rng.below(alive.len() as u64) as usize];
             if self.brokers[&b].node.is_some() {
@@ -968,6 +1085,7 @@ impl Sim {
             }
         }
         self.reopen_closed();
+        self.finish_stops();
         self.deliver();
         for b in self.alive() {
             self.complete_syncs(b);
