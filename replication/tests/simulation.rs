@@ -75,7 +75,7 @@ fn raft_safety_holds_under_loss_delay_duplication_cuts_and_crashes() {
 
 #[test]
 fn replicas_behind_the_log_start_are_restored_from_snapshots_safely() {
-    let mut restores = 0;
+    let (mut restores, mut in_install, mut before_unlink, mut before_sync) = (0, 0, 0, 0);
     for seed in seeds() {
         // Crashed brokers stay down long enough for the others' logs to
         // move past them.
@@ -90,14 +90,21 @@ fn replicas_behind_the_log_start_are_restored_from_snapshots_safely() {
         });
         sim.run();
         eprintln!(
-            "seed {}: {} acknowledged ({} still stored, checked), {} crashes, {} snapshots sent, {} restores",
+            "seed {}: {} acknowledged ({} still stored, checked), {} crashes ({} in a snapshot install, {} new segments lost, {} before retention's state sync, {} before its unlink), {} snapshots sent, {} restores",
             1000 + seed,
             sim.acks.len(),
             sim.acks_checked,
             sim.crashes,
+            sim.crashes_in_install,
+            sim.segments_lost,
+            sim.crashes_before_retention_sync,
+            sim.crashes_before_unlink,
             sim.snapshots_sent,
             sim.restores
         );
+        in_install += sim.crashes_in_install;
+        before_unlink += sim.crashes_before_unlink;
+        before_sync += sim.crashes_before_retention_sync;
         assert!(
             sim.acks_checked > 0,
             "retention left nothing acknowledged to check"
@@ -105,6 +112,18 @@ fn replicas_behind_the_log_start_are_restored_from_snapshots_safely() {
         restores += sim.restores;
     }
     assert!(restores > 0, "no replica was ever restored from a snapshot");
+    assert!(
+        in_install > 0,
+        "no power cut ever came in a round that installed a snapshot"
+    );
+    assert!(
+        before_unlink > 0,
+        "no power cut ever came between retention's state sync and its unlink"
+    );
+    assert!(
+        before_sync > 0,
+        "no power cut ever came while retention's state sync was out"
+    );
 }
 
 #[test]

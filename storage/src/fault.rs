@@ -99,6 +99,36 @@ pub fn forget_unsynced(
     Ok(())
 }
 
+/// Removes every segment of the log in `dir` that starts at or past
+/// `durable`, whatever it holds: a power cut before the log's directory
+/// was synced, when the segments created since the last directory sync
+/// (a roll, or a reset to a snapshot point) lose their directory entries.
+/// Apply after [`forget_unsynced`], and only to a log whose directory was
+/// not synced since those segments were created. Returns how many
+/// segments went.
+pub fn forget_new_segments(dir: &Path, durable: LogPosition) -> Result<usize, LogError> {
+    let mut gone = 0;
+    for entry in std::fs::read_dir(dir).map_err(LogError::io("list log directory", dir))? {
+        let entry = entry.map_err(LogError::io("list log directory", dir))?;
+        let Some((offset, index)) = entry.file_name().to_str().and_then(parse_segment_name) else {
+            continue;
+        };
+        if index < durable.raft_index {
+            continue;
+        }
+        let paths = SegmentPaths::new(dir, offset, index);
+        for p in [&paths.log, &paths.index, &paths.timeindex] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io("remove segment", p)(e)),
+            }
+        }
+        gone += 1;
+    }
+    Ok(gone)
+}
+
 /// The environment variable naming a trigger file: while that file exists
 /// and holds a directory path, every write to a segment file under that
 /// directory (and every growth of one) fails with `ENOSPC`, as on a full

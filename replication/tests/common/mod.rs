@@ -261,6 +261,14 @@ pub struct Sim {
     pub rounds_held: u64,
     /// Replicas closed and opened again between rounds.
     pub reopens: u64,
+    /// Power cuts in a round that installed a snapshot, before its syncs.
+    pub crashes_in_install: u64,
+    /// Segments such power cuts took (their directory entries lost).
+    pub segments_lost: u64,
+    /// Power cuts while retention's state sync was out.
+    pub crashes_before_retention_sync: u64,
+    /// Power cuts after retention's state sync, before its unlink.
+    pub crashes_before_unlink: u64,
     /// Leadership transfers asked for.
     pub transfers: u64,
     /// Controlled shutdowns completed.
@@ -318,6 +326,10 @@ impl Sim {
             snapshots_sent: 0,
             rounds_held: 0,
             reopens: 0,
+            crashes_in_install: 0,
+            segments_lost: 0,
+            crashes_before_retention_sync: 0,
+            crashes_before_unlink: 0,
             transfers: 0,
             clean_stops: 0,
             queued_syncs: 0,
@@ -479,7 +491,7 @@ impl Sim {
             if node.leads_with_peers() && self.step < deadline {
                 continue;
             }
-            self.drive(b, false, |driver, io| {
+            self.drive(b, false, false, |driver, io| {
                 driver.round(io);
             });
             loop {
@@ -489,7 +501,9 @@ impl Sim {
                 };
                 let synced = syncs.run();
                 drop(synced);
-                self.drive(b, false, |driver, io| driver.synced_while_stopping(io));
+                self.drive(b, false, false, |driver, io| {
+                    driver.synced_while_stopping(io)
+                });
             }
             let groups: Vec<GroupId> = self.brokers[&b].logs.keys().copied().collect();
             for g in groups {
@@ -547,6 +561,14 @@ impl Sim {
     /// A power cut: every byte not synced is forgotten (with fsync=false,
     /// sometimes a crash of the process alone).
     fn crash(&mut self, b: BrokerId) {
+        self.crash_losing(b, &[]);
+    }
+
+    /// A power cut, as [`Sim::crash`], in which the groups of `installed`
+    /// had just installed a snapshot: the new state is synced, the
+    /// segment their log was reset to is not in a synced directory yet, and
+    /// half the time its entry never reached the disk.
+    fn crash_losing(&mut self, b: BrokerId, installed: &[GroupId]) {
         let broker = self.brokers.get_mut(&b).expect("broker");
         let Some(node) = broker.node.take() else {
             return;
@@ -556,6 +578,15 @@ impl Sim {
             .iter()
             .map(|(g, log)| (*g, log.durable()))
             .collect();
+        // Retention's windows: segments taken while the new log start's
+        // state sync is out, or synced and not yet unlinked.
+        if !broker.retention_syncing.is_empty() {
+            self.crashes_before_retention_sync += 1;
+        }
+        if !broker.expired.is_empty() {
+            self.crashes_before_unlink += 1;
+        }
+        let broker = self.brokers.get_mut(&b).expect("broker");
         broker.logs.clear();
         broker.syncing = None;
         broker.retention_syncing.clear();
@@ -589,6 +620,11 @@ impl Sim {
             } else {
                 rill_storage::fault::forget_unsynced(&self.dir(b, g), position, keep)
                     .expect("forget unsynced");
+                if installed.contains(&g) && self.rng.chance(500) {
+                    let gone = rill_storage::fault::forget_new_segments(&self.dir(b, g), position)
+                        .expect("forget new segments");
+                    self.segments_lost += gone as u64;
+                }
             }
             let keep_state = self.rng.chance(500);
             self.stores.get(&(b, g)).expect("store").crash(keep_state);
@@ -764,6 +800,7 @@ impl Sim {
     fn drive(
         &mut self,
         b: BrokerId,
+        may_crash: bool,
         crash_at_sync: bool,
         f: impl FnOnce(&mut Driver, &mut SimIo<'_>),
     ) {
@@ -779,27 +816,33 @@ impl Sim {
             crash_at_sync,
             crashed: false,
             completing: false,
+            may_crash,
+            installed: Vec::new(),
         };
         f(&mut driver, &mut io);
-        let (node, crashed) = (io.node, io.crashed);
+        let (node, crashed, installed) = (io.node, io.crashed, io.installed);
         let broker = self.brokers.get_mut(&b).expect("broker");
         broker.node = Some(node);
         broker.driver = driver;
         if crashed {
-            self.crash(b);
+            if !installed.is_empty() {
+                self.crashes_in_install += 1;
+            }
+            self.crash_losing(b, &installed);
         }
     }
 
     /// One round on broker `b`, unless its queued sync round is full.
     fn round(&mut self, b: BrokerId) {
-        let crash_mid_round = self.may_crash()
-            && self.may_crash_broker(b)
-            && self.rng.chance(self.config.faults.crash);
+        // No crash while settling (`Faults::none`).
+        let may_crash =
+            self.config.faults.crash > 0 && self.may_crash() && self.may_crash_broker(b);
+        let crash_mid_round = may_crash && self.rng.chance(self.config.faults.crash);
         if !self.brokers[&b].driver.may_round() {
             self.rounds_held += 1;
             return;
         }
-        self.drive(b, crash_mid_round, |driver, io| {
+        self.drive(b, may_crash, crash_mid_round, |driver, io| {
             driver.round(io);
         });
     }
@@ -827,7 +870,7 @@ impl Sim {
                 None
             }
         };
-        self.drive(b, false, |driver, io| {
+        self.drive(b, false, false, |driver, io| {
             for syncs in due {
                 driver.retention_synced(syncs.run(), io);
             }
@@ -1073,7 +1116,17 @@ impl Sim {
             for b in self.alive() {
                 // The new snapshot points sync beside the deferred sync
                 // rounds; the segments go after their sync completes.
-                self.drive(b, false, |driver, io| driver.apply_retention(io));
+                self.drive(b, false, false, |driver, io| driver.apply_retention(io));
+                // Now and then a power cut while the new log starts' state
+                // syncs are out: the segments were taken, not unlinked.
+                if !self.brokers[&b].retention_syncing.is_empty()
+                    && self.config.faults.crash > 0
+                    && self.may_crash()
+                    && self.may_crash_broker(b)
+                    && self.rng.chance(100)
+                {
+                    self.crash(b);
+                }
             }
         }
         for b in self.alive() {
@@ -1102,6 +1155,11 @@ impl Sim {
             self.one_step(true);
         }
         self.cut.clear();
+        // Settling restarts nobody: a controlled shutdown under way is
+        // called off, and every broker down starts.
+        for br in self.brokers.values_mut() {
+            br.stopping = None;
+        }
         for b in self.down() {
             self.start(b);
         }
@@ -1276,6 +1334,12 @@ struct SimIo<'a> {
     crashed: bool,
     /// Whether the driver is completing sync rounds (not running a round).
     completing: bool,
+    /// Whether this broker may crash now (see `Sim::may_crash_broker`).
+    may_crash: bool,
+    /// Groups that installed a snapshot in this round: their log was reset
+    /// to the snapshot point, a new segment whose directory entry is not
+    /// synced yet, while the new state is.
+    installed: Vec<GroupId>,
 }
 
 impl RoundIo for SimIo<'_> {
@@ -1295,6 +1359,9 @@ impl RoundIo for SimIo<'_> {
             return;
         }
         for e in events {
+            if let Event::Restored { group, .. } = &e {
+                self.installed.push(*group);
+            }
             self.sim.observe(self.b, e);
         }
         // As the broker applies the controller's entries here, and may
@@ -1330,7 +1397,10 @@ impl RoundIo for SimIo<'_> {
 
     fn run_syncs(&mut self, jobs: Vec<SyncJob>) -> Vec<SyncResult> {
         let unsynced = !jobs.is_empty() || self.sim.brokers[&self.b].syncing.is_some();
-        if self.crash_at_sync && unsynced {
+        // A round that installed a snapshot is a window worth cutting power
+        // in: crashes there are made likelier.
+        let in_install = self.may_crash && !self.installed.is_empty() && self.sim.rng.chance(250);
+        if (self.crash_at_sync && unsynced) || in_install {
             // A power cut while the round's writes sit unsynced in the
             // page cache; what the round let out before is already sent.
             // The node goes with the broker: what it makes of the missing
