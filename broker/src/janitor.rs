@@ -27,10 +27,13 @@
 //! replayed from the controller log and removes it again) or a `.deleted`
 //! one, which the next start removes. Only `.deleted` directories are ever
 //! removed here. The queue is bounded ([`QUEUED_MAX`]); when it is full the
-//! caller removes the directory itself rather than wait.
+//! caller removes the directory itself rather than wait. The thread
+//! (started by `crate::threads`) runs every job queued before the last
+//! [`Janitor`] is dropped, then ends: at shutdown, what the Raft thread
+//! handed over is unlinked before the broker exits.
 
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{SyncSender, TrySendError, sync_channel};
+use std::sync::mpsc::{Receiver, SyncSender, TrySendError, sync_channel};
 
 use rill_storage::Expired;
 
@@ -91,32 +94,49 @@ pub struct Janitor {
     sync: DirSync,
 }
 
+/// The janitor thread's work: the `.deleted` directories an earlier run
+/// left, then every job queued, until the [`Janitor`] is dropped.
+pub struct JanitorWork {
+    jobs: Receiver<Job>,
+    /// Listed when the janitor was made, before anything was handed to
+    /// it: a directory renamed later is its job's to remove.
+    leftovers: Vec<PathBuf>,
+    sync: DirSync,
+}
+
+impl JanitorWork {
+    /// Runs the janitor: the leftovers first, then each job as it comes;
+    /// returns once the queue is closed and empty.
+    pub fn run(self) {
+        for dir in &self.leftovers {
+            remove(dir);
+        }
+        if let Some(dir) = self.leftovers.first() {
+            sync_parent(dir, &self.sync);
+        }
+        for job in self.jobs {
+            job.run(&self.sync);
+        }
+    }
+}
+
 impl Janitor {
-    /// Starts the janitor thread. Its first job is to remove the `.deleted`
-    /// directories an earlier run left under `data_dir`.
-    pub fn start(data_dir: &Path) -> std::io::Result<Janitor> {
-        Janitor::start_with(data_dir, std::sync::Arc::new(sync_dir))
+    /// A janitor for `data_dir` and its thread's work (which starts by
+    /// removing the `.deleted` directories an earlier run left there), for
+    /// `crate::threads::start_janitor` to run.
+    pub fn new(data_dir: &Path) -> (Janitor, JanitorWork) {
+        Janitor::new_with(data_dir, std::sync::Arc::new(sync_dir))
     }
 
-    /// As [`Janitor::start`], syncing directories with `sync`.
-    pub fn start_with(data_dir: &Path, sync: DirSync) -> std::io::Result<Janitor> {
+    /// As [`Janitor::new`], syncing directories with `sync`.
+    pub fn new_with(data_dir: &Path, sync: DirSync) -> (Janitor, JanitorWork) {
         let (queue, jobs) = sync_channel::<Job>(QUEUED_MAX);
-        let leftovers = leftovers(data_dir);
-        let thread_sync = sync.clone();
-        std::thread::Builder::new()
-            .name("rill-janitor".into())
-            .spawn(move || {
-                for dir in &leftovers {
-                    remove(dir);
-                }
-                if let Some(dir) = leftovers.first() {
-                    sync_parent(dir, &thread_sync);
-                }
-                for job in jobs {
-                    job.run(&thread_sync);
-                }
-            })?;
-        Ok(Janitor { queue, sync })
+        let work = JanitorWork {
+            jobs,
+            leftovers: leftovers(data_dir),
+            sync: sync.clone(),
+        };
+        (Janitor { queue, sync }, work)
     }
 
     /// Renames `dir` out of the way and has it removed in the background,
@@ -209,6 +229,17 @@ fn remove(dir: &Path) {
 mod tests {
     use super::*;
 
+    /// A janitor with its thread running (left to end with the test).
+    fn start_with(data_dir: &Path, sync: DirSync) -> Janitor {
+        let (janitor, work) = Janitor::new_with(data_dir, sync);
+        crate::threads::spawn(crate::threads::JANITOR, move || work.run()).expect("a thread");
+        janitor
+    }
+
+    fn start(data_dir: &Path) -> Janitor {
+        start_with(data_dir, std::sync::Arc::new(sync_dir))
+    }
+
     fn wait_gone(p: &Path) -> bool {
         for _ in 0..500 {
             if !p.exists() {
@@ -231,7 +262,7 @@ mod tests {
     fn removed_directory_is_renamed_at_once_and_gone_soon_after() {
         let data = tempfile::tempdir().expect("temp dir");
         let dir = replica_dir(data.path(), "t1-0");
-        let janitor = Janitor::start(data.path()).expect("start");
+        let janitor = start(data.path());
         janitor.remove_dir(&dir, ()).expect("remove");
         assert!(
             !dir.exists(),
@@ -261,7 +292,7 @@ mod tests {
         let dir = replica_dir(data.path(), "t1-0");
         let renamed = data.path().join("t1-0.deleted");
         let (sync, synced) = recording(renamed.clone());
-        let janitor = Janitor::start_with(data.path(), sync).expect("start");
+        let janitor = start_with(data.path(), sync);
         janitor.remove_dir(&dir, ()).expect("remove");
         let deadline = std::time::Duration::from_secs(5);
         let first = synced.recv_timeout(deadline).expect("a sync");
@@ -283,7 +314,7 @@ mod tests {
         let data = tempfile::tempdir().expect("temp dir");
         let left = replica_dir(data.path(), "t1-3.deleted");
         let (sync, synced) = recording(left.clone());
-        let _janitor = Janitor::start_with(data.path(), sync).expect("start");
+        let _janitor = start_with(data.path(), sync);
         let seen = synced
             .recv_timeout(std::time::Duration::from_secs(5))
             .expect("a sync");
@@ -296,15 +327,40 @@ mod tests {
         let left = replica_dir(data.path(), "t1-3.deleted");
         let live = data.path().join("t2-0");
         std::fs::create_dir(&live).expect("mkdir");
-        let _janitor = Janitor::start(data.path()).expect("start");
+        let _janitor = start(data.path());
         assert!(wait_gone(&left));
         assert!(live.exists(), "a live replica's directory is never touched");
     }
 
     #[test]
+    fn the_thread_runs_every_queued_job_before_it_ends() {
+        let data = tempfile::tempdir().expect("temp dir");
+        let dirs: Vec<PathBuf> = (0..20)
+            .map(|i| replica_dir(data.path(), &format!("t1-{i}")))
+            .collect();
+        let (janitor, work) = Janitor::new(data.path());
+        for dir in &dirs {
+            janitor.remove_dir(dir, ()).expect("remove");
+        }
+        // Queued before the thread even starts; dropping the janitor
+        // closes the queue behind them.
+        drop(janitor);
+        let thread =
+            crate::threads::spawn(crate::threads::JANITOR, move || work.run()).expect("a thread");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        assert!(thread.join_by(deadline), "the thread ends");
+        let left: Vec<_> = std::fs::read_dir(data.path())
+            .expect("read dir")
+            .filter_map(Result::ok)
+            .map(|e| e.file_name())
+            .collect();
+        assert!(left.is_empty(), "every removal done first: {left:?}");
+    }
+
+    #[test]
     fn renaming_a_missing_directory_is_an_error() {
         let data = tempfile::tempdir().expect("temp dir");
-        let janitor = Janitor::start(data.path()).expect("start");
+        let janitor = start(data.path());
         assert!(janitor.remove_dir(&data.path().join("absent"), ()).is_err());
     }
 
@@ -325,7 +381,7 @@ mod tests {
     #[test]
     fn a_holder_given_alone_is_dropped_on_the_janitor_thread() {
         let data = tempfile::tempdir().expect("temp dir");
-        let janitor = Janitor::start(data.path()).expect("start");
+        let janitor = start(data.path());
         let (seen, dropped) = std::sync::mpsc::channel();
         janitor.drop_later(Holder {
             dir: data.path().to_path_buf(),
@@ -341,7 +397,7 @@ mod tests {
     fn the_files_last_holder_is_dropped_on_the_janitor_thread_before_removal() {
         let data = tempfile::tempdir().expect("temp dir");
         let dir = replica_dir(data.path(), "t1-0");
-        let janitor = Janitor::start(data.path()).expect("start");
+        let janitor = start(data.path());
         let (seen, dropped) = std::sync::mpsc::channel();
         let holder = Holder {
             dir: data.path().join("t1-0.deleted"),

@@ -11,7 +11,8 @@
 //! failed, and the code a client sees for it, in [`error`]; what clients
 //! may make the broker hold in [`limits`]; whose data directory this is,
 //! and what it remembers of its peers, in [`identity`]; how the heap keeps
-//! freed memory for the next frame in [`heap`].
+//! freed memory for the next frame in [`heap`]; every thread and
+//! long-lived task, and the order shutdown stops them in, in [`threads`].
 //!
 //! Still to come in this crate: the group coordinator and metrics.
 
@@ -28,4 +29,5 @@ pub mod partition;
 pub mod raft;
 pub mod server;
 pub mod state;
+pub mod threads;
 pub mod topics;

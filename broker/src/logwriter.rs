@@ -13,7 +13,10 @@
 //! they were queued. Nothing here blocks a thread that logs: the queue is
 //! bounded ([`LINES_QUEUED_MAX`]), and a line that finds it full is dropped
 //! and counted; the count is written before the next line that gets
-//! through. [`FlushGuard`] drains the queue when the broker exits.
+//! through. [`FlushGuard`] drains the queue when the broker exits, and
+//! [`FlushGuard::close`] ends the writer thread once every line queued
+//! before it is written (`crate::threads` starts that thread and joins it,
+//! last of all).
 
 use std::io::Write;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -32,6 +35,8 @@ pub const FLUSH_WAIT_MS_MAX: u64 = 2_000;
 enum Item {
     Line(Vec<u8>),
     Flush(SyncSender<()>),
+    /// Ends the writer thread: nothing queued after it is written.
+    Close,
 }
 
 /// Hands log lines to the writer thread; a `tracing` writer factory.
@@ -64,40 +69,63 @@ pub fn flush() {
 fn flush_queue(queue: &SyncSender<Item>) {
     let deadline = Instant::now() + Duration::from_millis(FLUSH_WAIT_MS_MAX);
     let (done, flushed) = sync_channel(1);
-    let mut item = Item::Flush(done);
+    if queue_by(queue, Item::Flush(done), deadline) {
+        let _ = flushed.recv_timeout(deadline.saturating_duration_since(Instant::now()));
+    }
+}
+
+/// Queues `item`, waiting while the queue is full but not past
+/// `deadline`; whether it was queued.
+fn queue_by(queue: &SyncSender<Item>, mut item: Item, deadline: Instant) -> bool {
     loop {
         match queue.try_send(item) {
-            Ok(()) => break,
-            Err(TrySendError::Disconnected(_)) => return,
+            Ok(()) => return true,
+            Err(TrySendError::Disconnected(_)) => return false,
             Err(TrySendError::Full(back)) => {
                 if Instant::now() >= deadline {
-                    return;
+                    return false;
                 }
                 item = back;
                 std::thread::sleep(Duration::from_millis(1));
             }
         }
     }
-    let _ = flushed.recv_timeout(deadline.saturating_duration_since(Instant::now()));
 }
 
 impl LogWriter {
-    /// Starts the writer thread, writing to `out`.
-    pub fn start<W: Write + Send + 'static>(out: W) -> std::io::Result<(LogWriter, FlushGuard)> {
+    /// A writer to `out`, the guard that drains its queue, and the writer
+    /// thread's work, for `crate::threads::start_log_writer` to run.
+    pub fn new<W: Write + Send + 'static>(out: W) -> (LogWriter, FlushGuard, LogLines<W>) {
         let (queue, lines) = sync_channel(LINES_QUEUED_MAX);
         let dropped = Arc::new(AtomicU64::new(0));
-        let counted = Arc::clone(&dropped);
         let _ = PROCESS_QUEUE.set(queue.clone());
-        std::thread::Builder::new()
-            .name("rill-log".into())
-            .spawn(move || write_lines(out, lines, &counted))?;
-        Ok((
+        (
             LogWriter {
                 queue: queue.clone(),
-                dropped,
+                dropped: Arc::clone(&dropped),
             },
             FlushGuard { queue },
-        ))
+            LogLines {
+                out,
+                lines,
+                dropped,
+            },
+        )
+    }
+}
+
+/// The writer thread's work: every queued line, in order, to the output.
+pub struct LogLines<W> {
+    out: W,
+    lines: Receiver<Item>,
+    dropped: Arc<AtomicU64>,
+}
+
+impl<W: Write> LogLines<W> {
+    /// Writes lines until [`FlushGuard::close`] or until every
+    /// [`LogWriter`] and [`FlushGuard`] is gone.
+    pub fn run(self) {
+        write_lines(self.out, self.lines, &self.dropped);
     }
 }
 
@@ -122,6 +150,10 @@ fn write_lines<W: Write>(mut out: W, lines: Receiver<Item>, dropped: &AtomicU64)
                 let _ = out.flush();
                 let _ = done.send(());
             }
+            Item::Close => {
+                let _ = out.flush();
+                return;
+            }
         }
     }
 }
@@ -131,6 +163,14 @@ impl FlushGuard {
     /// is written.
     pub fn flush(&self) {
         flush_queue(&self.queue);
+    }
+
+    /// Has the writer thread end once every line queued so far is written
+    /// (waiting at most [`FLUSH_WAIT_MS_MAX`] for room in the queue):
+    /// lines logged after this are dropped. Whether the end was queued.
+    pub fn close(&self) -> bool {
+        let deadline = Instant::now() + Duration::from_millis(FLUSH_WAIT_MS_MAX);
+        queue_by(&self.queue, Item::Close, deadline)
     }
 }
 
@@ -215,6 +255,14 @@ mod tests {
         }
     }
 
+    /// A writer to `out` with its thread running (left to end with the
+    /// test's process).
+    fn start(out: Output) -> (LogWriter, FlushGuard) {
+        let (writer, guard, lines) = LogWriter::new(out);
+        crate::threads::spawn(crate::threads::LOG_WRITER, move || lines.run()).expect("a thread");
+        (writer, guard)
+    }
+
     fn log(writer: &LogWriter, text: &str) {
         let mut line = writer.make_writer();
         // Written in pieces, as a formatter does: it must arrive whole.
@@ -226,7 +274,7 @@ mod tests {
     #[test]
     fn lines_are_written_whole_and_in_order() {
         let out = Output::default();
-        let (writer, guard) = LogWriter::start(out.clone()).expect("start");
+        let (writer, guard) = start(out.clone());
         for i in 0..100 {
             log(&writer, &format!("line {i}\n"));
         }
@@ -238,7 +286,7 @@ mod tests {
     #[test]
     fn a_stuck_output_never_blocks_the_logging_thread_and_drops_are_reported() {
         let out = Output::default();
-        let (writer, guard) = LogWriter::start(out.clone()).expect("start");
+        let (writer, guard) = start(out.clone());
         let extra = 10;
         {
             let _shut = out.gate.lock().expect("not poisoned");
@@ -277,9 +325,26 @@ mod tests {
     }
 
     #[test]
+    fn close_ends_the_writer_thread_after_the_lines_queued_before_it() {
+        let out = Output::default();
+        let (writer, guard, lines) = LogWriter::new(out.clone());
+        let thread = crate::threads::spawn(crate::threads::LOG_WRITER, move || lines.run())
+            .expect("a thread");
+        log(&writer, "last\n");
+        assert!(guard.close());
+        let deadline = Instant::now() + Duration::from_secs(10);
+        assert!(
+            thread.join_by(deadline),
+            "the thread ends while writers are still held"
+        );
+        log(&writer, "after\n");
+        assert_eq!(out.text(), "last\n");
+    }
+
+    #[test]
     fn an_empty_event_queues_nothing() {
         let out = Output::default();
-        let (writer, guard) = LogWriter::start(out.clone()).expect("start");
+        let (writer, guard) = start(out.clone());
         drop(writer.make_writer());
         drop(guard);
         assert_eq!(out.text(), "");

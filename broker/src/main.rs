@@ -3,25 +3,25 @@
 //! without, it is a cluster of one.
 //!
 //! With no arguments it listens on 127.0.0.1:9092 with data in `./data`.
+//!
+//! Start-up order lives here; every thread and long-lived task is started
+//! (and, on SIGINT or SIGTERM, stopped and joined) by
+//! `rill_broker::threads`, which documents them all.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::Parser;
 use rill_broker::config::{BrokerConfig, FileConfig, Flags, PeerAuth};
 use rill_broker::identity::{FilePeerBook, Identity};
 use rill_broker::limits::LimitSettings;
-use rill_broker::logwriter::LogWriter;
 use rill_broker::partition::TimestampBounds;
 use rill_broker::raft::{self, RaftConfig};
-use rill_broker::server::serve;
 use rill_broker::state::Broker;
-use rill_client::protocol::messages::BrokerMetadata;
+use rill_broker::threads::{self, Tasks, Threads};
 use rill_replication::handshake::{ClusterSecret, PeerIdentity};
-use rill_replication::transport::Transport;
 use tokio::net::TcpListener;
 
 /// The rill broker.
@@ -105,23 +105,20 @@ fn raise_nofile_limit() {
     }
 }
 
-async fn shutdown_signal() {
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+/// SIGINT or SIGTERM, whichever comes first. The handlers are installed
+/// here, before the broker says it is listening: a signal sent once it
+/// does is never the default action's (an exit without the stop).
+fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
+    use tokio::signal::unix::{SignalKind, signal};
+    let mut term = signal(SignalKind::terminate()).context("handling SIGTERM")?;
+    let mut int = signal(SignalKind::interrupt()).context("handling SIGINT")?;
+    Ok(async move {
+        tokio::select! {
+            _ = term.recv() => {}
+            _ = int.recv() => {}
         }
-    };
-    tokio::select! {
-        _ = tokio::signal::ctrl_c() => {}
-        _ = term => {}
-    }
+    })
 }
-
-/// How often a broker checks that the metadata has its address, ms.
-const REGISTER_CHECK_MS: u64 = 500;
 
 fn main() {
     if let Err(e) = run() {
@@ -133,9 +130,10 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let args = Args::parse();
     // Lines are written by a thread of their own: a slow log file must not
-    // stall the Raft thread (see `logwriter`). The guard writes what is
-    // still queued when the broker exits.
-    let (log_writer, _log_flush) = LogWriter::start(std::io::stderr())?;
+    // stall the Raft thread (see `logwriter`). Dropped on an error, the
+    // threads write what is still queued.
+    let mut threads = Threads::default();
+    let log_writer = threads.start_log_writer(std::io::stderr())?;
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
@@ -183,7 +181,9 @@ fn run() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    runtime.block_on(async move {
+    let stopping = runtime.block_on(async {
+        let threads = &mut threads;
+        let mut tasks = Tasks::default();
         let id = config.node_id;
         let data_arrived = Arc::new(tokio::sync::Notify::new());
         let identity = Identity::load_or_create(&config.data_dir, id)?;
@@ -218,7 +218,7 @@ fn run() -> anyhow::Result<()> {
                 cluster: Arc::clone(&cluster),
                 book: Arc::new(book),
             };
-            Some(Transport::start(id, listener, peers, inbound_tx, me))
+            Some(tasks.start_peer_transport(id, listener, peers, inbound_tx, me))
         } else {
             None
         };
@@ -237,11 +237,13 @@ fn run() -> anyhow::Result<()> {
             max_partition_replicas: config.max_partition_replicas,
         };
         let arrived = Arc::clone(&data_arrived);
-        let (raft, published) =
-            tokio::task::spawn_blocking(move || raft::start(raft_config, arrived, transport))
-                .await??;
-        tokio::spawn(raft::tick(raft.clone()));
-        tokio::spawn(raft::forward_inbound(inbound_rx, raft.clone()));
+        let janitor = threads.start_janitor(&config.data_dir)?;
+        let opened = tokio::task::spawn_blocking(move || {
+            raft::open(raft_config, arrived, transport, janitor)
+        })
+        .await??;
+        let (raft, published) = threads.start_raft(opened)?;
+        tasks.start_raft_feeders(&raft, inbound_rx);
         let listener = TcpListener::bind(config.listen)
             .await
             .with_context(|| format!("binding {}", config.listen))?;
@@ -262,46 +264,30 @@ fn run() -> anyhow::Result<()> {
             data_arrived,
             config.limits.clone(),
         ));
-        // Tell the controller where clients reach this broker, and again
-        // whenever the metadata stops saying so.
-        let registering = Arc::clone(&broker);
-        tokio::spawn(async move {
-            let me = BrokerMetadata {
-                broker_id: registering.node_id.get() as u32,
-                host: registering.advertised_host.clone(),
-                port: registering.advertised_port,
-            };
-            loop {
-                if !registering.registered()
-                    && let Err(e) = registering.register(&me).await
-                {
-                    tracing::debug!(code = %e.code(), message = %e, "registration not done yet");
-                }
-                tokio::time::sleep(Duration::from_millis(REGISTER_CHECK_MS)).await;
-            }
-        });
-        let retention = raft.clone();
-        let every = Duration::from_millis(config.retention_check_ms.max(1));
-        tokio::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            loop {
-                tick.tick().await;
-                if retention.send(raft::Command::Retention).await.is_err() {
-                    return;
-                }
-            }
-        });
+        tasks.start_serving(listener, &broker, config.retention_check_ms);
         tracing::info!(node_id = %config.node_id, data_dir = %config.data_dir.display(), "ready");
+        let signalled = shutdown_signal()?;
         // Scripts and tests wait for this line, whatever the log level.
         eprintln!("listening on {bound}");
-        tokio::select! {
-            _ = serve(listener, Arc::clone(&broker)) => {}
-            _ = shutdown_signal() => tracing::info!("shutting down"),
-        }
-        // Leaderships handed over and every log synced before the process
-        // exits.
-        raft.stop().await;
-        tracing::info!("stopped");
-        anyhow::Ok(())
-    })
+        signalled.await;
+        tracing::info!("shutting down");
+        // Connections drained, then leaderships handed over and every log
+        // synced (see `threads`).
+        let late = tasks.stop(&raft).await;
+        anyhow::Ok(late)
+    })?;
+    let mut late = stopping;
+    late.extend(threads.join());
+    runtime.shutdown_timeout(std::time::Duration::from_millis(
+        threads::RUNTIME_STOP_MS_MAX,
+    ));
+    if late.is_empty() {
+        tracing::info!("{}", threads::ALL_JOINED);
+    } else {
+        tracing::warn!(?late, "stopped: not everything ended by its deadline");
+    }
+    if !threads.stop_log_writer() {
+        eprintln!("rill-broker: the log writer had not ended by its deadline");
+    }
+    Ok(())
 }

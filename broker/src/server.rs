@@ -21,6 +21,20 @@
 //!   responses wait for the socket, and a write that takes longer than
 //!   `client_write_timeout_ms` closes the connection, dropping the
 //!   responses it pinned.
+//!
+//! Shutdown (as mini-redis's server does it): once the shutdown signal is
+//! raised the listener stops accepting and is closed, and every connection
+//! stops reading. A request already routed is answered: a produce once
+//! its `acks` arrive (the Raft thread is still running), a parked fetch at
+//! once with what it can read (as if its wait had ended), anything else
+//! when done. A frame not yet routed (partly read, or read but not yet
+//! started) is dropped unanswered, and takes no effect. The connection
+//! then closes its write side after its last response; if the client had
+//! sent more, it reads (and discards) until the client closes too, at most
+//! [`LINGER_MS_MAX`], so closing does not reset the connection under
+//! responses the client has not read yet. [`serve`] returns once every
+//! connection has closed, or after [`DRAIN_MS_MAX`], when the connections
+//! still open are dropped.
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -28,14 +42,17 @@ use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 use rill_client::protocol::frame::LENGTH_PREFIX_BYTES;
+use rill_client::protocol::messages::{FetchRequest, Request};
 use rill_client::protocol::{
     MAX_REQUEST_FRAME_BYTES, RequestFrameError, decode_request, encode_error_response,
     encode_response, take_frame,
 };
 use rill_client::writer::write_frames_within;
 use tokio::io::AsyncReadExt;
+use tokio::net::tcp::OwnedReadHalf;
 use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
+use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use crate::handlers::{Routed, route};
@@ -50,6 +67,21 @@ pub const RESPONSES_QUEUED_MAX: usize = 64;
 const READ_CHUNK_BYTES: usize = 64 * 1024;
 /// Refused connections are logged once, then once per this many.
 const REFUSALS_PER_LOG_LINE: u64 = 1000;
+/// Longest a stopping broker waits for its client connections to answer
+/// the requests they have routed and close, ms.
+pub const DRAIN_MS_MAX: u64 = 5_000;
+/// Longest a connection closed by shutdown waits for the client to close
+/// its side after the last response, ms.
+pub const LINGER_MS_MAX: u64 = 500;
+
+/// Raised (set to `true`) to stop a [`serve`]; see the module
+/// documentation.
+pub type ShutdownSignal = watch::Receiver<bool>;
+
+/// Waits until `shutdown` is raised (or its sender is gone).
+async fn raised(shutdown: &mut ShutdownSignal) {
+    let _ = shutdown.wait_for(|raised| *raised).await;
+}
 
 /// What every connection of a listener shares.
 struct Shared {
@@ -59,9 +91,10 @@ struct Shared {
     budget: Arc<Semaphore>,
 }
 
-/// Accepts connections until the task is dropped, within the broker's
-/// [`ClientLimits`].
-pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
+/// Accepts connections within the broker's [`ClientLimits`] until
+/// `shutdown` is raised; then drains them (see the module documentation)
+/// and returns.
+pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: ShutdownSignal) {
     let limits = broker.limits.clone();
     let gate = ConnectionGate::new(&limits);
     let shared = Arc::new(Shared {
@@ -70,8 +103,17 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
         limits,
     });
     let refused = AtomicU64::new(0);
+    // Every open connection's task; finished ones are reaped as the loop
+    // goes, so it holds at most the connections the gate admits.
+    let mut connections = JoinSet::new();
     loop {
-        match listener.accept().await {
+        let accepted = tokio::select! {
+            biased;
+            () = raised(&mut shutdown) => break,
+            Some(_) = connections.join_next(), if !connections.is_empty() => continue,
+            accepted = listener.accept() => accepted,
+        };
+        match accepted {
             Ok((stream, peer)) => {
                 let admitted = match gate.admit(peer.ip()) {
                     Ok(a) => a,
@@ -86,8 +128,9 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = Arc::clone(&shared);
-                tokio::spawn(async move {
-                    if let Err(reason) = connection(stream, shared, admitted).await {
+                let shutdown = shutdown.clone();
+                connections.spawn(async move {
+                    if let Err(reason) = connection(stream, shared, admitted, shutdown).await {
                         tracing::info!(%peer, %reason, "closed connection");
                     }
                 });
@@ -99,6 +142,24 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>) {
             }
         }
     }
+    drop(listener);
+    tracing::info!(
+        connections = connections.len(),
+        "draining client connections"
+    );
+    let deadline = Instant::now() + Duration::from_millis(DRAIN_MS_MAX);
+    let drained = tokio::time::timeout_at(deadline, async {
+        while connections.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        tracing::warn!(
+            connections = connections.len(),
+            drain_ms_max = DRAIN_MS_MAX,
+            "client connections still busy at the drain deadline; closed without their answers"
+        );
+        connections.shutdown().await;
+    }
 }
 
 /// The length a frame's prefix announces.
@@ -106,10 +167,13 @@ fn announced_len(buf: &[u8]) -> usize {
     u32::from_le_bytes(buf[..LENGTH_PREFIX_BYTES].try_into().expect("4 bytes")) as usize
 }
 
+/// One client connection, until the client closes it, it breaks a limit,
+/// or `shutdown` is raised (then it answers what it has routed first).
 async fn connection(
     stream: TcpStream,
     shared: Arc<Shared>,
     _admitted: Admitted,
+    mut shutdown: ShutdownSignal,
 ) -> Result<(), String> {
     let limits = &shared.limits;
     let (mut rd, mut wr) = stream.into_split();
@@ -137,6 +201,9 @@ async fn connection(
     let mut frame_started: Option<Instant> = None;
     let mut frame_share: Option<OwnedSemaphorePermit> = None;
     let result = loop {
+        if *shutdown.borrow() {
+            break Ok(());
+        }
         if frame_share.is_none() && buf.len() >= LENGTH_PREFIX_BYTES {
             let len = announced_len(&buf);
             if len > MAX_REQUEST_FRAME_BYTES {
@@ -152,6 +219,7 @@ async fn connection(
             tokio::select! {
                 biased;
                 r = &mut writer_stopped => break Err(stopped(r)),
+                () = raised(&mut shutdown) => break Ok(()),
                 p = tokio::time::timeout_at(deadline, Arc::clone(&shared.budget).acquire_many_owned(share)) => match p {
                     Ok(Ok(p)) => frame_share = Some(p),
                     Ok(Err(_)) => break Ok(()),
@@ -171,6 +239,7 @@ async fn connection(
                 tokio::select! {
                     biased;
                     r = &mut writer_stopped => break Err(stopped(r)),
+                    () = raised(&mut shutdown) => break Ok(()),
                     read = tokio::time::timeout_at(deadline, rd.read_buf(&mut buf)) => match read {
                         Err(_) if frame_started.is_some() => {
                             break Err("a request frame did not arrive whole within request_read_timeout_ms".into())
@@ -212,6 +281,7 @@ async fn connection(
         let permit = tokio::select! {
             biased;
             r = &mut writer_stopped => break Err(stopped(r)),
+            () = raised(&mut shutdown) => break Ok(()),
             p = Arc::clone(&in_flight).acquire_owned() => match p {
                 Ok(p) => p,
                 Err(_) => break Ok(()),
@@ -219,6 +289,7 @@ async fn connection(
         };
         let tx = tx.clone();
         let forwarded = header.client_id == FORWARDED_CLIENT_ID;
+        let at_shutdown = fetch_at_shutdown(&request);
         // A produce is staged here (by `route`, before it returns), before
         // the next request is read: its proposals are queued in the order
         // the requests arrived, so a client may pipeline produce requests
@@ -236,8 +307,20 @@ async fn connection(
             }
             Routed::Answer(_) => share,
         };
+        let broker = Arc::clone(&shared.broker);
+        let mut shutdown = shutdown.clone();
         tokio::spawn(async move {
-            let response = routed.respond().await;
+            let response = match at_shutdown {
+                None => routed.respond().await,
+                // A parked fetch answers at shutdown with what it can read
+                // now, as when its wait ends: the client learns the high
+                // watermark and goes elsewhere, rather than holding the
+                // drain up for the rest of its wait.
+                Some(now) => tokio::select! {
+                    r = routed.respond() => r,
+                    () = raised(&mut shutdown) => route(&broker, now, forwarded).await.respond().await,
+                },
+            };
             if let Some(response) = response {
                 let _ = tx
                     .send(encode_response(header.correlation_id, &response))
@@ -250,12 +333,50 @@ async fn connection(
     };
     match result {
         Ok(()) => {
-            // Let the requests in flight answer, then close.
+            // Let the requests in flight answer, then close (the writer's
+            // half closes as it ends).
             drop(tx);
             let _ = writer.await;
+            if *shutdown.borrow() {
+                linger(&mut rd, &mut buf).await;
+            }
         }
         // Bad input: close at once, without waiting for anything.
         Err(_) => writer.abort(),
     }
     result
+}
+
+/// For a fetch that may park, the same fetch with no wait: what answers it
+/// if the broker shuts down while it is parked.
+fn fetch_at_shutdown(request: &Request) -> Option<Request> {
+    match request {
+        Request::Fetch(f) if f.max_wait_ms > 0 => Some(Request::Fetch(FetchRequest {
+            max_wait_ms: 0,
+            ..f.clone()
+        })),
+        _ => None,
+    }
+}
+
+/// Reads and discards what the client still sends until it closes its
+/// side, at most [`LINGER_MS_MAX`]: a socket closed with unread bytes
+/// resets the connection, and the client may lose responses it had not
+/// read yet. With nothing unread (the usual case) it returns at once.
+async fn linger(rd: &mut OwnedReadHalf, buf: &mut BytesMut) {
+    buf.clear();
+    buf.reserve(READ_CHUNK_BYTES);
+    match rd.try_read_buf(buf) {
+        Ok(n) if n > 0 => {}
+        _ => return,
+    }
+    let deadline = Instant::now() + Duration::from_millis(LINGER_MS_MAX);
+    loop {
+        buf.clear();
+        buf.reserve(READ_CHUNK_BYTES);
+        match tokio::time::timeout_at(deadline, rd.read_buf(buf)).await {
+            Ok(Ok(n)) if n > 0 => continue,
+            _ => return,
+        }
+    }
 }

@@ -70,7 +70,7 @@ mod sync_pool;
 use controller::Answer;
 pub use controller::NotController;
 pub use published::{Published, StatusReport};
-use round::start_syncer;
+pub use sync_pool::Syncer;
 
 /// Commands queued for the Raft thread, at most.
 pub const COMMANDS_QUEUED_MAX: usize = 4096;
@@ -244,16 +244,55 @@ impl RaftHandle {
     }
 }
 
-/// Starts the Raft thread: opens the controller's replica, replays its
-/// committed entries into the image, opens the replicas it assigns here,
-/// and runs the loop. Returns once the replicas are open (they recover
-/// their logs first), so the client port opens after local recovery.
-/// `transport` carries messages to peers (none for a cluster of one).
-pub fn start(
+/// The Raft thread and its two sync threads, ready to run: what
+/// [`open`] returns, for `crate::threads` to start.
+pub struct Opened {
+    /// How the rest of the broker reaches the Raft thread.
+    pub handle: RaftHandle,
+    /// What the Raft thread publishes.
+    pub published: Arc<Published>,
+    /// The Raft thread's work.
+    pub raft: RaftWork,
+    /// The deferred syncs' thread's work.
+    pub sync: Syncer,
+    /// Retention's state syncs' thread's work.
+    pub retention_sync: Syncer,
+}
+
+/// The Raft thread's work: its loop, until [`RaftHandle::stop`] or until
+/// every [`RaftHandle`] is gone.
+pub struct RaftWork {
+    raft: RaftLoop,
+}
+
+impl RaftWork {
+    /// Runs the loop. On the way out the loop is dropped here: its sync
+    /// pool's threads are joined, and the sync threads' and the janitor's
+    /// queues close, so they end too.
+    pub fn run(mut self) {
+        // A panic here is a broken invariant of replication (raft-rs
+        // panics on a log that lost what it acknowledged): the broker
+        // must not go on serving without its only writer.
+        if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.raft.run())).is_err() {
+            tracing::error!("the replication thread panicked; stopping the broker");
+            crate::logwriter::flush();
+            std::process::exit(REPLICATION_STOPPED_EXIT_CODE);
+        }
+    }
+}
+
+/// Opens what the Raft thread runs: the controller's replica, its
+/// committed entries replayed into the image, and the replicas it assigns
+/// here. Returns once the replicas are open (they recover their logs
+/// first), so the client port opens after local recovery; the loop runs
+/// once `crate::threads` starts it. `transport` carries messages to peers
+/// (none for a cluster of one); `janitor` unlinks what the thread deletes.
+pub fn open(
     config: RaftConfig,
     data_arrived: Arc<Notify>,
     transport: Option<Transport>,
-) -> Result<(RaftHandle, Arc<Published>), ReplicationError> {
+    janitor: Janitor,
+) -> Result<Opened, ReplicationError> {
     let (tx, rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
     let mut node_config = NodeConfig::new(config.id);
     // Election jitter differs from broker to broker and run to run.
@@ -269,18 +308,14 @@ pub fn start(
         status_wanted: AtomicBool::new(false),
         stopped: RwLock::new(Default::default()),
     });
-    let syncer = start_syncer("rill-sync", tx.downgrade(), Command::Synced)?;
-    let retention_syncer = start_syncer(
-        "rill-retention-sync",
+    let (syncer, sync) = Syncer::new(crate::threads::SYNC, tx.downgrade(), Command::Synced);
+    let (retention_syncer, retention_sync) = Syncer::new(
+        crate::threads::RETENTION_SYNC,
         tx.downgrade(),
         Command::RetentionSynced,
-    )?;
+    );
     let tick_queued = Arc::new(AtomicBool::new(false));
     let (stop_requests, stops_requested) = std::sync::mpsc::channel();
-    let janitor = Janitor::start(&config.data_dir).map_err(ReplicationError::io(
-        "start the janitor thread",
-        "rill-janitor",
-    ))?;
     let mut node = Node::new(node_config, Arc::new(SystemClock));
     if config.identity.rejoining {
         tracing::warn!(
@@ -291,7 +326,7 @@ pub fn start(
     let mut raft = RaftLoop {
         node,
         syncer,
-        sync_pool: sync_pool::SyncPool::new("rill-round-sync"),
+        sync_pool: sync_pool::SyncPool::new(crate::threads::ROUND_SYNC),
         retention_syncer,
         driver: Driver::default(),
         config,
@@ -318,29 +353,16 @@ pub fn start(
         cluster_id_proposed: None,
     };
     raft.open_controller()?;
-    std::thread::Builder::new()
-        .name("rill-raft".into())
-        .spawn(move || {
-            // A panic here is a broken invariant of replication (raft-rs
-            // panics on a log that lost what it acknowledged): the broker
-            // must not go on serving without its only writer.
-            if std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| raft.run())).is_err() {
-                tracing::error!("the replication thread panicked; stopping the broker");
-                crate::logwriter::flush();
-                std::process::exit(REPLICATION_STOPPED_EXIT_CODE);
-            }
-        })
-        .map_err(ReplicationError::io(
-            "start the replication thread",
-            "rill-raft",
-        ))?;
-    Ok((
-        RaftHandle {
+    Ok(Opened {
+        handle: RaftHandle {
             commands: tx,
             tick_queued,
         },
         published,
-    ))
+        raft: RaftWork { raft },
+        sync,
+        retention_sync,
+    })
 }
 
 /// Sends a tick every [`TICK_MS`] until the Raft thread stops.

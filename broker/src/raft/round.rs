@@ -12,14 +12,11 @@ use std::time::Instant;
 
 use rill_replication::driver::RoundIo;
 use rill_replication::transport::Dropped;
-use rill_replication::{
-    Driver, Event, Node, Outgoing, ReplicationError, SyncJob, SyncResult, SyncRound, SyncedRound,
-};
+use rill_replication::{Driver, Event, Node, Outgoing, SyncJob, SyncResult, SyncRound};
 use rill_storage::{Expired, SyncDone};
-use tokio::sync::mpsc;
 
+use super::RaftLoop;
 use super::sync_pool::SyncPool;
-use super::{Command, RaftLoop};
 
 impl RaftLoop {
     /// Runs `f` with the driver and this loop as its I/O. The driver is
@@ -95,44 +92,14 @@ impl RoundIo for RaftLoop {
     }
 }
 
-/// Starts a sync thread named `name`: it runs sync rounds one after
-/// another, in the order the Raft thread made them, and hands each outcome
-/// back as the command `done` makes of it. It holds only a weak sender, so
-/// the Raft thread still sees its channel close when the rest of the broker
-/// lets go; it ends when the Raft thread drops the sync round sender.
-///
-/// Its queue needs no bound of its own: the deferred sync rounds' thread
-/// has one at a time (`Driver`), and a retention sync round
-/// holds only groups with no state sync in flight, so all of them together
-/// hold each group once at most.
-pub(super) fn start_syncer(
-    name: &str,
-    commands: mpsc::WeakSender<Command>,
-    done: fn(SyncedRound) -> Command,
-) -> Result<std::sync::mpsc::Sender<SyncRound>, ReplicationError> {
-    let (tx, rx) = std::sync::mpsc::channel::<SyncRound>();
-    let mut pool = SyncPool::new(name);
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(move || {
-            while let Ok(syncs) = rx.recv() {
-                let synced = syncs.run_with(|jobs| run_syncs(&mut pool, jobs, true));
-                let Some(commands) = commands.upgrade() else {
-                    return;
-                };
-                if commands.blocking_send(done(synced)).is_err() {
-                    return;
-                }
-            }
-        })
-        .map_err(ReplicationError::io("start a sync thread", name))?;
-    Ok(tx)
-}
-
 /// Runs sync jobs on `pool` and logs the round at debug level: files,
 /// bytes and time, and whether it ran on the sync thread (`deferred`).
 /// bench.sh reads W3's mean sync size from these lines.
-fn run_syncs(pool: &mut SyncPool, jobs: Vec<SyncJob>, deferred: bool) -> Vec<SyncResult> {
+pub(super) fn run_syncs(
+    pool: &mut SyncPool,
+    jobs: Vec<SyncJob>,
+    deferred: bool,
+) -> Vec<SyncResult> {
     let started = Instant::now();
     let bytes: u64 = jobs.iter().map(SyncJob::bytes).sum();
     let files = jobs.len();

@@ -9,19 +9,28 @@
 //! Each sync thread (the deferred rounds', retention's) and the Raft thread
 //! (one-voter groups, synced within the round) owns a pool of its own:
 //! retention's state syncs never queue behind the log's, as they never did.
+//! A sync thread's work is a [`Syncer`]: its sync rounds, one after
+//! another, on its pool (`crate::threads` starts and joins the thread).
 //!
 //! Invariants: every job handed to [`SyncPool::run`] comes back as exactly
 //! one result, in the order given; a worker holds at most one bucket of
 //! jobs (its queue is bounded at one, and `run` waits for every bucket
 //! before it returns); dropping the pool closes the queues and joins every
-//! worker.
+//! worker (idle by then: `run` has had every bucket back).
 
 use std::sync::mpsc;
-use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 
-use rill_replication::{SyncJob, SyncResult};
+use rill_replication::{SyncJob, SyncResult, SyncRound, SyncedRound};
+use tokio::sync::mpsc as tokio_mpsc;
 
-use super::SYNC_THREADS_MAX;
+use super::round::run_syncs;
+use super::{Command, SYNC_THREADS_MAX};
+use crate::threads::{self, Thread};
+
+/// Longest a dropping pool waits for its threads to end, ms: they are
+/// idle then, so this is only a guard against a stuck disk.
+const POOL_JOIN_MS_MAX: u64 = 10_000;
 
 /// Jobs with their places in the round, and where their results go.
 type Bucket = (
@@ -41,7 +50,7 @@ pub(super) struct SyncPool {
 struct Worker {
     /// `None` once the pool is dropping: closing it ends the thread.
     work: Option<mpsc::SyncSender<Bucket>>,
-    thread: Option<JoinHandle<()>>,
+    thread: Option<Thread>,
 }
 
 impl SyncPool {
@@ -100,7 +109,7 @@ impl SyncPool {
         while self.workers.len() < threads {
             let (tx, rx) = mpsc::sync_channel::<Bucket>(1);
             let name = format!("{}-{}", self.name, self.workers.len());
-            let spawned = std::thread::Builder::new().name(name).spawn(move || {
+            let spawned = threads::spawn(name, move || {
                 while let Ok((bucket, results)) = rx.recv() {
                     let done = bucket.into_iter().map(|(i, job)| (i, job.run())).collect();
                     let _ = results.send(done);
@@ -126,9 +135,60 @@ impl Drop for SyncPool {
         for w in &mut self.workers {
             w.work.take();
         }
+        let deadline = Instant::now() + Duration::from_millis(POOL_JOIN_MS_MAX);
         for w in &mut self.workers {
             if let Some(thread) = w.thread.take() {
-                let _ = thread.join();
+                thread.join_by(deadline);
+            }
+        }
+    }
+}
+
+/// A sync thread's work: it runs sync rounds one after another, in the
+/// order the Raft thread made them, and hands each outcome back as the
+/// command `done` makes of it. It holds only a weak sender, so the Raft
+/// thread still sees its channel close when the rest of the broker lets
+/// go; it ends when the Raft thread drops the sync round sender.
+///
+/// Its queue needs no bound of its own: the deferred sync rounds' thread
+/// has one at a time (`RaftLoop::syncing`), and a retention sync round
+/// holds only groups with no state sync in flight, so all of them together
+/// hold each group once at most.
+pub struct Syncer {
+    rounds: mpsc::Receiver<SyncRound>,
+    pool: SyncPool,
+    commands: tokio_mpsc::WeakSender<Command>,
+    done: fn(SyncedRound) -> Command,
+}
+
+impl Syncer {
+    /// A sync thread's work, named `name` (its pool's threads are
+    /// `<name>-<n>`), and where the Raft thread sends it sync rounds.
+    pub(super) fn new(
+        name: &str,
+        commands: tokio_mpsc::WeakSender<Command>,
+        done: fn(SyncedRound) -> Command,
+    ) -> (mpsc::Sender<SyncRound>, Syncer) {
+        let (tx, rounds) = mpsc::channel::<SyncRound>();
+        let syncer = Syncer {
+            rounds,
+            pool: SyncPool::new(name),
+            commands,
+            done,
+        };
+        (tx, syncer)
+    }
+
+    /// Runs sync rounds until the Raft thread drops its sender (or is
+    /// gone); the pool's threads are joined on the way out.
+    pub fn run(mut self) {
+        while let Ok(syncs) = self.rounds.recv() {
+            let synced = syncs.run_with(|jobs| run_syncs(&mut self.pool, jobs, true));
+            let Some(commands) = self.commands.upgrade() else {
+                return;
+            };
+            if commands.blocking_send((self.done)(synced)).is_err() {
+                return;
             }
         }
     }

@@ -33,6 +33,8 @@ pub struct BrokerProcess {
     pub data_dir: PathBuf,
     /// Its last [`LOG_LINES_KEPT`] lines of stderr.
     log: std::sync::Arc<std::sync::Mutex<std::collections::VecDeque<String>>>,
+    /// Disconnected once its stderr is read to the end.
+    log_closed: mpsc::Receiver<()>,
 }
 
 /// Lines of a broker's stderr a [`BrokerProcess`] keeps.
@@ -72,7 +74,9 @@ impl BrokerProcess {
         let echo = std::env::var_os("RILL_TEST_LOG").is_some();
         let log = std::sync::Arc::new(std::sync::Mutex::new(std::collections::VecDeque::new()));
         let kept = std::sync::Arc::clone(&log);
+        let (closing, log_closed) = mpsc::channel::<()>();
         std::thread::spawn(move || {
+            let _closing = closing;
             let mut sent = false;
             for line in BufReader::new(stderr).lines() {
                 let Ok(line) = line else { break };
@@ -101,6 +105,7 @@ impl BrokerProcess {
             addr,
             data_dir: data_dir.to_path_buf(),
             log,
+            log_closed,
         }
     }
 
@@ -115,6 +120,19 @@ impl BrokerProcess {
         self.log.lock().unwrap().iter().cloned().collect()
     }
 
+    /// The last lines of stderr of a process that has exited, once all of
+    /// them are read (waiting at most `timeout` for the end of the pipe).
+    pub fn final_log_lines(&self, timeout: Duration) -> Vec<String> {
+        let _ = self.log_closed.recv_timeout(timeout);
+        self.log_lines()
+    }
+
+    /// Sends SIGTERM, without waiting.
+    pub fn sigterm(&self) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+    }
+
     /// Whether the process is still running.
     pub fn is_running(&mut self) -> bool {
         self.child.try_wait().unwrap().is_none()
@@ -126,18 +144,25 @@ impl BrokerProcess {
         self.child.wait().unwrap();
     }
 
-    /// SIGTERM, and wait (at most 30 s) for a clean exit.
+    /// SIGTERM, and wait (at most 30 s) for a clean exit: status 0 and,
+    /// at the default log level, the line that says every thread was
+    /// joined.
     pub fn terminate(mut self) {
-        // SAFETY: kill(2) on our own child's pid.
-        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
-        for _ in 0..300 {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                assert!(status.success(), "clean exit after SIGTERM: {status}");
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
+        self.sigterm();
+        let Some(status) = self.wait_exit(Duration::from_secs(30)) else {
+            panic!("the broker did not stop within 30 s of SIGTERM");
+        };
+        assert!(status.success(), "clean exit after SIGTERM: {status}");
+        if std::env::var_os("RILL_TEST_LOG").is_none() {
+            let lines = self.final_log_lines(Duration::from_secs(10));
+            assert!(
+                lines
+                    .iter()
+                    .any(|l| l.contains(rill_broker::threads::ALL_JOINED)),
+                "every thread joined at shutdown: {:?}",
+                &lines[lines.len().saturating_sub(20)..]
+            );
         }
-        panic!("the broker did not stop within 30 s of SIGTERM");
     }
 
     pub fn connect(&self) -> Client {
@@ -254,14 +279,27 @@ impl Client {
 
     /// Reads the next response frame's payload; `None` if the broker closed.
     pub fn read_frame(&mut self) -> Option<Bytes> {
+        self.next_frame().ok().flatten()
+    }
+
+    /// Reads the next response frame's payload: `Ok(None)` if the broker
+    /// closed the connection cleanly between frames; an error if it was
+    /// reset, cut inside a frame, or the read timed out.
+    pub fn next_frame(&mut self) -> std::io::Result<Option<Bytes>> {
         loop {
             if let Some(p) = take_frame(&mut self.buf, MAX_RESPONSE_FRAME_BYTES).unwrap() {
-                return Some(p);
+                return Ok(Some(p));
             }
             let mut chunk = [0u8; 65536];
-            match self.stream.read(&mut chunk) {
-                Ok(0) | Err(_) => return None,
-                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            match self.stream.read(&mut chunk)? {
+                0 if self.buf.is_empty() => return Ok(None),
+                0 => {
+                    return Err(std::io::Error::new(
+                        std::io::ErrorKind::UnexpectedEof,
+                        "closed inside a frame",
+                    ));
+                }
+                n => self.buf.extend_from_slice(&chunk[..n]),
             }
         }
     }
