@@ -21,7 +21,7 @@ use crate::ids::{BrokerId, GroupId};
 /// If `messages` has more than `u32::MAX` pairs, or a count or byte string
 /// inside one is longer than `u32::MAX`: the layout cannot express it, and
 /// such a frame would be far beyond what any receiver accepts
-/// ([`WireLimits::frame_bytes_max`]; check with [`encoded_len`] first).
+/// ([`WireLimits::frame_bytes_max`](super::WireLimits::frame_bytes_max); check with [`encoded_len`] first).
 pub fn encode_frame(from: BrokerId, messages: &[(GroupId, Message)], out: &mut BytesMut) {
     encode(from, messages, out, None);
 }

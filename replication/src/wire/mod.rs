@@ -74,7 +74,7 @@
 //!
 //! | offset | size | field        | meaning |
 //! |-------:|-----:|--------------|---------|
-//! |      0 |    1 | `entry_type` | `u8`: [`EntryType`], 0 `EntryNormal`, 1 `EntryConfChange`, 2 `EntryConfChangeV2` |
+//! |      0 |    1 | `entry_type` | `u8`: [`EntryType`](raft::eraftpb::EntryType), 0 `EntryNormal`, 1 `EntryConfChange`, 2 `EntryConfChangeV2` |
 //! |      1 |    8 | `term`       | `u64` |
 //! |      9 |    8 | `index`      | `u64` |
 //! |     17 |    1 | `sync_log`   | flag |
