@@ -1,12 +1,16 @@
 #!/usr/bin/env bash
 # Side-by-side single-node comparison of this tree's broker with the broker
 # of another revision: W1 (1,000 B, acks=1, page cache), W5 (consuming what
-# W1 wrote), W2 (100 B, acks=1) and W3 (1,000 B, acks=all, fdatasync), alternating old and new broker
-# RUNS times (default 3) with this tree's rill-bench, then the medians and
-# the ratio new/old. On a shared, noisy machine only such side-by-side
+# W1 wrote), W2 (100 B, acks=1), W3 (1,000 B, acks=all, fdatasync), W4 (4
+# producers, 8 partitions, acks=1) and W6 (end to end at a fixed 20,000
+# records/s: its p50 and p99 latency are compared, not MB/s), alternating
+# old and new broker RUNS times (default 3) with this tree's rill-bench,
+# then the medians and the ratio new/old. The workloads' flags are
+# scripts/bench.sh's. On a shared, noisy machine only such side-by-side
 # figures are worth comparing. With W7=1, each run also starts three
 # brokers of each build (scripts/cluster.sh) and runs W7a (RF=3, acks=all,
-# fsync=false) and W7c (the same with fsync=true).
+# fsync=false), W7b (the same with 4 producers and 8 partitions) and W7c
+# (W7a with fsync=true).
 #
 #   scripts/compare.sh e9cd823        # against that revision
 #   RUNS=5 scripts/compare.sh HEAD~3
@@ -56,6 +60,11 @@ run() { # BROKER_BIN LABEL
   echo "$2 W2 $(b --topic w2 --topic-config fsync=false --acks 1 --message-size 100 --messages 3000000)"
   drop "$addr" w2
   echo "$2 W3 $(b --topic w3 --acks all --messages 300000)"
+  drop "$addr" w3
+  echo "$2 W4 $(b --topic w4 --partitions 8 --producers 4 --topic-config fsync=false --acks 1 --messages 2000000)"
+  drop "$addr" w4
+  # Latency: no linger, so a record waits only for the request ahead of it.
+  echo "$2 W6 $(target/release/rill-bench e2e --bootstrap "$addr" --json --topic w6 --topic-config fsync=false --acks 1 --linger-ms 0 --rate 20000 --duration-s 10 2>/dev/null | tail -n 1)"
   kill "$pid"; wait "$pid" 2>/dev/null || true; pid=
   rm -rf "$dir"
   [ "$W7" = 1 ] || return 0
@@ -68,6 +77,8 @@ run() { # BROKER_BIN LABEL
   drop "$boot" w7-warm
   echo "$2 W7a $(w7 --topic w7a --topic-config fsync=false --messages 1000000)"
   drop "$boot" w7a
+  echo "$2 W7b $(w7 --topic w7b --topic-config fsync=false --partitions 8 --producers 4 --messages 2000000)"
+  drop "$boot" w7b
   echo "$2 W7c $(w7 --topic w7c --messages 300000)"
   RILL_BIN=$cluster_bin scripts/cluster.sh stop >&2; cluster_bin=
   rm -rf "$RILL_CLUSTER_DIR"
@@ -82,11 +93,22 @@ import json, statistics, sys
 rows = {}
 for line in sys.stdin:
     label, w, js = line.split(" ", 2)
-    rows.setdefault((w, label), []).append(json.loads(js)["mb_per_sec"])
-for w in ("W1", "W5", "W2", "W3", "W7a", "W7c"):
+    rows.setdefault((w, label), []).append(json.loads(js))
+def med(w, label, value):
+    vals = [v for v in map(value, rows[(w, label)]) if v is not None]
+    return (statistics.median(vals) if vals else None), vals
+for w in ("W1", "W5", "W2", "W3", "W4", "W6", "W7a", "W7b", "W7c"):
     if (w, "old") not in rows:
         continue
-    o, n = rows[(w, "old")], rows[(w, "new")]
-    mo, mn = statistics.median(o), statistics.median(n)
+    if w == "W6":
+        # A fixed rate: its latency is the figure, and lower is better.
+        for p in ("p50", "p99"):
+            (mo, o), (mn, n) = (med(w, label, lambda r: r["latency_us"][p]) for label in ("old", "new"))
+            if mo is None or mn is None:
+                print(f"W6 {p} latency: none recorded (old {o}, new {n})")
+                continue
+            print(f"W6 {p} latency: old {mo:.0f} us {o}  new {mn:.0f} us {n}  new/old {mn / mo:.2f} (lower is better)")
+        continue
+    (mo, o), (mn, n) = (med(w, label, lambda r: r["mb_per_sec"]) for label in ("old", "new"))
     print(f"{w}: old {mo:.0f} MB/s {[round(x) for x in o]}  new {mn:.0f} MB/s {[round(x) for x in n]}  new/old {mn / mo:.2f}")
 '

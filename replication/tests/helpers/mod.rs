@@ -1,8 +1,11 @@
 //! Helpers for the storage- and node-level replication tests: a small log
 //! configuration, record batches and raft-rs entries to append, opening a
 //! [`ReplicaLog`] over a state store, and a node with one group of three
-//! voters, settled round by round or elected its leader.
+//! voters, settled round by round or elected its leader. `replica_log`
+//! holds what the tests of a `ReplicaLog` as raft-rs's `Storage` share.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+pub mod replica_log;
 
 use std::path::Path;
 use std::sync::Arc;

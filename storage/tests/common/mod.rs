@@ -1,7 +1,10 @@
 //! Helpers shared by the storage integration tests: small configurations
 //! that roll and index often, and deterministic batches whose contents can
-//! be recomputed from their position in the log.
+//! be recomputed from their position in the log. `batch_cases` holds the
+//! golden and malformed batches of the batch format tests.
 #![allow(dead_code, clippy::unwrap_used)]
+
+pub mod batch_cases;
 
 use rill_storage::{BatchBuilder, LogConfig, NewRecord, RecordBatch, batches_of};
 

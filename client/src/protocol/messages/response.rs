@@ -1,52 +1,13 @@
-//! The request and response bodies of every API (version 0), with their
-//! encodings. Field order on the wire is the field order of each struct;
-//! the primitive encodings are those of [`crate::protocol::wire`]. Until
-//! rill's first release, version 0 still changes (`leader_epoch` was added
-//! to the metadata, produce, fetch and list-offsets answers): clients and
-//! brokers must come from the same build.
-//!
-//! Decoding checks every count against the bytes left before allocating,
-//! and record payloads are zero-copy slices of the frame.
+//! What a broker answers: the [`Response`] bodies of every API, and their
+//! encoding. Field order on the wire is the field order of each struct;
+//! fetched records stay shared chunks of the log, never copied.
 
 use bytes::Bytes;
 
+use super::{BrokerMetadata, MIN_STRING, MIN_TOPIC, error_code, read_broker, write_broker};
 use crate::protocol::error::{DecodeError, ErrorCode};
 use crate::protocol::header::ApiKey;
 use crate::protocol::wire::{Reader, Writer};
-
-/// `ListOffsets` timestamp asking for the log start offset.
-pub const EARLIEST_TIMESTAMP: i64 = -2;
-/// `ListOffsets` timestamp asking for the log end offset.
-pub const LATEST_TIMESTAMP: i64 = -1;
-/// "No broker" in a leader or hint field.
-pub const NO_BROKER: i32 = -1;
-
-fn error_code(r: &mut Reader, what: &'static str) -> Result<ErrorCode, DecodeError> {
-    Ok(ErrorCode::from_code(r.i16(what)?))
-}
-
-/// A request body.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Request {
-    /// See [`ApiKey::ApiVersions`].
-    ApiVersions,
-    /// See [`ApiKey::Metadata`].
-    Metadata(MetadataRequest),
-    /// See [`ApiKey::CreateTopics`].
-    CreateTopics(CreateTopicsRequest),
-    /// See [`ApiKey::DeleteTopics`].
-    DeleteTopics(DeleteTopicsRequest),
-    /// See [`ApiKey::Produce`].
-    Produce(ProduceRequest),
-    /// See [`ApiKey::Fetch`].
-    Fetch(FetchRequest),
-    /// See [`ApiKey::ListOffsets`].
-    ListOffsets(ListOffsetsRequest),
-    /// See [`ApiKey::RegisterBroker`].
-    RegisterBroker(BrokerMetadata),
-    /// See [`ApiKey::ClusterStatus`].
-    ClusterStatus,
-}
 
 /// A response body.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -76,7 +37,7 @@ pub enum Response {
 pub struct RegisterBrokerResponse {
     /// `None` once the registration is in the cluster's metadata.
     pub error: ErrorCode,
-    /// The controller's broker id, or [`NO_BROKER`].
+    /// The controller's broker id, or [`NO_BROKER`](super::NO_BROKER).
     pub controller_id: i32,
 }
 
@@ -85,7 +46,7 @@ pub struct RegisterBrokerResponse {
 pub struct ClusterStatusResponse {
     /// The broker answering.
     pub broker_id: u32,
-    /// The controller's broker id as it knows it, or [`NO_BROKER`].
+    /// The controller's broker id as it knows it, or [`NO_BROKER`](super::NO_BROKER).
     pub controller_id: i32,
     /// Every registered broker.
     pub brokers: Vec<BrokerMetadata>,
@@ -102,7 +63,7 @@ pub struct ReplicaStatus {
     pub partition: u32,
     /// The Raft group.
     pub group: u64,
-    /// The leader this replica knows, or [`NO_BROKER`].
+    /// The leader this replica knows, or [`NO_BROKER`](super::NO_BROKER).
     pub leader: i32,
     /// The Raft term.
     pub term: u64,
@@ -116,13 +77,6 @@ pub struct ReplicaStatus {
     pub replicas: Vec<u32>,
     /// On the leader: each voter's match index (how far it has the log).
     pub matched: Vec<(u32, u64)>,
-}
-
-/// Which topics to describe; `None` for all.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct MetadataRequest {
-    /// Topic names, or `None` for every topic.
-    pub topics: Option<Vec<String>>,
 }
 
 /// One API and the versions spoken.
@@ -143,23 +97,12 @@ pub struct ApiVersionsResponse {
     pub apis: Vec<ApiVersionRange>,
 }
 
-/// A broker in the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct BrokerMetadata {
-    /// Its id.
-    pub broker_id: u32,
-    /// Host clients connect to.
-    pub host: String,
-    /// Port clients connect to.
-    pub port: u16,
-}
-
 /// Cluster metadata.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct MetadataResponse {
     /// Every live broker.
     pub brokers: Vec<BrokerMetadata>,
-    /// The controller's broker id, or [`NO_BROKER`].
+    /// The controller's broker id, or [`NO_BROKER`](super::NO_BROKER).
     pub controller_id: i32,
     /// The topics asked for.
     pub topics: Vec<TopicMetadata>,
@@ -185,7 +128,7 @@ pub struct PartitionMetadata {
     pub partition: u32,
     /// A partition-level error.
     pub error: ErrorCode,
-    /// The leader's broker id, or [`NO_BROKER`].
+    /// The leader's broker id, or [`NO_BROKER`](super::NO_BROKER).
     pub leader: i32,
     /// The Raft term `leader` leads in, or 0 when it is a guess: of two
     /// answers naming a leader, the one with the higher epoch is newer.
@@ -196,37 +139,6 @@ pub struct PartitionMetadata {
     pub log_start_offset: u64,
     /// Offsets below this are readable.
     pub high_watermark: u64,
-}
-
-/// Topics to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CreateTopicsRequest {
-    /// The topics.
-    pub topics: Vec<NewTopic>,
-    /// How long to wait for creation, ms.
-    pub timeout_ms: u32,
-}
-
-/// A topic to create.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct NewTopic {
-    /// Its name: `[A-Za-z0-9._-]{1,249}`, not `.` or `..`.
-    pub name: String,
-    /// Number of partitions.
-    pub partitions: u32,
-    /// Replicas per partition.
-    pub replication_factor: u16,
-    /// Topic configuration overrides.
-    pub configs: Vec<(String, String)>,
-}
-
-/// Topics to delete.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct DeleteTopicsRequest {
-    /// Their names.
-    pub names: Vec<String>,
-    /// How long to wait, ms.
-    pub timeout_ms: u32,
 }
 
 /// Per-topic outcome of a create or delete.
@@ -245,37 +157,6 @@ pub struct TopicResult {
     pub error: ErrorCode,
     /// A human-readable explanation when it failed.
     pub message: String,
-}
-
-/// Record batches to append.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProduceRequest {
-    /// 0 (no response), 1 (leader appended) or -1 (all: committed, durable).
-    pub acks: i8,
-    /// How long to wait for `acks`, ms.
-    pub timeout_ms: u32,
-    /// Per topic.
-    pub topics: Vec<ProduceTopic>,
-}
-
-/// Batches for one topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProduceTopic {
-    /// The topic.
-    pub name: String,
-    /// Per partition.
-    pub partitions: Vec<ProducePartition>,
-}
-
-/// Batches for one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ProducePartition {
-    /// The partition.
-    pub partition: u32,
-    /// One or more whole record batches, back to back, in chunks that are
-    /// written without copying (a batch never spans two chunks). Decoded as
-    /// one chunk, or none when empty.
-    pub records: Vec<Bytes>,
 }
 
 /// Outcome of a produce.
@@ -301,7 +182,7 @@ pub struct ProducePartitionResponse {
     pub partition: u32,
     /// The outcome.
     pub error: ErrorCode,
-    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
+    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`](super::NO_BROKER).
     pub leader_hint: i32,
     /// The Raft term `leader_hint` leads in, or 0 when unknown.
     pub leader_epoch: u64,
@@ -309,39 +190,6 @@ pub struct ProducePartitionResponse {
     pub base_offset: u64,
     /// The partition's log start offset.
     pub log_start_offset: u64,
-}
-
-/// A read of record batches.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchRequest {
-    /// Longest wait for `min_bytes` to arrive, ms.
-    pub max_wait_ms: u32,
-    /// Answer as soon as this much is available.
-    pub min_bytes: u32,
-    /// Most bytes in the whole response (at least one batch is returned).
-    pub max_bytes: u32,
-    /// Per topic.
-    pub topics: Vec<FetchTopic>,
-}
-
-/// Partitions of one topic to read.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchTopic {
-    /// The topic.
-    pub name: String,
-    /// Per partition.
-    pub partitions: Vec<FetchPartition>,
-}
-
-/// Where to read one partition from.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct FetchPartition {
-    /// The partition.
-    pub partition: u32,
-    /// First offset wanted.
-    pub fetch_offset: u64,
-    /// Most bytes for this partition (at least one batch is returned).
-    pub partition_max_bytes: u32,
 }
 
 /// Batches read.
@@ -367,7 +215,7 @@ pub struct FetchPartitionResponse {
     pub partition: u32,
     /// The outcome.
     pub error: ErrorCode,
-    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
+    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`](super::NO_BROKER).
     pub leader_hint: i32,
     /// The Raft term `leader_hint` leads in, or 0 when unknown.
     pub leader_epoch: u64,
@@ -378,32 +226,6 @@ pub struct FetchPartitionResponse {
     /// Whole batches, back to back; on the wire one byte string, here the
     /// chunks as they were borrowed from the log.
     pub records: Vec<Bytes>,
-}
-
-/// Offsets to look up.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListOffsetsRequest {
-    /// Per topic.
-    pub topics: Vec<ListOffsetsTopic>,
-}
-
-/// Partitions of one topic.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListOffsetsTopic {
-    /// The topic.
-    pub name: String,
-    /// Per partition.
-    pub partitions: Vec<ListOffsetsPartition>,
-}
-
-/// What to look up in one partition.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListOffsetsPartition {
-    /// The partition.
-    pub partition: u32,
-    /// A timestamp (ms): the first offset at or after it; or
-    /// [`EARLIEST_TIMESTAMP`] / [`LATEST_TIMESTAMP`].
-    pub timestamp_ms: i64,
 }
 
 /// Offsets found.
@@ -429,7 +251,7 @@ pub struct ListOffsetsPartitionResponse {
     pub partition: u32,
     /// The outcome.
     pub error: ErrorCode,
-    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`].
+    /// With `NotLeader`: the leader, if known, else [`NO_BROKER`](super::NO_BROKER).
     pub leader_hint: i32,
     /// The Raft term `leader_hint` leads in, or 0 when unknown.
     pub leader_epoch: u64,
@@ -437,30 +259,12 @@ pub struct ListOffsetsPartitionResponse {
     pub offset: i64,
 }
 
-// Smallest encodings, for the allocation checks of arrays.
-const MIN_STRING: usize = 2;
-const MIN_TOPIC: usize = MIN_STRING + 4;
-
 fn topic_results(w: &mut Writer, t: &TopicResults) {
     w.array(&t.results, |w, r| {
         w.string(&r.name);
         w.i16(r.error.code());
         w.string(&r.message);
     });
-}
-
-fn write_broker(w: &mut Writer, b: &BrokerMetadata) {
-    w.u32(b.broker_id);
-    w.string(&b.host);
-    w.u16(b.port);
-}
-
-fn read_broker(r: &mut Reader) -> Result<BrokerMetadata, DecodeError> {
-    Ok(BrokerMetadata {
-        broker_id: r.u32("broker id")?,
-        host: r.string("host")?,
-        port: r.u16("port")?,
-    })
 }
 
 fn read_topic_results(r: &mut Reader) -> Result<TopicResults, DecodeError> {
@@ -473,160 +277,6 @@ fn read_topic_results(r: &mut Reader) -> Result<TopicResults, DecodeError> {
             })
         })?,
     })
-}
-
-impl Request {
-    /// The API of this request.
-    pub fn api_key(&self) -> ApiKey {
-        match self {
-            Request::ApiVersions => ApiKey::ApiVersions,
-            Request::Metadata(_) => ApiKey::Metadata,
-            Request::CreateTopics(_) => ApiKey::CreateTopics,
-            Request::DeleteTopics(_) => ApiKey::DeleteTopics,
-            Request::Produce(_) => ApiKey::Produce,
-            Request::Fetch(_) => ApiKey::Fetch,
-            Request::ListOffsets(_) => ApiKey::ListOffsets,
-            Request::RegisterBroker(_) => ApiKey::RegisterBroker,
-            Request::ClusterStatus => ApiKey::ClusterStatus,
-        }
-    }
-
-    /// Encodes the body.
-    pub fn encode(&self, w: &mut Writer) {
-        match self {
-            Request::ApiVersions => {}
-            Request::Metadata(m) => {
-                w.option(m.topics.as_ref(), |w, t| w.array(t, |w, n| w.string(n)))
-            }
-            Request::CreateTopics(c) => {
-                w.array(&c.topics, |w, t| {
-                    w.string(&t.name);
-                    w.u32(t.partitions);
-                    w.u16(t.replication_factor);
-                    w.array(&t.configs, |w, (k, v)| {
-                        w.string(k);
-                        w.string(v);
-                    });
-                });
-                w.u32(c.timeout_ms);
-            }
-            Request::DeleteTopics(d) => {
-                w.array(&d.names, |w, n| w.string(n));
-                w.u32(d.timeout_ms);
-            }
-            Request::Produce(p) => {
-                w.i8(p.acks);
-                w.u32(p.timeout_ms);
-                w.array(&p.topics, |w, t| {
-                    w.string(&t.name);
-                    w.array(&t.partitions, |w, p| {
-                        w.u32(p.partition);
-                        w.shared_bytes(&p.records);
-                    });
-                });
-            }
-            Request::Fetch(f) => {
-                w.u32(f.max_wait_ms);
-                w.u32(f.min_bytes);
-                w.u32(f.max_bytes);
-                w.array(&f.topics, |w, t| {
-                    w.string(&t.name);
-                    w.array(&t.partitions, |w, p| {
-                        w.u32(p.partition);
-                        w.u64(p.fetch_offset);
-                        w.u32(p.partition_max_bytes);
-                    });
-                });
-            }
-            Request::ListOffsets(l) => w.array(&l.topics, |w, t| {
-                w.string(&t.name);
-                w.array(&t.partitions, |w, p| {
-                    w.u32(p.partition);
-                    w.i64(p.timestamp_ms);
-                });
-            }),
-            Request::RegisterBroker(b) => write_broker(w, b),
-            Request::ClusterStatus => {}
-        }
-    }
-
-    /// Decodes the body of a request to `api`; every byte must be used.
-    pub fn decode(api: ApiKey, r: &mut Reader) -> Result<Request, DecodeError> {
-        let req = match api {
-            ApiKey::ApiVersions => Request::ApiVersions,
-            ApiKey::Metadata => Request::Metadata(MetadataRequest {
-                topics: r.option("topics", |r| {
-                    r.array("topics", MIN_STRING, |r| r.string("topic name"))
-                })?,
-            }),
-            ApiKey::CreateTopics => Request::CreateTopics(CreateTopicsRequest {
-                topics: r.array("topics", MIN_STRING + 10, |r| {
-                    Ok(NewTopic {
-                        name: r.string("topic name")?,
-                        partitions: r.u32("partitions")?,
-                        replication_factor: r.u16("replication factor")?,
-                        configs: r.array("configs", 2 * MIN_STRING, |r| {
-                            Ok((r.string("config key")?, r.string("config value")?))
-                        })?,
-                    })
-                })?,
-                timeout_ms: r.u32("timeout")?,
-            }),
-            ApiKey::DeleteTopics => Request::DeleteTopics(DeleteTopicsRequest {
-                names: r.array("topics", MIN_STRING, |r| r.string("topic name"))?,
-                timeout_ms: r.u32("timeout")?,
-            }),
-            ApiKey::Produce => Request::Produce(ProduceRequest {
-                acks: r.i8("acks")?,
-                timeout_ms: r.u32("timeout")?,
-                topics: r.array("topics", MIN_TOPIC, |r| {
-                    Ok(ProduceTopic {
-                        name: r.string("topic name")?,
-                        partitions: r.array("partitions", 8, |r| {
-                            Ok(ProducePartition {
-                                partition: r.u32("partition")?,
-                                records: r.chunks("records")?,
-                            })
-                        })?,
-                    })
-                })?,
-            }),
-            ApiKey::Fetch => Request::Fetch(FetchRequest {
-                max_wait_ms: r.u32("max wait")?,
-                min_bytes: r.u32("min bytes")?,
-                max_bytes: r.u32("max bytes")?,
-                topics: r.array("topics", MIN_TOPIC, |r| {
-                    Ok(FetchTopic {
-                        name: r.string("topic name")?,
-                        partitions: r.array("partitions", 16, |r| {
-                            Ok(FetchPartition {
-                                partition: r.u32("partition")?,
-                                fetch_offset: r.u64("fetch offset")?,
-                                partition_max_bytes: r.u32("partition max bytes")?,
-                            })
-                        })?,
-                    })
-                })?,
-            }),
-            ApiKey::ListOffsets => Request::ListOffsets(ListOffsetsRequest {
-                topics: r.array("topics", MIN_TOPIC, |r| {
-                    Ok(ListOffsetsTopic {
-                        name: r.string("topic name")?,
-                        partitions: r.array("partitions", 12, |r| {
-                            Ok(ListOffsetsPartition {
-                                partition: r.u32("partition")?,
-                                timestamp_ms: r.i64("timestamp")?,
-                            })
-                        })?,
-                    })
-                })?,
-            }),
-            ApiKey::RegisterBroker => Request::RegisterBroker(read_broker(r)?),
-            ApiKey::ClusterStatus => Request::ClusterStatus,
-        };
-        r.finish()?;
-        Ok(req)
-    }
 }
 
 impl Response {
