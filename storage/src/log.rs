@@ -136,6 +136,23 @@ impl Log {
         clock: Arc<dyn Clock>,
         committed: RaftIndex,
     ) -> Result<Log, LogError> {
+        Self::open_from(dir, config, clock, RaftIndex(0), committed)
+    }
+
+    /// As [`Log::open_committed_through`], for a log that needs nothing
+    /// before `start` (a replica's first index after its snapshot point).
+    /// Segments wholly before it are removed first: retention or a snapshot
+    /// install took them and a crash came before their unlink reached the
+    /// disk. Left in place, such a segment would sit before a gap (the
+    /// entries between it and the log start were taken with it, or never
+    /// held here) that recovery must count as a hole in committed entries.
+    pub fn open_from(
+        dir: impl AsRef<Path>,
+        config: LogConfig,
+        clock: Arc<dyn Clock>,
+        start: RaftIndex,
+        committed: RaftIndex,
+    ) -> Result<Log, LogError> {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(LogError::io("create log directory", &dir))?;
@@ -165,6 +182,27 @@ impl Log {
             }
         }
         bases.sort_by_key(|&(o, i)| (i, o));
+        // A segment's entries end before the next one's base: when that base
+        // is at or before `start`, none of them is needed.
+        let below = bases.windows(2).take_while(|w| w[1].1 <= start).count();
+        for &(o, i) in &bases[..below] {
+            let paths = SegmentPaths::new(&dir, o, i);
+            tracing::info!(
+                segment = %paths.log.display(),
+                %start,
+                "removing a segment left before the log start"
+            );
+            for p in [&paths.log, &paths.index, &paths.timeindex] {
+                match std::fs::remove_file(p) {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                    Err(e) => {
+                        return Err(LogError::io("remove segment before the log start", p)(e));
+                    }
+                }
+            }
+        }
+        bases.drain(..below);
         let mut log = Log {
             dir,
             config,

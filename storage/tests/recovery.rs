@@ -495,3 +495,44 @@ fn a_second_open_of_the_same_directory_is_refused() {
     let _log = Log::open(dir.path(), LogConfig::default()).unwrap();
     assert!(Log::open(dir.path(), LogConfig::default()).is_err());
 }
+
+#[test]
+fn segments_left_before_the_log_start_are_removed_not_taken_for_a_hole() {
+    // Retention (or a snapshot install) took the first two segments and a
+    // crash came before the first one's unlink reached the disk: it sits
+    // before a gap, and every entry after the gap was committed.
+    let (dir, _sizes, bases) = three_segments();
+    let logs = files_with_ext(dir.path(), "log");
+    let (first, second, third) = (logs[0].clone(), &logs[1], logs[2].clone());
+    fs::remove_file(second).unwrap();
+    remove_indexes(second);
+    let committed = RaftIndex(u64::MAX);
+    let clock: std::sync::Arc<dyn rill_storage::Clock> =
+        std::sync::Arc::new(rill_storage::SystemClock);
+    assert!(
+        matches!(
+            Log::open_committed_through(dir.path(), small_config(), clock.clone(), committed),
+            Err(LogError::Hole { .. })
+        ),
+        "without the log start, the gap is a hole in committed entries"
+    );
+    let start = bases[2].1;
+    let log = Log::open_from(dir.path(), small_config(), clock, start, committed).unwrap();
+    assert_eq!(log.first_raft_index(), start);
+    assert_eq!(log.log_start_offset(), bases[2].0);
+    assert_eq!(files_with_ext(dir.path(), "log"), vec![third]);
+    assert!(!first.exists(), "the segment before the start is gone");
+}
+
+#[test]
+fn segments_reaching_the_log_start_are_kept() {
+    // The start falls inside the second segment: it and everything after
+    // it are the log; only the first lies wholly before the start.
+    let (dir, _sizes, bases) = three_segments();
+    let clock: std::sync::Arc<dyn rill_storage::Clock> =
+        std::sync::Arc::new(rill_storage::SystemClock);
+    let start = RaftIndex(bases[1].1.get() + 1);
+    let log = Log::open_from(dir.path(), small_config(), clock, start, RaftIndex(0)).unwrap();
+    assert_eq!(log.first_raft_index(), bases[1].1);
+    assert_eq!(files_with_ext(dir.path(), "log").len(), 2);
+}

@@ -107,7 +107,16 @@ impl ReplicaLog {
     ) -> Result<ReplicaLog, ReplicationError> {
         // A hole past the saved commit is an unsynced tail: cut, and sent
         // again by the leader. One at or below it lost committed entries.
-        let log = Log::open_committed_through(dir, config, clock, state.hard.commit)?;
+        // Segments before the snapshot point are not part of the log
+        // (retention or a snapshot install took them; a crash came before
+        // their unlink reached the disk).
+        let log = Log::open_from(
+            dir,
+            config,
+            clock,
+            state.truncated.index.next(),
+            state.hard.commit,
+        )?;
         // What a store loads is what its disk holds (a file store syncs a
         // state found unsynced before handing it out).
         let term_vote = (state.hard.term, state.hard.vote);
