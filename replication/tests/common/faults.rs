@@ -60,10 +60,27 @@ impl Sim {
     /// has it can no longer agree with the new leader; the simulator does
     /// not cut power then.
     pub(super) fn others_hold_every_commit(&self, b: BrokerId) -> bool {
+        self.others_hold_every_commit_given(b, None)
+    }
+
+    /// As [`Sim::others_hold_every_commit`], while `b`'s node is out of
+    /// the broker running a round (`driving`): its commit may have moved
+    /// since the round began.
+    pub(super) fn others_hold_every_commit_given(
+        &self,
+        b: BrokerId,
+        driving: Option<&Node>,
+    ) -> bool {
         self.members
             .iter()
             .filter(|(_, members)| members.contains(&b))
             .all(|(g, members)| {
+                // A replica closed in the middle of a round reports no
+                // commit until it reopens: what it counted committed is
+                // not known, so no power cut.
+                if self.brokers.values().any(|br| br.closed.contains(g)) {
+                    return false;
+                }
                 let term_at = |m: &BrokerId, index: RaftIndex| {
                     let log = self.brokers[m].logs.get(g)?;
                     log.term_of(index).ok()
@@ -71,7 +88,10 @@ impl Sim {
                 let highest = members
                     .iter()
                     .filter_map(|m| {
-                        let node = self.brokers[m].node.as_ref()?;
+                        let node = match driving {
+                            Some(n) if *m == b => n,
+                            _ => self.brokers[m].node.as_ref()?,
+                        };
                         let commit = node.status(*g)?.commit;
                         Some((commit, *m))
                     })

@@ -174,7 +174,14 @@ impl RoundIo for SimIo<'_> {
         // A round that installed a snapshot is a window worth cutting power
         // in: crashes there are made likelier.
         let in_install = self.may_crash && !self.installed.is_empty() && self.sim.rng.chance(250);
-        if (self.crash_at_sync && unsynced) || in_install {
+        // With fsync=false, the round may have committed entries since it
+        // began that not every other replica holds: a power cut now could
+        // take the only other copy (see `Sim::may_crash_broker`).
+        let allowed = self.sim.config.fsync
+            || self
+                .sim
+                .others_hold_every_commit_given(self.b, Some(&self.node));
+        if ((self.crash_at_sync && unsynced) || in_install) && allowed {
             // A power cut while the round's writes sit unsynced in the
             // page cache; what the round let out before is already sent.
             // The node goes with the broker: what it makes of the missing
