@@ -185,7 +185,6 @@ fn run() -> anyhow::Result<()> {
         .build()?;
     runtime.block_on(async move {
         let id = config.node_id;
-        let data_arrived = Arc::new(tokio::sync::Notify::new());
         let identity = Identity::load_or_create(&config.data_dir, id)?;
         tracing::info!(incarnation = %identity.incarnation, rejoining = identity.rejoining, "data directory identity");
         let cluster = Arc::new(std::sync::OnceLock::new());
@@ -236,10 +235,8 @@ fn run() -> anyhow::Result<()> {
             },
             max_partition_replicas: config.max_partition_replicas,
         };
-        let arrived = Arc::clone(&data_arrived);
         let (raft, published) =
-            tokio::task::spawn_blocking(move || raft::start(raft_config, arrived, transport))
-                .await??;
+            tokio::task::spawn_blocking(move || raft::start(raft_config, transport)).await??;
         tokio::spawn(raft::tick(raft.clone()));
         tokio::spawn(raft::forward_inbound(inbound_rx, raft.clone()));
         let listener = TcpListener::bind(config.listen)
@@ -259,7 +256,6 @@ fn run() -> anyhow::Result<()> {
             port,
             raft.clone(),
             published,
-            data_arrived,
             config.limits.clone(),
         ));
         // Tell the controller where clients reach this broker, and again

@@ -51,7 +51,7 @@ use rill_replication::{
     ReplicationError, SyncRound, SyncedRound,
 };
 use rill_storage::{RaftIndex, SystemClock, Term};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::Identity;
 use crate::janitor::Janitor;
@@ -254,7 +254,6 @@ impl RaftHandle {
 /// `transport` carries messages to peers (none for a cluster of one).
 pub fn start(
     config: RaftConfig,
-    data_arrived: Arc<Notify>,
     transport: Option<Transport>,
 ) -> Result<(RaftHandle, Arc<Published>), ReplicationError> {
     let (tx, rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
@@ -300,7 +299,6 @@ pub fn start(
         sync_queued: None,
         config,
         commands: rx,
-        data_arrived,
         published: Arc::clone(&published),
         transport,
         controller_log: None,
@@ -399,7 +397,6 @@ struct RaftLoop {
     sync_queued: Option<SyncRound>,
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
-    data_arrived: Arc<Notify>,
     published: Arc<Published>,
     transport: Option<Transport>,
     controller_log: Option<ReplicaLogReader>,
