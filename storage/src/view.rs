@@ -433,10 +433,17 @@ impl PublishedSegments {
     pub(crate) fn publish(&self, segments: Arc<[Arc<SegmentView>]>) {
         // A poisoned lock still holds a whole pointer: nothing runs under
         // it that could leave one half-written.
-        *self
-            .segments
-            .write()
-            .unwrap_or_else(std::sync::PoisonError::into_inner) = segments;
+        let old = std::mem::replace(
+            &mut *self
+                .segments
+                .write()
+                .unwrap_or_else(std::sync::PoisonError::into_inner),
+            segments,
+        );
+        // Dropped once the lock is released: the old list may hold the
+        // last reference to a segment taken out, whose file is closed and
+        // mapping unmapped as it goes.
+        drop(old);
     }
 
     fn load(&self) -> Arc<[Arc<SegmentView>]> {
