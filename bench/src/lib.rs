@@ -2,7 +2,8 @@
 //!
 //! [`workload`] runs the produce, consume and end-to-end workloads over
 //! `rill-client`; [`report`] turns their counts and latency histograms into
-//! the table and the one-line JSON summary. Micro-benchmarks of the storage
+//! the table and the one-line JSON summary; [`parked`] measures what fetches
+//! parked on many idle partitions cost the broker. Micro-benchmarks of the storage
 //! engine live in `storage/benches`.
 //!
 //! Latency is per record, in microseconds: from `send` to acknowledgement
@@ -10,5 +11,6 @@
 //! first 8 bytes of its value, microseconds since the epoch) to its arrival
 //! at a consumer for `e2e`.
 
+pub mod parked;
 pub mod report;
 pub mod workload;

@@ -2,6 +2,8 @@
 //!
 //! `rill-bench produce|consume|e2e [flags]` prints a table at the end, and
 //! with `--json` one JSON object as the last line of standard output.
+//! `rill-bench parked-fetch --broker-pid PID [flags]` prints one line and
+//! one JSON object.
 
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
@@ -34,6 +36,10 @@ enum Workload {
     Consume,
     /// Producers and consumers at once: latency from send to arrival.
     E2e,
+    /// A fetch parked on every partition of a topic (spread over
+    /// `--connections`) while one partition is written at `--rate`: the
+    /// broker's CPU time (`--broker-pid`) over `--duration-s`.
+    ParkedFetch,
 }
 
 #[derive(Debug, clap::Args)]
@@ -94,6 +100,15 @@ struct Flags {
     /// Print one JSON summary as the last line of standard output.
     #[arg(long, global = true)]
     json: bool,
+    /// `parked-fetch`: connections the parked fetches are spread over.
+    #[arg(long, global = true, default_value_t = 10)]
+    connections: u32,
+    /// `parked-fetch`: the broker's process id, whose CPU time is read.
+    #[arg(long, global = true)]
+    broker_pid: Option<u32>,
+    /// `parked-fetch`: seconds the fetches stay parked before measuring.
+    #[arg(long, global = true, default_value_t = 3)]
+    settle_s: u64,
 }
 
 fn main() {
@@ -106,6 +121,26 @@ fn main() {
 fn run() -> anyhow::Result<()> {
     let cli = Cli::parse();
     let f = cli.flags;
+    if let Workload::ParkedFetch = cli.workload {
+        let options = rill_bench::parked::ParkedOptions {
+            bootstrap: f.bootstrap,
+            topic: f.topic,
+            partitions: f.partitions,
+            connections: f.connections,
+            rate_msgs_per_s: f.rate,
+            duration: Duration::from_secs(f.duration_s.unwrap_or(20)),
+            settle: Duration::from_secs(f.settle_s),
+            broker_pid: f
+                .broker_pid
+                .context("parked-fetch reads the broker's CPU time: give --broker-pid")?,
+        };
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .enable_all()
+            .build()?;
+        let report = runtime.block_on(rill_bench::parked::run(&options))?;
+        print!("{}", report.lines(&options));
+        return Ok(());
+    }
     let topic_configs = f
         .topic_configs
         .iter()
@@ -175,6 +210,7 @@ fn run() -> anyhow::Result<()> {
             Workload::Produce => workload::produce(&options, Arc::clone(&progress)).await,
             Workload::Consume => workload::consume(&options, Arc::clone(&progress)).await,
             Workload::E2e => workload::e2e(&options, Arc::clone(&progress)).await,
+            Workload::ParkedFetch => unreachable!("parked-fetch returned above"),
         };
         ticker.abort();
         result

@@ -185,7 +185,6 @@ fn run() -> anyhow::Result<()> {
         let threads = &mut threads;
         let mut tasks = Tasks::default();
         let id = config.node_id;
-        let data_arrived = Arc::new(tokio::sync::Notify::new());
         let identity = Identity::load_or_create(&config.data_dir, id)?;
         tracing::info!(incarnation = %identity.incarnation, rejoining = identity.rejoining, "data directory identity");
         let cluster = Arc::new(std::sync::OnceLock::new());
@@ -236,12 +235,10 @@ fn run() -> anyhow::Result<()> {
             },
             max_partition_replicas: config.max_partition_replicas,
         };
-        let arrived = Arc::clone(&data_arrived);
         let janitor = threads.start_janitor(&config.data_dir)?;
-        let opened = tokio::task::spawn_blocking(move || {
-            raft::open(raft_config, arrived, transport, janitor)
-        })
-        .await??;
+        let opened =
+            tokio::task::spawn_blocking(move || raft::open(raft_config, transport, janitor))
+                .await??;
         let (raft, published) = threads.start_raft(opened)?;
         tasks.start_raft_feeders(&raft, inbound_rx);
         let listener = TcpListener::bind(config.listen)
@@ -261,7 +258,6 @@ fn run() -> anyhow::Result<()> {
             port,
             raft.clone(),
             published,
-            data_arrived,
             config.limits.clone(),
         ));
         tasks.start_serving(listener, &broker, config.retention_check_ms);

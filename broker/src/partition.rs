@@ -4,12 +4,18 @@
 //!
 //! The Raft thread ([`crate::raft`]) publishes what each round did on
 //! the watch channels here; produce handlers wait on them for their `acks`
-//! level and fetches read below the high watermark. Invariants: the high
-//! watermark and the applied index only grow; a record below the high
-//! watermark is committed (a majority of replicas has it, persisted in the
-//! topic's durability mode) and never changes.
+//! level, fetches read below the high watermark, and a parked fetch waits
+//! on the high watermarks and leadership of its own partitions
+//! ([`PartitionWatch`]). Reads never take the lock the Raft thread holds
+//! while it writes the log. Invariants: the high watermark and the applied
+//! index only grow; a record below the high watermark is committed (a
+//! majority of replicas has it, persisted in the topic's durability mode)
+//! and never changes.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::task::Poll;
 
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
@@ -87,6 +93,48 @@ impl TimestampBounds {
                 .before_max_ms
                 .is_none_or(|max| behind <= i128::from(max))
     }
+}
+
+/// What a parked fetch waits on for one partition: its high watermark and
+/// its leadership (a leader that stepped down or a replica that failed
+/// answers at once), as they were when the watch was taken. Holds no
+/// reference to the partition: a partition dropped meanwhile counts as a
+/// change.
+#[derive(Debug)]
+pub struct PartitionWatch {
+    high_watermark: watch::Receiver<u64>,
+    leadership: watch::Receiver<Leadership>,
+}
+
+impl PartitionWatch {
+    /// Resolves once the high watermark or the leadership changed since the
+    /// watch was taken, or the partition is gone.
+    pub async fn changed(&mut self) {
+        tokio::select! {
+            _ = self.high_watermark.changed() => {}
+            _ = self.leadership.changed() => {}
+        }
+    }
+}
+
+/// Resolves once any of `watches` changed (see
+/// [`PartitionWatch::changed`]); never, for none. The task is woken only by
+/// these partitions; each wake polls them all (as many as the fetch's
+/// partitions, which [`crate::limits::ClientLimits`] bounds).
+pub async fn any_changed(watches: &mut [PartitionWatch]) {
+    let mut waits: Vec<Pin<Box<dyn Future<Output = ()> + Send + '_>>> = watches
+        .iter_mut()
+        .map(|w| Box::pin(w.changed()) as Pin<Box<dyn Future<Output = ()> + Send + '_>>)
+        .collect();
+    std::future::poll_fn(|cx| {
+        for wait in &mut waits {
+            if wait.as_mut().poll(cx).is_ready() {
+                return Poll::Ready(());
+            }
+        }
+        Poll::Pending
+    })
+    .await
 }
 
 /// A request to the Raft thread to stop a replica whose reads failed.
@@ -392,10 +440,23 @@ impl Partition {
         }
     }
 
+    /// A watch of this partition's high watermark and leadership, for a
+    /// fetch about to read it and park.
+    pub fn watch(&self) -> PartitionWatch {
+        PartitionWatch {
+            high_watermark: self.high_watermark.subscribe(),
+            leadership: self.leadership.subscribe(),
+        }
+    }
+
     /// Whole batches from `offset`, up to `max_bytes` (at least one), below
     /// the high watermark, with the high watermark and log start offset.
-    /// Only the leader serves reads.
+    /// Only the leader serves reads. Never waits for the Raft thread: the
+    /// log is read through the view it publishes.
     pub fn read(&self, offset: u64, max_bytes: u64) -> Result<(Vec<Bytes>, u64, u64), ErrorCode> {
+        // Loaded before the log's view is taken: the entries below it are
+        // committed, so the view holds them as they are, whatever a
+        // truncation cut or wrote since (see `ReplicaLogReader::fetch`).
         let hw = self.high_watermark();
         // The bounds and the batches are read together: retention may move
         // the log start between two looks.
@@ -570,6 +631,59 @@ mod tests {
         assert!(!bounds.admit(&header_stamped(i64::MIN, i64::MAX), now));
         let none = TimestampBounds::default();
         assert!(none.admit(&header_stamped(i64::MIN, i64::MAX), now));
+    }
+
+    /// Polls `f` once, with a waker that does nothing: whether it is ready
+    /// now, without waiting for anything.
+    fn ready_now(f: Pin<&mut impl Future<Output = ()>>) -> bool {
+        let mut cx = std::task::Context::from_waker(std::task::Waker::noop());
+        f.poll(&mut cx).is_ready()
+    }
+
+    #[test]
+    fn a_fetch_parked_on_one_partition_is_not_woken_by_commits_on_another() {
+        let (dir_a, dir_b) = (
+            tempfile::tempdir().expect("temp dir"),
+            tempfile::tempdir().expect("temp dir"),
+        );
+        let (a, b) = (partition(dir_a.path()), partition(dir_b.path()));
+        let mut watches = vec![a.watch()];
+        let parked = any_changed(&mut watches);
+        let mut parked = std::pin::pin!(parked);
+        assert!(!ready_now(parked.as_mut()), "nothing moved yet");
+        b.set_committed(RaftIndex(1), Offset(10));
+        b.set_leader(Some(BrokerId(1)), true, Term(2));
+        assert!(
+            !ready_now(parked.as_mut()),
+            "B's commit and leadership are not A's"
+        );
+        a.set_committed(RaftIndex(1), Offset(10));
+        assert!(
+            ready_now(parked.as_mut()),
+            "A's commit wakes the fetch parked on A"
+        );
+    }
+
+    #[test]
+    fn a_fetch_parked_on_a_partition_wakes_when_its_leadership_changes_or_it_is_dropped() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = partition(dir.path());
+        let mut watches = vec![a.watch()];
+        a.set_leader(None, false, Term(3));
+        assert!(ready_now(std::pin::pin!(any_changed(&mut watches))));
+        let mut watches = vec![a.watch()];
+        drop(a);
+        assert!(ready_now(std::pin::pin!(any_changed(&mut watches))));
+    }
+
+    #[test]
+    fn a_parked_fetch_sees_a_commit_made_between_its_watch_and_its_wait() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let a = partition(dir.path());
+        let mut watches = vec![a.watch()];
+        // The read found nothing; the commit lands before the fetch parks.
+        a.set_committed(RaftIndex(1), Offset(1));
+        assert!(ready_now(std::pin::pin!(any_changed(&mut watches))));
     }
 
     #[test]

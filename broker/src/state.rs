@@ -16,7 +16,6 @@ use rill_client::protocol::messages::{
 };
 use rill_client::protocol::{Request, Response};
 use rill_replication::BrokerId;
-use tokio::sync::Notify;
 
 use crate::error::BrokerError;
 use crate::limits::ClientLimits;
@@ -63,8 +62,6 @@ pub struct Broker {
     pub raft: RaftHandle,
     /// What the Raft thread publishes: metadata, replicas, the controller.
     pub published: Arc<Published>,
-    /// Woken whenever a high watermark moves, for parked fetches.
-    pub data_arrived: Arc<Notify>,
     /// What clients may make this broker hold.
     pub limits: ClientLimits,
     /// Connections to controllers for forwarded admin requests, by
@@ -80,7 +77,6 @@ impl Broker {
         advertised_port: u16,
         raft: RaftHandle,
         published: Arc<Published>,
-        data_arrived: Arc<Notify>,
         limits: ClientLimits,
     ) -> Broker {
         Broker {
@@ -89,7 +85,6 @@ impl Broker {
             advertised_port,
             raft,
             published,
-            data_arrived,
             limits,
             forward: Mutex::default(),
         }

@@ -354,6 +354,49 @@ fn a_parked_fetch_does_not_hold_up_a_produce_on_the_same_connection() {
 }
 
 #[test]
+fn a_parked_fetch_is_answered_when_its_own_partition_is_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut producer = broker.connect();
+    assert_eq!(producer.create_topic("t", 2, &[]).error, ErrorCode::None);
+    let mut consumer = broker.connect();
+    // Well before the fetch's longest wait (30 s): an answer within it
+    // came from the write, not from the wait running out.
+    consumer
+        .stream
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let fetch_id = consumer.send(&fetch_request("t", 0, 0, 30_000));
+    // Answered after the fetch was routed: it is parked, or about to be.
+    consumer.call(Request::ApiVersions);
+    // Another partition moves; then the fetch's own.
+    let other = producer.produce("t", 1, -1, batch(&values(0..5), 0));
+    assert_eq!(other.error, ErrorCode::None);
+    let own = producer.produce("t", 0, -1, batch(&values(0..3), 0));
+    assert_eq!(own.error, ErrorCode::None);
+    let frame = consumer
+        .read_frame()
+        .expect("the parked fetch is answered once its partition is written");
+    let (h, r) = decode_response(frame, ApiKey::Fetch).unwrap();
+    assert_eq!(h.correlation_id, fetch_id);
+    let Some(Response::Fetch(f)) = r else {
+        panic!("a fetch response")
+    };
+    let p = &f.topics[0].partitions[0];
+    assert_eq!(p.error, ErrorCode::None);
+    let got: Vec<String> = rill_storage::batches_of(&p.records, usize::MAX)
+        .flat_map(|b| {
+            let b = b.unwrap();
+            b.verify_crc().unwrap();
+            b.records()
+                .map(|r| String::from_utf8(r.unwrap().value.unwrap().to_vec()).unwrap())
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(got, values(0..3));
+}
+
+#[test]
 fn produce_requests_pipelined_on_one_connection_are_appended_in_the_order_sent() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path());

@@ -2,14 +2,18 @@
 //! lookups and file checks run on other threads than the one that writes
 //! the log (the Raft thread, through [`crate::storage::ReplicaLog`]).
 //!
-//! [`ReplicaLogReader`] takes the log's lock for each call, for in-memory
-//! work only (index lookups, slicing the mapping), but for
-//! [`ReplicaLogReader::flush`] at shutdown; it appends, truncates and
-//! resets nothing. Each call reads under one lock, so what one call
-//! answers agrees with itself; two calls may see the log move in between.
+//! Fetches and the log's bounds ([`ReplicaLogReader::fetch`],
+//! [`ReplicaLogReader::log_start_offset`], [`ReplicaLogReader::next_offset`])
+//! read the segments the log publishes ([`rill_storage::LogReader`]) and
+//! never take the lock the writer holds while it appends: a fetch never
+//! waits behind a write, nor a write behind a fetch. The other calls take
+//! the log's lock, for in-memory work only (index lookups, `pread` of a
+//! header), but for [`ReplicaLogReader::flush`] at shutdown. The reader
+//! appends, truncates and resets nothing. What one call answers agrees
+//! with itself; two calls may see the log move in between.
 
 use bytes::Bytes;
-use rill_storage::{LogError, LogPosition, Offset, RaftIndex, RecordBatch, Term};
+use rill_storage::{LogError, LogPosition, LogReader, Offset, RaftIndex, RecordBatch, Term};
 
 use crate::storage::{SharedLog, lock};
 
@@ -18,10 +22,12 @@ use crate::storage::{SharedLog, lock};
 #[derive(Debug, Clone)]
 pub struct ReplicaLogReader {
     log: SharedLog,
+    /// The same log's published segments, read without its lock.
+    view: LogReader,
 }
 
-/// What [`ReplicaLogReader::fetch`] found, read under one lock: the log's
-/// bounds when it looked, and the batches it read.
+/// What [`ReplicaLogReader::fetch`] found, read from one published view of
+/// the log: its bounds when it looked, and the batches it read.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Fetched {
     /// The log start offset.
@@ -37,17 +43,20 @@ pub struct Fetched {
 impl ReplicaLogReader {
     /// A reader of `log`.
     pub(crate) fn new(log: SharedLog) -> ReplicaLogReader {
-        ReplicaLogReader { log }
+        let view = lock(&log).reader();
+        ReplicaLogReader { log, view }
     }
 
-    /// The first offset still stored (moved by retention).
+    /// The first offset still stored (moved by retention). Never waits for
+    /// the writer.
     pub fn log_start_offset(&self) -> Offset {
-        lock(&self.log).log_start_offset()
+        self.view.log_start_offset()
     }
 
-    /// The offset the next record will take (the log end offset).
+    /// The offset the next record will take (the log end offset). Never
+    /// waits for the writer.
     pub fn next_offset(&self) -> Offset {
-        lock(&self.log).next_offset()
+        self.view.next_offset()
     }
 
     /// The first Raft index still stored.
@@ -79,22 +88,20 @@ impl ReplicaLogReader {
     /// The log's bounds and, when `from` lies within them and not past
     /// `limit` (a high watermark), whole batches from `from` whose records
     /// all lie below `limit`, up to `max_bytes` (at least one; see
-    /// [`rill_storage::Log::read_below`]). The bounds and the batches are
-    /// read under one lock, so they agree. The batches are views of the
-    /// files' mappings, for the kernel to copy.
+    /// [`rill_storage::LogReader::read_below`]). The bounds and the batches
+    /// come from one published view, so they agree; the writer's lock is
+    /// never taken. The batches are views of the files' mappings, for the
+    /// kernel to copy.
+    ///
+    /// A `limit` that is a high watermark must be loaded before the call:
+    /// the entries below it are then the ones the view holds, whatever was
+    /// truncated or written since.
     pub fn fetch(&self, from: Offset, max_bytes: u64, limit: Offset) -> Result<Fetched, LogError> {
-        let log = lock(&self.log);
-        let log_start = log.log_start_offset();
-        let log_end = log.next_offset();
-        let batches = if from < log_start || from > log_end || from > limit {
-            Vec::new()
-        } else {
-            log.read_below(from, max_bytes, limit)?
-        };
+        let read = self.view.read_below(from, max_bytes, limit)?;
         Ok(Fetched {
-            log_start,
-            log_end,
-            batches,
+            log_start: read.log_start,
+            log_end: read.log_end,
+            batches: read.batches,
         })
     }
 

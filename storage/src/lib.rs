@@ -6,6 +6,8 @@
 //!   offset, Raft index and time; append, read, truncate, roll, retention,
 //!   and durability as a separate step ([`SyncPlan`]) so callers group-commit.
 //! - Recovery on open keeps the longest valid prefix after any crash.
+//! - [`LogReader`]: reads from other threads through the segments the log
+//!   publishes, never waiting for its writer.
 //!
 //! Lives here because it is the lowest crate that needs them: the newtypes
 //! [`Offset`], [`RaftIndex`] and [`Term`].
@@ -27,6 +29,7 @@ mod sync;
 mod timeindex;
 mod types;
 pub mod varint;
+mod view;
 
 pub use crate::batch::{Batches, Header, MAX_BATCH_BYTES_DEFAULT, Record, RecordBatch};
 pub use crate::builder::{BatchBuilder, NewRecord, ProducerStamp, control_batch};
@@ -39,3 +42,4 @@ pub use crate::retention::RetentionOutcome;
 pub use crate::span::FileSpan;
 pub use crate::sync::{SyncDone, SyncPlan};
 pub use crate::types::{Offset, RaftIndex, Term};
+pub use crate::view::{LogRead, LogReader};

@@ -4,7 +4,8 @@
 //! the log, or given by a leader for a replica), zero-copy reads by offset
 //! and by Raft index, lookups by time, rolling, suffix truncation, retention
 //! (see [`crate::retention`]) and durability as a step of its own (see
-//! [`crate::sync`]).
+//! [`crate::sync`]). Other threads read it through [`Log::reader`], the view
+//! it publishes (see [`crate::view`]), never through the writer.
 //!
 //! Invariants, asserted where data is written and checked again on open:
 //! - segments are ordered and seamless: each starts at the offset and Raft
@@ -32,6 +33,7 @@ use crate::error::{BatchError, LogError};
 use crate::recovery::{Expect, open_segment};
 use crate::segment::{Segment, SegmentPaths, parse_segment_name};
 use crate::types::{Offset, RaftIndex, Term};
+use crate::view::{LogReader, PublishedSegments, SegmentView};
 
 /// A point in the log: the next offset and the next Raft index to be written
 /// there.
@@ -84,6 +86,9 @@ pub struct Log {
     pub(crate) truncations: u64,
     /// Everything before this position is durable.
     pub(crate) durable: LogPosition,
+    /// The segments as readers see them ([`Log::reader`]): republished
+    /// whenever one is created or taken out.
+    published: Arc<PublishedSegments>,
     /// Held for the life of the log: one process per directory.
     _lock: File,
 }
@@ -215,10 +220,12 @@ impl Log {
                 offset: Offset(0),
                 raft_index: RaftIndex(1),
             },
+            published: Arc::new(PublishedSegments::new(Arc::new([]))),
             _lock: lock,
         };
         log.recover_segments(&bases, committed)?;
         log.durable = log.end();
+        log.publish_segments();
         Ok(log)
     }
 
@@ -365,6 +372,20 @@ impl Log {
             }
         }
         Ok(None)
+    }
+
+    /// Publishes the current segment list to readers (after a segment was
+    /// created or taken out; appends publish their end themselves).
+    pub(crate) fn publish_segments(&self) {
+        let list: Arc<[Arc<SegmentView>]> =
+            self.segments.iter().map(|s| Arc::clone(&s.view)).collect();
+        self.published.publish(list);
+    }
+
+    /// A reader of this log for other threads, which never waits for the
+    /// writer (see [`crate::view`]).
+    pub fn reader(&self) -> LogReader {
+        LogReader::new(Arc::clone(&self.published))
     }
 
     /// The directory the log lives in.
@@ -588,13 +609,8 @@ impl Log {
         self.active_mut().seal();
         self.segments.push_back(seg);
         self.dir_generation += 1;
+        self.publish_segments();
         Ok(())
-    }
-
-    /// Index of the first segment holding data at or after `offset`.
-    fn segment_for_offset(&self, offset: Offset) -> usize {
-        self.segments
-            .partition_point(|s| s.tail.next_offset <= offset)
     }
 
     /// Reads whole batches from the one holding `from`, up to the log end,
@@ -629,29 +645,9 @@ impl Log {
                 log_end: end,
             });
         }
-        let mut out = Vec::new();
-        let mut budget = max_bytes;
-        let first = self.segment_for_offset(from);
-        for (i, seg) in self.segments.iter().enumerate().skip(first) {
-            let (pos, header) = if i == first {
-                match seg.batch_for_offset(from)? {
-                    Some((p, h)) => (p, Some(h)),
-                    None => continue,
-                }
-            } else {
-                (0, None)
-            };
-            let span_end = seg.span_end(pos, header, budget, limit, out.is_empty())?;
-            if span_end == pos {
-                break;
-            }
-            out.push(seg.bytes(pos, span_end)?);
-            budget = budget.saturating_sub(span_end - pos);
-            if budget == 0 || span_end < seg.tail.position {
-                break;
-            }
-        }
-        Ok(out)
+        // The writer publishes every change before it returns: its own
+        // reader sees exactly this log.
+        Ok(self.reader().read_below(from, max_bytes, limit)?.batches)
     }
 
     /// The stored batches with Raft indexes in `[from, to)`, at most
@@ -870,10 +866,19 @@ impl Log {
             debug_assert_eq!(seg.tail.next_raft_index, from);
             debug_assert_eq!(seg.tail.next_offset, cut_offset);
         }
-        let seg = Segment::create(&self.dir, cut_offset, from, prev_term, &self.config)?;
+        let seg = Segment::create(&self.dir, cut_offset, from, prev_term, &self.config);
+        let seg = match seg {
+            Ok(seg) => seg,
+            Err(e) => {
+                // Readers follow the log as far as the cut went.
+                self.publish_segments();
+                return Err(e);
+            }
+        };
         self.segments.push_back(seg);
         self.dir_generation += 1;
         self.durable = self.durable.min(self.end());
+        self.publish_segments();
         Ok(())
     }
 
@@ -919,6 +924,7 @@ impl Log {
         self.segments.push_back(seg);
         self.dir_generation += 1;
         self.durable = self.end();
+        self.publish_segments();
         let old = old
             .into_iter()
             .filter(|s| (s.base_offset, s.base_raft_index) != (next.offset, next.raft_index))

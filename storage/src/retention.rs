@@ -79,6 +79,7 @@ impl Log {
         }
         outcome.log_start_offset = self.log_start_offset();
         if outcome.segments_deleted > 0 {
+            self.publish_segments();
             tracing::debug!(dir = %self.dir().display(), ?outcome, "retention took segments");
         }
         (outcome, expired)

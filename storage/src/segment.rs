@@ -36,9 +36,10 @@ use crate::batch::{self, BatchHeader};
 use crate::config::LogConfig;
 use crate::error::LogError;
 use crate::index::{IndexFile, OffsetEntry};
-use crate::mapping::{SegmentMap, shared_bytes};
+use crate::mapping::SegmentMap;
 use crate::timeindex::TimeEntry;
 use crate::types::{Offset, RaftIndex, Term};
+use crate::view::SegmentView;
 
 /// The first step a new segment's file grows by, bytes.
 pub(crate) const FIRST_GROW_STEP_BYTES: u64 = 64 * 1024;
@@ -118,6 +119,9 @@ pub(crate) struct Segment {
     pub(crate) active: bool,
     /// `synced_end` when the index files were last written.
     indexes_persisted_end: u64,
+    /// What readers on other threads share of the segment: its end is
+    /// published here after every write (see [`crate::view`]).
+    pub(crate) view: Arc<SegmentView>,
 }
 
 /// Durable bytes an active segment accumulates between two writes of its
@@ -253,12 +257,22 @@ impl Segment {
             path: paths.log.clone(),
             reason: "not a segment file name".into(),
         })?;
+        let (file, map) = (Arc::new(file), Arc::new(map));
+        let view = SegmentView::new(
+            base_offset,
+            paths.log.clone(),
+            Arc::clone(&file),
+            Arc::clone(&map),
+            index.entries(),
+            tail.position,
+            tail.next_offset,
+        );
         let mut seg = Segment {
             base_offset,
             base_raft_index,
             paths,
-            file: Arc::new(file),
-            map: Arc::new(map),
+            file,
+            map,
             file_bytes,
             synced_end: tail.position,
             tail,
@@ -267,6 +281,7 @@ impl Segment {
             first_append_ms: None,
             active: true,
             indexes_persisted_end: 0,
+            view: Arc::new(view),
         };
         // Room for the first appends now rather than on the first append.
         // Best effort: on a full disk the log still opens for reading, and
@@ -288,12 +303,22 @@ impl Segment {
     ) -> Result<Segment, LogError> {
         let map = SegmentMap::map(&file, tail.position)
             .map_err(LogError::io("map segment", &paths.log))?;
+        let (file, map) = (Arc::new(file), Arc::new(map));
+        let view = SegmentView::new(
+            base.0,
+            paths.log.clone(),
+            Arc::clone(&file),
+            Arc::clone(&map),
+            index.entries(),
+            tail.position,
+            tail.next_offset,
+        );
         Ok(Segment {
             base_offset: base.0,
             base_raft_index: base.1,
             paths,
-            file: Arc::new(file),
-            map: Arc::new(map),
+            file,
+            map,
             file_bytes: tail.position,
             synced_end: tail.position,
             tail,
@@ -302,6 +327,7 @@ impl Segment {
             first_append_ms: None,
             active: false,
             indexes_persisted_end: 0,
+            view: Arc::new(view),
         })
     }
 
@@ -400,11 +426,13 @@ impl Segment {
             config.index_interval_bytes,
         ) {
             let relative_offset = (base_offset.0 - self.base_offset.0) as u32;
-            self.index.push(OffsetEntry {
+            let entry = OffsetEntry {
                 relative_offset,
                 relative_raft_index: (raft_index.0 - self.base_raft_index.0) as u32,
                 position: position as u32,
-            });
+            };
+            self.index.push(entry);
+            self.view.index.push(&entry);
             self.time_index.push(TimeEntry {
                 max_timestamp_before_ms: self.tail.max_timestamp_ms,
                 relative_offset,
@@ -420,60 +448,28 @@ impl Segment {
             max_timestamp_ms: self.tail.max_timestamp_ms.max(header.max_timestamp_ms),
             bytes_since_entry: self.tail.bytes_since_entry + len,
         };
+        // Written above: readers may have it now.
+        self.view
+            .publish_end(self.tail.position, self.tail.next_offset);
         Ok(position)
     }
 
     /// A `Damaged` error for this segment at `position`.
     fn damaged(&self, position: u64, reason: impl Into<String>) -> LogError {
-        LogError::Damaged {
-            path: self.paths.log.clone(),
-            position,
-            reason: reason.into(),
-        }
+        self.view.damaged(position, reason)
     }
 
-    /// Reads `buf.len()` bytes at `position` with `pread`: a file cut short
-    /// under the log answers an error here, where touching the mapping
-    /// would raise SIGBUS and take the whole process down.
+    /// Reads `buf.len()` bytes at `position` with `pread` (see
+    /// [`SegmentView::read_exact_at`]).
     fn read_exact_at(&self, buf: &mut [u8], position: u64) -> Result<(), LogError> {
-        use std::os::unix::fs::FileExt;
-        self.file.read_exact_at(buf, position).map_err(|e| {
-            if e.kind() == std::io::ErrorKind::UnexpectedEof {
-                self.damaged(
-                    position,
-                    format!(
-                        "the file ends inside the {} bytes read there, which the log wrote",
-                        buf.len()
-                    ),
-                )
-            } else {
-                LogError::io("read segment", &self.paths.log)(e)
-            }
-        })
+        self.view.read_exact_at(buf, position)
     }
 
     /// The header of the batch at `position`, which must be a batch start
     /// inside the written prefix. Read with `pread`, never from the
     /// mapping; a header that does not fit the written prefix is damage.
     pub(crate) fn header_at(&self, position: u64) -> Result<BatchHeader, LogError> {
-        assert!(
-            position < self.tail.position,
-            "headers are read inside the written prefix"
-        );
-        let mut head = [0u8; batch::HEADER_BYTES];
-        self.read_exact_at(&mut head, position)?;
-        let h = BatchHeader::decode(&head).map_err(|e| self.damaged(position, e.to_string()))?;
-        let len = h.batch_bytes();
-        if len < batch::HEADER_BYTES as u64 || position + len > self.tail.position {
-            return Err(self.damaged(
-                position,
-                format!(
-                    "a batch header there declares {len} bytes; the segment's batches end at byte {}",
-                    self.tail.position
-                ),
-            ));
-        }
-        Ok(h)
+        self.view.header_at(position, self.tail.position)
     }
 
     /// An owned copy of bytes `[start, end)` of the written prefix, read
@@ -492,33 +488,12 @@ impl Segment {
     /// Checks (`fstat`) that the file still holds every batch written to
     /// it: [`LogError::Damaged`] when something cut it short.
     pub(crate) fn verify_length(&self) -> Result<(), LogError> {
-        let file_bytes = self.current_file_bytes()?;
-        if file_bytes < self.tail.position {
-            return Err(self.damaged(
-                file_bytes,
-                format!(
-                    "the file is {file_bytes} bytes, shorter than the {} bytes of batches written",
-                    self.tail.position
-                ),
-            ));
-        }
-        Ok(())
+        self.view.verify_length(self.tail.position)
     }
 
-    /// The file's length now, bytes, from `fstat(2)`: on the append and
-    /// fetch paths, where `File::metadata` (`statx` asking for every field)
-    /// costs measurably more.
+    /// The file's length now, bytes, from `fstat(2)`.
     fn current_file_bytes(&self) -> Result<u64, LogError> {
-        let mut st = std::mem::MaybeUninit::<libc::stat>::uninit();
-        // SAFETY: fstat on an fd we own, writing into a buffer of its type.
-        if unsafe { libc::fstat(self.file.as_raw_fd(), st.as_mut_ptr()) } != 0 {
-            return Err(LogError::io("stat segment", &self.paths.log)(
-                std::io::Error::last_os_error(),
-            ));
-        }
-        // SAFETY: fstat succeeded, so it filled the buffer.
-        let st = unsafe { st.assume_init() };
-        Ok(u64::try_from(st.st_size).unwrap_or(0))
+        self.view.current_file_bytes()
     }
 
     /// Checks (`fstat`) that the file is still as long as the log grew it:
@@ -537,49 +512,11 @@ impl Segment {
         Ok(())
     }
 
-    /// Zero-copy bytes `[start, end)` of the written prefix.
-    ///
-    /// The file's length is checked (`fstat`) first, so a file cut short
-    /// under the log answers [`LogError::Damaged`] instead of handing out
-    /// pages past its end. The `Bytes` are for the kernel to copy (a
-    /// vectored write to a socket): a page that vanished after the check
-    /// makes that write fail with `EFAULT`, where a read of it from user
-    /// space would raise SIGBUS. Callers that look inside the bytes use
-    /// [`Segment::read_owned`].
+    /// Zero-copy bytes `[start, end)` of the written prefix, after `fstat`
+    /// shows the file still covers it (see [`SegmentView::bytes`]). Callers
+    /// that look inside the bytes use [`Segment::read_owned`].
     pub(crate) fn bytes(&self, start: u64, end: u64) -> Result<Bytes, LogError> {
-        assert!(
-            start <= end && end <= self.tail.position,
-            "reads stay inside the written prefix"
-        );
-        if start == end {
-            return Ok(Bytes::new());
-        }
-        // The whole written prefix, not just this range: a file cut short
-        // anywhere is damage to report now, not at the next read past it.
-        self.verify_length()?;
-        // SAFETY: the range is inside the written prefix (asserted above),
-        // whose bytes are never written again, and inside the file as it
-        // is now (checked just above); `shared_bytes` asserts it is inside
-        // the mapping.
-        Ok(unsafe { shared_bytes(&self.map, start, (end - start) as usize) })
-    }
-
-    /// Position and header of the first batch whose offsets reach past
-    /// `target` (the batch holding `target`, or the first after it), or
-    /// `None` past the end.
-    pub(crate) fn batch_for_offset(
-        &self,
-        target: Offset,
-    ) -> Result<Option<(u64, BatchHeader)>, LogError> {
-        let rel = target
-            .0
-            .saturating_sub(self.base_offset.0)
-            .min(u64::from(u32::MAX)) as u32;
-        let start = self
-            .index
-            .floor_by(rel, |e| e.relative_offset)
-            .map_or(0, |e| u64::from(e.position));
-        self.walk_to(start, |h| h.next_offset() > target)
+        self.view.bytes(start, end, self.tail.position)
     }
 
     /// Position of the batch with Raft index `target`, or `None` when the
@@ -641,56 +578,6 @@ impl Segment {
         Ok(None)
     }
 
-    /// The end of a run of whole batches from `start`: as many as fit in
-    /// `byte_budget` (but at least one when `at_least_one`, so a consumer
-    /// never stalls on a batch larger than its budget), stopping before the
-    /// first batch that reaches `offset_limit`. `first` is the header at
-    /// `start` when the caller has read it already.
-    ///
-    /// Headers are read with `pread`, one system call each, so the walk
-    /// first jumps over the batches the sparse index vouches for: the batch
-    /// at an index entry starts at the entry's offset, so every batch
-    /// before it ends at or below that offset.
-    pub(crate) fn span_end(
-        &self,
-        start: u64,
-        first: Option<BatchHeader>,
-        byte_budget: u64,
-        offset_limit: Offset,
-        at_least_one: bool,
-    ) -> Result<u64, LogError> {
-        let mut end = start;
-        let mut known = first;
-        let entries = self.index.entries();
-        let reach = entries.partition_point(|e| {
-            u64::from(e.position) <= start.saturating_add(byte_budget)
-                && self.base_offset.0 + u64::from(e.relative_offset) < offset_limit.0
-        });
-        if let Some(e) = entries[..reach].last()
-            && u64::from(e.position) > start
-        {
-            // Strictly below the limit: a control batch before the entry
-            // starts at or below the entry's offset, so below the limit too.
-            end = u64::from(e.position);
-            known = None;
-        }
-        while end < self.tail.position {
-            let h = match known.take() {
-                Some(h) => h,
-                None => self.header_at(end)?,
-            };
-            if h.next_offset() > offset_limit || (h.is_control() && h.base_offset >= offset_limit) {
-                break;
-            }
-            let next = end + h.batch_bytes();
-            if next - start > byte_budget && !(at_least_one && end == start) {
-                break;
-            }
-            end = next;
-        }
-        Ok(end)
-    }
-
     /// Seals the segment at `position` (a batch start): the batches from there
     /// on are cut off. The bytes stay in the file but are never read or
     /// written again; recovery ignores them because the next segment starts
@@ -734,6 +621,10 @@ impl Segment {
         debug_assert_eq!(tail.position, position, "a cut falls on a batch boundary");
         self.index.truncate_from(position as u32);
         self.time_index.truncate_from(position as u32);
+        // The index first: a reader that finds the new end finds no entry
+        // past it.
+        self.view.index.truncate(self.index.entries().len());
+        self.view.publish_end(tail.position, tail.next_offset);
         self.tail = tail;
         self.synced_end = self.synced_end.min(position);
         self.active = false;

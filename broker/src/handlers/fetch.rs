@@ -1,9 +1,11 @@
 //! Fetch: bounded first ([`bound_fetch`]: each partition once, at most
 //! `fetch_max_partitions` of them, at most `fetch_max_bytes` in all), then
-//! read, and parked on [`Broker::data_arrived`] while there is too little
-//! data. A read hands out the log's mapped bytes as they are (zero-copy);
-//! the first partition with data always gets a whole batch, so a consumer
-//! makes progress whatever its budget.
+//! read, and parked while there is too little data. A parked fetch waits on
+//! the partitions it asked for only ([`PartitionWatch`]: their high
+//! watermarks and leadership), so a commit elsewhere in the broker never
+//! wakes it. A read hands out the log's mapped bytes as they are
+//! (zero-copy); the first partition with data always gets a whole batch, so
+//! a consumer makes progress whatever its budget.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -15,7 +17,7 @@ use rill_client::protocol::messages::{
 };
 
 use super::{hint, leader_here};
-use crate::partition::LeaderHint;
+use crate::partition::{LeaderHint, PartitionWatch, any_changed};
 use crate::state::Broker;
 
 /// Longest a fetch may park, ms, whatever the client asks.
@@ -80,13 +82,13 @@ pub(super) async fn fetch(broker: &Arc<Broker>, f: FetchRequest) -> FetchRespons
     };
     let deadline = tokio::time::Instant::now()
         + Duration::from_millis(u64::from(f.max_wait_ms.min(FETCH_MAX_WAIT_MS_LIMIT)));
+    // At most `fetch_max_partitions` (`bound_fetch`): one per partition read.
+    let mut watches = Vec::new();
     loop {
-        // Register for wake-ups before reading, so data that lands between
-        // the read and the wait is not missed.
-        let arrived = broker.data_arrived.notified();
-        tokio::pin!(arrived);
-        arrived.as_mut().enable();
-        let (response, bytes) = fetch_once(broker, &f);
+        // Each partition's watch is taken just before it is read, so data
+        // that lands between the read and the wait is not missed.
+        watches.clear();
+        let (response, bytes) = fetch_once(broker, &f, &mut watches);
         let any_error = response
             .topics
             .iter()
@@ -98,13 +100,23 @@ pub(super) async fn fetch(broker: &Arc<Broker>, f: FetchRequest) -> FetchRespons
         {
             return response;
         }
-        if tokio::time::timeout_at(deadline, arrived).await.is_err() {
-            return fetch_once(broker, &f).0;
+        if tokio::time::timeout_at(deadline, any_changed(&mut watches))
+            .await
+            .is_err()
+        {
+            return fetch_once(broker, &f, &mut Vec::new()).0;
         }
     }
 }
 
-fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
+/// Reads every partition of `f` once, within its budget, and adds a watch
+/// of each partition it read to `watches`. Returns the response and the
+/// bytes of records in it.
+fn fetch_once(
+    broker: &Arc<Broker>,
+    f: &FetchRequest,
+    watches: &mut Vec<PartitionWatch>,
+) -> (FetchResponse, u64) {
     let mut budget = u64::from(f.max_bytes);
     let mut total = 0u64;
     let topics = f
@@ -133,6 +145,7 @@ fn fetch_once(broker: &Arc<Broker>, f: &FetchRequest) -> (FetchResponse, u64) {
                     // partition with data gets at least one whole batch
                     // whatever the budget (the read always returns one).
                     let max = u64::from(p.partition_max_bytes).min(budget);
+                    watches.push(partition.watch());
                     match partition.read(p.fetch_offset, max.max(1)) {
                         Ok((records, high_watermark, log_start_offset)) => {
                             let n: u64 = records.iter().map(|b| b.len() as u64).sum();

@@ -52,7 +52,7 @@ use rill_replication::{
     ReplicationError, SyncRound, SyncedRound,
 };
 use rill_storage::{RaftIndex, SystemClock, Term};
-use tokio::sync::{Notify, mpsc, oneshot, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::Identity;
 use crate::janitor::Janitor;
@@ -289,7 +289,6 @@ impl RaftWork {
 /// (none for a cluster of one); `janitor` unlinks what the thread deletes.
 pub fn open(
     config: RaftConfig,
-    data_arrived: Arc<Notify>,
     transport: Option<Transport>,
     janitor: Janitor,
 ) -> Result<Opened, ReplicationError> {
@@ -331,7 +330,6 @@ pub fn open(
         driver: Driver::default(),
         config,
         commands: rx,
-        data_arrived,
         published: Arc::clone(&published),
         transport,
         controller_log: None,
@@ -414,7 +412,6 @@ struct RaftLoop {
     driver: Driver,
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
-    data_arrived: Arc<Notify>,
     published: Arc<Published>,
     transport: Option<Transport>,
     controller_log: Option<ReplicaLogReader>,

@@ -129,7 +129,6 @@ impl RaftLoop {
     }
 
     pub(super) fn publish(&mut self, events: Vec<Event>) {
-        let mut moved = false;
         let mut controller_commit = None;
         for e in events {
             match e {
@@ -162,9 +161,9 @@ impl RaftLoop {
                     index,
                     high_watermark,
                 } => {
+                    // Wakes the fetches parked on this partition only.
                     if let Some(p) = self.published.partition(group) {
                         p.set_committed(index, high_watermark);
-                        moved = true;
                     }
                 }
                 Event::RoleChanged {
@@ -236,9 +235,6 @@ impl RaftLoop {
             && let Err(e) = self.apply_controller(index)
         {
             tracing::error!(error = %e, "applying the controller's log failed");
-        }
-        if moved {
-            self.data_arrived.notify_waiters();
         }
     }
 }
