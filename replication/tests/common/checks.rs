@@ -155,6 +155,10 @@ impl Sim {
             return;
         }
         for ack in &self.acks {
+            if !self.members.contains_key(&ack.group) {
+                // Its group was deleted since.
+                continue;
+            }
             let leader_log = self.members[&ack.group]
                 .iter()
                 .map(|b| &self.brokers[b].logs[&ack.group])

@@ -8,7 +8,8 @@ impl Sim {
     /// Asks the leader of a group drawn at random to hand leadership to
     /// another member drawn at random.
     pub(super) fn transfer_some_leadership(&mut self) {
-        let g = GroupId(1 + self.rng.below(self.config.groups));
+        let groups: Vec<GroupId> = self.members.keys().copied().collect();
+        let g = groups[self.rng.below(groups.len() as u64) as usize];
         let members = self.members[&g].clone();
         let to = members[self.rng.below(members.len() as u64) as usize];
         for b in self.alive() {

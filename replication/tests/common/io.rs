@@ -132,14 +132,26 @@ impl RoundIo for SimIo<'_> {
         if self.crashed {
             return;
         }
+        let mut controller_commit = None;
         for e in events {
-            if let Event::Restored { group, .. } = &e {
-                self.installed.push(*group);
+            match &e {
+                Event::Restored { group, .. } => self.installed.push(*group),
+                Event::Committed { group, index, .. } if *group == GroupId::CONTROLLER => {
+                    controller_commit = Some(*index);
+                }
+                _ => {}
             }
             self.sim.observe(self.b, e);
         }
-        // As the broker applies the controller's entries here, and may
-        // close a replica in the middle of a round.
+        // As the broker does, the controller's committed entries are
+        // applied here, in the middle of the round: replicas open and
+        // close while the round's Readies are out.
+        if let Some(index) = controller_commit
+            && self.sim.config.controller
+        {
+            self.sim.apply_metadata(self.b, &mut self.node, index);
+        }
+        // And a replica may close in the middle of a round.
         if self.sim.rng.chance(self.sim.config.faults.reopen) {
             let open: Vec<GroupId> = self.node.groups().collect();
             if !open.is_empty() {

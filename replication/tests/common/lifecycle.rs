@@ -18,22 +18,49 @@ impl Sim {
         // As the broker does when its peers knew an earlier life of its
         // data directory.
         node.set_rejoining(self.rejoining.contains(&b));
-        let mut logs = BTreeMap::new();
-        let groups: Vec<(GroupId, Vec<BrokerId>)> = self
-            .members
-            .iter()
-            .filter(|(_, m)| m.contains(&b))
-            .map(|(g, m)| (*g, m.clone()))
-            .collect();
-        for (g, members) in groups {
-            let log = self.open_group(&mut node, b, g, members);
-            logs.insert(g, log);
-        }
         let queued_readies_max = 1 + self.rng.below(QUEUED_READIES_MAX) as usize;
+        if self.config.controller {
+            // As the broker starts: the controller's replica first, its
+            // committed entries replayed over the metadata every broker
+            // begins with, then the replicas that metadata assigns here.
+            let voters = self.members[&GroupId::CONTROLLER].clone();
+            let log = self.open_group(&mut node, b, GroupId::CONTROLLER, voters);
+            let bootstrap: BTreeMap<GroupId, Vec<BrokerId>> = (1..=self.config.groups)
+                .map(|g| {
+                    let n = self.config.brokers;
+                    let members = (0..self.config.replication_factor)
+                        .map(|k| BrokerId((g + k) % n + 1))
+                        .collect();
+                    (GroupId(g), members)
+                })
+                .collect();
+            let broker = self.brokers.get_mut(&b).expect("broker");
+            broker.logs = BTreeMap::from([(GroupId::CONTROLLER, log)]);
+            broker.image = bootstrap;
+            broker.applied = RaftIndex(0);
+            let commit = node
+                .status(GroupId::CONTROLLER)
+                .expect("the controller just opened")
+                .commit;
+            self.apply_metadata(b, &mut node, commit);
+            self.reconcile(b, &mut node);
+        } else {
+            let mut logs = BTreeMap::new();
+            let groups: Vec<(GroupId, Vec<BrokerId>)> = self
+                .members
+                .iter()
+                .filter(|(_, m)| m.contains(&b))
+                .map(|(g, m)| (*g, m.clone()))
+                .collect();
+            for (g, members) in groups {
+                let log = self.open_group(&mut node, b, g, members);
+                logs.insert(g, log);
+            }
+            self.brokers.get_mut(&b).expect("broker").logs = logs;
+        }
         let broker = self.brokers.get_mut(&b).expect("broker");
         broker.node = Some(node);
         broker.driver = Driver::new(queued_readies_max);
-        broker.logs = logs;
     }
 
     /// Opens broker `b`'s replica of group `g` from its files.
@@ -51,7 +78,9 @@ impl Sim {
             .add_group(ReplicaSpec {
                 group: g,
                 dir: &dir,
-                log_config: log_config(self.config.retention),
+                // The controller's log keeps everything: a broker replays it
+                // from the start.
+                log_config: log_config(self.config.retention && g != GroupId::CONTROLLER),
                 fsync: self.config.fsync,
                 store: Box::new(store),
                 state,
@@ -140,7 +169,13 @@ impl Sim {
 
     /// Opens broker `b`'s replica of `g` again, closed since.
     pub(super) fn reopen(&mut self, b: BrokerId, g: GroupId) {
-        let members = self.members[&g].clone();
+        // As broker `b` knows them: its metadata may lag the others'.
+        let members = self.brokers[&b]
+            .image
+            .get(&g)
+            .or_else(|| self.members.get(&g))
+            .cloned()
+            .expect("a group the broker knows");
         let broker = self.brokers.get_mut(&b).expect("broker");
         let Some(mut node) = broker.node.take() else {
             return;
@@ -160,6 +195,18 @@ impl Sim {
         for b in self.alive() {
             let closed = std::mem::take(&mut self.brokers.get_mut(&b).expect("broker").closed);
             for g in closed {
+                // A group the metadata deleted meanwhile stays closed, and
+                // its replica goes.
+                let broker = self.brokers.get_mut(&b).expect("broker");
+                if self.config.controller
+                    && g != GroupId::CONTROLLER
+                    && !broker.image.contains_key(&g)
+                {
+                    broker.logs.remove(&g);
+                    self.stores.remove(&(b, g));
+                    std::fs::remove_dir_all(self.dir(b, g)).expect("remove a deleted replica");
+                    continue;
+                }
                 self.reopen(b, g);
             }
         }

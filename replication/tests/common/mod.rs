@@ -59,6 +59,7 @@ use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, Offset, Raft
 use rill_storage::{Expired, SyncDone};
 
 mod checks;
+mod controller;
 mod faults;
 mod io;
 mod lifecycle;
@@ -182,6 +183,19 @@ pub struct SimConfig {
     /// it comes back as a new incarnation and must catch up before it
     /// votes. Only one broker at a time is without its data.
     pub disk_losses: u64,
+    /// Whether the brokers run the controller's group (every broker a
+    /// voter) and apply its metadata: groups created and deleted while
+    /// the faults go on (see `controller.rs`).
+    pub controller: bool,
+    /// With `controller`, a metadata command is proposed with this
+    /// probability per step (per mille).
+    pub metadata: u64,
+    /// Whether metadata commands delete groups too (else they only create
+    /// them). A broker that applied a deletion and lost, in a power cut,
+    /// the saved commit index that covered it replays its metadata without
+    /// the deletion and opens the deleted group again, empty: a replica
+    /// that forgot its votes (see the test of that name).
+    pub deletes: bool,
     pub faults: Faults,
 }
 
@@ -203,6 +217,11 @@ struct Broker {
     /// The step by which a broker in a controlled shutdown stops even if
     /// it still leads a group (as the broker's `HANDOVER_MS_MAX`).
     stopping: Option<u64>,
+    /// The metadata as this broker applied it: each data group and its
+    /// replicas (with `SimConfig::controller`).
+    image: BTreeMap<GroupId, Vec<BrokerId>>,
+    /// The controller entries applied to `image`.
+    applied: RaftIndex,
     /// Groups closed in the middle of a round (as the broker stops a
     /// replica when the controller's entries, applied mid-round, delete
     /// it), opened again before the next round. Their old log readers stay
@@ -280,6 +299,17 @@ pub struct Sim {
     pub crashes_before_retention_sync: u64,
     /// Power cuts after retention's state sync, before its unlink.
     pub crashes_before_unlink: u64,
+    /// The last group id a metadata command created.
+    next_group: u64,
+    /// The controller entries any broker applied so far: `members` is the
+    /// metadata through them.
+    metadata_applied: RaftIndex,
+    /// Metadata commands proposed, groups they created and deleted.
+    pub metadata_proposed: u64,
+    pub groups_created: u64,
+    pub groups_deleted: u64,
+    /// Brokers whose metadata was checked at the end.
+    pub metadata_checked: u64,
     /// Leadership transfers asked for.
     pub transfers: u64,
     /// Controlled shutdowns completed.
@@ -345,6 +375,12 @@ impl Sim {
             clean_stops: 0,
             queued_syncs: 0,
             acks_checked: 0,
+            next_group: 0,
+            metadata_applied: RaftIndex(0),
+            metadata_proposed: 0,
+            groups_created: 0,
+            groups_deleted: 0,
+            metadata_checked: 0,
             config,
         };
         // Replicas placed round-robin, as the controller does.
@@ -354,6 +390,11 @@ impl Sim {
                 .map(|k| BrokerId((g + k) % n + 1))
                 .collect();
             sim.members.insert(GroupId(g), members);
+        }
+        sim.next_group = sim.config.groups;
+        if sim.config.controller {
+            sim.members
+                .insert(GroupId::CONTROLLER, (1..=n).map(BrokerId).collect());
         }
         for b in 1..=n {
             sim.brokers.insert(
@@ -368,6 +409,8 @@ impl Sim {
                     expired: Vec::new(),
                     closed: Vec::new(),
                     stopping: None,
+                    image: BTreeMap::new(),
+                    applied: RaftIndex(0),
                 },
             );
             sim.start(BrokerId(b));
@@ -421,7 +464,11 @@ impl Sim {
     }
 
     fn propose_somewhere(&mut self) {
-        let g = GroupId(1 + self.rng.below(self.config.groups));
+        let groups = self.data_groups();
+        if groups.is_empty() {
+            return;
+        }
+        let g = groups[self.rng.below(groups.len() as u64) as usize];
         let alive = self.alive();
         let b = alive[self.rng.below(alive.len() as u64) as usize];
         let (bytes, value) = self.batch();
@@ -497,6 +544,9 @@ impl Sim {
         if self.rng.chance(self.config.propose) {
             self.propose_somewhere();
         }
+        if self.config.controller && self.rng.chance(self.config.metadata) {
+            self.propose_metadata();
+        }
         if self.config.retention && self.step % 50 == 0 {
             for b in self.alive() {
                 // The new snapshot points sync beside the deferred sync
@@ -559,6 +609,9 @@ impl Sim {
         }
         self.config.propose = propose;
         self.check_end();
+        if self.config.controller {
+            self.check_metadata();
+        }
         self.trace
     }
 
