@@ -2,10 +2,12 @@
 //! configuration, record batches and raft-rs entries to append, opening a
 //! [`ReplicaLog`] over a state store, and a node with one group of three
 //! voters, settled round by round or elected its leader. `replica_log`
-//! holds what the tests of a `ReplicaLog` as raft-rs's `Storage` share.
+//! holds what the tests of a `ReplicaLog` as raft-rs's `Storage` share,
+//! `replica_state` what the tests of the replica state file share.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 pub mod replica_log;
+pub mod replica_state;
 
 use std::path::Path;
 use std::sync::Arc;
