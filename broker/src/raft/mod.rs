@@ -26,16 +26,19 @@
 //! round (entries appended, committed, leaders changed) go to each
 //! [`Partition`](crate::partition::Partition)'s watch channels.
 //!
-//! This file holds what the rest of the broker uses to reach the thread
-//! (the commands, the handle, the ticker), the thread's state and its loop:
-//! block for commands only when there is no round to run, handle what has
-//! queued, run a round. The loop's other methods live beside it by concern:
-//! `published.rs` (what other threads read, and a round's events turned
-//! into it), `controller.rs` (the controller's log and metadata commands),
+//! This file holds the thread's setup ([`RaftConfig`], [`open`]), its
+//! state and its loop: block for commands only when there is no round to
+//! run, handle what has queued, run a round. What the rest of the broker
+//! uses to reach the thread (the [`Command`]s, the [`RaftHandle`], the
+//! ticker and the inbound forwarder) is in `handle.rs`, re-exported here.
+//! The loop's other methods live beside it by concern: `published.rs`
+//! (what other threads read, and a round's events turned into it),
+//! `controller.rs` (the controller's log and metadata commands),
 //! `replicas.rs` (replicas opened, stopped and reopened), `leadership.rs`
 //! (elections hurried, leaderships handed over, rejoining), `round.rs`
 //! (the I/O the replication crate's `Driver` runs its rounds with: this
-//! loop is its `RoundIo`) and `cluster_id.rs`. They are all methods of
+//! loop is its `RoundIo`) and `cluster_id.rs`; `sync_pool.rs` holds the
+//! threads a round's syncs run on. The loop's parts are all methods of
 //! the one `RaftLoop`, run on this one thread: the node, the image and the
 //! replicas change nowhere else, so no part locks against another, and
 //! what other threads see of them goes through [`Published`] alone.
@@ -46,21 +49,21 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant};
 
-use rill_replication::transport::{Inbound, Transport};
+use rill_replication::transport::Transport;
 use rill_replication::{
-    BrokerId, CheckedBatch, Driver, GroupId, Node, NodeConfig, Proposed, ReplicaLogReader,
-    ReplicationError, SyncRound, SyncedRound,
+    BrokerId, Driver, GroupId, Node, NodeConfig, ReplicaLogReader, ReplicationError, SyncRound,
 };
 use rill_storage::{RaftIndex, SystemClock, Term};
 use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::Identity;
 use crate::janitor::Janitor;
-use crate::metadata::{ClusterImage, MetadataCommand, Outcome};
+use crate::metadata::{ClusterImage, Outcome};
 use crate::partition::{StopRequest, TimestampBounds};
 
 pub mod cluster_id;
 mod controller;
+mod handle;
 mod leadership;
 mod published;
 mod replicas;
@@ -69,6 +72,7 @@ mod sync_pool;
 
 use controller::Answer;
 pub use controller::NotController;
+pub use handle::{Command, ProposalOutcome, RaftHandle, Stopped, forward_inbound, tick};
 pub use published::{Published, StatusReport};
 pub use sync_pool::Syncer;
 
@@ -130,118 +134,6 @@ pub struct RaftConfig {
     /// The cluster's id once learnt, shared with the peer handshake (see
     /// `cluster_id`).
     pub cluster: Arc<std::sync::OnceLock<rill_replication::ids::ClusterId>>,
-}
-
-/// A request to the Raft thread.
-#[derive(Debug)]
-pub enum Command {
-    /// Propose batches as the group's leader, in order.
-    Propose {
-        /// The group.
-        group: GroupId,
-        /// Whole, checked batches.
-        batches: Vec<CheckedBatch>,
-        /// Where each lands, or why it could not be proposed.
-        reply: oneshot::Sender<Result<Vec<Proposed>, ReplicationError>>,
-    },
-    /// Propose a metadata command (on the controller's leader only); the
-    /// reply comes once it is applied here.
-    Metadata {
-        /// The command.
-        command: MetadataCommand,
-        /// Its outcome.
-        reply: oneshot::Sender<Result<Outcome, NotController>>,
-    },
-    /// Messages from a peer.
-    Step(Inbound),
-    /// One tick for every group.
-    Tick,
-    /// Apply retention to every group.
-    Retention,
-    /// Hand leaderships over, sync every log, and stop the thread.
-    Stop {
-        /// Done.
-        reply: oneshot::Sender<()>,
-    },
-    /// A deferred sync round ran (sent by the sync thread only).
-    Synced(SyncedRound),
-    /// Retention's sync round of state syncs ran (sent by the retention
-    /// sync thread only).
-    RetentionSynced(SyncedRound),
-}
-
-/// The handle the rest of the broker uses to reach the Raft thread.
-#[derive(Debug, Clone)]
-pub struct RaftHandle {
-    commands: mpsc::Sender<Command>,
-    /// Whether a [`Command::Tick`] is queued and not yet handled; see
-    /// [`tick`].
-    tick_queued: Arc<AtomicBool>,
-}
-
-/// Where a queued proposal's outcome arrives: where each batch landed, or
-/// why nothing was proposed.
-pub type ProposalOutcome = oneshot::Receiver<Result<Vec<Proposed>, ReplicationError>>;
-
-/// The Raft thread has stopped (the broker is shutting down).
-#[derive(Debug, Clone, Copy, thiserror::Error)]
-#[error("the replication thread has stopped")]
-pub struct Stopped;
-
-impl RaftHandle {
-    /// Queues a command, waiting while the queue is full.
-    pub async fn send(&self, command: Command) -> Result<(), Stopped> {
-        self.commands.send(command).await.map_err(|_| Stopped)
-    }
-
-    /// Proposes batches; see [`Command::Propose`].
-    pub async fn propose(
-        &self,
-        group: GroupId,
-        batches: Vec<CheckedBatch>,
-    ) -> Result<Result<Vec<Proposed>, ReplicationError>, Stopped> {
-        self.propose_queued(group, batches)
-            .await?
-            .await
-            .map_err(|_| Stopped)
-    }
-
-    /// Queues a proposal (see [`Command::Propose`]) and returns where its
-    /// outcome will arrive: proposals queued one after another are
-    /// proposed in that order, and a caller may queue several before
-    /// waiting for any.
-    pub async fn propose_queued(
-        &self,
-        group: GroupId,
-        batches: Vec<CheckedBatch>,
-    ) -> Result<ProposalOutcome, Stopped> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Propose {
-            group,
-            batches,
-            reply,
-        })
-        .await?;
-        Ok(rx)
-    }
-
-    /// Proposes a metadata command; see [`Command::Metadata`].
-    pub async fn metadata(
-        &self,
-        command: MetadataCommand,
-    ) -> Result<Result<Outcome, NotController>, Stopped> {
-        let (reply, rx) = oneshot::channel();
-        self.send(Command::Metadata { command, reply }).await?;
-        rx.await.map_err(|_| Stopped)
-    }
-
-    /// Hands leaderships over, syncs every log and stops the thread.
-    pub async fn stop(&self) {
-        let (reply, rx) = oneshot::channel();
-        if self.send(Command::Stop { reply }).await.is_ok() {
-            let _ = rx.await;
-        }
-    }
 }
 
 /// The Raft thread and its two sync threads, ready to run: what
@@ -352,46 +244,12 @@ pub fn open(
     };
     raft.open_controller()?;
     Ok(Opened {
-        handle: RaftHandle {
-            commands: tx,
-            tick_queued,
-        },
+        handle: RaftHandle::new(tx, tick_queued),
         published,
         raft: RaftWork { raft },
         sync,
         retention_sync,
     })
-}
-
-/// Sends a tick every [`TICK_MS`] until the Raft thread stops.
-///
-/// At most one tick waits in the queue: ticks the Raft thread could not take
-/// in time are dropped, not delivered in a burst (as etcd's ticker drops
-/// them). A thread held up for seconds (a disk stall, starved CPU) would
-/// otherwise come back to a run of ticks with no messages between them, and
-/// a leader would count its followers' silence over time in which it sent
-/// them nothing: check-quorum deposed leaders right after each such stall.
-pub async fn tick(handle: RaftHandle) {
-    let mut every = tokio::time::interval(Duration::from_millis(TICK_MS));
-    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    loop {
-        every.tick().await;
-        if handle.tick_queued.swap(true, Ordering::AcqRel) {
-            continue;
-        }
-        if handle.send(Command::Tick).await.is_err() {
-            return;
-        }
-    }
-}
-
-/// Hands messages from peers to the Raft thread.
-pub async fn forward_inbound(mut inbound: mpsc::Receiver<Inbound>, handle: RaftHandle) {
-    while let Some(i) = inbound.recv().await {
-        if handle.send(Command::Step(i)).await.is_err() {
-            return;
-        }
-    }
 }
 
 struct RaftLoop {
@@ -651,31 +509,5 @@ impl RaftLoop {
             Command::Synced(done) => self.with_driver(|d, io| d.synced(done, io)),
         }
         None
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[tokio::test]
-    async fn ticks_the_raft_thread_has_not_taken_are_dropped_not_queued() {
-        let (tx, mut rx) = mpsc::channel(64);
-        let tick_queued = Arc::new(AtomicBool::new(false));
-        let handle = RaftHandle {
-            commands: tx,
-            tick_queued: Arc::clone(&tick_queued),
-        };
-        let ticker = tokio::spawn(tick(handle));
-        // Five tick periods with nobody taking ticks: one waits, not five.
-        tokio::time::sleep(Duration::from_millis(5 * TICK_MS)).await;
-        assert!(matches!(rx.try_recv(), Ok(Command::Tick)));
-        assert!(rx.try_recv().is_err(), "missed ticks are not queued");
-        // Taken (as the Raft thread marks it), the next tick comes.
-        tick_queued.store(false, Ordering::Release);
-        tokio::time::sleep(Duration::from_millis(3 * TICK_MS)).await;
-        assert!(matches!(rx.try_recv(), Ok(Command::Tick)));
-        assert!(rx.try_recv().is_err());
-        ticker.abort();
     }
 }

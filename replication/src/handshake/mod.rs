@@ -15,9 +15,10 @@
 //!    incarnation and the one it last saw of the dialer. A hello that fails
 //!    the checks gets nothing back.
 //! 3. The dialer checks that MAC (the acceptor holds the secret), then
-//!    sends a [`Proof`]: a MAC over the hello and the whole challenge under
-//!    the *dialer* label. The acceptor checks it; only then is the
-//!    connection the peer's, and only then may frames flow.
+//!    sends its proof ([`Dialer::on_challenge`]): a MAC over the hello and
+//!    the whole challenge under the *dialer* label. The acceptor checks it
+//!    ([`Acceptor::on_proof`]); only then is the connection the peer's, and
+//!    only then may frames flow.
 //!
 //! The incarnations travel inside the MACed transcript: each side learns,
 //! authenticated, whether the other remembers an earlier life of its data
@@ -89,7 +90,7 @@
 //! |     68 |   32 | `nonce`       | the acceptor's random nonce |
 //! |    100 |   32 | `mac`         | HMAC-SHA256(secret, `rill-peer-v2 acceptor` ‖ hello ‖ bytes 0..100) |
 //!
-//! A [`Proof`], [`PROOF_BYTES`] = 32 bytes: HMAC-SHA256(secret,
+//! The dialer's proof, [`PROOF_BYTES`] = 32 bytes: HMAC-SHA256(secret,
 //! `rill-peer-v2 dialer` ‖ hello ‖ challenge).
 //!
 //! A broker started with no secret (a cluster run with `--insecure-peers`)
@@ -124,7 +125,7 @@ pub const HELLO_BYTES: usize = 76 + NONCE_BYTES;
 pub const CHALLENGE_BYTES: usize = CHALLENGE_MACED_BYTES + MAC_BYTES;
 /// Bytes of a [`Challenge`] before its MAC (what the MAC covers of it).
 const CHALLENGE_MACED_BYTES: usize = 68 + NONCE_BYTES;
-/// Bytes of a [`Proof`].
+/// Bytes of the dialer's proof (see [`Dialer::on_challenge`]).
 pub const PROOF_BYTES: usize = MAC_BYTES;
 
 /// Why a handshake failed.

@@ -2,10 +2,14 @@
 //! configuration, record batches and raft-rs entries to append, opening a
 //! [`ReplicaLog`] over a state store, and a node with one group of three
 //! voters, settled round by round or elected its leader. `replica_log`
-//! holds what the tests of a `ReplicaLog` as raft-rs's `Storage` share.
+//! holds what the tests of a `ReplicaLog` as raft-rs's `Storage` share,
+//! `replica_state` what the tests of the replica state file share, and
+//! `deferred_rounds` what the tests of deferred syncs share.
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod deferred_rounds;
 pub mod replica_log;
+pub mod replica_state;
 
 use std::path::Path;
 use std::sync::Arc;
@@ -15,7 +19,7 @@ use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use rill_replication::state::{Membership, MemoryStateStore, ReplicaState, StateStore};
 use rill_replication::storage::ReplicaLog;
 use rill_replication::{
-    BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaSpec, SyncJob,
+    BrokerId, Event, GroupId, Node, NodeConfig, Outgoing, ReplicaLogReader, ReplicaSpec, SyncJob,
 };
 use rill_storage::{BatchBuilder, LogConfig, ManualClock, NewRecord, RecordBatch};
 
@@ -146,20 +150,32 @@ pub const GROUP: GroupId = GroupId(1);
 /// Broker `me`'s node with one `fsync=true` group ([`GROUP`]) of voters 1,
 /// 2 and 3, its log configured by `log_config`.
 pub fn node_123(me: u64, dir: &Path, log_config: LogConfig) -> Node {
+    node_with(me, voters_123(), dir, log_config).0
+}
+
+/// Broker `me`'s node with one `fsync=true` group ([`GROUP`]) of `members`,
+/// its log configured by `log_config`, and the group's log.
+pub fn node_with(
+    me: u64,
+    members: Membership,
+    dir: &Path,
+    log_config: LogConfig,
+) -> (Node, ReplicaLogReader) {
     let mut node = Node::new(
         NodeConfig::new(BrokerId(me)),
         Arc::new(ManualClock::new(1_000_000)),
     );
-    node.add_group(ReplicaSpec {
-        group: GROUP,
-        dir,
-        log_config,
-        fsync: true,
-        store: Box::new(MemoryStateStore::default()),
-        state: ReplicaState::initial(voters_123()),
-    })
-    .unwrap();
-    node
+    let log = node
+        .add_group(ReplicaSpec {
+            group: GROUP,
+            dir,
+            log_config,
+            fsync: true,
+            store: Box::new(MemoryStateStore::default()),
+            state: ReplicaState::initial(members),
+        })
+        .unwrap();
+    (node, log)
 }
 
 /// Runs rounds, syncing everything, until the node has nothing left to do.

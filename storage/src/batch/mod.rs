@@ -68,7 +68,7 @@
 //!
 //! # Invariants
 //!
-//! [`validate`] is the single gate: a batch it accepts has a consistent
+//! [`validate()`] is the single gate: a batch it accepts has a consistent
 //! length, a matching CRC, a known version and codec, a possible record count
 //! and records that parse exactly to the end of the body. The log calls it
 //! before a byte is copied, and readers re-check the CRC ([`RecordBatch::verify_crc`]).
@@ -77,7 +77,7 @@
 //! # Where things live
 //!
 //! This module holds the header's layout and codec ([`BatchHeader`],
-//! [`stamp`], [`compute_crc`]); `validate` the one gate ([`validate`],
+//! [`stamp`], [`compute_crc`]); `validate` the one gate ([`validate()`],
 //! [`ValidBatch`]); `records` reading batches and their records without
 //! copying ([`RecordBatch`], [`Records`], [`Batches`]) and the record
 //! framing both of those walk.
