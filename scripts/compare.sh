@@ -83,19 +83,26 @@ run() { # BROKER_BIN LABEL
   RILL_BIN=$cluster_bin scripts/cluster.sh stop >&2; cluster_bin=
   rm -rf "$RILL_CLUSTER_DIR"
 }
-results=$(for i in $(seq "$RUNS"); do
+# Each result line is kept as it comes (RESULTS names the file, default a
+# temporary one): a workload that fails leaves its line without a figure,
+# reported and left out of the medians, and the rest still count.
+results_file=${RESULTS:-$old/results}
+for i in $(seq "$RUNS"); do
   echo "run $i of $RUNS" >&2
   run "$old_bin" old
   run target/release/rill-broker new
-done)
-echo "$results" | python3 -c '
+done | tee "$results_file" >&2
+python3 -c '
 import json, statistics, sys
 rows = {}
 for line in sys.stdin:
-    label, w, js = line.split(" ", 2)
-    rows.setdefault((w, label), []).append(json.loads(js))
+    label, w, js = (line.rstrip("\n").split(" ", 2) + ["", ""])[:3]
+    try:
+        rows.setdefault((w, label), []).append(json.loads(js))
+    except ValueError:
+        print(f"{w} ({label}): a run gave no figure", file=sys.stderr)
 def med(w, label, value):
-    vals = [v for v in map(value, rows[(w, label)]) if v is not None]
+    vals = [v for v in map(value, rows.get((w, label), [])) if v is not None]
     return (statistics.median(vals) if vals else None), vals
 for w in ("W1", "W5", "W2", "W3", "W4", "W6", "W7a", "W7b", "W7c"):
     if (w, "old") not in rows:
@@ -110,5 +117,8 @@ for w in ("W1", "W5", "W2", "W3", "W4", "W6", "W7a", "W7b", "W7c"):
             print(f"W6 {p} latency: old {mo:.0f} us {o}  new {mn:.0f} us {n}  new/old {mn / mo:.2f} (lower is better)")
         continue
     (mo, o), (mn, n) = (med(w, label, lambda r: r["mb_per_sec"]) for label in ("old", "new"))
+    if mo is None or mn is None:
+        print(f"{w}: none recorded (old {o}, new {n})")
+        continue
     print(f"{w}: old {mo:.0f} MB/s {[round(x) for x in o]}  new {mn:.0f} MB/s {[round(x) for x in n]}  new/old {mn / mo:.2f}")
-'
+' <"$results_file"
