@@ -3,8 +3,10 @@
 //! See `common/mod.rs` for what is simulated and what is checked.
 //!
 //! CI runs a fixed set of seeds. More: `RILL_SIM_SEEDS=500 cargo test
-//! --release -p rill-replication --test simulation` (or
-//! `RILL_SIM_SEED=N` to replay one).
+//! --release -p rill-replication --test simulation`, a range with
+//! `RILL_SIM_SEEDS=501..1000` (to share seeds among processes), or
+//! `RILL_SIM_SEED=N` to replay one. The simulated disks are real files:
+//! `TMPDIR=/dev/shm` runs them in memory, several times faster.
 
 mod common;
 mod helpers;
@@ -39,10 +41,13 @@ fn seeds() -> Vec<u64> {
     {
         return vec![one];
     }
-    let n = std::env::var("RILL_SIM_SEEDS")
-        .ok()
-        .and_then(|s| s.parse().ok())
-        .unwrap_or(6u64);
+    let spec = std::env::var("RILL_SIM_SEEDS").unwrap_or_default();
+    if let Some((from, to)) = spec.split_once("..")
+        && let (Ok(from), Ok(to)) = (from.parse::<u64>(), to.parse::<u64>())
+    {
+        return (from..=to).collect();
+    }
+    let n = spec.parse().unwrap_or(6u64);
     (1..=n).collect()
 }
 
