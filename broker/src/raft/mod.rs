@@ -241,6 +241,7 @@ pub fn open(
         held_answers: Vec::new(),
         reconciling: false,
         cluster_id_proposed: None,
+        deletions_pending: false,
     };
     raft.open_controller()?;
     Ok(Opened {
@@ -321,6 +322,10 @@ struct RaftLoop {
     reconciling: bool,
     /// Shared with [`RaftHandle`]: cleared when a tick is taken.
     tick_queued: Arc<AtomicBool>,
+    /// Whether replicas of deleted topics wait for the controller's commit
+    /// to be durable (see `RaftLoop::deletions_durable`): retried at every
+    /// tick.
+    deletions_pending: bool,
     /// The controller term in which this broker, leading it, last proposed
     /// to name the cluster.
     cluster_id_proposed: Option<Term>,
@@ -481,6 +486,9 @@ impl RaftLoop {
                     self.check_rejoined();
                 }
                 self.propose_cluster_id();
+                if self.deletions_pending {
+                    self.reconcile();
+                }
                 if self.published.status_wanted.swap(false, Ordering::AcqRel) {
                     let groups = self
                         .node

@@ -130,6 +130,12 @@ impl RaftLoop {
             }
         }
         self.reconciling = left;
+        if !self.deletions_durable() {
+            if !self.reconciling {
+                self.answer_held();
+            }
+            return;
+        }
         // Stopped replicas of deleted topics: their directories go too.
         let gone: Vec<GroupId> = self
             .failed
@@ -181,6 +187,38 @@ impl RaftLoop {
         }
         if !self.reconciling {
             self.answer_held();
+        }
+    }
+
+    /// Whether the replicas of deleted topics may go: only once the
+    /// controller's commit index that covers their deletion is durable.
+    /// Saved without a sync, a power cut could take it back past the
+    /// deletion; the broker would then replay its metadata without it and
+    /// open the deleted replicas again, empty, as voters that forgot their
+    /// votes. `false` (and a retry at the next tick) while the controller's
+    /// state has a sync in flight or cannot be saved.
+    fn deletions_durable(&mut self) -> bool {
+        let deleted =
+            |g: &GroupId| *g != GroupId::CONTROLLER && self.image.partition_of(*g).is_none();
+        let any = self.failed.keys().any(deleted) || self.node.groups().any(|g| deleted(&g));
+        if !any {
+            self.deletions_pending = false;
+            return true;
+        }
+        match self.node.persist_state(GroupId::CONTROLLER) {
+            Ok(true) => {
+                self.deletions_pending = false;
+                true
+            }
+            Ok(false) => {
+                self.deletions_pending = true;
+                false
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "could not make the controller's commit durable; deleted replicas stay until it is");
+                self.deletions_pending = true;
+                false
+            }
         }
     }
 

@@ -576,6 +576,19 @@ impl Node {
         self.groups.get(&group).and_then(|r| r.leader)
     }
 
+    /// Makes `group`'s saved hard state, its commit index among it,
+    /// durable now (see [`crate::storage::ReplicaLog::persist_state`]):
+    /// `false` while a sync of its state is in flight. A caller that
+    /// carries out what committed entries ask, in a way a replay must not
+    /// undo (the controller's deletions), does so only once this is true.
+    pub fn persist_state(&mut self, group: GroupId) -> Result<bool, ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        r.raw.mut_store().persist_state()
+    }
+
     /// Whether this broker still leads a group that has other voters.
     pub fn leads_with_peers(&self) -> bool {
         let me = self.id();

@@ -130,6 +130,23 @@ impl ReplicaLog {
         self.state_sync_pending
     }
 
+    /// Makes the hard state durable now, on this thread (one save and one
+    /// sync): its commit index among it, which is otherwise saved without
+    /// a sync. Returns `false`, having done nothing, while a sync of the
+    /// state is in flight: try again once it is handed back. For an owner
+    /// about to act on committed entries in a way a replay must not undo
+    /// (removing a deleted group's files): a restart then replays them.
+    pub fn persist_state(&mut self) -> Result<bool, ReplicationError> {
+        if self.state_sync_pending {
+            return Ok(false);
+        }
+        if let Some(sync) = self.save(true)? {
+            let done = sync.run()?;
+            self.complete_state_sync(done);
+        }
+        Ok(true)
+    }
+
     /// Hands back a state sync that ran.
     pub fn complete_state_sync(&mut self, done: StateSync) {
         self.state_sync_pending = false;

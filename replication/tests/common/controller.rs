@@ -173,6 +173,16 @@ impl Sim {
             .chain(broker.closed.iter().copied())
             .filter(|g| *g != GroupId::CONTROLLER && !broker.image.contains_key(g))
             .collect();
+        // As the broker does: a deletion is carried out only once the
+        // controller's commit that covers it is durable, else a power cut
+        // could make the next start replay the metadata without it and open
+        // the deleted group again, empty.
+        let durable = gone.is_empty()
+            || node
+                .persist_state(GroupId::CONTROLLER)
+                .expect("the controller's state saves");
+        self.brokers.get_mut(&b).expect("broker").deletions_pending = !durable;
+        let gone = if durable { gone } else { Vec::new() };
         for g in gone {
             // As the broker's janitor does, later; the files' last holders
             // (syncs out, the reader) may outlive the directory.

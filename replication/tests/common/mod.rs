@@ -222,6 +222,9 @@ struct Broker {
     image: BTreeMap<GroupId, Vec<BrokerId>>,
     /// The controller entries applied to `image`.
     applied: RaftIndex,
+    /// Whether deleted groups' replicas wait for the controller's commit
+    /// to be durable (retried every step).
+    deletions_pending: bool,
     /// Groups closed in the middle of a round (as the broker stops a
     /// replica when the controller's entries, applied mid-round, delete
     /// it), opened again before the next round. Their old log readers stay
@@ -411,6 +414,7 @@ impl Sim {
                     stopping: None,
                     image: BTreeMap::new(),
                     applied: RaftIndex(0),
+                    deletions_pending: false,
                 },
             );
             sim.start(BrokerId(b));
@@ -547,6 +551,16 @@ impl Sim {
         if self.config.controller && self.rng.chance(self.config.metadata) {
             self.propose_metadata();
         }
+        // As the broker retries at every tick.
+        for b in self.alive() {
+            let broker = self.brokers.get_mut(&b).expect("broker");
+            if broker.deletions_pending
+                && let Some(mut node) = broker.node.take()
+            {
+                self.reconcile(b, &mut node);
+                self.brokers.get_mut(&b).expect("broker").node = Some(node);
+            }
+        }
         if self.config.retention && self.step % 50 == 0 {
             for b in self.alive() {
                 // The new snapshot points sync beside the deferred sync
@@ -602,12 +616,14 @@ impl Sim {
         // Settling proposes nothing: a follower that a power cut took
         // fsync=false entries from learns it from a heartbeat whose commit
         // lies past its log, and its leader sends them again.
-        let propose = self.config.propose;
+        let (propose, metadata) = (self.config.propose, self.config.metadata);
         self.config.propose = 0;
+        self.config.metadata = 0;
         for _ in 0..self.config.settle_steps {
             self.one_step(false);
         }
         self.config.propose = propose;
+        self.config.metadata = metadata;
         self.check_end();
         if self.config.controller {
             self.check_metadata();
