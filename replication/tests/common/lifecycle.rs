@@ -153,14 +153,7 @@ impl Sim {
                     copy_dir(&dir, &image);
                 }
             }
-            let broker = self.brokers.get_mut(&b).expect("broker");
-            broker.node = None;
-            broker.logs.clear();
-            broker.syncing = None;
-            broker.retention_syncing.clear();
-            broker.expired.clear();
-            broker.closed.clear();
-            broker.stopping = None;
+            self.brokers.get_mut(&b).expect("broker").went_down();
             self.pending.retain(|p| p.broker != b);
             self.clean_stops += 1;
             self.trace = mix(self.trace, 0x5709 ^ b.get());
@@ -240,13 +233,7 @@ impl Sim {
         if !broker.expired.is_empty() {
             self.crashes_before_unlink += 1;
         }
-        let broker = self.brokers.get_mut(&b).expect("broker");
-        broker.logs.clear();
-        broker.syncing = None;
-        broker.retention_syncing.clear();
-        broker.expired.clear();
-        broker.closed.clear();
-        broker.stopping = None;
+        self.brokers.get_mut(&b).expect("broker").went_down();
         drop(node);
         // With fsync=false, a third of the crashes are of the process alone
         // (the page cache keeps every write): the next open syncs what the

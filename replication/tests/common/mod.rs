@@ -232,6 +232,21 @@ struct Broker {
     closed: Vec<GroupId>,
 }
 
+impl Broker {
+    /// Forgets everything of the process that is gone (a crash or a clean
+    /// stop): what survives is on its disk.
+    fn went_down(&mut self) {
+        self.node = None;
+        self.logs.clear();
+        self.syncing = None;
+        self.retention_syncing.clear();
+        self.expired.clear();
+        self.closed.clear();
+        self.stopping = None;
+        self.deletions_pending = false;
+    }
+}
+
 /// An acknowledged batch: where its producer was told it is.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Ack {
