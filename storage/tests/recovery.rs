@@ -9,7 +9,7 @@ use std::fs;
 use std::path::{Path, PathBuf};
 
 use common::{batch_at, batches, small_config};
-use rill_storage::{Log, LogConfig, LogError, Offset, RaftIndex, Term};
+use rill_storage::{Log, LogConfig, LogError, LogPosition, Offset, RaftIndex, Term};
 
 const VALUE_BYTES: usize = 40;
 
@@ -516,9 +516,12 @@ fn segments_left_before_the_log_start_are_removed_not_taken_for_a_hole() {
         ),
         "without the log start, the gap is a hole in committed entries"
     );
-    let start = bases[2].1;
+    let start = LogPosition {
+        offset: bases[2].0,
+        raft_index: bases[2].1,
+    };
     let log = Log::open_from(dir.path(), small_config(), clock, start, committed).unwrap();
-    assert_eq!(log.first_raft_index(), start);
+    assert_eq!(log.first_raft_index(), start.raft_index);
     assert_eq!(log.log_start_offset(), bases[2].0);
     assert_eq!(files_with_ext(dir.path(), "log"), vec![third]);
     assert!(!first.exists(), "the segment before the start is gone");
@@ -531,8 +534,45 @@ fn segments_reaching_the_log_start_are_kept() {
     let (dir, _sizes, bases) = three_segments();
     let clock: std::sync::Arc<dyn rill_storage::Clock> =
         std::sync::Arc::new(rill_storage::SystemClock);
-    let start = RaftIndex(bases[1].1.get() + 1);
+    let start = LogPosition {
+        offset: Offset(0),
+        raft_index: RaftIndex(bases[1].1.get() + 1),
+    };
     let log = Log::open_from(dir.path(), small_config(), clock, start, RaftIndex(0)).unwrap();
     assert_eq!(log.first_raft_index(), bases[1].1);
     assert_eq!(files_with_ext(dir.path(), "log").len(), 2);
+}
+
+#[test]
+fn at_the_log_start_the_segment_of_another_history_goes_and_the_snapshots_stays() {
+    // A reset to a snapshot point took out a segment of an older history
+    // that began at the same Raft index at another offset, and a crash came
+    // before its unlink: the segment that begins where the snapshot point
+    // says stays, whichever of the two sorts first.
+    let (dir, _sizes, bases) = three_segments();
+    let logs = files_with_ext(dir.path(), "log");
+    let (start_offset, start_index) = bases[2];
+    let other = dir.path().join(format!(
+        "{:020}-{:020}.log",
+        start_offset.get() + 1,
+        start_index.get()
+    ));
+    fs::copy(&logs[2], &other).unwrap();
+    let clock: std::sync::Arc<dyn rill_storage::Clock> =
+        std::sync::Arc::new(rill_storage::SystemClock);
+    let start = LogPosition {
+        offset: start_offset,
+        raft_index: start_index,
+    };
+    let log = Log::open_from(
+        dir.path(),
+        small_config(),
+        clock,
+        start,
+        RaftIndex(u64::MAX),
+    )
+    .unwrap();
+    assert_eq!(log.log_start_offset(), start_offset);
+    assert_eq!(files_with_ext(dir.path(), "log"), vec![logs[2].clone()]);
+    assert!(!other.exists(), "the other history's segment is gone");
 }

@@ -146,6 +146,13 @@ fn fetch_once(
                     // whatever the budget (the read always returns one).
                     let max = u64::from(p.partition_max_bytes).min(budget);
                     watches.push(partition.watch());
+                    // Checked again once watched: leadership lost between
+                    // the first check and the watch would not wake a
+                    // parked fetch, which would wait out its time for a
+                    // partition it can no longer be answered from.
+                    if let Some((error, leader)) = partition.not_leader() {
+                        return refused(error, leader);
+                    }
                     match partition.read(p.fetch_offset, max.max(1)) {
                         Ok((records, high_watermark, log_start_offset)) => {
                             let n: u64 = records.iter().map(|b| b.len() as u64).sum();

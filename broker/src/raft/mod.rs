@@ -219,7 +219,7 @@ pub fn open(
         syncer,
         sync_pool: sync_pool::SyncPool::new(crate::threads::ROUND_SYNC),
         retention_syncer,
-        driver: Driver::default(),
+        driver: Some(Driver::default()),
         config,
         commands: rx,
         published: Arc::clone(&published),
@@ -242,6 +242,7 @@ pub fn open(
         reconciling: false,
         cluster_id_proposed: None,
         deletions_pending: false,
+        stopping: false,
     };
     raft.open_controller()?;
     Ok(Opened {
@@ -267,8 +268,8 @@ struct RaftLoop {
     /// Runs the rounds over `node`, with this loop as its I/O (see
     /// `round.rs`): one deferred sync round with the sync thread at a
     /// time (back as [`Command::Synced`]), later rounds' syncs merged
-    /// behind it.
-    driver: Driver,
+    /// behind it. Out of the loop only while one of its calls runs.
+    driver: Option<Driver>,
     config: RaftConfig,
     commands: mpsc::Receiver<Command>,
     published: Arc<Published>,
@@ -326,6 +327,9 @@ struct RaftLoop {
     /// to be durable (see `RaftLoop::deletions_durable`): retried at every
     /// tick.
     deletions_pending: bool,
+    /// Whether the loop is handing leaderships over to stop: no replica is
+    /// opened or removed meanwhile.
+    stopping: bool,
     /// The controller term in which this broker, leading it, last proposed
     /// to name the cluster.
     cluster_id_proposed: Option<Term>,
@@ -345,7 +349,7 @@ impl RaftLoop {
             }
             // Block only when no group has work left over, or no round may
             // start before a sync completes.
-            let may_round = self.driver.may_round();
+            let may_round = self.driver().may_round();
             let more = self.reconciling && stopping.is_none();
             let first = if more || (may_round && self.node.has_ready()) {
                 self.commands.try_recv().ok()
@@ -362,6 +366,7 @@ impl RaftLoop {
                 if let Some(reply) = self.handle(command) {
                     tracing::info!("handing leaderships over before stopping");
                     stopping = Some((reply, Instant::now()));
+                    self.stopping = true;
                     self.node.hand_over();
                 }
                 handled += 1;
@@ -376,7 +381,7 @@ impl RaftLoop {
                 // delay rounds as much as a slow round does.
                 tracing::warn!(ms, commands = handled, "slow command handling");
             }
-            if self.driver.may_round() {
+            if self.driver().may_round() {
                 let started = Instant::now();
                 let times = self.with_driver(|d, io| d.round(io));
                 let ms = started.elapsed().as_millis() as u64;
@@ -403,7 +408,7 @@ impl RaftLoop {
         self.with_driver(|d, io| d.round(io));
         // Let the deferred syncs finish, the queued sync round too (it holds
         // the controller's last writes; their messages no longer matter).
-        while self.driver.syncing() {
+        while self.driver().syncing() {
             match self.commands.blocking_recv() {
                 Some(Command::Synced(_)) => self.with_driver(|d, io| d.synced_while_stopping(io)),
                 Some(_) => {}
@@ -486,7 +491,7 @@ impl RaftLoop {
                     self.check_rejoined();
                 }
                 self.propose_cluster_id();
-                if self.deletions_pending {
+                if self.deletions_pending && !self.stopping {
                     self.reconcile();
                 }
                 if self.published.status_wanted.swap(false, Ordering::AcqRel) {

@@ -20,13 +20,25 @@ use super::sync_pool::SyncPool;
 
 impl RaftLoop {
     /// Runs `f` with the driver and this loop as its I/O. The driver is
-    /// moved out of the loop for the call (three words), so the loop's
-    /// own methods, which the I/O calls, borrow the rest of it freely.
+    /// moved out of the loop for the call (a few words), so the loop's
+    /// own methods, which the I/O calls, borrow the rest of it freely; a
+    /// call that reached the driver again from inside would find it gone
+    /// and stop here rather than start a second sync round.
     pub(super) fn with_driver<R>(&mut self, f: impl FnOnce(&mut Driver, &mut RaftLoop) -> R) -> R {
-        let mut driver = std::mem::take(&mut self.driver);
+        let mut driver = self
+            .driver
+            .take()
+            .expect("the driver is not reentered from its own I/O");
         let r = f(&mut driver, self);
-        self.driver = driver;
+        self.driver = Some(driver);
         r
+    }
+
+    /// The driver, between its calls.
+    pub(super) fn driver(&self) -> &Driver {
+        self.driver
+            .as_ref()
+            .expect("the driver is only out during its own calls")
     }
 
     /// Queues messages for the peers; returns those that could not be

@@ -586,7 +586,13 @@ impl Node {
             .groups
             .get_mut(&group)
             .ok_or(ReplicationError::UnknownGroup(group))?;
-        r.raw.mut_store().persist_state()
+        // A failed sync is never retried (the page cache may have dropped
+        // what it could not write): the group stops, reported by the next
+        // round as any failed sync is.
+        r.raw
+            .mut_store()
+            .persist_state()
+            .inspect_err(|e| self.stop_unreadable(group, e))
     }
 
     /// Whether this broker still leads a group that has other voters.

@@ -227,10 +227,11 @@ impl Node {
             .collect()
     }
 
-    /// Drops a group whose raft-rs call hit its unreadable log between
-    /// rounds; [`Node::take_stopped`] reports it.
+    /// Drops a group whose raft-rs call hit its unreadable log, or whose
+    /// state could not be made durable, between rounds;
+    /// [`Node::take_stopped`] reports it.
     pub(super) fn stop_unreadable(&mut self, group: GroupId, e: &ReplicationError) {
-        tracing::error!(%group, reason = %e, "replica stopped; the panic raft-rs reported for it, if any, is contained to it");
+        tracing::error!(%group, reason = %e, "replica stopped between rounds (a panic raft-rs reported for it, if any, is contained to it)");
         self.retention_waiting.remove(&group);
         self.groups.remove(&group);
         self.stopped_between_rounds.push((group, e.into()));

@@ -114,7 +114,10 @@ impl ReplicaLog {
             dir,
             config,
             clock,
-            state.truncated.index.next(),
+            LogPosition {
+                offset: state.truncated.next_offset,
+                raft_index: state.truncated.index.next(),
+            },
             state.hard.commit,
         )?;
         // What a store loads is what its disk holds (a file store syncs a

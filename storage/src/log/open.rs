@@ -34,21 +34,26 @@ impl Log {
         clock: Arc<dyn Clock>,
         committed: RaftIndex,
     ) -> Result<Log, LogError> {
-        Self::open_from(dir, config, clock, RaftIndex(0), committed)
+        let start = LogPosition {
+            offset: Offset(0),
+            raft_index: RaftIndex(0),
+        };
+        Self::open_from(dir, config, clock, start, committed)
     }
 
     /// As [`Log::open_committed_through`], for a log that needs nothing
-    /// before `start` (a replica's first index after its snapshot point).
-    /// Segments wholly before it are removed first: retention or a snapshot
-    /// install took them and a crash came before their unlink reached the
-    /// disk. Left in place, such a segment would sit before a gap (the
+    /// before `start` (a replica's first position after its snapshot
+    /// point). Segments wholly before it, and one of another history that
+    /// begins at its index but not its offset, are removed first: retention
+    /// or a snapshot install took them and a crash came before their unlink
+    /// reached the disk. Left in place, such a segment would sit before a gap (the
     /// entries between it and the log start were taken with it, or never
     /// held here) that recovery must count as a hole in committed entries.
     pub fn open_from(
         dir: impl AsRef<Path>,
         config: LogConfig,
         clock: Arc<dyn Clock>,
-        start: RaftIndex,
+        start: LogPosition,
         committed: RaftIndex,
     ) -> Result<Log, LogError> {
         config.validate()?;
@@ -80,14 +85,12 @@ impl Log {
             }
         }
         bases.sort_by_key(|&(o, i)| (i, o));
-        // A segment's entries end before the next one's base: when that base
-        // is at or before `start`, none of them is needed.
-        let below = bases.windows(2).take_while(|w| w[1].1 <= start).count();
-        for &(o, i) in &bases[..below] {
+        let gone = before_start(&bases, start);
+        for &(o, i) in &gone {
             let paths = SegmentPaths::new(&dir, o, i);
             tracing::info!(
                 segment = %paths.log.display(),
-                %start,
+                start = %start.raft_index,
                 "removing a segment left before the log start"
             );
             for p in [&paths.log, &paths.index, &paths.timeindex] {
@@ -100,7 +103,7 @@ impl Log {
                 }
             }
         }
-        bases.drain(..below);
+        bases.retain(|b| !gone.contains(b));
         let mut log = Log {
             dir,
             config,
@@ -285,4 +288,27 @@ fn lock_dir(dir: &Path) -> Result<File, LogError> {
         )(std::io::Error::last_os_error()));
     }
     Ok(file)
+}
+
+/// The segments of `bases` (sorted by Raft index, then offset) that hold
+/// nothing a log starting at `start` needs: each one followed by a segment
+/// of a higher base index that is still at or before the start (its
+/// entries end before that base), and, at the start's own base index, one
+/// whose offset is not the start's while one whose offset is stays (an
+/// old history's segment a reset took out: it shares the index, not the
+/// offset). Segments at or past the start otherwise stay for recovery.
+fn before_start(bases: &[(Offset, RaftIndex)], start: LogPosition) -> Vec<(Offset, RaftIndex)> {
+    let mut gone = Vec::new();
+    for (n, &(offset, index)) in bases.iter().enumerate() {
+        let superseded = bases[n + 1..]
+            .iter()
+            .any(|&(_, next)| next > index && next <= start.raft_index);
+        let other_history = index == start.raft_index
+            && offset != start.offset
+            && bases.contains(&(start.offset, start.raft_index));
+        if superseded || other_history {
+            gone.push((offset, index));
+        }
+    }
+    gone
 }
