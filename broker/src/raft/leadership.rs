@@ -85,12 +85,16 @@ impl RaftLoop {
             .status(GroupId::CONTROLLER)
             .is_some_and(|s| self.applied >= s.commit);
         let me = self.me();
+        // A stopped replica (its storage failed, a reopen pending) is not
+        // caught up: reopened after the broker stopped rejoining, it would
+        // vote with what its files hold, which may be less than it once
+        // acknowledged. The broker stays rejoining until it is open and
+        // caught up (a replica that never reopens costs only this: replicas
+        // opened later catch up before they vote, as they would anyway).
         let all_open = self.image.topics.values().all(|t| {
             (0..t.partitions()).all(|p| {
                 let g = t.group(p);
-                !t.replicas[p as usize].contains(&me)
-                    || self.node.has_group(g)
-                    || self.failed.contains_key(&g)
+                !t.replicas[p as usize].contains(&me) || self.node.has_group(g)
             })
         });
         if !(controller_applied && all_open) {
