@@ -302,6 +302,7 @@ fn replicas_that_write_without_syncing_agree_after_process_crashes_and_power_cut
     // them is gone. The commit index saved meanwhile must not vouch for
     // them: the replica restarts, is sent the entries again, and agrees
     // with the others.
+    let (mut crashes, mut runs) = (0, 0);
     for seed in seeds() {
         let mut sim = Sim::new(SimConfig {
             fsync: false,
@@ -317,6 +318,11 @@ fn replicas_that_write_without_syncing_agree_after_process_crashes_and_power_cut
             sim.crashes,
             sim.elections
         );
-        assert!(sim.crashes > 1, "seed {}: one crash or none", 3000 + seed);
+        crashes += sim.crashes;
+        runs += 1;
     }
+    // A power cut is refused while it could take the only other copy of a
+    // committed entry, so a seed may see one crash or none; across seeds,
+    // more than one each.
+    assert!(crashes > runs, "{crashes} crashes in {runs} runs");
 }

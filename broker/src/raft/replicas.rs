@@ -363,10 +363,18 @@ impl RaftLoop {
         } else if status.term == Term(0) && t.replicas[p as usize].first() == Some(&self.me()) {
             // A group that has never had a leader (just created): its
             // preferred leader campaigns now and at every tick until one
-            // is elected (see `eager`).
-            self.node.campaign(group)?;
-            self.eager
-                .insert(group, self.ticks + EAGER_CAMPAIGN_TICKS_MAX);
+            // is elected (see `eager`). A replica of a rejoining broker
+            // (its term 0 because its data went) starts no election: it
+            // waits to hear from a leader and catch up, which is no failure
+            // of the open.
+            match self.node.campaign(group) {
+                Ok(()) => {
+                    self.eager
+                        .insert(group, self.ticks + EAGER_CAMPAIGN_TICKS_MAX);
+                }
+                Err(ReplicationError::CatchingUp { .. }) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(())
     }
