@@ -93,6 +93,37 @@ pub(crate) fn lost_entries_reply(heartbeat: &Message, last_index: u64) -> Option
     Some(probe)
 }
 
+/// For an `fsync=false` follower that got a heartbeat advertising
+/// `commit` while its log is known to share its leader's only through
+/// `known` (see `Replica::verified_through`): the rejection an append at
+/// `commit` would draw were the entries between different, naming `known`
+/// (of term `known_term`) as the hint, so the leader probes from there and
+/// sends entries whose previous entry raft-rs checks. `from` is this
+/// replica, `committed` its commit index.
+pub(crate) fn unverified_reply(
+    from: u64,
+    leader: u64,
+    term: u64,
+    commit: u64,
+    known: u64,
+    known_term: u64,
+    committed: u64,
+) -> Message {
+    let mut m = Message {
+        from,
+        to: leader,
+        term,
+        index: commit,
+        reject: true,
+        reject_hint: known,
+        log_term: known_term,
+        commit: committed,
+        ..Message::default()
+    };
+    m.set_msg_type(MessageType::MsgAppendResponse);
+    m
+}
+
 /// For a leader that believes `from` holds its log through `matched`:
 /// whether `m`, `from`'s rejection, says the follower holds less (its hint
 /// lies below `matched`), and from which index to probe it.
@@ -128,6 +159,20 @@ mod tests {
         assert_eq!(c.target(), Some(40));
         assert!(!c.done(40, 39), "committed but not yet durable");
         assert!(c.done(40, 40));
+    }
+
+    #[test]
+    fn an_unverified_reply_rejects_at_the_commit_and_names_what_is_known() {
+        let m = unverified_reply(2, 1, 7, 419, 385, 6, 380);
+        assert_eq!(m.get_msg_type(), MessageType::MsgAppendResponse);
+        assert!(m.reject);
+        assert_eq!((m.from, m.to, m.term), (2, 1, 7));
+        assert_eq!(
+            (m.index, m.reject_hint, m.log_term, m.commit),
+            (419, 385, 6, 380)
+        );
+        // The leader that believed 419 matched now probes from 385.
+        assert_eq!(believed_too_much(&m, 419), Some(385));
     }
 
     #[test]

@@ -269,6 +269,31 @@ fn a_deleted_group_is_not_opened_again_by_a_broker_that_lost_power_after_deletin
 }
 
 #[test]
+fn a_replica_without_syncs_does_not_take_a_commit_for_entries_a_power_cut_brought_back() {
+    // Seeds found in a long run. 3207: broker 2 led term 8 and wrote
+    // entries 181-183; its process crashed (its next open synced them);
+    // the new leader's term-9 entries replaced 182-183 there, unsynced; a
+    // power cut then brought the term-8 entries back. The leader, which
+    // believed broker 2 matched through 190, sent heartbeats committing
+    // 183, and broker 2 committed its term-8 entries: it then refused every
+    // append of the leader's for ever. An fsync=false replica now takes a
+    // heartbeat's commit only through what an append since it opened
+    // showed it shares with its leader, and has the leader probe past
+    // that. 3124 is one whose log matched and whose commit must still move.
+    for seed in [124, 207] {
+        let mut sim = Sim::new(SimConfig {
+            fsync: false,
+            crashes_max: 8,
+            crash_leaders: true,
+            groups: 1,
+            ..config(3000 + seed)
+        });
+        sim.run();
+        assert!(sim.crashes > 0, "seed {}: no crash", 3000 + seed);
+    }
+}
+
+#[test]
 fn five_brokers_with_groups_of_three_elect_and_commit_without_faults() {
     let mut sim = Sim::new(SimConfig {
         seed: 7,

@@ -164,6 +164,7 @@ impl Node {
                 .inspect_err(|e| self.stop_unreadable(group, e));
         }
         let mut lost = None;
+        let mut unverified = None;
         match message.get_msg_type() {
             // An append's entries are checked before raft-rs takes them:
             // once in its log, a bad one could only fail the group when
@@ -182,15 +183,58 @@ impl Node {
                 // A leader advertises the commit it believes this follower
                 // can take; after a machine crash of an `fsync=false`
                 // replica that may lie past its log, which raft-rs treats
-                // as fatal. The commit is a hint: clamp it.
+                // as fatal, or past what the log is known to share with the
+                // leader (`Replica::verified_through`). The commit is a
+                // hint: clamp it, and have the leader probe.
                 let last = r.raw.raft.raft_log.last_index();
+                let known = r.verified_through.map_or(last, |v| v.min(last));
                 lost = crate::catch_up::lost_entries_reply(&message, last);
-                message.commit = message.commit.min(last);
+                if lost.is_none() && message.commit > known {
+                    unverified = Some((message.from, message.commit, known));
+                }
+                message.commit = message.commit.min(known);
             }
             _ => {}
         }
+        // An append of the current term that raft-rs checked against this
+        // log (its previous entry at or past the commit, and here with its
+        // term) leaves the log sharing the leader's through its last entry.
+        let append = (message.get_msg_type() == MessageType::MsgAppend).then(|| {
+            let n = message.get_entries().len() as u64;
+            let committed = r.raw.raft.raft_log.committed;
+            (
+                message.term,
+                message.index,
+                message.log_term,
+                message.index + n,
+                committed,
+            )
+        });
+        let verified = &mut r.verified_through;
         let stepped = raft_call(group, &mut r.raw, |raw| {
             raw.step(message)?;
+            if let (Some(v), Some((term, prev, prev_term, through, committed))) =
+                (verified.as_mut(), append)
+                && term == raw.raft.term
+                && prev >= committed
+                && raw.raft.raft_log.match_term(prev, prev_term)
+            {
+                *v = (*v).max(through);
+            }
+            // Within the log but past what it is known to share with the
+            // leader: the leader is told it holds only that much, as a
+            // rejected append would tell it, and probes from there.
+            if let Some((leader, commit, known)) = unverified {
+                raw.raft.msgs.push(crate::catch_up::unverified_reply(
+                    raw.raft.id,
+                    leader,
+                    raw.raft.term,
+                    commit,
+                    known,
+                    raw.raft.raft_log.term(known).unwrap_or(0),
+                    raw.raft.raft_log.committed,
+                ));
+            }
             // Past the log: the leader is told what this replica really
             // holds.
             match lost {

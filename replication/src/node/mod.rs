@@ -223,6 +223,16 @@ struct Replica {
     /// While this replica catches up after losing what it held (see
     /// `catch_up`): it neither votes nor campaigns.
     catching_up: Option<crate::catch_up::CatchUp>,
+    /// For an `fsync=false` replica: the last index its log is known to
+    /// share with its leaders since it opened (its commit then, raised by
+    /// every append that matched). A power cut can bring back entries a
+    /// truncation had replaced, as long as the ones the replica acknowledged
+    /// instead: a heartbeat's commit, which its leader bases on what it
+    /// acknowledged, may then name entries this log holds with other terms.
+    /// Past this index a heartbeat's commit is not taken, and the leader is
+    /// told to probe (see `catch_up::lost_entries_reply`). `None` for
+    /// `fsync=true` replicas, which never lose what they acknowledged.
+    verified_through: Option<u64>,
     /// Readies handed back to raft-rs before their syncs ran
     /// ([`Node::defer_syncs`]), oldest first: each one's number and the
     /// messages that may leave only once it is durable.
@@ -496,9 +506,13 @@ impl Node {
             high_watermark,
             leader: None,
             catching_up: self.rejoining.then(Default::default),
+            verified_through: None,
             unsynced: VecDeque::new(),
             generation: self.generations,
         };
+        if !spec.fsync {
+            replica.verified_through = Some(replica.raw.raft.raft_log.committed);
+        }
         self.generations += 1;
         let phase = self.jitter.next() % c.election_tick as u64;
         for _ in 0..phase {
