@@ -25,6 +25,14 @@
 //!   probes from the hint ([`believed_too_much`]), sending entries or a
 //!   snapshot; the match index counts again once the follower accepts.
 //!   `rill cluster status` then shows the follower's real match index.
+//! - **Entries that come back.** An `fsync=false` log can also return, after
+//!   a power cut, entries a truncation had replaced, as long as the ones it
+//!   acknowledged in their place: same length, other terms. A heartbeat
+//!   carries no term to tell, and its commit would make them committed
+//!   here. Such a replica takes a heartbeat's commit only through what an
+//!   append since it opened showed it shares with its leader, and answers
+//!   past that with a rejection naming it ([`unverified_reply`]), so the
+//!   leader probes and raft-rs's own check of each append repairs the log.
 
 use raft::eraftpb::{Message, MessageType};
 
