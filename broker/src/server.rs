@@ -296,6 +296,16 @@ async fn connection(
         // to one partition. The waits for acknowledgements overlap (in the
         // task below, where any other request is started too).
         let routed = route(&shared.broker, request, forwarded).await;
+        if let Routed::Refused(error) = routed {
+            if tx
+                .send(encode_error_response(header.correlation_id, error))
+                .await
+                .is_err()
+            {
+                break Ok(());
+            }
+            continue;
+        }
         let share = match routed {
             // Once staged, a produce's bytes are the log's (proposed, and
             // bounded there by the leader's uncommitted bytes) or refused:
@@ -305,7 +315,7 @@ async fn connection(
                 drop(share);
                 None
             }
-            Routed::Answer(_) => share,
+            Routed::Answer(_) | Routed::Refused(_) => share,
         };
         let broker = Arc::clone(&shared.broker);
         let mut shutdown = shutdown.clone();

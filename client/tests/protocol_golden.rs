@@ -146,6 +146,15 @@ fn error_codes_keep_their_numbers_and_retriability() {
         (ErrorCode::NotController, 20, true),
         (ErrorCode::InvalidRecord, 21, false),
         (ErrorCode::InvalidTimestamp, 22, false),
+        (ErrorCode::NotCoordinator, 23, true),
+        (ErrorCode::CoordinatorNotAvailable, 24, true),
+        (ErrorCode::CoordinatorLoadInProgress, 25, true),
+        (ErrorCode::UnknownMemberId, 26, false),
+        (ErrorCode::FencedMemberEpoch, 27, false),
+        (ErrorCode::GroupIdNotFound, 28, false),
+        (ErrorCode::InvalidGroupId, 29, false),
+        (ErrorCode::GroupMaxSizeReached, 30, false),
+        (ErrorCode::OffsetMetadataTooLarge, 31, false),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len());
     for &(e, code, retriable) in table {

@@ -5,11 +5,12 @@
 use rill_client::protocol::messages::{ApiVersionRange, ApiVersionsResponse};
 use rill_client::protocol::{ApiKey, Response};
 
-/// Every API with the range of versions spoken.
+/// Every API this broker serves with the range of versions spoken.
 pub(super) fn api_versions() -> Response {
     Response::ApiVersions(ApiVersionsResponse {
         apis: ApiKey::ALL
             .iter()
+            .filter(|&&k| super::serves(k))
             .map(|&k| ApiVersionRange {
                 api_key: k as u16,
                 min_version: k.versions().0,

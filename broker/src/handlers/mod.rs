@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use rill_client::protocol::messages::NO_BROKER;
-use rill_client::protocol::{ErrorCode, Request, Response};
+use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
 use rill_replication::BrokerId;
 
 use crate::partition::{LeaderHint, Partition};
@@ -39,6 +39,9 @@ pub enum Routed {
     /// Any other request, not started yet: its answer, worked out when
     /// polled.
     Answer(Pin<Box<dyn Future<Output = Response> + Send>>),
+    /// A request to an API the protocol knows but this broker does not
+    /// serve: the caller answers with this header-level error and no body.
+    Refused(ErrorCode),
 }
 
 impl Routed {
@@ -48,8 +51,24 @@ impl Routed {
         match self {
             Routed::Produce(staged) => produce::finish_produce(staged).await,
             Routed::Answer(answer) => Some(answer.await),
+            // No body to answer with: the caller sends the header's error.
+            Routed::Refused(_) => None,
         }
     }
+}
+
+/// Whether this broker serves `api`; ApiVersions lists only those. The
+/// consumer group APIs are in the protocol already, not served yet.
+pub(crate) fn serves(api: ApiKey) -> bool {
+    !matches!(
+        api,
+        ApiKey::FindCoordinator
+            | ApiKey::OffsetCommit
+            | ApiKey::OffsetFetch
+            | ApiKey::ConsumerGroupHeartbeat
+            | ApiKey::ListGroups
+            | ApiKey::DescribeGroups
+    )
 }
 
 /// Routes one request to its API. A produce is staged before this returns
@@ -83,6 +102,14 @@ pub async fn route(broker: &Arc<Broker>, request: Request, forwarded: bool) -> R
         Request::ListOffsets(l) => {
             Box::pin(async move { Response::ListOffsets(list_offsets::list_offsets(&broker, l)) })
         }
+        // Not served (see `serves`): answered as an API this broker does
+        // not speak, as before the protocol knew them.
+        Request::FindCoordinator(_)
+        | Request::OffsetCommit(_)
+        | Request::OffsetFetch(_)
+        | Request::ConsumerGroupHeartbeat(_)
+        | Request::ListGroups
+        | Request::DescribeGroups(_) => return Routed::Refused(ErrorCode::UnsupportedApi),
     })
 }
 

@@ -1,7 +1,8 @@
 //! Fuzzes what a broker does with bytes from a client: framing (with a small
 //! maximum so the limit is hit), then request decoding; and what a client
-//! does with a response of every API. Nothing may panic, and a request that
-//! decodes must encode back to the same frame.
+//! does with a response of every API in `ApiKey::ALL` (the consumer group
+//! APIs included). Nothing may panic, and a request that decodes must
+//! encode back to the same frame.
 #![no_main]
 
 use bytes::{Bytes, BytesMut};

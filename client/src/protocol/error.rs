@@ -59,11 +59,37 @@ pub enum ErrorCode {
     /// topic allows (`message.timestamp.after.max.ms`,
     /// `message.timestamp.before.max.ms`).
     InvalidTimestamp = 22,
+    /// This broker is not the coordinator of the group (it no longer
+    /// leads the group's `__consumer_offsets` partition): find the
+    /// coordinator again and retry there.
+    NotCoordinator = 23,
+    /// The group's coordinator is unknown or unreachable for now (its
+    /// `__consumer_offsets` partition has no leader, or the topic does not
+    /// exist yet): retry.
+    CoordinatorNotAvailable = 24,
+    /// The coordinator is still rebuilding the group's state from its
+    /// `__consumer_offsets` partition (it just became leader): retry.
+    CoordinatorLoadInProgress = 25,
+    /// The coordinator does not know this member id (it left, or its
+    /// session timed out): join again with member epoch 0.
+    UnknownMemberId = 26,
+    /// The member epoch is not the member's current one: the member was
+    /// fenced (its partitions may be someone else's now), so a commit or
+    /// heartbeat with it is refused. Join again with member epoch 0.
+    FencedMemberEpoch = 27,
+    /// No group has this id.
+    GroupIdNotFound = 28,
+    /// The group id is empty or otherwise not valid.
+    InvalidGroupId = 29,
+    /// The group already has as many members as the coordinator allows.
+    GroupMaxSizeReached = 30,
+    /// A commit's metadata text is longer than the coordinator accepts.
+    OffsetMetadataTooLarge = 31,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 23] = [
+    pub const ALL: [ErrorCode; 32] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptMessage,
@@ -87,6 +113,15 @@ impl ErrorCode {
         ErrorCode::NotController,
         ErrorCode::InvalidRecord,
         ErrorCode::InvalidTimestamp,
+        ErrorCode::NotCoordinator,
+        ErrorCode::CoordinatorNotAvailable,
+        ErrorCode::CoordinatorLoadInProgress,
+        ErrorCode::UnknownMemberId,
+        ErrorCode::FencedMemberEpoch,
+        ErrorCode::GroupIdNotFound,
+        ErrorCode::InvalidGroupId,
+        ErrorCode::GroupMaxSizeReached,
+        ErrorCode::OffsetMetadataTooLarge,
     ];
 
     /// The stable number on the wire.
@@ -115,6 +150,9 @@ impl ErrorCode {
                 | ErrorCode::OffsetNotAvailable
                 | ErrorCode::StorageError
                 | ErrorCode::NotController
+                | ErrorCode::NotCoordinator
+                | ErrorCode::CoordinatorNotAvailable
+                | ErrorCode::CoordinatorLoadInProgress
         )
     }
 

@@ -32,11 +32,24 @@ pub enum ApiKey {
     /// One broker's view of replication: the controller, and for each
     /// replica it holds the leader, commit index and followers' progress.
     ClusterStatus = 8,
+    /// Which broker coordinates a consumer group.
+    FindCoordinator = 9,
+    /// Commit a group's consumed offsets.
+    OffsetCommit = 10,
+    /// Read a group's committed offsets.
+    OffsetFetch = 11,
+    /// A consumer group member joins, heartbeats or leaves, and learns its
+    /// assignment (KIP-848's protocol: the coordinator assigns).
+    ConsumerGroupHeartbeat = 12,
+    /// The groups a coordinator holds.
+    ListGroups = 13,
+    /// Groups' state, epochs and members.
+    DescribeGroups = 14,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 9] = [
+    pub const ALL: [ApiKey; 15] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -46,6 +59,12 @@ impl ApiKey {
         ApiKey::ListOffsets,
         ApiKey::RegisterBroker,
         ApiKey::ClusterStatus,
+        ApiKey::FindCoordinator,
+        ApiKey::OffsetCommit,
+        ApiKey::OffsetFetch,
+        ApiKey::ConsumerGroupHeartbeat,
+        ApiKey::ListGroups,
+        ApiKey::DescribeGroups,
     ];
 
     /// The API with this number, if any.

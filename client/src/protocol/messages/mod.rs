@@ -10,10 +10,29 @@
 //!
 //! [`Request`] and what a client asks, with its codec, live in `request`;
 //! [`Response`] and what a broker answers, with its codec, in `response`;
-//! what both share (a broker's address, the smallest encodings) here.
+//! the consumer group APIs, requests and responses together with their byte
+//! layouts, in `offsets` (finding a coordinator, committing and fetching
+//! offsets) and `groups` (membership, listing and describing groups); what
+//! they all share (a broker's address, a topic's partitions, the smallest
+//! encodings) here.
 
+mod groups;
+mod offsets;
 mod request;
 mod response;
+
+pub use groups::{
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeGroupsRequest,
+    DescribeGroupsResponse, DescribedGroup, DescribedMember, JOIN_GROUP_MEMBER_EPOCH,
+    LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH, ListGroupsResponse, ListedGroup,
+};
+pub use offsets::{
+    FindCoordinatorRequest, FindCoordinatorResponse, NO_COMMITTED_OFFSET, NO_MEMBER_EPOCH,
+    OffsetCommitPartition, OffsetCommitPartitionResponse, OffsetCommitRequest,
+    OffsetCommitResponse, OffsetCommitTopic, OffsetCommitTopicResponse,
+    OffsetFetchPartitionResponse, OffsetFetchRequest, OffsetFetchResponse,
+    OffsetFetchTopicResponse,
+};
 
 pub use request::{
     CreateTopicsRequest, DeleteTopicsRequest, FetchPartition, FetchRequest, FetchTopic,
@@ -56,6 +75,28 @@ pub struct BrokerMetadata {
 // Smallest encodings, for the allocation checks of arrays.
 const MIN_STRING: usize = 2;
 const MIN_TOPIC: usize = MIN_STRING + 4;
+
+/// Some partitions of one topic: what a group member subscribes to, owns
+/// or is assigned, and which committed offsets to fetch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopicPartitions {
+    /// The topic.
+    pub topic: String,
+    /// Its partitions.
+    pub partitions: Vec<u32>,
+}
+
+fn write_topic_partitions(w: &mut Writer, t: &TopicPartitions) {
+    w.string(&t.topic);
+    w.array(&t.partitions, |w, p| w.u32(*p));
+}
+
+fn read_topic_partitions(r: &mut Reader) -> Result<TopicPartitions, DecodeError> {
+    Ok(TopicPartitions {
+        topic: r.string("topic name")?,
+        partitions: r.array("partitions", 4, |r| r.u32("partition"))?,
+    })
+}
 
 fn write_broker(w: &mut Writer, b: &BrokerMetadata) {
     w.u32(b.broker_id);

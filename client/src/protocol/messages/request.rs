@@ -3,7 +3,10 @@
 
 use bytes::Bytes;
 
-use super::{BrokerMetadata, MIN_STRING, MIN_TOPIC, read_broker, write_broker};
+use super::{
+    BrokerMetadata, ConsumerGroupHeartbeatRequest, DescribeGroupsRequest, FindCoordinatorRequest,
+    MIN_STRING, MIN_TOPIC, OffsetCommitRequest, OffsetFetchRequest, read_broker, write_broker,
+};
 use crate::protocol::error::DecodeError;
 use crate::protocol::header::ApiKey;
 use crate::protocol::wire::{Reader, Writer};
@@ -29,6 +32,18 @@ pub enum Request {
     RegisterBroker(BrokerMetadata),
     /// See [`ApiKey::ClusterStatus`].
     ClusterStatus,
+    /// See [`ApiKey::FindCoordinator`].
+    FindCoordinator(FindCoordinatorRequest),
+    /// See [`ApiKey::OffsetCommit`].
+    OffsetCommit(OffsetCommitRequest),
+    /// See [`ApiKey::OffsetFetch`].
+    OffsetFetch(OffsetFetchRequest),
+    /// See [`ApiKey::ConsumerGroupHeartbeat`].
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest),
+    /// See [`ApiKey::ListGroups`].
+    ListGroups,
+    /// See [`ApiKey::DescribeGroups`].
+    DescribeGroups(DescribeGroupsRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -172,6 +187,12 @@ impl Request {
             Request::ListOffsets(_) => ApiKey::ListOffsets,
             Request::RegisterBroker(_) => ApiKey::RegisterBroker,
             Request::ClusterStatus => ApiKey::ClusterStatus,
+            Request::FindCoordinator(_) => ApiKey::FindCoordinator,
+            Request::OffsetCommit(_) => ApiKey::OffsetCommit,
+            Request::OffsetFetch(_) => ApiKey::OffsetFetch,
+            Request::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
+            Request::ListGroups => ApiKey::ListGroups,
+            Request::DescribeGroups(_) => ApiKey::DescribeGroups,
         }
     }
 
@@ -231,6 +252,12 @@ impl Request {
             }),
             Request::RegisterBroker(b) => write_broker(w, b),
             Request::ClusterStatus => {}
+            Request::FindCoordinator(f) => f.encode(w),
+            Request::OffsetCommit(c) => c.encode(w),
+            Request::OffsetFetch(f) => f.encode(w),
+            Request::ConsumerGroupHeartbeat(h) => h.encode(w),
+            Request::ListGroups => {}
+            Request::DescribeGroups(d) => d.encode(w),
         }
     }
 
@@ -307,6 +334,14 @@ impl Request {
             }),
             ApiKey::RegisterBroker => Request::RegisterBroker(read_broker(r)?),
             ApiKey::ClusterStatus => Request::ClusterStatus,
+            ApiKey::FindCoordinator => Request::FindCoordinator(FindCoordinatorRequest::decode(r)?),
+            ApiKey::OffsetCommit => Request::OffsetCommit(OffsetCommitRequest::decode(r)?),
+            ApiKey::OffsetFetch => Request::OffsetFetch(OffsetFetchRequest::decode(r)?),
+            ApiKey::ConsumerGroupHeartbeat => {
+                Request::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatRequest::decode(r)?)
+            }
+            ApiKey::ListGroups => Request::ListGroups,
+            ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest::decode(r)?),
         };
         r.finish()?;
         Ok(req)

@@ -4,7 +4,11 @@
 
 use bytes::Bytes;
 
-use super::{BrokerMetadata, MIN_STRING, MIN_TOPIC, error_code, read_broker, write_broker};
+use super::{
+    BrokerMetadata, ConsumerGroupHeartbeatResponse, DescribeGroupsResponse,
+    FindCoordinatorResponse, ListGroupsResponse, MIN_STRING, MIN_TOPIC, OffsetCommitResponse,
+    OffsetFetchResponse, error_code, read_broker, write_broker,
+};
 use crate::protocol::error::{DecodeError, ErrorCode};
 use crate::protocol::header::ApiKey;
 use crate::protocol::wire::{Reader, Writer};
@@ -30,6 +34,18 @@ pub enum Response {
     RegisterBroker(RegisterBrokerResponse),
     /// See [`ApiKey::ClusterStatus`].
     ClusterStatus(ClusterStatusResponse),
+    /// See [`ApiKey::FindCoordinator`].
+    FindCoordinator(FindCoordinatorResponse),
+    /// See [`ApiKey::OffsetCommit`].
+    OffsetCommit(OffsetCommitResponse),
+    /// See [`ApiKey::OffsetFetch`].
+    OffsetFetch(OffsetFetchResponse),
+    /// See [`ApiKey::ConsumerGroupHeartbeat`].
+    ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse),
+    /// See [`ApiKey::ListGroups`].
+    ListGroups(ListGroupsResponse),
+    /// See [`ApiKey::DescribeGroups`].
+    DescribeGroups(DescribeGroupsResponse),
 }
 
 /// The controller's answer to a broker's registration.
@@ -292,6 +308,12 @@ impl Response {
             Response::ListOffsets(_) => ApiKey::ListOffsets,
             Response::RegisterBroker(_) => ApiKey::RegisterBroker,
             Response::ClusterStatus(_) => ApiKey::ClusterStatus,
+            Response::FindCoordinator(_) => ApiKey::FindCoordinator,
+            Response::OffsetCommit(_) => ApiKey::OffsetCommit,
+            Response::OffsetFetch(_) => ApiKey::OffsetFetch,
+            Response::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
+            Response::ListGroups(_) => ApiKey::ListGroups,
+            Response::DescribeGroups(_) => ApiKey::DescribeGroups,
         }
     }
 
@@ -379,6 +401,12 @@ impl Response {
                     });
                 });
             }
+            Response::FindCoordinator(f) => f.encode(w),
+            Response::OffsetCommit(c) => c.encode(w),
+            Response::OffsetFetch(f) => f.encode(w),
+            Response::ConsumerGroupHeartbeat(h) => h.encode(w),
+            Response::ListGroups(l) => l.encode(w),
+            Response::DescribeGroups(d) => d.encode(w),
         }
     }
 
@@ -494,6 +522,16 @@ impl Response {
                     })
                 })?,
             }),
+            ApiKey::FindCoordinator => {
+                Response::FindCoordinator(FindCoordinatorResponse::decode(r)?)
+            }
+            ApiKey::OffsetCommit => Response::OffsetCommit(OffsetCommitResponse::decode(r)?),
+            ApiKey::OffsetFetch => Response::OffsetFetch(OffsetFetchResponse::decode(r)?),
+            ApiKey::ConsumerGroupHeartbeat => {
+                Response::ConsumerGroupHeartbeat(ConsumerGroupHeartbeatResponse::decode(r)?)
+            }
+            ApiKey::ListGroups => Response::ListGroups(ListGroupsResponse::decode(r)?),
+            ApiKey::DescribeGroups => Response::DescribeGroups(DescribeGroupsResponse::decode(r)?),
         };
         r.finish()?;
         Ok(resp)
