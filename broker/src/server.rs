@@ -44,7 +44,7 @@ use bytes::{Bytes, BytesMut};
 use rill_client::protocol::frame::LENGTH_PREFIX_BYTES;
 use rill_client::protocol::messages::{FetchRequest, Request};
 use rill_client::protocol::{
-    MAX_REQUEST_FRAME_BYTES, RequestFrameError, decode_request, encode_error_response,
+    ErrorCode, MAX_REQUEST_FRAME_BYTES, RequestFrameError, decode_request, encode_error_response,
     encode_response, take_frame,
 };
 use rill_client::writer::write_frames_within;
@@ -167,6 +167,18 @@ fn announced_len(buf: &[u8]) -> usize {
     u32::from_le_bytes(buf[..LENGTH_PREFIX_BYTES].try_into().expect("4 bytes")) as usize
 }
 
+/// Answers request `correlation_id` with a header-level `error` and no
+/// body; `false` once the connection's writer is gone.
+async fn answer_error(
+    tx: &mpsc::Sender<Vec<Bytes>>,
+    correlation_id: u32,
+    error: ErrorCode,
+) -> bool {
+    tx.send(encode_error_response(correlation_id, error))
+        .await
+        .is_ok()
+}
+
 /// One client connection, until the client closes it, it breaks a limit,
 /// or `shutdown` is raised (then it answers what it has routed first).
 async fn connection(
@@ -267,11 +279,7 @@ async fn connection(
         let (header, request) = match decode_request(payload) {
             Ok(r) => r,
             Err(RequestFrameError::Unsupported { header, error }) => {
-                if tx
-                    .send(encode_error_response(header.correlation_id, error))
-                    .await
-                    .is_err()
-                {
+                if !answer_error(&tx, header.correlation_id, error).await {
                     break Ok(());
                 }
                 continue;
@@ -297,11 +305,7 @@ async fn connection(
         // task below, where any other request is started too).
         let routed = route(&shared.broker, request, forwarded).await;
         if let Routed::Refused(error) = routed {
-            if tx
-                .send(encode_error_response(header.correlation_id, error))
-                .await
-                .is_err()
-            {
+            if !answer_error(&tx, header.correlation_id, error).await {
                 break Ok(());
             }
             continue;

@@ -6,7 +6,7 @@
 mod common;
 
 use bytes::{Bytes, BytesMut};
-use common::{concat, header};
+use common::{assert_request_round_trips, assert_response_round_trips, concat, header};
 use proptest::prelude::*;
 use rill_client::protocol::messages::*;
 use rill_client::protocol::wire::Reader;
@@ -455,23 +455,12 @@ fn response() -> impl Strategy<Value = Response> {
 proptest! {
     #[test]
     fn any_request_round_trips_through_a_frame(req in request(), correlation_id in any::<u32>()) {
-        let h = header(req.api_key(), correlation_id);
-        let mut buf = BytesMut::from(&concat(&encode_request(&h, &req))[..]);
-        let payload = take_frame(&mut buf, MAX_REQUEST_FRAME_BYTES).unwrap().unwrap();
-        prop_assert!(buf.is_empty());
-        let (h2, req2) = decode_request(payload).unwrap();
-        prop_assert_eq!(h2, h);
-        prop_assert_eq!(req2, req);
+        assert_request_round_trips(&req, correlation_id);
     }
 
     #[test]
     fn any_response_round_trips_through_a_frame(resp in response(), correlation_id in any::<u32>()) {
-        let mut buf = BytesMut::from(&concat(&encode_response(correlation_id, &resp))[..]);
-        let payload = take_frame(&mut buf, MAX_RESPONSE_FRAME_BYTES).unwrap().unwrap();
-        prop_assert_eq!(decode_response_header(&payload).unwrap().correlation_id, correlation_id);
-        let (h, resp2) = decode_response(payload, resp.api_key()).unwrap();
-        prop_assert_eq!(h.error, ErrorCode::None);
-        prop_assert_eq!(resp2, Some(resp));
+        assert_response_round_trips(&resp, correlation_id);
     }
 
     #[test]
