@@ -22,6 +22,7 @@ use crate::state::{Broker, Lookup};
 mod api_versions;
 mod cluster_status;
 mod fetch;
+pub mod find_coordinator;
 mod list_offsets;
 mod metadata;
 mod produce;
@@ -62,8 +63,7 @@ impl Routed {
 pub(crate) fn serves(api: ApiKey) -> bool {
     !matches!(
         api,
-        ApiKey::FindCoordinator
-            | ApiKey::OffsetCommit
+        ApiKey::OffsetCommit
             | ApiKey::OffsetFetch
             | ApiKey::ConsumerGroupHeartbeat
             | ApiKey::ListGroups
@@ -87,6 +87,11 @@ pub async fn route(broker: &Arc<Broker>, request: Request, forwarded: bool) -> R
         Request::CreateTopics(c) => Box::pin(async move {
             Response::CreateTopics(topics::create_topics(&broker, c, forwarded).await)
         }),
+        Request::FindCoordinator(r) => Box::pin(async move {
+            Response::FindCoordinator(
+                find_coordinator::find_coordinator(&broker, r, forwarded).await,
+            )
+        }),
         Request::DeleteTopics(d) => Box::pin(async move {
             Response::DeleteTopics(topics::delete_topics(&broker, d, forwarded).await)
         }),
@@ -104,8 +109,7 @@ pub async fn route(broker: &Arc<Broker>, request: Request, forwarded: bool) -> R
         }
         // Not served (see `serves`): answered as an API this broker does
         // not speak, as before the protocol knew them.
-        Request::FindCoordinator(_)
-        | Request::OffsetCommit(_)
+        Request::OffsetCommit(_)
         | Request::OffsetFetch(_)
         | Request::ConsumerGroupHeartbeat(_)
         | Request::ListGroups

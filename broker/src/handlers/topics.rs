@@ -14,6 +14,11 @@ use rill_client::protocol::messages::{
 use crate::error::BrokerError;
 use crate::state::Broker;
 
+/// The prefix of internal topics' names (such as
+/// [`super::find_coordinator::OFFSETS_TOPIC`]), which clients may not
+/// create.
+pub const INTERNAL_TOPIC_PREFIX: &str = "__";
+
 /// Creates each topic named, in order.
 pub(super) async fn create_topics(
     broker: &Arc<Broker>,
@@ -22,6 +27,18 @@ pub(super) async fn create_topics(
 ) -> TopicResults {
     let mut results = Vec::new();
     for t in c.topics {
+        // Names beginning `__` are the broker's own (the offsets topic); a
+        // request another broker forwards may create one.
+        if !forwarded && t.name.starts_with(INTERNAL_TOPIC_PREFIX) {
+            results.push(TopicResult {
+                message: format!(
+                    "topic names beginning {INTERNAL_TOPIC_PREFIX:?} are kept for rill's internal topics"
+                ),
+                name: t.name,
+                error: ErrorCode::InvalidTopic,
+            });
+            continue;
+        }
         let outcome = broker
             .create_topic(
                 &t.name,

@@ -34,8 +34,13 @@ pub(crate) enum TopicCommand {
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
     },
-    /// List topic names.
-    List,
+    /// List topic names (internal ones, beginning `__`, only with
+    /// `--internal`).
+    List {
+        /// Also list the broker's internal topics (`__consumer_offsets`).
+        #[arg(long)]
+        internal: bool,
+    },
     /// Show a topic's partitions: leader, replicas, log start offset, high watermark.
     Describe {
         /// The topic.
@@ -50,6 +55,10 @@ pub(crate) enum TopicCommand {
         name: String,
     },
 }
+
+/// The prefix of the broker's internal topics' names, which clients may
+/// not create.
+const INTERNAL_TOPIC_PREFIX: &str = "__";
 
 pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyhow::Result<()> {
     let admin = Admin::new(cluster);
@@ -73,9 +82,11 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
                 .await?;
             eprintln!("created topic {name} with {partitions} partition(s)");
         }
-        TopicCommand::List => {
+        TopicCommand::List { internal } => {
             for name in admin.list_topics().await? {
-                println!("{name}");
+                if internal || !name.starts_with(INTERNAL_TOPIC_PREFIX) {
+                    println!("{name}");
+                }
             }
         }
         TopicCommand::Describe { name, format } => {
