@@ -47,13 +47,7 @@ pub fn forget_unsynced(
         let paths = SegmentPaths::new(dir, offset, index);
         let next_base = bases.get(n + 1).map(|b| b.1);
         if index > durable.raft_index {
-            for p in [&paths.log, &paths.index, &paths.timeindex] {
-                match std::fs::remove_file(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => return Err(LogError::io("remove segment", p)(e)),
-                }
-            }
+            paths.remove("remove segment")?;
             continue;
         }
         if next_base.is_some_and(|b| b <= durable.raft_index) {
@@ -116,14 +110,7 @@ pub fn forget_new_segments(dir: &Path, durable: LogPosition) -> Result<usize, Lo
         if index < durable.raft_index {
             continue;
         }
-        let paths = SegmentPaths::new(dir, offset, index);
-        for p in [&paths.log, &paths.index, &paths.timeindex] {
-            match std::fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io("remove segment", p)(e)),
-            }
-        }
+        SegmentPaths::new(dir, offset, index).remove("remove segment")?;
         gone += 1;
     }
     Ok(gone)

@@ -61,6 +61,19 @@ impl SegmentPaths {
             timeindex: dir.join(format!("{stem}.timeindex")),
         }
     }
+
+    /// Removes the segment's files; one already gone is no error. `op`
+    /// names the removal in an error.
+    pub(crate) fn remove(&self, op: &'static str) -> Result<(), LogError> {
+        for p in [&self.log, &self.index, &self.timeindex] {
+            match std::fs::remove_file(p) {
+                Ok(()) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+                Err(e) => return Err(LogError::io(op, p)(e)),
+            }
+        }
+        Ok(())
+    }
 }
 
 /// Parses a segment file name `<offset:020>-<raft_index:020>.log`.
@@ -666,13 +679,6 @@ impl Segment {
 
     /// Removes the segment's files. Readers holding its bytes keep them.
     pub(crate) fn unlink(&self) -> Result<(), LogError> {
-        for p in [&self.paths.log, &self.paths.index, &self.paths.timeindex] {
-            match std::fs::remove_file(p) {
-                Ok(()) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                Err(e) => return Err(LogError::io("unlink", p)(e)),
-            }
-        }
-        Ok(())
+        self.paths.remove("unlink")
     }
 }

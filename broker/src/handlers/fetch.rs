@@ -16,7 +16,7 @@ use rill_client::protocol::messages::{
     FetchTopicResponse, NO_BROKER,
 };
 
-use super::{hint, leader_here};
+use super::{hint, replica_here};
 use crate::partition::{LeaderHint, PartitionWatch, any_changed};
 use crate::state::Broker;
 
@@ -137,7 +137,7 @@ fn fetch_once(
                         log_start_offset: 0,
                         records: Vec::new(),
                     };
-                    let partition = match leader_here(broker, &t.name, p.partition) {
+                    let partition = match replica_here(broker, &t.name, p.partition) {
                         Ok(p) => p,
                         Err((error, leader)) => return refused(error, leader),
                     };
@@ -145,11 +145,11 @@ fn fetch_once(
                     // partition with data gets at least one whole batch
                     // whatever the budget (the read always returns one).
                     let max = u64::from(p.partition_max_bytes).min(budget);
+                    // Watched before leadership is checked: a leadership
+                    // lost after the check wakes a parked fetch, which
+                    // would otherwise wait out its time for a partition it
+                    // can no longer be answered from.
                     watches.push(partition.watch());
-                    // Checked again once watched: leadership lost between
-                    // the first check and the watch would not wake a
-                    // parked fetch, which would wait out its time for a
-                    // partition it can no longer be answered from.
                     if let Some((error, leader)) = partition.not_leader() {
                         return refused(error, leader);
                     }

@@ -130,18 +130,24 @@ fn leader_here(
     topic: &str,
     index: u32,
 ) -> Result<Arc<Partition>, (ErrorCode, LeaderHint)> {
-    let partition = match broker.lookup(topic, index) {
-        Lookup::Here(p) => p,
-        Lookup::Elsewhere { leader } => {
-            return Err((ErrorCode::NotLeader, LeaderHint::guess(leader)));
-        }
-        Lookup::Unknown => {
-            return Err((ErrorCode::UnknownTopicOrPartition, LeaderHint::default()));
-        }
-        Lookup::Stopped => return Err((ErrorCode::StorageError, LeaderHint::default())),
-    };
+    let partition = replica_here(broker, topic, index)?;
     match partition.not_leader() {
         Some(refused) => Err(refused),
         None => Ok(partition),
+    }
+}
+
+/// The replica here of partition `index` of `topic`, leader or not, or the
+/// code a partition's answer refuses it with and where to try instead.
+fn replica_here(
+    broker: &Broker,
+    topic: &str,
+    index: u32,
+) -> Result<Arc<Partition>, (ErrorCode, LeaderHint)> {
+    match broker.lookup(topic, index) {
+        Lookup::Here(p) => Ok(p),
+        Lookup::Elsewhere { leader } => Err((ErrorCode::NotLeader, LeaderHint::guess(leader))),
+        Lookup::Unknown => Err((ErrorCode::UnknownTopicOrPartition, LeaderHint::default())),
+        Lookup::Stopped => Err((ErrorCode::StorageError, LeaderHint::default())),
     }
 }

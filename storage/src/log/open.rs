@@ -93,15 +93,7 @@ impl Log {
                 start = %start.raft_index,
                 "removing a segment left before the log start"
             );
-            for p in [&paths.log, &paths.index, &paths.timeindex] {
-                match std::fs::remove_file(p) {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                    Err(e) => {
-                        return Err(LogError::io("remove segment before the log start", p)(e));
-                    }
-                }
-            }
+            paths.remove("remove segment before the log start")?;
         }
         bases.retain(|b| !gone.contains(b));
         let mut log = Log {
@@ -182,16 +174,7 @@ impl Log {
                         "segment ends before the next one starts; dropping the segments after it"
                     );
                     for &(o, r) in &bases[i + 1..] {
-                        let p = SegmentPaths::new(&self.dir, o, r);
-                        for f in [&p.log, &p.index, &p.timeindex] {
-                            match std::fs::remove_file(f) {
-                                Ok(()) => {}
-                                Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-                                Err(e) => {
-                                    return Err(LogError::io("remove segment after gap", f)(e));
-                                }
-                            }
-                        }
+                        SegmentPaths::new(&self.dir, o, r).remove("remove segment after gap")?;
                     }
                     self.dir_generation += 1;
                     drop(seg);
