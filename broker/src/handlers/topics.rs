@@ -8,16 +8,11 @@ use std::sync::Arc;
 
 use rill_client::protocol::ErrorCode;
 use rill_client::protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, TopicResult, TopicResults,
+    CreateTopicsRequest, DeleteTopicsRequest, INTERNAL_TOPIC_PREFIX, TopicResult, TopicResults,
 };
 
 use crate::error::BrokerError;
 use crate::state::Broker;
-
-/// The prefix of internal topics' names (such as
-/// [`super::find_coordinator::OFFSETS_TOPIC`]), which clients may not
-/// create.
-pub const INTERNAL_TOPIC_PREFIX: &str = "__";
 
 /// Creates each topic named, in order.
 pub(super) async fn create_topics(

@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
+use rill_client::protocol::messages::INTERNAL_TOPIC_PREFIX;
 use rill_client::{Admin, Cluster};
 
 use crate::DescribeFormat;
@@ -55,10 +56,6 @@ pub(crate) enum TopicCommand {
         name: String,
     },
 }
-
-/// The prefix of the broker's internal topics' names, which clients may
-/// not create.
-const INTERNAL_TOPIC_PREFIX: &str = "__";
 
 pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyhow::Result<()> {
     let admin = Admin::new(cluster);

@@ -56,6 +56,10 @@ pub const EARLIEST_TIMESTAMP: i64 = -2;
 pub const LATEST_TIMESTAMP: i64 = -1;
 /// "No broker" in a leader or hint field.
 pub const NO_BROKER: i32 = -1;
+/// The prefix of the broker's internal topics' names (such as
+/// `__consumer_offsets`): clients may not create such topics, and listings
+/// leave them out unless asked.
+pub const INTERNAL_TOPIC_PREFIX: &str = "__";
 
 fn error_code(r: &mut Reader, what: &'static str) -> Result<ErrorCode, DecodeError> {
     Ok(ErrorCode::from_code(r.i16(what)?))
