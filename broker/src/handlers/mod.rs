@@ -68,6 +68,7 @@ pub(crate) fn serves(api: ApiKey) -> bool {
             | ApiKey::ConsumerGroupHeartbeat
             | ApiKey::ListGroups
             | ApiKey::DescribeGroups
+            | ApiKey::DeleteGroups
     )
 }
 
@@ -113,7 +114,8 @@ pub async fn route(broker: &Arc<Broker>, request: Request, forwarded: bool) -> R
         | Request::OffsetFetch(_)
         | Request::ConsumerGroupHeartbeat(_)
         | Request::ListGroups
-        | Request::DescribeGroups(_) => return Routed::Refused(ErrorCode::UnsupportedApi),
+        | Request::DescribeGroups(_)
+        | Request::DeleteGroups(_) => return Routed::Refused(ErrorCode::UnsupportedApi),
     })
 }
 

@@ -1,4 +1,6 @@
-//! Topic administration: create, delete, list, describe.
+//! Administration: topics here (create, delete, list, describe), consumer
+//! groups in `groups` (list, describe with offsets and lag, reset offsets,
+//! delete).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -8,12 +10,18 @@ use crate::error::ClientError;
 use crate::protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults};
 use crate::protocol::{ErrorCode, Request, Response};
 
+mod groups;
+
+pub use groups::{
+    GroupDescription, GroupListing, GroupMember, PartitionLag, PartitionOffset, ResetTo,
+};
+
 /// How long admin requests may take, ms, retries included.
 pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
 /// Longest pause between two tries of an admin request, ms.
 pub const ADMIN_RETRY_MS_MAX: u64 = 1_000;
 
-/// Topic administration over a [`Cluster`].
+/// Topic and consumer group administration over a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct Admin {
     cluster: Arc<Cluster>,
