@@ -4,18 +4,28 @@
 //! does. Control batches are skipped; records come out in offset order
 //! within each partition.
 //!
-//! Layout: this file holds the API and the poll loop; `fetch` the fetch
-//! requests and the decoding of what they bring back; `offsets` finding a
-//! starting offset (`ListOffsets`).
+//! A consumer reads either partitions it assigns itself ([`Consumer::assign`])
+//! or, as a member of a consumer group ([`Consumer::subscribe`]), the ones
+//! the group's coordinator assigns it, from the group's committed offsets.
+//!
+//! Layout: this file holds the API common to both and the poll loop;
+//! `fetch` the fetch requests and the decoding of what they bring back;
+//! `offsets` finding a starting offset (`ListOffsets`); `group` reading as
+//! a group member (subscribing, applying assignment changes, committing,
+//! leaving); `membership` the member's I/O-free state machine and
+//! `heartbeat` the background task that runs it.
 //!
 //! Invariants: a partition's position is the offset after the last record
 //! `poll` returned from it (or where it was sought to), because a poll
 //! returns every record it has decoded; a prefetch's answer for a partition
 //! is taken only while the partition's position is still the offset it was
-//! fetched from, so a seek cannot be overtaken by a fetch started before
-//! it.
+//! fetched from, so a seek, or a partition revoked and assigned again,
+//! cannot be overtaken by a fetch started before it.
 
 mod fetch;
+mod group;
+mod heartbeat;
+mod membership;
 mod offsets;
 
 use std::collections::{BTreeMap, VecDeque};
@@ -28,7 +38,12 @@ use tokio::task::JoinHandle;
 use crate::cluster::Cluster;
 use crate::error::ClientError;
 use fetch::{Fetched, decode_records};
+use group::Group;
 
+pub use group::{
+    AUTO_COMMIT_INTERVAL_MS_DEFAULT, CLOSE_TIMEOUT_MS_DEFAULT, CommitFuture, CommitOffset,
+    GroupConfig, OffsetReset, RebalanceListener,
+};
 pub use offsets::LIST_OFFSETS_RETRY_MS;
 
 /// Where to start reading a partition.
@@ -103,6 +118,8 @@ pub struct Consumer {
     positions: BTreeMap<Key, u64>,
     buffered: VecDeque<ConsumerRecord>,
     prefetch: Option<JoinHandle<Fetched>>,
+    /// The group this consumer reads as a member of, if any.
+    group: Option<Group>,
 }
 
 impl Consumer {
@@ -114,6 +131,7 @@ impl Consumer {
             positions: BTreeMap::new(),
             buffered: VecDeque::new(),
             prefetch: None,
+            group: None,
         }
     }
 
@@ -125,13 +143,19 @@ impl Consumer {
     }
 
     /// Assigns `partitions` of `topic` (all of them when `None`), starting
-    /// at `from`. Fails for a topic that does not exist.
+    /// at `from`. Fails for a topic that does not exist, and in a consumer
+    /// reading as a group member.
     pub async fn assign(
         &mut self,
         topic: &str,
         partitions: Option<Vec<u32>>,
         from: SeekTo,
     ) -> Result<(), ClientError> {
+        if let Some(group) = self.group_id() {
+            return Err(ClientError::Invalid(format!(
+                "this consumer reads the partitions group {group:?} assigns it; it cannot assign itself others"
+            )));
+        }
         let wait = Duration::from_millis(crate::cluster::UNKNOWN_TOPIC_WAIT_MS);
         let info = self.cluster.topic_within(topic, wait).await?;
         let all: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
@@ -154,13 +178,23 @@ impl Consumer {
         &self.positions
     }
 
-    /// Moves the position of an assigned (or newly assigned) partition.
+    /// Moves the position of an assigned (or, outside a group, newly
+    /// assigned) partition. In a group, a commit after it commits the new
+    /// position.
     pub async fn seek(
         &mut self,
         topic: &str,
         partition: u32,
         to: SeekTo,
     ) -> Result<(), ClientError> {
+        let key = (topic.to_string(), partition);
+        if let Some(group) = self.group_id()
+            && !self.positions.contains_key(&key)
+        {
+            return Err(ClientError::Invalid(format!(
+                "group {group:?} has not assigned topic {topic:?} partition {partition} to this consumer (or it is still starting)"
+            )));
+        }
         self.invalidate_prefetch();
         let offset = offsets::resolve(
             &self.cluster,
@@ -170,8 +204,8 @@ impl Consumer {
             to,
         )
         .await?;
-        self.positions
-            .insert((topic.to_string(), partition), offset);
+        self.sought(&key, offset);
+        self.positions.insert(key, offset);
         Ok(())
     }
 
@@ -186,29 +220,56 @@ impl Consumer {
 
     /// Returns the next records, waiting at most `timeout` for some to
     /// arrive (an empty list when none did).
+    ///
+    /// In a group, it first applies the changes to this consumer's
+    /// assignment (and applies those that arrive while it waits), and
+    /// commits what earlier polls returned when auto-commit is due; while
+    /// the group has assigned it nothing it waits for an assignment.
+    /// Applying changes waits for the coordinator (a revoked partition's
+    /// commit, a new one's committed offset), so a poll during a rebalance
+    /// may take longer than `timeout`.
     pub async fn poll(&mut self, timeout: Duration) -> Result<Vec<ConsumerRecord>, ClientError> {
-        if self.positions.is_empty() {
+        let deadline = tokio::time::Instant::now() + timeout;
+        if self.group.is_some() {
+            self.reconcile().await?;
+            self.auto_commit();
+        } else if self.positions.is_empty() {
             return Err(ClientError::Invalid("no partition assigned".into()));
         }
-        let deadline = tokio::time::Instant::now() + timeout;
         loop {
             if !self.buffered.is_empty() {
                 let out: Vec<_> = self.buffered.drain(..).collect();
+                self.returned(&out);
                 // Prefetch the next while the caller works on these.
                 self.start_fetch();
                 return Ok(out);
+            }
+            // Waiting on a copy leaves the news unseen for `reconcile`.
+            let news = self.group.as_ref().map(|g| g.news.clone());
+            if self.positions.is_empty() {
+                // A group member with nothing to read yet.
+                tokio::select! {
+                    _ = news_of(news) => {
+                        self.reconcile().await?;
+                        continue;
+                    }
+                    _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
+                }
             }
             if self.prefetch.is_none() {
                 self.start_fetch();
             }
             let handle = self.prefetch.as_mut().expect("started above");
-            let fetched = match tokio::time::timeout_at(deadline, handle).await {
-                Err(_) => return Ok(Vec::new()),
-                Ok(joined) => {
-                    self.prefetch = None;
-                    joined.map_err(|_| ClientError::Invalid("fetch task failed".into()))?
+            let joined = tokio::select! {
+                joined = handle => joined,
+                _ = news_of(news) => {
+                    self.reconcile().await?;
+                    continue;
                 }
+                _ = tokio::time::sleep_until(deadline) => return Ok(Vec::new()),
             };
+            self.prefetch = None;
+            let fetched = joined.map_err(|_| ClientError::Invalid("fetch task failed".into()))?;
             self.absorb(fetched)?;
             if self.buffered.is_empty() && tokio::time::Instant::now() >= deadline {
                 return Ok(Vec::new());
@@ -239,5 +300,16 @@ impl Consumer {
             self.positions.insert(key, next);
         }
         Ok(())
+    }
+}
+
+/// Resolves when the group's membership task has news (or has ended);
+/// never without a group.
+async fn news_of(news: Option<tokio::sync::watch::Receiver<u64>>) {
+    match news {
+        Some(mut news) => {
+            let _ = news.changed().await;
+        }
+        None => std::future::pending().await,
     }
 }
