@@ -607,6 +607,51 @@ async fn members_split_the_partitions_and_a_newcomer_takes_its_share_while_the_r
 }
 
 #[tokio::test]
+async fn polls_cut_short_at_any_point_lose_no_change_and_no_record() {
+    let broker = Scripted::start(4).await;
+    broker.append(25);
+    let mut consumers = vec![broker.consumer(config(true))];
+    let mut read: Vec<Vec<ConsumerRecord>> = vec![Vec::new()];
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let mut cut_us = 0u64;
+    let mut round = 0u32;
+    loop {
+        round += 1;
+        if round == 20 {
+            consumers.push(broker.consumer(config(true)));
+            read.push(Vec::new());
+        }
+        if round % 10 == 0 {
+            broker.append(1);
+        }
+        for (c, r) in consumers.iter_mut().zip(read.iter_mut()) {
+            // Dropped at whatever await point it reached.
+            cut_us = (cut_us * 7 + 13) % 10_000;
+            if let Ok(got) = tokio::time::timeout(
+                Duration::from_micros(cut_us),
+                c.poll(Duration::from_millis(20)),
+            )
+            .await
+            {
+                r.extend(got.expect("poll"));
+            }
+        }
+        let split = consumers.len() == 2 && consumers.iter().all(|c| partitions_of(c).len() == 2);
+        if split && no_duplicates(&read).len() == broker.total() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {round} rounds: {:?} {:?} {} of {}",
+            consumers.iter().map(partitions_of).collect::<Vec<_>>(),
+            read.iter().map(Vec::len).collect::<Vec<_>>(),
+            no_duplicates(&read).len(),
+            broker.total(),
+        );
+    }
+}
+
+#[tokio::test]
 async fn a_removed_member_loses_its_partitions_uncommitted_and_reads_on_from_the_group_commits() {
     let broker = Scripted::start(2).await;
     broker.append(5);
@@ -761,15 +806,24 @@ async fn a_partition_without_a_commit_starts_at_auto_offset_reset() {
 }
 
 #[tokio::test]
-async fn commit_offsets_sync_commits_exactly_what_it_is_given_and_commit_async_may_be_dropped() {
+async fn commit_async_may_be_dropped_and_commit_offsets_sync_commits_exactly_what_it_is_given() {
     let broker = Scripted::start(1).await;
     broker.append(5);
-    let mut a = broker.consumer(config(false));
+    let mut a = broker.consumer(config(true));
     let mut read = vec![Vec::new()];
     poll_until(&mut [&mut a], &mut read, "every record", |_, r| {
         r[0].len() == 5
     })
     .await;
+    // Dropped at once, it is sent all the same.
+    drop(a.commit_async());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while broker.state().commits.get(&0).map(|c| c.offset) != Some(5) {
+        assert!(Instant::now() < deadline, "the dropped commit lands");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    a.commit_async().await.expect("awaited");
+    // Exactly what it is given, even behind what poll returned...
     let exact = [(
         (TOPIC.to_string(), 0),
         CommitOffset {
@@ -780,22 +834,12 @@ async fn commit_offsets_sync_commits_exactly_what_it_is_given_and_commit_async_m
     .into_iter()
     .collect();
     a.commit_offsets_sync(exact).await.expect("commit");
-    assert_eq!(
-        broker.state().commits.get(&0),
-        Some(&CommitOffset {
-            offset: 2,
-            leader_epoch: 9
-        })
-    );
-    // Dropped at once, it is sent all the same.
-    drop(a.commit_async());
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while broker.state().commits.get(&0).map(|c| c.offset) != Some(5) {
-        assert!(Instant::now() < deadline, "the dropped commit lands");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    a.commit_async().await.expect("awaited");
-    // Outside the group's assignment, refused before it is sent.
+    let exact = Some(CommitOffset {
+        offset: 2,
+        leader_epoch: 9,
+    });
+    assert_eq!(broker.state().commits.get(&0).copied(), exact);
+    // ...outside the group's assignment, refused before it is sent...
     let other = [(
         (TOPIC.to_string(), 7),
         CommitOffset {
@@ -809,6 +853,9 @@ async fn commit_offsets_sync_commits_exactly_what_it_is_given_and_commit_async_m
         a.commit_offsets_sync(other).await,
         Err(ClientError::Fenced { .. })
     ));
+    // ...and close's automatic commit does not go past it.
+    a.close().await.expect("close");
+    assert_eq!(broker.state().commits.get(&0).copied(), exact);
 }
 
 #[tokio::test]

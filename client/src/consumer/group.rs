@@ -12,11 +12,20 @@
 //! from `auto_offset_reset` where it has none. A partition that stays
 //! assigned is never paused: its prefetch goes on.
 //!
+//! Every step of applying changes is kept as state before it is awaited
+//! (changes taken are recorded at once; revoked partitions wait in
+//! `revoking`, then `releasing`; new ones in `starting`, with what is
+//! learnt of their commits), so a poll
+//! dropped at any await point (a `select!`, a timeout) loses nothing: the
+//! next call goes on where it stopped.
+//!
 //! Invariants: `consumed` holds, for every partition read and started, the
 //! offset after the last record `poll` returned (with that record's leader
-//! epoch), or the starting offset; only `poll` moves it, so a commit of it
-//! never covers a record the caller has not been given. `starting` and the
-//! consumer's positions never share a partition.
+//! epoch), or the starting offset; only `poll`, a seek and an explicit
+//! commit move it, so a commit of it never covers a record the caller has
+//! not been given. A partition is in at most one of the consumer's
+//! positions, `starting`, `revoking` and `releasing`; only partitions in
+//! the positions are fetched.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::future::Future;
@@ -29,7 +38,7 @@ use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
-use super::heartbeat::{self, ClusterCoordinator, Command, Coordinator, unexpected};
+use super::heartbeat::{self, ClusterCoordinator, Command, Coordinator, Taken, unexpected};
 use super::membership::{Changes, Membership};
 use super::{Consumer, ConsumerRecord, Key, SeekTo, offsets};
 use crate::error::ClientError;
@@ -186,6 +195,15 @@ fn task_ended() -> ClientError {
     ClientError::Invalid("the consumer's group membership has ended".into())
 }
 
+/// How far starting an assigned partition has got.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Starting {
+    /// The group's committed offset for it is not known yet.
+    Unknown,
+    /// The group has no commit for it: it starts at `auto_offset_reset`.
+    NoCommit,
+}
+
 /// A consumer's membership of a group, from the consumer's side.
 pub(super) struct Group {
     group_id: String,
@@ -200,14 +218,24 @@ pub(super) struct Group {
     commands: mpsc::Sender<Command>,
     /// Moves when the task has something to take.
     pub(super) news: watch::Receiver<u64>,
+    /// Where the task answers [`Command::Take`].
+    changes: mpsc::Receiver<Taken>,
+    /// Whether a [`Command::Take`] awaits its answer.
+    taking: bool,
     task: JoinHandle<()>,
     /// Per partition read: the offset to commit (see the module's
     /// invariants).
     consumed: BTreeMap<Key, CommitOffset>,
     /// What the group holds for a partition, as last committed or fetched.
     committed: BTreeMap<Key, CommitOffset>,
-    /// Assigned partitions whose starting offset is not known yet.
-    starting: BTreeSet<Key>,
+    /// Assigned partitions not read yet, and what is known of where they
+    /// start.
+    starting: BTreeMap<Key, Starting>,
+    /// Revoked partitions no longer read, to commit (with auto-commit) and
+    /// tell the listener of.
+    revoking: BTreeSet<Key>,
+    /// Revoked partitions done with, to tell the task of.
+    releasing: BTreeSet<Key>,
     next_auto_commit: Instant,
     auto_commit_in_flight: Option<(BTreeMap<Key, CommitOffset>, CommitFuture)>,
 }
@@ -218,6 +246,9 @@ impl std::fmt::Debug for Group {
             .field("group_id", &self.group_id)
             .field("consumed", &self.consumed)
             .field("starting", &self.starting)
+            .field("revoking", &self.revoking)
+            .field("releasing", &self.releasing)
+            .field("taking", &self.taking)
             .finish_non_exhaustive()
     }
 }
@@ -273,10 +304,40 @@ impl Group {
         }
     }
 
+    /// An automatic commit in flight, waited for: a later commit must not
+    /// land before it, which could set an offset back.
+    async fn settle_auto_commit(&mut self) {
+        if let Some((offsets, future)) = self.auto_commit_in_flight.take() {
+            let outcome = future.await;
+            self.auto_committed(offsets, outcome);
+        }
+    }
+
+    fn auto_committed(
+        &mut self,
+        offsets: BTreeMap<Key, CommitOffset>,
+        outcome: Result<(), ClientError>,
+    ) {
+        match outcome {
+            Ok(()) => {
+                // Partitions given up since are not ours to remember.
+                for (k, c) in offsets {
+                    if self.consumed.contains_key(&k) {
+                        self.committed.insert(k, c);
+                    }
+                }
+            }
+            Err(e) => {
+                tracing::warn!(group = %self.group_id, error = %e, "automatic commit failed")
+            }
+        }
+    }
+
     async fn commit_and_wait(
         &mut self,
         offsets: BTreeMap<Key, CommitOffset>,
     ) -> Result<(), ClientError> {
+        self.settle_auto_commit().await;
         if offsets.is_empty() {
             return Ok(());
         }
@@ -410,11 +471,14 @@ impl Consumer {
         let membership = Membership::new(config.group_id.clone(), topics, 0);
         let (commands, queue) = mpsc::channel(heartbeat::COMMANDS_MAX);
         let (notify, news) = watch::channel(0);
+        // One slot: one take is asked for at a time.
+        let (changes_to, changes) = mpsc::channel(1);
         let task = runtime.spawn(heartbeat::run(
             Arc::clone(&coordinator),
             membership,
             queue,
             notify,
+            changes_to,
             Duration::from_millis(self.config.request_timeout_ms),
         ));
         let auto_commit_interval = Duration::from_millis(config.auto_commit_interval_ms);
@@ -428,10 +492,14 @@ impl Consumer {
             coordinator,
             commands,
             news,
+            changes,
+            taking: false,
             task,
             consumed: BTreeMap::new(),
             committed: BTreeMap::new(),
-            starting: BTreeSet::new(),
+            starting: BTreeMap::new(),
+            revoking: BTreeSet::new(),
+            releasing: BTreeSet::new(),
             next_auto_commit: Instant::now() + auto_commit_interval,
             auto_commit_in_flight: None,
         });
@@ -461,12 +529,21 @@ impl Consumer {
 
     /// Commits exactly `offsets` (each the next offset to read, with the
     /// leader epoch of the record before it, or 0), and waits for the
-    /// group to take them.
+    /// group to take them. The caller says with it how far it processed
+    /// those partitions, so an automatic commit (or `close`) does not
+    /// commit past it until `poll` returns more of their records.
     pub async fn commit_offsets_sync(
         &mut self,
         offsets: BTreeMap<(String, u32), CommitOffset>,
     ) -> Result<(), ClientError> {
-        self.group_or_refuse()?.commit_and_wait(offsets).await
+        let group = self.group_or_refuse()?;
+        group.commit_and_wait(offsets.clone()).await?;
+        for (k, c) in offsets {
+            if let Some(consumed) = group.consumed.get_mut(&k) {
+                *consumed = c;
+            }
+        }
+        Ok(())
     }
 
     /// As [`Consumer::commit_sync`], without waiting: the commit is sent
@@ -505,7 +582,8 @@ impl Consumer {
         let held: BTreeSet<Key> = self
             .positions
             .keys()
-            .chain(group.starting.iter())
+            .chain(group.starting.keys())
+            .chain(group.revoking.iter())
             .cloned()
             .collect();
         group.tell(&held, |l, p| l.on_partitions_revoked(p));
@@ -559,21 +637,12 @@ impl Consumer {
             return;
         }
         if let Some((offsets, future)) = &mut group.auto_commit_in_flight {
-            match future.try_outcome() {
-                None => return,
-                Some(Ok(())) => {
-                    // Partitions given up since are not ours to remember.
-                    for (k, c) in std::mem::take(offsets) {
-                        if group.consumed.contains_key(&k) {
-                            group.committed.insert(k, c);
-                        }
-                    }
-                }
-                Some(Err(e)) => {
-                    tracing::warn!(group = %group.group_id, error = %e, "automatic commit failed")
-                }
-            }
+            let Some(outcome) = future.try_outcome() else {
+                return;
+            };
+            let offsets = std::mem::take(offsets);
             group.auto_commit_in_flight = None;
+            group.auto_committed(offsets, outcome);
         }
         let now = Instant::now();
         if now < group.next_auto_commit {
@@ -588,76 +657,115 @@ impl Consumer {
     }
 
     /// Applies the changes to the assignment the membership task has, if
-    /// it has any, and retries starting partitions whose starting offset
-    /// is not known yet.
+    /// it has any, finishes revocations, and starts assigned partitions
+    /// whose starting offset is not known yet.
     pub(super) async fn reconcile(&mut self) -> Result<(), ClientError> {
         let Some(group) = &mut self.group else {
             return Ok(());
         };
-        let news = group.news.has_changed().map_err(|_| task_ended())?;
-        if news {
+        if !group.taking && group.news.has_changed().map_err(|_| task_ended())? {
+            group
+                .commands
+                .send(Command::Take)
+                .await
+                .map_err(|_| task_ended())?;
+            // Seen only once asked for, so a poll dropped before that asks
+            // at its next call.
             group.news.borrow_and_update();
-            let changes = group.ask(Command::Take).await??;
-            self.apply(changes).await?;
+            group.taking = true;
         }
+        if group.taking {
+            let taken = group.changes.recv().await.ok_or_else(task_ended)?;
+            group.taking = false;
+            self.note(taken?);
+        }
+        self.finish_revocations().await?;
         self.start_assigned().await
     }
 
-    async fn apply(&mut self, changes: Changes) -> Result<(), ClientError> {
+    /// Records changes taken from the task, before anything is awaited:
+    /// lost partitions are dropped uncommitted, revoked ones stop being
+    /// read and wait to be committed and released, new ones wait to start.
+    fn note(&mut self, changes: Changes) {
         let Changes {
             lost,
             revoked,
             assigned,
         } = changes;
         if !lost.is_empty() {
-            let held = self.stop_reading(&lost);
+            let mut held = self.stop_reading(&lost);
             if let Some(group) = &mut self.group {
+                for k in &lost {
+                    if group.revoking.remove(k) {
+                        held.insert(k.clone());
+                    }
+                    group.releasing.remove(k);
+                    group.consumed.remove(k);
+                    group.committed.remove(k);
+                }
                 group.tell(&held, |l, p| l.on_partitions_lost(p));
             }
         }
         if !revoked.is_empty() {
-            let Some(group) = &mut self.group else {
-                return Ok(());
-            };
+            self.stop_reading(&revoked);
+            if let Some(group) = &mut self.group {
+                group.revoking.extend(revoked);
+            }
+        }
+        if let Some(group) = &mut self.group
+            && !assigned.is_empty()
+        {
+            group
+                .starting
+                .extend(assigned.iter().map(|k| (k.clone(), Starting::Unknown)));
+            group.tell(&assigned, |l, p| l.on_partitions_assigned(p));
+        }
+    }
+
+    /// Commits revoked partitions (with auto-commit), tells the listener,
+    /// forgets them and tells the task they are released.
+    async fn finish_revocations(&mut self) -> Result<(), ClientError> {
+        let Some(group) = &mut self.group else {
+            return Ok(());
+        };
+        if !group.revoking.is_empty() {
             if group.auto_commit {
-                let offsets = group.uncommitted(Some(&revoked));
+                let offsets = group.uncommitted(Some(&group.revoking));
                 if let Err(e) = group.commit_and_wait(offsets).await {
                     tracing::warn!(group = %group.group_id, error = %e, "commit of revoked partitions failed");
                 }
             }
+            let revoked = std::mem::take(&mut group.revoking);
             group.tell(&revoked, |l, p| l.on_partitions_revoked(p));
-            self.stop_reading(&revoked);
-            if let Some(group) = &self.group {
-                group
-                    .commands
-                    .send(Command::Released(revoked))
-                    .await
-                    .map_err(|_| task_ended())?;
+            for k in &revoked {
+                group.consumed.remove(k);
+                group.committed.remove(k);
             }
+            group.releasing.extend(revoked);
         }
-        if !assigned.is_empty()
-            && let Some(group) = &mut self.group
-        {
-            group.starting.extend(assigned.iter().cloned());
-            group.tell(&assigned, |l, p| l.on_partitions_assigned(p));
+        if !group.releasing.is_empty() {
+            group
+                .commands
+                .send(Command::Released(group.releasing.clone()))
+                .await
+                .map_err(|_| task_ended())?;
+            group.releasing.clear();
         }
         Ok(())
     }
 
-    /// Stops reading `keys` and forgets them; returns those that were
-    /// being read or started.
+    /// Stops reading `keys`: no fetch, no buffered record, no start;
+    /// returns those that were being read or started.
     fn stop_reading(&mut self, keys: &BTreeSet<Key>) -> BTreeSet<Key> {
         let mut held = BTreeSet::new();
         for k in keys {
             if self.positions.remove(k).is_some() {
                 held.insert(k.clone());
             }
-            if let Some(group) = &mut self.group {
-                if group.starting.remove(k) {
-                    held.insert(k.clone());
-                }
-                group.consumed.remove(k);
-                group.committed.remove(k);
+            if let Some(group) = &mut self.group
+                && group.starting.remove(k).is_some()
+            {
+                held.insert(k.clone());
             }
         }
         // Prefetched records of those partitions are dropped; the prefetch
@@ -678,53 +786,79 @@ impl Consumer {
         let Some(group) = &self.group else {
             return Ok(());
         };
-        if group.starting.is_empty() {
-            return Ok(());
-        }
         let timeout = Duration::from_millis(self.config.request_timeout_ms);
-        let keys = group.starting.clone();
-        let committed = group.committed_offsets(&keys, timeout).await?;
-        let reset = group.auto_offset_reset;
-        let group_id = group.group_id.clone();
-        for key in keys {
-            let start = match (committed.get(&key).copied(), reset) {
-                (Some(c), _) => c,
-                (None, OffsetReset::None) => {
+        let unknown: BTreeSet<Key> = group
+            .starting
+            .iter()
+            .filter(|(_, s)| **s == Starting::Unknown)
+            .map(|(k, _)| k.clone())
+            .collect();
+        if !unknown.is_empty() {
+            let committed = group.committed_offsets(&unknown, timeout).await?;
+            // What was learnt is kept at once: a poll dropped while the
+            // others reset does not ask again.
+            for key in unknown {
+                match committed.get(&key) {
+                    Some(&start) => self.start(key, start, true),
+                    None => {
+                        if let Some(group) = &mut self.group {
+                            group.starting.insert(key, Starting::NoCommit);
+                        }
+                    }
+                }
+            }
+        }
+        let Some(group) = &self.group else {
+            return Ok(());
+        };
+        let (reset, group_id) = (group.auto_offset_reset, group.group_id.clone());
+        let no_commit: Vec<Key> = group.starting.keys().cloned().collect();
+        for key in no_commit {
+            let to = match reset {
+                OffsetReset::Earliest => SeekTo::Earliest,
+                OffsetReset::Latest => SeekTo::Latest,
+                OffsetReset::None => {
                     return Err(ClientError::Invalid(format!(
                         "group {group_id:?} has no committed offset for topic {:?} partition {} and auto_offset_reset is None",
                         key.0, key.1
                     )));
                 }
-                (None, reset) => {
-                    let to = match reset {
-                        OffsetReset::Earliest => SeekTo::Earliest,
-                        _ => SeekTo::Latest,
-                    };
-                    let offset = offsets::resolve(
-                        &self.cluster,
-                        self.config.request_timeout_ms,
-                        &key.0,
-                        key.1,
-                        to,
-                    )
-                    .await?;
-                    CommitOffset {
-                        offset,
-                        leader_epoch: self.leader_epoch_of(&key).await,
-                    }
-                }
             };
-            let Some(group) = &mut self.group else {
-                return Ok(());
-            };
-            group.starting.remove(&key);
-            if committed.contains_key(&key) {
-                group.committed.insert(key.clone(), start);
-            }
-            group.consumed.insert(key.clone(), start);
-            self.positions.insert(key, start.offset);
+            let offset = offsets::resolve(
+                &self.cluster,
+                self.config.request_timeout_ms,
+                &key.0,
+                key.1,
+                to,
+            )
+            .await?;
+            let leader_epoch = self.leader_epoch_of(&key).await;
+            self.start(
+                key,
+                CommitOffset {
+                    offset,
+                    leader_epoch,
+                },
+                false,
+            );
         }
         Ok(())
+    }
+
+    /// Starts reading `key` at `start`, which the group holds as its
+    /// commit when `committed`.
+    fn start(&mut self, key: Key, start: CommitOffset, committed: bool) {
+        let Some(group) = &mut self.group else {
+            return;
+        };
+        if group.starting.remove(&key).is_none() {
+            return;
+        }
+        if committed {
+            group.committed.insert(key.clone(), start);
+        }
+        group.consumed.insert(key.clone(), start);
+        self.positions.insert(key, start.offset);
     }
 
     /// The leader epoch the metadata gives `key`'s leader, or 0.

@@ -7,9 +7,13 @@
 //! The consumer talks to it over one bounded queue of [`Command`]s and
 //! learns that there is something to take (changes to the assignment, or a
 //! failure) from a `watch` counter: a single slot, so a consumer that does
-//! not poll never makes the task wait or grow. The task never waits on the
-//! consumer; heartbeats and commits in flight are tasks of a `JoinSet`, so
-//! they are aborted with it.
+//! not poll never makes the task wait or grow. The changes taken come back
+//! on a channel of one slot that the consumer keeps (not a reply per
+//! request), so a poll dropped while waiting for them finds them at its
+//! next call; the consumer asks for them only once the last ones arrived,
+//! so the slot is always free. The task never waits on the consumer;
+//! heartbeats and commits in flight are tasks of a `JoinSet`, so they are
+//! aborted with it.
 //!
 //! The task ends when the consumer drops its end of the queue, after a
 //! leave, or when aborted; it never outlives the consumer's handle on it
@@ -26,7 +30,7 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 
 use super::Key;
-use super::membership::{CommitOffset, Membership, Phase};
+use super::membership::{Changes, CommitOffset, Membership, Phase};
 use crate::cluster::Cluster;
 use crate::error::ClientError;
 use crate::protocol::messages::OffsetCommitRequest;
@@ -86,8 +90,9 @@ impl Coordinator for ClusterCoordinator {
 pub(crate) enum Command {
     /// Hand over the changes to the assignment
     /// ([`Membership::take_changes`]), or the failure that ended the
-    /// membership.
-    Take(oneshot::Sender<Result<super::membership::Changes, ClientError>>),
+    /// membership, on the changes channel. Sent again only once the answer
+    /// to the last one was received.
+    Take,
     /// The consumer gave these revoked partitions up.
     Released(BTreeSet<Key>),
     /// Commit these offsets; the answer says whether the group took them.
@@ -98,6 +103,9 @@ pub(crate) enum Command {
     /// Leave the group, then end; answered once left (or given up).
     Leave(oneshot::Sender<()>),
 }
+
+/// The answer to [`Command::Take`].
+pub(crate) type Taken = Result<Changes, ClientError>;
 
 /// What finished in the task's `JoinSet`.
 enum Done {
@@ -119,10 +127,12 @@ pub(crate) async fn run(
     mut membership: Membership,
     mut commands: mpsc::Receiver<Command>,
     notify: watch::Sender<u64>,
+    changes: mpsc::Sender<Taken>,
     request_timeout: Duration,
 ) {
     let start = Instant::now();
     let now_ms = || start.elapsed().as_millis() as u64;
+    let group = membership.group().to_string();
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut heartbeat_in_flight = false;
     let mut commits_in_flight = 0usize;
@@ -187,12 +197,16 @@ pub(crate) async fn run(
                     return;
                 };
                 match command {
-                    Command::Take(reply) => {
+                    Command::Take => {
                         let taken = match membership.phase() {
                             Phase::Failed(e) => Err(e.clone()),
                             _ => Ok(membership.take_changes()),
                         };
-                        let _ = reply.send(taken);
+                        if let Err(e) = changes.try_send(taken) {
+                            // Only a consumer asking twice without reading
+                            // could fill the slot, and it never does.
+                            tracing::error!(group = %group, error = %e, "the consumer's changes could not be handed over");
+                        }
                         notified = false;
                     }
                     Command::Released(partitions) => membership.released(now_ms(), &partitions),

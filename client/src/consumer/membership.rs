@@ -152,6 +152,11 @@ impl Membership {
         }
     }
 
+    /// The group id.
+    pub fn group(&self) -> &str {
+        &self.group
+    }
+
     /// Where the member stands.
     pub fn phase(&self) -> &Phase {
         &self.phase

@@ -118,6 +118,7 @@ struct Running {
     coordinator: Arc<Scripted>,
     commands: mpsc::Sender<Command>,
     news: watch::Receiver<u64>,
+    changes: tokio::sync::Mutex<mpsc::Receiver<Taken>>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -129,26 +130,28 @@ fn start(script: Script) -> Running {
     });
     let (commands, queue) = mpsc::channel(COMMANDS_MAX);
     let (notify, news) = watch::channel(0);
+    let (changes_to, changes) = mpsc::channel(1);
     let task = tokio::spawn(run(
         Arc::clone(&coordinator) as Arc<dyn Coordinator>,
         Membership::new("g".into(), vec!["t".into()], 0),
         queue,
         notify,
+        changes_to,
         Duration::from_secs(30),
     ));
     Running {
         coordinator,
         commands,
         news,
+        changes: tokio::sync::Mutex::new(changes),
         task,
     }
 }
 
 impl Running {
     async fn take(&self) -> Result<Changes, ClientError> {
-        let (reply, answer) = oneshot::channel();
-        self.commands.send(Command::Take(reply)).await.unwrap();
-        answer.await.unwrap()
+        self.commands.send(Command::Take).await.unwrap();
+        self.changes.lock().await.recv().await.unwrap()
     }
 
     async fn commit(&self, partition: u32, offset: u64) -> Result<(), ClientError> {
