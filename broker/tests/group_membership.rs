@@ -232,12 +232,43 @@ fn heartbeats_that_make_no_sense_are_refused() {
         &[(0, 1)],
         None,
     ));
-    assert_eq!(
-        commit_errors(r.1).unwrap(),
-        vec![ErrorCode::UnknownMemberId]
-    );
+    assert_eq!(commit_errors(r.1).unwrap(), vec![ErrorCode::NonEmptyGroup]);
     // A topic that does not exist assigns nothing, and is no error.
     let r = beat(&mut c, heartbeat("h", "", 0, Some(&["missing"]), &[]));
     assert_eq!(r.error, ErrorCode::None);
     assert!(r.assignment.unwrap().is_empty());
+}
+
+#[test]
+fn a_group_is_deleted_only_without_members() {
+    let (_dir, broker) = broker_with(&[]);
+    let mut c = coordinator(&[broker.addr], "g");
+    let a = beat(&mut c, heartbeat("g", "", 0, Some(&[TOPIC]), &[]));
+    let a_id = a.member_id.clone().unwrap();
+    let commit = commit_request("g", (&a_id, a.member_epoch), TOPIC, &[(0, 3), (1, 4)], None);
+    assert_eq!(
+        commit_errors(c.call(commit).1).unwrap(),
+        vec![ErrorCode::None; 2]
+    );
+    let delete = |c: &mut common::Client, group: &str| match c.call(Request::DeleteGroups(
+        DeleteGroupsRequest {
+            groups: vec![group.into()],
+        },
+    )) {
+        (_, Some(Response::DeleteGroups(d))) => d.groups[0].error,
+        other => panic!("a DeleteGroups answer, not {other:?}"),
+    };
+    assert_eq!(delete(&mut c, "g"), ErrorCode::NonEmptyGroup);
+    assert_eq!(delete(&mut c, "never-seen"), ErrorCode::GroupIdNotFound);
+    beat(
+        &mut c,
+        heartbeat("g", &a_id, LEAVE_GROUP_MEMBER_EPOCH, None, &[]),
+    );
+    assert_eq!(delete(&mut c, "g"), ErrorCode::None);
+    let (_, r) = c.call(fetch_all("g"));
+    let Some(Response::OffsetFetch(f)) = r else {
+        panic!("an OffsetFetch answer")
+    };
+    assert!(f.topics.is_empty(), "{f:?}");
+    assert_eq!(delete(&mut c, "g"), ErrorCode::GroupIdNotFound);
 }

@@ -155,6 +155,7 @@ fn error_codes_keep_their_numbers_and_retriability() {
         (ErrorCode::InvalidGroupId, 29, false),
         (ErrorCode::GroupMaxSizeReached, 30, false),
         (ErrorCode::OffsetMetadataTooLarge, 31, false),
+        (ErrorCode::NonEmptyGroup, 32, false),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len());
     for &(e, code, retriable) in table {

@@ -462,10 +462,48 @@ fn list_and_describe_groups_encode_to_the_documented_bytes() {
 }
 
 #[test]
+fn delete_groups_encodes_to_the_documented_bytes() {
+    #[rustfmt::skip]
+    request_is(
+        Request::DeleteGroups(DeleteGroupsRequest {
+            groups: vec!["g".into(), "h".into()],
+        }),
+        15,
+        &[
+            2, 0, 0, 0,     // 2 groups
+            1, 0, b'g',     // "g"
+            1, 0, b'h',     // "h"
+        ],
+    );
+    #[rustfmt::skip]
+    response_is(
+        Response::DeleteGroups(DeleteGroupsResponse {
+            groups: vec![
+                DeletedGroup {
+                    group: "g".into(),
+                    error: ErrorCode::None,
+                },
+                DeletedGroup {
+                    group: "h".into(),
+                    error: ErrorCode::NonEmptyGroup,
+                },
+            ],
+        }),
+        &[
+            2, 0, 0, 0,     // 2 groups
+            1, 0, b'g',     // group "g"
+            0, 0,           // error: none
+            1, 0, b'h',     // group "h"
+            32, 0,          // error: NonEmptyGroup
+        ],
+    );
+}
+
+#[test]
 fn huge_counts_in_group_messages_fail_without_allocating() {
     let huge = [0xff, 0xff, 0xff, 0xff];
     // Each body ends in a count of 2^32-1 elements with nothing after it.
-    let requests: [(ApiKey, Vec<u8>); 4] = [
+    let requests: [(ApiKey, Vec<u8>); 5] = [
         (
             ApiKey::OffsetCommit,
             [&[1, 0, b'g', 0, 0, 0, 0, 0, 0][..], &huge].concat(),
@@ -476,6 +514,7 @@ fn huge_counts_in_group_messages_fail_without_allocating() {
             [&[1, 0, b'g', 0, 0, 0, 0, 0, 0, 1][..], &huge].concat(),
         ),
         (ApiKey::DescribeGroups, huge.to_vec()),
+        (ApiKey::DeleteGroups, huge.to_vec()),
     ];
     for (api, body) in requests {
         let mut payload =
@@ -489,7 +528,7 @@ fn huge_counts_in_group_messages_fail_without_allocating() {
             "{api:?}"
         );
     }
-    let responses: [(ApiKey, Vec<u8>); 5] = [
+    let responses: [(ApiKey, Vec<u8>); 6] = [
         (ApiKey::OffsetCommit, huge.to_vec()),
         (ApiKey::OffsetFetch, [&[0, 0][..], &huge].concat()),
         (
@@ -498,6 +537,7 @@ fn huge_counts_in_group_messages_fail_without_allocating() {
         ),
         (ApiKey::ListGroups, [&[0, 0][..], &huge].concat()),
         (ApiKey::DescribeGroups, huge.to_vec()),
+        (ApiKey::DeleteGroups, huge.to_vec()),
     ];
     for (api, body) in responses {
         let payload = [&[9, 0, 0, 0, 0, 0][..], &body].concat();

@@ -157,6 +157,8 @@ fn request() -> impl Strategy<Value = Request> {
         Just(Request::ListGroups),
         prop::collection::vec(name(), 0..4)
             .prop_map(|groups| Request::DescribeGroups(DescribeGroupsRequest { groups })),
+        prop::collection::vec(name(), 0..4)
+            .prop_map(|groups| Request::DeleteGroups(DeleteGroupsRequest { groups })),
     ]
 }
 
@@ -294,6 +296,14 @@ fn response() -> impl Strategy<Value = Response> {
                 )
                 .collect(),
         })),
+        prop::collection::vec((name(), error()), 0..4).prop_map(|g| {
+            Response::DeleteGroups(DeleteGroupsResponse {
+                groups: g
+                    .into_iter()
+                    .map(|(group, error)| DeletedGroup { group, error })
+                    .collect(),
+            })
+        }),
     ]
 }
 

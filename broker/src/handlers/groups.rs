@@ -1,5 +1,5 @@
-//! ConsumerGroupHeartbeat, ListGroups and DescribeGroups: group
-//! membership at the coordinator (see [`crate::coordinator`]; the state
+//! ConsumerGroupHeartbeat, ListGroups, DescribeGroups and DeleteGroups:
+//! group membership at the coordinator (see [`crate::coordinator`]; the state
 //! machine is `coordinator/group.rs`).
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -7,9 +7,9 @@ use std::sync::Arc;
 
 use rill_client::protocol::ErrorCode;
 use rill_client::protocol::messages::{
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, DescribedGroup, DescribedMember, ListGroupsResponse, ListedGroup,
-    TopicPartitions,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DeletedGroup, DescribeGroupsRequest, DescribeGroupsResponse,
+    DescribedGroup, DescribedMember, ListGroupsResponse, ListedGroup, TopicPartitions,
 };
 
 use super::Caller;
@@ -178,4 +178,32 @@ pub(super) async fn describe_groups(
         });
     }
     DescribeGroupsResponse { groups }
+}
+
+/// Deletes each group's commits, at its coordinator: refused while it has
+/// members (`NonEmptyGroup`).
+pub(super) async fn delete_groups(
+    broker: &Arc<Broker>,
+    r: DeleteGroupsRequest,
+) -> DeleteGroupsResponse {
+    let mut groups = Vec::with_capacity(r.groups.len());
+    for group in r.groups {
+        let error = match broker.groups.shard_for(broker, &group).await {
+            Err(e) => e,
+            Ok(shard) => {
+                let known = shard.state().groups.contains_key(&group);
+                if !known {
+                    ErrorCode::GroupIdNotFound
+                } else {
+                    match shard.delete_commits(broker, &group, None).await {
+                        Ok(true) => ErrorCode::None,
+                        Ok(false) => ErrorCode::NonEmptyGroup,
+                        Err(e) => e,
+                    }
+                }
+            }
+        };
+        groups.push(DeletedGroup { group, error });
+    }
+    DeleteGroupsResponse { groups }
 }

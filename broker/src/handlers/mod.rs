@@ -144,6 +144,9 @@ pub async fn route(broker: &Arc<Broker>, request: Request, caller: &Caller) -> R
                 async move { Response::DescribeGroups(groups::describe_groups(&broker, d).await) },
             )
         }
+        Request::DeleteGroups(d) => {
+            Box::pin(async move { Response::DeleteGroups(groups::delete_groups(&broker, d).await) })
+        }
     })
 }
 

@@ -54,7 +54,7 @@ pub(super) async fn offset_commit(
                 } else if simple {
                     // Outside any generation: only while nobody consumes.
                     match group {
-                        Some(g) if !g.membership.members.is_empty() => ErrorCode::UnknownMemberId,
+                        Some(g) if !g.membership.members.is_empty() => ErrorCode::NonEmptyGroup,
                         _ => ErrorCode::None,
                     }
                 } else {

@@ -85,11 +85,15 @@ pub enum ErrorCode {
     GroupMaxSizeReached = 30,
     /// A commit's metadata text is longer than the coordinator accepts.
     OffsetMetadataTooLarge = 31,
+    /// The group has active members: it cannot be deleted, nor its offsets
+    /// committed from outside the group (an empty member id with
+    /// `NO_MEMBER_EPOCH`), until they leave.
+    NonEmptyGroup = 32,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 32] = [
+    pub const ALL: [ErrorCode; 33] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptMessage,
@@ -122,6 +126,7 @@ impl ErrorCode {
         ErrorCode::InvalidGroupId,
         ErrorCode::GroupMaxSizeReached,
         ErrorCode::OffsetMetadataTooLarge,
+        ErrorCode::NonEmptyGroup,
     ];
 
     /// The stable number on the wire.

@@ -45,11 +45,13 @@ pub enum ApiKey {
     ListGroups = 13,
     /// Groups' state, epochs and members.
     DescribeGroups = 14,
+    /// Delete groups that have no members: their committed offsets go.
+    DeleteGroups = 15,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 15] = [
+    pub const ALL: [ApiKey; 16] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -65,6 +67,7 @@ impl ApiKey {
         ApiKey::ConsumerGroupHeartbeat,
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
+        ApiKey::DeleteGroups,
     ];
 
     /// The API with this number, if any.

@@ -1,7 +1,8 @@
 //! Consumer group membership (KIP-848's protocol): a member joins,
 //! heartbeats and leaves with one API, `ConsumerGroupHeartbeat`, and the
 //! coordinator computes the assignment and hands it out in the answers;
-//! `ListGroups` and `DescribeGroups` show the groups (version 0).
+//! `ListGroups` and `DescribeGroups` show the groups, and `DeleteGroups`
+//! removes groups without members, with their commits (version 0).
 //!
 //! The member epoch drives membership: 0 joins, [`LEAVE_GROUP_MEMBER_EPOCH`]
 //! leaves, [`LEAVE_GROUP_STATIC_MEMBER_EPOCH`] leaves for a while, and any
@@ -24,6 +25,8 @@
 //! | `ListGroups` response | `error i16`, `groups [group string, state string]` |
 //! | `DescribeGroups` request | `groups [string]` |
 //! | `DescribeGroups` response | `groups [group string, error i16, state string, group_epoch i32, assignment_epoch i32, members [member_id string, client_id string, host string, member_epoch i32, assigned [topic_partitions]]]` |
+//! | `DeleteGroups` request | `groups [string]` |
+//! | `DeleteGroups` response | `groups [group string, error i16]` |
 
 use super::{
     MIN_STRING, MIN_TOPIC, TopicPartitions, error_code, read_topic_partitions,
@@ -143,6 +146,30 @@ pub struct DescribedMember {
     pub member_epoch: i32,
     /// The partitions assigned to it.
     pub assigned: Vec<TopicPartitions>,
+}
+
+/// Groups to delete, each with its committed offsets.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteGroupsRequest {
+    /// Their ids.
+    pub groups: Vec<String>,
+}
+
+/// Groups deleted, or why not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeleteGroupsResponse {
+    /// One per group in the request.
+    pub groups: Vec<DeletedGroup>,
+}
+
+/// The outcome of deleting one group.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DeletedGroup {
+    /// The group id.
+    pub group: String,
+    /// `None` once its commits are removed; `NonEmptyGroup` while it has
+    /// members, `GroupIdNotFound`, `NotCoordinator` and the like.
+    pub error: ErrorCode,
 }
 
 fn write_partition_lists(w: &mut Writer, lists: &Option<Vec<TopicPartitions>>) {
@@ -274,6 +301,38 @@ impl DescribeGroupsResponse {
                             )?,
                         })
                     })?,
+                })
+            })?,
+        })
+    }
+}
+
+impl DeleteGroupsRequest {
+    pub(super) fn encode(&self, w: &mut Writer) {
+        w.array(&self.groups, |w, g| w.string(g));
+    }
+
+    pub(super) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(DeleteGroupsRequest {
+            groups: r.array("groups", MIN_STRING, |r| r.string("group id"))?,
+        })
+    }
+}
+
+impl DeleteGroupsResponse {
+    pub(super) fn encode(&self, w: &mut Writer) {
+        w.array(&self.groups, |w, g| {
+            w.string(&g.group);
+            w.i16(g.error.code());
+        });
+    }
+
+    pub(super) fn decode(r: &mut Reader) -> Result<Self, DecodeError> {
+        Ok(DeleteGroupsResponse {
+            groups: r.array("groups", MIN_STRING + 2, |r| {
+                Ok(DeletedGroup {
+                    group: r.string("group id")?,
+                    error: error_code(r, "error code")?,
                 })
             })?,
         })

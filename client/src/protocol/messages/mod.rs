@@ -12,7 +12,8 @@
 //! [`Response`] and what a broker answers, with its codec, in `response`;
 //! the consumer group APIs, requests and responses together with their byte
 //! layouts, in `offsets` (finding a coordinator, committing and fetching
-//! offsets) and `groups` (membership, listing and describing groups); what
+//! offsets) and `groups` (membership, listing, describing and deleting
+//! groups); what
 //! they all share (a broker's address, a topic's partitions, the smallest
 //! encodings) here.
 
@@ -22,9 +23,10 @@ mod request;
 mod response;
 
 pub use groups::{
-    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DescribeGroupsRequest,
-    DescribeGroupsResponse, DescribedGroup, DescribedMember, JOIN_GROUP_MEMBER_EPOCH,
-    LEAVE_GROUP_MEMBER_EPOCH, LEAVE_GROUP_STATIC_MEMBER_EPOCH, ListGroupsResponse, ListedGroup,
+    ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
+    DeleteGroupsResponse, DeletedGroup, DescribeGroupsRequest, DescribeGroupsResponse,
+    DescribedGroup, DescribedMember, JOIN_GROUP_MEMBER_EPOCH, LEAVE_GROUP_MEMBER_EPOCH,
+    LEAVE_GROUP_STATIC_MEMBER_EPOCH, ListGroupsResponse, ListedGroup,
 };
 pub use offsets::{
     FindCoordinatorRequest, FindCoordinatorResponse, NO_COMMITTED_OFFSET, NO_MEMBER_EPOCH,

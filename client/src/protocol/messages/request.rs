@@ -4,8 +4,9 @@
 use bytes::Bytes;
 
 use super::{
-    BrokerMetadata, ConsumerGroupHeartbeatRequest, DescribeGroupsRequest, FindCoordinatorRequest,
-    MIN_STRING, MIN_TOPIC, OffsetCommitRequest, OffsetFetchRequest, read_broker, write_broker,
+    BrokerMetadata, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest, DescribeGroupsRequest,
+    FindCoordinatorRequest, MIN_STRING, MIN_TOPIC, OffsetCommitRequest, OffsetFetchRequest,
+    read_broker, write_broker,
 };
 use crate::protocol::error::DecodeError;
 use crate::protocol::header::ApiKey;
@@ -44,6 +45,8 @@ pub enum Request {
     ListGroups,
     /// See [`ApiKey::DescribeGroups`].
     DescribeGroups(DescribeGroupsRequest),
+    /// See [`ApiKey::DeleteGroups`].
+    DeleteGroups(DeleteGroupsRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -193,6 +196,7 @@ impl Request {
             Request::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
             Request::ListGroups => ApiKey::ListGroups,
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
+            Request::DeleteGroups(_) => ApiKey::DeleteGroups,
         }
     }
 
@@ -258,6 +262,7 @@ impl Request {
             Request::ConsumerGroupHeartbeat(h) => h.encode(w),
             Request::ListGroups => {}
             Request::DescribeGroups(d) => d.encode(w),
+            Request::DeleteGroups(d) => d.encode(w),
         }
     }
 
@@ -342,6 +347,7 @@ impl Request {
             }
             ApiKey::ListGroups => Request::ListGroups,
             ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest::decode(r)?),
+            ApiKey::DeleteGroups => Request::DeleteGroups(DeleteGroupsRequest::decode(r)?),
         };
         r.finish()?;
         Ok(req)

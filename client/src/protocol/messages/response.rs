@@ -5,7 +5,7 @@
 use bytes::Bytes;
 
 use super::{
-    BrokerMetadata, ConsumerGroupHeartbeatResponse, DescribeGroupsResponse,
+    BrokerMetadata, ConsumerGroupHeartbeatResponse, DeleteGroupsResponse, DescribeGroupsResponse,
     FindCoordinatorResponse, ListGroupsResponse, MIN_STRING, MIN_TOPIC, OffsetCommitResponse,
     OffsetFetchResponse, error_code, read_broker, write_broker,
 };
@@ -46,6 +46,8 @@ pub enum Response {
     ListGroups(ListGroupsResponse),
     /// See [`ApiKey::DescribeGroups`].
     DescribeGroups(DescribeGroupsResponse),
+    /// See [`ApiKey::DeleteGroups`].
+    DeleteGroups(DeleteGroupsResponse),
 }
 
 /// The controller's answer to a broker's registration.
@@ -314,6 +316,7 @@ impl Response {
             Response::ConsumerGroupHeartbeat(_) => ApiKey::ConsumerGroupHeartbeat,
             Response::ListGroups(_) => ApiKey::ListGroups,
             Response::DescribeGroups(_) => ApiKey::DescribeGroups,
+            Response::DeleteGroups(_) => ApiKey::DeleteGroups,
         }
     }
 
@@ -407,6 +410,7 @@ impl Response {
             Response::ConsumerGroupHeartbeat(h) => h.encode(w),
             Response::ListGroups(l) => l.encode(w),
             Response::DescribeGroups(d) => d.encode(w),
+            Response::DeleteGroups(d) => d.encode(w),
         }
     }
 
@@ -532,6 +536,7 @@ impl Response {
             }
             ApiKey::ListGroups => Response::ListGroups(ListGroupsResponse::decode(r)?),
             ApiKey::DescribeGroups => Response::DescribeGroups(DescribeGroupsResponse::decode(r)?),
+            ApiKey::DeleteGroups => Response::DeleteGroups(DeleteGroupsResponse::decode(r)?),
         };
         r.finish()?;
         Ok(resp)
