@@ -208,6 +208,16 @@ fn heartbeats_that_make_no_sense_are_refused() {
         }),
     );
     assert_eq!(r.error, ErrorCode::InvalidRequest);
+    // Overlong member ids, too many or invalid topics.
+    let long_id = "m".repeat(256);
+    let r = beat(&mut c, heartbeat("g", &long_id, 0, Some(&[TOPIC]), &[]));
+    assert_eq!(r.error, ErrorCode::InvalidRequest);
+    let many: Vec<String> = (0..1_001).map(|i| format!("t{i}")).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let r = beat(&mut c, heartbeat("g", "", 0, Some(&many), &[]));
+    assert_eq!(r.error, ErrorCode::InvalidRequest);
+    let r = beat(&mut c, heartbeat("g", "", 0, Some(&["bad/name"]), &[]));
+    assert_eq!(r.error, ErrorCode::InvalidRequest);
     // An unknown member, a made-up epoch.
     assert_eq!(
         beat(&mut c, heartbeat("g", "nobody", 4, None, &[])).error,

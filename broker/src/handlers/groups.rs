@@ -17,6 +17,23 @@ use crate::coordinator::assignor::TopicPartition;
 use crate::coordinator::group::Heartbeat;
 use crate::coordinator::{GROUPS_PER_PARTITION_MAX, shard};
 use crate::state::Broker;
+use crate::topics::validate_topic_name;
+
+/// Longest member id a member may choose, bytes.
+pub const MEMBER_ID_MAX_BYTES: usize = 255;
+/// Most topics one member may subscribe to.
+pub const SUBSCRIBED_TOPICS_MAX: usize = 1_000;
+/// Longest client id kept with a member, bytes (longer ones are cut).
+pub const CLIENT_ID_KEPT_MAX_BYTES: usize = 255;
+
+/// `s` cut to at most `max_bytes`, on a character boundary.
+fn truncated(s: &str, max_bytes: usize) -> String {
+    let mut end = s.len().min(max_bytes);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
 
 /// One member's heartbeat: join, stay, or leave.
 pub(super) async fn heartbeat(
@@ -32,6 +49,15 @@ pub(super) async fn heartbeat(
         heartbeat_interval_ms: settings.heartbeat_interval_ms,
         assignment: None,
     };
+    // What a member makes the coordinator keep is bounded: its id, its
+    // subscription and (below) its client id.
+    if r.member_id.len() > MEMBER_ID_MAX_BYTES
+        || r.subscribed_topics.as_ref().is_some_and(|t| {
+            t.len() > SUBSCRIBED_TOPICS_MAX || t.iter().any(|n| validate_topic_name(n).is_err())
+        })
+    {
+        return refuse(ErrorCode::InvalidRequest);
+    }
     let shard = match broker.groups.shard_for(broker, &r.group).await {
         Ok(s) => s,
         Err(e) => return refuse(e),
@@ -71,7 +97,7 @@ pub(super) async fn heartbeat(
                 .flat_map(|t| t.partitions.iter().map(|p| (t.topic.clone(), *p)))
                 .collect()
         }),
-        client_id: caller.client_id.clone(),
+        client_id: truncated(&caller.client_id, CLIENT_ID_KEPT_MAX_BYTES),
         host: caller.host.clone(),
     };
     let answer = group.membership.heartbeat(
