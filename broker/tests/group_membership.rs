@@ -282,3 +282,57 @@ fn a_group_is_deleted_only_without_members() {
     assert!(f.topics.is_empty(), "{f:?}");
     assert_eq!(delete(&mut c, "g"), ErrorCode::GroupIdNotFound);
 }
+
+/// The coordinator's broker is SIGKILLed: the new coordinator carries on
+/// with the members as they were (same ids, epochs and partitions), so the
+/// group does not stop.
+#[test]
+fn members_keep_their_ids_epochs_and_partitions_across_the_coordinators_sigkill() {
+    let mut cluster = common::cluster::TestCluster::start(3);
+    cluster.create_topic(TOPIC, 6);
+    let addrs: Vec<_> = (1..=3).map(|b| cluster.addr(b)).collect();
+    let mut c = coordinator(&addrs, "g");
+    cluster.wait_for("the offsets topic to settle", 60, |c| {
+        c.settled("__consumer_offsets", 16)
+    });
+    // Two members, settled: each owns three partitions.
+    let mut members: Vec<(String, i32, Vec<u32>)> = Vec::new();
+    for _ in 0..2 {
+        let j = beat(&mut c, heartbeat("g", "", 0, Some(&[TOPIC]), &[]));
+        assert_eq!(j.error, ErrorCode::None, "{j:?}");
+        let owned = partitions_of(j.assignment.as_ref().unwrap(), TOPIC);
+        members.push((j.member_id.unwrap(), j.member_epoch, owned));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while members.iter().any(|m| m.2.len() != 3) {
+        assert!(Instant::now() < deadline, "the group never settled");
+        for m in &mut members {
+            let r = beat(&mut c, heartbeat("g", &m.0, m.1, None, &owned(&m.2)));
+            assert_eq!(r.error, ErrorCode::None);
+            m.1 = r.member_epoch;
+            m.2 = partitions_of(r.assignment.as_ref().unwrap(), TOPIC);
+        }
+    }
+    let p = rill_client::partitioner::partition_for_key(b"g", 16);
+    let leader = cluster.leader_of("__consumer_offsets", p).unwrap();
+    cluster.kill(leader);
+    let up: Vec<_> = (1..=3)
+        .filter(|b| cluster.is_up(*b))
+        .map(|b| cluster.addr(b))
+        .collect();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    for m in &members {
+        let r = loop {
+            let mut c = coordinator(&up, "g");
+            match try_call(&mut c, &heartbeat("g", &m.0, m.1, None, &owned(&m.2))) {
+                Some(Response::ConsumerGroupHeartbeat(r)) if !moved(r.error) => break r,
+                _ => {}
+            }
+            assert!(Instant::now() < deadline, "no new coordinator answered");
+            std::thread::sleep(Duration::from_millis(100));
+        };
+        assert_eq!(r.error, ErrorCode::None, "{r:?}");
+        assert_eq!(r.member_epoch, m.1);
+        assert_eq!(partitions_of(r.assignment.as_ref().unwrap(), TOPIC), m.2);
+    }
+}

@@ -24,6 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use rill_client::protocol::ErrorCode;
 
 use super::assignor::{TopicPartition, assign};
+use super::record::{GroupValue, MemberValue};
 
 /// A member as the coordinator keeps it.
 #[derive(Debug, Clone)]
@@ -286,6 +287,82 @@ impl Membership {
             return Err(ErrorCode::FencedMemberEpoch);
         }
         Ok(())
+    }
+
+    /// What is stored of the group: its epochs and each member, as a new
+    /// coordinator needs them to carry on.
+    pub fn stored(&self) -> (GroupValue, BTreeMap<String, MemberValue>) {
+        let epochs = GroupValue {
+            group_epoch: self.group_epoch,
+            assignment_epoch: self.assignment_epoch,
+        };
+        let members = self
+            .members
+            .iter()
+            .map(|(id, m)| {
+                let value = MemberValue {
+                    member_epoch: m.epoch,
+                    client_id: m.client_id.clone(),
+                    host: m.host.clone(),
+                    subscribed: m.subscribed.iter().cloned().collect(),
+                    assigned: m.assigned.iter().cloned().collect(),
+                    revoking: m.revoking.iter().cloned().collect(),
+                    target: self
+                        .target
+                        .get(id)
+                        .map(|t| t.iter().cloned().collect())
+                        .unwrap_or_default(),
+                };
+                (id.clone(), value)
+            })
+            .collect();
+        (epochs, members)
+    }
+
+    /// The membership a new coordinator carries on with, from what was
+    /// stored; every member's session starts at `now_ms`.
+    pub fn restore(
+        epochs: GroupValue,
+        members: &BTreeMap<String, MemberValue>,
+        now_ms: u64,
+    ) -> Membership {
+        let mut restored = Membership {
+            group_epoch: epochs.group_epoch,
+            assignment_epoch: epochs.assignment_epoch,
+            members: BTreeMap::new(),
+            target: BTreeMap::new(),
+        };
+        // A partition stored under two members (a write lost while its
+        // coordinator still led) stays with the first only: never owned
+        // twice, whatever the log says.
+        let mut seen: BTreeSet<TopicPartition> = BTreeSet::new();
+        for (id, m) in members {
+            let mut keep = |list: &[TopicPartition]| -> BTreeSet<TopicPartition> {
+                list.iter()
+                    .filter(|tp| seen.insert((*tp).clone()))
+                    .cloned()
+                    .collect()
+            };
+            let assigned = keep(&m.assigned);
+            let revoking = keep(&m.revoking);
+            restored.members.insert(
+                id.clone(),
+                Member {
+                    client_id: m.client_id.clone(),
+                    host: m.host.clone(),
+                    epoch: m.member_epoch,
+                    subscribed: m.subscribed.iter().cloned().collect(),
+                    assigned,
+                    revoking,
+                    last_seen_ms: now_ms,
+                    revoking_since_ms: now_ms,
+                },
+            );
+            restored
+                .target
+                .insert(id.clone(), m.target.iter().cloned().collect());
+        }
+        restored
     }
 
     fn membership_changed(&mut self, partitions: &BTreeMap<String, u32>) {

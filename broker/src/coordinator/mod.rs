@@ -9,10 +9,11 @@
 //! the one source of truth: the in-memory commits are a function of it, in
 //! log order, whoever wrote them.
 //!
-//! Membership (`group.rs`, assignments from `assignor.rs`) is kept in the
-//! leader's memory only: a new coordinator starts with no members, and
-//! members, told `UnknownMemberId`, join again within a heartbeat. Their
-//! commits are in the log, so nothing acknowledged is lost with them.
+//! Membership (`group.rs`, assignments from `assignor.rs`) is changed by
+//! the leader in memory and stored in the same log (member and group-epoch
+//! records) before a heartbeat is answered; a new coordinator restores it
+//! from there, every member's session starting afresh, so the group
+//! carries on across a failover without rejoining.
 //!
 //! A request finds its group's shard with [`Coordinator::shard_for`]: the
 //! replica here must lead the group's partition and have applied
@@ -124,7 +125,7 @@ impl Coordinator {
         match shards.get(&partition.index) {
             Some(s) if Arc::ptr_eq(s.partition(), partition) => Arc::clone(s),
             _ => {
-                let s = Shard::start(Arc::clone(partition));
+                let s = Shard::start(Arc::clone(partition), self.started);
                 shards.insert(partition.index, Arc::clone(&s));
                 s
             }
@@ -219,7 +220,9 @@ impl Coordinator {
         let now_ms = self.now_ms();
         let wall_ms = shard::wall_clock_ms();
         for shard in live.into_iter().filter(|s| s.is_loaded()) {
-            let expired = shard.sweep(now_ms, wall_ms, &self.settings, &partitions);
+            let expired = shard
+                .sweep(broker, now_ms, wall_ms, &self.settings, &partitions)
+                .await;
             for group in expired {
                 if let Err(e) = shard.delete_commits(broker, &group, None).await {
                     tracing::debug!(group, error = ?e, "expiring offsets failed; retried next sweep");

@@ -5,17 +5,20 @@
 //! and never trusts a count.
 //!
 //! Byte layout (primitives as in [`rill_client::protocol::wire`]: integers
-//! little-endian, `string` a `u16` length then UTF-8, `T?` a `u8` presence
-//! flag then the value):
+//! little-endian, `string` a `u16` length then UTF-8, `[T]` a `u32` count
+//! then the elements, `T?` a `u8` presence flag then the value;
+//! `partitions` is `[topic string, [partition u32]]`):
 //!
-//! | part | fields, in order |
-//! | --- | --- |
-//! | key | `kind u8` (= [`KIND_OFFSET_COMMIT`]), `group string`, `topic string`, `partition u32` |
-//! | value | `version u8` (= [`VALUE_VERSION`]), `offset u64`, `leader_epoch u64`, `commit_timestamp_ms i64`, `metadata string?` |
+//! | record | key | value |
+//! | --- | --- | --- |
+//! | committed offset | `kind u8` (= [`KIND_OFFSET_COMMIT`]), `group string`, `topic string`, `partition u32` | `version u8` (= [`VALUE_VERSION`]), `offset u64`, `leader_epoch u64`, `commit_timestamp_ms i64`, `metadata string?` |
+//! | group member | `kind u8` (= [`KIND_MEMBER`]), `group string`, `member_id string` | `version u8`, `member_epoch i32`, `client_id string`, `host string`, `subscribed [string]`, `assigned partitions`, `revoking partitions`, `target partitions` |
+//! | group epochs | `kind u8` (= [`KIND_GROUP`]), `group string` | `version u8`, `group_epoch i32`, `assignment_epoch i32` |
 //!
-//! A record with a key and no value (a tombstone) removes the commit its
-//! key names: that is how a group is deleted and how expired offsets go.
-//! The newest record for a key wins, in log order.
+//! A record with a key and no value (a tombstone) removes what its key
+//! names: a commit (a group deleted, offsets expired), a member (left or
+//! timed out), a group's epochs (its last member gone). The newest record
+//! per key wins, in log order.
 
 use bytes::Bytes;
 use rill_client::protocol::DecodeError;
@@ -23,6 +26,10 @@ use rill_client::protocol::wire::{Reader, Writer};
 
 /// Key kind of a committed offset.
 pub const KIND_OFFSET_COMMIT: u8 = 1;
+/// Key kind of a group member.
+pub const KIND_MEMBER: u8 = 2;
+/// Key kind of a group's epochs.
+pub const KIND_GROUP: u8 = 3;
 /// Version of a committed offset's value.
 pub const VALUE_VERSION: u8 = 0;
 
@@ -126,13 +133,212 @@ impl CommitValue {
     }
 }
 
-/// One stored record decoded: a commit, or (`None`) its removal.
+/// A member as stored: everything a new coordinator needs to carry on
+/// with it.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct MemberValue {
+    /// Its epoch.
+    pub member_epoch: i32,
+    /// The client id of its requests.
+    pub client_id: String,
+    /// The host it connects from.
+    pub host: String,
+    /// The topics it subscribes to.
+    pub subscribed: Vec<String>,
+    /// What it has been told to own.
+    pub assigned: Vec<(String, u32)>,
+    /// What it has been told to give up and has not released.
+    pub revoking: Vec<(String, u32)>,
+    /// Its share of the target assignment.
+    pub target: Vec<(String, u32)>,
+}
+
+/// A group's epochs as stored.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct GroupValue {
+    /// Moves with membership and subscriptions.
+    pub group_epoch: i32,
+    /// The group epoch the target was computed at.
+    pub assignment_epoch: i32,
+}
+
+/// What a record's key names.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Key {
+    /// A committed offset.
+    Commit(CommitKey),
+    /// A member of a group.
+    Member {
+        /// The group.
+        group: String,
+        /// The member.
+        member_id: String,
+    },
+    /// A group's epochs.
+    Group {
+        /// The group.
+        group: String,
+    },
+}
+
+/// What a record's value holds (its kind is its key's).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Value {
+    /// A committed offset.
+    Commit(CommitValue),
+    /// A member.
+    Member(MemberValue),
+    /// A group's epochs.
+    Group(GroupValue),
+}
+
+fn write_partitions(w: &mut Writer, partitions: &[(String, u32)]) {
+    let mut by_topic: Vec<(&str, Vec<u32>)> = Vec::new();
+    for (topic, p) in partitions {
+        match by_topic.last_mut() {
+            Some((t, ps)) if *t == topic.as_str() => ps.push(*p),
+            _ => by_topic.push((topic, vec![*p])),
+        }
+    }
+    w.array(&by_topic, |w, (topic, ps)| {
+        w.string(topic);
+        w.array(ps, |w, p| w.u32(*p));
+    });
+}
+
+fn read_partitions(r: &mut Reader, what: &'static str) -> Result<Vec<(String, u32)>, DecodeError> {
+    let topics = r.array(what, 2 + 4, |r| {
+        let topic = r.string("topic")?;
+        let partitions = r.array(what, 4, |r| r.u32("partition"))?;
+        Ok((topic, partitions))
+    })?;
+    Ok(topics
+        .into_iter()
+        .flat_map(|(t, ps)| ps.into_iter().map(move |p| (t.clone(), p)))
+        .collect())
+}
+
+impl Key {
+    /// The key's bytes.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Key::Commit(k) => k.encode(),
+            Key::Member { group, member_id } => {
+                let mut w = Writer::new();
+                w.u8(KIND_MEMBER);
+                w.string(group);
+                w.string(member_id);
+                w.finish()
+            }
+            Key::Group { group } => {
+                let mut w = Writer::new();
+                w.u8(KIND_GROUP);
+                w.string(group);
+                w.finish()
+            }
+        }
+    }
+
+    /// A key read back; every byte must be used.
+    pub fn decode(bytes: Bytes) -> Result<Key, RecordError> {
+        let Some(&kind) = bytes.first() else {
+            return Err(RecordError::NoKey);
+        };
+        if kind == KIND_OFFSET_COMMIT {
+            return CommitKey::decode(bytes).map(Key::Commit);
+        }
+        let mut r = Reader::new(bytes);
+        r.u8("record kind")?;
+        let key = match kind {
+            KIND_MEMBER => Key::Member {
+                group: r.string("group id")?,
+                member_id: r.string("member id")?,
+            },
+            KIND_GROUP => Key::Group {
+                group: r.string("group id")?,
+            },
+            other => return Err(RecordError::UnknownKind(other)),
+        };
+        r.finish()?;
+        Ok(key)
+    }
+
+    /// The group the record belongs to.
+    pub fn group(&self) -> &str {
+        match self {
+            Key::Commit(k) => &k.group,
+            Key::Member { group, .. } | Key::Group { group } => group,
+        }
+    }
+}
+
+impl Value {
+    /// The value's bytes.
+    pub fn encode(&self) -> Bytes {
+        match self {
+            Value::Commit(v) => v.encode(),
+            Value::Member(m) => {
+                let mut w = Writer::new();
+                w.u8(VALUE_VERSION);
+                w.i32(m.member_epoch);
+                w.string(&m.client_id);
+                w.string(&m.host);
+                w.array(&m.subscribed, |w, t| w.string(t));
+                write_partitions(&mut w, &m.assigned);
+                write_partitions(&mut w, &m.revoking);
+                write_partitions(&mut w, &m.target);
+                w.finish()
+            }
+            Value::Group(g) => {
+                let mut w = Writer::new();
+                w.u8(VALUE_VERSION);
+                w.i32(g.group_epoch);
+                w.i32(g.assignment_epoch);
+                w.finish()
+            }
+        }
+    }
+
+    /// The value stored under `key`, read back; every byte must be used.
+    pub fn decode(key: &Key, bytes: Bytes) -> Result<Value, RecordError> {
+        let member = matches!(key, Key::Member { .. });
+        if let Key::Commit(_) = key {
+            return CommitValue::decode(bytes).map(Value::Commit);
+        }
+        let mut r = Reader::new(bytes);
+        let version = r.u8("value version")?;
+        if version != VALUE_VERSION {
+            return Err(RecordError::UnknownVersion(version));
+        }
+        let value = if member {
+            Value::Member(MemberValue {
+                member_epoch: r.i32("member epoch")?,
+                client_id: r.string("client id")?,
+                host: r.string("host")?,
+                subscribed: r.array("subscribed topics", 2, |r| r.string("topic"))?,
+                assigned: read_partitions(&mut r, "assigned partitions")?,
+                revoking: read_partitions(&mut r, "revoking partitions")?,
+                target: read_partitions(&mut r, "target partitions")?,
+            })
+        } else {
+            Value::Group(GroupValue {
+                group_epoch: r.i32("group epoch")?,
+                assignment_epoch: r.i32("assignment epoch")?,
+            })
+        };
+        r.finish()?;
+        Ok(value)
+    }
+}
+
+/// One stored record decoded: what its key names, and its value or
+/// (`None`) its removal.
 pub fn decode(
     key: Option<Bytes>,
     value: Option<Bytes>,
-) -> Result<(CommitKey, Option<CommitValue>), RecordError> {
-    let key = CommitKey::decode(key.ok_or(RecordError::NoKey)?)?;
-    let value = value.map(CommitValue::decode).transpose()?;
+) -> Result<(Key, Option<Value>), RecordError> {
+    let key = Key::decode(key.ok_or(RecordError::NoKey)?)?;
+    let value = value.map(|v| Value::decode(&key, v)).transpose()?;
     Ok((key, value))
 }
 
@@ -172,6 +378,42 @@ mod tests {
     }
 
     #[test]
+    fn member_and_group_bytes_are_pinned() {
+        let key = Key::Member {
+            group: "g".into(),
+            member_id: "m".into(),
+        };
+        assert_eq!(key.encode().as_ref(), &[2, 1, 0, b'g', 1, 0, b'm'][..]);
+        let value = Value::Member(MemberValue {
+            member_epoch: 3,
+            client_id: "c".into(),
+            host: "h".into(),
+            subscribed: vec!["t".into()],
+            assigned: vec![("t".into(), 0), ("t".into(), 2)],
+            revoking: vec![],
+            target: vec![("t".into(), 0)],
+        });
+        let expected: &[u8] = &[
+            0, // version
+            3, 0, 0, 0, // member epoch
+            1, 0, b'c', // client id
+            1, 0, b'h', // host
+            1, 0, 0, 0, 1, 0, b't', // subscribed
+            1, 0, 0, 0, 1, 0, b't', 2, 0, 0, 0, 0, 0, 0, 0, 2, 0, 0, 0, // assigned
+            0, 0, 0, 0, // revoking
+            1, 0, 0, 0, 1, 0, b't', 1, 0, 0, 0, 0, 0, 0, 0, // target
+        ];
+        assert_eq!(value.encode().as_ref(), expected);
+        let group = Key::Group { group: "g".into() };
+        assert_eq!(group.encode().as_ref(), &[3, 1, 0, b'g'][..]);
+        let epochs = Value::Group(GroupValue {
+            group_epoch: 5,
+            assignment_epoch: 4,
+        });
+        assert_eq!(epochs.encode().as_ref(), &[0, 5, 0, 0, 0, 4, 0, 0, 0][..]);
+    }
+
+    #[test]
     fn a_tombstone_decodes_as_a_removal() {
         let key = CommitKey {
             group: "g".into(),
@@ -179,7 +421,7 @@ mod tests {
             partition: 0,
         };
         let (k, v) = decode(Some(key.encode()), None).expect("a tombstone");
-        assert_eq!(k, key);
+        assert_eq!(k, Key::Commit(key));
         assert_eq!(v, None);
     }
 
@@ -213,6 +455,34 @@ mod tests {
         ) {
             let key = CommitKey { group, topic, partition };
             let value = CommitValue { offset, leader_epoch, commit_timestamp_ms: ts, metadata };
+            let (k, v) = decode(Some(key.encode()), Some(value.encode())).expect("round trip");
+            prop_assert_eq!(k, Key::Commit(key));
+            prop_assert_eq!(v, Some(Value::Commit(value)));
+        }
+
+        #[test]
+        fn members_and_groups_round_trip(
+            group in ".{0,20}", member_id in ".{0,20}", epoch: i32, client_id in ".{0,20}",
+            subscribed in proptest::collection::vec("[a-z]{1,8}", 0..5),
+            assigned in proptest::collection::btree_set(("[a-z]{1,3}", 0u32..8), 0..10),
+            target in proptest::collection::btree_set(("[a-z]{1,3}", 0u32..8), 0..10),
+            group_epoch: i32, assignment_epoch: i32,
+        ) {
+            let key = Key::Member { group: group.clone(), member_id };
+            let value = Value::Member(MemberValue {
+                member_epoch: epoch,
+                client_id,
+                host: "127.0.0.1".into(),
+                subscribed,
+                assigned: assigned.into_iter().collect(),
+                revoking: Vec::new(),
+                target: target.into_iter().collect(),
+            });
+            let (k, v) = decode(Some(key.encode()), Some(value.encode())).expect("round trip");
+            prop_assert_eq!(k, key);
+            prop_assert_eq!(v, Some(value));
+            let key = Key::Group { group };
+            let value = Value::Group(GroupValue { group_epoch, assignment_epoch });
             let (k, v) = decode(Some(key.encode()), Some(value.encode())).expect("round trip");
             prop_assert_eq!(k, key);
             prop_assert_eq!(v, Some(value));

@@ -2,12 +2,15 @@
 //! the groups it holds, rebuilt from its log by a tailing task, and the
 //! writes that go through Raft into it.
 //!
-//! Invariants: the committed offsets in memory are exactly the log's
-//! records below `applied`, applied in log order (the newest record per
-//! key wins; a tombstone removes); a write is acknowledged only once it is
-//! committed and applied here, so an OffsetFetch after an OffsetCommit's
-//! answer sees it. Membership is valid only for the leadership term it was
-//! built in (`members_term`): a new term starts with none.
+//! Invariants: the committed offsets and stored memberships in memory are
+//! exactly the log's records below `applied`, applied in log order (the
+//! newest record per key wins; a tombstone removes); a write is
+//! acknowledged only once it is committed and applied here, so an
+//! OffsetFetch after an OffsetCommit's answer sees it. The live membership
+//! a leader changes is valid only for the leadership term it was built in
+//! (`members_term`): a new term starts from the stored one. Membership
+//! changes are proposed in the order they were made (`writer`), so the log
+//! ends with the latest.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
@@ -15,12 +18,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
+use rill_replication::Proposed;
 use rill_storage::{BatchBuilder, Batches, NewRecord, Term};
 use tokio::sync::watch;
 
 use super::assignor::TopicPartition;
 use super::group::Membership;
-use super::record::{self, CommitKey, CommitValue};
+use super::record::{self, GroupValue, Key, MemberValue, Value};
 use super::{COMMIT_TIMEOUT_MS, GroupSettings};
 use crate::handlers::produce::{proposal_outcome, wait_acks};
 use crate::partition::Partition;
@@ -46,9 +50,13 @@ pub fn wall_clock_ms() -> i64 {
 #[derive(Debug, Clone, Default)]
 pub struct Group {
     /// Its committed offsets.
-    pub commits: BTreeMap<TopicPartition, CommitValue>,
-    /// Its members (leader only, this term).
+    pub commits: BTreeMap<TopicPartition, record::CommitValue>,
+    /// Its members as the leader changes them (this term).
     pub membership: Membership,
+    /// Its epochs as the log stores them.
+    stored_epochs: GroupValue,
+    /// Its members as the log stores them.
+    stored_members: BTreeMap<String, MemberValue>,
     /// When it last had members or a commit, ms since the epoch: its
     /// commits expire this long after it went empty.
     pub last_active_wall_ms: i64,
@@ -56,7 +64,10 @@ pub struct Group {
 
 impl Group {
     fn is_unused(&self) -> bool {
-        self.commits.is_empty() && self.membership.members.is_empty()
+        self.commits.is_empty()
+            && self.membership.members.is_empty()
+            && self.stored_members.is_empty()
+            && self.stored_epochs == GroupValue::default()
     }
 }
 
@@ -71,22 +82,34 @@ pub struct ShardState {
 
 impl ShardState {
     /// Applies one record of the log.
-    fn apply(&mut self, key: CommitKey, value: Option<CommitValue>) {
-        let tp = (key.topic, key.partition);
-        match value {
-            Some(v) => {
-                let group = self.groups.entry(key.group).or_default();
+    fn apply(&mut self, key: Key, value: Option<Value>) {
+        let id = key.group().to_string();
+        let group = self.groups.entry(id.clone()).or_default();
+        match (key, value) {
+            (Key::Commit(k), Some(Value::Commit(v))) => {
                 group.last_active_wall_ms = group.last_active_wall_ms.max(v.commit_timestamp_ms);
-                group.commits.insert(tp, v);
+                group.commits.insert((k.topic, k.partition), v);
             }
-            None => {
-                if let Some(group) = self.groups.get_mut(&key.group) {
-                    group.commits.remove(&tp);
-                    if group.is_unused() {
-                        self.groups.remove(&key.group);
-                    }
-                }
+            (Key::Commit(k), None) => {
+                group.commits.remove(&(k.topic, k.partition));
             }
+            (Key::Member { member_id, .. }, Some(Value::Member(m))) => {
+                group.stored_members.insert(member_id, m);
+            }
+            (Key::Member { member_id, .. }, None) => {
+                group.stored_members.remove(&member_id);
+            }
+            (Key::Group { .. }, Some(Value::Group(g))) => group.stored_epochs = g,
+            (Key::Group { .. }, None) => group.stored_epochs = GroupValue::default(),
+            (key, Some(_)) => {
+                tracing::warn!(
+                    ?key,
+                    "an offsets record whose value is not of its key's kind"
+                );
+            }
+        }
+        if group.is_unused() {
+            self.groups.remove(&id);
         }
     }
 
@@ -108,15 +131,22 @@ pub struct Shard {
     state: Mutex<ShardState>,
     /// Offsets below this are applied to `state`.
     applied: watch::Sender<u64>,
+    /// Held from a membership change until its records are proposed, so
+    /// they reach the log in the order the changes were made.
+    pub writer: tokio::sync::Mutex<()>,
+    /// The coordinator's session clock.
+    clock: std::time::Instant,
 }
 
 impl Shard {
     /// A shard over `partition`, its tailer started.
-    pub(super) fn start(partition: Arc<Partition>) -> Arc<Shard> {
+    pub(super) fn start(partition: Arc<Partition>, clock: std::time::Instant) -> Arc<Shard> {
         let shard = Arc::new(Shard {
             applied: watch::Sender::new(partition.log_start_offset()),
             partition,
             state: Mutex::default(),
+            writer: tokio::sync::Mutex::new(()),
+            clock,
         });
         tokio::spawn(tail(Arc::downgrade(&shard)));
         shard
@@ -168,10 +198,11 @@ impl Shard {
         let mut state = self.state.lock().expect("shard state poisoned");
         if state.members_term != term {
             state.members_term = term;
+            let now_ms = self.clock.elapsed().as_millis() as u64;
             for group in state.groups.values_mut() {
-                group.membership = Membership::default();
+                group.membership =
+                    Membership::restore(group.stored_epochs, &group.stored_members, now_ms);
             }
-            state.groups.retain(|_, g| !g.is_unused());
         }
         state
     }
@@ -183,6 +214,36 @@ impl Shard {
         broker: &Broker,
         records: &[(Bytes, Option<Bytes>)],
     ) -> Result<(), ErrorCode> {
+        match self.propose(broker, records).await? {
+            Some(last) => self.committed(&last).await,
+            None => Ok(()),
+        }
+    }
+
+    /// As [`Shard::write`], letting `writer` (the shard's [`Shard::writer`])
+    /// go once the records are proposed: membership changes reach the log
+    /// in the order they were made.
+    pub async fn write_in_order(
+        &self,
+        broker: &Broker,
+        records: &[(Bytes, Option<Bytes>)],
+        writer: tokio::sync::MutexGuard<'_, ()>,
+    ) -> Result<(), ErrorCode> {
+        let proposed = self.propose(broker, records).await;
+        drop(writer);
+        match proposed? {
+            Some(last) => self.committed(&last).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Proposes `records` in as few batches as fit; the last entry
+    /// proposed, or `None` for no records.
+    async fn propose(
+        &self,
+        broker: &Broker,
+        records: &[(Bytes, Option<Bytes>)],
+    ) -> Result<Option<Proposed>, ErrorCode> {
         let now_ms = wall_clock_ms();
         let mut chunks = Vec::new();
         let mut builder = BatchBuilder::new(WRITE_BATCH_BYTES);
@@ -209,11 +270,10 @@ impl Shard {
             ));
         }
         if chunks.is_empty() {
-            return Ok(());
+            return Ok(None);
         }
         let partition = &self.partition;
         let batches = partition.check(&chunks, now_ms)?;
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
         let outcome = broker
             .raft
             .propose_queued(partition.group, batches)
@@ -222,7 +282,13 @@ impl Shard {
         let (_, last) = proposal_outcome(&partition.topic, partition, outcome)
             .await
             .map_err(|(e, _)| coordinator_error(e))?;
-        match wait_acks(partition, &last, true, deadline).await {
+        Ok(Some(last))
+    }
+
+    /// Waits until `last` is committed and applied here.
+    async fn committed(&self, last: &Proposed) -> Result<(), ErrorCode> {
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
+        match wait_acks(&self.partition, last, true, deadline).await {
             ErrorCode::None => {}
             e => return Err(coordinator_error(e)),
         }
@@ -256,7 +322,7 @@ impl Shard {
                 .keys()
                 .filter(|(t, _)| topics.is_none_or(|only| only.contains(t)))
                 .map(|(topic, partition)| {
-                    let key = CommitKey {
+                    let key = record::CommitKey {
                         group: group.to_string(),
                         topic: topic.clone(),
                         partition: *partition,
@@ -270,35 +336,82 @@ impl Shard {
     }
 
     /// One sweep at `now_ms` (session clock) and `wall_ms`: expires
-    /// members, follows topics' partition counts, and returns the groups
-    /// whose commits are past the offsets retention.
-    pub(super) fn sweep(
+    /// members and follows topics' partition counts, storing what changed,
+    /// and returns the groups whose commits are past the offsets retention.
+    pub(super) async fn sweep(
         &self,
+        broker: &Broker,
         now_ms: u64,
         wall_ms: i64,
         settings: &GroupSettings,
         partitions: &BTreeMap<String, u32>,
     ) -> Vec<String> {
-        let mut state = self.state();
+        let writer = self.writer.lock().await;
         let mut expired = Vec::new();
-        for (id, group) in &mut state.groups {
-            let m = &mut group.membership;
-            if !m.members.is_empty() {
-                for gone in m.expire(now_ms, settings.session_timeout_ms, partitions) {
-                    tracing::info!(group = id, member = gone, "member's session timed out");
+        let mut records = Vec::new();
+        {
+            let mut state = self.state();
+            for (id, group) in &mut state.groups {
+                let m = &mut group.membership;
+                if !m.members.is_empty() {
+                    let before = m.stored();
+                    for gone in m.expire(now_ms, settings.session_timeout_ms, partitions) {
+                        tracing::info!(group = id, member = gone, "member's session timed out");
+                    }
+                    m.refresh_partitions(partitions);
+                    records.extend(membership_records(id, &before, &m.stored()));
+                    group.last_active_wall_ms = wall_ms;
+                } else if !group.commits.is_empty()
+                    && wall_ms.saturating_sub(group.last_active_wall_ms)
+                        > settings.offsets_retention_ms as i64
+                {
+                    expired.push(id.clone());
                 }
-                m.refresh_partitions(partitions);
-                group.last_active_wall_ms = wall_ms;
-            } else if !group.commits.is_empty()
-                && wall_ms.saturating_sub(group.last_active_wall_ms)
-                    > settings.offsets_retention_ms as i64
-            {
-                expired.push(id.clone());
             }
         }
-        state.groups.retain(|_, g| !g.is_unused());
+        if let Err(e) = self.write_in_order(broker, &records, writer).await {
+            tracing::debug!(error = ?e, "storing expired members failed; stored with the next change");
+        }
         expired
     }
+}
+
+/// The records that take the stored membership `before` to `after`: the
+/// members that changed, tombstones for those gone, and the group's epochs
+/// (removed once it has no members).
+pub fn membership_records(
+    group: &str,
+    before: &(GroupValue, BTreeMap<String, MemberValue>),
+    after: &(GroupValue, BTreeMap<String, MemberValue>),
+) -> Vec<(Bytes, Option<Bytes>)> {
+    let mut records = Vec::new();
+    for (id, m) in &after.1 {
+        if before.1.get(id) != Some(m) {
+            let key = Key::Member {
+                group: group.to_string(),
+                member_id: id.clone(),
+            };
+            records.push((key.encode(), Some(Value::Member(m.clone()).encode())));
+        }
+    }
+    for id in before.1.keys().filter(|id| !after.1.contains_key(*id)) {
+        let key = Key::Member {
+            group: group.to_string(),
+            member_id: id.clone(),
+        };
+        records.push((key.encode(), None));
+    }
+    let key = Key::Group {
+        group: group.to_string(),
+    };
+    if after.1.is_empty() {
+        if !before.1.is_empty() {
+            records.push((key.encode(), None));
+        }
+    } else if after.0 != before.0 {
+        records.push((key.encode(), Some(Value::Group(after.0).encode())));
+    }
+    records
 }
 
 /// The code a coordinator answers with when its write failed: a lost

@@ -5,6 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 
+use bytes::Bytes;
+
 use rill_client::protocol::ErrorCode;
 use rill_client::protocol::messages::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
@@ -14,8 +16,10 @@ use rill_client::protocol::messages::{
 
 use super::Caller;
 use crate::coordinator::assignor::TopicPartition;
-use crate::coordinator::group::Heartbeat;
-use crate::coordinator::{GROUPS_PER_PARTITION_MAX, shard};
+use crate::coordinator::group::{Heartbeat, HeartbeatAnswer};
+use crate::coordinator::shard::ShardState;
+use crate::coordinator::{GROUPS_PER_PARTITION_MAX, GroupSettings, shard};
+use crate::metadata::ClusterImage;
 use crate::state::Broker;
 use crate::topics::validate_topic_name;
 
@@ -63,13 +67,53 @@ pub(super) async fn heartbeat(
         Err(e) => return refuse(e),
     };
     let image = broker.image();
+    // Held until this heartbeat's changes are proposed (see `Shard::writer`).
+    let writer = shard.writer.lock().await;
     let now_ms = broker.groups.now_ms();
-    let mut state = shard.state();
+    // The state's lock is taken and let go within this one statement:
+    // nothing is held across the write below.
+    let changed = change(&mut shard.state(), &r, caller, &image, now_ms, &settings);
+    let (answer, records) = match changed {
+        Ok(c) => c,
+        Err(e) => return refuse(e),
+    };
+    // The answer waits for its changes to be stored: a new coordinator
+    // carries on with the member as this one left it.
+    if let Err(e) = shard.write_in_order(broker, &records, writer).await {
+        return refuse(e);
+    }
+    match answer {
+        Ok(a) => ConsumerGroupHeartbeatResponse {
+            error: ErrorCode::None,
+            member_id: Some(a.member_id),
+            member_epoch: a.member_epoch,
+            heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            assignment: a.assignment.map(|set| by_topic(&set)),
+        },
+        Err(e) => refuse(e),
+    }
+}
+
+/// A heartbeat's answer and the records that store what it changed.
+type Changed = (
+    Result<HeartbeatAnswer, ErrorCode>,
+    Vec<(Bytes, Option<Bytes>)>,
+);
+
+/// Applies heartbeat `r` to its group in `state`.
+fn change(
+    state: &mut ShardState,
+    r: &ConsumerGroupHeartbeatRequest,
+    caller: &Caller,
+    image: &ClusterImage,
+    now_ms: u64,
+    settings: &GroupSettings,
+) -> Result<Changed, ErrorCode> {
     if !state.groups.contains_key(&r.group) && state.groups.len() >= GROUPS_PER_PARTITION_MAX {
-        return refuse(ErrorCode::GroupMaxSizeReached);
+        return Err(ErrorCode::GroupMaxSizeReached);
     }
     if r.member_epoch != 0 && !state.groups.contains_key(&r.group) {
-        return refuse(ErrorCode::UnknownMemberId);
+        return Err(ErrorCode::UnknownMemberId);
     }
     let group = state.groups.entry(r.group.clone()).or_default();
     // The partition counts of the topics any member (this one included)
@@ -100,6 +144,7 @@ pub(super) async fn heartbeat(
         client_id: truncated(&caller.client_id, CLIENT_ID_KEPT_MAX_BYTES),
         host: caller.host.clone(),
     };
+    let before = group.membership.stored();
     let answer = group.membership.heartbeat(
         hb,
         now_ms,
@@ -110,17 +155,9 @@ pub(super) async fn heartbeat(
     if !group.membership.members.is_empty() || r.member_epoch < 0 {
         group.last_active_wall_ms = shard::wall_clock_ms();
     }
+    let records = shard::membership_records(&r.group, &before, &group.membership.stored());
     state.forget_unused(&r.group);
-    match answer {
-        Ok(a) => ConsumerGroupHeartbeatResponse {
-            error: ErrorCode::None,
-            member_id: Some(a.member_id),
-            member_epoch: a.member_epoch,
-            heartbeat_interval_ms: settings.heartbeat_interval_ms,
-            assignment: a.assignment.map(|set| by_topic(&set)),
-        },
-        Err(e) => refuse(e),
-    }
+    Ok((answer, records))
 }
 
 /// Partitions grouped by topic, in order.

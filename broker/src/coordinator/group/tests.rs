@@ -294,3 +294,27 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn a_restored_group_carries_on_and_never_gives_a_partition_to_two_members() {
+    let mut g = Membership::default();
+    let a = join(&mut g, "a", 0);
+    join(&mut g, "b", 0);
+    beat(&mut g, "a", a.member_epoch, &assignment(&a), 1).unwrap();
+    let (epochs, mut stored) = g.stored();
+    let restored = Membership::restore(epochs, &stored, 50);
+    assert_eq!(restored.stored(), (epochs, stored.clone()));
+    assert_eq!(restored.state(), g.state());
+    // A store that lost a write names partition 0 under both: the first
+    // member keeps it.
+    let tp = ("t".to_string(), 0);
+    for m in stored.values_mut() {
+        m.assigned.retain(|p| *p != tp);
+        m.revoking.retain(|p| *p != tp);
+        m.assigned.push(tp.clone());
+        m.assigned.sort();
+    }
+    let restored = Membership::restore(epochs, &stored, 50);
+    assert!(restored.members["a"].assigned.contains(&tp));
+    assert!(!restored.members["b"].assigned.contains(&tp));
+}
