@@ -45,7 +45,13 @@ pub(crate) enum GroupCommand {
         topic: String,
         /// earliest, latest, an offset (kept within each partition's log),
         /// or @TIMESTAMP_MS (the first record at or after that time).
-        #[arg(long, value_name = "earliest|latest|OFFSET|@TIMESTAMP_MS")]
+        // Hyphen values too, so `--to -1` gets the one-line refusal that
+        // says what is accepted rather than clap's "unexpected argument".
+        #[arg(
+            long,
+            value_name = "earliest|latest|OFFSET|@TIMESTAMP_MS",
+            allow_hyphen_values = true
+        )]
         to: String,
     },
     /// Delete a group and its committed offsets; the group must have no
