@@ -18,6 +18,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use crate::connection::Connection;
+use crate::coordinator::Coordinators;
 use crate::error::ClientError;
 use crate::protocol::messages::{MetadataRequest, MetadataResponse, NO_BROKER, PartitionMetadata};
 use crate::protocol::{ErrorCode, Request, Response};
@@ -105,6 +106,8 @@ pub struct Cluster {
     brokers: Mutex<HashMap<u32, String>>,
     /// Topics from the last metadata answers. Guards the map only.
     topics: Mutex<HashMap<String, Cached>>,
+    /// Groups' coordinators as last found.
+    coordinators: Coordinators,
 }
 
 /// A topic as last described, and whether it must be asked for again
@@ -134,7 +137,14 @@ impl Cluster {
             connections: Mutex::default(),
             brokers: Mutex::default(),
             topics: Mutex::default(),
+            coordinators: Coordinators::default(),
         }))
+    }
+
+    /// The coordinators found so far, by group (see
+    /// [`crate::coordinator`]).
+    pub(crate) fn coordinators(&self) -> &Coordinators {
+        &self.coordinators
     }
 
     /// The (shared) connection to `addr`, opened if needed.

@@ -53,6 +53,17 @@ pub enum ClientError {
     /// The topic does not exist.
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    /// The consumer group does not exist: it has neither members nor
+    /// committed offsets.
+    #[error("group {0:?} does not exist")]
+    UnknownGroup(String),
+    /// The consumer group has active members, so it can be neither
+    /// deleted nor have its offsets set from outside (the broker's
+    /// `NonEmptyGroup`).
+    #[error(
+        "group {0:?} has active members: stop its consumers (or wait for their sessions to time out) first"
+    )]
+    GroupHasMembers(String),
     /// The request cannot be made as asked.
     #[error("{0}")]
     Invalid(String),

@@ -4,7 +4,10 @@
 //!   response bodies, stable error codes).
 //! - [`Cluster`]: bootstrap addresses, cached metadata and one connection
 //!   per broker ([`connection`]), shared by the clients below.
-//! - [`Admin`], [`Producer`], [`Consumer`]: topics, writing, reading.
+//! - [`Admin`], [`Producer`], [`Consumer`]: topics and consumer groups,
+//!   writing, reading.
+//! - `coordinator` (crate-internal): a consumer group's coordinator, found
+//!   and followed as it moves; the one way group requests are sent.
 //! - [`partitioner`]: Kafka's murmur2, so keyed records land where a Kafka
 //!   client would put them.
 //!
@@ -16,6 +19,7 @@ pub mod admin;
 pub mod cluster;
 pub mod connection;
 pub mod consumer;
+mod coordinator;
 pub mod error;
 pub mod partitioner;
 pub mod producer;

@@ -1,22 +1,45 @@
-//! Topic administration: create, delete, list, describe.
+//! Administration: topics here (create, delete, list, describe), consumer
+//! groups in `groups` (list, describe with offsets and lag, reset offsets,
+//! delete), the offsets those look up at partition leaders in `offsets`.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::cluster::{Cluster, TopicInfo};
 use crate::error::ClientError;
 use crate::protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults};
 use crate::protocol::{ErrorCode, Request, Response};
 
+mod groups;
+mod offsets;
+
+pub use groups::{GroupDescription, GroupListing, GroupMember, PartitionLag, PartitionOffset};
+pub use offsets::ResetTo;
+
 /// How long admin requests may take, ms, retries included.
 pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
 /// Longest pause between two tries of an admin request, ms.
 pub const ADMIN_RETRY_MS_MAX: u64 = 1_000;
 
-/// Topic administration over a [`Cluster`].
+/// Topic and consumer group administration over a [`Cluster`].
 #[derive(Debug, Clone)]
 pub struct Admin {
     cluster: Arc<Cluster>,
+}
+
+/// What is left of the time until `deadline`.
+pub(super) fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// The error for an answer of another API than the one asked.
+pub(super) fn unexpected(response: &Response) -> ClientError {
+    ClientError::Invalid(format!(
+        "unexpected {:?} answer from the broker",
+        response.api_key()
+    ))
 }
 
 fn first_result(r: Response) -> Result<(), ClientError> {
