@@ -50,6 +50,8 @@ fn members_split_a_topic_and_a_partition_moves_only_once_released() {
     let b_id = b.member_id.clone().unwrap();
     assert_ne!(a_id, b_id);
     assert!(partitions_of(b.assignment.as_ref().unwrap(), TOPIC).is_empty());
+    // While partitions move, members are told to heartbeat often.
+    assert_eq!(b.heartbeat_interval_ms, 200);
 
     // a is told to keep three; it still owns six until it says otherwise.
     let a2 = beat(

@@ -16,13 +16,16 @@ use rill_client::protocol::messages::{
 
 use super::Caller;
 use crate::coordinator::assignor::TopicPartition;
-use crate::coordinator::group::{Heartbeat, HeartbeatAnswer};
+use crate::coordinator::group::{GroupState, Heartbeat, HeartbeatAnswer};
 use crate::coordinator::shard::ShardState;
 use crate::coordinator::{GROUPS_PER_PARTITION_MAX, GroupSettings, shard};
 use crate::metadata::ClusterImage;
 use crate::state::Broker;
 use crate::topics::validate_topic_name;
 
+/// The heartbeat interval told to members while their group moves
+/// partitions, ms, when the steady one is longer.
+pub const RECONCILING_HEARTBEAT_INTERVAL_MS: u32 = 200;
 /// Longest member id a member may choose, bytes.
 pub const MEMBER_ID_MAX_BYTES: usize = 255;
 /// Most topics one member may subscribe to.
@@ -73,7 +76,7 @@ pub(super) async fn heartbeat(
     // The state's lock is taken and let go within this one statement:
     // nothing is held across the write below.
     let changed = change(&mut shard.state(), &r, caller, &image, now_ms, &settings);
-    let (answer, records) = match changed {
+    let (answer, records, reconciling) = match changed {
         Ok(c) => c,
         Err(e) => return refuse(e),
     };
@@ -87,17 +90,28 @@ pub(super) async fn heartbeat(
             error: ErrorCode::None,
             member_id: Some(a.member_id),
             member_epoch: a.member_epoch,
-            heartbeat_interval_ms: settings.heartbeat_interval_ms,
+            // While partitions move, members heartbeat often: a revocation
+            // reaches its owner, and a released partition its next owner,
+            // within a fraction of the steady interval.
+            heartbeat_interval_ms: if reconciling {
+                settings
+                    .heartbeat_interval_ms
+                    .min(RECONCILING_HEARTBEAT_INTERVAL_MS)
+            } else {
+                settings.heartbeat_interval_ms
+            },
             assignment: a.assignment.map(|set| by_topic(&set)),
         },
         Err(e) => refuse(e),
     }
 }
 
-/// A heartbeat's answer and the records that store what it changed.
+/// A heartbeat's answer, the records that store what it changed, and
+/// whether the group is still moving partitions.
 type Changed = (
     Result<HeartbeatAnswer, ErrorCode>,
     Vec<(Bytes, Option<Bytes>)>,
+    bool,
 );
 
 /// Applies heartbeat `r` to its group in `state`.
@@ -156,8 +170,9 @@ fn change(
         group.last_active_wall_ms = shard::wall_clock_ms();
     }
     let records = shard::membership_records(&r.group, &before, &group.membership.stored());
+    let reconciling = group.membership.state() == GroupState::Reconciling;
     state.forget_unused(&r.group);
-    Ok((answer, records))
+    Ok((answer, records, reconciling))
 }
 
 /// Partitions grouped by topic, in order.
