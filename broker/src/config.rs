@@ -8,6 +8,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
+use crate::coordinator::GroupSettings;
 use crate::error::BrokerError;
 use crate::limits::{ClientLimits, LimitSettings};
 
@@ -45,6 +46,14 @@ pub struct FileConfig {
     pub message_timestamp_before_max_ms: Option<u64>,
     /// Most partition replicas one broker may host.
     pub max_partition_replicas: Option<u32>,
+    /// A group member silent this long is removed, ms.
+    pub group_session_timeout_ms: Option<u64>,
+    /// How often group members heartbeat, ms.
+    pub group_heartbeat_interval_ms: Option<u32>,
+    /// Most members of one group.
+    pub group_max_size: Option<usize>,
+    /// How long the commits of a group without members are kept, minutes.
+    pub offsets_retention_minutes: Option<u64>,
 }
 
 impl FileConfig {
@@ -98,6 +107,10 @@ pub struct BrokerConfig {
     /// would place more on any broker is refused. Checked by the
     /// controller leader with its own setting. Default 10,000.
     pub max_partition_replicas: u32,
+    /// How the group coordinator treats groups: session timeout (default
+    /// 45 s), heartbeat interval (default 5 s), group size (default
+    /// 1,000), offsets retention (default 7 days).
+    pub groups: GroupSettings,
 }
 
 /// How a broker authenticates its peers.
@@ -172,7 +185,39 @@ impl BrokerConfig {
             message_timestamp_after_max_ms,
             message_timestamp_before_max_ms,
             max_partition_replicas,
+            group_session_timeout_ms,
+            group_heartbeat_interval_ms,
+            group_max_size,
+            offsets_retention_minutes,
         } = flags;
+        let defaults = GroupSettings::default();
+        let groups = GroupSettings {
+            session_timeout_ms: group_session_timeout_ms
+                .or(file.group_session_timeout_ms)
+                .unwrap_or(defaults.session_timeout_ms),
+            heartbeat_interval_ms: group_heartbeat_interval_ms
+                .or(file.group_heartbeat_interval_ms)
+                .unwrap_or(defaults.heartbeat_interval_ms),
+            group_max_size: group_max_size
+                .or(file.group_max_size)
+                .unwrap_or(defaults.group_max_size),
+            offsets_retention_ms: match offsets_retention_minutes.or(file.offsets_retention_minutes)
+            {
+                Some(m) => m.saturating_mul(60_000),
+                None => defaults.offsets_retention_ms,
+            },
+        };
+        if groups.heartbeat_interval_ms == 0
+            || u64::from(groups.heartbeat_interval_ms) >= groups.session_timeout_ms
+        {
+            return Err(format!(
+                "group.heartbeat.interval.ms ({}) must be at least 1 and below group.session.timeout.ms ({})",
+                groups.heartbeat_interval_ms, groups.session_timeout_ms
+            ));
+        }
+        if groups.group_max_size == 0 {
+            return Err("group.max.size must be at least 1".into());
+        }
         let node_id = match node_id.or(file.node_id).unwrap_or(1) {
             0 => return Err("broker ids start at 1 (--node-id)".into()),
             id => BrokerId(u64::from(id)),
@@ -225,6 +270,7 @@ impl BrokerConfig {
             max_partition_replicas: max_partition_replicas
                 .or(file.max_partition_replicas)
                 .unwrap_or(MAX_PARTITION_REPLICAS_DEFAULT),
+            groups,
         })
     }
 
@@ -265,6 +311,14 @@ pub struct Flags {
     pub message_timestamp_before_max_ms: Option<u64>,
     /// `--max-partition-replicas`.
     pub max_partition_replicas: Option<u32>,
+    /// `--group-session-timeout-ms`.
+    pub group_session_timeout_ms: Option<u64>,
+    /// `--group-heartbeat-interval-ms`.
+    pub group_heartbeat_interval_ms: Option<u32>,
+    /// `--group-max-size`.
+    pub group_max_size: Option<usize>,
+    /// `--offsets-retention-minutes`.
+    pub offsets_retention_minutes: Option<u64>,
 }
 
 #[cfg(test)]

@@ -14,9 +14,13 @@
 //! freed memory for the next frame in [`heap`]; every thread and
 //! long-lived task, and the order shutdown stops them in, in [`threads`].
 //!
-//! Still to come in this crate: the group coordinator and metrics.
+//! Consumer groups (committed offsets and membership) are in
+//! [`coordinator`].
+//!
+//! Still to come in this crate: metrics.
 
 pub mod config;
+pub mod coordinator;
 pub mod error;
 pub mod handlers;
 pub mod heap;

@@ -79,11 +79,29 @@ struct Args {
     /// it is refused (checked by the controller leader) [default: 10000].
     #[arg(long)]
     max_partition_replicas: Option<u32>,
+    /// A consumer group member that sends no heartbeat for this long, or
+    /// keeps partitions it was told to give up for this long, is removed
+    /// and its partitions go to the others [default: 45000].
+    #[arg(long)]
+    group_session_timeout_ms: Option<u64>,
+    /// How often consumer group members are told to heartbeat
+    /// [default: 5000].
+    #[arg(long)]
+    group_heartbeat_interval_ms: Option<u32>,
+    /// Most members of one consumer group [default: 1000].
+    #[arg(long)]
+    group_max_size: Option<usize>,
+    /// How long the committed offsets of a group without members are kept,
+    /// minutes [default: 10080, 7 days].
+    #[arg(long)]
+    offsets_retention_minutes: Option<u64>,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
     /// peer_listen, peers, cluster_secret_file, insecure_peers,
     /// retention_check_ms, message_timestamp_after_max_ms,
-    /// message_timestamp_before_max_ms, max_partition_replicas, and a
-    /// [limits] table. Flags win over it.
+    /// message_timestamp_before_max_ms, max_partition_replicas,
+    /// group_session_timeout_ms, group_heartbeat_interval_ms,
+    /// group_max_size, offsets_retention_minutes, and a [limits] table.
+    /// Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
 }
@@ -165,6 +183,10 @@ fn run() -> anyhow::Result<()> {
             message_timestamp_after_max_ms: args.message_timestamp_after_max_ms,
             message_timestamp_before_max_ms: args.message_timestamp_before_max_ms,
             max_partition_replicas: args.max_partition_replicas,
+            group_session_timeout_ms: args.group_session_timeout_ms,
+            group_heartbeat_interval_ms: args.group_heartbeat_interval_ms,
+            group_max_size: args.group_max_size,
+            offsets_retention_minutes: args.offsets_retention_minutes,
         },
     )?;
     let secret = match &config.peer_auth {
@@ -259,6 +281,7 @@ fn run() -> anyhow::Result<()> {
             raft.clone(),
             published,
             config.limits.clone(),
+            config.groups,
         ));
         tasks.start_serving(listener, &broker, config.retention_check_ms);
         tracing::info!(node_id = %config.node_id, data_dir = %config.data_dir.display(), "ready");

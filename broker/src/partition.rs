@@ -309,6 +309,12 @@ impl Partition {
         self.log_start_offset.load(Ordering::Acquire)
     }
 
+    /// Whether the high watermark reflects this leader's own term (a new
+    /// leader's lags until an entry of its term commits).
+    pub fn is_high_watermark_current(&self) -> bool {
+        self.high_watermark_current.load(Ordering::Acquire)
+    }
+
     /// Who leads.
     pub fn leadership(&self) -> Leadership {
         *self.leadership.borrow()
@@ -549,12 +555,24 @@ impl Partition {
     /// Called by the Raft thread when the leader or this replica's role
     /// changes.
     pub(crate) fn set_leader(&self, leader: Option<BrokerId>, is_leader: bool, term: Term) {
-        self.high_watermark_current.store(false, Ordering::Release);
-        self.leadership.send_replace(Leadership {
+        let new = Leadership {
             leader,
             is_leader,
             term,
-        });
+        };
+        // The same leadership told twice (a one-voter group is told once
+        // when it campaigns and again by its round) must not forget that
+        // an entry of this term committed in between: on a quiet partition
+        // no later commit would say so again.
+        if *self.leadership.borrow() == new {
+            return;
+        }
+        let applied = *self.applied.borrow();
+        let current =
+            is_leader && applied > RaftIndex(0) && self.log.term_of(applied).ok() == Some(term);
+        self.high_watermark_current
+            .store(current, Ordering::Release);
+        self.leadership.send_replace(new);
     }
 
     /// Called by the Raft thread when the replica stopped.

@@ -55,9 +55,9 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
-use crate::handlers::{Routed, route};
+use crate::handlers::{Caller, Routed, route};
 use crate::limits::{Admitted, ClientLimits, ConnectionGate};
-use crate::state::{Broker, FORWARDED_CLIENT_ID};
+use crate::state::Broker;
 
 /// Requests handled at once per connection.
 pub const IN_FLIGHT_MAX: usize = 64;
@@ -188,6 +188,10 @@ async fn connection(
     mut shutdown: ShutdownSignal,
 ) -> Result<(), String> {
     let limits = &shared.limits;
+    let host = stream
+        .peer_addr()
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let (mut rd, mut wr) = stream.into_split();
     let (tx, mut rx) = mpsc::channel::<Vec<Bytes>>(RESPONSES_QUEUED_MAX);
     let write_timeout = Duration::from_millis(limits.client_write_timeout_ms);
@@ -296,14 +300,17 @@ async fn connection(
             },
         };
         let tx = tx.clone();
-        let forwarded = header.client_id == FORWARDED_CLIENT_ID;
+        let caller = Caller {
+            client_id: header.client_id.clone(),
+            host: host.clone(),
+        };
         let at_shutdown = fetch_at_shutdown(&request);
         // A produce is staged here (by `route`, before it returns), before
         // the next request is read: its proposals are queued in the order
         // the requests arrived, so a client may pipeline produce requests
         // to one partition. The waits for acknowledgements overlap (in the
         // task below, where any other request is started too).
-        let routed = route(&shared.broker, request, forwarded).await;
+        let routed = route(&shared.broker, request, &caller).await;
         if let Routed::Refused(error) = routed {
             if !answer_error(&tx, header.correlation_id, error).await {
                 break Ok(());
@@ -332,7 +339,7 @@ async fn connection(
                 // drain up for the rest of its wait.
                 Some(now) => tokio::select! {
                     r = routed.respond() => r,
-                    () = raised(&mut shutdown) => route(&broker, now, forwarded).await.respond().await,
+                    () = raised(&mut shutdown) => route(&broker, now, &caller).await.respond().await,
                 },
             };
             if let Some(response) = response {

@@ -17,6 +17,7 @@ use rill_client::protocol::messages::{
 use rill_client::protocol::{Request, Response};
 use rill_replication::BrokerId;
 
+use crate::coordinator::{Coordinator, GroupSettings};
 use crate::error::BrokerError;
 use crate::limits::ClientLimits;
 use crate::metadata::{BrokerInfo, ClusterImage, MetadataCommand, Outcome};
@@ -64,6 +65,8 @@ pub struct Broker {
     pub published: Arc<Published>,
     /// What clients may make this broker hold.
     pub limits: ClientLimits,
+    /// The group coordinator of the offsets partitions this broker leads.
+    pub groups: Coordinator,
     /// Connections to controllers for forwarded admin requests, by
     /// address. Guards the map only; connecting happens outside it.
     forward: Mutex<HashMap<String, Arc<Connection>>>,
@@ -78,6 +81,7 @@ impl Broker {
         raft: RaftHandle,
         published: Arc<Published>,
         limits: ClientLimits,
+        groups: GroupSettings,
     ) -> Broker {
         Broker {
             node_id,
@@ -86,6 +90,7 @@ impl Broker {
             raft,
             published,
             limits,
+            groups: Coordinator::new(groups),
             forward: Mutex::default(),
         }
     }

@@ -93,7 +93,7 @@ fn an_empty_or_overlong_group_id_is_refused() {
 }
 
 #[test]
-fn clients_may_not_create_topics_in_the_internal_namespace() {
+fn clients_may_neither_create_topics_in_the_internal_namespace_nor_delete_them() {
     let dir = tempfile::tempdir().unwrap();
     let broker = BrokerProcess::start(dir.path());
     let mut c = broker.connect();
@@ -104,6 +104,17 @@ fn clients_may_not_create_topics_in_the_internal_namespace() {
     }
     // One underscore is an ordinary name.
     assert_eq!(c.create_topic("_mine", 1, &[]).error, ErrorCode::None);
+    // Nor may they delete the offsets topic once it exists.
+    assert_eq!(coordinator(&mut c, "g").error, ErrorCode::None);
+    let (_, r) = c.call(Request::DeleteTopics(DeleteTopicsRequest {
+        names: vec![OFFSETS_TOPIC.into()],
+        timeout_ms: 10_000,
+    }));
+    let Some(Response::DeleteTopics(d)) = r else {
+        panic!("a DeleteTopics answer")
+    };
+    assert_eq!(d.results[0].error, ErrorCode::InvalidTopic);
+    assert!(d.results[0].message.contains("internal"));
 }
 
 #[test]

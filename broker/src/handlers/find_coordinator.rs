@@ -27,6 +27,17 @@ pub const OFFSETS_TOPIC_PARTITIONS: u32 = 16;
 /// group.
 pub const GROUP_ID_MAX_BYTES: usize = 255;
 
+/// The offsets topic's settings: its records are kept until the
+/// coordinator removes them (tombstones of deleted and expired groups),
+/// never by age or size, or an active group that had not committed for a
+/// week would lose its offsets.
+fn offsets_topic_configs() -> Vec<(String, String)> {
+    vec![
+        ("retention.ms".to_string(), "-1".to_string()),
+        ("retention.bytes".to_string(), "-1".to_string()),
+    ]
+}
+
 /// Finds `r.group`'s coordinator, creating [`OFFSETS_TOPIC`] first if no
 /// group was ever looked up.
 pub(super) async fn find_coordinator(
@@ -52,7 +63,7 @@ pub(super) async fn find_coordinator(
                 OFFSETS_TOPIC,
                 OFFSETS_TOPIC_PARTITIONS,
                 replicas,
-                &[],
+                &offsets_topic_configs(),
                 forwarded,
             )
             .await
@@ -82,5 +93,18 @@ pub(super) async fn find_coordinator(
         coordinator: info.0.get() as i32,
         host: info.1.host.clone(),
         port: info.1.port,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::topics::TopicConfig;
+
+    #[test]
+    fn the_offsets_topic_keeps_its_records_until_the_coordinator_removes_them() {
+        let config = TopicConfig::from_pairs(&offsets_topic_configs()).expect("valid settings");
+        assert_eq!(config.retention_ms, None);
+        assert_eq!(config.retention_bytes, None);
     }
 }

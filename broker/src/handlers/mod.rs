@@ -17,15 +17,17 @@ use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
 use rill_replication::BrokerId;
 
 use crate::partition::{LeaderHint, Partition};
-use crate::state::{Broker, Lookup};
+use crate::state::{Broker, FORWARDED_CLIENT_ID, Lookup};
 
 mod api_versions;
 mod cluster_status;
 mod fetch;
 pub mod find_coordinator;
+mod groups;
 mod list_offsets;
 mod metadata;
-mod produce;
+mod offsets;
+pub(crate) mod produce;
 mod register_broker;
 mod topics;
 
@@ -58,27 +60,39 @@ impl Routed {
     }
 }
 
-/// Whether this broker serves `api`; ApiVersions lists only those. The
-/// consumer group APIs are in the protocol already, not served yet.
+/// Who sent a request: what group membership records of a member, and
+/// whether another broker forwarded it on a client's behalf.
+#[derive(Debug, Clone, Default)]
+pub struct Caller {
+    /// The client id of the request header.
+    pub client_id: String,
+    /// The address the connection came from.
+    pub host: String,
+}
+
+impl Caller {
+    /// Whether another broker forwarded the request: it is never
+    /// forwarded again.
+    pub fn forwarded(&self) -> bool {
+        self.client_id == FORWARDED_CLIENT_ID
+    }
+}
+
+/// Whether this broker serves `api`; ApiVersions lists only those. An API
+/// the protocol knows before this broker has its handler is refused here
+/// and in [`route`] (as `Routed::Refused`); today every one is served.
 pub(crate) fn serves(api: ApiKey) -> bool {
-    !matches!(
-        api,
-        ApiKey::OffsetCommit
-            | ApiKey::OffsetFetch
-            | ApiKey::ConsumerGroupHeartbeat
-            | ApiKey::ListGroups
-            | ApiKey::DescribeGroups
-            | ApiKey::DeleteGroups
-    )
+    let _ = api;
+    true
 }
 
 /// Routes one request to its API. A produce is staged before this returns
 /// (see `produce::stage_produce`): produces routed one after another are
 /// proposed in that order. Anything else returns at once, without waiting
 /// for anything, as a [`Routed::Answer`] to poll.
-/// `forwarded`: it came from another broker on a client's behalf.
-pub async fn route(broker: &Arc<Broker>, request: Request, forwarded: bool) -> Routed {
+pub async fn route(broker: &Arc<Broker>, request: Request, caller: &Caller) -> Routed {
     let broker = Arc::clone(broker);
+    let forwarded = caller.forwarded();
     Routed::Answer(match request {
         Request::Produce(p) => return Routed::Produce(produce::stage_produce(&broker, p).await),
         Request::ApiVersions => Box::pin(async { api_versions::api_versions() }),
@@ -108,14 +122,31 @@ pub async fn route(broker: &Arc<Broker>, request: Request, forwarded: bool) -> R
         Request::ListOffsets(l) => {
             Box::pin(async move { Response::ListOffsets(list_offsets::list_offsets(&broker, l)) })
         }
-        // Not served (see `serves`): answered as an API this broker does
-        // not speak, as before the protocol knew them.
-        Request::OffsetCommit(_)
-        | Request::OffsetFetch(_)
-        | Request::ConsumerGroupHeartbeat(_)
-        | Request::ListGroups
-        | Request::DescribeGroups(_)
-        | Request::DeleteGroups(_) => return Routed::Refused(ErrorCode::UnsupportedApi),
+        Request::OffsetCommit(c) => {
+            Box::pin(
+                async move { Response::OffsetCommit(offsets::offset_commit(&broker, c).await) },
+            )
+        }
+        Request::OffsetFetch(f) => {
+            Box::pin(async move { Response::OffsetFetch(offsets::offset_fetch(&broker, f).await) })
+        }
+        Request::ConsumerGroupHeartbeat(h) => {
+            let caller = caller.clone();
+            Box::pin(async move {
+                Response::ConsumerGroupHeartbeat(groups::heartbeat(&broker, h, &caller).await)
+            })
+        }
+        Request::ListGroups => {
+            Box::pin(async move { Response::ListGroups(groups::list_groups(&broker)) })
+        }
+        Request::DescribeGroups(d) => {
+            Box::pin(
+                async move { Response::DescribeGroups(groups::describe_groups(&broker, d).await) },
+            )
+        }
+        Request::DeleteGroups(d) => {
+            Box::pin(async move { Response::DeleteGroups(groups::delete_groups(&broker, d).await) })
+        }
     })
 }
 

@@ -11,14 +11,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rill_client::protocol::messages::{
-    ProducePartitionResponse, ProduceRequest, ProduceResponse, ProduceTopicResponse,
+    INTERNAL_TOPIC_PREFIX, ProducePartitionResponse, ProduceRequest, ProduceResponse,
+    ProduceTopicResponse,
 };
 use rill_client::protocol::{ErrorCode, Response};
-use rill_replication::ReplicationError;
+use rill_replication::{Proposed, ReplicationError};
 
 use super::{hint, leader_here};
 use crate::error::BrokerError;
-use crate::partition::LeaderHint;
+use crate::partition::{LeaderHint, Partition};
+use crate::raft::ProposalOutcome;
 use crate::state::Broker;
 
 /// Longest a produce waits for durability, ms, whatever the client asks.
@@ -100,9 +102,9 @@ enum Staged {
 
 /// A proposal queued for the Raft thread.
 struct Queued {
-    partition: Arc<crate::partition::Partition>,
+    partition: Arc<Partition>,
     index: u32,
-    outcome: crate::raft::ProposalOutcome,
+    outcome: ProposalOutcome,
 }
 
 /// The first stage of one partition of a produce: looked up, checked in
@@ -114,6 +116,14 @@ async fn propose_partition(
     index: u32,
     records: &[bytes::Bytes],
 ) -> Staged {
+    if topic.starts_with(INTERNAL_TOPIC_PREFIX) {
+        // The broker's own records (committed offsets): only it writes them.
+        return Staged::Answered(produce_error(
+            index,
+            ErrorCode::InvalidTopic,
+            LeaderHint::default(),
+        ));
+    }
     let partition = match leader_here(broker, topic, index) {
         Ok(p) => p,
         Err((error, leader)) => return Staged::Answered(produce_error(index, error, leader)),
@@ -152,40 +162,15 @@ async fn answer_partition(
         index,
         outcome,
     } = q;
-    let proposed = match outcome.await {
-        Ok(Ok(p)) => p,
-        Ok(Err(ReplicationError::NotLeader { leader, .. })) => {
-            return produce_error(index, ErrorCode::NotLeader, partition.hint_for(leader));
-        }
-        Ok(Err(e)) if e.is_retriable() => {
-            return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());
-        }
-        Ok(Err(e)) => {
-            let e = BrokerError::Storage(e);
-            tracing::warn!(topic, partition = index, error = %e, "proposal failed");
-            return produce_error(index, e.code(), LeaderHint::default());
-        }
-        Err(_stopped) => {
-            return produce_error(index, ErrorCode::NotLeader, partition.retry_hint());
-        }
+    let (first, last) = match proposal_outcome(topic, &partition, outcome).await {
+        Ok(p) => p,
+        Err((error, leader)) => return produce_error(index, error, leader),
     };
-    let (Some(first), Some(last)) = (proposed.first(), proposed.last()) else {
-        return produce_error(index, ErrorCode::InvalidRequest, LeaderHint::default());
+    let error = if acks == 0 {
+        ErrorCode::None
+    } else {
+        wait_acks(&partition, &last, acks == -1, deadline).await
     };
-    let mut error = ErrorCode::None;
-    if acks != 0 {
-        let committed = acks == -1;
-        match tokio::time::timeout_at(
-            deadline,
-            partition.wait_for(last.index, last.term, committed),
-        )
-        .await
-        {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => error = e,
-            Err(_) => error = ErrorCode::RequestTimedOut,
-        }
-    }
     let leader = if error == ErrorCode::NotLeader {
         partition.leadership().hint()
     } else {
@@ -198,6 +183,55 @@ async fn answer_partition(
         leader_epoch: leader.epoch.get(),
         base_offset: first.base_offset.get(),
         log_start_offset: partition.log_start_offset(),
+    }
+}
+
+/// What the Raft thread made of a proposal to `partition` of `topic`: its
+/// first and last entries, or the code (and where to try instead) that
+/// refuses it.
+pub(crate) async fn proposal_outcome(
+    topic: &str,
+    partition: &Partition,
+    outcome: ProposalOutcome,
+) -> Result<(Proposed, Proposed), (ErrorCode, LeaderHint)> {
+    let proposed = match outcome.await {
+        Ok(Ok(p)) => p,
+        Ok(Err(ReplicationError::NotLeader { leader, .. })) => {
+            return Err((ErrorCode::NotLeader, partition.hint_for(leader)));
+        }
+        Ok(Err(e)) if e.is_retriable() => {
+            return Err((ErrorCode::NotLeader, partition.retry_hint()));
+        }
+        Ok(Err(e)) => {
+            let e = BrokerError::Storage(e);
+            tracing::warn!(topic, partition = partition.index, error = %e, "proposal failed");
+            return Err((e.code(), LeaderHint::default()));
+        }
+        Err(_stopped) => return Err((ErrorCode::NotLeader, partition.retry_hint())),
+    };
+    match (proposed.first(), proposed.last()) {
+        (Some(first), Some(last)) => Ok((*first, *last)),
+        _ => Err((ErrorCode::InvalidRequest, LeaderHint::default())),
+    }
+}
+
+/// Waits, until `deadline`, for `last` to be committed (`committed`) or
+/// appended to the leader's log: `None`, or the code the wait ended with.
+pub(crate) async fn wait_acks(
+    partition: &Partition,
+    last: &Proposed,
+    committed: bool,
+    deadline: tokio::time::Instant,
+) -> ErrorCode {
+    match tokio::time::timeout_at(
+        deadline,
+        partition.wait_for(last.index, last.term, committed),
+    )
+    .await
+    {
+        Ok(Ok(())) => ErrorCode::None,
+        Ok(Err(e)) => e,
+        Err(_) => ErrorCode::RequestTimedOut,
     }
 }
 

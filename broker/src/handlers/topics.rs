@@ -56,6 +56,16 @@ pub(super) async fn delete_topics(
 ) -> TopicResults {
     let mut results = Vec::new();
     for name in d.names {
+        // The broker's own topics hold what it cannot rebuild (every
+        // group's committed offsets): nobody deletes them.
+        if name.starts_with(INTERNAL_TOPIC_PREFIX) {
+            results.push(TopicResult {
+                message: format!("{name:?} is one of rill's internal topics and cannot be deleted"),
+                name,
+                error: ErrorCode::InvalidTopic,
+            });
+            continue;
+        }
         let outcome = broker.delete_topic(&name, forwarded).await;
         results.push(topic_result(name, outcome));
     }

@@ -136,12 +136,19 @@ pub struct TestCluster {
     peer_ports: Vec<u16>,
     proxy_ports: Vec<u16>,
     proxies: Proxies,
+    /// Flags every broker starts with, beyond those that make the cluster.
+    extra_args: Vec<String>,
 }
 
 impl TestCluster {
     /// Starts `n` brokers and waits until they have a controller and every
     /// broker is registered.
     pub fn start(n: usize) -> TestCluster {
+        Self::start_with(n, &[])
+    }
+
+    /// As [`TestCluster::start`], every broker also given `extra_args`.
+    pub fn start_with(n: usize, extra_args: &[&str]) -> TestCluster {
         let proxies = Proxies {
             state: Arc::default(),
         };
@@ -161,6 +168,7 @@ impl TestCluster {
             peer_ports,
             proxy_ports,
             proxies,
+            extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
         };
         write_secret(&cluster.secret_file());
         for i in 1..=n {
@@ -228,7 +236,10 @@ impl TestCluster {
             peers,
             "--cluster-secret-file".into(),
             self.secret_file().display().to_string(),
-        ];
+        ]
+        .into_iter()
+        .chain(self.extra_args.iter().cloned())
+        .collect::<Vec<_>>();
         self.brokers[id - 1] = Some(BrokerProcess::start_with(&self.data_dir(id), &args));
     }
 

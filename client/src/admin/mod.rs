@@ -1,9 +1,11 @@
 //! Administration: topics here (create, delete, list, describe), consumer
 //! groups in `groups` (list, describe with offsets and lag, reset offsets,
-//! delete).
+//! delete), the offsets those look up at partition leaders in `offsets`.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use tokio::time::Instant;
 
 use crate::cluster::{Cluster, TopicInfo};
 use crate::error::ClientError;
@@ -11,10 +13,10 @@ use crate::protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, NewTop
 use crate::protocol::{ErrorCode, Request, Response};
 
 mod groups;
+mod offsets;
 
-pub use groups::{
-    GroupDescription, GroupListing, GroupMember, PartitionLag, PartitionOffset, ResetTo,
-};
+pub use groups::{GroupDescription, GroupListing, GroupMember, PartitionLag, PartitionOffset};
+pub use offsets::ResetTo;
 
 /// How long admin requests may take, ms, retries included.
 pub const ADMIN_TIMEOUT_MS: u64 = 30_000;
@@ -25,6 +27,19 @@ pub const ADMIN_RETRY_MS_MAX: u64 = 1_000;
 #[derive(Debug, Clone)]
 pub struct Admin {
     cluster: Arc<Cluster>,
+}
+
+/// What is left of the time until `deadline`.
+pub(super) fn left(deadline: Instant) -> Duration {
+    deadline.saturating_duration_since(Instant::now())
+}
+
+/// The error for an answer of another API than the one asked.
+pub(super) fn unexpected(response: &Response) -> ClientError {
+    ClientError::Invalid(format!(
+        "unexpected {:?} answer from the broker",
+        response.api_key()
+    ))
 }
 
 fn first_result(r: Response) -> Result<(), ClientError> {

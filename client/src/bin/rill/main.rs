@@ -1,12 +1,12 @@
-//! `rill`: the command-line tool for topics, producing, consuming and the
-//! cluster's replication status.
+//! `rill`: the command-line tool for topics, producing, consuming,
+//! consumer groups and the cluster's replication status.
 //!
 //! Every failure is one line on stderr and a non-zero exit.
 //!
 //! Layout: this file parses the command line (clap), dispatches, and holds
 //! what more than one command shares (the `--format` of describing
 //! commands); each command lives in a module of its own: `topic`,
-//! `produce`, `consume`, `cluster`. Commands print their results and
+//! `produce`, `consume`, `group`, `cluster`. Commands print their results and
 //! return; only `main` exits. A command's error comes back here and is
 //! printed once, as `rill: ` and the error's chain on one line, with exit
 //! 1, so every command fails the same way; `produce` alone picks its own
@@ -16,6 +16,7 @@
 
 mod cluster;
 mod consume;
+mod group;
 mod produce;
 mod topic;
 
@@ -24,6 +25,7 @@ use rill_client::Cluster;
 
 use cluster::ClusterCommand;
 use consume::ConsumeArgs;
+use group::GroupCommand;
 use produce::ProduceArgs;
 use topic::TopicCommand;
 
@@ -31,7 +33,7 @@ use topic::TopicCommand;
 #[command(
     name = "rill",
     version,
-    about = "Create topics, produce and consume records on a rill cluster"
+    about = "Create topics, produce and consume records, and manage consumer groups on a rill cluster"
 )]
 struct Cli {
     /// Brokers to contact first: HOST:PORT[,HOST:PORT...].
@@ -57,6 +59,11 @@ enum Command {
     Produce(ProduceArgs),
     /// Print a topic's records, one per line.
     Consume(ConsumeArgs),
+    /// List, describe, reset the offsets of and delete consumer groups.
+    Group {
+        #[command(subcommand)]
+        command: GroupCommand,
+    },
     /// Inspect the cluster as a whole.
     Cluster {
         #[command(subcommand)]
@@ -104,6 +111,7 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Topic { command } => topic::topic(cluster, command).await.map(|()| 0),
         Command::Produce(args) => produce::produce(cluster, args).await,
         Command::Consume(args) => consume::consume(cluster, args).await.map(|()| 0),
+        Command::Group { command } => group::group(cluster, command).await.map(|()| 0),
         Command::Cluster {
             command: ClusterCommand::Status { format },
         } => cluster::cluster_status(cluster, format).await.map(|()| 0),
