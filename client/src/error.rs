@@ -64,6 +64,20 @@ pub enum ClientError {
         "group {0:?} has active members: stop its consumers (or wait for their sessions to time out) first"
     )]
     GroupHasMembers(String),
+    /// A consumer group refused a commit because this consumer does not
+    /// own the partitions in it now: the coordinator removed the member
+    /// (its session timed out, or it was fenced), or handed the partitions
+    /// to another member. Nothing was committed; the new owner reads on
+    /// from the group's earlier commits.
+    #[error(
+        "commit refused by group {group:?} ({code}): this consumer no longer owns those partitions in the group (it was removed from the group, or they were handed to another member)"
+    )]
+    Fenced {
+        /// The group id.
+        group: String,
+        /// `UnknownMemberId` or `FencedMemberEpoch`.
+        code: ErrorCode,
+    },
     /// The request cannot be made as asked.
     #[error("{0}")]
     Invalid(String),

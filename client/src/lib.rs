@@ -5,7 +5,8 @@
 //! - [`Cluster`]: bootstrap addresses, cached metadata and one connection
 //!   per broker ([`connection`]), shared by the clients below.
 //! - [`Admin`], [`Producer`], [`Consumer`]: topics and consumer groups,
-//!   writing, reading.
+//!   writing, reading (partitions chosen by hand, or assigned by a
+//!   consumer group's coordinator).
 //! - `coordinator` (crate-internal): a consumer group's coordinator, found
 //!   and followed as it moves; the one way group requests are sent.
 //! - [`partitioner`]: Kafka's murmur2, so keyed records land where a Kafka
@@ -28,7 +29,10 @@ pub mod writer;
 
 pub use admin::Admin;
 pub use cluster::{Cluster, TopicInfo};
-pub use consumer::{Consumer, ConsumerConfig, ConsumerRecord, SeekTo};
+pub use consumer::{
+    CommitFuture, CommitOffset, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset,
+    RebalanceListener, SeekTo,
+};
 pub use error::ClientError;
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,

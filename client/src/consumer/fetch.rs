@@ -1,0 +1,156 @@
+//! Fetching: one `Fetch` per leader for every partition read, and the
+//! turning of fetched batches into records.
+//!
+//! A fetch runs as a task of its own (the consumer's prefetch) over a copy
+//! of the positions it was started with, so its answer is tagged with the
+//! offset each partition was read from: the consumer takes a partition's
+//! records only while its position is still that offset.
+
+use std::collections::{BTreeMap, HashMap};
+use std::time::Duration;
+
+use bytes::Bytes;
+use rill_storage::Batches;
+
+use super::{ConsumerConfig, ConsumerRecord, Key};
+use crate::cluster::Cluster;
+use crate::error::ClientError;
+use crate::protocol::messages::{FetchPartition, FetchRequest, FetchTopic};
+use crate::protocol::{ErrorCode, Request, Response};
+
+/// What one fetch brought back, per partition: the offset it read from and
+/// the chunks of batches (with the high watermark), or why it failed.
+pub(super) type Fetched = Vec<(Key, u64, Result<(Vec<Bytes>, u64), ClientError>)>;
+
+/// One fetch per leader for every partition in `positions`.
+pub(super) async fn fetch(
+    cluster: &Cluster,
+    positions: &BTreeMap<Key, u64>,
+    config: &ConsumerConfig,
+) -> Fetched {
+    let mut by_leader: HashMap<String, Vec<(Key, u64)>> = HashMap::new();
+    let mut out: Fetched = Vec::new();
+    for (key, &offset) in positions {
+        match cluster.leader(&key.0, key.1).await {
+            Ok(conn) => by_leader
+                .entry(conn.addr().to_string())
+                .or_default()
+                .push((key.clone(), offset)),
+            Err(e) => out.push((key.clone(), offset, Err(e))),
+        }
+    }
+    for (addr, parts) in by_leader {
+        let mut topics: BTreeMap<&str, Vec<FetchPartition>> = BTreeMap::new();
+        for ((topic, partition), offset) in &parts {
+            topics
+                .entry(topic.as_str())
+                .or_default()
+                .push(FetchPartition {
+                    partition: *partition,
+                    fetch_offset: *offset,
+                    partition_max_bytes: config.partition_max_bytes,
+                });
+        }
+        let request = Request::Fetch(FetchRequest {
+            max_wait_ms: config.max_wait_ms,
+            min_bytes: 1,
+            max_bytes: config.max_bytes,
+            topics: topics
+                .into_iter()
+                .map(|(name, partitions)| FetchTopic {
+                    name: name.to_string(),
+                    partitions,
+                })
+                .collect(),
+        });
+        let timeout =
+            Duration::from_millis(config.request_timeout_ms + u64::from(config.max_wait_ms));
+        let response = match cluster.connection(&addr).await {
+            Ok(conn) => conn.request(request, timeout).await,
+            Err(e) => Err(e),
+        };
+        let from: HashMap<Key, u64> = parts.iter().cloned().collect();
+        match response {
+            Ok(Response::Fetch(f)) => {
+                for t in f.topics {
+                    for p in t.partitions {
+                        let key = (t.name.clone(), p.partition);
+                        // A partition the broker added on its own is not
+                        // one this fetch read.
+                        let Some(&offset) = from.get(&key) else {
+                            continue;
+                        };
+                        let r = if p.error.is_ok() {
+                            Ok((p.records, p.high_watermark))
+                        } else {
+                            Err(cluster.partition_error(
+                                &t.name,
+                                p.partition,
+                                p.error,
+                                p.leader_hint,
+                                p.leader_epoch,
+                            ))
+                        };
+                        out.push((key, offset, r));
+                    }
+                }
+            }
+            Ok(_) => parts.into_iter().for_each(|(k, offset)| {
+                out.push((k, offset, Err(ClientError::code(ErrorCode::Unknown))))
+            }),
+            Err(e) => parts
+                .into_iter()
+                .for_each(|(k, offset)| out.push((k, offset, Err(e.clone())))),
+        }
+    }
+    out
+}
+
+/// The records of `chunks` at or past `position`, in offset order, with
+/// control batches skipped, pushed onto `out`; returns the partition's next
+/// position (`position` when nothing was past it).
+pub(super) fn decode_records(
+    key: &Key,
+    position: u64,
+    chunks: Vec<Bytes>,
+    out: &mut Vec<ConsumerRecord>,
+) -> Result<u64, ClientError> {
+    let mut next = position;
+    for chunk in chunks {
+        for batch in Batches::new(chunk, usize::MAX) {
+            let batch = batch
+                .map_err(|e| ClientError::Invalid(format!("corrupt batch from the broker: {e}")))?;
+            batch
+                .verify_crc()
+                .map_err(|e| ClientError::Invalid(format!("corrupt batch from the broker: {e}")))?;
+            if batch.header().is_control() {
+                continue;
+            }
+            let leader_epoch = batch.header().raft_term.0;
+            for r in batch.records() {
+                let r = r.map_err(|e| {
+                    ClientError::Invalid(format!("corrupt record from the broker: {e}"))
+                })?;
+                if r.offset.get() < next {
+                    continue;
+                }
+                next = r.offset.get() + 1;
+                out.push(ConsumerRecord {
+                    topic: key.0.clone(),
+                    partition: key.1,
+                    offset: r.offset.get(),
+                    leader_epoch,
+                    timestamp_ms: r.timestamp_ms,
+                    key: r.key,
+                    value: r.value,
+                    headers: r
+                        .headers
+                        .into_iter()
+                        .map(|h| (String::from_utf8_lossy(&h.key).into_owned(), h.value))
+                        .collect(),
+                });
+            }
+        }
+    }
+    Ok(next)
+}

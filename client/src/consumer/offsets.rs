@@ -1,0 +1,109 @@
+//! Finding where to start reading a partition: `ListOffsets` for the log
+//! start, the high watermark or a timestamp, retried while leaders move.
+
+use std::time::Duration;
+
+use super::SeekTo;
+use crate::cluster::Cluster;
+use crate::error::ClientError;
+use crate::protocol::messages::{
+    EARLIEST_TIMESTAMP, LATEST_TIMESTAMP, ListOffsetsPartition, ListOffsetsRequest,
+    ListOffsetsTopic,
+};
+use crate::protocol::{ErrorCode, Request, Response};
+
+/// How long finding a starting offset retries while leaders move, ms.
+pub const LIST_OFFSETS_RETRY_MS: u64 = 30_000;
+
+/// The offset `to` names in `topic`/`partition`.
+pub(super) async fn resolve(
+    cluster: &Cluster,
+    request_timeout_ms: u64,
+    topic: &str,
+    partition: u32,
+    to: SeekTo,
+) -> Result<u64, ClientError> {
+    let list =
+        |timestamp_ms| list_offset(cluster, request_timeout_ms, topic, partition, timestamp_ms);
+    Ok(match to {
+        SeekTo::Offset(o) => o,
+        SeekTo::Earliest => list(EARLIEST_TIMESTAMP).await?,
+        SeekTo::Latest => list(LATEST_TIMESTAMP).await?,
+        SeekTo::Timestamp(t) => {
+            let o = list(t.max(0)).await?;
+            if o == u64::MAX {
+                list(LATEST_TIMESTAMP).await?
+            } else {
+                o
+            }
+        }
+    })
+}
+
+/// The offset for a `ListOffsets` timestamp; `u64::MAX` for "none".
+/// Retriable errors (a leader moving, a broker down) are retried with
+/// fresh metadata for up to [`LIST_OFFSETS_RETRY_MS`].
+async fn list_offset(
+    cluster: &Cluster,
+    request_timeout_ms: u64,
+    topic: &str,
+    partition: u32,
+    timestamp_ms: i64,
+) -> Result<u64, ClientError> {
+    let deadline = tokio::time::Instant::now() + Duration::from_millis(LIST_OFFSETS_RETRY_MS);
+    let mut pause_ms = 50;
+    loop {
+        match list_offset_once(cluster, request_timeout_ms, topic, partition, timestamp_ms).await {
+            Err(ClientError::LeaderMoved { .. }) if tokio::time::Instant::now() < deadline => {}
+            Err(e) if e.is_retriable() && tokio::time::Instant::now() < deadline => {
+                tracing::debug!(topic, partition, error = %e, "list offsets will be retried");
+                cluster.invalidate_partition(topic, partition);
+                tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+                pause_ms = (pause_ms * 2).min(1_000);
+            }
+            other => return other,
+        }
+    }
+}
+
+async fn list_offset_once(
+    cluster: &Cluster,
+    request_timeout_ms: u64,
+    topic: &str,
+    partition: u32,
+    timestamp_ms: i64,
+) -> Result<u64, ClientError> {
+    let conn = cluster.leader(topic, partition).await?;
+    let r = conn
+        .request(
+            Request::ListOffsets(ListOffsetsRequest {
+                topics: vec![ListOffsetsTopic {
+                    name: topic.to_string(),
+                    partitions: vec![ListOffsetsPartition {
+                        partition,
+                        timestamp_ms,
+                    }],
+                }],
+            }),
+            Duration::from_millis(request_timeout_ms),
+        )
+        .await?;
+    let Response::ListOffsets(l) = r else {
+        return Err(ClientError::code(ErrorCode::Unknown));
+    };
+    let p = l
+        .topics
+        .first()
+        .and_then(|t| t.partitions.first())
+        .ok_or_else(|| ClientError::code(ErrorCode::Unknown))?;
+    if !p.error.is_ok() {
+        return Err(cluster.partition_error(
+            topic,
+            partition,
+            p.error,
+            p.leader_hint,
+            p.leader_epoch,
+        ));
+    }
+    Ok(u64::try_from(p.offset).unwrap_or(u64::MAX))
+}
