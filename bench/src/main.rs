@@ -1,6 +1,6 @@
 //! `rill-bench`: throughput and latency of a rill cluster.
 //!
-//! `rill-bench produce|consume|e2e [flags]` prints a table at the end, and
+//! `rill-bench produce|consume|e2e|group-join [flags]` prints a table at the end, and
 //! with `--json` one JSON object as the last line of standard output.
 //! `rill-bench parked-fetch --broker-pid PID [flags]` prints one line and
 //! one JSON object.
@@ -36,6 +36,10 @@ enum Workload {
     Consume,
     /// Producers and consumers at once: latency from send to arrival.
     E2e,
+    /// Members of `--group` (`--consumers` of them) read while producers
+    /// write at `--rate` for `--duration-s`; one more joins: the time until
+    /// the group is stable again.
+    GroupJoin,
     /// A fetch parked on every partition of a topic (spread over
     /// `--connections`) while one partition is written at `--rate`: the
     /// broker's CPU time (`--broker-pid`) over `--duration-s`.
@@ -100,6 +104,10 @@ struct Flags {
     /// Print one JSON summary as the last line of standard output.
     #[arg(long, global = true)]
     json: bool,
+    /// Consumers read as members of this consumer group (committing what
+    /// they read) instead of splitting the partitions among themselves.
+    #[arg(long, global = true)]
+    group: Option<String>,
     /// `parked-fetch`: connections the parked fetches are spread over.
     #[arg(long, global = true, default_value_t = 10)]
     connections: u32,
@@ -170,6 +178,7 @@ fn run() -> anyhow::Result<()> {
         max_in_flight_per_partition: f.max_in_flight,
         acks: f.acks,
         rate_msgs_per_s: f.rate,
+        group: f.group,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -210,6 +219,9 @@ fn run() -> anyhow::Result<()> {
             Workload::Produce => workload::produce(&options, Arc::clone(&progress)).await,
             Workload::Consume => workload::consume(&options, Arc::clone(&progress)).await,
             Workload::E2e => workload::e2e(&options, Arc::clone(&progress)).await,
+            Workload::GroupJoin => {
+                rill_bench::group::group_join(&options, Arc::clone(&progress)).await
+            }
             Workload::ParkedFetch => unreachable!("parked-fetch returned above"),
         };
         ticker.abort();

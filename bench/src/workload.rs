@@ -9,7 +9,7 @@
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::task::Poll;
 use std::time::{Duration, Instant};
 
@@ -17,8 +17,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use rill_client::protocol::ErrorCode;
 use rill_client::{
-    Acks, Admin, ClientError, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig,
-    ProducerRecord, SeekTo,
+    Acks, Admin, ClientError, Cluster, Consumer, ConsumerConfig, GroupConfig, OffsetReset,
+    Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use tokio::sync::mpsc;
 
@@ -57,6 +57,9 @@ pub struct Options {
     pub acks: Acks,
     /// Records per second over all producers; 0 = as fast as possible.
     pub rate_msgs_per_s: u64,
+    /// Consumers join this group and read what it assigns them, instead
+    /// of splitting the partitions among themselves.
+    pub group: Option<String>,
 }
 
 /// Live counters for the progress bar.
@@ -146,7 +149,7 @@ fn stamped_value(size: usize, sent_us: u64) -> Bytes {
 /// when sending flat out (one at a time at a fixed rate, so none waits).
 const CHUNK_RECORDS: usize = 256;
 
-struct Produced {
+pub(crate) struct Produced {
     messages: u64,
     bytes: u64,
     failed: u64,
@@ -162,7 +165,7 @@ struct Produced {
 /// after each wait, not once per record: an acknowledgement that arrived
 /// while the collector was busy with the chunk is timed a few microseconds
 /// early at most.
-async fn run_producers(
+pub(crate) async fn run_producers(
     o: &Options,
     progress: Arc<Progress>,
     stamp_values: bool,
@@ -357,8 +360,13 @@ async fn run_consumers(
         .collect();
     let count = o.consumers.clamp(1, partitions.len().max(1));
     let total = Arc::new(AtomicU64::new(0));
+    // Partitions each group member reads now.
+    let assigned: Arc<Vec<AtomicUsize>> =
+        Arc::new((0..count).map(|_| AtomicUsize::new(0)).collect());
+    let partitions = Arc::new(partitions);
     let mut tasks = Vec::new();
     for i in 0..count {
+        let partitions = Arc::clone(&partitions);
         let mine: Vec<u32> = partitions
             .iter()
             .copied()
@@ -371,12 +379,27 @@ async fn run_consumers(
             Arc::clone(&progress),
             ready.clone(),
         );
+        let assigned = Arc::clone(&assigned);
         tasks.push(tokio::spawn(async move {
             let cluster = Cluster::new(&o.bootstrap, &format!("rill-bench-consumer-{i}"))?;
             let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
-            consumer.assign(&o.topic, Some(mine), from).await?;
-            let _ = ready.send(()).await;
-            drop(ready);
+            // Ready once reading: at once for assigned partitions; for a
+            // group, once the group has handed out every partition.
+            let mut ready = Some(ready);
+            match &o.group {
+                None => {
+                    consumer.assign(&o.topic, Some(mine), from).await?;
+                    ready = None;
+                }
+                Some(group) => {
+                    let mut config = GroupConfig::new(group.clone());
+                    config.auto_offset_reset = match from {
+                        SeekTo::Earliest => OffsetReset::Earliest,
+                        _ => OffsetReset::Latest,
+                    };
+                    consumer.subscribe(config, vec![o.topic.clone()])?;
+                }
+            }
             let mut out = Consumed {
                 messages: 0,
                 bytes: 0,
@@ -388,6 +411,16 @@ async fn run_consumers(
                     break;
                 }
                 let records = consumer.poll(Duration::from_millis(200)).await?;
+                if ready.is_some() {
+                    assigned[i].store(consumer.positions().len(), Ordering::Relaxed);
+                    let total: usize = assigned.iter().map(|a| a.load(Ordering::Relaxed)).sum();
+                    if total >= partitions.len() {
+                        ready = None;
+                    } else {
+                        // Not reading everything yet: not idle either.
+                        last = Instant::now();
+                    }
+                }
                 if records.is_empty() {
                     if last.elapsed() >= idle || (stop.load(Ordering::Relaxed) && target.is_none())
                     {
@@ -410,6 +443,12 @@ async fn run_consumers(
                 progress
                     .records
                     .fetch_add(records.len() as u64, Ordering::Relaxed);
+            }
+            drop(ready);
+            if o.group.is_some() {
+                // Commits what was read and leaves, so the others need not
+                // wait out a session.
+                consumer.close().await?;
             }
             Ok::<_, ClientError>(out)
         }));
