@@ -15,9 +15,9 @@
 //! Every step of applying changes is kept as state before it is awaited
 //! (changes taken are recorded at once; revoked partitions wait in
 //! `revoking`, then `releasing`; new ones in `starting`, with what is
-//! learnt of their commits), so a poll
-//! dropped at any await point (a `select!`, a timeout) loses nothing: the
-//! next call goes on where it stopped.
+//! learnt of their commits), so a poll dropped at any await point (a
+//! `select!`, a timeout) loses nothing: the next call goes on where it
+//! stopped.
 //!
 //! Invariants: `consumed` holds, for every partition read and started, the
 //! offset after the last record `poll` returned (with that record's leader
@@ -295,17 +295,17 @@ impl Group {
         match self.commands.try_send(Command::Commit { offsets, reply }) {
             Ok(()) => CommitFuture::waiting(answer),
             Err(mpsc::error::TrySendError::Full(_)) => {
-                CommitFuture::done(Err(ClientError::Invalid(format!(
-                    "too many commits in flight (at most {}): await some before starting more",
-                    heartbeat::COMMITS_IN_FLIGHT_MAX
-                ))))
+                CommitFuture::done(Err(ClientError::Invalid(
+                    "too many commits waiting to be sent: await some before starting more".into(),
+                )))
             }
             Err(mpsc::error::TrySendError::Closed(_)) => CommitFuture::done(Err(task_ended())),
         }
     }
 
-    /// An automatic commit in flight, waited for: a later commit must not
-    /// land before it, which could set an offset back.
+    /// Takes the outcome of the automatic commit in flight, if any, before
+    /// a commit that waits: its bookkeeping then follows the order the
+    /// commits land in (the task sends them in order).
     async fn settle_auto_commit(&mut self) {
         if let Some((offsets, future)) = self.auto_commit_in_flight.take() {
             let outcome = future.await;

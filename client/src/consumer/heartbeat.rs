@@ -2,7 +2,9 @@
 //! machine, sends its heartbeats on time whether or not the caller is
 //! polling, and builds and sends the member's commits, so that every
 //! `OffsetCommit` carries the epoch of the moment and only partitions the
-//! member owns.
+//! member owns. Commits go one at a time, in the order asked, each built
+//! as it is sent: an older commit can never land after a newer one and
+//! set an offset back.
 //!
 //! The consumer talks to it over one bounded queue of [`Command`]s and
 //! learns that there is something to take (changes to the assignment, or a
@@ -19,7 +21,7 @@
 //! leave, or when aborted; it never outlives the consumer's handle on it
 //! (`Group` aborts it when dropped).
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, VecDeque};
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -41,8 +43,9 @@ mod tests;
 
 /// Commands queued for the task, at most.
 pub(crate) const COMMANDS_MAX: usize = 16;
-/// Commits in flight at once, at most; more commands wait in the queue.
-pub(crate) const COMMITS_IN_FLIGHT_MAX: usize = 8;
+/// Commits waiting their turn in the task, at most; more commands wait
+/// in the queue.
+pub(crate) const COMMITS_QUEUED_MAX: usize = 8;
 /// How many times a commit refused as fenced is sent again when an answer
 /// moved the member's epoch while it was in flight.
 const COMMIT_EPOCH_RETRIES_MAX: u32 = 3;
@@ -135,7 +138,9 @@ pub(crate) async fn run(
     let group = membership.group().to_string();
     let mut in_flight: JoinSet<Done> = JoinSet::new();
     let mut heartbeat_in_flight = false;
-    let mut commits_in_flight = 0usize;
+    // Commits waiting, in order; `committing` while one is in flight.
+    let mut queued: VecDeque<CommitJob> = VecDeque::new();
+    let mut committing = false;
     let mut leaving: Vec<oneshot::Sender<()>> = Vec::new();
     // Whether the consumer was told of what it has not taken yet.
     let mut notified = false;
@@ -185,13 +190,13 @@ pub(crate) async fn run(
                         }
                     }
                     Done::Commit(job, result) => {
-                        commits_in_flight -= 1;
-                        finish_commit(&coordinator, &membership, &mut in_flight, &mut commits_in_flight, job, result, request_timeout);
+                        finish_commit(&membership, &mut queued, job, result);
+                        committing = next_commit(&coordinator, &membership, &mut in_flight, &mut queued, request_timeout);
                     }
                 }
             }
             _ = sleep_until(wake_at), if !heartbeat_in_flight && wake_at.is_some() => {}
-            command = commands.recv(), if commits_in_flight < COMMITS_IN_FLIGHT_MAX => {
+            command = commands.recv(), if queued.len() < COMMITS_QUEUED_MAX => {
                 let Some(command) = command else {
                     // The consumer is gone.
                     return;
@@ -211,8 +216,10 @@ pub(crate) async fn run(
                     }
                     Command::Released(partitions) => membership.released(now_ms(), &partitions),
                     Command::Commit { offsets, reply } => {
-                        let job = CommitJob { offsets, reply, epoch: membership.member_epoch(), tries: 0 };
-                        start_commit(&coordinator, &membership, &mut in_flight, &mut commits_in_flight, job, request_timeout);
+                        queued.push_back(CommitJob { offsets, reply, epoch: membership.member_epoch(), tries: 0 });
+                        if !committing {
+                            committing = next_commit(&coordinator, &membership, &mut in_flight, &mut queued, request_timeout);
+                        }
                     }
                     Command::Leave(reply) => {
                         membership.leave(now_ms());
@@ -231,46 +238,47 @@ async fn sleep_until(at: Option<Instant>) {
     }
 }
 
-/// Builds the commit from the membership of now and sends it, or answers
-/// at once when the member may not commit those partitions.
-fn start_commit(
+/// Sends the first queued commit that needs sending, built from the
+/// membership of now; answers at once those the member may not make (or
+/// that cover nothing). Returns whether one is in flight.
+fn next_commit(
     coordinator: &Arc<dyn Coordinator>,
     membership: &Membership,
     in_flight: &mut JoinSet<Done>,
-    commits_in_flight: &mut usize,
-    mut job: CommitJob,
+    queued: &mut VecDeque<CommitJob>,
     timeout: Duration,
-) {
-    let request = match membership.commit_request(&job.offsets) {
-        Ok(r) => r,
-        Err(e) => {
-            let _ = job.reply.send(Err(e));
-            return;
-        }
-    };
-    if request.topics.is_empty() {
-        let _ = job.reply.send(Ok(()));
-        return;
+) -> bool {
+    while let Some(mut job) = queued.pop_front() {
+        let request = match membership.commit_request(&job.offsets) {
+            Ok(r) if r.topics.is_empty() => {
+                let _ = job.reply.send(Ok(()));
+                continue;
+            }
+            Ok(r) => r,
+            Err(e) => {
+                let _ = job.reply.send(Err(e));
+                continue;
+            }
+        };
+        job.epoch = request.member_epoch;
+        let coordinator = Arc::clone(coordinator);
+        in_flight.spawn(async move {
+            let result = send_commit(coordinator.as_ref(), request, timeout).await;
+            Done::Commit(job, result)
+        });
+        return true;
     }
-    job.epoch = request.member_epoch;
-    *commits_in_flight += 1;
-    let coordinator = Arc::clone(coordinator);
-    in_flight.spawn(async move {
-        let result = send_commit(coordinator.as_ref(), request, timeout).await;
-        Done::Commit(job, result)
-    });
+    false
 }
 
-/// Answers a finished commit, or sends it again when it was refused only
-/// because an answer moved the member's epoch while it was in flight.
+/// Answers a finished commit, or puts it first in line again when it was
+/// refused only because an answer moved the member's epoch while it was in
+/// flight.
 fn finish_commit(
-    coordinator: &Arc<dyn Coordinator>,
     membership: &Membership,
-    in_flight: &mut JoinSet<Done>,
-    commits_in_flight: &mut usize,
+    queued: &mut VecDeque<CommitJob>,
     mut job: CommitJob,
     result: Result<(), ClientError>,
-    timeout: Duration,
 ) {
     let stale = matches!(
         result,
@@ -282,14 +290,7 @@ fn finish_commit(
         && membership.member_epoch() != job.epoch;
     if stale && job.tries < COMMIT_EPOCH_RETRIES_MAX {
         job.tries += 1;
-        start_commit(
-            coordinator,
-            membership,
-            in_flight,
-            commits_in_flight,
-            job,
-            timeout,
-        );
+        queued.push_front(job);
         return;
     }
     let _ = job.reply.send(result);

@@ -362,3 +362,31 @@ async fn a_fatal_refusal_is_news_and_every_take_returns_it() {
     sleep_ms(10_000).await;
     assert_eq!(r.coordinator.heartbeats().len(), 1, "no heartbeat after");
 }
+
+#[tokio::test(start_paused = true)]
+async fn commits_go_one_at_a_time_in_the_order_asked() {
+    let r = start(Box::new(|req| match req {
+        Request::ConsumerGroupHeartbeat(_) => (0, beat(1, &[0])),
+        Request::OffsetCommit(c) => (1_000, committed(ErrorCode::None, c)),
+        _ => (0, Err(ClientError::Timeout { ms: 0 })),
+    }));
+    sleep_ms(10).await;
+    r.take().await.unwrap();
+    let (first, second) = tokio::join!(r.commit(0, 1), async {
+        // Asked just after the first.
+        sleep_ms(1).await;
+        r.commit(0, 2).await
+    });
+    first.unwrap();
+    second.unwrap();
+    let commits = r.coordinator.commits();
+    let sent: Vec<(u64, u64)> = commits
+        .iter()
+        .map(|(at, c)| (*at, c.topics[0].partitions[0].offset))
+        .collect();
+    assert_eq!(
+        sent,
+        [(10, 1), (1_010, 2)],
+        "the second once the first was answered"
+    );
+}
