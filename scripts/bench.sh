@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Runs rill's standard workloads against fresh release brokers: W1-W6 on a
+# Runs rill's standard workloads against fresh release brokers: W1-W6 and W8 on a
 # single node (every partition a one-voter Raft group), W7 on a 3-broker
 # cluster on this machine (replication factor 3); measures this machine's
 # ceilings in the same run (single-stream
@@ -119,10 +119,23 @@ for run in $(seq "$RUNS"); do
   bench produce --topic "w3-$run" --acks all --messages 300000 >>"$work/W3.jsonl"
   drop_topic "w3-$run"
   bench produce --topic "w4-$run" --partitions 8 --producers 4 --topic-config fsync=false --acks 1 --messages 2000000 >>"$work/W4.jsonl"
+  # W8a: what W4 wrote, read by a consumer group of 4 (each member
+  # committing what it read), against W5's one consumer of one partition.
+  bench consume --topic "w4-$run" --group "w8-$run" --consumers 4 --messages 2000000 >>"$work/W8a.jsonl"
   drop_topic "w4-$run"
   # Latency: no linger, so a record waits only for the request ahead of it.
   bench e2e --topic "w6-$run" --topic-config fsync=false --acks 1 --linger-ms 0 --rate 20000 --duration-s 10 >>"$work/W6.jsonl"
   drop_topic "w6-$run"
+done
+# W8b: a group of 4 members reading 8 partitions while producers write
+# 20,000 records/s; once it has been stable a while, a fifth member joins:
+# the time until the coordinator calls the group stable again. Median of
+# W8B_RUNS (5) runs.
+for run in $(seq "${W8B_RUNS:-5}"); do
+  echo "W8b run $run" >&2
+  bench group-join --topic "w8b-$run" --partitions 8 --topic-config fsync=false --acks 1 \
+    --consumers 4 --rate 20000 --duration-s 30 >>"$work/W8b.jsonl"
+  drop_topic "w8b-$run"
 done
 kill "$broker_pid"
 wait "$broker_pid" 2>/dev/null || true
@@ -202,6 +215,7 @@ rows = [
   ("W3", "produce, 1 producer, 1 partition, acks=all, 1,000 B", "fdatasync before ack", fio, "fio append + fdatasync"),
   ("W4", "produce, 4 producers, 8 partitions, acks=1, 1,000 B", "page cache", tcp, "loopback TCP"),
   ("W5", "consume from earliest, 1 consumer, what W1 wrote", "page cache", tcp, "loopback TCP"),
+  ("W8a", "consumer group of 4 reading 8 partitions, what W4 wrote", "page cache", tcp, "loopback TCP"),
   ("W6", "e2e at 20,000 records/s, acks=1, 1,000 B, linger 0", "page cache", None, None),
   ("W7a", "3 brokers, RF=3, 1 producer, 1 partition, acks=all, 1,000 B", "page cache on a majority", None, None),
   ("W7b", "3 brokers, RF=3, 4 producers, 8 partitions, acks=all, 1,000 B", "page cache on a majority", None, None),
@@ -251,8 +265,16 @@ lines += ["",
   + "; with fsync=false the brokers spent "
   + ", ".join(f"{cpu_per_mb(w):.2f} ms of CPU per MB in {w}" for w in ("W1", "W7a", "W7b"))
   + f", on {cores} cores shared with the load generator."]
+w5, w8a = med(load("W5"), "mb_per_sec"), med(load("W8a"), "mb_per_sec")
+settle = sorted(r["seconds"] for r in load("W8b"))
+lines += ["",
+  f"Consumer groups (W8): a group of 4 reads what W4 wrote at {w8a:.0f} MB/s, {w8a / w5:.0%} of W5's one consumer "
+  f"({w5:.0f} MB/s); a group of 4 on 8 partitions under 20,000 records/s settles "
+  f"{statistics.median(settle):.2f} s (median of {len(settle)}; min {settle[0]:.2f}, max {settle[-1]:.2f}) after a fifth member "
+  "joins: the member giving up a partition hears of it at its next heartbeat (every 5 s in a stable group, "
+  "`--group-heartbeat-interval-ms`), then the hand-over takes 200 ms heartbeats."]
 lines += ["", "Every run's summary line, as `rill-bench --json` printed it:", "", "```"]
-for w, *_ in rows:
+for w in [r[0] for r in rows] + ["W8b"]:
     for r in load(w):
         lines.append(f"{w} {json.dumps(r)}")
 lines += ["```", ""]
