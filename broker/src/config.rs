@@ -52,6 +52,9 @@ pub struct FileConfig {
     pub group_heartbeat_interval_ms: Option<u32>,
     /// Most members of one group.
     pub group_max_size: Option<usize>,
+    /// How long a group member may keep partitions it was told to give
+    /// up, ms.
+    pub group_rebalance_timeout_ms: Option<u64>,
     /// How long the commits of a group without members are kept, minutes.
     pub offsets_retention_minutes: Option<u64>,
 }
@@ -109,7 +112,8 @@ pub struct BrokerConfig {
     pub max_partition_replicas: u32,
     /// How the group coordinator treats groups: session timeout (default
     /// 45 s), heartbeat interval (default 5 s), group size (default
-    /// 1,000), offsets retention (default 7 days).
+    /// 1,000), rebalance timeout (default 5 minutes), offsets retention
+    /// (default 7 days).
     pub groups: GroupSettings,
 }
 
@@ -188,6 +192,7 @@ impl BrokerConfig {
             group_session_timeout_ms,
             group_heartbeat_interval_ms,
             group_max_size,
+            group_rebalance_timeout_ms,
             offsets_retention_minutes,
         } = flags;
         let defaults = GroupSettings::default();
@@ -201,6 +206,9 @@ impl BrokerConfig {
             group_max_size: group_max_size
                 .or(file.group_max_size)
                 .unwrap_or(defaults.group_max_size),
+            rebalance_timeout_ms: group_rebalance_timeout_ms
+                .or(file.group_rebalance_timeout_ms)
+                .unwrap_or(defaults.rebalance_timeout_ms),
             offsets_retention_ms: match offsets_retention_minutes.or(file.offsets_retention_minutes)
             {
                 Some(m) => m.saturating_mul(60_000),
@@ -317,6 +325,8 @@ pub struct Flags {
     pub group_heartbeat_interval_ms: Option<u32>,
     /// `--group-max-size`.
     pub group_max_size: Option<usize>,
+    /// `--group-rebalance-timeout-ms`.
+    pub group_rebalance_timeout_ms: Option<u64>,
     /// `--offsets-retention-minutes`.
     pub offsets_retention_minutes: Option<u64>,
 }

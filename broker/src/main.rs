@@ -91,6 +91,10 @@ struct Args {
     /// Most members of one consumer group [default: 1000].
     #[arg(long)]
     group_max_size: Option<usize>,
+    /// A consumer group member told to give partitions up that has not
+    /// released them this long later is removed [default: 300000].
+    #[arg(long)]
+    group_rebalance_timeout_ms: Option<u64>,
     /// How long the committed offsets of a group without members are kept,
     /// minutes [default: 10080, 7 days].
     #[arg(long)]
@@ -100,7 +104,8 @@ struct Args {
     /// retention_check_ms, message_timestamp_after_max_ms,
     /// message_timestamp_before_max_ms, max_partition_replicas,
     /// group_session_timeout_ms, group_heartbeat_interval_ms,
-    /// group_max_size, offsets_retention_minutes, and a [limits] table.
+    /// group_max_size, group_rebalance_timeout_ms,
+    /// offsets_retention_minutes, and a [limits] table.
     /// Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -186,6 +191,7 @@ fn run() -> anyhow::Result<()> {
             group_session_timeout_ms: args.group_session_timeout_ms,
             group_heartbeat_interval_ms: args.group_heartbeat_interval_ms,
             group_max_size: args.group_max_size,
+            group_rebalance_timeout_ms: args.group_rebalance_timeout_ms,
             offsets_retention_minutes: args.offsets_retention_minutes,
         },
     )?;

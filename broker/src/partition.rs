@@ -21,7 +21,7 @@ use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
 use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaLogReader};
 use rill_storage::batch;
-use rill_storage::{BatchError, LogError, Offset, RaftIndex, Term};
+use rill_storage::{BatchError, LogError, Offset, RaftIndex, RecordBatch, Term};
 use tokio::sync::watch;
 
 /// Who leads the partition, as this replica knows it.
@@ -271,6 +271,54 @@ impl Partition {
             }
         }
         ErrorCode::StorageError
+    }
+
+    /// The committed batches with Raft indexes from `from` on, owned
+    /// copies read with `pread` (at most `max_bytes` of them, at least
+    /// one), each with its CRC checked: for a reader that looks inside
+    /// records (the group coordinator tailing its offsets log). Takes the
+    /// log's lock for the read, unlike a fetch: such readers are few and
+    /// read little. A damaged batch stops the replica.
+    pub fn read_committed_owned(
+        &self,
+        from: RaftIndex,
+        max_bytes: u64,
+    ) -> Result<Vec<RecordBatch>, ErrorCode> {
+        let to = RaftIndex(self.applied.borrow().get() + 1);
+        if from >= to {
+            return Ok(Vec::new());
+        }
+        let batches = self
+            .log
+            .read_entries_owned(from, to, max_bytes)
+            .map_err(|e| match e {
+                LogError::RaftIndexOutOfRange { .. } => ErrorCode::OffsetOutOfRange,
+                e => self.read_failed(&e),
+            })?;
+        for b in &batches {
+            if let Err(e) = b.verify_crc() {
+                return Err(self.read_failed(&LogError::Corrupt {
+                    path: self.dir.clone(),
+                    reason: format!(
+                        "a committed batch at offset {} fails its CRC: {e}",
+                        b.header().base_offset
+                    ),
+                }));
+            }
+        }
+        Ok(batches)
+    }
+
+    /// A watch of the last Raft index applied here, for a reader of
+    /// committed entries ([`Partition::read_committed_owned`]): it moves
+    /// after the high watermark does.
+    pub fn watch_applied(&self) -> watch::Receiver<RaftIndex> {
+        self.applied.subscribe()
+    }
+
+    /// The Raft index of the first entry in the log.
+    pub fn first_raft_index(&self) -> RaftIndex {
+        self.log.first_raft_index()
     }
 
     /// Whether the replica's segment files still hold every batch written

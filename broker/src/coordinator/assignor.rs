@@ -42,7 +42,9 @@ pub fn assign(
         .filter_map(|t| partitions.get(t).map(|n| (t, *n)))
         .flat_map(|(t, n)| (0..n).map(move |p| (t.clone(), p)))
         .collect();
-    // Each member keeps what it had that it still subscribes to.
+    // Each member keeps what it had that it still subscribes to; a
+    // partition an earlier member already kept is not kept twice.
+    let mut kept_once = BTreeSet::new();
     for (member, had) in previous {
         let Some(topics) = subscriptions.get(member) else {
             continue;
@@ -53,6 +55,7 @@ pub fn assign(
         kept.extend(
             had.iter()
                 .filter(|tp| topics.contains(&tp.0) && wanted.contains(*tp))
+                .filter(|tp| kept_once.insert((*tp).clone()))
                 .cloned(),
         );
     }

@@ -26,6 +26,13 @@ use rill_client::protocol::ErrorCode;
 use super::assignor::{TopicPartition, assign};
 use super::record::{GroupValue, MemberValue};
 
+/// The epoch after `epoch`: epochs are positive, and start again at 1
+/// rather than wrap to the negative values that mean "leave" (members
+/// holding higher epochs are then fenced and rejoin).
+fn next_epoch(epoch: i32) -> i32 {
+    epoch.checked_add(1).unwrap_or(1)
+}
+
 /// A member as the coordinator keeps it.
 #[derive(Debug, Clone)]
 pub struct Member {
@@ -163,7 +170,7 @@ impl Membership {
             if !rejoin && self.members.len() >= max_members {
                 return Err(ErrorCode::GroupMaxSizeReached);
             }
-            self.group_epoch += 1;
+            self.group_epoch = next_epoch(self.group_epoch);
             self.members.insert(
                 id.clone(),
                 Member {
@@ -187,10 +194,11 @@ impl Membership {
             if hb.member_epoch > member.epoch {
                 return Err(ErrorCode::FencedMemberEpoch);
             }
-            // An older epoch is a member that missed an answer: fine as
-            // long as it claims nothing it was not given.
-            if hb.member_epoch < member.epoch
-                && let Some(owned) = &hb.owned
+            // A member claims only what it was given (an older epoch is a
+            // member that missed an answer, fine on those terms): anything
+            // else is a stale incarnation, or an owner this coordinator
+            // does not know of, and must start over.
+            if let Some(owned) = &hb.owned
                 && owned
                     .iter()
                     .any(|tp| !member.assigned.contains(tp) && !member.revoking.contains(tp))
@@ -211,7 +219,7 @@ impl Membership {
                 member.revoking.retain(|tp| owned.contains(tp));
             }
             if changed {
-                self.group_epoch = group_epoch + 1;
+                self.group_epoch = next_epoch(group_epoch);
                 self.retarget(partitions);
             }
             hb.member_id.clone()
@@ -230,12 +238,13 @@ impl Membership {
     }
 
     /// Removes members silent for `session_timeout_ms`, or still holding
-    /// partitions they were told to give up after that long; returns the
-    /// ids of those that went.
+    /// partitions they were told to give up after `rebalance_timeout_ms`;
+    /// returns the ids of those that went.
     pub fn expire(
         &mut self,
         now_ms: u64,
         session_timeout_ms: u64,
+        rebalance_timeout_ms: u64,
         partitions: &BTreeMap<String, u32>,
     ) -> Vec<String> {
         let gone: Vec<String> = self
@@ -244,7 +253,7 @@ impl Membership {
             .filter(|(_, m)| {
                 now_ms.saturating_sub(m.last_seen_ms) > session_timeout_ms
                     || (!m.revoking.is_empty()
-                        && now_ms.saturating_sub(m.revoking_since_ms) > session_timeout_ms)
+                        && now_ms.saturating_sub(m.revoking_since_ms) > rebalance_timeout_ms)
             })
             .map(|(id, _)| id.clone())
             .collect();
@@ -265,7 +274,7 @@ impl Membership {
         if fresh == self.target {
             return false;
         }
-        self.group_epoch += 1;
+        self.group_epoch = next_epoch(self.group_epoch);
         self.assignment_epoch = self.group_epoch;
         self.target = fresh;
         self.reconcile_all();
@@ -336,6 +345,7 @@ impl Membership {
         // coordinator still led) stays with the first only: never owned
         // twice, whatever the log says.
         let mut seen: BTreeSet<TopicPartition> = BTreeSet::new();
+        let mut targeted: BTreeSet<TopicPartition> = BTreeSet::new();
         for (id, m) in members {
             let mut keep = |list: &[TopicPartition]| -> BTreeSet<TopicPartition> {
                 list.iter()
@@ -358,15 +368,20 @@ impl Membership {
                     revoking_since_ms: now_ms,
                 },
             );
-            restored
-                .target
-                .insert(id.clone(), m.target.iter().cloned().collect());
+            restored.target.insert(
+                id.clone(),
+                m.target
+                    .iter()
+                    .filter(|tp| targeted.insert((*tp).clone()))
+                    .cloned()
+                    .collect(),
+            );
         }
         restored
     }
 
     fn membership_changed(&mut self, partitions: &BTreeMap<String, u32>) {
-        self.group_epoch += 1;
+        self.group_epoch = next_epoch(self.group_epoch);
         self.retarget(partitions);
     }
 
@@ -409,10 +424,15 @@ impl Membership {
             .flat_map(|m| m.assigned.iter().chain(m.revoking.iter()))
             .cloned()
             .collect();
+        let mut held = held;
         for (id, m) in &mut self.members {
             let target = self.target.get(id).unwrap_or(&empty);
-            for tp in target.difference(&held) {
-                m.assigned.insert(tp.clone());
+            // `held` grows as partitions are handed out: two targets naming
+            // one partition (never from the assignor) cannot both get it.
+            for tp in target.iter() {
+                if held.insert(tp.clone()) {
+                    m.assigned.insert(tp.clone());
+                }
             }
             // A partition it gave up and is now given back is simply kept.
             let back: Vec<TopicPartition> = m.revoking.intersection(target).cloned().collect();

@@ -27,6 +27,8 @@ pub mod assignor;
 pub mod group;
 pub mod record;
 pub mod shard;
+pub mod state;
+mod tail;
 
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
@@ -39,7 +41,8 @@ use crate::handlers::find_coordinator::OFFSETS_TOPIC;
 use crate::partition::Partition;
 use crate::state::{Broker, Lookup};
 
-pub use shard::{Group, Shard, ShardState};
+pub use shard::Shard;
+pub use state::{Group, ShardState};
 
 /// How often the coordinator sweeps (expiry, retention, new replicas), ms.
 pub const SWEEP_MS: u64 = 1_000;
@@ -52,6 +55,9 @@ pub const HEARTBEAT_INTERVAL_MS_DEFAULT: u32 = 5_000;
 /// Default time the commits of an empty group are kept, ms
 /// (`offsets.retention.minutes` = 7 days, as Kafka).
 pub const OFFSETS_RETENTION_MS_DEFAULT: u64 = 7 * 24 * 60 * 60 * 1_000;
+/// Default rebalance timeout, ms (5 minutes, Kafka's default
+/// `max.poll.interval.ms`).
+pub const REBALANCE_TIMEOUT_MS_DEFAULT: u64 = 300_000;
 /// Default most members of one group.
 pub const GROUP_MAX_SIZE_DEFAULT: usize = 1_000;
 /// Most groups one offsets partition's coordinator holds in memory: each
@@ -77,6 +83,10 @@ pub struct GroupSettings {
     pub offsets_retention_ms: u64,
     /// Most members of one group.
     pub group_max_size: usize,
+    /// A member told to give partitions up that has not released them
+    /// this long later is removed, ms (Kafka's rebalance timeout, a
+    /// consumer's `max.poll.interval.ms`).
+    pub rebalance_timeout_ms: u64,
 }
 
 impl Default for GroupSettings {
@@ -86,6 +96,7 @@ impl Default for GroupSettings {
             heartbeat_interval_ms: HEARTBEAT_INTERVAL_MS_DEFAULT,
             offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
             group_max_size: GROUP_MAX_SIZE_DEFAULT,
+            rebalance_timeout_ms: REBALANCE_TIMEOUT_MS_DEFAULT,
         }
     }
 }
@@ -223,8 +234,11 @@ impl Coordinator {
             let expired = shard
                 .sweep(broker, now_ms, wall_ms, &self.settings, &partitions)
                 .await;
+            let cutoff_ms = wall_ms.saturating_sub(
+                i64::try_from(self.settings.offsets_retention_ms).unwrap_or(i64::MAX),
+            );
             for group in expired {
-                if let Err(e) = shard.delete_commits(broker, &group, None).await {
+                if let Err(e) = shard.delete_commits(broker, &group, Some(cutoff_ms)).await {
                     tracing::debug!(group, error = ?e, "expiring offsets failed; retried next sweep");
                 }
             }

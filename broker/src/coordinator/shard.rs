@@ -1,30 +1,34 @@
 //! One `__consumer_offsets` partition replica as its coordinator sees it:
-//! the groups it holds, rebuilt from its log by a tailing task, and the
-//! writes that go through Raft into it.
+//! its groups (`state.rs`, kept up to date by the tailer in `tail.rs`) and
+//! the writes that go through Raft into its log.
 //!
-//! Invariants: the committed offsets and stored memberships in memory are
-//! exactly the log's records below `applied`, applied in log order (the
-//! newest record per key wins; a tombstone removes); a write is
-//! acknowledged only once it is committed and applied here, so an
-//! OffsetFetch after an OffsetCommit's answer sees it. The live membership
-//! a leader changes is valid only for the leadership term it was built in
-//! (`members_term`): a new term starts from the stored one. Membership
-//! changes are proposed in the order they were made (`writer`), so the log
-//! ends with the latest.
+//! Writes are serialised by the shard's `writer` lock, which also holds
+//! the offset after the last proposal:
+//! - a commit holds it from its checks until its records are proposed, so
+//!   the log takes commits in the order they were checked;
+//! - a membership change holds it until its records are committed and
+//!   applied, so no heartbeat is ever answered from a membership the log
+//!   does not hold; a change whose write fails is undone by restarting
+//!   the group's live membership from the stored one;
+//! - removing a group's commits (deletion, expiry) first waits until
+//!   everything proposed is applied, so it removes exactly the commits it
+//!   checked.
+//!
+//! A write is acknowledged only once committed and applied here, so an
+//! OffsetFetch after an OffsetCommit's answer sees it.
 
-use std::collections::{BTreeMap, BTreeSet};
-use std::sync::{Arc, Mutex, MutexGuard, Weak};
-use std::time::Duration;
+use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
 use rill_replication::Proposed;
-use rill_storage::{BatchBuilder, Batches, NewRecord, Term};
+use rill_storage::{BatchBuilder, MAX_BATCH_BYTES_DEFAULT, NewRecord};
 use tokio::sync::watch;
 
-use super::assignor::TopicPartition;
-use super::group::Membership;
 use super::record::{self, GroupValue, Key, MemberValue, Value};
+use super::state::ShardState;
 use super::{COMMIT_TIMEOUT_MS, GroupSettings};
 use crate::handlers::produce::{proposal_outcome, wait_acks};
 use crate::partition::Partition;
@@ -33,11 +37,9 @@ use crate::state::Broker;
 /// How often a request waiting for its coordinator to load looks again,
 /// ms.
 const LOAD_RECHECK_MS: u64 = 20;
-/// Most bytes the tailer reads from the log at a time.
-const TAIL_READ_BYTES: u64 = 1 << 20;
-/// Most bytes of one batch the coordinator writes: well under any topic's
-/// smallest `max.message.bytes`.
-const WRITE_BATCH_BYTES: usize = 64 << 10;
+/// Most bytes of one batch the coordinator writes: the default
+/// `max.message.bytes`, which the offsets topic keeps.
+const WRITE_BATCH_BYTES: usize = MAX_BATCH_BYTES_DEFAULT;
 
 /// Milliseconds since the Unix epoch on this broker's clock.
 pub fn wall_clock_ms() -> i64 {
@@ -46,81 +48,12 @@ pub fn wall_clock_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
-/// One group on its coordinator.
-#[derive(Debug, Clone, Default)]
-pub struct Group {
-    /// Its committed offsets.
-    pub commits: BTreeMap<TopicPartition, record::CommitValue>,
-    /// Its members as the leader changes them (this term).
-    pub membership: Membership,
-    /// Its epochs as the log stores them.
-    stored_epochs: GroupValue,
-    /// Its members as the log stores them.
-    stored_members: BTreeMap<String, MemberValue>,
-    /// When it last had members or a commit, ms since the epoch: its
-    /// commits expire this long after it went empty.
-    pub last_active_wall_ms: i64,
-}
+/// The shard's writer lock, held by one write at a time; it holds the
+/// offset after the last proposal.
+pub type Writer<'a> = tokio::sync::MutexGuard<'a, u64>;
 
-impl Group {
-    fn is_unused(&self) -> bool {
-        self.commits.is_empty()
-            && self.membership.members.is_empty()
-            && self.stored_members.is_empty()
-            && self.stored_epochs == GroupValue::default()
-    }
-}
-
-/// The groups of one offsets partition.
-#[derive(Debug, Default)]
-pub struct ShardState {
-    /// By group id.
-    pub groups: BTreeMap<String, Group>,
-    /// The leadership term the memberships were built in.
-    members_term: Term,
-}
-
-impl ShardState {
-    /// Applies one record of the log.
-    fn apply(&mut self, key: Key, value: Option<Value>) {
-        let id = key.group().to_string();
-        let group = self.groups.entry(id.clone()).or_default();
-        match (key, value) {
-            (Key::Commit(k), Some(Value::Commit(v))) => {
-                group.last_active_wall_ms = group.last_active_wall_ms.max(v.commit_timestamp_ms);
-                group.commits.insert((k.topic, k.partition), v);
-            }
-            (Key::Commit(k), None) => {
-                group.commits.remove(&(k.topic, k.partition));
-            }
-            (Key::Member { member_id, .. }, Some(Value::Member(m))) => {
-                group.stored_members.insert(member_id, m);
-            }
-            (Key::Member { member_id, .. }, None) => {
-                group.stored_members.remove(&member_id);
-            }
-            (Key::Group { .. }, Some(Value::Group(g))) => group.stored_epochs = g,
-            (Key::Group { .. }, None) => group.stored_epochs = GroupValue::default(),
-            (key, Some(_)) => {
-                tracing::warn!(
-                    ?key,
-                    "an offsets record whose value is not of its key's kind"
-                );
-            }
-        }
-        if group.is_unused() {
-            self.groups.remove(&id);
-        }
-    }
-
-    /// Drops groups that hold nothing any more (a member-less join that
-    /// never committed).
-    pub fn forget_unused(&mut self, group: &str) {
-        if self.groups.get(group).is_some_and(Group::is_unused) {
-            self.groups.remove(group);
-        }
-    }
-}
+/// Records to write: key, and value or tombstone.
+pub type Records = Vec<(Bytes, Option<Bytes>)>;
 
 /// One offsets partition replica's groups.
 #[derive(Debug)]
@@ -131,24 +64,24 @@ pub struct Shard {
     state: Mutex<ShardState>,
     /// Offsets below this are applied to `state`.
     applied: watch::Sender<u64>,
-    /// Held from a membership change until its records are proposed, so
-    /// they reach the log in the order the changes were made.
-    pub writer: tokio::sync::Mutex<()>,
+    /// Serialises writes (see the module documentation); holds the offset
+    /// after the last proposal.
+    writer: tokio::sync::Mutex<u64>,
     /// The coordinator's session clock.
-    clock: std::time::Instant,
+    clock: Instant,
 }
 
 impl Shard {
     /// A shard over `partition`, its tailer started.
-    pub(super) fn start(partition: Arc<Partition>, clock: std::time::Instant) -> Arc<Shard> {
+    pub(super) fn start(partition: Arc<Partition>, clock: Instant) -> Arc<Shard> {
         let shard = Arc::new(Shard {
             applied: watch::Sender::new(partition.log_start_offset()),
+            writer: tokio::sync::Mutex::new(0),
             partition,
             state: Mutex::default(),
-            writer: tokio::sync::Mutex::new(()),
             clock,
         });
-        tokio::spawn(tail(Arc::downgrade(&shard)));
+        tokio::spawn(super::tail::tail(Arc::downgrade(&shard)));
         shard
     }
 
@@ -162,11 +95,25 @@ impl Shard {
         *self.applied.borrow()
     }
 
+    /// Called by the tailer: offsets below `offset` are applied.
+    pub(super) fn set_applied(&self, offset: u64) {
+        self.applied.send_if_modified(|a| {
+            let moved = offset > *a;
+            *a = (*a).max(offset);
+            moved
+        });
+    }
+
+    /// The state as it is, for the tailer.
+    pub(super) fn lock_state(&self) -> MutexGuard<'_, ShardState> {
+        self.state.lock().expect("shard state poisoned")
+    }
+
     /// Whether it leads and has applied everything committed.
     pub fn is_loaded(&self) -> bool {
         self.partition.not_leader().is_none()
             && self.partition.is_high_watermark_current()
-            && *self.applied.borrow() >= self.partition.high_watermark()
+            && self.applied() >= self.partition.high_watermark()
     }
 
     /// Waits until [`Shard::is_loaded`]; false once it no longer leads.
@@ -191,45 +138,60 @@ impl Shard {
         }
     }
 
-    /// The groups, for this leadership term: memberships built in an
-    /// earlier term are dropped first.
-    pub fn state(&self) -> MutexGuard<'_, ShardState> {
+    /// The groups, for the leader: live memberships that cannot be trusted
+    /// (built in an earlier term, or a change to them not stored) restart
+    /// from the stored ones first, which needs everything committed
+    /// applied (`CoordinatorLoadInProgress` until then).
+    pub fn state(&self) -> Result<MutexGuard<'_, ShardState>, ErrorCode> {
         let term = self.partition.leadership().term;
-        let mut state = self.state.lock().expect("shard state poisoned");
-        if state.members_term != term {
-            state.members_term = term;
-            let now_ms = self.clock.elapsed().as_millis() as u64;
-            for group in state.groups.values_mut() {
-                group.membership =
-                    Membership::restore(group.stored_epochs, &group.stored_members, now_ms);
-            }
+        let mut state = self.lock_state();
+        if self.partition.not_leader().is_some() {
+            return Err(ErrorCode::NotCoordinator);
         }
-        state
+        let new_term = state.members_term != term;
+        if new_term || !state.restore_pending.is_empty() {
+            if !self.is_loaded() {
+                return Err(ErrorCode::CoordinatorLoadInProgress);
+            }
+            let now_ms = self.clock.elapsed().as_millis() as u64;
+            let pending = std::mem::take(&mut state.restore_pending);
+            for (id, group) in &mut state.groups {
+                if new_term || pending.contains(id) {
+                    group.restore(now_ms);
+                }
+            }
+            state.members_term = term;
+        }
+        Ok(state)
     }
 
-    /// Writes `records` (key, value or tombstone) through Raft, and waits
-    /// until they are committed and applied here.
+    /// Takes the writer lock (see the module documentation).
+    pub async fn writer(&self) -> Writer<'_> {
+        self.writer.lock().await
+    }
+
+    /// Waits, holding `writer`, until everything proposed is applied (or
+    /// the commit timeout passes: `RequestTimedOut`).
+    pub async fn quiesce(&self, writer: &Writer<'_>) -> Result<(), ErrorCode> {
+        let through = **writer;
+        let mut applied = self.applied.subscribe();
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(COMMIT_TIMEOUT_MS);
+        match tokio::time::timeout_at(deadline, applied.wait_for(|a| *a >= through)).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(_)) => Err(ErrorCode::NotCoordinator),
+            Err(_) => Err(ErrorCode::RequestTimedOut),
+        }
+    }
+
+    /// Proposes `records` (key, value or tombstone) under `writer`, then
+    /// lets it go and waits until they are committed and applied here.
     pub async fn write(
         &self,
         broker: &Broker,
         records: &[(Bytes, Option<Bytes>)],
+        mut writer: Writer<'_>,
     ) -> Result<(), ErrorCode> {
-        match self.propose(broker, records).await? {
-            Some(last) => self.committed(&last).await,
-            None => Ok(()),
-        }
-    }
-
-    /// As [`Shard::write`], letting `writer` (the shard's [`Shard::writer`])
-    /// go once the records are proposed: membership changes reach the log
-    /// in the order they were made.
-    pub async fn write_in_order(
-        &self,
-        broker: &Broker,
-        records: &[(Bytes, Option<Bytes>)],
-        writer: tokio::sync::MutexGuard<'_, ()>,
-    ) -> Result<(), ErrorCode> {
-        let proposed = self.propose(broker, records).await;
+        let proposed = self.propose(broker, records, &mut writer, false).await;
         drop(writer);
         match proposed? {
             Some(last) => self.committed(&last).await,
@@ -237,12 +199,37 @@ impl Shard {
         }
     }
 
-    /// Proposes `records` in as few batches as fit; the last entry
-    /// proposed, or `None` for no records.
+    /// Stores a change to `group`'s membership: `records` proposed as one
+    /// entry and waited for while holding `writer`. If they cannot be
+    /// stored, the group's live membership restarts from the stored one.
+    pub async fn store_membership(
+        &self,
+        broker: &Broker,
+        group: &str,
+        records: &[(Bytes, Option<Bytes>)],
+        mut writer: Writer<'_>,
+    ) -> Result<(), ErrorCode> {
+        let stored = match self.propose(broker, records, &mut writer, true).await {
+            Ok(Some(last)) => self.committed(&last).await,
+            Ok(None) => Ok(()),
+            Err(e) => Err(e),
+        };
+        if stored.is_err() {
+            self.lock_state().restore_pending.insert(group.to_string());
+        }
+        drop(writer);
+        stored
+    }
+
+    /// Proposes `records` in as few batches as fit (in one when `whole`,
+    /// refused with `RecordTooLarge` otherwise), moving `writer` past them;
+    /// the last entry proposed, or `None` for no records.
     async fn propose(
         &self,
         broker: &Broker,
         records: &[(Bytes, Option<Bytes>)],
+        writer: &mut Writer<'_>,
+        whole: bool,
     ) -> Result<Option<Proposed>, ErrorCode> {
         let now_ms = wall_clock_ms();
         let mut chunks = Vec::new();
@@ -255,6 +242,9 @@ impl Shard {
                 timestamp_ms: now_ms,
             };
             if !builder.push(&r).map_err(|_| ErrorCode::RecordTooLarge)? {
+                if whole {
+                    return Err(ErrorCode::RecordTooLarge);
+                }
                 let full = std::mem::replace(&mut builder, BatchBuilder::new(WRITE_BATCH_BYTES));
                 chunks.push(Bytes::from(
                     full.finish().map_err(|_| ErrorCode::InvalidRecord)?,
@@ -282,6 +272,7 @@ impl Shard {
         let (_, last) = proposal_outcome(&partition.topic, partition, outcome)
             .await
             .map_err(|(e, _)| coordinator_error(e))?;
+        **writer = (**writer).max(last.next_offset.get());
         Ok(Some(last))
     }
 
@@ -301,17 +292,21 @@ impl Shard {
         }
     }
 
-    /// Removes every commit of `group` (all partitions, or those of
-    /// `topics` only) with tombstones. `Ok(false)`, writing nothing, when
-    /// the group has members.
+    /// Removes `group`'s commits with tombstones: all of them, or (with
+    /// `committed_before_ms`) those committed before then, and only if
+    /// the group still has no members. `Ok(false)`, writing nothing, when
+    /// it has members. Everything proposed before is applied first, so
+    /// exactly the commits checked are removed.
     pub async fn delete_commits(
         &self,
         broker: &Broker,
         group: &str,
-        topics: Option<&BTreeSet<String>>,
+        committed_before_ms: Option<i64>,
     ) -> Result<bool, ErrorCode> {
-        let tombstones: Vec<(Bytes, Option<Bytes>)> = {
-            let state = self.state();
+        let writer = self.writer().await;
+        self.quiesce(&writer).await?;
+        let tombstones: Records = {
+            let state = self.state()?;
             let Some(g) = state.groups.get(group) else {
                 return Ok(true);
             };
@@ -319,9 +314,9 @@ impl Shard {
                 return Ok(false);
             }
             g.commits
-                .keys()
-                .filter(|(t, _)| topics.is_none_or(|only| only.contains(t)))
-                .map(|(topic, partition)| {
+                .iter()
+                .filter(|(_, c)| committed_before_ms.is_none_or(|t| c.commit_timestamp_ms < t))
+                .map(|((topic, partition), _)| {
                     let key = record::CommitKey {
                         group: group.to_string(),
                         topic: topic.clone(),
@@ -331,13 +326,14 @@ impl Shard {
                 })
                 .collect()
         };
-        self.write(broker, &tombstones).await?;
+        self.write(broker, &tombstones, writer).await?;
         Ok(true)
     }
 
     /// One sweep at `now_ms` (session clock) and `wall_ms`: expires
-    /// members and follows topics' partition counts, storing what changed,
-    /// and returns the groups whose commits are past the offsets retention.
+    /// members and follows topics' partition counts, storing what changed
+    /// group by group, and returns the groups whose commits are past the
+    /// offsets retention.
     pub(super) async fn sweep(
         &self,
         broker: &Broker,
@@ -346,31 +342,53 @@ impl Shard {
         settings: &GroupSettings,
         partitions: &BTreeMap<String, u32>,
     ) -> Vec<String> {
-        let writer = self.writer.lock().await;
         let mut expired = Vec::new();
-        let mut records = Vec::new();
+        let mut changed: Vec<(String, Records)> = Vec::new();
+        let writer = self.writer().await;
         {
-            let mut state = self.state();
+            let Ok(mut state) = self.state() else {
+                return expired;
+            };
             for (id, group) in &mut state.groups {
                 let m = &mut group.membership;
                 if !m.members.is_empty() {
                     let before = m.stored();
-                    for gone in m.expire(now_ms, settings.session_timeout_ms, partitions) {
-                        tracing::info!(group = id, member = gone, "member's session timed out");
+                    let gone = m.expire(
+                        now_ms,
+                        settings.session_timeout_ms,
+                        settings.rebalance_timeout_ms,
+                        partitions,
+                    );
+                    for member in gone {
+                        tracing::info!(
+                            group = id,
+                            member,
+                            "member removed: its session or rebalance timed out"
+                        );
                     }
                     m.refresh_partitions(partitions);
-                    records.extend(membership_records(id, &before, &m.stored()));
+                    let records = membership_records(id, &before, &m.stored());
+                    if !records.is_empty() {
+                        changed.push((id.clone(), records));
+                    }
                     group.last_active_wall_ms = wall_ms;
                 } else if !group.commits.is_empty()
                     && wall_ms.saturating_sub(group.last_active_wall_ms)
-                        > settings.offsets_retention_ms as i64
+                        > i64::try_from(settings.offsets_retention_ms).unwrap_or(i64::MAX)
                 {
                     expired.push(id.clone());
                 }
             }
         }
-        if let Err(e) = self.write_in_order(broker, &records, writer).await {
-            tracing::debug!(error = ?e, "storing expired members failed; stored with the next change");
+        let mut writer = Some(writer);
+        for (id, records) in changed {
+            let w = match writer.take() {
+                Some(w) => w,
+                None => self.writer().await,
+            };
+            if let Err(e) = self.store_membership(broker, &id, &records, w).await {
+                tracing::debug!(group = id, error = ?e, "storing expired members failed; the group restarts from what is stored");
+            }
         }
         expired
     }
@@ -383,7 +401,7 @@ pub fn membership_records(
     group: &str,
     before: &(GroupValue, BTreeMap<String, MemberValue>),
     after: &(GroupValue, BTreeMap<String, MemberValue>),
-) -> Vec<(Bytes, Option<Bytes>)> {
+) -> Records {
     let mut records = Vec::new();
     for (id, m) in &after.1 {
         if before.1.get(id) != Some(m) {
@@ -421,96 +439,4 @@ fn coordinator_error(e: ErrorCode) -> ErrorCode {
         ErrorCode::NotLeader => ErrorCode::NotCoordinator,
         e => e,
     }
-}
-
-/// Reads the shard's log into its state as the high watermark moves, until
-/// the shard is dropped or its replica closes.
-async fn tail(shard: Weak<Shard>) {
-    let Some(mut next) = shard.upgrade().map(|s| s.partition.log_start_offset()) else {
-        return;
-    };
-    loop {
-        // Only the watch is held across the wait, never the shard or its
-        // replica: once both are dropped the watch resolves and this ends.
-        let Some(s) = shard.upgrade() else {
-            return;
-        };
-        let partition = &s.partition;
-        // Taken before reading, so a commit after the read wakes the wait.
-        let mut watch = partition.watch();
-        let caught_up = match partition.read(next, TAIL_READ_BYTES) {
-            Ok((chunks, hw, start)) => {
-                if next < start {
-                    // Retention took records not yet read: nothing sets it
-                    // on this topic, but a log must never be read past a
-                    // hole silently.
-                    tracing::warn!(
-                        from = next,
-                        to = start,
-                        "offsets log starts past what was applied"
-                    );
-                    next = start;
-                }
-                for chunk in chunks {
-                    next = apply_chunk(&s, chunk, next);
-                }
-                s.applied.send_if_modified(|a| {
-                    let moved = *a != next;
-                    *a = next;
-                    moved
-                });
-                next >= hw
-            }
-            Err(ErrorCode::OffsetOutOfRange) => {
-                next = partition.log_start_offset();
-                false
-            }
-            Err(_) => true,
-        };
-        let failed = partition.is_failed();
-        drop(s);
-        if caught_up {
-            if failed {
-                return;
-            }
-            watch.changed().await;
-        }
-    }
-}
-
-/// Applies the records of one read chunk from offset `next` on; returns
-/// the offset after the last batch applied.
-fn apply_chunk(shard: &Shard, chunk: Bytes, mut next: u64) -> u64 {
-    let mut state = shard.state.lock().expect("shard state poisoned");
-    for batch in Batches::new(chunk, usize::MAX) {
-        let batch = match batch {
-            Ok(b) => b,
-            Err(e) => {
-                tracing::warn!(error = %e, "unreadable batch in the offsets log");
-                break;
-            }
-        };
-        let batch_next = batch.header().next_offset().get();
-        if batch_next <= next || batch.header().is_control() {
-            next = next.max(batch_next);
-            continue;
-        }
-        for r in batch.records() {
-            match r {
-                Ok(r) if r.offset.get() >= next => match record::decode(r.key, r.value) {
-                    Ok((key, value)) => state.apply(key, value),
-                    Err(e) => {
-                        tracing::warn!(offset = r.offset.get(), error = %e, "skipped an offsets record")
-                    }
-                },
-                Ok(_) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "unreadable record in the offsets log");
-                    break;
-                }
-            }
-        }
-        next = batch_next;
-    }
-    next
 }

@@ -15,9 +15,9 @@ use rill_client::protocol::messages::{
 };
 
 use super::Caller;
+use crate::coordinator::ShardState;
 use crate::coordinator::assignor::TopicPartition;
 use crate::coordinator::group::{GroupState, Heartbeat, HeartbeatAnswer};
-use crate::coordinator::shard::ShardState;
 use crate::coordinator::{GROUPS_PER_PARTITION_MAX, GroupSettings, shard};
 use crate::metadata::ClusterImage;
 use crate::state::Broker;
@@ -70,19 +70,25 @@ pub(super) async fn heartbeat(
         Err(e) => return refuse(e),
     };
     let image = broker.image();
-    // Held until this heartbeat's changes are proposed (see `Shard::writer`).
-    let writer = shard.writer.lock().await;
+    // Held until this heartbeat's changes are stored (see
+    // `Shard::writer`): no heartbeat is answered from a membership the log
+    // does not hold.
+    let writer = shard.writer().await;
     let now_ms = broker.groups.now_ms();
     // The state's lock is taken and let go within this one statement:
     // nothing is held across the write below.
-    let changed = change(&mut shard.state(), &r, caller, &image, now_ms, &settings);
+    let changed = shard
+        .state()
+        .and_then(|mut state| change(&mut state, &r, caller, &image, now_ms, &settings));
     let (answer, records, reconciling) = match changed {
         Ok(c) => c,
         Err(e) => return refuse(e),
     };
-    // The answer waits for its changes to be stored: a new coordinator
-    // carries on with the member as this one left it.
-    if let Err(e) = shard.write_in_order(broker, &records, writer).await {
+    // A new coordinator carries on with the member as this one left it.
+    if let Err(e) = shard
+        .store_membership(broker, &r.group, &records, writer)
+        .await
+    {
         return refuse(e);
     }
     match answer {
@@ -195,7 +201,9 @@ fn by_topic(set: &BTreeSet<TopicPartition>) -> Vec<TopicPartitions> {
 pub(super) fn list_groups(broker: &Broker) -> ListGroupsResponse {
     let mut groups = Vec::new();
     for shard in broker.groups.leading_shards() {
-        let state = shard.state();
+        let Ok(state) = shard.state() else {
+            continue;
+        };
         groups.extend(state.groups.iter().map(|(id, g)| ListedGroup {
             group: id.clone(),
             state: g.membership.state().name().to_string(),
@@ -230,7 +238,13 @@ pub(super) async fn describe_groups(
                 continue;
             }
         };
-        let state = shard.state();
+        let state = match shard.state() {
+            Ok(s) => s,
+            Err(e) => {
+                groups.push(refuse(e, id));
+                continue;
+            }
+        };
         let Some(g) = state.groups.get(&id) else {
             groups.push(refuse(ErrorCode::GroupIdNotFound, id));
             continue;
@@ -269,8 +283,10 @@ pub(super) async fn delete_groups(
         let error = match broker.groups.shard_for(broker, &group).await {
             Err(e) => e,
             Ok(shard) => {
-                let known = shard.state().groups.contains_key(&group);
-                if !known {
+                let known = shard.state().map(|s| s.groups.contains_key(&group));
+                if let Err(e) = known {
+                    e
+                } else if known == Ok(false) {
                     ErrorCode::GroupIdNotFound
                 } else {
                     match shard.delete_commits(broker, &group, None).await {

@@ -32,8 +32,14 @@ pub(super) async fn offset_commit(
     let wall_ms = shard::wall_clock_ms();
     let mut errors: BTreeMap<(usize, usize), ErrorCode> = BTreeMap::new();
     let mut records = Vec::new();
+    // Held from the checks until the records are proposed: the log takes
+    // commits in the order they were checked (see `Shard::writer`).
+    let writer = shard.writer().await;
     {
-        let state = shard.state();
+        let state = match shard.state() {
+            Ok(s) => s,
+            Err(e) => return commit_answer(&r, |_, _| e),
+        };
         let group = state.groups.get(&r.group);
         let full = group.is_none() && state.groups.len() >= GROUPS_PER_PARTITION_MAX;
         let simple = r.member_id.is_empty() && r.member_epoch == NO_MEMBER_EPOCH;
@@ -45,6 +51,9 @@ pub(super) async fn offset_commit(
                     ErrorCode::GroupMaxSizeReached
                 } else if p.partition >= partitions {
                     ErrorCode::UnknownTopicOrPartition
+                } else if p.offset > i64::MAX as u64 {
+                    // Offsets are read back as signed, as Kafka's are.
+                    ErrorCode::InvalidRequest
                 } else if p
                     .metadata
                     .as_ref()
@@ -84,7 +93,7 @@ pub(super) async fn offset_commit(
             }
         }
     }
-    let written = shard.write(broker, &records).await;
+    let written = shard.write(broker, &records, writer).await;
     commit_answer(&r, |ti, pi| match errors.get(&(ti, pi)) {
         Some(ErrorCode::None) | None => written.err().unwrap_or(ErrorCode::None),
         Some(e) => *e,
@@ -131,7 +140,15 @@ pub(super) async fn offset_fetch(
             };
         }
     };
-    let state = shard.state();
+    let state = match shard.state() {
+        Ok(s) => s,
+        Err(error) => {
+            return OffsetFetchResponse {
+                error,
+                topics: Vec::new(),
+            };
+        }
+    };
     let commits = state.groups.get(&r.group).map(|g| &g.commits);
     let answer = |topic: &str, partition: u32| {
         let c = commits.and_then(|c| c.get(&(topic.to_string(), partition)));

@@ -11,6 +11,7 @@ use super::{GroupState, Heartbeat, HeartbeatAnswer, Membership};
 use crate::coordinator::assignor::TopicPartition;
 
 const SESSION_MS: u64 = 10_000;
+const REBALANCE_MS: u64 = 30_000;
 
 fn topics() -> BTreeMap<String, u32> {
     BTreeMap::from([("t".to_string(), 6)])
@@ -117,9 +118,12 @@ fn a_silent_member_expires_after_the_session_timeout_and_its_partitions_move() {
     let a_owned = assignment(&beat(&mut g, "a", a.member_epoch, &assignment(&a), 1).unwrap());
     beat(&mut g, "a", a.member_epoch, &a_owned, 1).unwrap();
     beat(&mut g, "b", b.member_epoch, &BTreeSet::new(), 1).unwrap();
-    assert!(g.expire(SESSION_MS, SESSION_MS, &topics()).is_empty());
+    assert!(
+        g.expire(SESSION_MS, SESSION_MS, REBALANCE_MS, &topics())
+            .is_empty()
+    );
     let a2 = beat(&mut g, "a", a.member_epoch, &a_owned, SESSION_MS).unwrap();
-    let gone = g.expire(SESSION_MS + 2, SESSION_MS, &topics());
+    let gone = g.expire(SESSION_MS + 2, SESSION_MS, REBALANCE_MS, &topics());
     assert_eq!(gone, vec!["b".to_string()]);
     let a3 = beat(
         &mut g,
@@ -143,18 +147,27 @@ fn a_silent_member_expires_after_the_session_timeout_and_its_partitions_move() {
 }
 
 #[test]
-fn a_member_that_never_releases_is_removed_after_the_session_timeout() {
+fn a_member_that_never_releases_is_removed_after_the_rebalance_timeout() {
     let mut g = Membership::default();
     let a = join(&mut g, "a", 0);
     let a_owned = assignment(&a);
     join(&mut g, "b", 0);
     // a keeps heartbeating but keeps claiming everything.
     let mut now = 0;
-    while now <= 2 * SESSION_MS {
+    while now <= SESSION_MS {
         now += 1_000;
         let _ = beat(&mut g, "a", a.member_epoch, &a_owned, now);
         let _ = beat(&mut g, "b", 1, &BTreeSet::new(), now);
-        g.expire(now, SESSION_MS, &topics());
+        g.expire(now, SESSION_MS, REBALANCE_MS, &topics());
+    }
+    // Heartbeating, it outlives its session: only the rebalance timeout
+    // removes it.
+    assert!(g.members.contains_key("a"));
+    while now <= 2 * REBALANCE_MS {
+        now += 1_000;
+        let _ = beat(&mut g, "a", a.member_epoch, &a_owned, now);
+        let _ = beat(&mut g, "b", 1, &BTreeSet::new(), now);
+        g.expire(now, SESSION_MS, REBALANCE_MS, &topics());
     }
     assert!(!g.members.contains_key("a"));
 }
@@ -275,7 +288,7 @@ proptest! {
                 }
                 Step::Wait(ms) => {
                     now += u64::from(ms);
-                    for id in g.expire(now, SESSION_MS, &topics()) {
+                    for id in g.expire(now, SESSION_MS, REBALANCE_MS, &topics()) {
                         known.remove(&id);
                     }
                 }
@@ -317,4 +330,58 @@ fn a_restored_group_carries_on_and_never_gives_a_partition_to_two_members() {
     let restored = Membership::restore(epochs, &stored, 50);
     assert!(restored.members["a"].assigned.contains(&tp));
     assert!(!restored.members["b"].assigned.contains(&tp));
+}
+
+#[test]
+fn a_member_claiming_partitions_it_was_not_given_is_fenced() {
+    let mut g = Membership::default();
+    let a = join(&mut g, "a", 0);
+    let b = join(&mut g, "b", 0);
+    let a_owned = assignment(&beat(&mut g, "a", a.member_epoch, &assignment(&a), 1).unwrap());
+    beat(&mut g, "a", a.member_epoch, &a_owned, 1).unwrap();
+    // b claims one of a's partitions at its own current epoch.
+    let stolen: BTreeSet<_> = a_owned.iter().take(1).cloned().collect();
+    assert_eq!(
+        beat(&mut g, "b", b.member_epoch, &stolen, 2),
+        Err(ErrorCode::FencedMemberEpoch)
+    );
+}
+
+#[test]
+fn stored_targets_that_overlap_never_hand_a_partition_to_two_members() {
+    let mut g = Membership::default();
+    let a = join(&mut g, "a", 0);
+    join(&mut g, "b", 0);
+    beat(&mut g, "a", a.member_epoch, &assignment(&a), 1).unwrap();
+    let (epochs, mut stored) = g.stored();
+    // Both targets name every partition; nobody owns anything.
+    let all: Vec<TopicPartition> = (0..6).map(|p| ("t".to_string(), p)).collect();
+    for m in stored.values_mut() {
+        m.target = all.clone();
+        m.assigned.clear();
+        m.revoking.clear();
+    }
+    let a_epoch = stored["a"].member_epoch;
+    let mut restored = Membership::restore(epochs, &stored, 5);
+    // Reconciling (asserted inside: never owned twice) gives each
+    // partition to one member only.
+    let r = restored
+        .heartbeat(
+            Heartbeat {
+                member_id: "a".into(),
+                member_epoch: a_epoch,
+                subscribed: None,
+                owned: Some(BTreeSet::new()),
+                client_id: "c".into(),
+                host: "h".into(),
+            },
+            6,
+            &topics(),
+            || unreachable!("ids are given"),
+            100,
+        )
+        .expect("a beats");
+    let a_has = assignment(&r);
+    let b_has = &restored.members["b"].assigned;
+    assert!(a_has.is_disjoint(b_has));
 }
