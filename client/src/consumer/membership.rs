@@ -130,6 +130,25 @@ pub(crate) struct Membership {
     retry_ms: u64,
 }
 
+/// A fresh member id: 32 hex digits from the process's randomly keyed
+/// hasher, the clock and the process id, unique among the members of a
+/// group in practice.
+fn new_member_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos());
+    let mut id = String::with_capacity(32);
+    for half in 0..2u8 {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u8(half);
+        h.write_u128(nanos);
+        h.write_u32(std::process::id());
+        id.push_str(&format!("{:016x}", h.finish()));
+    }
+    id
+}
+
 impl Membership {
     /// A member about to join `group` subscribed to `topics`; its first
     /// heartbeat is due at once.
@@ -214,11 +233,20 @@ impl Membership {
             return None;
         }
         let (member_epoch, subscribed_topics, sent) = match self.phase {
-            Phase::Joining => (
-                JOIN_GROUP_MEMBER_EPOCH,
-                Some(self.topics.clone()),
-                Sent::Heartbeat,
-            ),
+            Phase::Joining => {
+                // The id is this member's from its first join on: a join
+                // retried after its answer was lost is the same member to
+                // the coordinator, not a second one holding partitions
+                // until its session ends.
+                if self.member_id.is_empty() {
+                    self.member_id = new_member_id();
+                }
+                (
+                    JOIN_GROUP_MEMBER_EPOCH,
+                    Some(self.topics.clone()),
+                    Sent::Heartbeat,
+                )
+            }
             Phase::Member => (self.member_epoch, None, Sent::Heartbeat),
             Phase::Leaving if self.member_id.is_empty() => {
                 // Never joined: there is nothing to leave.
@@ -310,7 +338,7 @@ impl Membership {
     fn refused(&mut self, now_ms: u64, code: ErrorCode, error: Option<ClientError>) {
         match code {
             ErrorCode::UnknownMemberId | ErrorCode::FencedMemberEpoch => {
-                let joining = self.member_id.is_empty();
+                let joining = matches!(self.phase, Phase::Joining);
                 self.removed();
                 if matches!(self.phase, Phase::Leaving) {
                     self.phase = Phase::Left;
