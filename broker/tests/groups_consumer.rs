@@ -411,4 +411,15 @@ fn consume_with_a_group_reads_on_from_what_the_last_run_printed() {
             assert_eq!(committed.get(&(p as u32)), Some(&end), "partition {p}");
         }
     }
+    // As `rill group describe --format json` shows it: lag 0 everywhere.
+    let o = Command::new(rill_cli())
+        .args(["group", "describe", GROUP, "--format", "json"])
+        .env("RILL_BOOTSTRAP", broker.addr.to_string())
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let partitions = d["partitions"].as_array().unwrap();
+    assert!(!partitions.is_empty());
+    assert!(partitions.iter().all(|p| p["lag"] == 0), "{d}");
 }
