@@ -11,35 +11,9 @@ use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::groups::*;
-use common::{BrokerProcess, Client, batch, values};
+use common::{BrokerProcess, batch, values};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
-
-/// Committed offsets as (topic, partition) → (offset, metadata).
-type Commits = BTreeMap<(String, u32), (i64, Option<String>)>;
-
-/// `group`'s commits, or `None` when its coordinator does not answer.
-fn committed(c: &mut Client, group: &str) -> Option<Commits> {
-    let Some(Response::OffsetFetch(f)) = try_call(c, &fetch_all(group)) else {
-        return None;
-    };
-    if f.error != ErrorCode::None {
-        return None;
-    }
-    Some(
-        f.topics
-            .iter()
-            .flat_map(|t| {
-                t.partitions.iter().map(|p| {
-                    (
-                        (t.name.clone(), p.partition),
-                        (p.offset, p.metadata.clone()),
-                    )
-                })
-            })
-            .collect(),
-    )
-}
 
 #[test]
 fn a_commit_is_read_back_with_its_metadata_and_kept_across_a_sigkill() {

@@ -14,12 +14,12 @@ use std::process::Command;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use bytes::Bytes;
+use common::groups::Writer;
 use common::{BrokerProcess, batch, rill_cli, runtime, values};
 use rill_client::protocol::ErrorCode;
 use rill_client::{
-    Admin, Cluster, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset, Producer,
-    ProducerConfig, ProducerRecord, RebalanceListener,
+    Admin, Cluster, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset,
+    RebalanceListener,
 };
 use tokio::time::Instant;
 
@@ -49,6 +49,11 @@ fn broker(dir: &std::path::Path, session_ms: u64, interval_ms: u32) -> BrokerPro
     broker
 }
 
+/// A writer of the topic on `broker`.
+fn new_writer(broker: &BrokerProcess) -> Writer {
+    Writer::new(&broker.addr.to_string(), TOPIC, PARTITIONS)
+}
+
 fn member(broker: &BrokerProcess, listener: Option<Box<dyn RebalanceListener>>) -> Consumer {
     let cluster = Cluster::new(&broker.addr.to_string(), "groups-consumer-test").unwrap();
     let mut c = Consumer::new(
@@ -70,49 +75,6 @@ fn member(broker: &BrokerProcess, listener: Option<Box<dyn RebalanceListener>>) 
     )
     .unwrap();
     c
-}
-
-/// Writes one record `p-n` to every partition `p`, `n` counting up.
-struct Writer {
-    producer: Producer,
-    round: u64,
-    written: BTreeSet<String>,
-}
-
-impl Writer {
-    fn new(broker: &BrokerProcess) -> Writer {
-        let cluster = Cluster::new(&broker.addr.to_string(), "groups-writer").unwrap();
-        Writer {
-            producer: Producer::new(cluster, ProducerConfig::default()),
-            round: 0,
-            written: BTreeSet::new(),
-        }
-    }
-
-    async fn round(&mut self) {
-        let mut pending = Vec::new();
-        for p in 0..PARTITIONS {
-            let value = format!("{p}-{}", self.round);
-            let d = self
-                .producer
-                .send(ProducerRecord {
-                    topic: TOPIC.into(),
-                    partition: Some(p),
-                    key: None,
-                    value: Some(Bytes::from(value.clone())),
-                    timestamp_ms: None,
-                    headers: Vec::new(),
-                })
-                .await
-                .unwrap();
-            pending.push(d);
-            self.written.insert(value);
-        }
-        for d in pending {
-            d.await.unwrap();
-        }
-        self.round += 1;
-    }
 }
 
 fn value(r: &ConsumerRecord) -> String {
@@ -180,7 +142,7 @@ fn members_split_a_topic_and_a_newcomer_takes_its_share_while_kept_partitions_ar
     // members learn of the newcomer only at their next heartbeat.
     let broker = broker(dir.path(), 30_000, 1_000);
     runtime().block_on(async {
-        let mut writer = Writer::new(&broker);
+        let mut writer = new_writer(&broker);
         for _ in 0..20 {
             writer.round().await;
         }
@@ -270,7 +232,7 @@ fn a_member_that_closes_hands_its_partitions_over_at_once_from_its_commits() {
     let session_ms = 30_000;
     let broker = broker(dir.path(), session_ms, 500);
     runtime().block_on(async {
-        let mut writer = Writer::new(&broker);
+        let mut writer = new_writer(&broker);
         for _ in 0..10 {
             writer.round().await;
         }
@@ -318,7 +280,7 @@ fn a_member_that_does_not_poll_stays_in_the_group_on_its_heartbeats() {
     let session_ms = 1_500;
     let broker = broker(dir.path(), session_ms, 200);
     runtime().block_on(async {
-        let mut writer = Writer::new(&broker);
+        let mut writer = new_writer(&broker);
         writer.round().await;
         let mut a = member(&broker, None);
         let mut read = vec![Vec::new()];
