@@ -61,6 +61,15 @@ pub enum MetadataCommand {
         /// Its name.
         name: String,
     },
+    /// Change a live topic's settings.
+    AlterTopicConfig {
+        /// Its name.
+        name: String,
+        /// Settings to set.
+        set: Vec<(String, String)>,
+        /// Settings to take back to their defaults.
+        delete: Vec<String>,
+    },
     /// Names the cluster, once: proposed by the first controller leader
     /// that finds it unnamed. Every broker keeps the id in its data
     /// directory's identity.
@@ -101,6 +110,29 @@ impl MetadataCommand {
     }
 }
 
+/// Settings fixed when a topic is created: a live change would need every
+/// replica to agree on it at the same entry (`max.message.bytes` bounds
+/// what followers take, `fsync` what an acknowledgement waits for).
+pub const LIVE_FIXED_CONFIGS: [&str; 2] = ["max.message.bytes", "fsync"];
+
+/// A topic's settings after `set` (replacing a setting of the same key)
+/// and `delete` (taking settings back to their defaults), in a stable
+/// order: sorted by key.
+pub fn altered(
+    overrides: &[(String, String)],
+    set: &[(String, String)],
+    delete: &[String],
+) -> Vec<(String, String)> {
+    let mut all: BTreeMap<String, String> = overrides.iter().cloned().collect();
+    for k in delete {
+        all.remove(k);
+    }
+    for (k, v) in set {
+        all.insert(k.clone(), v.clone());
+    }
+    all.into_iter().collect()
+}
+
 /// A broker as the metadata knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
@@ -123,6 +155,9 @@ pub struct TopicImage {
     pub replicas: Vec<Vec<BrokerId>>,
     /// Its settings.
     pub config: TopicConfig,
+    /// The settings set on it (`key=value`, as committed), the rest being
+    /// defaults.
+    pub overrides: Vec<(String, String)>,
 }
 
 impl TopicImage {
@@ -268,6 +303,30 @@ impl ClusterImage {
                 }
                 Outcome::Done
             }
+            MetadataCommand::AlterTopicConfig { name, set, delete } => {
+                let Some(t) = self.topics.get(name) else {
+                    return Outcome::Refused(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("no topic {name:?}"),
+                    );
+                };
+                for (k, _) in set {
+                    if LIVE_FIXED_CONFIGS.contains(&k.as_str()) {
+                        return Outcome::Refused(
+                            ErrorCode::InvalidConfig,
+                            format!(
+                                "{k} is set when a topic is created and cannot be changed on a live topic"
+                            ),
+                        );
+                    }
+                }
+                if configs_rule == Configs::Strict
+                    && let Err(m) = TopicConfig::from_pairs(&altered(&t.overrides, set, delete))
+                {
+                    return Outcome::Refused(ErrorCode::InvalidConfig, m);
+                }
+                Outcome::Done
+            }
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.contains_key(name) {
                     Outcome::Done
@@ -346,11 +405,26 @@ impl ClusterImage {
                         first_group,
                         replicas,
                         config,
+                        overrides: configs.clone(),
                     },
                 );
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(name);
+            }
+            MetadataCommand::AlterTopicConfig { name, set, delete } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    let overrides = altered(&t.overrides, set, delete);
+                    let (config, refused) = TopicConfig::from_committed_pairs(&overrides);
+                    for reason in refused {
+                        tracing::warn!(
+                            topic = %name,
+                            "a config of the topic is refused by this version and keeps its default: {reason}"
+                        );
+                    }
+                    t.config = config;
+                    t.overrides = overrides;
+                }
             }
             MetadataCommand::InitCluster { cluster_id } => {
                 self.cluster_id = ClusterId::parse(cluster_id).expect("checked just above");
@@ -670,5 +744,86 @@ mod tests {
         let good = "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968";
         assert_eq!(image.apply(&with_id(good)), Outcome::Done);
         assert_eq!(image.topics["orders"].id, good);
+    }
+
+    fn alter(name: &str, set: &[(&str, &str)], delete: &[&str]) -> MetadataCommand {
+        MetadataCommand::AlterTopicConfig {
+            name: name.into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_topic_s_settings_change_live_and_go_back_to_their_defaults() {
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        let mut cmd = create("t", 1, 1);
+        if let MetadataCommand::CreateTopic { configs, .. } = &mut cmd {
+            configs.push(("segment.ms".into(), "3600000".into()));
+        }
+        assert_eq!(image.apply(&cmd), Outcome::Done);
+        let cmd = alter("t", &[("retention.ms", "60000")], &["segment.ms"]);
+        // Through the log and back, as every broker applies it.
+        let cmd = MetadataCommand::decode(&cmd.encode()).expect("decodes");
+        assert_eq!(image.check(&cmd), Outcome::Done);
+        assert_eq!(image.apply(&cmd), Outcome::Done);
+        let t = &image.topics["t"];
+        assert_eq!(t.config.retention_ms, Some(60_000));
+        assert_eq!(t.config.segment_ms, TopicConfig::default().segment_ms);
+        assert_eq!(
+            t.overrides,
+            vec![("retention.ms".to_string(), "60000".to_string())]
+        );
+        assert_eq!(
+            image.apply(&alter("t", &[], &["retention.ms"])),
+            Outcome::Done
+        );
+        assert_eq!(image.topics["t"].config, TopicConfig::default());
+    }
+
+    #[test]
+    fn settings_fixed_at_creation_bad_values_and_unknown_topics_are_refused() {
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        assert_eq!(image.apply(&create("t", 1, 1)), Outcome::Done);
+        let before = image.clone();
+        for (cmd, code, says) in [
+            (
+                alter("t", &[("fsync", "false")], &[]),
+                ErrorCode::InvalidConfig,
+                "fsync",
+            ),
+            (
+                alter("t", &[("max.message.bytes", "2000000")], &[]),
+                ErrorCode::InvalidConfig,
+                "max.message.bytes",
+            ),
+            (
+                alter("t", &[("retention.ms", "-5")], &[]),
+                ErrorCode::InvalidConfig,
+                "retention.ms",
+            ),
+            (
+                alter("t", &[("nope", "1")], &[]),
+                ErrorCode::InvalidConfig,
+                "nope",
+            ),
+            (
+                alter("missing", &[("retention.ms", "1")], &[]),
+                ErrorCode::UnknownTopicOrPartition,
+                "missing",
+            ),
+        ] {
+            match image.check(&cmd) {
+                Outcome::Refused(c, m) => {
+                    assert_eq!(c, code, "{m}");
+                    assert!(m.contains(says), "{m}");
+                }
+                Outcome::Done => panic!("{cmd:?} was accepted"),
+            }
+        }
+        assert_eq!(image, before);
     }
 }

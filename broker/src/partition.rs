@@ -164,7 +164,10 @@ pub struct Partition {
     log: ReplicaLogReader,
     fsync: bool,
     max_batch_bytes: usize,
-    timestamps: TimestampBounds,
+    /// The bounds of [`TimestampBounds`], `u64::MAX` for none: atomics, so
+    /// a topic's settings change while produces check against them.
+    timestamp_after_max_ms: AtomicU64,
+    timestamp_before_max_ms: AtomicU64,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -225,7 +228,8 @@ impl Partition {
             log,
             fsync,
             max_batch_bytes,
-            timestamps,
+            timestamp_after_max_ms: AtomicU64::new(timestamps.after_max_ms.unwrap_or(u64::MAX)),
+            timestamp_before_max_ms: AtomicU64::new(timestamps.before_max_ms.unwrap_or(u64::MAX)),
             high_watermark: watch::Sender::new(high_watermark.get()),
             applied: watch::Sender::new(RaftIndex(0)),
             appended: watch::Sender::new((Term(0), RaftIndex(0))),
@@ -357,6 +361,24 @@ impl Partition {
         self.log_start_offset.load(Ordering::Acquire)
     }
 
+    /// The bounds a produced batch's timestamps are checked against.
+    pub fn timestamps(&self) -> TimestampBounds {
+        let bound = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|ms| *ms != u64::MAX);
+        TimestampBounds {
+            after_max_ms: bound(&self.timestamp_after_max_ms),
+            before_max_ms: bound(&self.timestamp_before_max_ms),
+        }
+    }
+
+    /// Called by the Raft thread when the topic's timestamp settings
+    /// change.
+    pub(crate) fn set_timestamps(&self, t: TimestampBounds) {
+        self.timestamp_after_max_ms
+            .store(t.after_max_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.timestamp_before_max_ms
+            .store(t.before_max_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// Whether the high watermark reflects this leader's own term (a new
     /// leader's lags until an entry of its term commits).
     pub fn is_high_watermark_current(&self) -> bool {
@@ -409,6 +431,7 @@ impl Partition {
     /// replicas must take whatever the leader proposed, whatever their
     /// clocks say.
     pub fn check(&self, records: &[Bytes], now_ms: i64) -> Result<Vec<CheckedBatch>, ErrorCode> {
+        let timestamps = self.timestamps();
         let mut batches = Vec::new();
         for chunk in records {
             let mut at = 0;
@@ -422,7 +445,7 @@ impl Partition {
                     _ => return Err(ErrorCode::CorruptMessage),
                 };
                 match CheckedBatch::new(chunk.slice(at..at + len), self.max_batch_bytes) {
-                    Ok(Some(b)) if !self.timestamps.admit(b.header(), now_ms) => {
+                    Ok(Some(b)) if !timestamps.admit(b.header(), now_ms) => {
                         return Err(ErrorCode::InvalidTimestamp);
                     }
                     Ok(Some(b)) => batches.push(b),

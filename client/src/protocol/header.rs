@@ -47,11 +47,15 @@ pub enum ApiKey {
     DescribeGroups = 14,
     /// Delete groups that have no members: their committed offsets go.
     DeleteGroups = 15,
+    /// Change topics' settings while they serve.
+    AlterTopicConfigs = 16,
+    /// Topics' settings, each with where it comes from.
+    DescribeTopicConfigs = 17,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 16] = [
+    pub const ALL: [ApiKey; 18] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -68,6 +72,8 @@ impl ApiKey {
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
+        ApiKey::AlterTopicConfigs,
+        ApiKey::DescribeTopicConfigs,
     ];
 
     /// The API with this number, if any.

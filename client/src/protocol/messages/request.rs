@@ -4,9 +4,9 @@
 use bytes::Bytes;
 
 use super::{
-    BrokerMetadata, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, MIN_STRING, MIN_TOPIC, OffsetCommitRequest, OffsetFetchRequest,
-    read_broker, write_broker,
+    AlterTopicConfigsRequest, BrokerMetadata, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest,
+    DescribeGroupsRequest, DescribeTopicConfigsRequest, FindCoordinatorRequest, MIN_STRING,
+    MIN_TOPIC, OffsetCommitRequest, OffsetFetchRequest, read_broker, write_broker,
 };
 use crate::protocol::error::DecodeError;
 use crate::protocol::header::ApiKey;
@@ -47,6 +47,10 @@ pub enum Request {
     DescribeGroups(DescribeGroupsRequest),
     /// See [`ApiKey::DeleteGroups`].
     DeleteGroups(DeleteGroupsRequest),
+    /// See [`ApiKey::AlterTopicConfigs`].
+    AlterTopicConfigs(AlterTopicConfigsRequest),
+    /// See [`ApiKey::DescribeTopicConfigs`].
+    DescribeTopicConfigs(DescribeTopicConfigsRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -197,6 +201,8 @@ impl Request {
             Request::ListGroups => ApiKey::ListGroups,
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
+            Request::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
+            Request::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
         }
     }
 
@@ -263,6 +269,8 @@ impl Request {
             Request::ListGroups => {}
             Request::DescribeGroups(d) => d.encode(w),
             Request::DeleteGroups(d) => d.encode(w),
+            Request::AlterTopicConfigs(a) => a.encode(w),
+            Request::DescribeTopicConfigs(d) => d.encode(w),
         }
     }
 
@@ -348,6 +356,12 @@ impl Request {
             ApiKey::ListGroups => Request::ListGroups,
             ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest::decode(r)?),
             ApiKey::DeleteGroups => Request::DeleteGroups(DeleteGroupsRequest::decode(r)?),
+            ApiKey::AlterTopicConfigs => {
+                Request::AlterTopicConfigs(AlterTopicConfigsRequest::decode(r)?)
+            }
+            ApiKey::DescribeTopicConfigs => {
+                Request::DescribeTopicConfigs(DescribeTopicConfigsRequest::decode(r)?)
+            }
         };
         r.finish()?;
         Ok(req)
