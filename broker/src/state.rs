@@ -12,8 +12,8 @@ use std::time::Duration;
 
 use rill_client::connection::Connection;
 use rill_client::protocol::messages::{
-    AlterTopicConfigsRequest, BrokerMetadata, CreateTopicsRequest, DeleteTopicsRequest, NewTopic,
-    TopicConfigChange, TopicResults,
+    AlterTopicConfigsRequest, BrokerMetadata, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, NewTopic, TopicConfigChange, TopicResults,
 };
 use rill_client::protocol::{Request, Response};
 use rill_replication::BrokerId;
@@ -198,6 +198,35 @@ impl Broker {
         Ok(())
     }
 
+    /// Adds partitions to a topic through the controller, up to
+    /// `partitions` in all.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        partitions: u32,
+        forwarded: bool,
+    ) -> Result<(), BrokerError> {
+        let command = MetadataCommand::AddPartitions {
+            name: name.to_string(),
+            partitions,
+            // The controller leader sets its own.
+            max_partition_replicas: None,
+        };
+        let forward = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![(name.to_string(), partitions)],
+            timeout_ms: FORWARD_TIMEOUT_MS as u32,
+        });
+        self.admin(command, forward, forwarded).await?;
+        self.await_image(|i| {
+            i.topics
+                .get(name)
+                .is_none_or(|t| t.partitions() >= partitions)
+        })
+        .await;
+        tracing::info!(topic = name, partitions, "added partitions");
+        Ok(())
+    }
+
     /// Changes a live topic's settings through the controller: `set`
     /// replaces, `delete` takes back to defaults.
     pub async fn alter_topic_config(
@@ -356,7 +385,8 @@ impl Broker {
         match response {
             Response::CreateTopics(TopicResults { results })
             | Response::DeleteTopics(TopicResults { results })
-            | Response::AlterTopicConfigs(TopicResults { results }) => {
+            | Response::AlterTopicConfigs(TopicResults { results })
+            | Response::CreatePartitions(TopicResults { results }) => {
                 match results.into_iter().next() {
                     Some(r) if r.error.is_ok() => Ok(()),
                     Some(r) => Err(BrokerError::Refused {

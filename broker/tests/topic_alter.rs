@@ -232,3 +232,76 @@ fn a_change_made_through_any_broker_reaches_every_replica() {
         std::thread::sleep(Duration::from_millis(50));
     }
 }
+
+#[test]
+fn a_topic_grows_and_a_running_producer_writes_to_its_new_partitions() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    assert_eq!(c.create_topic("t", 1, &[]).error, ErrorCode::None);
+    let rt = common::runtime();
+    let cluster = rill_client::Cluster::new(&broker.addr.to_string(), "grow-test").unwrap();
+    // The producer's metadata ages quickly, so the test need not wait
+    // out the default.
+    cluster.set_metadata_max_age_ms(200);
+    let producer = {
+        let _in_runtime = rt.enter();
+        rill_client::Producer::new(cluster, rill_client::ProducerConfig::default())
+    };
+    let send = |n: u64| {
+        rt.block_on(async {
+            let mut futures = Vec::new();
+            for i in 0..n {
+                let record = rill_client::ProducerRecord {
+                    topic: "t".into(),
+                    partition: None,
+                    key: None,
+                    value: Some(bytes::Bytes::from(format!("v{i}"))),
+                    timestamp_ms: None,
+                    headers: Vec::new(),
+                };
+                futures.push(producer.send(record).await.unwrap());
+            }
+            for f in futures {
+                assert!(f.await.is_ok());
+            }
+        })
+    };
+    send(10);
+
+    // Never fewer; then three.
+    let o = rill(broker.addr, &["topic", "alter", "t", "--partitions", "1"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&o.stderr).contains("never shrink"));
+    let o = rill(broker.addr, &["topic", "alter", "t", "--partitions", "3"]);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let o = rill(broker.addr, &["topic", "describe", "t", "--format", "json"]);
+    let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(d["partitions"].as_array().unwrap().len(), 3);
+
+    // The same producer, never restarted, reaches the new partitions.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        send(50);
+        let written: Vec<usize> = (0..3)
+            .map(|p| common::read_all(&mut c, "t", p).len())
+            .collect();
+        if written[1] > 0 && written[2] > 0 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the new partitions got nothing: {written:?}"
+        );
+    }
+    rt.block_on(producer.close());
+    // Added partitions are kept across a restart.
+    broker.kill();
+    let broker = BrokerProcess::start(dir.path());
+    let mut c = broker.connect();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while common::read_all(&mut c, "t", 2).is_empty() {
+        assert!(Instant::now() < deadline, "partition 2 lost its records");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}

@@ -1,5 +1,5 @@
-//! The topic settings APIs' codec (`AlterTopicConfigs`,
-//! `DescribeTopicConfigs`): golden bytes written out by hand from the
+//! The codec of the APIs that change a live topic (`AlterTopicConfigs`,
+//! `DescribeTopicConfigs`, `CreatePartitions`): golden bytes written out by hand from the
 //! layout table of `messages::configs`, round trips of any message through
 //! a frame, and counts that claim more than the frame holds refused before
 //! allocating.
@@ -102,9 +102,39 @@ fn describe_topic_configs_encodes_to_the_documented_bytes() {
 }
 
 #[test]
+fn create_partitions_encodes_to_the_documented_bytes() {
+    let req = Request::CreatePartitions(CreatePartitionsRequest {
+        topics: vec![("t".into(), 6)],
+        timeout_ms: 5,
+    });
+    assert_eq!(req.api_key() as u16, 18);
+    #[rustfmt::skip]
+    assert_eq!(request_body(&req), [
+        1, 0, 0, 0,     // 1 topic
+        1, 0, b't',     // name "t"
+        6, 0, 0, 0,     // 6 partitions from then on
+        5, 0, 0, 0,     // timeout 5 ms
+    ]);
+    assert_request_round_trips(&req, 7);
+    let resp = Response::CreatePartitions(TopicResults {
+        results: vec![TopicResult {
+            name: "t".into(),
+            error: ErrorCode::InvalidPartitions,
+            message: String::new(),
+        }],
+    });
+    assert_eq!(response_body(&resp), [1, 0, 0, 0, 1, 0, b't', 10, 0, 0, 0]);
+    assert_response_round_trips(&resp, 9);
+}
+
+#[test]
 fn huge_counts_in_settings_messages_fail_without_allocating() {
     let huge = [0xff, 0xff, 0xff, 0xff];
-    for api in [ApiKey::AlterTopicConfigs, ApiKey::DescribeTopicConfigs] {
+    for api in [
+        ApiKey::AlterTopicConfigs,
+        ApiKey::DescribeTopicConfigs,
+        ApiKey::CreatePartitions,
+    ] {
         let mut payload =
             concat(&encode_request(&header(api, 1), &Request::ApiVersions))[4..].to_vec();
         payload.extend_from_slice(&huge);

@@ -8,9 +8,9 @@ use std::sync::Arc;
 
 use rill_client::protocol::ErrorCode;
 use rill_client::protocol::messages::{
-    AlterTopicConfigsRequest, ConfigEntry, ConfigSource, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeTopicConfigsRequest, DescribeTopicConfigsResponse, INTERNAL_TOPIC_PREFIX, TopicConfigs,
-    TopicResult, TopicResults,
+    AlterTopicConfigsRequest, ConfigEntry, ConfigSource, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicConfigsRequest,
+    DescribeTopicConfigsResponse, INTERNAL_TOPIC_PREFIX, TopicConfigs, TopicResult, TopicResults,
 };
 
 use crate::error::BrokerError;
@@ -155,4 +155,29 @@ pub(super) fn describe_topic_configs(
         })
         .collect();
     DescribeTopicConfigsResponse { topics }
+}
+
+/// Adds partitions to each topic, in order. Internal topics' partition
+/// counts are fixed (a group's coordinator is a function of them).
+pub(super) async fn create_partitions(
+    broker: &Arc<Broker>,
+    c: CreatePartitionsRequest,
+    forwarded: bool,
+) -> TopicResults {
+    let mut results = Vec::new();
+    for (name, partitions) in c.topics {
+        if name.starts_with(INTERNAL_TOPIC_PREFIX) {
+            results.push(TopicResult {
+                message: format!(
+                    "{name:?} is one of rill's internal topics; its partitions are fixed"
+                ),
+                name,
+                error: ErrorCode::InvalidTopic,
+            });
+            continue;
+        }
+        let outcome = broker.add_partitions(&name, partitions, forwarded).await;
+        results.push(topic_result(name, outcome));
+    }
+    TopicResults { results }
 }

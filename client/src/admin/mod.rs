@@ -10,8 +10,8 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, TopicInfo};
 use crate::error::ClientError;
 use crate::protocol::messages::{
-    AlterTopicConfigsRequest, ConfigEntry, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeTopicConfigsRequest, NewTopic, TopicConfigChange, TopicResults,
+    AlterTopicConfigsRequest, ConfigEntry, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeTopicConfigsRequest, NewTopic, TopicConfigChange, TopicResults,
 };
 use crate::protocol::{ErrorCode, Request, Response};
 
@@ -48,7 +48,8 @@ pub(super) fn unexpected(response: &Response) -> ClientError {
 fn first_result(r: Response) -> Result<(), ClientError> {
     let (Response::CreateTopics(TopicResults { results })
     | Response::DeleteTopics(TopicResults { results })
-    | Response::AlterTopicConfigs(TopicResults { results })) = r
+    | Response::AlterTopicConfigs(TopicResults { results })
+    | Response::CreatePartitions(TopicResults { results })) = r
     else {
         return Err(ClientError::code(ErrorCode::Unknown));
     };
@@ -146,6 +147,18 @@ impl Admin {
         let outcome = self
             .with_retries(request, Some(ErrorCode::UnknownTopicOrPartition))
             .await;
+        self.cluster.invalidate(name);
+        outcome
+    }
+
+    /// Adds partitions to a topic, up to `partitions` in all (never
+    /// fewer); producers and consumers see them with their next metadata.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        let request = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![(name.to_string(), partitions)],
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        let outcome = self.with_retries(request, None).await;
         self.cluster.invalidate(name);
         outcome
     }

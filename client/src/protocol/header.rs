@@ -51,11 +51,13 @@ pub enum ApiKey {
     AlterTopicConfigs = 16,
     /// Topics' settings, each with where it comes from.
     DescribeTopicConfigs = 17,
+    /// Add partitions to topics (never fewer).
+    CreatePartitions = 18,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 18] = [
+    pub const ALL: [ApiKey; 19] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -74,6 +76,7 @@ impl ApiKey {
         ApiKey::DeleteGroups,
         ApiKey::AlterTopicConfigs,
         ApiKey::DescribeTopicConfigs,
+        ApiKey::CreatePartitions,
     ];
 
     /// The API with this number, if any.

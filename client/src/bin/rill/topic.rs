@@ -52,12 +52,17 @@ pub(crate) enum TopicCommand {
         #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
         format: DescribeFormat,
     },
-    /// Change a live topic's settings (retention.ms, retention.bytes,
-    /// segment.bytes, segment.ms and the message.timestamp bounds; fsync
-    /// and max.message.bytes are set at creation).
+    /// Change a live topic: add partitions, or change its settings
+    /// (retention.ms, retention.bytes, segment.bytes, segment.ms and the
+    /// message.timestamp bounds; fsync and max.message.bytes are set at
+    /// creation).
     Alter {
         /// The topic.
         name: String,
+        /// Grow the topic to this many partitions (never fewer); producers
+        /// pick the new ones up with their next metadata.
+        #[arg(long)]
+        partitions: Option<u32>,
         /// A setting to set, KEY=VALUE; repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
@@ -152,15 +157,24 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
         }
         TopicCommand::Alter {
             name,
+            partitions,
             configs,
             delete_configs,
         } => {
-            if configs.is_empty() && delete_configs.is_empty() {
-                anyhow::bail!("nothing to change: give --config KEY=VALUE or --delete-config KEY");
+            if configs.is_empty() && delete_configs.is_empty() && partitions.is_none() {
+                anyhow::bail!(
+                    "nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY"
+                );
             }
             let set = key_values(&configs)?;
-            admin.alter_topic_config(&name, set, delete_configs).await?;
-            eprintln!("changed the settings of topic {name}");
+            if let Some(n) = partitions {
+                admin.add_partitions(&name, n).await?;
+                eprintln!("topic {name} has {n} partitions");
+            }
+            if !set.is_empty() || !delete_configs.is_empty() {
+                admin.alter_topic_config(&name, set, delete_configs).await?;
+                eprintln!("changed the settings of topic {name}");
+            }
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;

@@ -42,9 +42,9 @@ pub use offsets::{
 };
 
 pub use request::{
-    CreateTopicsRequest, DeleteTopicsRequest, FetchPartition, FetchRequest, FetchTopic,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest, NewTopic,
-    ProducePartition, ProduceRequest, ProduceTopic, Request,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchPartition,
+    FetchRequest, FetchTopic, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+    MetadataRequest, NewTopic, ProducePartition, ProduceRequest, ProduceTopic, Request,
 };
 pub use response::{
     ApiVersionRange, ApiVersionsResponse, ClusterStatusResponse, FetchPartitionResponse,

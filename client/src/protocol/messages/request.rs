@@ -51,6 +51,8 @@ pub enum Request {
     AlterTopicConfigs(AlterTopicConfigsRequest),
     /// See [`ApiKey::DescribeTopicConfigs`].
     DescribeTopicConfigs(DescribeTopicConfigsRequest),
+    /// See [`ApiKey::CreatePartitions`].
+    CreatePartitions(CreatePartitionsRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -87,6 +89,16 @@ pub struct NewTopic {
 pub struct DeleteTopicsRequest {
     /// Their names.
     pub names: Vec<String>,
+    /// How long to wait, ms.
+    pub timeout_ms: u32,
+}
+
+/// Partitions to add to topics: `topics [name string, partitions u32]`,
+/// `timeout_ms u32`; answered like `CreateTopics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsRequest {
+    /// Per topic, how many partitions it has from then on.
+    pub topics: Vec<(String, u32)>,
     /// How long to wait, ms.
     pub timeout_ms: u32,
 }
@@ -203,6 +215,7 @@ impl Request {
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
             Request::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
             Request::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
+            Request::CreatePartitions(_) => ApiKey::CreatePartitions,
         }
     }
 
@@ -271,6 +284,13 @@ impl Request {
             Request::DeleteGroups(d) => d.encode(w),
             Request::AlterTopicConfigs(a) => a.encode(w),
             Request::DescribeTopicConfigs(d) => d.encode(w),
+            Request::CreatePartitions(c) => {
+                w.array(&c.topics, |w, (name, partitions)| {
+                    w.string(name);
+                    w.u32(*partitions);
+                });
+                w.u32(c.timeout_ms);
+            }
         }
     }
 
@@ -362,6 +382,12 @@ impl Request {
             ApiKey::DescribeTopicConfigs => {
                 Request::DescribeTopicConfigs(DescribeTopicConfigsRequest::decode(r)?)
             }
+            ApiKey::CreatePartitions => Request::CreatePartitions(CreatePartitionsRequest {
+                topics: r.array("topics", MIN_STRING + 4, |r| {
+                    Ok((r.string("topic name")?, r.u32("partitions")?))
+                })?,
+                timeout_ms: r.u32("timeout")?,
+            }),
         };
         r.finish()?;
         Ok(req)

@@ -52,6 +52,8 @@ pub enum Response {
     AlterTopicConfigs(TopicResults),
     /// See [`ApiKey::DescribeTopicConfigs`].
     DescribeTopicConfigs(DescribeTopicConfigsResponse),
+    /// See [`ApiKey::CreatePartitions`].
+    CreatePartitions(TopicResults),
 }
 
 /// The controller's answer to a broker's registration.
@@ -323,6 +325,7 @@ impl Response {
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
             Response::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
             Response::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
+            Response::CreatePartitions(_) => ApiKey::CreatePartitions,
         }
     }
 
@@ -417,7 +420,7 @@ impl Response {
             Response::ListGroups(l) => l.encode(w),
             Response::DescribeGroups(d) => d.encode(w),
             Response::DeleteGroups(d) => d.encode(w),
-            Response::AlterTopicConfigs(t) => topic_results(w, t),
+            Response::AlterTopicConfigs(t) | Response::CreatePartitions(t) => topic_results(w, t),
             Response::DescribeTopicConfigs(d) => d.encode(w),
         }
     }
@@ -546,6 +549,7 @@ impl Response {
             ApiKey::DescribeGroups => Response::DescribeGroups(DescribeGroupsResponse::decode(r)?),
             ApiKey::DeleteGroups => Response::DeleteGroups(DeleteGroupsResponse::decode(r)?),
             ApiKey::AlterTopicConfigs => Response::AlterTopicConfigs(read_topic_results(r)?),
+            ApiKey::CreatePartitions => Response::CreatePartitions(read_topic_results(r)?),
             ApiKey::DescribeTopicConfigs => {
                 Response::DescribeTopicConfigs(DescribeTopicConfigsResponse::decode(r)?)
             }
