@@ -9,6 +9,9 @@
 //! closure), names itself as every group's coordinator and every
 //! partition's leader, and records what it was asked.
 
+#[path = "common/answers.rs"]
+mod answers;
+
 use std::sync::{Arc, Mutex};
 
 use bytes::BytesMut;
@@ -207,29 +210,10 @@ fn committed(offsets: &[(u32, i64)]) -> Response {
 /// Answers a `ListOffsets` from `earliest` and `latest` per partition (by
 /// index); a time finds offset `at_time`, or none when it is -1.
 fn offsets(l: &ListOffsetsRequest, earliest: &[i64], latest: &[i64], at_time: i64) -> Response {
-    Response::ListOffsets(ListOffsetsResponse {
-        topics: l
-            .topics
-            .iter()
-            .map(|t| ListOffsetsTopicResponse {
-                name: t.name.clone(),
-                partitions: t
-                    .partitions
-                    .iter()
-                    .map(|p| ListOffsetsPartitionResponse {
-                        partition: p.partition,
-                        error: ErrorCode::None,
-                        leader_hint: NO_BROKER,
-                        leader_epoch: 0,
-                        offset: match p.timestamp_ms {
-                            EARLIEST_TIMESTAMP => earliest[p.partition as usize],
-                            LATEST_TIMESTAMP => latest[p.partition as usize],
-                            _ => at_time,
-                        },
-                    })
-                    .collect(),
-            })
-            .collect(),
+    answers::list_offsets(l, |p| match p.timestamp_ms {
+        EARLIEST_TIMESTAMP => earliest[p.partition as usize],
+        LATEST_TIMESTAMP => latest[p.partition as usize],
+        _ => at_time,
     })
 }
 

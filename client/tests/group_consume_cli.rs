@@ -5,6 +5,8 @@
 //! SIGINT and SIGTERM commit and leave, and `--offset`/`--partition` forms
 //! a group cannot honour are refused.
 
+#[path = "common/answers.rs"]
+mod answers;
 #[path = "common/group_broker.rs"]
 mod group_broker;
 

@@ -9,6 +9,8 @@
 //! where the group has no commit; explicit commits; a dropped consumer's
 //! heartbeats stop.
 
+#[path = "common/answers.rs"]
+mod answers;
 #[path = "common/group_broker.rs"]
 mod group_broker;
 

@@ -364,29 +364,12 @@ async fn answer(state: &Mutex<State>, port: u16, request: Request) -> Response {
         Request::OffsetFetch(f) => Response::OffsetFetch(lock().offset_fetch(&f)),
         Request::ListOffsets(l) => {
             let s = lock();
-            Response::ListOffsets(ListOffsetsResponse {
-                topics: l
-                    .topics
-                    .iter()
-                    .map(|t| ListOffsetsTopicResponse {
-                        name: t.name.clone(),
-                        partitions: t
-                            .partitions
-                            .iter()
-                            .map(|p| ListOffsetsPartitionResponse {
-                                partition: p.partition,
-                                error: ErrorCode::None,
-                                leader_hint: NO_BROKER,
-                                leader_epoch: 0,
-                                offset: if p.timestamp_ms == EARLIEST_TIMESTAMP {
-                                    0
-                                } else {
-                                    s.logs[p.partition as usize].len() as i64
-                                },
-                            })
-                            .collect(),
-                    })
-                    .collect(),
+            super::answers::list_offsets(&l, |p| {
+                if p.timestamp_ms == EARLIEST_TIMESTAMP {
+                    0
+                } else {
+                    s.logs[p.partition as usize].len() as i64
+                }
             })
         }
         Request::Fetch(f) => {
