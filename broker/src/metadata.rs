@@ -61,6 +61,14 @@ pub enum MetadataCommand {
         /// Its name.
         name: String,
     },
+    /// Take producer ids `[first, first + count)` for one broker to hand
+    /// out: every id is given once, whatever restarts or elections come.
+    AllocateProducerIds {
+        /// The first: the image's next free id when proposed.
+        first: u64,
+        /// How many.
+        count: u32,
+    },
     /// Add partitions to a topic (never fewer).
     AddPartitions {
         /// Its name.
@@ -120,6 +128,9 @@ impl MetadataCommand {
         serde_json::from_slice(bytes).ok()
     }
 }
+
+/// Most producer ids one allocation takes.
+pub const PRODUCER_ID_BLOCK_MAX: u32 = 100_000;
 
 /// Settings fixed when a topic is created: a live change would need every
 /// replica to agree on it at the same entry (`max.message.bytes` bounds
@@ -226,6 +237,8 @@ pub struct ClusterImage {
     pub topics: BTreeMap<String, TopicImage>,
     /// The next group id to give (0 is the controller's).
     pub next_group: u64,
+    /// The next producer id no broker has been given.
+    pub next_producer_id: u64,
     /// Topics created so far: rotates placement.
     pub topics_created: u64,
 }
@@ -241,6 +254,7 @@ impl ClusterImage {
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
             next_group: 1,
+            next_producer_id: 0,
             topics_created: 0,
         }
     }
@@ -320,6 +334,25 @@ impl ClusterImage {
                              the limit of {limit} per broker (max_partition_replicas, \
                              --max-partition-replicas)"
                         ),
+                    );
+                }
+                Outcome::Done
+            }
+            MetadataCommand::AllocateProducerIds { first, count } => {
+                if *first != self.next_producer_id {
+                    // Another allocation came first: the proposer asks again.
+                    return Outcome::Refused(
+                        ErrorCode::NotController,
+                        format!("producer ids from {first} are taken"),
+                    );
+                }
+                if *count == 0
+                    || *count > PRODUCER_ID_BLOCK_MAX
+                    || first.saturating_add(u64::from(*count)) > i64::MAX as u64
+                {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!("cannot allocate {count} producer ids from {first}"),
                     );
                 }
                 Outcome::Done
@@ -469,6 +502,9 @@ impl ClusterImage {
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(name);
+            }
+            MetadataCommand::AllocateProducerIds { count, .. } => {
+                self.next_producer_id += u64::from(*count);
             }
             MetadataCommand::AddPartitions {
                 name, partitions, ..
@@ -978,5 +1014,29 @@ mod tests {
             image.check(&limited),
             Outcome::Refused(ErrorCode::InvalidPartitions, _)
         ));
+    }
+
+    #[test]
+    fn producer_ids_are_allocated_once_each_in_order() {
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        let take = |first, count| MetadataCommand::AllocateProducerIds { first, count };
+        let cmd = MetadataCommand::decode(&take(0, 1000).encode()).expect("decodes");
+        assert_eq!(image.apply(&cmd), Outcome::Done);
+        assert_eq!(image.next_producer_id, 1000);
+        // A second proposal from the same starting point lost the race.
+        assert!(matches!(
+            image.apply(&take(0, 1000)),
+            Outcome::Refused(ErrorCode::NotController, _)
+        ));
+        assert!(matches!(
+            image.check(&take(1000, 0)),
+            Outcome::Refused(ErrorCode::InvalidRequest, _)
+        ));
+        assert!(matches!(
+            image.check(&take(1000, PRODUCER_ID_BLOCK_MAX + 1)),
+            Outcome::Refused(ErrorCode::InvalidRequest, _)
+        ));
+        assert_eq!(image.apply(&take(1000, 10)), Outcome::Done);
+        assert_eq!(image.next_producer_id, 1010);
     }
 }

@@ -13,9 +13,9 @@ use std::time::Duration;
 use rill_client::connection::Connection;
 use rill_client::protocol::messages::{
     AlterTopicConfigsRequest, BrokerMetadata, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, NewTopic, TopicConfigChange, TopicResults,
+    DeleteTopicsRequest, InitProducerIdRequest, NewTopic, TopicConfigChange, TopicResults,
 };
-use rill_client::protocol::{Request, Response};
+use rill_client::protocol::{ErrorCode, Request, Response};
 use rill_replication::BrokerId;
 
 use crate::coordinator::{Coordinator, GroupSettings};
@@ -29,6 +29,9 @@ use crate::raft::{NotController, Published, RaftHandle};
 pub const IMAGE_WAIT_MS: u64 = 10_000;
 /// How long a forwarded admin request may take, ms.
 pub const FORWARD_TIMEOUT_MS: u64 = 30_000;
+
+/// Producer ids a broker takes from the controller at a time.
+pub const PRODUCER_ID_BLOCK: u32 = 1_000;
 
 /// The client id brokers use when they forward admin requests to the
 /// controller; such a request is never forwarded again.
@@ -71,6 +74,10 @@ pub struct Broker {
     /// The timestamp bounds of topics that set none (this broker's
     /// settings), as topic descriptions show them.
     pub timestamps: TimestampBounds,
+    /// The producer ids this broker may still hand out. Guards the range
+    /// (and the taking of a new one, one at a time: tokio's lock, held
+    /// across the controller's answer).
+    producer_ids: tokio::sync::Mutex<std::ops::Range<u64>>,
     /// Connections to controllers for forwarded admin requests, by
     /// address. Guards the map only; connecting happens outside it.
     forward: Mutex<HashMap<String, Arc<Connection>>>,
@@ -100,6 +107,7 @@ impl Broker {
             limits,
             groups: Coordinator::new(groups),
             timestamps,
+            producer_ids: tokio::sync::Mutex::new(0..0),
             forward: Mutex::default(),
         }
     }
@@ -349,6 +357,31 @@ impl Broker {
     }
 
     async fn forward(&self, to: BrokerId, request: Request) -> Result<(), BrokerError> {
+        match self.forward_request(to, request).await? {
+            Response::CreateTopics(TopicResults { results })
+            | Response::DeleteTopics(TopicResults { results })
+            | Response::AlterTopicConfigs(TopicResults { results })
+            | Response::CreatePartitions(TopicResults { results }) => {
+                match results.into_iter().next() {
+                    Some(r) if r.error.is_ok() => Ok(()),
+                    Some(r) => Err(BrokerError::Refused {
+                        code: r.error,
+                        message: r.message,
+                    }),
+                    None => Err(BrokerError::EmptyAnswer),
+                }
+            }
+            _ => Err(BrokerError::UnexpectedAnswer),
+        }
+    }
+
+    /// Sends `request` to broker `to` (the controller) and returns its
+    /// answer.
+    async fn forward_request(
+        &self,
+        to: BrokerId,
+        request: Request,
+    ) -> Result<Response, BrokerError> {
         let Some(info) = self.image().brokers.get(&to).cloned() else {
             return Err(BrokerError::ControllerUnregistered { controller: to });
         };
@@ -378,25 +411,72 @@ impl Broker {
                 c
             }
         };
-        let response = conn
-            .request(request, timeout)
+        conn.request(request, timeout)
             .await
-            .map_err(|error| BrokerError::Forward { addr, error })?;
-        match response {
-            Response::CreateTopics(TopicResults { results })
-            | Response::DeleteTopics(TopicResults { results })
-            | Response::AlterTopicConfigs(TopicResults { results })
-            | Response::CreatePartitions(TopicResults { results }) => {
-                match results.into_iter().next() {
-                    Some(r) if r.error.is_ok() => Ok(()),
-                    Some(r) => Err(BrokerError::Refused {
-                        code: r.error,
-                        message: r.message,
-                    }),
-                    None => Err(BrokerError::EmptyAnswer),
+            .map_err(|error| BrokerError::Forward { addr, error })
+    }
+
+    /// A producer id no other producer of the cluster has or will get:
+    /// the next of this broker's block, a new block taken through the
+    /// controller when it runs out (ids of a block a broker did not hand
+    /// out are never used). A broker that does not lead the controller
+    /// asks the one that does.
+    pub async fn init_producer_id(&self, forwarded: bool) -> Result<i64, BrokerError> {
+        // Held while a block is taken, so this broker takes one at a time.
+        let mut block = self.producer_ids.lock().await;
+        if block.is_empty() {
+            let mut tries = 0;
+            loop {
+                tries += 1;
+                let first = self.image().next_producer_id;
+                let command = MetadataCommand::AllocateProducerIds {
+                    first,
+                    count: PRODUCER_ID_BLOCK,
+                };
+                let proposed = tokio::time::timeout(
+                    Duration::from_millis(FORWARD_TIMEOUT_MS),
+                    self.raft.metadata(command),
+                )
+                .await
+                .map_err(|_| BrokerError::TimedOut {
+                    what: "producer id",
+                })?;
+                match proposed {
+                    Ok(Ok(Outcome::Done)) => {
+                        *block = first..first + u64::from(PRODUCER_ID_BLOCK);
+                        break;
+                    }
+                    // Another block was taken from the same point first:
+                    // once the image shows it, from the next point.
+                    Ok(Ok(Outcome::Refused(ErrorCode::NotController, _))) if tries < 5 => {
+                        self.await_image(|i| i.next_producer_id != first).await;
+                    }
+                    Ok(Ok(Outcome::Refused(code, message))) => {
+                        return Err(BrokerError::Refused { code, message });
+                    }
+                    Ok(Err(NotController { leader: Some(l) })) if l != self.id() && !forwarded => {
+                        drop(block);
+                        let request = Request::InitProducerId(InitProducerIdRequest {
+                            timeout_ms: FORWARD_TIMEOUT_MS as u32,
+                        });
+                        return match self.forward_request(l, request).await? {
+                            Response::InitProducerId(r) if r.error.is_ok() => Ok(r.producer_id),
+                            Response::InitProducerId(r) => Err(BrokerError::Refused {
+                                code: r.error,
+                                message: "the controller gave no producer id".into(),
+                            }),
+                            _ => Err(BrokerError::UnexpectedAnswer),
+                        };
+                    }
+                    Ok(Err(_)) | Err(_) => return Err(BrokerError::NoController),
                 }
             }
-            _ => Err(BrokerError::UnexpectedAnswer),
         }
+        let id = block.start;
+        block.start += 1;
+        i64::try_from(id).map_err(|_| BrokerError::Refused {
+            code: ErrorCode::InvalidRequest,
+            message: "producer ids are exhausted".into(),
+        })
     }
 }

@@ -34,6 +34,7 @@ pub use consumer::{
     RebalanceListener, SeekTo,
 };
 pub use error::ClientError;
+pub use producer::identity::{ProducerIdentity, init_producer_id};
 pub use producer::{
     Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

@@ -1,5 +1,6 @@
 //! The codec of the APIs that change a live topic (`AlterTopicConfigs`,
-//! `DescribeTopicConfigs`, `CreatePartitions`): golden bytes written out by hand from the
+//! `DescribeTopicConfigs`, `CreatePartitions`) and give a producer its id
+//! (`InitProducerId`): golden bytes written out by hand from the
 //! layout table of `messages::configs`, round trips of any message through
 //! a frame, and counts that claim more than the frame holds refused before
 //! allocating.
@@ -124,6 +125,26 @@ fn create_partitions_encodes_to_the_documented_bytes() {
         }],
     });
     assert_eq!(response_body(&resp), [1, 0, 0, 0, 1, 0, b't', 10, 0, 0, 0]);
+    assert_response_round_trips(&resp, 9);
+}
+
+#[test]
+fn init_producer_id_encodes_to_the_documented_bytes() {
+    let req = Request::InitProducerId(InitProducerIdRequest { timeout_ms: 5 });
+    assert_eq!(req.api_key() as u16, 19);
+    assert_eq!(request_body(&req), [5, 0, 0, 0]);
+    assert_request_round_trips(&req, 7);
+    let resp = Response::InitProducerId(InitProducerIdResponse {
+        error: ErrorCode::None,
+        producer_id: 258,
+        producer_epoch: 1,
+    });
+    #[rustfmt::skip]
+    assert_eq!(response_body(&resp), [
+        0, 0,                       // error: none
+        2, 1, 0, 0, 0, 0, 0, 0,     // producer id 258
+        1, 0,                       // epoch 1
+    ]);
     assert_response_round_trips(&resp, 9);
 }
 

@@ -12,7 +12,7 @@ use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 
-use rill_client::protocol::messages::NO_BROKER;
+use rill_client::protocol::messages::{InitProducerIdResponse, NO_BROKER};
 use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
 use rill_replication::BrokerId;
 
@@ -146,6 +146,23 @@ pub async fn route(broker: &Arc<Broker>, request: Request, caller: &Caller) -> R
         }
         Request::AlterTopicConfigs(a) => Box::pin(async move {
             Response::AlterTopicConfigs(topics::alter_topic_configs(&broker, a, forwarded).await)
+        }),
+        Request::InitProducerId(_) => Box::pin(async move {
+            Response::InitProducerId(match broker.init_producer_id(forwarded).await {
+                Ok(producer_id) => InitProducerIdResponse {
+                    error: ErrorCode::None,
+                    producer_id,
+                    producer_epoch: 0,
+                },
+                Err(e) => {
+                    tracing::debug!(error = %e, "no producer id given");
+                    InitProducerIdResponse {
+                        error: e.code(),
+                        producer_id: -1,
+                        producer_epoch: -1,
+                    }
+                }
+            })
         }),
         Request::CreatePartitions(c) => Box::pin(async move {
             Response::CreatePartitions(topics::create_partitions(&broker, c, forwarded).await)

@@ -43,6 +43,7 @@
 
 mod accumulator;
 mod delivery;
+pub mod identity;
 mod sender;
 
 use std::sync::{Arc, Mutex, MutexGuard};

@@ -53,11 +53,13 @@ pub enum ApiKey {
     DescribeTopicConfigs = 17,
     /// Add partitions to topics (never fewer).
     CreatePartitions = 18,
+    /// A producer id, unique in the cluster, for an idempotent producer.
+    InitProducerId = 19,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 19] = [
+    pub const ALL: [ApiKey; 20] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -77,6 +79,7 @@ impl ApiKey {
         ApiKey::AlterTopicConfigs,
         ApiKey::DescribeTopicConfigs,
         ApiKey::CreatePartitions,
+        ApiKey::InitProducerId,
     ];
 
     /// The API with this number, if any.

@@ -43,15 +43,16 @@ pub use offsets::{
 
 pub use request::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchPartition,
-    FetchRequest, FetchTopic, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
-    MetadataRequest, NewTopic, ProducePartition, ProduceRequest, ProduceTopic, Request,
+    FetchRequest, FetchTopic, InitProducerIdRequest, ListOffsetsPartition, ListOffsetsRequest,
+    ListOffsetsTopic, MetadataRequest, NewTopic, ProducePartition, ProduceRequest, ProduceTopic,
+    Request,
 };
 pub use response::{
     ApiVersionRange, ApiVersionsResponse, ClusterStatusResponse, FetchPartitionResponse,
-    FetchResponse, FetchTopicResponse, ListOffsetsPartitionResponse, ListOffsetsResponse,
-    ListOffsetsTopicResponse, MetadataResponse, PartitionMetadata, ProducePartitionResponse,
-    ProduceResponse, ProduceTopicResponse, RegisterBrokerResponse, ReplicaStatus, Response,
-    TopicMetadata, TopicResult, TopicResults,
+    FetchResponse, FetchTopicResponse, InitProducerIdResponse, ListOffsetsPartitionResponse,
+    ListOffsetsResponse, ListOffsetsTopicResponse, MetadataResponse, PartitionMetadata,
+    ProducePartitionResponse, ProduceResponse, ProduceTopicResponse, RegisterBrokerResponse,
+    ReplicaStatus, Response, TopicMetadata, TopicResult, TopicResults,
 };
 
 use crate::protocol::error::{DecodeError, ErrorCode};

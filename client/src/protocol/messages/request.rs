@@ -53,6 +53,8 @@ pub enum Request {
     DescribeTopicConfigs(DescribeTopicConfigsRequest),
     /// See [`ApiKey::CreatePartitions`].
     CreatePartitions(CreatePartitionsRequest),
+    /// See [`ApiKey::InitProducerId`].
+    InitProducerId(InitProducerIdRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -99,6 +101,13 @@ pub struct DeleteTopicsRequest {
 pub struct CreatePartitionsRequest {
     /// Per topic, how many partitions it has from then on.
     pub topics: Vec<(String, u32)>,
+    /// How long to wait, ms.
+    pub timeout_ms: u32,
+}
+
+/// A producer id for an idempotent producer: `timeout_ms u32`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitProducerIdRequest {
     /// How long to wait, ms.
     pub timeout_ms: u32,
 }
@@ -216,6 +225,7 @@ impl Request {
             Request::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
             Request::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
             Request::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Request::InitProducerId(_) => ApiKey::InitProducerId,
         }
     }
 
@@ -291,6 +301,7 @@ impl Request {
                 });
                 w.u32(c.timeout_ms);
             }
+            Request::InitProducerId(i) => w.u32(i.timeout_ms),
         }
     }
 
@@ -386,6 +397,9 @@ impl Request {
                 topics: r.array("topics", MIN_STRING + 4, |r| {
                     Ok((r.string("topic name")?, r.u32("partitions")?))
                 })?,
+                timeout_ms: r.u32("timeout")?,
+            }),
+            ApiKey::InitProducerId => Request::InitProducerId(InitProducerIdRequest {
                 timeout_ms: r.u32("timeout")?,
             }),
         };

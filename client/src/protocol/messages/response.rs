@@ -54,6 +54,8 @@ pub enum Response {
     DescribeTopicConfigs(DescribeTopicConfigsResponse),
     /// See [`ApiKey::CreatePartitions`].
     CreatePartitions(TopicResults),
+    /// See [`ApiKey::InitProducerId`].
+    InitProducerId(InitProducerIdResponse),
 }
 
 /// The controller's answer to a broker's registration.
@@ -303,6 +305,18 @@ fn read_topic_results(r: &mut Reader) -> Result<TopicResults, DecodeError> {
     })
 }
 
+/// A producer id: `error i16`, `producer_id i64`, `producer_epoch i16`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct InitProducerIdResponse {
+    /// `NotController` and the like while no id can be given.
+    pub error: ErrorCode,
+    /// The id, unique in the cluster, never given again (-1 with an
+    /// error).
+    pub producer_id: i64,
+    /// Its epoch (0 for a new id).
+    pub producer_epoch: i16,
+}
+
 impl Response {
     /// The API this responds to.
     pub fn api_key(&self) -> ApiKey {
@@ -326,6 +340,7 @@ impl Response {
             Response::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
             Response::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
             Response::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Response::InitProducerId(_) => ApiKey::InitProducerId,
         }
     }
 
@@ -422,6 +437,11 @@ impl Response {
             Response::DeleteGroups(d) => d.encode(w),
             Response::AlterTopicConfigs(t) | Response::CreatePartitions(t) => topic_results(w, t),
             Response::DescribeTopicConfigs(d) => d.encode(w),
+            Response::InitProducerId(i) => {
+                w.i16(i.error.code());
+                w.i64(i.producer_id);
+                w.i16(i.producer_epoch);
+            }
         }
     }
 
@@ -550,6 +570,11 @@ impl Response {
             ApiKey::DeleteGroups => Response::DeleteGroups(DeleteGroupsResponse::decode(r)?),
             ApiKey::AlterTopicConfigs => Response::AlterTopicConfigs(read_topic_results(r)?),
             ApiKey::CreatePartitions => Response::CreatePartitions(read_topic_results(r)?),
+            ApiKey::InitProducerId => Response::InitProducerId(InitProducerIdResponse {
+                error: error_code(r, "error code")?,
+                producer_id: r.i64("producer id")?,
+                producer_epoch: r.i16("producer epoch")?,
+            }),
             ApiKey::DescribeTopicConfigs => {
                 Response::DescribeTopicConfigs(DescribeTopicConfigsResponse::decode(r)?)
             }
