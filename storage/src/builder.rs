@@ -11,7 +11,8 @@
 //! The size bound stays on the uncompressed batch, the one a consumer will
 //! hold and validation checks. When compressing would not make the batch
 //! smaller (random bytes), the batch is written uncompressed instead, so a
-//! compressed batch is never larger than the bound either.
+//! compressed batch is never larger than the bound either. A batch with
+//! records always finishes, whatever the codec.
 
 use crate::batch::{
     ATTR_CONTROL, BatchHeader, Compression, FORMAT_VERSION, HEADER_BYTES, LENGTH_FIELD_BYTES,
@@ -202,8 +203,7 @@ impl BatchBuilder {
     ///
     /// Fails with [`BatchError::ImpossibleRecordCount`] when no record was
     /// pushed: a data batch has at least one record (use [`control_batch`]
-    /// for a zero-record batch); with [`BatchError::CompressFailed`] when
-    /// the codec fails.
+    /// for a zero-record batch).
     pub fn finish(mut self) -> Result<Vec<u8>, BatchError> {
         if self.record_count == 0 {
             return Err(BatchError::ImpossibleRecordCount {
@@ -216,12 +216,14 @@ impl BatchBuilder {
         if self.compression != Compression::None {
             let mut compressed = Vec::with_capacity(self.buf.len());
             compressed.extend_from_slice(&self.buf[..HEADER_BYTES]);
-            compression::compress_into(
+            // A codec that fails leaves the batch uncompressed, as one that
+            // does not shrink it does: the records are valid either way.
+            let done = compression::compress_into(
                 self.compression,
                 &self.buf[HEADER_BYTES..],
                 &mut compressed,
-            )?;
-            if compressed.len() < self.buf.len() {
+            );
+            if done.is_ok() && compressed.len() < self.buf.len() {
                 self.buf = compressed;
                 attributes = u16::from(self.compression.codec());
             }
