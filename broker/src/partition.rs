@@ -20,7 +20,7 @@ use std::task::Poll;
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
 use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaLogReader};
-use rill_storage::batch;
+use rill_storage::batch::{self, Compression, compression};
 use rill_storage::{BatchError, LogError, Offset, RaftIndex, RecordBatch, Term};
 use tokio::sync::watch;
 
@@ -165,6 +165,9 @@ pub struct Partition {
     fsync: bool,
     max_batch_bytes: usize,
     timestamps: TimestampBounds,
+    /// The topic's `compression.type`: `None` stores batches as they came;
+    /// a codec has batches compressed otherwise recompressed to it.
+    compression: Option<Compression>,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -186,11 +189,19 @@ pub struct Partition {
 
 fn storage_error(e: &LogError) -> ErrorCode {
     match e {
-        LogError::Batch(BatchError::TooLarge { .. }) => ErrorCode::RecordTooLarge,
+        // A batch that would decompress past the limit is too large as its
+        // consumers would hold it, however small it arrived.
+        LogError::Batch(
+            BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
+        ) => ErrorCode::RecordTooLarge,
         // Not `CorruptMessage`, which is retriable: these bytes arrived
         // intact and will be refused again.
         LogError::Batch(
-            BatchError::SparseOffsets { .. } | BatchError::OffsetDeltaOutOfSequence { .. },
+            BatchError::SparseOffsets { .. }
+            | BatchError::OffsetDeltaOutOfSequence { .. }
+            // Its CRC matched: the compressed bytes are as the producer
+            // made them.
+            | BatchError::CorruptCompressed { .. },
         ) => ErrorCode::InvalidRecord,
         LogError::Batch(BatchError::TimestampPastMax { .. }) => ErrorCode::InvalidTimestamp,
         LogError::Batch(_) => ErrorCode::CorruptMessage,
@@ -234,7 +245,15 @@ impl Partition {
             log_start_offset: AtomicU64::new(start),
             failed: AtomicBool::new(false),
             stop_requests: None,
+            compression: None,
         }
+    }
+
+    /// The partition, recompressing produced batches to `compression` when
+    /// it is a codec (the topic's `compression.type`).
+    pub(crate) fn with_compression(mut self, compression: Option<Compression>) -> Partition {
+        self.compression = compression;
+        self
     }
 
     /// The partition, asking `requests` to stop it when a read finds its
@@ -421,7 +440,10 @@ impl Partition {
                     }
                     _ => return Err(ErrorCode::CorruptMessage),
                 };
-                match CheckedBatch::new(chunk.slice(at..at + len), self.max_batch_bytes) {
+                let bytes = chunk.slice(at..at + len);
+                let checked = CheckedBatch::new(bytes.clone(), self.max_batch_bytes)
+                    .and_then(|b| self.recompressed(b, &bytes));
+                match checked {
                     Ok(Some(b)) if !self.timestamps.admit(b.header(), now_ms) => {
                         return Err(ErrorCode::InvalidTimestamp);
                     }
@@ -436,6 +458,25 @@ impl Partition {
             return Err(ErrorCode::InvalidRequest);
         }
         Ok(batches)
+    }
+
+    /// `batch` (checked from `bytes`) as the topic stores it: as it came,
+    /// unless the topic forces a codec and the batch has another, when it
+    /// is recompressed to that codec (length and CRC stamped again) and
+    /// validated again.
+    fn recompressed(
+        &self,
+        batch: Option<CheckedBatch>,
+        bytes: &[u8],
+    ) -> Result<Option<CheckedBatch>, LogError> {
+        let (Some(b), Some(to)) = (&batch, self.compression) else {
+            return Ok(batch);
+        };
+        if b.header().compression()? == to {
+            return Ok(batch);
+        }
+        let recompressed = compression::recompress(bytes, to, self.max_batch_bytes)?;
+        CheckedBatch::new(Bytes::from(recompressed), self.max_batch_bytes)
     }
 
     /// Waits until the entry at `index`, proposed in `term`, is applied

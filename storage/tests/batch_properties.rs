@@ -489,3 +489,40 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn recompressing_keeps_the_records_and_the_header() {
+    for from in Compression::ALL {
+        let mut original = repetitive(30, from);
+        batch::stamp(&mut original, Offset(5), Term(2), RaftIndex(9));
+        let want: Vec<Record> = RecordBatch::new(Bytes::from(original.clone()), 1 << 20)
+            .unwrap()
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        for to in Compression::ALL {
+            let bytes = batch::compression::recompress(&original, to, 1 << 20).unwrap();
+            let header = batch::validate(&bytes, 1 << 20).unwrap();
+            assert_eq!(header.compression().unwrap(), to, "{from} to {to}");
+            let before = BatchHeader::decode(&original).unwrap();
+            assert_eq!(
+                (
+                    header.base_offset,
+                    header.record_count,
+                    header.max_timestamp_ms
+                ),
+                (
+                    before.base_offset,
+                    before.record_count,
+                    before.max_timestamp_ms
+                )
+            );
+            let got: Vec<Record> = RecordBatch::new(Bytes::from(bytes), 1 << 20)
+                .unwrap()
+                .records()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(got, want, "{from} to {to}");
+        }
+    }
+}

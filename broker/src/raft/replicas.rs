@@ -343,7 +343,8 @@ impl RaftLoop {
                 status.high_watermark,
                 t.replicas[p as usize].clone(),
             )
-            .reporting_stops_to(self.stop_requests.clone()),
+            .reporting_stops_to(self.stop_requests.clone())
+            .with_compression(t.config.compression),
         );
         self.published
             .partitions

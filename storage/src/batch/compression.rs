@@ -45,6 +45,7 @@ use std::fmt;
 use std::io::Read;
 use std::str::FromStr;
 
+use super::{ATTR_COMPRESSION_MASK, BatchHeader, HEADER_BYTES, LENGTH_FIELD_BYTES, compute_crc};
 use crate::error::BatchError;
 
 /// Size of the `records_bytes` prefix of a compressed body, bytes.
@@ -234,6 +235,40 @@ pub fn decompress(
             }
         }
     }
+    Ok(out)
+}
+
+/// The batch `batch` (one whole batch that passed [`validate`](super::validate()) with
+/// `max_batch_bytes`) with its records section compressed with `to`
+/// instead, its length and CRC stamped again; every other header field is
+/// kept. For a topic that forces a codec: the caller validates the result
+/// before storing it.
+pub fn recompress(
+    batch: &[u8],
+    to: Compression,
+    max_batch_bytes: usize,
+) -> Result<Vec<u8>, BatchError> {
+    let header = BatchHeader::decode(batch)?;
+    let body = batch.get(HEADER_BYTES..).unwrap_or_default();
+    let records = decompress(
+        header.compression()?,
+        body,
+        max_batch_bytes.saturating_sub(HEADER_BYTES),
+    )?;
+    let mut out = Vec::with_capacity(HEADER_BYTES + records.len());
+    out.extend_from_slice(&batch[..HEADER_BYTES]);
+    compress_into(to, &records, &mut out)?;
+    let length = u32::try_from(out.len() - LENGTH_FIELD_BYTES)
+        .map_err(|_| BatchError::CompressFailed { codec: to.name() })?;
+    let attributes = (header.attributes & !ATTR_COMPRESSION_MASK) | u16::from(to.codec());
+    let mut restamped = BatchHeader {
+        length,
+        attributes,
+        ..header
+    };
+    restamped.encode_into(&mut out);
+    restamped.crc = compute_crc(&out);
+    restamped.encode_into(&mut out);
     Ok(out)
 }
 
