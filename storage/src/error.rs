@@ -67,9 +67,10 @@ pub enum BatchError {
     /// The compression codec is not one this build handles.
     #[error("unsupported compression codec {0} (rill takes 0 none, 3 lz4, 4 zstd)")]
     UnsupportedCompression(u8),
-    /// A compressed batch whose records would decompress to more than the
-    /// limit (the batch size limit, less the header): refused before the
-    /// block is decoded, or as soon as decoding passes the declared size.
+    /// A compressed batch whose records declare a decompressed size over
+    /// the limit (the batch size limit, less the header): refused before
+    /// the block is decoded. A block expanding past the size it declared is
+    /// [`BatchError::CorruptCompressed`].
     #[error(
         "compressed records expand to {records_bytes} bytes, more than the {max_records_bytes} allowed"
     )]
@@ -79,7 +80,8 @@ pub enum BatchError {
         /// The limit.
         max_records_bytes: u64,
     },
-    /// A compressed records section that does not decompress.
+    /// A compressed records section that does not decompress, or not to
+    /// exactly the size it declared.
     #[error("corrupt compressed records: {reason}")]
     CorruptCompressed {
         /// What is wrong.

@@ -32,8 +32,11 @@
 //!   the caller's limit is refused ([`BatchError::DecompressedTooLarge`])
 //!   without decoding anything, and the output buffer is exactly
 //!   `records_bytes` long, so a block that expands further (a decompression
-//!   bomb lying about its size) fails on the first byte past it. zstd's
-//!   window is also capped by the limit, bounding the decoder's own memory.
+//!   bomb lying about its size) fails on the first byte past it
+//!   ([`BatchError::CorruptCompressed`]: what it declared was allowed). zstd's
+//!   window is also capped, at the larger of `records_bytes` and 8 MiB
+//!   (the largest default window of zstd levels 1 to 19, which streaming
+//!   encoders use), bounding the decoder's own memory.
 //! - Corrupt compressed data is an error ([`BatchError::CorruptCompressed`]),
 //!   never a panic.
 //! - Producers compress only when it makes the batch smaller (see
@@ -215,7 +218,10 @@ pub fn decompress(
             let mut decoder = zstd::stream::read::Decoder::with_buffer(block)
                 .map_err(|_| corrupt("zstd decoder could not start"))?;
             // A frame may ask for a window of up to 2 GiB; none larger than
-            // the output can be needed.
+            // the output is needed, but encoders that do not know the
+            // content's size (streaming ones) ask for their level's default
+            // window, up to 8 MiB for levels 1 to 19, so the cap is at
+            // least that.
             decoder
                 .window_log_max(window_log_for(records_bytes))
                 .map_err(|_| corrupt("zstd decoder could not start"))?;
@@ -225,12 +231,9 @@ pub fn decompress(
             let mut extra = [0u8; 1];
             match decoder.read(&mut extra) {
                 Ok(0) => {}
-                Ok(_) => {
-                    return Err(BatchError::DecompressedTooLarge {
-                        records_bytes: records_bytes as u64 + 1,
-                        max_records_bytes: records_bytes as u64,
-                    });
-                }
+                // A block lying about its size is corrupt, as an lz4 one
+                // overrunning its buffer is: its declared size was allowed.
+                Ok(_) => return Err(corrupt("zstd data expands past its declared size")),
                 Err(_) => return Err(corrupt("zstd data is corrupt after its declared size")),
             }
         }
@@ -272,10 +275,11 @@ pub fn recompress(
     Ok(out)
 }
 
-/// The smallest zstd window log (10 to 31) covering `bytes`.
+/// The zstd window log allowed when decompressing to `bytes`: the
+/// smallest covering them, at least 23 (8 MiB) and at most 31.
 fn window_log_for(bytes: usize) -> u32 {
     let needed = usize::BITS - bytes.saturating_sub(1).leading_zeros();
-    needed.clamp(10, 31)
+    needed.clamp(23, 31)
 }
 
 #[cfg(test)]
@@ -345,6 +349,41 @@ mod tests {
     }
 
     #[test]
+    fn zstd_streams_are_read_and_windows_past_the_cap_refused() {
+        // A streaming encoder does not know the content size and asks for
+        // its level's default window (2 MiB at level 3, 8 MiB at 19),
+        // however small the content.
+        let records = sample();
+        for level in [ZSTD_LEVEL, 19] {
+            let mut stream = zstd::stream::write::Encoder::new(Vec::new(), level).unwrap();
+            std::io::Write::write_all(&mut stream, &records).unwrap();
+            let block = stream.finish().unwrap();
+            let mut body = (records.len() as u32).to_le_bytes().to_vec();
+            body.extend_from_slice(&block);
+            assert_eq!(
+                decompress(Compression::Zstd, &body, 1 << 20).unwrap(),
+                records,
+                "level {level}"
+            );
+        }
+        // One asking for a 128 MiB window to write 1 KiB is refused.
+        let mut stream = zstd::stream::write::Encoder::new(Vec::new(), ZSTD_LEVEL).unwrap();
+        stream.window_log(27).unwrap();
+        std::io::Write::write_all(&mut stream, &records).unwrap();
+        let block = stream.finish().unwrap();
+        let mut body = (records.len() as u32).to_le_bytes().to_vec();
+        body.extend_from_slice(&block);
+        assert!(matches!(
+            decompress(Compression::Zstd, &body, 1 << 20),
+            Err(BatchError::CorruptCompressed { .. })
+        ));
+        assert_eq!(window_log_for(0), 23);
+        assert_eq!(window_log_for(8 << 20), 23);
+        assert_eq!(window_log_for((8 << 20) + 1), 24);
+        assert_eq!(window_log_for(usize::MAX), 31);
+    }
+
+    #[test]
     fn a_declared_size_past_the_limit_is_refused_before_decoding() {
         for codec in [Compression::Lz4, Compression::Zstd] {
             let mut body = Vec::new();
@@ -366,7 +405,13 @@ mod tests {
             compress_into(codec, &vec![7u8; 1 << 20], &mut body).unwrap();
             // Lie: claim 100 bytes.
             body[..4].copy_from_slice(&100u32.to_le_bytes());
-            assert!(decompress(codec, &body, 1 << 20).is_err(), "{codec}");
+            assert!(
+                matches!(
+                    decompress(codec, &body, 1 << 20),
+                    Err(BatchError::CorruptCompressed { .. })
+                ),
+                "{codec}"
+            );
         }
     }
 
