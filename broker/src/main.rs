@@ -288,6 +288,10 @@ fn run() -> anyhow::Result<()> {
             published,
             config.limits.clone(),
             config.groups,
+            TimestampBounds {
+                after_max_ms: config.message_timestamp_after_max_ms,
+                before_max_ms: config.message_timestamp_before_max_ms,
+            },
         ));
         tasks.start_serving(listener, &broker, config.retention_check_ms);
         tracing::info!(node_id = %config.node_id, data_dir = %config.data_dir.display(), "ready");

@@ -61,6 +61,26 @@ pub enum MetadataCommand {
         /// Its name.
         name: String,
     },
+    /// Add partitions to a topic (never fewer).
+    AddPartitions {
+        /// Its name.
+        name: String,
+        /// How many it has from then on.
+        partitions: u32,
+        /// Most partition replicas any broker may host once the new ones
+        /// are placed: the proposing controller leader's setting.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        max_partition_replicas: Option<u32>,
+    },
+    /// Change a live topic's settings.
+    AlterTopicConfig {
+        /// Its name.
+        name: String,
+        /// Settings to set.
+        set: Vec<(String, String)>,
+        /// Settings to take back to their defaults.
+        delete: Vec<String>,
+    },
     /// Names the cluster, once: proposed by the first controller leader
     /// that finds it unnamed. Every broker keeps the id in its data
     /// directory's identity.
@@ -101,6 +121,29 @@ impl MetadataCommand {
     }
 }
 
+/// Settings fixed when a topic is created: a live change would need every
+/// replica to agree on it at the same entry (`max.message.bytes` bounds
+/// what followers take, `fsync` what an acknowledgement waits for).
+pub const LIVE_FIXED_CONFIGS: [&str; 2] = ["max.message.bytes", "fsync"];
+
+/// A topic's settings after `set` (replacing a setting of the same key)
+/// and `delete` (taking settings back to their defaults), in a stable
+/// order: sorted by key.
+pub fn altered(
+    overrides: &[(String, String)],
+    set: &[(String, String)],
+    delete: &[String],
+) -> Vec<(String, String)> {
+    let mut all: BTreeMap<String, String> = overrides.iter().cloned().collect();
+    for k in delete {
+        all.remove(k);
+    }
+    for (k, v) in set {
+        all.insert(k.clone(), v.clone());
+    }
+    all.into_iter().collect()
+}
+
 /// A broker as the metadata knows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BrokerInfo {
@@ -117,12 +160,17 @@ pub struct TopicImage {
     pub name: String,
     /// Its id (a UUID), naming its replicas' directories.
     pub id: String,
-    /// The Raft group of partition 0; partition `i` is `first_group + i`.
-    pub first_group: u64,
+    /// Its partitions' Raft groups, as runs of consecutive groups (first
+    /// group, partitions): the partitions a topic was created with, then
+    /// each batch added later, each taking the groups free at the time.
+    pub extents: Vec<(u64, u32)>,
     /// Per partition, its replicas; the first is the preferred leader.
     pub replicas: Vec<Vec<BrokerId>>,
     /// Its settings.
     pub config: TopicConfig,
+    /// The settings set on it (`key=value`, as committed), the rest being
+    /// defaults.
+    pub overrides: Vec<(String, String)>,
 }
 
 impl TopicImage {
@@ -133,7 +181,15 @@ impl TopicImage {
 
     /// The group of partition `i`.
     pub fn group(&self, i: u32) -> GroupId {
-        GroupId(self.first_group + u64::from(i))
+        let mut i = i;
+        for &(first, count) in &self.extents {
+            if i < count {
+                return GroupId(first + u64::from(i));
+            }
+            i -= count;
+        }
+        // Past the partitions: a group no replica serves.
+        GroupId(u64::MAX)
     }
 }
 
@@ -268,6 +324,67 @@ impl ClusterImage {
                 }
                 Outcome::Done
             }
+            MetadataCommand::AddPartitions {
+                name,
+                partitions,
+                max_partition_replicas,
+            } => {
+                let Some(t) = self.topics.get(name) else {
+                    return Outcome::Refused(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("no topic {name:?}"),
+                    );
+                };
+                let now = t.partitions();
+                if *partitions <= now || *partitions > PARTITIONS_MAX {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidPartitions,
+                        format!(
+                            "topic {name:?} has {now} partitions: it can grow to {} to {PARTITIONS_MAX}, never shrink",
+                            now + 1
+                        ),
+                    );
+                }
+                if let Some(limit) = *max_partition_replicas {
+                    let added = self.added_placement(name, *partitions);
+                    if let Some((broker, hosted)) = self.hosted_past(limit, &added) {
+                        return Outcome::Refused(
+                            ErrorCode::InvalidPartitions,
+                            format!(
+                                "{} more partitions would place {hosted} partition replicas on \
+                                 broker {broker}, over the limit of {limit} per broker \
+                                 (max_partition_replicas, --max-partition-replicas)",
+                                partitions - now
+                            ),
+                        );
+                    }
+                }
+                Outcome::Done
+            }
+            MetadataCommand::AlterTopicConfig { name, set, delete } => {
+                let Some(t) = self.topics.get(name) else {
+                    return Outcome::Refused(
+                        ErrorCode::UnknownTopicOrPartition,
+                        format!("no topic {name:?}"),
+                    );
+                };
+                for (k, _) in set {
+                    if LIVE_FIXED_CONFIGS.contains(&k.as_str()) {
+                        return Outcome::Refused(
+                            ErrorCode::InvalidConfig,
+                            format!(
+                                "{k} is set when a topic is created and cannot be changed on a live topic"
+                            ),
+                        );
+                    }
+                }
+                if configs_rule == Configs::Strict
+                    && let Err(m) = TopicConfig::from_pairs(&altered(&t.overrides, set, delete))
+                {
+                    return Outcome::Refused(ErrorCode::InvalidConfig, m);
+                }
+                Outcome::Done
+            }
             MetadataCommand::DeleteTopic { name } => {
                 if self.topics.contains_key(name) {
                     Outcome::Done
@@ -343,14 +460,41 @@ impl ClusterImage {
                     TopicImage {
                         name: name.clone(),
                         id: id.clone(),
-                        first_group,
+                        extents: vec![(first_group, *partitions)],
                         replicas,
                         config,
+                        overrides: configs.clone(),
                     },
                 );
             }
             MetadataCommand::DeleteTopic { name } => {
                 self.topics.remove(name);
+            }
+            MetadataCommand::AddPartitions {
+                name, partitions, ..
+            } => {
+                let added = self.added_placement(name, *partitions);
+                let first_group = self.next_group;
+                if let Some(t) = self.topics.get_mut(name) {
+                    let count = added.len() as u32;
+                    self.next_group += u64::from(count);
+                    t.extents.push((first_group, count));
+                    t.replicas.extend(added);
+                }
+            }
+            MetadataCommand::AlterTopicConfig { name, set, delete } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    let overrides = altered(&t.overrides, set, delete);
+                    let (config, refused) = TopicConfig::from_committed_pairs(&overrides);
+                    for reason in refused {
+                        tracing::warn!(
+                            topic = %name,
+                            "a config of the topic is refused by this version and keeps its default: {reason}"
+                        );
+                    }
+                    t.config = config;
+                    t.overrides = overrides;
+                }
             }
             MetadataCommand::InitCluster { cluster_id } => {
                 self.cluster_id = ClusterId::parse(cluster_id).expect("checked just above");
@@ -373,6 +517,24 @@ impl ClusterImage {
             .collect()
     }
 
+    /// Where partitions added to topic `name`, up to `partitions` in all,
+    /// go: on as many replicas as its first partition, continuing its
+    /// rotation over the voters (nothing when there is no such topic).
+    fn added_placement(&self, name: &str, partitions: u32) -> Vec<Vec<BrokerId>> {
+        let Some(t) = self.topics.get(name) else {
+            return Vec::new();
+        };
+        let n = self.voters.len();
+        let first = t.replicas.first().and_then(|r| r.first());
+        let start = first
+            .and_then(|b| self.voters.iter().position(|v| v == b))
+            .unwrap_or(0);
+        let rf = t.replicas.first().map_or(1, Vec::len).min(n);
+        (t.partitions() as usize..partitions as usize)
+            .map(|p| (0..rf).map(|k| self.voters[(start + p + k) % n]).collect())
+            .collect()
+    }
+
     /// The first broker that would host more than `limit` partition
     /// replicas once the next topic is placed, with how many it would host.
     fn replicas_past(
@@ -381,9 +543,16 @@ impl ClusterImage {
         partitions: u32,
         replication_factor: u16,
     ) -> Option<(BrokerId, u64)> {
+        self.hosted_past(limit, &self.placement(partitions, replication_factor))
+    }
+
+    /// The first broker that would host more than `limit` partition
+    /// replicas once partitions on `more` replicas are placed, with how
+    /// many it would host.
+    fn hosted_past(&self, limit: u32, more: &[Vec<BrokerId>]) -> Option<(BrokerId, u64)> {
         let mut hosted: BTreeMap<BrokerId, u64> = BTreeMap::new();
         let existing = self.topics.values().flat_map(|t| t.replicas.iter());
-        for replicas in existing.chain(self.placement(partitions, replication_factor).iter()) {
+        for replicas in existing.chain(more.iter()) {
             for b in replicas {
                 *hosted.entry(*b).or_default() += 1;
             }
@@ -395,8 +564,14 @@ impl ClusterImage {
     pub fn partition_of(&self, group: GroupId) -> Option<(&TopicImage, u32)> {
         self.topics.values().find_map(|t| {
             let g = group.get();
-            (g >= t.first_group && g < t.first_group + u64::from(t.partitions()))
-                .then(|| (t, (g - t.first_group) as u32))
+            let mut base = 0u32;
+            for &(first, count) in &t.extents {
+                if g >= first && g < first + u64::from(count) {
+                    return Some((t, base + (g - first) as u32));
+                }
+                base += count;
+            }
+            None
         })
     }
 }
@@ -470,11 +645,11 @@ mod tests {
         let leaders: Vec<u64> = t.replicas.iter().map(|r| r[0].get()).collect();
         assert_eq!(leaders, [1, 2, 3, 1, 2, 3]);
         assert_eq!(t.replicas[1], [BrokerId(2), BrokerId(3), BrokerId(1)]);
-        assert_eq!((t.first_group, image.next_group), (1, 7));
+        assert_eq!((t.extents.clone(), image.next_group), (vec![(1, 6)], 7));
         // The next topic starts one broker further on.
         image.apply(&create("b", 1, 2));
         assert_eq!(image.topics["b"].replicas[0], [BrokerId(2), BrokerId(3)]);
-        assert_eq!(image.topics["b"].first_group, 7);
+        assert_eq!(image.topics["b"].extents, vec![(7, 1)]);
         assert_eq!(
             image
                 .partition_of(GroupId(7))
@@ -503,7 +678,7 @@ mod tests {
             Outcome::Refused(ErrorCode::TopicAlreadyExists, _)
         ));
         // Group ids are never given twice, even after a delete.
-        assert_eq!(one.topics["b"].first_group, 4);
+        assert_eq!(one.topics["b"].extents[0].0, 4);
     }
 
     #[test]
@@ -670,5 +845,138 @@ mod tests {
         let good = "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968";
         assert_eq!(image.apply(&with_id(good)), Outcome::Done);
         assert_eq!(image.topics["orders"].id, good);
+    }
+
+    fn alter(name: &str, set: &[(&str, &str)], delete: &[&str]) -> MetadataCommand {
+        MetadataCommand::AlterTopicConfig {
+            name: name.into(),
+            set: set
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+            delete: delete.iter().map(|k| k.to_string()).collect(),
+        }
+    }
+
+    #[test]
+    fn a_topic_s_settings_change_live_and_go_back_to_their_defaults() {
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        let mut cmd = create("t", 1, 1);
+        if let MetadataCommand::CreateTopic { configs, .. } = &mut cmd {
+            configs.push(("segment.ms".into(), "3600000".into()));
+        }
+        assert_eq!(image.apply(&cmd), Outcome::Done);
+        let cmd = alter("t", &[("retention.ms", "60000")], &["segment.ms"]);
+        // Through the log and back, as every broker applies it.
+        let cmd = MetadataCommand::decode(&cmd.encode()).expect("decodes");
+        assert_eq!(image.check(&cmd), Outcome::Done);
+        assert_eq!(image.apply(&cmd), Outcome::Done);
+        let t = &image.topics["t"];
+        assert_eq!(t.config.retention_ms, Some(60_000));
+        assert_eq!(t.config.segment_ms, TopicConfig::default().segment_ms);
+        assert_eq!(
+            t.overrides,
+            vec![("retention.ms".to_string(), "60000".to_string())]
+        );
+        assert_eq!(
+            image.apply(&alter("t", &[], &["retention.ms"])),
+            Outcome::Done
+        );
+        assert_eq!(image.topics["t"].config, TopicConfig::default());
+    }
+
+    #[test]
+    fn settings_fixed_at_creation_bad_values_and_unknown_topics_are_refused() {
+        let mut image = ClusterImage::new(vec![BrokerId(1)]);
+        assert_eq!(image.apply(&create("t", 1, 1)), Outcome::Done);
+        let before = image.clone();
+        for (cmd, code, says) in [
+            (
+                alter("t", &[("fsync", "false")], &[]),
+                ErrorCode::InvalidConfig,
+                "fsync",
+            ),
+            (
+                alter("t", &[("max.message.bytes", "2000000")], &[]),
+                ErrorCode::InvalidConfig,
+                "max.message.bytes",
+            ),
+            (
+                alter("t", &[("retention.ms", "-5")], &[]),
+                ErrorCode::InvalidConfig,
+                "retention.ms",
+            ),
+            (
+                alter("t", &[("nope", "1")], &[]),
+                ErrorCode::InvalidConfig,
+                "nope",
+            ),
+            (
+                alter("missing", &[("retention.ms", "1")], &[]),
+                ErrorCode::UnknownTopicOrPartition,
+                "missing",
+            ),
+        ] {
+            match image.check(&cmd) {
+                Outcome::Refused(c, m) => {
+                    assert_eq!(c, code, "{m}");
+                    assert!(m.contains(says), "{m}");
+                }
+                Outcome::Done => panic!("{cmd:?} was accepted"),
+            }
+        }
+        assert_eq!(image, before);
+    }
+
+    #[test]
+    fn added_partitions_take_the_free_groups_and_continue_the_placement() {
+        let voters = vec![BrokerId(1), BrokerId(2), BrokerId(3)];
+        let mut image = ClusterImage::new(voters);
+        assert_eq!(image.apply(&create("a", 2, 2)), Outcome::Done);
+        assert_eq!(image.apply(&create("b", 1, 1)), Outcome::Done);
+        let grow = |partitions| MetadataCommand::AddPartitions {
+            name: "a".into(),
+            partitions,
+            max_partition_replicas: None,
+        };
+        for refused in [1, 2] {
+            assert!(matches!(
+                image.check(&grow(refused)),
+                Outcome::Refused(ErrorCode::InvalidPartitions, _)
+            ));
+        }
+        let cmd = MetadataCommand::decode(&grow(4).encode()).expect("decodes");
+        assert_eq!(image.apply(&cmd), Outcome::Done);
+        let a = &image.topics["a"];
+        assert_eq!(a.partitions(), 4);
+        // Groups 1-2 at creation, 3 went to "b", so 4-5 for the new ones.
+        assert_eq!(a.extents, vec![(1, 2), (4, 2)]);
+        assert_eq!((a.group(2), a.group(3)), (GroupId(4), GroupId(5)));
+        assert_eq!(
+            image
+                .partition_of(GroupId(5))
+                .map(|(t, p)| (t.name.clone(), p)),
+            Some(("a".into(), 3))
+        );
+        assert_eq!(
+            image
+                .partition_of(GroupId(3))
+                .map(|(t, p)| (t.name.clone(), p)),
+            Some(("b".into(), 0))
+        );
+        // The rotation goes on where it left off, on as many replicas.
+        assert_eq!(a.replicas[2], vec![BrokerId(3), BrokerId(1)]);
+        assert_eq!(a.replicas[3], vec![BrokerId(1), BrokerId(2)]);
+        assert_eq!(image.next_group, 6);
+        // A limit the new ones would pass refuses them.
+        let limited = MetadataCommand::AddPartitions {
+            name: "a".into(),
+            partitions: 40,
+            max_partition_replicas: Some(10),
+        };
+        assert!(matches!(
+            image.check(&limited),
+            Outcome::Refused(ErrorCode::InvalidPartitions, _)
+        ));
     }
 }

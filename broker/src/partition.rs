@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -164,10 +164,14 @@ pub struct Partition {
     log: ReplicaLogReader,
     fsync: bool,
     max_batch_bytes: usize,
-    timestamps: TimestampBounds,
-    /// The topic's `compression.type`: `None` stores batches as they came;
-    /// a codec has batches compressed otherwise recompressed to it.
-    compression: Option<Compression>,
+    /// The bounds of [`TimestampBounds`], `u64::MAX` for none: atomics, so
+    /// a topic's settings change while produces check against them.
+    timestamp_after_max_ms: AtomicU64,
+    timestamp_before_max_ms: AtomicU64,
+    /// The topic's `compression.type`, [`COMPRESSION_PRODUCER`] for
+    /// `producer` (batches stored as they came), else the codec batches
+    /// compressed otherwise are recompressed to; atomic, as it changes live.
+    compression: AtomicU8,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -186,6 +190,9 @@ pub struct Partition {
     /// thread to stop it (none in unit tests).
     stop_requests: Option<std::sync::mpsc::Sender<StopRequest>>,
 }
+
+/// [`Partition::compression`]'s stored value for `producer`: no codec's.
+const COMPRESSION_PRODUCER: u8 = u8::MAX;
 
 fn storage_error(e: &LogError) -> ErrorCode {
     match e {
@@ -236,7 +243,8 @@ impl Partition {
             log,
             fsync,
             max_batch_bytes,
-            timestamps,
+            timestamp_after_max_ms: AtomicU64::new(timestamps.after_max_ms.unwrap_or(u64::MAX)),
+            timestamp_before_max_ms: AtomicU64::new(timestamps.before_max_ms.unwrap_or(u64::MAX)),
             high_watermark: watch::Sender::new(high_watermark.get()),
             applied: watch::Sender::new(RaftIndex(0)),
             appended: watch::Sender::new((Term(0), RaftIndex(0))),
@@ -245,15 +253,30 @@ impl Partition {
             log_start_offset: AtomicU64::new(start),
             failed: AtomicBool::new(false),
             stop_requests: None,
-            compression: None,
+            compression: AtomicU8::new(COMPRESSION_PRODUCER),
         }
     }
 
     /// The partition, recompressing produced batches to `compression` when
     /// it is a codec (the topic's `compression.type`).
-    pub(crate) fn with_compression(mut self, compression: Option<Compression>) -> Partition {
-        self.compression = compression;
+    pub(crate) fn with_compression(self, compression: Option<Compression>) -> Partition {
+        self.set_compression(compression);
         self
+    }
+
+    /// The topic's `compression.type`: `None` for `producer`.
+    pub fn compression(&self) -> Option<Compression> {
+        match self.compression.load(Ordering::Relaxed) {
+            COMPRESSION_PRODUCER => None,
+            codec => Compression::from_codec(codec).ok(),
+        }
+    }
+
+    /// Called by the Raft thread when the topic's `compression.type`
+    /// changes.
+    pub(crate) fn set_compression(&self, compression: Option<Compression>) {
+        let codec = compression.map_or(COMPRESSION_PRODUCER, Compression::codec);
+        self.compression.store(codec, Ordering::Relaxed);
     }
 
     /// The partition, asking `requests` to stop it when a read finds its
@@ -376,6 +399,24 @@ impl Partition {
         self.log_start_offset.load(Ordering::Acquire)
     }
 
+    /// The bounds a produced batch's timestamps are checked against.
+    pub fn timestamps(&self) -> TimestampBounds {
+        let bound = |a: &AtomicU64| Some(a.load(Ordering::Relaxed)).filter(|ms| *ms != u64::MAX);
+        TimestampBounds {
+            after_max_ms: bound(&self.timestamp_after_max_ms),
+            before_max_ms: bound(&self.timestamp_before_max_ms),
+        }
+    }
+
+    /// Called by the Raft thread when the topic's timestamp settings
+    /// change.
+    pub(crate) fn set_timestamps(&self, t: TimestampBounds) {
+        self.timestamp_after_max_ms
+            .store(t.after_max_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+        self.timestamp_before_max_ms
+            .store(t.before_max_ms.unwrap_or(u64::MAX), Ordering::Relaxed);
+    }
+
     /// Whether the high watermark reflects this leader's own term (a new
     /// leader's lags until an entry of its term commits).
     pub fn is_high_watermark_current(&self) -> bool {
@@ -428,6 +469,8 @@ impl Partition {
     /// replicas must take whatever the leader proposed, whatever their
     /// clocks say.
     pub fn check(&self, records: &[Bytes], now_ms: i64) -> Result<Vec<CheckedBatch>, ErrorCode> {
+        let timestamps = self.timestamps();
+        let compression = self.compression();
         let mut batches = Vec::new();
         for chunk in records {
             let mut at = 0;
@@ -442,9 +485,9 @@ impl Partition {
                 };
                 let bytes = chunk.slice(at..at + len);
                 let checked = CheckedBatch::new(bytes.clone(), self.max_batch_bytes)
-                    .and_then(|b| self.recompressed(b, &bytes));
+                    .and_then(|b| self.recompressed(b, &bytes, compression));
                 match checked {
-                    Ok(Some(b)) if !self.timestamps.admit(b.header(), now_ms) => {
+                    Ok(Some(b)) if !timestamps.admit(b.header(), now_ms) => {
                         return Err(ErrorCode::InvalidTimestamp);
                     }
                     Ok(Some(b)) => batches.push(b),
@@ -461,15 +504,16 @@ impl Partition {
     }
 
     /// `batch` (checked from `bytes`) as the topic stores it: as it came,
-    /// unless the topic forces a codec and the batch has another, when it
-    /// is recompressed to that codec (length and CRC stamped again) and
-    /// validated again.
+    /// unless the topic forces a codec (`compression`) and the batch has
+    /// another, when it is recompressed to that codec (length and CRC
+    /// stamped again) and validated again.
     fn recompressed(
         &self,
         batch: Option<CheckedBatch>,
         bytes: &[u8],
+        compression: Option<Compression>,
     ) -> Result<Option<CheckedBatch>, LogError> {
-        let (Some(b), Some(to)) = (&batch, self.compression) else {
+        let (Some(b), Some(to)) = (&batch, compression) else {
             return Ok(batch);
         };
         if b.header().compression()? == to {

@@ -12,7 +12,8 @@ use std::time::Duration;
 
 use rill_client::connection::Connection;
 use rill_client::protocol::messages::{
-    BrokerMetadata, CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults,
+    AlterTopicConfigsRequest, BrokerMetadata, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, NewTopic, TopicConfigChange, TopicResults,
 };
 use rill_client::protocol::{Request, Response};
 use rill_replication::BrokerId;
@@ -21,7 +22,7 @@ use crate::coordinator::{Coordinator, GroupSettings};
 use crate::error::BrokerError;
 use crate::limits::ClientLimits;
 use crate::metadata::{BrokerInfo, ClusterImage, MetadataCommand, Outcome};
-use crate::partition::Partition;
+use crate::partition::{Partition, TimestampBounds};
 use crate::raft::{NotController, Published, RaftHandle};
 
 /// Longest an admin request waits for its change to be applied here, ms.
@@ -67,6 +68,9 @@ pub struct Broker {
     pub limits: ClientLimits,
     /// The group coordinator of the offsets partitions this broker leads.
     pub groups: Coordinator,
+    /// The timestamp bounds of topics that set none (this broker's
+    /// settings), as topic descriptions show them.
+    pub timestamps: TimestampBounds,
     /// Connections to controllers for forwarded admin requests, by
     /// address. Guards the map only; connecting happens outside it.
     forward: Mutex<HashMap<String, Arc<Connection>>>,
@@ -74,6 +78,9 @@ pub struct Broker {
 
 impl Broker {
     /// A broker over a running Raft thread.
+    // Each argument is one of the broker's settings or parts, named; a
+    // struct of them would only be built here.
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         node_id: BrokerId,
         advertised_host: String,
@@ -82,6 +89,7 @@ impl Broker {
         published: Arc<Published>,
         limits: ClientLimits,
         groups: GroupSettings,
+        timestamps: TimestampBounds,
     ) -> Broker {
         Broker {
             node_id,
@@ -91,6 +99,7 @@ impl Broker {
             published,
             limits,
             groups: Coordinator::new(groups),
+            timestamps,
             forward: Mutex::default(),
         }
     }
@@ -186,6 +195,80 @@ impl Broker {
         self.admin(command, forward, forwarded).await?;
         self.await_image(|i| !i.topics.contains_key(name)).await;
         tracing::info!(topic = name, "deleted topic");
+        Ok(())
+    }
+
+    /// Adds partitions to a topic through the controller, up to
+    /// `partitions` in all.
+    pub async fn add_partitions(
+        &self,
+        name: &str,
+        partitions: u32,
+        forwarded: bool,
+    ) -> Result<(), BrokerError> {
+        let command = MetadataCommand::AddPartitions {
+            name: name.to_string(),
+            partitions,
+            // The controller leader sets its own.
+            max_partition_replicas: None,
+        };
+        let forward = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![(name.to_string(), partitions)],
+            timeout_ms: FORWARD_TIMEOUT_MS as u32,
+        });
+        self.admin(command, forward, forwarded).await?;
+        self.await_image(|i| {
+            i.topics
+                .get(name)
+                .is_none_or(|t| t.partitions() >= partitions)
+        })
+        .await;
+        tracing::info!(topic = name, partitions, "added partitions");
+        Ok(())
+    }
+
+    /// Changes a live topic's settings through the controller: `set`
+    /// replaces, `delete` takes back to defaults.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: &[(String, String)],
+        delete: &[String],
+        forwarded: bool,
+    ) -> Result<(), BrokerError> {
+        let command = MetadataCommand::AlterTopicConfig {
+            name: name.to_string(),
+            set: set.to_vec(),
+            delete: delete.to_vec(),
+        };
+        let forward = Request::AlterTopicConfigs(AlterTopicConfigsRequest {
+            topics: vec![TopicConfigChange {
+                name: name.to_string(),
+                set: set.to_vec(),
+                delete: delete.to_vec(),
+            }],
+            timeout_ms: FORWARD_TIMEOUT_MS as u32,
+        });
+        self.admin(command, forward, forwarded).await?;
+        let wanted = crate::metadata::altered(
+            &self
+                .image()
+                .topics
+                .get(name)
+                .map(|t| t.overrides.clone())
+                .unwrap_or_default(),
+            set,
+            delete,
+        );
+        // Applied here once this broker's image holds the new settings (the
+        // proposer's does at once; a forwarding broker's a little later).
+        self.await_image(|i| {
+            i.topics
+                .get(name)
+                .is_none_or(|t| t.overrides == wanted || set.is_empty() && delete.is_empty())
+        })
+        .await;
+        tracing::info!(topic = name, ?set, ?delete, "changed topic settings");
         Ok(())
     }
 
@@ -301,7 +384,9 @@ impl Broker {
             .map_err(|error| BrokerError::Forward { addr, error })?;
         match response {
             Response::CreateTopics(TopicResults { results })
-            | Response::DeleteTopics(TopicResults { results }) => {
+            | Response::DeleteTopics(TopicResults { results })
+            | Response::AlterTopicConfigs(TopicResults { results })
+            | Response::CreatePartitions(TopicResults { results }) => {
                 match results.into_iter().next() {
                     Some(r) if r.error.is_ok() => Ok(()),
                     Some(r) => Err(BrokerError::Refused {

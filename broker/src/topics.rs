@@ -253,6 +253,58 @@ impl TopicConfig {
         }
     }
 
+    /// Every setting with its value as users write it, sorted by key, and
+    /// whether it is set on the topic (`overrides`) rather than a default;
+    /// the timestamp bounds a topic leaves unset are `broker`'s.
+    pub fn entries(
+        &self,
+        overrides: &[(String, String)],
+        broker: crate::partition::TimestampBounds,
+    ) -> Vec<(&'static str, String, bool)> {
+        let set = |k: &str| overrides.iter().any(|(o, _)| o == k);
+        let limit = |v: Option<u64>| v.map_or("-1".to_string(), |n| n.to_string());
+        let difference = set("message.timestamp.difference.max.ms");
+        vec![
+            (
+                "cleanup.policy",
+                "delete".to_string(),
+                set("cleanup.policy"),
+            ),
+            ("fsync", self.fsync.to_string(), set("fsync")),
+            (
+                "max.message.bytes",
+                self.max_message_bytes.to_string(),
+                set("max.message.bytes"),
+            ),
+            (
+                "message.timestamp.after.max.ms",
+                limit(self.timestamp_after_max_ms.or(broker.after_max_ms)),
+                set("message.timestamp.after.max.ms") || difference,
+            ),
+            (
+                "message.timestamp.before.max.ms",
+                limit(self.timestamp_before_max_ms.or(broker.before_max_ms)),
+                set("message.timestamp.before.max.ms") || difference,
+            ),
+            (
+                "retention.bytes",
+                limit(self.retention_bytes),
+                set("retention.bytes"),
+            ),
+            (
+                "retention.ms",
+                limit(self.retention_ms),
+                set("retention.ms"),
+            ),
+            (
+                "segment.bytes",
+                self.segment_bytes.to_string(),
+                set("segment.bytes"),
+            ),
+            ("segment.ms", limit(self.segment_ms), set("segment.ms")),
+        ]
+    }
+
     /// The storage settings for this topic's partitions.
     pub fn log_config(&self) -> LogConfig {
         let d = LogConfig::default();

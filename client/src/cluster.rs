@@ -14,8 +14,9 @@
 //! guess from a broker holding no replica.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use crate::connection::Connection;
 use crate::coordinator::Coordinators;
@@ -108,6 +109,9 @@ pub struct Cluster {
     topics: Mutex<HashMap<String, Cached>>,
     /// Groups' coordinators as last found.
     coordinators: Coordinators,
+    /// How long a topic's metadata is used before it is asked for again,
+    /// ms.
+    metadata_max_age_ms: AtomicU64,
 }
 
 /// A topic as last described, and whether it must be asked for again
@@ -116,9 +120,23 @@ pub struct Cluster {
 struct Cached {
     info: TopicInfo,
     stale: bool,
+    /// When it was last described: asked for again once older than the
+    /// cluster's metadata age, so partitions added to a topic are seen.
+    fetched_at: Instant,
 }
 
+/// How long a topic's metadata is used before it is asked for again, ms,
+/// by default (Kafka's `metadata.max.age.ms` is 5 minutes; partitions
+/// added to a topic reach producers sooner).
+pub const METADATA_MAX_AGE_MS_DEFAULT: u64 = 30_000;
+
 impl Cluster {
+    /// Sets how long a topic's metadata is used before it is asked for
+    /// again, ms (default [`METADATA_MAX_AGE_MS_DEFAULT`]).
+    pub fn set_metadata_max_age_ms(&self, ms: u64) {
+        self.metadata_max_age_ms.store(ms, Ordering::Relaxed);
+    }
+
     /// A cluster reached through `bootstrap` (`host:port[,host:port...]`).
     /// Connects lazily; fails only when the list is empty.
     pub fn new(bootstrap: &str, client_id: &str) -> Result<Arc<Cluster>, ClientError> {
@@ -138,6 +156,7 @@ impl Cluster {
             brokers: Mutex::default(),
             topics: Mutex::default(),
             coordinators: Coordinators::default(),
+            metadata_max_age_ms: AtomicU64::new(METADATA_MAX_AGE_MS_DEFAULT),
         }))
     }
 
@@ -231,6 +250,7 @@ impl Cluster {
                         Some(known) => {
                             known.info.merge(fresh);
                             known.stale = false;
+                            known.fetched_at = Instant::now();
                         }
                         None => {
                             cache.insert(
@@ -238,6 +258,7 @@ impl Cluster {
                                 Cached {
                                     info: fresh,
                                     stale: false,
+                                    fetched_at: Instant::now(),
                                 },
                             );
                         }
@@ -257,7 +278,11 @@ impl Cluster {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .get(name)
-            .filter(|t| !t.stale)
+            .filter(|t| {
+                let max_age =
+                    Duration::from_millis(self.metadata_max_age_ms.load(Ordering::Relaxed));
+                !t.stale && t.fetched_at.elapsed() < max_age
+            })
         {
             return Ok(t.info.clone());
         }

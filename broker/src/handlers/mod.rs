@@ -144,6 +144,15 @@ pub async fn route(broker: &Arc<Broker>, request: Request, caller: &Caller) -> R
                 async move { Response::DescribeGroups(groups::describe_groups(&broker, d).await) },
             )
         }
+        Request::AlterTopicConfigs(a) => Box::pin(async move {
+            Response::AlterTopicConfigs(topics::alter_topic_configs(&broker, a, forwarded).await)
+        }),
+        Request::CreatePartitions(c) => Box::pin(async move {
+            Response::CreatePartitions(topics::create_partitions(&broker, c, forwarded).await)
+        }),
+        Request::DescribeTopicConfigs(d) => Box::pin(async move {
+            Response::DescribeTopicConfigs(topics::describe_topic_configs(&broker, d))
+        }),
         Request::DeleteGroups(d) => {
             Box::pin(async move { Response::DeleteGroups(groups::delete_groups(&broker, d).await) })
         }

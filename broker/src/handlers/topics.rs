@@ -8,7 +8,9 @@ use std::sync::Arc;
 
 use rill_client::protocol::ErrorCode;
 use rill_client::protocol::messages::{
-    CreateTopicsRequest, DeleteTopicsRequest, INTERNAL_TOPIC_PREFIX, TopicResult, TopicResults,
+    AlterTopicConfigsRequest, ConfigEntry, ConfigSource, CreatePartitionsRequest,
+    CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicConfigsRequest,
+    DescribeTopicConfigsResponse, INTERNAL_TOPIC_PREFIX, TopicConfigs, TopicResult, TopicResults,
 };
 
 use crate::error::BrokerError;
@@ -85,4 +87,97 @@ fn topic_result(name: String, outcome: Result<(), BrokerError>) -> TopicResult {
             message: e.to_string(),
         },
     }
+}
+
+/// Changes each topic's settings, in order. Internal topics' settings are
+/// the broker's own.
+pub(super) async fn alter_topic_configs(
+    broker: &Arc<Broker>,
+    a: AlterTopicConfigsRequest,
+    forwarded: bool,
+) -> TopicResults {
+    let mut results = Vec::new();
+    for t in a.topics {
+        if !forwarded && t.name.starts_with(INTERNAL_TOPIC_PREFIX) {
+            results.push(TopicResult {
+                message: format!(
+                    "{:?} is one of rill's internal topics; its settings are rill's",
+                    t.name
+                ),
+                name: t.name,
+                error: ErrorCode::InvalidTopic,
+            });
+            continue;
+        }
+        let outcome = broker
+            .alter_topic_config(&t.name, &t.set, &t.delete, forwarded)
+            .await;
+        results.push(topic_result(t.name, outcome));
+    }
+    TopicResults { results }
+}
+
+/// Every setting of each topic named, with where it comes from.
+pub(super) fn describe_topic_configs(
+    broker: &Broker,
+    d: DescribeTopicConfigsRequest,
+) -> DescribeTopicConfigsResponse {
+    let image = broker.image();
+    let topics = d
+        .names
+        .into_iter()
+        .map(|name| match image.topics.get(&name) {
+            Some(t) => TopicConfigs {
+                configs: t
+                    .config
+                    .entries(&t.overrides, broker.timestamps)
+                    .into_iter()
+                    .map(|(key, value, set)| ConfigEntry {
+                        key: key.to_string(),
+                        value,
+                        source: if set {
+                            ConfigSource::Topic
+                        } else {
+                            ConfigSource::Default
+                        },
+                    })
+                    .collect(),
+                name,
+                error: ErrorCode::None,
+                message: String::new(),
+            },
+            None => TopicConfigs {
+                message: format!("no topic {name:?}"),
+                name,
+                error: ErrorCode::UnknownTopicOrPartition,
+                configs: Vec::new(),
+            },
+        })
+        .collect();
+    DescribeTopicConfigsResponse { topics }
+}
+
+/// Adds partitions to each topic, in order. Internal topics' partition
+/// counts are fixed (a group's coordinator is a function of them).
+pub(super) async fn create_partitions(
+    broker: &Arc<Broker>,
+    c: CreatePartitionsRequest,
+    forwarded: bool,
+) -> TopicResults {
+    let mut results = Vec::new();
+    for (name, partitions) in c.topics {
+        if name.starts_with(INTERNAL_TOPIC_PREFIX) {
+            results.push(TopicResult {
+                message: format!(
+                    "{name:?} is one of rill's internal topics; its partitions are fixed"
+                ),
+                name,
+                error: ErrorCode::InvalidTopic,
+            });
+            continue;
+        }
+        let outcome = broker.add_partitions(&name, partitions, forwarded).await;
+        results.push(topic_result(name, outcome));
+    }
+    TopicResults { results }
 }

@@ -169,6 +169,10 @@ impl RaftLoop {
         if let MetadataCommand::CreateTopic {
             max_partition_replicas,
             ..
+        }
+        | MetadataCommand::AddPartitions {
+            max_partition_replicas,
+            ..
         } = &mut command
         {
             *max_partition_replicas = Some(self.config.max_partition_replicas);

@@ -231,6 +231,7 @@ pub fn open(
         ticks: 0,
         eager: BTreeMap::new(),
         failed: Default::default(),
+        configs: BTreeMap::new(),
         backoffs: BTreeMap::new(),
         verified_up_to: None,
         stop_requests,
@@ -299,6 +300,9 @@ struct RaftLoop {
     /// memory. A stopped replica stays published, marked failed, so its
     /// clients get a retriable `StorageError`.
     failed: BTreeMap<GroupId, Option<Instant>>,
+    /// The settings each open replica runs with: a topic's settings
+    /// changed live are pushed to its replicas when they differ.
+    configs: BTreeMap<GroupId, crate::topics::TopicConfig>,
     /// The last wait before reopening each group and when it stopped: a
     /// replica that fails again soon after it reopened waits twice as long.
     backoffs: BTreeMap<GroupId, (Duration, Instant)>,

@@ -93,6 +93,9 @@ impl RaftLoop {
         for (t, p) in wanted {
             let group = t.group(p);
             if self.node.has_group(group) {
+                if self.configs.get(&group) != Some(&t.config) {
+                    self.apply_config(&t, group);
+                }
                 continue;
             }
             let retrying = match self.failed.get(&group) {
@@ -171,6 +174,7 @@ impl RaftLoop {
             // in flight, a fetch or a queued send may outlast it (the
             // first comes back to the janitor too, see `RoundIo::release`).
             let _ = self.node.remove_group(group);
+            self.configs.remove(&group);
             if let Some(p) = removed {
                 p.set_failed();
                 let (topic, index, dir) = (p.topic.clone(), p.index, p.dir().to_path_buf());
@@ -227,6 +231,7 @@ impl RaftLoop {
     /// partition stays published, marked failed.
     pub(super) fn stop_replica(&mut self, group: GroupId, retry: bool) {
         let _ = self.node.remove_group(group);
+        self.configs.remove(&group);
         self.eager.remove(&group);
         if let Some(p) = self.published.partition(group) {
             p.set_failed();
@@ -304,6 +309,36 @@ impl RaftLoop {
         }
     }
 
+    /// Pushes a topic's settings, changed live, to its open replica
+    /// `group`: the log's retention and segment bounds, and the timestamp
+    /// bounds its produces are checked against.
+    fn apply_config(&mut self, t: &TopicImage, group: GroupId) {
+        if let Err(e) = self.node.set_log_config(group, t.config.log_config()) {
+            tracing::warn!(topic = %t.name, %group, error = %e, "could not apply the topic's new settings");
+            return;
+        }
+        if let Some(partition) = self.published.partition(group) {
+            partition.set_timestamps(self.timestamp_bounds(t));
+        }
+        tracing::info!(topic = %t.name, %group, "applied the topic's new settings");
+        self.configs.insert(group, t.config.clone());
+    }
+
+    /// The bounds a topic's produces are checked against: its own, else
+    /// this broker's.
+    fn timestamp_bounds(&self, t: &TopicImage) -> TimestampBounds {
+        TimestampBounds {
+            after_max_ms: t
+                .config
+                .timestamp_after_max_ms
+                .or(self.config.timestamps.after_max_ms),
+            before_max_ms: t
+                .config
+                .timestamp_before_max_ms
+                .or(self.config.timestamps.before_max_ms),
+        }
+    }
+
     fn open(&mut self, t: &TopicImage, p: u32) -> Result<(), ReplicationError> {
         let group = t.group(p);
         let dir = partition_dir(&self.config.data_dir, &t.id, p);
@@ -330,16 +365,7 @@ impl RaftLoop {
                 opened.log,
                 t.config.fsync,
                 max_batch_bytes,
-                TimestampBounds {
-                    after_max_ms: t
-                        .config
-                        .timestamp_after_max_ms
-                        .or(self.config.timestamps.after_max_ms),
-                    before_max_ms: t
-                        .config
-                        .timestamp_before_max_ms
-                        .or(self.config.timestamps.before_max_ms),
-                },
+                self.timestamp_bounds(t),
                 status.high_watermark,
                 t.replicas[p as usize].clone(),
             )
@@ -351,6 +377,7 @@ impl RaftLoop {
             .write()
             .unwrap_or_else(|p| p.into_inner())
             .insert(group, partition);
+        self.configs.insert(group, t.config.clone());
         if single_voter {
             // A one-voter group need not wait out an election timeout: it
             // leads at once, before its topic's creation is answered.

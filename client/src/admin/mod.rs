@@ -9,7 +9,10 @@ use tokio::time::Instant;
 
 use crate::cluster::{Cluster, TopicInfo};
 use crate::error::ClientError;
-use crate::protocol::messages::{CreateTopicsRequest, DeleteTopicsRequest, NewTopic, TopicResults};
+use crate::protocol::messages::{
+    AlterTopicConfigsRequest, ConfigEntry, CreatePartitionsRequest, CreateTopicsRequest,
+    DeleteTopicsRequest, DescribeTopicConfigsRequest, NewTopic, TopicConfigChange, TopicResults,
+};
 use crate::protocol::{ErrorCode, Request, Response};
 
 mod groups;
@@ -44,7 +47,9 @@ pub(super) fn unexpected(response: &Response) -> ClientError {
 
 fn first_result(r: Response) -> Result<(), ClientError> {
     let (Response::CreateTopics(TopicResults { results })
-    | Response::DeleteTopics(TopicResults { results })) = r
+    | Response::DeleteTopics(TopicResults { results })
+    | Response::AlterTopicConfigs(TopicResults { results })
+    | Response::CreatePartitions(TopicResults { results })) = r
     else {
         return Err(ClientError::code(ErrorCode::Unknown));
     };
@@ -144,6 +149,60 @@ impl Admin {
             .await;
         self.cluster.invalidate(name);
         outcome
+    }
+
+    /// Adds partitions to a topic, up to `partitions` in all (never
+    /// fewer); producers and consumers see them with their next metadata.
+    pub async fn add_partitions(&self, name: &str, partitions: u32) -> Result<(), ClientError> {
+        let request = Request::CreatePartitions(CreatePartitionsRequest {
+            topics: vec![(name.to_string(), partitions)],
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        let outcome = self.with_retries(request, None).await;
+        self.cluster.invalidate(name);
+        outcome
+    }
+
+    /// Changes a live topic's settings: `set` (KEY=VALUE pairs) replaces,
+    /// `delete` takes settings back to their defaults.
+    pub async fn alter_topic_config(
+        &self,
+        name: &str,
+        set: Vec<(String, String)>,
+        delete: Vec<String>,
+    ) -> Result<(), ClientError> {
+        let request = Request::AlterTopicConfigs(AlterTopicConfigsRequest {
+            topics: vec![TopicConfigChange {
+                name: name.to_string(),
+                set,
+                delete,
+            }],
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        self.with_retries(request, None).await
+    }
+
+    /// Every setting of a topic, sorted by key, each with where its value
+    /// comes from.
+    pub async fn describe_topic_configs(
+        &self,
+        name: &str,
+    ) -> Result<Vec<ConfigEntry>, ClientError> {
+        let request = Request::DescribeTopicConfigs(DescribeTopicConfigsRequest {
+            names: vec![name.to_string()],
+        });
+        let timeout = Duration::from_millis(ADMIN_TIMEOUT_MS);
+        match self.cluster.any(request, timeout).await? {
+            Response::DescribeTopicConfigs(d) => match d.topics.into_iter().next() {
+                Some(t) if t.error.is_ok() => Ok(t.configs),
+                Some(t) => Err(ClientError::Broker {
+                    code: t.error,
+                    message: t.message,
+                }),
+                None => Err(ClientError::code(ErrorCode::Unknown)),
+            },
+            _ => Err(ClientError::code(ErrorCode::Unknown)),
+        }
     }
 
     /// Every topic's name, sorted.

@@ -41,7 +41,14 @@ pub(super) struct TopicQueues {
     pub(super) partitions: Vec<PartitionQueue>,
     /// Where keyless records go until that partition's batch is sealed.
     sticky: u32,
+    /// When the partition count was last looked at.
+    checked_at: Instant,
 }
+
+/// How often a producer looks at a topic's partition count again, ms: the
+/// look is a cache read unless the cluster's metadata for the topic has
+/// aged (see [`crate::cluster::METADATA_MAX_AGE_MS_DEFAULT`]).
+pub const PARTITIONS_CHECK_MS: u64 = 1_000;
 
 #[derive(Default)]
 pub(super) struct PartitionQueue {
@@ -91,7 +98,23 @@ impl TopicQueues {
             name: name.into(),
             partitions: (0..partitions).map(|_| PartitionQueue::default()).collect(),
             sticky: 0,
+            checked_at: Instant::now(),
         }
+    }
+
+    /// Whether the topic's partition count is to be looked at again (every
+    /// [`PARTITIONS_CHECK_MS`]): partitions may have been added.
+    pub(super) fn metadata_due(&self) -> bool {
+        self.checked_at.elapsed() >= Duration::from_millis(PARTITIONS_CHECK_MS)
+    }
+
+    /// Grows the queues to `partitions` (never shrinks: a topic never
+    /// loses partitions) and notes the check.
+    pub(super) fn grow(&mut self, partitions: usize) {
+        while self.partitions.len() < partitions {
+            self.partitions.push(PartitionQueue::default());
+        }
+        self.checked_at = Instant::now();
     }
 
     /// Copies `record` into its partition's open batch. Returns its future

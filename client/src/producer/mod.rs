@@ -275,6 +275,7 @@ impl Producer {
             .map_err(|_| closed())?
             .forget();
         loop {
+            let mut grow_from = None;
             {
                 let mut acc = lock(&shared.accumulator);
                 if acc.closing {
@@ -282,7 +283,11 @@ impl Producer {
                     shared.room.add_permits(size);
                     return Err(closed());
                 }
-                if let Some(topic) = acc.topics.get_mut(record.topic.as_str()) {
+                if let Some(topic) = acc.topics.get_mut(record.topic.as_str())
+                    && topic.metadata_due()
+                {
+                    grow_from = Some(topic.partitions.len());
+                } else if let Some(topic) = acc.topics.get_mut(record.topic.as_str()) {
                     let appended = topic.append(&record, size, &shared.config);
                     drop(acc);
                     return Ok(match appended {
@@ -298,6 +303,24 @@ impl Producer {
                         }
                     });
                 }
+            }
+            if grow_from.is_some() {
+                // Partitions may have been added: the metadata as the
+                // cluster has it now (asked for again once aged), outside
+                // the lock, then the queues grown to match.
+                if let Ok(info) = shared.cluster.topic(&record.topic).await
+                    && let Some(topic) = lock(&shared.accumulator)
+                        .topics
+                        .get_mut(record.topic.as_str())
+                {
+                    topic.grow(info.partitions.len());
+                } else if let Some(topic) = lock(&shared.accumulator)
+                    .topics
+                    .get_mut(record.topic.as_str())
+                {
+                    topic.grow(0);
+                }
+                continue;
             }
             // First record for this topic: learn its partition count
             // outside the lock, then append on the next turn.

@@ -47,11 +47,17 @@ pub enum ApiKey {
     DescribeGroups = 14,
     /// Delete groups that have no members: their committed offsets go.
     DeleteGroups = 15,
+    /// Change topics' settings while they serve.
+    AlterTopicConfigs = 16,
+    /// Topics' settings, each with where it comes from.
+    DescribeTopicConfigs = 17,
+    /// Add partitions to topics (never fewer).
+    CreatePartitions = 18,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 16] = [
+    pub const ALL: [ApiKey; 19] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -68,6 +74,9 @@ impl ApiKey {
         ApiKey::ListGroups,
         ApiKey::DescribeGroups,
         ApiKey::DeleteGroups,
+        ApiKey::AlterTopicConfigs,
+        ApiKey::DescribeTopicConfigs,
+        ApiKey::CreatePartitions,
     ];
 
     /// The API with this number, if any.

@@ -538,6 +538,21 @@ impl Node {
         self.groups.keys().copied()
     }
 
+    /// Changes the settings of `group`'s log while it serves (see
+    /// [`rill_storage::Log::set_config`]).
+    pub fn set_log_config(
+        &mut self,
+        group: GroupId,
+        config: rill_storage::LogConfig,
+    ) -> Result<(), ReplicationError> {
+        let r = self
+            .groups
+            .get(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        crate::storage::lock(r.raw.store().log()).set_config(config)?;
+        Ok(())
+    }
+
     /// Whether `group` has a replica here.
     pub fn has_group(&self, group: GroupId) -> bool {
         self.groups.contains_key(&group)

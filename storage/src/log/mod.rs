@@ -117,6 +117,21 @@ impl Log {
         &self.dir
     }
 
+    /// Changes the settings of a live log: retention and segment bounds
+    /// take effect at the next retention pass and roll; a segment already
+    /// created keeps its size. The largest batch stays as it is (a replica
+    /// refusing what its leader accepted would fail it).
+    pub fn set_config(&mut self, config: LogConfig) -> Result<(), LogError> {
+        config.validate()?;
+        if config.max_batch_bytes != self.config.max_batch_bytes {
+            return Err(LogError::InvalidConfig(
+                "the largest batch of a live log does not change".into(),
+            ));
+        }
+        self.config = config;
+        Ok(())
+    }
+
     /// The log's settings.
     pub fn config(&self) -> &LogConfig {
         &self.config

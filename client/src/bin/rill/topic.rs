@@ -1,4 +1,4 @@
-//! `rill topic`: create, list, describe and delete topics.
+//! `rill topic`: create, list, describe, alter and delete topics.
 //!
 //! What scripts read goes to stdout (the names of `list`, the partitions of
 //! `describe`, as text or one JSON object); `create` and `delete` confirm
@@ -11,7 +11,7 @@ use std::sync::Arc;
 
 use anyhow::Context;
 use clap::Subcommand;
-use rill_client::protocol::messages::INTERNAL_TOPIC_PREFIX;
+use rill_client::protocol::messages::{ConfigEntry, ConfigSource, INTERNAL_TOPIC_PREFIX};
 use rill_client::{Admin, Cluster};
 
 use crate::DescribeFormat;
@@ -42,13 +42,33 @@ pub(crate) enum TopicCommand {
         #[arg(long)]
         internal: bool,
     },
-    /// Show a topic's partitions: leader, replicas, log start offset, high watermark.
+    /// Show a topic's partitions (leader, replicas, log start offset, high
+    /// watermark) and every setting, with where it comes from (default or
+    /// set on the topic).
     Describe {
         /// The topic.
         name: String,
         /// Output format.
         #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
         format: DescribeFormat,
+    },
+    /// Change a live topic: add partitions, or change its settings
+    /// (retention.ms, retention.bytes, segment.bytes, segment.ms and the
+    /// message.timestamp bounds; fsync and max.message.bytes are set at
+    /// creation).
+    Alter {
+        /// The topic.
+        name: String,
+        /// Grow the topic to this many partitions (never fewer); producers
+        /// pick the new ones up with their next metadata.
+        #[arg(long)]
+        partitions: Option<u32>,
+        /// A setting to set, KEY=VALUE; repeatable.
+        #[arg(long = "config", value_name = "KEY=VALUE")]
+        configs: Vec<String>,
+        /// A setting to take back to its default; repeatable.
+        #[arg(long = "delete-config", value_name = "KEY")]
+        delete_configs: Vec<String>,
     },
     /// Delete a topic and its data.
     Delete {
@@ -66,14 +86,7 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
             replication_factor,
             configs,
         } => {
-            let configs = configs
-                .iter()
-                .map(|c| {
-                    c.split_once('=')
-                        .map(|(k, v)| (k.to_string(), v.to_string()))
-                        .with_context(|| format!("--config {c:?} is not KEY=VALUE"))
-                })
-                .collect::<anyhow::Result<Vec<_>>>()?;
+            let configs = key_values(&configs)?;
             admin
                 .create_topic(&name, partitions, replication_factor, configs)
                 .await?;
@@ -88,6 +101,11 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
         }
         TopicCommand::Describe { name, format } => {
             let info = admin.describe_topic(&name).await?;
+            let configs = admin.describe_topic_configs(&name).await?;
+            let source = |c: &ConfigEntry| match c.source {
+                ConfigSource::Default => "default",
+                ConfigSource::Topic => "set",
+            };
             match format {
                 DescribeFormat::Json => {
                     let partitions: Vec<_> = info
@@ -104,9 +122,15 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
                             })
                         })
                         .collect();
+                    let configs: Vec<_> = configs
+                        .iter()
+                        .map(|c| {
+                            serde_json::json!({"key": c.key, "value": c.value, "source": source(c)})
+                        })
+                        .collect();
                     println!(
                         "{}",
-                        serde_json::json!({"topic": info.name, "partitions": partitions})
+                        serde_json::json!({"topic": info.name, "partitions": partitions, "configs": configs})
                     );
                 }
                 DescribeFormat::Text => {
@@ -124,7 +148,32 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
                             p.high_watermark
                         );
                     }
+                    println!("configs");
+                    for c in &configs {
+                        println!("  {} = {}  ({})", c.key, c.value, source(c));
+                    }
                 }
+            }
+        }
+        TopicCommand::Alter {
+            name,
+            partitions,
+            configs,
+            delete_configs,
+        } => {
+            if configs.is_empty() && delete_configs.is_empty() && partitions.is_none() {
+                anyhow::bail!(
+                    "nothing to change: give --partitions N, --config KEY=VALUE or --delete-config KEY"
+                );
+            }
+            let set = key_values(&configs)?;
+            if let Some(n) = partitions {
+                admin.add_partitions(&name, n).await?;
+                eprintln!("topic {name} has {n} partitions");
+            }
+            if !set.is_empty() || !delete_configs.is_empty() {
+                admin.alter_topic_config(&name, set, delete_configs).await?;
+                eprintln!("changed the settings of topic {name}");
             }
         }
         TopicCommand::Delete { name } => {
@@ -133,4 +182,17 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
         }
     }
     Ok(())
+}
+
+/// `KEY=VALUE` flags as pairs; one that is not is refused before any
+/// request goes out.
+fn key_values(flags: &[String]) -> anyhow::Result<Vec<(String, String)>> {
+    flags
+        .iter()
+        .map(|c| {
+            c.split_once('=')
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .with_context(|| format!("--config {c:?} is not KEY=VALUE"))
+        })
+        .collect()
 }

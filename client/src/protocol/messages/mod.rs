@@ -17,11 +17,16 @@
 //! they all share (a broker's address, a topic's partitions, the smallest
 //! encodings) here.
 
+mod configs;
 mod groups;
 mod offsets;
 mod request;
 mod response;
 
+pub use configs::{
+    AlterTopicConfigsRequest, ConfigEntry, ConfigSource, DescribeTopicConfigsRequest,
+    DescribeTopicConfigsResponse, TopicConfigChange, TopicConfigs,
+};
 pub use groups::{
     ConsumerGroupHeartbeatRequest, ConsumerGroupHeartbeatResponse, DeleteGroupsRequest,
     DeleteGroupsResponse, DeletedGroup, DescribeGroupsRequest, DescribeGroupsResponse,
@@ -37,9 +42,9 @@ pub use offsets::{
 };
 
 pub use request::{
-    CreateTopicsRequest, DeleteTopicsRequest, FetchPartition, FetchRequest, FetchTopic,
-    ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic, MetadataRequest, NewTopic,
-    ProducePartition, ProduceRequest, ProduceTopic, Request,
+    CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchPartition,
+    FetchRequest, FetchTopic, ListOffsetsPartition, ListOffsetsRequest, ListOffsetsTopic,
+    MetadataRequest, NewTopic, ProducePartition, ProduceRequest, ProduceTopic, Request,
 };
 pub use response::{
     ApiVersionRange, ApiVersionsResponse, ClusterStatusResponse, FetchPartitionResponse,

@@ -4,9 +4,9 @@
 use bytes::Bytes;
 
 use super::{
-    BrokerMetadata, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest, DescribeGroupsRequest,
-    FindCoordinatorRequest, MIN_STRING, MIN_TOPIC, OffsetCommitRequest, OffsetFetchRequest,
-    read_broker, write_broker,
+    AlterTopicConfigsRequest, BrokerMetadata, ConsumerGroupHeartbeatRequest, DeleteGroupsRequest,
+    DescribeGroupsRequest, DescribeTopicConfigsRequest, FindCoordinatorRequest, MIN_STRING,
+    MIN_TOPIC, OffsetCommitRequest, OffsetFetchRequest, read_broker, write_broker,
 };
 use crate::protocol::error::DecodeError;
 use crate::protocol::header::ApiKey;
@@ -47,6 +47,12 @@ pub enum Request {
     DescribeGroups(DescribeGroupsRequest),
     /// See [`ApiKey::DeleteGroups`].
     DeleteGroups(DeleteGroupsRequest),
+    /// See [`ApiKey::AlterTopicConfigs`].
+    AlterTopicConfigs(AlterTopicConfigsRequest),
+    /// See [`ApiKey::DescribeTopicConfigs`].
+    DescribeTopicConfigs(DescribeTopicConfigsRequest),
+    /// See [`ApiKey::CreatePartitions`].
+    CreatePartitions(CreatePartitionsRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -83,6 +89,16 @@ pub struct NewTopic {
 pub struct DeleteTopicsRequest {
     /// Their names.
     pub names: Vec<String>,
+    /// How long to wait, ms.
+    pub timeout_ms: u32,
+}
+
+/// Partitions to add to topics: `topics [name string, partitions u32]`,
+/// `timeout_ms u32`; answered like `CreateTopics`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreatePartitionsRequest {
+    /// Per topic, how many partitions it has from then on.
+    pub topics: Vec<(String, u32)>,
     /// How long to wait, ms.
     pub timeout_ms: u32,
 }
@@ -197,6 +213,9 @@ impl Request {
             Request::ListGroups => ApiKey::ListGroups,
             Request::DescribeGroups(_) => ApiKey::DescribeGroups,
             Request::DeleteGroups(_) => ApiKey::DeleteGroups,
+            Request::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
+            Request::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
+            Request::CreatePartitions(_) => ApiKey::CreatePartitions,
         }
     }
 
@@ -263,6 +282,15 @@ impl Request {
             Request::ListGroups => {}
             Request::DescribeGroups(d) => d.encode(w),
             Request::DeleteGroups(d) => d.encode(w),
+            Request::AlterTopicConfigs(a) => a.encode(w),
+            Request::DescribeTopicConfigs(d) => d.encode(w),
+            Request::CreatePartitions(c) => {
+                w.array(&c.topics, |w, (name, partitions)| {
+                    w.string(name);
+                    w.u32(*partitions);
+                });
+                w.u32(c.timeout_ms);
+            }
         }
     }
 
@@ -348,6 +376,18 @@ impl Request {
             ApiKey::ListGroups => Request::ListGroups,
             ApiKey::DescribeGroups => Request::DescribeGroups(DescribeGroupsRequest::decode(r)?),
             ApiKey::DeleteGroups => Request::DeleteGroups(DeleteGroupsRequest::decode(r)?),
+            ApiKey::AlterTopicConfigs => {
+                Request::AlterTopicConfigs(AlterTopicConfigsRequest::decode(r)?)
+            }
+            ApiKey::DescribeTopicConfigs => {
+                Request::DescribeTopicConfigs(DescribeTopicConfigsRequest::decode(r)?)
+            }
+            ApiKey::CreatePartitions => Request::CreatePartitions(CreatePartitionsRequest {
+                topics: r.array("topics", MIN_STRING + 4, |r| {
+                    Ok((r.string("topic name")?, r.u32("partitions")?))
+                })?,
+                timeout_ms: r.u32("timeout")?,
+            }),
         };
         r.finish()?;
         Ok(req)

@@ -6,8 +6,8 @@ use bytes::Bytes;
 
 use super::{
     BrokerMetadata, ConsumerGroupHeartbeatResponse, DeleteGroupsResponse, DescribeGroupsResponse,
-    FindCoordinatorResponse, ListGroupsResponse, MIN_STRING, MIN_TOPIC, OffsetCommitResponse,
-    OffsetFetchResponse, error_code, read_broker, write_broker,
+    DescribeTopicConfigsResponse, FindCoordinatorResponse, ListGroupsResponse, MIN_STRING,
+    MIN_TOPIC, OffsetCommitResponse, OffsetFetchResponse, error_code, read_broker, write_broker,
 };
 use crate::protocol::error::{DecodeError, ErrorCode};
 use crate::protocol::header::ApiKey;
@@ -48,6 +48,12 @@ pub enum Response {
     DescribeGroups(DescribeGroupsResponse),
     /// See [`ApiKey::DeleteGroups`].
     DeleteGroups(DeleteGroupsResponse),
+    /// See [`ApiKey::AlterTopicConfigs`].
+    AlterTopicConfigs(TopicResults),
+    /// See [`ApiKey::DescribeTopicConfigs`].
+    DescribeTopicConfigs(DescribeTopicConfigsResponse),
+    /// See [`ApiKey::CreatePartitions`].
+    CreatePartitions(TopicResults),
 }
 
 /// The controller's answer to a broker's registration.
@@ -317,6 +323,9 @@ impl Response {
             Response::ListGroups(_) => ApiKey::ListGroups,
             Response::DescribeGroups(_) => ApiKey::DescribeGroups,
             Response::DeleteGroups(_) => ApiKey::DeleteGroups,
+            Response::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
+            Response::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
+            Response::CreatePartitions(_) => ApiKey::CreatePartitions,
         }
     }
 
@@ -411,6 +420,8 @@ impl Response {
             Response::ListGroups(l) => l.encode(w),
             Response::DescribeGroups(d) => d.encode(w),
             Response::DeleteGroups(d) => d.encode(w),
+            Response::AlterTopicConfigs(t) | Response::CreatePartitions(t) => topic_results(w, t),
+            Response::DescribeTopicConfigs(d) => d.encode(w),
         }
     }
 
@@ -537,6 +548,11 @@ impl Response {
             ApiKey::ListGroups => Response::ListGroups(ListGroupsResponse::decode(r)?),
             ApiKey::DescribeGroups => Response::DescribeGroups(DescribeGroupsResponse::decode(r)?),
             ApiKey::DeleteGroups => Response::DeleteGroups(DeleteGroupsResponse::decode(r)?),
+            ApiKey::AlterTopicConfigs => Response::AlterTopicConfigs(read_topic_results(r)?),
+            ApiKey::CreatePartitions => Response::CreatePartitions(read_topic_results(r)?),
+            ApiKey::DescribeTopicConfigs => {
+                Response::DescribeTopicConfigs(DescribeTopicConfigsResponse::decode(r)?)
+            }
         };
         r.finish()?;
         Ok(resp)
