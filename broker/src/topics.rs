@@ -270,6 +270,13 @@ impl TopicConfig {
                 "delete".to_string(),
                 set("cleanup.policy"),
             ),
+            (
+                "compression.type",
+                self.compression
+                    .map_or("producer", Compression::name)
+                    .to_string(),
+                set("compression.type"),
+            ),
             ("fsync", self.fsync.to_string(), set("fsync")),
             (
                 "max.message.bytes",

@@ -269,3 +269,92 @@ fn a_zstd_topic_of_repetitive_text_takes_several_times_less_disk() {
     assert_eq!(got.len(), lines.len());
     assert!(got.iter().zip(&lines).all(|((_, a), b)| a == b));
 }
+
+/// The codec of the last batch stored in partition 0 of `topic`.
+fn last_stored_codec(client: &mut Client, topic: &str) -> Option<&'static str> {
+    let f = client.fetch(topic, 0, 0, 0);
+    assert!(f.error.is_ok(), "{:?}", f.error);
+    let mut last = None;
+    for chunk in &f.records {
+        for b in Batches::new(chunk.clone(), usize::MAX) {
+            last = Some(b.unwrap().header().compression().unwrap().name());
+        }
+    }
+    last
+}
+
+#[test]
+fn compression_type_changes_live_and_describe_shows_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let mut client = broker.connect();
+    create(&mut client, dir.path(), "live", &[]);
+    let describe = |broker: &BrokerProcess| {
+        let o = rill(
+            broker,
+            &["topic", "describe", "live", "--format", "json"],
+            "",
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        let d: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        let c = d["configs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|c| c["key"] == "compression.type")
+            .unwrap()
+            .clone();
+        (
+            c["value"].as_str().unwrap().to_string(),
+            c["source"].as_str().unwrap().to_string(),
+        )
+    };
+    assert_eq!(describe(&broker), ("producer".into(), "default".into()));
+    let vals = values(0..100);
+    let r = client.produce("live", 0, -1, compressed_batch(&vals, Compression::Zstd));
+    assert!(r.error.is_ok(), "{:?}", r.error);
+    assert_eq!(last_stored_codec(&mut client, "live"), Some("zstd"));
+
+    let o = rill(
+        &broker,
+        &["topic", "alter", "live", "--config", "compression.type=lz4"],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(describe(&broker), ("lz4".into(), "set".into()));
+    // The serving replica recompresses from then on.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let r = client.produce("live", 0, -1, compressed_batch(&vals, Compression::Zstd));
+        assert!(r.error.is_ok(), "{:?}", r.error);
+        if last_stored_codec(&mut client, "live") == Some("lz4") {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new codec never took effect"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let o = rill(
+        &broker,
+        &[
+            "topic",
+            "alter",
+            "live",
+            "--config",
+            "compression.type=brotli",
+        ],
+        "",
+    );
+    assert!(!o.status.success());
+    assert!(
+        stderr(&o).contains("compression.type is producer, none, lz4 or zstd"),
+        "{}",
+        stderr(&o)
+    );
+    // Every batch reads back, whatever it was stored as.
+    let got = read_all(&mut client, "live", 0);
+    assert!(got.len() >= 200);
+    assert!(got.iter().all(|(o, v)| *v == vals[*o as usize % 100]));
+}
