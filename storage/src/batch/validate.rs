@@ -3,8 +3,9 @@
 //! consistent and its records parse exactly to the end of the body, all
 //! checked before anything is allocated. A compressed batch's records are
 //! decompressed, with the batch size limit as a hard bound on what they
-//! expand to, and walked as an uncompressed batch's. [`ValidBatch`] is the proof that a
-//! batch passed it (or, replicated, that the leader's walk did).
+//! expand to, and walked as an uncompressed batch's. [`ValidBatch`] is the
+//! proof that a batch passed it (or, replicated, that the leader's walk
+//! did).
 
 use super::compression::{self, Compression};
 use super::records::parse_record_frame;
