@@ -13,7 +13,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
 use rill_bench::workload::{self, Options, Progress};
-use rill_client::{Acks, ProducerConfig};
+use rill_client::{Acks, Compression, ProducerConfig};
 
 #[derive(Debug, Parser)]
 #[command(
@@ -97,6 +97,16 @@ struct Flags {
     /// Acknowledgement level: 0, 1 or all.
     #[arg(long, global = true, value_name = "0|1|all", default_value = "all")]
     acks: Acks,
+    /// How producers compress their batches (`produce`, `e2e`); consumers
+    /// decompress whatever they read. The values are one repeated byte
+    /// after an 8-byte stamp, so they compress far better than most data.
+    #[arg(
+        long,
+        global = true,
+        value_name = "none|lz4|zstd",
+        default_value = "none"
+    )]
+    compression: Compression,
     /// Records per second over all producers; 0 sends as fast as possible.
     /// A fixed rate is how latency is measured.
     #[arg(long, global = true, default_value_t = 0)]
@@ -177,6 +187,7 @@ fn run() -> anyhow::Result<()> {
         linger_ms: f.linger_ms,
         max_in_flight_per_partition: f.max_in_flight,
         acks: f.acks,
+        compression: f.compression,
         rate_msgs_per_s: f.rate,
         group: f.group,
     };

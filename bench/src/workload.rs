@@ -17,8 +17,8 @@ use bytes::{BufMut, Bytes, BytesMut};
 use hdrhistogram::Histogram;
 use rill_client::protocol::ErrorCode;
 use rill_client::{
-    Acks, Admin, ClientError, Cluster, Consumer, ConsumerConfig, GroupConfig, OffsetReset,
-    Producer, ProducerConfig, ProducerRecord, SeekTo,
+    Acks, Admin, ClientError, Cluster, Compression, Consumer, ConsumerConfig, GroupConfig,
+    OffsetReset, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use tokio::sync::mpsc;
 
@@ -55,6 +55,8 @@ pub struct Options {
     pub max_in_flight_per_partition: usize,
     /// Acknowledgement level.
     pub acks: Acks,
+    /// How producers compress their batches (consumers decompress).
+    pub compression: Compression,
     /// Records per second over all producers; 0 = as fast as possible.
     pub rate_msgs_per_s: u64,
     /// Consumers join this group and read what it assigns them, instead
@@ -191,6 +193,7 @@ pub(crate) async fn run_producers(
                     batch_size_bytes: o.batch_size_bytes,
                     max_in_flight_per_partition: o.max_in_flight_per_partition,
                     delivery_timeout_ms: 120_000,
+                    compression: o.compression,
                     ..ProducerConfig::default()
                 },
             );

@@ -14,13 +14,13 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
 use rill_client::protocol::ErrorCode;
 use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaLogReader};
-use rill_storage::batch;
+use rill_storage::batch::{self, Compression, compression};
 use rill_storage::{BatchError, LogError, Offset, RaftIndex, RecordBatch, Term};
 use tokio::sync::watch;
 
@@ -168,6 +168,10 @@ pub struct Partition {
     /// a topic's settings change while produces check against them.
     timestamp_after_max_ms: AtomicU64,
     timestamp_before_max_ms: AtomicU64,
+    /// The topic's `compression.type`, [`COMPRESSION_PRODUCER`] for
+    /// `producer` (batches stored as they came), else the codec batches
+    /// compressed otherwise are recompressed to; atomic, as it changes live.
+    compression: AtomicU8,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -187,13 +191,24 @@ pub struct Partition {
     stop_requests: Option<std::sync::mpsc::Sender<StopRequest>>,
 }
 
+/// [`Partition::compression`]'s stored value for `producer`: no codec's.
+const COMPRESSION_PRODUCER: u8 = u8::MAX;
+
 fn storage_error(e: &LogError) -> ErrorCode {
     match e {
-        LogError::Batch(BatchError::TooLarge { .. }) => ErrorCode::RecordTooLarge,
+        // A batch that would decompress past the limit is too large as its
+        // consumers would hold it, however small it arrived.
+        LogError::Batch(
+            BatchError::TooLarge { .. } | BatchError::DecompressedTooLarge { .. },
+        ) => ErrorCode::RecordTooLarge,
         // Not `CorruptMessage`, which is retriable: these bytes arrived
         // intact and will be refused again.
         LogError::Batch(
-            BatchError::SparseOffsets { .. } | BatchError::OffsetDeltaOutOfSequence { .. },
+            BatchError::SparseOffsets { .. }
+            | BatchError::OffsetDeltaOutOfSequence { .. }
+            // Its CRC matched: the compressed bytes are as the producer
+            // made them.
+            | BatchError::CorruptCompressed { .. },
         ) => ErrorCode::InvalidRecord,
         LogError::Batch(BatchError::TimestampPastMax { .. }) => ErrorCode::InvalidTimestamp,
         LogError::Batch(_) => ErrorCode::CorruptMessage,
@@ -238,7 +253,30 @@ impl Partition {
             log_start_offset: AtomicU64::new(start),
             failed: AtomicBool::new(false),
             stop_requests: None,
+            compression: AtomicU8::new(COMPRESSION_PRODUCER),
         }
+    }
+
+    /// The partition, recompressing produced batches to `compression` when
+    /// it is a codec (the topic's `compression.type`).
+    pub(crate) fn with_compression(self, compression: Option<Compression>) -> Partition {
+        self.set_compression(compression);
+        self
+    }
+
+    /// The topic's `compression.type`: `None` for `producer`.
+    pub fn compression(&self) -> Option<Compression> {
+        match self.compression.load(Ordering::Relaxed) {
+            COMPRESSION_PRODUCER => None,
+            codec => Compression::from_codec(codec).ok(),
+        }
+    }
+
+    /// Called by the Raft thread when the topic's `compression.type`
+    /// changes.
+    pub(crate) fn set_compression(&self, compression: Option<Compression>) {
+        let codec = compression.map_or(COMPRESSION_PRODUCER, Compression::codec);
+        self.compression.store(codec, Ordering::Relaxed);
     }
 
     /// The partition, asking `requests` to stop it when a read finds its
@@ -432,6 +470,7 @@ impl Partition {
     /// clocks say.
     pub fn check(&self, records: &[Bytes], now_ms: i64) -> Result<Vec<CheckedBatch>, ErrorCode> {
         let timestamps = self.timestamps();
+        let compression = self.compression();
         let mut batches = Vec::new();
         for chunk in records {
             let mut at = 0;
@@ -444,7 +483,10 @@ impl Partition {
                     }
                     _ => return Err(ErrorCode::CorruptMessage),
                 };
-                match CheckedBatch::new(chunk.slice(at..at + len), self.max_batch_bytes) {
+                let bytes = chunk.slice(at..at + len);
+                let checked = CheckedBatch::new(bytes.clone(), self.max_batch_bytes)
+                    .and_then(|b| self.recompressed(b, &bytes, compression));
+                match checked {
                     Ok(Some(b)) if !timestamps.admit(b.header(), now_ms) => {
                         return Err(ErrorCode::InvalidTimestamp);
                     }
@@ -459,6 +501,26 @@ impl Partition {
             return Err(ErrorCode::InvalidRequest);
         }
         Ok(batches)
+    }
+
+    /// `batch` (checked from `bytes`) as the topic stores it: as it came,
+    /// unless the topic forces a codec (`compression`) and the batch has
+    /// another, when it is recompressed to that codec (length and CRC
+    /// stamped again) and validated again.
+    fn recompressed(
+        &self,
+        batch: Option<CheckedBatch>,
+        bytes: &[u8],
+        compression: Option<Compression>,
+    ) -> Result<Option<CheckedBatch>, LogError> {
+        let (Some(b), Some(to)) = (&batch, compression) else {
+            return Ok(batch);
+        };
+        if b.header().compression()? == to {
+            return Ok(batch);
+        }
+        let recompressed = compression::recompress(bytes, to, self.max_batch_bytes)?;
+        CheckedBatch::new(Bytes::from(recompressed), self.max_batch_bytes)
     }
 
     /// Waits until the entry at `index`, proposed in `term`, is applied

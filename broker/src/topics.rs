@@ -10,6 +10,8 @@
 use std::path::{Path, PathBuf};
 
 use rill_storage::LogConfig;
+use rill_storage::batch::Compression;
+use rill_storage::batch::compression::MAX_RECORDS_BYTES_READ;
 
 /// Longest topic name, bytes.
 pub const TOPIC_NAME_MAX_BYTES: usize = 249;
@@ -61,6 +63,10 @@ pub const SEGMENT_MS_MIN: u64 = 60_000;
 /// so a larger limit could never be reached.
 pub const MAX_MESSAGE_BYTES_MAX: usize = rill_client::protocol::MAX_REQUEST_FRAME_BYTES;
 
+// A consumer decompresses a batch's records up to MAX_RECORDS_BYTES_READ:
+// every batch a topic may accept must stay readable.
+const _: () = assert!(MAX_MESSAGE_BYTES_MAX <= MAX_RECORDS_BYTES_READ);
+
 /// A topic's settings, from its `key=value` configs.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicConfig {
@@ -84,6 +90,10 @@ pub struct TopicConfig {
     /// `message.timestamp.before.max.ms`: how far behind the leader's clock
     /// a batch's first timestamp may be; `None` for the broker's setting.
     pub timestamp_before_max_ms: Option<u64>,
+    /// `compression.type`: `None` (`producer`, the default) stores batches
+    /// compressed as they came; a codec makes the leader recompress every
+    /// batch with another codec to that one before it is stored.
+    pub compression: Option<Compression>,
 }
 
 impl Default for TopicConfig {
@@ -98,6 +108,7 @@ impl Default for TopicConfig {
             max_message_bytes: log.max_batch_bytes,
             timestamp_after_max_ms: None,
             timestamp_before_max_ms: None,
+            compression: None,
         }
     }
 }
@@ -185,6 +196,14 @@ impl TopicConfig {
                 "message.timestamp.difference.max.ms" => {
                     difference_ms = Some(bounded(k, v, 0, ms_max, "milliseconds")?)
                 }
+                "compression.type" => {
+                    c.compression = match v.as_str() {
+                        "producer" => None,
+                        other => Some(other.parse::<Compression>().map_err(|_| {
+                            format!("compression.type is producer, none, lz4 or zstd, not {v:?}")
+                        })?),
+                    }
+                }
                 "cleanup.policy" if v == "delete" => {}
                 "cleanup.policy" => {
                     return Err(format!(
@@ -250,6 +269,13 @@ impl TopicConfig {
                 "cleanup.policy",
                 "delete".to_string(),
                 set("cleanup.policy"),
+            ),
+            (
+                "compression.type",
+                self.compression
+                    .map_or("producer", Compression::name)
+                    .to_string(),
+                set("compression.type"),
             ),
             ("fsync", self.fsync.to_string(), set("fsync")),
             (
@@ -335,6 +361,28 @@ mod tests {
             "0b1f7a52-39a6-4c2f-9f0e-1d2c3b4a5968/..",
         ] {
             assert!(validate_topic_id(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn compression_type_takes_producer_or_a_codec() {
+        assert_eq!(TopicConfig::default().compression, None);
+        for (v, want) in [
+            ("producer", None),
+            ("none", Some(Compression::None)),
+            ("lz4", Some(Compression::Lz4)),
+            ("zstd", Some(Compression::Zstd)),
+        ] {
+            let c = TopicConfig::from_pairs(&[("compression.type".into(), v.into())]).unwrap();
+            assert_eq!(c.compression, want, "{v}");
+        }
+        for bad in ["gzip", "snappy", "LZ4", ""] {
+            let e =
+                TopicConfig::from_pairs(&[("compression.type".into(), bad.into())]).unwrap_err();
+            assert!(
+                e.contains("compression.type") && e.contains("producer, none, lz4 or zstd"),
+                "{e}"
+            );
         }
     }
 

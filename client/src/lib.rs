@@ -36,5 +36,5 @@ pub use consumer::{
 pub use error::ClientError;
 pub use producer::identity::{ProducerIdentity, init_producer_id};
 pub use producer::{
-    Acks, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
+    Acks, Compression, DeliveryFuture, Producer, ProducerConfig, ProducerRecord, RecordMetadata,
 };

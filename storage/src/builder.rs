@@ -5,9 +5,18 @@
 //! fills in the header and the CRC. It never lets a batch grow past its
 //! `max_batch_bytes`: [`BatchBuilder::push`] answers `false` when a record no
 //! longer fits, so a producer starts the next batch.
+//!
+//! With a codec set ([`BatchBuilder::compression`]), `finish` compresses the
+//! records section as one block and the CRC covers the compressed bytes.
+//! The size bound stays on the uncompressed batch, the one a consumer will
+//! hold and validation checks. When compressing would not make the batch
+//! smaller (random bytes), the batch is written uncompressed instead, so a
+//! compressed batch is never larger than the bound either. A batch with
+//! records always finishes, whatever the codec.
 
 use crate::batch::{
-    ATTR_CONTROL, BatchHeader, FORMAT_VERSION, HEADER_BYTES, LENGTH_FIELD_BYTES, compute_crc,
+    ATTR_CONTROL, BatchHeader, Compression, FORMAT_VERSION, HEADER_BYTES, LENGTH_FIELD_BYTES,
+    compression, compute_crc,
 };
 use crate::error::BatchError;
 use crate::types::{Offset, RaftIndex, Term};
@@ -66,6 +75,7 @@ pub struct BatchBuilder {
     first_timestamp_ms: i64,
     max_timestamp_ms: i64,
     producer: ProducerStamp,
+    compression: Compression,
 }
 
 fn bytes_field_len(b: Option<&[u8]>) -> usize {
@@ -104,7 +114,14 @@ impl BatchBuilder {
             first_timestamp_ms: 0,
             max_timestamp_ms: i64::MIN,
             producer: ProducerStamp::NONE,
+            compression: Compression::None,
         }
+    }
+
+    /// Compresses the records with `compression` on [`BatchBuilder::finish`].
+    pub fn compression(&mut self, compression: Compression) -> &mut Self {
+        self.compression = compression;
+        self
     }
 
     /// Marks the batch as written by an idempotent producer.
@@ -118,7 +135,8 @@ impl BatchBuilder {
         self.record_count
     }
 
-    /// Size the batch would have if finished now, bytes.
+    /// Size the batch would have if finished now uncompressed, bytes: the
+    /// size its consumers hold, compressed or not.
     pub fn batch_bytes(&self) -> usize {
         self.buf.len()
     }
@@ -186,13 +204,29 @@ impl BatchBuilder {
     /// Fails with [`BatchError::ImpossibleRecordCount`] when no record was
     /// pushed: a data batch has at least one record (use [`control_batch`]
     /// for a zero-record batch).
-    pub fn finish(self) -> Result<Vec<u8>, BatchError> {
+    pub fn finish(mut self) -> Result<Vec<u8>, BatchError> {
         if self.record_count == 0 {
             return Err(BatchError::ImpossibleRecordCount {
                 record_count: 0,
                 last_offset_delta: 0,
                 control: false,
             });
+        }
+        let mut attributes = 0;
+        if self.compression != Compression::None {
+            let mut compressed = Vec::with_capacity(self.buf.len());
+            compressed.extend_from_slice(&self.buf[..HEADER_BYTES]);
+            // A codec that fails leaves the batch uncompressed, as one that
+            // does not shrink it does: the records are valid either way.
+            let done = compression::compress_into(
+                self.compression,
+                &self.buf[HEADER_BYTES..],
+                &mut compressed,
+            );
+            if done.is_ok() && compressed.len() < self.buf.len() {
+                self.buf = compressed;
+                attributes = u16::from(self.compression.codec());
+            }
         }
         let header = BatchHeader {
             length: (self.buf.len() - LENGTH_FIELD_BYTES) as u32,
@@ -202,7 +236,7 @@ impl BatchBuilder {
             crc: 0,
             version: FORMAT_VERSION,
             reserved: 0,
-            attributes: 0,
+            attributes,
             last_offset_delta: self.record_count - 1,
             record_count: self.record_count,
             first_timestamp_ms: self.first_timestamp_ms,

@@ -65,8 +65,34 @@ pub enum BatchError {
         reserved: u8,
     },
     /// The compression codec is not one this build handles.
-    #[error("unsupported compression codec {0}")]
+    #[error("unsupported compression codec {0} (rill takes 0 none, 3 lz4, 4 zstd)")]
     UnsupportedCompression(u8),
+    /// A compressed batch whose records declare a decompressed size over
+    /// the limit (the batch size limit, less the header): refused before
+    /// the block is decoded. A block expanding past the size it declared is
+    /// [`BatchError::CorruptCompressed`].
+    #[error(
+        "compressed records expand to {records_bytes} bytes, more than the {max_records_bytes} allowed"
+    )]
+    DecompressedTooLarge {
+        /// Bytes declared or reached.
+        records_bytes: u64,
+        /// The limit.
+        max_records_bytes: u64,
+    },
+    /// A compressed records section that does not decompress, or not to
+    /// exactly the size it declared.
+    #[error("corrupt compressed records: {reason}")]
+    CorruptCompressed {
+        /// What is wrong.
+        reason: &'static str,
+    },
+    /// The codec failed to compress (records too large for its format).
+    #[error("could not compress the batch with {codec}")]
+    CompressFailed {
+        /// The codec's name.
+        codec: &'static str,
+    },
     /// A record count that cannot be: zero records in a data batch, records in
     /// a control batch, or more records than offsets.
     #[error(

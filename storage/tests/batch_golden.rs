@@ -292,3 +292,73 @@ fn stamping_rewrites_only_the_fields_before_the_crc() {
     assert_eq!(header.raft_term, Term(u64::MAX));
     assert_eq!(header.raft_index, RaftIndex(u64::MAX));
 }
+
+/// The records section of [`GOLDEN_DATA_BATCH`] compressed by hand as
+/// `rill_storage::batch::compression` documents it: `records_bytes` (20,
+/// little-endian), then the block. Neither codec finds anything to gain on
+/// 20 bytes, so both blocks hold the records as literals; a builder would
+/// write this batch uncompressed.
+fn golden_compressed_sections() -> [(u16, Vec<u8>); 2] {
+    let records = &GOLDEN_DATA_BATCH[HEADER_BYTES..];
+    assert_eq!(records.len(), 20);
+    let mut lz4 = vec![20, 0, 0, 0];
+    // One LZ4 sequence of literals only: token 0xf0 (15 or more literals,
+    // no match), then 15 + 5 = 20, then the literals.
+    lz4.extend_from_slice(&[0xf0, 0x05]);
+    lz4.extend_from_slice(records);
+    let mut zstd = vec![20, 0, 0, 0];
+    zstd.extend_from_slice(&[
+        0x28, 0xb5, 0x2f, 0xfd, // zstd frame magic
+        0x20, 20, // frame header: single segment, content size 20
+        0xa1, 0x00, 0x00, // block header: last block, raw, 20 bytes
+    ]);
+    zstd.extend_from_slice(records);
+    [(3, lz4), (4, zstd)]
+}
+
+#[test]
+fn golden_compressed_batches_decode_to_the_golden_records() {
+    let plain = RecordBatch::new(Bytes::from_static(&GOLDEN_DATA_BATCH), MAX).unwrap();
+    let want: Vec<Record> = plain.records().map(Result::unwrap).collect();
+    for (codec, section) in golden_compressed_sections() {
+        let mut bytes = GOLDEN_DATA_BATCH[..HEADER_BYTES].to_vec();
+        bytes.extend_from_slice(&section);
+        let length = (bytes.len() - 4) as u32;
+        bytes[0..4].copy_from_slice(&length.to_le_bytes());
+        bytes[34..36].copy_from_slice(&codec.to_le_bytes());
+        // The CRC covers the compressed bytes.
+        let crc = crc32_ieee_bitwise(&bytes[CRC_COVERED_FROM..]);
+        bytes[28..32].copy_from_slice(&crc.to_le_bytes());
+
+        let header = batch::validate(&bytes, MAX).unwrap();
+        assert_eq!(header.attributes, codec);
+        assert_eq!(header.compression().unwrap().codec(), codec as u8);
+        assert_eq!(header.record_count, 2);
+        let rb = RecordBatch::new(Bytes::from(bytes), MAX).unwrap();
+        rb.verify_crc().unwrap();
+        let got: Vec<Record> = rb.records().map(Result::unwrap).collect();
+        assert_eq!(got, want, "codec {codec}");
+
+        // A builder asked for this codec writes the golden batch as it is.
+        let codec = batch::Compression::from_codec(codec as u8).unwrap();
+        let mut builder = BatchBuilder::new(MAX);
+        builder.compression(codec);
+        for r in &want {
+            let headers: Vec<(&str, Option<&[u8]>)> = r
+                .headers
+                .iter()
+                .map(|h| (std::str::from_utf8(&h.key).unwrap(), h.value.as_deref()))
+                .collect();
+            let record = NewRecord {
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: &headers,
+                timestamp_ms: r.timestamp_ms,
+            };
+            assert!(builder.push(&record).unwrap());
+        }
+        let mut built = builder.finish().unwrap();
+        batch::stamp(&mut built, Offset(42), Term(7), RaftIndex(9));
+        assert_eq!(built, GOLDEN_DATA_BATCH, "{codec}");
+    }
+}

@@ -9,7 +9,9 @@ mod common;
 use bytes::Bytes;
 use common::batch_cases::*;
 use proptest::prelude::*;
-use rill_storage::batch::{self, ATTR_CONTROL, ATTR_TRANSACTIONAL, BatchHeader, HEADER_BYTES};
+use rill_storage::batch::{
+    self, ATTR_CONTROL, ATTR_TRANSACTIONAL, BatchHeader, Compression, HEADER_BYTES,
+};
 use rill_storage::{
     BatchBuilder, BatchError, Batches, Header, NewRecord, Offset, RaftIndex, Record, RecordBatch,
     Term, control_batch,
@@ -290,6 +292,243 @@ proptest! {
         if bad.len() >= HEADER_BYTES {
             reseal(&mut bad);
             decode_everything(&bad);
+        }
+    }
+}
+
+fn build_compressed(recs: &[Rec], codec: Compression) -> Vec<u8> {
+    let mut builder = BatchBuilder::new(1 << 20);
+    builder.compression(codec);
+    for r in recs {
+        let headers: Vec<(&str, Option<&[u8]>)> = r
+            .headers
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        let pushed = builder
+            .push(&NewRecord {
+                key: r.key.as_deref(),
+                value: r.value.as_deref(),
+                headers: &headers,
+                timestamp_ms: r.timestamp_ms,
+            })
+            .unwrap();
+        assert!(pushed, "generated batches fit in 1 MiB");
+    }
+    builder.finish().unwrap()
+}
+
+/// A batch of `n` records of one repeated value: compresses well.
+fn repetitive(n: usize, codec: Compression) -> Vec<u8> {
+    let value = b"the quick brown fox jumps over the lazy dog ".repeat(4);
+    let recs: Vec<Rec> = (0..n)
+        .map(|i| Rec {
+            key: None,
+            value: Some(value.clone()),
+            headers: Vec::new(),
+            timestamp_ms: 1_700_000_000_000 + i as i64,
+        })
+        .collect();
+    build_compressed(&recs, codec)
+}
+
+/// Replaces a compressed batch's records section with `section` (declared
+/// size prefix and block) and re-stamps its CRC.
+fn with_compressed_section(batch: &[u8], section: &[u8]) -> Vec<u8> {
+    let mut out = batch[..HEADER_BYTES].to_vec();
+    out.extend_from_slice(section);
+    let length = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&length.to_le_bytes());
+    let crc = batch::compute_crc(&out);
+    out[28..32].copy_from_slice(&crc.to_le_bytes());
+    out
+}
+
+#[test]
+fn repetitive_batches_are_written_compressed_and_smaller() {
+    let plain = repetitive(100, Compression::None);
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        let bytes = repetitive(100, codec);
+        let header = batch::validate(&bytes, 1 << 20).unwrap();
+        assert_eq!(header.compression().unwrap(), codec);
+        assert!(
+            bytes.len() * 5 < plain.len(),
+            "{codec}: {} bytes against {} uncompressed",
+            bytes.len(),
+            plain.len()
+        );
+        let rb = RecordBatch::new(Bytes::from(bytes), 1 << 20).unwrap();
+        let plain_rb = RecordBatch::new(Bytes::from(plain.clone()), 1 << 20).unwrap();
+        let got: Vec<Record> = rb.records().map(Result::unwrap).collect();
+        let want: Vec<Record> = plain_rb.records().map(Result::unwrap).collect();
+        assert_eq!(got, want);
+    }
+}
+
+#[test]
+fn incompressible_records_are_written_uncompressed() {
+    // One record of bytes that do not repeat: no codec makes it smaller.
+    let mut x = 0x9e37_79b9_7f4a_7c15u64;
+    let value: Vec<u8> = (0..4096)
+        .map(|_| {
+            // xorshift64: bytes without structure for a codec to find.
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            (x >> 24) as u8
+        })
+        .collect();
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        let mut builder = BatchBuilder::new(1 << 20);
+        builder.compression(codec);
+        assert!(builder.push(&NewRecord::value(&value, 1)).unwrap());
+        let bytes = builder.finish().unwrap();
+        let header = batch::validate(&bytes, 1 << 20).unwrap();
+        assert_eq!(header.compression().unwrap(), Compression::None, "{codec}");
+    }
+}
+
+#[test]
+fn a_decompression_bomb_is_refused_by_validate() {
+    // 1 MiB of zeros compresses to a few hundred bytes; with a 64 KiB
+    // limit its declared size is refused before any decoding.
+    let zeros = vec![0u8; 1 << 20];
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        let mut builder = BatchBuilder::new(2 << 20);
+        builder.compression(codec);
+        assert!(builder.push(&NewRecord::value(&zeros, 1)).unwrap());
+        let bytes = builder.finish().unwrap();
+        assert!(bytes.len() < 8 << 10, "{codec}: {} bytes", bytes.len());
+        let got = batch::validate(&bytes, 64 << 10);
+        assert!(
+            matches!(got, Err(BatchError::DecompressedTooLarge { .. })),
+            "{codec}: {got:?}"
+        );
+        // The same block declaring a small size is refused while decoding.
+        let mut section = bytes[HEADER_BYTES..].to_vec();
+        section[..4].copy_from_slice(&1000u32.to_le_bytes());
+        let lying = with_compressed_section(&bytes, &section);
+        assert!(
+            matches!(
+                batch::validate(&lying, 64 << 10),
+                Err(BatchError::CorruptCompressed { .. })
+            ),
+            "{codec}"
+        );
+        let rb = RecordBatch::new(Bytes::from(lying), 64 << 10).unwrap();
+        assert!(rb.records().next().unwrap().is_err(), "{codec}");
+    }
+}
+
+#[test]
+fn records_inside_a_compressed_batch_are_validated() {
+    // A compressed batch claiming one record more than it holds.
+    for codec in [Compression::Lz4, Compression::Zstd] {
+        let bytes = repetitive(10, codec);
+        let mut h = BatchHeader::decode(&bytes).unwrap();
+        h.record_count = 11;
+        h.last_offset_delta = 10;
+        let mut bad = bytes.clone();
+        h.encode_into(&mut bad);
+        let crc = batch::compute_crc(&bad);
+        bad[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert!(
+            matches!(
+                batch::validate(&bad, 1 << 20),
+                Err(BatchError::CorruptRecord { .. })
+            ),
+            "{codec}"
+        );
+        // A compressed control batch is refused.
+        let mut control = bytes.clone();
+        let mut h = BatchHeader::decode(&bytes).unwrap();
+        h.attributes |= ATTR_CONTROL;
+        h.record_count = 0;
+        h.last_offset_delta = 0;
+        h.encode_into(&mut control);
+        let crc = batch::compute_crc(&control);
+        control[28..32].copy_from_slice(&crc.to_le_bytes());
+        assert_eq!(
+            batch::validate(&control, 1 << 20),
+            Err(BatchError::UnsupportedCompression(codec.codec()))
+        );
+    }
+}
+
+proptest! {
+    #[test]
+    fn any_batch_round_trips_compressed(
+        recs in prop::collection::vec(rec(), 1..30),
+        codec in prop::sample::select(vec![Compression::Lz4, Compression::Zstd]),
+    ) {
+        let bytes = build_compressed(&recs, codec);
+        let plain = build(&recs);
+        prop_assert!(bytes.len() <= plain.len());
+        let header = batch::validate(&bytes, 1 << 20).unwrap();
+        prop_assert_eq!(header.record_count, recs.len() as u32);
+        let rb = RecordBatch::new(Bytes::from(bytes), 1 << 20).unwrap();
+        rb.verify_crc().unwrap();
+        let got: Vec<Record> = rb.records().map(Result::unwrap).collect();
+        prop_assert_eq!(&got, &expected_records(&recs, 0));
+    }
+
+    #[test]
+    fn damaged_compressed_batches_never_panic(
+        at in any::<prop::sample::Index>(),
+        flip in 1u8..,
+        codec in prop::sample::select(vec![Compression::Lz4, Compression::Zstd]),
+    ) {
+        let bytes = repetitive(20, codec);
+        let mut section = bytes[HEADER_BYTES..].to_vec();
+        let i = at.index(section.len());
+        section[i] ^= flip;
+        // CRC re-stamped so the damage reaches the decompressor.
+        let damaged = with_compressed_section(&bytes, &section);
+        decode_everything(&damaged);
+        let _ = batch::validate(&damaged, 1 << 20);
+        if let Ok(rb) = RecordBatch::new(Bytes::from(damaged), 1 << 20) {
+            for r in rb.records() {
+                if r.is_err() {
+                    break;
+                }
+            }
+        }
+    }
+}
+
+#[test]
+fn recompressing_keeps_the_records_and_the_header() {
+    for from in Compression::ALL {
+        let mut original = repetitive(30, from);
+        batch::stamp(&mut original, Offset(5), Term(2), RaftIndex(9));
+        let want: Vec<Record> = RecordBatch::new(Bytes::from(original.clone()), 1 << 20)
+            .unwrap()
+            .records()
+            .map(Result::unwrap)
+            .collect();
+        for to in Compression::ALL {
+            let bytes = batch::compression::recompress(&original, to, 1 << 20).unwrap();
+            let header = batch::validate(&bytes, 1 << 20).unwrap();
+            assert_eq!(header.compression().unwrap(), to, "{from} to {to}");
+            let before = BatchHeader::decode(&original).unwrap();
+            assert_eq!(
+                (
+                    header.base_offset,
+                    header.record_count,
+                    header.max_timestamp_ms
+                ),
+                (
+                    before.base_offset,
+                    before.record_count,
+                    before.max_timestamp_ms
+                )
+            );
+            let got: Vec<Record> = RecordBatch::new(Bytes::from(bytes), 1 << 20)
+                .unwrap()
+                .records()
+                .map(Result::unwrap)
+                .collect();
+            assert_eq!(got, want, "{from} to {to}");
         }
     }
 }

@@ -344,3 +344,66 @@ fn expired_segments_leave_the_log_at_once_and_the_disk_when_unlinked() {
     assert_eq!(log.next_offset(), next);
     assert_eq!(log.log_start_offset(), out.log_start_offset);
 }
+
+#[test]
+fn compressed_batches_are_stored_as_they_came_and_read_back_after_reopening() {
+    use common::compressed_batch_at;
+    use rill_storage::batch::{BatchHeader, Compression};
+
+    let dir = tempfile::tempdir().unwrap();
+    let codecs = [Compression::Lz4, Compression::Zstd, Compression::None];
+    let mut sent = Vec::new();
+    {
+        let mut log = Log::open(dir.path(), small_config()).unwrap();
+        for i in 0..30u64 {
+            let next = log.next_offset().get();
+            let codec = codecs[i as usize % codecs.len()];
+            let bytes = compressed_batch_at(next, 20, VALUE, 1000 + next as i64, codec);
+            assert_eq!(
+                BatchHeader::decode(&bytes).unwrap().compression().unwrap(),
+                codec,
+                "the values compress"
+            );
+            log.append(&bytes, Term(1)).unwrap();
+            sent.push(bytes);
+        }
+        assert_eq!(check_all(&log, VALUE), 600);
+    }
+    // Recovery reads the compressed batches back as they were written.
+    let log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(check_all(&log, VALUE), 600);
+    let read = batches(&log.read(Offset(0), u64::MAX).unwrap());
+    assert_eq!(read.len(), sent.len());
+    for (b, sent) in read.iter().zip(&sent) {
+        // Stored as they came: only the fields before the CRC are stamped.
+        assert_eq!(b.bytes()[28..], sent[28..]);
+    }
+    // Time lookups look inside compressed batches too.
+    for off in [0u64, 7, 19, 20, 333, 599] {
+        assert_eq!(
+            log.offset_for_timestamp(1000 + off as i64).unwrap(),
+            Some(Offset(off))
+        );
+    }
+    assert_eq!(log.offset_for_timestamp(1600).unwrap(), None);
+}
+
+#[test]
+fn the_log_refuses_a_batch_that_decompresses_past_its_maximum() {
+    use rill_storage::batch::Compression;
+    use rill_storage::{BatchBuilder, NewRecord};
+
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    // 64 KiB of zeros in a batch of a few hundred bytes, against 16 KiB.
+    let mut b = BatchBuilder::new(1 << 20);
+    b.compression(Compression::Zstd);
+    assert!(b.push(&NewRecord::value(&[0; 64 << 10], 1)).unwrap());
+    let bomb = b.finish().unwrap();
+    assert!(bomb.len() < 1024);
+    assert!(matches!(
+        log.append(&bomb, Term(1)),
+        Err(LogError::Batch(BatchError::DecompressedTooLarge { .. }))
+    ));
+    assert_eq!(log.next_offset(), Offset(0));
+}

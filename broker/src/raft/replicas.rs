@@ -311,7 +311,7 @@ impl RaftLoop {
 
     /// Pushes a topic's settings, changed live, to its open replica
     /// `group`: the log's retention and segment bounds, and the timestamp
-    /// bounds its produces are checked against.
+    /// bounds and `compression.type` its produces are checked against.
     fn apply_config(&mut self, t: &TopicImage, group: GroupId) {
         if let Err(e) = self.node.set_log_config(group, t.config.log_config()) {
             tracing::warn!(topic = %t.name, %group, error = %e, "could not apply the topic's new settings");
@@ -319,6 +319,7 @@ impl RaftLoop {
         }
         if let Some(partition) = self.published.partition(group) {
             partition.set_timestamps(self.timestamp_bounds(t));
+            partition.set_compression(t.config.compression);
         }
         tracing::info!(topic = %t.name, %group, "applied the topic's new settings");
         self.configs.insert(group, t.config.clone());
@@ -369,7 +370,8 @@ impl RaftLoop {
                 status.high_watermark,
                 t.replicas[p as usize].clone(),
             )
-            .reporting_stops_to(self.stop_requests.clone()),
+            .reporting_stops_to(self.stop_requests.clone())
+            .with_compression(t.config.compression),
         );
         self.published
             .partitions

@@ -154,3 +154,53 @@ pub(super) fn decode_records(
     }
     Ok(next)
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use bytes::Bytes;
+    use rill_storage::batch::Compression;
+    use rill_storage::{BatchBuilder, NewRecord, Offset, RaftIndex, Term};
+
+    use super::decode_records;
+
+    /// A batch of `values` at `base`, compressed with `codec`.
+    fn batch(values: &[&str], base: u64, codec: Compression) -> Bytes {
+        let mut builder = BatchBuilder::new(1 << 20);
+        builder.compression(codec);
+        for v in values {
+            assert!(builder.push(&NewRecord::value(v.as_bytes(), 7)).unwrap());
+        }
+        let mut bytes = builder.finish().unwrap();
+        rill_storage::batch::stamp(&mut bytes, Offset(base), Term(1), RaftIndex(1));
+        Bytes::from(bytes)
+    }
+
+    #[test]
+    fn compressed_batches_decode_as_uncompressed_ones() {
+        let values: Vec<String> = (0..50).map(|i| format!("value {i} value value")).collect();
+        let values: Vec<&str> = values.iter().map(String::as_str).collect();
+        let key = ("t".to_string(), 0);
+        let mut per_codec = Vec::new();
+        for codec in Compression::ALL {
+            // Two batches in one chunk, the first one read from its middle.
+            let chunk = [
+                batch(&values[..25], 0, codec),
+                batch(&values[25..], 25, codec),
+            ]
+            .concat();
+            let mut out = Vec::new();
+            let next = decode_records(&key, 10, vec![Bytes::from(chunk)], &mut out).unwrap();
+            assert_eq!(next, 50, "{codec}");
+            let got: Vec<(u64, Bytes)> = out
+                .into_iter()
+                .map(|r| (r.offset, r.value.unwrap()))
+                .collect();
+            per_codec.push(got);
+        }
+        assert_eq!(per_codec[0].len(), 40);
+        assert_eq!(per_codec[0][0], (10, Bytes::from("value 10 value value")));
+        assert!(per_codec.iter().all(|g| g == &per_codec[0]));
+    }
+}

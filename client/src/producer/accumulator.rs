@@ -157,11 +157,13 @@ impl TopicQueues {
             let open = q.open.get_or_insert_with(|| {
                 wake = true;
                 let now = Instant::now();
+                let mut builder = BatchBuilder::with_capacity(
+                    MAX_BATCH_BYTES_DEFAULT,
+                    config.batch_size_bytes.min(MAX_BATCH_BYTES_DEFAULT),
+                );
+                builder.compression(config.compression);
                 OpenBatch {
-                    builder: BatchBuilder::with_capacity(
-                        MAX_BATCH_BYTES_DEFAULT,
-                        config.batch_size_bytes.min(MAX_BATCH_BYTES_DEFAULT),
-                    ),
+                    builder,
                     outcome: BatchOutcome::new(Arc::clone(&self.name), partition),
                     records: 0,
                     reserved_bytes: 0,

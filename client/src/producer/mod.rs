@@ -60,6 +60,7 @@ use crate::protocol::ErrorCode;
 use accumulator::{Accumulator, TopicQueues};
 use delivery::BatchOutcome;
 pub use delivery::DeliveryFuture;
+pub use rill_storage::batch::Compression;
 use sender::run_sender;
 
 /// How many brokers must have a record before it is acknowledged.
@@ -125,6 +126,11 @@ pub struct ProducerConfig {
     /// lets a partition's next batches travel while the broker replicates
     /// and syncs the previous ones. Default 5; 0 counts as 1.
     pub max_in_flight_per_partition: usize,
+    /// How batches are compressed: [`Compression::None`] (the default),
+    /// `Lz4` or `Zstd`. A batch is sent compressed only when that makes it
+    /// smaller; its uncompressed size is still bounded as without
+    /// compression, since that is what the broker and consumers hold.
+    pub compression: Compression,
 }
 
 impl Default for ProducerConfig {
@@ -139,6 +145,7 @@ impl Default for ProducerConfig {
             buffer_bytes_max: 64 << 20,
             request_bytes_max: 8 << 20,
             max_in_flight_per_partition: 5,
+            compression: Compression::None,
         }
     }
 }

@@ -3,7 +3,9 @@
 //! records. None may panic, and a batch that validation accepts must iterate
 //! cleanly with exactly its declared number of records. Each input is also
 //! tried with its CRC recomputed, so the checks behind the CRC (lengths,
-//! counts, the record walk) see mutated input too.
+//! counts, the record walk) see mutated input too, and with its codec bits
+//! set to lz4 and to zstd (CRC recomputed), so the decompressors and the
+//! walk of decompressed records see every input as a compressed body.
 #![no_main]
 
 use bytes::Bytes;
@@ -20,6 +22,14 @@ fuzz_target!(|data: &[u8]| {
         let crc = batch::compute_crc(&fixed);
         fixed[28..32].copy_from_slice(&crc.to_le_bytes());
         decode_all(&fixed);
+        for codec in [3u16, 4] {
+            let attributes = u16::from_le_bytes([fixed[34], fixed[35]]);
+            let with_codec = (attributes & !batch::ATTR_COMPRESSION_MASK) | codec;
+            fixed[34..36].copy_from_slice(&with_codec.to_le_bytes());
+            let crc = batch::compute_crc(&fixed);
+            fixed[28..32].copy_from_slice(&crc.to_le_bytes());
+            decode_all(&fixed);
+        }
     }
 });
 

@@ -18,7 +18,7 @@
 //! |     28 |    4 | `crc`               | `u32`: CRC-32 (IEEE, as `crc32fast`) of bytes `[32, 4 + length)` |
 //! |     32 |    1 | `version`           | `u8`: [`FORMAT_VERSION`] |
 //! |     33 |    1 | `reserved`          | `u8`: 0 |
-//! |     34 |    2 | `attributes`        | `u16`: bits 0-2 compression codec (0 = none, the only one defined), bit 4 transactional, bit 5 control; other bits 0 |
+//! |     34 |    2 | `attributes`        | `u16`: bits 0-2 compression codec (0 none, 3 lz4, 4 zstd; see [`compression`]), bit 4 transactional, bit 5 control; other bits 0 |
 //! |     36 |    4 | `last_offset_delta` | `u32`: offset of the last record minus `base_offset`; `record_count - 1` for a batch entering a log, 0 for a control batch |
 //! |     40 |    4 | `record_count`      | `u32`: number of records; 0 exactly when the batch is a control batch |
 //! |     44 |    8 | `first_timestamp`   | `i64`: milliseconds since the Unix epoch of the first record |
@@ -47,6 +47,12 @@
 //! | `value`           | bytes |
 //! | `header_count`    | varint |
 //! | headers           | each: varint key length (≥ 0), key bytes (UTF-8), varint value length (-1 for none), value bytes |
+//!
+//! A compressed batch (codec 3 or 4) keeps this header uncompressed and
+//! replaces the records with their compressed form, prefixed by their
+//! decompressed size (layout in [`compression`]); `record_count`,
+//! offsets and timestamps in the header describe the records inside. The
+//! CRC covers the compressed bytes. A control batch is never compressed.
 //!
 //! A control batch (attribute bit 5) has zero records and takes no offset: its
 //! body is an opaque payload defined by the replication layer (empty for a
@@ -78,12 +84,16 @@
 //!
 //! This module holds the header's layout and codec ([`BatchHeader`],
 //! [`stamp`], [`compute_crc`]); `validate` the one gate ([`validate()`],
-//! [`ValidBatch`]); `records` reading batches and their records without
+//! [`ValidBatch`]); [`compression`] the codecs and the compressed body's
+//! layout; `records` reading batches and their records without
 //! copying ([`RecordBatch`], [`Records`], [`Batches`]) and the record
 //! framing both of those walk.
 
+pub mod compression;
 mod records;
 mod validate;
+
+pub use compression::Compression;
 
 pub use records::{Batches, Header, Record, RecordBatch, Records};
 pub use validate::{ValidBatch, validate, validate_without_records};
@@ -239,6 +249,12 @@ impl BatchHeader {
         LENGTH_FIELD_BYTES as u64 + u64::from(self.length)
     }
 
+    /// The compression codec of attribute bits 0-2, refused when unknown.
+    #[inline]
+    pub fn compression(&self) -> Result<Compression, BatchError> {
+        Compression::from_codec((self.attributes & ATTR_COMPRESSION_MASK) as u8)
+    }
+
     /// Whether this is a control batch (zero records, no offset taken).
     #[inline]
     pub fn is_control(&self) -> bool {
@@ -286,9 +302,11 @@ impl BatchHeader {
                 reserved: self.reserved,
             });
         }
-        let codec = (self.attributes & ATTR_COMPRESSION_MASK) as u8;
-        if codec != 0 {
-            return Err(BatchError::UnsupportedCompression(codec));
+        let compression = self.compression()?;
+        if compression != Compression::None && self.is_control() {
+            // A control batch's payload belongs to the replication layer,
+            // which reads it as it is.
+            return Err(BatchError::UnsupportedCompression(compression.codec()));
         }
         let impossible = if self.is_control() {
             self.record_count != 0 || self.last_offset_delta != 0
@@ -296,7 +314,11 @@ impl BatchHeader {
             // Offsets inside a batch are distinct, so there are at least as
             // many offsets as records. A record needs at least 7 bytes, which
             // bounds the count by the body size.
-            let body = self.length as usize + LENGTH_FIELD_BYTES - HEADER_BYTES;
+            // A compressed body is bounded by what it may decompress to.
+            let body = match compression {
+                Compression::None => self.length as usize + LENGTH_FIELD_BYTES - HEADER_BYTES,
+                _ => max_batch_bytes.saturating_sub(HEADER_BYTES),
+            };
             self.record_count == 0
                 || u64::from(self.record_count) > u64::from(self.last_offset_delta) + 1
                 || self.record_count as usize > body / MIN_RECORD_BYTES

@@ -2,10 +2,13 @@
 //! whole batch, its bytes shared), [`Records`] (its records, as slices of
 //! those bytes), [`Batches`] (consecutive batches split apart), and the
 //! record framing the validation gate walks too. Parsing never panics and
-//! never allocates more than the bytes can justify.
+//! never allocates more than the bytes can justify. A compressed batch's
+//! records are decompressed once, when [`RecordBatch::records`] is called,
+//! into a buffer of at most [`MAX_RECORDS_BYTES_READ`] that they then share.
 
 use bytes::Bytes;
 
+use super::compression::{self, Compression, MAX_RECORDS_BYTES_READ};
 use super::{BatchHeader, HEADER_BYTES, compute_crc};
 use crate::error::BatchError;
 use crate::types::Offset;
@@ -188,14 +191,30 @@ impl RecordBatch {
         }
     }
 
-    /// Iterates the records, each as zero-copy slices of the batch. Yields an
-    /// error (and then stops) at the first malformed record.
+    /// Iterates the records, each as zero-copy slices of the batch (of its
+    /// decompressed records, for a compressed batch). Yields an error (and
+    /// then stops) at the first malformed record, or first thing when a
+    /// compressed batch does not decompress within [`MAX_RECORDS_BYTES_READ`].
     pub fn records(&self) -> Records<'_> {
+        let (section, pending) = match self.header.compression() {
+            Ok(Compression::None) => (self.bytes.slice(HEADER_BYTES..), None),
+            Ok(codec) => match compression::decompress(
+                codec,
+                &self.bytes[HEADER_BYTES..],
+                MAX_RECORDS_BYTES_READ,
+            ) {
+                Ok(records) => (Bytes::from(records), None),
+                Err(e) => (Bytes::new(), Some(e)),
+            },
+            Err(e) => (Bytes::new(), Some(e)),
+        };
         Records {
-            batch: self,
-            pos: HEADER_BYTES,
+            header: &self.header,
+            section,
+            pos: 0,
             next: 0,
             failed: false,
+            pending,
         }
     }
 }
@@ -227,20 +246,29 @@ pub struct Header {
 
 /// Iterator over the records of a [`RecordBatch`].
 pub struct Records<'a> {
-    batch: &'a RecordBatch,
+    header: &'a BatchHeader,
+    /// The records section: a slice of the batch, or its decompressed
+    /// records.
+    section: Bytes,
     pos: usize,
     next: u32,
     failed: bool,
+    /// Why the records section could not be had, yielded first.
+    pending: Option<BatchError>,
 }
 
 impl Iterator for Records<'_> {
     type Item = Result<Record, BatchError>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.failed || self.next >= self.batch.header.record_count {
+        if let Some(e) = self.pending.take() {
+            self.failed = true;
+            return Some(Err(e));
+        }
+        if self.failed || self.next >= self.header.record_count {
             return None;
         }
-        let bytes = &self.batch.bytes;
+        let bytes = &self.section;
         let frame = match parse_record_frame(&bytes[self.pos..], self.next) {
             Ok(f) => f,
             Err(e) => {
@@ -270,7 +298,7 @@ impl Iterator for Records<'_> {
                 value: v.map(slice),
             });
         }
-        let header = &self.batch.header;
+        let header = self.header;
         let record = Record {
             offset: Offset(header.base_offset.0.wrapping_add(frame.offset_delta as u64)),
             timestamp_ms: header

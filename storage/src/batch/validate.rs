@@ -1,9 +1,13 @@
 //! The one validation gate: [`validate`] accepts a batch only if its
 //! length, CRC, version, codec, record count, offsets and timestamps are
 //! consistent and its records parse exactly to the end of the body, all
-//! checked before anything is allocated. [`ValidBatch`] is the proof that a
-//! batch passed it (or, replicated, that the leader's walk did).
+//! checked before anything is allocated. A compressed batch's records are
+//! decompressed, with the batch size limit as a hard bound on what they
+//! expand to, and walked as an uncompressed batch's. [`ValidBatch`] is the
+//! proof that a batch passed it (or, replicated, that the leader's walk
+//! did).
 
+use super::compression::{self, Compression};
 use super::records::parse_record_frame;
 use super::{BatchHeader, HEADER_BYTES, compute_crc};
 use crate::error::BatchError;
@@ -14,10 +18,24 @@ use crate::error::BatchError;
 /// present, the length field against the size of `buf` and `max_batch_bytes`,
 /// version, reserved bits, codec, the record-count rules, the CRC, and that
 /// the records parse exactly to the end of the body.
+///
+/// A compressed batch's records are decompressed first, refused with
+/// [`BatchError::DecompressedTooLarge`] when they would take the batch,
+/// uncompressed, past `max_batch_bytes` (checked before the output buffer
+/// is allocated and while decoding), so a consumer never holds a batch
+/// larger than the limit however small it arrived.
 pub fn validate(buf: &[u8], max_batch_bytes: usize) -> Result<BatchHeader, BatchError> {
     let header = validate_without_records(buf, max_batch_bytes)?;
     if !header.is_control() {
-        validate_records(&header, &buf[HEADER_BYTES..])?;
+        let body = &buf[HEADER_BYTES..];
+        match header.compression()? {
+            Compression::None => validate_records(&header, body)?,
+            codec => {
+                let max_records_bytes = max_batch_bytes.saturating_sub(HEADER_BYTES);
+                let records = compression::decompress(codec, body, max_records_bytes)?;
+                validate_records(&header, &records)?;
+            }
+        }
     }
     Ok(header)
 }

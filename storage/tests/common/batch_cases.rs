@@ -426,9 +426,13 @@ pub fn nonzero_reserved_byte() -> Refusal {
     }
 }
 
+/// Codec values rill does not take: Kafka's gzip (1) and snappy (2), and
+/// the undefined 5 to 7.
+pub const UNSUPPORTED_CODECS: [u8; 5] = [1, 2, 5, 6, 7];
+
 pub fn compression_codec(codec: u8) -> Refusal {
     Refusal {
-        what: "a compression codec other than none",
+        what: "a compression codec other than none, lz4 or zstd",
         bytes: with_header(&good(), |h| h.attributes = u16::from(codec)),
         error: BatchError::UnsupportedCompression(codec),
         crc_intact: true,
@@ -528,7 +532,7 @@ pub fn all_refusals() -> Vec<Refusal> {
         empty_buffer(),
     ];
     all.extend(undefined_attribute_bits().map(unknown_attribute_bits));
-    all.extend((1..=7).map(compression_codec));
+    all.extend(UNSUPPORTED_CODECS.map(compression_codec));
     all
 }
 

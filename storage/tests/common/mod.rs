@@ -6,6 +6,7 @@
 
 pub mod batch_cases;
 
+use rill_storage::batch::Compression;
 use rill_storage::{BatchBuilder, LogConfig, NewRecord, RecordBatch, batches_of};
 
 /// A configuration that exercises rolling and indexing with little data:
@@ -37,7 +38,25 @@ pub fn value_for(offset: u64, len: usize) -> Vec<u8> {
 /// record `i` with timestamp `timestamp_ms + i`, key `k<offset>` and the
 /// value [`value_for`] of its offset.
 pub fn batch_at(first_offset: u64, count: u64, value_len: usize, timestamp_ms: i64) -> Vec<u8> {
+    compressed_batch_at(
+        first_offset,
+        count,
+        value_len,
+        timestamp_ms,
+        Compression::None,
+    )
+}
+
+/// As [`batch_at`], compressed with `codec` (when that makes it smaller).
+pub fn compressed_batch_at(
+    first_offset: u64,
+    count: u64,
+    value_len: usize,
+    timestamp_ms: i64,
+    codec: Compression,
+) -> Vec<u8> {
     let mut b = BatchBuilder::new(1 << 20);
+    b.compression(codec);
     for i in 0..count {
         let off = first_offset + i;
         let key = format!("k{off}");

@@ -15,7 +15,9 @@ use std::time::Instant;
 
 use anyhow::{Context, bail};
 use bytes::Bytes;
-use rill_client::{Acks, ClientError, Cluster, Producer, ProducerConfig, ProducerRecord};
+use rill_client::{
+    Acks, ClientError, Cluster, Compression, Producer, ProducerConfig, ProducerRecord,
+};
 use tokio::sync::mpsc;
 
 #[derive(Debug, clap::Args)]
@@ -44,6 +46,10 @@ pub(crate) struct ProduceArgs {
     /// A record not acknowledged within this long has failed, ms.
     #[arg(long, default_value_t = 30_000)]
     delivery_timeout_ms: u64,
+    /// How batches are compressed: none, lz4 or zstd (a batch is sent
+    /// compressed only when that makes it smaller).
+    #[arg(long, value_name = "none|lz4|zstd", default_value = "none")]
+    compression: Compression,
 }
 
 /// Reads standard input on a thread of its own, one line at a time.
@@ -65,6 +71,7 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
         linger_ms: args.linger_ms,
         batch_size_bytes: args.batch_size,
         delivery_timeout_ms: args.delivery_timeout_ms,
+        compression: args.compression,
         ..ProducerConfig::default()
     };
     let producer = Producer::new(cluster, config);
