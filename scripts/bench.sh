@@ -114,6 +114,15 @@ for run in $(seq "$RUNS"); do
   bench produce --topic "w1-$run" --topic-config fsync=false --acks 1 --messages 1000000 >>"$work/W1.jsonl"
   bench consume --topic "w1-$run" --messages 1000000 >>"$work/W5.jsonl"
   drop_topic "w1-$run"
+  # W1 on text values (log-line-like), plain and with each codec; the
+  # disk each takes is noted for the compression ratio.
+  for codec in none lz4 zstd; do
+    bench produce --topic "w1$codec-$run" --topic-config fsync=false --acks 1 --messages 1000000 \
+      --values text --compression "$codec" | python3 -c 'import json, sys
+r = json.loads(sys.stdin.read()); r["data_bytes"] = int(sys.argv[1]); print(json.dumps(r))' \
+      "$(du -sb "$work/data" | cut -f1)" >>"$work/W1-$codec.jsonl"
+    drop_topic "w1$codec-$run"
+  done
   bench produce --topic "w2-$run" --topic-config fsync=false --acks 1 --message-size 100 --messages 5000000 >>"$work/W2.jsonl"
   drop_topic "w2-$run"
   bench produce --topic "w3-$run" --acks all --messages 300000 >>"$work/W3.jsonl"
@@ -265,6 +274,14 @@ lines += ["",
   + "; with fsync=false the brokers spent "
   + ", ".join(f"{cpu_per_mb(w):.2f} ms of CPU per MB in {w}" for w in ("W1", "W7a", "W7b"))
   + f", on {cores} cores shared with the load generator."]
+codec = {c: load(f"W1-{c}") for c in ("none", "lz4", "zstd")}
+size = {c: statistics.median(r["data_bytes"] for r in codec[c]) for c in codec}
+lines += ["",
+  "Compression (W1 on text values, words from a small vocabulary, the same every run; 1,000,000 records of "
+  "1,000 B): " + ", ".join(
+      f"{c} {med(codec[c], 'mb_per_sec'):.0f} MB/s of values, data directory {size[c] / 1e6:.0f} MB"
+      + ("" if c == "none" else f" ({size['none'] / max(size[c], 1):.1f}x smaller)")
+      for c in ("none", "lz4", "zstd")) + "."]
 w5, w8a = med(load("W5"), "mb_per_sec"), med(load("W8a"), "mb_per_sec")
 settle = sorted(r["seconds"] for r in load("W8b"))
 lines += ["",
@@ -274,7 +291,7 @@ lines += ["",
   "joins: the member giving up a partition hears of it at its next heartbeat (every 5 s in a stable group, "
   "`--group-heartbeat-interval-ms`), then the hand-over takes 200 ms heartbeats."]
 lines += ["", "Every run's summary line, as `rill-bench --json` printed it:", "", "```"]
-for w in [r[0] for r in rows] + ["W8b"]:
+for w in [r[0] for r in rows] + ["W8b", "W1-none", "W1-lz4", "W1-zstd"]:
     for r in load(w):
         lines.append(f"{w} {json.dumps(r)}")
 lines += ["```", ""]

@@ -12,7 +12,7 @@ use std::time::Duration;
 use anyhow::Context;
 use clap::{Parser, Subcommand};
 use indicatif::{ProgressBar, ProgressStyle};
-use rill_bench::workload::{self, Options, Progress};
+use rill_bench::workload::{self, Options, Progress, ValueKind};
 use rill_client::{Acks, Compression, ProducerConfig};
 
 #[derive(Debug, Parser)]
@@ -44,6 +44,13 @@ enum Workload {
     /// `--connections`) while one partition is written at `--rate`: the
     /// broker's CPU time (`--broker-pid`) over `--duration-s`.
     ParkedFetch,
+}
+
+/// `--values`.
+#[derive(Debug, Clone, Copy, clap::ValueEnum)]
+enum Values {
+    Repeated,
+    Text,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,8 +105,9 @@ struct Flags {
     #[arg(long, global = true, value_name = "0|1|all", default_value = "all")]
     acks: Acks,
     /// How producers compress their batches (`produce`, `e2e`); consumers
-    /// decompress whatever they read. The values are one repeated byte
-    /// after an 8-byte stamp, so they compress far better than most data.
+    /// decompress whatever they read. With `--values repeated` (the
+    /// default) they compress far better than most data; `--values text`
+    /// compresses about as log lines do.
     #[arg(
         long,
         global = true,
@@ -107,6 +115,10 @@ struct Flags {
         default_value = "none"
     )]
     compression: Compression,
+    /// What values hold: one repeated byte, or text (words drawn from a
+    /// small vocabulary, the same every run).
+    #[arg(long, global = true, value_enum, default_value_t = Values::Repeated)]
+    values: Values,
     /// Records per second over all producers; 0 sends as fast as possible.
     /// A fixed rate is how latency is measured.
     #[arg(long, global = true, default_value_t = 0)]
@@ -188,6 +200,10 @@ fn run() -> anyhow::Result<()> {
         max_in_flight_per_partition: f.max_in_flight,
         acks: f.acks,
         compression: f.compression,
+        values: match f.values {
+            Values::Repeated => ValueKind::Repeated,
+            Values::Text => ValueKind::Text,
+        },
         rate_msgs_per_s: f.rate,
         group: f.group,
     };

@@ -57,6 +57,8 @@ pub struct Options {
     pub acks: Acks,
     /// How producers compress their batches (consumers decompress).
     pub compression: Compression,
+    /// What the values hold.
+    pub values: ValueKind,
     /// Records per second over all producers; 0 = as fast as possible.
     pub rate_msgs_per_s: u64,
     /// Consumers join this group and read what it assigns them, instead
@@ -138,13 +140,116 @@ impl WallClock {
     }
 }
 
-/// A value of `size` bytes whose first 8 carry `sent_us` (µs since the
-/// epoch, little-endian): what `e2e` consumers measure latency against.
-fn stamped_value(size: usize, sent_us: u64) -> Bytes {
-    let mut v = BytesMut::with_capacity(size);
-    v.put_u64_le(sent_us);
-    v.resize(size, b'r');
-    v.freeze()
+/// What record values hold beyond their stamp.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum ValueKind {
+    /// One byte repeated: the cheapest to make, and compresses far better
+    /// than real data.
+    #[default]
+    Repeated,
+    /// Words drawn from a small vocabulary (log-line-like text): compresses
+    /// about as real text does.
+    Text,
+}
+
+/// Text of at least `len` bytes: words from a fixed vocabulary, drawn by a
+/// fixed-seed generator, so every run writes the same values.
+pub fn text_corpus(len: usize) -> Bytes {
+    const WORDS: [&str; 32] = [
+        "request",
+        "user",
+        "order",
+        "id",
+        "status",
+        "ok",
+        "error",
+        "timeout",
+        "GET",
+        "POST",
+        "/api/v1/orders",
+        "/api/v1/users",
+        "200",
+        "404",
+        "500",
+        "latency_ms",
+        "region",
+        "eu-west-1",
+        "us-east-1",
+        "payment",
+        "accepted",
+        "declined",
+        "retry",
+        "session",
+        "cart",
+        "item",
+        "price",
+        "currency",
+        "EUR",
+        "USD",
+        "true",
+        "false",
+    ];
+    let mut out = Vec::with_capacity(len + 32);
+    let mut state: u64 = 0x2545_f491_4f6c_dd1d;
+    while out.len() < len {
+        // xorshift64: deterministic, no dependency.
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        let w = WORDS[(state % WORDS.len() as u64) as usize];
+        out.extend_from_slice(w.as_bytes());
+        out.push(if state % 7 == 0 { b'\n' } else { b' ' });
+        if state % 5 == 0 {
+            // A number, as log lines carry.
+            out.extend_from_slice((state % 100_000).to_string().as_bytes());
+            out.push(b' ');
+        }
+    }
+    Bytes::from(out)
+}
+
+/// Bytes of text each producer slices its values from (text values).
+const TEXT_CORPUS_BYTES: usize = 1 << 20;
+
+/// The values one producer sends: cheap slices of a template or a corpus.
+struct Values {
+    corpus: Bytes,
+    size: usize,
+    next: usize,
+}
+
+impl Values {
+    fn new(kind: ValueKind, size: usize) -> Values {
+        let corpus = match kind {
+            ValueKind::Repeated => Bytes::from(vec![b'r'; size]),
+            ValueKind::Text => text_corpus(TEXT_CORPUS_BYTES.max(2 * size)),
+        };
+        Values {
+            corpus,
+            size,
+            next: 0,
+        }
+    }
+
+    /// The next value (a slice, not a copy).
+    fn next(&mut self) -> Bytes {
+        let room = self.corpus.len() - self.size;
+        let at = if room == 0 { 0 } else { self.next % room };
+        // A step no value size divides: successive values differ.
+        self.next = self.next.wrapping_add(7_919);
+        self.corpus.slice(at..at + self.size)
+    }
+
+    /// The next value with its first 8 bytes carrying `sent_us` (µs since
+    /// the epoch, little-endian): what `e2e` consumers measure latency
+    /// against.
+    fn stamped(&mut self, sent_us: u64) -> Bytes {
+        let rest = self.next();
+        let mut v = BytesMut::with_capacity(self.size);
+        v.put_u64_le(sent_us);
+        v.extend_from_slice(&rest[8..]);
+        v.freeze()
+    }
 }
 
 /// Deliveries are handed to the collector in chunks of this many records
@@ -249,7 +354,7 @@ pub(crate) async fn run_producers(
                 Duration::from_secs_f64(o.producers.max(1) as f64 / o.rate_msgs_per_s as f64)
             });
             let chunk_records = if interval.is_some() { 1 } else { CHUNK_RECORDS };
-            let template = Bytes::from(vec![b'r'; size]);
+            let mut values = Values::new(o.values, size);
             let topic = o.topic.clone();
             let begin = tokio::time::Instant::now();
             let mut chunk: Chunk = Vec::with_capacity(chunk_records);
@@ -264,9 +369,9 @@ pub(crate) async fn run_producers(
                 let sent = Instant::now();
                 let sent_us = clock.epoch_us(sent);
                 let value = if stamp_values && size >= 8 {
-                    stamped_value(size, sent_us)
+                    values.stamped(sent_us)
                 } else {
-                    template.clone()
+                    values.next()
                 };
                 let record = ProducerRecord {
                     topic: topic.clone(),
@@ -550,4 +655,24 @@ pub async fn e2e(o: &Options, progress: Arc<Progress>) -> Result<Summary, Client
         seconds: started.elapsed().as_secs_f64(),
         latency_us: Some(c.latency),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn text_values_are_the_same_every_run_and_differ_from_one_another() {
+        assert_eq!(text_corpus(4096), text_corpus(4096));
+        assert!(text_corpus(4096).len() >= 4096);
+        let mut v = Values::new(ValueKind::Text, 100);
+        let (a, b) = (v.next(), v.next());
+        assert_eq!((a.len(), b.len()), (100, 100));
+        assert_ne!(a, b);
+        let stamped = v.stamped(42);
+        assert_eq!(&stamped[..8], &42u64.to_le_bytes());
+        assert_eq!(stamped.len(), 100);
+        let mut r = Values::new(ValueKind::Repeated, 10);
+        assert_eq!(r.next(), Bytes::from(vec![b'r'; 10]));
+    }
 }
