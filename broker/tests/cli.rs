@@ -4,28 +4,12 @@
 
 mod common;
 
-use std::io::Write;
 use std::process::{Command, Output, Stdio};
 
-use common::{BrokerProcess, rill_cli};
+use common::{BrokerProcess, rill_cli, run_rill};
 
 fn rill(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(rill_cli())
-        .args(args)
-        .env("RILL_BOOTSTRAP", broker.addr.to_string())
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_rill(&broker.addr.to_string(), args, stdin)
 }
 
 fn stdout(o: &Output) -> String {

@@ -9,9 +9,8 @@ mod common;
 
 use std::collections::BTreeSet;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Output;
 
 use bytes::Bytes;
 use common::*;
@@ -20,33 +19,11 @@ use rill_storage::batch::{Compression, HEADER_BYTES};
 use rill_storage::{BatchBuilder, Batches, NewRecord};
 
 fn rill(broker: &BrokerProcess, args: &[&str], stdin: &str) -> Output {
-    let mut child = Command::new(rill_cli())
-        .args(args)
-        .env("RILL_BOOTSTRAP", broker.addr.to_string())
-        .env_remove("RUST_BACKTRACE")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(stdin.as_bytes())
-        .unwrap();
-    child.wait_with_output().unwrap()
+    run_rill(&broker.addr.to_string(), args, stdin)
 }
 
 fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// A batch of `values` compressed with `codec` (when that makes it smaller).

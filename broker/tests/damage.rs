@@ -42,13 +42,6 @@ fn produce_ok(client: &mut Client, topic: &str, range: std::ops::Range<u64>) {
     assert!(r.error.is_ok(), "produce to {topic}: {:?}", r.error);
 }
 
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
 /// The error of a `ListOffsets` for the latest offset of partition 0.
 fn latest_offset_error(client: &mut Client, topic: &str) -> ErrorCode {
     use rill_client::protocol::messages::*;

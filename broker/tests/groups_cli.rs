@@ -14,12 +14,12 @@ mod common;
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
 use common::groups::{commit_errors, commit_request, coordinator, heartbeat, moved, try_call};
-use common::{BrokerProcess, Client, batch, rill_cli, values};
+use common::{BrokerProcess, Client, batch, run_rill, values};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
 use serde_json::json;
@@ -33,12 +33,7 @@ fn rill(broker: &BrokerProcess, args: &[&str]) -> Output {
 
 /// `rill` with `bootstrap` as its brokers.
 fn rill_at(bootstrap: &str, args: &[&str]) -> Output {
-    Command::new(rill_cli())
-        .args(args)
-        .env("RILL_BOOTSTRAP", bootstrap)
-        .env_remove("RUST_BACKTRACE")
-        .output()
-        .unwrap()
+    run_rill(bootstrap, args, "")
 }
 
 fn stdout(o: &Output) -> String {

@@ -8,16 +8,9 @@
 mod common;
 
 use bytes::Bytes;
-use common::{BrokerProcess, batch, read_all, values};
+use common::{BrokerProcess, batch, now_ms, read_all, values};
 use rill_client::protocol::ErrorCode;
 use rill_storage::batch::{BatchHeader, compute_crc};
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// `bytes` with its header rewritten by `edit` and its CRC made to match,
 /// as a hostile producer would send it.

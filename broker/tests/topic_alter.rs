@@ -10,19 +10,15 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::process::{Command, Output};
+use std::process::Output;
 use std::time::{Duration, Instant};
 
 use common::cluster::TestCluster;
-use common::{BrokerProcess, Client, batch, rill_cli, values};
+use common::{BrokerProcess, Client, batch, now_ms, run_rill, values};
 use rill_client::protocol::ErrorCode;
 
 fn rill(addr: SocketAddr, args: &[&str]) -> Output {
-    Command::new(rill_cli())
-        .args(args)
-        .env("RILL_BOOTSTRAP", addr.to_string())
-        .output()
-        .unwrap()
+    run_rill(&addr.to_string(), args, "")
 }
 
 /// `topic`'s settings as `rill topic describe --format json` shows them:
@@ -131,13 +127,6 @@ fn settings_change_live_take_effect_at_once_and_survive_a_sigkill() {
         setting(&after, "message.timestamp.before.max.ms").1,
         "default"
     );
-}
-
-fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 #[test]

@@ -27,13 +27,10 @@ pub(super) async fn create_topics(
         // Names beginning `__` are the broker's own (the offsets topic); a
         // request another broker forwards may create one.
         if !forwarded && t.name.starts_with(INTERNAL_TOPIC_PREFIX) {
-            results.push(TopicResult {
-                message: format!(
-                    "topic names beginning {INTERNAL_TOPIC_PREFIX:?} are kept for rill's internal topics"
-                ),
-                name: t.name,
-                error: ErrorCode::InvalidTopic,
-            });
+            results.push(internal_topic(
+                t.name,
+                &format!("names beginning {INTERNAL_TOPIC_PREFIX:?} are kept for them"),
+            ));
             continue;
         }
         let outcome = broker
@@ -61,17 +58,23 @@ pub(super) async fn delete_topics(
         // The broker's own topics hold what it cannot rebuild (every
         // group's committed offsets): nobody deletes them.
         if name.starts_with(INTERNAL_TOPIC_PREFIX) {
-            results.push(TopicResult {
-                message: format!("{name:?} is one of rill's internal topics and cannot be deleted"),
-                name,
-                error: ErrorCode::InvalidTopic,
-            });
+            results.push(internal_topic(name, "it cannot be deleted"));
             continue;
         }
         let outcome = broker.delete_topic(&name, forwarded).await;
         results.push(topic_result(name, outcome));
     }
     TopicResults { results }
+}
+
+/// The refusal of a client's change to `name`, one of rill's internal
+/// topics (beginning `__`): they hold what the broker cannot rebuild.
+fn internal_topic(name: String, why: &str) -> TopicResult {
+    TopicResult {
+        message: format!("{name:?} is one of rill's internal topics: {why}"),
+        name,
+        error: ErrorCode::InvalidTopic,
+    }
 }
 
 fn topic_result(name: String, outcome: Result<(), BrokerError>) -> TopicResult {
@@ -99,14 +102,7 @@ pub(super) async fn alter_topic_configs(
     let mut results = Vec::new();
     for t in a.topics {
         if !forwarded && t.name.starts_with(INTERNAL_TOPIC_PREFIX) {
-            results.push(TopicResult {
-                message: format!(
-                    "{:?} is one of rill's internal topics; its settings are rill's",
-                    t.name
-                ),
-                name: t.name,
-                error: ErrorCode::InvalidTopic,
-            });
+            results.push(internal_topic(t.name, "its settings are rill's"));
             continue;
         }
         let outcome = broker
@@ -167,13 +163,7 @@ pub(super) async fn create_partitions(
     let mut results = Vec::new();
     for (name, partitions) in c.topics {
         if name.starts_with(INTERNAL_TOPIC_PREFIX) {
-            results.push(TopicResult {
-                message: format!(
-                    "{name:?} is one of rill's internal topics; its partitions are fixed"
-                ),
-                name,
-                error: ErrorCode::InvalidTopic,
-            });
+            results.push(internal_topic(name, "its partitions are fixed"));
             continue;
         }
         let outcome = broker.add_partitions(&name, partitions, forwarded).await;

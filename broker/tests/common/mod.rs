@@ -463,6 +463,36 @@ pub fn try_read_from(
 }
 
 /// The `rill` CLI binary, built beside `rill-broker` by `cargo test --workspace`.
+/// Runs the `rill` CLI with `bootstrap` as its brokers and `stdin` as its
+/// standard input, and waits for it.
+pub fn run_rill(bootstrap: &str, args: &[&str], stdin: &str) -> std::process::Output {
+    let mut child = Command::new(rill_cli())
+        .args(args)
+        .env("RILL_BOOTSTRAP", bootstrap)
+        .env_remove("RUST_BACKTRACE")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// The path of the `rill` CLI built beside the broker.
 pub fn rill_cli() -> PathBuf {
     let broker = PathBuf::from(env!("CARGO_BIN_EXE_rill-broker"));
     let cli = broker.with_file_name("rill");
