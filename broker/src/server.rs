@@ -311,12 +311,6 @@ async fn connection(
         // to one partition. The waits for acknowledgements overlap (in the
         // task below, where any other request is started too).
         let routed = route(&shared.broker, request, &caller).await;
-        if let Routed::Refused(error) = routed {
-            if !answer_error(&tx, header.correlation_id, error).await {
-                break Ok(());
-            }
-            continue;
-        }
         let share = match routed {
             // Once staged, a produce's bytes are the log's (proposed, and
             // bounded there by the leader's uncommitted bytes) or refused:
@@ -326,7 +320,7 @@ async fn connection(
                 drop(share);
                 None
             }
-            Routed::Answer(_) | Routed::Refused(_) => share,
+            Routed::Answer(_) => share,
         };
         let broker = Arc::clone(&shared.broker);
         let mut shutdown = shutdown.clone();

@@ -13,7 +13,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 
 use rill_client::protocol::messages::{InitProducerIdResponse, NO_BROKER};
-use rill_client::protocol::{ApiKey, ErrorCode, Request, Response};
+use rill_client::protocol::{ErrorCode, Request, Response};
 use rill_replication::BrokerId;
 
 use crate::partition::{LeaderHint, Partition};
@@ -42,9 +42,6 @@ pub enum Routed {
     /// Any other request, not started yet: its answer, worked out when
     /// polled.
     Answer(Pin<Box<dyn Future<Output = Response> + Send>>),
-    /// A request to an API the protocol knows but this broker does not
-    /// serve: the caller answers with this header-level error and no body.
-    Refused(ErrorCode),
 }
 
 impl Routed {
@@ -54,8 +51,6 @@ impl Routed {
         match self {
             Routed::Produce(staged) => produce::finish_produce(staged).await,
             Routed::Answer(answer) => Some(answer.await),
-            // No body to answer with: the caller sends the header's error.
-            Routed::Refused(_) => None,
         }
     }
 }
@@ -76,14 +71,6 @@ impl Caller {
     pub fn forwarded(&self) -> bool {
         self.client_id == FORWARDED_CLIENT_ID
     }
-}
-
-/// Whether this broker serves `api`; ApiVersions lists only those. An API
-/// the protocol knows before this broker has its handler is refused here
-/// and in [`route`] (as `Routed::Refused`); today every one is served.
-pub(crate) fn serves(api: ApiKey) -> bool {
-    let _ = api;
-    true
 }
 
 /// Routes one request to its API. A produce is staged before this returns
