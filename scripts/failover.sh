@@ -13,5 +13,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 KILLS=${KILLS:-25}
 RILL_FAILOVER_KILLS=$KILLS cargo test --release -p rill-broker --test cluster \
-  acknowledged_writes_survive_leader_kills_and_replicas_agree -- --nocapture 2>&1 |
+  acknowledged_writes_survive_leader_kills_once_each_in_order_and_replicas_agree -- --nocapture 2>&1 |
   grep -E '^(kill|failover|[0-9]+ acknowledged)|test result|panicked'

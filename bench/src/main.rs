@@ -115,6 +115,10 @@ struct Flags {
         default_value = "none"
     )]
     compression: Compression,
+    /// Producers without idempotence (it is on by default with `--acks
+    /// all`: producer ids and sequence numbers checked by the broker).
+    #[arg(long, global = true)]
+    no_idempotence: bool,
     /// What values hold: one repeated byte, or text (words drawn from a
     /// small vocabulary, the same every run).
     #[arg(long, global = true, value_enum, default_value_t = Values::Repeated)]
@@ -200,6 +204,7 @@ fn run() -> anyhow::Result<()> {
         max_in_flight_per_partition: f.max_in_flight,
         acks: f.acks,
         compression: f.compression,
+        idempotence: !f.no_idempotence,
         values: match f.values {
             Values::Repeated => ValueKind::Repeated,
             Values::Text => ValueKind::Text,

@@ -57,6 +57,8 @@ pub struct Options {
     pub acks: Acks,
     /// How producers compress their batches (consumers decompress).
     pub compression: Compression,
+    /// Whether producers are idempotent (with `acks=all`).
+    pub idempotence: bool,
     /// What the values hold.
     pub values: ValueKind,
     /// Records per second over all producers; 0 = as fast as possible.
@@ -299,6 +301,7 @@ pub(crate) async fn run_producers(
                     max_in_flight_per_partition: o.max_in_flight_per_partition,
                     delivery_timeout_ms: 120_000,
                     compression: o.compression,
+                    idempotence: o.idempotence,
                     ..ProducerConfig::default()
                 },
             );

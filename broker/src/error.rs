@@ -107,6 +107,12 @@ impl BrokerError {
             BrokerError::EmptyAnswer | BrokerError::UnexpectedAnswer => ErrorCode::Unknown,
             BrokerError::TimedOut { .. } => ErrorCode::RequestTimedOut,
             BrokerError::Refused { code, .. } => *code,
+            BrokerError::Storage(ReplicationError::OutOfOrderSequence { .. }) => {
+                ErrorCode::OutOfOrderSequence
+            }
+            BrokerError::Storage(ReplicationError::ProducerFenced { .. }) => {
+                ErrorCode::ProducerFenced
+            }
             BrokerError::Storage(_) => ErrorCode::StorageError,
             // Settings stop the broker before it serves anyone; no client
             // ever sees these.

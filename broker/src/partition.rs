@@ -206,6 +206,7 @@ fn storage_error(e: &LogError) -> ErrorCode {
         LogError::Batch(
             BatchError::SparseOffsets { .. }
             | BatchError::OffsetDeltaOutOfSequence { .. }
+            | BatchError::InvalidProducerFields { .. }
             // Its CRC matched: the compressed bytes are as the producer
             // made them.
             | BatchError::CorruptCompressed { .. },

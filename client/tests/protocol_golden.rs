@@ -156,6 +156,8 @@ fn error_codes_keep_their_numbers_and_retriability() {
         (ErrorCode::GroupMaxSizeReached, 30, false),
         (ErrorCode::OffsetMetadataTooLarge, 31, false),
         (ErrorCode::NonEmptyGroup, 32, false),
+        (ErrorCode::OutOfOrderSequence, 33, false),
+        (ErrorCode::ProducerFenced, 34, false),
     ];
     assert_eq!(table.len(), ErrorCode::ALL.len());
     for &(e, code, retriable) in table {

@@ -46,6 +46,32 @@ pub enum ReplicationError {
         /// The leader this replica knows of, if any.
         leader: Option<BrokerId>,
     },
+    /// An idempotent producer's batch does not continue its sequence: a
+    /// batch before it is missing (see `rill_storage::producers`).
+    #[error("group {group}: producer {producer_id} sent sequence {got}, expected {expected}")]
+    OutOfOrderSequence {
+        /// The group.
+        group: GroupId,
+        /// The producer.
+        producer_id: i64,
+        /// The sequence its next batch must start at.
+        expected: i32,
+        /// The batch's first sequence.
+        got: i32,
+    },
+    /// An idempotent producer's batch carries an epoch older than one the
+    /// log holds for it.
+    #[error("group {group}: producer {producer_id} epoch {got} is older than {epoch}")]
+    ProducerFenced {
+        /// The group.
+        group: GroupId,
+        /// The producer.
+        producer_id: i64,
+        /// The producer's newest epoch here.
+        epoch: i16,
+        /// The batch's.
+        got: i16,
+    },
     /// No such group on this broker.
     #[error("no replica of group {0} here")]
     UnknownGroup(GroupId),

@@ -31,6 +31,10 @@ pub struct LogConfig {
     /// Delete the oldest sealed segments while the log is larger than this,
     /// bytes. Default `None`: no size limit.
     pub retention_bytes: Option<u64>,
+    /// Forget an idempotent producer whose newest batch here is older than
+    /// this, ms (Kafka's `producer.id.expiration.ms`): a batch it sends
+    /// later is taken as the start of a new sequence. Default 1 day.
+    pub producer_expiration_ms: u64,
 }
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -45,6 +49,7 @@ impl Default for LogConfig {
             max_batch_bytes: MAX_BATCH_BYTES_DEFAULT,
             retention_ms: Some(7 * DAY_MS),
             retention_bytes: None,
+            producer_expiration_ms: DAY_MS,
         }
     }
 }

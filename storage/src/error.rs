@@ -118,6 +118,18 @@ pub enum BatchError {
         /// The last offset delta field.
         last_offset_delta: u32,
     },
+    /// A batch with a producer id but a negative epoch or sequence.
+    #[error(
+        "producer {producer_id} has epoch {producer_epoch} and base sequence {base_sequence}; both must be at least 0"
+    )]
+    InvalidProducerFields {
+        /// The producer id field.
+        producer_id: i64,
+        /// The producer epoch field.
+        producer_epoch: i16,
+        /// The base sequence field.
+        base_sequence: i32,
+    },
     /// A record's offset delta is not its position in the batch: deltas
     /// run 0, 1, 2, … without gaps.
     #[error("record {record} has offset delta {offset_delta}; it must be {record}")]

@@ -6,6 +6,8 @@
 //!   offset, Raft index and time; append, read, truncate, roll, retention,
 //!   and durability as a separate step ([`SyncPlan`]) so callers group-commit.
 //! - Recovery on open keeps the longest valid prefix after any crash.
+//! - [`producers`]: the idempotent producers a log holds batches of, and
+//!   the check that keeps a retried batch from being stored twice.
 //! - [`LogReader`]: reads from other threads through the segments the log
 //!   publishes, never waiting for its writer.
 //!
@@ -21,6 +23,7 @@ pub mod fault;
 mod index;
 mod log;
 mod mapping;
+pub mod producers;
 mod recovery;
 mod retention;
 mod segment;

@@ -575,6 +575,31 @@ impl Segment {
         Ok(self.walk_to(position, stop)?.map(|(p, _)| p))
     }
 
+    /// Calls `f` with the header of every batch, in order (read with
+    /// `pread`, as every header is).
+    pub(crate) fn for_each_header(&self, mut f: impl FnMut(&BatchHeader)) -> Result<(), LogError> {
+        let mut position = 0;
+        while position < self.tail.position {
+            let h = self.header_at(position)?;
+            f(&h);
+            position += h.batch_bytes();
+        }
+        Ok(())
+    }
+
+    /// When the segment's file was last written, ms since the epoch.
+    pub(crate) fn modified_ms(&self) -> Result<i64, LogError> {
+        let path = &self.paths.log;
+        let modified = self
+            .file
+            .metadata()
+            .and_then(|m| m.modified())
+            .map_err(LogError::io("read segment time", path))?;
+        Ok(modified
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
+    }
+
     /// As [`Segment::walk`], with the header found.
     fn walk_to(
         &self,

@@ -166,10 +166,13 @@ async fn answer_partition(
         Ok(p) => p,
         Err((error, leader)) => return produce_error(index, error, leader),
     };
+    // A retried batch the log holds already is answered once its first
+    // copy is committed, whatever `acks` asked: that copy may have come
+    // from an earlier leader, whose appends this one never saw.
     let error = if acks == 0 {
         ErrorCode::None
     } else {
-        wait_acks(&partition, &last, acks == -1, deadline).await
+        wait_acks(&partition, &last, acks == -1 || last.duplicate, deadline).await
     };
     let leader = if error == ErrorCode::NotLeader {
         partition.leadership().hint()
@@ -201,6 +204,14 @@ pub(crate) async fn proposal_outcome(
         }
         Ok(Err(e)) if e.is_retriable() => {
             return Err((ErrorCode::NotLeader, partition.retry_hint()));
+        }
+        Ok(Err(
+            e @ (ReplicationError::OutOfOrderSequence { .. }
+            | ReplicationError::ProducerFenced { .. }),
+        )) => {
+            // The producer's own doing, answered to it; nothing failed here.
+            tracing::debug!(topic, partition = partition.index, error = %e, "batch refused");
+            return Err((BrokerError::Storage(e).code(), LeaderHint::default()));
         }
         Ok(Err(e)) => {
             let e = BrokerError::Storage(e);

@@ -411,6 +411,26 @@ pub fn batch(values: &[String], timestamp_ms: i64) -> Bytes {
     Bytes::from(b.finish().unwrap())
 }
 
+/// A batch of `values` from idempotent producer `producer_id` at `epoch`,
+/// its first record's sequence `first_sequence`.
+pub fn producer_batch(
+    values: &[String],
+    producer_id: i64,
+    epoch: i16,
+    first_sequence: i32,
+) -> Bytes {
+    let mut b = BatchBuilder::new(1 << 20);
+    b.producer(rill_storage::ProducerStamp {
+        producer_id,
+        producer_epoch: epoch,
+        base_sequence: first_sequence,
+    });
+    for v in values {
+        assert!(b.push(&NewRecord::value(v.as_bytes(), now_ms())).unwrap());
+    }
+    Bytes::from(b.finish().unwrap())
+}
+
 /// Every record value of a partition, from offset 0 to the high watermark.
 pub fn read_all(client: &mut Client, topic: &str, partition: u32) -> Vec<(u64, String)> {
     read_from(client, topic, partition, 0)

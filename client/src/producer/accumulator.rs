@@ -20,7 +20,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rill_storage::{BatchBuilder, MAX_BATCH_BYTES_DEFAULT, NewRecord};
+use rill_storage::producers::sequence_after;
+use rill_storage::{BatchBuilder, MAX_BATCH_BYTES_DEFAULT, NewRecord, ProducerStamp};
 use tokio::time::Instant;
 
 use super::delivery::{BatchOutcome, DeliveryFuture};
@@ -38,6 +39,9 @@ pub(super) struct Accumulator {
 
 pub(super) struct TopicQueues {
     name: Arc<str>,
+    /// The idempotent producer's id, stamped on every batch sealed; `None`
+    /// without idempotence.
+    pub(super) producer_id: Option<i64>,
     pub(super) partitions: Vec<PartitionQueue>,
     /// Where keyless records go until that partition's batch is sealed.
     sticky: u32,
@@ -67,6 +71,13 @@ pub(super) struct PartitionQueue {
     /// The sequence number of this partition's next request.
     next_seq: u64,
     pub(super) retry_at: Option<Instant>,
+    /// The idempotent producer's epoch on this partition: it starts at 0
+    /// and moves on whenever a batch fails for good, since that batch may
+    /// or may not be stored and the ones after it cannot follow it (see
+    /// [`PartitionQueue::start_new_epoch`]).
+    epoch: i16,
+    /// The idempotent producer's sequence of the next record sealed here.
+    next_sequence: i32,
 }
 
 struct OpenBatch {
@@ -80,6 +91,10 @@ struct OpenBatch {
 
 pub(super) struct SealedBatch {
     pub(super) bytes: Bytes,
+    /// Whether it went out at least once: a batch that did may be stored
+    /// and keeps its producer stamp; one that never did may be given
+    /// another.
+    pub(super) sent: bool,
     pub(super) outcome: Arc<BatchOutcome>,
     pub(super) records: u32,
     pub(super) reserved_bytes: usize,
@@ -93,9 +108,10 @@ fn now_ms() -> i64 {
 }
 
 impl TopicQueues {
-    pub(super) fn new(name: &str, partitions: usize) -> TopicQueues {
+    pub(super) fn new(name: &str, partitions: usize, producer_id: Option<i64>) -> TopicQueues {
         TopicQueues {
             name: name.into(),
+            producer_id,
             partitions: (0..partitions).map(|_| PartitionQueue::default()).collect(),
             sticky: 0,
             checked_at: Instant::now(),
@@ -213,12 +229,21 @@ impl TopicQueues {
         if open.records == 0 {
             return;
         }
-        let bytes = open
-            .builder
+        let mut builder = open.builder;
+        if let Some(producer_id) = self.producer_id {
+            builder.producer(ProducerStamp {
+                producer_id,
+                producer_epoch: q.epoch,
+                base_sequence: q.next_sequence,
+            });
+            q.next_sequence = sequence_after(q.next_sequence, open.records);
+        }
+        let bytes = builder
             .finish()
             .expect("a batch with at least one record always finishes");
         q.ready.push_back(SealedBatch {
             bytes: Bytes::from(bytes),
+            sent: false,
             outcome: open.outcome,
             records: open.records,
             reserved_bytes: open.reserved_bytes,
@@ -227,6 +252,32 @@ impl TopicQueues {
         // Keyless records move on to the next partition.
         if self.sticky % self.partitions.len() as u32 == partition {
             self.sticky = (partition + 1) % self.partitions.len() as u32;
+        }
+    }
+}
+
+impl PartitionQueue {
+    /// Moves the idempotent producer on to a new epoch on this partition,
+    /// after one of its batches failed for good: that batch may or may not
+    /// be stored, so the batches after it cannot continue its sequence.
+    /// Every batch that never went out is stamped again, in order, from
+    /// sequence 0 of the new epoch (the broker takes sequence 0 of a newer
+    /// epoch from any producer it knows). A batch that did go out keeps
+    /// its stamp: it may be stored, and a retry must be recognised; if it
+    /// is not, the broker answers it `OutOfOrderSequence` and it fails too.
+    ///
+    /// Epochs are the producer's own here: each instance has a producer id
+    /// of its own, so no other producer is fenced. After `i16::MAX` such
+    /// failures on one partition the epoch stays there and later batches
+    /// fail as fenced: such a producer is to be made anew.
+    pub(super) fn start_new_epoch(&mut self) {
+        self.epoch = self.epoch.saturating_add(1);
+        self.next_sequence = 0;
+        for b in self.ready.iter_mut().filter(|b| !b.sent) {
+            let mut bytes = b.bytes.to_vec();
+            rill_storage::batch::restamp_producer(&mut bytes, self.epoch, self.next_sequence);
+            self.next_sequence = sequence_after(self.next_sequence, b.records);
+            b.bytes = Bytes::from(bytes);
         }
     }
 }
@@ -283,12 +334,17 @@ impl Accumulator {
                 if !q.held.is_empty() || q.in_flight.len() >= in_flight_max {
                     continue;
                 }
+                let mut expired = false;
                 while q.ready.front().is_some_and(|b| b.deadline <= now) {
                     let b = q.ready.pop_front().expect("front exists");
                     b.outcome.set(Err(ClientError::Timeout {
                         ms: config.delivery_timeout_ms,
                     }));
                     out.released_bytes += b.reserved_bytes;
+                    expired = true;
+                }
+                if expired && topic.producer_id.is_some() {
+                    q.start_new_epoch();
                 }
                 if q.ready.is_empty() {
                     continue;
@@ -301,12 +357,26 @@ impl Accumulator {
                 q.retry_at = None;
                 let mut batches = Vec::new();
                 let mut bytes = 0;
+                // An idempotent producer sends one batch of a partition per
+                // request: the broker answers a retried batch it holds with
+                // that batch's own offsets, which need not be followed by
+                // the next batch's.
+                let batches_max = if topic.producer_id.is_some() {
+                    1
+                } else {
+                    usize::MAX
+                };
                 while let Some(b) = q.ready.front() {
-                    if !batches.is_empty() && bytes + b.bytes.len() > config.request_bytes_max {
+                    if !batches.is_empty()
+                        && (bytes + b.bytes.len() > config.request_bytes_max
+                            || batches.len() >= batches_max)
+                    {
                         break;
                     }
                     bytes += b.bytes.len();
-                    batches.push(q.ready.pop_front().expect("front exists"));
+                    let mut b = q.ready.pop_front().expect("front exists");
+                    b.sent = true;
+                    batches.push(b);
                 }
                 let seq = q.next_seq;
                 q.next_seq += 1;

@@ -17,12 +17,25 @@
 //! retriable error is held back until every earlier and later request of
 //! its partition has answered, then everything that failed is sent again in
 //! its original order, so a retry never overtakes a batch that is still to
-//! be retried. What this cannot rule out without the idempotent producer
-//! (producer ids and sequence numbers, checked by the broker): a retry after
-//! a lost response may store a batch twice, and in a leadership race where
-//! the broker refuses one request but accepts the next, that next one is
-//! stored ahead of the retried one. With `max_in_flight_per_partition = 1`
-//! the second case cannot happen. Keyed records go where Kafka's default partitioner would put them
+//! be retried.
+//!
+//! Idempotence (on by default, with `acks=all`): the producer asks the
+//! cluster for a producer id before its first record and stamps each batch
+//! with it, an epoch and the sequence of its first record (per partition,
+//! counting records). The partition leader stores a batch it already holds
+//! once only, answering with the first copy's offsets, and refuses a batch
+//! that skips ahead (`OutOfOrderSequence`): so a retry after a lost answer
+//! or through a leader change is never stored twice, and when a broker
+//! refuses one request but accepts the next (a leadership race), the next
+//! is refused too and goes again behind the first. A batch that fails for
+//! good (its delivery timeout, a refusal) may or may not be stored; the
+//! partition moves to a new epoch and the batches that never went out are
+//! stamped again from sequence 0. Without idempotence a retry after a lost
+//! response may store a batch twice, and in that leadership race the next
+//! request is stored ahead of the retried one (not with
+//! `max_in_flight_per_partition = 1`).
+//!
+//! Keyed records go where Kafka's default partitioner would put them
 //! (murmur2); keyless records stick to one partition per topic and move on
 //! each time a batch for it is sealed.
 //!
@@ -131,6 +144,21 @@ pub struct ProducerConfig {
     /// smaller; its uncompressed size is still bounded as without
     /// compression, since that is what the broker and consumers hold.
     pub compression: Compression,
+    /// Whether the producer is idempotent (Kafka's `enable.idempotence`):
+    /// it asks the cluster for a producer id and stamps every batch with it
+    /// and a sequence number, so a batch retried after a lost answer or a
+    /// leader change is stored once, and a partition's batches are stored
+    /// in the order they were sent. Default true; only in effect with
+    /// [`Acks::All`] (with fewer acknowledgements an acknowledged batch may
+    /// be lost anyway, and Kafka's producer turns it off the same way).
+    pub idempotence: bool,
+}
+
+impl ProducerConfig {
+    /// Whether batches carry a producer id and sequence numbers.
+    pub fn is_idempotent(&self) -> bool {
+        self.idempotence && self.acks == Acks::All
+    }
 }
 
 impl Default for ProducerConfig {
@@ -146,6 +174,7 @@ impl Default for ProducerConfig {
             request_bytes_max: 8 << 20,
             max_in_flight_per_partition: 5,
             compression: Compression::None,
+            idempotence: true,
         }
     }
 }
@@ -210,6 +239,8 @@ struct Shared {
     /// Room for record bytes: `send` takes a record's size, the end of its
     /// batch gives it back.
     room: Semaphore,
+    /// The idempotent producer's id, asked for before its first record.
+    producer_id: tokio::sync::OnceCell<i64>,
 }
 
 /// The room a record takes in the producer's buffer: its bytes plus the
@@ -243,6 +274,7 @@ impl Producer {
             accumulator: Mutex::new(Accumulator::default()),
             wake: Notify::new(),
             room: Semaphore::new(room),
+            producer_id: tokio::sync::OnceCell::new(),
         });
         let sender = tokio::spawn(run_sender(Arc::clone(&shared)));
         Producer {
@@ -324,14 +356,24 @@ impl Producer {
                 continue;
             }
             // First record for this topic: learn its partition count
-            // outside the lock, then append on the next turn.
+            // outside the lock (and, the first time, the producer id), then
+            // append on the next turn.
+            let producer_id = match self.producer_id().await {
+                Ok(id) => id,
+                Err(e) => {
+                    shared.room.add_permits(size);
+                    return Ok(DeliveryFuture::failed(&record.topic, partition_hint, e));
+                }
+            };
             let wait = Duration::from_millis(crate::cluster::UNKNOWN_TOPIC_WAIT_MS);
             match shared.cluster.topic_within(&record.topic, wait).await {
                 Ok(info) => {
                     lock(&shared.accumulator)
                         .topics
                         .entry(record.topic.clone())
-                        .or_insert_with(|| TopicQueues::new(&record.topic, info.partitions.len()));
+                        .or_insert_with(|| {
+                            TopicQueues::new(&record.topic, info.partitions.len(), producer_id)
+                        });
                 }
                 Err(e) => {
                     shared.room.add_permits(size);
@@ -339,6 +381,25 @@ impl Producer {
                 }
             }
         }
+    }
+
+    /// The idempotent producer's id, asked for once (`None` without
+    /// idempotence). Tried for up to the delivery timeout.
+    async fn producer_id(&self) -> Result<Option<i64>, ClientError> {
+        let shared = &self.shared;
+        if !shared.config.is_idempotent() {
+            return Ok(None);
+        }
+        let timeout = Duration::from_millis(shared.config.delivery_timeout_ms);
+        let id = shared
+            .producer_id
+            .get_or_try_init(|| async {
+                identity::init_producer_id(&shared.cluster, timeout)
+                    .await
+                    .map(|i| i.producer_id)
+            })
+            .await?;
+        Ok(Some(*id))
     }
 
     /// Sends every record queued so far at once and waits until all of

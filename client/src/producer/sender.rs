@@ -88,10 +88,9 @@ impl Accumulator {
     /// answered. Returns the room given back.
     fn complete(&mut self, c: Completion, config: &ProducerConfig, cluster: &Cluster) -> usize {
         let Completion { send, result } = c;
-        let queue = self
-            .topics
-            .get_mut(&*send.topic)
-            .and_then(|t| t.partitions.get_mut(send.partition as usize));
+        let topic = self.topics.get_mut(&*send.topic);
+        let idempotent = topic.as_ref().is_some_and(|t| t.producer_id.is_some());
+        let queue = topic.and_then(|t| t.partitions.get_mut(send.partition as usize));
         let now = Instant::now();
         let in_time = send.batches.first().is_some_and(|b| now < b.deadline);
         let Some(q) = queue else {
@@ -103,7 +102,24 @@ impl Accumulator {
         if let Some(i) = position {
             q.in_flight.remove(i);
         }
+        // `OutOfOrderSequence` while an earlier request of the partition
+        // is still to be answered or retried: the broker is missing that
+        // one, which goes again first; this one follows it as it is.
+        let earlier_pending = q.in_flight.iter().any(|f| f.seq < send.seq)
+            || q.held.iter().any(|(s, _)| *s < send.seq);
+        let failed_for_good = match &result {
+            None => !in_time,
+            Some(Err(e)) => {
+                !(in_time && (e.is_retriable() || (earlier_pending && is_out_of_order(e))))
+            }
+            Some(Ok(_)) => false,
+        };
         let released = match result {
+            Some(Err(e)) if is_out_of_order(&e) && earlier_pending && in_time => {
+                tracing::debug!(topic = %send.topic, partition = send.partition, "retrying after the batch before it");
+                q.hold(send.seq, send.batches);
+                0
+            }
             None if in_time => {
                 q.hold(send.seq, send.batches);
                 0
@@ -128,6 +144,9 @@ impl Accumulator {
             ),
             Some(result) => resolve(send.batches, result),
         };
+        if failed_for_good && idempotent {
+            q.start_new_epoch();
+        }
         if q.in_flight.is_empty() && !q.held.is_empty() {
             for (_, batches) in q.held.drain(..).rev() {
                 for b in batches.into_iter().rev() {
@@ -148,6 +167,16 @@ impl PartitionQueue {
         let at = self.held.partition_point(|(s, _)| *s < seq);
         self.held.insert(at, (seq, batches));
     }
+}
+
+fn is_out_of_order(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Broker {
+            code: ErrorCode::OutOfOrderSequence,
+            ..
+        }
+    )
 }
 
 /// Resolves every batch of one request with `result` (each batch's base
@@ -356,8 +385,29 @@ mod tests {
             ..ProducerConfig::default()
         };
         let mut acc = Accumulator::default();
-        acc.topics.insert("t".into(), TopicQueues::new("t", 1));
+        acc.topics
+            .insert("t".into(), TopicQueues::new("t", 1, None));
         (acc, config)
+    }
+
+    /// As [`pipelined`], for an idempotent producer with id 42.
+    fn idempotent(in_flight_max: usize) -> (Accumulator, ProducerConfig) {
+        let (mut acc, config) = pipelined(in_flight_max);
+        acc.topics
+            .insert("t".into(), TopicQueues::new("t", 1, Some(42)));
+        (acc, config)
+    }
+
+    /// Producer id, epoch and first sequence of each batch of `sends`.
+    fn stamps(sends: &[PartitionSend]) -> Vec<(i64, i16, i32)> {
+        sends
+            .iter()
+            .flat_map(|s| s.batches.iter())
+            .map(|b| {
+                let h = rill_storage::batch::validate(&b.bytes, usize::MAX).expect("a valid batch");
+                (h.producer_id, h.producer_epoch, h.base_sequence)
+            })
+            .collect()
     }
 
     fn append(acc: &mut Accumulator, config: &ProducerConfig, n: u32) -> Vec<DeliveryFuture> {
@@ -392,6 +442,17 @@ mod tests {
         }
     }
 
+    /// Completes `send` with `result` as the sender would.
+    fn answer(
+        acc: &mut Accumulator,
+        config: &ProducerConfig,
+        send: PartitionSend,
+        result: Option<BatchResult>,
+    ) -> usize {
+        let cluster = Cluster::new("127.0.0.1:9", "test").expect("an address");
+        acc.complete(Completion { send, result }, config, &cluster)
+    }
+
     fn not_leader() -> Option<BatchResult> {
         Some(Err(ClientError::code(ErrorCode::NotLeader)))
     }
@@ -406,17 +467,9 @@ mod tests {
         let _futures = append(&mut acc, &config, 5);
         let sends = collect_all(&mut acc, &config, Instant::now());
         assert_eq!(sends.iter().map(|s| s.seq).collect::<Vec<_>>(), [0, 1, 2]);
-        let cluster = Cluster::new("127.0.0.1:9", "test").expect("an address");
         let mut sends = sends.into_iter();
         let first = sends.next().expect("three sends");
-        acc.complete(
-            Completion {
-                send: first,
-                result: Some(Ok(Some(0))),
-            },
-            &config,
-            &cluster,
-        );
+        answer(&mut acc, &config, first, Some(Ok(Some(0))));
         let next = collect_all(&mut acc, &config, Instant::now());
         assert_eq!(
             next.iter().map(|s| s.seq).collect::<Vec<_>>(),
@@ -429,7 +482,6 @@ mod tests {
     fn failed_requests_wait_for_the_rest_and_are_retried_in_their_first_order() {
         let (mut acc, config) = pipelined(3);
         let futures = append(&mut acc, &config, 4);
-        let cluster = Cluster::new("127.0.0.1:9", "test").expect("an address");
         let mut sends: VecDeque<PartitionSend> =
             collect_all(&mut acc, &config, Instant::now()).into();
         assert_eq!(sends.len(), 3);
@@ -438,33 +490,12 @@ mod tests {
 
         // The first fails while the others are in flight: it is held, and
         // the partition sends nothing new (the fourth batch waits).
-        acc.complete(
-            Completion {
-                send: s0,
-                result: not_leader(),
-            },
-            &config,
-            &cluster,
-        );
+        answer(&mut acc, &config, s0, not_leader());
         assert!(collect_all(&mut acc, &config, Instant::now()).is_empty());
         // The second succeeds, the third fails too.
-        acc.complete(
-            Completion {
-                send: s1,
-                result: Some(Ok(Some(7))),
-            },
-            &config,
-            &cluster,
-        );
+        answer(&mut acc, &config, s1, Some(Ok(Some(7))));
         assert_eq!(offset_of(&futures[1]), Some(Some(7)));
-        acc.complete(
-            Completion {
-                send: s2,
-                result: not_leader(),
-            },
-            &config,
-            &cluster,
-        );
+        answer(&mut acc, &config, s2, not_leader());
         assert_eq!(offset_of(&futures[0]), None, "still to be retried");
 
         // After the backoff the failed batches go again, oldest first,
@@ -488,26 +519,98 @@ mod tests {
     fn a_request_held_back_for_an_earlier_one_goes_again_without_backoff() {
         let (mut acc, config) = pipelined(2);
         let _futures = append(&mut acc, &config, 2);
-        let cluster = Cluster::new("127.0.0.1:9", "test").expect("an address");
         let mut sends = collect_all(&mut acc, &config, Instant::now()).into_iter();
         let (s0, s1) = (sends.next().expect("two"), sends.next().expect("two"));
-        acc.complete(
-            Completion {
-                send: s1,
-                result: None,
-            },
-            &config,
-            &cluster,
-        );
-        acc.complete(
-            Completion {
-                send: s0,
-                result: Some(Ok(Some(0))),
-            },
-            &config,
-            &cluster,
-        );
+        answer(&mut acc, &config, s1, None);
+        answer(&mut acc, &config, s0, Some(Ok(Some(0))));
         let again = collect_all(&mut acc, &config, Instant::now());
         assert_eq!(again.len(), 1, "sent again at once");
+    }
+
+    #[test]
+    fn an_idempotent_producer_stamps_consecutive_sequences_one_batch_per_request() {
+        let (mut acc, mut config) = idempotent(5);
+        config.request_bytes_max = 1 << 20;
+        let _futures = append(&mut acc, &config, 3);
+        let sends = collect_all(&mut acc, &config, Instant::now());
+        assert_eq!(sends.len(), 3, "one batch per request");
+        assert_eq!(stamps(&sends), [(42, 0, 0), (42, 0, 1), (42, 0, 2)]);
+    }
+
+    #[test]
+    fn out_of_order_behind_a_failed_request_is_retried_after_it_in_order() {
+        let (mut acc, config) = idempotent(3);
+        let futures = append(&mut acc, &config, 2);
+        let mut sends = collect_all(&mut acc, &config, Instant::now()).into_iter();
+        let (s0, s1) = (sends.next().expect("two"), sends.next().expect("two"));
+        // The broker missed the first (its leader changed) and so refused
+        // the second as out of order: both go again, first one first.
+        answer(
+            &mut acc,
+            &config,
+            s1,
+            Some(Err(ClientError::code(ErrorCode::OutOfOrderSequence))),
+        );
+        answer(&mut acc, &config, s0, not_leader());
+        assert_eq!(offset_of(&futures[1]), None, "not failed");
+        let later = Instant::now() + Duration::from_millis(config.retry_backoff_ms + 1);
+        let retried = collect_all(&mut acc, &config, later);
+        assert_eq!(
+            stamps(&retried),
+            [(42, 0, 0), (42, 0, 1)],
+            "same stamps, same order"
+        );
+    }
+
+    #[test]
+    fn a_batch_failed_for_good_moves_the_partition_to_a_new_epoch_restamping_what_never_went() {
+        let (mut acc, config) = idempotent(1);
+        let futures = append(&mut acc, &config, 3);
+        let first = collect_all(&mut acc, &config, Instant::now());
+        assert_eq!(stamps(&first), [(42, 0, 0)]);
+        let first = first.into_iter().next().expect("one send");
+        answer(
+            &mut acc,
+            &config,
+            first,
+            Some(Err(ClientError::code(ErrorCode::RecordTooLarge))),
+        );
+        assert!(matches!(
+            futures[0].batch.result.get(),
+            Some(Err(ClientError::Broker {
+                code: ErrorCode::RecordTooLarge,
+                ..
+            }))
+        ));
+        // The two that never went follow from sequence 0 of epoch 1.
+        let rest = collect_all(&mut acc, &config, Instant::now());
+        assert_eq!(stamps(&rest), [(42, 1, 0)]);
+        let second = rest.into_iter().next().expect("one send");
+        answer(&mut acc, &config, second, Some(Ok(Some(0))));
+        let third = collect_all(&mut acc, &config, Instant::now());
+        assert_eq!(stamps(&third), [(42, 1, 1)]);
+    }
+
+    #[test]
+    fn out_of_order_with_nothing_before_it_fails_the_batch() {
+        let (mut acc, config) = idempotent(1);
+        let futures = append(&mut acc, &config, 1);
+        let send = collect_all(&mut acc, &config, Instant::now())
+            .into_iter()
+            .next()
+            .expect("one send");
+        answer(
+            &mut acc,
+            &config,
+            send,
+            Some(Err(ClientError::code(ErrorCode::OutOfOrderSequence))),
+        );
+        assert!(matches!(
+            futures[0].batch.result.get(),
+            Some(Err(ClientError::Broker {
+                code: ErrorCode::OutOfOrderSequence,
+                ..
+            }))
+        ));
     }
 }

@@ -89,11 +89,18 @@ pub enum ErrorCode {
     /// committed from outside the group (an empty member id with
     /// `NO_MEMBER_EPOCH`), until they leave.
     NonEmptyGroup = 32,
+    /// An idempotent producer's batch does not continue its sequence on
+    /// the partition: a batch before it is missing. Retriable only while
+    /// an earlier batch of the partition is still being retried.
+    OutOfOrderSequence = 33,
+    /// An idempotent producer's batch carries an epoch older than one the
+    /// partition holds for its producer id.
+    ProducerFenced = 34,
 }
 
 impl ErrorCode {
     /// Every code, in numeric order.
-    pub const ALL: [ErrorCode; 33] = [
+    pub const ALL: [ErrorCode; 35] = [
         ErrorCode::None,
         ErrorCode::Unknown,
         ErrorCode::CorruptMessage,
@@ -127,6 +134,8 @@ impl ErrorCode {
         ErrorCode::GroupMaxSizeReached,
         ErrorCode::OffsetMetadataTooLarge,
         ErrorCode::NonEmptyGroup,
+        ErrorCode::OutOfOrderSequence,
+        ErrorCode::ProducerFenced,
     ];
 
     /// The stable number on the wire.

@@ -19,6 +19,7 @@ use bytes::Bytes;
 use raft::eraftpb::{Entry, Message, MessageType};
 use raft::{RawNode, StateRole};
 use rill_storage::batch::BatchHeader;
+use rill_storage::producers::{ProducerBatch, ProducerSequence, SequenceCheck, StoredAt};
 use rill_storage::{LogError, Offset, RaftIndex, Term};
 
 use super::Node;
@@ -42,6 +43,10 @@ pub struct Proposed {
     pub base_offset: Offset,
     /// The offset after its last record.
     pub next_offset: Offset,
+    /// The batch was an idempotent producer's retry of one the log holds
+    /// (or this leadership proposed) already: these are that entry's
+    /// index, term and offsets, and nothing new was proposed.
+    pub duplicate: bool,
 }
 
 /// A record batch checked in full (length, CRC, every record) and ready to
@@ -272,10 +277,51 @@ impl Node {
         let term = Term(raft.term);
         let index = RaftIndex(raft.raft_log.last_index() + 1);
         let stable_last = raft.raft_log.store().last_index();
+        let log = crate::storage::lock(raft.raft_log.store().log());
         let base_offset = match r.last_proposed {
             Some((i, t, end)) if t == term && i > stable_last => end,
-            _ => crate::storage::lock(raft.raft_log.store().log()).next_offset(),
+            _ => log.next_offset(),
         };
+        // An idempotent producer's batch is checked against every batch
+        // the log holds, committed or not (a leader never cuts its own
+        // log, so a previous leader's copy it holds will commit), and this
+        // leadership's proposals not yet written: here, on the one thread
+        // that proposes, so two copies in flight cannot both pass.
+        let sequence = ProducerSequence::of(&batch.header);
+        if let Some(seq) = &sequence {
+            let written = log.next_raft_index();
+            r.pending_producers
+                .retain(|p| p.at.raft_index >= written && p.at.term == term);
+            match log.producers().check(seq, &r.pending_producers) {
+                SequenceCheck::Append => {}
+                SequenceCheck::Duplicate(at) => {
+                    return Ok(Proposed {
+                        index: at.raft_index,
+                        term: at.term,
+                        base_offset: at.base_offset,
+                        next_offset: at.next_offset,
+                        duplicate: true,
+                    });
+                }
+                SequenceCheck::OutOfOrder { expected, got } => {
+                    return Err(ReplicationError::OutOfOrderSequence {
+                        group,
+                        producer_id: seq.producer_id,
+                        expected,
+                        got,
+                    });
+                }
+                SequenceCheck::Fenced { epoch, got } => {
+                    return Err(ReplicationError::ProducerFenced {
+                        group,
+                        producer_id: seq.producer_id,
+                        epoch,
+                        got,
+                    });
+                }
+            }
+        }
+        drop(log);
         let next_offset = batch
             .header
             .offset_span()
@@ -307,11 +353,23 @@ impl Node {
         let appended = RaftIndex(r.raw.raft.raft_log.last_index());
         assert_eq!(appended, index, "a leader appends a proposal at the end");
         r.last_proposed = Some((index, term, next_offset));
+        if let Some(sequence) = sequence {
+            r.pending_producers.push(ProducerBatch {
+                sequence,
+                at: StoredAt {
+                    base_offset,
+                    next_offset,
+                    raft_index: index,
+                    term,
+                },
+            });
+        }
         Ok(Proposed {
             index,
             term,
             base_offset,
             next_offset,
+            duplicate: false,
         })
     }
 

@@ -218,6 +218,12 @@ struct Replica {
     /// the offset after it (the next proposal starts there while it is not
     /// yet in the log).
     last_proposed: Option<(RaftIndex, Term, Offset)>,
+    /// The idempotent producers' batches this leadership proposed that
+    /// are not in the log yet, oldest first: checked with the log's own
+    /// table, so a retry arriving before its first copy is written is
+    /// still recognised. Emptied as they are written and when the
+    /// leadership ends; at most as many as proposals in flight.
+    pending_producers: Vec<rill_storage::producers::ProducerBatch>,
     high_watermark: Offset,
     leader: Option<BrokerId>,
     /// While this replica catches up after losing what it held (see
@@ -503,6 +509,7 @@ impl Node {
             fsync: spec.fsync,
             max_batch_bytes,
             last_proposed: None,
+            pending_producers: Vec::new(),
             high_watermark,
             leader: None,
             catching_up: self.rejoining.then(Default::default),

@@ -99,6 +99,7 @@ impl Node {
                 r.leader = leader;
                 if ss.raft_state != StateRole::Leader {
                     r.last_proposed = None;
+                    r.pending_producers.clear();
                 }
                 events.push(Event::RoleChanged {
                     group,

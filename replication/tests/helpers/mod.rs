@@ -35,6 +35,7 @@ pub fn small_config() -> LogConfig {
         max_batch_bytes: 16 * 1024,
         retention_ms: None,
         retention_bytes: None,
+        ..LogConfig::default()
     }
 }
 

@@ -365,3 +365,17 @@ pub fn stamp(batch: &mut [u8], base_offset: Offset, term: Term, index: RaftIndex
     batch[OFF_RAFT_TERM..OFF_RAFT_TERM + 8].copy_from_slice(&term.0.to_le_bytes());
     batch[OFF_RAFT_INDEX..OFF_RAFT_INDEX + 8].copy_from_slice(&index.0.to_le_bytes());
 }
+
+/// Rewrites an idempotent producer's epoch and first sequence in a built
+/// batch and computes its CRC again (a producer giving batches it never
+/// sent a new epoch after an earlier batch failed).
+///
+/// # Panics
+/// If `batch` is shorter than a header (a caller bug).
+pub fn restamp_producer(batch: &mut [u8], producer_epoch: i16, base_sequence: i32) {
+    batch[OFF_PRODUCER_EPOCH..OFF_PRODUCER_EPOCH + 2]
+        .copy_from_slice(&producer_epoch.to_le_bytes());
+    batch[OFF_BASE_SEQUENCE..OFF_BASE_SEQUENCE + 4].copy_from_slice(&base_sequence.to_le_bytes());
+    let crc = compute_crc(batch);
+    batch[OFF_CRC..OFF_CRC + 4].copy_from_slice(&crc.to_le_bytes());
+}

@@ -82,6 +82,15 @@ pub fn validate_without_records(
             computed,
         });
     }
+    // After the CRC, so damage reads as damage. An idempotent producer's batch carries an epoch and a sequence
+    // (-1 everywhere means no producer): the producer table reads them.
+    if header.producer_id >= 0 && (header.producer_epoch < 0 || header.base_sequence < 0) {
+        return Err(BatchError::InvalidProducerFields {
+            producer_id: header.producer_id,
+            producer_epoch: header.producer_epoch,
+            base_sequence: header.base_sequence,
+        });
+    }
     Ok(header)
 }
 

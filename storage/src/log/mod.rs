@@ -18,6 +18,10 @@
 //!   refused batch leaves the log exactly as it was;
 //! - a byte once handed to a reader is never written again: truncation seals
 //!   the segment at the cut and continues in a new file.
+//! - the producer table ([`crate::producers`]) describes exactly the
+//!   idempotent producers' batches the log holds: every append records
+//!   one, a truncation forgets what it cut, a reset everything, and opening
+//!   rebuilds it from the segments.
 
 use std::collections::VecDeque;
 use std::fs::{File, OpenOptions};
@@ -30,6 +34,7 @@ use bytes::Bytes;
 use crate::batch::{self, BatchHeader, Batches, RecordBatch, ValidBatch};
 use crate::config::{Clock, LogConfig, SystemClock};
 use crate::error::{BatchError, LogError};
+use crate::producers::{ProducerBatch, ProducerSequence, ProducerTable, StoredAt};
 use crate::recovery::{Expect, open_segment};
 use crate::segment::{Segment, SegmentPaths, parse_segment_name};
 use crate::types::{Offset, RaftIndex, Term};
@@ -93,6 +98,10 @@ pub struct Log {
     /// The segments as readers see them ([`Log::reader`]): republished
     /// whenever one is created or taken out.
     published: Arc<PublishedSegments>,
+    /// The idempotent producers whose batches the log holds (see
+    /// [`crate::producers`]): recorded on every append, cut with the log,
+    /// rebuilt on open.
+    pub(crate) producers: ProducerTable,
     /// Held for the life of the log: one process per directory.
     _lock: File,
 }
@@ -110,6 +119,11 @@ impl Log {
     /// writer (see [`crate::view`]).
     pub fn reader(&self) -> LogReader {
         LogReader::new(Arc::clone(&self.published))
+    }
+
+    /// The idempotent producers whose batches the log holds.
+    pub fn producers(&self) -> &ProducerTable {
+        &self.producers
     }
 
     /// The directory the log lives in.
@@ -322,6 +336,18 @@ impl Log {
         seg.first_append_ms.get_or_insert(now_ms);
         let next_offset = seg.tail.next_offset;
         debug_assert_eq!(next_offset.0, base_offset.0 + span);
+        if let Some(sequence) = ProducerSequence::of(header) {
+            let at = StoredAt {
+                base_offset,
+                next_offset,
+                raft_index,
+                term,
+            };
+            self.producers
+                .record(ProducerBatch { sequence, at }, now_ms);
+        }
+        self.producers
+            .expire(now_ms, self.config.producer_expiration_ms);
         Ok(Appended {
             base_offset,
             next_offset,

@@ -109,12 +109,46 @@ impl Log {
                 raft_index: RaftIndex(1),
             },
             published: Arc::new(PublishedSegments::new(Arc::new([]))),
+            producers: ProducerTable::default(),
             _lock: lock,
         };
         log.recover_segments(&bases, committed)?;
+        log.rebuild_producers()?;
         log.durable = log.end();
         log.publish_segments();
         Ok(log)
+    }
+
+    /// Rebuilds the producer table from the batch headers of the segments
+    /// written to within the producer expiry (older ones hold no producer
+    /// that would not be forgotten at once). A batch counts as recorded
+    /// when its segment was last written.
+    fn rebuild_producers(&mut self) -> Result<(), LogError> {
+        let now_ms = self.clock.now_ms();
+        let expiration_ms = i64::try_from(self.config.producer_expiration_ms).unwrap_or(i64::MAX);
+        let mut table = ProducerTable::default();
+        for seg in &self.segments {
+            if seg.is_empty() {
+                continue;
+            }
+            let written_ms = seg.modified_ms()?;
+            if now_ms.saturating_sub(written_ms) > expiration_ms {
+                continue;
+            }
+            seg.for_each_header(|h| {
+                if let Some(sequence) = ProducerSequence::of(h) {
+                    let at = StoredAt {
+                        base_offset: h.base_offset,
+                        next_offset: h.next_offset(),
+                        raft_index: h.raft_index,
+                        term: h.raft_term,
+                    };
+                    table.record(ProducerBatch { sequence, at }, written_ms);
+                }
+            })?;
+        }
+        self.producers = table;
+        Ok(())
     }
 
     /// Opens every segment in order, cutting the log at the first gap past

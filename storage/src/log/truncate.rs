@@ -22,6 +22,7 @@ impl Log {
             });
         }
         self.truncations += 1;
+        self.producers.truncate_from(from);
         // The offset at the cut, before anything is removed.
         let cut_offset = {
             let i = self
@@ -92,6 +93,7 @@ impl Log {
             }
         }
         self.truncations += 1;
+        self.producers.clear();
         let seg = match Segment::create(
             &self.dir,
             next.offset,

@@ -502,6 +502,22 @@ pub fn empty_buffer() -> Refusal {
     }
 }
 
+pub fn producer_id_without_a_sequence() -> Refusal {
+    Refusal {
+        what: "a producer id with base sequence -1",
+        bytes: with_header(&good(), |h| {
+            h.producer_id = 7;
+            h.producer_epoch = 0;
+        }),
+        error: BatchError::InvalidProducerFields {
+            producer_id: 7,
+            producer_epoch: 0,
+            base_sequence: -1,
+        },
+        crc_intact: true,
+    }
+}
+
 /// Every refusal above.
 pub fn all_refusals() -> Vec<Refusal> {
     let mut all = vec![
@@ -522,6 +538,7 @@ pub fn all_refusals() -> Vec<Refusal> {
         last_offset_delta_beyond_the_records(),
         offset_deltas_with_a_gap(),
         offset_deltas_out_of_order(),
+        producer_id_without_a_sequence(),
         unknown_version(0),
         unknown_version(2),
         unknown_version(u8::MAX),

@@ -21,6 +21,7 @@ pub fn small_config() -> LogConfig {
         max_batch_bytes: 16 * 1024,
         retention_ms: None,
         retention_bytes: None,
+        ..LogConfig::default()
     }
 }
 

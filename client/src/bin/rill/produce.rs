@@ -50,6 +50,11 @@ pub(crate) struct ProduceArgs {
     /// compressed only when that makes it smaller).
     #[arg(long, value_name = "none|lz4|zstd", default_value = "none")]
     compression: Compression,
+    /// Turn the idempotent producer off. It is on by default with
+    /// `--acks all`: a batch retried after a lost answer or a leader change
+    /// is stored once, in send order.
+    #[arg(long)]
+    no_idempotence: bool,
 }
 
 /// Reads standard input on a thread of its own, one line at a time.
@@ -72,6 +77,7 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
         batch_size_bytes: args.batch_size,
         delivery_timeout_ms: args.delivery_timeout_ms,
         compression: args.compression,
+        idempotence: !args.no_idempotence,
         ..ProducerConfig::default()
     };
     let producer = Producer::new(cluster, config);
