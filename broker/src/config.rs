@@ -46,6 +46,9 @@ pub struct FileConfig {
     pub message_timestamp_before_max_ms: Option<u64>,
     /// Most partition replicas one broker may host.
     pub max_partition_replicas: Option<u32>,
+    /// An idempotent producer idle this long is forgotten by a partition,
+    /// ms.
+    pub producer_id_expiration_ms: Option<u64>,
     /// A group member silent this long is removed, ms.
     pub group_session_timeout_ms: Option<u64>,
     /// How often group members heartbeat, ms.
@@ -110,6 +113,10 @@ pub struct BrokerConfig {
     /// would place more on any broker is refused. Checked by the
     /// controller leader with its own setting. Default 10,000.
     pub max_partition_replicas: u32,
+    /// A partition forgets an idempotent producer whose newest batch there
+    /// is older than this, ms (Kafka's `producer.id.expiration.ms`): a
+    /// retry it sends later is no longer recognised. Default 1 day.
+    pub producer_id_expiration_ms: u64,
     /// How the group coordinator treats groups: session timeout (default
     /// 45 s), heartbeat interval (default 5 s), group size (default
     /// 1,000), rebalance timeout (default 5 minutes), offsets retention
@@ -189,6 +196,7 @@ impl BrokerConfig {
             message_timestamp_after_max_ms,
             message_timestamp_before_max_ms,
             max_partition_replicas,
+            producer_id_expiration_ms,
             group_session_timeout_ms,
             group_heartbeat_interval_ms,
             group_max_size,
@@ -278,6 +286,9 @@ impl BrokerConfig {
             max_partition_replicas: max_partition_replicas
                 .or(file.max_partition_replicas)
                 .unwrap_or(MAX_PARTITION_REPLICAS_DEFAULT),
+            producer_id_expiration_ms: producer_id_expiration_ms
+                .or(file.producer_id_expiration_ms)
+                .unwrap_or(rill_storage::LogConfig::default().producer_expiration_ms),
             groups,
         })
     }
@@ -319,6 +330,8 @@ pub struct Flags {
     pub message_timestamp_before_max_ms: Option<u64>,
     /// `--max-partition-replicas`.
     pub max_partition_replicas: Option<u32>,
+    /// `--producer-id-expiration-ms`.
+    pub producer_id_expiration_ms: Option<u64>,
     /// `--group-session-timeout-ms`.
     pub group_session_timeout_ms: Option<u64>,
     /// `--group-heartbeat-interval-ms`.
@@ -359,9 +372,11 @@ mod tests {
         assert_eq!(c.message_timestamp_after_max_ms, Some(3_600_000));
         assert_eq!(c.message_timestamp_before_max_ms, None);
         assert_eq!(c.max_partition_replicas, 10_000);
+        assert_eq!(c.producer_id_expiration_ms, 86_400_000);
         let file: FileConfig = toml::from_str(
             "max_partition_replicas = 10\nmessage_timestamp_before_max_ms = 86400000\n\
-             message_timestamp_after_max_ms = 9223372036854775807\n",
+             message_timestamp_after_max_ms = 9223372036854775807\n\
+             producer_id_expiration_ms = 60000\n",
         )
         .unwrap();
         let c = BrokerConfig::resolve(
@@ -373,6 +388,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.max_partition_replicas, 20);
+        assert_eq!(c.producer_id_expiration_ms, 60_000);
         assert_eq!(c.message_timestamp_before_max_ms, Some(86_400_000));
         assert_eq!(
             c.message_timestamp_after_max_ms, None,

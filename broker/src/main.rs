@@ -79,6 +79,11 @@ struct Args {
     /// it is refused (checked by the controller leader) [default: 10000].
     #[arg(long)]
     max_partition_replicas: Option<u32>,
+    /// A partition forgets an idempotent producer whose newest batch there
+    /// is older than this, ms (a retry sent later is stored again)
+    /// [default: 86400000, 1 day].
+    #[arg(long)]
+    producer_id_expiration_ms: Option<u64>,
     /// A consumer group member that sends no heartbeat for this long, or
     /// keeps partitions it was told to give up for this long, is removed
     /// and its partitions go to the others [default: 45000].
@@ -103,6 +108,7 @@ struct Args {
     /// peer_listen, peers, cluster_secret_file, insecure_peers,
     /// retention_check_ms, message_timestamp_after_max_ms,
     /// message_timestamp_before_max_ms, max_partition_replicas,
+    /// producer_id_expiration_ms,
     /// group_session_timeout_ms, group_heartbeat_interval_ms,
     /// group_max_size, group_rebalance_timeout_ms,
     /// offsets_retention_minutes, and a [limits] table.
@@ -188,6 +194,7 @@ fn run() -> anyhow::Result<()> {
             message_timestamp_after_max_ms: args.message_timestamp_after_max_ms,
             message_timestamp_before_max_ms: args.message_timestamp_before_max_ms,
             max_partition_replicas: args.max_partition_replicas,
+            producer_id_expiration_ms: args.producer_id_expiration_ms,
             group_session_timeout_ms: args.group_session_timeout_ms,
             group_heartbeat_interval_ms: args.group_heartbeat_interval_ms,
             group_max_size: args.group_max_size,
@@ -262,6 +269,7 @@ fn run() -> anyhow::Result<()> {
                 before_max_ms: config.message_timestamp_before_max_ms,
             },
             max_partition_replicas: config.max_partition_replicas,
+            producer_id_expiration_ms: config.producer_id_expiration_ms,
         };
         let janitor = threads.start_janitor(&config.data_dir)?;
         let opened =

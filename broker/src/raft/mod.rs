@@ -126,6 +126,8 @@ pub struct RaftConfig {
     /// Most partition replicas one broker may host, checked when this
     /// broker leads the controller.
     pub max_partition_replicas: u32,
+    /// How long a replica remembers an idle idempotent producer, ms.
+    pub producer_id_expiration_ms: u64,
     /// The data directory's identity (see [`crate::identity`]).
     pub identity: Identity,
     /// Raised when a peer knew an earlier incarnation of this broker: the

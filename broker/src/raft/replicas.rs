@@ -313,7 +313,7 @@ impl RaftLoop {
     /// `group`: the log's retention and segment bounds, and the timestamp
     /// bounds and `compression.type` its produces are checked against.
     fn apply_config(&mut self, t: &TopicImage, group: GroupId) {
-        if let Err(e) = self.node.set_log_config(group, t.config.log_config()) {
+        if let Err(e) = self.node.set_log_config(group, self.log_config(t)) {
             tracing::warn!(topic = %t.name, %group, error = %e, "could not apply the topic's new settings");
             return;
         }
@@ -323,6 +323,15 @@ impl RaftLoop {
         }
         tracing::info!(topic = %t.name, %group, "applied the topic's new settings");
         self.configs.insert(group, t.config.clone());
+    }
+
+    /// The storage settings of a topic's replicas here: the topic's, and
+    /// this broker's producer expiry.
+    fn log_config(&self, t: &TopicImage) -> rill_storage::LogConfig {
+        rill_storage::LogConfig {
+            producer_expiration_ms: self.config.producer_id_expiration_ms,
+            ..t.config.log_config()
+        }
     }
 
     /// The bounds a topic's produces are checked against: its own, else
@@ -345,7 +354,7 @@ impl RaftLoop {
         let dir = partition_dir(&self.config.data_dir, &t.id, p);
         std::fs::create_dir_all(&dir)
             .map_err(ReplicationError::io("create replica directory", &dir))?;
-        let log_config = t.config.log_config();
+        let log_config = self.log_config(t);
         let max_batch_bytes = log_config.max_batch_bytes;
         let opened = self.node.open_replica(ReplicaDir {
             group,
