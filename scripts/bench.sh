@@ -123,6 +123,13 @@ r = json.loads(sys.stdin.read()); r["data_bytes"] = int(sys.argv[1]); print(json
       "$(du -sb "$work/data" | cut -f1)" >>"$work/W1-$codec.jsonl"
     drop_topic "w1$codec-$run"
   done
+  # The idempotent producer's cost: W1 at acks=all (idempotence needs it;
+  # on one broker it commits on the append, as acks=1 answers), with
+  # idempotence (the default) and without, one right after the other.
+  bench produce --topic "w1i-$run" --topic-config fsync=false --acks all --messages 1000000 >>"$work/W1-idempotent.jsonl"
+  drop_topic "w1i-$run"
+  bench produce --topic "w1n-$run" --topic-config fsync=false --acks all --no-idempotence --messages 1000000 >>"$work/W1-plain.jsonl"
+  drop_topic "w1n-$run"
   bench produce --topic "w2-$run" --topic-config fsync=false --acks 1 --message-size 100 --messages 5000000 >>"$work/W2.jsonl"
   drop_topic "w2-$run"
   bench produce --topic "w3-$run" --acks all --messages 300000 >>"$work/W3.jsonl"
@@ -282,6 +289,10 @@ lines += ["",
       f"{c} {med(codec[c], 'mb_per_sec'):.0f} MB/s of values, data directory {size[c] / 1e6:.0f} MB"
       + ("" if c == "none" else f" ({size['none'] / max(size[c], 1):.1f}x smaller)")
       for c in ("none", "lz4", "zstd")) + "."]
+idem, plain = med(load("W1-idempotent"), "mb_per_sec"), med(load("W1-plain"), "mb_per_sec")
+lines += ["",
+  f"Idempotence (W1 at acks=all, the producer's default, against the same with --no-idempotence, run after it each time): "
+  f"{idem:.0f} MB/s against {plain:.0f} MB/s, {idem / plain:.0%}. W7a-W7d run idempotent (the default)."]
 w5, w8a = med(load("W5"), "mb_per_sec"), med(load("W8a"), "mb_per_sec")
 settle = sorted(r["seconds"] for r in load("W8b"))
 lines += ["",
@@ -291,7 +302,7 @@ lines += ["",
   "joins: the member giving up a partition hears of it at its next heartbeat (every 5 s in a stable group, "
   "`--group-heartbeat-interval-ms`), then the hand-over takes 200 ms heartbeats."]
 lines += ["", "Every run's summary line, as `rill-bench --json` printed it:", "", "```"]
-for w in [r[0] for r in rows] + ["W8b", "W1-none", "W1-lz4", "W1-zstd"]:
+for w in [r[0] for r in rows] + ["W8b", "W1-none", "W1-lz4", "W1-zstd", "W1-idempotent", "W1-plain"]:
     for r in load(w):
         lines.append(f"{w} {json.dumps(r)}")
 lines += ["```", ""]

@@ -448,3 +448,136 @@ fn a_broker_stopped_with_sigterm_hands_its_leaderships_over_first() {
         assert_eq!(produce_to(&c, l, p, 5_000), ErrorCode::None);
     }
 }
+
+#[test]
+fn a_paused_leader_is_left_behind_by_an_idempotent_producer_and_a_consumer() {
+    let _serial = one_cluster_at_a_time();
+    let mut c = TestCluster::start(3);
+    let rt = runtime();
+    let bootstrap = c.bootstrap();
+    const PARTS: u32 = 3;
+    create_topic(&rt, &bootstrap, PARTS);
+    c.wait_for("every partition to elect a leader", 30, |c| {
+        (0..PARTS).all(|p| c.leader_of(TOPIC, p).is_some())
+    });
+
+    // A consumer reading every partition from the start, all along.
+    let stop_reading = Arc::new(AtomicBool::new(false));
+    let read: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
+    let reading = {
+        let (stop, read, bootstrap) = (stop_reading.clone(), read.clone(), bootstrap.clone());
+        rt.spawn(async move {
+            let cluster = Cluster::new(&bootstrap, "reader").unwrap();
+            let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+            consumer
+                .assign(TOPIC, None, SeekTo::Earliest)
+                .await
+                .unwrap();
+            while !stop.load(Ordering::Relaxed) {
+                for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+                    let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                    read.lock().unwrap().push((r.partition, r.offset, value));
+                }
+            }
+        })
+    };
+
+    // An idempotent acks=all producer (the default) giving up on a record
+    // after 15 s: half the 30 s a request to a paused broker would wait.
+    let sent_before_pause = 300u64;
+    let total = 900u64;
+    let paused_at: Arc<Mutex<Option<Instant>>> = Arc::default();
+    let producing = {
+        let (bootstrap, paused_at) = (bootstrap.clone(), paused_at.clone());
+        rt.spawn(async move {
+            let cluster = Cluster::new(&bootstrap, "producer").unwrap();
+            let config = ProducerConfig {
+                delivery_timeout_ms: 15_000,
+                ..ProducerConfig::default()
+            };
+            let producer = Arc::new(Producer::new(cluster, config));
+            let mut deliveries = Vec::new();
+            for n in 0..total {
+                if n == sent_before_pause {
+                    // Wait for the pause, then keep sending into it.
+                    while paused_at.lock().unwrap().is_none() {
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                }
+                let record = ProducerRecord {
+                    topic: TOPIC.into(),
+                    partition: Some((n % u64::from(PARTS)) as u32),
+                    value: Some(Bytes::from(format!("sent-{n}"))),
+                    ..ProducerRecord::default()
+                };
+                let delivery = producer.send(record).await.unwrap();
+                deliveries.push(tokio::spawn(async move {
+                    let result = delivery.await;
+                    (n, result, Instant::now())
+                }));
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            let mut out = Vec::new();
+            for d in deliveries {
+                out.push(d.await.unwrap());
+            }
+            out
+        })
+    };
+
+    c.wait_for("the first records to be read", 30, |_| {
+        read.lock().unwrap().len() as u64 >= sent_before_pause / 2
+    });
+    let leader = c.leader_of(TOPIC, 0).unwrap();
+    c.pause(leader);
+    *paused_at.lock().unwrap() = Some(Instant::now());
+    let deliveries = rt.block_on(producing).unwrap();
+    let paused = paused_at.lock().unwrap().unwrap();
+    let failed: Vec<_> = deliveries
+        .iter()
+        .filter_map(|(n, r, _)| r.as_ref().err().map(|e| (*n, e.to_string())))
+        .collect();
+    assert!(failed.is_empty(), "not acknowledged: {failed:?}");
+    let last_ack = deliveries.iter().map(|(_, _, at)| *at).max().unwrap();
+    eprintln!(
+        "broker {leader} paused; every record acknowledged, the last {} ms after the pause",
+        last_ack.duration_since(paused).as_millis()
+    );
+
+    // The consumer reads on from the new leaders: every record once, in
+    // send order per partition, at the offset its producer was told.
+    c.wait_for("the consumer to read every record", 60, |_| {
+        read.lock().unwrap().len() as u64 >= total
+    });
+    stop_reading.store(true, Ordering::Relaxed);
+    rt.block_on(reading).unwrap();
+    let read = std::mem::take(&mut *read.lock().unwrap());
+    assert_eq!(read.len() as u64, total, "read more than was sent");
+    for p in 0..PARTS {
+        let sent: Vec<u64> = read
+            .iter()
+            .filter(|(rp, _, _)| *rp == p)
+            .map(|(_, _, v)| v.strip_prefix("sent-").unwrap().parse().unwrap())
+            .collect();
+        let expected: Vec<u64> = (0..total)
+            .filter(|n| n % u64::from(PARTS) == u64::from(p))
+            .collect();
+        assert_eq!(
+            sent, expected,
+            "partition {p}: each record once, in send order"
+        );
+    }
+    for (n, result, _) in &deliveries {
+        let m = result.as_ref().unwrap();
+        let found = read
+            .iter()
+            .find(|(p, o, _)| *p == m.partition && Some(*o) == m.offset)
+            .map(|(_, _, v)| v.clone());
+        assert_eq!(
+            found,
+            Some(format!("sent-{n}")),
+            "record {n} where acknowledged"
+        );
+    }
+    c.resume(leader);
+}

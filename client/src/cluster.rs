@@ -26,6 +26,10 @@ use crate::protocol::{ErrorCode, Request, Response};
 
 /// How long to wait for a connection or a metadata answer.
 pub const METADATA_TIMEOUT_MS: u64 = 10_000;
+/// How often a request left unanswered past its patience asks the other
+/// brokers whether its partitions moved (see [`Cluster::until_moved_from`]),
+/// ms.
+pub const LEADER_CHECK_MS: u64 = 500;
 /// How long producers and consumers ask again for a topic the metadata
 /// does not know yet (just created, not yet applied by every broker).
 pub const UNKNOWN_TOPIC_WAIT_MS: u64 = 5_000;
@@ -195,6 +199,17 @@ impl Cluster {
     /// Sends `request` to any reachable broker, trying known brokers, then
     /// each bootstrap address.
     pub async fn any(&self, request: Request, timeout: Duration) -> Result<Response, ClientError> {
+        self.any_except(request, timeout, None).await
+    }
+
+    /// As [`Cluster::any`], never asking the broker at `skip` (one that
+    /// has stopped answering).
+    async fn any_except(
+        &self,
+        request: Request,
+        timeout: Duration,
+        skip: Option<&str>,
+    ) -> Result<Response, ClientError> {
         let mut addrs: Vec<String> = self
             .brokers
             .lock()
@@ -203,6 +218,7 @@ impl Cluster {
             .cloned()
             .collect();
         addrs.extend(self.bootstrap.iter().cloned());
+        addrs.retain(|a| Some(a.as_str()) != skip);
         let mut last = ClientError::Invalid("no broker address".into());
         for addr in addrs {
             match self.connection(&addr).await {
@@ -222,10 +238,20 @@ impl Cluster {
         &self,
         topics: Option<Vec<String>>,
     ) -> Result<MetadataResponse, ClientError> {
+        self.refresh_except(topics, None).await
+    }
+
+    /// As [`Cluster::refresh`], never asking the broker at `skip`.
+    pub async fn refresh_except(
+        &self,
+        topics: Option<Vec<String>>,
+        skip: Option<&str>,
+    ) -> Result<MetadataResponse, ClientError> {
         let response = self
-            .any(
+            .any_except(
                 Request::Metadata(MetadataRequest { topics }),
                 Duration::from_millis(METADATA_TIMEOUT_MS),
+                skip,
             )
             .await?;
         let Response::Metadata(m) = response else {
@@ -398,6 +424,52 @@ impl Cluster {
             };
         }
         ClientError::code(code)
+    }
+
+    /// Waits until one of `partitions`, read from or written to the broker
+    /// at `addr`, is led by another broker (and returns that broker's id
+    /// and leader epoch; the cache has it), asking the others (never it)
+    /// for metadata every [`LEADER_CHECK_MS`] once `patience` has passed;
+    /// never returns while they all stay there. For a request to race
+    /// with: a broker that stopped answering (its process paused, its
+    /// machine hung) keeps its connections open, and the rest of the
+    /// cluster elects new leaders for its partitions in a couple of
+    /// seconds, which its clients learn only by asking elsewhere.
+    pub async fn until_moved_from(
+        &self,
+        addr: &str,
+        partitions: &[(String, u32)],
+        patience: Duration,
+    ) -> (u32, u64) {
+        tokio::time::sleep(patience).await;
+        let mut topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
+        topics.sort();
+        topics.dedup();
+        loop {
+            if let Ok(m) = self.refresh_except(Some(topics.clone()), Some(addr)).await {
+                let brokers: HashMap<i32, String> = m
+                    .brokers
+                    .iter()
+                    .map(|b| (b.broker_id as i32, format!("{}:{}", b.host, b.port)))
+                    .collect();
+                let moved = m.topics.iter().find_map(|t| {
+                    t.partitions.iter().find(|p| {
+                        partitions.contains(&(t.name.clone(), p.partition))
+                            && p.leader != NO_BROKER
+                            && brokers.get(&p.leader).is_some_and(|a| a != addr)
+                    })
+                });
+                if let Some(p) = moved {
+                    tracing::debug!(
+                        addr,
+                        leader = p.leader,
+                        "a partition moved away from a broker that does not answer"
+                    );
+                    return (p.leader as u32, p.leader_epoch);
+                }
+            }
+            tokio::time::sleep(Duration::from_millis(LEADER_CHECK_MS)).await;
+        }
     }
 
     /// The connection to the leader of `topic`/`partition`.

@@ -138,6 +138,9 @@ pub struct TestCluster {
     proxies: Proxies,
     /// Flags every broker starts with, beyond those that make the cluster.
     extra_args: Vec<String>,
+    /// Brokers SIGSTOPped ([`TestCluster::pause`]): running, answering
+    /// nobody, so not asked.
+    paused: Vec<bool>,
 }
 
 impl TestCluster {
@@ -169,6 +172,7 @@ impl TestCluster {
             proxy_ports,
             proxies,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
+            paused: vec![false; n],
         };
         write_secret(&cluster.secret_file());
         for i in 1..=n {
@@ -213,9 +217,26 @@ impl TestCluster {
             .join(",")
     }
 
-    /// Whether broker `id` runs.
+    /// Whether broker `id` runs and is not paused.
     pub fn is_up(&self, id: usize) -> bool {
-        self.brokers[id - 1].is_some()
+        self.brokers[id - 1].is_some() && !self.paused[id - 1]
+    }
+
+    /// SIGSTOPs broker `id`: its connections stay open and nothing
+    /// answers on them, as with a hung process or machine.
+    pub fn pause(&mut self, id: usize) {
+        if let Some(b) = &self.brokers[id - 1] {
+            b.signal("STOP");
+            self.paused[id - 1] = true;
+        }
+    }
+
+    /// SIGCONTs broker `id`.
+    pub fn resume(&mut self, id: usize) {
+        if let Some(b) = &self.brokers[id - 1] {
+            b.signal("CONT");
+            self.paused[id - 1] = false;
+        }
     }
 
     /// Starts broker `id` (again), on the same ports and data.

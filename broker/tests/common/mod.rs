@@ -139,6 +139,15 @@ impl BrokerProcess {
         self.child.try_wait().unwrap().is_none()
     }
 
+    /// Sends the process `signal` (`STOP`, `CONT`, ...).
+    pub fn signal(&self, signal: &str) {
+        let status = Command::new("kill")
+            .args([format!("-{signal}"), self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{signal}");
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(mut self) {
         self.child.kill().unwrap();

@@ -22,6 +22,10 @@ use crate::protocol::{ErrorCode, Request, Response};
 /// the chunks of batches (with the high watermark), or why it failed.
 pub(super) type Fetched = Vec<(Key, u64, Result<(Vec<Bytes>, u64), ClientError>)>;
 
+/// How long past its `max_wait_ms` a fetch waits for its answer before the
+/// consumer asks the other brokers whether its partitions moved, ms.
+pub const FETCH_PATIENCE_MS: u64 = 1_000;
+
 /// One fetch per leader for every partition in `positions`.
 pub(super) async fn fetch(
     cluster: &Cluster,
@@ -65,8 +69,18 @@ pub(super) async fn fetch(
         });
         let timeout =
             Duration::from_millis(config.request_timeout_ms + u64::from(config.max_wait_ms));
+        // A leader that stops answering is given up on once the others
+        // name a new one (see `Cluster::until_moved_from`): the consumer
+        // reads on from there, as fetching twice changes nothing.
+        let keys: Vec<(String, u32)> = parts.iter().map(|(k, _)| k.clone()).collect();
+        let patience = Duration::from_millis(u64::from(config.max_wait_ms) + FETCH_PATIENCE_MS);
         let response = match cluster.connection(&addr).await {
-            Ok(conn) => conn.request(request, timeout).await,
+            Ok(conn) => tokio::select! {
+                r = conn.request(request, timeout) => r,
+                (leader, leader_epoch) = cluster.until_moved_from(&addr, &keys, patience) => {
+                    Err(ClientError::LeaderMoved { leader, leader_epoch })
+                }
+            },
             Err(e) => Err(e),
         };
         let from: HashMap<Key, u64> = parts.iter().cloned().collect();

@@ -33,6 +33,12 @@ use crate::error::ClientError;
 use crate::protocol::messages::{ProducePartition, ProduceRequest, ProduceTopic};
 use crate::protocol::{ErrorCode, Request, Response};
 
+/// How long an idempotent producer's request waits for its answer before
+/// the producer asks the other brokers whether its partitions moved, ms:
+/// an `acks=all` answer takes milliseconds, an election after a leader
+/// stops answering one to two seconds.
+pub const LEADER_PATIENCE_MS: u64 = 1_000;
+
 /// A request of one partition on its way to the broker or back.
 pub(super) struct InFlight {
     /// The request's place in its partition's order.
@@ -290,8 +296,29 @@ async fn dispatch(
             }
         };
         let (shared, done) = (Arc::clone(shared), done.clone());
+        let addr = conn.addr().to_string();
         tokio::spawn(async move {
-            let response = pending.wait(timeout + Duration::from_secs(5)).await;
+            let answer = pending.wait(timeout + Duration::from_secs(5));
+            let response = if shared.config.is_idempotent() {
+                // A leader that stops answering is given up on once the
+                // others name a new one: the request goes again there,
+                // where a batch already stored is answered with its first
+                // offsets. Without idempotence that could store it twice,
+                // so the request waits out its timeout.
+                let partitions: Vec<(String, u32)> = group
+                    .iter()
+                    .map(|s| (s.topic.to_string(), s.partition))
+                    .collect();
+                let patience = Duration::from_millis(LEADER_PATIENCE_MS);
+                tokio::select! {
+                    r = answer => r,
+                    (leader, leader_epoch) = shared.cluster.until_moved_from(&addr, &partitions, patience) => {
+                        Err(ClientError::LeaderMoved { leader, leader_epoch })
+                    }
+                }
+            } else {
+                answer.await
+            };
             let results = read_response(&shared.cluster, &group, response);
             for (send, result) in group.into_iter().zip(results) {
                 let _ = done.send(Completion {
