@@ -357,19 +357,20 @@ impl Accumulator {
                 q.retry_at = None;
                 let mut batches = Vec::new();
                 let mut bytes = 0;
-                // An idempotent producer sends one batch of a partition per
-                // request: the broker answers a retried batch it holds with
-                // that batch's own offsets, which need not be followed by
-                // the next batch's.
-                let batches_max = if topic.producer_id.is_some() {
-                    1
-                } else {
-                    usize::MAX
-                };
+                // An idempotent producer's batch that went out before goes
+                // again alone: the broker answers a batch it holds already
+                // with that batch's own offsets, which the next batch's
+                // need not follow, and a request is answered with its
+                // first offset only. Batches going out for the first time
+                // are all stored anew, one after another, so they share
+                // requests as without idempotence.
+                let idempotent = topic.producer_id.is_some();
+                let alone = idempotent && q.ready.front().is_some_and(|b| b.sent);
                 while let Some(b) = q.ready.front() {
                     if !batches.is_empty()
                         && (bytes + b.bytes.len() > config.request_bytes_max
-                            || batches.len() >= batches_max)
+                            || alone
+                            || (idempotent && b.sent))
                     {
                         break;
                     }

@@ -555,13 +555,19 @@ mod tests {
     }
 
     #[test]
-    fn an_idempotent_producer_stamps_consecutive_sequences_one_batch_per_request() {
+    fn an_idempotent_producer_stamps_consecutive_sequences_and_retries_each_batch_alone() {
         let (mut acc, mut config) = idempotent(5);
         config.request_bytes_max = 1 << 20;
         let _futures = append(&mut acc, &config, 3);
         let sends = collect_all(&mut acc, &config, Instant::now());
-        assert_eq!(sends.len(), 3, "one batch per request");
+        assert_eq!(sends.len(), 1, "first sends share a request");
         assert_eq!(stamps(&sends), [(42, 0, 0), (42, 0, 1), (42, 0, 2)]);
+        let send = sends.into_iter().next().expect("one send");
+        answer(&mut acc, &config, send, not_leader());
+        let later = Instant::now() + Duration::from_millis(config.retry_backoff_ms + 1);
+        let retried = collect_all(&mut acc, &config, later);
+        assert_eq!(retried.len(), 3, "a retried batch goes alone");
+        assert_eq!(stamps(&retried), [(42, 0, 0), (42, 0, 1), (42, 0, 2)]);
     }
 
     #[test]
