@@ -117,10 +117,13 @@ for run in $(seq "$RUNS"); do
   # W1 on text values (log-line-like), plain and with each codec; the
   # disk each takes is noted for the compression ratio.
   for codec in none lz4 zstd; do
+    # The data directory is measured once the run is over (a command
+    # substitution in the same pipeline would run before it).
     bench produce --topic "w1$codec-$run" --topic-config fsync=false --acks 1 --messages 1000000 \
-      --values text --compression "$codec" | python3 -c 'import json, sys
-r = json.loads(sys.stdin.read()); r["data_bytes"] = int(sys.argv[1]); print(json.dumps(r))' \
-      "$(du -sb "$work/data" | cut -f1)" >>"$work/W1-$codec.jsonl"
+      --values text --compression "$codec" >"$work/codec-run.json"
+    python3 -c 'import json, sys
+r = json.loads(open(sys.argv[1]).read()); r["data_bytes"] = int(sys.argv[2]); print(json.dumps(r))' \
+      "$work/codec-run.json" "$(du -sb "$work/data" | cut -f1)" >>"$work/W1-$codec.jsonl"
     drop_topic "w1$codec-$run"
   done
   # The idempotent producer's cost: W1 at acks=all (idempotence needs it;

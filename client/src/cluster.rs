@@ -427,8 +427,9 @@ impl Cluster {
     }
 
     /// Waits until one of `partitions`, read from or written to the broker
-    /// at `addr`, is led by another broker (and returns that broker's id
-    /// and leader epoch; the cache has it), asking the others (never it)
+    /// at `addr`, is led by another broker under a newer leader epoch than
+    /// the cache knew when this was called (and returns that broker's id
+    /// and epoch, now cached; guesses, epoch 0, never count), asking the others (never it)
     /// for metadata every [`LEADER_CHECK_MS`] once `patience` has passed;
     /// never returns while they all stay there. For a request to race
     /// with: a broker that stopped answering (its process paused, its
@@ -441,6 +442,22 @@ impl Cluster {
         partitions: &[(String, u32)],
         patience: Duration,
     ) -> (u32, u64) {
+        // Only a leader elected after the one the request went to counts:
+        // a broker that holds no replica answers with a guess (epoch 0),
+        // and one that lags may name an older leader.
+        let known_epoch: HashMap<(String, u32), u64> = {
+            let cache = self.topics.lock().unwrap_or_else(|p| p.into_inner());
+            partitions
+                .iter()
+                .map(|(t, p)| {
+                    let epoch = cache
+                        .get(t)
+                        .and_then(|c| c.info.partitions.iter().find(|m| m.partition == *p))
+                        .map_or(0, |m| m.leader_epoch);
+                    ((t.clone(), *p), epoch)
+                })
+                .collect()
+        };
         tokio::time::sleep(patience).await;
         let mut topics: Vec<String> = partitions.iter().map(|(t, _)| t.clone()).collect();
         topics.sort();
@@ -454,7 +471,9 @@ impl Cluster {
                     .collect();
                 let moved = m.topics.iter().find_map(|t| {
                     t.partitions.iter().find(|p| {
-                        partitions.contains(&(t.name.clone(), p.partition))
+                        known_epoch
+                            .get(&(t.name.clone(), p.partition))
+                            .is_some_and(|known| p.leader_epoch > *known)
                             && p.leader != NO_BROKER
                             && brokers.get(&p.leader).is_some_and(|a| a != addr)
                     })

@@ -15,11 +15,13 @@
 //!   unknown here (new, expired, or its batches were cut away);
 //! - *out of order* otherwise: a batch before it is missing.
 //!
-//! Invariants: the table describes exactly the batches of the log it
-//! belongs to. [`crate::Log`] records every producer batch it appends
-//! (leader or follower alike), drops the ones a suffix truncation cuts,
-//! empties the table on a reset to a snapshot point, and rebuilds it from
-//! the retained segments on open. So a new leader knows every batch its log
+//! Invariants: the table never names a batch the log does not hold or did
+//! not hold (retention may take a batch it still names: that batch was
+//! committed and applied). [`crate::Log`] records every producer batch it
+//! appends (leader or follower alike), drops the ones a suffix truncation
+//! cuts (a producer whose whole window is cut keeps the sequence it must
+//! continue with), empties the table on a reset to a snapshot point, and
+//! rebuilds it from the retained segments on open. So a new leader knows every batch its log
 //! holds, committed or not, including a previous leader's entries it will
 //! commit: a retry sent to it is recognised without waiting for anything.
 //! Idle producers are forgotten after `producer_expiration_ms`, and the
@@ -31,15 +33,19 @@ use std::collections::{HashMap, VecDeque};
 use crate::batch::BatchHeader;
 use crate::types::{Offset, RaftIndex, Term};
 
-/// Batches remembered per producer: as many as a producer may have in
-/// flight per partition (Kafka's limit for idempotence, and rill's
-/// producer's default).
-pub const PRODUCER_WINDOW_BATCHES: usize = 5;
+/// Batches remembered per producer: as many as a producer may have sent
+/// and not yet heard back about per partition. Kafka's producer keeps 5
+/// requests of one batch each; rill's packs the batches it sends for the
+/// first time into shared requests (a request of a partition's next 32
+/// batches takes one round trip, not 32) and holds its unanswered batches
+/// per partition to this bound, so a retry of any of them is recognised.
+pub const PRODUCER_WINDOW_BATCHES: usize = 32;
 
-/// Producers remembered per log, at most. Producer ids come from the
-/// cluster, one per producer instance; a log written by more at once than
-/// this forgets the one idle longest, which can then only be told apart
-/// from a duplicate by the sequence it continues with.
+/// Producers remembered per log, at most (each holds at most
+/// [`PRODUCER_WINDOW_BATCHES`] entries of 48 bytes). Producer ids come
+/// from the cluster, one per producer instance; a log written by more at
+/// once than this forgets the ones idle longest, whose next batches are
+/// then taken as a new producer's.
 pub const PRODUCERS_PER_LOG_MAX: usize = 10_000;
 
 /// How often a log looks for producers idle past their expiry, ms.
@@ -138,6 +144,11 @@ struct Producer {
     epoch: i16,
     /// Newest last; at most [`PRODUCER_WINDOW_BATCHES`], all of `epoch`.
     batches: VecDeque<ProducerBatch>,
+    /// Set when a truncation cut every batch of the window while older
+    /// ones of the producer stay in the log: the epoch and sequence its
+    /// next batch must have. Anything else is refused (stored already, or
+    /// a gap) rather than taken as a new producer's.
+    next_after_cut: Option<(i16, i32)>,
     /// When its newest batch was recorded, ms since the epoch.
     last_append_ms: i64,
 }
@@ -165,12 +176,14 @@ impl ProducerTable {
         let mut window: Vec<&ProducerBatch> = stored
             .map(|p| p.batches.iter().collect())
             .unwrap_or_default();
+        let mut next_after_cut = stored.and_then(|p| p.next_after_cut);
         for p in pending {
             if epoch != Some(p.sequence.epoch) {
                 window.clear();
                 epoch = Some(p.sequence.epoch);
             }
             window.push(p);
+            next_after_cut = None;
         }
         let Some(epoch) = epoch else {
             return SequenceCheck::Append;
@@ -199,7 +212,13 @@ impl ProducerTable {
             return SequenceCheck::Duplicate(same.at);
         }
         match window.last() {
-            None => SequenceCheck::Append,
+            None => match next_after_cut {
+                Some((_, next)) if next != batch.first => SequenceCheck::OutOfOrder {
+                    expected: next,
+                    got: batch.first,
+                },
+                _ => SequenceCheck::Append,
+            },
             Some(newest) if newest.sequence.next() == batch.first => SequenceCheck::Append,
             Some(newest) => SequenceCheck::OutOfOrder {
                 expected: newest.sequence.next(),
@@ -216,9 +235,11 @@ impl ProducerTable {
         }
         let p = self.producers.entry(id).or_insert_with(|| Producer {
             epoch: batch.sequence.epoch,
-            batches: VecDeque::with_capacity(PRODUCER_WINDOW_BATCHES),
+            batches: VecDeque::new(),
+            next_after_cut: None,
             last_append_ms: now_ms,
         });
+        p.next_after_cut = None;
         if p.epoch != batch.sequence.epoch {
             // The log follows whatever its leader stored: a new epoch
             // starts the window again.
@@ -233,13 +254,21 @@ impl ProducerTable {
     }
 
     /// Forgets the batches at Raft index `from` and later (a suffix the log
-    /// truncated), and producers left with none.
+    /// truncated). A producer whose window the cut empties is remembered
+    /// by the epoch and sequence its next batch must have when the window
+    /// was full (older batches of it stay in the log), else forgotten.
     pub fn truncate_from(&mut self, from: RaftIndex) {
         self.producers.retain(|_, p| {
+            let full = p.batches.len() == PRODUCER_WINDOW_BATCHES;
+            let mut earliest_cut = None;
             while p.batches.back().is_some_and(|b| b.at.raft_index >= from) {
-                p.batches.pop_back();
+                earliest_cut = p.batches.pop_back();
             }
-            !p.batches.is_empty()
+            if let (true, true, Some(cut)) = (p.batches.is_empty(), full, earliest_cut) {
+                p.epoch = cut.sequence.epoch;
+                p.next_after_cut = Some((cut.sequence.epoch, cut.sequence.first));
+            }
+            !p.batches.is_empty() || p.next_after_cut.is_some()
         });
     }
 
@@ -359,24 +388,52 @@ mod tests {
     }
 
     #[test]
-    fn a_retried_batch_among_the_last_five_is_a_duplicate_with_its_place() {
+    fn a_retried_batch_in_the_window_is_a_duplicate_with_its_place() {
         let mut t = ProducerTable::default();
-        for i in 0..7u64 {
+        let n = PRODUCER_WINDOW_BATCHES as u64 + 2;
+        for i in 0..n {
             t.record(batch(seq(7, 0, (i * 2) as i32, 2), i + 1), 0);
         }
-        // Batches 2..=6 (sequences 4..14) are remembered, 0 and 1 not.
+        // Every batch but the first two is remembered.
         assert_eq!(
             t.check(&seq(7, 0, 4, 2), &[]),
             SequenceCheck::Duplicate(at(3))
         );
+        let newest = (n - 1) as i32 * 2;
         assert_eq!(
-            t.check(&seq(7, 0, 12, 2), &[]),
-            SequenceCheck::Duplicate(at(7))
+            t.check(&seq(7, 0, newest, 2), &[]),
+            SequenceCheck::Duplicate(at(n))
         );
         assert!(matches!(
             t.check(&seq(7, 0, 2, 2), &[]),
             SequenceCheck::OutOfOrder { .. }
         ));
+    }
+
+    #[test]
+    fn a_cut_that_empties_a_full_window_keeps_the_sequence_the_producer_must_continue() {
+        let mut t = ProducerTable::default();
+        let w = PRODUCER_WINDOW_BATCHES as u64;
+        for i in 0..2 * w {
+            t.record(batch(seq(7, 0, i as i32, 1), i + 1), 0);
+        }
+        // The window (the newest w batches) is cut whole; the older ones
+        // stay in the log.
+        t.truncate_from(RaftIndex(w + 1));
+        let first_cut = w as i32;
+        assert_eq!(
+            t.check(&seq(7, 0, first_cut, 1), &[]),
+            SequenceCheck::Append
+        );
+        assert!(
+            matches!(
+                t.check(&seq(7, 0, first_cut - 1, 1), &[]),
+                SequenceCheck::OutOfOrder { .. }
+            ),
+            "a batch still in the log is not stored again"
+        );
+        t.record(batch(seq(7, 0, first_cut, 1), w + 1), 0);
+        assert_eq!(t.batches_of(7).len(), 1);
     }
 
     #[test]
@@ -464,7 +521,7 @@ mod tests {
         /// order, and anything else of the epoch is out of order.
         #[test]
         fn the_window_answers_like_the_producers_history(
-            sizes in proptest::collection::vec(1u32..50, 1..20),
+            sizes in proptest::collection::vec(1u32..50, 1..80),
             start in prop_oneof![Just(0i32), Just(i32::MAX - 60), 0i32..1000],
             probe in 0i32..2000,
         ) {

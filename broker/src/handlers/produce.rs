@@ -171,6 +171,9 @@ async fn answer_partition(
     // from an earlier leader, whose appends this one never saw.
     let error = if acks == 0 {
         ErrorCode::None
+    } else if last.duplicate && last.next_offset.get() <= partition.log_start_offset() {
+        // Retention took it since: only what was applied is ever taken.
+        ErrorCode::None
     } else {
         wait_acks(&partition, &last, acks == -1 || last.duplicate, deadline).await
     };
@@ -220,7 +223,10 @@ pub(crate) async fn proposal_outcome(
         }
         Err(_stopped) => return Err((ErrorCode::NotLeader, partition.retry_hint())),
     };
-    match (proposed.first(), proposed.last()) {
+    // The entry waited for is the one with the highest index: a batch
+    // another client retried may be answered from an entry older than the
+    // batches proposed after it.
+    match (proposed.first(), proposed.iter().max_by_key(|p| p.index)) {
         (Some(first), Some(last)) => Ok((*first, *last)),
         _ => Err((ErrorCode::InvalidRequest, LeaderHint::default())),
     }

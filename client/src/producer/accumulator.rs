@@ -20,7 +20,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
-use rill_storage::producers::sequence_after;
+use rill_storage::producers::{PRODUCER_WINDOW_BATCHES, sequence_after};
 use rill_storage::{BatchBuilder, MAX_BATCH_BYTES_DEFAULT, NewRecord, ProducerStamp};
 use tokio::time::Instant;
 
@@ -78,6 +78,9 @@ pub(super) struct PartitionQueue {
     epoch: i16,
     /// The idempotent producer's sequence of the next record sealed here.
     next_sequence: i32,
+    /// Set once `epoch` reached `i16::MAX` and another batch failed for
+    /// good: no sequence could follow safely, so nothing more is sent.
+    epochs_used_up: bool,
 }
 
 struct OpenBatch {
@@ -268,10 +271,14 @@ impl PartitionQueue {
     ///
     /// Epochs are the producer's own here: each instance has a producer id
     /// of its own, so no other producer is fenced. After `i16::MAX` such
-    /// failures on one partition the epoch stays there and later batches
-    /// fail as fenced: such a producer is to be made anew.
+    /// failures on one partition its epochs are used up: every later batch
+    /// of it fails at once (a producer made anew gets a new id).
     pub(super) fn start_new_epoch(&mut self) {
-        self.epoch = self.epoch.saturating_add(1);
+        let Some(epoch) = self.epoch.checked_add(1) else {
+            self.epochs_used_up = true;
+            return;
+        };
+        self.epoch = epoch;
         self.next_sequence = 0;
         for b in self.ready.iter_mut().filter(|b| !b.sent) {
             let mut bytes = b.bytes.to_vec();
@@ -335,6 +342,15 @@ impl Accumulator {
                     continue;
                 }
                 let mut expired = false;
+                while q.epochs_used_up && !q.ready.is_empty() {
+                    let b = q.ready.pop_front().expect("not empty");
+                    b.outcome.set(Err(ClientError::Invalid(
+                        "the idempotent producer's epochs on this partition are used up \
+                         (32,767 batches failed): make a new producer"
+                            .into(),
+                    )));
+                    out.released_bytes += b.reserved_bytes;
+                }
                 while q.ready.front().is_some_and(|b| b.deadline <= now) {
                     let b = q.ready.pop_front().expect("front exists");
                     b.outcome.set(Err(ClientError::Timeout {
@@ -364,13 +380,26 @@ impl Accumulator {
                 // first offset only. Batches going out for the first time
                 // are all stored anew, one after another, so they share
                 // requests as without idempotence.
+                // And its batches sent but not answered stay within the
+                // window of batches a broker remembers per producer, so a
+                // retry of any of them is recognised.
                 let idempotent = topic.producer_id.is_some();
                 let alone = idempotent && q.ready.front().is_some_and(|b| b.sent);
+                let unanswered: usize = q.in_flight.iter().map(|f| f.outcomes.len()).sum();
+                let batches_max = if idempotent {
+                    PRODUCER_WINDOW_BATCHES.saturating_sub(unanswered)
+                } else {
+                    usize::MAX
+                };
+                if batches_max == 0 {
+                    continue;
+                }
                 while let Some(b) = q.ready.front() {
                     if !batches.is_empty()
                         && (bytes + b.bytes.len() > config.request_bytes_max
                             || alone
-                            || (idempotent && b.sent))
+                            || (idempotent && b.sent)
+                            || batches.len() >= batches_max)
                     {
                         break;
                     }
@@ -398,5 +427,36 @@ impl Accumulator {
             }
         }
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_partition_whose_epochs_are_used_up_fails_its_batches_instead_of_reusing_sequences() {
+        let config = ProducerConfig {
+            batch_size_bytes: 1,
+            ..ProducerConfig::default()
+        };
+        let mut acc = Accumulator::default();
+        let mut topic = TopicQueues::new("t", 1, Some(7));
+        topic.partitions[0].epoch = i16::MAX;
+        let record = ProducerRecord {
+            topic: "t".into(),
+            value: Some(Bytes::from_static(b"v")),
+            ..ProducerRecord::default()
+        };
+        let (future, _) = topic.append(&record, 40, &config).expect("fits");
+        topic.partitions[0].start_new_epoch();
+        assert_eq!(topic.partitions[0].epoch, i16::MAX, "no epoch after the last");
+        acc.topics.insert("t".into(), topic);
+        let collected = acc.collect(Instant::now(), &config);
+        assert!(collected.sends.is_empty(), "nothing sent");
+        assert!(matches!(
+            future.batch.result.get(),
+            Some(Err(ClientError::Invalid(_)))
+        ));
     }
 }

@@ -646,4 +646,21 @@ mod tests {
             }))
         ));
     }
+
+    #[test]
+    fn an_idempotent_partition_has_at_most_a_window_of_batches_unanswered() {
+        let (mut acc, mut config) = idempotent(5);
+        config.request_bytes_max = 1 << 20;
+        let window = rill_storage::producers::PRODUCER_WINDOW_BATCHES;
+        let _futures = append(&mut acc, &config, window as u32 + 10);
+        let sends = collect_all(&mut acc, &config, Instant::now());
+        let unanswered: usize = sends.iter().map(|s| s.batches.len()).sum();
+        assert_eq!(unanswered, window, "the rest waits for answers");
+        let first = sends.into_iter().next().expect("a send");
+        let answered = first.batches.len();
+        answer(&mut acc, &config, first, Some(Ok(Some(0))));
+        let more = collect_all(&mut acc, &config, Instant::now());
+        let sent: usize = more.iter().map(|s| s.batches.len()).sum();
+        assert_eq!(sent, answered.min(10), "as many as were answered");
+    }
 }
