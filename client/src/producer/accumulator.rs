@@ -450,7 +450,11 @@ mod tests {
         };
         let (future, _) = topic.append(&record, 40, &config).expect("fits");
         topic.partitions[0].start_new_epoch();
-        assert_eq!(topic.partitions[0].epoch, i16::MAX, "no epoch after the last");
+        assert_eq!(
+            topic.partitions[0].epoch,
+            i16::MAX,
+            "no epoch after the last"
+        );
         acc.topics.insert("t".into(), topic);
         let collected = acc.collect(Instant::now(), &config);
         assert!(collected.sends.is_empty(), "nothing sent");
