@@ -16,6 +16,7 @@
 
 pub mod batch;
 pub mod builder;
+pub mod compaction;
 mod config;
 mod error;
 mod expired;
@@ -36,6 +37,9 @@ mod view;
 
 pub use crate::batch::{Batches, Header, MAX_BATCH_BYTES_DEFAULT, Record, RecordBatch};
 pub use crate::builder::{BatchBuilder, NewRecord, ProducerStamp, control_batch};
+pub use crate::compaction::{
+    Cleaned, CompactionSettings, CompactionStats, InstallOutcome, IoBudget, Unthrottled,
+};
 pub use crate::config::{Clock, LogConfig, ManualClock, SystemClock};
 pub use crate::error::{BatchError, LogError};
 pub use crate::expired::Expired;

@@ -74,14 +74,16 @@ impl ProducerSequence {
     /// The producer fields of `header`; `None` for a batch of no
     /// idempotent producer (producer id -1) and for control batches.
     pub fn of(header: &BatchHeader) -> Option<ProducerSequence> {
-        if header.producer_id < 0 || header.is_control() || header.record_count == 0 {
+        if header.producer_id < 0 || header.is_control() {
             return None;
         }
+        // From the offsets, not the records: compaction removes records
+        // and keeps the batch's offsets, and the sequence spans them.
         Some(ProducerSequence {
             producer_id: header.producer_id,
             epoch: header.producer_epoch,
             first: header.base_sequence,
-            last: sequence_after(header.base_sequence, header.record_count - 1),
+            last: sequence_after(header.base_sequence, header.last_offset_delta),
         })
     }
 

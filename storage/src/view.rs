@@ -206,6 +206,13 @@ impl SegmentView {
         Offset(self.end_offset.load(Ordering::Acquire))
     }
 
+    /// Where the batches end: byte position and the offset after the last
+    /// (for compaction, which reads sealed segments only, whose ends no
+    /// longer move).
+    pub(crate) fn sealed_end(&self) -> (u64, Offset) {
+        (self.written().position, self.end_offset())
+    }
+
     /// Where the batches end now. Loaded after the log end offset (see
     /// [`LogReader::read_below`]): the position may be further on, never
     /// short of the batches below that offset.
@@ -481,6 +488,12 @@ pub struct LogReader {
 impl LogReader {
     pub(crate) fn new(published: Arc<PublishedSegments>) -> LogReader {
         LogReader { published }
+    }
+
+    /// The segments as last published, oldest first; the last is the
+    /// active one.
+    pub(crate) fn segments(&self) -> Arc<[Arc<SegmentView>]> {
+        self.published.load()
     }
 
     /// The first offset still stored (moved by retention).

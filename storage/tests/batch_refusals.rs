@@ -140,7 +140,7 @@ fn batch_above_max_batch_bytes_is_refused_as_too_large() {
 }
 
 #[test]
-fn data_batch_with_zero_records_is_refused_as_impossible_record_count() {
+fn data_batch_with_zero_records_is_refused_as_sparse_offsets() {
     assert_validate_refuses(&data_batch_with_zero_records());
 }
 

@@ -20,7 +20,7 @@
 //! |     33 |    1 | `reserved`          | `u8`: 0 |
 //! |     34 |    2 | `attributes`        | `u16`: bits 0-2 compression codec (0 none, 3 lz4, 4 zstd; see [`compression`]), bit 4 transactional, bit 5 control; other bits 0 |
 //! |     36 |    4 | `last_offset_delta` | `u32`: offset of the last record minus `base_offset`; `record_count - 1` for a batch entering a log, 0 for a control batch |
-//! |     40 |    4 | `record_count`      | `u32`: number of records; 0 exactly when the batch is a control batch |
+//! |     40 |    4 | `record_count`      | `u32`: number of records; 0 for a control batch, and for a data batch only once compaction removed all its records |
 //! |     44 |    8 | `first_timestamp`   | `i64`: milliseconds since the Unix epoch of the first record |
 //! |     52 |    8 | `max_timestamp`     | `i64`: the largest record timestamp, milliseconds |
 //! |     60 |    8 | `producer_id`       | `i64`: -1 when the producer is not idempotent |
@@ -56,17 +56,22 @@
 //!
 //! A control batch (attribute bit 5) has zero records and takes no offset: its
 //! body is an opaque payload defined by the replication layer (empty for a
-//! leader no-op). Zero records is valid for control batches only.
+//! leader no-op).
 //!
-//! A batch entering a log (a produce, a replicated entry) takes exactly one
-//! offset per record: `last_offset_delta == record_count - 1` and the
-//! records' offset deltas are 0 to `record_count - 1` in order
-//! ([`BatchError::SparseOffsets`], [`BatchError::OffsetDeltaOutOfSequence`]).
-//! Otherwise a batch of a few dozen bytes could claim four billion offsets
-//! and, as an offset index entry holds a 32-bit relative offset, open a new
-//! segment each time. Readers ([`BatchHeader::check`], recovery, fetches)
-//! accept gaps up to `last_offset_delta`, as Kafka's compacted batches have
-//! them, so bytes already stored stay readable.
+//! A produced batch takes exactly one offset per record:
+//! `last_offset_delta == record_count - 1` and the records' offset deltas
+//! are 0 to `record_count - 1` in order ([`BatchError::SparseOffsets`],
+//! [`BatchError::OffsetDeltaOutOfSequence`]). Otherwise a batch of a few
+//! dozen bytes could claim four billion offsets and, as an offset index
+//! entry holds a 32-bit relative offset, open a new segment each time.
+//! Compaction ([`crate::compaction`]) then removes records and keeps the
+//! offsets of those it keeps, as Kafka's compacted batches do: a data batch
+//! always takes `last_offset_delta + 1` offsets, whatever records are left,
+//! and one whose records were all removed keeps its header with
+//! `record_count` 0 and an empty body (uncompressed), so its Raft entry,
+//! offsets and producer sequence stay. Readers ([`BatchHeader::check`],
+//! recovery, fetches) and followers ([`ValidBatch::replicated`], which a
+//! leader's compacted entries reach) accept such gaps.
 //!
 //! A batch is at most [`MAX_BATCH_BYTES_DEFAULT`] (1 MiB) unless the log is
 //! configured otherwise; larger ones are refused with [`BatchError::TooLarge`]
@@ -95,6 +100,7 @@ mod validate;
 
 pub use compression::Compression;
 
+pub(crate) use records::parse_record_frame;
 pub use records::{Batches, Header, Record, RecordBatch, Records};
 pub use validate::{ValidBatch, validate, validate_without_records};
 
@@ -262,10 +268,10 @@ impl BatchHeader {
     }
 
     /// Number of offsets the batch takes: 0 for a control batch, otherwise
-    /// `last_offset_delta + 1`.
+    /// `last_offset_delta + 1` (also when compaction removed records).
     #[inline]
     pub fn offset_span(&self) -> u64 {
-        if self.record_count == 0 {
+        if self.is_control() {
             0
         } else {
             u64::from(self.last_offset_delta) + 1
@@ -313,14 +319,15 @@ impl BatchHeader {
         } else {
             // Offsets inside a batch are distinct, so there are at least as
             // many offsets as records. A record needs at least 7 bytes, which
-            // bounds the count by the body size.
+            // bounds the count by the body size. Zero records is a batch
+            // compaction emptied (a produced one is held to one offset per
+            // record, see `validate`).
             // A compressed body is bounded by what it may decompress to.
             let body = match compression {
                 Compression::None => self.length as usize + LENGTH_FIELD_BYTES - HEADER_BYTES,
                 _ => max_batch_bytes.saturating_sub(HEADER_BYTES),
             };
-            self.record_count == 0
-                || u64::from(self.record_count) > u64::from(self.last_offset_delta) + 1
+            u64::from(self.record_count) > u64::from(self.last_offset_delta) + 1
                 || self.record_count as usize > body / MIN_RECORD_BYTES
         };
         if impossible {

@@ -15,12 +15,14 @@ use crate::types::Offset;
 use crate::varint;
 
 /// Positions of one record's parts inside its encoding.
-pub(super) struct RecordFrame {
-    pub(super) total_bytes: usize,
-    pub(super) timestamp_delta: i64,
-    pub(super) offset_delta: i32,
-    key: Option<(usize, usize)>,
-    value: Option<(usize, usize)>,
+pub(crate) struct RecordFrame {
+    pub(crate) total_bytes: usize,
+    pub(crate) timestamp_delta: i64,
+    pub(crate) offset_delta: i32,
+    /// Position and length of the key inside the record's bytes.
+    pub(crate) key: Option<(usize, usize)>,
+    /// Position and length of the value; `None` is a tombstone.
+    pub(crate) value: Option<(usize, usize)>,
     headers_at: usize,
     header_count: usize,
 }
@@ -67,7 +69,7 @@ impl Cursor<'_> {
 
 /// Parses the frame of the record at the front of `buf` (the remaining body),
 /// checking that every field fits exactly inside the record's length.
-pub(super) fn parse_record_frame(buf: &[u8], record: u32) -> Result<RecordFrame, BatchError> {
+pub(crate) fn parse_record_frame(buf: &[u8], record: u32) -> Result<RecordFrame, BatchError> {
     let (len, n) = varint::decode_i32(buf).ok_or(BatchError::CorruptRecord {
         record,
         reason: "bad record length",

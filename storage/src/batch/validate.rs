@@ -52,6 +52,25 @@ pub fn validate_without_records(
     buf: &[u8],
     max_batch_bytes: usize,
 ) -> Result<BatchHeader, BatchError> {
+    check_framing(buf, max_batch_bytes, OffsetRule::OnePerRecord)
+}
+
+/// Whether a batch must take exactly one offset per record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum OffsetRule {
+    /// A produced batch: `last_offset_delta == record_count - 1`.
+    OnePerRecord,
+    /// A replicated entry, which a leader may have compacted: gaps allowed,
+    /// as [`BatchHeader::check`] bounds them.
+    GapsAllowed,
+}
+
+/// [`validate_without_records`] under `rule`.
+fn check_framing(
+    buf: &[u8],
+    max_batch_bytes: usize,
+    rule: OffsetRule,
+) -> Result<BatchHeader, BatchError> {
     let header = BatchHeader::decode(buf)?;
     if header.batch_bytes() != buf.len() as u64 {
         // A size over the maximum is the more useful answer when both hold.
@@ -69,7 +88,10 @@ pub fn validate_without_records(
     header.check(max_batch_bytes)?;
     // Not part of `check`: readers must keep accepting stored batches with
     // gaps (see the module docs); only a batch entering a log is held to it.
-    if !header.is_control() && header.last_offset_delta != header.record_count - 1 {
+    if rule == OffsetRule::OnePerRecord
+        && !header.is_control()
+        && u64::from(header.last_offset_delta) + 1 != u64::from(header.record_count)
+    {
         return Err(BatchError::SparseOffsets {
             record_count: header.record_count,
             last_offset_delta: header.last_offset_delta,
@@ -116,9 +138,10 @@ impl<'a> ValidBatch<'a> {
 
     /// Checks `buf` as one whole batch of at most `max_batch_bytes` that a
     /// leader validated in full: framing and CRC, not the records (see
-    /// [`validate_without_records`]).
+    /// [`validate_without_records`]). Offsets may have gaps: a leader sends
+    /// the entries its compaction rewrote as they now are.
     pub fn replicated(buf: &'a [u8], max_batch_bytes: usize) -> Result<ValidBatch<'a>, BatchError> {
-        let header = validate_without_records(buf, max_batch_bytes)?;
+        let header = check_framing(buf, max_batch_bytes, OffsetRule::GapsAllowed)?;
         Ok(ValidBatch { bytes: buf, header })
     }
 

@@ -67,7 +67,13 @@ impl Log {
             let entry = entry.map_err(LogError::io("list log directory", &dir))?;
             let name = entry.file_name();
             let Some(name) = name.to_str() else { continue };
-            if let Some(base) = parse_segment_name(name) {
+            if name.ends_with(crate::compaction::CLEANED_SUFFIX) {
+                // A compaction pass's file never installed: the segment it
+                // was cleaned from is still here.
+                let path = entry.path();
+                std::fs::remove_file(&path)
+                    .map_err(LogError::io("remove uninstalled cleaned segment", &path))?;
+            } else if let Some(base) = parse_segment_name(name) {
                 bases.push(base);
                 stems.insert(name.trim_end_matches(".log").to_string());
             } else if let Some(stem) = name
