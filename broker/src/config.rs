@@ -60,6 +60,11 @@ pub struct FileConfig {
     pub group_rebalance_timeout_ms: Option<u64>,
     /// How long the commits of a group without members are kept, minutes.
     pub offsets_retention_minutes: Option<u64>,
+    /// How often compacted partitions are looked at for a compaction
+    /// pass, ms.
+    pub compaction_check_ms: Option<u64>,
+    /// Most bytes a second compaction reads and writes, 0 for no limit.
+    pub compaction_bytes_per_sec: Option<u64>,
 }
 
 impl FileConfig {
@@ -122,7 +127,28 @@ pub struct BrokerConfig {
     /// 1,000), rebalance timeout (default 5 minutes), offsets retention
     /// (default 7 days).
     pub groups: GroupSettings,
+    /// How compacted topics' partitions are compacted here: checked every
+    /// `check_ms` (default 15 s, Kafka's `log.cleaner.backoff.ms`), at
+    /// most `bytes_per_sec` read and written (default 64 MiB/s).
+    pub compaction: CompactorSettings,
 }
+
+/// How the compactor thread runs (see `compactor`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactorSettings {
+    /// How often every compacted partition is looked at, ms.
+    pub check_ms: u64,
+    /// Most bytes a second a pass reads and writes; `None` for no limit.
+    pub bytes_per_sec: Option<u64>,
+    /// Most memory a pass's key map takes, bytes.
+    pub key_map_bytes_max: usize,
+}
+
+/// Default [`CompactorSettings::check_ms`].
+pub const COMPACTION_CHECK_MS_DEFAULT: u64 = 15_000;
+/// Default [`CompactorSettings::bytes_per_sec`]: 64 MiB/s, a fraction of
+/// what a disk the log lives on does, so a pass never starves produces.
+pub const COMPACTION_BYTES_PER_SEC_DEFAULT: u64 = 64 << 20;
 
 /// How a broker authenticates its peers.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -202,7 +228,25 @@ impl BrokerConfig {
             group_max_size,
             group_rebalance_timeout_ms,
             offsets_retention_minutes,
+            compaction_check_ms,
+            compaction_bytes_per_sec,
         } = flags;
+        let compaction = CompactorSettings {
+            check_ms: compaction_check_ms
+                .or(file.compaction_check_ms)
+                .unwrap_or(COMPACTION_CHECK_MS_DEFAULT),
+            bytes_per_sec: match compaction_bytes_per_sec
+                .or(file.compaction_bytes_per_sec)
+                .unwrap_or(COMPACTION_BYTES_PER_SEC_DEFAULT)
+            {
+                0 => None,
+                n => Some(n),
+            },
+            key_map_bytes_max: rill_storage::compaction::KEY_MAP_BYTES_DEFAULT,
+        };
+        if compaction.check_ms == 0 {
+            return Err("compaction.check.ms must be at least 1".into());
+        }
         let defaults = GroupSettings::default();
         let groups = GroupSettings {
             session_timeout_ms: group_session_timeout_ms
@@ -290,6 +334,7 @@ impl BrokerConfig {
                 .or(file.producer_id_expiration_ms)
                 .unwrap_or(rill_storage::LogConfig::default().producer_expiration_ms),
             groups,
+            compaction,
         })
     }
 
@@ -342,6 +387,10 @@ pub struct Flags {
     pub group_rebalance_timeout_ms: Option<u64>,
     /// `--offsets-retention-minutes`.
     pub offsets_retention_minutes: Option<u64>,
+    /// `--compaction-check-ms`.
+    pub compaction_check_ms: Option<u64>,
+    /// `--compaction-bytes-per-sec`.
+    pub compaction_bytes_per_sec: Option<u64>,
 }
 
 #[cfg(test)]

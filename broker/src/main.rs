@@ -104,6 +104,14 @@ struct Args {
     /// minutes [default: 10080, 7 days].
     #[arg(long)]
     offsets_retention_minutes: Option<u64>,
+    /// How often the partitions of compacted topics (cleanup.policy
+    /// compact) are looked at for a compaction pass, ms [default: 15000].
+    #[arg(long)]
+    compaction_check_ms: Option<u64>,
+    /// Most bytes a second compaction reads and writes, 0 for no limit
+    /// [default: 67108864, 64 MiB].
+    #[arg(long)]
+    compaction_bytes_per_sec: Option<u64>,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
     /// peer_listen, peers, cluster_secret_file, insecure_peers,
     /// retention_check_ms, message_timestamp_after_max_ms,
@@ -111,7 +119,8 @@ struct Args {
     /// producer_id_expiration_ms,
     /// group_session_timeout_ms, group_heartbeat_interval_ms,
     /// group_max_size, group_rebalance_timeout_ms,
-    /// offsets_retention_minutes, and a [limits] table.
+    /// offsets_retention_minutes, compaction_check_ms,
+    /// compaction_bytes_per_sec, and a [limits] table.
     /// Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -200,6 +209,8 @@ fn run() -> anyhow::Result<()> {
             group_max_size: args.group_max_size,
             group_rebalance_timeout_ms: args.group_rebalance_timeout_ms,
             offsets_retention_minutes: args.offsets_retention_minutes,
+            compaction_check_ms: args.compaction_check_ms,
+            compaction_bytes_per_sec: args.compaction_bytes_per_sec,
         },
     )?;
     let secret = match &config.peer_auth {
@@ -276,6 +287,7 @@ fn run() -> anyhow::Result<()> {
             tokio::task::spawn_blocking(move || raft::open(raft_config, transport, janitor))
                 .await??;
         let (raft, published) = threads.start_raft(opened)?;
+        threads.start_compactor(raft.clone(), Arc::clone(&published), config.compaction)?;
         tasks.start_raft_feeders(&raft, inbound_rx);
         let listener = TcpListener::bind(config.listen)
             .await

@@ -172,6 +172,9 @@ pub struct Partition {
     /// `producer` (batches stored as they came), else the codec batches
     /// compressed otherwise are recompressed to; atomic, as it changes live.
     compression: AtomicU8,
+    /// The topic's `delete.retention.ms` when its `cleanup.policy` holds
+    /// `compact`, [`NOT_COMPACTED`] otherwise; atomic, as it changes live.
+    compaction: AtomicU64,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -193,6 +196,24 @@ pub struct Partition {
 
 /// [`Partition::compression`]'s stored value for `producer`: no codec's.
 const COMPRESSION_PRODUCER: u8 = u8::MAX;
+/// [`Partition::compaction`]'s stored value for a topic not compacted.
+const NOT_COMPACTED: u64 = u64::MAX;
+
+/// Refuses a batch holding a record without a key, for a compacted topic
+/// (as Kafka does): compaction keeps the newest record of each key, and
+/// such a record has none.
+fn refuse_keyless(b: &CheckedBatch) -> Result<(), ErrorCode> {
+    let batch = RecordBatch::from_parts(*b.header(), b.bytes().clone())
+        .map_err(|e| storage_error(&e.into()))?;
+    for r in batch.records() {
+        match r {
+            Ok(r) if r.key.is_none() => return Err(ErrorCode::InvalidRecord),
+            Ok(_) => {}
+            Err(e) => return Err(storage_error(&e.into())),
+        }
+    }
+    Ok(())
+}
 
 fn storage_error(e: &LogError) -> ErrorCode {
     match e {
@@ -255,6 +276,7 @@ impl Partition {
             failed: AtomicBool::new(false),
             stop_requests: None,
             compression: AtomicU8::new(COMPRESSION_PRODUCER),
+            compaction: AtomicU64::new(NOT_COMPACTED),
         }
     }
 
@@ -278,6 +300,52 @@ impl Partition {
     pub(crate) fn set_compression(&self, compression: Option<Compression>) {
         let codec = compression.map_or(COMPRESSION_PRODUCER, Compression::codec);
         self.compression.store(codec, Ordering::Relaxed);
+    }
+
+    /// The partition, compacted when `delete_retention_ms` is given (see
+    /// [`Partition::set_compaction`]).
+    pub(crate) fn with_compaction(self, delete_retention_ms: Option<u64>) -> Partition {
+        self.set_compaction(delete_retention_ms);
+        self
+    }
+
+    /// The topic's `delete.retention.ms` when it is compacted, else `None`.
+    pub fn compaction(&self) -> Option<u64> {
+        match self.compaction.load(Ordering::Relaxed) {
+            NOT_COMPACTED => None,
+            ms => Some(ms),
+        }
+    }
+
+    /// Called by the Raft thread when the topic's `cleanup.policy` or
+    /// `delete.retention.ms` changes: `None` when it is not compacted.
+    pub(crate) fn set_compaction(&self, delete_retention_ms: Option<u64>) {
+        let v = delete_retention_ms.map_or(NOT_COMPACTED, |ms| ms.min(NOT_COMPACTED - 1));
+        self.compaction.store(v, Ordering::Relaxed);
+    }
+
+    /// Where a compaction pass started now would end: the end of the last
+    /// sealed segment below the high watermark (loaded first).
+    pub fn cleanable_end(&self) -> Offset {
+        let committed = Offset(self.high_watermark());
+        self.log.cleanable_end(committed)
+    }
+
+    /// Runs a compaction pass over the sealed segments below the high
+    /// watermark (see [`ReplicaLogReader::compact`]); damage it finds stops
+    /// the replica, as a read's does. `Ok(None)` when `budget` stopped it.
+    pub fn compact(
+        &self,
+        settings: &rill_storage::CompactionSettings,
+        now_ms: i64,
+        budget: &mut dyn rill_storage::IoBudget,
+    ) -> Result<Option<rill_storage::Cleaned>, LogError> {
+        let committed = Offset(self.high_watermark());
+        self.log
+            .compact(committed, settings, now_ms, budget)
+            .inspect_err(|e| {
+                self.read_failed(e);
+            })
     }
 
     /// The partition, asking `requests` to stop it when a read finds its
@@ -472,6 +540,7 @@ impl Partition {
     pub fn check(&self, records: &[Bytes], now_ms: i64) -> Result<Vec<CheckedBatch>, ErrorCode> {
         let timestamps = self.timestamps();
         let compression = self.compression();
+        let compacted = self.compaction().is_some();
         let mut batches = Vec::new();
         for chunk in records {
             let mut at = 0;
@@ -487,6 +556,9 @@ impl Partition {
                 let bytes = chunk.slice(at..at + len);
                 let checked = CheckedBatch::new(bytes.clone(), self.max_batch_bytes)
                     .and_then(|b| self.recompressed(b, &bytes, compression));
+                if compacted && let Ok(Some(b)) = &checked {
+                    refuse_keyless(b)?;
+                }
                 match checked {
                     Ok(Some(b)) if !timestamps.admit(b.header(), now_ms) => {
                         return Err(ErrorCode::InvalidTimestamp);

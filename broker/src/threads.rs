@@ -14,6 +14,7 @@
 //! | `rill-raft` | [`Threads::start_raft`], once `raft::open` has recovered the replicas | every `Node` group and log write; the controller image; applies metadata (`raft`) | [`RaftHandle::stop`] (leaderships handed over, every log synced); joined first |
 //! | `rill-sync` (deferred syncs) and `rill-retention-sync` | [`Threads::start_raft`] | one sync round at a time, its jobs spread over the thread's own `SyncPool` (`raft::Syncer`) | when the Raft thread's loop drops its sender; joined after the Raft thread |
 //! | `rill-sync-<n>`, `rill-retention-sync-<n>`, `rill-round-sync-<n>` | the owning thread's `SyncPool`, through [`spawn`], when a round first needs them | one bucket of a sync round's jobs at a time (`raft/sync_pool.rs`); `rill-round-sync` serves the Raft thread (one-voter groups) | joined as their pool drops, when the thread that owns it ends |
+//! | `rill-compactor` | [`Threads::start_compactor`], after the Raft thread | compaction passes over compacted topics' replicas, one at a time (`compactor`); installs them through the Raft thread | its stop channel dropped, first thing in [`Threads::join`]: it ends within one batch's work and is joined first |
 //! | tokio: ticker, inbound forwarder | [`Tasks::start_raft_feeders`] | `raft::tick` (one tick per `TICK_MS`), `raft::forward_inbound` (peer messages to the Raft thread) | aborted once the Raft thread has stopped: its handover needs them |
 //! | tokio: peer accept loop, one dial loop and one write loop per peer, one read loop per connection | [`Tasks::start_peer_transport`] (`replication/src/transport.rs`) | the peer port and links | with the runtime, after every thread is joined |
 //! | tokio: client listener (`server::serve`) | [`Tasks::start_serving`] | the client port; its connections, each with a reader, a writer and one task per request (spawned in `server.rs`) | shutdown raised: stops accepting, connections answer what they routed and close, within `server::DRAIN_MS_MAX` |
@@ -62,6 +63,8 @@ use crate::state::Broker;
 pub const LOG_WRITER: &str = "rill-log";
 /// The janitor thread's name.
 pub const JANITOR: &str = "rill-janitor";
+/// Name of the compactor thread.
+pub const COMPACTOR: &str = "rill-compactor";
 /// The Raft thread's name.
 pub const RAFT: &str = "rill-raft";
 /// The deferred syncs' thread's name (its pool's threads: `rill-sync-<n>`).
@@ -151,6 +154,8 @@ pub struct Threads {
     raft: Option<Thread>,
     sync: Option<Thread>,
     retention_sync: Option<Thread>,
+    /// The compactor and the sender whose drop stops it.
+    compactor: Option<(Thread, std::sync::mpsc::Sender<()>)>,
 }
 
 impl Threads {
@@ -206,6 +211,24 @@ impl Threads {
         Ok((handle, published))
     }
 
+    /// Starts the compactor thread over `published`'s replicas, installing
+    /// its passes through `raft`.
+    pub fn start_compactor(
+        &mut self,
+        raft: RaftHandle,
+        published: Arc<Published>,
+        settings: crate::config::CompactorSettings,
+    ) -> Result<(), ReplicationError> {
+        let (stop, stopped) = std::sync::mpsc::channel();
+        let compactor = crate::compactor::Compactor::new(raft, published, settings, stopped);
+        let thread = spawn(COMPACTOR, move || compactor.run()).map_err(ReplicationError::io(
+            "start the compactor thread",
+            COMPACTOR,
+        ))?;
+        self.compactor = Some((thread, stop));
+        Ok(())
+    }
+
     /// Joins every thread but the log writer, within [`JOIN_MS_MAX`] in
     /// all: the Raft thread (stopped by `RaftHandle::stop`, or ending as
     /// every handle is gone), then the sync threads and the janitor, which
@@ -213,7 +236,13 @@ impl Threads {
     pub fn join(&mut self) -> Vec<String> {
         let deadline = Instant::now() + Duration::from_millis(JOIN_MS_MAX);
         let mut not_joined = Vec::new();
+        // Stopped first: a pass in flight ends at its next batch.
+        let compactor = self.compactor.take().map(|(thread, stop)| {
+            drop(stop);
+            thread
+        });
         for thread in [
+            compactor,
             self.raft.take(),
             self.sync.take(),
             self.retention_sync.take(),

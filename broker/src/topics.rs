@@ -94,7 +94,64 @@ pub struct TopicConfig {
     /// compressed as they came; a codec makes the leader recompress every
     /// batch with another codec to that one before it is stored.
     pub compression: Option<Compression>,
+    /// `cleanup.policy`: `delete` (the default) lets retention delete old
+    /// segments; `compact` keeps the newest record of each key instead;
+    /// `compact,delete` does both.
+    pub cleanup: CleanupPolicy,
+    /// `delete.retention.ms`: how long a compacted topic keeps a tombstone
+    /// after its segment was last written. Default 1 day.
+    pub delete_retention_ms: u64,
 }
+
+/// A topic's `cleanup.policy`: which of retention and compaction apply.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CleanupPolicy {
+    /// Retention deletes sealed segments by age and size.
+    pub delete: bool,
+    /// Compaction keeps the newest record of each key.
+    pub compact: bool,
+}
+
+impl CleanupPolicy {
+    /// `delete`, Kafka's default.
+    pub const DELETE: CleanupPolicy = CleanupPolicy {
+        delete: true,
+        compact: false,
+    };
+
+    /// Parses a comma-separated list of `delete` and `compact`, in any
+    /// order (Kafka's list syntax).
+    pub fn parse(v: &str) -> Result<CleanupPolicy, String> {
+        let mut policy = CleanupPolicy {
+            delete: false,
+            compact: false,
+        };
+        for part in v.split(',').map(str::trim) {
+            match part {
+                "delete" => policy.delete = true,
+                "compact" => policy.compact = true,
+                _ => {
+                    return Err(format!(
+                        "cleanup.policy is delete, compact or compact,delete, not {v:?}"
+                    ));
+                }
+            }
+        }
+        Ok(policy)
+    }
+
+    /// As users write it.
+    pub fn name(self) -> &'static str {
+        match (self.compact, self.delete) {
+            (true, true) => "compact,delete",
+            (true, false) => "compact",
+            _ => "delete",
+        }
+    }
+}
+
+/// Default `delete.retention.ms`: 1 day, as Kafka's.
+pub const DELETE_RETENTION_MS_DEFAULT: u64 = 24 * 60 * 60 * 1000;
 
 impl Default for TopicConfig {
     fn default() -> Self {
@@ -109,6 +166,8 @@ impl Default for TopicConfig {
             timestamp_after_max_ms: None,
             timestamp_before_max_ms: None,
             compression: None,
+            cleanup: CleanupPolicy::DELETE,
+            delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
         }
     }
 }
@@ -204,11 +263,9 @@ impl TopicConfig {
                         })?),
                     }
                 }
-                "cleanup.policy" if v == "delete" => {}
-                "cleanup.policy" => {
-                    return Err(format!(
-                        "cleanup.policy {v:?} is not supported; use \"delete\""
-                    ));
+                "cleanup.policy" => c.cleanup = CleanupPolicy::parse(v)?,
+                "delete.retention.ms" => {
+                    c.delete_retention_ms = bounded(k, v, 0, ms_max, "milliseconds")?
                 }
                 other => return Err(format!("unknown topic config {other:?}")),
             }
@@ -267,7 +324,7 @@ impl TopicConfig {
         vec![
             (
                 "cleanup.policy",
-                "delete".to_string(),
+                self.cleanup.name().to_string(),
                 set("cleanup.policy"),
             ),
             (
@@ -276,6 +333,11 @@ impl TopicConfig {
                     .map_or("producer", Compression::name)
                     .to_string(),
                 set("compression.type"),
+            ),
+            (
+                "delete.retention.ms",
+                self.delete_retention_ms.to_string(),
+                set("delete.retention.ms"),
             ),
             ("fsync", self.fsync.to_string(), set("fsync")),
             (
@@ -312,17 +374,26 @@ impl TopicConfig {
         ]
     }
 
-    /// The storage settings for this topic's partitions.
+    /// The storage settings for this topic's partitions: retention only
+    /// under a `delete` policy (a `compact` topic keeps every key's newest
+    /// record however old).
     pub fn log_config(&self) -> LogConfig {
         let d = LogConfig::default();
+        let retained = |v: Option<u64>| v.filter(|_| self.cleanup.delete);
         LogConfig {
             segment_bytes: self.segment_bytes,
             segment_ms: self.segment_ms,
             max_batch_bytes: self.max_message_bytes,
-            retention_ms: self.retention_ms,
-            retention_bytes: self.retention_bytes,
+            retention_ms: retained(self.retention_ms),
+            retention_bytes: retained(self.retention_bytes),
             ..d
         }
+    }
+
+    /// How this topic's partitions are compacted: `None` unless its
+    /// `cleanup.policy` holds `compact`.
+    pub fn compaction(&self) -> Option<u64> {
+        self.cleanup.compact.then_some(self.delete_retention_ms)
     }
 }
 
@@ -400,7 +471,7 @@ mod tests {
         assert_eq!(c.log_config().segment_bytes, 2 << 20);
         assert!(TopicConfig::from_pairs(&[("nope".into(), "1".into())]).is_err());
         assert!(TopicConfig::from_pairs(&[("fsync".into(), "maybe".into())]).is_err());
-        assert!(TopicConfig::from_pairs(&[("cleanup.policy".into(), "compact".into())]).is_err());
+        assert!(TopicConfig::from_pairs(&[("cleanup.policy".into(), "shred".into())]).is_err());
         assert!(TopicConfig::from_pairs(&[("segment.bytes".into(), "10".into())]).is_err());
     }
 
@@ -460,6 +531,34 @@ mod tests {
             (c.segment_bytes, c.max_message_bytes, c.segment_ms),
             (8192, 4096, Some(60_000))
         );
+    }
+
+    #[test]
+    fn cleanup_policy_takes_delete_compact_or_both_and_compact_alone_turns_retention_off() {
+        for (v, delete, compact) in [
+            ("delete", true, false),
+            ("compact", false, true),
+            ("compact,delete", true, true),
+            ("delete, compact", true, true),
+        ] {
+            let c = TopicConfig::from_pairs(&pairs(&[
+                ("cleanup.policy", v),
+                ("retention.ms", "1000"),
+                ("delete.retention.ms", "5"),
+            ]))
+            .unwrap();
+            assert_eq!(
+                (c.cleanup.delete, c.cleanup.compact),
+                (delete, compact),
+                "{v}"
+            );
+            assert_eq!(c.log_config().retention_ms.is_some(), delete, "{v}");
+            assert_eq!(c.compaction(), compact.then_some(5), "{v}");
+        }
+        assert_eq!(TopicConfig::default().compaction(), None);
+        let m = refusal(&[("cleanup.policy", "compact,shred")]);
+        assert!(m.contains("delete, compact or compact,delete"), "{m}");
+        assert!(refusal(&[("delete.retention.ms", "-1")]).contains("delete.retention.ms"));
     }
 
     #[test]

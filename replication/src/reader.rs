@@ -9,11 +9,17 @@
 //! waits behind a write, nor a write behind a fetch. The other calls take
 //! the log's lock, for in-memory work only (index lookups, `pread` of a
 //! header), but for [`ReplicaLogReader::flush`] at shutdown. The reader
-//! appends, truncates and resets nothing. What one call answers agrees
+//! appends, truncates and resets nothing; a compaction pass
+//! ([`ReplicaLogReader::compact`]) reads the published segments and writes
+//! new files beside them, which the writer installs
+//! ([`crate::Node::install_cleaned`]). What one call answers agrees
 //! with itself; two calls may see the log move in between.
 
 use bytes::Bytes;
-use rill_storage::{LogError, LogPosition, LogReader, Offset, RaftIndex, RecordBatch, Term};
+use rill_storage::{
+    Cleaned, CompactionSettings, IoBudget, LogError, LogPosition, LogReader, Offset, RaftIndex,
+    RecordBatch, Term,
+};
 
 use crate::storage::{SharedLog, lock};
 
@@ -116,6 +122,35 @@ impl ReplicaLogReader {
         max_bytes: u64,
     ) -> Result<Vec<RecordBatch>, LogError> {
         lock(&self.log).read_entries_owned(from, to, max_bytes)
+    }
+
+    /// Runs a compaction pass (see [`rill_storage::compaction`]) over the
+    /// sealed segments below `committed` (the high watermark, loaded
+    /// before the call) that are durable here too: a follower may learn of
+    /// a commit before its own copy is synced, and a segment is only
+    /// replaced by a cleaned one once its own bytes are on disk. Takes the
+    /// log's lock only to read its settings and durable end; the pass reads
+    /// the published segments. `Ok(None)` when `budget` stopped it.
+    pub fn compact(
+        &self,
+        committed: Offset,
+        settings: &CompactionSettings,
+        now_ms: i64,
+        budget: &mut dyn IoBudget,
+    ) -> Result<Option<Cleaned>, LogError> {
+        let (config, durable) = {
+            let log = lock(&self.log);
+            (log.config().clone(), log.durable().offset)
+        };
+        self.view
+            .compact(committed.min(durable), &config, settings, now_ms, budget)
+    }
+
+    /// Where a compaction pass over the sealed segments below `committed`
+    /// would end (see [`LogReader::cleanable_end`]). Never waits for the
+    /// writer.
+    pub fn cleanable_end(&self, committed: Offset) -> Offset {
+        self.view.cleanable_end(committed)
     }
 
     /// Whether the segment files still hold every batch written to them

@@ -27,14 +27,19 @@ pub const OFFSETS_TOPIC_PARTITIONS: u32 = 16;
 /// group.
 pub const GROUP_ID_MAX_BYTES: usize = 255;
 
-/// The offsets topic's settings: its records are kept until the
-/// coordinator removes them (tombstones of deleted and expired groups),
+/// The offsets topic's settings: compacted, so only the newest record
+/// of each commit, member and group stays, and its records are kept until
+/// the coordinator removes them (tombstones of deleted and expired groups),
 /// never by age or size, or an active group that had not committed for a
-/// week would lose its offsets.
+/// week would lose its offsets. Its segments are Kafka's size for this
+/// topic (100 MiB), so compaction reaches commits within days, not after a
+/// gigabyte of them.
 fn offsets_topic_configs() -> Vec<(String, String)> {
     vec![
+        ("cleanup.policy".to_string(), "compact".to_string()),
         ("retention.ms".to_string(), "-1".to_string()),
         ("retention.bytes".to_string(), "-1".to_string()),
+        ("segment.bytes".to_string(), (100 << 20).to_string()),
     ]
 }
 

@@ -46,6 +46,16 @@ pub enum Command {
     Tick,
     /// Apply retention to every group.
     Retention,
+    /// Install a compaction pass's files in a group's log (sent by the
+    /// compactor thread, which syncs the directory after).
+    InstallCleaned {
+        /// The group.
+        group: GroupId,
+        /// The pass's files.
+        cleaned: rill_storage::Cleaned,
+        /// What was installed.
+        reply: oneshot::Sender<Result<rill_storage::InstallOutcome, ReplicationError>>,
+    },
     /// Hand leaderships over, sync every log, and stop the thread.
     Stop {
         /// Done.
@@ -89,6 +99,25 @@ impl RaftHandle {
     /// Queues a command, waiting while the queue is full.
     pub async fn send(&self, command: Command) -> Result<(), Stopped> {
         self.commands.send(command).await.map_err(|_| Stopped)
+    }
+
+    /// Installs a compaction pass's files in `group`'s log (see
+    /// [`Command::InstallCleaned`]), blocking: for the compactor's OS
+    /// thread, never a tokio task.
+    pub fn install_cleaned_blocking(
+        &self,
+        group: GroupId,
+        cleaned: rill_storage::Cleaned,
+    ) -> Result<Result<rill_storage::InstallOutcome, ReplicationError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .blocking_send(Command::InstallCleaned {
+                group,
+                cleaned,
+                reply,
+            })
+            .map_err(|_| Stopped)?;
+        rx.blocking_recv().map_err(|_| Stopped)
     }
 
     /// Proposes batches; see [`Command::Propose`].

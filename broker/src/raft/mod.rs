@@ -520,6 +520,14 @@ impl RaftLoop {
                     p.refresh_log_start();
                 }
             }
+            Command::InstallCleaned {
+                group,
+                cleaned,
+                reply,
+            } => {
+                // Renames only: the compactor syncs the directory.
+                let _ = reply.send(self.node.install_cleaned(group, cleaned));
+            }
             Command::Stop { reply } => return Some(reply),
             Command::RetentionSynced(done) => {
                 self.with_driver(|d, io| d.retention_synced(done, io));

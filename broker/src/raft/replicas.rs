@@ -310,8 +310,9 @@ impl RaftLoop {
     }
 
     /// Pushes a topic's settings, changed live, to its open replica
-    /// `group`: the log's retention and segment bounds, and the timestamp
-    /// bounds and `compression.type` its produces are checked against.
+    /// `group`: the log's retention and segment bounds, the timestamp
+    /// bounds and `compression.type` its produces are checked against, and
+    /// whether (and with which tombstone delay) it is compacted.
     fn apply_config(&mut self, t: &TopicImage, group: GroupId) {
         if let Err(e) = self.node.set_log_config(group, self.log_config(t)) {
             tracing::warn!(topic = %t.name, %group, error = %e, "could not apply the topic's new settings");
@@ -320,6 +321,7 @@ impl RaftLoop {
         if let Some(partition) = self.published.partition(group) {
             partition.set_timestamps(self.timestamp_bounds(t));
             partition.set_compression(t.config.compression);
+            partition.set_compaction(t.config.compaction());
         }
         tracing::info!(topic = %t.name, %group, "applied the topic's new settings");
         self.configs.insert(group, t.config.clone());
@@ -380,7 +382,8 @@ impl RaftLoop {
                 t.replicas[p as usize].clone(),
             )
             .reporting_stops_to(self.stop_requests.clone())
-            .with_compression(t.config.compression),
+            .with_compression(t.config.compression)
+            .with_compaction(t.config.compaction()),
         );
         self.published
             .partitions

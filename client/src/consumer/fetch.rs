@@ -122,7 +122,9 @@ pub(super) async fn fetch(
 
 /// The records of `chunks` at or past `position`, in offset order, with
 /// control batches skipped, pushed onto `out`; returns the partition's next
-/// position (`position` when nothing was past it).
+/// position (`position` when nothing was past it): past the end of the
+/// last batch read, even when compaction removed its last records, or all
+/// of them, so a compacted stretch of the log is never fetched twice.
 pub(super) fn decode_records(
     key: &Key,
     position: u64,
@@ -164,6 +166,7 @@ pub(super) fn decode_records(
                         .collect(),
                 });
             }
+            next = next.max(batch.header().next_offset().get());
         }
     }
     Ok(next)
@@ -216,5 +219,36 @@ mod tests {
         assert_eq!(per_codec[0].len(), 40);
         assert_eq!(per_codec[0][0], (10, Bytes::from("value 10 value value")));
         assert!(per_codec.iter().all(|g| g == &per_codec[0]));
+    }
+
+    /// `batch` as compaction leaves it when every record is removed: the
+    /// header alone, zero records, its offsets kept.
+    fn emptied(batch: &[u8]) -> Bytes {
+        use rill_storage::batch::{BatchHeader, HEADER_BYTES, LENGTH_FIELD_BYTES, compute_crc};
+        let mut h = BatchHeader::decode(batch).unwrap();
+        h.record_count = 0;
+        h.attributes = 0;
+        h.length = (HEADER_BYTES - LENGTH_FIELD_BYTES) as u32;
+        let mut out = vec![0u8; HEADER_BYTES];
+        h.encode_into(&mut out);
+        h.crc = compute_crc(&out);
+        h.encode_into(&mut out);
+        Bytes::from(out)
+    }
+
+    #[test]
+    fn a_batch_compaction_emptied_moves_the_position_past_its_offsets() {
+        let key = ("t".to_string(), 0);
+        let first = batch(&["a", "b", "c"], 0, Compression::None);
+        let chunk = [emptied(&first), batch(&["d"], 3, Compression::None)].concat();
+        let mut out = Vec::new();
+        let next = decode_records(&key, 0, vec![Bytes::from(chunk)], &mut out).unwrap();
+        assert_eq!(next, 4);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].offset, 3);
+        // An emptied batch alone still moves the position on.
+        let mut out = Vec::new();
+        let next = decode_records(&key, 0, vec![emptied(&first)], &mut out).unwrap();
+        assert_eq!((next, out.len()), (3, 0));
     }
 }

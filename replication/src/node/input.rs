@@ -74,6 +74,11 @@ impl CheckedBatch {
     pub fn header(&self) -> &BatchHeader {
         &self.header
     }
+
+    /// The batch's bytes.
+    pub fn bytes(&self) -> &Bytes {
+        &self.bytes
+    }
 }
 
 impl Node {

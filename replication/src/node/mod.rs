@@ -560,6 +560,23 @@ impl Node {
         Ok(())
     }
 
+    /// Installs a compaction pass's files in `group`'s log (see
+    /// [`rill_storage::Log::install_cleaned`]): the same entries at the
+    /// same indexes, with fewer records, so nothing Raft holds of the log
+    /// changes. Renames only; the caller syncs the directory, off this
+    /// thread.
+    pub fn install_cleaned(
+        &mut self,
+        group: GroupId,
+        cleaned: rill_storage::Cleaned,
+    ) -> Result<rill_storage::InstallOutcome, ReplicationError> {
+        let r = self
+            .groups
+            .get(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        Ok(crate::storage::lock(r.raw.store().log()).install_cleaned(cleaned)?)
+    }
+
     /// Whether `group` has a replica here.
     pub fn has_group(&self, group: GroupId) -> bool {
         self.groups.contains_key(&group)

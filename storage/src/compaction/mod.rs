@@ -204,6 +204,22 @@ struct Source {
 }
 
 impl LogReader {
+    /// The offset the sealed segments whose records all lie below
+    /// `clean_below` end at (the log start when there are none): a pass
+    /// now would cover the log up to there.
+    pub fn cleanable_end(&self, clean_below: Offset) -> Offset {
+        let segments = self.segments();
+        let mut end = segments[0].base_offset;
+        for view in &segments[..segments.len() - 1] {
+            let (_, end_offset) = view.sealed_end();
+            if end_offset > clean_below {
+                break;
+            }
+            end = end_offset;
+        }
+        end
+    }
+
     /// Runs one compaction pass over the sealed segments whose records all
     /// lie below `clean_below` (see the module documentation). `config` is
     /// the log's (batch size bound, index interval). `Ok(None)` when the
