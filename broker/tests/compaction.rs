@@ -3,8 +3,10 @@
 //! once their delay is over, while a consumer reading it over and over
 //! sees a consistent log throughout (every record it reads is the one
 //! written at that offset, in offset order, and no key's newest value is
-//! ever missing); the compacted log survives a SIGKILL; a record without
-//! a key is refused.
+//! ever missing); the compacted log survives a SIGKILL, also one in the
+//! middle of its passes; a record without a key is refused; a follower
+//! that was down while its leader compacted catches up from the
+//! compacted entries to the same records at the same offsets.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -15,6 +17,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use common::cluster::TestCluster;
 use common::*;
 use rill_client::protocol::ErrorCode;
 use rill_storage::{BatchBuilder, Batches, NewRecord};
@@ -49,6 +52,93 @@ fn produce(client: &mut Client, records: &[Kv]) -> u64 {
     let r = client.produce(TOPIC, 0, -1, keyed_batch(records));
     assert!(r.error.is_ok(), "{:?}", r.error);
     r.base_offset
+}
+
+/// The topic's settings: compacted, small segments, tombstones kept 3 s.
+const CONFIGS: [(&str, &str); 4] = [
+    ("cleanup.policy", "compact"),
+    ("segment.bytes", "8192"),
+    ("max.message.bytes", "4096"),
+    ("delete.retention.ms", "3000"),
+];
+
+/// Writes the test's records through `client`: [`ROUNDS`] rounds of a
+/// value for each of [`KEYS`] keys, tombstones for the first [`DELETED`],
+/// then filler under a key of its own so the segments holding them are
+/// sealed (the active segment is never compacted). Returns what was
+/// written, by offset.
+fn write_all(client: &mut Client) -> BTreeMap<u64, Kv> {
+    let mut written = BTreeMap::new();
+    let mut write = |client: &mut Client, records: Vec<Kv>| {
+        let base = produce(client, &records);
+        for (i, kv) in records.into_iter().enumerate() {
+            written.insert(base + i as u64, kv);
+        }
+    };
+    for round in 0..ROUNDS {
+        let records = (0..KEYS)
+            .map(|k| (format!("key-{k}"), Some(format!("key-{k} round {round}"))))
+            .collect();
+        write(client, records);
+    }
+    write(
+        client,
+        (0..DELETED).map(|k| (format!("key-{k}"), None)).collect(),
+    );
+    for i in 0..12 {
+        write(
+            client,
+            vec![("filler".to_string(), Some(format!("{i:0>1000}")))],
+        );
+    }
+    written
+}
+
+/// What the test's keys end as once compacted: the deleted ones gone, the
+/// others with their last round's value only.
+fn compacted_keys() -> BTreeMap<String, Vec<Option<String>>> {
+    (DELETED..KEYS)
+        .map(|k| {
+            (
+                format!("key-{k}"),
+                vec![Some(format!("key-{k} round {}", ROUNDS - 1))],
+            )
+        })
+        .collect()
+}
+
+/// Reads the log once the partition has a leader that has every record
+/// written (at most 60 s).
+fn read_when_ready(client: &mut Client, written: &BTreeMap<u64, Kv>) -> BTreeMap<u64, Kv> {
+    let end = *written.keys().last().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let f = client.fetch(TOPIC, 0, 0, 0);
+        if f.error.is_ok() && f.high_watermark > end {
+            return read_log(client);
+        }
+        assert!(Instant::now() < deadline, "not readable: {:?}", f.error);
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits (at most 120 s) until the log read through `client` holds the
+/// test's keys compacted, checking every read on the way.
+fn wait_compacted(client: &mut Client, written: &BTreeMap<u64, Kv>) -> BTreeMap<u64, Kv> {
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        let read = read_log(client);
+        assert_consistent(&read, written);
+        if data_keys(&read) == compacted_keys() {
+            return read;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "not compacted within 120 s: {:?}",
+            data_keys(&read)
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Every record of the partition up to its high watermark, by offset,
@@ -140,48 +230,14 @@ fn a_compacted_topic_keeps_the_newest_value_per_key_drops_tombstones_and_reads_c
     .to_vec();
     let broker = BrokerProcess::start_with(dir.path(), &args);
     let mut client = broker.connect();
-    let r = client.create_topic(
-        TOPIC,
-        1,
-        &[
-            ("cleanup.policy", "compact"),
-            ("segment.bytes", "8192"),
-            ("max.message.bytes", "4096"),
-            ("delete.retention.ms", "3000"),
-        ],
-    );
+    let r = client.create_topic(TOPIC, 1, &CONFIGS);
     assert!(r.error.is_ok(), "{:?}", r.error);
 
     // A record without a key has nothing to be compacted by.
     let keyless = client.produce(TOPIC, 0, -1, batch(&values(0..1), now_ms()));
     assert_eq!(keyless.error, ErrorCode::InvalidRecord);
 
-    let mut written = BTreeMap::new();
-    let mut write = |client: &mut Client, records: Vec<Kv>| {
-        let base = produce(client, &records);
-        for (i, kv) in records.into_iter().enumerate() {
-            written.insert(base + i as u64, kv);
-        }
-    };
-    for round in 0..ROUNDS {
-        let records = (0..KEYS)
-            .map(|k| (format!("key-{k}"), Some(format!("key-{k} round {round}"))))
-            .collect();
-        write(&mut client, records);
-    }
-    write(
-        &mut client,
-        (0..DELETED).map(|k| (format!("key-{k}"), None)).collect(),
-    );
-    // Filler under one key of its own, so the segments holding the test's
-    // keys are sealed and compacted; the active segment never is.
-    for i in 0..12 {
-        write(
-            &mut client,
-            vec![("filler".to_string(), Some(format!("{i:0>1000}")))],
-        );
-    }
-    let written = Arc::new(written);
+    let written = Arc::new(write_all(&mut client));
 
     // A consumer reading the whole log again and again while the passes run.
     let stop = Arc::new(AtomicBool::new(false));
@@ -197,53 +253,133 @@ fn a_compacted_topic_keeps_the_newest_value_per_key_drops_tombstones_and_reads_c
             reads
         })
     };
-
-    let deadline = Instant::now() + Duration::from_secs(120);
-    let expected: BTreeMap<String, Vec<Option<String>>> = (DELETED..KEYS)
-        .map(|k| {
-            (
-                format!("key-{k}"),
-                vec![Some(format!("key-{k} round {}", ROUNDS - 1))],
-            )
-        })
-        .collect();
-    loop {
-        let read = read_log(&mut client);
-        assert_consistent(&read, &written);
-        if data_keys(&read) == expected {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "not compacted within 120 s: {:?}",
-            data_keys(&read)
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
+    let compacted = wait_compacted(&mut client, &written);
     stop.store(true, Ordering::Relaxed);
-    let reads = reader.join().unwrap();
-    assert!(reads > 0);
+    assert!(reader.join().unwrap() > 0);
 
     // The compacted log is what a restart after SIGKILL finds.
-    let before = read_log(&mut client);
     broker.kill();
     let broker = BrokerProcess::start_with(dir.path(), &args);
     let mut client = broker.connect();
-    let deadline = Instant::now() + Duration::from_secs(60);
-    let after = loop {
-        let f = client.fetch(TOPIC, 0, 0, 0);
-        if f.error.is_ok() && f.high_watermark > *written.keys().last().unwrap() {
-            break read_log(&mut client);
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no leader after restart: {:?}",
-            f.error
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    };
+    let after = read_when_ready(&mut client, &written);
     assert_consistent(&after, &written);
-    assert_eq!(data_keys(&after), expected);
+    assert_eq!(data_keys(&after), compacted_keys());
     // The filler's newest records may have been compacted further since.
-    assert!(after.len() <= before.len());
+    assert!(after.len() <= compacted.len());
+}
+
+#[test]
+fn sigkills_in_the_middle_of_compaction_passes_lose_no_newest_value() {
+    let dir = tempfile::tempdir().unwrap();
+    // About a second a pass: the kills land inside them.
+    let args: Vec<String> = [
+        "--listen",
+        "127.0.0.1:0",
+        "--compaction-check-ms",
+        "50",
+        "--compaction-bytes-per-sec",
+        "30000",
+    ]
+    .map(String::from)
+    .to_vec();
+    let mut broker = BrokerProcess::start_with(dir.path(), &args);
+    let mut client = broker.connect();
+    let r = client.create_topic(TOPIC, 1, &CONFIGS);
+    assert!(r.error.is_ok(), "{:?}", r.error);
+    let written = write_all(&mut client);
+    for kill in 0..5u64 {
+        // A fault's timing, not a wait for a condition.
+        std::thread::sleep(Duration::from_millis(250 + 200 * kill));
+        broker.kill();
+        broker = BrokerProcess::start_with(dir.path(), &args);
+        client = broker.connect();
+        let read = read_when_ready(&mut client, &written);
+        assert_consistent(&read, &written);
+    }
+    wait_compacted(&mut client, &written);
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| std::fs::read_dir(e.unwrap().path()).ok())
+        .flatten()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".cleaned"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+}
+
+/// Every record of the replica log in `dir` (its broker stopped), read
+/// from the files.
+fn read_replica_files(dir: &std::path::Path) -> BTreeMap<u64, Kv> {
+    let config = rill_storage::LogConfig {
+        segment_bytes: 8192,
+        max_batch_bytes: 4096,
+        ..rill_storage::LogConfig::default()
+    };
+    let log = rill_storage::Log::open(dir, config).unwrap();
+    let chunks = log.read(log.log_start_offset(), u64::MAX).unwrap();
+    let mut out = BTreeMap::new();
+    for b in rill_storage::batches_of(&chunks, usize::MAX) {
+        let b = b.unwrap();
+        b.verify_crc().unwrap();
+        for r in b.records() {
+            let r = r.unwrap();
+            let key = String::from_utf8(r.key.unwrap().to_vec()).unwrap();
+            let value = r.value.map(|v| String::from_utf8(v.to_vec()).unwrap());
+            out.insert(r.offset.get(), (key, value));
+        }
+    }
+    out
+}
+
+#[test]
+fn a_follower_catching_up_from_a_compacted_leader_holds_the_same_records_at_the_same_offsets() {
+    let mut cluster = TestCluster::start_with(
+        3,
+        &[
+            "--compaction-check-ms",
+            "100",
+            "--compaction-bytes-per-sec",
+            "0",
+        ],
+    );
+    runtime().block_on(async {
+        let admin = rill_client::Admin::new(
+            rill_client::Cluster::new(&cluster.bootstrap(), "test").unwrap(),
+        );
+        let configs = CONFIGS
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        admin.create_topic(TOPIC, 1, 3, configs).await.unwrap();
+    });
+    cluster.wait_for("a leader", 60, |c| c.leader_of(TOPIC, 0).is_some());
+    let leader = cluster.leader_of(TOPIC, 0).unwrap();
+    let follower = (1..=3).find(|&i| i != leader).unwrap();
+    cluster.terminate(follower);
+
+    let mut client = Client::connect(cluster.addr(leader));
+    let written = write_all(&mut client);
+    // The leader compacts while the follower is away.
+    wait_compacted(&mut client, &written);
+
+    cluster.restart(follower);
+    let end = *written.keys().last().unwrap() + 1;
+    cluster.wait_for("the follower to catch up", 60, |c| {
+        c.status(follower).is_some_and(|s| {
+            s.replicas
+                .iter()
+                .any(|r| r.topic == TOPIC && r.high_watermark >= end)
+        })
+    });
+    cluster.terminate(follower);
+    let replica = std::fs::read_dir(cluster.broker_dir(follower))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .find(|p| p.is_dir() && p.file_name().unwrap() != "controller")
+        .expect("the follower's replica directory");
+    let on_disk = read_replica_files(&replica);
+    assert_consistent(&on_disk, &written);
+    // It took the leader's compacted entries: no older value of a key
+    // survives, whether or not its own passes ran.
+    assert_eq!(data_keys(&on_disk), compacted_keys());
 }

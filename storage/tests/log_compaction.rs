@@ -361,3 +361,40 @@ fn a_follower_appends_a_leaders_compacted_entries_at_the_same_offsets() {
     assert_eq!(follower.next_offset(), leader.next_offset());
     assert_eq!(records(&follower), records(&leader));
 }
+
+#[test]
+fn a_key_map_too_small_for_the_log_cleans_only_the_segments_it_covers() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    // Two rounds of keys a-* in the first segment, two of b-* in the next.
+    for prefix in ["a", "b"] {
+        for round in 0..2 {
+            let kvs: Vec<Kv> = (0..10)
+                .map(|k| {
+                    let key: &'static str = Box::leak(format!("{prefix}-{k}").into_boxed_str());
+                    (key, Some(format!("{key}@{round}")))
+                })
+                .collect();
+            log.append(&batch(&kvs, Compression::None), Term(1))
+                .unwrap();
+        }
+        log.roll().unwrap();
+    }
+    let before = records(&log);
+    // Room for the first segment's ten keys, not the second's.
+    let settings = CompactionSettings {
+        key_map_bytes_max: 15 * 80,
+        ..keep_tombstones()
+    };
+    let stats = compact_all(&mut log, &settings);
+    assert_eq!((stats.segments_cleaned, stats.keys), (1, 10), "{stats:?}");
+    let after = records(&log);
+    assert_eq!(after.len(), 10 + 20);
+    for (offset, kv) in &after {
+        assert_eq!(&before[offset], kv);
+    }
+    // With room for every key, the next pass covers the rest.
+    let stats = compact_all(&mut log, &keep_tombstones());
+    assert_eq!(stats.segments_cleaned, 2);
+    assert_eq!(records(&log).len(), 20);
+}

@@ -264,6 +264,7 @@ impl LogReader {
             }
             ends.push(end);
             covered += 1;
+            stats.keys = map.len();
         }
         if covered == 0 && !sources.is_empty() {
             tracing::warn!(
@@ -272,7 +273,6 @@ impl LogReader {
                 "compaction: the first segment's keys do not fit the key map; nothing cleaned"
             );
         }
-        stats.keys = map.len();
         let mut cleaned = Vec::new();
         for (source, end) in sources.iter().take(covered).zip(ends) {
             stats.segments_cleaned += 1;

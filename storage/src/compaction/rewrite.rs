@@ -226,4 +226,53 @@ mod tests {
         let header = batch::validate(&bytes, 1 << 20).unwrap();
         assert_eq!(filter(&bytes, &header, 1 << 20, |_| true).unwrap(), None);
     }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(200))]
+
+        /// Whatever records are kept, the rewritten batch passes a
+        /// reader's and a follower's checks, takes the same offsets, and
+        /// holds exactly the kept records with their own offsets, keys and
+        /// values.
+        #[test]
+        fn a_filtered_batch_holds_exactly_the_kept_records(
+            records in proptest::collection::vec(
+                (proptest::option::of(0u8..4), proptest::option::of(0usize..300), proptest::bool::ANY),
+                1..40,
+            ),
+            codec in proptest::sample::select(Compression::ALL.to_vec()),
+        ) {
+            let keys: Vec<Option<Vec<u8>>> =
+                records.iter().map(|(k, _, _)| k.map(|k| vec![b'k', k])).collect();
+            let values: Vec<Option<Vec<u8>>> =
+                records.iter().map(|(_, v, _)| v.map(|n| vec![b'v'; n])).collect();
+            let kvs: Vec<Kv<'_>> = keys
+                .iter()
+                .zip(&values)
+                .map(|(k, v)| (k.as_deref(), v.as_deref()))
+                .collect();
+            let bytes = built(&kvs, codec);
+            let header = batch::validate(&bytes, 1 << 20).unwrap();
+            let keep: Vec<bool> = records.iter().map(|(_, _, keep)| *keep).collect();
+            let out = filter(&bytes, &header, 1 << 20, |r| keep[(r.offset.0 - 100) as usize]).unwrap();
+            if keep.iter().all(|k| *k) {
+                proptest::prop_assert!(out.is_none());
+                return Ok(());
+            }
+            let out = out.unwrap();
+            let valid = batch::ValidBatch::replicated(&out, 1 << 20).unwrap();
+            proptest::prop_assert_eq!(valid.header().next_offset(), header.next_offset());
+            proptest::prop_assert_eq!(valid.header().raft_index, header.raft_index);
+            let rewritten = crate::RecordBatch::new(out.clone().into(), 1 << 20).unwrap();
+            rewritten.verify_crc().unwrap();
+            let got: Vec<_> = rewritten.records().map(Result::unwrap).collect();
+            let want: Vec<usize> = (0..records.len()).filter(|&i| keep[i]).collect();
+            proptest::prop_assert_eq!(got.len(), want.len());
+            for (r, &i) in got.iter().zip(&want) {
+                proptest::prop_assert_eq!(r.offset, Offset(100 + i as u64));
+                proptest::prop_assert_eq!(r.key.as_deref(), keys[i].as_deref());
+                proptest::prop_assert_eq!(r.value.as_deref(), values[i].as_deref());
+            }
+        }
+    }
 }
