@@ -7,7 +7,10 @@
 //! - sequential read of a cached 64 MiB log that CRC-checks every batch,
 //!   against `read(2)` of a 64 MiB file into a 1 MiB buffer;
 //! - lookup of a random offset (sparse index, then a walk) and of a
-//!   timestamp.
+//!   timestamp;
+//! - a compaction pass over a cached 64 MiB log of 1,000-byte records
+//!   under 10,000 keys (most records superseded), writing its new files,
+//!   against the CRC-checked read of the same volume above.
 //!
 //! Everything lives in one temporary directory, so the log and the plain
 //! files share a filesystem. Run with `cargo bench -p rill-storage --bench log`.
@@ -174,6 +177,66 @@ fn read_log_crc_checked(bencher: Bencher<'_, '_>) {
             }
         }
         assert_eq!(bytes, total);
+    });
+}
+
+/// A 64 MiB log in 8 MiB segments of 16 KiB batches of 1,000-byte records,
+/// each under one of 10,000 keys in turn, so a key has six or seven
+/// versions and a compaction pass keeps about one record in seven.
+fn keyed_fixture(dir: &Path) -> Log {
+    let config = LogConfig {
+        segment_bytes: 8 << 20,
+        ..config()
+    };
+    let mut log = Log::open(dir, config).unwrap();
+    let value = vec![b'x'; RECORD_BYTES];
+    let mut n = 0u64;
+    while log.size_bytes() < READ_LOG_BYTES {
+        let mut b = BatchBuilder::with_capacity(16 << 10, 16 << 10);
+        loop {
+            let key = format!("key-{:05}", n % 10_000);
+            let record = NewRecord {
+                key: Some(key.as_bytes()),
+                value: Some(&value),
+                headers: &[],
+                timestamp_ms: FIRST_TIMESTAMP_MS,
+            };
+            if !b.push(&record).unwrap() {
+                break;
+            }
+            n += 1;
+        }
+        log.append(&b.finish().unwrap(), Term(1)).unwrap();
+    }
+    log.roll().unwrap();
+    log.flush().unwrap();
+    log
+}
+
+/// One compaction pass over [`keyed_fixture`]: every sealed segment read
+/// twice (keys, then records) and written again; the files are dropped,
+/// not installed, so each sample cleans the same log.
+#[divan::bench(sample_count = 10)]
+fn compaction_pass(bencher: Bencher<'_, '_>) {
+    let dir = tempfile::tempdir().unwrap();
+    let log = keyed_fixture(dir.path());
+    let total = log.size_bytes();
+    let reader = log.reader();
+    let settings = rill_storage::CompactionSettings::default();
+    bencher.counter(BytesCount::new(total)).bench_local(|| {
+        let cleaned = reader
+            .compact(
+                log.next_offset(),
+                log.config(),
+                &settings,
+                FIRST_TIMESTAMP_MS,
+                &mut rill_storage::Unthrottled,
+            )
+            .unwrap()
+            .unwrap();
+        assert_eq!(cleaned.stats.bytes_before, total);
+        assert!(cleaned.stats.bytes_after < total / 4);
+        drop(divan::black_box(cleaned));
     });
 }
 
