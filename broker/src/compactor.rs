@@ -5,8 +5,12 @@
 //! each replica compacts its own log) of a topic whose `cleanup.policy`
 //! holds `compact`, and runs a pass over it when one is due: the first
 //! time this process sees it, when a sealed segment below the high
-//! watermark was added since its last pass, or when a tombstone the last
-//! pass kept has become removable. A pass reads the published segments
+//! watermark (and the local durable end) was added since its last pass,
+//! when a tombstone the last pass kept has outlived its delay, or when
+//! every replica now holds one it kept for them (asked of the Raft thread:
+//! only a leader removes tombstones, below the index every replica
+//! holds). A failed pass is tried again a minute later, or at the next
+//! sealed segment. A pass reads the published segments
 //! and writes new files without the log's lock; the Raft thread, the only
 //! writer of logs, installs them ([`RaftHandle::install_cleaned_blocking`],
 //! renames only), and this thread then syncs the log's directory before
@@ -25,7 +29,7 @@ use std::sync::mpsc::{Receiver, RecvTimeoutError, TryRecvError};
 use std::time::{Duration, Instant};
 
 use rill_replication::GroupId;
-use rill_storage::{CompactionSettings, IoBudget, Offset};
+use rill_storage::{CompactionSettings, IoBudget, Offset, RaftIndex};
 
 use crate::config::CompactorSettings;
 use crate::partition::Partition;
@@ -34,11 +38,19 @@ use crate::raft::{Published, RaftHandle};
 /// What the last pass over a partition left.
 #[derive(Debug, Clone, Copy)]
 struct LastPass {
-    /// Where it ended: a pass is due again once sealed segments reach past.
-    clean_end: Offset,
+    /// Where the segments it looked at ended: a pass is due again once
+    /// sealed segments reach past.
+    pass_end: Offset,
     /// When a tombstone it kept may be removed.
     tombstone_due_ms: Option<i64>,
+    /// The Raft index every replica must hold the log below before a
+    /// tombstone it kept for them may be removed.
+    waits_for_raft_index: Option<RaftIndex>,
 }
+
+/// How long after a failed pass the next is tried, whatever else happens
+/// (a new sealed segment tries at once), ms.
+const RETRY_AFTER_FAILURE_MS: i64 = 60_000;
 
 /// The compactor thread's state. See the module documentation.
 pub struct Compactor {
@@ -100,18 +112,31 @@ impl Compactor {
             }
             let now = now_ms();
             let end = p.cleanable_end();
+            let held = || self.raft.held_by_every_replica_blocking(p.group);
             let due = match self.passes.get(&p.group) {
                 None => end.get() > p.log_start_offset(),
                 Some(last) => {
-                    end > last.clean_end || last.tombstone_due_ms.is_some_and(|d| d <= now)
+                    end > last.pass_end
+                        || last.tombstone_due_ms.is_some_and(|d| d <= now)
+                        || match last.waits_for_raft_index {
+                            Some(wait) => match held() {
+                                Ok(held) => held.is_some_and(|h| h >= wait),
+                                Err(_) => return false,
+                            },
+                            None => false,
+                        }
                 }
             };
             if !due {
                 continue;
             }
+            let Ok(held) = held() else {
+                return false;
+            };
             let settings = CompactionSettings {
                 delete_retention_ms,
                 key_map_bytes_max: self.settings.key_map_bytes_max,
+                tombstones_below_raft_index: held.unwrap_or(RaftIndex(0)),
             };
             match self.pass(&p, &settings, now) {
                 Ok(Some(last)) => {
@@ -119,13 +144,13 @@ impl Compactor {
                 }
                 Ok(None) => return false,
                 Err(e) => {
-                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "compaction pass failed; tried again at the next check");
-                    // Not again until something changes.
+                    tracing::warn!(topic = %p.topic, partition = p.index, error = %e, "compaction pass failed");
                     self.passes.insert(
                         p.group,
                         LastPass {
-                            clean_end: end,
-                            tombstone_due_ms: None,
+                            pass_end: end,
+                            tombstone_due_ms: Some(now.saturating_add(RETRY_AFTER_FAILURE_MS)),
+                            waits_for_raft_index: None,
                         },
                     );
                 }
@@ -156,15 +181,26 @@ impl Compactor {
             return Ok(None);
         };
         let stats = cleaned.stats;
+        if stats.segments_cleaned == 0 && stats.pass_end > stats.clean_end {
+            tracing::warn!(topic = %p.topic, partition = p.index, key_map_bytes_max = settings.key_map_bytes_max, "compaction: the keys of the first segment do not fit the key map; nothing cleaned");
+        }
         let last = LastPass {
-            clean_end: stats.clean_end,
+            pass_end: stats.pass_end,
             tombstone_due_ms: stats.tombstone_due_ms,
+            waits_for_raft_index: stats.tombstone_waits_for_raft_index,
         };
         if cleaned.is_empty() {
             return Ok(Some(last));
         }
         let outcome = match self.raft.install_cleaned_blocking(p.group, cleaned) {
-            Ok(outcome) => outcome.map_err(|e| e.to_string())?,
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(e)) => {
+                // Renames done before the failure are made durable all the
+                // same: a later pass may remove a tombstone on their
+                // strength.
+                rill_storage::sync_dir(p.dir()).map_err(|e| e.to_string())?;
+                return Err(e.to_string());
+            }
             Err(_) => return Ok(None),
         };
         if let Some(dir) = &outcome.dir_to_sync {

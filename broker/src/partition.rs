@@ -332,8 +332,10 @@ impl Partition {
     }
 
     /// Runs a compaction pass over the sealed segments below the high
-    /// watermark (see [`ReplicaLogReader::compact`]); damage it finds stops
-    /// the replica, as a read's does. `Ok(None)` when `budget` stopped it.
+    /// watermark (see [`ReplicaLogReader::compact`]). Damage it finds in a
+    /// segment stops the replica, as a read's does; a failure of its own
+    /// new files (a full disk, a read-back that disagrees) fails the pass
+    /// alone. `Ok(None)` when `budget` stopped it.
     pub fn compact(
         &self,
         settings: &rill_storage::CompactionSettings,
@@ -344,7 +346,13 @@ impl Partition {
         self.log
             .compact(committed, settings, now_ms, budget)
             .inspect_err(|e| {
-                self.read_failed(e);
+                if let LogError::Damaged { path, .. } = e
+                    && !path
+                        .to_string_lossy()
+                        .ends_with(rill_storage::compaction::CLEANED_SUFFIX)
+                {
+                    self.read_failed(e);
+                }
             })
     }
 

@@ -4,9 +4,10 @@
 //! sees a consistent log throughout (every record it reads is the one
 //! written at that offset, in offset order, and no key's newest value is
 //! ever missing); the compacted log survives a SIGKILL, also one in the
-//! middle of its passes; a record without a key is refused; a follower
-//! that was down while its leader compacted catches up from the
-//! compacted entries to the same records at the same offsets.
+//! middle of its passes; a record without a key is refused; a leader keeps
+//! tombstones while a follower is down, and the follower catches up from
+//! the compacted entries to the same records at the same offsets, the
+//! tombstones with them.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -122,14 +123,31 @@ fn read_when_ready(client: &mut Client, written: &BTreeMap<u64, Kv>) -> BTreeMap
     }
 }
 
+/// [`compacted_keys`] with the deleted keys' tombstones still there.
+fn compacted_keys_with_tombstones() -> BTreeMap<String, Vec<Option<String>>> {
+    let mut keys = compacted_keys();
+    keys.extend((0..DELETED).map(|k| (format!("key-{k}"), vec![None])));
+    keys
+}
+
 /// Waits (at most 120 s) until the log read through `client` holds the
 /// test's keys compacted, checking every read on the way.
 fn wait_compacted(client: &mut Client, written: &BTreeMap<u64, Kv>) -> BTreeMap<u64, Kv> {
+    wait_for_keys(client, written, &compacted_keys())
+}
+
+/// Waits (at most 120 s) until the test's keys read through `client` are
+/// `expected`, checking every read on the way.
+fn wait_for_keys(
+    client: &mut Client,
+    written: &BTreeMap<u64, Kv>,
+    expected: &BTreeMap<String, Vec<Option<String>>>,
+) -> BTreeMap<u64, Kv> {
     let deadline = Instant::now() + Duration::from_secs(120);
     loop {
         let read = read_log(client);
         assert_consistent(&read, written);
-        if data_keys(&read) == compacted_keys() {
+        if &data_keys(&read) == expected {
             return read;
         }
         assert!(
@@ -359,8 +377,16 @@ fn a_follower_catching_up_from_a_compacted_leader_holds_the_same_records_at_the_
 
     let mut client = Client::connect(cluster.addr(leader));
     let written = write_all(&mut client);
-    // The leader compacts while the follower is away.
-    wait_compacted(&mut client, &written);
+    // The leader compacts the values away while the follower is down, and
+    // keeps the tombstones, which the follower does not hold yet, past
+    // their delay.
+    wait_for_keys(&mut client, &written, &compacted_keys_with_tombstones());
+    // Past the 3 s delay and many passes: what must not happen had time to.
+    std::thread::sleep(Duration::from_secs(4));
+    assert_eq!(
+        data_keys(&read_log(&mut client)),
+        compacted_keys_with_tombstones()
+    );
 
     cluster.restart(follower);
     let end = *written.keys().last().unwrap() + 1;
@@ -371,6 +397,8 @@ fn a_follower_catching_up_from_a_compacted_leader_holds_the_same_records_at_the_
                 .any(|r| r.topic == TOPIC && r.high_watermark >= end)
         })
     });
+    // Every replica holds the tombstones now: the leader removes them.
+    wait_compacted(&mut client, &written);
     cluster.terminate(follower);
     let replica = std::fs::read_dir(cluster.broker_dir(follower))
         .unwrap()
@@ -379,7 +407,7 @@ fn a_follower_catching_up_from_a_compacted_leader_holds_the_same_records_at_the_
         .expect("the follower's replica directory");
     let on_disk = read_replica_files(&replica);
     assert_consistent(&on_disk, &written);
-    // It took the leader's compacted entries: no older value of a key
-    // survives, whether or not its own passes ran.
-    assert_eq!(data_keys(&on_disk), compacted_keys());
+    // It took the leader's compacted entries: no older value of a key,
+    // and the tombstones, which only a leader removes.
+    assert_eq!(data_keys(&on_disk), compacted_keys_with_tombstones());
 }

@@ -147,10 +147,11 @@ impl ReplicaLogReader {
     }
 
     /// Where a compaction pass over the sealed segments below `committed`
-    /// would end (see [`LogReader::cleanable_end`]). Never waits for the
-    /// writer.
+    /// that are durable here would end (see [`LogReader::cleanable_end`]).
+    /// Takes the log's lock for its durable end only.
     pub fn cleanable_end(&self, committed: Offset) -> Offset {
-        self.view.cleanable_end(committed)
+        let durable = lock(&self.log).durable().offset;
+        self.view.cleanable_end(committed.min(durable))
     }
 
     /// Whether the segment files still hold every batch written to them

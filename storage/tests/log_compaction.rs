@@ -398,3 +398,41 @@ fn a_key_map_too_small_for_the_log_cleans_only_the_segments_it_covers() {
     assert_eq!(stats.segments_cleaned, 2);
     assert_eq!(records(&log).len(), 20);
 }
+
+#[test]
+fn a_tombstone_not_yet_held_by_every_replica_stays_until_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    write_rounds(&mut log, 2, 1, 100, Compression::None);
+    log.roll().unwrap();
+    let tombstone = log
+        .append(&batch(&[("key-0", None)], Compression::None), Term(1))
+        .unwrap();
+    log.roll().unwrap();
+    // A replica holds the log only up to the tombstone's entry.
+    let lagging = CompactionSettings {
+        delete_retention_ms: 0,
+        tombstones_below_raft_index: tombstone.raft_index,
+        ..CompactionSettings::default()
+    };
+    for _ in 0..2 {
+        let stats = compact_all(&mut log, &lagging);
+        assert_eq!(stats.tombstones_removed, 0);
+        assert_eq!(
+            stats.tombstone_waits_for_raft_index,
+            Some(tombstone.raft_index.next())
+        );
+        assert_eq!(stats.tombstone_due_ms, None);
+    }
+    assert_eq!(
+        records(&log).get(&tombstone.base_offset.0),
+        Some(&("key-0".to_string(), None))
+    );
+    let everywhere = CompactionSettings {
+        tombstones_below_raft_index: tombstone.raft_index.next(),
+        ..lagging
+    };
+    let stats = compact_all(&mut log, &everywhere);
+    assert_eq!(stats.tombstones_removed, 1);
+    assert_eq!(records(&log).len(), 1);
+}

@@ -46,6 +46,14 @@ pub enum Command {
     Tick,
     /// Apply retention to every group.
     Retention,
+    /// Where tombstones of a group's log may be compacted away: on its
+    /// leader, below the Raft index every replica holds; elsewhere none.
+    HeldByEveryReplica {
+        /// The group.
+        group: GroupId,
+        /// The index, `None` off the leader.
+        reply: oneshot::Sender<Option<rill_storage::RaftIndex>>,
+    },
     /// Install a compaction pass's files in a group's log (sent by the
     /// compactor thread, which syncs the directory after).
     InstallCleaned {
@@ -99,6 +107,20 @@ impl RaftHandle {
     /// Queues a command, waiting while the queue is full.
     pub async fn send(&self, command: Command) -> Result<(), Stopped> {
         self.commands.send(command).await.map_err(|_| Stopped)
+    }
+
+    /// The Raft index every replica of `group` holds the log below, when
+    /// this broker leads it (see [`Command::HeldByEveryReplica`]),
+    /// blocking: for the compactor's OS thread.
+    pub fn held_by_every_replica_blocking(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<rill_storage::RaftIndex>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .blocking_send(Command::HeldByEveryReplica { group, reply })
+            .map_err(|_| Stopped)?;
+        rx.blocking_recv().map_err(|_| Stopped)
     }
 
     /// Installs a compaction pass's files in `group`'s log (see

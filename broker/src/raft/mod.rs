@@ -520,6 +520,9 @@ impl RaftLoop {
                     p.refresh_log_start();
                 }
             }
+            Command::HeldByEveryReplica { group, reply } => {
+                let _ = reply.send(self.node.held_by_every_replica(group));
+            }
             Command::InstallCleaned {
                 group,
                 cleaned,

@@ -577,6 +577,19 @@ impl Node {
         Ok(crate::storage::lock(r.raw.store().log()).install_cleaned(cleaned)?)
     }
 
+    /// On `group`'s leader, the Raft index every replica (voters and
+    /// learners) holds the log below, by the leader's progress tracking;
+    /// `None` elsewhere. What compaction may remove tombstones under: no
+    /// replica that lags can then miss one.
+    pub fn held_by_every_replica(&self, group: GroupId) -> Option<RaftIndex> {
+        let raft = &self.groups.get(&group)?.raw.raft;
+        if raft.state != StateRole::Leader {
+            return None;
+        }
+        let matched = raft.prs().iter().map(|(_, pr)| pr.matched).min()?;
+        Some(RaftIndex(matched + 1))
+    }
+
     /// Whether `group` has a replica here.
     pub fn has_group(&self, group: GroupId) -> bool {
         self.groups.contains_key(&group)

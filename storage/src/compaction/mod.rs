@@ -7,8 +7,10 @@
 //! the log's writer: it reads the segments the log published, so the
 //! writer and fetches never wait for it. It takes the sealed segments from
 //! the log start whose records all lie below `clean_below` (a replica's
-//! high watermark: nothing not yet committed is rewritten, so no
-//! truncation ever cuts a segment it rewrote), and
+//! high watermark: no record not yet committed is rewritten; a segment
+//! that a truncation cuts after the pass read it, at control entries past
+//! the commit, no longer ends where the pass read it and is not
+//! replaced), and
 //! 1. reads them once to map each key to its newest record (bounded in
 //!    bytes, see [`keymap`]; when the map fills, the pass covers the
 //!    segments mapped whole);
@@ -32,10 +34,14 @@
 //!   some; a compacted topic refuses new ones);
 //! - a record older than its key's newest record is removed;
 //! - a key's newest record is kept, unless it is a tombstone whose segment
-//!   was last written more than `delete_retention_ms` ago and which is the
-//!   only record of its key left in the segments cleaned. So the older
-//!   values a tombstone deletes are removed by one pass and the tombstone
-//!   only by a later one, after the first pass's renames were made durable
+//!   was last written more than `delete_retention_ms` ago, whose entry
+//!   lies below [`CompactionSettings::tombstones_below_raft_index`] (for a
+//!   replicated log: held by every replica, so none that lags can receive
+//!   the log without the tombstone while it still holds a value the
+//!   tombstone deletes), and which is the only record of its key left in
+//!   the segments cleaned. So the older values a tombstone deletes are
+//!   removed by one pass and the tombstone only by a later one, after the
+//!   first pass's renames were made durable
 //!   ([`InstallOutcome::dir_to_sync`]): a crash in the middle of any pass
 //!   never brings a deleted value back, whatever order its renames reach
 //!   the disk in.
@@ -50,6 +56,9 @@
 //! compacted segment over the network again for nothing. A leader's
 //! compacted entries reach a follower that catches up as they are:
 //! followers accept batches with gaps ([`crate::batch::ValidBatch::replicated`]).
+//! Tombstones are the exception to "on their own": removing one is safe
+//! only once no replica can still receive the log without it, which only a
+//! leader knows (see [`CompactionSettings::tombstones_below_raft_index`]).
 
 mod install;
 mod keymap;
@@ -76,7 +85,7 @@ use crate::view::{LogReader, SegmentView};
 
 /// The suffix of a cleaned segment's file before it is installed; the log
 /// removes any it finds when it opens.
-pub(crate) const CLEANED_SUFFIX: &str = ".cleaned";
+pub const CLEANED_SUFFIX: &str = ".cleaned";
 
 /// Default bound of a pass's key map, bytes (Kafka's cleaner takes
 /// 128 MiB for all its threads; rill runs one pass at a time).
@@ -91,6 +100,11 @@ pub struct CompactionSettings {
     pub delete_retention_ms: u64,
     /// The most memory a pass's key map takes, bytes.
     pub key_map_bytes_max: usize,
+    /// Tombstones are removed only from entries below this Raft index. A
+    /// replicated log's leader gives the index every replica holds the log
+    /// up to; its followers `RaftIndex(0)`, removing none: a replica that
+    /// lags catches up from the leader's log as it is then. Default: any.
+    pub tombstones_below_raft_index: RaftIndex,
 }
 
 impl Default for CompactionSettings {
@@ -98,6 +112,7 @@ impl Default for CompactionSettings {
         CompactionSettings {
             delete_retention_ms: 24 * 60 * 60 * 1000,
             key_map_bytes_max: KEY_MAP_BYTES_DEFAULT,
+            tombstones_below_raft_index: RaftIndex(u64::MAX),
         }
     }
 }
@@ -138,10 +153,17 @@ pub struct CompactionStats {
     pub bytes_after: u64,
     /// The offset the covered segments end at (the log start when none).
     pub clean_end: Offset,
+    /// The offset the segments the pass looked at end at: past
+    /// `clean_end` when the key map filled before the last of them. A pass
+    /// is worth running again once sealed segments reach past it.
+    pub pass_end: Offset,
     /// The earliest time a tombstone kept by this pass may be removed,
     /// ms since the epoch: a later pass is due then even if nothing was
     /// written.
     pub tombstone_due_ms: Option<i64>,
+    /// The Raft index every replica must hold the log up to before a
+    /// tombstone this pass kept for them may be removed.
+    pub tombstone_waits_for_raft_index: Option<RaftIndex>,
 }
 
 /// The result of a pass: new files for the segments that lost records,
@@ -250,6 +272,9 @@ impl LogReader {
         }
         let mut stats = CompactionStats {
             clean_end: segments[0].base_offset,
+            pass_end: sources
+                .last()
+                .map_or(segments[0].base_offset, |s| s.end_offset),
             ..CompactionStats::default()
         };
         let mut map = KeyMap::new(settings.key_map_bytes_max);
@@ -265,13 +290,6 @@ impl LogReader {
             ends.push(end);
             covered += 1;
             stats.keys = map.len();
-        }
-        if covered == 0 && !sources.is_empty() {
-            tracing::warn!(
-                dir = ?sources[0].view.path.parent(),
-                key_map_bytes_max = settings.key_map_bytes_max,
-                "compaction: the first segment's keys do not fit the key map; nothing cleaned"
-            );
         }
         let mut cleaned = Vec::new();
         for (source, end) in sources.iter().take(covered).zip(ends) {
@@ -328,6 +346,7 @@ fn modified_ms(view: &SegmentView) -> Result<i64, LogError> {
 /// checked) and its position. `Ok(false)` when the budget stopped it.
 fn for_each_batch(
     source: &Source,
+    max_batch_bytes: usize,
     budget: &mut dyn IoBudget,
     mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<(), LogError>,
 ) -> Result<bool, LogError> {
@@ -340,6 +359,9 @@ fn for_each_batch(
             .get(position, batch::HEADER_BYTES)?
             .ok_or_else(|| damaged("the segment ends inside a batch header".into()))?;
         let header = BatchHeader::decode(head).map_err(|e| damaged(e.to_string()))?;
+        header
+            .check(max_batch_bytes)
+            .map_err(|e| damaged(e.to_string()))?;
         let len = header.batch_bytes();
         let bytes = window
             .get(position, usize::try_from(len).unwrap_or(usize::MAX))?
@@ -378,20 +400,25 @@ fn map_keys(
         next_raft_index: source.base.1,
         last_term: Term(0),
     };
-    let finished = for_each_batch(source, budget, |position, header, bytes| {
-        end.next_offset = header.next_offset();
-        end.next_raft_index = header.raft_index.next();
-        end.last_term = header.raft_term;
-        if full || header.is_control() {
-            return Ok(());
-        }
-        rewrite::for_each_record(bytes, header, config.max_batch_bytes, |r| {
-            if let Some(key) = r.key {
-                full = full || !map.observe(key, r.offset);
+    let finished = for_each_batch(
+        source,
+        config.max_batch_bytes,
+        budget,
+        |position, header, bytes| {
+            end.next_offset = header.next_offset();
+            end.next_raft_index = header.raft_index.next();
+            end.last_term = header.raft_term;
+            if full || header.is_control() {
+                return Ok(());
             }
-        })
-        .map_err(|e| source.view.damaged(position, e.to_string()))
-    })?;
+            rewrite::for_each_record(bytes, header, config.max_batch_bytes, |r| {
+                if let Some(key) = r.key {
+                    full = full || !map.observe(key, r.offset);
+                }
+            })
+            .map_err(|e| source.view.damaged(position, e.to_string()))
+        },
+    )?;
     if !finished {
         return Ok(None);
     }
@@ -424,32 +451,45 @@ fn rewrite_segment(
     // before it.
     let mut out: Option<(BufWriter<File>, CleanedSegment)> = None;
     let mut written = 0u64;
-    let finished = for_each_batch(source, budget, |position, header, bytes| {
-        let rewritten = if header.is_control() {
-            None
-        } else {
-            rewrite::filter(bytes, header, config.max_batch_bytes, |r: RecordKey<'_>| {
-                let keep = keeps(r, map, tombstones_due_ms, now_ms, stats);
-                if !keep {
-                    stats.records_removed += 1;
-                    stats.tombstones_removed += u64::from(r.tombstone);
-                }
-                keep
-            })
-            .map_err(|e| source.view.damaged(position, e.to_string()))?
-        };
-        if out.is_none() && rewritten.is_some() {
-            out = Some(start_file(source, end, &tmp, position)?);
-            written = position;
-        }
-        if let Some((w, _)) = out.as_mut() {
-            let bytes = rewritten.as_deref().unwrap_or(bytes);
-            w.write_all(bytes)
-                .map_err(LogError::io("write cleaned segment", &tmp))?;
-            written += bytes.len() as u64;
-        }
-        Ok(())
-    })?;
+    let finished = for_each_batch(
+        source,
+        config.max_batch_bytes,
+        budget,
+        |position, header, bytes| {
+            let rewritten = if header.is_control() {
+                None
+            } else {
+                rewrite::filter(bytes, header, config.max_batch_bytes, |r: RecordKey<'_>| {
+                    let keep = keeps(
+                        r,
+                        header.raft_index,
+                        map,
+                        settings,
+                        tombstones_due_ms,
+                        now_ms,
+                        stats,
+                    );
+                    if !keep {
+                        stats.records_removed += 1;
+                        stats.tombstones_removed += u64::from(r.tombstone);
+                    }
+                    keep
+                })
+                .map_err(|e| source.view.damaged(position, e.to_string()))?
+            };
+            if out.is_none() && rewritten.is_some() {
+                out = Some(start_file(source, end, &tmp, position)?);
+                written = position;
+            }
+            if let Some((w, _)) = out.as_mut() {
+                let bytes = rewritten.as_deref().unwrap_or(bytes);
+                w.write_all(bytes)
+                    .map_err(LogError::io("write cleaned segment", &tmp))?;
+                written += bytes.len() as u64;
+            }
+            Ok(())
+        },
+    )?;
     if !finished {
         return Ok(None);
     }
@@ -478,7 +518,9 @@ fn rewrite_segment(
 /// Whether the record `r` stays (see the module documentation).
 fn keeps(
     r: RecordKey<'_>,
+    raft_index: RaftIndex,
     map: &KeyMap,
+    settings: &CompactionSettings,
     tombstones_due_ms: i64,
     now_ms: i64,
     stats: &mut CompactionStats,
@@ -495,13 +537,24 @@ fn keeps(
     if !r.tombstone {
         return true;
     }
-    if !newest.has_older && tombstones_due_ms <= now_ms {
+    let held_everywhere = raft_index < settings.tombstones_below_raft_index;
+    if !newest.has_older && tombstones_due_ms <= now_ms && held_everywhere {
         return false;
     }
-    // Kept: due once its delay is over and the values it deletes are gone
-    // (this pass removes them), at the next pass.
-    let due = tombstones_due_ms.max(now_ms);
-    stats.tombstone_due_ms = Some(stats.tombstone_due_ms.map_or(due, |d| d.min(due)));
+    if held_everywhere {
+        // Due once its delay is over and the values it deletes are gone
+        // (this pass removes them), at the next pass.
+        let due = tombstones_due_ms.max(now_ms);
+        stats.tombstone_due_ms = Some(stats.tombstone_due_ms.map_or(due, |d| d.min(due)));
+    } else {
+        // Due once every replica holds it; its delay is looked at then.
+        let wait = raft_index.next();
+        stats.tombstone_waits_for_raft_index = Some(
+            stats
+                .tombstone_waits_for_raft_index
+                .map_or(wait, |w| w.min(wait)),
+        );
+    }
     true
 }
 
