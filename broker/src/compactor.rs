@@ -14,7 +14,9 @@
 //! and writes new files without the log's lock; the Raft thread, the only
 //! writer of logs, installs them ([`RaftHandle::install_cleaned_blocking`],
 //! renames only), and this thread then syncs the log's directory before
-//! any later pass over it, which a tombstone's removal relies on. Every
+//! any later pass over it, which a tombstone's removal relies on, and has
+//! the Raft thread remove the segments merged into a new file one at a
+//! time, syncing the directory after each. Every
 //! byte a pass reads or writes goes through one budget of
 //! `bytes_per_sec`, so compaction never takes the disk from produces.
 //!
@@ -206,11 +208,23 @@ impl Compactor {
         if let Some(dir) = &outcome.dir_to_sync {
             rill_storage::sync_dir(dir).map_err(|e| e.to_string())?;
         }
+        // Oldest first, each removal durable before the next: the log on
+        // disk is always the new file, then the old segments left.
+        for merged in outcome.merged_away.iter().cloned() {
+            match self.raft.remove_merged_away_blocking(p.group, merged) {
+                Ok(Ok(true)) => rill_storage::sync_dir(p.dir()).map_err(|e| e.to_string())?,
+                Ok(Ok(false)) => break,
+                Ok(Err(e)) => return Err(e.to_string()),
+                Err(_) => return Ok(None),
+            }
+        }
         tracing::debug!(
             topic = %p.topic,
             partition = p.index,
             segments = stats.segments_cleaned,
-            rewritten = outcome.installed,
+            rewritten = stats.segments_rewritten,
+            files = outcome.installed,
+            merged_away = outcome.merged_away.len(),
             stale = outcome.stale,
             records_removed = stats.records_removed,
             tombstones_removed = stats.tombstones_removed,

@@ -85,8 +85,12 @@ fn compact(
     let stats = cleaned.stats;
     let outcome = log.install_cleaned(cleaned).unwrap();
     assert_eq!(outcome.stale, 0);
-    if let Some(dir) = outcome.dir_to_sync {
-        rill_storage::sync_dir(&dir).unwrap();
+    if let Some(dir) = &outcome.dir_to_sync {
+        rill_storage::sync_dir(dir).unwrap();
+    }
+    for merged in &outcome.merged_away {
+        assert!(log.remove_merged_away(merged).unwrap());
+        rill_storage::sync_dir(log.dir()).unwrap();
     }
     stats
 }
@@ -120,8 +124,11 @@ fn a_pass_keeps_exactly_the_newest_value_of_each_key_at_its_offset() {
         let before = records(&log);
         let end = log.next_offset();
         let stats = compact(&mut log, end, &keep_tombstones());
-        // Four sealed segments of three rounds; the active one is empty.
+        // Four sealed segments of three rounds, merged into one file; the
+        // active one is empty.
         assert_eq!(stats.segments_cleaned, 4, "{codec:?}");
+        assert_eq!(stats.files_written, 1);
+        assert_eq!(log.segment_count(), 2);
         assert_eq!(stats.keys, 10);
         assert_eq!(stats.records_removed, 110);
         assert!(stats.bytes_after < stats.bytes_before);
@@ -251,7 +258,7 @@ fn a_reader_holding_bytes_of_a_replaced_segment_keeps_them_whole() {
 }
 
 #[test]
-fn a_pass_installs_only_the_segments_retention_left_and_leaves_no_file() {
+fn a_pass_over_segments_retention_took_since_installs_nothing_and_leaves_no_file() {
     let dir = tempfile::tempdir().unwrap();
     let config = rill_storage::LogConfig {
         retention_bytes: Some(1),
@@ -270,13 +277,14 @@ fn a_pass_installs_only_the_segments_retention_left_and_leaves_no_file() {
         )
         .unwrap()
         .unwrap();
+    // Both sealed segments, merged into one file.
     assert_eq!(cleaned.stats.segments_rewritten, 2);
-    // Retention keeps the newest sealed segment, the log being over its
-    // size without it.
+    // Retention takes the first one (the log is over its size without it).
     assert_eq!(log.apply_retention().unwrap().segments_deleted, 1);
+    let before = records(&log);
     let outcome = log.install_cleaned(cleaned).unwrap();
-    assert_eq!((outcome.installed, outcome.stale), (1, 1));
-    assert_eq!(records(&log).len(), 5);
+    assert_eq!((outcome.installed, outcome.stale), (0, 1));
+    assert_eq!(records(&log), before);
     let leftovers: Vec<_> = std::fs::read_dir(dir.path())
         .unwrap()
         .map(|e| e.unwrap().file_name().into_string().unwrap())
@@ -435,4 +443,52 @@ fn a_tombstone_not_yet_held_by_every_replica_stays_until_it_is() {
     let stats = compact_all(&mut log, &everywhere);
     assert_eq!(stats.tombstones_removed, 1);
     assert_eq!(records(&log).len(), 1);
+}
+
+#[test]
+fn merged_segments_leave_one_file_and_a_crash_before_the_old_ones_go_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    write_rounds(&mut log, 6, 8, 2, Compression::None);
+    let end = log.next_offset();
+    assert_eq!(log.segment_count(), 5);
+    let cleaned = log
+        .reader()
+        .compact(
+            end,
+            log.config(),
+            &keep_tombstones(),
+            now_ms(),
+            &mut Unthrottled,
+        )
+        .unwrap()
+        .unwrap();
+    let outcome = log.install_cleaned(cleaned).unwrap();
+    assert_eq!((outcome.installed, outcome.merged_away.len()), (1, 3));
+    assert_eq!(log.segment_count(), 2);
+    let compacted = records(&log);
+    assert_eq!(compacted.len(), 6);
+    rill_storage::sync_dir(dir.path()).unwrap();
+    // Killed with the old segments still on disk, one of them removed.
+    assert!(log.remove_merged_away(&outcome.merged_away[0]).unwrap());
+    drop(log);
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    assert_eq!(log.next_offset(), end);
+    let reopened = records(&log);
+    for (offset, kv) in &compacted {
+        assert_eq!(
+            reopened.get(offset),
+            Some(kv),
+            "every newest value at {offset}"
+        );
+    }
+    // The merged file up to the old segments left, then those: more
+    // records than compacted, each the one written at its offset.
+    assert!(reopened.len() > compacted.len());
+    // The old segments are the log's again: not removed behind its back.
+    assert!(!log.remove_merged_away(&outcome.merged_away[1]).unwrap());
+    // The next pass merges them again.
+    compact_all(&mut log, &keep_tombstones());
+    assert_eq!(records(&log), compacted);
+    assert_eq!(log.segment_count(), 2);
 }

@@ -54,6 +54,17 @@ pub enum Command {
         /// The index, `None` off the leader.
         reply: oneshot::Sender<Option<rill_storage::RaftIndex>>,
     },
+    /// Remove the files of a segment a compaction pass merged away (sent
+    /// by the compactor thread, one at a time, syncing the directory
+    /// between).
+    RemoveMergedAway {
+        /// The group.
+        group: GroupId,
+        /// The segment.
+        merged: rill_storage::MergedAway,
+        /// Whether it was removed.
+        reply: oneshot::Sender<Result<bool, ReplicationError>>,
+    },
     /// Install a compaction pass's files in a group's log (sent by the
     /// compactor thread, which syncs the directory after).
     InstallCleaned {
@@ -119,6 +130,24 @@ impl RaftHandle {
         let (reply, rx) = oneshot::channel();
         self.commands
             .blocking_send(Command::HeldByEveryReplica { group, reply })
+            .map_err(|_| Stopped)?;
+        rx.blocking_recv().map_err(|_| Stopped)
+    }
+
+    /// Removes a segment merged away (see [`Command::RemoveMergedAway`]),
+    /// blocking: for the compactor's OS thread.
+    pub fn remove_merged_away_blocking(
+        &self,
+        group: GroupId,
+        merged: rill_storage::MergedAway,
+    ) -> Result<Result<bool, ReplicationError>, Stopped> {
+        let (reply, rx) = oneshot::channel();
+        self.commands
+            .blocking_send(Command::RemoveMergedAway {
+                group,
+                merged,
+                reply,
+            })
             .map_err(|_| Stopped)?;
         rx.blocking_recv().map_err(|_| Stopped)
     }

@@ -523,6 +523,13 @@ impl RaftLoop {
             Command::HeldByEveryReplica { group, reply } => {
                 let _ = reply.send(self.node.held_by_every_replica(group));
             }
+            Command::RemoveMergedAway {
+                group,
+                merged,
+                reply,
+            } => {
+                let _ = reply.send(self.node.remove_merged_away(group, &merged));
+            }
             Command::InstallCleaned {
                 group,
                 cleaned,

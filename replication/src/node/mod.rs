@@ -577,6 +577,22 @@ impl Node {
         Ok(crate::storage::lock(r.raw.store().log()).install_cleaned(cleaned)?)
     }
 
+    /// Removes the files of a segment merged away by
+    /// [`Node::install_cleaned`] from `group`'s log, unless the log holds a
+    /// segment of that name again (see
+    /// [`rill_storage::Log::remove_merged_away`]).
+    pub fn remove_merged_away(
+        &mut self,
+        group: GroupId,
+        merged: &rill_storage::MergedAway,
+    ) -> Result<bool, ReplicationError> {
+        let r = self
+            .groups
+            .get(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        Ok(crate::storage::lock(r.raw.store().log()).remove_merged_away(merged)?)
+    }
+
     /// On `group`'s leader, the Raft index every replica (voters and
     /// learners) holds the log below, by the leader's progress tracking;
     /// `None` elsewhere. What compaction may remove tombstones under: no

@@ -63,25 +63,21 @@
 mod install;
 mod keymap;
 mod rewrite;
+mod source;
+mod write;
 
-use std::fs::{File, OpenOptions};
-use std::io::{BufWriter, Write};
-use std::path::{Path, PathBuf};
-use std::sync::Arc;
-
-pub use install::InstallOutcome;
+pub use install::{InstallOutcome, MergedAway};
 use keymap::KeyMap;
 use rewrite::RecordKey;
+pub(crate) use source::SegmentEnd;
+use source::Source;
+pub(crate) use write::CleanedSegment;
 
-use crate::batch::{self, BatchHeader};
+use crate::batch::BatchHeader;
 use crate::config::LogConfig;
 use crate::error::LogError;
-use crate::index::OffsetEntry;
-use crate::recovery::{FileWindow, scan};
-use crate::segment::{Tail, parse_segment_name};
-use crate::timeindex::TimeEntry;
 use crate::types::{Offset, RaftIndex, Term};
-use crate::view::{LogReader, SegmentView};
+use crate::view::LogReader;
 
 /// The suffix of a cleaned segment's file before it is installed; the log
 /// removes any it finds when it opens.
@@ -141,8 +137,11 @@ pub struct CompactionStats {
     pub segments_cleaned: usize,
     /// Distinct keys in them.
     pub keys: usize,
-    /// Of those, segments written again (they lost a record).
+    /// Of those, segments written again (they lost a record, or were
+    /// merged with their neighbours).
     pub segments_rewritten: usize,
+    /// New files written: one per group of segments merged.
+    pub files_written: usize,
     /// Records removed, tombstones among them.
     pub records_removed: u64,
     /// Tombstones removed.
@@ -184,47 +183,6 @@ impl Cleaned {
     }
 }
 
-/// Where a segment's batches ended when it was read: it is replaced only
-/// if it still ends there.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct SegmentEnd {
-    pub(crate) position: u64,
-    pub(crate) next_offset: Offset,
-    pub(crate) next_raft_index: RaftIndex,
-    pub(crate) last_term: Term,
-}
-
-/// The new file of one segment, synced, not yet in the log.
-#[derive(Debug)]
-pub(crate) struct CleanedSegment {
-    pub(crate) base: (Offset, RaftIndex),
-    pub(crate) old_end: SegmentEnd,
-    /// The file's path until installed (then `None`: nothing to remove).
-    pub(crate) tmp: Option<PathBuf>,
-    pub(crate) file: Option<File>,
-    pub(crate) tail: Tail,
-    pub(crate) index: Vec<OffsetEntry>,
-    pub(crate) times: Vec<TimeEntry>,
-}
-
-impl Drop for CleanedSegment {
-    fn drop(&mut self) {
-        if let Some(tmp) = self.tmp.take() {
-            // Best effort: the log removes leftovers when it opens.
-            let _ = std::fs::remove_file(tmp);
-        }
-    }
-}
-
-/// One sealed segment as a pass reads it.
-struct Source {
-    view: Arc<SegmentView>,
-    base: (Offset, RaftIndex),
-    end_position: u64,
-    end_offset: Offset,
-    modified_ms: i64,
-}
-
 impl LogReader {
     /// The offset the sealed segments whose records all lie below
     /// `clean_below` end at (the log start when there are none): a pass
@@ -262,13 +220,7 @@ impl LogReader {
             if end_offset > clean_below {
                 break;
             }
-            sources.push(Source {
-                base: (view.base_offset, base_raft_index(view)?),
-                end_position,
-                end_offset,
-                modified_ms: modified_ms(view)?,
-                view: Arc::clone(view),
-            });
+            sources.push(Source::new(view, end_position, end_offset)?);
         }
         let mut stats = CompactionStats {
             clean_end: segments[0].base_offset,
@@ -278,7 +230,6 @@ impl LogReader {
             ..CompactionStats::default()
         };
         let mut map = KeyMap::new(settings.key_map_bytes_max);
-        let mut covered = 0;
         let mut ends = Vec::new();
         for source in &sources {
             let Some((full, end)) = map_keys(source, config, &mut map, budget)? else {
@@ -288,27 +239,50 @@ impl LogReader {
                 break;
             }
             ends.push(end);
-            covered += 1;
             stats.keys = map.len();
         }
+        let covered = &sources[..ends.len()];
         let mut cleaned = Vec::new();
-        for (source, end) in sources.iter().take(covered).zip(ends) {
-            stats.segments_cleaned += 1;
-            stats.bytes_before += source.end_position;
-            stats.clean_end = source.end_offset;
-            let Some(segment) = rewrite_segment(
-                source, end, config, settings, now_ms, &map, &mut stats, budget,
-            )?
+        for group in write::groups(covered, &ends, config.segment_bytes) {
+            let (group, group_ends) = (&covered[group.clone()], &ends[group]);
+            stats.segments_cleaned += group.len();
+            let before: u64 = group.iter().map(|s| s.end_position).sum();
+            stats.bytes_before += before;
+            stats.clean_end = group_ends
+                .last()
+                .expect("a group holds a segment")
+                .next_offset;
+            let mut keep = |source: &Source, header: &BatchHeader, r: RecordKey<'_>| {
+                let tombstones_due_ms = source.modified_ms.saturating_add(
+                    i64::try_from(settings.delete_retention_ms).unwrap_or(i64::MAX),
+                );
+                let keep = keeps(
+                    r,
+                    header.raft_index,
+                    &map,
+                    settings,
+                    tombstones_due_ms,
+                    now_ms,
+                    &mut stats,
+                );
+                if !keep {
+                    stats.records_removed += 1;
+                    stats.tombstones_removed += u64::from(r.tombstone);
+                }
+                keep
+            };
+            let Some(written) = write::write_group(group, group_ends, config, &mut keep, budget)?
             else {
                 return Ok(None);
             };
-            match segment {
+            match written {
                 Some(c) => {
-                    stats.segments_rewritten += 1;
+                    stats.segments_rewritten += group.len();
+                    stats.files_written += 1;
                     stats.bytes_after += c.tail.position;
                     cleaned.push(c);
                 }
-                None => stats.bytes_after += source.end_position,
+                None => stats.bytes_after += before,
             }
         }
         Ok(Some(Cleaned {
@@ -316,72 +290,6 @@ impl LogReader {
             stats,
         }))
     }
-}
-
-/// The base Raft index a segment's file name holds.
-fn base_raft_index(view: &SegmentView) -> Result<RaftIndex, LogError> {
-    view.path
-        .file_name()
-        .and_then(|n| n.to_str())
-        .and_then(parse_segment_name)
-        .map(|(_, index)| index)
-        .ok_or_else(|| LogError::Corrupt {
-            path: view.path.clone(),
-            reason: "not a segment file name".into(),
-        })
-}
-
-fn modified_ms(view: &SegmentView) -> Result<i64, LogError> {
-    let modified = view
-        .file
-        .metadata()
-        .and_then(|m| m.modified())
-        .map_err(LogError::io("read segment time", &view.path))?;
-    Ok(modified
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX)))
-}
-
-/// Calls `f` with each batch of `source` (header and whole bytes, CRC
-/// checked) and its position. `Ok(false)` when the budget stopped it.
-fn for_each_batch(
-    source: &Source,
-    max_batch_bytes: usize,
-    budget: &mut dyn IoBudget,
-    mut f: impl FnMut(u64, &BatchHeader, &[u8]) -> Result<(), LogError>,
-) -> Result<bool, LogError> {
-    let view = &source.view;
-    let mut window = FileWindow::new(&view.file, &view.path, source.end_position);
-    let mut position = 0;
-    while position < source.end_position {
-        let damaged = |reason: String| view.damaged(position, reason);
-        let head = window
-            .get(position, batch::HEADER_BYTES)?
-            .ok_or_else(|| damaged("the segment ends inside a batch header".into()))?;
-        let header = BatchHeader::decode(head).map_err(|e| damaged(e.to_string()))?;
-        header
-            .check(max_batch_bytes)
-            .map_err(|e| damaged(e.to_string()))?;
-        let len = header.batch_bytes();
-        let bytes = window
-            .get(position, usize::try_from(len).unwrap_or(usize::MAX))?
-            .ok_or_else(|| damaged(format!("a batch of {len} bytes runs past the segment")))?;
-        // Read back as the log wrote it: damage stops the pass rather than
-        // being copied into a new file.
-        let crc = batch::compute_crc(bytes);
-        if crc != header.crc {
-            return Err(damaged(format!(
-                "CRC {crc:#010x} does not match the stored {:#010x}",
-                header.crc
-            )));
-        }
-        f(position, &header, bytes)?;
-        position += len;
-        if !budget.spend(len) {
-            return Ok(false);
-        }
-    }
-    Ok(true)
 }
 
 /// Maps the keys of `source`: `Some((true, _))` when the map filled inside
@@ -400,11 +308,8 @@ fn map_keys(
         next_raft_index: source.base.1,
         last_term: Term(0),
     };
-    let finished = for_each_batch(
-        source,
-        config.max_batch_bytes,
-        budget,
-        |position, header, bytes| {
+    let finished =
+        source.for_each_batch(config.max_batch_bytes, budget, |position, header, bytes| {
             end.next_offset = header.next_offset();
             end.next_raft_index = header.raft_index.next();
             end.last_term = header.raft_term;
@@ -417,102 +322,11 @@ fn map_keys(
                 }
             })
             .map_err(|e| source.view.damaged(position, e.to_string()))
-        },
-    )?;
+        })?;
     if !finished {
         return Ok(None);
     }
     Ok(Some((full, end)))
-}
-
-/// Writes `source` again without the records the map supersedes and the
-/// tombstones due for removal: `Some(None)` when it loses none, `None`
-/// when the budget stopped the pass.
-#[allow(clippy::too_many_arguments)]
-fn rewrite_segment(
-    source: &Source,
-    end: SegmentEnd,
-    config: &LogConfig,
-    settings: &CompactionSettings,
-    now_ms: i64,
-    map: &KeyMap,
-    stats: &mut CompactionStats,
-    budget: &mut dyn IoBudget,
-) -> Result<Option<Option<CleanedSegment>>, LogError> {
-    let tombstones_due_ms = source
-        .modified_ms
-        .saturating_add(i64::try_from(settings.delete_retention_ms).unwrap_or(i64::MAX));
-    let tmp = {
-        let mut name = source.view.path.clone().into_os_string();
-        name.push(CLEANED_SUFFIX);
-        PathBuf::from(name)
-    };
-    // Created at the first batch that changes, from a copy of the ones
-    // before it.
-    let mut out: Option<(BufWriter<File>, CleanedSegment)> = None;
-    let mut written = 0u64;
-    let finished = for_each_batch(
-        source,
-        config.max_batch_bytes,
-        budget,
-        |position, header, bytes| {
-            let rewritten = if header.is_control() {
-                None
-            } else {
-                rewrite::filter(bytes, header, config.max_batch_bytes, |r: RecordKey<'_>| {
-                    let keep = keeps(
-                        r,
-                        header.raft_index,
-                        map,
-                        settings,
-                        tombstones_due_ms,
-                        now_ms,
-                        stats,
-                    );
-                    if !keep {
-                        stats.records_removed += 1;
-                        stats.tombstones_removed += u64::from(r.tombstone);
-                    }
-                    keep
-                })
-                .map_err(|e| source.view.damaged(position, e.to_string()))?
-            };
-            if out.is_none() && rewritten.is_some() {
-                out = Some(start_file(source, end, &tmp, position)?);
-                written = position;
-            }
-            if let Some((w, _)) = out.as_mut() {
-                let bytes = rewritten.as_deref().unwrap_or(bytes);
-                w.write_all(bytes)
-                    .map_err(LogError::io("write cleaned segment", &tmp))?;
-                written += bytes.len() as u64;
-            }
-            Ok(())
-        },
-    )?;
-    if !finished {
-        return Ok(None);
-    }
-    let Some((w, mut cleaned)) = out else {
-        return Ok(Some(None));
-    };
-    let file = w
-        .into_inner()
-        .map_err(|e| LogError::io("write cleaned segment", &tmp)(e.into_error()))?;
-    let modified = std::time::UNIX_EPOCH
-        + std::time::Duration::from_millis(u64::try_from(source.modified_ms).unwrap_or(0));
-    // The old file's time: retention, the producer table and tombstones
-    // read it, and a rewrite is no new write of the records.
-    file.set_modified(modified)
-        .map_err(LogError::io("set cleaned segment time", &tmp))?;
-    file.sync_all()
-        .map_err(LogError::io("sync cleaned segment", &tmp))?;
-    if !budget.spend(written) {
-        return Ok(None);
-    }
-    read_back(&file, &tmp, source, end, config, written, &mut cleaned)?;
-    cleaned.file = Some(file);
-    Ok(Some(Some(cleaned)))
 }
 
 /// Whether the record `r` stays (see the module documentation).
@@ -556,101 +370,4 @@ fn keeps(
         );
     }
     true
-}
-
-/// Creates the cleaned file of `source` with its first `position` bytes
-/// copied (the batches before the first that changes).
-fn start_file(
-    source: &Source,
-    end: SegmentEnd,
-    tmp: &Path,
-    position: u64,
-) -> Result<(BufWriter<File>, CleanedSegment), LogError> {
-    // A leftover of a pass that stopped: it was never installed.
-    match std::fs::remove_file(tmp) {
-        Ok(()) => {}
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => return Err(LogError::io("remove stale cleaned segment", tmp)(e)),
-    }
-    let file = OpenOptions::new()
-        .read(true)
-        .write(true)
-        .create_new(true)
-        .open(tmp)
-        .map_err(LogError::io("create cleaned segment", tmp))?;
-    let cleaned = CleanedSegment {
-        base: source.base,
-        old_end: end,
-        tmp: Some(tmp.to_path_buf()),
-        file: None,
-        tail: Tail {
-            position: 0,
-            next_offset: source.base.0,
-            next_raft_index: source.base.1,
-            last_term: Term(0),
-            max_timestamp_ms: i64::MIN,
-            bytes_since_entry: 0,
-        },
-        index: Vec::new(),
-        times: Vec::new(),
-    };
-    let mut w = BufWriter::with_capacity(1 << 20, file);
-    let mut buf = vec![0u8; (1 << 20).min(position as usize)];
-    let mut at = 0;
-    while at < position {
-        let n = buf.len().min((position - at) as usize);
-        source.view.read_exact_at(&mut buf[..n], at)?;
-        w.write_all(&buf[..n])
-            .map_err(LogError::io("write cleaned segment", tmp))?;
-        at += n as u64;
-    }
-    Ok((w, cleaned))
-}
-
-/// Reads the cleaned file back as recovery would, building its indexes,
-/// and checks it ends where the segment it replaces ends.
-fn read_back(
-    file: &File,
-    tmp: &Path,
-    source: &Source,
-    end: SegmentEnd,
-    config: &LogConfig,
-    written: u64,
-    cleaned: &mut CleanedSegment,
-) -> Result<(), LogError> {
-    let mut window = FileWindow::new(file, tmp, written);
-    let (mut index, mut times) = (Vec::new(), Vec::new());
-    let tail = scan(
-        &mut window,
-        cleaned.tail,
-        source.base,
-        None,
-        config,
-        &mut index,
-        &mut times,
-    )?;
-    let ends_alike = tail.position == written
-        && tail.next_offset == end.next_offset
-        && tail.next_raft_index == end.next_raft_index
-        && tail.last_term == end.last_term;
-    if !ends_alike {
-        return Err(LogError::Corrupt {
-            path: tmp.to_path_buf(),
-            reason: format!(
-                "a cleaned segment reads back ending at byte {}, offset {}, Raft index {}, term {}; \
-                 the segment it replaces ends at offset {}, Raft index {}, term {} ({written} bytes written)",
-                tail.position,
-                tail.next_offset,
-                tail.next_raft_index,
-                tail.last_term,
-                end.next_offset,
-                end.next_raft_index,
-                end.last_term,
-            ),
-        });
-    }
-    cleaned.tail = tail;
-    cleaned.index = index;
-    cleaned.times = times;
-    Ok(())
 }
