@@ -4,8 +4,10 @@
 //! Every `check_ms` it looks at each local replica (leader or follower:
 //! each replica compacts its own log) of a topic whose `cleanup.policy`
 //! holds `compact`, and runs a pass over it when one is due: the first
-//! time this process sees it, when a sealed segment below the high
-//! watermark (and the local durable end) was added since its last pass,
+//! time this process sees it, when sealed segments below the high
+//! watermark (and the local durable end) were added since its last pass
+//! and make up at least the topic's `min.cleanable.dirty.ratio` of its
+//! sealed bytes,
 //! when a tombstone the last pass kept has outlived its delay, or when
 //! every replica now holds one it kept for them (asked of the Raft thread:
 //! only a leader removes tombstones, below the index every replica
@@ -105,7 +107,7 @@ impl Compactor {
         self.passes
             .retain(|g, _| partitions.iter().any(|p| p.group == *g));
         for p in partitions {
-            let Some(delete_retention_ms) = p.compaction() else {
+            let Some(policy) = p.compaction() else {
                 self.passes.remove(&p.group);
                 continue;
             };
@@ -113,12 +115,20 @@ impl Compactor {
                 continue;
             }
             let now = now_ms();
-            let end = p.cleanable_end();
+            let last_end = self.passes.get(&p.group).map(|l| l.pass_end);
+            let cleanable = p.cleanable(last_end.unwrap_or(Offset(0)));
+            let end = cleanable.end;
+            // Kafka's min.cleanable.dirty.ratio: a pass rereads the whole
+            // log, so it waits for enough new bytes to be worth it.
+            let dirty_enough = cleanable.dirty_bytes.saturating_mul(1000)
+                >= cleanable
+                    .bytes
+                    .saturating_mul(u64::from(policy.min_cleanable_dirty_permille));
             let held = || self.raft.held_by_every_replica_blocking(p.group);
             let due = match self.passes.get(&p.group) {
                 None => end.get() > p.log_start_offset(),
                 Some(last) => {
-                    end > last.pass_end
+                    (end > last.pass_end && dirty_enough)
                         || last.tombstone_due_ms.is_some_and(|d| d <= now)
                         || match last.waits_for_raft_index {
                             Some(wait) => match held() {
@@ -136,7 +146,7 @@ impl Compactor {
                 return false;
             };
             let settings = CompactionSettings {
-                delete_retention_ms,
+                delete_retention_ms: policy.delete_retention_ms,
                 key_map_bytes_max: self.settings.key_map_bytes_max,
                 tombstones_below_raft_index: held.unwrap_or(RaftIndex(0)),
             };

@@ -14,7 +14,7 @@
 
 use std::future::Future;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, AtomicU16, AtomicU64, Ordering};
 use std::task::Poll;
 
 use bytes::Bytes;
@@ -23,6 +23,8 @@ use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaLogReader};
 use rill_storage::batch::{self, Compression, compression};
 use rill_storage::{BatchError, LogError, Offset, RaftIndex, RecordBatch, Term};
 use tokio::sync::watch;
+
+use crate::topics::CompactionPolicy;
 
 /// Who leads the partition, as this replica knows it.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -175,6 +177,8 @@ pub struct Partition {
     /// The topic's `delete.retention.ms` when its `cleanup.policy` holds
     /// `compact`, [`NOT_COMPACTED`] otherwise; atomic, as it changes live.
     compaction: AtomicU64,
+    /// The topic's `min.cleanable.dirty.ratio`, in thousandths.
+    min_cleanable_dirty_permille: AtomicU16,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -277,6 +281,7 @@ impl Partition {
             stop_requests: None,
             compression: AtomicU8::new(COMPRESSION_PRODUCER),
             compaction: AtomicU64::new(NOT_COMPACTED),
+            min_cleanable_dirty_permille: AtomicU16::new(500),
         }
     }
 
@@ -302,33 +307,47 @@ impl Partition {
         self.compression.store(codec, Ordering::Relaxed);
     }
 
-    /// The partition, compacted when `delete_retention_ms` is given (see
+    /// The partition, compacted under `policy` when one is given (see
     /// [`Partition::set_compaction`]).
-    pub(crate) fn with_compaction(self, delete_retention_ms: Option<u64>) -> Partition {
-        self.set_compaction(delete_retention_ms);
+    pub(crate) fn with_compaction(self, policy: Option<CompactionPolicy>) -> Partition {
+        self.set_compaction(policy);
         self
     }
 
-    /// The topic's `delete.retention.ms` when it is compacted, else `None`.
-    pub fn compaction(&self) -> Option<u64> {
+    /// How the topic is compacted, if it is.
+    pub fn compaction(&self) -> Option<CompactionPolicy> {
         match self.compaction.load(Ordering::Relaxed) {
             NOT_COMPACTED => None,
-            ms => Some(ms),
+            ms => Some(CompactionPolicy {
+                delete_retention_ms: ms,
+                min_cleanable_dirty_permille: self
+                    .min_cleanable_dirty_permille
+                    .load(Ordering::Relaxed),
+            }),
         }
     }
 
-    /// Called by the Raft thread when the topic's `cleanup.policy` or
-    /// `delete.retention.ms` changes: `None` when it is not compacted.
-    pub(crate) fn set_compaction(&self, delete_retention_ms: Option<u64>) {
-        let v = delete_retention_ms.map_or(NOT_COMPACTED, |ms| ms.min(NOT_COMPACTED - 1));
+    /// Called by the Raft thread when the topic's `cleanup.policy`,
+    /// `delete.retention.ms` or `min.cleanable.dirty.ratio` changes:
+    /// `None` when it is not compacted.
+    pub(crate) fn set_compaction(&self, policy: Option<CompactionPolicy>) {
+        if let Some(p) = policy {
+            self.min_cleanable_dirty_permille
+                .store(p.min_cleanable_dirty_permille, Ordering::Relaxed);
+        }
+        let v = policy.map_or(NOT_COMPACTED, |p| {
+            p.delete_retention_ms.min(NOT_COMPACTED - 1)
+        });
         self.compaction.store(v, Ordering::Relaxed);
     }
 
-    /// Where a compaction pass started now would end: the end of the last
-    /// sealed segment below the high watermark (loaded first).
-    pub fn cleanable_end(&self) -> Offset {
+    /// What a compaction pass started now would cover: the sealed
+    /// segments below the high watermark (loaded first) that are durable
+    /// here, and how many of their bytes lie in segments from `dirty_from`
+    /// on (see [`ReplicaLogReader::cleanable`]).
+    pub fn cleanable(&self, dirty_from: Offset) -> rill_storage::Cleanable {
         let committed = Offset(self.high_watermark());
-        self.log.cleanable_end(committed)
+        self.log.cleanable(committed, dirty_from)
     }
 
     /// Runs a compaction pass over the sealed segments below the high

@@ -101,6 +101,21 @@ pub struct TopicConfig {
     /// `delete.retention.ms`: how long a compacted topic keeps a tombstone
     /// after its segment was last written. Default 1 day.
     pub delete_retention_ms: u64,
+    /// `min.cleanable.dirty.ratio`, in thousandths: a compacted
+    /// partition's next pass waits until the segments written since its
+    /// last are at least this share of its sealed bytes. Default 500
+    /// (0.5, as Kafka's).
+    pub min_cleanable_dirty_permille: u16,
+}
+
+/// How a compacted topic's partitions are compacted (see
+/// [`TopicConfig::compaction`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CompactionPolicy {
+    /// `delete.retention.ms`.
+    pub delete_retention_ms: u64,
+    /// `min.cleanable.dirty.ratio`, in thousandths.
+    pub min_cleanable_dirty_permille: u16,
 }
 
 /// A topic's `cleanup.policy`: which of retention and compaction apply.
@@ -168,6 +183,7 @@ impl Default for TopicConfig {
             compression: None,
             cleanup: CleanupPolicy::DELETE,
             delete_retention_ms: DELETE_RETENTION_MS_DEFAULT,
+            min_cleanable_dirty_permille: 500,
         }
     }
 }
@@ -183,6 +199,39 @@ fn parse_i64(key: &str, v: &str, min: i64, unit: &str) -> Result<i64, String> {
             i64::MAX
         )),
     }
+}
+
+/// A ratio from 0 to 1 with at most three decimals, in thousandths
+/// (`min.cleanable.dirty.ratio`).
+fn parse_ratio(key: &str, v: &str) -> Result<u16, String> {
+    let refused = || format!("{key} is a number from 0 to 1, at most 3 decimals, not {v:?}");
+    let t = v.trim();
+    let (whole, frac) = t.split_once('.').unwrap_or((t, ""));
+    if whole.is_empty() && frac.is_empty()
+        || frac.len() > 3
+        || !whole
+            .bytes()
+            .chain(frac.bytes())
+            .all(|b| b.is_ascii_digit())
+    {
+        return Err(refused());
+    }
+    let whole: u16 = if whole.is_empty() {
+        0
+    } else {
+        whole.parse().map_err(|_| refused())?
+    };
+    let frac: u16 = format!("{frac:0<3}").parse().map_err(|_| refused())?;
+    match whole.checked_mul(1000).and_then(|w| w.checked_add(frac)) {
+        Some(permille) if permille <= 1000 => Ok(permille),
+        _ => Err(refused()),
+    }
+}
+
+/// A ratio in thousandths as users write it: `0.5`, `1`, `0.125`.
+fn format_ratio(permille: u16) -> String {
+    let s = format!("{}.{:03}", permille / 1000, permille % 1000);
+    s.trim_end_matches('0').trim_end_matches('.').to_string()
 }
 
 /// A setting where `-1` means no limit (`retention.ms`, `retention.bytes`).
@@ -267,6 +316,7 @@ impl TopicConfig {
                 "delete.retention.ms" => {
                     c.delete_retention_ms = bounded(k, v, 0, ms_max, "milliseconds")?
                 }
+                "min.cleanable.dirty.ratio" => c.min_cleanable_dirty_permille = parse_ratio(k, v)?,
                 other => return Err(format!("unknown topic config {other:?}")),
             }
         }
@@ -370,6 +420,11 @@ impl TopicConfig {
                 self.segment_bytes.to_string(),
                 set("segment.bytes"),
             ),
+            (
+                "min.cleanable.dirty.ratio",
+                format_ratio(self.min_cleanable_dirty_permille),
+                set("min.cleanable.dirty.ratio"),
+            ),
             ("segment.ms", limit(self.segment_ms), set("segment.ms")),
         ]
     }
@@ -392,8 +447,11 @@ impl TopicConfig {
 
     /// How this topic's partitions are compacted: `None` unless its
     /// `cleanup.policy` holds `compact`.
-    pub fn compaction(&self) -> Option<u64> {
-        self.cleanup.compact.then_some(self.delete_retention_ms)
+    pub fn compaction(&self) -> Option<CompactionPolicy> {
+        self.cleanup.compact.then_some(CompactionPolicy {
+            delete_retention_ms: self.delete_retention_ms,
+            min_cleanable_dirty_permille: self.min_cleanable_dirty_permille,
+        })
     }
 }
 
@@ -553,12 +611,37 @@ mod tests {
                 "{v}"
             );
             assert_eq!(c.log_config().retention_ms.is_some(), delete, "{v}");
-            assert_eq!(c.compaction(), compact.then_some(5), "{v}");
+            assert_eq!(
+                c.compaction().map(|p| p.delete_retention_ms),
+                compact.then_some(5),
+                "{v}"
+            );
         }
         assert_eq!(TopicConfig::default().compaction(), None);
         let m = refusal(&[("cleanup.policy", "compact,shred")]);
         assert!(m.contains("delete, compact or compact,delete"), "{m}");
         assert!(refusal(&[("delete.retention.ms", "-1")]).contains("delete.retention.ms"));
+    }
+
+    #[test]
+    fn min_cleanable_dirty_ratio_takes_a_share_from_0_to_1() {
+        for (v, permille, shown) in [
+            ("0.5", 500, "0.5"),
+            ("0", 0, "0"),
+            ("1", 1000, "1"),
+            ("1.0", 1000, "1"),
+            (".125", 125, "0.125"),
+            ("0.01", 10, "0.01"),
+        ] {
+            let c = TopicConfig::from_pairs(&pairs(&[("min.cleanable.dirty.ratio", v)])).unwrap();
+            assert_eq!(c.min_cleanable_dirty_permille, permille, "{v}");
+            assert_eq!(format_ratio(permille), shown);
+        }
+        assert_eq!(TopicConfig::default().min_cleanable_dirty_permille, 500);
+        for bad in ["1.5", "-0.1", "0.0001", "", ".", "abc", "2", "1e-1"] {
+            let m = refusal(&[("min.cleanable.dirty.ratio", bad)]);
+            assert!(m.contains("min.cleanable.dirty.ratio"), "{bad}: {m}");
+        }
     }
 
     #[test]

@@ -146,12 +146,12 @@ impl ReplicaLogReader {
             .compact(committed.min(durable), &config, settings, now_ms, budget)
     }
 
-    /// Where a compaction pass over the sealed segments below `committed`
-    /// that are durable here would end (see [`LogReader::cleanable_end`]).
+    /// What a compaction pass over the sealed segments below `committed`
+    /// that are durable here would cover (see [`LogReader::cleanable`]).
     /// Takes the log's lock for its durable end only.
-    pub fn cleanable_end(&self, committed: Offset) -> Offset {
+    pub fn cleanable(&self, committed: Offset, dirty_from: Offset) -> rill_storage::Cleanable {
         let durable = lock(&self.log).durable().offset;
-        self.view.cleanable_end(committed.min(durable))
+        self.view.cleanable(committed.min(durable), dirty_from)
     }
 
     /// Whether the segment files still hold every batch written to them

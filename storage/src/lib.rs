@@ -38,7 +38,8 @@ mod view;
 pub use crate::batch::{Batches, Header, MAX_BATCH_BYTES_DEFAULT, Record, RecordBatch};
 pub use crate::builder::{BatchBuilder, NewRecord, ProducerStamp, control_batch};
 pub use crate::compaction::{
-    Cleaned, CompactionSettings, CompactionStats, InstallOutcome, IoBudget, MergedAway, Unthrottled,
+    Cleanable, Cleaned, CompactionSettings, CompactionStats, InstallOutcome, IoBudget, MergedAway,
+    Unthrottled,
 };
 pub use crate::config::{Clock, LogConfig, ManualClock, SystemClock};
 pub use crate::error::{BatchError, LogError};

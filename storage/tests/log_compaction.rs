@@ -492,3 +492,24 @@ fn merged_segments_leave_one_file_and_a_crash_before_the_old_ones_go_loses_nothi
     assert_eq!(records(&log), compacted);
     assert_eq!(log.segment_count(), 2);
 }
+
+#[test]
+fn cleanable_counts_the_sealed_bytes_below_the_bound_and_those_written_since_a_pass() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut log = Log::open(dir.path(), small_config()).unwrap();
+    write_rounds(&mut log, 4, 6, 2, Compression::None);
+    let bases: Vec<Offset> = log.segment_bases().iter().map(|b| b.0).collect();
+    assert_eq!(bases.len(), 4, "three sealed segments and the active one");
+    let reader = log.reader();
+    let all = reader.cleanable(log.next_offset(), Offset(0));
+    assert_eq!(all.end, log.next_offset());
+    assert_eq!(all.dirty_bytes, all.bytes);
+    assert_eq!(all.bytes, log.size_bytes());
+    let since_second = reader.cleanable(log.next_offset(), bases[1]);
+    assert_eq!(since_second.bytes, all.bytes);
+    assert_eq!(since_second.dirty_bytes * 3, all.bytes * 2);
+    // A bound inside the last sealed segment leaves it out.
+    let bounded = reader.cleanable(Offset(bases[2].0 + 1), Offset(0));
+    assert_eq!(bounded.end, bases[2]);
+    assert_eq!(bounded.bytes * 3, all.bytes * 2);
+}

@@ -130,6 +130,19 @@ impl IoBudget for Unthrottled {
     }
 }
 
+/// What a compaction pass started now would cover
+/// ([`LogReader::cleanable`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Cleanable {
+    /// The offset the segments it would cover end at (the log start when
+    /// none).
+    pub end: Offset,
+    /// Their bytes.
+    pub bytes: u64,
+    /// Of those, bytes in segments written since the last pass.
+    pub dirty_bytes: u64,
+}
+
 /// What a pass found and did.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct CompactionStats {
@@ -184,20 +197,28 @@ impl Cleaned {
 }
 
 impl LogReader {
-    /// The offset the sealed segments whose records all lie below
-    /// `clean_below` end at (the log start when there are none): a pass
-    /// now would cover the log up to there.
-    pub fn cleanable_end(&self, clean_below: Offset) -> Offset {
+    /// What a pass now would cover: the sealed segments whose records all
+    /// lie below `clean_below`, and how many of their bytes lie in
+    /// segments starting at or after `dirty_from` (written since a pass
+    /// that ended there).
+    pub fn cleanable(&self, clean_below: Offset, dirty_from: Offset) -> Cleanable {
         let segments = self.segments();
-        let mut end = segments[0].base_offset;
+        let mut c = Cleanable {
+            end: segments[0].base_offset,
+            ..Cleanable::default()
+        };
         for view in &segments[..segments.len() - 1] {
-            let (_, end_offset) = view.sealed_end();
+            let (end_position, end_offset) = view.sealed_end();
             if end_offset > clean_below {
                 break;
             }
-            end = end_offset;
+            c.end = end_offset;
+            c.bytes += end_position;
+            if view.base_offset >= dirty_from {
+                c.dirty_bytes += end_position;
+            }
         }
-        end
+        c
     }
 
     /// Runs one compaction pass over the sealed segments whose records all
