@@ -56,10 +56,16 @@ start_one() {
   n=$(count)
   alive "$i" && { echo "broker $i is already up" >&2; return 0; }
   mkdir -p "$DIR/b$i"
+  # Metrics and health beside the client port (binaries older than the
+  # flag, as scripts/compare.sh may run, serve none).
+  local http=()
+  if "$BIN/rill-broker" --help | grep -q -- --http-listen; then
+    http=(--http-listen "127.0.0.1:$((PORT + 200 + i))")
+  fi
   "$BIN/rill-broker" --node-id "$i" --data-dir "$DIR/b$i" \
     --listen "127.0.0.1:$((PORT + i))" --peer-listen "127.0.0.1:$((PORT + 100 + i))" \
     --peers "$(peers "$n")" --cluster-secret-file "$DIR/cluster.secret" \
-    ${RILL_BROKER_ARGS:-} >>"$DIR/b$i.log" 2>&1 &
+    "${http[@]}" ${RILL_BROKER_ARGS:-} >>"$DIR/b$i.log" 2>&1 &
   echo $! >"$DIR/b$i.pid"
   for _ in $(seq 100); do
     grep -q "listening on" "$DIR/b$i.log" 2>/dev/null && break

@@ -65,6 +65,8 @@ pub struct FileConfig {
     pub compaction_check_ms: Option<u64>,
     /// Most bytes a second compaction reads and writes, 0 for no limit.
     pub compaction_bytes_per_sec: Option<u64>,
+    /// Address of the metrics and health listener, or `none`.
+    pub http_listen: Option<String>,
 }
 
 impl FileConfig {
@@ -131,7 +133,14 @@ pub struct BrokerConfig {
     /// `check_ms` (default 15 s, Kafka's `log.cleaner.backoff.ms`), at
     /// most `bytes_per_sec` read and written (default 64 MiB/s).
     pub compaction: CompactorSettings,
+    /// Where `/metrics`, `/health/live` and `/health/ready` are served.
+    /// Default `127.0.0.1:9644` (beside the client port, as Redpanda's
+    /// admin port); `None` (`--http-listen none`) serves none.
+    pub http_listen: Option<SocketAddr>,
 }
+
+/// Default [`BrokerConfig::http_listen`].
+pub const HTTP_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
 
 /// How the compactor thread runs (see `compactor`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -230,7 +239,19 @@ impl BrokerConfig {
             offsets_retention_minutes,
             compaction_check_ms,
             compaction_bytes_per_sec,
+            http_listen,
         } = flags;
+        let http_listen = match http_listen
+            .or(file.http_listen)
+            .unwrap_or_else(|| HTTP_LISTEN_DEFAULT.to_string())
+            .as_str()
+        {
+            "none" => None,
+            addr => Some(
+                addr.parse::<SocketAddr>()
+                    .map_err(|_| format!("--http-listen takes IP:PORT or none, not {addr:?}"))?,
+            ),
+        };
         let compaction = CompactorSettings {
             check_ms: compaction_check_ms
                 .or(file.compaction_check_ms)
@@ -335,6 +356,7 @@ impl BrokerConfig {
                 .unwrap_or(rill_storage::LogConfig::default().producer_expiration_ms),
             groups,
             compaction,
+            http_listen,
         })
     }
 
@@ -391,6 +413,8 @@ pub struct Flags {
     pub compaction_check_ms: Option<u64>,
     /// `--compaction-bytes-per-sec`.
     pub compaction_bytes_per_sec: Option<u64>,
+    /// `--http-listen`.
+    pub http_listen: Option<String>,
 }
 
 #[cfg(test)]

@@ -112,6 +112,11 @@ struct Args {
     /// [default: 67108864, 64 MiB].
     #[arg(long)]
     compaction_bytes_per_sec: Option<u64>,
+    /// Where Prometheus metrics (/metrics) and health (/health/live,
+    /// /health/ready) are served over HTTP, IP:PORT, or none
+    /// [default: 127.0.0.1:9644].
+    #[arg(long)]
+    http_listen: Option<String>,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
     /// peer_listen, peers, cluster_secret_file, insecure_peers,
     /// retention_check_ms, message_timestamp_after_max_ms,
@@ -120,7 +125,7 @@ struct Args {
     /// group_session_timeout_ms, group_heartbeat_interval_ms,
     /// group_max_size, group_rebalance_timeout_ms,
     /// offsets_retention_minutes, compaction_check_ms,
-    /// compaction_bytes_per_sec, and a [limits] table.
+    /// compaction_bytes_per_sec, http_listen, and a [limits] table.
     /// Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -211,6 +216,7 @@ fn run() -> anyhow::Result<()> {
             offsets_retention_minutes: args.offsets_retention_minutes,
             compaction_check_ms: args.compaction_check_ms,
             compaction_bytes_per_sec: args.compaction_bytes_per_sec,
+            http_listen: args.http_listen,
         },
     )?;
     let secret = match &config.peer_auth {
@@ -238,6 +244,22 @@ fn run() -> anyhow::Result<()> {
             let _ = cluster.set(identity.cluster_id);
         }
         let rejoin_requested = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        // Metrics and health first: liveness answers while the logs recover.
+        let http = match config.http_listen {
+            Some(addr) => {
+                let metrics = rill_broker::metrics::install()
+                    .map_err(|e| anyhow::anyhow!("installing the metrics recorder: {e}"))?;
+                let listener = rill_broker::http::bind(addr)
+                    .await
+                    .with_context(|| format!("binding the HTTP listener {addr} (--http-listen)"))?;
+                let state = Arc::new(rill_broker::http::HttpState::new(metrics, id));
+                // Scripts and tests read the address from this line.
+                eprintln!("metrics and health on http://{}", listener.local_addr()?);
+                tasks.start_http(listener, Arc::clone(&state));
+                Some(state)
+            }
+            None => None,
+        };
         // Peers first, so votes can flow while replicas recover.
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1024);
         let transport = if config.peers.len() > 1 {
@@ -288,6 +310,9 @@ fn run() -> anyhow::Result<()> {
                 .await??;
         let (raft, published) = threads.start_raft(opened)?;
         threads.start_compactor(raft.clone(), Arc::clone(&published), config.compaction)?;
+        if let Some(http) = &http {
+            http.recovered(Arc::clone(&published));
+        }
         tasks.start_raft_feeders(&raft, inbound_rx);
         let listener = TcpListener::bind(config.listen)
             .await

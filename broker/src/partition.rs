@@ -179,6 +179,8 @@ pub struct Partition {
     compaction: AtomicU64,
     /// The topic's `min.cleanable.dirty.ratio`, in thousandths.
     min_cleanable_dirty_permille: AtomicU16,
+    /// Bytes and records in and out, registered once here.
+    metrics: crate::metrics::PartitionMetrics,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -282,6 +284,7 @@ impl Partition {
             compression: AtomicU8::new(COMPRESSION_PRODUCER),
             compaction: AtomicU64::new(NOT_COMPACTED),
             min_cleanable_dirty_permille: AtomicU16::new(500),
+            metrics: crate::metrics::PartitionMetrics::new(topic, index),
         }
     }
 
@@ -716,7 +719,21 @@ impl Partition {
             }
             return Ok((Vec::new(), hw, start));
         }
+        let bytes: usize = fetched.batches.iter().map(Bytes::len).sum();
+        self.metrics.bytes_out.increment(bytes as u64);
         Ok((fetched.batches, hw, start))
+    }
+
+    /// Counts batches proposed to this partition as a produce's.
+    pub fn record_produced(&self, batches: &[CheckedBatch]) {
+        let (bytes, records) = batches.iter().fold((0u64, 0u64), |(b, r), batch| {
+            (
+                b + batch.bytes().len() as u64,
+                r + u64::from(batch.header().record_count),
+            )
+        });
+        self.metrics.bytes_in.increment(bytes);
+        self.metrics.records_in.increment(records);
     }
 
     /// The offset for a `ListOffsets` timestamp: earliest (-2), latest (-1),

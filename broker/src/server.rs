@@ -119,6 +119,10 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shu
                     Ok(a) => a,
                     Err(limit) => {
                         // Dropping the stream closes it: nothing is read.
+                        crate::metrics::connection_refused(match limit {
+                            crate::limits::Refusal::Total => "max_connections",
+                            crate::limits::Refusal::PerIp => "max_connections_per_ip",
+                        });
                         let n = refused.fetch_add(1, Ordering::Relaxed);
                         if n % REFUSALS_PER_LOG_LINE == 0 {
                             tracing::warn!(%peer, ?limit, refused_so_far = n + 1, "client connection refused: connection limit reached");
@@ -130,6 +134,7 @@ pub async fn serve(listener: TcpListener, broker: Arc<Broker>, mut shutdown: Shu
                 let shared = Arc::clone(&shared);
                 let shutdown = shutdown.clone();
                 connections.spawn(async move {
+                    let _open = crate::metrics::connection_opened();
                     if let Err(reason) = connection(stream, shared, admitted, shutdown).await {
                         tracing::info!(%peer, %reason, "closed connection");
                     }
@@ -305,6 +310,8 @@ async fn connection(
             host: host.clone(),
         };
         let at_shutdown = fetch_at_shutdown(&request);
+        let api = crate::metrics::api_name(request.api_key());
+        let started = std::time::Instant::now();
         // A produce is staged here (by `route`, before it returns), before
         // the next request is read: its proposals are queued in the order
         // the requests arrived, so a client may pipeline produce requests
@@ -341,6 +348,7 @@ async fn connection(
                     .send(encode_response(header.correlation_id, &response))
                     .await;
             }
+            crate::metrics::request_handled(api, started.elapsed());
             // Other requests' bytes count against the budget until here.
             drop(share);
             drop(permit);

@@ -15,6 +15,7 @@
 //! | `rill-sync` (deferred syncs) and `rill-retention-sync` | [`Threads::start_raft`] | one sync round at a time, its jobs spread over the thread's own `SyncPool` (`raft::Syncer`) | when the Raft thread's loop drops its sender; joined after the Raft thread |
 //! | `rill-sync-<n>`, `rill-retention-sync-<n>`, `rill-round-sync-<n>` | the owning thread's `SyncPool`, through [`spawn`], when a round first needs them | one bucket of a sync round's jobs at a time (`raft/sync_pool.rs`); `rill-round-sync` serves the Raft thread (one-voter groups) | joined as their pool drops, when the thread that owns it ends |
 //! | `rill-compactor` | [`Threads::start_compactor`], after the Raft thread | compaction passes over compacted topics' replicas, one at a time (`compactor`); installs them through the Raft thread | its stop channel dropped, first thing in [`Threads::join`]: it ends within one batch's work and is joined first |
+//! | tokio: HTTP listener (`http::serve`) | [`Tasks::start_http`], before recovery | `/metrics`, `/health/live`, `/health/ready`; each connection's task | aborted last of the tasks, after the Raft thread stopped |
 //! | tokio: ticker, inbound forwarder | [`Tasks::start_raft_feeders`] | `raft::tick` (one tick per `TICK_MS`), `raft::forward_inbound` (peer messages to the Raft thread) | aborted once the Raft thread has stopped: its handover needs them |
 //! | tokio: peer accept loop, one dial loop and one write loop per peer, one read loop per connection | [`Tasks::start_peer_transport`] (`replication/src/transport.rs`) | the peer port and links | with the runtime, after every thread is joined |
 //! | tokio: client listener (`server::serve`) | [`Tasks::start_serving`] | the client port; its connections, each with a reader, a writer and one task per request (spawned in `server.rs`) | shutdown raised: stops accepting, connections answer what they routed and close, within `server::DRAIN_MS_MAX` |
@@ -324,6 +325,9 @@ pub struct Tasks {
     /// The ticker and the inbound forwarder: stopped once the Raft thread
     /// has.
     raft_feeders: Vec<Task>,
+    /// The metrics and health listener: stopped last, so liveness answers
+    /// through the whole stop.
+    http: Option<Task>,
 }
 
 impl Default for Tasks {
@@ -333,6 +337,7 @@ impl Default for Tasks {
             server: None,
             timers: Vec::new(),
             raft_feeders: Vec::new(),
+            http: None,
         }
     }
 }
@@ -350,6 +355,15 @@ impl Tasks {
         identity: PeerIdentity,
     ) -> Transport {
         Transport::start(id, listener, peers, inbound, identity)
+    }
+
+    /// Starts the metrics and health listener (`http::serve`) on
+    /// `listener`.
+    pub fn start_http(&mut self, listener: TcpListener, state: Arc<crate::http::HttpState>) {
+        self.http = Some(Task::spawn(
+            "http listener",
+            crate::http::serve(listener, state),
+        ));
     }
 
     /// Starts the ticker and the forwarder of peers' messages to the Raft
@@ -418,7 +432,7 @@ impl Tasks {
             );
             late.push(RAFT.to_string());
         }
-        for task in self.raft_feeders {
+        for task in self.raft_feeders.into_iter().chain(self.http) {
             let name = task.name;
             if !task.abort().await {
                 late.push(name.to_string());

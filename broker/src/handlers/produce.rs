@@ -135,6 +135,7 @@ async fn propose_partition(
         Ok(b) => b,
         Err(e) => return Staged::Answered(produce_error(index, e, LeaderHint::default())),
     };
+    partition.record_produced(&batches);
     match broker.raft.propose_queued(partition.group, batches).await {
         Ok(outcome) => Staged::Proposed(Queued {
             partition,

@@ -395,6 +395,11 @@ impl TestCluster {
         });
     }
 
+    /// Where broker `id` serves metrics and health, while it is up.
+    pub fn http_addr(&self, id: usize) -> Option<SocketAddr> {
+        self.brokers[id - 1].as_ref().map(BrokerProcess::http_addr)
+    }
+
     /// The data directory of broker `id`.
     pub fn broker_dir(&self, id: usize) -> PathBuf {
         self.data_dir(id)

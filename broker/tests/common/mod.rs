@@ -58,6 +58,7 @@ impl BrokerProcess {
     pub fn start_with_env(data_dir: &Path, args: &[String], env: &[(&str, &str)]) -> BrokerProcess {
         let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
             .args(args)
+            .args(http_listen_unless_given(args))
             .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
@@ -179,6 +180,15 @@ impl BrokerProcess {
         Client::connect(self.addr)
     }
 
+    /// Where the broker serves metrics and health, from its start-up line.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.log_lines()
+            .iter()
+            .find_map(|l| l.split("metrics and health on http://").nth(1))
+            .and_then(|rest| rest.split_whitespace().next()?.parse().ok())
+            .expect("the broker logged its HTTP address")
+    }
+
     /// The broker's resident memory now, bytes (`VmRSS`).
     pub fn rss_bytes(&self) -> u64 {
         let status = std::fs::read_to_string(format!("/proc/{}/status", self.child.id())).unwrap();
@@ -198,6 +208,17 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// `--http-listen 127.0.0.1:0` unless `args` choose an HTTP address:
+/// brokers of a test (and of tests running at once) never share the
+/// default port.
+fn http_listen_unless_given<S: AsRef<str>>(args: &[S]) -> Vec<&'static str> {
+    if args.iter().any(|a| a.as_ref() == "--http-listen") {
+        Vec::new()
+    } else {
+        vec!["--http-listen", "127.0.0.1:0"]
+    }
+}
+
 /// Runs `rill-broker` on `data_dir` with `args` (and `--listen
 /// 127.0.0.1:0`) and returns its exit status and stderr: for brokers that
 /// must refuse to run. It must exit on its own within 60 s.
@@ -205,6 +226,7 @@ pub fn run_to_exit(data_dir: &Path, args: &[&str]) -> (std::process::ExitStatus,
     let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
         .args(["--listen", "127.0.0.1:0"])
         .args(args)
+        .args(http_listen_unless_given(args))
         .arg("--data-dir")
         .arg(data_dir)
         .stdin(Stdio::null())
@@ -531,4 +553,35 @@ pub fn rill_cli() -> PathBuf {
         cli.display()
     );
     cli
+}
+
+/// Sends `request` (raw bytes) to the HTTP listener at `addr` and returns
+/// the whole response as text (the server closes after one), within 10 s.
+pub fn http_raw(addr: SocketAddr, request: &[u8]) -> String {
+    let mut stream = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut out = Vec::new();
+    let _ = stream.read_to_end(&mut out);
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// `GET path` from the HTTP listener at `addr`: status code and body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    let response = http_raw(
+        addr,
+        format!("GET {path} HTTP/1.1\r\nHost: rill\r\n\r\n").as_bytes(),
+    );
+    let status = response
+        .split(' ')
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .unwrap_or_else(|| panic!("an HTTP status line: {response:?}"));
+    let body = response
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    (status, body)
 }

@@ -1,0 +1,164 @@
+//! What the broker measures, through the `metrics` facade, and how it is
+//! rendered as Prometheus text for `/metrics` (see [`crate::http`]).
+//!
+//! Names follow Prometheus's conventions: the `rill_` prefix, base units
+//! (`_bytes`, `_seconds`), `_total` for counters. Every name is a constant
+//! here, so a newcomer finds what exists in one place. Per-partition
+//! counters are registered once, when the replica opens
+//! ([`PartitionMetrics`]), and the produce and fetch paths only add to
+//! their handles: no label lookup per request.
+//!
+//! Process gauges (memory, open files) are read from `/proc/self` when
+//! `/metrics` is scraped, not on a timer.
+
+use std::time::Duration;
+
+use metrics::{Counter, Gauge};
+use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
+
+/// Requests handled, by API (`api` label).
+pub const REQUESTS_TOTAL: &str = "rill_requests_total";
+/// Time from a request's frame read to its response queued, by API.
+pub const REQUEST_DURATION_SECONDS: &str = "rill_request_duration_seconds";
+/// Client connections open now.
+pub const CONNECTIONS_OPEN: &str = "rill_connections_open";
+/// Client connections refused by the connection limits.
+pub const CONNECTIONS_REFUSED_TOTAL: &str = "rill_connections_refused_total";
+/// Bytes of batches produced to a partition and stored (labels `topic`,
+/// `partition`).
+pub const PARTITION_BYTES_IN_TOTAL: &str = "rill_partition_bytes_in_total";
+/// Records produced to a partition and stored.
+pub const PARTITION_RECORDS_IN_TOTAL: &str = "rill_partition_records_in_total";
+/// Bytes of batches fetched from a partition.
+pub const PARTITION_BYTES_OUT_TOTAL: &str = "rill_partition_bytes_out_total";
+/// Resident memory of the process.
+pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "rill_process_resident_memory_bytes";
+/// Anonymous resident memory (`RssAnon`): the heap, without the page
+/// cache the segment mappings share.
+pub const PROCESS_ANONYMOUS_MEMORY_BYTES: &str = "rill_process_anonymous_memory_bytes";
+/// File descriptors open.
+pub const PROCESS_OPEN_FDS: &str = "rill_process_open_fds";
+
+/// Buckets of every `_seconds` histogram: 100 µs to 10 s.
+const SECONDS_BUCKETS: [f64; 15] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0,
+];
+
+/// Installs the process's recorder and returns the handle that renders
+/// it. Once per process; a second call fails.
+pub fn install() -> Result<PrometheusHandle, String> {
+    PrometheusBuilder::new()
+        .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .install_recorder()
+        .map_err(|e| e.to_string())
+}
+
+/// The Prometheus text of every metric, the process gauges read now.
+pub fn render(handle: &PrometheusHandle) -> String {
+    record_process();
+    handle.run_upkeep();
+    handle.render()
+}
+
+/// Reads the process's memory and open files from `/proc/self`.
+fn record_process() {
+    if let Ok(status) = std::fs::read_to_string("/proc/self/status") {
+        for (field, name) in [
+            ("VmRSS:", PROCESS_RESIDENT_MEMORY_BYTES),
+            ("RssAnon:", PROCESS_ANONYMOUS_MEMORY_BYTES),
+        ] {
+            if let Some(kib) = status
+                .lines()
+                .find_map(|l| l.strip_prefix(field))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+            {
+                metrics::gauge!(name).set(kib * 1024.0);
+            }
+        }
+    }
+    if let Ok(fds) = std::fs::read_dir("/proc/self/fd") {
+        metrics::gauge!(PROCESS_OPEN_FDS).set(fds.count() as f64);
+    }
+}
+
+/// The `api` label of requests of `key`.
+pub fn api_name(key: rill_client::protocol::ApiKey) -> &'static str {
+    use rill_client::protocol::ApiKey as K;
+    match key {
+        K::ApiVersions => "api_versions",
+        K::Metadata => "metadata",
+        K::CreateTopics => "create_topics",
+        K::DeleteTopics => "delete_topics",
+        K::Produce => "produce",
+        K::Fetch => "fetch",
+        K::ListOffsets => "list_offsets",
+        K::RegisterBroker => "register_broker",
+        K::ClusterStatus => "cluster_status",
+        K::FindCoordinator => "find_coordinator",
+        K::OffsetCommit => "offset_commit",
+        K::OffsetFetch => "offset_fetch",
+        K::ConsumerGroupHeartbeat => "consumer_group_heartbeat",
+        K::ListGroups => "list_groups",
+        K::DescribeGroups => "describe_groups",
+        K::DeleteGroups => "delete_groups",
+        K::AlterTopicConfigs => "alter_topic_configs",
+        K::DescribeTopicConfigs => "describe_topic_configs",
+        K::CreatePartitions => "create_partitions",
+        K::InitProducerId => "init_producer_id",
+    }
+}
+
+/// Records one request of `api` that took `elapsed`.
+pub fn request_handled(api: &'static str, elapsed: Duration) {
+    metrics::counter!(REQUESTS_TOTAL, "api" => api).increment(1);
+    metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api).record(elapsed.as_secs_f64());
+}
+
+/// A client connection opened; closed again when the guard drops.
+pub fn connection_opened() -> ConnectionOpen {
+    let gauge = metrics::gauge!(CONNECTIONS_OPEN);
+    gauge.increment(1.0);
+    ConnectionOpen(gauge)
+}
+
+/// Counts an open connection in [`CONNECTIONS_OPEN`] while it lives.
+pub struct ConnectionOpen(Gauge);
+
+impl Drop for ConnectionOpen {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+/// A client connection refused by a limit (`limit` label: which one).
+pub fn connection_refused(limit: &'static str) {
+    metrics::counter!(CONNECTIONS_REFUSED_TOTAL, "limit" => limit).increment(1);
+}
+
+/// One partition replica's counters, registered when it opens.
+#[derive(Debug, Clone)]
+pub struct PartitionMetrics {
+    /// [`PARTITION_BYTES_IN_TOTAL`].
+    pub bytes_in: Counter,
+    /// [`PARTITION_RECORDS_IN_TOTAL`].
+    pub records_in: Counter,
+    /// [`PARTITION_BYTES_OUT_TOTAL`].
+    pub bytes_out: Counter,
+}
+
+impl PartitionMetrics {
+    /// The counters of partition `index` of `topic`.
+    pub fn new(topic: &str, index: u32) -> PartitionMetrics {
+        let labels = [
+            ("topic", topic.to_string()),
+            ("partition", index.to_string()),
+        ];
+        PartitionMetrics {
+            bytes_in: metrics::counter!(PARTITION_BYTES_IN_TOTAL, &labels),
+            records_in: metrics::counter!(PARTITION_RECORDS_IN_TOTAL, &labels),
+            bytes_out: metrics::counter!(PARTITION_BYTES_OUT_TOTAL, &labels),
+        }
+    }
+}

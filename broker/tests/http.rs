@@ -1,0 +1,227 @@
+//! The metrics and health listener of a real broker: `/metrics` parses as
+//! Prometheus text and its counters move with a produce and a fetch;
+//! `/health/live` answers at once, `/health/ready` once the broker can
+//! serve, and `503` with the reason when it knows no controller; hostile
+//! requests (an oversized head, another method, garbage, a client that
+//! sends nothing) get a clear answer or a close, and the broker serves on.
+#![allow(clippy::unwrap_used)]
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::io::Read;
+use std::net::TcpStream;
+use std::time::{Duration, Instant};
+
+use common::cluster::TestCluster;
+use common::*;
+
+/// The samples of a Prometheus text body, `name{labels}` → value,
+/// checking every line's syntax on the way.
+fn parse_prometheus(body: &str) -> BTreeMap<String, f64> {
+    let mut samples = BTreeMap::new();
+    for line in body.lines() {
+        if line.is_empty() {
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix('#') {
+            let kind = comment.split_whitespace().next().unwrap_or_default();
+            assert!(["HELP", "TYPE"].contains(&kind), "comment line {line:?}");
+            continue;
+        }
+        let (series, value) = line.rsplit_once(' ').unwrap_or_else(|| panic!("{line:?}"));
+        let name_end = series.find('{').unwrap_or(series.len());
+        let name = &series[..name_end];
+        assert!(
+            !name.is_empty()
+                && name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == ':'),
+            "metric name in {line:?}"
+        );
+        if name_end < series.len() {
+            assert!(series.ends_with('}'), "labels in {line:?}");
+        }
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            "-Inf" => f64::NEG_INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("value in {line:?}")),
+        };
+        samples.insert(series.to_string(), value);
+    }
+    samples
+}
+
+/// The value of the series whose name and labels contain every part of
+/// `parts`, if one does.
+fn sample(samples: &BTreeMap<String, f64>, parts: &[&str]) -> Option<f64> {
+    samples
+        .iter()
+        .find(|(series, _)| parts.iter().all(|p| series.contains(p)))
+        .map(|(_, v)| *v)
+}
+
+fn wait_ready(addr: std::net::SocketAddr) {
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(addr, "/health/ready");
+        if status == 200 {
+            assert_eq!(body, "ready\n");
+            return;
+        }
+        assert_eq!(status, 503, "{body}");
+        assert!(Instant::now() < deadline, "not ready within 60 s: {body}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn metrics_parse_as_prometheus_text_and_move_with_produce_and_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let http = broker.http_addr();
+    assert_eq!(http_get(http, "/health/live"), (200, "live\n".to_string()));
+    wait_ready(http);
+
+    let mut client = broker.connect();
+    let r = client.create_topic("metered", 1, &[]);
+    assert!(r.error.is_ok(), "{:?}", r.error);
+    wait_ready(http);
+    let before = parse_prometheus(&http_get(http, "/metrics").1);
+    let records_in = [
+        "rill_partition_records_in_total",
+        "topic=\"metered\"",
+        "partition=\"0\"",
+    ];
+    assert_eq!(sample(&before, &records_in).unwrap_or(0.0), 0.0);
+
+    for round in 0..5 {
+        let p = client.produce(
+            "metered",
+            0,
+            -1,
+            batch(&values(round * 20..round * 20 + 20), now_ms()),
+        );
+        assert!(p.error.is_ok(), "{:?}", p.error);
+    }
+    assert_eq!(read_all(&mut client, "metered", 0).len(), 100);
+
+    let (status, body) = http_get(http, "/metrics");
+    assert_eq!(status, 200);
+    let after = parse_prometheus(&body);
+    assert_eq!(sample(&after, &records_in), Some(100.0));
+    let bytes_in = sample(
+        &after,
+        &["rill_partition_bytes_in_total", "topic=\"metered\""],
+    )
+    .unwrap();
+    assert!(bytes_in > 100.0 * 7.0, "{bytes_in}");
+    let bytes_out = sample(
+        &after,
+        &["rill_partition_bytes_out_total", "topic=\"metered\""],
+    )
+    .unwrap();
+    assert!(
+        bytes_out >= bytes_in,
+        "every byte produced was fetched: {bytes_out} < {bytes_in}"
+    );
+    assert!(sample(&after, &["rill_requests_total", "api=\"produce\""]).unwrap() >= 5.0);
+    assert!(
+        sample(
+            &after,
+            &["rill_request_duration_seconds_count", "api=\"fetch\""]
+        )
+        .unwrap()
+            >= 1.0
+    );
+    assert!(
+        sample(
+            &after,
+            &[
+                "rill_request_duration_seconds_bucket",
+                "api=\"produce\"",
+                "le=\"+Inf\""
+            ]
+        )
+        .unwrap()
+            >= 5.0
+    );
+    assert!(sample(&after, &["rill_connections_open"]).unwrap() >= 1.0);
+    for process in [
+        "rill_process_resident_memory_bytes",
+        "rill_process_anonymous_memory_bytes",
+        "rill_process_open_fds",
+    ] {
+        assert!(sample(&after, &[process]).unwrap() > 0.0, "{process}");
+    }
+    assert!(
+        body.contains("# TYPE rill_requests_total counter"),
+        "{body}"
+    );
+}
+
+#[test]
+fn hostile_http_requests_are_answered_or_closed_and_the_broker_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    let http = broker.http_addr();
+    let status = |response: &str| response.split(' ').nth(1).unwrap_or_default().to_string();
+
+    let huge = format!("GET /metrics HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(20_000));
+    assert_eq!(status(&http_raw(http, huge.as_bytes())), "431");
+    assert_eq!(
+        status(&http_raw(http, b"POST /metrics HTTP/1.1\r\n\r\n")),
+        "405"
+    );
+    assert_eq!(status(&http_raw(http, b"\x00\x01\x02\x03\r\n\r\n")), "400");
+    assert_eq!(http_get(http, "/nope").0, 404);
+
+    // A client that sends nothing is closed once its time is up.
+    let mut idle = TcpStream::connect(http).unwrap();
+    idle.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let started = Instant::now();
+    let mut buf = [0u8; 16];
+    assert_eq!(idle.read(&mut buf).unwrap_or(0), 0, "closed, nothing sent");
+    assert!(started.elapsed() < Duration::from_secs(30));
+
+    // Connections past the limit are closed, and the listener serves on.
+    let held: Vec<TcpStream> = (0..100)
+        .map(|_| TcpStream::connect(http).unwrap())
+        .collect();
+    drop(held);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while http_get_status_or_none(http).is_none_or(|s| s != 200) {
+        assert!(Instant::now() < deadline, "the listener serves again");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let mut client = broker.connect();
+    assert!(client.create_topic("after", 1, &[]).error.is_ok());
+}
+
+/// `GET /health/live`'s status, or `None` when the connection is closed
+/// before an answer (the listener full).
+fn http_get_status_or_none(addr: std::net::SocketAddr) -> Option<u16> {
+    let response = http_raw(addr, b"GET /health/live HTTP/1.1\r\n\r\n");
+    response.split(' ').nth(1).and_then(|s| s.parse().ok())
+}
+
+#[test]
+fn ready_says_why_not_when_no_controller_is_known() {
+    let mut cluster = TestCluster::start(3);
+    let http = cluster.http_addr(1).unwrap();
+    wait_ready(http);
+    cluster.kill(2);
+    cluster.kill(3);
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (status, body) = http_get(http, "/health/ready");
+        if status == 503 {
+            assert_eq!(body, "not ready: no controller known\n");
+            break;
+        }
+        assert!(Instant::now() < deadline, "still ready alone: {body}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert_eq!(http_get(http, "/health/live").0, 200);
+}
