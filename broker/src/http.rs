@@ -219,7 +219,7 @@ fn route(head: &[u8], state: &HttpState) -> (&'static str, &'static str, String)
         "/metrics" => (
             "200 OK",
             "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::render(&state.metrics),
+            crate::metrics::render(&state.metrics, state.published.get().map(|p| &**p)),
         ),
         "/health/live" => ("200 OK", TEXT, "live\n".into()),
         "/health/ready" => match state.ready() {

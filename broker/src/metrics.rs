@@ -31,6 +31,22 @@ pub const PARTITION_BYTES_IN_TOTAL: &str = "rill_partition_bytes_in_total";
 pub const PARTITION_RECORDS_IN_TOTAL: &str = "rill_partition_records_in_total";
 /// Bytes of batches fetched from a partition.
 pub const PARTITION_BYTES_OUT_TOTAL: &str = "rill_partition_bytes_out_total";
+/// Time the Raft thread took for one round over every group.
+pub const RAFT_ROUND_DURATION_SECONDS: &str = "rill_raft_round_duration_seconds";
+/// Time one sync round took (`deferred`: on the sync thread, or within a
+/// round for one-voter groups).
+pub const SYNC_DURATION_SECONDS: &str = "rill_sync_duration_seconds";
+/// Bytes one sync round made durable.
+pub const SYNC_ROUND_BYTES: &str = "rill_sync_round_bytes";
+/// Leader changes seen by this broker's replicas (partitions; the
+/// controller's group has [`CONTROLLER_LEADER_CHANGES_TOTAL`]).
+pub const LEADER_CHANGES_TOTAL: &str = "rill_leader_changes_total";
+/// Leader changes of the controller's group seen here.
+pub const CONTROLLER_LEADER_CHANGES_TOTAL: &str = "rill_controller_leader_changes_total";
+/// Partition replicas here that lead, now.
+pub const PARTITION_LEADERS: &str = "rill_partition_leaders";
+/// Partition replicas here that follow, now.
+pub const PARTITION_FOLLOWERS: &str = "rill_partition_followers";
 /// Resident memory of the process.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "rill_process_resident_memory_bytes";
 /// Anonymous resident memory (`RssAnon`): the heap, without the page
@@ -38,6 +54,19 @@ pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "rill_process_resident_memory_by
 pub const PROCESS_ANONYMOUS_MEMORY_BYTES: &str = "rill_process_anonymous_memory_bytes";
 /// File descriptors open.
 pub const PROCESS_OPEN_FDS: &str = "rill_process_open_fds";
+
+/// Buckets of [`SYNC_ROUND_BYTES`]: 4 KiB to 256 MiB.
+const SYNC_BYTES_BUCKETS: [f64; 9] = [
+    4096.0,
+    65536.0,
+    262_144.0,
+    1_048_576.0,
+    4_194_304.0,
+    16_777_216.0,
+    67_108_864.0,
+    134_217_728.0,
+    268_435_456.0,
+];
 
 /// Buckets of every `_seconds` histogram: 100 µs to 10 s.
 const SECONDS_BUCKETS: [f64; 15] = [
@@ -51,13 +80,28 @@ pub fn install() -> Result<PrometheusHandle, String> {
     PrometheusBuilder::new()
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(Matcher::Full(SYNC_ROUND_BYTES.into()), &SYNC_BYTES_BUCKETS)
+        .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())
 }
 
-/// The Prometheus text of every metric, the process gauges read now.
-pub fn render(handle: &PrometheusHandle) -> String {
+/// The Prometheus text of every metric, the process gauges and the
+/// replicas' roles (from `published`, when recovery is done) read now.
+pub fn render(handle: &PrometheusHandle, published: Option<&crate::raft::Published>) -> String {
     record_process();
+    if let Some(published) = published {
+        let (mut leaders, mut followers) = (0u32, 0u32);
+        for p in published.all_partitions() {
+            if p.leadership().is_leader {
+                leaders += 1;
+            } else {
+                followers += 1;
+            }
+        }
+        metrics::gauge!(PARTITION_LEADERS).set(f64::from(leaders));
+        metrics::gauge!(PARTITION_FOLLOWERS).set(f64::from(followers));
+    }
     handle.run_upkeep();
     handle.render()
 }
@@ -114,6 +158,30 @@ pub fn api_name(key: rill_client::protocol::ApiKey) -> &'static str {
 pub fn request_handled(api: &'static str, elapsed: Duration) {
     metrics::counter!(REQUESTS_TOTAL, "api" => api).increment(1);
     metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api).record(elapsed.as_secs_f64());
+}
+
+/// Records one Raft round that took `elapsed`.
+pub fn raft_round(elapsed: Duration) {
+    metrics::histogram!(RAFT_ROUND_DURATION_SECONDS).record(elapsed.as_secs_f64());
+}
+
+/// Records one sync round of `bytes` that took `elapsed`.
+pub fn sync_round(deferred: bool, bytes: u64, elapsed: Duration) {
+    let deferred = if deferred { "true" } else { "false" };
+    metrics::histogram!(SYNC_DURATION_SECONDS, "deferred" => deferred)
+        .record(elapsed.as_secs_f64());
+    metrics::histogram!(SYNC_ROUND_BYTES, "deferred" => deferred).record(bytes as f64);
+}
+
+/// Counts a leader change of a partition replica here, or of the
+/// controller's group.
+pub fn leader_changed(controller: bool) {
+    let name = if controller {
+        CONTROLLER_LEADER_CHANGES_TOTAL
+    } else {
+        LEADER_CHANGES_TOTAL
+    };
+    metrics::counter!(name).increment(1);
 }
 
 /// A client connection opened; closed again when the guard drops.

@@ -817,6 +817,9 @@ impl Partition {
         if *self.leadership.borrow() == new {
             return;
         }
+        if leader.is_some() && self.leadership.borrow().leader != leader {
+            crate::metrics::leader_changed(false);
+        }
         let applied = *self.applied.borrow();
         let current =
             is_leader && applied > RaftIndex(0) && self.log.term_of(applied).ok() == Some(term);

@@ -147,6 +147,14 @@ fn metrics_parse_as_prometheus_text_and_move_with_produce_and_fetch() {
             >= 5.0
     );
     assert!(sample(&after, &["rill_connections_open"]).unwrap() >= 1.0);
+    // The Raft thread's rounds and syncs, and the roles of the replicas.
+    assert!(sample(&after, &["rill_raft_round_duration_seconds_count"]).unwrap() > 0.0);
+    assert!(sample(&after, &["rill_sync_duration_seconds_count"]).unwrap() > 0.0);
+    assert!(sample(&after, &["rill_sync_round_bytes_sum"]).unwrap() >= bytes_in);
+    assert!(sample(&after, &["rill_partition_leaders"]).unwrap() >= 1.0);
+    assert_eq!(sample(&after, &["rill_partition_followers"]), Some(0.0));
+    assert!(sample(&after, &["rill_controller_leader_changes_total"]).unwrap() >= 1.0);
+    assert!(sample(&after, &["rill_leader_changes_total"]).unwrap() >= 1.0);
     for process in [
         "rill_process_resident_memory_bytes",
         "rill_process_anonymous_memory_bytes",

@@ -390,6 +390,7 @@ impl RaftLoop {
             if self.driver().may_round() {
                 let started = Instant::now();
                 let times = self.with_driver(|d, io| d.round(io));
+                crate::metrics::raft_round(started.elapsed());
                 let ms = started.elapsed().as_millis() as u64;
                 if ms >= SLOW_ROUND_MS {
                     // Every group's heartbeats waited this long: rounds

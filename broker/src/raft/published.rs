@@ -149,6 +149,7 @@ impl RaftLoop {
                         }
                     }
                     self.published.controller.send_replace(leader);
+                    crate::metrics::leader_changed(true);
                     tracing::info!(leader = ?leader.map(|l| l.get()), "controller leader changed");
                 }
                 Event::Appended { group, index, term } => {

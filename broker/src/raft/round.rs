@@ -117,6 +117,7 @@ pub(super) fn run_syncs(
     let files = jobs.len();
     let results = pool.run(jobs);
     if files > 0 {
+        crate::metrics::sync_round(deferred, bytes, started.elapsed());
         tracing::debug!(
             files,
             bytes,
