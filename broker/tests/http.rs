@@ -233,3 +233,41 @@ fn ready_says_why_not_when_no_controller_is_known() {
     }
     assert_eq!(http_get(http, "/health/live").0, 200);
 }
+
+#[test]
+fn rill_cluster_health_exits_0_when_healthy_and_1_with_a_broker_down() {
+    let mut cluster = TestCluster::start(3);
+    cluster.create_topic("watched", 2);
+    let health = |c: &TestCluster| run_rill(&c.bootstrap(), &["cluster", "health"], "");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let out = health(&cluster);
+        if out.status.code() == Some(0) {
+            let text = String::from_utf8_lossy(&out.stdout).into_owned();
+            assert!(text.starts_with("healthy: yes\n"), "{text}");
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "never healthy: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    cluster.kill(3);
+    let out = health(&cluster);
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(text.starts_with("healthy: no\n"), "{text}");
+    assert!(text.contains("brokers down: 3 ("), "{text}");
+    assert!(text.contains("under-replicated partitions: "), "{text}");
+    let json = run_rill(
+        &cluster.bootstrap(),
+        &["cluster", "health", "--format", "json"],
+        "",
+    );
+    assert_eq!(json.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&json.stdout).unwrap();
+    assert_eq!(v["healthy"], false);
+    assert_eq!(v["brokers_down"], serde_json::json!([3]));
+}

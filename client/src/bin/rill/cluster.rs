@@ -1,5 +1,6 @@
-//! `rill cluster status`: how replication stands, merged from every
-//! broker's own report.
+//! `rill cluster status` (how replication stands, merged from every
+//! broker's own report) and `rill cluster health` (whether the cluster is
+//! healthy, from the same reports, with exit code 0 only when it is).
 //!
 //! No broker knows it all: each reports the replicas it holds, and only a
 //! partition's leader knows how far its followers have matched. So the
@@ -29,6 +30,15 @@ pub(crate) enum ClusterCommand {
     /// topic "" in JSON) the leader, term, commit index, high watermark and
     /// each replica's match index and lag as the leader reports them.
     Status {
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
+        format: DescribeFormat,
+    },
+    /// Whether the cluster is healthy: every broker up, a controller, no
+    /// partition without a leader, none under-replicated (a replica down,
+    /// or one its leader reports behind the commit). Exits 0 only when
+    /// healthy, 1 otherwise (as rpk cluster health).
+    Health {
         /// Output format.
         #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
         format: DescribeFormat,
@@ -149,12 +159,16 @@ fn merge_partitions(reports: &[&ClusterStatusResponse]) -> Vec<PartitionView> {
         .collect()
 }
 
-/// `rill cluster status`: metadata for the broker list, then every broker's
-/// own report, merged.
-pub(crate) async fn cluster_status(
-    cluster: Arc<Cluster>,
-    format: DescribeFormat,
-) -> anyhow::Result<()> {
+/// What every broker reported, merged.
+struct Gathered {
+    brokers: BTreeMap<u32, BrokerState>,
+    partitions: Vec<PartitionView>,
+    controller: Option<u32>,
+}
+
+/// Metadata for the broker list, then every broker's own report, merged;
+/// an error only when no broker answers.
+async fn gather(cluster: Arc<Cluster>) -> anyhow::Result<Gathered> {
     let metadata = cluster.refresh(None).await?;
     let mut brokers: BTreeMap<u32, BrokerState> = BTreeMap::new();
     let mut to_ask: Vec<(u32, String)> = metadata
@@ -216,6 +230,23 @@ pub(crate) async fn cluster_status(
                 .iter()
                 .find_map(|r| u32::try_from(r.controller_id).ok())
         });
+    Ok(Gathered {
+        brokers,
+        partitions,
+        controller,
+    })
+}
+
+/// `rill cluster status`: every broker's report, merged and printed.
+pub(crate) async fn cluster_status(
+    cluster: Arc<Cluster>,
+    format: DescribeFormat,
+) -> anyhow::Result<()> {
+    let Gathered {
+        brokers,
+        partitions,
+        controller,
+    } = gather(cluster).await?;
     match format {
         DescribeFormat::Json => {
             let brokers: Vec<_> = brokers
@@ -304,9 +335,206 @@ pub(crate) async fn cluster_status(
     Ok(())
 }
 
+/// What `rill cluster health` found wrong; healthy when all is empty.
+#[derive(Debug, Default, PartialEq, Eq)]
+struct Health {
+    /// Brokers that did not answer, with why.
+    brokers_down: Vec<(u32, String)>,
+    /// Whether a controller is known.
+    controller: Option<u32>,
+    /// Partitions without a leader, as `topic/partition`.
+    leaderless: Vec<String>,
+    /// Partitions with a replica down or behind its leader's commit, as
+    /// `topic/partition` and the replicas.
+    under_replicated: Vec<(String, Vec<u32>)>,
+}
+
+impl Health {
+    fn is_healthy(&self) -> bool {
+        self.brokers_down.is_empty()
+            && self.controller.is_some()
+            && self.leaderless.is_empty()
+            && self.under_replicated.is_empty()
+    }
+}
+
+/// Judges the merged reports (see [`ClusterCommand::Health`]). The
+/// controller's own group counts as a partition named `controller`.
+fn judge(g: &Gathered) -> Health {
+    let down = |id: u32| g.brokers.get(&id).is_none_or(|b| b.status.is_err());
+    let mut health = Health {
+        controller: g.controller,
+        brokers_down: g
+            .brokers
+            .iter()
+            .filter_map(|(id, b)| b.status.as_ref().err().map(|e| (*id, e.clone())))
+            .collect(),
+        ..Health::default()
+    };
+    for p in &g.partitions {
+        let name = if p.topic.is_empty() {
+            "controller".to_string()
+        } else {
+            format!("{}/{}", p.topic, p.partition)
+        };
+        if p.leader.is_none() {
+            health.leaderless.push(name);
+            continue;
+        }
+        let behind: Vec<u32> = p
+            .replicas
+            .iter()
+            .filter(|r| down(r.id) || r.matched.is_none_or(|m| m < p.commit))
+            .map(|r| r.id)
+            .collect();
+        if !behind.is_empty() {
+            health.under_replicated.push((name, behind));
+        }
+    }
+    health
+}
+
+/// `rill cluster health`: 0 when healthy, 1 otherwise.
+pub(crate) async fn cluster_health(
+    cluster: Arc<Cluster>,
+    format: DescribeFormat,
+) -> anyhow::Result<i32> {
+    let health = judge(&gather(cluster).await?);
+    let healthy = health.is_healthy();
+    match format {
+        DescribeFormat::Json => println!(
+            "{}",
+            serde_json::json!({
+                "healthy": healthy,
+                "controller": health.controller,
+                "brokers_down": health.brokers_down.iter().map(|(id, _)| id).collect::<Vec<_>>(),
+                "leaderless_partitions": health.leaderless,
+                "under_replicated_partitions": health
+                    .under_replicated
+                    .iter()
+                    .map(|(p, r)| serde_json::json!({"partition": p, "replicas": r}))
+                    .collect::<Vec<_>>(),
+            })
+        ),
+        DescribeFormat::Text => {
+            println!("healthy: {}", if healthy { "yes" } else { "no" });
+            match health.controller {
+                Some(c) => println!("controller: broker {c}"),
+                None => println!("controller: none known"),
+            }
+            let list = |items: Vec<String>| {
+                if items.is_empty() {
+                    "none".to_string()
+                } else {
+                    items.join(", ")
+                }
+            };
+            println!(
+                "brokers down: {}",
+                list(
+                    health
+                        .brokers_down
+                        .iter()
+                        .map(|(id, why)| format!("{id} ({why})"))
+                        .collect()
+                )
+            );
+            println!("leaderless partitions: {}", list(health.leaderless.clone()));
+            println!(
+                "under-replicated partitions: {}",
+                list(
+                    health
+                        .under_replicated
+                        .iter()
+                        .map(|(p, r)| {
+                            let r: Vec<String> = r.iter().map(u32::to_string).collect();
+                            format!("{p} (replicas {} behind or down)", r.join(", "))
+                        })
+                        .collect()
+                )
+            );
+        }
+    }
+    Ok(if healthy { 0 } else { 1 })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn up(id: u32) -> (u32, BrokerState) {
+        (
+            id,
+            BrokerState {
+                address: format!("b{id}:9092"),
+                status: Ok(report(id, Vec::new())),
+            },
+        )
+    }
+
+    fn gathered(partitions: Vec<PartitionView>, down: &[u32]) -> Gathered {
+        let mut brokers: BTreeMap<u32, BrokerState> = [up(1), up(2), up(3)].into_iter().collect();
+        for id in down {
+            brokers.get_mut(id).unwrap().status = Err("no answer".into());
+        }
+        Gathered {
+            brokers,
+            partitions,
+            controller: Some(1),
+        }
+    }
+
+    fn partition(leader: Option<u32>, matched: &[Option<u64>]) -> PartitionView {
+        PartitionView {
+            topic: "t".into(),
+            partition: 0,
+            group: 7,
+            leader,
+            term: 2,
+            commit: 10,
+            high_watermark: 10,
+            replicas: matched
+                .iter()
+                .enumerate()
+                .map(|(i, m)| ReplicaView {
+                    id: i as u32 + 1,
+                    matched: *m,
+                    lag: None,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn a_cluster_is_healthy_only_with_every_broker_a_controller_and_every_replica_caught_up() {
+        let fine = gathered(
+            vec![partition(Some(1), &[Some(10), Some(12), Some(10)])],
+            &[],
+        );
+        assert!(judge(&fine).is_healthy());
+
+        let behind = judge(&gathered(
+            vec![partition(Some(1), &[Some(10), Some(9), Some(10)])],
+            &[],
+        ));
+        assert_eq!(behind.under_replicated, vec![("t/0".to_string(), vec![2])]);
+        assert!(!behind.is_healthy());
+
+        let down = judge(&gathered(
+            vec![partition(Some(1), &[Some(10), Some(10), Some(10)])],
+            &[3],
+        ));
+        assert_eq!(down.brokers_down, vec![(3, "no answer".to_string())]);
+        assert_eq!(down.under_replicated, vec![("t/0".to_string(), vec![3])]);
+
+        let leaderless = judge(&gathered(vec![partition(None, &[None, None, None])], &[]));
+        assert_eq!(leaderless.leaderless, vec!["t/0".to_string()]);
+        assert!(leaderless.under_replicated.is_empty());
+
+        let mut no_controller = gathered(Vec::new(), &[]);
+        no_controller.controller = None;
+        assert!(!judge(&no_controller).is_healthy());
+    }
 
     fn replica(topic: &str, leader: i32, term: u64, matched: &[(u32, u64)]) -> ReplicaStatus {
         ReplicaStatus {

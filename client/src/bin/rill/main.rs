@@ -115,5 +115,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cluster {
             command: ClusterCommand::Status { format },
         } => cluster::cluster_status(cluster, format).await.map(|()| 0),
+        Command::Cluster {
+            command: ClusterCommand::Health { format },
+        } => cluster::cluster_health(cluster, format).await,
     }
 }
