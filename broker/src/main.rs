@@ -117,6 +117,10 @@ struct Args {
     /// [default: 127.0.0.1:9644].
     #[arg(long)]
     http_listen: Option<String>,
+    /// How log lines are written to stderr: text for people, json (one
+    /// object per line) for log shippers.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
     /// peer_listen, peers, cluster_secret_file, insecure_peers,
     /// retention_check_ms, message_timestamp_after_max_ms,
@@ -129,6 +133,15 @@ struct Args {
     /// Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
+}
+
+/// How log lines are written (`--log-format`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+enum LogFormat {
+    /// Human-readable lines.
+    Text,
+    /// One JSON object per line.
+    Json,
 }
 
 /// Raises the open-file limit to its hard maximum: every segment is a file.
@@ -177,13 +190,21 @@ fn run() -> anyhow::Result<()> {
     // threads write what is still queued.
     let mut threads = Threads::default();
     let log_writer = threads.start_log_writer(std::io::stderr())?;
-    tracing_subscriber::fmt()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
-        )
-        .with_writer(log_writer)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
-        .init();
+    let filter =
+        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    match args.log_format {
+        LogFormat::Text => tracing_subscriber::fmt()
+            .with_env_filter(filter)
+            .with_writer(log_writer)
+            .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+            .init(),
+        // One JSON object per line, for log shippers.
+        LogFormat::Json => tracing_subscriber::fmt()
+            .json()
+            .with_env_filter(filter)
+            .with_writer(log_writer)
+            .init(),
+    }
     // Before any frame is read: frame buffers are then reused, not faulted
     // in afresh (see `heap`).
     if let Err(e) = rill_broker::heap::keep_freed_memory() {
