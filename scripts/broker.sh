@@ -1,10 +1,20 @@
+# http_listen BROKER_BIN: `--http-listen 127.0.0.1:0` when that binary
+# knows the flag (an older revision's, as compare.sh runs, does not), so
+# brokers started here never share the default metrics port.
+http_listen() {
+  if "$1" --help 2>/dev/null | grep -q -- --http-listen; then
+    echo "--http-listen 127.0.0.1:0"
+  fi
+}
+
 # Sourced by the scripts here. start_broker DIR starts a release broker on
 # 127.0.0.1 with a free port, data in DIR/data and its log in
 # DIR/broker.log, waits until it listens, and sets broker_pid and addr.
 # The environment passes through (RUST_LOG, for one).
 start_broker() {
   local dir=$1
-  target/release/rill-broker --listen 127.0.0.1:0 --data-dir "$dir/data" 2>"$dir/broker.log" &
+  target/release/rill-broker --listen 127.0.0.1:0 $(http_listen target/release/rill-broker) \
+    --data-dir "$dir/data" 2>"$dir/broker.log" &
   broker_pid=$!
   for _ in $(seq 100); do
     grep -q "listening on" "$dir/broker.log" 2>/dev/null && break

@@ -41,7 +41,7 @@ cargo build --release -p rill-broker -p rill-client -p rill-bench >&2
 
 run() { # BROKER_BIN LABEL
   local dir; dir=$(mktemp -d)
-  "$1" --listen 127.0.0.1:0 --data-dir "$dir/data" 2>"$dir/log" &
+  "$1" --listen 127.0.0.1:0 $(http_listen "$1") --data-dir "$dir/data" 2>"$dir/log" &
   pid=$!
   for _ in $(seq 100); do grep -q "listening on" "$dir/log" 2>/dev/null && break; sleep 0.1; done
   local addr; addr=$(grep -o "listening on [0-9.:]*" "$dir/log" | head -1 | awk '{print $3}')

@@ -24,7 +24,10 @@ broker_pid=
 trap '[ -n "$broker_pid" ] && kill "$broker_pid" 2>/dev/null; wait 2>/dev/null; rm -rf "$dir"' EXIT
 
 ulimit -n "$(ulimit -Hn)" 2>/dev/null || true
-"$BROKER" --listen 127.0.0.1:0 --data-dir "$dir/data" 2>"$dir/broker.log" &
+# Its own metrics port: never the default one another broker may hold.
+http=()
+"$BROKER" --help | grep -q -- --http-listen && http=(--http-listen 127.0.0.1:0)
+"$BROKER" --listen 127.0.0.1:0 "${http[@]}" --data-dir "$dir/data" 2>"$dir/broker.log" &
 broker_pid=$!
 for _ in $(seq 300); do
   grep -q "listening on" "$dir/broker.log" 2>/dev/null && break

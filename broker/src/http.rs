@@ -12,8 +12,9 @@
 //! to take the answer. A body is never read.
 
 use std::net::SocketAddr;
-use std::sync::{Arc, OnceLock};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 use metrics_exporter_prometheus::PrometheusHandle;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -26,8 +27,12 @@ use crate::raft::Published;
 pub const HTTP_CONNECTIONS_MAX: usize = 64;
 /// Largest request head (request line and headers), bytes.
 pub const REQUEST_HEAD_BYTES_MAX: usize = 8192;
-/// Time a client has to send its request head, ms.
-pub const REQUEST_READ_TIMEOUT_MS: u64 = 5_000;
+/// Time a client has to send its request head, ms: short, so that idle
+/// connections cannot keep probes out for long.
+pub const REQUEST_READ_TIMEOUT_MS: u64 = 2_000;
+/// How long one rendering of `/metrics` answers every scrape, ms: scrapes
+/// at once share it instead of each rendering (and holding) its own.
+pub const METRICS_CACHE_MS: u64 = 1_000;
 /// Time a client has to take the response, ms.
 pub const RESPONSE_WRITE_TIMEOUT_MS: u64 = 5_000;
 
@@ -36,8 +41,13 @@ pub struct HttpState {
     metrics: PrometheusHandle,
     /// This broker's id: which replicas it should hold.
     node_id: rill_replication::BrokerId,
-    /// Set once recovery is done and the Raft thread runs.
+    /// Set once recovery is done and the client port serves.
     published: OnceLock<Arc<Published>>,
+    /// Set once the broker is stopping.
+    stopping: AtomicBool,
+    /// The last rendering of `/metrics` and when it was made. Guards only
+    /// the swap of a pointer; rendering runs outside it.
+    rendered: Mutex<Option<(Instant, Arc<String>)>>,
 }
 
 impl HttpState {
@@ -48,17 +58,53 @@ impl HttpState {
             metrics,
             node_id,
             published: OnceLock::new(),
+            stopping: AtomicBool::new(false),
+            rendered: Mutex::new(None),
         }
     }
 
-    /// Recovery is done: readiness is judged from what the Raft thread
-    /// publishes from now on.
-    pub fn recovered(&self, published: Arc<Published>) {
+    /// The handle the metrics are rendered with.
+    pub fn metrics_handle(&self) -> PrometheusHandle {
+        self.metrics.clone()
+    }
+
+    /// Recovery is done and the client port serves: readiness is judged
+    /// from what the Raft thread publishes from now on.
+    pub fn serving(&self, published: Arc<Published>) {
         let _ = self.published.set(published);
+    }
+
+    /// The broker is stopping: not ready from now on.
+    pub fn stopping(&self) {
+        self.stopping.store(true, Ordering::Relaxed);
+    }
+
+    /// `/metrics`'s body: the last rendering if younger than
+    /// [`METRICS_CACHE_MS`], else a new one, made on a blocking thread
+    /// (it reads `/proc` and walks every series).
+    async fn metrics_text(self: &Arc<Self>) -> Arc<String> {
+        if let Some((at, text)) = &*self.rendered.lock().unwrap_or_else(|p| p.into_inner())
+            && at.elapsed() < Duration::from_millis(METRICS_CACHE_MS)
+        {
+            return Arc::clone(text);
+        }
+        let state = Arc::clone(self);
+        let text = tokio::task::spawn_blocking(move || {
+            crate::metrics::render(&state.metrics, state.published.get().map(|p| &**p))
+        })
+        .await
+        .unwrap_or_else(|e| format!("# rendering failed: {e}\n"));
+        let text = Arc::new(text);
+        *self.rendered.lock().unwrap_or_else(|p| p.into_inner()) =
+            Some((Instant::now(), Arc::clone(&text)));
+        text
     }
 
     /// `Ok` when the broker is ready to serve, else why not.
     pub fn ready(&self) -> Result<(), String> {
+        if self.stopping.load(Ordering::Relaxed) {
+            return Err("stopping".into());
+        }
         let Some(published) = self.published.get() else {
             return Err("recovering the logs".into());
         };
@@ -66,16 +112,26 @@ impl HttpState {
             return Err("no controller known".into());
         }
         let image = published.image.borrow().clone();
-        let partitions = published
+        // Copied out, one lock at a time: nothing here holds the Raft
+        // thread up.
+        let open: std::collections::BTreeSet<_> = published
             .partitions
             .read()
-            .unwrap_or_else(|p| p.into_inner());
+            .unwrap_or_else(|p| p.into_inner())
+            .keys()
+            .copied()
+            .collect();
+        let stopped = published
+            .stopped
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
         let mut missing = Vec::new();
         for t in image.topics.values() {
             for p in 0..t.partitions() {
                 let here = t.replicas[p as usize].contains(&self.node_id);
                 let group = t.group(p);
-                if here && (!partitions.contains_key(&group) || published.is_stopped(group)) {
+                if here && (!open.contains(&group) || stopped.contains(&group)) {
                     missing.push(format!("{}/{p}", t.name));
                 }
             }
@@ -150,7 +206,7 @@ pub(crate) fn parse_request_line(head: &[u8]) -> Option<RequestLine<'_>> {
 }
 
 /// Reads one request head and answers it.
-async fn answer(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()> {
+async fn answer(mut stream: TcpStream, state: &Arc<HttpState>) -> std::io::Result<()> {
     let read = tokio::time::timeout(
         Duration::from_millis(REQUEST_READ_TIMEOUT_MS),
         read_head(&mut stream),
@@ -162,16 +218,28 @@ async fn answer(mut stream: TcpStream, state: &HttpState) -> std::io::Result<()>
         Ok(Ok(None)) => (
             "431 Request Header Fields Too Large",
             "text/plain",
-            format!("request head over {REQUEST_HEAD_BYTES_MAX} bytes\n"),
+            Arc::new(format!(
+                "request head over {REQUEST_HEAD_BYTES_MAX} bytes\n"
+            )),
         ),
-        Ok(Ok(Some(head))) => route(&head, state),
+        Ok(Ok(Some(head))) => match route(&head, state) {
+            Answer::Now(status, content_type, body) => (status, content_type, Arc::new(body)),
+            // Shared with every scrape within the cache's time: written
+            // from the one copy.
+            Answer::Metrics => (
+                "200 OK",
+                "text/plain; version=0.0.4; charset=utf-8",
+                state.metrics_text().await,
+            ),
+        },
     };
-    let response = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+    let head = format!(
+        "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
         body.len()
     );
     tokio::time::timeout(Duration::from_millis(RESPONSE_WRITE_TIMEOUT_MS), async {
-        stream.write_all(response.as_bytes()).await?;
+        stream.write_all(head.as_bytes()).await?;
+        stream.write_all(body.as_bytes()).await?;
         stream.shutdown().await
     })
     .await
@@ -202,35 +270,38 @@ async fn read_head(stream: &mut TcpStream) -> std::io::Result<Option<Vec<u8>>> {
     }
 }
 
-/// The answer to `head`: status line, content type and body.
-fn route(head: &[u8], state: &HttpState) -> (&'static str, &'static str, String) {
+/// What a request gets: an answer made at once (status line, content
+/// type, body), or the metrics.
+enum Answer {
+    Now(&'static str, &'static str, String),
+    Metrics,
+}
+
+/// The answer to `head`.
+fn route(head: &[u8], state: &HttpState) -> Answer {
     const TEXT: &str = "text/plain; charset=utf-8";
     let Some(request) = parse_request_line(head) else {
-        return (
+        return Answer::Now(
             "400 Bad Request",
             TEXT,
             "not an HTTP/1 request line\n".into(),
         );
     };
     if request.method != "GET" {
-        return ("405 Method Not Allowed", TEXT, "GET only\n".into());
+        return Answer::Now("405 Method Not Allowed", TEXT, "GET only\n".into());
     }
     match request.path {
-        "/metrics" => (
-            "200 OK",
-            "text/plain; version=0.0.4; charset=utf-8",
-            crate::metrics::render(&state.metrics, state.published.get().map(|p| &**p)),
-        ),
-        "/health/live" => ("200 OK", TEXT, "live\n".into()),
+        "/metrics" => Answer::Metrics,
+        "/health/live" => Answer::Now("200 OK", TEXT, "live\n".into()),
         "/health/ready" => match state.ready() {
-            Ok(()) => ("200 OK", TEXT, "ready\n".into()),
-            Err(why) => (
+            Ok(()) => Answer::Now("200 OK", TEXT, "ready\n".into()),
+            Err(why) => Answer::Now(
                 "503 Service Unavailable",
                 TEXT,
                 format!("not ready: {why}\n"),
             ),
         },
-        _ => (
+        _ => Answer::Now(
             "404 Not Found",
             TEXT,
             "try /metrics, /health/live or /health/ready\n".into(),

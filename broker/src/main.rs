@@ -331,9 +331,6 @@ fn run() -> anyhow::Result<()> {
                 .await??;
         let (raft, published) = threads.start_raft(opened)?;
         threads.start_compactor(raft.clone(), Arc::clone(&published), config.compaction)?;
-        if let Some(http) = &http {
-            http.recovered(Arc::clone(&published));
-        }
         tasks.start_raft_feeders(&raft, inbound_rx);
         let listener = TcpListener::bind(config.listen)
             .await
@@ -360,11 +357,17 @@ fn run() -> anyhow::Result<()> {
             },
         ));
         tasks.start_serving(listener, &broker, config.retention_check_ms);
+        if let Some(http) = &http {
+            http.serving(Arc::clone(&broker.published));
+        }
         tracing::info!(node_id = %config.node_id, data_dir = %config.data_dir.display(), "ready");
         let signalled = shutdown_signal()?;
         // Scripts and tests wait for this line, whatever the log level.
         eprintln!("listening on {bound}");
         signalled.await;
+        if let Some(http) = &http {
+            http.stopping();
+        }
         tracing::info!("shutting down");
         // Connections drained, then leaderships handed over and every log
         // synced (see `threads`).

@@ -9,11 +9,14 @@
 //! their handles: no label lookup per request.
 //!
 //! Process gauges (memory, open files) are read from `/proc/self` when
-//! `/metrics` is scraped, not on a timer.
+//! `/metrics` is scraped, not on a timer. Histograms hold their samples
+//! until the recorder's upkeep drains them into buckets: [`upkeep`] runs
+//! it every [`UPKEEP_MS`], scraped or not, so memory stays flat.
 
+use std::sync::OnceLock;
 use std::time::Duration;
 
-use metrics::{Counter, Gauge};
+use metrics::{Counter, Gauge, Histogram};
 use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests handled, by API (`api` label).
@@ -73,6 +76,18 @@ const SECONDS_BUCKETS: [f64; 15] = [
     0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
     10.0,
 ];
+
+/// How often histogram samples are drained into their buckets, ms.
+pub const UPKEEP_MS: u64 = 5_000;
+
+/// Drains histogram samples every [`UPKEEP_MS`], until aborted.
+pub async fn upkeep(handle: PrometheusHandle) {
+    let mut tick = tokio::time::interval(Duration::from_millis(UPKEEP_MS));
+    loop {
+        tick.tick().await;
+        handle.run_upkeep();
+    }
+}
 
 /// Installs the process's recorder and returns the handle that renders
 /// it. Once per process; a second call fails.
@@ -154,10 +169,32 @@ pub fn api_name(key: rill_client::protocol::ApiKey) -> &'static str {
     }
 }
 
-/// Records one request of `api` that took `elapsed`.
-pub fn request_handled(api: &'static str, elapsed: Duration) {
-    metrics::counter!(REQUESTS_TOTAL, "api" => api).increment(1);
-    metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api).record(elapsed.as_secs_f64());
+/// Every API's request counter and latency histogram, registered on
+/// first use (after the recorder is installed: the broker installs it
+/// before it serves), so a request adds to handles, never looks up
+/// labels.
+fn api_metrics(key: rill_client::protocol::ApiKey) -> &'static (Counter, Histogram) {
+    static HANDLES: OnceLock<Vec<(Counter, Histogram)>> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        rill_client::protocol::ApiKey::ALL
+            .iter()
+            .map(|&k| {
+                let api = api_name(k);
+                (
+                    metrics::counter!(REQUESTS_TOTAL, "api" => api),
+                    metrics::histogram!(REQUEST_DURATION_SECONDS, "api" => api),
+                )
+            })
+            .collect()
+    });
+    &handles[key as usize]
+}
+
+/// Records one request of `key` that took `elapsed`.
+pub fn request_handled(key: rill_client::protocol::ApiKey, elapsed: Duration) {
+    let (count, duration) = api_metrics(key);
+    count.increment(1);
+    duration.record(elapsed.as_secs_f64());
 }
 
 /// Records one Raft round that took `elapsed`.

@@ -181,6 +181,9 @@ pub struct Partition {
     min_cleanable_dirty_permille: AtomicU16,
     /// Bytes and records in and out, registered once here.
     metrics: crate::metrics::PartitionMetrics,
+    /// The last leader known here (0 before any): a leader change counts
+    /// only from one leader to another, not through "none" or at open.
+    last_leader: AtomicU64,
     /// Offsets below this are committed and visible to consumers.
     high_watermark: watch::Sender<u64>,
     /// The last Raft index applied here (committed and persisted).
@@ -285,6 +288,7 @@ impl Partition {
             compaction: AtomicU64::new(NOT_COMPACTED),
             min_cleanable_dirty_permille: AtomicU16::new(500),
             metrics: crate::metrics::PartitionMetrics::new(topic, index),
+            last_leader: AtomicU64::new(0),
         }
     }
 
@@ -724,14 +728,8 @@ impl Partition {
         Ok((fetched.batches, hw, start))
     }
 
-    /// Counts batches proposed to this partition as a produce's.
-    pub fn record_produced(&self, batches: &[CheckedBatch]) {
-        let (bytes, records) = batches.iter().fold((0u64, 0u64), |(b, r), batch| {
-            (
-                b + batch.bytes().len() as u64,
-                r + u64::from(batch.header().record_count),
-            )
-        });
+    /// Counts `bytes` and `records` of a produce stored here.
+    pub fn record_produced(&self, bytes: u64, records: u64) {
         self.metrics.bytes_in.increment(bytes);
         self.metrics.records_in.increment(records);
     }
@@ -817,8 +815,11 @@ impl Partition {
         if *self.leadership.borrow() == new {
             return;
         }
-        if leader.is_some() && self.leadership.borrow().leader != leader {
-            crate::metrics::leader_changed(false);
+        if let Some(l) = leader {
+            let last = self.last_leader.swap(l.get(), Ordering::Relaxed);
+            if last != 0 && last != l.get() {
+                crate::metrics::leader_changed(false);
+            }
         }
         let applied = *self.applied.borrow();
         let current =

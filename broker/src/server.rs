@@ -310,7 +310,7 @@ async fn connection(
             host: host.clone(),
         };
         let at_shutdown = fetch_at_shutdown(&request);
-        let api = crate::metrics::api_name(request.api_key());
+        let api = request.api_key();
         let started = std::time::Instant::now();
         // A produce is staged here (by `route`, before it returns), before
         // the next request is read: its proposals are queued in the order

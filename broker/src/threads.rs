@@ -360,6 +360,10 @@ impl Tasks {
     /// Starts the metrics and health listener (`http::serve`) on
     /// `listener`.
     pub fn start_http(&mut self, listener: TcpListener, state: Arc<crate::http::HttpState>) {
+        self.raft_feeders.push(Task::spawn(
+            "metrics upkeep",
+            crate::metrics::upkeep(state.metrics_handle()),
+        ));
         self.http = Some(Task::spawn(
             "http listener",
             crate::http::serve(listener, state),

@@ -105,6 +105,9 @@ struct Queued {
     partition: Arc<Partition>,
     index: u32,
     outcome: ProposalOutcome,
+    /// Bytes and records proposed, counted once stored.
+    bytes: u64,
+    records: u64,
 }
 
 /// The first stage of one partition of a produce: looked up, checked in
@@ -135,12 +138,19 @@ async fn propose_partition(
         Ok(b) => b,
         Err(e) => return Staged::Answered(produce_error(index, e, LeaderHint::default())),
     };
-    partition.record_produced(&batches);
+    let (bytes, records) = batches.iter().fold((0u64, 0u64), |(b, r), batch| {
+        (
+            b + batch.bytes().len() as u64,
+            r + u64::from(batch.header().record_count),
+        )
+    });
     match broker.raft.propose_queued(partition.group, batches).await {
         Ok(outcome) => Staged::Proposed(Queued {
             partition,
             index,
             outcome,
+            bytes,
+            records,
         }),
         Err(_stopped) => Staged::Answered(produce_error(
             index,
@@ -162,11 +172,17 @@ async fn answer_partition(
         partition,
         index,
         outcome,
+        bytes,
+        records,
     } = q;
     let (first, last) = match proposal_outcome(topic, &partition, outcome).await {
         Ok(p) => p,
         Err((error, leader)) => return produce_error(index, error, leader),
     };
+    // Appended (a retry the log held already is not stored again).
+    if !last.duplicate {
+        partition.record_produced(bytes, records);
+    }
     // A retried batch the log holds already is answered once its first
     // copy is committed, whatever `acks` asked: that copy may have come
     // from an earlier leader, whose appends this one never saw.

@@ -199,6 +199,7 @@ pub fn open(
         partitions: RwLock::new(BTreeMap::new()),
         status: watch::Sender::new(Arc::default()),
         status_wanted: AtomicBool::new(false),
+        last_controller: std::sync::atomic::AtomicU64::new(0),
         stopped: RwLock::new(Default::default()),
     });
     let (syncer, sync) = Syncer::new(crate::threads::SYNC, tx.downgrade(), Command::Synced);

@@ -41,6 +41,9 @@ pub struct Published {
     pub status: watch::Sender<Arc<StatusReport>>,
     /// Whether someone waits for a fresher [`Published::status`].
     pub status_wanted: AtomicBool,
+    /// The last controller leader known here (0 before any): a change
+    /// counts only from one leader to another, not through "none".
+    pub last_controller: std::sync::atomic::AtomicU64,
     /// Groups whose replica here stopped after a storage failure and is
     /// not open (a reopen pending or failed): their clients are answered
     /// `StorageError` rather than sent to another broker.
@@ -149,7 +152,15 @@ impl RaftLoop {
                         }
                     }
                     self.published.controller.send_replace(leader);
-                    crate::metrics::leader_changed(true);
+                    if let Some(l) = leader {
+                        let last = self
+                            .published
+                            .last_controller
+                            .swap(l.get(), std::sync::atomic::Ordering::Relaxed);
+                        if last != 0 && last != l.get() {
+                            crate::metrics::leader_changed(true);
+                        }
+                    }
                     tracing::info!(leader = ?leader.map(|l| l.get()), "controller leader changed");
                 }
                 Event::Appended { group, index, term } => {
