@@ -133,6 +133,10 @@ pub struct TestCluster {
     pub dir: tempfile::TempDir,
     brokers: Vec<Option<BrokerProcess>>,
     client_ports: Vec<u16>,
+    /// Each broker's metrics and health port, chosen here like the
+    /// others: a broker binding an ephemeral listener of its own could
+    /// take a port chosen for another broker that has not started yet.
+    http_ports: Vec<u16>,
     peer_ports: Vec<u16>,
     proxy_ports: Vec<u16>,
     proxies: Proxies,
@@ -168,6 +172,7 @@ impl TestCluster {
             dir: tempfile::tempdir().unwrap(),
             brokers: (0..n).map(|_| None).collect(),
             client_ports: (0..n).map(|_| free_port()).collect(),
+            http_ports: (0..n).map(|_| free_port()).collect(),
             peer_ports,
             proxy_ports,
             proxies,
@@ -257,6 +262,8 @@ impl TestCluster {
             peers,
             "--cluster-secret-file".into(),
             self.secret_file().display().to_string(),
+            "--http-listen".into(),
+            format!("127.0.0.1:{}", self.http_ports[id - 1]),
         ]
         .into_iter()
         .chain(self.extra_args.iter().cloned())

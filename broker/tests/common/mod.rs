@@ -99,9 +99,16 @@ impl BrokerProcess {
                 }
             }
         });
-        let addr = rx
-            .recv_timeout(Duration::from_secs(60))
-            .expect("the broker starts listening");
+        let addr = match rx.recv_timeout(Duration::from_secs(60)) {
+            Ok(addr) => addr,
+            Err(e) => {
+                let lines: Vec<String> = log.lock().unwrap().iter().cloned().collect();
+                panic!(
+                    "the broker did not start listening ({e}); its last lines: {:?}",
+                    &lines[lines.len().saturating_sub(10)..]
+                );
+            }
+        };
         BrokerProcess {
             child,
             addr,
