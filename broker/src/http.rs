@@ -48,6 +48,10 @@ pub struct HttpState {
     /// The last rendering of `/metrics` and when it was made. Guards only
     /// the swap of a pointer; rendering runs outside it.
     rendered: Mutex<Option<(Instant, Arc<String>)>>,
+    /// The led partitions' commit indexes across scrapes. Held by one
+    /// rendering at a time (a blocking thread), for the in-memory walk of
+    /// one status report.
+    lag: Mutex<crate::metrics::LagTracker>,
 }
 
 impl HttpState {
@@ -60,6 +64,7 @@ impl HttpState {
             published: OnceLock::new(),
             stopping: AtomicBool::new(false),
             rendered: Mutex::new(None),
+            lag: Mutex::new(crate::metrics::LagTracker::default()),
         }
     }
 
@@ -88,9 +93,19 @@ impl HttpState {
         {
             return Arc::clone(text);
         }
+        let status = match self.published.get() {
+            Some(p) => Some(p.fresh_status().await),
+            None => None,
+        };
         let state = Arc::clone(self);
         let text = tokio::task::spawn_blocking(move || {
-            crate::metrics::render(&state.metrics, state.published.get().map(|p| &**p))
+            let mut lag = state.lag.lock().unwrap_or_else(|p| p.into_inner());
+            crate::metrics::render(
+                &state.metrics,
+                state.published.get().map(|p| &**p),
+                status.as_deref(),
+                &mut lag,
+            )
         })
         .await
         .unwrap_or_else(|e| format!("# rendering failed: {e}\n"));

@@ -58,6 +58,61 @@ pub const PROCESS_ANONYMOUS_MEMORY_BYTES: &str = "rill_process_anonymous_memory_
 /// File descriptors open.
 pub const PROCESS_OPEN_FDS: &str = "rill_process_open_fds";
 
+/// Partitions led here with a replica that has not reached, for at least
+/// [`UNDER_REPLICATED_AFTER_MS`], the commit index of then.
+pub const PARTITIONS_UNDER_REPLICATED: &str = "rill_partitions_under_replicated";
+
+/// How long a replica may stay short of a commit index before its
+/// partition counts as under-replicated, ms (Kafka's
+/// `replica.lag.time.max.ms` is 30 s; a rill follower catches up within
+/// rounds).
+pub const UNDER_REPLICATED_AFTER_MS: u64 = 10_000;
+
+/// How long the commit indexes of past scrapes are kept, ms.
+const LAG_SAMPLES_KEPT_MS: u64 = 120_000;
+
+/// Tracks, across scrapes, each led partition's commit index over time,
+/// to tell a replica that keeps up from one that stays behind.
+#[derive(Debug, Default)]
+pub struct LagTracker {
+    /// Per group led here: (when, commit index then), oldest first.
+    samples: std::collections::BTreeMap<u64, std::collections::VecDeque<(std::time::Instant, u64)>>,
+}
+
+impl LagTracker {
+    /// Takes in the groups' state at `now` (`(group, commit, every
+    /// replica's match index)` of each group led here) and returns how
+    /// many are under-replicated: a replica's match index below the
+    /// commit index of the newest sample at least
+    /// [`UNDER_REPLICATED_AFTER_MS`] old.
+    pub fn observe(&mut self, now: std::time::Instant, led: &[(u64, u64, Vec<u64>)]) -> u32 {
+        let after = Duration::from_millis(UNDER_REPLICATED_AFTER_MS);
+        let kept = Duration::from_millis(LAG_SAMPLES_KEPT_MS);
+        self.samples
+            .retain(|g, _| led.iter().any(|(group, _, _)| group == g));
+        let mut under = 0;
+        for (group, commit, matched) in led {
+            let samples = self.samples.entry(*group).or_default();
+            while samples
+                .front()
+                .is_some_and(|(at, _)| now.duration_since(*at) > kept)
+            {
+                samples.pop_front();
+            }
+            let then = samples
+                .iter()
+                .rev()
+                .find(|(at, _)| now.duration_since(*at) >= after)
+                .map(|(_, c)| *c);
+            if then.is_some_and(|c| matched.iter().any(|m| *m < c)) {
+                under += 1;
+            }
+            samples.push_back((now, *commit));
+        }
+        under
+    }
+}
+
 /// Buckets of [`SYNC_ROUND_BYTES`]: 4 KiB to 256 MiB.
 const SYNC_BYTES_BUCKETS: [f64; 9] = [
     4096.0,
@@ -102,9 +157,32 @@ pub fn install() -> Result<PrometheusHandle, String> {
 }
 
 /// The Prometheus text of every metric, the process gauges and the
-/// replicas' roles (from `published`, when recovery is done) read now.
-pub fn render(handle: &PrometheusHandle, published: Option<&crate::raft::Published>) -> String {
+/// replicas' roles (from `published`, when recovery is done) read now, and
+/// the partitions under-replicated by `status` (a fresh report of every
+/// group here) as `lag` tracks them.
+pub fn render(
+    handle: &PrometheusHandle,
+    published: Option<&crate::raft::Published>,
+    status: Option<&crate::raft::StatusReport>,
+    lag: &mut LagTracker,
+) -> String {
     record_process();
+    if let Some(report) = status {
+        let led: Vec<(u64, u64, Vec<u64>)> = report
+            .groups
+            .iter()
+            .filter(|g| !g.matched.is_empty() && g.group != rill_replication::GroupId::CONTROLLER)
+            .map(|g| {
+                (
+                    g.group.0,
+                    g.commit.get(),
+                    g.matched.iter().map(|(_, m)| m.get()).collect(),
+                )
+            })
+            .collect();
+        let under = lag.observe(std::time::Instant::now(), &led);
+        metrics::gauge!(PARTITIONS_UNDER_REPLICATED).set(f64::from(under));
+    }
     if let Some(published) = published {
         let (mut leaders, mut followers) = (0u32, 0u32);
         for p in published.all_partitions() {
@@ -265,5 +343,43 @@ impl PartitionMetrics {
             records_in: metrics::counter!(PARTITION_RECORDS_IN_TOTAL, &labels),
             bytes_out: metrics::counter!(PARTITION_BYTES_OUT_TOTAL, &labels),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Instant;
+
+    use super::*;
+
+    #[test]
+    fn a_replica_short_of_a_commit_for_the_threshold_is_under_replicated_one_keeping_up_is_not() {
+        let mut lag = LagTracker::default();
+        let t0 = Instant::now();
+        let later = t0 + Duration::from_millis(UNDER_REPLICATED_AFTER_MS + 1000);
+        // Group 1 keeps up (its slowest replica is past the old commit);
+        // group 2's replica 3 is stuck below it.
+        assert_eq!(
+            lag.observe(t0, &[(1, 10, vec![10, 9, 10]), (2, 10, vec![10, 9, 5])]),
+            0
+        );
+        let soon = t0 + Duration::from_millis(1000);
+        assert_eq!(
+            lag.observe(soon, &[(1, 12, vec![12, 11, 12]), (2, 12, vec![12, 12, 5])]),
+            0,
+            "no sample is old enough yet"
+        );
+        assert_eq!(
+            lag.observe(
+                later,
+                &[(1, 20, vec![20, 15, 12]), (2, 20, vec![20, 20, 8])]
+            ),
+            1
+        );
+        // Caught up: no longer counted.
+        let after = later + Duration::from_millis(UNDER_REPLICATED_AFTER_MS + 1000);
+        assert_eq!(lag.observe(after, &[(2, 20, vec![20, 20, 20])]), 0);
+        // A group no longer led here is forgotten.
+        assert_eq!(lag.samples.len(), 1);
     }
 }
