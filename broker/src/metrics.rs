@@ -21,6 +21,9 @@ use metrics_exporter_prometheus::{Matcher, PrometheusBuilder, PrometheusHandle};
 
 /// Requests handled, by API (`api` label).
 pub const REQUESTS_TOTAL: &str = "rill_requests_total";
+/// Errors answered, by API and error code (`api`, `error` labels): one per
+/// partition, topic or group a response refused.
+pub const REQUEST_ERRORS_TOTAL: &str = "rill_request_errors_total";
 /// Time from a request's frame read to its response queued, by API.
 pub const REQUEST_DURATION_SECONDS: &str = "rill_request_duration_seconds";
 /// Client connections open now.
@@ -268,11 +271,91 @@ fn api_metrics(key: rill_client::protocol::ApiKey) -> &'static (Counter, Histogr
     &handles[key as usize]
 }
 
-/// Records one request of `key` that took `elapsed`.
-pub fn request_handled(key: rill_client::protocol::ApiKey, elapsed: Duration) {
+/// Records one request of `key` that took `elapsed`, answered with
+/// `response` (none for a request that gets no answer).
+pub fn request_handled(
+    key: rill_client::protocol::ApiKey,
+    elapsed: Duration,
+    response: Option<&rill_client::protocol::Response>,
+) {
     let (count, duration) = api_metrics(key);
     count.increment(1);
     duration.record(elapsed.as_secs_f64());
+    // Rare: the label lookup per error is no cost on the paths that work.
+    for error in response.map(response_errors).unwrap_or_default() {
+        metrics::counter!(REQUEST_ERRORS_TOTAL, "api" => api_name(key), "error" => format!("{error:?}"))
+            .increment(1);
+    }
+}
+
+/// The error codes in `response`: one per partition, topic or group it
+/// refused.
+pub fn response_errors(
+    response: &rill_client::protocol::Response,
+) -> Vec<rill_client::protocol::ErrorCode> {
+    use rill_client::protocol::Response as R;
+    let mut codes = Vec::new();
+    match response {
+        R::ApiVersions(_) | R::ClusterStatus(_) => {}
+        R::Metadata(m) => {
+            for t in &m.topics {
+                codes.push(t.error);
+                codes.extend(t.partitions.iter().map(|p| p.error));
+            }
+        }
+        R::CreateTopics(t)
+        | R::DeleteTopics(t)
+        | R::AlterTopicConfigs(t)
+        | R::CreatePartitions(t) => {
+            codes.extend(t.results.iter().map(|r| r.error));
+        }
+        R::Produce(r) => {
+            codes.extend(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error)),
+            );
+        }
+        R::Fetch(r) => {
+            codes.extend(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error)),
+            );
+        }
+        R::ListOffsets(r) => {
+            codes.extend(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error)),
+            );
+        }
+        R::RegisterBroker(r) => codes.push(r.error),
+        R::FindCoordinator(r) => codes.push(r.error),
+        R::OffsetCommit(r) => {
+            codes.extend(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error)),
+            );
+        }
+        R::OffsetFetch(r) => {
+            codes.push(r.error);
+            codes.extend(
+                r.topics
+                    .iter()
+                    .flat_map(|t| t.partitions.iter().map(|p| p.error)),
+            );
+        }
+        R::ConsumerGroupHeartbeat(r) => codes.push(r.error),
+        R::ListGroups(r) => codes.push(r.error),
+        R::DescribeGroups(r) => codes.extend(r.groups.iter().map(|g| g.error)),
+        R::DeleteGroups(r) => codes.extend(r.groups.iter().map(|g| g.error)),
+        R::DescribeTopicConfigs(r) => codes.extend(r.topics.iter().map(|t| t.error)),
+        R::InitProducerId(r) => codes.push(r.error),
+    }
+    codes.retain(|c| !c.is_ok());
+    codes
 }
 
 /// Records one Raft round that took `elapsed`.

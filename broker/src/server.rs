@@ -343,12 +343,12 @@ async fn connection(
                     () = raised(&mut shutdown) => route(&broker, now, &caller).await.respond().await,
                 },
             };
+            crate::metrics::request_handled(api, started.elapsed(), response.as_ref());
             if let Some(response) = response {
                 let _ = tx
                     .send(encode_response(header.correlation_id, &response))
                     .await;
             }
-            crate::metrics::request_handled(api, started.elapsed());
             // Other requests' bytes count against the budget until here.
             drop(share);
             drop(permit);

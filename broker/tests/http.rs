@@ -105,6 +105,10 @@ fn metrics_parse_as_prometheus_text_and_move_with_produce_and_fetch() {
         assert!(p.error.is_ok(), "{:?}", p.error);
     }
     assert_eq!(read_all(&mut client, "metered", 0).len(), 100);
+    // A partition the topic does not have: an error counted for produce.
+    let refused = client.produce("metered", 7, -1, batch(&values(0..1), now_ms()));
+    assert!(!refused.error.is_ok());
+    let refused_as = format!("error=\"{:?}\"", refused.error);
 
     // A rendering answers scrapes for a second: wait for a fresh one.
     let deadline = Instant::now() + Duration::from_secs(30);
@@ -137,7 +141,14 @@ fn metrics_parse_as_prometheus_text_and_move_with_produce_and_fetch() {
         bytes_out >= bytes_in,
         "every byte produced was fetched: {bytes_out} < {bytes_in}"
     );
-    assert!(sample(&after, &["rill_requests_total", "api=\"produce\""]).unwrap() >= 5.0);
+    assert!(sample(&after, &["rill_requests_total", "api=\"produce\""]).unwrap() >= 6.0);
+    assert_eq!(
+        sample(
+            &after,
+            &["rill_request_errors_total", "api=\"produce\"", &refused_as]
+        ),
+        Some(1.0)
+    );
     assert!(
         sample(
             &after,
