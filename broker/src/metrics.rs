@@ -47,6 +47,9 @@ pub const SYNC_ROUND_BYTES: &str = "rill_sync_round_bytes";
 /// Leader changes seen by this broker's replicas (partitions; the
 /// controller's group has [`CONTROLLER_LEADER_CHANGES_TOTAL`]).
 pub const LEADER_CHANGES_TOTAL: &str = "rill_leader_changes_total";
+/// Elections this broker's replicas won, by `group` kind (`partition`
+/// or `controller`): each time one becomes leader.
+pub const ELECTIONS_WON_TOTAL: &str = "rill_elections_won_total";
 /// Leader changes of the controller's group seen here.
 pub const CONTROLLER_LEADER_CHANGES_TOTAL: &str = "rill_controller_leader_changes_total";
 /// Partition replicas here that lead, now.
@@ -380,6 +383,17 @@ pub fn leader_changed(controller: bool) {
         LEADER_CHANGES_TOTAL
     };
     metrics::counter!(name).increment(1);
+}
+
+/// Counts an election a replica here won (`controller`: of the
+/// controller's group).
+pub fn election_won(controller: bool) {
+    let kind = if controller {
+        "controller"
+    } else {
+        "partition"
+    };
+    metrics::counter!(ELECTIONS_WON_TOTAL, "group" => kind).increment(1);
 }
 
 /// A client connection opened; closed again when the guard drops.

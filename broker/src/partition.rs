@@ -815,6 +815,9 @@ impl Partition {
         if *self.leadership.borrow() == new {
             return;
         }
+        if is_leader && !self.leadership.borrow().is_leader {
+            crate::metrics::election_won(false);
+        }
         if let Some(l) = leader {
             let last = self.last_leader.swap(l.get(), Ordering::Relaxed);
             if last != 0 && last != l.get() {

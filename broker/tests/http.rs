@@ -176,7 +176,14 @@ fn metrics_parse_as_prometheus_text_and_move_with_produce_and_fetch() {
     assert!(sample(&after, &["rill_sync_round_bytes_sum"]).unwrap() >= bytes_in);
     assert!(sample(&after, &["rill_partition_leaders"]).unwrap() >= 1.0);
     assert_eq!(sample(&after, &["rill_partition_followers"]), Some(0.0));
-    // One broker: its first leaders are no change.
+    // One broker: it won every election, the controller's and the
+    // partition's, and its first leaders are no change.
+    for group in ["group=\"controller\"", "group=\"partition\""] {
+        assert!(
+            sample(&after, &["rill_elections_won_total", group]).unwrap() >= 1.0,
+            "{group}"
+        );
+    }
     for changes in [
         "rill_controller_leader_changes_total",
         "rill_leader_changes_total",

@@ -151,7 +151,10 @@ impl RaftLoop {
                             let _ = reply.send(Err(NotController { leader }));
                         }
                     }
-                    self.published.controller.send_replace(leader);
+                    let before = self.published.controller.send_replace(leader);
+                    if is_leader && before != leader {
+                        crate::metrics::election_won(true);
+                    }
                     if let Some(l) = leader {
                         let last = self
                             .published
