@@ -101,6 +101,21 @@ fn compact_all(log: &mut Log, settings: &CompactionSettings) -> rill_storage::Co
     compact(log, end, settings)
 }
 
+/// A pass over every sealed segment of `log`, tombstones kept, not yet
+/// installed.
+fn pass_over_all(log: &Log) -> rill_storage::Cleaned {
+    log.reader()
+        .compact(
+            log.next_offset(),
+            log.config(),
+            &keep_tombstones(),
+            now_ms(),
+            &mut Unthrottled,
+        )
+        .unwrap()
+        .expect("an unthrottled pass runs to the end")
+}
+
 fn now_ms() -> i64 {
     std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
@@ -266,17 +281,7 @@ fn a_pass_over_segments_retention_took_since_installs_nothing_and_leaves_no_file
     };
     let mut log = Log::open(dir.path(), config).unwrap();
     write_rounds(&mut log, 5, 4, 2, Compression::None);
-    let cleaned = log
-        .reader()
-        .compact(
-            log.next_offset(),
-            log.config(),
-            &keep_tombstones(),
-            now_ms(),
-            &mut Unthrottled,
-        )
-        .unwrap()
-        .unwrap();
+    let cleaned = pass_over_all(&log);
     // Both sealed segments, merged into one file.
     assert_eq!(cleaned.stats.segments_rewritten, 2);
     // Retention takes the first one (the log is over its size without it).
@@ -299,17 +304,7 @@ fn a_cleaned_file_never_installed_is_removed_when_the_log_opens() {
     let mut log = Log::open(dir.path(), small_config()).unwrap();
     write_rounds(&mut log, 5, 4, 2, Compression::None);
     let before = records(&log);
-    let cleaned = log
-        .reader()
-        .compact(
-            log.next_offset(),
-            log.config(),
-            &keep_tombstones(),
-            now_ms(),
-            &mut Unthrottled,
-        )
-        .unwrap()
-        .unwrap();
+    let cleaned = pass_over_all(&log);
     // As a SIGKILL would leave it: the file written, the log not told.
     std::mem::forget(cleaned);
     drop(log);
@@ -452,17 +447,7 @@ fn merged_segments_leave_one_file_and_a_crash_before_the_old_ones_go_loses_nothi
     write_rounds(&mut log, 6, 8, 2, Compression::None);
     let end = log.next_offset();
     assert_eq!(log.segment_count(), 5);
-    let cleaned = log
-        .reader()
-        .compact(
-            end,
-            log.config(),
-            &keep_tombstones(),
-            now_ms(),
-            &mut Unthrottled,
-        )
-        .unwrap()
-        .unwrap();
+    let cleaned = pass_over_all(&log);
     let outcome = log.install_cleaned(cleaned).unwrap();
     assert_eq!((outcome.installed, outcome.merged_away.len()), (1, 3));
     assert_eq!(log.segment_count(), 2);
