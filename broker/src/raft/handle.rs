@@ -120,55 +120,56 @@ impl RaftHandle {
         self.commands.send(command).await.map_err(|_| Stopped)
     }
 
-    /// The Raft index every replica of `group` holds the log below, when
-    /// this broker leads it (see [`Command::HeldByEveryReplica`]),
-    /// blocking: for the compactor's OS thread.
-    pub fn held_by_every_replica_blocking(
+    /// Queues the command `ask` makes with a reply channel and waits for
+    /// the reply, blocking: for the compactor's OS thread, never a tokio
+    /// task.
+    fn call_blocking<T>(
         &self,
-        group: GroupId,
-    ) -> Result<Option<rill_storage::RaftIndex>, Stopped> {
+        ask: impl FnOnce(oneshot::Sender<T>) -> Command,
+    ) -> Result<T, Stopped> {
         let (reply, rx) = oneshot::channel();
         self.commands
-            .blocking_send(Command::HeldByEveryReplica { group, reply })
+            .blocking_send(ask(reply))
             .map_err(|_| Stopped)?;
         rx.blocking_recv().map_err(|_| Stopped)
     }
 
+    /// The Raft index every replica of `group` holds the log below, when
+    /// this broker leads it (see [`Command::HeldByEveryReplica`]),
+    /// blocking.
+    pub fn held_by_every_replica_blocking(
+        &self,
+        group: GroupId,
+    ) -> Result<Option<rill_storage::RaftIndex>, Stopped> {
+        self.call_blocking(|reply| Command::HeldByEveryReplica { group, reply })
+    }
+
     /// Removes a segment merged away (see [`Command::RemoveMergedAway`]),
-    /// blocking: for the compactor's OS thread.
+    /// blocking.
     pub fn remove_merged_away_blocking(
         &self,
         group: GroupId,
         merged: rill_storage::MergedAway,
     ) -> Result<Result<bool, ReplicationError>, Stopped> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .blocking_send(Command::RemoveMergedAway {
-                group,
-                merged,
-                reply,
-            })
-            .map_err(|_| Stopped)?;
-        rx.blocking_recv().map_err(|_| Stopped)
+        self.call_blocking(|reply| Command::RemoveMergedAway {
+            group,
+            merged,
+            reply,
+        })
     }
 
     /// Installs a compaction pass's files in `group`'s log (see
-    /// [`Command::InstallCleaned`]), blocking: for the compactor's OS
-    /// thread, never a tokio task.
+    /// [`Command::InstallCleaned`]), blocking.
     pub fn install_cleaned_blocking(
         &self,
         group: GroupId,
         cleaned: rill_storage::Cleaned,
     ) -> Result<Result<rill_storage::InstallOutcome, ReplicationError>, Stopped> {
-        let (reply, rx) = oneshot::channel();
-        self.commands
-            .blocking_send(Command::InstallCleaned {
-                group,
-                cleaned,
-                reply,
-            })
-            .map_err(|_| Stopped)?;
-        rx.blocking_recv().map_err(|_| Stopped)
+        self.call_blocking(|reply| Command::InstallCleaned {
+            group,
+            cleaned,
+            reply,
+        })
     }
 
     /// Proposes batches; see [`Command::Propose`].
