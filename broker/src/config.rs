@@ -60,6 +60,8 @@ pub struct FileConfig {
     pub group_rebalance_timeout_ms: Option<u64>,
     /// How long the commits of a group without members are kept, minutes.
     pub offsets_retention_minutes: Option<u64>,
+    /// How often the lag of the groups coordinated here is measured, ms.
+    pub group_lag_refresh_ms: Option<u64>,
     /// How often compacted partitions are looked at for a compaction
     /// pass, ms.
     pub compaction_check_ms: Option<u64>,
@@ -237,6 +239,7 @@ impl BrokerConfig {
             group_max_size,
             group_rebalance_timeout_ms,
             offsets_retention_minutes,
+            group_lag_refresh_ms,
             compaction_check_ms,
             compaction_bytes_per_sec,
             http_listen,
@@ -287,7 +290,16 @@ impl BrokerConfig {
                 Some(m) => m.saturating_mul(60_000),
                 None => defaults.offsets_retention_ms,
             },
+            lag_refresh_ms: group_lag_refresh_ms
+                .or(file.group_lag_refresh_ms)
+                .unwrap_or(defaults.lag_refresh_ms),
         };
+        if groups.lag_refresh_ms < 100 {
+            return Err(format!(
+                "group.lag.refresh.ms ({}) must be at least 100",
+                groups.lag_refresh_ms
+            ));
+        }
         if groups.heartbeat_interval_ms == 0
             || u64::from(groups.heartbeat_interval_ms) >= groups.session_timeout_ms
         {
@@ -409,6 +421,8 @@ pub struct Flags {
     pub group_rebalance_timeout_ms: Option<u64>,
     /// `--offsets-retention-minutes`.
     pub offsets_retention_minutes: Option<u64>,
+    /// `--group-lag-refresh-ms`.
+    pub group_lag_refresh_ms: Option<u64>,
     /// `--compaction-check-ms`.
     pub compaction_check_ms: Option<u64>,
     /// `--compaction-bytes-per-sec`.

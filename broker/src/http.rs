@@ -43,6 +43,8 @@ pub struct HttpState {
     node_id: rill_replication::BrokerId,
     /// Set once recovery is done and the client port serves.
     published: OnceLock<Arc<Published>>,
+    /// The lag of the groups coordinated here, set with `published`.
+    group_lag: OnceLock<Arc<crate::coordinator::lag::GroupLag>>,
     /// Set once the broker is stopping.
     stopping: AtomicBool,
     /// The last rendering of `/metrics` and when it was made. Guards only
@@ -62,6 +64,7 @@ impl HttpState {
             metrics,
             node_id,
             published: OnceLock::new(),
+            group_lag: OnceLock::new(),
             stopping: AtomicBool::new(false),
             rendered: Mutex::new(None),
             lag: Mutex::new(crate::metrics::LagTracker::default()),
@@ -75,7 +78,12 @@ impl HttpState {
 
     /// Recovery is done and the client port serves: readiness is judged
     /// from what the Raft thread publishes from now on.
-    pub fn serving(&self, published: Arc<Published>) {
+    pub fn serving(
+        &self,
+        published: Arc<Published>,
+        group_lag: Arc<crate::coordinator::lag::GroupLag>,
+    ) {
+        let _ = self.group_lag.set(group_lag);
         let _ = self.published.set(published);
     }
 
@@ -100,12 +108,16 @@ impl HttpState {
         let state = Arc::clone(self);
         let text = tokio::task::spawn_blocking(move || {
             let mut lag = state.lag.lock().unwrap_or_else(|p| p.into_inner());
-            crate::metrics::render(
+            let mut text = crate::metrics::render(
                 &state.metrics,
                 state.published.get().map(|p| &**p),
                 status.as_deref(),
                 &mut lag,
-            )
+            );
+            if let Some(groups) = state.group_lag.get() {
+                text.push_str(&groups.render());
+            }
+            text
         })
         .await
         .unwrap_or_else(|e| format!("# rendering failed: {e}\n"));

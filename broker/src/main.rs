@@ -104,6 +104,11 @@ struct Args {
     /// minutes [default: 10080, 7 days].
     #[arg(long)]
     offsets_retention_minutes: Option<u64>,
+    /// How often the lag of the consumer groups coordinated here is
+    /// measured for /metrics (rill_consumer_group_lag), ms, at least 100
+    /// [default: 10000].
+    #[arg(long)]
+    group_lag_refresh_ms: Option<u64>,
     /// How often the partitions of compacted topics (cleanup.policy
     /// compact) are looked at for a compaction pass, ms [default: 15000].
     #[arg(long)]
@@ -128,7 +133,7 @@ struct Args {
     /// producer_id_expiration_ms,
     /// group_session_timeout_ms, group_heartbeat_interval_ms,
     /// group_max_size, group_rebalance_timeout_ms,
-    /// offsets_retention_minutes, compaction_check_ms,
+    /// offsets_retention_minutes, group_lag_refresh_ms, compaction_check_ms,
     /// compaction_bytes_per_sec, http_listen, and a [limits] table.
     /// Flags win over it.
     #[arg(long)]
@@ -235,6 +240,7 @@ fn run() -> anyhow::Result<()> {
             group_max_size: args.group_max_size,
             group_rebalance_timeout_ms: args.group_rebalance_timeout_ms,
             offsets_retention_minutes: args.offsets_retention_minutes,
+            group_lag_refresh_ms: args.group_lag_refresh_ms,
             compaction_check_ms: args.compaction_check_ms,
             compaction_bytes_per_sec: args.compaction_bytes_per_sec,
             http_listen: args.http_listen,
@@ -358,7 +364,10 @@ fn run() -> anyhow::Result<()> {
         ));
         tasks.start_serving(listener, &broker, config.retention_check_ms);
         if let Some(http) = &http {
-            http.serving(Arc::clone(&broker.published));
+            http.serving(
+                Arc::clone(&broker.published),
+                Arc::clone(&broker.groups.lag),
+            );
         }
         tracing::info!(node_id = %config.node_id, data_dir = %config.data_dir.display(), "ready");
         let signalled = shutdown_signal()?;

@@ -44,6 +44,17 @@ pub const RAFT_ROUND_DURATION_SECONDS: &str = "rill_raft_round_duration_seconds"
 pub const SYNC_DURATION_SECONDS: &str = "rill_sync_duration_seconds";
 /// Bytes one sync round made durable.
 pub const SYNC_ROUND_BYTES: &str = "rill_sync_round_bytes";
+/// A produce's time in each stage, for the partitions it wrote (`stage`
+/// label, see [`ProduceStage`]). The sync share of `commit` is
+/// [`FSYNC_DURATION_SECONDS`]; the whole request is
+/// [`REQUEST_DURATION_SECONDS`] with `api="produce"`.
+pub const PRODUCE_STAGE_SECONDS: &str = "rill_produce_stage_seconds";
+/// Time one replica's sync took within a sync round (`file`: `log`, its
+/// segment files, or `state`, its hard state file): the latency of the
+/// `fdatasync`s a produce with `acks=all` waits for.
+pub const FSYNC_DURATION_SECONDS: &str = "rill_fsync_duration_seconds";
+/// Bytes of segment data one replica's log sync made durable.
+pub const FSYNC_BYTES: &str = "rill_fsync_bytes";
 /// Leader changes seen by this broker's replicas (partitions; the
 /// controller's group has [`CONTROLLER_LEADER_CHANGES_TOTAL`]).
 pub const LEADER_CHANGES_TOTAL: &str = "rill_leader_changes_total";
@@ -119,7 +130,7 @@ impl LagTracker {
     }
 }
 
-/// Buckets of [`SYNC_ROUND_BYTES`]: 4 KiB to 256 MiB.
+/// Buckets of [`SYNC_ROUND_BYTES`] and [`FSYNC_BYTES`]: 4 KiB to 256 MiB.
 const SYNC_BYTES_BUCKETS: [f64; 9] = [
     4096.0,
     65536.0,
@@ -157,6 +168,8 @@ pub fn install() -> Result<PrometheusHandle, String> {
         .set_buckets_for_metric(Matcher::Suffix("_seconds".into()), &SECONDS_BUCKETS)
         .map_err(|e| e.to_string())?
         .set_buckets_for_metric(Matcher::Full(SYNC_ROUND_BYTES.into()), &SYNC_BYTES_BUCKETS)
+        .map_err(|e| e.to_string())?
+        .set_buckets_for_metric(Matcher::Full(FSYNC_BYTES.into()), &SYNC_BYTES_BUCKETS)
         .map_err(|e| e.to_string())?
         .install_recorder()
         .map_err(|e| e.to_string())
@@ -372,6 +385,54 @@ pub fn sync_round(deferred: bool, bytes: u64, elapsed: Duration) {
     metrics::histogram!(SYNC_DURATION_SECONDS, "deferred" => deferred)
         .record(elapsed.as_secs_f64());
     metrics::histogram!(SYNC_ROUND_BYTES, "deferred" => deferred).record(bytes as f64);
+}
+
+/// A stage of a produce, as [`PRODUCE_STAGE_SECONDS`] splits it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProduceStage {
+    /// Checked batches queued until the Raft thread proposes them (also
+    /// the group coordinator's writes, which take the same queue).
+    Queue,
+    /// Proposed until committed in Raft and applied here (`acks=all`):
+    /// the leader's append and sync, the followers' append, sync and
+    /// answer.
+    Commit,
+    /// Proposed until appended to the leader's log (`acks=1`).
+    Append,
+}
+
+/// Records a produce's time in `stage`.
+pub fn produce_stage(stage: ProduceStage, elapsed: Duration) {
+    static HANDLES: OnceLock<[Histogram; 3]> = OnceLock::new();
+    let handles = HANDLES.get_or_init(|| {
+        ["queue", "commit", "append"]
+            .map(|stage| metrics::histogram!(PRODUCE_STAGE_SECONDS, "stage" => stage))
+    });
+    let i = match stage {
+        ProduceStage::Queue => 0,
+        ProduceStage::Commit => 1,
+        ProduceStage::Append => 2,
+    };
+    handles[i].record(elapsed.as_secs_f64());
+}
+
+/// Records one replica's sync of a sync round.
+pub fn fsync(synced: rill_replication::SyncedFiles) {
+    static HANDLES: OnceLock<(Histogram, Histogram, Histogram)> = OnceLock::new();
+    let (log, state, bytes) = HANDLES.get_or_init(|| {
+        (
+            metrics::histogram!(FSYNC_DURATION_SECONDS, "file" => "log"),
+            metrics::histogram!(FSYNC_DURATION_SECONDS, "file" => "state"),
+            metrics::histogram!(FSYNC_BYTES),
+        )
+    });
+    let seconds = synced.elapsed_us as f64 / 1e6;
+    if synced.log {
+        log.record(seconds);
+        bytes.record(synced.bytes as f64);
+    } else {
+        state.record(seconds);
+    }
 }
 
 /// Counts a leader change of a partition replica here, or of the

@@ -375,8 +375,17 @@ impl Broker {
         }
     }
 
-    /// Sends `request` to broker `to` (the controller) and returns its
-    /// answer.
+    /// Sends `request` to broker `to` (a controller, or a partition
+    /// leader asked for high watermarks) and returns its answer, within
+    /// `FORWARD_TIMEOUT_MS`, on the connection kept for that broker.
+    pub(crate) async fn request_to(
+        &self,
+        to: BrokerId,
+        request: Request,
+    ) -> Result<Response, BrokerError> {
+        self.forward_request(to, request).await
+    }
+
     async fn forward_request(
         &self,
         to: BrokerId,

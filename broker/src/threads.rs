@@ -19,7 +19,7 @@
 //! | tokio: ticker, inbound forwarder | [`Tasks::start_raft_feeders`] | `raft::tick` (one tick per `TICK_MS`), `raft::forward_inbound` (peer messages to the Raft thread) | aborted once the Raft thread has stopped: its handover needs them |
 //! | tokio: peer accept loop, one dial loop and one write loop per peer, one read loop per connection | [`Tasks::start_peer_transport`] (`replication/src/transport.rs`) | the peer port and links | with the runtime, after every thread is joined |
 //! | tokio: client listener (`server::serve`) | [`Tasks::start_serving`] | the client port; its connections, each with a reader, a writer and one task per request (spawned in `server.rs`) | shutdown raised: stops accepting, connections answer what they routed and close, within `server::DRAIN_MS_MAX` |
-//! | tokio: registration, retention timer, group coordinator sweep | [`Tasks::start_serving`] | this broker's address registered with the controller (checked every `REGISTER_CHECK_MS`); `Command::Retention` every `retention_check_ms`; the coordinator's sweep (`coordinator::Coordinator::run`, every `coordinator::SWEEP_MS`) | aborted once the connections have drained |
+//! | tokio: registration, retention timer, group coordinator sweep, group lag | [`Tasks::start_serving`] | this broker's address registered with the controller (checked every `REGISTER_CHECK_MS`); `Command::Retention` every `retention_check_ms`; the coordinator's sweep (`coordinator::Coordinator::run`, every `coordinator::SWEEP_MS`); the lag of the groups coordinated here (`coordinator::lag::refresh`, every `--group-lag-refresh-ms`) | aborted once the connections have drained |
 //! | tokio: one log tailer per `__consumer_offsets` replica here | the coordinator's sweep or a group request (`coordinator/shard.rs`) | that replica's committed offsets in memory | ends once its shard and replica are dropped (it holds neither across a wait) |
 //!
 //! Shutdown order ([`Tasks::stop`], then [`Threads::join`], then the runtime,
@@ -401,6 +401,14 @@ impl Tasks {
         self.timers.push(Task::spawn(
             "group coordinator sweep",
             crate::coordinator::Coordinator::run(Arc::clone(broker)),
+        ));
+        self.timers.push(Task::spawn(
+            "group lag",
+            crate::coordinator::lag::refresh(
+                Arc::clone(broker),
+                Arc::clone(&broker.groups.lag),
+                broker.groups.settings.lag_refresh_ms,
+            ),
         ));
         self.server = Some(Task::spawn(
             "client listener",

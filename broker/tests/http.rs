@@ -197,10 +197,125 @@ fn metrics_parse_as_prometheus_text_and_move_with_produce_and_fetch() {
     ] {
         assert!(sample(&after, &[process]).unwrap() > 0.0, "{process}");
     }
+    // The produce's stages, and each replica sync a produce waited for.
+    for series in [
+        &["rill_produce_stage_seconds_count", "stage=\"queue\""][..],
+        &["rill_produce_stage_seconds_count", "stage=\"commit\""],
+        &["rill_fsync_duration_seconds_count", "file=\"log\""],
+    ] {
+        assert!(sample(&after, series).unwrap() >= 5.0, "{series:?}");
+    }
+    assert!(sample(&after, &["rill_fsync_bytes_sum"]).unwrap() >= bytes_in);
     assert!(
         body.contains("# TYPE rill_requests_total counter"),
         "{body}"
     );
+}
+
+#[test]
+fn consumer_group_lag_is_the_records_between_a_commit_and_the_high_watermark() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start_with(
+        dir.path(),
+        &[
+            "--listen".into(),
+            "127.0.0.1:0".into(),
+            "--group-lag-refresh-ms".into(),
+            "200".into(),
+        ],
+    );
+    let http = broker.http_addr();
+    let mut client = broker.connect();
+    let r = client.create_topic("lagged", 2, &[]);
+    assert!(r.error.is_ok(), "{:?}", r.error);
+    for partition in 0..2 {
+        let p = client.produce("lagged", partition, -1, batch(&values(0..30), now_ms()));
+        assert!(p.error.is_ok(), "{:?}", p.error);
+    }
+    // A group id that must be escaped in a label value.
+    let group = "billing \"eu\"";
+    let commit = common::groups::commit_request(
+        group,
+        ("", rill_client::protocol::messages::NO_MEMBER_EPOCH),
+        "lagged",
+        &[(0, 12), (1, 30)],
+        None,
+    );
+    // The offsets topic is created on first use: its coordinator may
+    // still be loading.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut coordinator = common::groups::coordinator(&[broker.addr], group);
+        let errors =
+            common::groups::commit_errors(common::groups::try_call(&mut coordinator, &commit))
+                .unwrap_or_default();
+        if errors == [rill_client::protocol::ErrorCode::None; 2] {
+            break;
+        }
+        assert!(
+            errors.iter().copied().all(common::groups::moved) && Instant::now() < deadline,
+            "{errors:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let label = "group=\"billing \\\"eu\\\"\"";
+    let lag_of = |partition: &str| {
+        [
+            "rill_consumer_group_lag{".to_string(),
+            label.to_string(),
+            format!("partition=\"{partition}\""),
+        ]
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let samples = loop {
+        let samples = parse_prometheus(&http_get(http, "/metrics").1);
+        let found = |p: &str| {
+            let parts = lag_of(p);
+            sample(
+                &samples,
+                &parts.iter().map(String::as_str).collect::<Vec<_>>(),
+            )
+        };
+        if found("0") == Some(18.0) && found("1") == Some(0.0) {
+            break samples;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "lag not reported: {:?}",
+            samples
+                .iter()
+                .filter(|(k, _)| k.starts_with("rill_consumer_group"))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        sample(
+            &samples,
+            &[
+                "rill_consumer_group_committed_offset{",
+                label,
+                "partition=\"0\""
+            ]
+        ),
+        Some(12.0)
+    );
+
+    // More records: the lag grows with the high watermark.
+    let p = client.produce("lagged", 1, -1, batch(&values(0..5), now_ms()));
+    assert!(p.error.is_ok(), "{:?}", p.error);
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let samples = parse_prometheus(&http_get(http, "/metrics").1);
+        let parts = lag_of("1");
+        let parts: Vec<&str> = parts.iter().map(String::as_str).collect();
+        if sample(&samples, &parts) == Some(5.0) {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{:?}", sample(&samples, &parts));
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 #[test]
@@ -361,5 +476,74 @@ fn a_follower_that_stops_answering_makes_its_partitions_under_replicated_until_i
             "still under-replicated after resuming"
         );
         std::thread::sleep(Duration::from_millis(500));
+    }
+}
+
+#[test]
+fn group_lag_counts_partitions_led_by_other_brokers() {
+    let cluster = TestCluster::start_with(3, &["--group-lag-refresh-ms", "200"]);
+    // Three partitions of one replica each, spread over the brokers: the
+    // group's coordinator leads at most one of them.
+    let mut client = Client::connect(cluster.addr(1));
+    let r = client.create_topic("spread", 3, &[]);
+    assert!(r.error.is_ok(), "{:?}", r.error);
+    for partition in 0..3 {
+        cluster.produce_acknowledged("spread", partition, &values(0..10));
+    }
+    let group = "spread-readers";
+    let addrs: Vec<_> = (1..=3).map(|id| cluster.addr(id)).collect();
+    let commit = common::groups::commit_request(
+        group,
+        ("", rill_client::protocol::messages::NO_MEMBER_EPOCH),
+        "spread",
+        &[(0, 1), (1, 2), (2, 3)],
+        None,
+    );
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let mut coordinator = common::groups::coordinator(&addrs, group);
+        let errors =
+            common::groups::commit_errors(common::groups::try_call(&mut coordinator, &commit))
+                .unwrap_or_default();
+        if errors == [rill_client::protocol::ErrorCode::None; 3] {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{errors:?}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // The coordinator reports every partition; the others none.
+        let reported: Vec<Vec<Option<f64>>> = (1..=3)
+            .map(|id| {
+                let samples =
+                    parse_prometheus(&http_get(cluster.http_addr(id).unwrap(), "/metrics").1);
+                (0..3)
+                    .map(|p| {
+                        let partition = format!("partition=\"{p}\"");
+                        sample(
+                            &samples,
+                            &[
+                                "rill_consumer_group_lag{",
+                                "group=\"spread-readers\"",
+                                &partition,
+                            ],
+                        )
+                    })
+                    .collect()
+            })
+            .collect();
+        let wanted = vec![Some(9.0), Some(8.0), Some(7.0)];
+        if reported.iter().filter(|r| **r == wanted).count() == 1
+            && reported
+                .iter()
+                .filter(|r| r.iter().all(Option::is_none))
+                .count()
+                == 2
+        {
+            break;
+        }
+        assert!(Instant::now() < deadline, "{reported:?}");
+        std::thread::sleep(Duration::from_millis(100));
     }
 }

@@ -54,7 +54,7 @@ pub use crate::error::ReplicationError;
 pub use crate::ids::{BrokerId, GroupId};
 pub use crate::node::{
     CheckedBatch, Event, GroupStatus, Node, NodeConfig, OpenedReplica, Proposed, ReplicaDir,
-    ReplicaSpec, Round, SyncJob, SyncResult, SyncRound, SyncedRound,
+    ReplicaSpec, Round, SyncJob, SyncResult, SyncRound, SyncedFiles, SyncedRound,
 };
 pub use crate::outgoing::Outgoing;
 pub use crate::reader::{Fetched, ReplicaLogReader};

@@ -21,10 +21,12 @@
 //! then). [`Coordinator::run`] ticks every [`SWEEP_MS`]: it starts tailing
 //! new offsets replicas, forgets closed ones, expires silent members and
 //! removes the commits of groups empty for longer than the offsets
-//! retention.
+//! retention. `lag.rs` measures the lag of the groups coordinated here for
+//! `/metrics`.
 
 pub mod assignor;
 pub mod group;
+pub mod lag;
 pub mod record;
 pub mod shard;
 pub mod state;
@@ -87,6 +89,10 @@ pub struct GroupSettings {
     /// this long later is removed, ms (Kafka's rebalance timeout, a
     /// consumer's `max.poll.interval.ms`).
     pub rebalance_timeout_ms: u64,
+    /// How often the lag of the groups coordinated here is measured for
+    /// `/metrics`, ms (Redpanda's
+    /// `consumer_group_lag_collection_interval_sec`).
+    pub lag_refresh_ms: u64,
 }
 
 impl Default for GroupSettings {
@@ -97,6 +103,7 @@ impl Default for GroupSettings {
             offsets_retention_ms: OFFSETS_RETENTION_MS_DEFAULT,
             group_max_size: GROUP_MAX_SIZE_DEFAULT,
             rebalance_timeout_ms: REBALANCE_TIMEOUT_MS_DEFAULT,
+            lag_refresh_ms: lag::LAG_REFRESH_MS_DEFAULT,
         }
     }
 }
@@ -112,6 +119,8 @@ pub struct Coordinator {
     shards: Mutex<HashMap<u32, Arc<Shard>>>,
     /// The monotonic clock sessions are measured on.
     started: Instant,
+    /// The groups' lag as last measured, for `/metrics`.
+    pub lag: Arc<lag::GroupLag>,
 }
 
 impl Coordinator {
@@ -121,6 +130,7 @@ impl Coordinator {
             settings,
             shards: Mutex::default(),
             started: Instant::now(),
+            lag: Arc::default(),
         }
     }
 

@@ -269,7 +269,7 @@ impl Shard {
             .propose_queued(partition.group, batches)
             .await
             .map_err(|_| ErrorCode::NotCoordinator)?;
-        let (_, last) = proposal_outcome(&partition.topic, partition, outcome)
+        let (_, last, _) = proposal_outcome(&partition.topic, partition, outcome)
             .await
             .map_err(|(e, _)| coordinator_error(e))?;
         **writer = (**writer).max(last.next_offset.get());

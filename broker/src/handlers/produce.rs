@@ -175,7 +175,7 @@ async fn answer_partition(
         bytes,
         records,
     } = q;
-    let (first, last) = match proposal_outcome(topic, &partition, outcome).await {
+    let (first, last, proposed_at) = match proposal_outcome(topic, &partition, outcome).await {
         Ok(p) => p,
         Err((error, leader)) => return produce_error(index, error, leader),
     };
@@ -192,7 +192,17 @@ async fn answer_partition(
         // Retention took it since: only what was applied is ever taken.
         ErrorCode::None
     } else {
-        wait_acks(&partition, &last, acks == -1 || last.duplicate, deadline).await
+        let committed = acks == -1 || last.duplicate;
+        let error = wait_acks(&partition, &last, committed, deadline).await;
+        if error == ErrorCode::None && !last.duplicate {
+            let stage = if committed {
+                crate::metrics::ProduceStage::Commit
+            } else {
+                crate::metrics::ProduceStage::Append
+            };
+            crate::metrics::produce_stage(stage, proposed_at.elapsed());
+        }
+        error
     };
     let leader = if error == ErrorCode::NotLeader {
         partition.leadership().hint()
@@ -210,14 +220,18 @@ async fn answer_partition(
 }
 
 /// What the Raft thread made of a proposal to `partition` of `topic`: its
-/// first and last entries, or the code (and where to try instead) that
-/// refuses it.
+/// first and last entries and when they were proposed, or the code (and
+/// where to try instead) that refuses it.
 pub(crate) async fn proposal_outcome(
     topic: &str,
     partition: &Partition,
     outcome: ProposalOutcome,
-) -> Result<(Proposed, Proposed), (ErrorCode, LeaderHint)> {
-    let proposed = match outcome.await {
+) -> Result<(Proposed, Proposed, std::time::Instant), (ErrorCode, LeaderHint)> {
+    let (result, proposed_at) = match outcome.await {
+        Ok(p) => (Ok(p.result), p.proposed_at),
+        Err(stopped) => (Err(stopped), std::time::Instant::now()),
+    };
+    let proposed = match result {
         Ok(Ok(p)) => p,
         Ok(Err(ReplicationError::NotLeader { leader, .. })) => {
             return Err((ErrorCode::NotLeader, partition.hint_for(leader)));
@@ -244,7 +258,7 @@ pub(crate) async fn proposal_outcome(
     // another client retried may be answered from an entry older than the
     // batches proposed after it.
     match (proposed.first(), proposed.iter().max_by_key(|p| p.index)) {
-        (Some(first), Some(last)) => Ok((*first, *last)),
+        (Some(first), Some(last)) => Ok((*first, *last, proposed_at)),
         _ => Err((ErrorCode::InvalidRequest, LeaderHint::default())),
     }
 }

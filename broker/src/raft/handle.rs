@@ -30,7 +30,9 @@ pub enum Command {
         /// Whole, checked batches.
         batches: Vec<CheckedBatch>,
         /// Where each lands, or why it could not be proposed.
-        reply: oneshot::Sender<Result<Vec<Proposed>, ReplicationError>>,
+        reply: oneshot::Sender<Proposal>,
+        /// When it was queued: the Raft thread measures the wait.
+        queued_at: std::time::Instant,
     },
     /// Propose a metadata command (on the controller's leader only); the
     /// reply comes once it is applied here.
@@ -96,9 +98,18 @@ pub struct RaftHandle {
     tick_queued: Arc<AtomicBool>,
 }
 
-/// Where a queued proposal's outcome arrives: where each batch landed, or
-/// why nothing was proposed.
-pub type ProposalOutcome = oneshot::Receiver<Result<Vec<Proposed>, ReplicationError>>;
+/// Where a queued proposal's outcome arrives.
+pub type ProposalOutcome = oneshot::Receiver<Proposal>;
+
+/// What the Raft thread made of a queued proposal.
+#[derive(Debug)]
+pub struct Proposal {
+    /// Where each batch landed, or why the rest were not proposed.
+    pub result: Result<Vec<Proposed>, ReplicationError>,
+    /// When the Raft thread proposed them: the produce path measures the
+    /// Raft commit from here.
+    pub proposed_at: std::time::Instant,
+}
 
 /// The Raft thread has stopped (the broker is shutting down).
 #[derive(Debug, Clone, Copy, thiserror::Error)]
@@ -172,18 +183,6 @@ impl RaftHandle {
         })
     }
 
-    /// Proposes batches; see [`Command::Propose`].
-    pub async fn propose(
-        &self,
-        group: GroupId,
-        batches: Vec<CheckedBatch>,
-    ) -> Result<Result<Vec<Proposed>, ReplicationError>, Stopped> {
-        self.propose_queued(group, batches)
-            .await?
-            .await
-            .map_err(|_| Stopped)
-    }
-
     /// Queues a proposal (see [`Command::Propose`]) and returns where its
     /// outcome will arrive: proposals queued one after another are
     /// proposed in that order, and a caller may queue several before
@@ -198,6 +197,7 @@ impl RaftHandle {
             group,
             batches,
             reply,
+            queued_at: std::time::Instant::now(),
         })
         .await?;
         Ok(rx)

@@ -72,7 +72,7 @@ mod sync_pool;
 
 use controller::Answer;
 pub use controller::NotController;
-pub use handle::{Command, ProposalOutcome, RaftHandle, Stopped, forward_inbound, tick};
+pub use handle::{Command, Proposal, ProposalOutcome, RaftHandle, Stopped, forward_inbound, tick};
 pub use published::{Published, StatusReport};
 pub use sync_pool::Syncer;
 
@@ -440,7 +440,12 @@ impl RaftLoop {
                 group,
                 batches,
                 reply,
+                queued_at,
             } => {
+                crate::metrics::produce_stage(
+                    crate::metrics::ProduceStage::Queue,
+                    queued_at.elapsed(),
+                );
                 let mut proposed = Vec::with_capacity(batches.len());
                 let mut result = Ok(());
                 for b in batches {
@@ -454,7 +459,10 @@ impl RaftLoop {
                 }
                 // Batches proposed before a refusal still go ahead (they
                 // were accepted in order); the caller hears of the refusal.
-                let _ = reply.send(result.map(|()| proposed));
+                let _ = reply.send(handle::Proposal {
+                    result: result.map(|()| proposed),
+                    proposed_at: std::time::Instant::now(),
+                });
             }
             Command::Metadata { command, reply } => self.propose_metadata(command, reply),
             Command::Step(inbound) => {

@@ -118,6 +118,9 @@ pub(super) fn run_syncs(
     let results = pool.run(jobs);
     if files > 0 {
         crate::metrics::sync_round(deferred, bytes, started.elapsed());
+        for r in &results {
+            crate::metrics::fsync(r.synced);
+        }
         tracing::debug!(
             files,
             bytes,

@@ -79,7 +79,7 @@ use crate::storage::ReplicaLog;
 pub use self::input::{CheckedBatch, Proposed};
 pub use self::round::{Round, SNAPSHOT_INSTALLS_PER_ROUND_MAX};
 use self::sync::Unsynced;
-pub use self::sync::{SyncJob, SyncResult, SyncRound, SyncedRound};
+pub use self::sync::{SyncJob, SyncResult, SyncRound, SyncedFiles, SyncedRound};
 pub use crate::outgoing::Outgoing;
 
 /// Settings shared by every group of a node.

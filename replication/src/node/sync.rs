@@ -86,9 +86,25 @@ enum Job {
     State(Life, StateSync),
 }
 
-/// A job that ran.
+/// A job that ran, with what it synced and how long it took.
 #[derive(Debug)]
-pub struct SyncResult(Ran);
+pub struct SyncResult {
+    ran: Ran,
+    /// What it synced (for metrics).
+    pub synced: SyncedFiles,
+}
+
+/// What one [`SyncJob`] synced and how long its `fdatasync`s took: the
+/// broker reports each as one fsync's latency.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SyncedFiles {
+    /// Whether it was a log's segments (else a replica's hard state).
+    pub log: bool,
+    /// Bytes of segment data made durable (0 for hard state).
+    pub bytes: u64,
+    /// Time the job's syncs took, µs.
+    pub elapsed_us: u64,
+}
 
 /// How a [`SyncJob`] went.
 #[derive(Debug)]
@@ -112,10 +128,20 @@ impl SyncJob {
 
     /// Runs the sync (`fdatasync` of the files written).
     pub fn run(self) -> SyncResult {
-        SyncResult(match self.0 {
-            Job::Log(g, plan) => Ran::Log(g, plan.run()),
-            Job::State(g, sync) => Ran::State(g, sync.run()),
-        })
+        let started = std::time::Instant::now();
+        let bytes = self.bytes();
+        let (log, ran) = match self.0 {
+            Job::Log(g, plan) => (true, Ran::Log(g, plan.run())),
+            Job::State(g, sync) => (false, Ran::State(g, sync.run())),
+        };
+        SyncResult {
+            ran,
+            synced: SyncedFiles {
+                log,
+                bytes,
+                elapsed_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            },
+        }
     }
 
     /// The group it belongs to.
@@ -372,7 +398,7 @@ impl Node {
     /// failed, with why.
     pub(super) fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, Failure> {
         let mut failed: BTreeMap<GroupId, Failure> = BTreeMap::new();
-        for SyncResult(result) in results {
+        for SyncResult { ran: result, .. } in results {
             match result {
                 Ran::Log(life, Ok(done)) => match self.live_mut(life) {
                     Some(r) => {
