@@ -71,9 +71,34 @@ pub fn to_stored(entry: &Entry) -> Result<Stored<'_>, ReplicationError> {
 /// leader that proposed it walked them (`CheckedBatch`), and the CRC proves
 /// these are those bytes, as a Kafka follower takes them. Once checked
 /// here, the entry is written without its CRC being computed again.
+///
+/// A leader's no-op carries nothing; a membership change must be one rill
+/// encoded ([`crate::conf::check_entry`]: its context decodes, its data is
+/// that change's encoding), and only ever version 2, which is all rill
+/// proposes.
 pub fn check_received(entry: &Entry, max_batch_bytes: usize) -> Result<(), ReplicationError> {
+    let bad = |reason| ReplicationError::BadEntry {
+        index: entry.index,
+        reason,
+    };
+    match entry.get_entry_type() {
+        EntryType::EntryNormal if entry.data.is_empty() => {
+            return if entry.context.is_empty() {
+                Ok(())
+            } else {
+                Err(bad("a leader no-op with a context"))
+            };
+        }
+        EntryType::EntryNormal => {}
+        EntryType::EntryConfChange => return Err(bad("a version 1 conf change")),
+        EntryType::EntryConfChangeV2 => {
+            return crate::conf::check_entry(&entry.data, &entry.context)
+                .map(|_| ())
+                .map_err(|_| bad("a conf change rill did not encode"));
+        }
+    }
     let Stored::Batch(data) = to_stored(entry)? else {
-        return Ok(());
+        return Err(bad("a data entry that is no batch"));
     };
     let batch = ValidBatch::replicated(data, max_batch_bytes)
         .map_err(|err| ReplicationError::from(LogError::from(err)))?;

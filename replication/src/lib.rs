@@ -32,6 +32,7 @@
 //!   (protobuf is never parsed from the network).
 
 mod catch_up;
+pub mod conf;
 mod contain;
 pub mod driver;
 pub mod entry;

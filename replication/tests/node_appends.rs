@@ -130,3 +130,90 @@ fn a_leaders_appends_name_where_their_written_entries_lie_in_its_segments() {
     leader.finish_round(round, results, &mut out, &mut events);
     leader.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
 }
+
+#[test]
+fn an_append_with_a_membership_change_rill_did_not_encode_is_refused_whole() {
+    use raft::eraftpb::{Entry, EntryType};
+    use rill_replication::conf::MembershipChange;
+    let dir = tempfile::tempdir().unwrap();
+    let (mut follower, log) = node_and_log(2, voters_123(), dir.path());
+    follower.step(GROUP, append(1)).unwrap();
+    let (first, _) = round(&mut follower);
+    follower.complete_syncs(first.run(), &mut Vec::new(), &mut Vec::new());
+
+    let change = MembershipChange::AddLearner(rill_replication::BrokerId(4));
+    let entry = |ty, data: Vec<u8>, context: Vec<u8>| {
+        let mut e = Entry {
+            term: 1,
+            index: 3,
+            data: data.into(),
+            context: context.into(),
+            ..Entry::default()
+        };
+        e.set_entry_type(ty);
+        e
+    };
+    let other = MembershipChange::AddLearner(rill_replication::BrokerId(5));
+    let refused = [
+        (
+            "version 1",
+            entry(
+                EntryType::EntryConfChange,
+                change.raft_data(),
+                change.encode(),
+            ),
+        ),
+        (
+            "data of another change",
+            entry(
+                EntryType::EntryConfChangeV2,
+                other.raft_data(),
+                change.encode(),
+            ),
+        ),
+        (
+            "no context",
+            entry(EntryType::EntryConfChangeV2, change.raft_data(), vec![]),
+        ),
+        (
+            "a context cut short",
+            entry(
+                EntryType::EntryConfChangeV2,
+                change.raft_data(),
+                change.encode()[..5].to_vec(),
+            ),
+        ),
+        (
+            "a no-op with a context",
+            entry(EntryType::EntryNormal, vec![], b"ctx".to_vec()),
+        ),
+    ];
+    for (what, bad) in refused {
+        let mut m = append(2);
+        m.set_entries(vec![data_entry(2, 1, &data_batch(2, 2)), bad].into());
+        let err = follower.step(GROUP, m).unwrap_err();
+        assert!(
+            matches!(err, ReplicationError::RefusedEntry { index: 3, .. }),
+            "{what}: {err}"
+        );
+        assert_eq!(log.next_raft_index(), RaftIndex(2), "{what}");
+    }
+
+    // The change as rill encodes it is taken.
+    let mut m = append(2);
+    m.set_entries(
+        vec![
+            data_entry(2, 1, &data_batch(2, 2)),
+            entry(
+                EntryType::EntryConfChangeV2,
+                change.raft_data(),
+                change.encode(),
+            ),
+        ]
+        .into(),
+    );
+    follower.step(GROUP, m).unwrap();
+    let (syncs, _) = round(&mut follower);
+    follower.complete_syncs(syncs.run(), &mut Vec::new(), &mut Vec::new());
+    assert_eq!(log.next_raft_index(), RaftIndex(4));
+}
