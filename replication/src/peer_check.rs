@@ -46,7 +46,7 @@ use raft::{Raft, StateRole};
 use rill_storage::Offset;
 
 use crate::ids::BrokerId;
-use crate::storage::{ReplicaLog, snapshot_next_offset};
+use crate::storage::{ReplicaLog, snapshot_point};
 
 /// Checks `m`, from a peer, against the replica `raft` of broker `me`,
 /// whose high watermark is `high_watermark`. `Err` says why it is refused.
@@ -153,8 +153,8 @@ fn check_snapshot(
             meta.index, meta.term, m.term
         ));
     }
-    let Some(next_offset) = snapshot_next_offset(&snapshot.data) else {
-        return Err("snapshot data that is not a log start offset".into());
+    let Some((next_offset, _)) = snapshot_point(&snapshot.data) else {
+        return Err("snapshot data that is not a log start offset (and membership index)".into());
     };
     let log = &raft.raft_log;
     if meta.index < log.committed {

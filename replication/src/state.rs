@@ -1,6 +1,6 @@
-//! What a replica persists beside its log: the Raft hard state and the
-//! truncated state (the snapshot point), in a file a torn write cannot
-//! destroy.
+//! What a replica persists beside its log: the Raft hard state, the
+//! truncated state (the snapshot point) and the group's membership, in a
+//! file a torn write cannot destroy.
 //!
 //! # File layout
 //!
@@ -12,7 +12,7 @@
 //!
 //! | offset | size | field |
 //! |---|---|---|
-//! | 0 | 4 | magic `RST1` |
+//! | 0 | 4 | magic `RST2` |
 //! | 4 | 8 | sequence number (grows by one per save) |
 //! | 12 | 8 | hard state: term |
 //! | 20 | 8 | hard state: vote (broker id, 0 = none) |
@@ -20,12 +20,24 @@
 //! | 36 | 8 | truncated: Raft index of the last entry no longer in the log |
 //! | 44 | 8 | truncated: its term |
 //! | 52 | 8 | truncated: next offset (the log start offset) |
-//! | 60 | 1 | conf state: auto_leave (0 or 1) |
-//! | 61 | 2 × 4 | conf state: counts of voters, learners, outgoing voters, next learners |
-//! | 69 | 8 × n | the broker ids of those four lists, in that order |
-//! | 69 + 8n | 4 | CRC-32 (IEEE) of every byte before it |
+//! | 60 | 8 | membership index: the Raft index of the last membership change applied (0: none, the group's first membership) |
+//! | 68 | 1 | membership: auto_leave (0 or 1) |
+//! | 69 | 2 × 4 | membership: counts of voters, learners, outgoing voters, next learners |
+//! | 77 | 8 × n | the broker ids of those four lists, in that order |
+//! | 77 + 8n | 4 | CRC-32 (IEEE) of every byte before it |
 //!
 //! The rest of the slot is zero. At most [`MEMBERS_MAX`] ids in all.
+//!
+//! The membership saved is the group's current one, as of the last
+//! membership change applied, not as of the snapshot point: a replica
+//! reopened runs with it at once and skips the change entries at or below
+//! the membership index when they are applied again. (Keeping it as of
+//! the snapshot point would need every membership since, for logs whose
+//! start never moves.)
+//!
+//! Slots of the first layout (`RST1`, written before membership changes
+//! existed) load as before: the same fields with no membership index (0)
+//! at offset 60 shifted out, their membership the group's first one.
 //!
 //! Invariants: a loaded state's commit never lies below its truncated index
 //! (checked here) nor beyond the last durable entry (checked by the log's
@@ -45,8 +57,12 @@ use crate::ids::BrokerId;
 pub const SLOT_BYTES: usize = 4096;
 /// Most broker ids a conf state may hold (all four lists together).
 pub const MEMBERS_MAX: usize = 256;
-const MAGIC: &[u8; 4] = b"RST1";
-const FIXED_BYTES: usize = 69;
+const MAGIC: &[u8; 4] = b"RST2";
+const FIXED_BYTES: usize = 77;
+/// The first layout's magic; its fixed part ends 8 bytes sooner (no
+/// membership index).
+const MAGIC_V1: &[u8; 4] = b"RST1";
+const FIXED_BYTES_V1: usize = 69;
 
 /// Raft's hard state: what a replica must never forget once it has acted
 /// on it.
@@ -135,8 +151,6 @@ pub struct TruncatedState {
     pub term: Term,
     /// The offset the first stored record takes (the log start offset).
     pub next_offset: Offset,
-    /// The membership as of `index`.
-    pub membership: Membership,
 }
 
 /// Everything a replica persists beside its log.
@@ -146,23 +160,25 @@ pub struct ReplicaState {
     pub hard: HardState,
     /// The snapshot point.
     pub truncated: TruncatedState,
+    /// The group's membership as of `membership_index`.
+    pub membership: Membership,
+    /// The Raft index of the last membership change `membership`
+    /// reflects; 0 for the group's first membership.
+    pub membership_index: RaftIndex,
 }
 
 impl ReplicaState {
     /// The state of a replica created with `membership` and nothing else.
     pub fn initial(membership: Membership) -> ReplicaState {
         ReplicaState {
-            hard: HardState::default(),
-            truncated: TruncatedState {
-                membership,
-                ..TruncatedState::default()
-            },
+            membership,
+            ..ReplicaState::default()
         }
     }
 
     /// Encodes one slot with sequence number `sequence`.
     pub fn encode_slot(&self, sequence: u64) -> Result<[u8; SLOT_BYTES], ReplicationError> {
-        let m = &self.truncated.membership;
+        let m = &self.membership;
         if m.member_count() > MEMBERS_MAX {
             return Err(ReplicationError::TooManyMembers {
                 count: m.member_count(),
@@ -183,6 +199,7 @@ impl ReplicaState {
         put(&self.truncated.index.get().to_le_bytes());
         put(&self.truncated.term.get().to_le_bytes());
         put(&self.truncated.next_offset.get().to_le_bytes());
+        put(&self.membership_index.get().to_le_bytes());
         put(&[u8::from(m.auto_leave)]);
         for list in m.lists() {
             put(&(list.len() as u16).to_le_bytes());
@@ -201,7 +218,14 @@ impl ReplicaState {
     /// Decodes a slot: its sequence number and state, or `None` when the
     /// slot is empty, torn or corrupt.
     pub fn decode_slot(slot: &[u8]) -> Option<(u64, ReplicaState)> {
-        if slot.len() < FIXED_BYTES + 4 || &slot[..4] != MAGIC {
+        // The first layout lacks the membership index: everything after
+        // offset 60 sits 8 bytes sooner.
+        let (fixed, shift) = match slot.get(..4)? {
+            m if m == MAGIC => (FIXED_BYTES, 8),
+            m if m == MAGIC_V1 => (FIXED_BYTES_V1, 0),
+            _ => return None,
+        };
+        if slot.len() < fixed + 4 {
             return None;
         }
         let u64_at =
@@ -209,12 +233,17 @@ impl ReplicaState {
         let u16_at = |at: usize| {
             u16::from_le_bytes(slot[at..at + 2].try_into().expect("2 bytes in bounds")) as usize
         };
-        let counts = [u16_at(61), u16_at(63), u16_at(65), u16_at(67)];
+        let counts = [
+            u16_at(61 + shift),
+            u16_at(63 + shift),
+            u16_at(65 + shift),
+            u16_at(67 + shift),
+        ];
         let n: usize = counts.iter().sum();
         if n > MEMBERS_MAX {
             return None;
         }
-        let end = FIXED_BYTES + 8 * n;
+        let end = fixed + 8 * n;
         if end + 4 > slot.len() {
             return None;
         }
@@ -222,12 +251,12 @@ impl ReplicaState {
         if crc != crc32fast::hash(&slot[..end]) {
             return None;
         }
-        let auto_leave = match slot[60] {
+        let auto_leave = match slot[60 + shift] {
             0 => false,
             1 => true,
             _ => return None,
         };
-        let mut at = FIXED_BYTES;
+        let mut at = fixed;
         let mut lists: [Vec<BrokerId>; 4] = Default::default();
         for (list, count) in lists.iter_mut().zip(counts) {
             for _ in 0..count {
@@ -247,14 +276,15 @@ impl ReplicaState {
                 index: RaftIndex(u64_at(36)),
                 term: Term(u64_at(44)),
                 next_offset: Offset(u64_at(52)),
-                membership: Membership {
-                    voters,
-                    learners,
-                    voters_outgoing,
-                    learners_next,
-                    auto_leave,
-                },
             },
+            membership: Membership {
+                voters,
+                learners,
+                voters_outgoing,
+                learners_next,
+                auto_leave,
+            },
+            membership_index: RaftIndex(if shift == 0 { 0 } else { u64_at(60) }),
         };
         if state.hard.commit < state.truncated.index {
             // Everything truncated was committed: a slot saying otherwise

@@ -272,7 +272,7 @@ fn snapshot_from(
     };
     meta.set_conf_state(members);
     let mut snap = Snapshot {
-        data: snapshot_data(Offset(next_offset)),
+        data: snapshot_data(Offset(next_offset), RaftIndex(0)),
         ..Snapshot::default()
     };
     snap.set_metadata(meta);

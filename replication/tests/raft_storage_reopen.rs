@@ -39,8 +39,9 @@ fn open_finishes_a_snapshot_install_interrupted_before_the_log_was_reset() {
             index: RaftIndex(100),
             term: Term(3),
             next_offset: Offset(5_000),
-            membership: Membership::from_raft(&conf_state_123_4()),
         },
+        membership: Membership::from_raft(&conf_state_123_4()),
+        membership_index: RaftIndex(0),
     };
     let (mut store, _) = FileStateStore::open(dir.path(), init).unwrap();
     save_synced(&mut store, &snapshot_state);
@@ -86,8 +87,9 @@ fn open_keeps_a_log_that_continues_the_snapshot_point_and_serves_only_after_it()
                 index: RaftIndex(5),
                 term: Term(1),
                 next_offset: after_5,
-                membership: voters_123(),
             },
+            membership: voters_123(),
+            membership_index: RaftIndex(0),
         },
     );
     let rl = open_memory(dir.path(), &store);
@@ -126,8 +128,9 @@ fn open_resets_a_log_whose_term_at_the_snapshot_point_disagrees() {
                 index: RaftIndex(5),
                 term: Term(9),
                 next_offset: Offset(300),
-                membership: voters_123(),
             },
+            membership: voters_123(),
+            membership_index: RaftIndex(0),
         },
     );
     let mut rl = open_memory(dir.path(), &store);
@@ -157,10 +160,9 @@ fn open_lowers_a_commit_beyond_the_last_entry_to_the_last_index() {
                 vote: Some(BrokerId(3)),
                 commit: RaftIndex(100),
             },
-            truncated: TruncatedState {
-                membership: voters_123(),
-                ..TruncatedState::default()
-            },
+            truncated: TruncatedState::default(),
+            membership: voters_123(),
+            membership_index: RaftIndex(0),
         },
     );
     let rl = open_memory(dir.path(), &store);
@@ -282,8 +284,9 @@ fn open_fails_rather_than_serve_a_log_not_at_the_snapshot_offset() {
                 index: RaftIndex(3),
                 term: Term(1),
                 next_offset: Offset(after_3.get() + 1),
-                membership: voters_123(),
             },
+            membership: voters_123(),
+            membership_index: RaftIndex(0),
         },
     );
     let err = try_open_memory(dir.path(), &store).unwrap_err();

@@ -93,6 +93,30 @@ fn apply_snapshot_with_a_state_file_survives_reopen() {
 }
 
 #[test]
+fn a_snapshot_of_a_changed_membership_keeps_its_index_across_reopen_and_sends_it_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let open = || {
+        let (store, state) =
+            FileStateStore::open(dir.path(), || ReplicaState::initial(voters_123())).unwrap();
+        open_with(dir.path(), Box::new(store), state).unwrap()
+    };
+    let mut rl = open();
+    let mut snap = snapshot_at(50, 4, 777);
+    snap.data = rill_replication::storage::snapshot_data(Offset(777), RaftIndex(42));
+    rl.apply_snapshot(&snap).unwrap();
+    drop(rl);
+    let rl = open();
+    assert_eq!(rl.state().membership_index, RaftIndex(42));
+    assert_eq!(rl.initial_state().unwrap().conf_state, conf_state_123_4());
+    let sent = rl.snapshot(0, 2).unwrap();
+    assert_eq!(
+        sent.data, snap.data,
+        "the next replica skips the same changes"
+    );
+    assert_eq!(sent.get_metadata(), snap.get_metadata());
+}
+
+#[test]
 fn apply_snapshot_refuses_data_that_is_not_a_next_offset() {
     let dir = tempfile::tempdir().unwrap();
     let mut rl = open_memory(dir.path(), &MemoryStateStore::default());

@@ -321,7 +321,7 @@ fn a_torn_write_over_the_older_slot_leaves_the_other_slot_loading() {
     // The next save (one more member, so its CRC lands past the old one's)
     // torn after every possible prefix length of its used bytes.
     let mut newer = state_n(3);
-    newer.truncated.membership.learners = ids(&[9]);
+    newer.membership.learners = ids(&[9]);
     let full = newer.encode_slot(victim_seq + 2).unwrap();
     let used = used_bytes(&newer);
     for n in 0..=used {

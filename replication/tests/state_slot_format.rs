@@ -26,14 +26,15 @@ fn golden_state() -> ReplicaState {
             index: RaftIndex(30),
             term: Term(6),
             next_offset: Offset(1234),
-            membership: Membership {
-                voters: ids(&[1, 2, 3]),
-                learners: ids(&[4]),
-                voters_outgoing: Vec::new(),
-                learners_next: Vec::new(),
-                auto_leave: false,
-            },
         },
+        membership: Membership {
+            voters: ids(&[1, 2, 3]),
+            learners: ids(&[4]),
+            voters_outgoing: Vec::new(),
+            learners_next: Vec::new(),
+            auto_leave: false,
+        },
+        membership_index: RaftIndex(35),
     }
 }
 
@@ -52,7 +53,7 @@ fn encode_slot_matches_the_documented_layout_byte_for_byte() {
     }
     let mut expected = Vec::new();
     let e = &mut expected;
-    field(e, 0, b"RST1");
+    field(e, 0, b"RST2");
     field(e, 4, &5u64.to_le_bytes()); // sequence
     field(e, 12, &7u64.to_le_bytes()); // hard: term
     field(e, 20, &2u64.to_le_bytes()); // hard: vote
@@ -60,22 +61,51 @@ fn encode_slot_matches_the_documented_layout_byte_for_byte() {
     field(e, 36, &30u64.to_le_bytes()); // truncated: index
     field(e, 44, &6u64.to_le_bytes()); // truncated: term
     field(e, 52, &1234u64.to_le_bytes()); // truncated: next offset
-    field(e, 60, &[0]); // auto_leave
-    field(e, 61, &3u16.to_le_bytes()); // voters
-    field(e, 63, &1u16.to_le_bytes()); // learners
-    field(e, 65, &0u16.to_le_bytes()); // voters outgoing
-    field(e, 67, &0u16.to_le_bytes()); // learners next
+    field(e, 60, &35u64.to_le_bytes()); // membership index
+    field(e, 68, &[0]); // auto_leave
+    field(e, 69, &3u16.to_le_bytes()); // voters
+    field(e, 71, &1u16.to_le_bytes()); // learners
+    field(e, 73, &0u16.to_le_bytes()); // voters outgoing
+    field(e, 75, &0u16.to_le_bytes()); // learners next
     for (i, id) in [1u64, 2, 3, 4].into_iter().enumerate() {
-        field(e, 69 + 8 * i, &id.to_le_bytes());
+        field(e, 77 + 8 * i, &id.to_le_bytes());
     }
     let crc = crc32fast::hash(e);
-    field(e, 69 + 8 * 4, &crc.to_le_bytes());
+    field(e, 77 + 8 * 4, &crc.to_le_bytes());
     expected.resize(SLOT_BYTES, 0);
 
     let slot = golden_state().encode_slot(5).unwrap();
     assert_eq!(slot.len(), SLOT_BYTES);
     assert_eq!(&slot[..], &expected[..]);
     assert_eq!(ReplicaState::decode_slot(&slot), Some((5, golden_state())));
+}
+
+#[test]
+fn a_slot_of_the_first_layout_loads_with_the_groups_first_membership() {
+    // Written before membership changes existed: no membership index, so
+    // the membership fields sit 8 bytes sooner.
+    let mut v1 = Vec::new();
+    v1.extend_from_slice(b"RST1");
+    for n in [5u64, 7, 2, 41, 30, 6, 1234] {
+        v1.extend_from_slice(&n.to_le_bytes());
+    }
+    v1.push(0);
+    for count in [3u16, 1, 0, 0] {
+        v1.extend_from_slice(&count.to_le_bytes());
+    }
+    for id in [1u64, 2, 3, 4] {
+        v1.extend_from_slice(&id.to_le_bytes());
+    }
+    let crc = crc32fast::hash(&v1);
+    v1.extend_from_slice(&crc.to_le_bytes());
+    v1.resize(SLOT_BYTES, 0);
+    let mut expected = golden_state();
+    expected.membership_index = RaftIndex(0);
+    assert_eq!(ReplicaState::decode_slot(&v1), Some((5, expected.clone())));
+    // Saved again, it takes the current layout.
+    let again = expected.encode_slot(6).unwrap();
+    assert_eq!(&again[..4], b"RST2");
+    assert_eq!(ReplicaState::decode_slot(&again), Some((6, expected)));
 }
 
 #[test]
@@ -88,18 +118,18 @@ fn no_vote_encodes_as_zero_and_decodes_as_none() {
 }
 
 #[test]
-fn auto_leave_is_one_byte_at_offset_sixty() {
+fn auto_leave_is_one_byte_at_offset_sixty_eight() {
     let mut s = golden_state();
-    s.truncated.membership.auto_leave = true;
+    s.membership.auto_leave = true;
     let slot = s.encode_slot(1).unwrap();
-    assert_eq!(slot[60], 1);
+    assert_eq!(slot[68], 1);
     assert_eq!(ReplicaState::decode_slot(&slot), Some((1, s)));
 }
 
 #[test]
 fn exactly_members_max_members_round_trip() {
     let mut s = golden_state();
-    let m = &mut s.truncated.membership;
+    let m = &mut s.membership;
     m.voters = (1..=100).map(BrokerId).collect();
     m.learners = (101..=150).map(BrokerId).collect();
     m.voters_outgoing = (151..=200).map(BrokerId).collect();
@@ -113,8 +143,8 @@ fn exactly_members_max_members_round_trip() {
 fn one_member_more_than_the_maximum_is_refused() {
     let mut s = golden_state();
     // 256 voters and the golden state's one learner.
-    s.truncated.membership.voters = (1..=MEMBERS_MAX as u64).map(BrokerId).collect();
-    assert_eq!(s.truncated.membership.learners.len(), 1);
+    s.membership.voters = (1..=MEMBERS_MAX as u64).map(BrokerId).collect();
+    assert_eq!(s.membership.learners.len(), 1);
     let err = s.encode_slot(1).unwrap_err();
     assert!(
         matches!(
@@ -130,7 +160,7 @@ fn one_member_more_than_the_maximum_is_refused() {
 fn decode_refuses_a_wrong_magic_even_with_a_valid_crc() {
     let s = golden_state();
     let mut slot = s.encode_slot(5).unwrap();
-    slot[..4].copy_from_slice(b"RST2");
+    slot[..4].copy_from_slice(b"RST3");
     reseal(&mut slot, 4);
     assert_eq!(ReplicaState::decode_slot(&slot), None);
     let mut slot = s.encode_slot(5).unwrap();
@@ -169,8 +199,8 @@ fn decode_refuses_member_counts_above_the_maximum_even_with_a_valid_crc() {
     let s = golden_state();
     // 257 members in all: fits the slot, CRC valid, still refused.
     let mut slot = s.encode_slot(5).unwrap();
-    slot[61..63].copy_from_slice(&200u16.to_le_bytes());
-    slot[63..65].copy_from_slice(&57u16.to_le_bytes());
+    slot[69..71].copy_from_slice(&200u16.to_le_bytes());
+    slot[71..73].copy_from_slice(&57u16.to_le_bytes());
     for i in 0..MEMBERS_MAX + 1 {
         let at = FIXED + 8 * i;
         slot[at..at + 8].copy_from_slice(&(i as u64 + 1).to_le_bytes());
@@ -180,7 +210,7 @@ fn decode_refuses_member_counts_above_the_maximum_even_with_a_valid_crc() {
 
     // Counts whose ids could not even fit the slot.
     let mut slot = s.encode_slot(5).unwrap();
-    for at in [61, 63, 65, 67] {
+    for at in [69, 71, 73, 75] {
         slot[at..at + 2].copy_from_slice(&u16::MAX.to_le_bytes());
     }
     assert_eq!(ReplicaState::decode_slot(&slot), None);
@@ -203,7 +233,7 @@ fn decode_refuses_a_commit_below_the_truncated_index() {
 fn decode_refuses_an_auto_leave_byte_other_than_zero_or_one() {
     let s = golden_state();
     let mut slot = s.encode_slot(5).unwrap();
-    slot[60] = 2;
+    slot[68] = 2;
     reseal(&mut slot, 4);
     assert_eq!(ReplicaState::decode_slot(&slot), None);
 }
@@ -238,12 +268,17 @@ fn arb_state(members: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = 
             any::<u64>(),
             any::<u64>(),
         ),
-        (any::<u64>(), any::<u64>()),
+        (any::<u64>(), any::<u64>(), any::<u64>()),
         prop::collection::vec((0..4usize, arb_ids()), members),
         any::<bool>(),
     )
         .prop_map(
-            |((term, vote, a, b), (trunc_term, next_offset), members, auto_leave)| {
+            |(
+                (term, vote, a, b),
+                (trunc_term, next_offset, membership_index),
+                members,
+                auto_leave,
+            )| {
                 let mut lists: [Vec<BrokerId>; 4] = Default::default();
                 for (list, id) in members {
                     lists[list].push(BrokerId(id));
@@ -259,14 +294,15 @@ fn arb_state(members: std::ops::RangeInclusive<usize>) -> impl Strategy<Value = 
                         index: RaftIndex(a.min(b)),
                         term: Term(trunc_term),
                         next_offset: Offset(next_offset),
-                        membership: Membership {
-                            voters,
-                            learners,
-                            voters_outgoing,
-                            learners_next,
-                            auto_leave,
-                        },
                     },
+                    membership: Membership {
+                        voters,
+                        learners,
+                        voters_outgoing,
+                        learners_next,
+                        auto_leave,
+                    },
+                    membership_index: RaftIndex(membership_index),
                 }
             },
         )
@@ -284,10 +320,10 @@ fn arb_crafted_slot() -> impl Strategy<Value = Vec<u8>> {
     )
         .prop_map(|(mut head, counts, rest, magic, len)| {
             if magic {
-                head[..4].copy_from_slice(b"RST1");
+                head[..4].copy_from_slice(b"RST2");
             }
             for (i, c) in counts.iter().enumerate() {
-                head[61 + 2 * i..63 + 2 * i].copy_from_slice(&c.to_le_bytes());
+                head[69 + 2 * i..71 + 2 * i].copy_from_slice(&c.to_le_bytes());
             }
             let mut slot = head;
             slot.extend_from_slice(&rest);
@@ -318,7 +354,7 @@ proptest! {
     fn any_state_over_the_member_limit_is_refused(
         state in arb_state(MEMBERS_MAX + 1..=MEMBERS_MAX + 64),
     ) {
-        let count = state.truncated.membership.member_count();
+        let count = state.membership.member_count();
         let refused = matches!(
             state.encode_slot(1),
             Err(ReplicationError::TooManyMembers { count: c, max })
@@ -334,7 +370,8 @@ proptest! {
     ) {
         let mut bytes = bytes;
         if magic && bytes.len() >= 4 {
-            bytes[..4].copy_from_slice(b"RST1");
+            let magic: &[u8; 4] = if bytes[0] % 2 == 0 { b"RST2" } else { b"RST1" };
+            bytes[..4].copy_from_slice(magic);
         }
         let _ = ReplicaState::decode_slot(&bytes);
     }

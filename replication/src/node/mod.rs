@@ -453,7 +453,7 @@ impl Node {
         let (store, state) = FileStateStore::open(spec.dir, || {
             ReplicaState::initial(Membership::voters(voters))
         })?;
-        let membership = state.truncated.membership.clone();
+        let membership = state.membership.clone();
         let log = self.add_group(ReplicaSpec {
             group: spec.group,
             dir: spec.dir,

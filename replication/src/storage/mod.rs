@@ -32,7 +32,7 @@ mod snapshot;
 
 pub use raft_reads::ReadFailure;
 pub use snapshot::snapshot_data;
-pub(crate) use snapshot::snapshot_next_offset;
+pub(crate) use snapshot::snapshot_point;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};

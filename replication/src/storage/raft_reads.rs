@@ -61,7 +61,7 @@ impl raft::Storage for ReplicaLog {
         };
         Ok(RaftState {
             hard_state,
-            conf_state: self.state.truncated.membership.to_raft(),
+            conf_state: self.state.membership.to_raft(),
         })
     }
 
@@ -160,9 +160,9 @@ impl raft::Storage for ReplicaLog {
             term: t.term.get(),
             ..SnapshotMetadata::default()
         };
-        meta.set_conf_state(t.membership.to_raft());
+        meta.set_conf_state(self.state.membership.to_raft());
         let mut snap = Snapshot {
-            data: snapshot_data(t.next_offset),
+            data: snapshot_data(t.next_offset, self.state.membership_index),
             ..Snapshot::default()
         };
         snap.set_metadata(meta);

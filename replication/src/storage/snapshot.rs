@@ -11,17 +11,33 @@ use super::{ReplicaLog, lock};
 use crate::error::ReplicationError;
 use crate::state::{Membership, StateSync, TruncatedState};
 
-/// The snapshot a partition replica sends a follower that is behind its
-/// log start: only the point (the log before it is gone by retention, and a
-/// partition's "state machine" is the log itself). Its data is the next
-/// offset, 8 bytes little-endian.
-pub fn snapshot_data(next_offset: Offset) -> Bytes {
-    Bytes::copy_from_slice(&next_offset.get().to_le_bytes())
+/// The data of the snapshot a partition replica sends a follower that is
+/// behind its log start: only the point (the log before it is gone by
+/// retention, and a partition's "state machine" is the log itself). Its
+/// data is the next offset, 8 bytes little-endian, then, once the group's
+/// membership has changed, the Raft index of the last change its conf
+/// state reflects (8 more bytes): the receiver skips the change entries up
+/// to there, which its membership holds already.
+pub fn snapshot_data(next_offset: Offset, membership_index: RaftIndex) -> Bytes {
+    let mut data = next_offset.get().to_le_bytes().to_vec();
+    if membership_index > RaftIndex(0) {
+        data.extend_from_slice(&membership_index.get().to_le_bytes());
+    }
+    Bytes::from(data)
 }
 
-/// The log start offset a snapshot's data holds, if it holds one.
-pub(crate) fn snapshot_next_offset(data: &[u8]) -> Option<Offset> {
-    Some(Offset(u64::from_le_bytes(data.try_into().ok()?)))
+/// The log start offset and membership index a snapshot's data holds, if
+/// it holds them.
+pub(crate) fn snapshot_point(data: &[u8]) -> Option<(Offset, RaftIndex)> {
+    let u64_at = |at: usize| {
+        data.get(at..at + 8)
+            .map(|b| u64::from_le_bytes(b.try_into().expect("8 bytes")))
+    };
+    match data.len() {
+        8 => Some((Offset(u64_at(0)?), RaftIndex(0))),
+        16 => Some((Offset(u64_at(0)?), RaftIndex(u64_at(8)?))),
+        _ => None,
+    }
 }
 
 impl ReplicaLog {
@@ -33,17 +49,18 @@ impl ReplicaLog {
     /// next sync plan.
     pub fn apply_snapshot(&mut self, snapshot: &Snapshot) -> Result<(), ReplicationError> {
         let meta = snapshot.get_metadata();
-        let next_offset =
-            snapshot_next_offset(&snapshot.data).ok_or(ReplicationError::BadEntry {
+        let (next_offset, membership_index) =
+            snapshot_point(&snapshot.data).ok_or(ReplicationError::BadEntry {
                 index: meta.index,
-                reason: "snapshot data is not a next offset",
+                reason: "snapshot data is not a next offset and membership index",
             })?;
         self.state.truncated = TruncatedState {
             index: RaftIndex(meta.index),
             term: Term(meta.term),
             next_offset,
-            membership: Membership::from_raft(meta.get_conf_state()),
         };
+        self.state.membership = Membership::from_raft(meta.get_conf_state());
+        self.state.membership_index = membership_index;
         let hard = &mut self.state.hard;
         hard.commit = hard.commit.max(RaftIndex(meta.index));
         if Term(meta.term) > hard.term {
@@ -108,5 +125,23 @@ impl ReplicaLog {
             sync = self.save(true)?;
         }
         Ok((sync, expired))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn snapshot_data_is_the_next_offset_then_the_membership_index_once_it_moved() {
+        let short = snapshot_data(Offset(0x0102), RaftIndex(0));
+        assert_eq!(&short[..], [2, 1, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(snapshot_point(&short), Some((Offset(0x0102), RaftIndex(0))));
+        let long = snapshot_data(Offset(7), RaftIndex(9));
+        assert_eq!(&long[..], [7, 0, 0, 0, 0, 0, 0, 0, 9, 0, 0, 0, 0, 0, 0, 0]);
+        assert_eq!(snapshot_point(&long), Some((Offset(7), RaftIndex(9))));
+        for len in [0, 7, 9, 15, 17, 24] {
+            assert_eq!(snapshot_point(&vec![0; len]), None, "{len} bytes");
+        }
     }
 }

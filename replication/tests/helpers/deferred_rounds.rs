@@ -99,7 +99,7 @@ pub fn snapshot(index: u64) -> Message {
     };
     meta.set_conf_state(voters_123().to_raft());
     let mut snap = Snapshot {
-        data: snapshot_data(Offset(500)),
+        data: snapshot_data(Offset(500), rill_storage::RaftIndex(0)),
         ..Snapshot::default()
     };
     snap.set_metadata(meta);

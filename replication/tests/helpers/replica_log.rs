@@ -85,7 +85,7 @@ pub fn conf_state_123_4() -> ConfState {
 
 pub fn snapshot_at(index: u64, term: u64, next_offset: u64) -> Snapshot {
     let mut snap = Snapshot {
-        data: snapshot_data(Offset(next_offset)),
+        data: snapshot_data(Offset(next_offset), RaftIndex(0)),
         ..Snapshot::default()
     };
     let meta = snap.mut_metadata();

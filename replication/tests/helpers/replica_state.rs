@@ -7,7 +7,7 @@ use rill_replication::state::{HardState, Membership, ReplicaState, TruncatedStat
 use rill_storage::{Offset, RaftIndex, Term};
 
 /// Bytes of a slot before the member ids (magic .. the four counts).
-pub const FIXED: usize = 69;
+pub const FIXED: usize = 77;
 
 pub fn ids(raw: &[u64]) -> Vec<BrokerId> {
     raw.iter().map(|&b| BrokerId(b)).collect()
@@ -25,8 +25,9 @@ pub fn state_n(n: u64) -> ReplicaState {
             index: RaftIndex(n),
             term: Term(n),
             next_offset: Offset(100 * n),
-            membership: Membership::voters(ids(&[1, 2, 3])),
         },
+        membership: Membership::voters(ids(&[1, 2, 3])),
+        membership_index: RaftIndex(0),
     }
 }
 
@@ -36,5 +37,5 @@ pub fn initial() -> ReplicaState {
 
 /// Bytes of the slot a state encodes to that are not padding (CRC included).
 pub fn used_bytes(state: &ReplicaState) -> usize {
-    FIXED + 8 * state.truncated.membership.member_count() + 4
+    FIXED + 8 * state.membership.member_count() + 4
 }
