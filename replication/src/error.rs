@@ -75,6 +75,16 @@ pub enum ReplicationError {
     /// No such group on this broker.
     #[error("no replica of group {0} here")]
     UnknownGroup(GroupId),
+    /// A membership change that cannot be proposed now: one is still
+    /// being applied, a leadership transfer is under way, or it does not
+    /// apply to the group's membership.
+    #[error("group {group}: membership change refused: {reason}")]
+    MembershipChangeRefused {
+        /// The group.
+        group: GroupId,
+        /// Why.
+        reason: String,
+    },
     /// The thread driving replication has stopped (the broker is shutting
     /// down).
     #[error("replication has stopped")]

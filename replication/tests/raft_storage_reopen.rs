@@ -179,6 +179,7 @@ fn hard_state_survives_reopen_and_a_commit_saved_without_sync_may_be_lost() {
     rl.append(&data_entries(1, 4, 5), false).unwrap();
     let done = rl.sync_plan().run().unwrap();
     rl.complete_log_sync(done).unwrap();
+    rl.set_applied(RaftIndex(4));
     let hs = RaftHardState {
         term: 5,
         vote: 2,
@@ -297,6 +298,39 @@ fn open_fails_rather_than_serve_a_log_not_at_the_snapshot_offset() {
 }
 
 #[test]
+fn a_commit_index_is_never_saved_past_the_last_entry_applied() {
+    // The saved membership holds the changes up to the last entry
+    // applied: a commit saved past it would have a restart skip a change
+    // it lacks.
+    let dir = tempfile::tempdir().unwrap();
+    let store = MemoryStateStore::default();
+    let mut rl = open_memory(dir.path(), &store);
+    rl.append(&data_entries(1, 5, 1), false).unwrap();
+    let done = rl.sync_plan().run().unwrap();
+    rl.complete_log_sync(done).unwrap();
+    rl.set_applied(RaftIndex(3));
+    let hs = RaftHardState {
+        term: 1,
+        commit: 5,
+        ..RaftHardState::default()
+    };
+    assert!(rl.set_hard_state(&hs, false).unwrap().is_none());
+    assert_eq!(rl.state().hard.commit, RaftIndex(3));
+    rl.set_commit(RaftIndex(5)).unwrap();
+    assert_eq!(rl.state().hard.commit, RaftIndex(3));
+    rl.set_applied(RaftIndex(5));
+    rl.set_commit(RaftIndex(5)).unwrap();
+    assert_eq!(rl.state().hard.commit, RaftIndex(5));
+    drop(rl);
+    let rl = open_memory(dir.path(), &store);
+    assert_eq!(
+        rl.applied(),
+        RaftIndex(5),
+        "what was saved committed counts as applied"
+    );
+}
+
+#[test]
 fn a_commit_index_is_never_saved_past_the_synced_log() {
     // A state saved before the round's log sync must not claim entries a
     // crash could still take away.
@@ -307,6 +341,7 @@ fn a_commit_index_is_never_saved_past_the_synced_log() {
     let done = rl.sync_plan().run().unwrap();
     rl.complete_log_sync(done).unwrap();
     rl.append(&data_entries(3, 3, 1), false).unwrap();
+    rl.set_applied(RaftIndex(5));
     let hs = RaftHardState {
         term: 1,
         commit: 5,

@@ -261,6 +261,60 @@ impl Node {
         }
     }
 
+    /// Proposes a step of a membership change as the group's leader (see
+    /// [`crate::conf`]) and returns the Raft index of its entry. Refused
+    /// (`MembershipChangeRefused`) while an earlier change is not yet
+    /// applied here or a leadership transfer is under way (raft-rs would
+    /// silently turn the entry into an empty one), and when the step does
+    /// not apply to the membership; `NotLeader` on a follower.
+    pub fn propose_membership_change(
+        &mut self,
+        group: GroupId,
+        change: &crate::conf::MembershipChange,
+    ) -> Result<RaftIndex, ReplicationError> {
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
+        let refused = |reason: String| ReplicationError::MembershipChangeRefused { group, reason };
+        let raft = &r.raw.raft;
+        if raft.state != StateRole::Leader {
+            let leader = (raft.leader_id != 0 && raft.leader_id != raft.id)
+                .then_some(BrokerId(raft.leader_id));
+            return Err(ReplicationError::NotLeader { group, leader });
+        }
+        if raft.lead_transferee.is_some() {
+            return Err(refused("a leadership transfer is under way".into()));
+        }
+        if raft.has_pending_conf() {
+            return Err(refused(
+                "an earlier membership change is not applied yet".into(),
+            ));
+        }
+        let membership = &r.raw.store().state().membership;
+        if let Err(e) = membership.apply(change) {
+            return Err(refused(e.to_string()));
+        }
+        raft_call(group, &mut r.raw, |raw| {
+            raw.propose_conf_change(change.encode(), change.to_raft())
+        })??;
+        let raft = &r.raw.raft;
+        let index = raft.raft_log.last_index();
+        let entry_type = raft
+            .raft_log
+            .entries(index, 1, raft::GetEntriesContext::empty(false))
+            .ok()
+            .and_then(|e| e.first().map(|e| e.get_entry_type()));
+        if entry_type != Some(raft::eraftpb::EntryType::EntryConfChangeV2) {
+            // raft-rs replaced it with an empty entry (checked above, so
+            // this is a disagreement with raft-rs's own rules).
+            return Err(refused(
+                "raft-rs did not take it as a membership change".into(),
+            ));
+        }
+        Ok(RaftIndex(index))
+    }
+
     /// Proposes a batch as the group's leader. Refused with
     /// [`ReplicationError::NotLeader`] (and the leader this replica knows)
     /// anywhere else: raft-rs would forward it silently.

@@ -305,8 +305,14 @@ pub struct GroupStatus {
     pub last_index: RaftIndex,
     /// The high watermark here.
     pub high_watermark: Offset,
-    /// On the leader: each voter's match index.
+    /// On the leader: each member's match index (learners' too).
     pub matched: Vec<(BrokerId, RaftIndex)>,
+    /// The membership as of the last membership change applied here.
+    pub membership: Membership,
+    /// The Raft index of that change (0: the group's first membership).
+    pub membership_index: RaftIndex,
+    /// Whether a membership change is proposed and not yet applied here.
+    pub membership_change_pending: bool,
 }
 
 /// splitmix64: a tiny seeded generator for election jitter.
@@ -642,6 +648,9 @@ impl Node {
             last_index: RaftIndex(raft.raft_log.last_index()),
             high_watermark: r.high_watermark,
             matched,
+            membership: r.raw.store().state().membership.clone(),
+            membership_index: r.raw.store().state().membership_index,
+            membership_change_pending: raft.has_pending_conf(),
         })
     }
 

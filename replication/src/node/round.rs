@@ -16,7 +16,7 @@
 //! - a group that fails is removed and reported ([`Event::Failed`]), and
 //!   what retention took from it is never unlinked.
 
-use raft::eraftpb::{Entry, Message, MessageType};
+use raft::eraftpb::{Entry, EntryType, Message, MessageType};
 use raft::{RawNode, Ready, StateRole};
 use rill_storage::{RaftIndex, Term};
 
@@ -359,17 +359,22 @@ fn advance(
     debug_assert!(rd.committed_entries().is_empty(), "applied when written");
     // The LightReady holds the entries committed since, read from the log.
     let mut light = raft_call(group, &mut r.raw, |raw| raw.advance(rd))?;
+    push_messages(group, light.take_messages(), out, snapshots);
+    // Applied before the commit index is saved: a saved commit never
+    // passes what was applied (a membership change it covers is saved
+    // with it).
+    apply(group, r, light.take_committed_entries(), events)?;
     if let Some(commit) = light.commit_index() {
         r.raw.mut_store().set_commit(RaftIndex(commit))?;
     }
-    push_messages(group, light.take_messages(), out, snapshots);
-    apply(group, r, light.take_committed_entries(), events)?;
     raft_call(group, &mut r.raw, RawNode::advance_apply)?;
     Ok(())
 }
 
 /// Applies committed entries: a partition's state machine is its log, so
-/// applying moves the high watermark.
+/// applying moves the high watermark; a membership change is applied to
+/// raft-rs and recorded in the replica's state (saved with the commit
+/// index that covers it).
 fn apply(
     group: GroupId,
     r: &mut Replica,
@@ -379,6 +384,11 @@ fn apply(
     let Some(last) = entries.last() else {
         return Ok(());
     };
+    for e in &entries {
+        if e.get_entry_type() == EntryType::EntryConfChangeV2 {
+            apply_membership_change(group, r, e, events)?;
+        }
+    }
     let index = RaftIndex(last.index);
     let hw = r.raw.store().next_offset_after(index)?;
     assert!(
@@ -386,10 +396,75 @@ fn apply(
         "the high watermark never moves back"
     );
     r.high_watermark = hw;
+    r.raw.mut_store().set_applied(index);
     events.push(Event::Committed {
         group,
         index,
         high_watermark: hw,
     });
+    Ok(())
+}
+
+/// Applies the membership change committed at `e`, unless the replica's
+/// membership holds it already (it is at or below the membership index:
+/// handed out again after a restart, or covered by a snapshot). A change
+/// that does not apply to the membership is skipped, as raft-rs allows:
+/// every replica skips it alike, since each applies the same entries to
+/// the same memberships. A leader the change leaves without a vote steps
+/// down at once (raft-rs 0.7 would keep leading, and fail on its next
+/// commit without itself among the voters).
+fn apply_membership_change(
+    group: GroupId,
+    r: &mut Replica,
+    e: &Entry,
+    events: &mut Vec<Event>,
+) -> Result<(), ReplicationError> {
+    let index = RaftIndex(e.index);
+    let state = r.raw.store().state();
+    if index <= state.membership_index {
+        return Ok(());
+    }
+    // Checked when proposed here or when received: a failure is damage.
+    let change =
+        crate::conf::check_entry(&e.data, &e.context).map_err(|_| ReplicationError::BadEntry {
+            index: e.index,
+            reason: "a committed membership change rill did not encode",
+        })?;
+    let next = match state.membership.apply(&change) {
+        Ok(next) => next,
+        Err(why) => {
+            tracing::warn!(%group, index = e.index, %why, "membership change skipped");
+            return Ok(());
+        }
+    };
+    let cs = raft_call(group, &mut r.raw, |raw| {
+        raw.apply_conf_change(&change.to_raft())
+    })?
+    .map_err(|_| ReplicationError::BadEntry {
+        index: e.index,
+        reason: "a membership change raft-rs refused after rill accepted it",
+    })?;
+    if crate::state::Membership::from_raft(&cs).normalized() != next.normalized() {
+        return Err(ReplicationError::BadEntry {
+            index: e.index,
+            reason: "raft-rs and rill disagree on a membership",
+        });
+    }
+    tracing::info!(%group, index = e.index, ?change, voters = ?next.voters, learners = ?next.learners, outgoing = ?next.voters_outgoing, "membership changed");
+    let me = BrokerId(r.raw.raft.id);
+    r.raw.mut_store().set_membership(index, next.normalized());
+    if r.raw.raft.state == StateRole::Leader && !next.is_voter(me) {
+        let term = r.raw.raft.term;
+        r.raw.raft.become_follower(term, raft::INVALID_ID);
+        r.leader = None;
+        r.last_proposed = None;
+        r.pending_producers.clear();
+        events.push(Event::RoleChanged {
+            group,
+            leader: None,
+            is_leader: false,
+            term: Term(term),
+        });
+    }
     Ok(())
 }

@@ -15,7 +15,11 @@
 //! - the first stored entry after the snapshot point starts at
 //!   `truncated.next_offset`;
 //! - `truncated.index <= hard.commit <= last index` (a commit index the log
-//!   does not reach was never made durable with it, and is lowered).
+//!   does not reach was never made durable with it, and is lowered);
+//! - a saved commit index never passes the last entry applied, so the
+//!   saved membership holds every membership change at or below it: a
+//!   restart (which tells raft-rs everything up to the saved commit is
+//!   applied) hands out again every change the saved membership lacks.
 //!
 //! Crash order: a new snapshot point is saved durably before the log is
 //! reset to it, so a crash in between is finished on the next open.
@@ -92,6 +96,9 @@ pub struct ReplicaLog {
     /// Why the log could not be read back, once it could not (see
     /// [`ReplicaLog::read_failure`]).
     read_failure: std::sync::OnceLock<ReadFailure>,
+    /// The last entry applied (its membership change, if any, is in
+    /// `state.membership`): no saved commit index passes it.
+    applied: RaftIndex,
 }
 
 impl ReplicaLog {
@@ -133,8 +140,11 @@ impl ReplicaLog {
             pending_term_vote: term_vote,
             commit_unsaved: false,
             read_failure: std::sync::OnceLock::new(),
+            applied: RaftIndex(0),
         };
         me.reconcile()?;
+        // raft-rs is told everything up to the saved commit is applied.
+        me.applied = me.state.hard.commit;
         Ok(me)
     }
 
@@ -201,6 +211,32 @@ impl ReplicaLog {
         }
         hard.commit = hard.commit.min(last).max(t.index);
         Ok(())
+    }
+
+    /// Records that the entries through `index` were applied (any
+    /// membership change among them recorded with
+    /// [`ReplicaLog::set_membership`] first): saved commit indexes may
+    /// reach it from now on.
+    pub fn set_applied(&mut self, index: RaftIndex) {
+        self.applied = self.applied.max(index);
+    }
+
+    /// The last entry applied.
+    pub fn applied(&self) -> RaftIndex {
+        self.applied
+    }
+
+    /// Records the membership the change at `index` led to; saved with the
+    /// next save (which claims a commit through `index` only once it is
+    /// applied). Changes at or below the current membership index are
+    /// held already and must not come here.
+    pub fn set_membership(&mut self, index: RaftIndex, membership: crate::state::Membership) {
+        assert!(
+            index > self.state.membership_index,
+            "a membership change is applied once, in log order"
+        );
+        self.state.membership = membership;
+        self.state.membership_index = index;
     }
 
     /// The shared log.

@@ -14,7 +14,8 @@ use crate::state::{HardState, StateSync};
 impl ReplicaLog {
     /// Records a new hard state and saves it; returns the sync to run when
     /// it must be durable before messages depending on it leave. The
-    /// commit index saved never passes the log's synced end, whatever the
+    /// commit index saved never passes the last entry applied (see the
+    /// module documentation of `storage`), nor the log's synced end, whatever the
     /// topic's durability mode (see [`ReplicaLog::durable_last_index`]): a
     /// state written before this round's log sync must not claim entries
     /// that a crash could still take away, or replace (a truncation's new
@@ -24,7 +25,9 @@ impl ReplicaLog {
         hs: &RaftHardState,
         durable: bool,
     ) -> Result<Option<StateSync>, ReplicationError> {
-        let commit = RaftIndex(hs.commit).min(self.durable_last_index());
+        let commit = RaftIndex(hs.commit)
+            .min(self.durable_last_index())
+            .min(self.applied);
         let hard = HardState {
             term: Term(hs.term),
             vote: (hs.vote != 0).then_some(BrokerId(hs.vote)),
@@ -53,7 +56,7 @@ impl ReplicaLog {
     /// state sync is pending it is only recorded, and saved with the next
     /// save after the sync is handed back.
     pub fn set_commit(&mut self, commit: RaftIndex) -> Result<(), ReplicationError> {
-        let commit = commit.min(self.durable_last_index());
+        let commit = commit.min(self.durable_last_index()).min(self.applied);
         if commit > self.state.hard.commit || self.commit_unsaved {
             self.state.hard.commit = self.state.hard.commit.max(commit);
             if self.state_sync_pending {

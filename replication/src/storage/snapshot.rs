@@ -63,6 +63,9 @@ impl ReplicaLog {
         self.state.membership_index = membership_index;
         let hard = &mut self.state.hard;
         hard.commit = hard.commit.max(RaftIndex(meta.index));
+        // Everything up to the point is applied: the snapshot's membership
+        // holds every change there.
+        self.applied = self.applied.max(RaftIndex(meta.index));
         if Term(meta.term) > hard.term {
             // A vote belongs to its term: kept under a later one, a restart
             // would find a vote this replica never cast there, and could
