@@ -76,22 +76,34 @@ pub struct Progress {
 }
 
 /// Creates the topic unless it exists, then waits (at most a minute)
-/// until every bootstrap broker's metadata has it: on a loaded cluster a
-/// broker may apply the controller's log seconds after the one that
-/// answered the creation, and a producer asking it would fail.
+/// until every bootstrap broker that is up has it in its metadata: on a
+/// loaded cluster a broker may apply the controller's log seconds after
+/// the one that answered the creation, and a producer asking it would
+/// fail. A broker that cannot be reached (down, say, in a rolling
+/// restart) is passed over: it learns the topic when it comes back.
 pub async fn ensure_topic(o: &Options) -> Result<(), ClientError> {
     create_topic(o).await?;
+    let mut unreachable = None;
+    let mut found = false;
     for addr in o
         .bootstrap
         .split(',')
         .map(str::trim)
         .filter(|a| !a.is_empty())
     {
-        Cluster::new(addr, "rill-bench")?
+        match Cluster::new(addr, "rill-bench")?
             .topic_within(&o.topic, std::time::Duration::from_secs(60))
-            .await?;
+            .await
+        {
+            Ok(_) => found = true,
+            Err(e @ (ClientError::Io { .. } | ClientError::Closed { .. })) => unreachable = Some(e),
+            Err(e) => return Err(e),
+        }
     }
-    Ok(())
+    match unreachable {
+        Some(e) if !found => Err(e),
+        _ => Ok(()),
+    }
 }
 
 async fn create_topic(o: &Options) -> Result<(), ClientError> {
