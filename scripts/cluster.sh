@@ -5,7 +5,16 @@
 #   scripts/cluster.sh status      # who is up, and `rill cluster status`
 #   scripts/cluster.sh kill 2      # SIGKILL broker 2
 #   scripts/cluster.sh restart 2   # start broker 2 again
+#   scripts/cluster.sh rolling-restart   # each broker in turn, see below
 #   scripts/cluster.sh stop        # SIGTERM every broker (controlled shutdown)
+#
+# rolling-restart waits until `rill cluster health` passes (every broker
+# up, a controller, every partition led and fully replicated), then for
+# each broker: SIGTERM (it hands its leaderships over first), start it
+# again, and wait for health again before the next, so clients (producers
+# with acks=all, consumers) keep working throughout. Each wait is bounded
+# by RILL_HEALTH_TIMEOUT_S (default 120); a broker that does not come back
+# healthy stops the roll with exit code 1.
 #
 # Broker i listens for clients on 127.0.0.1:$((PORT + i)) and for peers on
 # 127.0.0.1:$((PORT + 100 + i)). `start` writes a fresh cluster secret to
@@ -20,7 +29,7 @@ DIR=${RILL_CLUSTER_DIR:-cluster}
 PORT=${RILL_CLUSTER_PORT:-19090}
 BIN=${RILL_BIN:-target/release}
 
-usage() { sed -n '2,18p' "$0" >&2; exit 2; }
+usage() { sed -n '2,27p' "$0" >&2; exit 2; }
 
 ensure_built() {
   if [ ! -x "$BIN/rill-broker" ] || [ ! -x "$BIN/rill" ]; then
@@ -50,6 +59,26 @@ bootstrap() {
 }
 
 alive() { [ -f "$DIR/b$1.pid" ] && kill -0 "$(cat "$DIR/b$1.pid")" 2>/dev/null; }
+
+# Waits until `rill cluster health` passes, at most RILL_HEALTH_TIMEOUT_S.
+wait_healthy() {
+  local deadline=$((SECONDS + ${RILL_HEALTH_TIMEOUT_S:-120}))
+  until "$BIN/rill" --bootstrap "$(bootstrap)" cluster health >/dev/null 2>&1; do
+    if [ "$SECONDS" -ge "$deadline" ]; then
+      echo "not healthy after ${RILL_HEALTH_TIMEOUT_S:-120} s:" >&2
+      "$BIN/rill" --bootstrap "$(bootstrap)" cluster health >&2 || true
+      return 1
+    fi
+    sleep 0.5
+  done
+}
+
+# SIGTERM broker $1 and wait until it has exited.
+stop_one() {
+  if alive "$1"; then kill -TERM "$(cat "$DIR/b$1.pid")"; fi
+  while alive "$1"; do sleep 0.1; done
+  rm -f "$DIR/b$1.pid"
+}
 
 start_one() {
   local i=$1 n
@@ -93,9 +122,18 @@ case "$cmd" in
     for i in $(seq "$(count)"); do
       if alive "$i"; then kill -TERM "$(cat "$DIR/b$i.pid")"; fi
     done
+    for i in $(seq "$(count)"); do stop_one "$i"; done
+    ;;
+  rolling-restart)
+    ensure_built
+    [ "$(count)" -gt 0 ] || { echo "no cluster in $DIR" >&2; exit 2; }
+    wait_healthy || exit 1
     for i in $(seq "$(count)"); do
-      while alive "$i"; do sleep 0.1; done
-      rm -f "$DIR/b$i.pid"
+      started=$SECONDS
+      stop_one "$i"
+      start_one "$i"
+      wait_healthy || { echo "broker $i did not come back healthy; roll stopped" >&2; exit 1; }
+      echo "broker $i restarted; cluster healthy after $((SECONDS - started)) s"
     done
     ;;
   kill)

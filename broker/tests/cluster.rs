@@ -17,12 +17,12 @@ use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::TestCluster;
+use common::load::{AckedProducer, assert_acknowledged_once_in_order, read_all};
 use common::{Client, batch, runtime, values};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
 use rill_client::{
-    Acks, Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord,
-    SeekTo,
+    Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
 };
 use rill_storage::{Log, LogConfig, RaftIndex};
 
@@ -115,55 +115,8 @@ fn acknowledged_writes_survive_leader_kills_once_each_in_order_and_replicas_agre
     });
 
     // The producer: keyed records with acks=all, as fast as they are
-    // acknowledged (up to 2,000 in flight), until told to stop.
-    let stop = Arc::new(AtomicBool::new(false));
-    let acked: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
-    let producing = {
-        let (stop, acked, bootstrap) = (stop.clone(), acked.clone(), bootstrap.clone());
-        rt.spawn(async move {
-            let cluster = Cluster::new(&bootstrap, "producer").unwrap();
-            let config = ProducerConfig {
-                acks: Acks::All,
-                delivery_timeout_ms: 60_000,
-                ..ProducerConfig::default()
-            };
-            let producer = Producer::new(cluster, config);
-            let mut in_flight = std::collections::VecDeque::new();
-            let mut n = 0u64;
-            while !stop.load(Ordering::Relaxed) {
-                let value = format!("sent-{n}");
-                let record = ProducerRecord {
-                    topic: TOPIC.into(),
-                    key: Some(Bytes::from(format!("key-{}", n % 97))),
-                    value: Some(Bytes::from(value.clone())),
-                    ..ProducerRecord::default()
-                };
-                in_flight.push_back((value, producer.send(record).await.unwrap()));
-                n += 1;
-                while in_flight.len() > 2_000 {
-                    let (value, d) = in_flight.pop_front().unwrap();
-                    if let Ok(m) = d.await {
-                        acked
-                            .lock()
-                            .unwrap()
-                            .push((m.partition, m.offset.unwrap(), value));
-                    }
-                }
-                if n % 64 == 0 {
-                    tokio::time::sleep(Duration::from_millis(2)).await;
-                }
-            }
-            for (value, d) in in_flight {
-                if let Ok(m) = d.await {
-                    acked
-                        .lock()
-                        .unwrap()
-                        .push((m.partition, m.offset.unwrap(), value));
-                }
-            }
-            producer.close().await;
-        })
-    };
+    // acknowledged, until told to stop.
+    let producer = AckedProducer::start(&rt, &bootstrap, TOPIC);
     std::thread::sleep(Duration::from_secs(2));
 
     let mut elections = Vec::new();
@@ -173,7 +126,7 @@ fn acknowledged_writes_survive_leader_kills_once_each_in_order_and_replicas_agre
         let leader = c
             .leader_of(TOPIC, partition)
             .expect("a leader before the kill");
-        let before = acked.lock().unwrap().len();
+        let before = producer.acked_count();
         c.kill(leader);
         let killed = Instant::now();
         let elected = c.wait_for("a new leader after the kill", 30, |c| {
@@ -203,7 +156,7 @@ fn acknowledged_writes_survive_leader_kills_once_each_in_order_and_replicas_agre
         // Acknowledgements are collected in send order, so a record held up
         // by the failover holds up the count behind it for a while.
         c.wait_for("the producer to make progress across the kill", 60, |_| {
-            acked.lock().unwrap().len() > before
+            producer.acked_count() > before
         });
     }
     eprintln!(
@@ -214,41 +167,18 @@ fn acknowledged_writes_survive_leader_kills_once_each_in_order_and_replicas_agre
         median_ms(failovers.clone()),
         failovers.iter().max().unwrap().as_millis()
     );
-    stop.store(true, Ordering::Relaxed);
-    rt.block_on(producing).unwrap();
-    let acked = std::mem::take(&mut *acked.lock().unwrap());
+    let acked = producer.finish(&rt);
     assert!(acked.len() > 1_000, "only {} acknowledged", acked.len());
 
-    // Every acknowledged record is where its producer was told.
+    // Every acknowledged record is where its producer was told; the
+    // producer is idempotent (the default): whatever it retried through
+    // the kills, each partition holds every record at most once, in the
+    // order sent.
     c.wait_for("the cluster to settle", 60, |c| {
         c.settled(TOPIC, PARTITIONS)
     });
-    let stored = rt.block_on(read_all(&bootstrap));
-    for (p, offset, value) in &acked {
-        assert_eq!(
-            stored.get(&(*p, *offset)),
-            Some(value),
-            "acknowledged record at partition {p} offset {offset}"
-        );
-    }
-    // The producer is idempotent (the default): whatever it retried
-    // through the kills, each partition holds every record at most once,
-    // in the order sent (its values count up in send order).
-    for p in 0..PARTITIONS {
-        let sent: Vec<u64> = stored
-            .range((p, 0)..(p + 1, 0))
-            // The failover probes' own records are not the producer's.
-            .filter_map(|(_, v)| v.strip_prefix("sent-")?.parse().ok())
-            .collect();
-        for pair in sent.windows(2) {
-            assert!(
-                pair[0] < pair[1],
-                "partition {p} holds sent-{} before sent-{}: stored twice or out of order",
-                pair[0],
-                pair[1]
-            );
-        }
-    }
+    let stored = rt.block_on(read_all(&bootstrap, TOPIC));
+    assert_acknowledged_once_in_order(&acked, &stored, PARTITIONS);
     eprintln!(
         "{} acknowledged records all found at their offsets, each once, in send order",
         acked.len()
@@ -296,35 +226,6 @@ fn acknowledged_writes_survive_leader_kills_once_each_in_order_and_replicas_agre
             }
         }
     }
-}
-
-/// Every record of every partition: (partition, offset) -> value.
-async fn read_all(bootstrap: &str) -> BTreeMap<(u32, u64), String> {
-    let cluster = Cluster::new(bootstrap, "reader").unwrap();
-    let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
-    consumer
-        .assign(TOPIC, None, SeekTo::Earliest)
-        .await
-        .unwrap();
-    let mut out = BTreeMap::new();
-    let mut idle = 0;
-    while idle < 3 {
-        let records = consumer.poll(Duration::from_millis(500)).await.unwrap();
-        if records.is_empty() {
-            idle += 1;
-        }
-        for r in records {
-            idle = 0;
-            let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-            assert!(
-                out.insert((r.partition, r.offset), value).is_none(),
-                "offset {} of partition {} read twice",
-                r.offset,
-                r.partition
-            );
-        }
-    }
-    out
 }
 
 #[test]

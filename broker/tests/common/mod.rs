@@ -5,6 +5,8 @@
 
 pub mod cluster;
 pub mod groups;
+pub mod load;
+pub mod prometheus;
 
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
