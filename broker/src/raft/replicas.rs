@@ -70,15 +70,18 @@ impl RaftLoop {
     /// the commands applied meanwhile.
     pub(super) fn reconcile(&mut self) {
         let me = self.me();
-        let wanted: Vec<(TopicImage, u32)> = self
-            .image
+        // One copy of the image per pass (opening a replica needs `&mut
+        // self`), never one of a topic per partition: with thousands of
+        // partitions that was quadratic, and held the Raft thread for
+        // minutes while a large topic's replicas opened.
+        let image = self.image.clone();
+        let wanted: Vec<(&TopicImage, u32)> = image
             .topics
             .values()
             .flat_map(|t| {
                 (0..t.partitions())
-                    .filter(|&p| t.replicas[p as usize].contains(&me))
-                    .map(|p| (t.clone(), p))
-                    .collect::<Vec<_>>()
+                    .filter(move |&p| t.replicas[p as usize].contains(&me))
+                    .map(move |p| (t, p))
             })
             .collect();
         // Groups the node dropped since the last round are stopped first:
@@ -94,7 +97,7 @@ impl RaftLoop {
             let group = t.group(p);
             if self.node.has_group(group) {
                 if self.configs.get(&group) != Some(&t.config) {
-                    self.apply_config(&t, group);
+                    self.apply_config(t, group);
                 }
                 continue;
             }
@@ -115,7 +118,7 @@ impl RaftLoop {
                 // directory's lock until its last reader lets go.
                 self.published.remove_partition(group);
             }
-            match self.open(&t, p) {
+            match self.open(t, p) {
                 Ok(()) if retrying => {
                     self.failed.remove(&group);
                     self.published.set_stopped(group, false);
