@@ -257,6 +257,17 @@ fn run() -> anyhow::Result<()> {
         }
     };
     raise_nofile_limit();
+    // One broker per data directory, for the life of the process: every
+    // replica's log skips a lock of its own (`LogConfig::lock_dir`), one
+    // open file fewer per replica.
+    std::fs::create_dir_all(&config.data_dir)
+        .with_context(|| format!("creating the data directory {}", config.data_dir.display()))?;
+    let _data_dir_lock = rill_storage::lock_directory(&config.data_dir).with_context(|| {
+        format!(
+            "locking the data directory {} (is another broker using it?)",
+            config.data_dir.display()
+        )
+    })?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

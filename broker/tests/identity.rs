@@ -1,7 +1,7 @@
 //! A data directory knows which cluster it belongs to: a broker learns its
 //! cluster's id from the controller and writes it into `identity.json`,
 //! keeps it across restarts, and refuses to run on a data directory of
-//! another cluster.
+//! another cluster, or on one another broker is using.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -64,4 +64,20 @@ fn a_broker_keeps_its_cluster_id_across_restarts_and_refuses_another_clusters_da
         "the refusal names both clusters: {err}"
     );
     assert!(!err.contains("listening on"), "{err}");
+}
+
+#[test]
+fn a_second_broker_on_a_data_directory_in_use_refuses_to_start_and_the_first_serves_on() {
+    let dir = tempfile::tempdir().unwrap();
+    let first = BrokerProcess::start(dir.path());
+    let (status, stderr) = run_to_exit(dir.path(), &[]);
+    assert!(!status.success());
+    assert!(
+        stderr.contains("locking the data directory") && stderr.contains("another broker"),
+        "{stderr}"
+    );
+    let mut client = first.connect();
+    let r = client.create_topic("still-served", 1, &[]);
+    assert!(r.error.is_ok(), "{:?}", r.error);
+    first.terminate();
 }

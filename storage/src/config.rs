@@ -35,6 +35,12 @@ pub struct LogConfig {
     /// this, ms (Kafka's `producer.id.expiration.ms`): a batch it sends
     /// later is taken as the start of a new sequence. Default 1 day.
     pub producer_expiration_ms: u64,
+    /// Whether the log locks its directory (`.lock`, `flock`) against a
+    /// second opener for as long as it is open: one more open file per
+    /// log. Default true; an owner that holds a lock over every log it
+    /// opens (the broker locks its data directory) turns it off, as a
+    /// broker holding thousands of replicas counts its open files.
+    pub lock_dir: bool,
 }
 
 const DAY_MS: u64 = 24 * 60 * 60 * 1000;
@@ -50,6 +56,7 @@ impl Default for LogConfig {
             retention_ms: Some(7 * DAY_MS),
             retention_bytes: None,
             producer_expiration_ms: DAY_MS,
+            lock_dir: true,
         }
     }
 }

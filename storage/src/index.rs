@@ -93,7 +93,7 @@ pub(crate) struct IndexFile<E: IndexEntry> {
     persisted: usize,
     /// CRC state over the persisted entries' bytes.
     crc: crc32fast::Hasher,
-    /// Open while the segment is written to; sealed segments close it.
+    /// Open only while entries are written (see `Segment::persist_indexes`).
     file: Option<File>,
     /// The file may hold entries this index does not: start it over.
     rewrite: bool,
@@ -225,7 +225,8 @@ impl<E: IndexEntry> IndexFile<E> {
         file.write_all_at(&Self::header(upto, self.crc.clone().finalize()), 0)
     }
 
-    /// Closes the file handle (the segment is sealed; entries stay in memory).
+    /// Closes the file handle (entries stay in memory; the next persist
+    /// opens it again).
     pub(crate) fn close(&mut self) {
         self.file = None;
     }

@@ -44,7 +44,9 @@ pub use crate::compaction::{
 pub use crate::config::{Clock, LogConfig, ManualClock, SystemClock};
 pub use crate::error::{BatchError, LogError};
 pub use crate::expired::Expired;
-pub use crate::log::{Appended, ENTRY_COPY_BELOW_BYTES, Log, LogPosition, batches_of};
+pub use crate::log::{
+    Appended, ENTRY_COPY_BELOW_BYTES, Log, LogPosition, batches_of, lock_directory,
+};
 pub use crate::recovery::sync_dir;
 pub use crate::retention::RetentionOutcome;
 pub use crate::span::FileSpan;

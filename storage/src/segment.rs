@@ -695,10 +695,11 @@ impl Segment {
         self.time_index
             .persist_below(self.synced_end)
             .map_err(LogError::io("write time index", self.time_index.path()))?;
-        if !self.active && self.synced_end >= self.tail.position {
-            self.index.close();
-            self.time_index.close();
-        }
+        // Closed between writes, which come once a MiB of log at most: a
+        // broker with thousands of replicas would otherwise hold two more
+        // open files for each (the limit, not the cost of an open, binds).
+        self.index.close();
+        self.time_index.close();
         Ok(())
     }
 

@@ -43,6 +43,8 @@ fn controller_log_config() -> LogConfig {
         retention_bytes: None,
         segment_ms: None,
         max_batch_bytes: CONTROLLER_BATCH_BYTES_MAX,
+        // The broker holds its data directory's lock.
+        lock_dir: false,
         ..LogConfig::default()
     }
 }

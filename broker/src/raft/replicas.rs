@@ -114,8 +114,8 @@ impl RaftLoop {
                 break;
             }
             if retrying {
-                // The stopped replica's log goes first: it holds the
-                // directory's lock until its last reader lets go.
+                // The stopped replica's partition goes first: the new one
+                // takes its place (its readers keep the old log's files).
                 self.published.remove_partition(group);
             }
             match self.open(t, p) {
@@ -331,10 +331,12 @@ impl RaftLoop {
     }
 
     /// The storage settings of a topic's replicas here: the topic's, and
-    /// this broker's producer expiry.
+    /// this broker's producer expiry. No lock per log: the broker holds
+    /// its data directory's.
     fn log_config(&self, t: &TopicImage) -> rill_storage::LogConfig {
         rill_storage::LogConfig {
             producer_expiration_ms: self.config.producer_id_expiration_ms,
+            lock_dir: false,
             ..t.config.log_config()
         }
     }

@@ -41,6 +41,7 @@ use crate::types::{Offset, RaftIndex, Term};
 use crate::view::{LogReader, PublishedSegments, SegmentView};
 
 mod open;
+pub use open::lock_directory;
 mod read;
 mod truncate;
 
@@ -102,8 +103,9 @@ pub struct Log {
     /// [`crate::producers`]): recorded on every append, cut with the log,
     /// rebuilt on open.
     pub(crate) producers: ProducerTable,
-    /// Held for the life of the log: one process per directory.
-    _lock: File,
+    /// Held for the life of the log: one process per directory (unless
+    /// its owner locks a directory above, `LogConfig::lock_dir`).
+    _lock: Option<File>,
 }
 
 impl Log {

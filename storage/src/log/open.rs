@@ -59,7 +59,11 @@ impl Log {
         config.validate()?;
         let dir = dir.as_ref().to_path_buf();
         std::fs::create_dir_all(&dir).map_err(LogError::io("create log directory", &dir))?;
-        let lock = lock_dir(&dir)?;
+        let lock = if config.lock_dir {
+            Some(lock_directory(&dir)?)
+        } else {
+            None
+        };
         let mut bases = Vec::new();
         let mut stems = std::collections::BTreeSet::new();
         let mut others = Vec::new();
@@ -294,7 +298,10 @@ impl Log {
     }
 }
 
-fn lock_dir(dir: &Path) -> Result<File, LogError> {
+/// Locks `dir` (an exclusive `flock` on `dir/.lock`, created if missing)
+/// for as long as the returned file stays open: a second process (or a
+/// second opener in this one) gets an error instead of sharing it.
+pub fn lock_directory(dir: &Path) -> Result<File, LogError> {
     let path = dir.join(".lock");
     let file = OpenOptions::new()
         .read(true)
