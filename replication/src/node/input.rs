@@ -104,6 +104,9 @@ impl Node {
             {
                 unreadable.push((group, e));
             }
+            if r.raw.has_ready() {
+                self.dirty.insert(group);
+            }
         }
         for (group, e) in unreadable {
             self.stop_unreadable(group, &e);
@@ -116,6 +119,7 @@ impl Node {
     /// without aborting ([`ReplicationError::RefusedMessage`]; see
     /// `peer_check`): what a peer sends never stops this broker.
     pub fn step(&mut self, group: GroupId, message: Message) -> Result<(), ReplicationError> {
+        self.touch(group);
         let r = self
             .groups
             .get_mut(&group)
@@ -272,6 +276,7 @@ impl Node {
         group: GroupId,
         change: &crate::conf::MembershipChange,
     ) -> Result<RaftIndex, ReplicationError> {
+        self.touch(group);
         let r = self
             .groups
             .get_mut(&group)
@@ -323,6 +328,7 @@ impl Node {
         group: GroupId,
         batch: CheckedBatch,
     ) -> Result<Proposed, ReplicationError> {
+        self.touch(group);
         let r = self
             .groups
             .get_mut(&group)
@@ -438,6 +444,7 @@ impl Node {
         group: GroupId,
         to: BrokerId,
     ) -> Result<(), ReplicationError> {
+        self.touch(group);
         let r = self
             .groups
             .get_mut(&group)
@@ -451,6 +458,7 @@ impl Node {
     /// between rounds, never between `start_round` and `finish_round`.
     pub fn report_dropped(&mut self, dropped: &[Dropped]) {
         for d in dropped {
+            self.touch(d.group);
             if let Some(r) = self.groups.get_mut(&d.group) {
                 let reported = raft_call(d.group, &mut r.raw, |raw| {
                     raw.report_unreachable(d.to.get());
@@ -468,6 +476,7 @@ impl Node {
     /// Makes this replica campaign now (a one-voter group elects itself at
     /// once instead of after an election timeout).
     pub fn campaign(&mut self, group: GroupId) -> Result<(), ReplicationError> {
+        self.touch(group);
         let r = self
             .groups
             .get_mut(&group)

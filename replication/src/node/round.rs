@@ -61,9 +61,12 @@ impl Node {
         // A leader whose log failed a read for a follower skipped that send
         // without a panic; it stops before it would read again.
         let unreadable: Vec<_> = self
-            .groups
+            .dirty
             .iter()
-            .filter_map(|(&group, r)| crate::contain::unreadable(group, &r.raw).map(|e| (group, e)))
+            .filter_map(|&group| {
+                let r = self.groups.get(&group)?;
+                crate::contain::unreadable(group, &r.raw).map(|e| (group, e))
+            })
             .collect();
         for (group, e) in unreadable {
             self.fail(group, (&e).into(), events);
@@ -72,8 +75,18 @@ impl Node {
         let mut readies = Vec::new();
         let mut snapshots = Vec::new();
         let mut installs_left = SNAPSHOT_INSTALLS_PER_ROUND_MAX;
-        for (&group, r) in self.groups.iter_mut() {
-            if !r.raw.has_ready() || !r.may_ready() {
+        for group in std::mem::take(&mut self.dirty) {
+            let Some(r) = self.groups.get_mut(&group) else {
+                continue;
+            };
+            if !r.raw.has_ready() {
+                continue;
+            }
+            // A Ready held back (a state sync in flight, the round's
+            // snapshot installs used up) is looked at again next round.
+            // Taken, the group is looked at again once the round is done.
+            self.dirty.insert(group);
+            if !r.may_ready() {
                 continue;
             }
             // A snapshot is installed inside its round (synced, the old
@@ -192,6 +205,7 @@ impl Node {
             if failed.contains_key(&group) {
                 continue;
             }
+            self.dirty.insert(group);
             let Some(r) = self.groups.get_mut(&group) else {
                 continue;
             };
@@ -234,6 +248,7 @@ impl Node {
     pub(super) fn stop_unreadable(&mut self, group: GroupId, e: &ReplicationError) {
         tracing::error!(%group, reason = %e, "replica stopped between rounds (a panic raft-rs reported for it, if any, is contained to it)");
         self.retention_waiting.remove(&group);
+        self.dirty.remove(&group);
         self.groups.remove(&group);
         self.stopped_between_rounds.push((group, e.into()));
     }
@@ -242,6 +257,7 @@ impl Node {
         tracing::error!(%group, reason = %failure.reason, "replica stopped");
         // Never unlinked: the new snapshot point may not be durable.
         self.retention_waiting.remove(&group);
+        self.dirty.remove(&group);
         self.groups.remove(&group);
         events.push(Event::Failed {
             group,

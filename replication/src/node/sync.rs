@@ -357,6 +357,7 @@ impl Node {
             if failed.contains_key(&group) {
                 continue;
             }
+            self.touch(group);
             let Some(r) = self.live_mut(life) else {
                 continue;
             };
@@ -399,6 +400,10 @@ impl Node {
     pub(super) fn record_syncs(&mut self, results: Vec<SyncResult>) -> BTreeMap<GroupId, Failure> {
         let mut failed: BTreeMap<GroupId, Failure> = BTreeMap::new();
         for SyncResult { ran: result, .. } in results {
+            // Durable now: its group may take a Ready it held back.
+            let (Ran::Log(life, _) | Ran::State(life, _)) = &result;
+            let life = *life;
+            self.touch(life.group);
             match result {
                 Ran::Log(life, Ok(done)) => match self.live_mut(life) {
                     Some(r) => {
