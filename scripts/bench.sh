@@ -309,6 +309,14 @@ for w in [r[0] for r in rows] + ["W8b", "W1-none", "W1-lz4", "W1-zstd", "W1-idem
     for r in load(w):
         lines.append(f"{w} {json.dumps(r)}")
 lines += ["```", ""]
+# Sections other scripts measured (scripts/idle.sh) are kept as they are.
+kept_marker = "## Capacity at rest"
+try:
+    previous = open(out).read()
+except FileNotFoundError:
+    previous = ""
+if kept_marker in previous:
+    lines += [previous[previous.index(kept_marker):].rstrip("\n"), ""]
 open(out, "w").write("\n".join(lines))
 print(f"wrote {out}", file=sys.stderr)
 PY
