@@ -23,13 +23,42 @@ use rill_client::protocol::*;
 
 use super::{BrokerProcess, Client};
 
-/// A port free right now on 127.0.0.1.
+/// A port free right now on 127.0.0.1, for a broker to bind later.
+///
+/// Chosen below the kernel's ephemeral range (ports it hands to
+/// outgoing connections and to listeners bound to port 0): taken from
+/// there, a port free when chosen could be given to any socket before the
+/// broker binds it, and the broker would fail to start. Below it, only
+/// another port chosen here could take it, and this process never hands
+/// one out twice; a start point drawn from the process id and the clock
+/// keeps test processes running side by side apart.
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use std::sync::atomic::{AtomicU32, Ordering};
+    const LOW: u32 = 10_000;
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    let ephemeral_low: u32 = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(32_768);
+    let span = ephemeral_low.saturating_sub(LOW).max(1_000);
+    let _ = NEXT.compare_exchange(
+        0,
+        1 + std::process::id().wrapping_mul(7_919).wrapping_add(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |d| d.subsec_micros()),
+        ) % span,
+        Ordering::Relaxed,
+        Ordering::Relaxed,
+    );
+    for _ in 0..span {
+        let port = LOW + NEXT.fetch_add(1, Ordering::Relaxed) % span;
+        if let Ok(l) = TcpListener::bind(("127.0.0.1", port as u16)) {
+            drop(l);
+            return port as u16;
+        }
+    }
+    panic!("no free port between {LOW} and {ephemeral_low}");
 }
 
 #[derive(Default)]
