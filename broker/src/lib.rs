@@ -34,6 +34,7 @@ pub mod metadata;
 pub mod metrics;
 pub mod partition;
 pub mod raft;
+pub mod reassignment;
 pub mod server;
 pub mod state;
 pub mod threads;

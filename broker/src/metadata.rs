@@ -20,6 +20,7 @@ use rill_replication::ids::ClusterId;
 use rill_replication::{BrokerId, GroupId};
 use serde::{Deserialize, Serialize};
 
+use crate::reassignment::{Reassignment, Seed};
 use crate::topics::{PARTITIONS_MAX, TopicConfig, validate_topic_id, validate_topic_name};
 
 /// Largest encoded command, bytes.
@@ -88,6 +89,42 @@ pub enum MetadataCommand {
         set: Vec<(String, String)>,
         /// Settings to take back to their defaults.
         delete: Vec<String>,
+    },
+    /// Move a partition's replicas to `replicas` (the preferred leader
+    /// first); see [`crate::reassignment`].
+    ReassignPartition {
+        /// The topic.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// The brokers it moves to.
+        replicas: Vec<u64>,
+    },
+    /// Where a replica a move adds starts (sent by the partition's leader
+    /// once the replica is a learner).
+    SeedReplica {
+        /// The topic.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// The new replica's broker.
+        #[serde(with = "broker_id_number")]
+        broker: BrokerId,
+        /// Where it starts.
+        seed: Seed,
+    },
+    /// A move is done: the partition's voters are `replicas` (sent by its
+    /// leader), as of `origin`.
+    CompleteReassignment {
+        /// The topic.
+        name: String,
+        /// The partition.
+        partition: u32,
+        /// The brokers it moved to, as the move named them.
+        replicas: Vec<u64>,
+        /// The membership then, and its Raft index: where a new replica of
+        /// the partition starts from now on.
+        origin: Seed,
     },
     /// Names the cluster, once: proposed by the first controller leader
     /// that finds it unnamed. Every broker keeps the id in its data
@@ -182,6 +219,11 @@ pub struct TopicImage {
     /// The settings set on it (`key=value`, as committed), the rest being
     /// defaults.
     pub overrides: Vec<(String, String)>,
+    /// The moves under way, by partition.
+    pub moving: BTreeMap<u32, Reassignment>,
+    /// By partition, where a new replica starts once a move has ended
+    /// (absent: from the first replicas, at Raft index 0).
+    pub origins: BTreeMap<u32, Seed>,
 }
 
 impl TopicImage {
@@ -428,6 +470,23 @@ impl ClusterImage {
                     )
                 }
             }
+            MetadataCommand::ReassignPartition {
+                name,
+                partition,
+                replicas,
+            } => crate::reassignment::check_reassign(self, name, *partition, replicas),
+            MetadataCommand::SeedReplica {
+                name,
+                partition,
+                broker,
+                seed,
+            } => crate::reassignment::check_seed(self, name, *partition, *broker, seed),
+            MetadataCommand::CompleteReassignment {
+                name,
+                partition,
+                replicas,
+                origin,
+            } => crate::reassignment::check_complete(self, name, *partition, replicas, origin),
             MetadataCommand::InitCluster { cluster_id } => {
                 if ClusterId::parse(cluster_id).is_none() {
                     return Outcome::Refused(
@@ -497,6 +556,8 @@ impl ClusterImage {
                         replicas,
                         config,
                         overrides: configs.clone(),
+                        moving: BTreeMap::new(),
+                        origins: BTreeMap::new(),
                     },
                 );
             }
@@ -530,6 +591,35 @@ impl ClusterImage {
                     }
                     t.config = config;
                     t.overrides = overrides;
+                }
+            }
+            MetadataCommand::ReassignPartition {
+                name,
+                partition,
+                replicas,
+            } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    crate::reassignment::apply_reassign(t, *partition, replicas);
+                }
+            }
+            MetadataCommand::SeedReplica {
+                name,
+                partition,
+                broker,
+                seed,
+            } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    crate::reassignment::apply_seed(t, *partition, *broker, seed);
+                }
+            }
+            MetadataCommand::CompleteReassignment {
+                name,
+                partition,
+                origin,
+                ..
+            } => {
+                if let Some(t) = self.topics.get_mut(name) {
+                    crate::reassignment::apply_complete(t, *partition, origin);
                 }
             }
             MetadataCommand::InitCluster { cluster_id } => {

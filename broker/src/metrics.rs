@@ -263,6 +263,7 @@ pub fn api_name(key: rill_client::protocol::ApiKey) -> &'static str {
         K::DescribeTopicConfigs => "describe_topic_configs",
         K::CreatePartitions => "create_partitions",
         K::InitProducerId => "init_producer_id",
+        K::ReassignPartitions => "reassign_partitions",
     }
 }
 
@@ -322,7 +323,8 @@ pub fn response_errors(
         R::CreateTopics(t)
         | R::DeleteTopics(t)
         | R::AlterTopicConfigs(t)
-        | R::CreatePartitions(t) => {
+        | R::CreatePartitions(t)
+        | R::ReassignPartitions(t) => {
             codes.extend(t.results.iter().map(|r| r.error));
         }
         R::Produce(r) => {

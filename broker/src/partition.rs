@@ -161,8 +161,6 @@ pub struct Partition {
     /// Its Raft group.
     pub group: GroupId,
     dir: std::path::PathBuf,
-    /// The voters, preferred leader first.
-    replicas: Vec<BrokerId>,
     log: ReplicaLogReader,
     fsync: bool,
     max_batch_bytes: usize,
@@ -250,7 +248,7 @@ fn storage_error(e: &LogError) -> ErrorCode {
 
 impl Partition {
     /// A partition over `log` (in `dir`), whose applied entries end at
-    /// `high_watermark`, replicated on `replicas` (preferred leader first).
+    /// `high_watermark`.
     #[allow(clippy::too_many_arguments)]
     pub fn new(
         topic: &str,
@@ -262,7 +260,6 @@ impl Partition {
         max_batch_bytes: usize,
         timestamps: TimestampBounds,
         high_watermark: Offset,
-        replicas: Vec<BrokerId>,
     ) -> Partition {
         let start = log.log_start_offset().get();
         Partition {
@@ -270,7 +267,6 @@ impl Partition {
             index,
             group,
             dir,
-            replicas,
             log,
             fsync,
             max_batch_bytes,
@@ -480,11 +476,6 @@ impl Partition {
     /// The replica's directory.
     pub fn dir(&self) -> &std::path::Path {
         &self.dir
-    }
-
-    /// The voters, preferred leader first.
-    pub fn replicas(&self) -> &[BrokerId] {
-        &self.replicas
     }
 
     /// Whether writes wait for fdatasync.
@@ -876,7 +867,6 @@ mod tests {
             1 << 20,
             TimestampBounds::default(),
             Offset(0),
-            vec![BrokerId(1)],
         )
     }
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 use rill_client::connection::Connection;
 use rill_client::protocol::messages::{
     AlterTopicConfigsRequest, BrokerMetadata, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, InitProducerIdRequest, NewTopic, TopicConfigChange, TopicResults,
+    DeleteTopicsRequest, InitProducerIdRequest, NewTopic, PartitionMove, ReassignPartitionsRequest,
+    TopicConfigChange, TopicResults,
 };
 use rill_client::protocol::{ErrorCode, Request, Response};
 use rill_replication::BrokerId;
@@ -235,6 +236,38 @@ impl Broker {
         Ok(())
     }
 
+    /// Records a move of partition `partition` of `name` to `replicas`
+    /// through the controller; the partition's leader carries it out.
+    pub async fn reassign_partition(
+        &self,
+        name: &str,
+        partition: u32,
+        replicas: &[u32],
+        forwarded: bool,
+    ) -> Result<(), BrokerError> {
+        let command = MetadataCommand::ReassignPartition {
+            name: name.to_string(),
+            partition,
+            replicas: replicas.iter().map(|b| u64::from(*b)).collect(),
+        };
+        let forward = Request::ReassignPartitions(ReassignPartitionsRequest {
+            moves: vec![PartitionMove {
+                topic: name.to_string(),
+                partition,
+                replicas: replicas.to_vec(),
+            }],
+            timeout_ms: FORWARD_TIMEOUT_MS as u32,
+        });
+        self.admin(command, forward, forwarded).await?;
+        tracing::info!(
+            topic = name,
+            partition,
+            ?replicas,
+            "partition move recorded"
+        );
+        Ok(())
+    }
+
     /// Changes a live topic's settings through the controller: `set`
     /// replaces, `delete` takes back to defaults.
     pub async fn alter_topic_config(
@@ -361,7 +394,8 @@ impl Broker {
             Response::CreateTopics(TopicResults { results })
             | Response::DeleteTopics(TopicResults { results })
             | Response::AlterTopicConfigs(TopicResults { results })
-            | Response::CreatePartitions(TopicResults { results }) => {
+            | Response::CreatePartitions(TopicResults { results })
+            | Response::ReassignPartitions(TopicResults { results }) => {
                 match results.into_iter().next() {
                     Some(r) if r.error.is_ok() => Ok(()),
                     Some(r) => Err(BrokerError::Refused {

@@ -1,5 +1,6 @@
 //! The codec of the APIs that change a live topic (`AlterTopicConfigs`,
-//! `DescribeTopicConfigs`, `CreatePartitions`) and give a producer its id
+//! `DescribeTopicConfigs`, `CreatePartitions`, `ReassignPartitions`) and
+//! give a producer its id
 //! (`InitProducerId`): golden bytes written out by hand from the
 //! layout table of `messages::configs`, round trips of any message through
 //! a frame, and counts that claim more than the frame holds refused before
@@ -129,6 +130,60 @@ fn create_partitions_encodes_to_the_documented_bytes() {
 }
 
 #[test]
+fn reassign_partitions_encodes_to_the_documented_bytes() {
+    let req = Request::ReassignPartitions(ReassignPartitionsRequest {
+        moves: vec![PartitionMove {
+            topic: "t".into(),
+            partition: 2,
+            replicas: vec![4, 2, 3],
+        }],
+        timeout_ms: 5,
+    });
+    assert_eq!(req.api_key() as u16, 20);
+    #[rustfmt::skip]
+    assert_eq!(request_body(&req), [
+        1, 0, 0, 0,     // 1 move
+        1, 0, b't',     // topic "t"
+        2, 0, 0, 0,     // partition 2
+        3, 0, 0, 0,     // 3 replicas
+        4, 0, 0, 0,     // broker 4, the preferred leader
+        2, 0, 0, 0,     // broker 2
+        3, 0, 0, 0,     // broker 3
+        5, 0, 0, 0,     // timeout 5 ms
+    ]);
+    assert_request_round_trips(&req, 7);
+    let resp = Response::ReassignPartitions(TopicResults {
+        results: vec![TopicResult {
+            name: "t".into(),
+            error: ErrorCode::InvalidRequest,
+            message: "m".into(),
+        }],
+    });
+    assert_eq!(
+        response_body(&resp),
+        [1, 0, 0, 0, 1, 0, b't', 14, 0, 1, 0, b'm']
+    );
+    assert_response_round_trips(&resp, 9);
+}
+
+#[test]
+fn a_move_naming_more_brokers_than_allowed_is_refused() {
+    let too_many = Request::ReassignPartitions(ReassignPartitionsRequest {
+        moves: vec![PartitionMove {
+            topic: "t".into(),
+            partition: 0,
+            replicas: (1..=MOVE_REPLICAS_MAX as u32 + 1).collect(),
+        }],
+        timeout_ms: 5,
+    });
+    let frame = concat(&encode_request(&header(too_many.api_key(), 1), &too_many));
+    assert!(matches!(
+        decode_request(Bytes::copy_from_slice(&frame[4..])),
+        Err(RequestFrameError::Malformed(DecodeError::Invalid { .. }))
+    ));
+}
+
+#[test]
 fn init_producer_id_encodes_to_the_documented_bytes() {
     let req = Request::InitProducerId(InitProducerIdRequest { timeout_ms: 5 });
     assert_eq!(req.api_key() as u16, 19);
@@ -155,6 +210,7 @@ fn huge_counts_in_settings_messages_fail_without_allocating() {
         ApiKey::AlterTopicConfigs,
         ApiKey::DescribeTopicConfigs,
         ApiKey::CreatePartitions,
+        ApiKey::ReassignPartitions,
     ] {
         let mut payload =
             concat(&encode_request(&header(api, 1), &Request::ApiVersions))[4..].to_vec();
@@ -222,5 +278,18 @@ proptest! {
                 .collect(),
         });
         assert_response_round_trips(&described, 3);
+        let moves = Request::ReassignPartitions(ReassignPartitionsRequest {
+            moves: names
+                .iter()
+                .enumerate()
+                .map(|(i, n)| PartitionMove {
+                    topic: n.clone(),
+                    partition: i as u32,
+                    replicas: (0..i as u32).collect(),
+                })
+                .collect(),
+            timeout_ms,
+        });
+        assert_request_round_trips(&moves, 4);
     }
 }

@@ -27,11 +27,13 @@
 //! - `MsgSnapshot`: a snapshot is present, with index and term at least
 //!   1, its term no later than the message's, and data that is a log start
 //!   offset. If raft-rs would install it (index at or above the commit
-//!   index), its membership must be the group's (membership never changes
-//!   in rill; raft-rs aborts on one it cannot restore), its term no
-//!   earlier than the committed entry's, and its log start no lower than
-//!   this replica's high watermark (what committed here is in the
-//!   snapshot: the high watermark never moves back).
+//!   index), its membership must be one raft-rs can restore (a valid
+//!   configuration: raft-rs aborts on others) and name this broker (a
+//!   group's membership moves on while a replica lags, so it may differ
+//!   from the one held here), its term no earlier than the committed
+//!   entry's, and its log start no lower than this replica's high
+//!   watermark (what committed here is in the snapshot: the high
+//!   watermark never moves back).
 //! - `MsgAppendResponse` to the leader, in its term: an index or a
 //!   rejection's hint past the leader's last index is refused (an
 //!   acknowledgement would count entries that do not exist towards a
@@ -41,11 +43,12 @@
 //! `fsync=false` replica after a machine crash: that is a hint, clamped in
 //! [`crate::node::Node::step`], not refused.
 
-use raft::eraftpb::{ConfState, Message, MessageType};
+use raft::eraftpb::{Message, MessageType};
 use raft::{Raft, StateRole};
 use rill_storage::Offset;
 
 use crate::ids::BrokerId;
+use crate::state::Membership;
 use crate::storage::{ReplicaLog, snapshot_point};
 
 /// Checks `m`, from a peer, against the replica `raft` of broker `me`,
@@ -161,12 +164,10 @@ fn check_snapshot(
         // raft-rs ignores it and tells the leader its commit index.
         return Ok(());
     }
-    let ours = raft.prs().conf().to_conf_state();
-    if !same_members(meta.get_conf_state(), &ours) {
+    let members = Membership::from_raft(meta.get_conf_state());
+    if !members.is_valid() || !members.contains(BrokerId(m.to)) {
         return Err(format!(
-            "a snapshot of members {:?}, not the group's {:?}",
-            meta.get_conf_state().voters,
-            ours.voters
+            "a snapshot of members {members:?}: not a valid membership naming this broker"
         ));
     }
     if let Some(committed_term) = committed_term(raft, log.committed) {
@@ -185,21 +186,6 @@ fn check_snapshot(
         ));
     }
     Ok(())
-}
-
-/// Whether two memberships have the same members in the same roles,
-/// whatever their order.
-fn same_members(a: &ConfState, b: &ConfState) -> bool {
-    let sorted = |ids: &[u64]| {
-        let mut v = ids.to_vec();
-        v.sort_unstable();
-        v
-    };
-    sorted(&a.voters) == sorted(&b.voters)
-        && sorted(&a.learners) == sorted(&b.learners)
-        && sorted(&a.voters_outgoing) == sorted(&b.voters_outgoing)
-        && sorted(&a.learners_next) == sorted(&b.learners_next)
-        && a.auto_leave == b.auto_leave
 }
 
 fn check_append_response(raft: &Raft<ReplicaLog>, m: &Message) -> Result<(), String> {

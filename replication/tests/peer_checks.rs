@@ -291,7 +291,12 @@ fn snapshot_that_cannot_be_restored_consistently_is_refused() {
         learners: vec![3],
         ..ConfState::default()
     };
-    let other_members = ConfState {
+    let members_without_me = ConfState {
+        voters: vec![1, 3, 4],
+        ..ConfState::default()
+    };
+    // The group moved a replica from broker 3 to 4 while this one lagged.
+    let moved_on = ConfState {
         voters: vec![1, 2, 4],
         ..ConfState::default()
     };
@@ -305,8 +310,8 @@ fn snapshot_that_cannot_be_restored_consistently_is_refused() {
             snapshot_from(1, 1, (10, 1), both_voter_and_learner, 100),
         ),
         (
-            "another membership",
-            snapshot_from(1, 1, (10, 1), other_members, 100),
+            "a membership without this broker",
+            snapshot_from(1, 1, (10, 1), members_without_me, 100),
         ),
         (
             "a log start below the high watermark",
@@ -328,9 +333,10 @@ fn snapshot_that_cannot_be_restored_consistently_is_refused() {
     }
     assert_serves_leader_1(&mut follower, 4);
 
-    // A consistent one is installed.
+    // A consistent one is installed, with the membership the group has
+    // moved on to.
     follower
-        .step(GROUP, snapshot_from(1, 1, (10, 1), members, 100))
+        .step(GROUP, snapshot_from(1, 1, (10, 1), moved_on, 100))
         .unwrap();
     let (out, events) = settle(&mut follower);
     assert!(
@@ -340,6 +346,8 @@ fn snapshot_that_cannot_be_restored_consistently_is_refused() {
         "{events:?}"
     );
     assert_eq!(acknowledged(&out), vec![10]);
+    let voters = follower.status(GROUP).unwrap().membership.voters;
+    assert_eq!(voters, [BrokerId(1), BrokerId(2), BrokerId(4)]);
 }
 
 /// Broker 1 as the leader of the group; see [`helpers::elected_leader`].

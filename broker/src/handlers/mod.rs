@@ -154,6 +154,9 @@ pub async fn route(broker: &Arc<Broker>, request: Request, caller: &Caller) -> R
         Request::CreatePartitions(c) => Box::pin(async move {
             Response::CreatePartitions(topics::create_partitions(&broker, c, forwarded).await)
         }),
+        Request::ReassignPartitions(r) => Box::pin(async move {
+            Response::ReassignPartitions(topics::reassign_partitions(&broker, r, forwarded).await)
+        }),
         Request::DescribeTopicConfigs(d) => Box::pin(async move {
             Response::DescribeTopicConfigs(topics::describe_topic_configs(&broker, d))
         }),

@@ -10,7 +10,8 @@ use rill_client::protocol::ErrorCode;
 use rill_client::protocol::messages::{
     AlterTopicConfigsRequest, ConfigEntry, ConfigSource, CreatePartitionsRequest,
     CreateTopicsRequest, DeleteTopicsRequest, DescribeTopicConfigsRequest,
-    DescribeTopicConfigsResponse, INTERNAL_TOPIC_PREFIX, TopicConfigs, TopicResult, TopicResults,
+    DescribeTopicConfigsResponse, INTERNAL_TOPIC_PREFIX, ReassignPartitionsRequest, TopicConfigs,
+    TopicResult, TopicResults,
 };
 
 use crate::error::BrokerError;
@@ -151,6 +152,23 @@ pub(super) fn describe_topic_configs(
         })
         .collect();
     DescribeTopicConfigsResponse { topics }
+}
+
+/// Records each move, in order (internal topics' partitions move too: a
+/// broker leaving takes every replica with it).
+pub(super) async fn reassign_partitions(
+    broker: &Arc<Broker>,
+    r: ReassignPartitionsRequest,
+    forwarded: bool,
+) -> TopicResults {
+    let mut results = Vec::new();
+    for m in r.moves {
+        let outcome = broker
+            .reassign_partition(&m.topic, m.partition, &m.replicas, forwarded)
+            .await;
+        results.push(topic_result(m.topic, outcome));
+    }
+    TopicResults { results }
 }
 
 /// Adds partitions to each topic, in order. Internal topics' partition

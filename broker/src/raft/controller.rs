@@ -8,10 +8,12 @@
 //! another leader replaced answers [`NotController`]), and only once no
 //! replica it assigns here is left to open: the answer is held until then
 //! (see `published.rs`). Only the controller's leader proposes; a follower
-//! forwards its own broker's registration alone, over the authenticated
-//! peer link, and a leader takes nothing else from its peers.
+//! forwards its own broker's registration and the progress of the
+//! partition moves it leads (`moves.rs`), over the authenticated peer
+//! link, and a leader takes nothing else from its peers.
 
 use bytes::Bytes;
+use rill_replication::state::Membership;
 use rill_replication::{BrokerId, CheckedBatch, GroupId, ReplicaDir, ReplicationError};
 use rill_storage::{BatchBuilder, LogConfig, NewRecord, RaftIndex};
 use tokio::sync::oneshot;
@@ -60,7 +62,8 @@ impl RaftLoop {
             dir: &dir,
             log_config: controller_log_config(),
             fsync: true,
-            voters: self.config.voters.clone(),
+            membership: Membership::voters(self.config.voters.iter().copied()),
+            membership_index: RaftIndex(0),
         })?;
         let mut voters = opened.membership.voters;
         voters.sort();
@@ -216,9 +219,10 @@ impl RaftLoop {
         }
     }
 
-    /// Proposes what peer `from` asked this broker to propose for it: only
-    /// its own registration on the controller, which must lead here (the
-    /// peer asks again otherwise). Anything else is dropped and logged.
+    /// Proposes what peer `from` asked this broker to propose for it: its
+    /// own registration, or the progress of a move of a partition it holds
+    /// a replica of, on the controller, which must lead here (the peer
+    /// asks again otherwise). Anything else is dropped and logged.
     pub(super) fn take_forwarded(&mut self, group: GroupId, from: BrokerId, data: Vec<Bytes>) {
         for d in data {
             match MetadataCommand::decode(&d) {
@@ -227,6 +231,14 @@ impl RaftLoop {
                 {
                     // Nobody here waits for the outcome: the peer sees its
                     // address in the metadata it applies.
+                    let (reply, _) = oneshot::channel();
+                    self.propose_metadata(command, reply);
+                }
+                Some(command)
+                    if group == GroupId::CONTROLLER && self.may_record_for(from, &command) =>
+                {
+                    // A move's progress, sent by the partition's leader,
+                    // which sees it in the image once applied.
                     let (reply, _) = oneshot::channel();
                     self.propose_metadata(command, reply);
                 }

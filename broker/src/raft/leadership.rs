@@ -15,34 +15,51 @@
 
 use std::sync::atomic::Ordering;
 
-use rill_replication::GroupId;
+use rill_replication::{BrokerId, GroupId};
 
 use super::RaftLoop;
 
 impl RaftLoop {
     /// Hands leadership back to preferred leaders that have caught up.
+    /// The preferred leader is the image's first replica (of the move's
+    /// target while one is under way), and only a voter.
     pub(super) fn balance(&mut self) {
         let me = self.me();
-        for p in self.published.all_partitions() {
-            let Some(&preferred) = p.replicas().first() else {
-                continue;
-            };
-            if preferred == me {
-                continue;
-            }
-            let Some(s) = self.node.status(p.group) else {
-                continue;
-            };
-            if s.leader != Some(me) {
-                continue;
-            }
-            let caught_up = s
-                .matched
-                .iter()
-                .any(|(b, m)| *b == preferred && *m >= s.last_index);
-            if caught_up {
-                let _ = self.node.transfer_leader(p.group, preferred);
-            }
+        let preferred: Vec<(GroupId, BrokerId)> = self
+            .image
+            .topics
+            .values()
+            .flat_map(|t| {
+                t.replicas
+                    .iter()
+                    .enumerate()
+                    .filter_map(move |(p, replicas)| {
+                        let first = match t.moving.get(&(p as u32)) {
+                            Some(m) => m.target.first(),
+                            None => replicas.first(),
+                        };
+                        first.filter(|b| **b != me).map(|b| (t.group(p as u32), *b))
+                    })
+            })
+            .filter(|(g, _)| self.node.leader(*g) == Some(me))
+            .collect();
+        for (group, to) in preferred {
+            self.hand_to_preferred(group, to);
+        }
+    }
+
+    /// Hands `group`, if led here, to `preferred` once it is a voter holding
+    /// every entry.
+    fn hand_to_preferred(&mut self, group: GroupId, preferred: BrokerId) {
+        let Some(s) = self.node.status(group) else {
+            return;
+        };
+        let caught_up = s
+            .matched
+            .iter()
+            .any(|(b, m)| *b == preferred && *m >= s.last_index);
+        if s.leader == Some(self.me()) && s.membership.is_voter(preferred) && caught_up {
+            let _ = self.node.transfer_leader(group, preferred);
         }
     }
 

@@ -58,13 +58,14 @@ use tokio::sync::{mpsc, oneshot, watch};
 
 use crate::identity::Identity;
 use crate::janitor::Janitor;
-use crate::metadata::{ClusterImage, Outcome};
+use crate::metadata::{ClusterImage, MetadataCommand, Outcome};
 use crate::partition::{StopRequest, TimestampBounds};
 
 pub mod cluster_id;
 mod controller;
 mod handle;
 mod leadership;
+mod moves;
 mod published;
 mod replicas;
 mod round;
@@ -247,6 +248,7 @@ pub fn open(
         cluster_id_proposed: None,
         deletions_pending: false,
         stopping: false,
+        told: BTreeMap::new(),
     };
     raft.open_controller()?;
     Ok(Opened {
@@ -340,6 +342,9 @@ struct RaftLoop {
     /// The controller term in which this broker, leading it, last proposed
     /// to name the cluster.
     cluster_id_proposed: Option<Term>,
+    /// Per moving partition led here, the progress last sent to the
+    /// controller and the tick it went at (see `moves.rs`).
+    told: BTreeMap<GroupId, (MetadataCommand, u64)>,
 }
 
 impl RaftLoop {
@@ -502,6 +507,9 @@ impl RaftLoop {
                 self.campaign_eagerly();
                 if self.ticks % BALANCE_TICKS == 0 {
                     self.balance();
+                }
+                if self.ticks % moves::MOVE_TICKS == 0 && !self.stopping {
+                    self.drive_moves();
                 }
                 if self.ticks % REJOIN_CHECK_TICKS == 0 {
                     self.check_rejoined();

@@ -1,6 +1,7 @@
-//! Replicas' lifecycle here: opened as the image assigns them, closed and
-//! removed with their topics, stopped when their storage fails, reopened
-//! after a backoff.
+//! Replicas' lifecycle here: opened as the image places them (a move's
+//! new replica from its seed), closed and removed with their topics or
+//! once moved away, stopped when their storage fails, reopened after a
+//! backoff.
 //!
 //! A stopped replica is reopened from its files alone: recovery trusts
 //! nothing a failed write or sync left in memory. Damage (a hole, a file
@@ -14,15 +15,18 @@
 //! for a bounded time and the loop comes back for the rest, and files are
 //! checked for damage a few replicas a tick, never all at once.
 
+use std::collections::BTreeSet;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rill_replication::state::Membership;
 use rill_replication::{GroupId, ReplicaDir, ReplicationError};
-use rill_storage::Term;
+use rill_storage::{RaftIndex, Term};
 
 use super::{EAGER_CAMPAIGN_TICKS_MAX, RaftLoop};
 use crate::metadata::TopicImage;
 use crate::partition::{Partition, TimestampBounds};
+use crate::reassignment::placed_here;
 use crate::topics::partition_dir;
 
 /// First wait before reopening a replica that an I/O error stopped.
@@ -75,15 +79,15 @@ impl RaftLoop {
         // partitions that was quadratic, and held the Raft thread for
         // minutes while a large topic's replicas opened.
         let image = self.image.clone();
-        let wanted: Vec<(&TopicImage, u32)> = image
+        let wanted: Vec<(&TopicImage, u32, Membership, RaftIndex)> = image
             .topics
             .values()
             .flat_map(|t| {
                 (0..t.partitions())
-                    .filter(move |&p| t.replicas[p as usize].contains(&me))
-                    .map(move |p| (t, p))
+                    .filter_map(move |p| placed_here(t, p, me).map(|(m, index)| (t, p, m, index)))
             })
             .collect();
+        let placed: BTreeSet<GroupId> = wanted.iter().map(|(t, p, ..)| t.group(*p)).collect();
         // Groups the node dropped since the last round are stopped first:
         // one not yet marked failed would look merely unopened, and be
         // opened again before its failure is heard of.
@@ -93,7 +97,7 @@ impl RaftLoop {
         }
         let started = Instant::now();
         let mut left = false;
-        for (t, p) in wanted {
+        for (t, p, membership, membership_index) in wanted {
             let group = t.group(p);
             if self.node.has_group(group) {
                 if self.configs.get(&group) != Some(&t.config) {
@@ -118,7 +122,7 @@ impl RaftLoop {
                 // takes its place (its readers keep the old log's files).
                 self.published.remove_partition(group);
             }
-            match self.open(t, p) {
+            match self.open(t, p, membership, membership_index) {
                 Ok(()) if retrying => {
                     self.failed.remove(&group);
                     self.published.set_stopped(group, false);
@@ -136,18 +140,18 @@ impl RaftLoop {
             }
         }
         self.reconciling = left;
-        if !self.deletions_durable() {
+        if !self.deletions_durable(&placed) {
             if !self.reconciling {
                 self.answer_held();
             }
             return;
         }
-        // Stopped replicas of deleted topics: their directories go too.
+        // Stopped replicas no longer placed here: their directories go too.
         let gone: Vec<GroupId> = self
             .failed
             .keys()
             .copied()
-            .filter(|g| *g != GroupId::CONTROLLER && self.image.partition_of(*g).is_none())
+            .filter(|g| *g != GroupId::CONTROLLER && !placed.contains(g))
             .collect();
         for group in gone {
             self.failed.remove(&group);
@@ -167,7 +171,7 @@ impl RaftLoop {
             .filter(|g| *g != GroupId::CONTROLLER)
             .collect();
         for group in open {
-            if self.image.partition_of(group).is_some() {
+            if placed.contains(&group) {
                 continue;
             }
             let started = Instant::now();
@@ -188,7 +192,7 @@ impl RaftLoop {
                     %topic,
                     partition = index,
                     us = started.elapsed().as_micros() as u64,
-                    "removed replica of a deleted topic"
+                    "removed a replica no longer placed here (its topic deleted or its partition moved)"
                 );
             }
         }
@@ -197,16 +201,16 @@ impl RaftLoop {
         }
     }
 
-    /// Whether the replicas of deleted topics may go: only once the
-    /// controller's commit index that covers their deletion is durable.
-    /// Saved without a sync, a power cut could take it back past the
-    /// deletion; the broker would then replay its metadata without it and
-    /// open the deleted replicas again, empty, as voters that forgot their
-    /// votes. `false` (and a retry at the next tick) while the controller's
-    /// state has a sync in flight or cannot be saved.
-    fn deletions_durable(&mut self) -> bool {
-        let deleted =
-            |g: &GroupId| *g != GroupId::CONTROLLER && self.image.partition_of(*g).is_none();
+    /// Whether the replicas no longer `placed` here (their topic deleted,
+    /// their partition moved away) may go: only once the controller's
+    /// commit index that covers that change is durable. Saved without a
+    /// sync, a power cut could take it back past the change; the broker
+    /// would then replay its metadata without it and open the removed
+    /// replicas again, empty, as voters that forgot their votes. `false`
+    /// (and a retry at the next tick) while the controller's state has a
+    /// sync in flight or cannot be saved.
+    fn deletions_durable(&mut self, placed: &BTreeSet<GroupId>) -> bool {
+        let deleted = |g: &GroupId| *g != GroupId::CONTROLLER && !placed.contains(g);
         let any = self.failed.keys().any(deleted) || self.node.groups().any(|g| deleted(&g));
         if !any {
             self.deletions_pending = false;
@@ -356,7 +360,15 @@ impl RaftLoop {
         }
     }
 
-    fn open(&mut self, t: &TopicImage, p: u32) -> Result<(), ReplicationError> {
+    /// Opens partition `p` of `t` here, a new replica starting from
+    /// `membership` as of `membership_index` (see [`placed_here`]).
+    fn open(
+        &mut self,
+        t: &TopicImage,
+        p: u32,
+        membership: Membership,
+        membership_index: RaftIndex,
+    ) -> Result<(), ReplicationError> {
         let group = t.group(p);
         let dir = partition_dir(&self.config.data_dir, &t.id, p);
         std::fs::create_dir_all(&dir)
@@ -368,7 +380,8 @@ impl RaftLoop {
             dir: &dir,
             log_config,
             fsync: t.config.fsync,
-            voters: t.replicas[p as usize].clone(),
+            membership,
+            membership_index,
         })?;
         let single_voter =
             opened.membership.voters == [self.me()] && opened.membership.voters_outgoing.is_empty();
@@ -384,7 +397,6 @@ impl RaftLoop {
                 max_batch_bytes,
                 self.timestamp_bounds(t),
                 status.high_watermark,
-                t.replicas[p as usize].clone(),
             )
             .reporting_stops_to(self.stop_requests.clone())
             .with_compression(t.config.compression)

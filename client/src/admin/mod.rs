@@ -11,7 +11,8 @@ use crate::cluster::{Cluster, TopicInfo};
 use crate::error::ClientError;
 use crate::protocol::messages::{
     AlterTopicConfigsRequest, ConfigEntry, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeTopicConfigsRequest, NewTopic, TopicConfigChange, TopicResults,
+    DeleteTopicsRequest, DescribeTopicConfigsRequest, NewTopic, PartitionMove,
+    ReassignPartitionsRequest, TopicConfigChange, TopicResults,
 };
 use crate::protocol::{ErrorCode, Request, Response};
 
@@ -49,7 +50,8 @@ fn first_result(r: Response) -> Result<(), ClientError> {
     let (Response::CreateTopics(TopicResults { results })
     | Response::DeleteTopics(TopicResults { results })
     | Response::AlterTopicConfigs(TopicResults { results })
-    | Response::CreatePartitions(TopicResults { results })) = r
+    | Response::CreatePartitions(TopicResults { results })
+    | Response::ReassignPartitions(TopicResults { results })) = r
     else {
         return Err(ClientError::code(ErrorCode::Unknown));
     };
@@ -211,6 +213,59 @@ impl Admin {
         let mut names: Vec<String> = m.topics.into_iter().map(|t| t.name).collect();
         names.sort();
         Ok(names)
+    }
+
+    /// Moves partition `partition` of `name` to the brokers `replicas`
+    /// (the preferred leader first): answered once the controller has
+    /// recorded the move, which then runs while the partition serves (see
+    /// [`Admin::await_replicas`]). The same move again is accepted; another
+    /// move of a partition already moving is refused until it ends.
+    pub async fn reassign_partition(
+        &self,
+        name: &str,
+        partition: u32,
+        replicas: &[u32],
+    ) -> Result<(), ClientError> {
+        let request = Request::ReassignPartitions(ReassignPartitionsRequest {
+            moves: vec![PartitionMove {
+                topic: name.to_string(),
+                partition,
+                replicas: replicas.to_vec(),
+            }],
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        self.with_retries(request, None).await
+    }
+
+    /// Waits until the metadata shows partition `partition` of `name` on
+    /// exactly `replicas`, in that order (a move has ended), asking every
+    /// `poll` for at most `timeout`; `false` when it has not by then.
+    pub async fn await_replicas(
+        &self,
+        name: &str,
+        partition: u32,
+        replicas: &[u32],
+        poll: Duration,
+        timeout: Duration,
+    ) -> Result<bool, ClientError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            let done = match self.describe_topic(name).await {
+                Ok(t) => t
+                    .partitions
+                    .iter()
+                    .any(|p| p.partition == partition && p.replicas == replicas),
+                Err(e) if e.is_retriable() => false,
+                Err(e) => return Err(e),
+            };
+            if done {
+                return Ok(true);
+            }
+            if Instant::now() + poll > deadline {
+                return Ok(false);
+            }
+            tokio::time::sleep(poll).await;
+        }
     }
 
     /// One topic's partitions with leaders, replicas, log start offsets and

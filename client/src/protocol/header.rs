@@ -55,11 +55,15 @@ pub enum ApiKey {
     CreatePartitions = 18,
     /// A producer id, unique in the cluster, for an idempotent producer.
     InitProducerId = 19,
+    /// Move partitions' replicas to other brokers (Kafka's
+    /// AlterPartitionReassignments): answered once each move is recorded;
+    /// the metadata shows the new replicas once it has ended.
+    ReassignPartitions = 20,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 20] = [
+    pub const ALL: [ApiKey; 21] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -80,6 +84,7 @@ impl ApiKey {
         ApiKey::DescribeTopicConfigs,
         ApiKey::CreatePartitions,
         ApiKey::InitProducerId,
+        ApiKey::ReassignPartitions,
     ];
 
     /// The API with this number, if any.

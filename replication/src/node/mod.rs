@@ -396,9 +396,15 @@ pub struct ReplicaDir<'a> {
     pub log_config: LogConfig,
     /// Whether persisted means fdatasync'ed (`true`) or in the mapping.
     pub fsync: bool,
-    /// The voters of a replica opened for the first time (no state file
-    /// yet); one opened again keeps the membership it saved.
-    pub voters: Vec<BrokerId>,
+    /// The membership of a replica opened for the first time (no state
+    /// file yet); one opened again keeps the membership it saved.
+    pub membership: Membership,
+    /// The Raft index `membership` holds as of, for a replica opened for
+    /// the first time: 0 for a group's first replicas; for a replica added
+    /// to a running group, the index of a membership change that includes
+    /// it, so that changes at or below it, which `membership` holds
+    /// already, are not applied again as its log arrives.
+    pub membership_index: RaftIndex,
 }
 
 /// A replica [`Node::open_replica`] opened.
@@ -460,15 +466,16 @@ impl Node {
     }
 
     /// Opens the replica in `spec.dir`: its state file (created with
-    /// `spec.voters` when there is none), then its log (recovered), and
+    /// `spec.membership` when there is none), then its log (recovered), and
     /// starts its group ([`Node::add_group`]).
     pub fn open_replica(
         &mut self,
         spec: ReplicaDir<'_>,
     ) -> Result<OpenedReplica, ReplicationError> {
-        let voters = spec.voters;
-        let (store, state) = FileStateStore::open(spec.dir, || {
-            ReplicaState::initial(Membership::voters(voters))
+        let (membership, membership_index) = (spec.membership, spec.membership_index);
+        let (store, state) = FileStateStore::open(spec.dir, || ReplicaState {
+            membership_index,
+            ..ReplicaState::initial(membership)
         })?;
         let membership = state.membership.clone();
         let log = self.add_group(ReplicaSpec {
@@ -712,13 +719,17 @@ impl Node {
     pub fn leads_with_peers(&self) -> bool {
         let me = self.id();
         self.groups().any(|g| {
-            self.status(g)
-                .is_some_and(|s| s.leader == Some(me) && s.matched.len() > 1)
+            self.status(g).is_some_and(|s| {
+                s.leader == Some(me)
+                    && s.matched
+                        .iter()
+                        .any(|(b, _)| *b != me && s.membership.is_voter(*b))
+            })
         })
     }
 
     /// Asks every group led here to hand leadership to its most caught-up
-    /// follower (controlled shutdown). raft-rs completes a transfer once
+    /// voter (controlled shutdown; raft-rs ignores a transfer to a learner). raft-rs completes a transfer once
     /// the target holds every entry; until then the group keeps its
     /// leader, so a stopping broker costs its groups no election timeout.
     pub fn hand_over(&mut self) {
@@ -734,7 +745,7 @@ impl Node {
             if let Some((to, _)) = s
                 .matched
                 .iter()
-                .filter(|(b, _)| *b != me)
+                .filter(|(b, _)| *b != me && s.membership.is_voter(*b))
                 .max_by_key(|(b, m)| (*m, std::cmp::Reverse(*b)))
             {
                 // A group whose log cannot be read stops alone (see

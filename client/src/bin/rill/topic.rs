@@ -1,4 +1,5 @@
-//! `rill topic`: create, list, describe, alter and delete topics.
+//! `rill topic`: create, list, describe, alter, reassign and delete
+//! topics.
 //!
 //! What scripts read goes to stdout (the names of `list`, the partitions of
 //! `describe`, as text or one JSON object); `create` and `delete` confirm
@@ -69,6 +70,26 @@ pub(crate) enum TopicCommand {
         /// A setting to take back to its default; repeatable.
         #[arg(long = "delete-config", value_name = "KEY")]
         delete_configs: Vec<String>,
+    },
+    /// Move a partition's replicas to other brokers while it serves: each
+    /// new replica joins as a learner and catches up, then the voters are
+    /// swapped by joint consensus (nothing acknowledged can be lost on the
+    /// way) and the old replicas' files are removed. Waits until the move
+    /// has ended, or --timeout-ms has passed (the move carries on anyway:
+    /// `rill topic describe` shows the replicas once it has ended).
+    Reassign {
+        /// The topic.
+        name: String,
+        /// The partition.
+        #[arg(long)]
+        partition: u32,
+        /// The brokers it moves to, comma-separated, the preferred leader
+        /// first.
+        #[arg(long, value_delimiter = ',', required = true)]
+        replicas: Vec<u32>,
+        /// How long to wait for the move to end, ms (0: do not wait).
+        #[arg(long, default_value_t = 120_000)]
+        timeout_ms: u64,
     },
     /// Delete a topic and its data.
     Delete {
@@ -175,6 +196,35 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
                 admin.alter_topic_config(&name, set, delete_configs).await?;
                 eprintln!("changed the settings of topic {name}");
             }
+        }
+        TopicCommand::Reassign {
+            name,
+            partition,
+            replicas,
+            timeout_ms,
+        } => {
+            admin
+                .reassign_partition(&name, partition, &replicas)
+                .await?;
+            if timeout_ms == 0 {
+                eprintln!("moving partition {name}/{partition} to brokers {replicas:?}");
+                return Ok(());
+            }
+            let moved = admin
+                .await_replicas(
+                    &name,
+                    partition,
+                    &replicas,
+                    std::time::Duration::from_millis(200),
+                    std::time::Duration::from_millis(timeout_ms),
+                )
+                .await?;
+            if !moved {
+                anyhow::bail!(
+                    "partition {name}/{partition} is still moving to brokers {replicas:?} after {timeout_ms} ms: the move carries on; `rill topic describe {name}` shows its replicas once it has ended"
+                );
+            }
+            eprintln!("moved partition {name}/{partition} to brokers {replicas:?}");
         }
         TopicCommand::Delete { name } => {
             admin.delete_topic(&name).await?;

@@ -44,8 +44,8 @@ pub use offsets::{
 pub use request::{
     CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest, FetchPartition,
     FetchRequest, FetchTopic, InitProducerIdRequest, ListOffsetsPartition, ListOffsetsRequest,
-    ListOffsetsTopic, MetadataRequest, NewTopic, ProducePartition, ProduceRequest, ProduceTopic,
-    Request,
+    ListOffsetsTopic, MOVE_REPLICAS_MAX, MetadataRequest, NewTopic, PartitionMove,
+    ProducePartition, ProduceRequest, ProduceTopic, ReassignPartitionsRequest, Request,
 };
 pub use response::{
     ApiVersionRange, ApiVersionsResponse, ClusterStatusResponse, FetchPartitionResponse,

@@ -55,6 +55,8 @@ pub enum Request {
     CreatePartitions(CreatePartitionsRequest),
     /// See [`ApiKey::InitProducerId`].
     InitProducerId(InitProducerIdRequest),
+    /// See [`ApiKey::ReassignPartitions`].
+    ReassignPartitions(ReassignPartitionsRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -103,6 +105,32 @@ pub struct CreatePartitionsRequest {
     pub topics: Vec<(String, u32)>,
     /// How long to wait, ms.
     pub timeout_ms: u32,
+}
+
+/// Most brokers one move names.
+pub const MOVE_REPLICAS_MAX: usize = 16;
+
+/// Partitions to move: `moves [topic string, partition u32, replicas [u32]]`,
+/// `timeout_ms u32`; answered like `CreateTopics`, one result per move, in
+/// order, named for its topic.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReassignPartitionsRequest {
+    /// The moves.
+    pub moves: Vec<PartitionMove>,
+    /// How long to wait, ms.
+    pub timeout_ms: u32,
+}
+
+/// One partition to move.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PartitionMove {
+    /// The topic.
+    pub topic: String,
+    /// The partition.
+    pub partition: u32,
+    /// The brokers it moves to, the preferred leader first (at most
+    /// [`MOVE_REPLICAS_MAX`]).
+    pub replicas: Vec<u32>,
 }
 
 /// A producer id for an idempotent producer: `timeout_ms u32`.
@@ -226,6 +254,7 @@ impl Request {
             Request::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
             Request::CreatePartitions(_) => ApiKey::CreatePartitions,
             Request::InitProducerId(_) => ApiKey::InitProducerId,
+            Request::ReassignPartitions(_) => ApiKey::ReassignPartitions,
         }
     }
 
@@ -302,6 +331,14 @@ impl Request {
                 w.u32(c.timeout_ms);
             }
             Request::InitProducerId(i) => w.u32(i.timeout_ms),
+            Request::ReassignPartitions(m) => {
+                w.array(&m.moves, |w, m| {
+                    w.string(&m.topic);
+                    w.u32(m.partition);
+                    w.array(&m.replicas, |w, b| w.u32(*b));
+                });
+                w.u32(m.timeout_ms);
+            }
         }
     }
 
@@ -400,6 +437,24 @@ impl Request {
                 timeout_ms: r.u32("timeout")?,
             }),
             ApiKey::InitProducerId => Request::InitProducerId(InitProducerIdRequest {
+                timeout_ms: r.u32("timeout")?,
+            }),
+            ApiKey::ReassignPartitions => Request::ReassignPartitions(ReassignPartitionsRequest {
+                moves: r.array("moves", MIN_STRING + 8, |r| {
+                    let topic = r.string("topic name")?;
+                    let partition = r.u32("partition")?;
+                    let replicas = r.array("replicas", 4, |r| r.u32("broker id"))?;
+                    if replicas.len() > MOVE_REPLICAS_MAX {
+                        return Err(DecodeError::Invalid {
+                            what: "replicas: more brokers than a move may name",
+                        });
+                    }
+                    Ok(PartitionMove {
+                        topic,
+                        partition,
+                        replicas,
+                    })
+                })?,
                 timeout_ms: r.u32("timeout")?,
             }),
         };

@@ -54,6 +54,8 @@ pub enum Response {
     DescribeTopicConfigs(DescribeTopicConfigsResponse),
     /// See [`ApiKey::CreatePartitions`].
     CreatePartitions(TopicResults),
+    /// See [`ApiKey::ReassignPartitions`].
+    ReassignPartitions(TopicResults),
     /// See [`ApiKey::InitProducerId`].
     InitProducerId(InitProducerIdResponse),
 }
@@ -340,6 +342,7 @@ impl Response {
             Response::AlterTopicConfigs(_) => ApiKey::AlterTopicConfigs,
             Response::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
             Response::CreatePartitions(_) => ApiKey::CreatePartitions,
+            Response::ReassignPartitions(_) => ApiKey::ReassignPartitions,
             Response::InitProducerId(_) => ApiKey::InitProducerId,
         }
     }
@@ -435,7 +438,9 @@ impl Response {
             Response::ListGroups(l) => l.encode(w),
             Response::DescribeGroups(d) => d.encode(w),
             Response::DeleteGroups(d) => d.encode(w),
-            Response::AlterTopicConfigs(t) | Response::CreatePartitions(t) => topic_results(w, t),
+            Response::AlterTopicConfigs(t)
+            | Response::CreatePartitions(t)
+            | Response::ReassignPartitions(t) => topic_results(w, t),
             Response::DescribeTopicConfigs(d) => d.encode(w),
             Response::InitProducerId(i) => {
                 w.i16(i.error.code());
@@ -570,6 +575,7 @@ impl Response {
             ApiKey::DeleteGroups => Response::DeleteGroups(DeleteGroupsResponse::decode(r)?),
             ApiKey::AlterTopicConfigs => Response::AlterTopicConfigs(read_topic_results(r)?),
             ApiKey::CreatePartitions => Response::CreatePartitions(read_topic_results(r)?),
+            ApiKey::ReassignPartitions => Response::ReassignPartitions(read_topic_results(r)?),
             ApiKey::InitProducerId => Response::InitProducerId(InitProducerIdResponse {
                 error: error_code(r, "error code")?,
                 producer_id: r.i64("producer id")?,
