@@ -19,6 +19,7 @@
 //!
 //! Still to come in this crate: metrics.
 
+pub mod balance;
 pub mod compactor;
 pub mod config;
 pub mod coordinator;

@@ -126,6 +126,20 @@ pub enum MetadataCommand {
         /// the partition starts from now on.
         origin: Seed,
     },
+    /// Take a broker out of the brokers that host replicas: no new replica
+    /// is placed on it, and `rill cluster remove-broker` moves its replicas
+    /// away.
+    RemoveBroker {
+        /// The broker.
+        #[serde(with = "broker_id_number")]
+        id: BrokerId,
+    },
+    /// Take a removed broker back among the brokers that host replicas.
+    AddBroker {
+        /// The broker.
+        #[serde(with = "broker_id_number")]
+        id: BrokerId,
+    },
     /// Names the cluster, once: proposed by the first controller leader
     /// that finds it unnamed. Every broker keeps the id in its data
     /// directory's identity.
@@ -283,6 +297,8 @@ pub struct ClusterImage {
     pub next_producer_id: u64,
     /// Topics created so far: rotates placement.
     pub topics_created: u64,
+    /// Brokers taken out of hosting replicas ([`MetadataCommand::RemoveBroker`]).
+    pub removed: std::collections::BTreeSet<BrokerId>,
 }
 
 impl ClusterImage {
@@ -298,6 +314,7 @@ impl ClusterImage {
             next_group: 1,
             next_producer_id: 0,
             topics_created: 0,
+            removed: Default::default(),
         }
     }
 
@@ -344,12 +361,12 @@ impl ClusterImage {
                         format!("partitions must be 1 to {PARTITIONS_MAX}"),
                     );
                 }
-                let n = self.voters.len();
+                let n = self.hosts().len();
                 if *replication_factor == 0 || usize::from(*replication_factor) > n {
                     return Outcome::Refused(
                         ErrorCode::InvalidReplicationFactor,
                         format!(
-                            "replication factor must be 1 to {n} (the brokers in this cluster)"
+                            "replication factor must be 1 to {n} (the brokers in this cluster that host replicas)"
                         ),
                     );
                 }
@@ -487,6 +504,48 @@ impl ClusterImage {
                 replicas,
                 origin,
             } => crate::reassignment::check_complete(self, name, *partition, replicas, origin),
+            MetadataCommand::RemoveBroker { id } => {
+                if !self.voters.contains(id) {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!("broker {id} is not a broker of this cluster"),
+                    );
+                }
+                let left = self.hosts().iter().filter(|b| *b != id).count();
+                let widest = self
+                    .topics
+                    .values()
+                    .filter_map(|t| t.replicas.iter().map(Vec::len).max().map(|rf| (rf, t)))
+                    .max_by_key(|(rf, _)| *rf);
+                match widest {
+                    Some((rf, t)) if rf > left && !self.removed.contains(id) => Outcome::Refused(
+                        ErrorCode::InvalidReplicationFactor,
+                        format!(
+                            "topic {:?} has {rf} replicas per partition: without broker {id}, \
+                             {left} brokers would be left to host them",
+                            t.name
+                        ),
+                    ),
+                    _ if left == 0 => Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!("broker {id} is the last broker that hosts replicas"),
+                    ),
+                    _ => Outcome::Done,
+                }
+            }
+            MetadataCommand::AddBroker { id } => {
+                if self.voters.contains(id) {
+                    Outcome::Done
+                } else {
+                    Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!(
+                            "broker {id} is not one of this cluster's brokers (--peers): a broker \
+                             not named there when the cluster started cannot join it yet"
+                        ),
+                    )
+                }
+            }
             MetadataCommand::InitCluster { cluster_id } => {
                 if ClusterId::parse(cluster_id).is_none() {
                     return Outcome::Refused(
@@ -622,6 +681,12 @@ impl ClusterImage {
                     crate::reassignment::apply_complete(t, *partition, origin);
                 }
             }
+            MetadataCommand::RemoveBroker { id } => {
+                self.removed.insert(*id);
+            }
+            MetadataCommand::AddBroker { id } => {
+                self.removed.remove(id);
+            }
             MetadataCommand::InitCluster { cluster_id } => {
                 self.cluster_id = ClusterId::parse(cluster_id).expect("checked just above");
             }
@@ -629,15 +694,21 @@ impl ClusterImage {
         Outcome::Done
     }
 
+    /// The brokers that host replicas: the voters but those removed.
+    pub fn hosts(&self) -> Vec<BrokerId> {
+        crate::balance::hosts(self)
+    }
+
     /// Where the next topic's partitions go: partition `p` on
-    /// `replication_factor` consecutive voters from `(offset + p) mod n`.
+    /// `replication_factor` consecutive hosts from `(offset + p) mod n`.
     fn placement(&self, partitions: u32, replication_factor: u16) -> Vec<Vec<BrokerId>> {
-        let n = self.voters.len();
+        let hosts = self.hosts();
+        let n = hosts.len().max(1);
         let start = (self.topics_created % n as u64) as usize;
         (0..partitions as usize)
             .map(|p| {
-                (0..usize::from(replication_factor))
-                    .map(|k| self.voters[(start + p + k) % n])
+                (0..usize::from(replication_factor).min(hosts.len()))
+                    .map(|k| hosts[(start + p + k) % n])
                     .collect()
             })
             .collect()
@@ -650,14 +721,15 @@ impl ClusterImage {
         let Some(t) = self.topics.get(name) else {
             return Vec::new();
         };
-        let n = self.voters.len();
+        let hosts = self.hosts();
+        let n = hosts.len().max(1);
         let first = t.replicas.first().and_then(|r| r.first());
         let start = first
-            .and_then(|b| self.voters.iter().position(|v| v == b))
+            .and_then(|b| hosts.iter().position(|v| v == b))
             .unwrap_or(0);
-        let rf = t.replicas.first().map_or(1, Vec::len).min(n);
+        let rf = t.replicas.first().map_or(1, Vec::len).min(hosts.len());
         (t.partitions() as usize..partitions as usize)
-            .map(|p| (0..rf).map(|k| self.voters[(start + p + k) % n]).collect())
+            .map(|p| (0..rf).map(|k| hosts[(start + p + k) % n]).collect())
             .collect()
     }
 

@@ -264,6 +264,7 @@ pub fn api_name(key: rill_client::protocol::ApiKey) -> &'static str {
         K::CreatePartitions => "create_partitions",
         K::InitProducerId => "init_producer_id",
         K::ReassignPartitions => "reassign_partitions",
+        K::ChangeBrokers => "change_brokers",
     }
 }
 
@@ -371,6 +372,7 @@ pub fn response_errors(
         R::DeleteGroups(r) => codes.extend(r.groups.iter().map(|g| g.error)),
         R::DescribeTopicConfigs(r) => codes.extend(r.topics.iter().map(|t| t.error)),
         R::InitProducerId(r) => codes.push(r.error),
+        R::ChangeBrokers(r) => codes.push(r.error),
     }
     codes.retain(|c| !c.is_ok());
     codes

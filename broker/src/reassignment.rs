@@ -220,6 +220,17 @@ pub fn check_reassign(
             ),
         );
     }
+    if let Some(b) = replicas
+        .iter()
+        .find(|b| image.removed.contains(&BrokerId(**b)))
+    {
+        return refused(
+            ErrorCode::InvalidRequest,
+            format!(
+                "broker {b} is removed from hosting replicas (rill cluster add-broker {b} takes it back)"
+            ),
+        );
+    }
     let target: Vec<BrokerId> = replicas.iter().copied().map(BrokerId).collect();
     if let Some(m) = t.moving.get(&partition)
         && m.target != target

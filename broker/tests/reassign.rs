@@ -48,15 +48,22 @@ fn healthy(c: &TestCluster) -> bool {
         .success()
 }
 
-#[test]
-fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged() {
-    let mut c = TestCluster::start(BROKERS);
+/// A healthy cluster of [`BROKERS`] holding [`TOPIC`] with `partitions`
+/// partitions of three replicas, a runtime and an admin client.
+fn healthy_cluster_with_topic(partitions: u32) -> (TestCluster, tokio::runtime::Runtime, Admin) {
+    let c = TestCluster::start(BROKERS);
     let rt = runtime();
-    let bootstrap = c.bootstrap();
-    let admin = Admin::new(Cluster::new(&bootstrap, "test").unwrap());
-    rt.block_on(admin.create_topic(TOPIC, PARTITIONS, 3, vec![]))
+    let admin = Admin::new(Cluster::new(&c.bootstrap(), "test").unwrap());
+    rt.block_on(admin.create_topic(TOPIC, partitions, 3, vec![]))
         .unwrap();
     c.wait_for("a healthy cluster", 60, healthy);
+    (c, rt, admin)
+}
+
+#[test]
+fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged() {
+    let (mut c, rt, admin) = healthy_cluster_with_topic(PARTITIONS);
+    let bootstrap = c.bootstrap();
     let before = replicas(&c, TOPIC).unwrap();
     // Each partition's preferred leader gives way to the broker that has
     // no replica of it, which becomes the preferred leader.
@@ -101,7 +108,10 @@ fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged(
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
-    assert_eq!(replicas(&c, TOPIC).unwrap()[0], targets[0]);
+    // Every broker's metadata says so once it has applied the move's end.
+    c.wait_for("partition 0 on its new replicas", 10, |c| {
+        replicas(c, TOPIC).is_some_and(|r| r[0] == targets[0])
+    });
 
     // The rest at once; a broker with moves under way is SIGKILLed and
     // started again in the middle of them.
@@ -154,18 +164,15 @@ fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged(
     );
     let stored = rt.block_on(read_all(&bootstrap, TOPIC));
     assert_acknowledged_once_in_order(&acked, &stored, PARTITIONS);
-    assert_eq!(replicas(&c, TOPIC).unwrap(), targets);
+    c.wait_for("the new replicas kept across the restarts", 10, |c| {
+        replicas(c, TOPIC).is_some_and(|r| r == targets)
+    });
 }
 
 #[test]
 fn a_move_to_a_broker_that_is_down_waits_for_it_and_bad_moves_are_refused() {
-    let mut c = TestCluster::start(BROKERS);
-    let rt = runtime();
+    let (mut c, rt, admin) = healthy_cluster_with_topic(1);
     let bootstrap = c.bootstrap();
-    let admin = Admin::new(Cluster::new(&bootstrap, "test").unwrap());
-    rt.block_on(admin.create_topic(TOPIC, 1, 3, vec![]))
-        .unwrap();
-    c.wait_for("a healthy cluster", 60, healthy);
     let before = replicas(&c, TOPIC).unwrap()[0].clone();
     let outside = (1..=BROKERS as u32).find(|b| !before.contains(b)).unwrap();
     let records: Vec<String> = (0..50).map(|i| format!("before-{i}")).collect();
@@ -231,4 +238,94 @@ fn a_move_to_a_broker_that_is_down_waits_for_it_and_bad_moves_are_refused() {
     let values: Vec<&String> = stored.values().collect();
     let expected: Vec<&String> = records.iter().chain(more.iter()).collect();
     assert_eq!(values, expected);
+}
+
+/// Replicas per broker over every topic's partitions.
+fn replica_counts(c: &TestCluster) -> std::collections::BTreeMap<u32, usize> {
+    let m = c.metadata_from_any().unwrap();
+    let mut counts = std::collections::BTreeMap::new();
+    for t in &m.topics {
+        for p in &t.partitions {
+            for b in &p.replicas {
+                *counts.entry(*b).or_insert(0) += 1;
+            }
+        }
+    }
+    counts
+}
+
+#[test]
+fn a_broker_removed_and_added_back_under_an_acks_all_producer_loses_nothing() {
+    let (mut c, rt, admin) = healthy_cluster_with_topic(PARTITIONS);
+    let bootstrap = c.bootstrap();
+    let producer = AckedProducer::start(&rt, &bootstrap, TOPIC);
+    c.wait_for("records acknowledged", 60, |_| producer.acked_count() > 500);
+
+    // Removed: every replica leaves broker 4, which leaves the metadata
+    // and may then stop without the cluster missing it.
+    let out = run_rill(&bootstrap, &["cluster", "remove-broker", "4"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Every broker's metadata says so once it has applied the moves.
+    c.wait_for(
+        "no replica on broker 4, and broker 4 out of the metadata",
+        10,
+        |c| {
+            !replica_counts(c).contains_key(&4)
+                && c.metadata_from_any()
+                    .is_some_and(|m| m.brokers.iter().all(|b| b.broker_id != 4))
+        },
+    );
+    c.kill(4);
+    c.wait_for("a healthy cluster without broker 4", 60, healthy);
+    // No new replica goes to it.
+    rt.block_on(admin.create_topic("after-removal", 3, 3, vec![]))
+        .unwrap();
+    assert_eq!(replica_counts(&c).get(&4), None);
+    let refused = run_rill(
+        &bootstrap,
+        &[
+            "topic",
+            "reassign",
+            TOPIC,
+            "--partition",
+            "0",
+            "--replicas",
+            "4,1,2",
+        ],
+        "",
+    );
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("removed from hosting"));
+
+    // Added back: replicas spread onto it again, evenly.
+    c.restart(4);
+    let out = run_rill(&bootstrap, &["cluster", "add-broker", "4"], "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    c.wait_for("replicas spread evenly over the four brokers", 10, |c| {
+        let counts = replica_counts(c);
+        let (min, max) = (
+            counts.values().min().copied().unwrap_or(0),
+            counts.values().max().copied().unwrap_or(0),
+        );
+        counts.len() == BROKERS && max - min <= 1
+    });
+    // Balanced already: nothing more to move.
+    let out = run_rill(&bootstrap, &["cluster", "balance"], "");
+    assert!(String::from_utf8_lossy(&out.stderr).contains("0 partition(s) moved"));
+
+    let acked_before = producer.acked_count();
+    c.wait_for("records acknowledged after the changes", 60, |_| {
+        producer.acked_count() > acked_before + 500
+    });
+    let acked = producer.finish(&rt);
+    c.wait_for("a healthy cluster after the changes", 60, healthy);
+    let stored = rt.block_on(read_all(&bootstrap, TOPIC));
+    assert_acknowledged_once_in_order(&acked, &stored, PARTITIONS);
 }

@@ -167,6 +167,61 @@ fn reassign_partitions_encodes_to_the_documented_bytes() {
 }
 
 #[test]
+fn change_brokers_encodes_to_the_documented_bytes() {
+    let req = Request::ChangeBrokers(ChangeBrokersRequest {
+        action: BrokerAction::Remove,
+        broker_id: 4,
+        timeout_ms: 5,
+    });
+    assert_eq!(req.api_key() as u16, 21);
+    #[rustfmt::skip]
+    assert_eq!(request_body(&req), [
+        2,              // remove
+        4, 0, 0, 0,     // broker 4
+        5, 0, 0, 0,     // timeout 5 ms
+    ]);
+    assert_request_round_trips(&req, 7);
+    let mut unknown_action = request_body(&req);
+    unknown_action[0] = 9;
+    let payload = [
+        &concat(&encode_request(&header(req.api_key(), 7), &req))[4..4 + 11],
+        &unknown_action[..],
+    ]
+    .concat();
+    assert!(decode_request(Bytes::from(payload)).is_err());
+    // A count of moves past the frame fails before allocating.
+    let payload = [&[9, 0, 0, 0, 0, 0][..], &[0, 0, 0, 0], &[0xff; 4]].concat();
+    assert!(matches!(
+        decode_response(Bytes::from(payload), ApiKey::ChangeBrokers),
+        Err(DecodeError::Truncated { .. })
+    ));
+    let resp = Response::ChangeBrokers(ChangeBrokersResponse {
+        error: ErrorCode::None,
+        message: String::new(),
+        moves: vec![PartitionMove {
+            topic: "t".into(),
+            partition: 1,
+            replicas: vec![2, 3],
+        }],
+        stuck: vec!["u/0".into()],
+    });
+    #[rustfmt::skip]
+    assert_eq!(response_body(&resp), [
+        0, 0,           // error: none
+        0, 0,           // message ""
+        1, 0, 0, 0,     // 1 move
+        1, 0, b't',     // topic "t"
+        1, 0, 0, 0,     // partition 1
+        2, 0, 0, 0,     // 2 replicas
+        2, 0, 0, 0,
+        3, 0, 0, 0,
+        1, 0, 0, 0,     // 1 stuck
+        3, 0, b'u', b'/', b'0',
+    ]);
+    assert_response_round_trips(&resp, 9);
+}
+
+#[test]
 fn a_move_naming_more_brokers_than_allowed_is_refused() {
     let too_many = Request::ReassignPartitions(ReassignPartitionsRequest {
         moves: vec![PartitionMove {

@@ -20,10 +20,28 @@ pub(super) async fn cluster_status(broker: &Arc<Broker>) -> ClusterStatusRespons
         .groups
         .iter()
         .map(|g| {
-            let (topic, partition, voters) = match image.partition_of(g.group) {
+            // The image's replicas, preferred leader first, then any other
+            // member of the group as this replica knows it (the controller's
+            // voters, a move's new replicas).
+            let (topic, partition, mut voters) = match image.partition_of(g.group) {
                 Some((t, p)) => (t.name.clone(), p, t.replicas[p as usize].clone()),
-                None => (String::new(), 0, image.voters.clone()),
+                None => (String::new(), 0, Vec::new()),
             };
+            let m = &g.membership;
+            let mut members: Vec<_> = m
+                .voters
+                .iter()
+                .chain(&m.voters_outgoing)
+                .chain(&m.learners)
+                .copied()
+                .collect();
+            members.sort();
+            members.dedup();
+            for b in members {
+                if !voters.contains(&b) {
+                    voters.push(b);
+                }
+            }
             ReplicaStatus {
                 topic,
                 partition,

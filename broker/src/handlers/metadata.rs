@@ -93,12 +93,20 @@ pub(super) fn metadata(broker: &Arc<Broker>, m: MetadataRequest) -> MetadataResp
 }
 
 /// The registered brokers, with this one as it is now: its registration
-/// may still carry the port of its previous run.
+/// may still carry the port of its previous run. A broker removed from
+/// hosting replicas that holds none is left out: it may be stopped, and
+/// is no broker of the cluster's any more.
 pub(super) fn brokers(broker: &Broker, image: &ClusterImage) -> Vec<BrokerMetadata> {
+    let gone = if image.removed.is_empty() {
+        Default::default()
+    } else {
+        crate::balance::holding_nothing(image)
+    };
     let mut all: Vec<BrokerMetadata> = image
         .brokers
         .iter()
         .filter(|(id, _)| **id != broker.id())
+        .filter(|(id, _)| !(image.removed.contains(id) && gone.contains(id)))
         .map(|(id, b)| BrokerMetadata {
             broker_id: id.get() as u32,
             host: b.host.clone(),

@@ -20,6 +20,7 @@ use crate::partition::{LeaderHint, Partition};
 use crate::state::{Broker, FORWARDED_CLIENT_ID, Lookup};
 
 mod api_versions;
+mod brokers;
 mod cluster_status;
 mod fetch;
 pub mod find_coordinator;
@@ -153,6 +154,9 @@ pub async fn route(broker: &Arc<Broker>, request: Request, caller: &Caller) -> R
         }),
         Request::CreatePartitions(c) => Box::pin(async move {
             Response::CreatePartitions(topics::create_partitions(&broker, c, forwarded).await)
+        }),
+        Request::ChangeBrokers(c) => Box::pin(async move {
+            Response::ChangeBrokers(brokers::change_brokers(&broker, c, forwarded).await)
         }),
         Request::ReassignPartitions(r) => Box::pin(async move {
             Response::ReassignPartitions(topics::reassign_partitions(&broker, r, forwarded).await)

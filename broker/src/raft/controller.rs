@@ -65,11 +65,15 @@ impl RaftLoop {
             membership: Membership::voters(self.config.voters.iter().copied()),
             membership_index: RaftIndex(0),
         })?;
-        let mut voters = opened.membership.voters;
-        voters.sort();
-        let single = voters == [self.me()];
+        let single =
+            opened.membership.voters == [self.me()] && opened.membership.voters_outgoing.is_empty();
         self.controller_log = Some(opened.log);
-        self.image = ClusterImage::new(voters);
+        // The image starts from the cluster's first voters, whatever the
+        // group's membership is now: placements replayed from the log must
+        // be those computed when it was written. A broker leaves the
+        // hosts by a command in the log (`RemoveBroker`), not by leaving
+        // the group.
+        self.image = ClusterImage::new(self.config.voters.clone());
         // The commit index as validated against the log on open (never
         // past the last entry that survived).
         let commit = self

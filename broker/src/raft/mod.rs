@@ -510,6 +510,7 @@ impl RaftLoop {
                 }
                 if self.ticks % moves::MOVE_TICKS == 0 && !self.stopping {
                     self.drive_moves();
+                    self.drive_controller_membership();
                 }
                 if self.ticks % REJOIN_CHECK_TICKS == 0 {
                     self.check_rejoined();

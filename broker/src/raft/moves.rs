@@ -1,11 +1,15 @@
 //! Partition moves from this broker's side: for each moving partition led
 //! here, the next step ([`crate::reassignment::next_step`]) taken every
-//! [`MOVE_TICKS`] on this thread, where the group's state is at hand.
+//! [`MOVE_TICKS`] on this thread, where the group's state is at hand; and
+//! on the controller's leader, the controller group's own voters following
+//! the brokers removed and added.
 //! Progress the controller must record goes to it as a metadata command:
 //! proposed here when this broker leads the controller, sent to its leader
 //! over the authenticated peer link otherwise, and sent again at most once
 //! per [`TELL_AGAIN_TICKS`] until the image shows it (a command lost on
 //! the way is sent again; one applied twice changes nothing).
+
+use std::collections::BTreeMap;
 
 use bytes::Bytes;
 use rill_replication::{BrokerId, GroupId};
@@ -13,7 +17,7 @@ use tokio::sync::oneshot;
 
 use super::RaftLoop;
 use crate::metadata::MetadataCommand;
-use crate::reassignment::{Step, next_step};
+use crate::reassignment::{Seed, Step, next_step};
 
 /// Ticks between two steps of the moves led here.
 pub const MOVE_TICKS: u64 = 2;
@@ -78,6 +82,61 @@ impl RaftLoop {
                     },
                 ),
             }
+        }
+    }
+
+    /// Moves the controller group's voters towards the brokers of the
+    /// cluster: a broker removed from hosting replicas leaves the group
+    /// once it holds none, one added back joins it (a learner first), by
+    /// the same steps as a partition move, on the controller's leader. A
+    /// new controller replica needs no seed: it opens from the cluster's
+    /// first voters at index 0 (`--peers`) and applies every change after.
+    pub(super) fn drive_controller_membership(&mut self) {
+        let me = self.me();
+        if self.node.leader(GroupId::CONTROLLER) != Some(me) {
+            return;
+        }
+        let nothing = crate::balance::holding_nothing(&self.image);
+        let target: Vec<BrokerId> = self
+            .image
+            .voters
+            .iter()
+            .copied()
+            .filter(|b| !(self.image.removed.contains(b) && nothing.contains(b)))
+            .collect();
+        let Some(status) = self.node.status(GroupId::CONTROLLER) else {
+            return;
+        };
+        let m = &status.membership;
+        let settled = !m.is_joint()
+            && m.learners.is_empty()
+            && m.voters.len() == target.len()
+            && target.iter().all(|b| m.voters.contains(b));
+        if settled || target.is_empty() {
+            return;
+        }
+        let seeded: BTreeMap<BrokerId, Seed> = m
+            .learners
+            .iter()
+            .map(|b| (*b, Seed::of(m, status.membership_index)))
+            .collect();
+        match next_step(me, &target, &seeded, &status) {
+            Step::Change(change) => {
+                match self
+                    .node
+                    .propose_membership_change(GroupId::CONTROLLER, &change)
+                {
+                    Ok(index) => tracing::info!(%index, ?change, "the controller's voters change"),
+                    Err(e) => {
+                        tracing::debug!(error = %e, "a change of the controller's voters must wait")
+                    }
+                }
+            }
+            Step::HandOver(to) => {
+                tracing::info!(%to, "leaving the controller's voters: handing its leadership over first");
+                let _ = self.node.transfer_leader(GroupId::CONTROLLER, to);
+            }
+            Step::Wait | Step::Seed(..) | Step::Complete(_) => {}
         }
     }
 

@@ -10,9 +10,10 @@ use tokio::time::Instant;
 use crate::cluster::{Cluster, TopicInfo};
 use crate::error::ClientError;
 use crate::protocol::messages::{
-    AlterTopicConfigsRequest, ConfigEntry, CreatePartitionsRequest, CreateTopicsRequest,
-    DeleteTopicsRequest, DescribeTopicConfigsRequest, NewTopic, PartitionMove,
-    ReassignPartitionsRequest, TopicConfigChange, TopicResults,
+    AlterTopicConfigsRequest, BrokerAction, ChangeBrokersRequest, ChangeBrokersResponse,
+    ConfigEntry, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
+    DescribeTopicConfigsRequest, NewTopic, PartitionMove, ReassignPartitionsRequest,
+    TopicConfigChange, TopicResults,
 };
 use crate::protocol::{ErrorCode, Request, Response};
 
@@ -235,6 +236,44 @@ impl Admin {
             timeout_ms: ADMIN_TIMEOUT_MS as u32,
         });
         self.with_retries(request, None).await
+    }
+
+    /// Spreads replicas and preferred leaders over the brokers that host
+    /// replicas (`Balance`, `broker_id` 0), or takes broker `broker_id` out
+    /// of hosting replicas (`Remove`: no new replica goes to it, and its
+    /// replicas move away) or back (`Add`). Answered with the partition
+    /// moves started, which run while the partitions serve (see
+    /// [`Admin::await_replicas`]); retriable errors (no controller yet)
+    /// are retried for up to [`ADMIN_TIMEOUT_MS`].
+    pub async fn change_brokers(
+        &self,
+        action: BrokerAction,
+        broker_id: u32,
+    ) -> Result<ChangeBrokersResponse, ClientError> {
+        let request = Request::ChangeBrokers(ChangeBrokersRequest {
+            action,
+            broker_id,
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        let deadline = Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
+        let mut pause_ms = 50;
+        loop {
+            let e = match self.cluster.any(request.clone(), left(deadline)).await {
+                Ok(Response::ChangeBrokers(r)) if r.error.is_ok() => return Ok(r),
+                Ok(Response::ChangeBrokers(r)) => ClientError::Broker {
+                    code: r.error,
+                    message: r.message,
+                },
+                Ok(other) => return Err(unexpected(&other)),
+                Err(e) => e,
+            };
+            if !e.is_retriable() || Instant::now() >= deadline {
+                return Err(e);
+            }
+            tracing::debug!(error = %e, "broker change will be retried");
+            tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            pause_ms = (pause_ms * 2).min(ADMIN_RETRY_MS_MAX);
+        }
     }
 
     /// Waits until the metadata shows partition `partition` of `name` on

@@ -59,11 +59,14 @@ pub enum ApiKey {
     /// AlterPartitionReassignments): answered once each move is recorded;
     /// the metadata shows the new replicas once it has ended.
     ReassignPartitions = 20,
+    /// Spread replicas over the brokers, take a broker out of hosting
+    /// replicas (moving its replicas away) or back in.
+    ChangeBrokers = 21,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 21] = [
+    pub const ALL: [ApiKey; 22] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -85,6 +88,7 @@ impl ApiKey {
         ApiKey::CreatePartitions,
         ApiKey::InitProducerId,
         ApiKey::ReassignPartitions,
+        ApiKey::ChangeBrokers,
     ];
 
     /// The API with this number, if any.

@@ -44,6 +44,37 @@ pub(crate) enum ClusterCommand {
         #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
         format: DescribeFormat,
     },
+    /// Spread partition replicas, then preferred leaders, evenly over the
+    /// brokers, moving as few as it can (each move as `rill topic
+    /// reassign` does, a bounded number at a time). Returns once every
+    /// move has ended.
+    Balance {
+        /// How long to wait for the moves, ms.
+        #[arg(long, default_value_t = 600_000)]
+        timeout_ms: u64,
+    },
+    /// Take a broker out of the cluster's replicas: no new replica goes to
+    /// it, and every replica it holds moves to the other brokers while
+    /// the partitions serve. Returns once it holds none; it may then be
+    /// stopped, and it leaves the metadata. (It stays a member of the
+    /// controller's group.)
+    RemoveBroker {
+        /// The broker.
+        id: u32,
+        /// How long to wait for the moves, ms.
+        #[arg(long, default_value_t = 600_000)]
+        timeout_ms: u64,
+    },
+    /// Take a removed broker back: it hosts replicas again, and replicas
+    /// are spread onto it as `balance` does. Only brokers named in the
+    /// cluster's --peers can be added.
+    AddBroker {
+        /// The broker.
+        id: u32,
+        /// How long to wait for the moves, ms.
+        #[arg(long, default_value_t = 600_000)]
+        timeout_ms: u64,
+    },
 }
 
 /// Between `cluster health`'s two looks at the replicas.

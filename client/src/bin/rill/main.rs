@@ -6,7 +6,8 @@
 //! Layout: this file parses the command line (clap), dispatches, and holds
 //! what more than one command shares (the `--format` of describing
 //! commands); each command lives in a module of its own: `topic`,
-//! `produce`, `consume`, `group`, `cluster`. Commands print their results and
+//! `produce`, `consume`, `group`, `cluster` (and `brokers`: its balance,
+//! remove-broker and add-broker). Commands print their results and
 //! return; only `main` exits. A command's error comes back here and is
 //! printed once, as `rill: ` and the error's chain on one line, with exit
 //! 1, so every command fails the same way; `produce` alone picks its own
@@ -14,6 +15,7 @@
 //! rather than an error that stops it. Results go to stdout and
 //! confirmations and summaries to stderr, so output can be piped.
 
+mod brokers;
 mod cluster;
 mod consume;
 mod group;
@@ -22,6 +24,7 @@ mod topic;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use rill_client::Cluster;
+use rill_client::protocol::messages::BrokerAction;
 
 use cluster::ClusterCommand;
 use consume::ConsumeArgs;
@@ -64,7 +67,8 @@ enum Command {
         #[command(subcommand)]
         command: GroupCommand,
     },
-    /// Inspect the cluster as a whole.
+    /// Inspect the cluster as a whole, and change which brokers host
+    /// replicas.
     Cluster {
         #[command(subcommand)]
         command: ClusterCommand,
@@ -118,5 +122,20 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Cluster {
             command: ClusterCommand::Health { format },
         } => cluster::cluster_health(cluster, format).await,
+        Command::Cluster {
+            command: ClusterCommand::Balance { timeout_ms },
+        } => brokers::change_brokers(cluster, BrokerAction::Balance, 0, timeout_ms)
+            .await
+            .map(|()| 0),
+        Command::Cluster {
+            command: ClusterCommand::RemoveBroker { id, timeout_ms },
+        } => brokers::change_brokers(cluster, BrokerAction::Remove, id, timeout_ms)
+            .await
+            .map(|()| 0),
+        Command::Cluster {
+            command: ClusterCommand::AddBroker { id, timeout_ms },
+        } => brokers::change_brokers(cluster, BrokerAction::Add, id, timeout_ms)
+            .await
+            .map(|()| 0),
     }
 }

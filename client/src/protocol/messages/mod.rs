@@ -17,12 +17,14 @@
 //! they all share (a broker's address, a topic's partitions, the smallest
 //! encodings) here.
 
+mod brokers;
 mod configs;
 mod groups;
 mod offsets;
 mod request;
 mod response;
 
+pub use brokers::{BrokerAction, ChangeBrokersRequest, ChangeBrokersResponse};
 pub use configs::{
     AlterTopicConfigsRequest, ConfigEntry, ConfigSource, DescribeTopicConfigsRequest,
     DescribeTopicConfigsResponse, TopicConfigChange, TopicConfigs,

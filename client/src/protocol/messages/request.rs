@@ -57,6 +57,8 @@ pub enum Request {
     InitProducerId(InitProducerIdRequest),
     /// See [`ApiKey::ReassignPartitions`].
     ReassignPartitions(ReassignPartitionsRequest),
+    /// See [`ApiKey::ChangeBrokers`].
+    ChangeBrokers(super::ChangeBrokersRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -255,6 +257,7 @@ impl Request {
             Request::CreatePartitions(_) => ApiKey::CreatePartitions,
             Request::InitProducerId(_) => ApiKey::InitProducerId,
             Request::ReassignPartitions(_) => ApiKey::ReassignPartitions,
+            Request::ChangeBrokers(_) => ApiKey::ChangeBrokers,
         }
     }
 
@@ -332,13 +335,10 @@ impl Request {
             }
             Request::InitProducerId(i) => w.u32(i.timeout_ms),
             Request::ReassignPartitions(m) => {
-                w.array(&m.moves, |w, m| {
-                    w.string(&m.topic);
-                    w.u32(m.partition);
-                    w.array(&m.replicas, |w, b| w.u32(*b));
-                });
+                w.array(&m.moves, super::brokers::write_move);
                 w.u32(m.timeout_ms);
             }
+            Request::ChangeBrokers(c) => c.encode(w),
         }
     }
 
@@ -440,23 +440,12 @@ impl Request {
                 timeout_ms: r.u32("timeout")?,
             }),
             ApiKey::ReassignPartitions => Request::ReassignPartitions(ReassignPartitionsRequest {
-                moves: r.array("moves", MIN_STRING + 8, |r| {
-                    let topic = r.string("topic name")?;
-                    let partition = r.u32("partition")?;
-                    let replicas = r.array("replicas", 4, |r| r.u32("broker id"))?;
-                    if replicas.len() > MOVE_REPLICAS_MAX {
-                        return Err(DecodeError::Invalid {
-                            what: "replicas: more brokers than a move may name",
-                        });
-                    }
-                    Ok(PartitionMove {
-                        topic,
-                        partition,
-                        replicas,
-                    })
-                })?,
+                moves: r.array("moves", MIN_STRING + 8, super::brokers::read_move)?,
                 timeout_ms: r.u32("timeout")?,
             }),
+            ApiKey::ChangeBrokers => {
+                Request::ChangeBrokers(super::ChangeBrokersRequest::decode(r)?)
+            }
         };
         r.finish()?;
         Ok(req)

@@ -56,6 +56,8 @@ pub enum Response {
     CreatePartitions(TopicResults),
     /// See [`ApiKey::ReassignPartitions`].
     ReassignPartitions(TopicResults),
+    /// See [`ApiKey::ChangeBrokers`].
+    ChangeBrokers(super::ChangeBrokersResponse),
     /// See [`ApiKey::InitProducerId`].
     InitProducerId(InitProducerIdResponse),
 }
@@ -343,6 +345,7 @@ impl Response {
             Response::DescribeTopicConfigs(_) => ApiKey::DescribeTopicConfigs,
             Response::CreatePartitions(_) => ApiKey::CreatePartitions,
             Response::ReassignPartitions(_) => ApiKey::ReassignPartitions,
+            Response::ChangeBrokers(_) => ApiKey::ChangeBrokers,
             Response::InitProducerId(_) => ApiKey::InitProducerId,
         }
     }
@@ -442,6 +445,7 @@ impl Response {
             | Response::CreatePartitions(t)
             | Response::ReassignPartitions(t) => topic_results(w, t),
             Response::DescribeTopicConfigs(d) => d.encode(w),
+            Response::ChangeBrokers(c) => c.encode(w),
             Response::InitProducerId(i) => {
                 w.i16(i.error.code());
                 w.i64(i.producer_id);
@@ -576,6 +580,9 @@ impl Response {
             ApiKey::AlterTopicConfigs => Response::AlterTopicConfigs(read_topic_results(r)?),
             ApiKey::CreatePartitions => Response::CreatePartitions(read_topic_results(r)?),
             ApiKey::ReassignPartitions => Response::ReassignPartitions(read_topic_results(r)?),
+            ApiKey::ChangeBrokers => {
+                Response::ChangeBrokers(super::ChangeBrokersResponse::decode(r)?)
+            }
             ApiKey::InitProducerId => Response::InitProducerId(InitProducerIdResponse {
                 error: error_code(r, "error code")?,
                 producer_id: r.i64("producer id")?,
