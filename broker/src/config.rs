@@ -69,6 +69,9 @@ pub struct FileConfig {
     pub compaction_bytes_per_sec: Option<u64>,
     /// Address of the metrics and health listener, or `none`.
     pub http_listen: Option<String>,
+    /// How long a partition led here stays idle before its Raft group
+    /// hibernates, ms, 0 for never.
+    pub hibernate_after_ms: Option<u64>,
 }
 
 impl FileConfig {
@@ -139,7 +142,13 @@ pub struct BrokerConfig {
     /// Default `127.0.0.1:9644` (beside the client port, as Redpanda's
     /// admin port); `None` (`--http-listen none`) serves none.
     pub http_listen: Option<SocketAddr>,
+    /// How long a partition led here stays idle before its Raft group
+    /// hibernates, ms (default 2 s); `None` (0): never.
+    pub hibernate_after_ms: Option<u64>,
 }
+
+/// Default [`BrokerConfig::hibernate_after_ms`].
+pub const HIBERNATE_AFTER_MS_DEFAULT: u64 = 2_000;
 
 /// Default [`BrokerConfig::http_listen`].
 pub const HTTP_LISTEN_DEFAULT: &str = "127.0.0.1:9644";
@@ -243,6 +252,7 @@ impl BrokerConfig {
             compaction_check_ms,
             compaction_bytes_per_sec,
             http_listen,
+            hibernate_after_ms,
         } = flags;
         let http_listen = match http_listen
             .or(file.http_listen)
@@ -369,6 +379,13 @@ impl BrokerConfig {
             groups,
             compaction,
             http_listen,
+            hibernate_after_ms: match hibernate_after_ms
+                .or(file.hibernate_after_ms)
+                .unwrap_or(HIBERNATE_AFTER_MS_DEFAULT)
+            {
+                0 => None,
+                ms => Some(ms),
+            },
         })
     }
 
@@ -429,6 +446,9 @@ pub struct Flags {
     pub compaction_bytes_per_sec: Option<u64>,
     /// `--http-listen`.
     pub http_listen: Option<String>,
+    /// How long a partition led here stays idle before its Raft group
+    /// hibernates, ms, 0 for never.
+    pub hibernate_after_ms: Option<u64>,
 }
 
 #[cfg(test)]

@@ -122,6 +122,11 @@ struct Args {
     /// [default: 127.0.0.1:9644].
     #[arg(long)]
     http_listen: Option<String>,
+    /// How long a partition led here stays idle before its Raft group
+    /// hibernates (stops ticking and heartbeating until a write, a message
+    /// or a broker's failure wakes it), ms, 0 for never [default: 2000].
+    #[arg(long)]
+    hibernate_after_ms: Option<u64>,
     /// How log lines are written to stderr: text for people, json (one
     /// object per line) for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
@@ -134,7 +139,8 @@ struct Args {
     /// group_session_timeout_ms, group_heartbeat_interval_ms,
     /// group_max_size, group_rebalance_timeout_ms,
     /// offsets_retention_minutes, group_lag_refresh_ms, compaction_check_ms,
-    /// compaction_bytes_per_sec, http_listen, and a [limits] table.
+    /// compaction_bytes_per_sec, http_listen, hibernate_after_ms, and a
+    /// [limits] table.
     /// Flags win over it.
     #[arg(long)]
     config: Option<PathBuf>,
@@ -243,6 +249,7 @@ fn run() -> anyhow::Result<()> {
             group_lag_refresh_ms: args.group_lag_refresh_ms,
             compaction_check_ms: args.compaction_check_ms,
             compaction_bytes_per_sec: args.compaction_bytes_per_sec,
+            hibernate_after_ms: args.hibernate_after_ms,
             http_listen: args.http_listen,
         },
     )?;
@@ -341,6 +348,7 @@ fn run() -> anyhow::Result<()> {
             },
             max_partition_replicas: config.max_partition_replicas,
             producer_id_expiration_ms: config.producer_id_expiration_ms,
+            hibernate_after_ms: config.hibernate_after_ms,
         };
         let janitor = threads.start_janitor(&config.data_dir)?;
         let opened =

@@ -38,6 +38,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -117,11 +118,77 @@ struct Link {
 /// connection only clears its own slot.
 type Slot = Arc<Mutex<Option<(u64, OwnedWriteHalf)>>>;
 
+/// What the transport sees of one peer being alive, shared by its
+/// connection's reader and [`Transport::liveness`]. Times are ms since
+/// the transport started.
+#[derive(Debug)]
+struct Liveness {
+    epoch: std::time::Instant,
+    /// When the last frame from the peer arrived.
+    last_frame_ms: AtomicU64,
+    /// Connections to the peer being read (a new one may start before the
+    /// old one's reader ends).
+    connections: AtomicU32,
+    /// When `connections` last went to or from zero.
+    changed_ms: AtomicU64,
+    /// Whether the reader waits for the inbound budget: this broker is
+    /// behind, which says nothing of the peer.
+    backlogged: AtomicBool,
+}
+
+impl Liveness {
+    fn new(epoch: std::time::Instant) -> Liveness {
+        Liveness {
+            epoch,
+            last_frame_ms: AtomicU64::new(0),
+            connections: AtomicU32::new(0),
+            changed_ms: AtomicU64::new(0),
+            backlogged: AtomicBool::new(false),
+        }
+    }
+
+    fn now_ms(&self) -> u64 {
+        self.epoch.elapsed().as_millis() as u64
+    }
+
+    fn connected(&self) {
+        let now = self.now_ms();
+        self.last_frame_ms.store(now, Ordering::Relaxed);
+        if self.connections.fetch_add(1, Ordering::AcqRel) == 0 {
+            self.changed_ms.store(now, Ordering::Relaxed);
+        }
+    }
+
+    fn disconnected(&self) {
+        if self.connections.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.changed_ms.store(self.now_ms(), Ordering::Relaxed);
+        }
+    }
+}
+
+/// One peer's liveness as the transport sees it ([`Transport::liveness`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PeerLiveness {
+    /// The peer.
+    pub peer: BrokerId,
+    /// Whether a connection to it is open.
+    pub connected: bool,
+    /// Since the connection opened or closed, ms.
+    pub since_change_ms: u64,
+    /// Since its last frame arrived, ms (every live peer sends one per
+    /// [`Transport::beacon`] at least).
+    pub silent_ms: u64,
+    /// Whether this broker is behind reading it (its silence says nothing
+    /// then).
+    pub backlogged: bool,
+}
+
 /// The transport of one broker. See the module documentation.
 #[derive(Debug, Clone)]
 pub struct Transport {
     id: BrokerId,
     links: Arc<BTreeMap<BrokerId, Link>>,
+    liveness: Arc<BTreeMap<BrokerId, Arc<Liveness>>>,
 }
 
 fn is_urgent(t: MessageType) -> bool {
@@ -143,6 +210,8 @@ impl Transport {
     ) -> Transport {
         let mut links = BTreeMap::new();
         let mut slots = BTreeMap::new();
+        let mut liveness = BTreeMap::new();
+        let epoch = std::time::Instant::now();
         let budget = Arc::new(Semaphore::new(INBOUND_BYTES_MAX));
         for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
             let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
@@ -156,6 +225,8 @@ impl Transport {
                 },
             );
             slots.insert(peer, slot.clone());
+            let live = Arc::new(Liveness::new(epoch));
+            liveness.insert(peer, Arc::clone(&live));
             tokio::spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
             if id < peer {
                 tokio::spawn(dial_loop(
@@ -163,16 +234,21 @@ impl Transport {
                     peer,
                     addr.clone(),
                     slot,
-                    inbound.clone(),
-                    Arc::clone(&budget),
+                    Reader {
+                        inbound: inbound.clone(),
+                        budget: Arc::clone(&budget),
+                        live,
+                    },
                     identity.clone(),
                 ));
             }
         }
+        let liveness = Arc::new(liveness);
         tokio::spawn(accept_loop(
             id,
             listener,
             Arc::new(slots),
+            Arc::clone(&liveness),
             inbound,
             budget,
             identity,
@@ -180,7 +256,36 @@ impl Transport {
         Transport {
             id,
             links: Arc::new(links),
+            liveness,
         }
+    }
+
+    /// Sends every peer a sign of life: an empty frame, unless something
+    /// else is on its way to it already. The Raft thread calls this every
+    /// tick, so a peer that hears nothing for several ticks knows this
+    /// broker (or its Raft thread) is gone, though every group between
+    /// them hibernates. Never waits: a full queue has frames going anyway.
+    pub fn beacon(&self) {
+        for link in self.links.values() {
+            let _ = link.urgent.try_send(Vec::new());
+        }
+    }
+
+    /// Every peer's liveness as seen from here.
+    pub fn liveness(&self) -> Vec<PeerLiveness> {
+        self.liveness
+            .iter()
+            .map(|(peer, l)| {
+                let now = l.now_ms();
+                PeerLiveness {
+                    peer: *peer,
+                    connected: l.connections.load(Ordering::Acquire) > 0,
+                    since_change_ms: now.saturating_sub(l.changed_ms.load(Ordering::Relaxed)),
+                    silent_ms: now.saturating_sub(l.last_frame_ms.load(Ordering::Relaxed)),
+                    backlogged: l.backlogged.load(Ordering::Relaxed),
+                }
+            })
+            .collect()
     }
 
     /// This broker.
@@ -350,8 +455,12 @@ async fn write_loop(
     slot: Slot,
 ) {
     let mut pending = Pending::default();
+    // An empty urgent bundle asks for a sign of life (`Transport::beacon`):
+    // an empty frame, unless another frame goes first.
+    let mut beacon = false;
     loop {
         while let Ok(b) = urgent.try_recv() {
+            beacon |= b.is_empty();
             pending.push(id, b, true);
         }
         while pending.bulk_bytes < FRAME_TARGET_BYTES {
@@ -361,12 +470,17 @@ async fn write_loop(
             }
         }
         if pending.is_empty() {
+            if std::mem::take(&mut beacon) {
+                write_frame(&slot, peer, frame_parts(id, &[], &[], FRAME_HEADER_BYTES)).await;
+                continue;
+            }
             let (bundle, is_urgent) = tokio::select! {
                 biased;
                 b = urgent.recv() => (b, true),
                 b = bulk.recv() => (b, false),
             };
             let Some(bundle) = bundle else { return };
+            beacon |= is_urgent && bundle.is_empty();
             pending.push(id, bundle, is_urgent);
             continue;
         }
@@ -398,27 +512,33 @@ async fn write_loop(
         let (frame_msgs, spans): (Vec<(GroupId, Message)>, Vec<EntrySpans>) =
             frame_msgs.into_iter().map(|(g, m, s)| ((g, m), s)).unzip();
         let out = frame_parts(id, &frame_msgs, &spans, bytes);
-        let mut guard = slot.lock().await;
-        if let Some((_, w)) = guard.as_mut() {
-            // A peer that vanished without a reset would hold the slot
-            // until TCP gave up: a write that cannot finish in time drops
-            // the connection (the dialer connects again).
-            let written = tokio::time::timeout(
-                Duration::from_millis(PEER_WRITE_MS_MAX),
-                write_parts(w, out),
-            )
-            .await;
-            match written {
-                Ok(Ok(())) => {}
-                Ok(Err(e)) => {
-                    tracing::debug!(%peer, error = %e, "peer connection lost");
-                    *guard = None;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "peer connection stalled; dropping it");
-                    if let Some((_, mut w)) = guard.take() {
-                        let _ = w.shutdown().await;
-                    }
+        beacon = false;
+        write_frame(&slot, peer, out).await;
+    }
+}
+
+/// Writes one frame on the peer's connection, if there is one. A peer
+/// that vanished without a reset would hold the slot until TCP gave up: a
+/// write that cannot finish in time drops the connection (the dialer
+/// connects again).
+async fn write_frame(slot: &Slot, peer: BrokerId, out: Vec<Part>) {
+    let mut guard = slot.lock().await;
+    if let Some((_, w)) = guard.as_mut() {
+        let written = tokio::time::timeout(
+            Duration::from_millis(PEER_WRITE_MS_MAX),
+            write_parts(w, out),
+        )
+        .await;
+        match written {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::debug!(%peer, error = %e, "peer connection lost");
+                *guard = None;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "peer connection stalled; dropping it");
+                if let Some((_, mut w)) = guard.take() {
+                    let _ = w.shutdown().await;
                 }
             }
         }
@@ -471,14 +591,22 @@ impl Pending {
     }
 }
 
+/// Where a connection's reader hands the frames it reads, and what it
+/// tells of its peer being alive.
+#[derive(Debug, Clone)]
+struct Reader {
+    inbound: mpsc::Sender<Inbound>,
+    budget: Arc<Semaphore>,
+    live: Arc<Liveness>,
+}
+
 /// Keeps a connection to `peer` (which has a higher id) open.
 async fn dial_loop(
     id: BrokerId,
     peer: BrokerId,
     addr: String,
     slot: Slot,
-    inbound: mpsc::Sender<Inbound>,
-    budget: Arc<Semaphore>,
+    reader: Reader,
     identity: PeerIdentity,
 ) {
     let mut backoff_ms = 50;
@@ -508,7 +636,7 @@ async fn dial_loop(
                         generation += 1;
                         *slot.lock().await = Some((generation, w));
                         tracing::info!(%peer, %addr, "connected to peer");
-                        let _ = read_loop(peer, r, BytesMut::new(), &inbound, &budget).await;
+                        let _ = read_loop(peer, r, BytesMut::new(), &reader).await;
                         let mut s = slot.lock().await;
                         if s.as_ref().is_some_and(|(g, _)| *g == generation) {
                             *s = None;
@@ -534,6 +662,7 @@ async fn accept_loop(
     id: BrokerId,
     listener: TcpListener,
     slots: Arc<BTreeMap<BrokerId, Slot>>,
+    liveness: Arc<BTreeMap<BrokerId, Arc<Liveness>>>,
     inbound: mpsc::Sender<Inbound>,
     budget: Arc<Semaphore>,
     identity: PeerIdentity,
@@ -555,6 +684,7 @@ async fn accept_loop(
         };
         generation += 1;
         let slots = Arc::clone(&slots);
+        let liveness = Arc::clone(&liveness);
         let inbound = inbound.clone();
         let budget = Arc::clone(&budget);
         let identity = identity.clone();
@@ -591,7 +721,16 @@ async fn accept_loop(
             let (r, w) = stream.into_split();
             *slot.lock().await = Some((generation, w));
             tracing::info!(peer = %from, %addr, "peer connected");
-            let _ = read_loop(from, r, BytesMut::new(), &inbound, &budget).await;
+            let reader = Reader {
+                inbound,
+                budget,
+                live: Arc::clone(
+                    liveness
+                        .get(&from)
+                        .expect("the handshake accepts only known peers"),
+                ),
+            };
+            let _ = read_loop(from, r, BytesMut::new(), &reader).await;
             let mut s = slot.lock().await;
             if s.as_ref().is_some_and(|(g, _)| *g == generation) {
                 *s = None;
@@ -629,15 +768,22 @@ async fn read_frame(r: &mut OwnedReadHalf, buf: &mut BytesMut) -> Option<Bytes> 
     }
 }
 
-/// Hands every frame from `peer` to `inbound` until the connection ends or
-/// misbehaves.
-async fn read_loop(
+/// Hands every frame from `peer` to the reader's inbound queue until the
+/// connection ends or misbehaves, keeping the peer's liveness.
+async fn read_loop(peer: BrokerId, r: OwnedReadHalf, buf: BytesMut, reader: &Reader) -> Option<()> {
+    reader.live.connected();
+    let read = read_frames(peer, r, buf, reader).await;
+    reader.live.disconnected();
+    read
+}
+
+async fn read_frames(
     peer: BrokerId,
     mut r: OwnedReadHalf,
     mut buf: BytesMut,
-    inbound: &mpsc::Sender<Inbound>,
-    budget: &Arc<Semaphore>,
+    reader: &Reader,
 ) -> Option<()> {
+    let (inbound, budget, live) = (&reader.inbound, &reader.budget, &reader.live);
     let limits = limits();
     loop {
         // A link quiet this long may be dead without a reset: end it, and
@@ -648,11 +794,15 @@ async fn read_loop(
         )
         .await
         .ok()??;
+        live.last_frame_ms.store(live.now_ms(), Ordering::Relaxed);
         // Nothing more is read until the frame fits the budget (a frame
         // larger than all of it waits for all of it).
         let bytes = payload.len().clamp(1, INBOUND_BYTES_MAX);
         let share = u32::try_from(bytes).expect("INBOUND_BYTES_MAX fits in u32");
-        let permit = Arc::clone(budget).acquire_many_owned(share).await.ok()?;
+        live.backlogged.store(true, Ordering::Relaxed);
+        let permit = Arc::clone(budget).acquire_many_owned(share).await.ok();
+        live.backlogged.store(false, Ordering::Relaxed);
+        let permit = permit?;
         let frame = match decode_frame(payload, &limits) {
             Ok(f) => f,
             Err(e) => {

@@ -65,6 +65,7 @@ pub mod cluster_id;
 mod controller;
 mod handle;
 mod leadership;
+mod liveness;
 mod moves;
 mod published;
 mod replicas;
@@ -137,6 +138,9 @@ pub struct RaftConfig {
     /// The cluster's id once learnt, shared with the peer handshake (see
     /// `cluster_id`).
     pub cluster: Arc<std::sync::OnceLock<rill_replication::ids::ClusterId>>,
+    /// How long a group led here stays settled before it hibernates, ms;
+    /// `None`: never.
+    pub hibernate_after_ms: Option<u64>,
 }
 
 /// The Raft thread and its two sync threads, ready to run: what
@@ -189,6 +193,9 @@ pub fn open(
 ) -> Result<Opened, ReplicationError> {
     let (tx, rx) = mpsc::channel(COMMANDS_QUEUED_MAX);
     let mut node_config = NodeConfig::new(config.id);
+    node_config.quiesce_after_ticks = config
+        .hibernate_after_ms
+        .map(|ms| (ms / TICK_MS).max(1) as u32);
     // Election jitter differs from broker to broker and run to run.
     node_config.jitter_seed = config.id.get()
         ^ std::time::SystemTime::now()
@@ -503,6 +510,7 @@ impl RaftLoop {
                 self.verify_some();
                 self.stops_and_reopens();
                 self.node.tick();
+                self.check_peers();
                 self.ticks += 1;
                 self.campaign_eagerly();
                 if self.ticks % BALANCE_TICKS == 0 {

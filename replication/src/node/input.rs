@@ -87,7 +87,13 @@ impl Node {
     /// `election_tick` ticks and never fall below it.
     pub fn tick(&mut self) {
         let mut unreadable = Vec::new();
-        for (&group, r) in self.groups.iter_mut() {
+        let mut gone = Vec::new();
+        let awake: Vec<GroupId> = self.awake.iter().copied().collect();
+        for &group in &awake {
+            let Some(r) = self.groups.get_mut(&group) else {
+                gone.push(group);
+                continue;
+            };
             if let Some(c) = r.catching_up {
                 let log = &r.raw.raft.raft_log;
                 if c.done(log.committed, log.persisted) {
@@ -108,8 +114,16 @@ impl Node {
                 self.dirty.insert(group);
             }
         }
+        for group in gone {
+            self.awake.remove(&group);
+        }
         for (group, e) in unreadable {
             self.stop_unreadable(group, &e);
+        }
+        if self.config.quiesce_after_ticks.is_some() {
+            for group in awake {
+                self.maybe_quiesce(group);
+            }
         }
     }
 
@@ -119,7 +133,11 @@ impl Node {
     /// without aborting ([`ReplicationError::RefusedMessage`]; see
     /// `peer_check`): what a peer sends never stops this broker.
     pub fn step(&mut self, group: GroupId, message: Message) -> Result<(), ReplicationError> {
-        self.touch(group);
+        if self.groups.contains_key(&group) {
+            self.dirty.insert(group);
+        }
+        let arrived = super::hibernate::arrival(&message);
+        let from = BrokerId(message.from);
         let r = self
             .groups
             .get_mut(&group)
@@ -153,6 +171,14 @@ impl Node {
             }
             c.heard(&message);
         }
+        if arrived == super::hibernate::Arrival::Wakes {
+            self.end_lease_for(group, &message);
+            self.wake(group);
+        }
+        let r = self
+            .groups
+            .get_mut(&group)
+            .ok_or(ReplicationError::UnknownGroup(group))?;
         let term = r.raw.raft.term;
         if r.raw.raft.state == StateRole::Leader
             && message.term == term
@@ -257,7 +283,11 @@ impl Node {
             }
         });
         match stepped {
-            Ok(result) => Ok(result?),
+            Ok(result) => {
+                result?;
+                self.after_step(group, from, arrived);
+                Ok(())
+            }
             Err(e) => {
                 self.stop_unreadable(group, &e);
                 Err(e)

@@ -58,6 +58,7 @@
 //! - `sync`: the durability step's jobs, and deferred syncs;
 //! - `retention`: retention across the groups, and the segments it takes.
 
+mod hibernate;
 mod input;
 mod retention;
 mod round;
@@ -104,6 +105,9 @@ pub struct NodeConfig {
     pub max_uncommitted_bytes: u64,
     /// Seed of the election jitter.
     pub jitter_seed: u64,
+    /// Ticks a group led here stays settled before it hibernates (see
+    /// `hibernate`); `None`: groups never hibernate.
+    pub quiesce_after_ticks: Option<u32>,
 }
 
 impl NodeConfig {
@@ -118,6 +122,7 @@ impl NodeConfig {
             max_committed_size_per_ready_bytes: 16 << 20,
             max_uncommitted_bytes: 256 << 20,
             jitter_seed: id.get(),
+            quiesce_after_ticks: None,
         }
     }
 }
@@ -245,6 +250,10 @@ struct Replica {
     unsynced: VecDeque<Unsynced>,
     /// Which opening of its group on this node it is (see `sync::Life`).
     generation: u64,
+    /// Whether it hibernates: not ticking (see `hibernate`).
+    hibernating: bool,
+    /// On a leader, the ticks its group has stayed settled.
+    idle_ticks: u32,
 }
 
 impl Replica {
@@ -364,6 +373,11 @@ pub struct Node {
     /// tick even if an input were missed. Ordered: rounds visit groups in
     /// id order, as the simulator replays them.
     dirty: BTreeSet<GroupId>,
+    /// The groups that tick: every group but those hibernating (see
+    /// `hibernate`).
+    awake: BTreeSet<GroupId>,
+    /// Peers the broker found down ([`Node::peer_down`]).
+    peers_down: BTreeSet<BrokerId>,
 }
 
 /// What opening a replica needs (see [`Node::open_replica`] for a replica
@@ -434,6 +448,8 @@ impl Node {
             stopped_between_rounds: Vec::new(),
             generations: 0,
             dirty: BTreeSet::new(),
+            awake: BTreeSet::new(),
+            peers_down: BTreeSet::new(),
         }
     }
 
@@ -445,9 +461,13 @@ impl Node {
     pub fn set_rejoining(&mut self, rejoining: bool) {
         self.rejoining = rejoining;
         if rejoining {
-            for (group, r) in self.groups.iter_mut() {
-                r.catching_up.get_or_insert_with(Default::default);
-                self.dirty.insert(*group);
+            let groups: Vec<GroupId> = self.groups.keys().copied().collect();
+            for group in groups {
+                self.wake(group);
+                if let Some(r) = self.groups.get_mut(&group) {
+                    r.catching_up.get_or_insert_with(Default::default);
+                }
+                self.dirty.insert(group);
             }
         }
     }
@@ -540,6 +560,8 @@ impl Node {
             verified_through: None,
             unsynced: VecDeque::new(),
             generation: self.generations,
+            hibernating: false,
+            idle_ticks: 0,
         };
         if !spec.fsync {
             replica.verified_through = Some(replica.raw.raft.raft_log.committed);
@@ -551,6 +573,7 @@ impl Node {
         }
         self.groups.insert(spec.group, replica);
         self.dirty.insert(spec.group);
+        self.awake.insert(spec.group);
         Ok(log)
     }
 
@@ -647,8 +670,18 @@ impl Node {
         })
     }
 
-    /// Notes that `group` may have a Ready (see `dirty`).
+    /// Notes that `group` may have a Ready (see `dirty`), and wakes it: an
+    /// input for it (a proposal, a transfer, a campaign) has come.
     pub(super) fn touch(&mut self, group: GroupId) {
+        if self.groups.contains_key(&group) {
+            self.dirty.insert(group);
+            self.wake(group);
+        }
+    }
+
+    /// Puts `group` among those that may have a Ready, without waking it
+    /// (a sync handed back is no news for a hibernating group).
+    pub(super) fn mark(&mut self, group: GroupId) {
         if self.groups.contains_key(&group) {
             self.dirty.insert(group);
         }

@@ -357,7 +357,7 @@ impl Node {
             if failed.contains_key(&group) {
                 continue;
             }
-            self.touch(group);
+            self.mark(group);
             let Some(r) = self.live_mut(life) else {
                 continue;
             };
@@ -403,7 +403,7 @@ impl Node {
             // Durable now: its group may take a Ready it held back.
             let (Ran::Log(life, _) | Ran::State(life, _)) = &result;
             let life = *life;
-            self.touch(life.group);
+            self.mark(life.group);
             match result {
                 Ran::Log(life, Ok(done)) => match self.live_mut(life) {
                     Some(r) => {
