@@ -67,6 +67,12 @@ pub const CONTROLLER_LEADER_CHANGES_TOTAL: &str = "rill_controller_leader_change
 pub const PARTITION_LEADERS: &str = "rill_partition_leaders";
 /// Partition replicas here that follow, now.
 pub const PARTITION_FOLLOWERS: &str = "rill_partition_followers";
+/// Raft groups here that tick (all but those hibernating), updated every
+/// second.
+pub const RAFT_GROUPS_AWAKE: &str = "rill_raft_groups_awake";
+/// Peers this broker finds down (for hibernating groups' sake), updated
+/// every second.
+pub const PEERS_DOWN: &str = "rill_peers_down";
 /// Resident memory of the process.
 pub const PROCESS_RESIDENT_MEMORY_BYTES: &str = "rill_process_resident_memory_bytes";
 /// Anonymous resident memory (`RssAnon`): the heap, without the page
@@ -437,6 +443,12 @@ pub fn fsync(synced: rill_replication::SyncedFiles) {
     } else {
         state.record(seconds);
     }
+}
+
+/// How many Raft groups here tick, and how many peers are found down.
+pub fn raft_liveness(groups_awake: usize, peers_down: usize) {
+    metrics::gauge!(RAFT_GROUPS_AWAKE).set(groups_awake as f64);
+    metrics::gauge!(PEERS_DOWN).set(peers_down as f64);
 }
 
 /// Counts a leader change of a partition replica here, or of the

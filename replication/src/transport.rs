@@ -38,7 +38,7 @@ use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
@@ -131,9 +131,10 @@ struct Liveness {
     connections: AtomicU32,
     /// When `connections` last went to or from zero.
     changed_ms: AtomicU64,
-    /// Whether the reader waits for the inbound budget: this broker is
-    /// behind, which says nothing of the peer.
-    backlogged: AtomicBool,
+    /// Readers of the peer's connections waiting on this broker (for the
+    /// inbound budget or queue): this broker is behind, which says
+    /// nothing of the peer.
+    backlogged: AtomicU32,
 }
 
 impl Liveness {
@@ -143,7 +144,7 @@ impl Liveness {
             last_frame_ms: AtomicU64::new(0),
             connections: AtomicU32::new(0),
             changed_ms: AtomicU64::new(0),
-            backlogged: AtomicBool::new(false),
+            backlogged: AtomicU32::new(0),
         }
     }
 
@@ -151,9 +152,11 @@ impl Liveness {
         self.epoch.elapsed().as_millis() as u64
     }
 
+    /// A connection opened. The peer counts as heard from only once a
+    /// frame arrives on it: a broker whose runtime accepts connections
+    /// while its Raft thread is stuck is not up.
     fn connected(&self) {
         let now = self.now_ms();
-        self.last_frame_ms.store(now, Ordering::Relaxed);
         if self.connections.fetch_add(1, Ordering::AcqRel) == 0 {
             self.changed_ms.store(now, Ordering::Relaxed);
         }
@@ -282,7 +285,7 @@ impl Transport {
                     connected: l.connections.load(Ordering::Acquire) > 0,
                     since_change_ms: now.saturating_sub(l.changed_ms.load(Ordering::Relaxed)),
                     silent_ms: now.saturating_sub(l.last_frame_ms.load(Ordering::Relaxed)),
-                    backlogged: l.backlogged.load(Ordering::Relaxed),
+                    backlogged: l.backlogged.load(Ordering::Acquire) > 0,
                 }
             })
             .collect()
@@ -795,14 +798,14 @@ async fn read_frames(
         .await
         .ok()??;
         live.last_frame_ms.store(live.now_ms(), Ordering::Relaxed);
+        // While the frame waits on this broker, the peer's silence is not
+        // its own.
+        let _waiting = Backlogged::new(live);
         // Nothing more is read until the frame fits the budget (a frame
         // larger than all of it waits for all of it).
         let bytes = payload.len().clamp(1, INBOUND_BYTES_MAX);
         let share = u32::try_from(bytes).expect("INBOUND_BYTES_MAX fits in u32");
-        live.backlogged.store(true, Ordering::Relaxed);
-        let permit = Arc::clone(budget).acquire_many_owned(share).await.ok();
-        live.backlogged.store(false, Ordering::Relaxed);
-        let permit = permit?;
+        let permit = Arc::clone(budget).acquire_many_owned(share).await.ok()?;
         let frame = match decode_frame(payload, &limits) {
             Ok(f) => f,
             Err(e) => {
@@ -825,6 +828,26 @@ async fn read_frames(
             })
             .await
             .ok()?;
+    }
+}
+
+/// A reader waiting on this broker with a peer's frame: counted in the
+/// peer's [`Liveness::backlogged`] until dropped, when the frame counts as
+/// just heard.
+struct Backlogged<'a>(&'a Liveness);
+
+impl<'a> Backlogged<'a> {
+    fn new(live: &'a Liveness) -> Backlogged<'a> {
+        live.backlogged.fetch_add(1, Ordering::AcqRel);
+        Backlogged(live)
+    }
+}
+
+impl Drop for Backlogged<'_> {
+    fn drop(&mut self) {
+        let live = self.0;
+        live.last_frame_ms.store(live.now_ms(), Ordering::Relaxed);
+        live.backlogged.fetch_sub(1, Ordering::AcqRel);
     }
 }
 

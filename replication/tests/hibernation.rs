@@ -242,3 +242,19 @@ fn a_restarted_leader_asking_for_votes_ends_its_old_lease() {
     let (leader, _) = c.leader().unwrap();
     c.produce(leader, 4);
 }
+
+#[test]
+fn a_leading_replica_that_goes_on_a_live_broker_hands_its_lead_over() {
+    let (mut c, term) = hibernating_cluster();
+    // Broker 1 stays up (nobody finds it down) but closes its replica:
+    // asleep under its lease, the followers would wait for ever.
+    c.node(1).remove_group(GROUP).unwrap();
+    c.down.insert(1);
+    // The heir's campaign message leaves with broker 1's next round.
+    let (out, _) = settle(c.node(1));
+    assert_eq!(out.len(), 1, "{out:?}");
+    for o in out {
+        c.node(o.to.get()).step(o.group, o.message).unwrap();
+    }
+    c.tick_until(5, |c| c.leader().is_some_and(|(_, t)| t > term));
+}

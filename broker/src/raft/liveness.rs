@@ -21,6 +21,8 @@ pub const PEER_GONE_MS: u64 = 200;
 pub const PEER_SILENT_MS: u64 = 1_000;
 /// A peer counts as up again once heard from within this long, ms.
 pub const PEER_HEARD_MS: u64 = 300;
+/// Ticks between two updates of the awake groups' and down peers' gauges.
+const GAUGES_TICKS: u64 = 10;
 
 /// Whether `p` is down, up, or neither (no change to make).
 fn judge(p: &PeerLiveness) -> Option<bool> {
@@ -47,6 +49,9 @@ impl RaftLoop {
                 Some(true) => self.node.peer_up(p.peer),
                 None => {}
             }
+        }
+        if self.ticks % GAUGES_TICKS == 0 {
+            crate::metrics::raft_liveness(self.node.awake_groups(), self.node.peers_down());
         }
     }
 }

@@ -26,6 +26,12 @@
 //!   a replica's own leader (restarted, it lost the lead) also ends that
 //!   leader's lease.
 //!
+//! - A leader's replica that stops or closes on a live broker (its log
+//!   failed, its partition went) tells its most caught-up voter to
+//!   campaign at once ([`Node::farewell`], raft-rs's `MsgTimeoutNow`, which
+//!   overrides the other voters' leases): asleep, its followers would
+//!   otherwise wait for it for ever, as its broker stays up.
+//!
 //! Ticking touches only awake groups ([`Node::awake`](super::Node)).
 
 use raft::StateRole;
@@ -73,6 +79,11 @@ impl Node {
         self.awake.len()
     }
 
+    /// Peers found down ([`Node::peer_down`]) and not up since.
+    pub fn peers_down(&self) -> usize {
+        self.peers_down.len()
+    }
+
     /// Wakes `group` if it hibernates: it ticks again, and as its leader
     /// heartbeats at once.
     pub(super) fn wake(&mut self, group: GroupId) {
@@ -102,15 +113,29 @@ impl Node {
     /// stepped it: the leader's quiesce heartbeat puts a follower to sleep
     /// (its answer goes without the marker). (A message that wakes its
     /// group did so before it was stepped.)
-    pub(super) fn after_step(&mut self, group: GroupId, from: BrokerId, arrived: Arrival) {
+    pub(super) fn after_step(
+        &mut self,
+        group: GroupId,
+        from: BrokerId,
+        term: u64,
+        arrived: Arrival,
+    ) {
         match arrived {
             Arrival::Wakes | Arrival::HeartbeatAnswer => {}
             Arrival::Quiesce => {
+                // A leader found down meanwhile (its last heartbeat read
+                // before it died, stepped after) gets no sleeping follower:
+                // `peer_down` came and went.
+                if self.peers_down.contains(&from) {
+                    return;
+                }
                 let Some(r) = self.groups.get_mut(&group) else {
                     return;
                 };
                 let raft = &mut r.raw.raft;
-                let follows = raft.state == StateRole::Follower && raft.leader_id == from.get();
+                let follows = raft.state == StateRole::Follower
+                    && raft.leader_id == from.get()
+                    && raft.term == term;
                 if !follows || r.catching_up.is_some() {
                     return;
                 }
@@ -137,7 +162,7 @@ impl Node {
         let last = log.last_index();
         let m = &r.raw.store().state().membership;
         group != GroupId::CONTROLLER
-            && self.peers_down.is_empty()
+            && !self.peers_down.iter().any(|b| m.contains(*b))
             && raft.state == StateRole::Leader
             && raft.lead_transferee.is_none()
             && !raft.has_pending_conf()
@@ -243,7 +268,9 @@ impl Node {
 
     /// Takes the transport's word that broker `peer` is up again: groups
     /// led here that it is a member of wake and heartbeat, so its replicas
-    /// learn their leaders at once.
+    /// learn their leaders at once, and its progress is probed again (it
+    /// may be a new incarnation that lost its log, or not have opened its
+    /// replicas yet): none of them sleeps before it has answered.
     pub fn peer_up(&mut self, peer: BrokerId) {
         if !self.peers_down.remove(&peer) {
             return;
@@ -259,7 +286,53 @@ impl Node {
             .collect();
         for group in groups {
             self.wake(group);
+            if let Some(pr) = self
+                .groups
+                .get_mut(&group)
+                .and_then(|r| r.raw.raft.mut_prs().get_mut(peer.get()))
+            {
+                pr.become_probe();
+            }
         }
+    }
+
+    /// Before `group`'s replica goes while it leads with other voters (its
+    /// log failed, its partition was closed here): a `MsgTimeoutNow` to
+    /// its most caught-up voter, which campaigns at once, past the other
+    /// voters' leases. Sent with the next round.
+    pub(super) fn farewell(&mut self, group: GroupId) {
+        let Some(r) = self.groups.get(&group) else {
+            return;
+        };
+        let raft = &r.raw.raft;
+        if raft.state != StateRole::Leader {
+            return;
+        }
+        let m = &r.raw.store().state().membership;
+        let heir = raft
+            .prs()
+            .iter()
+            .filter(|(id, _)| **id != raft.id && m.voters.contains(&BrokerId(**id)))
+            .filter(|(id, _)| !self.peers_down.contains(&BrokerId(**id)))
+            .max_by_key(|(id, pr)| (pr.matched, std::cmp::Reverse(**id)))
+            .map(|(id, _)| *id);
+        let Some(to) = heir else {
+            return;
+        };
+        let mut message = Message {
+            from: raft.id,
+            to,
+            term: raft.term,
+            ..Message::default()
+        };
+        message.set_msg_type(MessageType::MsgTimeoutNow);
+        tracing::info!(%group, heir = to, "a leading replica goes: its heir campaigns now");
+        self.farewells.push(crate::outgoing::Outgoing {
+            to: BrokerId(to),
+            group,
+            message,
+            spans: Vec::new(),
+        });
     }
 
     /// Before a vote request from a peer is stepped: one from this

@@ -138,6 +138,7 @@ impl Node {
         }
         let arrived = super::hibernate::arrival(&message);
         let from = BrokerId(message.from);
+        let term_sent = message.term;
         let r = self
             .groups
             .get_mut(&group)
@@ -285,7 +286,7 @@ impl Node {
         match stepped {
             Ok(result) => {
                 result?;
-                self.after_step(group, from, arrived);
+                self.after_step(group, from, term_sent, arrived);
                 Ok(())
             }
             Err(e) => {

@@ -378,6 +378,9 @@ pub struct Node {
     awake: BTreeSet<GroupId>,
     /// Peers the broker found down ([`Node::peer_down`]).
     peers_down: BTreeSet<BrokerId>,
+    /// Messages from leading replicas that went, for the next round (see
+    /// [`Node::farewell`]).
+    farewells: Vec<crate::outgoing::Outgoing>,
 }
 
 /// What opening a replica needs (see [`Node::open_replica`] for a replica
@@ -450,6 +453,7 @@ impl Node {
             dirty: BTreeSet::new(),
             awake: BTreeSet::new(),
             peers_down: BTreeSet::new(),
+            farewells: Vec::new(),
         }
     }
 
@@ -583,6 +587,7 @@ impl Node {
         // closing files still linked costs nothing.
         self.retention_waiting.remove(&group);
         self.dirty.remove(&group);
+        self.farewell(group);
         self.groups
             .remove(&group)
             .map(drop)

@@ -58,6 +58,7 @@ impl Node {
     /// other call on this node in between.
     pub fn start_round(&mut self, out: &mut Vec<Outgoing>, events: &mut Vec<Event>) -> Round {
         events.extend(self.take_stopped());
+        out.append(&mut self.farewells);
         // A leader whose log failed a read for a follower skipped that send
         // without a panic; it stops before it would read again.
         let unreadable: Vec<_> = self
@@ -249,6 +250,7 @@ impl Node {
         tracing::error!(%group, reason = %e, "replica stopped between rounds (a panic raft-rs reported for it, if any, is contained to it)");
         self.retention_waiting.remove(&group);
         self.dirty.remove(&group);
+        self.farewell(group);
         self.groups.remove(&group);
         self.stopped_between_rounds.push((group, e.into()));
     }
@@ -258,6 +260,7 @@ impl Node {
         // Never unlinked: the new snapshot point may not be durable.
         self.retention_waiting.remove(&group);
         self.dirty.remove(&group);
+        self.farewell(group);
         self.groups.remove(&group);
         events.push(Event::Failed {
             group,
