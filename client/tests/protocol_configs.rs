@@ -346,5 +346,19 @@ proptest! {
             timeout_ms,
         });
         assert_request_round_trips(&moves, 4);
+        let Request::ReassignPartitions(ReassignPartitionsRequest { moves, .. }) = moves else {
+            unreachable!()
+        };
+        let changed = Response::ChangeBrokers(ChangeBrokersResponse {
+            error: ErrorCode::None,
+            message: names.concat(),
+            moves,
+            stuck: names.clone(),
+        });
+        assert_response_round_trips(&changed, 5);
+        for action in [BrokerAction::Balance, BrokerAction::Remove, BrokerAction::Add] {
+            let change = Request::ChangeBrokers(ChangeBrokersRequest { action, broker_id: timeout_ms, timeout_ms });
+            assert_request_round_trips(&change, 6);
+        }
     }
 }
