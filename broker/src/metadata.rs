@@ -146,6 +146,13 @@ pub enum MetadataCommand {
     InitCluster {
         /// A canonical UUID.
         cluster_id: String,
+        /// The cluster's first voters (`--peers` of the broker that named
+        /// it): the brokers every placement starts from, whatever a
+        /// broker's `--peers` says later (a broker removed may be dropped
+        /// from it). `None` in a log written before it was recorded: the
+        /// image keeps the voters it started from.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        voters: Option<Vec<u64>>,
     },
 }
 
@@ -546,7 +553,16 @@ impl ClusterImage {
                     )
                 }
             }
-            MetadataCommand::InitCluster { cluster_id } => {
+            MetadataCommand::InitCluster { cluster_id, voters } => {
+                if voters
+                    .as_ref()
+                    .is_some_and(|v| v.is_empty() || v.contains(&0))
+                {
+                    return Outcome::Refused(
+                        ErrorCode::InvalidRequest,
+                        format!("first voters {voters:?}: at least one broker id, none 0"),
+                    );
+                }
                 if ClusterId::parse(cluster_id).is_none() {
                     return Outcome::Refused(
                         ErrorCode::InvalidRequest,
@@ -687,8 +703,21 @@ impl ClusterImage {
             MetadataCommand::AddBroker { id } => {
                 self.removed.remove(id);
             }
-            MetadataCommand::InitCluster { cluster_id } => {
+            MetadataCommand::InitCluster { cluster_id, voters } => {
                 self.cluster_id = ClusterId::parse(cluster_id).expect("checked just above");
+                if let Some(voters) = voters {
+                    if self.topics.is_empty() {
+                        let mut v: Vec<BrokerId> = voters.iter().copied().map(BrokerId).collect();
+                        v.sort();
+                        v.dedup();
+                        self.voters = v;
+                    } else {
+                        // Placed already on the voters it had: kept.
+                        tracing::warn!(
+                            "the cluster was named after topics were placed; its recorded first voters are not taken"
+                        );
+                    }
+                }
             }
         }
         Outcome::Done
@@ -952,10 +981,12 @@ mod tests {
         let (first, second) = (ClusterId::fresh(), ClusterId::fresh());
         let init = |id: ClusterId| MetadataCommand::InitCluster {
             cluster_id: id.to_string(),
+            voters: None,
         };
         assert!(matches!(
             image.apply(&MetadataCommand::InitCluster {
-                cluster_id: "not-a-uuid".into()
+                cluster_id: "not-a-uuid".into(),
+                voters: None,
             }),
             Outcome::Refused(ErrorCode::InvalidRequest, _)
         ));
@@ -968,6 +999,39 @@ mod tests {
         assert_eq!(image.cluster_id, first);
         let decoded = MetadataCommand::decode(&init(first).encode()).expect("decodes");
         assert_eq!(decoded, init(first));
+        // A command of a log written before the voters were recorded.
+        let old = format!("{{\"InitCluster\":{{\"cluster_id\":\"{first}\"}}}}");
+        assert_eq!(MetadataCommand::decode(old.as_bytes()), Some(init(first)));
+    }
+
+    #[test]
+    fn placements_replay_on_the_recorded_first_voters_whatever_the_peers_say_now() {
+        let commands = [
+            MetadataCommand::InitCluster {
+                cluster_id: ClusterId::fresh().to_string(),
+                voters: Some(vec![3, 1, 2, 4]),
+            },
+            MetadataCommand::CreateTopic {
+                name: "t".into(),
+                id: "00000000-0000-4000-8000-000000000001".into(),
+                partitions: 4,
+                replication_factor: 3,
+                configs: vec![],
+                max_partition_replicas: None,
+            },
+            MetadataCommand::RemoveBroker { id: BrokerId(4) },
+        ];
+        let replay = |peers: Vec<BrokerId>| {
+            let mut image = ClusterImage::new(peers);
+            for c in &commands {
+                image.apply(c);
+            }
+            image.topics["t"].replicas.clone()
+        };
+        let first = replay((1..=4).map(BrokerId).collect());
+        assert!(first.iter().flatten().any(|b| *b == BrokerId(4)));
+        // Broker 4 removed and dropped from --peers: the same placements.
+        assert_eq!(replay((1..=3).map(BrokerId).collect()), first);
     }
 
     #[test]

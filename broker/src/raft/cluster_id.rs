@@ -79,6 +79,7 @@ impl RaftLoop {
         self.propose_metadata(
             MetadataCommand::InitCluster {
                 cluster_id: id.to_string(),
+                voters: Some(self.image.voters.iter().map(|b| b.get()).collect()),
             },
             reply,
         );
