@@ -30,6 +30,7 @@ fn config(seed: u64) -> SimConfig {
         controller: false,
         metadata: 0,
         deletes: false,
+        hibernate: false,
         faults: Faults::hostile(),
     }
 }
@@ -79,6 +80,35 @@ fn raft_safety_holds_under_loss_delay_duplication_cuts_and_crashes() {
     // out, and rounds waited at the queue's bound.
     assert!(queued > 0, "no sync round ever waited behind another");
     assert!(held > 0, "no round ever waited for the queued sync round");
+}
+
+#[test]
+fn hibernating_groups_keep_raft_safety_through_loss_cuts_and_crashes() {
+    // Groups sleep once settled and wake on any message or proposal; each
+    // broker is told at once which brokers are down (a perfect version of
+    // the broker's peer liveness), so a sleeping group's followers
+    // campaign when their leader crashes.
+    let mut slept = 0;
+    for seed in seeds() {
+        let mut sim = Sim::new(SimConfig {
+            hibernate: true,
+            ..config(seed)
+        });
+        sim.run();
+        eprintln!(
+            "seed {seed}: {} acknowledged, {} crashes, {} elections, {} groups asleep at the end",
+            sim.acks.len(),
+            sim.crashes,
+            sim.elections,
+            sim.asleep()
+        );
+        assert!(
+            !sim.acks.is_empty(),
+            "seed {seed}: nothing was acknowledged; the simulation tested nothing"
+        );
+        slept += sim.asleep();
+    }
+    assert!(slept > 0, "no group ever slept: hibernation was not tested");
 }
 
 #[test]
@@ -311,6 +341,7 @@ fn five_brokers_with_groups_of_three_elect_and_commit_without_faults() {
         controller: false,
         metadata: 0,
         deletes: false,
+        hibernate: false,
         faults: Faults::none(),
     });
     sim.run();

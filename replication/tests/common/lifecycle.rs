@@ -14,6 +14,9 @@ impl Sim {
         config.jitter_seed = seed;
         config.max_size_per_msg_bytes = 32 * 1024;
         config.max_inflight_msgs = 8;
+        if self.config.hibernate {
+            config.quiesce_after_ticks = Some(3 + (seed % 8) as u32);
+        }
         let mut node = Node::new(config, clock);
         // As the broker does when its peers knew an earlier life of its
         // data directory.

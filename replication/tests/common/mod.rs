@@ -197,6 +197,9 @@ pub struct SimConfig {
     /// that forgot its votes (see the test of that name).
     pub deletes: bool,
     pub faults: Faults,
+    /// Whether settled groups hibernate, each broker told at every tick
+    /// which brokers are down.
+    pub hibernate: bool,
 }
 
 struct Broker {
@@ -458,6 +461,15 @@ impl Sim {
             .collect()
     }
 
+    /// Groups hibernating on the brokers up now.
+    pub fn asleep(&self) -> usize {
+        self.brokers
+            .values()
+            .filter_map(|br| br.node.as_ref())
+            .map(|n| n.groups().filter(|g| n.is_hibernating(*g)).count())
+            .sum()
+    }
+
     fn alive(&self) -> Vec<BrokerId> {
         self.brokers
             .iter()
@@ -560,10 +572,27 @@ impl Sim {
         });
         // One tick (100 ms of broker time) every 5 steps.
         if self.step % 5 == 0 {
+            let down: Vec<BrokerId> = self
+                .brokers
+                .iter()
+                .filter(|(_, br)| br.node.is_none())
+                .map(|(b, _)| *b)
+                .collect();
+            let all: Vec<BrokerId> = self.brokers.keys().copied().collect();
+            let hibernate = self.config.hibernate;
             for br in self.brokers.values_mut() {
                 br.clock.advance_ms(100);
                 if let Some(node) = br.node.as_mut() {
                     node.tick();
+                    if hibernate {
+                        for b in &all {
+                            if down.contains(b) {
+                                node.peer_down(*b);
+                            } else {
+                                node.peer_up(*b);
+                            }
+                        }
+                    }
                 }
             }
         }
