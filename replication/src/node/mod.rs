@@ -56,7 +56,9 @@
 //!   campaigns, leader transfers, dropped messages);
 //! - `round`: steps 2 and 3, a round's Readies from start to finish;
 //! - `sync`: the durability step's jobs, and deferred syncs;
-//! - `retention`: retention across the groups, and the segments it takes.
+//! - `retention`: retention across the groups, and the segments it takes;
+//! - `hibernate`: idle groups that stop ticking, what wakes them, and the
+//!   broker's word on peers down and up (only awake groups tick).
 
 mod hibernate;
 mod input;
