@@ -29,8 +29,9 @@
 //! - A leader's replica that stops or closes on a live broker (its log
 //!   failed, its partition went) tells its most caught-up voter to
 //!   campaign at once ([`Node::farewell`], raft-rs's `MsgTimeoutNow`, which
-//!   overrides the other voters' leases): asleep, its followers would
-//!   otherwise wait for it for ever, as its broker stays up.
+//!   overrides the other voters' leases; sent once a tick for a second, in
+//!   case one is lost): asleep, its followers would otherwise wait for it
+//!   for ever, as its broker stays up.
 //!
 //! Ticking touches only awake groups ([`Node::awake`](super::Node)).
 
@@ -46,6 +47,20 @@ pub const QUIESCE_CONTEXT: &[u8] = b"rill:quiesce";
 /// Ticks between the delays at which a group's live voters campaign once
 /// its leader is down, by rank.
 const CAMPAIGN_RANK_TICKS: usize = 2;
+
+/// Ticks a departed leader's `MsgTimeoutNow` is sent again (one a tick):
+/// lost, its sleeping followers would wait for it; a copy that arrives
+/// after the heir won is of an older term, and ignored.
+pub(super) const FAREWELL_TICKS: u32 = 10;
+
+/// A departed leader's `MsgTimeoutNow` to its heir ([`Node::farewell`]),
+/// sent once a tick until sent [`FAREWELL_TICKS`] times.
+#[derive(Debug)]
+pub(super) struct Farewell {
+    left: u32,
+    due: bool,
+    out: crate::outgoing::Outgoing,
+}
 
 /// How a message from a peer bears on its group's hibernation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -327,12 +342,39 @@ impl Node {
         };
         message.set_msg_type(MessageType::MsgTimeoutNow);
         tracing::info!(%group, heir = to, "a leading replica goes: its heir campaigns now");
-        self.farewells.push(crate::outgoing::Outgoing {
-            to: BrokerId(to),
-            group,
-            message,
-            spans: Vec::new(),
+        self.farewells.push(Farewell {
+            left: FAREWELL_TICKS,
+            due: true,
+            out: crate::outgoing::Outgoing {
+                to: BrokerId(to),
+                group,
+                message,
+                spans: Vec::new(),
+            },
         });
+    }
+
+    /// The departed leaders' messages to send with this round (see
+    /// [`Farewell`]).
+    pub(super) fn farewells_to_send(&mut self) -> Vec<crate::outgoing::Outgoing> {
+        self.farewells
+            .iter_mut()
+            .filter(|f| f.due)
+            .map(|f| {
+                f.due = false;
+                f.left -= 1;
+                f.out.clone()
+            })
+            .collect()
+    }
+
+    /// A tick: each departed leader's message is due again, until sent
+    /// [`FAREWELL_TICKS`] times.
+    pub(super) fn farewell_tick(&mut self) {
+        self.farewells.retain(|f| f.left > 0);
+        for f in &mut self.farewells {
+            f.due = true;
+        }
     }
 
     /// Before a vote request from a peer is stepped: one from this

@@ -125,6 +125,7 @@ impl Node {
                 self.maybe_quiesce(group);
             }
         }
+        self.farewell_tick();
     }
 
     /// Hands a message from a peer to its group. A message for a group not

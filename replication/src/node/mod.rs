@@ -380,9 +380,9 @@ pub struct Node {
     awake: BTreeSet<GroupId>,
     /// Peers the broker found down ([`Node::peer_down`]).
     peers_down: BTreeSet<BrokerId>,
-    /// Messages from leading replicas that went, for the next round (see
-    /// [`Node::farewell`]).
-    farewells: Vec<crate::outgoing::Outgoing>,
+    /// Messages from leading replicas that went, sent with the next rounds
+    /// (see [`Node::farewell`]).
+    farewells: Vec<hibernate::Farewell>,
 }
 
 /// What opening a replica needs (see [`Node::open_replica`] for a replica

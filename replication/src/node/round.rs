@@ -58,7 +58,7 @@ impl Node {
     /// other call on this node in between.
     pub fn start_round(&mut self, out: &mut Vec<Outgoing>, events: &mut Vec<Event>) -> Round {
         events.extend(self.take_stopped());
-        out.append(&mut self.farewells);
+        out.extend(self.farewells_to_send());
         // A leader whose log failed a read for a follower skipped that send
         // without a panic; it stops before it would read again.
         let unreadable: Vec<_> = self
