@@ -329,3 +329,40 @@ fn a_broker_removed_and_added_back_under_an_acks_all_producer_loses_nothing() {
     let stored = rt.block_on(read_all(&bootstrap, TOPIC));
     assert_acknowledged_once_in_order(&acked, &stored, PARTITIONS);
 }
+
+#[test]
+fn removing_the_controllers_leader_hands_the_controller_over_and_the_cluster_carries_on() {
+    let (mut c, rt, admin) = healthy_cluster_with_topic(3);
+    let controller = c.metadata_from_any().unwrap().controller_id;
+    assert!(controller > 0);
+    let out = run_rill(
+        &c.bootstrap(),
+        &["cluster", "remove-broker", &controller.to_string()],
+        "",
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Another broker leads the controller, the removed one is out of the
+    // metadata, and once it is stopped the cluster is healthy.
+    c.wait_for(
+        "the controller led elsewhere, the broker out of the metadata",
+        30,
+        |c| {
+            c.metadata_from_any().is_some_and(|m| {
+                m.controller_id > 0
+                    && m.controller_id != controller
+                    && m.brokers.iter().all(|b| b.broker_id as i32 != controller)
+            })
+        },
+    );
+    c.kill(controller as usize);
+    c.wait_for("a healthy cluster without the old controller", 60, healthy);
+    // Metadata still changes: a topic is created and written.
+    rt.block_on(admin.create_topic("after", 2, 3, vec![]))
+        .unwrap();
+    c.wait_for("the new topic led", 30, |c| c.settled("after", 2));
+    c.produce_acknowledged("after", 0, &["one".to_string()]);
+}
