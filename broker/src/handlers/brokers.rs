@@ -68,7 +68,15 @@ pub(super) async fn change_brokers(
             return failed(e);
         }
     }
-    let plan = crate::balance::plan(&broker.image());
+    // Planning walks every partition several times over: thousands of
+    // them take long enough to hold a runtime thread, so it runs off it.
+    let image = broker.image();
+    let Ok(plan) = tokio::task::spawn_blocking(move || crate::balance::plan(&image)).await else {
+        return failed(BrokerError::Refused {
+            code: ErrorCode::RequestTimedOut,
+            message: "the moves were not planned: the broker is stopping".into(),
+        });
+    };
     let mut moves = Vec::new();
     for m in plan.moves.into_iter().take(MOVES_PER_REQUEST_MAX) {
         let replicas: Vec<u32> = m.replicas.iter().map(|b| b.get() as u32).collect();

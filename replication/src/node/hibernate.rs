@@ -38,7 +38,9 @@
 use raft::StateRole;
 use raft::eraftpb::{Message, MessageType};
 
-use super::Node;
+use std::collections::BTreeSet;
+
+use super::{Node, Replica};
 use crate::ids::{BrokerId, GroupId};
 
 /// The context of a leader's last heartbeat before its group hibernates.
@@ -244,9 +246,9 @@ impl Node {
             .map(|(g, _)| *g)
             .collect();
         tracing::info!(%peer, groups = groups.len(), "peer down: its groups here wake");
+        let down = self.peers_down.clone();
         for group in groups {
             self.wake(group);
-            let down = self.peers_down.clone();
             let Some(r) = self.groups.get_mut(&group) else {
                 continue;
             };
@@ -376,29 +378,26 @@ impl Node {
             f.due = true;
         }
     }
+}
 
-    /// Before a vote request from a peer is stepped: one from this
-    /// replica's own leader, or while its leader is down, ends the
-    /// leader's lease (raft-rs would ignore the request while the lease
-    /// holds, and a hibernating follower's lease never runs out).
-    pub(super) fn end_lease_for(&mut self, group: GroupId, m: &Message) {
-        let asks = matches!(
-            m.get_msg_type(),
-            MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
-        );
-        let Some(r) = self.groups.get_mut(&group) else {
-            return;
-        };
-        let raft = &mut r.raw.raft;
-        let leader = raft.leader_id;
-        if asks
-            && m.term > raft.term
-            && raft.state == StateRole::Follower
-            && leader != raft::INVALID_ID
-            && (leader == m.from || self.peers_down.contains(&BrokerId(leader)))
-        {
-            let term = raft.term;
-            raft.become_follower(term, raft::INVALID_ID);
-        }
+/// Before a vote request from a peer is stepped into `r`: one from the
+/// replica's own leader, or while its leader is among `peers_down`, ends
+/// the leader's lease (raft-rs would ignore the request while the lease
+/// holds, and a hibernating follower's lease never runs out).
+pub(super) fn end_lease_for(r: &mut Replica, peers_down: &BTreeSet<BrokerId>, m: &Message) {
+    let asks = matches!(
+        m.get_msg_type(),
+        MessageType::MsgRequestVote | MessageType::MsgRequestPreVote
+    );
+    let raft = &mut r.raw.raft;
+    let leader = raft.leader_id;
+    if asks
+        && m.term > raft.term
+        && raft.state == StateRole::Follower
+        && leader != raft::INVALID_ID
+        && (leader == m.from || peers_down.contains(&BrokerId(leader)))
+    {
+        let term = raft.term;
+        raft.become_follower(term, raft::INVALID_ID);
     }
 }

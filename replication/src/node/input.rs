@@ -173,14 +173,22 @@ impl Node {
             }
             c.heard(&message);
         }
-        if arrived == super::hibernate::Arrival::Wakes {
-            self.end_lease_for(group, &message);
-            self.wake(group);
-        }
-        let r = self
-            .groups
-            .get_mut(&group)
-            .ok_or(ReplicationError::UnknownGroup(group))?;
+        let r = if arrived == super::hibernate::Arrival::Wakes {
+            super::hibernate::end_lease_for(r, &self.peers_down, &message);
+            // Most messages reach an awake group: only a sleeping one is
+            // looked up again.
+            if r.hibernating {
+                self.wake(group);
+                self.groups
+                    .get_mut(&group)
+                    .ok_or(ReplicationError::UnknownGroup(group))?
+            } else {
+                r.idle_ticks = 0;
+                r
+            }
+        } else {
+            r
+        };
         let term = r.raw.raft.term;
         if r.raw.raft.state == StateRole::Leader
             && message.term == term
