@@ -11,19 +11,16 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use common::cluster::TestCluster;
-use common::load::{AckedProducer, assert_acknowledged_once_in_order, read_all};
+use common::load::{AckedProducer, LiveReader, assert_acknowledged_once_in_order, read_all};
 use common::{Client, batch, runtime, values};
 use rill_client::protocol::messages::*;
 use rill_client::protocol::*;
-use rill_client::{
-    Admin, Cluster, Consumer, ConsumerConfig, Producer, ProducerConfig, ProducerRecord, SeekTo,
-};
+use rill_client::{Admin, Cluster, Producer, ProducerConfig, ProducerRecord};
 use rill_storage::{Log, LogConfig, RaftIndex};
 
 const TOPIC: &str = "events";
@@ -363,25 +360,7 @@ fn a_paused_leader_is_left_behind_by_an_idempotent_producer_and_a_consumer() {
     });
 
     // A consumer reading every partition from the start, all along.
-    let stop_reading = Arc::new(AtomicBool::new(false));
-    let read: Arc<Mutex<Vec<(u32, u64, String)>>> = Arc::default();
-    let reading = {
-        let (stop, read, bootstrap) = (stop_reading.clone(), read.clone(), bootstrap.clone());
-        rt.spawn(async move {
-            let cluster = Cluster::new(&bootstrap, "reader").unwrap();
-            let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
-            consumer
-                .assign(TOPIC, None, SeekTo::Earliest)
-                .await
-                .unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
-                    let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
-                    read.lock().unwrap().push((r.partition, r.offset, value));
-                }
-            }
-        })
-    };
+    let reader = LiveReader::start(&rt, &bootstrap, TOPIC);
 
     // An idempotent acks=all producer (the default) giving up on a record
     // after 15 s: half the 30 s a request to a paused broker would wait.
@@ -427,7 +406,7 @@ fn a_paused_leader_is_left_behind_by_an_idempotent_producer_and_a_consumer() {
     };
 
     c.wait_for("the first records to be read", 30, |_| {
-        read.lock().unwrap().len() as u64 >= sent_before_pause / 2
+        reader.count() as u64 >= sent_before_pause / 2
     });
     let leader = c.leader_of(TOPIC, 0).unwrap();
     c.pause(leader);
@@ -448,11 +427,9 @@ fn a_paused_leader_is_left_behind_by_an_idempotent_producer_and_a_consumer() {
     // The consumer reads on from the new leaders: every record once, in
     // send order per partition, at the offset its producer was told.
     c.wait_for("the consumer to read every record", 60, |_| {
-        read.lock().unwrap().len() as u64 >= total
+        reader.count() as u64 >= total
     });
-    stop_reading.store(true, Ordering::Relaxed);
-    rt.block_on(reading).unwrap();
-    let read = std::mem::take(&mut *read.lock().unwrap());
+    let read = reader.finish(&rt);
     assert_eq!(read.len() as u64, total, "read more than was sent");
     for p in 0..PARTS {
         let sent: Vec<u64> = read

@@ -15,7 +15,7 @@ use std::path::Path;
 
 use common::cluster::TestCluster;
 use common::load::{AckedProducer, assert_acknowledged_once_in_order, read_all};
-use common::{run_rill, runtime};
+use common::{run_rill, run_rill_ok, runtime};
 use rill_client::{Admin, Cluster};
 
 const TOPIC: &str = "moved";
@@ -42,12 +42,6 @@ fn holds(data_dir: &Path, name: &str) -> bool {
     data_dir.join(name).exists()
 }
 
-fn healthy(c: &TestCluster) -> bool {
-    run_rill(&c.bootstrap(), &["cluster", "health"], "")
-        .status
-        .success()
-}
-
 /// A healthy cluster of [`BROKERS`] holding [`TOPIC`] with `partitions`
 /// partitions of three replicas, a runtime and an admin client.
 fn healthy_cluster_with_topic(partitions: u32) -> (TestCluster, tokio::runtime::Runtime, Admin) {
@@ -56,7 +50,7 @@ fn healthy_cluster_with_topic(partitions: u32) -> (TestCluster, tokio::runtime::
     let admin = Admin::new(Cluster::new(&c.bootstrap(), "test").unwrap());
     rt.block_on(admin.create_topic(TOPIC, partitions, 3, vec![]))
         .unwrap();
-    c.wait_for("a healthy cluster", 60, healthy);
+    c.wait_for("a healthy cluster", 60, TestCluster::healthy);
     (c, rt, admin)
 }
 
@@ -88,7 +82,7 @@ fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged(
         .map(u32::to_string)
         .collect::<Vec<_>>()
         .join(",");
-    let out = run_rill(
+    run_rill_ok(
         &bootstrap,
         &[
             "topic",
@@ -101,12 +95,6 @@ fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged(
             "--timeout-ms",
             "90000",
         ],
-        "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     // Every broker's metadata says so once it has applied the move's end.
     c.wait_for("partition 0 on its new replicas", 10, |c| {
@@ -145,7 +133,11 @@ fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged(
             "{name} on broker {added}"
         );
     }
-    c.wait_for("a healthy cluster after the moves", 60, healthy);
+    c.wait_for(
+        "a healthy cluster after the moves",
+        60,
+        TestCluster::healthy,
+    );
     let stored = rt.block_on(read_all(&bootstrap, TOPIC));
     assert_acknowledged_once_in_order(&acked, &stored, PARTITIONS);
 
@@ -160,7 +152,7 @@ fn moving_every_partition_under_an_acks_all_producer_loses_nothing_acknowledged(
     c.wait_for(
         "a healthy cluster after SIGKILL of every broker",
         60,
-        healthy,
+        TestCluster::healthy,
     );
     let stored = rt.block_on(read_all(&bootstrap, TOPIC));
     assert_acknowledged_once_in_order(&acked, &stored, PARTITIONS);
@@ -263,12 +255,7 @@ fn a_broker_removed_and_added_back_under_an_acks_all_producer_loses_nothing() {
 
     // Removed: every replica leaves broker 4, which leaves the metadata
     // and may then stop without the cluster missing it.
-    let out = run_rill(&bootstrap, &["cluster", "remove-broker", "4"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_rill_ok(&bootstrap, &["cluster", "remove-broker", "4"]);
     // Every broker's metadata says so once it has applied the moves.
     c.wait_for(
         "no replica on broker 4, and broker 4 out of the metadata",
@@ -280,7 +267,11 @@ fn a_broker_removed_and_added_back_under_an_acks_all_producer_loses_nothing() {
         },
     );
     c.kill(4);
-    c.wait_for("a healthy cluster without broker 4", 60, healthy);
+    c.wait_for(
+        "a healthy cluster without broker 4",
+        60,
+        TestCluster::healthy,
+    );
     // No new replica goes to it.
     rt.block_on(admin.create_topic("after-removal", 3, 3, vec![]))
         .unwrap();
@@ -302,12 +293,7 @@ fn a_broker_removed_and_added_back_under_an_acks_all_producer_loses_nothing() {
 
     // Added back: replicas spread onto it again, evenly.
     c.restart(4);
-    let out = run_rill(&bootstrap, &["cluster", "add-broker", "4"], "");
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    run_rill_ok(&bootstrap, &["cluster", "add-broker", "4"]);
     c.wait_for("replicas spread evenly over the four brokers", 10, |c| {
         let counts = replica_counts(c);
         let (min, max) = (
@@ -325,7 +311,11 @@ fn a_broker_removed_and_added_back_under_an_acks_all_producer_loses_nothing() {
         producer.acked_count() > acked_before + 500
     });
     let acked = producer.finish(&rt);
-    c.wait_for("a healthy cluster after the changes", 60, healthy);
+    c.wait_for(
+        "a healthy cluster after the changes",
+        60,
+        TestCluster::healthy,
+    );
     let stored = rt.block_on(read_all(&bootstrap, TOPIC));
     assert_acknowledged_once_in_order(&acked, &stored, PARTITIONS);
 }
@@ -335,15 +325,9 @@ fn removing_the_controllers_leader_hands_the_controller_over_and_the_cluster_car
     let (mut c, rt, admin) = healthy_cluster_with_topic(3);
     let controller = c.metadata_from_any().unwrap().controller_id;
     assert!(controller > 0);
-    let out = run_rill(
+    run_rill_ok(
         &c.bootstrap(),
         &["cluster", "remove-broker", &controller.to_string()],
-        "",
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
     );
     // Another broker leads the controller, the removed one is out of the
     // metadata, and once it is stopped the cluster is healthy.
@@ -359,7 +343,11 @@ fn removing_the_controllers_leader_hands_the_controller_over_and_the_cluster_car
         },
     );
     c.kill(controller as usize);
-    c.wait_for("a healthy cluster without the old controller", 60, healthy);
+    c.wait_for(
+        "a healthy cluster without the old controller",
+        60,
+        TestCluster::healthy,
+    );
     // Metadata still changes: a topic is created and written.
     rt.block_on(admin.create_topic("after", 2, 3, vec![]))
         .unwrap();

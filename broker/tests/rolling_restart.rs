@@ -10,16 +10,13 @@
 
 mod common;
 
-use std::collections::BTreeMap;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use common::cluster::TestCluster;
-use common::load::{AckedProducer, assert_acknowledged_once_in_order, read_all};
+use common::load::{AckedProducer, LiveReader, assert_acknowledged_once_in_order, read_all};
 use common::prometheus::{parse_prometheus, sum};
-use common::{http_get, run_rill, runtime};
-use rill_client::{Admin, Cluster, Consumer, ConsumerConfig, SeekTo};
+use common::{http_get, runtime};
+use rill_client::{Admin, Cluster};
 
 const TOPIC: &str = "rolled";
 const PARTITIONS: u32 = 6;
@@ -50,35 +47,10 @@ fn a_rolling_restart_under_load_loses_nothing_acknowledged() {
             .await
             .unwrap();
     });
-    let healthy = |c: &TestCluster| {
-        run_rill(&c.bootstrap(), &["cluster", "health"], "")
-            .status
-            .success()
-    };
-    c.wait_for("a healthy cluster", 60, healthy);
+    c.wait_for("a healthy cluster", 60, TestCluster::healthy);
 
-    // The consumer: reads everything from the start, as it comes, and
-    // records each offset it was handed.
-    let stop_reading = Arc::new(AtomicBool::new(false));
-    let read: Arc<Mutex<BTreeMap<u32, Vec<u64>>>> = Arc::default();
-    let reading = {
-        let (stop, read, bootstrap) = (stop_reading.clone(), read.clone(), bootstrap.clone());
-        rt.spawn(async move {
-            let cluster = Cluster::new(&bootstrap, "consumer").unwrap();
-            let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
-            consumer
-                .assign(TOPIC, None, SeekTo::Earliest)
-                .await
-                .unwrap();
-            while !stop.load(Ordering::Relaxed) {
-                let records = consumer.poll(Duration::from_millis(200)).await.unwrap();
-                let mut read = read.lock().unwrap();
-                for r in records {
-                    read.entry(r.partition).or_default().push(r.offset);
-                }
-            }
-        })
-    };
+    // The consumer: reads everything from the start, as it comes.
+    let reader = LiveReader::start(&rt, &bootstrap, TOPIC);
     let producer = AckedProducer::start(&rt, &bootstrap, TOPIC);
     c.wait_for("the producer to get going", 60, |_| {
         producer.acked_count() > 500
@@ -90,7 +62,11 @@ fn a_rolling_restart_under_load_loses_nothing_acknowledged() {
         let rolled = Instant::now();
         c.terminate(id);
         c.restart(id);
-        c.wait_for("the cluster healthy again after the restart", 120, healthy);
+        c.wait_for(
+            "the cluster healthy again after the restart",
+            120,
+            TestCluster::healthy,
+        );
         eprintln!(
             "broker {id} restarted; cluster healthy after {} ms",
             rolled.elapsed().as_millis()
@@ -116,26 +92,16 @@ fn a_rolling_restart_under_load_loses_nothing_acknowledged() {
 
     // The live consumer caught up with everything stored, having read each
     // offset once, in order, across every restart.
-    let deadline = Instant::now() + Duration::from_secs(60);
-    loop {
-        let caught_up = {
-            let read = read.lock().unwrap();
-            (0..PARTITIONS).all(|p| {
-                let stored_count = stored.range((p, 0)..(p + 1, 0)).count();
-                read.get(&p).map_or(0, Vec::len) >= stored_count
-            })
-        };
-        if caught_up {
-            break;
-        }
-        assert!(Instant::now() < deadline, "the consumer never caught up");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    stop_reading.store(true, Ordering::Relaxed);
-    rt.block_on(reading).unwrap();
-    let read = read.lock().unwrap();
+    c.wait_for("the consumer to catch up", 60, |_| {
+        (0..PARTITIONS).all(|p| reader.count_of(p) >= stored.range((p, 0)..(p + 1, 0)).count())
+    });
+    let read = reader.finish(&rt);
     for p in 0..PARTITIONS {
-        let offsets = read.get(&p).cloned().unwrap_or_default();
+        let offsets: Vec<u64> = read
+            .iter()
+            .filter(|(rp, _, _)| *rp == p)
+            .map(|(_, o, _)| *o)
+            .collect();
         let stored_offsets: Vec<u64> = stored
             .range((p, 0)..(p + 1, 0))
             .map(|((_, o), _)| *o)

@@ -431,6 +431,13 @@ impl TestCluster {
         });
     }
 
+    /// Whether `rill cluster health` passes (exit code 0).
+    pub fn healthy(&self) -> bool {
+        super::run_rill(&self.bootstrap(), &["cluster", "health"], "")
+            .status
+            .success()
+    }
+
     /// Where broker `id` serves metrics and health, while it is up.
     pub fn http_addr(&self, id: usize) -> Option<SocketAddr> {
         self.brokers[id - 1].as_ref().map(BrokerProcess::http_addr)

@@ -157,3 +157,61 @@ pub fn assert_acknowledged_once_in_order(
         }
     }
 }
+
+/// A consumer reading every partition of a topic from the start, as
+/// records come, until finished: each record it was handed, in the order
+/// it was handed them.
+pub struct LiveReader {
+    stop: Arc<AtomicBool>,
+    read: Arc<Mutex<Vec<Acked>>>,
+    task: tokio::task::JoinHandle<()>,
+}
+
+impl LiveReader {
+    /// Starts reading `topic` through `bootstrap` on `rt`.
+    pub fn start(rt: &tokio::runtime::Runtime, bootstrap: &str, topic: &str) -> LiveReader {
+        let stop = Arc::new(AtomicBool::new(false));
+        let read: Arc<Mutex<Vec<Acked>>> = Arc::default();
+        let task = {
+            let (stop, read) = (stop.clone(), read.clone());
+            let (bootstrap, topic) = (bootstrap.to_string(), topic.to_string());
+            rt.spawn(async move {
+                let cluster = Cluster::new(&bootstrap, "reader").unwrap();
+                let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+                consumer
+                    .assign(&topic, None, SeekTo::Earliest)
+                    .await
+                    .unwrap();
+                while !stop.load(Ordering::Relaxed) {
+                    for r in consumer.poll(Duration::from_millis(200)).await.unwrap() {
+                        let value = String::from_utf8(r.value.unwrap().to_vec()).unwrap();
+                        read.lock().unwrap().push((r.partition, r.offset, value));
+                    }
+                }
+            })
+        };
+        LiveReader { stop, read, task }
+    }
+
+    /// Records read so far.
+    pub fn count(&self) -> usize {
+        self.read.lock().unwrap().len()
+    }
+
+    /// Records read so far of partition `p`.
+    pub fn count_of(&self, p: u32) -> usize {
+        self.read
+            .lock()
+            .unwrap()
+            .iter()
+            .filter(|(rp, _, _)| *rp == p)
+            .count()
+    }
+
+    /// Stops reading and returns every record read, in the order read.
+    pub fn finish(self, rt: &tokio::runtime::Runtime) -> Vec<Acked> {
+        self.stop.store(true, Ordering::Relaxed);
+        rt.block_on(self.task).unwrap();
+        std::mem::take(&mut *self.read.lock().unwrap())
+    }
+}

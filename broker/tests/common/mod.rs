@@ -522,6 +522,18 @@ pub fn try_read_from(
     }
 }
 
+/// Runs the `rill` CLI with `args` (no input) and asserts that it
+/// succeeded, showing its stderr if not; its output.
+pub fn run_rill_ok(bootstrap: &str, args: &[&str]) -> std::process::Output {
+    let out = run_rill(bootstrap, args, "");
+    assert!(
+        out.status.success(),
+        "rill {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out
+}
+
 /// The `rill` CLI binary, built beside `rill-broker` by `cargo test --workspace`.
 /// Runs the `rill` CLI with `bootstrap` as its brokers and `stdin` as its
 /// standard input, and waits for it.
