@@ -330,15 +330,19 @@ fn removing_the_controllers_leader_hands_the_controller_over_and_the_cluster_car
         &["cluster", "remove-broker", &controller.to_string()],
     );
     // Another broker leads the controller, the removed one is out of the
-    // metadata, and once it is stopped the cluster is healthy.
+    // metadata of every other broker (a broker always lists itself, so the
+    // removed one is not asked), and once it is stopped the cluster is
+    // healthy.
     c.wait_for(
         "the controller led elsewhere, the broker out of the metadata",
         30,
         |c| {
-            c.metadata_from_any().is_some_and(|m| {
-                m.controller_id > 0
-                    && m.controller_id != controller
-                    && m.brokers.iter().all(|b| b.broker_id as i32 != controller)
+            (1..=BROKERS).filter(|&i| i as i32 != controller).all(|i| {
+                c.metadata_from(i).is_some_and(|m| {
+                    m.controller_id > 0
+                        && m.controller_id != controller
+                        && m.brokers.iter().all(|b| b.broker_id as i32 != controller)
+                })
             })
         },
     );

@@ -342,16 +342,22 @@ impl TestCluster {
 
     /// Metadata from the first broker that answers.
     pub fn metadata_from_any(&self) -> Option<MetadataResponse> {
-        (1..=self.size()).filter(|i| self.is_up(*i)).find_map(|i| {
-            let stream = TcpStream::connect_timeout(&self.addr(i), Duration::from_secs(2)).ok()?;
-            stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
-            let mut c = Client::from_stream(stream);
-            c.send(&Request::Metadata(MetadataRequest { topics: None }));
-            match decode_response(c.read_frame()?, ApiKey::Metadata).ok()? {
-                (_, Some(Response::Metadata(m))) => Some(m),
-                _ => None,
-            }
-        })
+        (1..=self.size())
+            .filter(|i| self.is_up(*i))
+            .find_map(|i| self.metadata_from(i))
+    }
+
+    /// Broker `id`'s answer to a metadata request for every topic, if it
+    /// gives one.
+    pub fn metadata_from(&self, id: usize) -> Option<MetadataResponse> {
+        let stream = TcpStream::connect_timeout(&self.addr(id), Duration::from_secs(2)).ok()?;
+        stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
+        let mut c = Client::from_stream(stream);
+        c.send(&Request::Metadata(MetadataRequest { topics: None }));
+        match decode_response(c.read_frame()?, ApiKey::Metadata).ok()? {
+            (_, Some(Response::Metadata(m))) => Some(m),
+            _ => None,
+        }
     }
 
     /// The leader of `topic`/`partition` as the live brokers that hold a
@@ -387,6 +393,19 @@ impl TestCluster {
         })
     }
 
+    /// Prints the last `lines` lines of each running broker's log to
+    /// stderr: what a failed wait shows, as the brokers saw it.
+    pub fn print_recent_logs(&self, lines: usize) {
+        for (i, b) in self.brokers.iter().enumerate() {
+            let Some(b) = b else { continue };
+            let log = b.log_lines();
+            eprintln!("--- broker {} (last {lines} lines) ---", i + 1);
+            for line in &log[log.len().saturating_sub(lines)..] {
+                eprintln!("{line}");
+            }
+        }
+    }
+
     /// Polls `cond` every 100 ms until it holds, panicking after
     /// `timeout_s` seconds. Returns how long it took.
     pub fn wait_for(
@@ -397,10 +416,10 @@ impl TestCluster {
     ) -> Duration {
         let started = Instant::now();
         while !cond(self) {
-            assert!(
-                started.elapsed() < Duration::from_secs(timeout_s),
-                "waited {timeout_s} s for {what}"
-            );
+            if started.elapsed() >= Duration::from_secs(timeout_s) {
+                self.print_recent_logs(40);
+                panic!("waited {timeout_s} s for {what}");
+            }
             std::thread::sleep(Duration::from_millis(100));
         }
         started.elapsed()
