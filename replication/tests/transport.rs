@@ -529,3 +529,78 @@ async fn brokers_without_a_secret_on_either_side_still_connect() {
     .await;
     connected(&t1, &mut rx2).await;
 }
+
+/// Sends a probe from `from` to `to` until one arrives in `rx` (10 s at
+/// most).
+async fn reaches(t: &Transport, to: BrokerId, rx: &mut mpsc::Receiver<Inbound>) {
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        t.send(vec![Outgoing {
+            to,
+            group: GroupId(1),
+            message: append(t.id().get(), to.get(), 0, 8),
+            spans: Vec::new(),
+        }]);
+        if let Ok(Some(m)) = tokio::time::timeout(Duration::from_millis(100), rx.recv()).await {
+            assert_eq!(m.from, t.id());
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "broker {} never reached broker {to}",
+            t.id()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_added_after_start_is_dialled_and_accepted_both_ways() {
+    // Broker 3 joins brokers 1 and 2, which started knowing only each
+    // other: 1 and 2 add it (and dial it, its id being higher); it knows
+    // them from the start.
+    let listeners = [
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+        TcpListener::bind("127.0.0.1:0").await.unwrap(),
+    ];
+    let addrs: Vec<String> = listeners
+        .iter()
+        .map(|l| l.local_addr().unwrap().to_string())
+        .collect();
+    let [l1, l2, l3] = listeners;
+    let first: BTreeMap<BrokerId, String> = [
+        (BrokerId(1), addrs[0].clone()),
+        (BrokerId(2), addrs[1].clone()),
+    ]
+    .into();
+    let mut all = first.clone();
+    all.insert(BrokerId(3), addrs[2].clone());
+    let (tx1, mut rx1) = mpsc::channel(1024);
+    let (tx2, mut rx2) = mpsc::channel(1024);
+    let (tx3, mut rx3) = mpsc::channel(1024);
+    let id = || identity(secret(SECRET));
+    let mut t1 = Transport::start(BrokerId(1), l1, first.clone(), tx1, id());
+    let mut t2 = Transport::start(BrokerId(2), l2, first, tx2, id());
+    let t3 = Transport::start(BrokerId(3), l3, all, tx3, id());
+    reaches(&t1, BrokerId(2), &mut rx2).await;
+    assert!(!t1.has_peer(BrokerId(3)));
+    // Unknown yet: what is sent to broker 3 is dropped, not queued.
+    let dropped = t1.send(vec![Outgoing {
+        to: BrokerId(3),
+        group: GroupId(1),
+        message: append(1, 3, 0, 8),
+        spans: Vec::new(),
+    }]);
+    assert_eq!(dropped.len(), 1);
+
+    t1.add_peer(BrokerId(3), &addrs[2]);
+    t2.add_peer(BrokerId(3), &addrs[2]);
+    // Adding again changes nothing.
+    t2.add_peer(BrokerId(3), "127.0.0.1:1");
+    assert!(t1.has_peer(BrokerId(3)) && t2.has_peer(BrokerId(3)));
+    reaches(&t1, BrokerId(3), &mut rx3).await;
+    reaches(&t2, BrokerId(3), &mut rx3).await;
+    reaches(&t3, BrokerId(1), &mut rx1).await;
+    reaches(&t3, BrokerId(2), &mut rx2).await;
+    assert_eq!(t1.liveness().len(), 2, "broker 1 watches both peers");
+}

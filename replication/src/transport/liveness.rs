@@ -28,12 +28,15 @@ pub(super) struct Liveness {
 }
 
 impl Liveness {
+    /// A peer known from now on: silent since now, not since `epoch` (a
+    /// peer added long after the transport started is not down at once).
     pub(super) fn new(epoch: std::time::Instant) -> Liveness {
+        let now = epoch.elapsed().as_millis() as u64;
         Liveness {
             epoch,
-            last_frame_ms: AtomicU64::new(0),
+            last_frame_ms: AtomicU64::new(now),
             connections: AtomicU32::new(0),
-            changed_ms: AtomicU64::new(0),
+            changed_ms: AtomicU64::new(now),
             backlogged: AtomicU32::new(0),
         }
     }

@@ -129,11 +129,48 @@ struct Link {
 type Slot = Arc<Mutex<Option<(u64, OwnedWriteHalf)>>>;
 
 /// The transport of one broker. See the module documentation.
-#[derive(Debug, Clone)]
+///
+/// Its links are its own (the Raft thread's): sending looks them up with
+/// no lock. A peer added later ([`Transport::add_peer`]) is added here and
+/// to what the acceptor shares.
+#[derive(Debug)]
 pub struct Transport {
     id: BrokerId,
-    links: Arc<BTreeMap<BrokerId, Link>>,
-    liveness: Arc<BTreeMap<BrokerId, Arc<Liveness>>>,
+    links: BTreeMap<BrokerId, Link>,
+    liveness: BTreeMap<BrokerId, Arc<Liveness>>,
+    shared: Arc<Shared>,
+}
+
+/// What every connection task of a transport shares.
+#[derive(Debug)]
+struct Shared {
+    inbound: mpsc::Sender<Inbound>,
+    /// The inbound queue's byte budget ([`INBOUND_BYTES_MAX`]).
+    budget: Arc<Semaphore>,
+    identity: PeerIdentity,
+    /// When the transport started: liveness times count from it.
+    epoch: std::time::Instant,
+    /// Each known peer's connection slot and liveness, for the acceptor.
+    /// The lock guards map lookups and one insert per peer added; nothing
+    /// waits or does I/O under it.
+    peers: std::sync::Mutex<BTreeMap<BrokerId, Accepted>>,
+}
+
+/// What the acceptor needs of a known peer.
+#[derive(Debug, Clone)]
+struct Accepted {
+    slot: Slot,
+    live: Arc<Liveness>,
+}
+
+impl Shared {
+    fn accepted(&self, peer: BrokerId) -> Option<Accepted> {
+        self.peers
+            .lock()
+            .expect("the peer map's lock is never held across a panic")
+            .get(&peer)
+            .cloned()
+    }
 }
 
 fn is_urgent(t: MessageType) -> bool {
@@ -153,56 +190,78 @@ impl Transport {
         inbound: mpsc::Sender<Inbound>,
         identity: PeerIdentity,
     ) -> Transport {
-        let mut links = BTreeMap::new();
-        let mut slots = BTreeMap::new();
-        let mut liveness = BTreeMap::new();
-        let epoch = std::time::Instant::now();
-        let budget = Arc::new(Semaphore::new(INBOUND_BYTES_MAX));
-        for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
-            let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
-            let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
-            let slot: Slot = Arc::new(Mutex::new(None));
-            links.insert(
+        let shared = Arc::new(Shared {
+            inbound,
+            budget: Arc::new(Semaphore::new(INBOUND_BYTES_MAX)),
+            identity,
+            epoch: std::time::Instant::now(),
+            peers: std::sync::Mutex::new(BTreeMap::new()),
+        });
+        let mut transport = Transport {
+            id,
+            links: BTreeMap::new(),
+            liveness: BTreeMap::new(),
+            shared: Arc::clone(&shared),
+        };
+        for (&peer, addr) in &peers {
+            transport.add_peer(peer, addr);
+        }
+        tokio::spawn(accept_loop(id, listener, shared));
+        transport
+    }
+
+    /// Adds a link to `peer` at `addr` (a broker that joined the cluster
+    /// since this one started): dials it if its id is higher, accepts it
+    /// otherwise. A peer known already, or this broker, changes nothing.
+    /// Must run inside the tokio runtime the transport started on.
+    pub fn add_peer(&mut self, peer: BrokerId, addr: &str) {
+        if peer == self.id || self.links.contains_key(&peer) {
+            return;
+        }
+        let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
+        let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let live = Arc::new(Liveness::new(self.shared.epoch));
+        self.links.insert(
+            peer,
+            Link {
+                urgent: urgent_tx,
+                bulk: bulk_tx,
+            },
+        );
+        self.liveness.insert(peer, Arc::clone(&live));
+        self.shared
+            .peers
+            .lock()
+            .expect("the peer map's lock is never held across a panic")
+            .insert(
                 peer,
-                Link {
-                    urgent: urgent_tx,
-                    bulk: bulk_tx,
+                Accepted {
+                    slot: slot.clone(),
+                    live: Arc::clone(&live),
                 },
             );
-            slots.insert(peer, slot.clone());
-            let live = Arc::new(Liveness::new(epoch));
-            liveness.insert(peer, Arc::clone(&live));
-            tokio::spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
-            if id < peer {
-                tokio::spawn(dial_loop(
-                    id,
-                    peer,
-                    addr.clone(),
-                    slot,
-                    Reader {
-                        inbound: inbound.clone(),
-                        budget: Arc::clone(&budget),
-                        live,
-                    },
-                    identity.clone(),
-                ));
-            }
+        let id = self.id;
+        tokio::spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
+        if id < peer {
+            tokio::spawn(dial_loop(
+                id,
+                peer,
+                addr.to_string(),
+                slot,
+                Reader {
+                    inbound: self.shared.inbound.clone(),
+                    budget: Arc::clone(&self.shared.budget),
+                    live,
+                },
+                self.shared.identity.clone(),
+            ));
         }
-        let liveness = Arc::new(liveness);
-        tokio::spawn(accept_loop(
-            id,
-            listener,
-            Arc::new(slots),
-            Arc::clone(&liveness),
-            inbound,
-            budget,
-            identity,
-        ));
-        Transport {
-            id,
-            links: Arc::new(links),
-            liveness,
-        }
+    }
+
+    /// Whether `peer` has a link.
+    pub fn has_peer(&self, peer: BrokerId) -> bool {
+        self.links.contains_key(&peer)
     }
 
     /// Sends every peer a sign of life: an empty frame, unless something
@@ -344,15 +403,7 @@ async fn dial_loop(
 
 /// Accepts connections from peers with lower ids, each once it has
 /// passed the handshake.
-async fn accept_loop(
-    id: BrokerId,
-    listener: TcpListener,
-    slots: Arc<BTreeMap<BrokerId, Slot>>,
-    liveness: Arc<BTreeMap<BrokerId, Arc<Liveness>>>,
-    inbound: mpsc::Sender<Inbound>,
-    budget: Arc<Semaphore>,
-    identity: PeerIdentity,
-) {
+async fn accept_loop(id: BrokerId, listener: TcpListener, shared: Arc<Shared>) {
     let mut generation = 1u64 << 32;
     let handshakes = Arc::new(Semaphore::new(HANDSHAKES_PENDING_MAX));
     loop {
@@ -369,15 +420,12 @@ async fn accept_loop(
             continue;
         };
         generation += 1;
-        let slots = Arc::clone(&slots);
-        let liveness = Arc::clone(&liveness);
-        let inbound = inbound.clone();
-        let budget = Arc::clone(&budget);
-        let identity = identity.clone();
+        let shared = Arc::clone(&shared);
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
+            let identity = &shared.identity;
             // Only brokers with lower ids dial this one.
-            let dials_me = |b: BrokerId| b < id && slots.contains_key(&b);
+            let dials_me = |b: BrokerId| b < id && shared.accepted(b).is_some();
             let me = identity.end(id);
             let shaken = tokio::time::timeout(
                 Duration::from_millis(PEER_HELLO_MS_MAX),
@@ -401,20 +449,17 @@ async fn accept_loop(
                     return;
                 }
             };
-            let slot = slots
-                .get(&from)
+            // Peers are only ever added: one the handshake knew is there.
+            let Accepted { slot, live } = shared
+                .accepted(from)
                 .expect("the handshake accepts only known peers");
             let (r, w) = stream.into_split();
             *slot.lock().await = Some((generation, w));
             tracing::info!(peer = %from, %addr, "peer connected");
             let reader = Reader {
-                inbound,
-                budget,
-                live: Arc::clone(
-                    liveness
-                        .get(&from)
-                        .expect("the handshake accepts only known peers"),
-                ),
+                inbound: shared.inbound.clone(),
+                budget: Arc::clone(&shared.budget),
+                live,
             };
             let _ = read_loop(from, r, BytesMut::new(), &reader).await;
             let mut s = slot.lock().await;
