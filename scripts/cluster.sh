@@ -5,6 +5,7 @@
 #   scripts/cluster.sh status      # who is up, and `rill cluster status`
 #   scripts/cluster.sh kill 2      # SIGKILL broker 2
 #   scripts/cluster.sh restart 2   # start broker 2 again
+#   scripts/cluster.sh join        # a new broker (the next id) joins (--join)
 #   scripts/cluster.sh rolling-restart   # each broker in turn, see below
 #   scripts/cluster.sh stop        # SIGTERM every broker (controlled shutdown)
 #
@@ -29,7 +30,7 @@ DIR=${RILL_CLUSTER_DIR:-cluster}
 PORT=${RILL_CLUSTER_PORT:-19090}
 BIN=${RILL_BIN:-target/release}
 
-usage() { sed -n '2,27p' "$0" >&2; exit 2; }
+usage() { sed -n '2,28p' "$0" >&2; exit 2; }
 
 ensure_built() {
   if [ ! -x "$BIN/rill-broker" ] || [ ! -x "$BIN/rill" ]; then
@@ -38,6 +39,10 @@ ensure_built() {
 }
 
 count() { cat "$DIR/size" 2>/dev/null || echo 0; }
+
+# The brokers the cluster started with (named in --peers); those after
+# them joined it.
+founders() { cat "$DIR/founders" 2>/dev/null || count; }
 
 # A fresh random secret for a new cluster, readable by this user alone.
 new_secret() {
@@ -52,8 +57,7 @@ peers() {
 }
 
 bootstrap() {
-  local n list=""
-  n=$(count)
+  local n=${1:-$(count)} list=""
   for i in $(seq "$n"); do list="$list${list:+,}127.0.0.1:$((PORT + i))"; done
   echo "$list"
 }
@@ -81,8 +85,7 @@ stop_one() {
 }
 
 start_one() {
-  local i=$1 n
-  n=$(count)
+  local i=$1
   alive "$i" && { echo "broker $i is already up" >&2; return 0; }
   mkdir -p "$DIR/b$i"
   # Metrics and health beside the client port (binaries older than the
@@ -91,9 +94,11 @@ start_one() {
   if "$BIN/rill-broker" --help | grep -q -- --http-listen; then
     http=(--http-listen "127.0.0.1:$((PORT + 200 + i))")
   fi
+  local how=(--peers "$(peers "$(founders)")")
+  if [ "$i" -gt "$(founders)" ]; then how=(--join "$(bootstrap "$(founders)")"); fi
   "$BIN/rill-broker" --node-id "$i" --data-dir "$DIR/b$i" \
     --listen "127.0.0.1:$((PORT + i))" --peer-listen "127.0.0.1:$((PORT + 100 + i))" \
-    --peers "$(peers "$n")" --cluster-secret-file "$DIR/cluster.secret" \
+    "${how[@]}" --cluster-secret-file "$DIR/cluster.secret" \
     "${http[@]}" ${RILL_BROKER_ARGS:-} >>"$DIR/b$i.log" 2>&1 &
   echo $! >"$DIR/b$i.pid"
   for _ in $(seq 100); do
@@ -115,6 +120,7 @@ case "$cmd" in
     # A new cluster gets a new secret; brokers still up keep theirs.
     [ -n "$up" ] || new_secret
     echo "$n" >"$DIR/size"
+    echo "$n" >"$DIR/founders"
     for i in $(seq "$n"); do start_one "$i"; done
     echo "export RILL_BOOTSTRAP=$(bootstrap)"
     ;;
@@ -147,6 +153,16 @@ case "$cmd" in
     [ -n "${2:-}" ] || usage
     ensure_built
     start_one "$2"
+    ;;
+  join)
+    ensure_built
+    [ "$(count)" -gt 0 ] || { echo "no cluster in $DIR" >&2; exit 2; }
+    [ -f "$DIR/founders" ] || count >"$DIR/founders"
+    i=$(($(count) + 1))
+    echo "$i" >"$DIR/size"
+    start_one "$i"
+    echo "broker $i joined; \`rill cluster balance\` moves replicas onto it"
+    echo "export RILL_BOOTSTRAP=$(bootstrap)"
     ;;
   status)
     for i in $(seq "$(count)"); do

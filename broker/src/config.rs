@@ -31,6 +31,9 @@ pub struct FileConfig {
     /// The cluster's brokers (the controller's voters) and their peer
     /// addresses, as `ID=HOST:PORT,...`; the same list on every broker.
     pub peers: Option<String>,
+    /// The client address of a broker of a running cluster this new
+    /// broker joins.
+    pub join: Option<String>,
     /// A file holding the secret brokers authenticate each other with.
     pub cluster_secret_file: Option<PathBuf>,
     /// Lets brokers talk to peers without a secret.
@@ -107,6 +110,10 @@ pub struct BrokerConfig {
     /// Every broker of the cluster with its peer address, this one
     /// included. Default: this broker alone (a cluster of one).
     pub peers: BTreeMap<BrokerId, String>,
+    /// The client address (`HOST:PORT`) of a broker of a running cluster
+    /// this broker joins (see `crate::join`); its peers then come from the
+    /// cluster, and `peer_listen` is where the others reach it.
+    pub join: Option<String>,
     /// How this broker authenticates its peers.
     pub peer_auth: PeerAuth,
     /// What clients may make this broker hold.
@@ -236,6 +243,7 @@ impl BrokerConfig {
             advertised_addr,
             peer_listen,
             peers,
+            join,
             cluster_secret_file,
             insecure_peers,
             limits,
@@ -332,10 +340,21 @@ impl BrokerConfig {
         if !peers.is_empty() && !peers.contains_key(&node_id) {
             return Err(format!("--peers does not list this broker ({node_id})"));
         }
+        let join = join.or(file.join);
+        let peer_listen = peer_listen.or(file.peer_listen);
+        if join.is_some() {
+            if !peers.is_empty() {
+                return Err("--join and --peers contradict each other: a broker joining a running cluster learns its peers from it; give one".into());
+            }
+            match peer_listen {
+                Some(a) if !a.ip().is_unspecified() && a.port() != 0 => {}
+                _ => return Err("--join needs --peer-listen IP:PORT with the IP and port the other brokers reach this one at (not 0.0.0.0, not port 0)".into()),
+            }
+        }
         let cluster_secret_file = cluster_secret_file.or(file.cluster_secret_file);
         let insecure = insecure_peers || file.insecure_peers.unwrap_or(false);
         let peer_auth = match (&cluster_secret_file, insecure) {
-            _ if peers.len() <= 1 => PeerAuth::NoPeers,
+            _ if peers.len() <= 1 && join.is_none() => PeerAuth::NoPeers,
             (Some(path), false) => PeerAuth::Secret(path.clone()),
             (Some(_), true) => {
                 return Err(
@@ -358,8 +377,9 @@ impl BrokerConfig {
                 .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9092))),
             advertised_addr: advertised_addr.or(file.advertised_addr),
             retention_check_ms: file.retention_check_ms.unwrap_or(60_000),
-            peer_listen: peer_listen.or(file.peer_listen),
+            peer_listen,
             peers,
+            join,
             peer_auth,
             limits: limits.or(file.limits.unwrap_or_default()).resolve()?,
             message_timestamp_after_max_ms: ms_bound(
@@ -414,6 +434,8 @@ pub struct Flags {
     pub peer_listen: Option<SocketAddr>,
     /// `--peers`.
     pub peers: Option<String>,
+    /// `--join`.
+    pub join: Option<String>,
     /// `--cluster-secret-file`.
     pub cluster_secret_file: Option<PathBuf>,
     /// `--insecure-peers`.
@@ -527,6 +549,34 @@ mod tests {
         for bad in ["1", "x=a:1", "0=a:1", "1=a:1,1=b:2", "1=nocolon"] {
             assert!(parse_peers(bad).is_err(), "{bad}");
         }
+    }
+
+    #[test]
+    fn a_joining_broker_gives_a_dialable_peer_listener_and_no_peers() {
+        let flags = |peers: Option<&str>, listen: Option<&str>, insecure| Flags {
+            node_id: Some(4),
+            join: Some("127.0.0.1:9092".into()),
+            peers: peers.map(str::to_string),
+            peer_listen: listen.map(|l| l.parse().unwrap()),
+            insecure_peers: insecure,
+            ..Flags::default()
+        };
+        let resolve = |f| BrokerConfig::resolve_settings(FileConfig::default(), f);
+        let c = resolve(flags(None, Some("127.0.0.1:9194"), true)).unwrap();
+        assert_eq!(c.join.as_deref(), Some("127.0.0.1:9092"));
+        assert_eq!(c.peer_auth, PeerAuth::Insecure, "it has peers to come");
+        let err = resolve(flags(
+            Some("4=127.0.0.1:9194"),
+            Some("127.0.0.1:9194"),
+            true,
+        ));
+        assert!(err.unwrap_err().contains("contradict"));
+        for listen in [None, Some("0.0.0.0:9194"), Some("127.0.0.1:0")] {
+            let err = resolve(flags(None, listen, true)).unwrap_err();
+            assert!(err.contains("--peer-listen"), "{listen:?}: {err}");
+        }
+        let err = resolve(flags(None, Some("127.0.0.1:9194"), false)).unwrap_err();
+        assert!(err.contains("--cluster-secret-file"), "{err}");
     }
 
     #[test]

@@ -115,7 +115,7 @@ fn parse_incarnation(text: &str) -> Option<Incarnation> {
 }
 
 /// Reads `path` whole if it exists, at most [`IDENTITY_FILE_BYTES_MAX`].
-fn read_small(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
+pub(crate) fn read_small(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
     let mut file = match std::fs::File::open(path) {
         Ok(f) => f,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(None),
@@ -138,7 +138,7 @@ fn read_small(path: &Path) -> Result<Option<Vec<u8>>, IdentityError> {
 
 /// Writes `bytes` as `dir/name`: a temporary file, synced, renamed over
 /// the old one, and the directory synced.
-fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IdentityError> {
+pub(crate) fn write_atomically(dir: &Path, name: &str, bytes: &[u8]) -> Result<(), IdentityError> {
     use std::io::Write;
     let path = dir.join(name);
     let tmp = dir.join(format!("{name}.tmp"));

@@ -29,6 +29,7 @@ pub mod heap;
 pub mod http;
 pub mod identity;
 pub mod janitor;
+pub mod join;
 pub mod limits;
 pub mod logwriter;
 pub mod metadata;

@@ -53,6 +53,15 @@ struct Args {
     /// broker alone, a cluster of one].
     #[arg(long)]
     peers: Option<String>,
+    /// Join a running cluster as a new broker, through any of its brokers'
+    /// client address (HOST:PORT), instead of --peers: the cluster records
+    /// this broker (--node-id, an id no broker has) with --peer-listen as
+    /// its peer address, which must be one the others reach. Replicas move
+    /// onto it once an operator runs `rill cluster balance`. Later starts
+    /// need no other broker: what it joined with is kept in its data
+    /// directory.
+    #[arg(long)]
+    join: Option<String>,
     /// A file holding the secret brokers authenticate each other with, the
     /// same on every broker; readable by its owner alone. Needed when
     /// --peers lists other brokers.
@@ -132,7 +141,7 @@ struct Args {
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
-    /// peer_listen, peers, cluster_secret_file, insecure_peers,
+    /// peer_listen, peers, join, cluster_secret_file, insecure_peers,
     /// retention_check_ms, message_timestamp_after_max_ms,
     /// message_timestamp_before_max_ms, max_partition_replicas,
     /// producer_id_expiration_ms,
@@ -225,7 +234,7 @@ fn run() -> anyhow::Result<()> {
         Some(path) => FileConfig::load(path)?,
         None => FileConfig::default(),
     };
-    let config = BrokerConfig::resolve(
+    let mut config = BrokerConfig::resolve(
         file,
         Flags {
             node_id: args.node_id,
@@ -235,6 +244,7 @@ fn run() -> anyhow::Result<()> {
             peer_listen: args.peer_listen,
             peers: args.peers,
             cluster_secret_file: args.cluster_secret_file,
+            join: args.join,
             insecure_peers: args.insecure_peers,
             limits: args.limits,
             message_timestamp_after_max_ms: args.message_timestamp_after_max_ms,
@@ -305,6 +315,18 @@ fn run() -> anyhow::Result<()> {
             }
             None => None,
         };
+        // A broker joining a running cluster learns its peers and the
+        // controller's first voters from it (once; kept after).
+        let voters = match (&config.join, config.peer_listen) {
+            (Some(bootstrap), Some(listen)) => {
+                let my_addr = listen.to_string();
+                let joined =
+                    rill_broker::join::join(&config.data_dir, bootstrap, id, &my_addr).await?;
+                config.peers = joined.peers_with(id, &my_addr);
+                joined.first_voters()
+            }
+            _ => config.voters(),
+        };
         // Peers first, so votes can flow while replicas recover.
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1024);
         let transport = if config.peers.len() > 1 {
@@ -341,7 +363,7 @@ fn run() -> anyhow::Result<()> {
             rejoin_requested,
             id,
             data_dir: config.data_dir.clone(),
-            voters: config.voters(),
+            voters,
             timestamps: TimestampBounds {
                 after_max_ms: config.message_timestamp_after_max_ms,
                 before_max_ms: config.message_timestamp_before_max_ms,
@@ -380,6 +402,7 @@ fn run() -> anyhow::Result<()> {
                 after_max_ms: config.message_timestamp_after_max_ms,
                 before_max_ms: config.message_timestamp_before_max_ms,
             },
+            config.peers.clone(),
         ));
         tasks.start_serving(listener, &broker, config.retention_check_ms);
         if let Some(http) = &http {

@@ -26,6 +26,40 @@ use crate::topics::{PARTITIONS_MAX, TopicConfig, validate_topic_id, validate_top
 /// Largest encoded command, bytes.
 pub const COMMAND_BYTES_MAX: usize = 64 * 1024;
 
+/// Most brokers a cluster may have: every one is a voter of the
+/// controller's group, and every one holds a connection to each other.
+pub const BROKERS_MAX: usize = 64;
+
+/// Longest peer address, bytes (a DNS name is at most 253).
+pub const PEER_ADDR_BYTES_MAX: usize = 260;
+
+/// Checks a peer address a broker gave to join the cluster: `HOST:PORT`
+/// with a port other than 0, a host of printable ASCII without spaces,
+/// and not an unspecified IP (`0.0.0.0`, `::`), which no peer can dial.
+pub fn validate_peer_addr(addr: &str) -> Result<(), String> {
+    if addr.len() > PEER_ADDR_BYTES_MAX {
+        return Err(format!("longer than {PEER_ADDR_BYTES_MAX} bytes"));
+    }
+    let Some((host, port)) = addr.rsplit_once(':') else {
+        return Err("not HOST:PORT".into());
+    };
+    match port.parse::<u16>() {
+        Ok(p) if p > 0 => {}
+        _ => return Err(format!("port {port:?} is not from 1 to 65535")),
+    }
+    let bare = host.trim_start_matches('[').trim_end_matches(']');
+    if bare.is_empty() || !bare.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err("the host is empty or not printable ASCII".into());
+    }
+    if bare
+        .parse::<std::net::IpAddr>()
+        .is_ok_and(|ip| ip.is_unspecified())
+    {
+        return Err("an unspecified address (0.0.0.0, ::) cannot be dialled".into());
+    }
+    Ok(())
+}
+
 /// A change to the cluster's metadata, as proposed to the controller.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub enum MetadataCommand {
@@ -134,11 +168,19 @@ pub enum MetadataCommand {
         #[serde(with = "broker_id_number")]
         id: BrokerId,
     },
-    /// Take a removed broker back among the brokers that host replicas.
+    /// Take a removed broker back among the brokers that host replicas,
+    /// or have a new one join the cluster: a broker new to it needs its
+    /// peer address, which every broker then connects to (a broker of the
+    /// cluster already keeps the address it has).
     AddBroker {
         /// The broker.
         #[serde(with = "broker_id_number")]
         id: BrokerId,
+        /// Where its peer listener is (`HOST:PORT`): required for a broker
+        /// new to the cluster. `None` in commands written before brokers
+        /// could join.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        peer_addr: Option<String>,
     },
     /// Names the cluster, once: proposed by the first controller leader
     /// that finds it unnamed. Every broker keeps the id in its data
@@ -292,8 +334,18 @@ pub struct ClusterImage {
     /// The cluster's id ([`ClusterId::UNKNOWN`] until the first
     /// [`MetadataCommand::InitCluster`] is applied).
     pub cluster_id: ClusterId,
-    /// The controller's voters, sorted: the brokers replicas are placed on.
+    /// The cluster's brokers, sorted: its first voters and every broker
+    /// that joined since ([`MetadataCommand::AddBroker`] with a peer
+    /// address). Replicas are placed on them (but those removed), and the
+    /// controller's voters follow them.
     pub voters: Vec<BrokerId>,
+    /// The voters the controller group started with (at Raft index 0):
+    /// where a broker that joins later opens its replica of the
+    /// controller's log from.
+    pub first_voters: Vec<BrokerId>,
+    /// The peer address of each broker that joined after the cluster
+    /// started (the first voters' are in every broker's `--peers`).
+    pub peer_addrs: BTreeMap<BrokerId, String>,
     /// Registered brokers.
     pub brokers: BTreeMap<BrokerId, BrokerInfo>,
     /// Topics by name.
@@ -315,7 +367,9 @@ impl ClusterImage {
         voters.dedup();
         ClusterImage {
             cluster_id: ClusterId::UNKNOWN,
+            first_voters: voters.clone(),
             voters,
+            peer_addrs: BTreeMap::new(),
             brokers: BTreeMap::new(),
             topics: BTreeMap::new(),
             next_group: 1,
@@ -540,18 +594,8 @@ impl ClusterImage {
                     _ => Outcome::Done,
                 }
             }
-            MetadataCommand::AddBroker { id } => {
-                if self.voters.contains(id) {
-                    Outcome::Done
-                } else {
-                    Outcome::Refused(
-                        ErrorCode::InvalidRequest,
-                        format!(
-                            "broker {id} is not one of this cluster's brokers (--peers): a broker \
-                             not named there when the cluster started cannot join it yet"
-                        ),
-                    )
-                }
+            MetadataCommand::AddBroker { id, peer_addr } => {
+                self.check_add_broker(*id, peer_addr.as_deref())
             }
             MetadataCommand::InitCluster { cluster_id, voters } => {
                 if voters
@@ -700,8 +744,16 @@ impl ClusterImage {
             MetadataCommand::RemoveBroker { id } => {
                 self.removed.insert(*id);
             }
-            MetadataCommand::AddBroker { id } => {
+            MetadataCommand::AddBroker { id, peer_addr } => {
                 self.removed.remove(id);
+                if !self.voters.contains(id) {
+                    let addr = peer_addr
+                        .clone()
+                        .expect("checked: a new broker has an address");
+                    self.voters.push(*id);
+                    self.voters.sort();
+                    self.peer_addrs.insert(*id, addr);
+                }
             }
             MetadataCommand::InitCluster { cluster_id, voters } => {
                 self.cluster_id = ClusterId::parse(cluster_id).expect("checked just above");
@@ -710,6 +762,7 @@ impl ClusterImage {
                         let mut v: Vec<BrokerId> = voters.iter().copied().map(BrokerId).collect();
                         v.sort();
                         v.dedup();
+                        self.first_voters = v.clone();
                         self.voters = v;
                     } else {
                         // Placed already on the voters it had: kept.
@@ -719,6 +772,35 @@ impl ClusterImage {
                     }
                 }
             }
+        }
+        Outcome::Done
+    }
+
+    /// Whether broker `id` may be added: one of the cluster's brokers
+    /// always may (back among the hosts); a new one needs a valid peer
+    /// address and room under [`BROKERS_MAX`].
+    fn check_add_broker(&self, id: BrokerId, peer_addr: Option<&str>) -> Outcome {
+        if self.voters.contains(&id) {
+            return Outcome::Done;
+        }
+        let refused = |message: String| Outcome::Refused(ErrorCode::InvalidRequest, message);
+        if id.get() == 0 || id.get() > u64::from(u32::MAX) {
+            return refused(format!("broker id {id}: from 1 to {}", u32::MAX));
+        }
+        let Some(addr) = peer_addr else {
+            return refused(format!(
+                "broker {id} is new to this cluster: give its peer address \
+                 (rill cluster add-broker {id} HOST:PORT)"
+            ));
+        };
+        if let Err(why) = validate_peer_addr(addr) {
+            return refused(format!("peer address {addr:?} of broker {id}: {why}"));
+        }
+        if self.voters.len() >= BROKERS_MAX {
+            return refused(format!(
+                "the cluster has {} brokers, the most it may have",
+                self.voters.len()
+            ));
         }
         Outcome::Done
     }
@@ -1032,6 +1114,69 @@ mod tests {
         assert!(first.iter().flatten().any(|b| *b == BrokerId(4)));
         // Broker 4 removed and dropped from --peers: the same placements.
         assert_eq!(replay((1..=3).map(BrokerId).collect()), first);
+    }
+
+    #[test]
+    fn a_broker_joins_with_its_peer_address_and_placements_replay_with_it() {
+        let join = |id: u64, addr: Option<&str>| MetadataCommand::AddBroker {
+            id: BrokerId(id),
+            peer_addr: addr.map(str::to_string),
+        };
+        let mut image = ClusterImage::new((1..=3).map(BrokerId).collect());
+        for refused in [
+            join(4, None),
+            join(4, Some("0.0.0.0:7004")),
+            join(4, Some("127.0.0.1:0")),
+            join(4, Some("nocolon")),
+            join(0, Some("127.0.0.1:7000")),
+        ] {
+            assert!(
+                matches!(
+                    image.apply(&refused),
+                    Outcome::Refused(ErrorCode::InvalidRequest, _)
+                ),
+                "{refused:?}"
+            );
+        }
+        assert_eq!(image.voters.len(), 3);
+        assert_eq!(image.apply(&join(4, Some("127.0.0.1:7004"))), Outcome::Done);
+        assert_eq!(image.voters, (1..=4).map(BrokerId).collect::<Vec<_>>());
+        assert_eq!(
+            image.first_voters,
+            (1..=3).map(BrokerId).collect::<Vec<_>>()
+        );
+        assert_eq!(image.peer_addrs[&BrokerId(4)], "127.0.0.1:7004");
+        assert!(image.hosts().contains(&BrokerId(4)));
+        // Again, or a first voter with an address: nothing changes.
+        assert_eq!(image.apply(&join(4, Some("127.0.0.1:9999"))), Outcome::Done);
+        assert_eq!(image.apply(&join(2, Some("127.0.0.1:9999"))), Outcome::Done);
+        assert_eq!(image.peer_addrs.len(), 1);
+        assert_eq!(image.peer_addrs[&BrokerId(4)], "127.0.0.1:7004");
+        // A topic created after the join is placed on the new broker too.
+        assert_eq!(image.apply(&create("after", 4, 3)), Outcome::Done);
+        assert!(
+            image.topics["after"]
+                .replicas
+                .iter()
+                .flatten()
+                .any(|b| *b == BrokerId(4))
+        );
+        // A full cluster takes no more brokers.
+        let mut full = ClusterImage::new((1..=BROKERS_MAX as u64).map(BrokerId).collect());
+        assert!(matches!(
+            full.apply(&join(1000, Some("127.0.0.1:7000"))),
+            Outcome::Refused(ErrorCode::InvalidRequest, _)
+        ));
+        // A command written before brokers could join decodes.
+        assert_eq!(
+            MetadataCommand::decode(br#"{"AddBroker":{"id":4}}"#),
+            Some(join(4, None))
+        );
+        let encoded = join(5, Some("h:1")).encode();
+        assert_eq!(
+            MetadataCommand::decode(&encoded),
+            Some(join(5, Some("h:1")))
+        );
     }
 
     #[test]

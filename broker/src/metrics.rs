@@ -271,6 +271,7 @@ pub fn api_name(key: rill_client::protocol::ApiKey) -> &'static str {
         K::InitProducerId => "init_producer_id",
         K::ReassignPartitions => "reassign_partitions",
         K::ChangeBrokers => "change_brokers",
+        K::JoinCluster => "join_cluster",
     }
 }
 
@@ -356,6 +357,7 @@ pub fn response_errors(
             );
         }
         R::RegisterBroker(r) => codes.push(r.error),
+        R::JoinCluster(r) => codes.push(r.error),
         R::FindCoordinator(r) => codes.push(r.error),
         R::OffsetCommit(r) => {
             codes.extend(

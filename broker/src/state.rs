@@ -6,7 +6,7 @@
 //! [`crate::raft`]). An admin request arriving at a broker that does
 //! not lead the controller group is forwarded to the one that does.
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -82,6 +82,11 @@ pub struct Broker {
     /// Connections to controllers for forwarded admin requests, by
     /// address. Guards the map only; connecting happens outside it.
     forward: Mutex<HashMap<String, Arc<Connection>>>,
+    /// The peer addresses this broker started with (its `--peers`, or
+    /// those it joined with), this broker's included: what a broker
+    /// joining is told, with the image's later ones. Empty for a broker
+    /// without peers.
+    pub peers: BTreeMap<BrokerId, String>,
 }
 
 impl Broker {
@@ -98,6 +103,7 @@ impl Broker {
         limits: ClientLimits,
         groups: GroupSettings,
         timestamps: TimestampBounds,
+        peers: BTreeMap<BrokerId, String>,
     ) -> Broker {
         Broker {
             node_id,
@@ -110,6 +116,7 @@ impl Broker {
             timestamps,
             producer_ids: tokio::sync::Mutex::new(0..0),
             forward: Mutex::default(),
+            peers,
         }
     }
 

@@ -1,6 +1,6 @@
 //! The codec of the APIs that change a live topic (`AlterTopicConfigs`,
-//! `DescribeTopicConfigs`, `CreatePartitions`, `ReassignPartitions`) and
-//! give a producer its id
+//! `DescribeTopicConfigs`, `CreatePartitions`, `ReassignPartitions`), change
+//! the brokers (`ChangeBrokers`, `JoinCluster`) and give a producer its id
 //! (`InitProducerId`): golden bytes written out by hand from the
 //! layout table of `messages::configs`, round trips of any message through
 //! a frame, and counts that claim more than the frame holds refused before
@@ -172,6 +172,7 @@ fn change_brokers_encodes_to_the_documented_bytes() {
         action: BrokerAction::Remove,
         broker_id: 4,
         timeout_ms: 5,
+        peer_addr: String::new(),
     });
     assert_eq!(req.api_key() as u16, 21);
     #[rustfmt::skip]
@@ -179,7 +180,22 @@ fn change_brokers_encodes_to_the_documented_bytes() {
         2,              // remove
         4, 0, 0, 0,     // broker 4
         5, 0, 0, 0,     // timeout 5 ms
+        0, 0,           // no peer address
     ]);
+    let add = Request::ChangeBrokers(ChangeBrokersRequest {
+        action: BrokerAction::Add,
+        broker_id: 5,
+        timeout_ms: 5,
+        peer_addr: "h:1".into(),
+    });
+    #[rustfmt::skip]
+    assert_eq!(request_body(&add), [
+        3,              // add
+        5, 0, 0, 0,     // broker 5
+        5, 0, 0, 0,     // timeout 5 ms
+        3, 0, b'h', b':', b'1', // its peer address
+    ]);
+    assert_request_round_trips(&add, 8);
     assert_request_round_trips(&req, 7);
     let mut unknown_action = request_body(&req);
     unknown_action[0] = 9;
@@ -219,6 +235,67 @@ fn change_brokers_encodes_to_the_documented_bytes() {
         3, 0, b'u', b'/', b'0',
     ]);
     assert_response_round_trips(&resp, 9);
+}
+
+#[test]
+fn join_cluster_encodes_to_the_documented_bytes() {
+    let req = Request::JoinCluster(JoinClusterRequest {
+        broker_id: 4,
+        peer_addr: "h:1".into(),
+        timeout_ms: 5,
+    });
+    assert_eq!(req.api_key() as u16, 22);
+    #[rustfmt::skip]
+    assert_eq!(request_body(&req), [
+        4, 0, 0, 0,                 // broker 4
+        3, 0, b'h', b':', b'1',     // peer address "h:1"
+        5, 0, 0, 0,                 // timeout 5 ms
+    ]);
+    assert_request_round_trips(&req, 7);
+    let resp = Response::JoinCluster(JoinClusterResponse {
+        error: ErrorCode::None,
+        message: String::new(),
+        first_voters: vec![1, 2],
+        peers: vec![(1, "a:1".into())],
+    });
+    #[rustfmt::skip]
+    assert_eq!(response_body(&resp), [
+        0, 0,                       // error: none
+        0, 0,                       // message ""
+        2, 0, 0, 0,                 // 2 first voters
+        1, 0, 0, 0,
+        2, 0, 0, 0,
+        1, 0, 0, 0,                 // 1 peer
+        1, 0, 0, 0,                 // broker 1
+        3, 0, b'a', b':', b'1',     // at "a:1"
+    ]);
+    assert_response_round_trips(&resp, 9);
+    // A count of peers past the frame fails before allocating.
+    let payload = [
+        &[9, 0, 0, 0, 0, 0][..],
+        &[0, 0, 0, 0],
+        &[0, 0, 0, 0],
+        &[0xff; 4],
+    ]
+    .concat();
+    assert!(matches!(
+        decode_response(Bytes::from(payload), ApiKey::JoinCluster),
+        Err(DecodeError::Truncated { .. })
+    ));
+    // More peers than a cluster may have, though the frame holds them.
+    let many = Response::JoinCluster(JoinClusterResponse {
+        error: ErrorCode::None,
+        message: String::new(),
+        first_voters: vec![1],
+        peers: (0..=JOIN_PEERS_MAX as u32)
+            .map(|b| (b, String::new()))
+            .collect(),
+    });
+    let frame = concat(&encode_response(9, &many));
+    assert!(matches!(
+        decode_response(Bytes::copy_from_slice(&frame[4..]), ApiKey::JoinCluster),
+        Err(DecodeError::Invalid { .. })
+    ));
 }
 
 #[test]
@@ -357,8 +434,26 @@ proptest! {
         });
         assert_response_round_trips(&changed, 5);
         for action in [BrokerAction::Balance, BrokerAction::Remove, BrokerAction::Add] {
-            let change = Request::ChangeBrokers(ChangeBrokersRequest { action, broker_id: timeout_ms, timeout_ms });
+            let change = Request::ChangeBrokers(ChangeBrokersRequest {
+                action,
+                broker_id: timeout_ms,
+                timeout_ms,
+                peer_addr: names.concat(),
+            });
             assert_request_round_trips(&change, 6);
         }
+        let join = Request::JoinCluster(JoinClusterRequest {
+            broker_id: timeout_ms,
+            peer_addr: names.concat(),
+            timeout_ms,
+        });
+        assert_request_round_trips(&join, 7);
+        let joined = Response::JoinCluster(JoinClusterResponse {
+            error: ErrorCode::None,
+            message: names.concat(),
+            first_voters: (0..names.len() as u32).collect(),
+            peers: names.iter().enumerate().map(|(i, n)| (i as u32, n.clone())).collect(),
+        });
+        assert_response_round_trips(&joined, 8);
     }
 }

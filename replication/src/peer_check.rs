@@ -7,7 +7,14 @@
 //! [`check`] refuses, and the abort or damage each rule keeps out:
 //!
 //! - Addressing: `to` must be this broker; `from` another member of the
-//!   group (raft-rs steps non-response messages from anyone).
+//!   group (raft-rs steps non-response messages from anyone). A replica
+//!   that is no member in its own view (a broker joining the controller,
+//!   which replays its log from the group's first voters) takes messages
+//!   from any peer that passed the transport's handshake: the group's
+//!   leader may be a broker that joined after those voters, and the
+//!   replica learns that only from the entries it is sent. Such a replica
+//!   neither campaigns nor counts towards any quorum, and every other
+//!   rule below still applies.
 //! - `request_snapshot`: rill never asks for a snapshot, so no message
 //!   carries one; read-index messages likewise (raft-rs indexes a
 //!   `MsgReadIndex`'s first entry without looking).
@@ -62,7 +69,8 @@ pub(crate) fn check(
     if m.to != me.get() {
         return Err(format!("addressed to broker {}", m.to));
     }
-    if m.from == me.get() || raft.prs().get(m.from).is_none() {
+    let joining = raft.prs().get(me.get()).is_none();
+    if m.from == me.get() || (raft.prs().get(m.from).is_none() && !joining) {
         return Err("not from another member of the group".into());
     }
     if m.request_snapshot != 0 {

@@ -424,3 +424,23 @@ fn leader_refuses_answers_past_its_log_and_read_index_requests() {
         "{events:?}"
     );
 }
+
+#[test]
+fn a_replica_outside_its_own_membership_takes_a_leader_outside_it_too() {
+    // Broker 4 joins a group whose first voters are 1, 2 and 3, led now
+    // by broker 5, which joined after them: it replays the log from the
+    // start, so it learns of broker 5 only from what broker 5 sends it.
+    let dir = tempfile::tempdir().unwrap();
+    let mut joining = node(4, dir.path());
+    let mut append = append_from(5, 3, (0, 0), vec![entry(1, 1), entry(2, 3)], 2);
+    append.to = 4;
+    joining.step(GROUP, append).unwrap();
+    let (out, _) = settle(&mut joining);
+    assert_eq!(acknowledged(&out), vec![2]);
+    assert!(out.iter().all(|o| o.to == BrokerId(5)));
+    // Its other rules still hold: an append with a gap is refused.
+    let mut gap = append_from(5, 3, (2, 3), vec![entry(4, 3)], 2);
+    gap.to = 4;
+    let result = joining.step(GROUP, gap);
+    assert_refused(&mut joining, result, "an append with a gap");
+}

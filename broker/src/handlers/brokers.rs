@@ -4,12 +4,19 @@
 //! [`MOVES_PER_REQUEST_MAX`] at a time: the caller asks again once they
 //! have ended, until the plan is empty, so a cluster never copies more
 //! than that many partitions at once for one operator command.
+//!
+//! JoinCluster (`rill-broker --join`): the controller leader records the
+//! new broker with its peer address (every broker then connects to it,
+//! and the controller's voters take it in, as a learner first) and
+//! answers with what it needs to start. No replica moves until an
+//! operator asks (`rill cluster balance`), as with Kafka's reassignment.
 
 use std::sync::Arc;
 
 use rill_client::protocol::ErrorCode;
 use rill_client::protocol::messages::{
-    BrokerAction, ChangeBrokersRequest, ChangeBrokersResponse, PartitionMove,
+    BrokerAction, ChangeBrokersRequest, ChangeBrokersResponse, JoinClusterRequest,
+    JoinClusterResponse, PartitionMove,
 };
 use rill_client::protocol::{Request, Response};
 use rill_replication::BrokerId;
@@ -45,6 +52,7 @@ pub(super) async fn change_brokers(
         }),
         BrokerAction::Add => Some(MetadataCommand::AddBroker {
             id: BrokerId(u64::from(c.broker_id)),
+            peer_addr: (!c.peer_addr.is_empty()).then(|| c.peer_addr.clone()),
         }),
     };
     match broker.controller() {
@@ -99,5 +107,94 @@ pub(super) async fn change_brokers(
         message: String::new(),
         moves,
         stuck: plan.stuck,
+    }
+}
+
+fn join_failed(e: BrokerError) -> JoinClusterResponse {
+    JoinClusterResponse {
+        error: e.code(),
+        message: e.to_string(),
+        first_voters: Vec::new(),
+        peers: Vec::new(),
+    }
+}
+
+fn join_refused(message: String) -> JoinClusterResponse {
+    join_failed(BrokerError::Refused {
+        code: ErrorCode::InvalidRequest,
+        message,
+    })
+}
+
+/// Records broker `j.broker_id` as one of the cluster's brokers, at
+/// `j.peer_addr`, here when this broker leads the controller (forwarded
+/// there otherwise, once), and answers with the controller's first
+/// voters and every other broker's peer address. A broker that joined at
+/// the same address already is answered the same again; any other broker
+/// of the cluster is refused (each broker needs an id of its own).
+pub(super) async fn join_cluster(
+    broker: &Arc<Broker>,
+    j: JoinClusterRequest,
+    forwarded: bool,
+) -> JoinClusterResponse {
+    let id = BrokerId(u64::from(j.broker_id));
+    if let Err(why) = crate::metadata::validate_peer_addr(&j.peer_addr) {
+        return join_refused(format!("peer address {:?}: {why}", j.peer_addr));
+    }
+    match broker.controller() {
+        Some(l) if l == broker.id() => {}
+        Some(l) if !forwarded => {
+            return match broker.request_to(l, Request::JoinCluster(j.clone())).await {
+                Ok(Response::JoinCluster(r)) => r,
+                Ok(_) => join_failed(BrokerError::UnexpectedAnswer),
+                Err(e) => join_failed(e),
+            };
+        }
+        _ => return join_failed(BrokerError::NoController),
+    }
+    if broker.peers.is_empty() {
+        return join_refused(
+            "this cluster is one broker started without --peers: it has no peer listener \
+             to join (start it with --peers naming itself to let brokers join)"
+                .into(),
+        );
+    }
+    let image = broker.image();
+    if image.voters.contains(&id) {
+        if image.peer_addrs.get(&id) != Some(&j.peer_addr) {
+            let at = image
+                .peer_addrs
+                .get(&id)
+                .or(broker.peers.get(&id))
+                .map_or_else(|| "its --peers entry".to_string(), Clone::clone);
+            return join_refused(format!(
+                "broker {id} is a broker of this cluster already (at {at}): a broker joining \
+                 needs an id of its own (--node-id)"
+            ));
+        }
+    } else {
+        let command = MetadataCommand::AddBroker {
+            id,
+            peer_addr: Some(j.peer_addr.clone()),
+        };
+        if let Err(e) = broker
+            .admin(command, Request::JoinCluster(j.clone()), true)
+            .await
+        {
+            return join_failed(e);
+        }
+    }
+    let image = broker.image();
+    let mut peers = broker.peers.clone();
+    peers.extend(image.peer_addrs.iter().map(|(b, a)| (*b, a.clone())));
+    peers.remove(&id);
+    JoinClusterResponse {
+        error: ErrorCode::None,
+        message: String::new(),
+        first_voters: image.first_voters.iter().map(|b| b.get() as u32).collect(),
+        peers: peers
+            .into_iter()
+            .map(|(b, a)| (b.get() as u32, a))
+            .collect(),
     }
 }

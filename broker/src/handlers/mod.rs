@@ -158,6 +158,9 @@ pub async fn route(broker: &Arc<Broker>, request: Request, caller: &Caller) -> R
         Request::ChangeBrokers(c) => Box::pin(async move {
             Response::ChangeBrokers(brokers::change_brokers(&broker, c, forwarded).await)
         }),
+        Request::JoinCluster(j) => Box::pin(async move {
+            Response::JoinCluster(brokers::join_cluster(&broker, j, forwarded).await)
+        }),
         Request::ReassignPartitions(r) => Box::pin(async move {
             Response::ReassignPartitions(topics::reassign_partitions(&broker, r, forwarded).await)
         }),

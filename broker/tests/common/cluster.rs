@@ -174,6 +174,9 @@ pub struct TestCluster {
     /// Brokers SIGSTOPped ([`TestCluster::pause`]): running, answering
     /// nobody, so not asked.
     paused: Vec<bool>,
+    /// The brokers the cluster started with (named in `--peers`); those
+    /// after them joined it (`--join`).
+    founders: usize,
 }
 
 impl TestCluster {
@@ -207,6 +210,7 @@ impl TestCluster {
             proxies,
             extra_args: extra_args.iter().map(|a| a.to_string()).collect(),
             paused: vec![false; n],
+            founders: n,
         };
         write_secret(&cluster.secret_file());
         for i in 1..=n {
@@ -273,13 +277,40 @@ impl TestCluster {
         }
     }
 
-    /// Starts broker `id` (again), on the same ports and data.
+    /// Starts a new broker (the next id) that joins the running cluster
+    /// through the first brokers' client ports (`--join`), and returns its
+    /// id. Its peer traffic goes through no proxy.
+    pub fn join_new_broker(&mut self) -> usize {
+        self.client_ports.push(free_port());
+        self.http_ports.push(free_port());
+        let peer = free_port();
+        self.peer_ports.push(peer);
+        self.proxy_ports.push(peer);
+        self.brokers.push(None);
+        self.paused.push(false);
+        let id = self.size();
+        self.restart(id);
+        id
+    }
+
+    /// Starts broker `id` (again), on the same ports and data: with the
+    /// first brokers' `--peers` if it is one of them, with `--join` if it
+    /// joined later.
     pub fn restart(&mut self, id: usize) {
         assert!(self.brokers[id - 1].is_none(), "broker {id} is up");
-        let peers = (1..=self.size())
-            .map(|i| format!("{i}=127.0.0.1:{}", self.proxy_ports[i - 1]))
-            .collect::<Vec<_>>()
-            .join(",");
+        let how = if id <= self.founders {
+            let peers = (1..=self.founders)
+                .map(|i| format!("{i}=127.0.0.1:{}", self.proxy_ports[i - 1]))
+                .collect::<Vec<_>>()
+                .join(",");
+            ["--peers".to_string(), peers]
+        } else {
+            let bootstrap = (1..=self.founders)
+                .map(|i| self.addr(i).to_string())
+                .collect::<Vec<_>>()
+                .join(",");
+            ["--join".to_string(), bootstrap]
+        };
         let args = vec![
             "--node-id".to_string(),
             id.to_string(),
@@ -287,8 +318,8 @@ impl TestCluster {
             self.addr(id).to_string(),
             "--peer-listen".into(),
             format!("127.0.0.1:{}", self.peer_ports[id - 1]),
-            "--peers".into(),
-            peers,
+            how[0].clone(),
+            how[1].clone(),
             "--cluster-secret-file".into(),
             self.secret_file().display().to_string(),
             "--http-listen".into(),

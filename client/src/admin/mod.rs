@@ -12,8 +12,8 @@ use crate::error::ClientError;
 use crate::protocol::messages::{
     AlterTopicConfigsRequest, BrokerAction, ChangeBrokersRequest, ChangeBrokersResponse,
     ConfigEntry, CreatePartitionsRequest, CreateTopicsRequest, DeleteTopicsRequest,
-    DescribeTopicConfigsRequest, NewTopic, PartitionMove, ReassignPartitionsRequest,
-    TopicConfigChange, TopicResults,
+    DescribeTopicConfigsRequest, JoinClusterRequest, JoinClusterResponse, NewTopic, PartitionMove,
+    ReassignPartitionsRequest, TopicConfigChange, TopicResults,
 };
 use crate::protocol::{ErrorCode, Request, Response};
 
@@ -241,36 +241,84 @@ impl Admin {
     /// Spreads replicas and preferred leaders over the brokers that host
     /// replicas (`Balance`, `broker_id` 0), or takes broker `broker_id` out
     /// of hosting replicas (`Remove`: no new replica goes to it, and its
-    /// replicas move away) or back (`Add`). Answered with the partition
-    /// moves started, which run while the partitions serve (see
-    /// [`Admin::await_replicas`]); retriable errors (no controller yet)
-    /// are retried for up to [`ADMIN_TIMEOUT_MS`].
+    /// replicas move away) or back (`Add`; a broker new to the cluster
+    /// joins it at `peer_addr`, `HOST:PORT` of its peer listener, which is
+    /// empty otherwise). Answered with the partition moves started, which
+    /// run while the partitions serve (see [`Admin::await_replicas`]);
+    /// retriable errors (no controller yet) are retried for up to
+    /// [`ADMIN_TIMEOUT_MS`].
     pub async fn change_brokers(
         &self,
         action: BrokerAction,
         broker_id: u32,
+        peer_addr: &str,
     ) -> Result<ChangeBrokersResponse, ClientError> {
         let request = Request::ChangeBrokers(ChangeBrokersRequest {
             action,
             broker_id,
             timeout_ms: ADMIN_TIMEOUT_MS as u32,
+            peer_addr: peer_addr.to_string(),
         });
+        self.until_answered(request, |r| match r {
+            Response::ChangeBrokers(r) if r.error.is_ok() => Ok(Ok(r)),
+            Response::ChangeBrokers(r) => Ok(Err(ClientError::Broker {
+                code: r.error,
+                message: r.message,
+            })),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Has broker `broker_id`, new to the cluster, join it with its peer
+    /// listener at `peer_addr` (`HOST:PORT`); answered with the controller
+    /// group's first voters and every other broker's peer address. Asking
+    /// again once joined answers the same. Retriable errors are retried
+    /// for up to [`ADMIN_TIMEOUT_MS`].
+    pub async fn join_cluster(
+        &self,
+        broker_id: u32,
+        peer_addr: &str,
+    ) -> Result<JoinClusterResponse, ClientError> {
+        let request = Request::JoinCluster(JoinClusterRequest {
+            broker_id,
+            peer_addr: peer_addr.to_string(),
+            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+        });
+        self.until_answered(request, |r| match r {
+            Response::JoinCluster(r) if r.error.is_ok() => Ok(Ok(r)),
+            Response::JoinCluster(r) => Ok(Err(ClientError::Broker {
+                code: r.error,
+                message: r.message,
+            })),
+            other => Err(other),
+        })
+        .await
+    }
+
+    /// Sends `request` to any broker until `answer` takes its response
+    /// (`Err` for a response of another API) with an answer that is not a
+    /// retriable error, for up to [`ADMIN_TIMEOUT_MS`].
+    async fn until_answered<T>(
+        &self,
+        request: Request,
+        answer: impl Fn(Response) -> Result<Result<T, ClientError>, Response>,
+    ) -> Result<T, ClientError> {
         let deadline = Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
         let mut pause_ms = 50;
         loop {
             let e = match self.cluster.any(request.clone(), left(deadline)).await {
-                Ok(Response::ChangeBrokers(r)) if r.error.is_ok() => return Ok(r),
-                Ok(Response::ChangeBrokers(r)) => ClientError::Broker {
-                    code: r.error,
-                    message: r.message,
+                Ok(response) => match answer(response) {
+                    Ok(Ok(t)) => return Ok(t),
+                    Ok(Err(e)) => e,
+                    Err(other) => return Err(unexpected(&other)),
                 },
-                Ok(other) => return Err(unexpected(&other)),
                 Err(e) => e,
             };
             if !e.is_retriable() || Instant::now() >= deadline {
                 return Err(e);
             }
-            tracing::debug!(error = %e, "broker change will be retried");
+            tracing::debug!(error = %e, api = ?request.api_key(), "will be retried");
             tokio::time::sleep(Duration::from_millis(pause_ms)).await;
             pause_ms = (pause_ms * 2).min(ADMIN_RETRY_MS_MAX);
         }

@@ -62,11 +62,13 @@ pub enum ApiKey {
     /// Spread replicas over the brokers, take a broker out of hosting
     /// replicas (moving its replicas away) or back in.
     ChangeBrokers = 21,
+    /// A broker new to the cluster joins it (sent by `rill-broker --join`).
+    JoinCluster = 22,
 }
 
 impl ApiKey {
     /// Every API, in numeric order.
-    pub const ALL: [ApiKey; 22] = [
+    pub const ALL: [ApiKey; 23] = [
         ApiKey::ApiVersions,
         ApiKey::Metadata,
         ApiKey::CreateTopics,
@@ -89,6 +91,7 @@ impl ApiKey {
         ApiKey::InitProducerId,
         ApiKey::ReassignPartitions,
         ApiKey::ChangeBrokers,
+        ApiKey::JoinCluster,
     ];
 
     /// The API with this number, if any.

@@ -150,6 +150,9 @@ struct Shared {
     identity: PeerIdentity,
     /// When the transport started: liveness times count from it.
     epoch: std::time::Instant,
+    /// The runtime it started on, where a peer added later gets its
+    /// tasks (the Raft thread that adds it is not one of its threads).
+    runtime: tokio::runtime::Handle,
     /// Each known peer's connection slot and liveness, for the acceptor.
     /// The lock guards map lookups and one insert per peer added; nothing
     /// waits or does I/O under it.
@@ -195,6 +198,7 @@ impl Transport {
             budget: Arc::new(Semaphore::new(INBOUND_BYTES_MAX)),
             identity,
             epoch: std::time::Instant::now(),
+            runtime: tokio::runtime::Handle::current(),
             peers: std::sync::Mutex::new(BTreeMap::new()),
         });
         let mut transport = Transport {
@@ -213,7 +217,8 @@ impl Transport {
     /// Adds a link to `peer` at `addr` (a broker that joined the cluster
     /// since this one started): dials it if its id is higher, accepts it
     /// otherwise. A peer known already, or this broker, changes nothing.
-    /// Must run inside the tokio runtime the transport started on.
+    /// May be called from any thread: its tasks run on the transport's
+    /// runtime.
     pub fn add_peer(&mut self, peer: BrokerId, addr: &str) {
         if peer == self.id || self.links.contains_key(&peer) {
             return;
@@ -242,9 +247,10 @@ impl Transport {
                 },
             );
         let id = self.id;
-        tokio::spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
+        let runtime = &self.shared.runtime;
+        runtime.spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
         if id < peer {
-            tokio::spawn(dial_loop(
+            runtime.spawn(dial_loop(
                 id,
                 peer,
                 addr.to_string(),

@@ -14,19 +14,21 @@ use rill_client::{Admin, Cluster};
 /// How often a running move's end is looked for.
 const MOVE_POLL: Duration = Duration::from_millis(200);
 
-/// Carries out `action` on `broker_id` (0 for a balance) within
+/// Carries out `action` on `broker_id` (0 for a balance; `peer_addr` for
+/// a broker new to the cluster that `Add` joins, empty otherwise) within
 /// `timeout_ms`: every move the plan holds, round by round.
 pub(crate) async fn change_brokers(
     cluster: Arc<Cluster>,
     action: BrokerAction,
     broker_id: u32,
+    peer_addr: &str,
     timeout_ms: u64,
 ) -> anyhow::Result<()> {
     let admin = Admin::new(cluster);
     let deadline = Instant::now() + Duration::from_millis(timeout_ms);
     let mut moved = 0usize;
     loop {
-        let answer = admin.change_brokers(action, broker_id).await?;
+        let answer = admin.change_brokers(action, broker_id, peer_addr).await?;
         if answer.moves.is_empty() {
             if !answer.stuck.is_empty() {
                 bail!(
@@ -63,7 +65,7 @@ pub(crate) async fn change_brokers(
             "broker {broker_id} holds no replicas now ({moved} partition(s) moved away): it may be stopped"
         ),
         BrokerAction::Add => eprintln!(
-            "broker {broker_id} hosts replicas again ({moved} partition(s) moved onto the brokers)"
+            "broker {broker_id} hosts replicas ({moved} partition(s) moved onto the brokers)"
         ),
     }
     Ok(())

@@ -65,12 +65,15 @@ pub(crate) enum ClusterCommand {
         #[arg(long, default_value_t = 600_000)]
         timeout_ms: u64,
     },
-    /// Take a removed broker back: it hosts replicas again, and replicas
-    /// are spread onto it as `balance` does. Only brokers named in the
-    /// cluster's --peers can be added.
+    /// Take a removed broker back, or have a new broker join the cluster
+    /// (give its peer address; a broker started with `--join` joins by
+    /// itself): it hosts replicas, and replicas are spread onto it as
+    /// `balance` does (moves onto a broker not running yet wait for it).
     AddBroker {
         /// The broker.
         id: u32,
+        /// Its peer listener, HOST:PORT: for a broker new to the cluster.
+        peer_addr: Option<String>,
         /// How long to wait for the moves, ms.
         #[arg(long, default_value_t = 600_000)]
         timeout_ms: u64,

@@ -124,18 +124,29 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         } => cluster::cluster_health(cluster, format).await,
         Command::Cluster {
             command: ClusterCommand::Balance { timeout_ms },
-        } => brokers::change_brokers(cluster, BrokerAction::Balance, 0, timeout_ms)
+        } => brokers::change_brokers(cluster, BrokerAction::Balance, 0, "", timeout_ms)
             .await
             .map(|()| 0),
         Command::Cluster {
             command: ClusterCommand::RemoveBroker { id, timeout_ms },
-        } => brokers::change_brokers(cluster, BrokerAction::Remove, id, timeout_ms)
+        } => brokers::change_brokers(cluster, BrokerAction::Remove, id, "", timeout_ms)
             .await
             .map(|()| 0),
         Command::Cluster {
-            command: ClusterCommand::AddBroker { id, timeout_ms },
-        } => brokers::change_brokers(cluster, BrokerAction::Add, id, timeout_ms)
-            .await
-            .map(|()| 0),
+            command:
+                ClusterCommand::AddBroker {
+                    id,
+                    peer_addr,
+                    timeout_ms,
+                },
+        } => brokers::change_brokers(
+            cluster,
+            BrokerAction::Add,
+            id,
+            peer_addr.as_deref().unwrap_or(""),
+            timeout_ms,
+        )
+        .await
+        .map(|()| 0),
     }
 }

@@ -24,7 +24,10 @@ mod offsets;
 mod request;
 mod response;
 
-pub use brokers::{BrokerAction, ChangeBrokersRequest, ChangeBrokersResponse};
+pub use brokers::{
+    BrokerAction, ChangeBrokersRequest, ChangeBrokersResponse, JOIN_PEERS_MAX, JoinClusterRequest,
+    JoinClusterResponse,
+};
 pub use configs::{
     AlterTopicConfigsRequest, ConfigEntry, ConfigSource, DescribeTopicConfigsRequest,
     DescribeTopicConfigsResponse, TopicConfigChange, TopicConfigs,

@@ -59,6 +59,8 @@ pub enum Request {
     ReassignPartitions(ReassignPartitionsRequest),
     /// See [`ApiKey::ChangeBrokers`].
     ChangeBrokers(super::ChangeBrokersRequest),
+    /// See [`ApiKey::JoinCluster`].
+    JoinCluster(super::JoinClusterRequest),
 }
 
 /// Which topics to describe; `None` for all.
@@ -258,6 +260,7 @@ impl Request {
             Request::InitProducerId(_) => ApiKey::InitProducerId,
             Request::ReassignPartitions(_) => ApiKey::ReassignPartitions,
             Request::ChangeBrokers(_) => ApiKey::ChangeBrokers,
+            Request::JoinCluster(_) => ApiKey::JoinCluster,
         }
     }
 
@@ -339,6 +342,7 @@ impl Request {
                 w.u32(m.timeout_ms);
             }
             Request::ChangeBrokers(c) => c.encode(w),
+            Request::JoinCluster(j) => j.encode(w),
         }
     }
 
@@ -446,6 +450,7 @@ impl Request {
             ApiKey::ChangeBrokers => {
                 Request::ChangeBrokers(super::ChangeBrokersRequest::decode(r)?)
             }
+            ApiKey::JoinCluster => Request::JoinCluster(super::JoinClusterRequest::decode(r)?),
         };
         r.finish()?;
         Ok(req)

@@ -58,6 +58,8 @@ pub enum Response {
     ReassignPartitions(TopicResults),
     /// See [`ApiKey::ChangeBrokers`].
     ChangeBrokers(super::ChangeBrokersResponse),
+    /// See [`ApiKey::JoinCluster`].
+    JoinCluster(super::JoinClusterResponse),
     /// See [`ApiKey::InitProducerId`].
     InitProducerId(InitProducerIdResponse),
 }
@@ -346,6 +348,7 @@ impl Response {
             Response::CreatePartitions(_) => ApiKey::CreatePartitions,
             Response::ReassignPartitions(_) => ApiKey::ReassignPartitions,
             Response::ChangeBrokers(_) => ApiKey::ChangeBrokers,
+            Response::JoinCluster(_) => ApiKey::JoinCluster,
             Response::InitProducerId(_) => ApiKey::InitProducerId,
         }
     }
@@ -446,6 +449,7 @@ impl Response {
             | Response::ReassignPartitions(t) => topic_results(w, t),
             Response::DescribeTopicConfigs(d) => d.encode(w),
             Response::ChangeBrokers(c) => c.encode(w),
+            Response::JoinCluster(j) => j.encode(w),
             Response::InitProducerId(i) => {
                 w.i16(i.error.code());
                 w.i64(i.producer_id);
@@ -583,6 +587,7 @@ impl Response {
             ApiKey::ChangeBrokers => {
                 Response::ChangeBrokers(super::ChangeBrokersResponse::decode(r)?)
             }
+            ApiKey::JoinCluster => Response::JoinCluster(super::JoinClusterResponse::decode(r)?),
             ApiKey::InitProducerId => Response::InitProducerId(InitProducerIdResponse {
                 error: error_code(r, "error code")?,
                 producer_id: r.i64("producer id")?,
