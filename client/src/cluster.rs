@@ -31,7 +31,8 @@ pub const METADATA_TIMEOUT_MS: u64 = 10_000;
 /// ms.
 pub const LEADER_CHECK_MS: u64 = 500;
 /// How long producers and consumers ask again for a topic the metadata
-/// does not know yet (just created, not yet applied by every broker).
+/// does not know, at most: only while no controller can say whether it
+/// exists (see [`Cluster::topic_within`]).
 pub const UNKNOWN_TOPIC_WAIT_MS: u64 = 5_000;
 
 /// One topic as the cluster describes it.
@@ -113,6 +114,9 @@ pub struct Cluster {
     topics: Mutex<HashMap<String, Cached>>,
     /// Groups' coordinators as last found.
     coordinators: Coordinators,
+    /// The controller's leader as the last metadata answer named it
+    /// ([`NO_BROKER`] when none did).
+    controller: std::sync::atomic::AtomicI32,
     /// How long a topic's metadata is used before it is asked for again,
     /// ms.
     metadata_max_age_ms: AtomicU64,
@@ -160,6 +164,7 @@ impl Cluster {
             brokers: Mutex::default(),
             topics: Mutex::default(),
             coordinators: Coordinators::default(),
+            controller: std::sync::atomic::AtomicI32::new(NO_BROKER),
             metadata_max_age_ms: AtomicU64::new(METADATA_MAX_AGE_MS_DEFAULT),
         }))
     }
@@ -257,6 +262,14 @@ impl Cluster {
         let Response::Metadata(m) = response else {
             return Err(ClientError::code(ErrorCode::Unknown));
         };
+        self.absorb(&m);
+        Ok(m)
+    }
+
+    /// Takes in a metadata answer: brokers, the controller, and the topics
+    /// it describes (cached; those it says do not exist forgotten).
+    fn absorb(&self, m: &MetadataResponse) {
+        self.controller.store(m.controller_id, Ordering::Relaxed);
         {
             let mut brokers = self.brokers.lock().unwrap_or_else(|p| p.into_inner());
             for b in &m.brokers {
@@ -294,7 +307,6 @@ impl Cluster {
                 }
             }
         }
-        Ok(m)
     }
 
     /// The topic, from the cache or freshly asked for.
@@ -321,21 +333,84 @@ impl Cluster {
             .ok_or_else(|| ClientError::UnknownTopic(name.to_string()))
     }
 
-    /// As [`Cluster::topic`], asking again for up to `wait` while the
-    /// topic is unknown: a topic just created through one broker may not
-    /// yet be in another's metadata.
+    /// As [`Cluster::topic`], where a broker that does not know the topic
+    /// is not the last word: a topic just created through one broker may
+    /// not yet be in another's metadata. The controller's leader, which
+    /// answers a creation only once it has applied it, is asked then; a
+    /// topic it does not know does not exist, at once. Only while no
+    /// controller is known or reachable is it asked again, for up to
+    /// `wait`.
     pub async fn topic_within(&self, name: &str, wait: Duration) -> Result<TopicInfo, ClientError> {
         let deadline = tokio::time::Instant::now() + wait;
         let mut pause_ms = 20;
         loop {
-            match self.topic(name).await {
-                Err(ClientError::UnknownTopic(_)) if tokio::time::Instant::now() < deadline => {
-                    tokio::time::sleep(Duration::from_millis(pause_ms)).await;
+            let unknown = match self.topic(name).await {
+                Err(ClientError::UnknownTopic(_)) => ClientError::UnknownTopic(name.to_string()),
+                other => return other,
+            };
+            let left = deadline.saturating_duration_since(tokio::time::Instant::now());
+            match self.topic_at_controller(name, left).await {
+                Some(Ok(info)) => return Ok(info),
+                Some(Err(e)) => return Err(e),
+                None if left.is_zero() => return Err(unknown),
+                None => {
+                    tokio::time::sleep(Duration::from_millis(pause_ms).min(left)).await;
                     pause_ms = (pause_ms * 2).min(500);
                 }
-                other => return other,
             }
         }
+    }
+
+    /// Topic `name` as the controller's leader (as last named) describes
+    /// it, asked within `timeout`: `None` when no controller is known or it
+    /// does not answer; [`ClientError::UnknownTopic`] when it does not know
+    /// the topic.
+    async fn topic_at_controller(
+        &self,
+        name: &str,
+        timeout: Duration,
+    ) -> Option<Result<TopicInfo, ClientError>> {
+        let controller = u32::try_from(self.controller.load(Ordering::Relaxed)).ok()?;
+        let addr = self
+            .brokers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&controller)
+            .cloned()?;
+        let ask = async {
+            let c = self.connection(&addr).await.ok()?;
+            let request = Request::Metadata(MetadataRequest {
+                topics: Some(vec![name.to_string()]),
+            });
+            match c.request(request, timeout).await.ok()? {
+                Response::Metadata(m) => Some(m),
+                _ => None,
+            }
+        };
+        let m = tokio::time::timeout(timeout, ask).await.ok()??;
+        if m.controller_id != controller as i32 {
+            // It no longer leads the controller: its word is not final.
+            self.absorb(&m);
+            return None;
+        }
+        self.absorb(&m);
+        let t = m.topics.iter().find(|t| t.name == name)?;
+        if t.error == ErrorCode::UnknownTopicOrPartition {
+            return Some(Err(ClientError::UnknownTopic(name.to_string())));
+        }
+        Some(
+            self.topic_cached(name)
+                .ok_or_else(|| ClientError::code(t.error)),
+        )
+    }
+
+    /// Topic `name` as cached, whatever its age.
+    fn topic_cached(&self, name: &str) -> Option<TopicInfo> {
+        self.topics
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(name)
+            .map(|t| t.info.clone())
     }
 
     /// Marks what is cached about `name` as stale (after a broker said

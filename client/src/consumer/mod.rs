@@ -58,6 +58,9 @@ pub enum SeekTo {
     /// The first record at or after a time, ms since the epoch (the end
     /// when there is none).
     Timestamp(i64),
+    /// This many offsets before the high watermark (kcat's `-o -N`), or
+    /// the log start offset when the log holds fewer.
+    BeforeEnd(u64),
 }
 
 /// Consumer settings.

@@ -29,6 +29,11 @@ pub(super) async fn resolve(
         SeekTo::Offset(o) => o,
         SeekTo::Earliest => list(EARLIEST_TIMESTAMP).await?,
         SeekTo::Latest => list(LATEST_TIMESTAMP).await?,
+        SeekTo::BeforeEnd(n) => {
+            let end = list(LATEST_TIMESTAMP).await?;
+            let start = list(EARLIEST_TIMESTAMP).await?;
+            end.saturating_sub(n).max(start)
+        }
         SeekTo::Timestamp(t) => {
             let o = list(t.max(0)).await?;
             if o == u64::MAX {

@@ -72,6 +72,12 @@ pub struct DeliveryFuture {
 }
 
 impl DeliveryFuture {
+    /// The partition the record went to (for a record that failed before
+    /// a partition was chosen, the one asked for, or 0).
+    pub fn partition(&self) -> u32 {
+        self.batch.partition
+    }
+
     pub(super) fn failed(topic: &str, partition: u32, error: ClientError) -> DeliveryFuture {
         let batch = BatchOutcome::new(topic.into(), partition);
         batch.set(Err(error));

@@ -7,8 +7,8 @@
 //! limit is checked even while nothing arrives. Output is buffered and
 //! flushed after every poll, and a reader that goes away (`rill consume |
 //! head`) ends the command quietly and successfully, as other command-line
-//! tools do. Keys and values are printed as UTF-8, lossily: the output is
-//! for people and line-based tools.
+//! tools do. How a record is printed (`-f`) and how its key and value are
+//! written (`--value-format`) are `crate::output`'s.
 //!
 //! With `--group`, it reads as a member of that consumer group: the
 //! partitions the group assigns it, from the group's committed offsets
@@ -27,81 +27,85 @@ use std::time::{Duration, Instant};
 use std::collections::BTreeMap;
 
 use anyhow::Context;
-use bytes::Bytes;
-use clap::ValueEnum;
 use rill_client::{
     Cluster, CommitOffset, Consumer, ConsumerConfig, ConsumerRecord, GroupConfig, OffsetReset,
     SeekTo,
 };
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum RecordFormat {
-    Value,
-    Json,
-}
+use crate::encoding::ValueFormat;
+use crate::output::Output;
 
+/// `rill consume`'s flags.
 #[derive(Debug, clap::Args)]
 pub(crate) struct ConsumeArgs {
     /// The topic.
     topic: String,
     /// Read only this partition (otherwise every partition).
-    #[arg(long, conflicts_with = "group")]
+    #[arg(short = 'p', long, conflicts_with = "group")]
     partition: Option<u32>,
-    /// Where to start: earliest, latest, or an offset. With --group,
-    /// earliest or latest, for partitions the group has no commit for.
-    #[arg(long, default_value = "earliest")]
+    /// Where to start in each partition: earliest, latest, an offset N,
+    /// -N (N records before the end), or @TIMESTAMP_MS (the first record
+    /// at or after it). With --group, earliest or latest, for partitions
+    /// the group has no commit for.
+    #[arg(
+        short = 'o',
+        long,
+        default_value = "earliest",
+        allow_hyphen_values = true,
+        value_name = "earliest|latest|N|-N|@MS"
+    )]
     offset: String,
     /// Read as a member of this consumer group: the partitions it assigns,
     /// from its committed offsets; commit what was printed, then leave.
     #[arg(long)]
     group: Option<String>,
     /// Exit after printing this many records.
-    #[arg(long)]
+    #[arg(short = 'n', long)]
     max_messages: Option<u64>,
     /// Exit (successfully) after this long with no new record, ms.
     #[arg(long)]
     timeout_ms: Option<u64>,
-    /// Print each record's value, or one JSON object per record.
-    #[arg(long, value_enum, default_value_t = RecordFormat::Value)]
-    format: RecordFormat,
+    /// How each record is printed: value, json (topic, partition, offset,
+    /// timestamp, key, value, headers), or a template with kcat's tokens:
+    /// %t topic, %p partition, %o offset, %k key, %v value, %T timestamp,
+    /// %h headers, %S value size, %K key size, %% a %, and \n \t \r \\
+    /// (e.g. '%p:%o %k=%v\n').
+    #[arg(short = 'f', long, default_value = "value", value_parser = Output::parse)]
+    format: Output,
+    /// How keys and values are written: text (their bytes as they are;
+    /// as UTF-8 in json), base64 or hex (binary-safe).
+    #[arg(long, value_enum, default_value_t = ValueFormat::Text)]
+    value_format: ValueFormat,
 }
 
-fn print_record(
-    out: &mut impl Write,
-    r: &rill_client::ConsumerRecord,
-    format: RecordFormat,
-) -> std::io::Result<()> {
-    let text = |b: &Option<Bytes>| b.as_ref().map(|b| String::from_utf8_lossy(b).into_owned());
-    match format {
-        RecordFormat::Value => writeln!(out, "{}", text(&r.value).unwrap_or_default()),
-        RecordFormat::Json => writeln!(
-            out,
-            "{}",
-            serde_json::json!({
-                "topic": r.topic,
-                "partition": r.partition,
-                "offset": r.offset,
-                "timestamp": r.timestamp_ms,
-                "key": text(&r.key),
-                "value": text(&r.value),
-            })
-        ),
-    }
+/// `-o/--offset` as a place to start.
+fn parse_offset(text: &str) -> anyhow::Result<SeekTo> {
+    let refused = || {
+        anyhow::anyhow!(
+            "--offset is earliest, latest, N, -N (N records before the end) or @TIMESTAMP_MS, not {text:?}"
+        )
+    };
+    Ok(match text {
+        "earliest" => SeekTo::Earliest,
+        "latest" => SeekTo::Latest,
+        _ => {
+            if let Some(n) = text.strip_prefix('-') {
+                SeekTo::BeforeEnd(n.parse().map_err(|_| refused())?)
+            } else if let Some(ms) = text.strip_prefix('@') {
+                SeekTo::Timestamp(ms.parse().map_err(|_| refused())?)
+            } else {
+                SeekTo::Offset(text.parse().map_err(|_| refused())?)
+            }
+        }
+    })
 }
 
 pub(crate) async fn consume(cluster: Arc<Cluster>, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(group) = args.group.clone() {
         return consume_in_group(cluster, args, group).await;
     }
-    let from = match args.offset.as_str() {
-        "earliest" => SeekTo::Earliest,
-        "latest" => SeekTo::Latest,
-        n => SeekTo::Offset(
-            n.parse()
-                .with_context(|| format!("--offset is earliest, latest or a number, not {n:?}"))?,
-        ),
-    };
+    let from = parse_offset(&args.offset)?;
     let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
     consumer
         .assign(&args.topic, args.partition.map(|p| vec![p]), from)
@@ -209,7 +213,8 @@ enum Printed {
 /// Prints records up to the limits, and remembers what it printed.
 struct Printer {
     out: std::io::BufWriter<std::io::StdoutLock<'static>>,
-    format: RecordFormat,
+    format: Output,
+    value_format: ValueFormat,
     max_messages: Option<u64>,
     idle_limit: Option<Duration>,
     count: u64,
@@ -226,7 +231,8 @@ impl Printer {
     fn new(args: &ConsumeArgs) -> Printer {
         Printer {
             out: std::io::BufWriter::new(std::io::stdout().lock()),
-            format: args.format,
+            format: args.format.clone(),
+            value_format: args.value_format,
             max_messages: args.max_messages,
             idle_limit: args.timeout_ms.map(Duration::from_millis),
             count: 0,
@@ -281,7 +287,7 @@ impl Printer {
                     .or_insert(r.offset);
                 continue;
             }
-            if let Err(e) = print_record(&mut self.out, r, self.format) {
+            if let Err(e) = self.format.write(&mut self.out, r, self.value_format) {
                 if e.kind() == std::io::ErrorKind::BrokenPipe {
                     return Ok(Printed::ReaderGone);
                 }

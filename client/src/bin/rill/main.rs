@@ -18,7 +18,9 @@
 mod brokers;
 mod cluster;
 mod consume;
+mod encoding;
 mod group;
+mod output;
 mod produce;
 mod topic;
 
@@ -58,9 +60,12 @@ enum Command {
         #[command(subcommand)]
         command: TopicCommand,
     },
-    /// Send standard input to a topic, one record per line.
+    /// Send standard input to a topic, one record per line (or per
+    /// NUL-terminated chunk with -Z).
     Produce(ProduceArgs),
-    /// Print a topic's records, one per line.
+    /// Print a topic's records, one per line. Without --timeout-ms or -n
+    /// it follows the topic until interrupted (Ctrl-C); with either, it
+    /// stops at the first limit reached.
     Consume(ConsumeArgs),
     /// List, describe, reset the offsets of and delete consumer groups.
     Group {
