@@ -119,8 +119,14 @@ case "$cmd" in
     for i in $(seq "$(count)"); do alive "$i" && up=1; done
     # A new cluster gets a new secret; brokers still up keep theirs.
     [ -n "$up" ] || new_secret
-    echo "$n" >"$DIR/size"
-    echo "$n" >"$DIR/founders"
+    # A cluster started before keeps its first brokers and those that
+    # joined it (started again with --join); a new one starts with n.
+    if [ -f "$DIR/founders" ] && [ -f "$DIR/b1/identity.json" ]; then
+      [ "$n" -gt "$(count)" ] && echo "$n" >"$DIR/size"
+    else
+      echo "$n" >"$DIR/size"
+      echo "$n" >"$DIR/founders"
+    fi
     for i in $(seq "$n"); do start_one "$i"; done
     echo "export RILL_BOOTSTRAP=$(bootstrap)"
     ;;

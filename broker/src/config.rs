@@ -28,8 +28,10 @@ pub struct FileConfig {
     pub retention_check_ms: Option<u64>,
     /// Address for other brokers' Raft traffic.
     pub peer_listen: Option<SocketAddr>,
-    /// The cluster's brokers (the controller's voters) and their peer
-    /// addresses, as `ID=HOST:PORT,...`; the same list on every broker.
+    /// The brokers the cluster started with (the controller's first
+    /// voters) and their peer addresses, as `ID=HOST:PORT,...`: the same
+    /// list on each of them, never changed after (a broker that joins
+    /// later gives `join` instead).
     pub peers: Option<String>,
     /// The client address of a broker of a running cluster this new
     /// broker joins.

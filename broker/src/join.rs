@@ -70,6 +70,9 @@ pub enum JoinError {
 /// What a broker that joined the cluster starts from.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Joined {
+    /// The peer address it joined at (`HOST:PORT`): the one every other
+    /// broker has for it.
+    pub peer_addr: String,
     /// The controller group's first voters (broker ids).
     pub first_voters: Vec<u64>,
     /// Every other broker of the cluster when it joined: id → peer
@@ -78,9 +81,10 @@ pub struct Joined {
 }
 
 impl Joined {
-    /// Takes the cluster's answer.
-    pub fn from_answer(answer: &JoinClusterResponse) -> Joined {
+    /// Takes the cluster's answer to joining at `peer_addr`.
+    pub fn from_answer(answer: &JoinClusterResponse, peer_addr: &str) -> Joined {
         Joined {
+            peer_addr: peer_addr.to_string(),
             first_voters: answer.first_voters.iter().map(|b| u64::from(*b)).collect(),
             peers: answer
                 .peers
@@ -94,6 +98,8 @@ impl Joined {
     /// none of them 0 or `me`; at most [`BROKERS_MAX`] peers, none `me`,
     /// each at a valid address.
     pub fn validate(&self, me: BrokerId) -> Result<(), String> {
+        validate_peer_addr(&self.peer_addr)
+            .map_err(|why| format!("its own peer address {:?}: {why}", self.peer_addr))?;
         if self.first_voters.is_empty() || self.first_voters.len() > BROKERS_MAX {
             return Err(format!(
                 "{} first voters; from 1 to {BROKERS_MAX} expected",
@@ -172,6 +178,16 @@ pub async fn join(
     peer_addr: &str,
 ) -> Result<Joined, JoinError> {
     if let Some(joined) = Joined::load(data_dir, me)? {
+        if joined.peer_addr != peer_addr {
+            return Err(JoinError::Invalid {
+                path: data_dir.join(JOINED_FILE),
+                reason: format!(
+                    "this broker joined the cluster at {}, and the other brokers reach it there; \
+                     start it with --peer-listen {} (not {peer_addr})",
+                    joined.peer_addr, joined.peer_addr
+                ),
+            });
+        }
         return Ok(joined);
     }
     let refused = |source: ClientError| JoinError::Refused {
@@ -184,7 +200,7 @@ pub async fn join(
         .join_cluster(id, peer_addr)
         .await
         .map_err(refused)?;
-    let joined = Joined::from_answer(&answer);
+    let joined = Joined::from_answer(&answer, peer_addr);
     joined.validate(me).map_err(|reason| JoinError::BadAnswer {
         bootstrap: bootstrap.to_string(),
         reason,
@@ -204,6 +220,7 @@ mod tests {
 
     fn joined() -> Joined {
         Joined {
+            peer_addr: "127.0.0.1:7004".into(),
             first_voters: vec![1, 2, 3],
             peers: [(1, "127.0.0.1:7001".into()), (2, "127.0.0.1:7002".into())].into(),
         }
@@ -236,6 +253,20 @@ mod tests {
             many.peers.insert(b, format!("127.0.0.1:{}", 7000 + b));
         }
         assert!(many.validate(BrokerId(4)).is_err());
+    }
+
+    #[tokio::test]
+    async fn a_restart_at_another_peer_address_than_joined_is_refused() {
+        let dir = tempfile::tempdir().expect("a temp dir");
+        joined().save(dir.path()).expect("saved");
+        // Kept: no broker is asked (nothing listens at the bootstrap).
+        let again = join(dir.path(), "127.0.0.1:1", BrokerId(4), "127.0.0.1:7004").await;
+        assert_eq!(again.expect("kept"), joined());
+        let moved = join(dir.path(), "127.0.0.1:1", BrokerId(4), "127.0.0.1:7999").await;
+        assert!(
+            matches!(&moved, Err(JoinError::Invalid { reason, .. }) if reason.contains("--peer-listen 127.0.0.1:7004")),
+            "{moved:?}"
+        );
     }
 
     #[test]

@@ -784,6 +784,15 @@ impl ClusterImage {
             return Outcome::Done;
         }
         let refused = |message: String| Outcome::Refused(ErrorCode::InvalidRequest, message);
+        if !self.cluster_id.is_known() {
+            // Its first voters are recorded when it is named: a broker
+            // joining before would open from voters that are not yet final.
+            // Retriable: the first controller leader names it at once.
+            return Outcome::Refused(
+                ErrorCode::NotController,
+                "the cluster is not named yet: its first controller leader names it".into(),
+            );
+        }
         if id.get() == 0 || id.get() > u64::from(u32::MAX) {
             return refused(format!("broker id {id}: from 1 to {}", u32::MAX));
         }
@@ -1123,6 +1132,17 @@ mod tests {
             peer_addr: addr.map(str::to_string),
         };
         let mut image = ClusterImage::new((1..=3).map(BrokerId).collect());
+        // Not before the cluster is named (its first voters recorded);
+        // retriable, as it is named as soon as it has a controller.
+        assert!(matches!(
+            image.apply(&join(4, Some("127.0.0.1:7004"))),
+            Outcome::Refused(ErrorCode::NotController, _)
+        ));
+        let named = MetadataCommand::InitCluster {
+            cluster_id: ClusterId::fresh().to_string(),
+            voters: Some(vec![1, 2, 3]),
+        };
+        assert_eq!(image.apply(&named), Outcome::Done);
         for refused in [
             join(4, None),
             join(4, Some("0.0.0.0:7004")),
@@ -1163,6 +1183,10 @@ mod tests {
         );
         // A full cluster takes no more brokers.
         let mut full = ClusterImage::new((1..=BROKERS_MAX as u64).map(BrokerId).collect());
+        full.apply(&MetadataCommand::InitCluster {
+            cluster_id: ClusterId::fresh().to_string(),
+            voters: None,
+        });
         assert!(matches!(
             full.apply(&join(1000, Some("127.0.0.1:7000"))),
             Outcome::Refused(ErrorCode::InvalidRequest, _)

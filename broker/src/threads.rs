@@ -351,10 +351,11 @@ impl Tasks {
         id: BrokerId,
         listener: TcpListener,
         peers: std::collections::BTreeMap<BrokerId, String>,
+        dialling: rill_replication::transport::Dialling,
         inbound: mpsc::Sender<Inbound>,
         identity: PeerIdentity,
     ) -> Transport {
-        Transport::start(id, listener, peers, inbound, identity)
+        Transport::start(id, listener, peers, dialling, inbound, identity)
     }
 
     /// Starts the metrics and health listener (`http::serve`) on

@@ -2,11 +2,12 @@
 //! an idempotent `acks=all` producer writes: the cluster records it, every
 //! broker links to it, the controller's voters take it in (a learner
 //! first), and `rill cluster balance` moves replicas onto it. Nothing
-//! acknowledged is lost or stored twice, through SIGKILLs of the new
-//! broker (which restarts from what it kept, without asking anyone) and of
-//! a first broker (whose `--peers` does not name the new one: it links to
-//! it from the controller's log). Joins that cannot be are refused with
-//! the reason.
+//! acknowledged is lost or stored twice, though a first broker was down
+//! while it joined (it has no address for the new broker: the new one
+//! dials it, and it takes the controller's log from whoever leads), and
+//! through SIGKILLs of the new broker (which restarts from what it kept,
+//! without asking anyone) and of a first broker. Joins that cannot be are
+//! refused with the reason.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -66,16 +67,19 @@ fn a_new_broker_joins_under_an_acks_all_producer_and_takes_replicas_once_balance
         producer.acked_count() > 300
     });
 
+    // Broker 1 misses the join.
+    c.kill(1);
     let new = c.join_new_broker();
     assert_eq!(new, 4);
+    c.wait_for("the new broker a voter of the controller", 60, |c| {
+        controller_voter(c, 4)
+    });
+    c.restart(1);
     c.wait_for("the new broker in every first broker's metadata", 60, |c| {
         (1..=3).all(|i| {
             c.metadata_from(i)
                 .is_some_and(|m| m.brokers.iter().any(|b| b.broker_id == 4))
         })
-    });
-    c.wait_for("the new broker a voter of the controller", 60, |c| {
-        controller_voter(c, 4)
     });
     // Joining moves nothing by itself.
     assert!(!replica_counts(&c, TOPIC).contains_key(&4));
@@ -96,7 +100,7 @@ fn a_new_broker_joins_under_an_acks_all_producer_and_takes_replicas_once_balance
     });
 
     // The new broker restarts from what it kept; a first broker, whose
-    // --peers does not name it, links to it from the controller's log.
+    // --peers does not name it, is dialled by it again.
     c.kill(4);
     c.restart(4);
     c.kill(1);

@@ -7,14 +7,14 @@
 //! [`check`] refuses, and the abort or damage each rule keeps out:
 //!
 //! - Addressing: `to` must be this broker; `from` another member of the
-//!   group (raft-rs steps non-response messages from anyone). A replica
-//!   that is no member in its own view (a broker joining the controller,
-//!   which replays its log from the group's first voters) takes messages
-//!   from any peer that passed the transport's handshake: the group's
-//!   leader may be a broker that joined after those voters, and the
-//!   replica learns that only from the entries it is sent. Such a replica
-//!   neither campaigns nor counts towards any quorum, and every other
-//!   rule below still applies.
+//!   group (raft-rs steps non-response messages from anyone), but in the
+//!   controller's group, any peer that passed the transport's handshake:
+//!   its leader may be a broker that joined after what a replica has
+//!   applied (a broker joining replays the log from the group's first
+//!   voters; one that was down while others joined is behind), and the
+//!   replica learns of it only from the entries that broker sends. A
+//!   replica that is no voter in its own view never campaigns, and every
+//!   other rule below still applies.
 //! - `request_snapshot`: rill never asks for a snapshot, so no message
 //!   carries one; read-index messages likewise (raft-rs indexes a
 //!   `MsgReadIndex`'s first entry without looking).
@@ -54,7 +54,7 @@ use raft::eraftpb::{Message, MessageType};
 use raft::{Raft, StateRole};
 use rill_storage::Offset;
 
-use crate::ids::BrokerId;
+use crate::ids::{BrokerId, GroupId};
 use crate::state::Membership;
 use crate::storage::{ReplicaLog, snapshot_point};
 
@@ -63,14 +63,15 @@ use crate::storage::{ReplicaLog, snapshot_point};
 pub(crate) fn check(
     raft: &Raft<ReplicaLog>,
     me: BrokerId,
+    group: GroupId,
     high_watermark: Offset,
     m: &Message,
 ) -> Result<(), String> {
     if m.to != me.get() {
         return Err(format!("addressed to broker {}", m.to));
     }
-    let joining = raft.prs().get(me.get()).is_none();
-    if m.from == me.get() || (raft.prs().get(m.from).is_none() && !joining) {
+    let any_peer = group == GroupId::CONTROLLER;
+    if m.from == me.get() || (raft.prs().get(m.from).is_none() && !any_peer) {
         return Err("not from another member of the group".into());
     }
     if m.request_snapshot != 0 {

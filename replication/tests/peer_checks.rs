@@ -10,11 +10,11 @@
 mod helpers;
 
 use helpers::{
-    GROUP, data_batch, data_entry, node_123, settle, small_config, to_leader, voters_123,
+    GROUP, data_batch, data_entry, node_123, node_in, settle, small_config, to_leader, voters_123,
 };
 use raft::eraftpb::{ConfState, Entry, Message, MessageType, Snapshot, SnapshotMetadata};
 use rill_replication::storage::snapshot_data;
-use rill_replication::{BrokerId, Event, Node, Outgoing, ReplicationError};
+use rill_replication::{BrokerId, Event, GroupId, Node, Outgoing, ReplicationError};
 use rill_storage::{Offset, RaftIndex};
 
 /// Broker `me`'s node with one `fsync=true` group of voters 1, 2 and 3.
@@ -426,21 +426,44 @@ fn leader_refuses_answers_past_its_log_and_read_index_requests() {
 }
 
 #[test]
-fn a_replica_outside_its_own_membership_takes_a_leader_outside_it_too() {
-    // Broker 4 joins a group whose first voters are 1, 2 and 3, led now
-    // by broker 5, which joined after them: it replays the log from the
-    // start, so it learns of broker 5 only from what broker 5 sends it.
+fn the_controllers_replicas_take_a_leader_outside_their_membership_partitions_do_not() {
+    // Broker 4 joins the controller, whose first voters are 1, 2 and 3,
+    // led now by broker 5, which joined after them: it replays the log
+    // from the start, so it learns of broker 5 only from what broker 5
+    // sends it.
     let dir = tempfile::tempdir().unwrap();
-    let mut joining = node(4, dir.path());
+    let (mut joining, _) = node_in(
+        GroupId::CONTROLLER,
+        4,
+        voters_123(),
+        dir.path(),
+        small_config(),
+    );
     let mut append = append_from(5, 3, (0, 0), vec![entry(1, 1), entry(2, 3)], 2);
     append.to = 4;
-    joining.step(GROUP, append).unwrap();
+    joining.step(GroupId::CONTROLLER, append).unwrap();
     let (out, _) = settle(&mut joining);
     assert_eq!(acknowledged(&out), vec![2]);
     assert!(out.iter().all(|o| o.to == BrokerId(5)));
     // Its other rules still hold: an append with a gap is refused.
     let mut gap = append_from(5, 3, (2, 3), vec![entry(4, 3)], 2);
     gap.to = 4;
-    let result = joining.step(GROUP, gap);
-    assert_refused(&mut joining, result, "an append with a gap");
+    let err = joining.step(GroupId::CONTROLLER, gap).unwrap_err();
+    assert!(
+        matches!(err, ReplicationError::RefusedMessage { .. }),
+        "{err}"
+    );
+
+    // A partition's replica takes its members alone, in its membership
+    // or not.
+    let dir = tempfile::tempdir().unwrap();
+    let mut outside = node(4, dir.path());
+    let mut stranger = append_from(5, 3, (0, 0), vec![entry(1, 1)], 1);
+    stranger.to = 4;
+    let result = outside.step(GROUP, stranger);
+    assert_refused(
+        &mut outside,
+        result,
+        "a partition's message from a non-member",
+    );
 }

@@ -140,28 +140,11 @@ impl RaftLoop {
             }
         }
         self.learn_cluster_id();
-        self.link_joined_brokers();
         // Replicas open (and one-voter ones lead) before anyone hears the
         // outcome.
         self.held_answers.extend(answers);
         self.reconcile();
         Ok(())
-    }
-
-    /// Gives the transport a link to every broker that joined the cluster
-    /// after this one started (their peer addresses are in the image; the
-    /// first voters' are in `--peers`), so their groups reach them.
-    fn link_joined_brokers(&mut self) {
-        let me = self.me();
-        let Some(transport) = self.transport.as_mut() else {
-            return;
-        };
-        for (id, addr) in &self.image.peer_addrs {
-            if *id != me && !transport.has_peer(*id) {
-                tracing::info!(broker = %id, %addr, "linking a broker that joined the cluster");
-                transport.add_peer(*id, addr);
-            }
-        }
     }
 
     pub(super) fn propose_metadata(

@@ -39,9 +39,12 @@ fn judge(p: &PeerLiveness) -> Option<bool> {
 impl RaftLoop {
     /// Sends the beacons and tells the node of peers found down or up.
     pub(super) fn check_peers(&mut self) {
-        let Some(transport) = &self.transport else {
+        let Some(transport) = &mut self.transport else {
             return;
         };
+        for peer in transport.admit_arrivals() {
+            tracing::info!(%peer, "linked a broker that joined the cluster since this one started");
+        }
         transport.beacon();
         for p in transport.liveness() {
             match judge(&p) {

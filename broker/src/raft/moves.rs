@@ -87,10 +87,12 @@ impl RaftLoop {
 
     /// Moves the controller group's voters towards the brokers of the
     /// cluster: a broker removed from hosting replicas leaves the group
-    /// once it holds none, one added back joins it (a learner first), by
-    /// the same steps as a partition move, on the controller's leader. A
-    /// new controller replica needs no seed: it opens from the cluster's
-    /// first voters at index 0 (`--peers`) and applies every change after.
+    /// once it holds none, one added back or new joins it (a learner
+    /// first), by the same steps as a partition move, on the controller's
+    /// leader. A new controller replica needs no seed: it opens from the
+    /// cluster's first voters at index 0 (the first brokers' `--peers`, or
+    /// what a joining broker was told, `crate::join`) and applies every
+    /// change after.
     pub(super) fn drive_controller_membership(&mut self) {
         let me = self.me();
         if self.node.leader(GroupId::CONTROLLER) != Some(me) {

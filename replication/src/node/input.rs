@@ -160,13 +160,18 @@ impl Node {
         if local || message.term == 0 {
             return Err(ReplicationError::Raft(raft::Error::StepLocalMsg));
         }
-        crate::peer_check::check(&r.raw.raft, self.config.id, r.high_watermark, &message).map_err(
-            |reason| ReplicationError::RefusedMessage {
-                group,
-                from: BrokerId(message.from),
-                reason,
-            },
-        )?;
+        crate::peer_check::check(
+            &r.raw.raft,
+            self.config.id,
+            group,
+            r.high_watermark,
+            &message,
+        )
+        .map_err(|reason| ReplicationError::RefusedMessage {
+            group,
+            from: BrokerId(message.from),
+            reason,
+        })?;
         if let Some(c) = r.catching_up.as_mut() {
             if crate::catch_up::refused_while_catching_up(&message) {
                 return Err(ReplicationError::CatchingUp { group });

@@ -1,13 +1,20 @@
 //! The peer transport: one TCP connection per broker pair carrying frames
 //! of `(group, message)` pairs in rill's own codec ([`crate::wire`]).
 //!
-//! - The broker with the lower id dials, the other accepts; both directions
-//!   share the connection. Before any frame, the two run the
-//!   [`crate::handshake`]: each proves it holds the cluster secret, and the
-//!   acceptor learns who dialled. A connection that fails it is closed and
-//!   logged with its address; it gets no frame and replaces no peer's
-//!   connection. Only an authenticated peer's new connection replaces its
-//!   own old one, and every frame on it must name that peer as its sender.
+//! - Of the brokers a cluster started with, the one with the lower id
+//!   dials; a broker that joined later dials every broker it joined
+//!   ([`Dialling`]): the later broker always knows the earlier one's
+//!   address, never the other way round (an earlier broker may have been
+//!   down when it joined). Both directions share the connection. Before
+//!   any frame, the two run the [`crate::handshake`]: each proves it holds
+//!   the cluster secret, and the acceptor learns who dialled. A connection
+//!   that fails it is closed and logged with its address; it gets no
+//!   frame and replaces no peer's connection. Only an authenticated peer's
+//!   new connection replaces its own old one, and every frame on it must
+//!   name that peer as its sender. An authenticated broker this one does
+//!   not know yet (one that joined since) gets a link of its own when it
+//!   connects, up to [`PEERS_MAX`]; the Raft thread takes it up at its
+//!   next [`Transport::admit_arrivals`].
 //! - At most [`HANDSHAKES_PENDING_MAX`] handshakes run at once, each within
 //!   [`PEER_HELLO_MS_MAX`]: connections past that are closed at once, so
 //!   strangers cannot make a broker hold more than that many sockets.
@@ -99,6 +106,19 @@ pub const PEER_HELLO_MS_MAX: u64 = 5_000;
 pub const HANDSHAKES_PENDING_MAX: usize = 64;
 /// Longest pause between two attempts to reach a peer, ms.
 pub const RECONNECT_MS_MAX: u64 = 1000;
+/// Peers one broker links to, at most: a broker that joined past it is
+/// refused at the handshake's end.
+pub const PEERS_MAX: usize = 256;
+
+/// Which of the peers given at start this broker dials.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Dialling {
+    /// Those with higher ids (the brokers a cluster started with).
+    HigherIds,
+    /// All of them (a broker that joined a running cluster: they were
+    /// there before it, and may not know its address).
+    Every,
+}
 
 /// Messages from a peer, for its groups on this broker.
 #[derive(Debug)]
@@ -131,8 +151,8 @@ type Slot = Arc<Mutex<Option<(u64, OwnedWriteHalf)>>>;
 /// The transport of one broker. See the module documentation.
 ///
 /// Its links are its own (the Raft thread's): sending looks them up with
-/// no lock. A peer added later ([`Transport::add_peer`]) is added here and
-/// to what the acceptor shares.
+/// no lock. A peer that connects unknown is linked by the acceptor in what
+/// it shares, and here once the Raft thread admits it.
 #[derive(Debug)]
 pub struct Transport {
     id: BrokerId,
@@ -153,10 +173,18 @@ struct Shared {
     /// The runtime it started on, where a peer added later gets its
     /// tasks (the Raft thread that adds it is not one of its threads).
     runtime: tokio::runtime::Handle,
-    /// Each known peer's connection slot and liveness, for the acceptor.
-    /// The lock guards map lookups and one insert per peer added; nothing
-    /// waits or does I/O under it.
-    peers: std::sync::Mutex<BTreeMap<BrokerId, Accepted>>,
+    /// Each known peer's connection slot and liveness, for the acceptor,
+    /// and the links of peers that connected unknown, until the Raft
+    /// thread admits them. The lock guards map lookups and one insert per
+    /// peer linked; nothing waits or does I/O under it.
+    peers: std::sync::Mutex<Known>,
+}
+
+/// What the acceptor shares with the Raft thread of the peers.
+#[derive(Debug, Default)]
+struct Known {
+    accepted: BTreeMap<BrokerId, Accepted>,
+    arrivals: Vec<(BrokerId, Link, Arc<Liveness>)>,
 }
 
 /// What the acceptor needs of a known peer.
@@ -167,12 +195,70 @@ struct Accepted {
 }
 
 impl Shared {
-    fn accepted(&self, peer: BrokerId) -> Option<Accepted> {
+    fn known(&self) -> std::sync::MutexGuard<'_, Known> {
         self.peers
             .lock()
             .expect("the peer map's lock is never held across a panic")
-            .get(&peer)
-            .cloned()
+    }
+
+    /// Links `peer`: its queues, writer and liveness; dialled from here
+    /// when `addr` is given. The caller holds `known` and has checked the
+    /// peer is not linked yet.
+    fn link(
+        self: &Arc<Self>,
+        known: &mut Known,
+        me: BrokerId,
+        peer: BrokerId,
+        addr: Option<&str>,
+    ) -> (Link, Arc<Liveness>) {
+        let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
+        let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
+        let slot: Slot = Arc::new(Mutex::new(None));
+        let live = Arc::new(Liveness::new(self.epoch));
+        known.accepted.insert(
+            peer,
+            Accepted {
+                slot: slot.clone(),
+                live: Arc::clone(&live),
+            },
+        );
+        self.runtime
+            .spawn(write_loop(me, peer, urgent_rx, bulk_rx, slot.clone()));
+        if let Some(addr) = addr {
+            self.runtime.spawn(dial_loop(
+                me,
+                peer,
+                addr.to_string(),
+                slot,
+                Reader {
+                    inbound: self.inbound.clone(),
+                    budget: Arc::clone(&self.budget),
+                    live: Arc::clone(&live),
+                },
+                self.identity.clone(),
+            ));
+        }
+        let link = Link {
+            urgent: urgent_tx,
+            bulk: bulk_tx,
+        };
+        (link, live)
+    }
+
+    /// What the acceptor needs of `peer`, an authenticated broker: linked
+    /// now if it was not known (to be admitted by the Raft thread), `None`
+    /// past [`PEERS_MAX`].
+    fn accepted_or_arrived(self: &Arc<Self>, me: BrokerId, peer: BrokerId) -> Option<Accepted> {
+        let mut known = self.known();
+        if let Some(a) = known.accepted.get(&peer) {
+            return Some(a.clone());
+        }
+        if known.accepted.len() >= PEERS_MAX {
+            return None;
+        }
+        let (link, live) = self.link(&mut known, me, peer, None);
+        known.arrivals.push((peer, link, live));
+        known.accepted.get(&peer).cloned()
     }
 }
 
@@ -190,6 +276,7 @@ impl Transport {
         id: BrokerId,
         listener: TcpListener,
         peers: BTreeMap<BrokerId, String>,
+        dialling: Dialling,
         inbound: mpsc::Sender<Inbound>,
         identity: PeerIdentity,
     ) -> Transport {
@@ -199,75 +286,41 @@ impl Transport {
             identity,
             epoch: std::time::Instant::now(),
             runtime: tokio::runtime::Handle::current(),
-            peers: std::sync::Mutex::new(BTreeMap::new()),
+            peers: std::sync::Mutex::new(Known::default()),
         });
-        let mut transport = Transport {
+        let mut links = BTreeMap::new();
+        let mut liveness = BTreeMap::new();
+        {
+            let mut known = shared.known();
+            for (&peer, addr) in peers.iter().filter(|(p, _)| **p != id) {
+                let dial = dialling == Dialling::Every || id < peer;
+                let (link, live) = shared.link(&mut known, id, peer, dial.then_some(addr.as_str()));
+                links.insert(peer, link);
+                liveness.insert(peer, live);
+            }
+        }
+        tokio::spawn(accept_loop(id, listener, Arc::clone(&shared)));
+        Transport {
             id,
-            links: BTreeMap::new(),
-            liveness: BTreeMap::new(),
-            shared: Arc::clone(&shared),
-        };
-        for (&peer, addr) in &peers {
-            transport.add_peer(peer, addr);
-        }
-        tokio::spawn(accept_loop(id, listener, shared));
-        transport
-    }
-
-    /// Adds a link to `peer` at `addr` (a broker that joined the cluster
-    /// since this one started): dials it if its id is higher, accepts it
-    /// otherwise. A peer known already, or this broker, changes nothing.
-    /// May be called from any thread: its tasks run on the transport's
-    /// runtime.
-    pub fn add_peer(&mut self, peer: BrokerId, addr: &str) {
-        if peer == self.id || self.links.contains_key(&peer) {
-            return;
-        }
-        let (urgent_tx, urgent_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
-        let (bulk_tx, bulk_rx) = mpsc::channel(QUEUED_BUNDLES_MAX);
-        let slot: Slot = Arc::new(Mutex::new(None));
-        let live = Arc::new(Liveness::new(self.shared.epoch));
-        self.links.insert(
-            peer,
-            Link {
-                urgent: urgent_tx,
-                bulk: bulk_tx,
-            },
-        );
-        self.liveness.insert(peer, Arc::clone(&live));
-        self.shared
-            .peers
-            .lock()
-            .expect("the peer map's lock is never held across a panic")
-            .insert(
-                peer,
-                Accepted {
-                    slot: slot.clone(),
-                    live: Arc::clone(&live),
-                },
-            );
-        let id = self.id;
-        let runtime = &self.shared.runtime;
-        runtime.spawn(write_loop(id, peer, urgent_rx, bulk_rx, slot.clone()));
-        if id < peer {
-            runtime.spawn(dial_loop(
-                id,
-                peer,
-                addr.to_string(),
-                slot,
-                Reader {
-                    inbound: self.shared.inbound.clone(),
-                    budget: Arc::clone(&self.shared.budget),
-                    live,
-                },
-                self.shared.identity.clone(),
-            ));
+            links,
+            liveness,
+            shared,
         }
     }
 
-    /// Whether `peer` has a link.
-    pub fn has_peer(&self, peer: BrokerId) -> bool {
-        self.links.contains_key(&peer)
+    /// Takes up the links of brokers that connected unknown since the last
+    /// call (brokers that joined the cluster after this one started) and
+    /// returns their ids. The Raft thread calls it every tick.
+    pub fn admit_arrivals(&mut self) -> Vec<BrokerId> {
+        let arrived = std::mem::take(&mut self.shared.known().arrivals);
+        arrived
+            .into_iter()
+            .map(|(peer, link, live)| {
+                self.links.insert(peer, link);
+                self.liveness.insert(peer, live);
+                peer
+            })
+            .collect()
     }
 
     /// Sends every peer a sign of life: an empty frame, unless something
@@ -430,8 +483,9 @@ async fn accept_loop(id: BrokerId, listener: TcpListener, shared: Arc<Shared>) {
         tokio::spawn(async move {
             let _ = stream.set_nodelay(true);
             let identity = &shared.identity;
-            // Only brokers with lower ids dial this one.
-            let dials_me = |b: BrokerId| b < id && shared.accepted(b).is_some();
+            // Any broker but this one may dial it: one that joined since
+            // is linked once it has proved it holds the secret.
+            let dials_me = |b: BrokerId| b != id;
             let me = identity.end(id);
             let shaken = tokio::time::timeout(
                 Duration::from_millis(PEER_HELLO_MS_MAX),
@@ -455,10 +509,10 @@ async fn accept_loop(id: BrokerId, listener: TcpListener, shared: Arc<Shared>) {
                     return;
                 }
             };
-            // Peers are only ever added: one the handshake knew is there.
-            let Accepted { slot, live } = shared
-                .accepted(from)
-                .expect("the handshake accepts only known peers");
+            let Some(Accepted { slot, live }) = shared.accepted_or_arrived(id, from) else {
+                tracing::warn!(peer = %from, %addr, "a broker past the most peers linked; connection closed");
+                return;
+            };
             let (r, w) = stream.into_split();
             *slot.lock().await = Some((generation, w));
             tracing::info!(peer = %from, %addr, "peer connected");

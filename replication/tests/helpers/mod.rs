@@ -162,13 +162,24 @@ pub fn node_with(
     dir: &Path,
     log_config: LogConfig,
 ) -> (Node, ReplicaLogReader) {
+    node_in(GROUP, me, members, dir, log_config)
+}
+
+/// As [`node_with`], the group being `group`.
+pub fn node_in(
+    group: GroupId,
+    me: u64,
+    members: Membership,
+    dir: &Path,
+    log_config: LogConfig,
+) -> (Node, ReplicaLogReader) {
     let mut node = Node::new(
         NodeConfig::new(BrokerId(me)),
         Arc::new(ManualClock::new(1_000_000)),
     );
     let log = node
         .add_group(ReplicaSpec {
-            group: GROUP,
+            group,
             dir,
             log_config,
             fsync: true,
