@@ -32,7 +32,8 @@ struct Cli {
 enum Workload {
     /// Producers only: records/s, MB/s, send-to-ack latency.
     Produce,
-    /// Consumers only, from the start of the topic.
+    /// Consumers only, from the start of the topic: the records it holds
+    /// when they start (or `--messages`, or for `--duration-s`).
     Consume,
     /// Producers and consumers at once: latency from send to arrival.
     E2e,
@@ -63,7 +64,8 @@ struct Flags {
         default_value = "127.0.0.1:9092"
     )]
     bootstrap: String,
-    /// Topic (created when missing).
+    /// Topic (`produce`, `e2e`, `group-join` and `parked-fetch` create it
+    /// when missing; `consume` reads one that exists).
     #[arg(long, global = true, default_value = "rill-bench")]
     topic: String,
     /// Partitions of a created topic.
@@ -75,10 +77,13 @@ struct Flags {
     /// A setting of a created topic, KEY=VALUE (e.g. fsync=false); repeatable.
     #[arg(long = "topic-config", global = true, value_name = "KEY=VALUE")]
     topic_configs: Vec<String>,
-    /// Total records over all producers (or consumed, for `consume`).
+    /// Total records over all producers (or consumed, for `consume`)
+    /// [default: 1000000; for `consume`, what the topic holds when it
+    /// starts].
     #[arg(long, global = true, conflicts_with = "duration_s")]
     messages: Option<u64>,
-    /// Run for this long instead of a record count, seconds.
+    /// Run for this long instead of a record count, seconds [default: 10
+    /// where a count is not used; 20 for `parked-fetch`].
     #[arg(long, global = true)]
     duration_s: Option<u64>,
     /// Bytes per record value.
@@ -184,10 +189,14 @@ fn run() -> anyhow::Result<()> {
                 .with_context(|| format!("--topic-config {c:?} is not KEY=VALUE"))
         })
         .collect::<anyhow::Result<Vec<_>>>()?;
-    let messages = match (f.messages, f.duration_s) {
-        (None, None) => Some(1_000_000),
-        (m, _) => m,
+    let messages = match (f.messages, f.duration_s, cli.workload) {
+        // `consume` counts what the topic holds when it starts.
+        (None, None, Workload::Consume) => None,
+        (None, None, _) => Some(1_000_000),
+        (m, _, _) => m,
     };
+    let held =
+        matches!(cli.workload, Workload::Consume) && f.messages.is_none() && f.duration_s.is_none();
     let options = Options {
         bootstrap: f.bootstrap,
         topic: f.topic,
@@ -211,6 +220,7 @@ fn run() -> anyhow::Result<()> {
         },
         rate_msgs_per_s: f.rate,
         group: f.group,
+        consume_held: held,
     };
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -66,6 +66,9 @@ pub struct Options {
     /// Consumers join this group and read what it assigns them, instead
     /// of splitting the partitions among themselves.
     pub group: Option<String>,
+    /// `consume` reads what the topic holds when it starts (neither a
+    /// count nor a duration given).
+    pub consume_held: bool,
 }
 
 /// Live counters for the progress bar.
@@ -593,11 +596,27 @@ async fn run_consumers(
     Ok(all)
 }
 
+/// The records `topic` holds: its partitions' high watermarks less their
+/// log start offsets.
+async fn held_records(o: &Options) -> Result<u64, ClientError> {
+    let cluster = Cluster::new(&o.bootstrap, "rill-bench")?;
+    let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+    consumer.assign(&o.topic, None, SeekTo::Earliest).await?;
+    let start: u64 = consumer.positions().values().sum();
+    consumer.assign(&o.topic, None, SeekTo::Latest).await?;
+    let end: u64 = consumer.positions().values().sum();
+    Ok(end.saturating_sub(start))
+}
+
 /// `consume`: read the topic from the start; throughput only.
 pub async fn consume(o: &Options, progress: Arc<Progress>) -> Result<Summary, ClientError> {
+    let target = if o.consume_held {
+        Some(held_records(o).await?)
+    } else {
+        o.messages
+    };
     let started = Instant::now();
     let (ready, _) = mpsc::channel(o.consumers.max(1));
-    let target = o.messages;
     let idle = if target.is_some() {
         Duration::from_secs(10)
     } else {

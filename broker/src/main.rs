@@ -22,6 +22,7 @@ use rill_broker::raft::{self, RaftConfig};
 use rill_broker::state::Broker;
 use rill_broker::threads::{self, Tasks, Threads};
 use rill_replication::handshake::{ClusterSecret, PeerIdentity};
+use rill_replication::transport::Dialling;
 use tokio::net::TcpListener;
 
 /// The rill broker.
@@ -48,9 +49,10 @@ struct Args {
     /// entry in --peers].
     #[arg(long)]
     peer_listen: Option<SocketAddr>,
-    /// Every broker of the cluster with its peer address, this one
-    /// included, the same on every broker: ID=HOST:PORT,... [default: this
-    /// broker alone, a cluster of one].
+    /// Every broker the cluster starts with and its peer address, this one
+    /// included, the same on each of them and never changed after (a
+    /// broker added later uses --join): ID=HOST:PORT,... [default: this
+    /// broker alone, a cluster of one, which no broker can join].
     #[arg(long)]
     peers: Option<String>,
     /// Join a running cluster as a new broker, through any of its brokers'
@@ -140,6 +142,12 @@ struct Args {
     /// object per line) for log shippers.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
     log_format: LogFormat,
+    /// The least important lines logged: error, warn, info, debug or
+    /// trace. RUST_LOG, when set, wins and may set levels per module
+    /// (e.g. RUST_LOG=info,raft=info adds raft-rs's per-group lines, which
+    /// are at debug).
+    #[arg(long, value_name = "LEVEL", default_value = "info")]
+    log_level: tracing::Level,
     /// A TOML file with any of: node_id, data_dir, listen, advertised_addr,
     /// peer_listen, peers, join, cluster_secret_file, insecure_peers,
     /// retention_check_ms, message_timestamp_after_max_ms,
@@ -210,8 +218,8 @@ fn run() -> anyhow::Result<()> {
     // threads write what is still queued.
     let mut threads = Threads::default();
     let log_writer = threads.start_log_writer(std::io::stderr())?;
-    let filter =
-        tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into());
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(args.log_level.to_string()));
     match args.log_format {
         LogFormat::Text => tracing_subscriber::fmt()
             .with_env_filter(filter)
@@ -315,31 +323,45 @@ fn run() -> anyhow::Result<()> {
             }
             None => None,
         };
-        // A broker joining a running cluster learns its peers and the
-        // controller's first voters from it (once; kept after).
-        let voters = match (&config.join, config.peer_listen) {
-            (Some(bootstrap), Some(listen)) => {
-                let my_addr = listen.to_string();
-                let joined =
-                    rill_broker::join::join(&config.data_dir, bootstrap, id, &my_addr).await?;
-                config.peers = joined.peers_with(id, &my_addr);
-                joined.first_voters()
-            }
-            _ => config.voters(),
-        };
+        if config.join.is_none()
+            && rill_broker::join::Joined::load(&config.data_dir, id)?.is_some()
+        {
+            anyhow::bail!(
+                "{} holds {}: this broker joined a running cluster; start it with --join as it was started",
+                config.data_dir.display(),
+                rill_broker::join::JOINED_FILE
+            );
+        }
         // Peers first, so votes can flow while replicas recover.
         let (inbound_tx, inbound_rx) = tokio::sync::mpsc::channel(1024);
-        let transport = if config.peers.len() > 1 {
+        let mut voters = config.voters();
+        let transport = if config.peers.len() > 1 || config.join.is_some() {
             let listen = match config.peer_listen {
                 Some(a) => a,
                 None => config.peers[&config.node_id]
                     .parse()
                     .context("this broker's --peers entry is not an IP:PORT to listen on; give --peer-listen")?,
             };
+            // Bound before joining: the cluster records a broker that
+            // can listen where it says.
             let listener = TcpListener::bind(listen)
                 .await
                 .with_context(|| format!("binding the peer listener {listen}"))?;
             tracing::info!("peers on {}", listener.local_addr()?);
+            // A broker joining a running cluster learns its peers and the
+            // controller's first voters from it (once; kept after), and
+            // dials every one of them: they were there first.
+            let dialling = match &config.join {
+                Some(bootstrap) => {
+                    let my_addr = listen.to_string();
+                    let joined =
+                        rill_broker::join::join(&config.data_dir, bootstrap, id, &my_addr).await?;
+                    config.peers = joined.peers_with(id, &my_addr);
+                    voters = joined.first_voters();
+                    Dialling::Every
+                }
+                None => Dialling::HigherIds,
+            };
             let peers = config.peers.clone();
             let book = FilePeerBook::open(
                 &config.data_dir,
@@ -352,7 +374,7 @@ fn run() -> anyhow::Result<()> {
                 cluster: Arc::clone(&cluster),
                 book: Arc::new(book),
             };
-            Some(tasks.start_peer_transport(id, listener, peers, inbound_tx, me))
+            Some(tasks.start_peer_transport(id, listener, peers, dialling, inbound_tx, me))
         } else {
             None
         };

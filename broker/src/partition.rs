@@ -808,6 +808,8 @@ impl Partition {
         }
         if is_leader && !self.leadership.borrow().is_leader {
             crate::metrics::election_won(false);
+            // One line per leader change, on the broker that leads now.
+            tracing::info!(topic = %self.topic, partition = self.index, %term, "leading the partition");
         }
         if let Some(l) = leader {
             let last = self.last_leader.swap(l.get(), Ordering::Relaxed);

@@ -1,6 +1,10 @@
 //! raft-rs logs through `slog`; rill logs through `tracing`. This drain
-//! forwards each raft-rs record as a `tracing` event at the same level,
-//! with its key-value pairs folded into the message.
+//! forwards each raft-rs record as a `tracing` event (target `raft`), with
+//! its key-value pairs folded into the message: warnings and errors at
+//! their level, and raft-rs's info lines at DEBUG: they come per group and
+//! per term (thousands of groups make them nearly all of a broker's log),
+//! and rill logs what an operator needs of them (a leader change, a
+//! membership change) itself. `RUST_LOG=raft=info` brings them back.
 
 use std::fmt::Write as _;
 
@@ -36,8 +40,9 @@ impl slog::Drain for TracingDrain {
                 tracing::error!(target: "raft", "{msg}{}", kv.0)
             }
             slog::Level::Warning => tracing::warn!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Info => tracing::info!(target: "raft", "{msg}{}", kv.0),
-            slog::Level::Debug => tracing::debug!(target: "raft", "{msg}{}", kv.0),
+            slog::Level::Info | slog::Level::Debug => {
+                tracing::debug!(target: "raft", "{msg}{}", kv.0)
+            }
             slog::Level::Trace => tracing::trace!(target: "raft", "{msg}{}", kv.0),
         }
         Ok(())

@@ -69,11 +69,28 @@ pub(super) async fn change_brokers(
         }
         _ => return failed(BrokerError::NoController),
     }
+    if !c.peer_addr.is_empty()
+        && let Err(why) = joinable(broker)
+    {
+        return failed(BrokerError::Refused {
+            code: ErrorCode::InvalidRequest,
+            message: why,
+        });
+    }
     if let Some(command) = command {
         let forward = Request::ChangeBrokers(c.clone());
         // Proposed here, never forwarded: this broker leads.
         if let Err(e) = broker.admin(command, forward, true).await {
             return failed(e);
+        }
+        match c.action {
+            BrokerAction::Remove => {
+                tracing::info!(
+                    broker = c.broker_id,
+                    "broker removed: its replicas move away"
+                )
+            }
+            _ => tracing::info!(broker = c.broker_id, "broker added: it hosts replicas"),
         }
     }
     // Planning walks every partition several times over: thousands of
@@ -108,6 +125,28 @@ pub(super) async fn change_brokers(
         moves,
         stuck: plan.stuck,
     }
+}
+
+/// Whether brokers may join the cluster this broker, the controller's
+/// leader, belongs to: it must have peers (a cluster of one started
+/// without other brokers has no peer listener), each at an address a
+/// joining broker can dial.
+fn joinable(broker: &Broker) -> Result<(), String> {
+    if broker.peers.len() <= 1 {
+        return Err(
+            "this cluster runs as one broker without peers (no --peers naming other \
+                    brokers): it has no peer listener for a broker to join"
+                .into(),
+        );
+    }
+    for (b, addr) in &broker.peers {
+        crate::metadata::validate_peer_addr(addr).map_err(|why| {
+            format!(
+                "broker {b}'s --peers address {addr:?} cannot be given to a joining broker: {why}"
+            )
+        })?;
+    }
+    Ok(())
 }
 
 fn join_failed(e: BrokerError) -> JoinClusterResponse {
@@ -152,12 +191,8 @@ pub(super) async fn join_cluster(
         }
         _ => return join_failed(BrokerError::NoController),
     }
-    if broker.peers.is_empty() {
-        return join_refused(
-            "this cluster is one broker started without --peers: it has no peer listener \
-             to join (start it with --peers naming itself to let brokers join)"
-                .into(),
-        );
+    if let Err(why) = joinable(broker) {
+        return join_refused(why);
     }
     let image = broker.image();
     if image.voters.contains(&id) {
@@ -183,8 +218,17 @@ pub(super) async fn join_cluster(
         {
             return join_failed(e);
         }
+        tracing::info!(broker = %id, peer_addr = %j.peer_addr, "a broker joined the cluster");
     }
     let image = broker.image();
+    // Two brokers may have asked at once with one id: the one recorded
+    // first has it.
+    if image.peer_addrs.get(&id) != Some(&j.peer_addr) {
+        return join_refused(format!(
+            "broker {id} joined the cluster at another address meanwhile: a broker joining \
+             needs an id of its own (--node-id)"
+        ));
+    }
     let mut peers = broker.peers.clone();
     peers.extend(image.peer_addrs.iter().map(|(b, a)| (*b, a.clone())));
     peers.remove(&id);

@@ -2,7 +2,7 @@
 //! JSON object, or a kcat-style template.
 //!
 //! Template tokens: `%t` topic, `%p` partition, `%o` offset, `%k` key, `%v`
-//! value, `%T` timestamp (ms since the epoch), `%h` headers (`k=v`,
+//! value (also `%s`, kcat's name for it), `%T` timestamp (ms since the epoch), `%h` headers (`k=v`,
 //! comma-separated), `%S` value size and `%K` key size (bytes, -1 when
 //! absent), `%%` a `%`; escapes `\n`, `\r`, `\t` and `\\`. A template
 //! prints exactly what it says, so it ends with `\n` to print a line per
@@ -144,7 +144,7 @@ fn parse_template(template: &str) -> Result<Vec<Piece>, String> {
                 Some('p') => Piece::Partition,
                 Some('o') => Piece::Offset,
                 Some('k') => Piece::Key,
-                Some('v') => Piece::Value,
+                Some('v' | 's') => Piece::Value,
                 Some('T') => Piece::Timestamp,
                 Some('h') => Piece::Headers,
                 Some('S') => Piece::ValueSize,
@@ -237,6 +237,7 @@ mod tests {
             b"t/2@7 k=v\x00 1700000000000 [h=x,n=] 2 1 100%\t.\n"
         );
         assert_eq!(printed("%v\\n", ValueFormat::Hex), b"7600\n");
+        assert_eq!(printed("%s", ValueFormat::Text), b"v\x00", "kcat's %s");
         assert_eq!(printed("value", ValueFormat::Base64), b"dgA=\n");
     }
 
