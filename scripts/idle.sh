@@ -39,7 +39,7 @@ BOOT=127.0.0.1:$((RILL_CLUSTER_PORT + 1)),127.0.0.1:$((RILL_CLUSTER_PORT + 2)),1
 
 # Every partition led, by three different brokers in equal shares (±1).
 summary() {
-  "$BIN/rill" --bootstrap "$BOOT" cluster status --format json 2>/dev/null | python3 -c '
+  "$BIN/rill" --bootstrap "$BOOT" cluster status --format json --raft 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 parts = [p for p in s["partitions"] if p.get("topic") == "idle"]

@@ -38,7 +38,7 @@ STORM=(--bootstrap "$BOOT" --topic storm --partitions "$PARTITIONS" --replicatio
 
 # Led and every replica open before anything is measured.
 summary() {
-  "$BIN/rill" --bootstrap "$BOOT" cluster status --format json 2>/dev/null | python3 -c '
+  "$BIN/rill" --bootstrap "$BOOT" cluster status --format json --raft 2>/dev/null | python3 -c '
 import json, sys
 s = json.load(sys.stdin)
 parts = [p for p in s["partitions"] if p.get("topic") == "storm"]

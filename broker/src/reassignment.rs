@@ -459,6 +459,8 @@ mod tests {
                 .iter()
                 .map(|(b, i)| (BrokerId(*b), RaftIndex(*i)))
                 .collect(),
+            log_end_offset: Offset(0),
+            matched_offsets: Vec::new(),
             membership: m,
             membership_index: RaftIndex(7),
             membership_change_pending: false,

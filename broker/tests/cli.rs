@@ -170,7 +170,11 @@ fn cluster_status_reports_brokers_controller_and_partitions() {
         assert!(o.status.success(), "{}", stderr(&o));
     }
 
-    let o = rill(&broker, &["cluster", "status", "--format", "json"], "");
+    let o = rill(
+        &broker,
+        &["cluster", "status", "--format", "json", "--raft"],
+        "",
+    );
     assert!(o.status.success(), "{}", stderr(&o));
     assert_eq!(stdout(&o).lines().count(), 1, "{}", stdout(&o));
     let s: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
@@ -179,8 +183,10 @@ fn cluster_status_reports_brokers_controller_and_partitions() {
         s["brokers"],
         serde_json::json!([{"id": 1, "address": broker.addr.to_string(), "up": true}])
     );
+    // The controller's own group apart, then the topic's partitions in order.
+    assert_eq!(s["controller_group"]["leader"], 1);
+    assert_eq!(s["controller_group"]["group"], 0);
     let partitions = s["partitions"].as_array().unwrap();
-    // The controller's own group first, then the topic's partitions in order.
     let names: Vec<(&str, u64)> = partitions
         .iter()
         .map(|p| {
@@ -190,20 +196,17 @@ fn cluster_status_reports_brokers_controller_and_partitions() {
             )
         })
         .collect();
-    assert_eq!(names, [("", 0), ("events", 0), ("events", 1)]);
-    assert_eq!(partitions[0]["group"], 0);
-    for (p, records) in partitions.iter().zip([None, Some(3), Some(2)]) {
+    assert_eq!(names, [("events", 0), ("events", 1)]);
+    for (p, records) in partitions.iter().zip([3, 2]) {
         assert_eq!(p["leader"], 1, "{p}");
         assert!(p["term"].as_u64().unwrap() >= 1, "{p}");
+        assert_eq!(p["high_watermark"], records, "{p}");
         let commit = p["commit"].as_u64().unwrap();
         assert_eq!(
             p["replicas"],
-            serde_json::json!([{"id": 1, "match": commit, "lag": 0}]),
+            serde_json::json!([{"id": 1, "up": true, "in_sync": true, "lag_records": 0, "match": commit, "lag": 0}]),
             "{p}"
         );
-        if let Some(records) = records {
-            assert_eq!(p["high_watermark"], records, "{p}");
-        }
     }
 
     let o = rill(&broker, &["cluster", "status"], "");
@@ -213,9 +216,12 @@ fn cluster_status_reports_brokers_controller_and_partitions() {
         text.contains(&format!("broker 1  {}  up", broker.addr)),
         "{text}"
     );
-    assert!(text.contains("controller 1\n"), "{text}");
     assert!(
-        text.contains("controller group  group 0  leader 1"),
+        text.contains("controller  leader 1  replicas 1  in sync 1\n"),
+        "{text}"
+    );
+    assert!(
+        !text.contains(" term ") && !text.contains(" commit "),
         "{text}"
     );
     for (partition, records) in [(0, 3), (1, 2)] {
@@ -223,14 +229,19 @@ fn cluster_status_reports_brokers_controller_and_partitions() {
             .lines()
             .find(|l| l.starts_with(&format!("topic events  partition {partition} ")))
             .unwrap_or_else(|| panic!("no line for partition {partition}: {text}"));
-        assert!(line.contains("leader 1  "), "{line}");
-        assert!(
-            line.contains(&format!("high watermark {records}  ")),
-            "{line}"
+        assert_eq!(
+            line,
+            format!(
+                "topic events  partition {partition}  high watermark {records}  leader 1  replicas 1  in sync 1"
+            )
         );
-        assert!(line.contains("replicas 1 (match "), "{line}");
-        assert!(line.ends_with(", lag 0)"), "{line}");
     }
+    let o = rill(&broker, &["cluster", "status", "--raft"], "");
+    assert!(
+        stdout(&o).contains("[raft group 1  term "),
+        "{}",
+        stdout(&o)
+    );
 }
 
 #[test]

@@ -1,6 +1,6 @@
-//! The client protocol's golden bytes: a produce request and a fetch
-//! response written out field by field, records sent without copying, and
-//! error codes that keep their numbers.
+//! The client protocol's golden bytes: a produce request, a fetch
+//! response and a cluster status response written out field by field,
+//! records sent without copying, and error codes that keep their numbers.
 #![allow(clippy::unwrap_used)]
 
 mod common;
@@ -118,6 +118,60 @@ fn a_fetch_response_encodes_to_the_documented_bytes_without_copying_records() {
         parts.iter().any(|p| p.as_ptr() == records.as_ptr()),
         "the records are a shared part, not a copy"
     );
+}
+
+#[test]
+fn a_cluster_status_response_encodes_to_the_documented_bytes() {
+    let resp = Response::ClusterStatus(ClusterStatusResponse {
+        broker_id: 1,
+        controller_id: 1,
+        brokers: vec![],
+        replicas: vec![ReplicaStatus {
+            topic: "t".into(),
+            partition: 0,
+            group: 2,
+            leader: 1,
+            term: 3,
+            commit: 4,
+            last_index: 5,
+            high_watermark: 6,
+            replicas: vec![1],
+            matched: vec![(1, 5)],
+            log_end_offset: 7,
+            matched_offsets: vec![(1, 7)],
+        }],
+    });
+    #[rustfmt::skip]
+    let expected: &[u8] = &[
+        121, 0, 0, 0,           // frame length: 121 bytes follow
+        9, 0, 0, 0,             // correlation id
+        0, 0,                   // error: none
+        1, 0, 0, 0,             // broker 1
+        1, 0, 0, 0,             // controller 1
+        0, 0, 0, 0,             // no brokers
+        1, 0, 0, 0,             // 1 replica
+        1, 0, b't',             // topic
+        0, 0, 0, 0,             // partition 0
+        2, 0, 0, 0, 0, 0, 0, 0, // group
+        1, 0, 0, 0,             // leader
+        3, 0, 0, 0, 0, 0, 0, 0, // term
+        4, 0, 0, 0, 0, 0, 0, 0, // commit
+        5, 0, 0, 0, 0, 0, 0, 0, // last index
+        6, 0, 0, 0, 0, 0, 0, 0, // high watermark
+        1, 0, 0, 0, 1, 0, 0, 0, // replicas [1]
+        1, 0, 0, 0,             // 1 match index
+        1, 0, 0, 0, 5, 0, 0, 0, 0, 0, 0, 0,
+        7, 0, 0, 0, 0, 0, 0, 0, // log end offset
+        1, 0, 0, 0,             // 1 matched offset
+        1, 0, 0, 0, 7, 0, 0, 0, 0, 0, 0, 0,
+    ];
+    assert_eq!(concat(&encode_response(9, &resp)), expected);
+    let (_, decoded) = decode_response(
+        Bytes::copy_from_slice(&expected[4..]),
+        ApiKey::ClusterStatus,
+    )
+    .unwrap();
+    assert_eq!(decoded, Some(resp));
 }
 
 #[test]

@@ -443,7 +443,9 @@ fn response() -> impl Strategy<Value = Response> {
                                 last_index,
                                 high_watermark,
                                 replicas: voters,
-                                matched,
+                                matched: matched.clone(),
+                                log_end_offset: high_watermark.wrapping_add(commit),
+                                matched_offsets: matched,
                             },
                         )
                         .collect(),

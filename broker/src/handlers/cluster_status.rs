@@ -57,6 +57,12 @@ pub(super) async fn cluster_status(broker: &Arc<Broker>) -> ClusterStatusRespons
                     .iter()
                     .map(|(b, i)| (b.get() as u32, i.get()))
                     .collect(),
+                log_end_offset: g.log_end_offset.get(),
+                matched_offsets: g
+                    .matched_offsets
+                    .iter()
+                    .map(|(b, o)| (b.get() as u32, o.get()))
+                    .collect(),
             }
         })
         .collect();

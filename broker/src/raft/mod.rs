@@ -531,7 +531,7 @@ impl RaftLoop {
                     let groups = self
                         .node
                         .groups()
-                        .filter_map(|g| self.node.status(g))
+                        .filter_map(|g| self.node.status_with_offsets(g))
                         .collect();
                     self.published.status.send_replace(Arc::new(StatusReport {
                         controller: self.node.leader(GroupId::CONTROLLER),

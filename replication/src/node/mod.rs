@@ -318,6 +318,12 @@ pub struct GroupStatus {
     pub high_watermark: Offset,
     /// On the leader: each member's match index (learners' too).
     pub matched: Vec<(BrokerId, RaftIndex)>,
+    /// On the leader, and only from [`Node::status_with_offsets`]: the
+    /// offset after its last record (0 otherwise).
+    pub log_end_offset: Offset,
+    /// On the leader, and only from [`Node::status_with_offsets`]: each
+    /// member's offset after the last record it has.
+    pub matched_offsets: Vec<(BrokerId, Offset)>,
     /// The membership as of the last membership change applied here.
     pub membership: Membership,
     /// The Raft index of that change (0: the group's first membership).
@@ -694,6 +700,28 @@ impl Node {
         }
     }
 
+    /// As [`Node::status`], with the leader's log end offset and each
+    /// member's matched offset, for lags in records. Reads one entry's
+    /// header from the log per member: for operators' reports, not for
+    /// every round.
+    pub fn status_with_offsets(&self, group: GroupId) -> Option<GroupStatus> {
+        let mut status = self.status(group)?;
+        if status.matched.is_empty() {
+            return Some(status);
+        }
+        let store = self.groups.get(&group)?.raw.store();
+        let offset = |index: RaftIndex| store.next_offset_after(index).ok();
+        if let Some(end) = offset(status.last_index) {
+            status.log_end_offset = end;
+            status.matched_offsets = status
+                .matched
+                .iter()
+                .filter_map(|(b, i)| offset(*i).map(|o| (*b, o)))
+                .collect();
+        }
+        Some(status)
+    }
+
     /// The group's state here.
     pub fn status(&self, group: GroupId) -> Option<GroupStatus> {
         let r = self.groups.get(&group)?;
@@ -717,6 +745,8 @@ impl Node {
             last_index: RaftIndex(raft.raft_log.last_index()),
             high_watermark: r.high_watermark,
             matched,
+            log_end_offset: Offset(0),
+            matched_offsets: Vec::new(),
             membership: r.raw.store().state().membership.clone(),
             membership_index: r.raw.store().state().membership_index,
             membership_change_pending: raft.has_pending_conf(),

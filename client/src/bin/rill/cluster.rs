@@ -26,13 +26,18 @@ use crate::DescribeFormat;
 #[derive(Debug, Subcommand)]
 pub(crate) enum ClusterCommand {
     /// Ask every broker how replication stands: which brokers are up, the
-    /// controller, and per partition (and for the controller's own group,
-    /// topic "" in JSON) the leader, term, commit index, high watermark and
-    /// each replica's match index and lag as the leader reports them.
+    /// controller, and per partition the leader, the replicas, which are
+    /// in sync (have everything committed) and how many records the
+    /// others lag. Exits 1 when a broker is down or a partition has no
+    /// leader.
     Status {
         /// Output format.
         #[arg(long, value_enum, default_value_t = DescribeFormat::Text)]
         format: DescribeFormat,
+        /// Also show Raft's view: each group's term, commit index and each
+        /// replica's match index.
+        #[arg(long)]
+        raft: bool,
     },
     /// Whether the cluster is healthy: every broker up, a controller, no
     /// partition without a leader, none under-replicated (a replica down,
@@ -102,6 +107,17 @@ struct ReplicaView {
     matched: Option<u64>,
     /// The leader's last index minus the match index.
     lag: Option<u64>,
+    /// Records it lacks of the leader's log; unknown without a leader's
+    /// report.
+    lag_records: Option<u64>,
+}
+
+impl ReplicaView {
+    /// Whether it has everything the leader has committed (Kafka's
+    /// in-sync replica, judged by position rather than time).
+    fn in_sync(&self, commit: u64) -> bool {
+        self.matched.is_some_and(|m| m >= commit)
+    }
 }
 
 /// One partition (or the controller's group) merged from every report.
@@ -176,10 +192,17 @@ fn merge_partitions(reports: &[&ClusterStatusResponse]) -> Vec<PartitionView> {
                 .map(|id| {
                     let matched = leader
                         .and_then(|_| r.matched.iter().find(|(b, _)| *b == id).map(|(_, i)| *i));
+                    let offset = leader.and_then(|_| {
+                        r.matched_offsets
+                            .iter()
+                            .find(|(b, _)| *b == id)
+                            .map(|(_, o)| *o)
+                    });
                     ReplicaView {
                         id,
                         matched,
                         lag: matched.map(|m| r.last_index.saturating_sub(m)),
+                        lag_records: offset.map(|o| r.log_end_offset.saturating_sub(o)),
                     }
                 })
                 .collect();
@@ -275,16 +298,24 @@ async fn gather(cluster: Arc<Cluster>) -> anyhow::Result<Gathered> {
     })
 }
 
-/// `rill cluster status`: every broker's report, merged and printed.
+/// `rill cluster status`: every broker's report, merged and printed in
+/// user terms (leaders, in-sync replicas, lag in records), with Raft's
+/// details (term, commit, match indexes) only with `raft`. Returns the
+/// exit code: 1 when a broker is down or a partition (or the controller)
+/// has no leader.
 pub(crate) async fn cluster_status(
     cluster: Arc<Cluster>,
     format: DescribeFormat,
-) -> anyhow::Result<()> {
+    raft: bool,
+) -> anyhow::Result<i32> {
     let Gathered {
         brokers,
         partitions,
         controller,
     } = gather(cluster).await?;
+    let is_up = |id: u32| brokers.get(&id).is_some_and(|b| b.status.is_ok());
+    let (group, topics): (Vec<&PartitionView>, Vec<&PartitionView>) =
+        partitions.iter().partition(|p| p.topic.is_empty());
     match format {
         DescribeFormat::Json => {
             let brokers: Vec<_> = brokers
@@ -297,32 +328,47 @@ pub(crate) async fn cluster_status(
                     })
                 })
                 .collect();
-            let partitions: Vec<_> = partitions
-                .iter()
-                .map(|p| {
-                    let replicas: Vec<_> = p
-                        .replicas
-                        .iter()
-                        .map(|r| serde_json::json!({"id": r.id, "match": r.matched, "lag": r.lag}))
-                        .collect();
-                    serde_json::json!({
-                        "topic": p.topic,
-                        "partition": p.partition,
-                        "group": p.group,
-                        "leader": p.leader,
-                        "term": p.term,
-                        "commit": p.commit,
-                        "high_watermark": p.high_watermark,
-                        "replicas": replicas,
+            let describe = |p: &PartitionView| {
+                let replicas: Vec<_> = p
+                    .replicas
+                    .iter()
+                    .map(|r| {
+                        let mut o = serde_json::json!({
+                            "id": r.id,
+                            "up": is_up(r.id),
+                            "in_sync": p.leader.map(|_| r.in_sync(p.commit)),
+                            "lag_records": r.lag_records,
+                        });
+                        if raft {
+                            o["match"] = serde_json::json!(r.matched);
+                            o["lag"] = serde_json::json!(r.lag);
+                        }
+                        o
                     })
-                })
-                .collect();
+                    .collect();
+                let mut o = serde_json::json!({
+                    "leader": p.leader,
+                    "replicas": replicas,
+                });
+                if !p.topic.is_empty() {
+                    o["topic"] = serde_json::json!(p.topic);
+                    o["partition"] = serde_json::json!(p.partition);
+                    o["high_watermark"] = serde_json::json!(p.high_watermark);
+                }
+                if raft {
+                    o["group"] = serde_json::json!(p.group);
+                    o["term"] = serde_json::json!(p.term);
+                    o["commit"] = serde_json::json!(p.commit);
+                }
+                o
+            };
             println!(
                 "{}",
                 serde_json::json!({
                     "controller": controller,
+                    "controller_group": group.first().map(|p| describe(p)),
                     "brokers": brokers,
-                    "partitions": partitions,
+                    "partitions": topics.iter().map(|p| describe(p)).collect::<Vec<_>>(),
                 })
             );
         }
@@ -334,43 +380,103 @@ pub(crate) async fn cluster_status(
                     Err(e) => println!("broker {id}  {}  down ({e})", b.address),
                 }
             }
-            println!("controller {}", or_none(controller));
-            for p in &partitions {
-                let name = if p.topic.is_empty() {
-                    "controller group".to_string()
-                } else {
-                    format!("topic {}  partition {}", p.topic, p.partition)
+            let line = |name: String, p: &PartitionView| {
+                let list = |ids: Vec<u32>| {
+                    if ids.is_empty() {
+                        "none".to_string()
+                    } else {
+                        ids.iter().map(u32::to_string).collect::<Vec<_>>().join(" ")
+                    }
                 };
-                let replicas = p
-                    .replicas
-                    .iter()
-                    .map(|r| {
-                        let down = if brokers.get(&r.id).is_none_or(|b| b.status.is_err()) {
-                            "down, "
-                        } else {
-                            ""
-                        };
-                        match (r.matched, r.lag) {
-                            (Some(m), Some(lag)) => {
-                                format!("{} ({down}match {m}, lag {lag})", r.id)
-                            }
-                            _ => format!("{} ({down}match unknown)", r.id),
-                        }
-                    })
-                    .collect::<Vec<_>>()
-                    .join(", ");
-                println!(
-                    "{name}  group {}  leader {}  term {}  commit {}  high watermark {}  replicas {replicas}",
-                    p.group,
+                let mut text = format!(
+                    "{name}  leader {}  replicas {}",
                     or_none(p.leader),
-                    p.term,
-                    p.commit,
-                    p.high_watermark
+                    list(p.replicas.iter().map(|r| r.id).collect())
                 );
+                if p.leader.is_some() {
+                    let (in_sync, lagging): (Vec<&ReplicaView>, Vec<&ReplicaView>) =
+                        p.replicas.iter().partition(|r| r.in_sync(p.commit));
+                    text += &format!("  in sync {}", list(in_sync.iter().map(|r| r.id).collect()));
+                    if !lagging.is_empty() {
+                        let behind = lagging
+                            .iter()
+                            .map(|r| {
+                                let records =
+                                    r.lag_records.map_or("lag unknown".to_string(), |n| {
+                                        format!(
+                                            "{n} record{} behind",
+                                            if n == 1 { "" } else { "s" }
+                                        )
+                                    });
+                                let down = if is_up(r.id) { "" } else { ", down" };
+                                format!("{} ({records}{down})", r.id)
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", ");
+                        text += &format!("  lagging {behind}");
+                    }
+                }
+                if raft {
+                    let matched = p
+                        .replicas
+                        .iter()
+                        .map(|r| match (r.matched, r.lag) {
+                            (Some(m), Some(lag)) => format!("{}:{m} (lag {lag})", r.id),
+                            _ => format!("{}:unknown", r.id),
+                        })
+                        .collect::<Vec<_>>()
+                        .join(" ");
+                    text += &format!(
+                        "  [raft group {}  term {}  commit {}  match {matched}]",
+                        p.group, p.term, p.commit
+                    );
+                }
+                text
+            };
+            match group.first() {
+                Some(p) => println!("{}", line("controller".to_string(), p)),
+                None => println!("controller  leader {}", or_none(controller)),
+            }
+            for p in &topics {
+                let name = format!(
+                    "topic {}  partition {}  high watermark {}",
+                    p.topic, p.partition, p.high_watermark
+                );
+                println!("{}", line(name, p));
             }
         }
     }
-    Ok(())
+    let down: Vec<u32> = brokers
+        .iter()
+        .filter(|(_, b)| b.status.is_err())
+        .map(|(id, _)| *id)
+        .collect();
+    let leaderless = partitions.iter().filter(|p| p.leader.is_none()).count();
+    if down.is_empty() && leaderless == 0 && controller.is_some() {
+        return Ok(0);
+    }
+    let mut why = Vec::new();
+    if !down.is_empty() {
+        why.push(format!(
+            "broker{} {} down",
+            if down.len() == 1 { "" } else { "s" },
+            down.iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    if leaderless > 0 {
+        why.push(format!("{leaderless} without a leader"));
+    }
+    if controller.is_none() {
+        why.push("no controller".into());
+    }
+    eprintln!(
+        "rill: not every broker is up and every partition led: {}",
+        why.join("; ")
+    );
+    Ok(1)
 }
 
 /// What `rill cluster health` found wrong; healthy when all is empty.
@@ -556,6 +662,7 @@ mod tests {
                     id: i as u32 + 1,
                     matched: *m,
                     lag: None,
+                    lag_records: None,
                 })
                 .collect(),
         }
@@ -614,6 +721,8 @@ mod tests {
             high_watermark: 5,
             replicas: vec![1, 2, 3],
             matched: matched.to_vec(),
+            log_end_offset: 0,
+            matched_offsets: Vec::new(),
         }
     }
 

@@ -122,8 +122,8 @@ async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Consume(args) => consume::consume(cluster, args).await.map(|()| 0),
         Command::Group { command } => group::group(cluster, command).await.map(|()| 0),
         Command::Cluster {
-            command: ClusterCommand::Status { format },
-        } => cluster::cluster_status(cluster, format).await.map(|()| 0),
+            command: ClusterCommand::Status { format, raft },
+        } => cluster::cluster_status(cluster, format, raft).await,
         Command::Cluster {
             command: ClusterCommand::Health { format },
         } => cluster::cluster_health(cluster, format).await,

@@ -87,6 +87,11 @@ pub struct ClusterStatusResponse {
 }
 
 /// One replica's replication state, as the broker holding it sees it.
+///
+/// Wire layout: `topic string`, `partition u32`, `group u64`, `leader
+/// i32`, `term u64`, `commit u64`, `last_index u64`, `high_watermark
+/// u64`, `replicas [u32]`, `matched [broker u32, index u64]`,
+/// `log_end_offset u64`, `matched_offsets [broker u32, offset u64]`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ReplicaStatus {
     /// The topic (empty for the controller's own group).
@@ -109,6 +114,11 @@ pub struct ReplicaStatus {
     pub replicas: Vec<u32>,
     /// On the leader: each voter's match index (how far it has the log).
     pub matched: Vec<(u32, u64)>,
+    /// On the leader: the offset after its last record (0 elsewhere).
+    pub log_end_offset: u64,
+    /// On the leader: each member's offset after the last record it has,
+    /// so its lag in records is `log_end_offset` less it.
+    pub matched_offsets: Vec<(u32, u64)>,
 }
 
 /// One API and the versions spoken.
@@ -435,6 +445,11 @@ impl Response {
                         w.u32(*b);
                         w.u64(*i);
                     });
+                    w.u64(r.log_end_offset);
+                    w.array(&r.matched_offsets, |w, (b, o)| {
+                        w.u32(*b);
+                        w.u64(*o);
+                    });
                 });
             }
             Response::FindCoordinator(f) => f.encode(w),
@@ -553,7 +568,7 @@ impl Response {
                 broker_id: r.u32("broker id")?,
                 controller_id: r.i32("controller id")?,
                 brokers: r.array("brokers", 4 + MIN_STRING + 2, read_broker)?,
-                replicas: r.array("replicas", MIN_STRING + 56, |r| {
+                replicas: r.array("replicas", MIN_STRING + 68, |r| {
                     Ok(ReplicaStatus {
                         topic: r.string("topic name")?,
                         partition: r.u32("partition")?,
@@ -566,6 +581,10 @@ impl Response {
                         replicas: r.array("replicas", 4, |r| r.u32("replica"))?,
                         matched: r.array("matched", 12, |r| {
                             Ok((r.u32("broker")?, r.u64("match index")?))
+                        })?,
+                        log_end_offset: r.u64("log end offset")?,
+                        matched_offsets: r.array("matched offsets", 12, |r| {
+                            Ok((r.u32("broker")?, r.u64("matched offset")?))
                         })?,
                     })
                 })?,
