@@ -22,6 +22,7 @@ mod encoding;
 mod group;
 mod output;
 mod produce;
+mod status;
 mod topic;
 
 use clap::{Parser, Subcommand, ValueEnum};
