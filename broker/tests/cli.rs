@@ -257,3 +257,67 @@ fn cluster_status_without_a_reachable_broker_fails_with_one_line() {
     assert_eq!(stderr(&o).lines().count(), 1, "{}", stderr(&o));
     assert!(stderr(&o).contains("127.0.0.1:1"), "{}", stderr(&o));
 }
+
+#[test]
+fn topics_are_listed_with_their_shape_and_described_or_deleted_several_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = broker_with_events_topic(dir.path());
+    let o = rill(
+        &broker,
+        &["topic", "create", "logs", "--config", "retention.ms=60000"],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert_eq!(stderr(&o), "created topic logs with 1 partition\n");
+
+    let o = rill(&broker, &["topic", "list", "--format", "json"], "");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let list: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    assert_eq!(
+        list,
+        serde_json::json!([
+            {"name": "events", "partitions": 2, "replication_factor": 1, "configs": {}},
+            {"name": "logs", "partitions": 1, "replication_factor": 1, "configs": {"retention.ms": "60000"}},
+        ])
+    );
+
+    let o = rill(
+        &broker,
+        &["topic", "describe", "events", "logs", "--format", "json"],
+        "",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let described: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(described.len(), 2);
+    assert_eq!(described[0]["topic"], "events");
+    assert_eq!(described[1]["topic"], "logs");
+    let p = &described[1]["partitions"][0];
+    assert_eq!(p["leader"], 1);
+    assert_eq!(p["in_sync"], serde_json::json!([1]));
+    assert_eq!(p["offline"], serde_json::json!([]));
+    assert!(p["leader_epoch"].as_u64().unwrap() >= 1, "{p}");
+    let text = stdout(&rill(&broker, &["topic", "describe", "logs"], ""));
+    assert!(
+        text.contains("replicas 1  in sync 1  log start 0"),
+        "{text}"
+    );
+    assert!(text.contains("retention.ms = 60000  (set)"), "{text}");
+
+    let o = rill(&broker, &["topic", "delete", "events", "nope", "logs"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("deleted topic events"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(stderr(&o).contains("deleted topic logs"), "{}", stderr(&o));
+    assert!(
+        stderr(&o).contains("1 of 3 topics not deleted: nope"),
+        "{}",
+        stderr(&o)
+    );
+    assert_eq!(stdout(&rill(&broker, &["topic", "list"], "")), "");
+}

@@ -62,3 +62,85 @@ fn status_exits_1_with_a_broker_down_and_counts_what_its_replicas_lack_in_record
         "{line}"
     );
 }
+
+/// `rill topic describe T --format json` as JSON, from the brokers up.
+fn describe_json(c: &TestCluster, topic: &str) -> serde_json::Value {
+    let o = run_rill(
+        &c.bootstrap(),
+        &["topic", "describe", topic, "--format", "json"],
+        "",
+    );
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
+#[test]
+fn describe_shows_offline_replicas_and_keeps_the_epoch_of_a_partition_without_a_leader() {
+    let mut c = TestCluster::start(3);
+    let o = run_rill(
+        &c.bootstrap(),
+        &[
+            "topic",
+            "create",
+            "d",
+            "--partitions",
+            "2",
+            "--replication-factor",
+            "3",
+        ],
+        "",
+    );
+    // Answered once every partition is led.
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stderr),
+        "created topic d with 2 partitions\n"
+    );
+    let d = describe_json(&c, "d");
+    for p in d["partitions"].as_array().unwrap() {
+        assert!(p["leader"].as_u64().is_some(), "{p}");
+        assert_eq!(p["offline"], serde_json::json!([]), "{p}");
+    }
+    c.wait_for("every replica in sync", 60, |c| {
+        describe_json(c, "d")["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["in_sync"].as_array().is_some_and(|s| s.len() == 3))
+    });
+
+    c.kill(3);
+    c.wait_for("broker 3's replicas offline and out of sync", 60, |c| {
+        describe_json(c, "d")["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| {
+                p["offline"] == serde_json::json!([3])
+                    && p["leader"].as_u64().is_some_and(|l| l != 3)
+            })
+    });
+
+    // Broker 1 alone: no partition has a quorum, so none keeps a leader,
+    // and each still shows the epoch its replica is at.
+    c.kill(2);
+    c.wait_for("no partition led", 60, |c| {
+        describe_json(c, "d")["partitions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|p| p["leader"].is_null())
+    });
+    for p in describe_json(&c, "d")["partitions"].as_array().unwrap() {
+        assert!(p["leader_epoch"].as_u64().unwrap() >= 1, "{p}");
+        assert_eq!(p["offline"], serde_json::json!([2, 3]), "{p}");
+        assert!(p["in_sync"].is_null(), "{p}");
+    }
+    let o = run_rill(&c.bootstrap(), &["cluster", "status"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&o.stderr).contains("without a leader"),
+        "{}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+}

@@ -34,6 +34,10 @@ pub struct Admin {
     cluster: Arc<Cluster>,
 }
 
+/// Topics whose settings one request asks for, at most (well under a
+/// broker's `metadata_max_topics`).
+pub const CONFIGS_PER_REQUEST: usize = 100;
+
 /// What is left of the time until `deadline`.
 pub(super) fn left(deadline: Instant) -> Duration {
     deadline.saturating_duration_since(Instant::now())
@@ -70,6 +74,11 @@ impl Admin {
     /// Administration through `cluster`.
     pub fn new(cluster: Arc<Cluster>) -> Admin {
         Admin { cluster }
+    }
+
+    /// The cluster it talks to.
+    pub fn cluster(&self) -> &Arc<Cluster> {
+        &self.cluster
     }
 
     /// Creates a topic.
@@ -206,6 +215,32 @@ impl Admin {
             },
             _ => Err(ClientError::code(ErrorCode::Unknown)),
         }
+    }
+
+    /// The settings of each of `names` that exists, by name, asked
+    /// [`CONFIGS_PER_REQUEST`] topics at a time.
+    pub async fn describe_topics_configs(
+        &self,
+        names: &[String],
+    ) -> Result<std::collections::BTreeMap<String, Vec<ConfigEntry>>, ClientError> {
+        let timeout = Duration::from_millis(ADMIN_TIMEOUT_MS);
+        let mut all = std::collections::BTreeMap::new();
+        for chunk in names.chunks(CONFIGS_PER_REQUEST) {
+            let request = Request::DescribeTopicConfigs(DescribeTopicConfigsRequest {
+                names: chunk.to_vec(),
+            });
+            let Response::DescribeTopicConfigs(d) = self.cluster.any(request, timeout).await?
+            else {
+                return Err(ClientError::code(ErrorCode::Unknown));
+            };
+            all.extend(
+                d.topics
+                    .into_iter()
+                    .filter(|t| t.error.is_ok())
+                    .map(|t| (t.name, t.configs)),
+            );
+        }
+        Ok(all)
     }
 
     /// Every topic's name, sorted.
