@@ -20,7 +20,9 @@ use rill_replication::{BrokerId, ReplicationError};
 pub enum BrokerError {
     /// No broker is known to lead the controller group (or the Raft thread
     /// has stopped): the client retries later.
-    #[error("no controller is known yet; retry")]
+    #[error(
+        "no controller leader is known: a majority of the controller's brokers must be up and reach each other (rill cluster status shows which are down)"
+    )]
     NoController,
     /// Another broker leads the controller, and the Raft thread sent it
     /// this broker's registration over the authenticated peer connection:
@@ -39,7 +41,9 @@ pub enum BrokerError {
     },
     /// Forwarding a request to the controller failed on the way: no
     /// connection, or no answer in time.
-    #[error("controller at {addr}: {error}")]
+    #[error(
+        "the controller's leader at {addr} cannot be reached ({error}): another is elected once a majority of the controller's brokers are up and reach each other"
+    )]
     Forward {
         /// The controller's client address.
         addr: String,
@@ -133,7 +137,7 @@ mod tests {
             (
                 BrokerError::NoController,
                 ErrorCode::NotController,
-                "no controller is known yet; retry",
+                "no controller leader is known: a majority of the controller's brokers must be up and reach each other (rill cluster status shows which are down)",
             ),
             (
                 BrokerError::RegistrationSent {
@@ -155,7 +159,7 @@ mod tests {
                     error: ClientError::Closed { addr: "h:1".into() },
                 },
                 ErrorCode::NotController,
-                "controller at h:1: connection to h:1 closed",
+                "the controller's leader at h:1 cannot be reached (connection to h:1 closed): another is elected once a majority of the controller's brokers are up and reach each other",
             ),
             (
                 BrokerError::EmptyAnswer,

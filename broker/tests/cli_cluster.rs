@@ -144,3 +144,65 @@ fn describe_shows_offline_replicas_and_keeps_the_epoch_of_a_partition_without_a_
         String::from_utf8_lossy(&o.stderr)
     );
 }
+
+#[test]
+fn a_partition_without_a_leader_fails_produce_and_consume_within_their_timeouts_naming_it() {
+    let mut c = TestCluster::start(3);
+    c.create_topic("l", 1);
+    c.wait_for("a healthy cluster", 60, TestCluster::healthy);
+    c.kill(2);
+    c.kill(3);
+    c.wait_for("the partition without a leader", 60, |c| {
+        describe_json(c, "l")["partitions"][0]["leader"].is_null()
+    });
+    // Before, a 1 s timeout waited 30 s and named no partition; the bound
+    // below is a quarter of that, not a benchmark.
+    let started = std::time::Instant::now();
+    let produce = run_rill(
+        &c.bootstrap(),
+        &["produce", "l", "--delivery-timeout-ms", "1000"],
+        "x\n",
+    );
+    let produce_took = started.elapsed();
+    let started = std::time::Instant::now();
+    let consume = run_rill(
+        &c.bootstrap(),
+        &["consume", "l", "--timeout-ms", "1000"],
+        "",
+    );
+    let consume_took = started.elapsed();
+    for (o, took) in [(&produce, produce_took), (&consume, consume_took)] {
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.contains("partition 0"), "{err}");
+        assert!(
+            took < std::time::Duration::from_secs(8),
+            "took {took:?}: {err}"
+        );
+    }
+}
+
+#[test]
+fn a_controller_without_a_majority_is_named_and_the_timeout_kept() {
+    let mut c = TestCluster::start(3);
+    c.kill(2);
+    c.kill(3);
+    let started = std::time::Instant::now();
+    let o = run_rill(
+        &c.bootstrap(),
+        &["topic", "create", "x", "--timeout-ms", "2000"],
+        "",
+    );
+    let took = started.elapsed();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    // Whether broker 1 still takes a killed broker for the controller's
+    // leader or already knows it has none, it says a majority is missing.
+    assert!(
+        err.contains("a majority of the controller's brokers"),
+        "{err}"
+    );
+    // Before, it waited 30 s whatever it was told; the bound is a quarter
+    // of that, not a benchmark.
+    assert!(took < std::time::Duration::from_secs(8), "took {took:?}");
+}

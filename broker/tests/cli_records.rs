@@ -322,3 +322,46 @@ fn a_topic_that_does_not_exist_fails_at_once_naming_it() {
     }
     assert!(took < Duration::from_secs(5), "took {took:?}");
 }
+
+#[test]
+fn errors_give_the_limit_or_the_range_that_was_passed() {
+    let dir = tempfile::tempdir().unwrap();
+    let broker = BrokerProcess::start(dir.path());
+    ok(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "small",
+            "--config",
+            "max.message.bytes=2000",
+        ],
+        "",
+    );
+    ok(&broker, &["produce", "small"], "ok\n");
+    // Batched with a small one, the large record is the one named.
+    let o = run_rill(
+        &broker.addr.to_string(),
+        &["produce", "small"],
+        format!("ok\n{}\n", "a".repeat(5000)),
+    );
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(
+        err.contains("topic \"small\" partition 0: the record on line 2 (5000 bytes of value"),
+        "{err}"
+    );
+    assert!(err.contains("max.message.bytes = 2000"), "{err}");
+    assert!(err.contains("not acknowledged"), "{err}");
+
+    let o = run_rill(
+        &broker.addr.to_string(),
+        &["consume", "small", "-o", "99", "--timeout-ms", "500"],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert_eq!(
+        stderr(&o),
+        "rill: offset 99 is out of range for topic \"small\" partition 0: its log starts at offset 0 and the next record will be offset 1; use -o earliest, -o latest or -o -N\n"
+    );
+}

@@ -224,15 +224,25 @@ impl Cluster {
             .collect();
         addrs.extend(self.bootstrap.iter().cloned());
         addrs.retain(|a| Some(a.as_str()) != skip);
+        // What a broker answered says more than a broker that could not
+        // be reached (a controller without a majority, rather than one
+        // refused connection): an answer's error is kept over those.
         let mut last = ClientError::Invalid("no broker address".into());
+        let keep = |e: ClientError, last: &mut ClientError| {
+            if matches!(e, ClientError::Broker { .. })
+                || !matches!(last, ClientError::Broker { .. })
+            {
+                *last = e;
+            }
+        };
         for addr in addrs {
             match self.connection(&addr).await {
                 Ok(c) => match c.request(request.clone(), timeout).await {
                     Ok(r) => return Ok(r),
-                    Err(e) if e.is_retriable() => last = e,
+                    Err(e) if e.is_retriable() => keep(e, &mut last),
                     Err(e) => return Err(e),
                 },
-                Err(e) => last = e,
+                Err(e) => keep(e, &mut last),
             }
         }
         Err(last)

@@ -53,6 +53,29 @@ pub enum ClientError {
     /// The topic does not exist.
     #[error("topic {0:?} does not exist")]
     UnknownTopic(String),
+    /// An admin request got no answer from the controller for as long as
+    /// the caller would wait.
+    #[error(
+        "no controller answered within {waited_ms} ms: a majority of the controller's brokers must be up and reach each other (last: {last})"
+    )]
+    ControllerUnanswered {
+        /// How long it was waited for, ms.
+        waited_ms: u64,
+        /// The last error met.
+        last: String,
+    },
+    /// No broker led the partition for as long as the caller would wait.
+    #[error(
+        "topic {topic:?} partition {partition} has no leader this client could reach (waited {waited_ms} ms): it serves again once a majority of its replicas is up"
+    )]
+    NoLeader {
+        /// The topic.
+        topic: String,
+        /// The partition.
+        partition: u32,
+        /// How long it was waited for, ms.
+        waited_ms: u64,
+    },
     /// The consumer group does not exist: it has neither members nor
     /// committed offsets.
     #[error("group {0:?} does not exist")]

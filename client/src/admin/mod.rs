@@ -32,6 +32,9 @@ pub const ADMIN_RETRY_MS_MAX: u64 = 1_000;
 #[derive(Debug, Clone)]
 pub struct Admin {
     cluster: Arc<Cluster>,
+    /// How long a topic change is retried, ms (default
+    /// [`ADMIN_TIMEOUT_MS`]).
+    timeout_ms: u64,
 }
 
 /// Topics whose settings one request asks for, at most (well under a
@@ -73,7 +76,16 @@ fn first_result(r: Response) -> Result<(), ClientError> {
 impl Admin {
     /// Administration through `cluster`.
     pub fn new(cluster: Arc<Cluster>) -> Admin {
-        Admin { cluster }
+        Admin {
+            cluster,
+            timeout_ms: ADMIN_TIMEOUT_MS,
+        }
+    }
+
+    /// The same, retrying topic changes (create, delete, alter) for up to
+    /// `timeout_ms` instead of [`ADMIN_TIMEOUT_MS`].
+    pub fn with_timeout_ms(self, timeout_ms: u64) -> Admin {
+        Admin { timeout_ms, ..self }
     }
 
     /// The cluster it talks to.
@@ -96,7 +108,7 @@ impl Admin {
                 replication_factor,
                 configs,
             }],
-            timeout_ms: ADMIN_TIMEOUT_MS as u32,
+            timeout_ms: u32::try_from(self.timeout_ms).unwrap_or(u32::MAX),
         });
         // A create that went through before a retry is not taken for
         // success: another client may have made a topic of that name.
@@ -105,7 +117,7 @@ impl Admin {
 
     /// Sends an admin request to any broker (which forwards it to the
     /// controller), retrying retriable errors (no controller yet, a broker
-    /// down) for up to [`ADMIN_TIMEOUT_MS`].
+    /// down) for up to its timeout ([`ADMIN_TIMEOUT_MS`] by default).
     ///
     /// A retriable error can hide a request that went through (the
     /// controller committed it, then lost its leadership before it could
@@ -117,14 +129,33 @@ impl Admin {
         request: Request,
         done: Option<ErrorCode>,
     ) -> Result<(), ClientError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(ADMIN_TIMEOUT_MS);
+        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.timeout_ms);
         let mut pause_ms = 50;
         let mut maybe_applied = false;
+        // The last error a broker answered: what a try that then reached
+        // no broker in time is reported as (a controller without a
+        // majority, rather than a refused connection).
+        let mut answered: Option<ClientError> = None;
         loop {
             let left = deadline.saturating_duration_since(tokio::time::Instant::now());
             let outcome = match self.cluster.any(request.clone(), left).await {
                 Ok(r) => first_result(r),
                 Err(e) => Err(e),
+            };
+            let outcome = match outcome {
+                Err(e @ ClientError::Broker { .. }) => {
+                    answered = Some(e.clone());
+                    Err(e)
+                }
+                Err(e) if e.is_retriable() && tokio::time::Instant::now() >= deadline => {
+                    Err(answered
+                        .take()
+                        .unwrap_or_else(|| ClientError::ControllerUnanswered {
+                            waited_ms: self.timeout_ms,
+                            last: e.to_string(),
+                        }))
+                }
+                other => other,
             };
             match outcome {
                 Err(ClientError::Broker { code, .. }) if maybe_applied && Some(code) == done => {

@@ -824,14 +824,7 @@ impl Consumer {
                     )));
                 }
             };
-            let offset = offsets::resolve(
-                &self.cluster,
-                self.config.request_timeout_ms,
-                &key.0,
-                key.1,
-                to,
-            )
-            .await?;
+            let offset = offsets::resolve(&self.cluster, &self.config, &key.0, key.1, to).await?;
             let leader_epoch = self.leader_epoch_of(&key).await;
             self.start(
                 key,

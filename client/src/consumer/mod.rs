@@ -74,6 +74,9 @@ pub struct ConsumerConfig {
     pub partition_max_bytes: u32,
     /// How long a request may take, ms. Default 30,000.
     pub request_timeout_ms: u64,
+    /// How long finding where to start in a partition waits for it to
+    /// have a leader, ms. Default 30,000.
+    pub leader_wait_ms: u64,
 }
 
 impl Default for ConsumerConfig {
@@ -83,6 +86,7 @@ impl Default for ConsumerConfig {
             max_bytes: 8 << 20,
             partition_max_bytes: 1 << 20,
             request_timeout_ms: 30_000,
+            leader_wait_ms: offsets::LIST_OFFSETS_RETRY_MS,
         }
     }
 }
@@ -199,14 +203,7 @@ impl Consumer {
             )));
         }
         self.invalidate_prefetch();
-        let offset = offsets::resolve(
-            &self.cluster,
-            self.config.request_timeout_ms,
-            topic,
-            partition,
-            to,
-        )
-        .await?;
+        let offset = offsets::resolve(&self.cluster, &self.config, topic, partition, to).await?;
         self.sought(&key, offset);
         self.positions.insert(key, offset);
         Ok(())

@@ -101,12 +101,48 @@ fn parse_offset(text: &str) -> anyhow::Result<SeekTo> {
     })
 }
 
+/// Refuses offset `n` if a partition read does not hold it, naming the
+/// offsets it does hold (before any record is printed, as `poll` would
+/// only say `OffsetOutOfRange`).
+async fn check_in_range(consumer: &mut Consumer, args: &ConsumeArgs, n: u64) -> anyhow::Result<()> {
+    let partitions = args.partition.map(|p| vec![p]);
+    consumer
+        .assign(&args.topic, partitions.clone(), SeekTo::Earliest)
+        .await?;
+    let starts = consumer.positions().clone();
+    consumer
+        .assign(&args.topic, partitions, SeekTo::Latest)
+        .await?;
+    for ((topic, p), end) in consumer.positions() {
+        let start = starts.get(&(topic.clone(), *p)).copied().unwrap_or(0);
+        if n < start || n > *end {
+            anyhow::bail!(
+                "offset {n} is out of range for topic {topic:?} partition {p}: its log starts at offset {start} and the next record will be offset {end}; use -o earliest, -o latest or -o -N"
+            );
+        }
+    }
+    Ok(())
+}
+
+/// The consumer's settings: with `--timeout-ms`, finding where to start
+/// waits no longer than that for a partition's leader.
+fn consumer_config(args: &ConsumeArgs) -> ConsumerConfig {
+    let mut config = ConsumerConfig::default();
+    if let Some(ms) = args.timeout_ms {
+        config.leader_wait_ms = ms;
+    }
+    config
+}
+
 pub(crate) async fn consume(cluster: Arc<Cluster>, args: ConsumeArgs) -> anyhow::Result<()> {
     if let Some(group) = args.group.clone() {
         return consume_in_group(cluster, args, group).await;
     }
     let from = parse_offset(&args.offset)?;
-    let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+    let mut consumer = Consumer::new(cluster, consumer_config(&args));
+    if let SeekTo::Offset(n) = from {
+        check_in_range(&mut consumer, &args, n).await?;
+    }
     consumer
         .assign(&args.topic, args.partition.map(|p| vec![p]), from)
         .await?;
@@ -135,7 +171,7 @@ async fn consume_in_group(
         ),
     };
     let mut signals = Signals::new()?;
-    let mut consumer = Consumer::new(cluster, ConsumerConfig::default());
+    let mut consumer = Consumer::new(cluster, consumer_config(&args));
     consumer.subscribe(
         GroupConfig {
             auto_offset_reset,

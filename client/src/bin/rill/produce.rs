@@ -163,8 +163,55 @@ fn records(n: u64) -> String {
 /// What the collector of delivery outcomes found.
 struct Delivered {
     acked: u64,
-    /// The first failure, with the partition of its record.
-    first_error: Option<(u32, ClientError)>,
+    /// The first failure, with the partition, input line and value size
+    /// of its record; for a batch refused as too large, its largest
+    /// record (the others failed with it).
+    first_error: Option<Failed>,
+}
+
+/// A record that was not acknowledged.
+struct Failed {
+    partition: u32,
+    line: u64,
+    value_bytes: usize,
+    error: ClientError,
+}
+
+/// A record sent, awaiting its outcome.
+struct Pending {
+    delivery: rill_client::DeliveryFuture,
+    line: u64,
+    value_bytes: usize,
+}
+
+/// Whether `e` refuses a batch as too large.
+fn too_large(e: &ClientError) -> bool {
+    matches!(
+        e,
+        ClientError::Broker { code, .. } if *code == rill_client::protocol::ErrorCode::RecordTooLarge
+    )
+}
+
+/// Says what went wrong with `f`, in the topic's terms: a record too
+/// large is compared with the topic's `max.message.bytes`.
+async fn explain(cluster: &Arc<Cluster>, topic: &str, f: &Failed) -> String {
+    let at = format!("topic {topic:?} partition {}", f.partition);
+    if !too_large(&f.error) {
+        return format!("{at}: {}", f.error);
+    }
+    let limit = rill_client::Admin::new(Arc::clone(cluster))
+        .describe_topic_configs(topic)
+        .await
+        .ok()
+        .and_then(|c| c.into_iter().find(|c| c.key == "max.message.bytes"))
+        .map_or_else(
+            || "its limit".to_string(),
+            |c| format!("max.message.bytes = {}", c.value),
+        );
+    format!(
+        "{at}: the record on line {} ({} bytes of value, more with its key, headers and the batch's framing) is larger than the topic allows ({limit}); raise it with `rill topic create ... --config max.message.bytes=N` for a new topic, or send smaller records",
+        f.line, f.value_bytes
+    )
 }
 
 pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow::Result<i32> {
@@ -190,18 +237,18 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
         idempotence: !args.no_idempotence,
         ..ProducerConfig::default()
     };
-    let producer = Producer::new(cluster, config);
+    let producer = Producer::new(Arc::clone(&cluster), config);
     // Outcomes are awaited in send order by one task while input is read.
-    let (pending_tx, mut pending_rx) = mpsc::channel::<rill_client::DeliveryFuture>(100_000);
+    let (pending_tx, mut pending_rx) = mpsc::channel::<Pending>(100_000);
     let print_offsets = args.print_offsets;
     let collector = tokio::spawn(async move {
         let mut delivered = Delivered {
             acked: 0,
             first_error: None,
         };
-        while let Some(f) = pending_rx.recv().await {
-            let partition = f.partition();
-            match f.await {
+        while let Some(p) = pending_rx.recv().await {
+            let partition = p.delivery.partition();
+            match p.delivery.await {
                 Ok(m) => {
                     delivered.acked += 1;
                     if print_offsets {
@@ -211,8 +258,24 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
                         }
                     }
                 }
-                Err(e) => {
-                    delivered.first_error.get_or_insert((partition, e));
+                Err(error) => {
+                    let failed = Failed {
+                        partition,
+                        line: p.line,
+                        value_bytes: p.value_bytes,
+                        error,
+                    };
+                    match &delivered.first_error {
+                        None => delivered.first_error = Some(failed),
+                        Some(first)
+                            if too_large(&first.error)
+                                && too_large(&failed.error)
+                                && failed.value_bytes > first.value_bytes =>
+                        {
+                            delivered.first_error = Some(failed);
+                        }
+                        Some(_) => {}
+                    }
                 }
             }
         }
@@ -235,6 +298,7 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
             }
         };
         bytes += value.len() as u64;
+        let value_bytes = value.len();
         let record = ProducerRecord {
             topic: args.topic.clone(),
             partition: args.partition,
@@ -245,8 +309,13 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
         };
         sent += 1;
         match producer.send(record).await {
-            Ok(f) => {
-                if pending_tx.send(f).await.is_err() {
+            Ok(delivery) => {
+                let pending = Pending {
+                    delivery,
+                    line,
+                    value_bytes,
+                };
+                if pending_tx.send(pending).await.is_err() {
                     bail!("internal error: the delivery collector stopped");
                 }
             }
@@ -269,7 +338,7 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
     let failed = sent - delivered.acked;
     if failed > 0 {
         match (delivered.first_error, send_error) {
-            (Some((p, e)), _) => eprintln!("rill: topic {:?} partition {p}: {e}", args.topic),
+            (Some(f), _) => eprintln!("rill: {}", explain(&cluster, &args.topic, &f).await),
             (None, Some(e)) => eprintln!("rill: topic {:?}: {e}", args.topic),
             (None, None) => {}
         }

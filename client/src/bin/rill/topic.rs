@@ -50,8 +50,8 @@ pub(crate) enum TopicCommand {
         /// message.timestamp.difference.max.ms); repeatable.
         #[arg(long = "config", value_name = "KEY=VALUE")]
         configs: Vec<String>,
-        /// How long to wait for every partition to have a leader, ms; the
-        /// topic is created either way.
+        /// How long to wait for the controller to create the topic and for
+        /// every partition to have a leader, ms.
         #[arg(long, default_value_t = 30_000)]
         timeout_ms: u64,
     },
@@ -270,6 +270,8 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
             timeout_ms,
         } => {
             let configs = key_values(&configs)?;
+            let deadline = Instant::now() + Duration::from_millis(timeout_ms);
+            let admin = admin.with_timeout_ms(timeout_ms);
             admin
                 .create_topic(&name, partitions, replication_factor, configs)
                 .await?;
@@ -278,8 +280,12 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
             } else {
                 "partitions"
             };
-            let leaderless =
-                await_leaders(admin.cluster(), &name, Duration::from_millis(timeout_ms)).await;
+            let leaderless = await_leaders(
+                admin.cluster(),
+                &name,
+                deadline.saturating_duration_since(Instant::now()),
+            )
+            .await;
             if !leaderless.is_empty() {
                 anyhow::bail!(
                     "created topic {name} with {partitions} {partitions_word}, but after {timeout_ms} ms partitions {} have no leader yet (`rill cluster status` shows why)",
