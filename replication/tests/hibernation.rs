@@ -2,8 +2,10 @@
 //! a settled group's leader and followers stop ticking and sending; a
 //! proposal wakes it and commits without an election; a leader whose
 //! broker goes down is replaced within a few ticks once the survivors are
-//! told, even by one of them alone; and a restarted leader asking for
-//! votes is heard by followers still asleep under its old lease.
+//! told, even by one of them alone; a restarted leader asking for
+//! votes is heard by followers still asleep under its old lease; and a
+//! follower back at once with an empty disk, which waits silently for its
+//! leader, is caught up once its leader is told it reconnected.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod helpers;
@@ -229,6 +231,27 @@ fn one_survivor_told_of_the_leader_down_is_enough() {
     // wake it, and it grants them once its own clock runs out, or asks
     // itself.
     c.tick_until(40, |c| c.leader().is_some_and(|(_, t)| t > term));
+}
+
+#[test]
+fn a_follower_back_at_once_with_an_empty_disk_is_caught_up_once_it_reconnects() {
+    let (mut c, _) = hibernating_cluster();
+    let commit = c.node(1).status(GROUP).unwrap().commit;
+    // Broker 3 loses its disk and is back before anyone found it down; its
+    // replica rejoins: it neither campaigns nor says anything.
+    c.nodes.remove(&3);
+    std::fs::remove_dir_all(c.dir(3)).unwrap();
+    c.open(3);
+    c.node(3).set_rejoining(true);
+    for _ in 0..100 {
+        c.tick();
+    }
+    assert!(
+        c.node(3).status(GROUP).unwrap().commit < commit,
+        "nothing reaches it while its leader sleeps"
+    );
+    c.node(1).peer_reconnected(BrokerId(3));
+    c.tick_until(20, |c| c.node(3).status(GROUP).unwrap().commit >= commit);
 }
 
 #[test]

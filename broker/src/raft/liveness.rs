@@ -6,7 +6,10 @@
 //! [`PEER_GONE_MS`], or that has sent nothing for [`PEER_SILENT_MS`] (ten
 //! beacons) while this broker kept up reading, is down, and the node wakes
 //! its groups (their followers campaign at once, ranked); a peer heard
-//! from again is up, and the groups led here wake to heartbeat it.
+//! from again is up, and the groups led here wake to heartbeat it. So do
+//! they when a peer's connection opens again too soon for it to have been
+//! found down: a broker restarted at once with an empty disk has replicas
+//! that wait, silent, for their leaders.
 
 use rill_replication::transport::PeerLiveness;
 
@@ -52,6 +55,13 @@ impl RaftLoop {
                 Some(true) => self.node.peer_up(p.peer),
                 None => {}
             }
+            let seen = self
+                .peer_connections
+                .insert(p.peer, p.connections_opened)
+                .unwrap_or(p.connections_opened);
+            if p.connections_opened > seen && p.connected {
+                self.node.peer_reconnected(p.peer);
+            }
         }
         if self.ticks % GAUGES_TICKS == 0 {
             crate::metrics::raft_liveness(self.node.awake_groups(), self.node.peers_down());
@@ -71,6 +81,7 @@ mod tests {
             since_change_ms,
             silent_ms,
             backlogged: false,
+            connections_opened: 1,
         }
     }
 

@@ -256,6 +256,7 @@ pub fn open(
         deletions_pending: false,
         stopping: false,
         told: BTreeMap::new(),
+        peer_connections: BTreeMap::new(),
     };
     raft.open_controller()?;
     Ok(Opened {
@@ -352,6 +353,9 @@ struct RaftLoop {
     /// Per moving partition led here, the progress last sent to the
     /// controller and the tick it went at (see `moves.rs`).
     told: BTreeMap<GroupId, (MetadataCommand, u64)>,
+    /// Each peer's connections opened as last seen (`liveness.rs`): one
+    /// more is a reconnection.
+    peer_connections: BTreeMap<BrokerId, u64>,
 }
 
 impl RaftLoop {

@@ -292,6 +292,15 @@ impl Node {
         if !self.peers_down.remove(&peer) {
             return;
         }
+        self.peer_reconnected(peer);
+    }
+
+    /// `peer` connected again, perhaps too soon after it went to be found
+    /// down (a broker restarted at once, with its disk or without): the
+    /// groups led here that it is a member of wake and probe it, as a
+    /// replica that lost its log (a rejoining one) neither campaigns nor
+    /// sends anything until its leader does.
+    pub fn peer_reconnected(&mut self, peer: BrokerId) {
         let me = self.config.id.get();
         let groups: Vec<GroupId> = self
             .groups

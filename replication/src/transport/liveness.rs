@@ -21,6 +21,10 @@ pub(super) struct Liveness {
     pub(super) connections: AtomicU32,
     /// When `connections` last went to or from zero.
     pub(super) changed_ms: AtomicU64,
+    /// Connections to the peer opened so far: one more than last seen is a
+    /// reconnection, however briefly it was closed (a broker restarted
+    /// faster than it could be found down).
+    pub(super) opened: AtomicU64,
     /// Readers of the peer's connections waiting on this broker (for the
     /// inbound budget or queue): this broker is behind, which says
     /// nothing of the peer.
@@ -37,6 +41,7 @@ impl Liveness {
             last_frame_ms: AtomicU64::new(now),
             connections: AtomicU32::new(0),
             changed_ms: AtomicU64::new(now),
+            opened: AtomicU64::new(0),
             backlogged: AtomicU32::new(0),
         }
     }
@@ -50,6 +55,7 @@ impl Liveness {
     /// while its Raft thread is stuck is not up.
     pub(super) fn connected(&self) {
         let now = self.now_ms();
+        self.opened.fetch_add(1, Ordering::AcqRel);
         if self.connections.fetch_add(1, Ordering::AcqRel) == 0 {
             self.changed_ms.store(now, Ordering::Relaxed);
         }
@@ -77,6 +83,8 @@ pub struct PeerLiveness {
     /// Whether this broker is behind reading it (its silence says nothing
     /// then).
     pub backlogged: bool,
+    /// Connections to it opened so far (see [`Liveness::opened`]).
+    pub connections_opened: u64,
 }
 
 /// A reader waiting on this broker with a peer's frame: counted in the

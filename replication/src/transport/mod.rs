@@ -346,6 +346,7 @@ impl Transport {
                     since_change_ms: now.saturating_sub(l.changed_ms.load(Ordering::Relaxed)),
                     silent_ms: now.saturating_sub(l.last_frame_ms.load(Ordering::Relaxed)),
                     backlogged: l.backlogged.load(Ordering::Acquire) > 0,
+                    connections_opened: l.opened.load(Ordering::Acquire),
                 }
             })
             .collect()
