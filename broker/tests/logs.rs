@@ -43,3 +43,47 @@ fn json_logs_are_one_object_per_line_with_level_and_message() {
         "{messages:?}"
     );
 }
+
+/// The lines of a broker started with `args` (RUST_LOG unset), which
+/// creates a topic and stops.
+fn lines_of_a_broker_creating_a_topic(args: &[&str]) -> Vec<String> {
+    let dir = tempfile::tempdir().unwrap();
+    let mut all = vec!["--listen", "127.0.0.1:0"];
+    all.extend_from_slice(args);
+    let broker = BrokerProcess::start_with_env(
+        dir.path(),
+        &all.iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+        &[("RUST_LOG", "")],
+    );
+    let mut client = broker.connect();
+    assert!(client.create_topic("quiet", 2, &[]).error.is_ok());
+    broker.sigterm();
+    broker.final_log_lines(Duration::from_secs(30))
+}
+
+#[test]
+fn raft_rs_lines_are_debug_and_leader_changes_one_info_line_each() {
+    let lines = lines_of_a_broker_creating_a_topic(&[]);
+    assert!(
+        !lines.iter().any(|l| l.contains(" raft: ")),
+        "raft-rs's own lines at the default level: {lines:#?}"
+    );
+    for p in 0..2 {
+        let led: Vec<_> = lines
+            .iter()
+            .filter(|l| {
+                l.contains("leading the partition") && l.contains(&format!("partition={p} "))
+            })
+            .collect();
+        assert_eq!(led.len(), 1, "{lines:#?}");
+    }
+    assert!(
+        lines.iter().any(|l| l.contains("created topic")),
+        "{lines:#?}"
+    );
+    let debug = lines_of_a_broker_creating_a_topic(&["--log-level", "debug"]);
+    assert!(
+        debug.iter().any(|l| l.contains("DEBUG raft: ")),
+        "--log-level debug brings raft-rs's lines back"
+    );
+}

@@ -56,18 +56,27 @@ impl BrokerProcess {
         Self::start_with_env(data_dir, args, &[])
     }
 
-    /// As [`BrokerProcess::start_with`], with extra environment variables.
+    /// As [`BrokerProcess::start_with`], with extra environment variables
+    /// (winning over the tests' `RUST_LOG`; an empty value unsets one).
     pub fn start_with_env(data_dir: &Path, args: &[String], env: &[(&str, &str)]) -> BrokerProcess {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_rill-broker"))
+        let mut command = Command::new(env!("CARGO_BIN_EXE_rill-broker"));
+        command
             .args(args)
             .args(http_listen_unless_given(args))
-            .envs(env.iter().copied())
             .arg("--data-dir")
             .arg(data_dir)
             .env(
                 "RUST_LOG",
                 std::env::var("RILL_TEST_LOG").unwrap_or_else(|_| "info,raft=warn".into()),
-            )
+            );
+        for (k, v) in env {
+            if v.is_empty() {
+                command.env_remove(k);
+            } else {
+                command.env(k, v);
+            }
+        }
+        let mut child = command
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::piped())
