@@ -8,7 +8,7 @@ use std::time::Duration;
 use crate::cluster::Cluster;
 use crate::error::ClientError;
 use crate::protocol::messages::InitProducerIdRequest;
-use crate::protocol::{Request, Response};
+use crate::protocol::{ErrorCode, Request, Response};
 
 /// A producer id and its epoch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -44,7 +44,14 @@ pub async fn init_producer_id(
             }
             Ok(Response::InitProducerId(r)) => ClientError::Broker {
                 code: r.error,
-                message: "no producer id given".into(),
+                message: if r.error == ErrorCode::NotController {
+                    "the idempotent producer needs an id from the controller, and no controller \
+                     leader is known: a majority of the controller's brokers must be up \
+                     (a producer without idempotence needs none)"
+                        .into()
+                } else {
+                    "no producer id given".into()
+                },
             },
             Ok(other) => {
                 return Err(ClientError::Invalid(format!(

@@ -223,6 +223,19 @@ pub(crate) async fn gather(cluster: Arc<Cluster>) -> anyhow::Result<Gathered> {
                 .iter()
                 .find_map(|r| u32::try_from(r.controller_id).ok())
         });
+    // A broker that holds replicas but never registered its address (it
+    // died before it could) cannot be asked: it is down.
+    let unregistered: Vec<u32> = partitions
+        .iter()
+        .flat_map(|p| p.replicas.iter().map(|r| r.id))
+        .filter(|id| !brokers.contains_key(id))
+        .collect();
+    for id in unregistered {
+        brokers.entry(id).or_insert_with(|| BrokerState {
+            address: "address unknown".into(),
+            status: Err("it has not registered its address with the controller".into()),
+        });
+    }
     Ok(Gathered {
         brokers,
         partitions,
