@@ -71,10 +71,12 @@ struct Flags {
     /// Partitions of a created topic.
     #[arg(long, global = true, default_value_t = 1)]
     partitions: u32,
-    /// Replication factor of a created topic.
+    /// Replication factor of a created topic (`parked-fetch` creates its
+    /// own with one).
     #[arg(long, global = true, default_value_t = 1)]
     replication_factor: u16,
-    /// A setting of a created topic, KEY=VALUE (e.g. fsync=false); repeatable.
+    /// A setting of a created topic, KEY=VALUE (e.g. fsync=false;
+    /// `parked-fetch` takes none); repeatable.
     #[arg(long = "topic-config", global = true, value_name = "KEY=VALUE")]
     topic_configs: Vec<String>,
     /// Total records over all producers (or consumed, for `consume`)
@@ -136,13 +138,15 @@ struct Flags {
     #[arg(long, global = true)]
     json: bool,
     /// Consumers read as members of this consumer group (committing what
-    /// they read) instead of splitting the partitions among themselves.
+    /// they read) instead of splitting the partitions among themselves
+    /// [default: none].
     #[arg(long, global = true)]
     group: Option<String>,
     /// `parked-fetch`: connections the parked fetches are spread over.
     #[arg(long, global = true, default_value_t = 10)]
     connections: u32,
-    /// `parked-fetch`: the broker's process id, whose CPU time is read.
+    /// `parked-fetch` (required there): the broker's process id, whose CPU
+    /// time is read.
     #[arg(long, global = true)]
     broker_pid: Option<u32>,
     /// `parked-fetch`: seconds the fetches stay parked before measuring.

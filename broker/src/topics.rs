@@ -254,6 +254,14 @@ impl TopicConfig {
     /// message naming the key and the values it takes.
     pub fn from_pairs(pairs: &[(String, String)]) -> Result<TopicConfig, String> {
         let c = TopicConfig::parse_pairs(pairs)?;
+        // The one bound between two settings, in the user's names (the
+        // log's own check below speaks in its field names).
+        if c.segment_bytes < c.max_message_bytes as u64 {
+            return Err(format!(
+                "segment.bytes ({}) must be at least max.message.bytes ({}): a segment holds the largest batch",
+                c.segment_bytes, c.max_message_bytes
+            ));
+        }
         c.log_config().validate().map_err(|e| e.to_string())?;
         Ok(c)
     }
@@ -541,6 +549,15 @@ mod tests {
 
     fn refusal(p: &[(&str, &str)]) -> String {
         TopicConfig::from_pairs(&pairs(p)).expect_err("refused")
+    }
+
+    #[test]
+    fn a_segment_smaller_than_the_largest_batch_is_refused_in_the_users_names() {
+        let m = refusal(&[("segment.bytes", "8192"), ("max.message.bytes", "65536")]);
+        assert_eq!(
+            m,
+            "segment.bytes (8192) must be at least max.message.bytes (65536): a segment holds the largest batch"
+        );
     }
 
     #[test]

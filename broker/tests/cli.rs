@@ -306,6 +306,32 @@ fn topics_are_listed_with_their_shape_and_described_or_deleted_several_at_once()
     );
     assert!(text.contains("retention.ms = 60000  (set)"), "{text}");
 
+    // A missing name among them: the others are described, and it named.
+    let o = rill(&broker, &["topic", "describe", "events", "nope"], "");
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stdout(&o).starts_with("topic events\n"), "{}", stdout(&o));
+    assert_eq!(stderr(&o), "rill: topic \"nope\" does not exist\n");
+    // Settings refused in their own names.
+    let o = rill(
+        &broker,
+        &[
+            "topic",
+            "create",
+            "bad",
+            "--config",
+            "segment.bytes=8192",
+            "--config",
+            "max.message.bytes=65536",
+        ],
+        "",
+    );
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("segment.bytes (8192) must be at least max.message.bytes (65536)"),
+        "{}",
+        stderr(&o)
+    );
+
     let o = rill(&broker, &["topic", "delete", "events", "nope", "logs"], "");
     assert_eq!(o.status.code(), Some(1));
     assert!(

@@ -155,8 +155,8 @@ fn a_partition_without_a_leader_fails_produce_and_consume_within_their_timeouts_
     c.wait_for("the partition without a leader", 60, |c| {
         describe_json(c, "l")["partitions"][0]["leader"].is_null()
     });
-    // Before, a 1 s timeout waited 30 s and named no partition; the bound
-    // below is a quarter of that, not a benchmark.
+    // Before, a 1 s timeout waited 30 s and named no partition; now about
+    // 1-1.6 s. The bound leaves room for a busy machine.
     let started = std::time::Instant::now();
     let produce = run_rill(
         &c.bootstrap(),
@@ -176,7 +176,7 @@ fn a_partition_without_a_leader_fails_produce_and_consume_within_their_timeouts_
         assert_eq!(o.status.code(), Some(1), "{err}");
         assert!(err.contains("partition 0"), "{err}");
         assert!(
-            took < std::time::Duration::from_secs(8),
+            took < std::time::Duration::from_secs(5),
             "took {took:?}: {err}"
         );
     }

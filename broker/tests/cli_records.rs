@@ -306,21 +306,21 @@ fn consume_starts_n_records_before_the_end_or_at_a_time() {
 fn a_topic_that_does_not_exist_fails_at_once_naming_it() {
     let dir = tempfile::tempdir().unwrap();
     let broker = broker_with_topic(dir.path());
-    // Before, each line waited 5 s for the topic to appear (15 s here):
-    // the bound below is that old wait for one line, not a benchmark.
-    let started = Instant::now();
-    let produce = run_rill(&broker.addr.to_string(), &["produce", "tt"], "a\nb\nc\n");
-    let consume = run_rill(
-        &broker.addr.to_string(),
-        &["consume", "tt", "--timeout-ms", "100"],
-        "",
-    );
-    let took = started.elapsed();
-    for o in [&produce, &consume] {
+    // Before, each line waited 5 s for the topic to appear (15 s here);
+    // now a few ms. The bound is generous for a busy machine, not a
+    // benchmark: well under that old wait, and it holds with no retry.
+    let timed = |args: &[&str], input: &str| {
+        let started = Instant::now();
+        let o = run_rill(&broker.addr.to_string(), args, input);
+        (o, started.elapsed())
+    };
+    let produce = timed(&["produce", "tt"], "a\nb\nc\n");
+    let consume = timed(&["consume", "tt", "--timeout-ms", "100"], "");
+    for (o, took) in [&produce, &consume] {
         assert_eq!(o.status.code(), Some(1));
         assert_eq!(stderr(o), "rill: topic \"tt\" does not exist\n");
+        assert!(*took < Duration::from_secs(2), "took {took:?}");
     }
-    assert!(took < Duration::from_secs(5), "took {took:?}");
 }
 
 #[test]

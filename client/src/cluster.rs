@@ -351,7 +351,10 @@ impl Cluster {
     /// controller is known or reachable is it asked again, for up to
     /// `wait`.
     pub async fn topic_within(&self, name: &str, wait: Duration) -> Result<TopicInfo, ClientError> {
-        let deadline = tokio::time::Instant::now() + wait;
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(wait)
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         let mut pause_ms = 20;
         loop {
             let unknown = match self.topic(name).await {

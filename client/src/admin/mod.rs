@@ -129,7 +129,10 @@ impl Admin {
         request: Request,
         done: Option<ErrorCode>,
     ) -> Result<(), ClientError> {
-        let deadline = tokio::time::Instant::now() + Duration::from_millis(self.timeout_ms);
+        let now = tokio::time::Instant::now();
+        let deadline = now
+            .checked_add(Duration::from_millis(self.timeout_ms))
+            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
         let mut pause_ms = 50;
         let mut maybe_applied = false;
         // The last error a broker answered: what a try that then reached

@@ -163,8 +163,12 @@ impl Consumer {
                 "this consumer reads the partitions group {group:?} assigns it; it cannot assign itself others"
             )));
         }
-        let wait = Duration::from_millis(crate::cluster::UNKNOWN_TOPIC_WAIT_MS);
-        let info = self.cluster.topic_within(topic, wait).await?;
+        // No longer than the caller would wait for a leader either.
+        let wait_ms = crate::cluster::UNKNOWN_TOPIC_WAIT_MS.min(self.config.leader_wait_ms);
+        let info = self
+            .cluster
+            .topic_within(topic, Duration::from_millis(wait_ms))
+            .await?;
         let all: Vec<u32> = info.partitions.iter().map(|p| p.partition).collect();
         let chosen = partitions.unwrap_or_else(|| all.clone());
         for p in &chosen {

@@ -45,7 +45,7 @@ pub(crate) enum ClusterCommand {
     /// move has ended.
     Balance {
         /// How long to wait for the moves, ms.
-        #[arg(long, default_value_t = 600_000)]
+        #[arg(long, value_parser = crate::timeout_ms_parser(), default_value_t = 600_000)]
         timeout_ms: u64,
     },
     /// Take a broker out of the cluster's replicas: no new replica goes to
@@ -57,7 +57,7 @@ pub(crate) enum ClusterCommand {
         /// The broker.
         id: u32,
         /// How long to wait for the moves, ms.
-        #[arg(long, default_value_t = 600_000)]
+        #[arg(long, value_parser = crate::timeout_ms_parser(), default_value_t = 600_000)]
         timeout_ms: u64,
     },
     /// Take a removed broker back, or have a new broker join the cluster
@@ -70,7 +70,7 @@ pub(crate) enum ClusterCommand {
         /// Its peer listener, HOST:PORT: for a broker new to the cluster.
         peer_addr: Option<String>,
         /// How long to wait for the moves, ms.
-        #[arg(long, default_value_t = 600_000)]
+        #[arg(long, value_parser = crate::timeout_ms_parser(), default_value_t = 600_000)]
         timeout_ms: u64,
     },
 }
@@ -231,7 +231,10 @@ pub(crate) async fn cluster_status(
         .filter(|(_, b)| b.status.is_err())
         .map(|(id, _)| *id)
         .collect();
-    let leaderless = partitions.iter().filter(|p| p.leader.is_none()).count();
+    let leaderless = partitions
+        .iter()
+        .filter(|p| !p.topic.is_empty() && p.leader.is_none())
+        .count();
     if down.is_empty() && leaderless == 0 && controller.is_some() {
         return Ok(0);
     }
@@ -247,7 +250,10 @@ pub(crate) async fn cluster_status(
         ));
     }
     if leaderless > 0 {
-        why.push(format!("{leaderless} without a leader"));
+        why.push(format!(
+            "{leaderless} partition{} without a leader",
+            if leaderless == 1 { "" } else { "s" }
+        ));
     }
     if controller.is_none() {
         why.push("no controller".into());

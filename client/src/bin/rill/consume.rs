@@ -64,7 +64,7 @@ pub(crate) struct ConsumeArgs {
     #[arg(short = 'n', long)]
     max_messages: Option<u64>,
     /// Exit (successfully) after this long with no new record, ms.
-    #[arg(long)]
+    #[arg(long, value_parser = crate::timeout_ms_parser())]
     timeout_ms: Option<u64>,
     /// How each record is printed: value, json (topic, partition, offset,
     /// timestamp, key, value, headers), or a template with kcat's tokens:

@@ -81,6 +81,15 @@ enum Command {
     },
 }
 
+/// The longest timeout a command takes, ms (a year): a larger one would
+/// overflow the clock.
+pub(crate) const TIMEOUT_MS_MAX: u64 = 365 * 24 * 3600 * 1000;
+
+/// Parses a `--timeout-ms`-like flag, refusing more than [`TIMEOUT_MS_MAX`].
+pub(crate) fn timeout_ms_parser() -> clap::builder::RangedU64ValueParser<u64> {
+    clap::value_parser!(u64).range(..=TIMEOUT_MS_MAX)
+}
+
 #[derive(Debug, Clone, Copy, ValueEnum)]
 pub(crate) enum DescribeFormat {
     Text,

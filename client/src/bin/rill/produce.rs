@@ -35,7 +35,8 @@ pub(crate) struct ProduceArgs {
     /// keyless records are spread).
     #[arg(short = 'p', long)]
     partition: Option<u32>,
-    /// The key of every record.
+    /// The key of every record, as text (not decoded with
+    /// --value-format).
     #[arg(long, conflicts_with = "key_separator")]
     key: Option<String>,
     /// Split each record at the first SEP: key before, value after (a
@@ -71,7 +72,7 @@ pub(crate) struct ProduceArgs {
     batch_size: usize,
     /// A record not acknowledged within this long has failed, ms; finding
     /// the topic waits no longer either.
-    #[arg(long, default_value_t = 30_000)]
+    #[arg(long, value_parser = crate::timeout_ms_parser(), default_value_t = 30_000)]
     delivery_timeout_ms: u64,
     /// How batches are compressed: none, lz4 or zstd (a batch is sent
     /// compressed only when that makes it smaller).
@@ -287,7 +288,15 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
     let mut line = 0u64;
     while let Some(record) = input.recv().await {
         line += 1;
-        let record = record.context("reading standard input")?;
+        let record = match record {
+            Ok(r) => r,
+            Err(e) => {
+                stopped = Some(format!(
+                    "line {line}: standard input could not be read ({e}); it and everything after it were not sent"
+                ));
+                break;
+            }
+        };
         let (key, value) = match key_and_value(&args, &record) {
             Ok(kv) => kv,
             Err(why) => {
@@ -330,7 +339,7 @@ pub(crate) async fn produce(cluster: Arc<Cluster>, args: ProduceArgs) -> anyhow:
     let delivered = collector.await.context("delivery collector")?;
     let seconds = started.elapsed().as_secs_f64().max(1e-9);
     eprintln!(
-        "{} acknowledged ({bytes} bytes of values) in {seconds:.3} s: {:.0} records/s, {:.2} MB/s",
+        "{} acknowledged ({bytes} bytes of values sent) in {seconds:.3} s: {:.0} records/s, {:.2} MB/s",
         records(delivered.acked),
         delivered.acked as f64 / seconds,
         bytes as f64 / seconds / 1e6

@@ -52,7 +52,7 @@ pub(crate) enum TopicCommand {
         configs: Vec<String>,
         /// How long to wait for the controller to create the topic and for
         /// every partition to have a leader, ms.
-        #[arg(long, default_value_t = 30_000)]
+        #[arg(long, value_parser = crate::timeout_ms_parser(), default_value_t = 30_000)]
         timeout_ms: u64,
     },
     /// List topic names (internal ones, beginning `__`, only with
@@ -113,7 +113,7 @@ pub(crate) enum TopicCommand {
         #[arg(long, value_delimiter = ',', required = true)]
         replicas: Vec<u32>,
         /// How long to wait for the move to end, ms (0: do not wait).
-        #[arg(long, default_value_t = 120_000)]
+        #[arg(long, value_parser = crate::timeout_ms_parser(), default_value_t = 120_000)]
         timeout_ms: u64,
     },
     /// Delete topics and their data.
@@ -225,10 +225,16 @@ async fn leaders_log_starts(
     starts
 }
 
-/// Waits until every partition of `name` has a leader known to a broker
-/// holding it (a leader epoch past 0), for at most `timeout`; the
-/// partitions still without one, if any.
-async fn await_leaders(cluster: &Cluster, name: &str, timeout: Duration) -> Vec<u32> {
+/// Waits until every partition of `name` (`partitions` of them) has a
+/// leader known to a broker holding it (a leader epoch past 0), for at
+/// most `timeout`; the partitions still without one, if any (all of them
+/// while no broker describes the topic yet).
+async fn await_leaders(
+    cluster: &Cluster,
+    name: &str,
+    partitions: u32,
+    timeout: Duration,
+) -> Vec<u32> {
     let deadline = Instant::now() + timeout;
     loop {
         cluster.invalidate(name);
@@ -239,7 +245,7 @@ async fn await_leaders(cluster: &Cluster, name: &str, timeout: Duration) -> Vec<
                 .filter(|p| p.leader < 0 || p.leader_epoch == 0)
                 .map(|p| p.partition)
                 .collect(),
-            Err(_) => vec![],
+            Err(_) => (0..partitions).collect(),
         };
         if leaderless.is_empty() || Instant::now() >= deadline {
             return leaderless;
@@ -283,6 +289,7 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
             let leaderless = await_leaders(
                 admin.cluster(),
                 &name,
+                partitions,
                 deadline.saturating_duration_since(Instant::now()),
             )
             .await;
@@ -335,10 +342,16 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
         }
         TopicCommand::Describe { names, format } => {
             let mut described = Vec::new();
+            let mut missing = Vec::new();
             for name in &names {
-                let info = admin.describe_topic(name).await?;
-                let configs = admin.describe_topic_configs(name).await?;
-                described.push((info, configs));
+                match admin.describe_topic(name).await {
+                    Ok(info) => {
+                        let configs = admin.describe_topic_configs(name).await?;
+                        described.push((info, configs));
+                    }
+                    Err(rill_client::ClientError::UnknownTopic(_)) => missing.push(name.as_str()),
+                    Err(e) => return Err(e.into()),
+                }
             }
             let g = gather(Arc::clone(admin.cluster())).await?;
             let starts = leaders_log_starts(admin.cluster(), &g, &names).await;
@@ -401,6 +414,11 @@ pub(crate) async fn topic(cluster: Arc<Cluster>, command: TopicCommand) -> anyho
                         }
                     }
                 }
+            }
+            match missing.as_slice() {
+                [] => {}
+                [one] => anyhow::bail!("topic {one:?} does not exist"),
+                many => anyhow::bail!("topics {} do not exist", many.join(", ")),
             }
         }
         TopicCommand::Alter {
