@@ -35,6 +35,14 @@ pub const LEADER_CHECK_MS: u64 = 500;
 /// exists (see [`Cluster::topic_within`]).
 pub const UNKNOWN_TOPIC_WAIT_MS: u64 = 5_000;
 
+/// The instant `wait` from now; a wait too long to add to the clock (a
+/// caller's huge timeout) ends a year from now instead.
+pub(crate) fn deadline_after(wait: Duration) -> tokio::time::Instant {
+    let now = tokio::time::Instant::now();
+    now.checked_add(wait)
+        .unwrap_or(now + Duration::from_secs(365 * 24 * 3600))
+}
+
 /// One topic as the cluster describes it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TopicInfo {
@@ -351,10 +359,7 @@ impl Cluster {
     /// controller is known or reachable is it asked again, for up to
     /// `wait`.
     pub async fn topic_within(&self, name: &str, wait: Duration) -> Result<TopicInfo, ClientError> {
-        let now = tokio::time::Instant::now();
-        let deadline = now
-            .checked_add(wait)
-            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+        let deadline = deadline_after(wait);
         let mut pause_ms = 20;
         loop {
             let unknown = match self.topic(name).await {

@@ -129,10 +129,7 @@ impl Admin {
         request: Request,
         done: Option<ErrorCode>,
     ) -> Result<(), ClientError> {
-        let now = tokio::time::Instant::now();
-        let deadline = now
-            .checked_add(Duration::from_millis(self.timeout_ms))
-            .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+        let deadline = crate::cluster::deadline_after(Duration::from_millis(self.timeout_ms));
         let mut pause_ms = 50;
         let mut maybe_applied = false;
         // The last error a broker answered: what a try that then reached

@@ -25,11 +25,7 @@ pub(super) async fn resolve(
     partition: u32,
     to: SeekTo,
 ) -> Result<u64, ClientError> {
-    // A wait too long to add to the clock waits as long as it can.
-    let now = tokio::time::Instant::now();
-    let deadline = now
-        .checked_add(Duration::from_millis(config.leader_wait_ms))
-        .unwrap_or(now + Duration::from_secs(365 * 24 * 3600));
+    let deadline = crate::cluster::deadline_after(Duration::from_millis(config.leader_wait_ms));
     let list = |timestamp_ms| {
         list_offset(
             cluster,
